@@ -1,0 +1,106 @@
+//! Errors as the API answers them: a status, a stable snake_case word and a sentence.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bulwark_node::NodeError;
+use serde::Serialize;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    message: &'a str,
+}
+
+impl ApiError {
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Classifies a serde_json error found at `path` (e.g. `[3].amount`) in a batch of `what`.
+    pub fn from_json(e: &serde_json::Error, path: String, what: &str) -> Self {
+        use serde_json::error::Category;
+        let place = if path.is_empty() || path == "." {
+            String::new()
+        } else {
+            format!("at {path}: ")
+        };
+        let detail = e.to_string();
+        match e.classify() {
+            Category::Syntax | Category::Eof | Category::Io => ApiError::bad_request(
+                "malformed_json",
+                format!("the body is not valid JSON: {detail}"),
+            ),
+            Category::Data => {
+                let code = if detail.starts_with("unknown field") {
+                    "unknown_field"
+                } else if detail.starts_with("missing field") {
+                    "missing_field"
+                } else if place.is_empty() {
+                    return ApiError::bad_request(
+                        "invalid_body",
+                        format!("the body must be a JSON array of {what}: {detail}"),
+                    );
+                } else {
+                    "invalid_field"
+                };
+                ApiError::bad_request(code, format!("{place}{detail}"))
+            }
+        }
+    }
+}
+
+impl From<NodeError> for ApiError {
+    fn from(e: NodeError) -> Self {
+        match e {
+            NodeError::Stopped => ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "unavailable",
+                message: "the node is shutting down or has stopped".into(),
+            },
+            other => {
+                tracing::error!(error = %other, "request failed in the node");
+                ApiError {
+                    status: StatusCode::INTERNAL_SERVER_ERROR,
+                    code: "storage_error",
+                    message: other.to_string(),
+                }
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: self.code,
+            message: &self.message,
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}

@@ -1,0 +1,334 @@
+//! HTTP API v1: the JSON edge of a node (axum).
+//!
+//! It owns the wire format — strict parsing of every request, one JSON shape per answer, the
+//! 4xx error words — and the HTTP metrics. It turns requests into ledger operations and queries
+//! for the node and answers with what the node says. It must never change state itself, never
+//! answer a write before the node has made it durable, and never let a malformed request reach
+//! the node: a bad batch is refused whole, with nothing changed.
+
+mod error;
+mod json;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bulwark_ledger::{AccountId, BatchResults, Operation, Timestamp, TransferId, MAX_BATCH_EVENTS};
+use bulwark_node::metrics::{RequestLabels, RouteLabels};
+use bulwark_node::{Answer, Metrics, NodeHandle, Query as NodeQuery};
+use serde::Deserialize;
+use serde_json::json;
+
+pub use error::ApiError;
+
+/// Largest request body accepted; 8190 transfers with every field spelled out fit well within.
+pub const MAX_BODY_BYTES: usize = 8 << 20;
+/// Page size of an account's transfer history when `limit` is not given.
+pub const DEFAULT_HISTORY_LIMIT: usize = 100;
+
+#[derive(Clone)]
+struct AppState {
+    node: NodeHandle,
+    node_id: u64,
+}
+
+/// The router of API v1 for one node.
+pub fn router(node: NodeHandle) -> Router {
+    let metrics = node.metrics.clone();
+    let state = AppState { node, node_id: 1 };
+    Router::new()
+        .route("/v1/accounts", post(create_accounts))
+        .route("/v1/transfers", post(create_transfers))
+        .route("/v1/accounts/{id}", get(get_account))
+        .route("/v1/transfers/{id}", get(get_transfer))
+        .route("/v1/accounts/{id}/transfers", get(get_account_transfers))
+        .route("/v1/status", get(status))
+        .route("/metrics", get(metrics_text))
+        .route("/health/live", get(|| async { "ok" }))
+        .route("/health/ready", get(|| async { "ok" }))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(metrics, record_metrics))
+        .with_state(state)
+}
+
+async fn record_metrics(
+    State(metrics): State<Arc<Metrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = match request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str())
+    {
+        Some("/v1/accounts") => "/v1/accounts",
+        Some("/v1/transfers") => "/v1/transfers",
+        Some("/v1/accounts/{id}") => "/v1/accounts/{id}",
+        Some("/v1/transfers/{id}") => "/v1/transfers/{id}",
+        Some("/v1/accounts/{id}/transfers") => "/v1/accounts/{id}/transfers",
+        Some("/v1/status") => "/v1/status",
+        Some("/metrics") => "/metrics",
+        Some(_) => "other",
+        None => "unmatched",
+    };
+    let started = Instant::now();
+    let response = next.run(request).await;
+    metrics
+        .http_latency
+        .get_or_create(&RouteLabels { route })
+        .observe(started.elapsed().as_secs_f64());
+    metrics
+        .http_requests
+        .get_or_create(&RequestLabels {
+            route,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("not_found", "no such route in API v1")
+}
+
+fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                code: "body_too_large",
+                message: format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+            }
+        } else {
+            ApiError::bad_request("unreadable_body", e.body_text())
+        }
+    })
+}
+
+async fn create_accounts(
+    State(state): State<AppState>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let accounts = json::parse_accounts(&body(raw)?)?;
+    write(&state, Operation::CreateAccounts(accounts)).await
+}
+
+async fn create_transfers(
+    State(state): State<AppState>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let transfers = json::parse_transfers(&body(raw)?)?;
+    write(&state, Operation::CreateTransfers(transfers)).await
+}
+
+async fn write(state: &AppState, operation: Operation) -> Result<Response, ApiError> {
+    let outcome = state.node.write(operation).await?;
+    let results = match &outcome.results {
+        BatchResults::Accounts(r) => r.iter().map(|r| r.name()).collect::<Vec<_>>(),
+        BatchResults::Transfers(r) => r.iter().map(|r| r.name()).collect(),
+    };
+    let answer = json::BatchAnswer {
+        results: results
+            .into_iter()
+            .enumerate()
+            .map(|(index, result)| json::EventResult { index, result })
+            .collect(),
+    };
+    let mut response = Json(answer).into_response();
+    response
+        .headers_mut()
+        .insert("bulwark-commit-index", outcome.commit_index.into());
+    Ok(response)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadParams {
+    consistency: Option<Consistency>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryParams {
+    limit: Option<usize>,
+    after: Option<u64>,
+    consistency: Option<Consistency>,
+}
+
+/// A single node is always its own leader, so both read paths see the same state; the option is
+/// parsed now so that clients written against a cluster work unchanged.
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum Consistency {
+    Linearizable,
+    Stale,
+}
+
+fn query<T: serde::de::DeserializeOwned>(
+    q: Result<Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, ApiError> {
+    q.map(|Query(t)| t)
+        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+}
+
+fn path_id(raw: &str, what: &str) -> Result<u64, ApiError> {
+    match raw.parse::<u64>() {
+        Ok(0) => Err(ApiError::bad_request(
+            "invalid_id",
+            format!("{what} id must not be 0"),
+        )),
+        Ok(id) => Ok(id),
+        Err(_) => Err(ApiError::bad_request(
+            "invalid_id",
+            format!(
+                "{what} id `{raw}` is not an integer between 1 and {}",
+                u64::MAX
+            ),
+        )),
+    }
+}
+
+fn read_response(body: impl serde::Serialize, applied_index: u64) -> Response {
+    let mut response = Json(body).into_response();
+    response
+        .headers_mut()
+        .insert("bulwark-applied-index", applied_index.into());
+    response
+}
+
+async fn get_account(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    params: Result<Query<ReadParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let _consistency = query(params)?.consistency;
+    let id = AccountId(path_id(&raw, "account")?);
+    let read = state.node.read(NodeQuery::Account(id)).await?;
+    match read.answer {
+        Answer::Account(Some(a)) => {
+            Ok(read_response(json::AccountOut::from(a), read.applied_index))
+        }
+        Answer::Account(None) => Err(ApiError::not_found(
+            "account_not_found",
+            format!("no account with id {id}"),
+        )),
+        _ => unreachable!("the node answers an account query with an account"),
+    }
+}
+
+async fn get_transfer(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    params: Result<Query<ReadParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let _consistency = query(params)?.consistency;
+    let id = TransferId(path_id(&raw, "transfer")?);
+    let read = state.node.read(NodeQuery::Transfer(id)).await?;
+    match read.answer {
+        Answer::Transfer(Some((t, status))) => Ok(read_response(
+            json::TransferOut::new(t, status, None),
+            read.applied_index,
+        )),
+        Answer::Transfer(None) => Err(ApiError::not_found(
+            "transfer_not_found",
+            format!("no transfer with id {id}"),
+        )),
+        _ => unreachable!("the node answers a transfer query with a transfer"),
+    }
+}
+
+async fn get_account_transfers(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    params: Result<Query<HistoryParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let params = query(params)?;
+    let _consistency = params.consistency;
+    let id = AccountId(path_id(&raw, "account")?);
+    let limit = params.limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
+    if limit == 0 || limit > MAX_BATCH_EVENTS {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit must be between 1 and {MAX_BATCH_EVENTS}, got {limit}"),
+        ));
+    }
+    let after = Timestamp(params.after.unwrap_or(0));
+    let read = state
+        .node
+        .read(NodeQuery::AccountTransfers {
+            account: id,
+            after,
+            limit,
+        })
+        .await?;
+    match read.answer {
+        Answer::AccountTransfers(Some(page)) => {
+            let next_after = (page.len() == limit).then(|| page[page.len() - 1].0.timestamp.0);
+            let transfers = page
+                .into_iter()
+                .map(|(t, balances)| json::TransferOut::new(t, None, balances))
+                .collect();
+            Ok(read_response(
+                json::HistoryOut {
+                    transfers,
+                    next_after,
+                },
+                read.applied_index,
+            ))
+        }
+        Answer::AccountTransfers(None) => Err(ApiError::not_found(
+            "account_not_found",
+            format!("no account with id {id}"),
+        )),
+        _ => unreachable!("the node answers a history query with a page"),
+    }
+}
+
+async fn status(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let read = state.node.read(NodeQuery::Status).await?;
+    let Answer::Status(s) = read.answer else {
+        unreachable!("the node answers a status query with its status")
+    };
+    let body = json!({
+        "node_id": state.node_id,
+        "role": "leader",
+        "term": 0,
+        "leader_id": state.node_id,
+        "commit_index": s.applied_index,
+        "applied_index": s.applied_index,
+        "checkpoint_index": s.checkpointed_index,
+        "last_timestamp": s.last_timestamp.0,
+        "accounts": s.accounts,
+        "log": {
+            "first_index": s.log_first_index,
+            "last_index": s.log_last_index,
+            "bytes": s.log_bytes,
+            "segments": s.log_segments,
+        },
+        "members": [{
+            "id": state.node_id,
+            "role": "leader",
+            "match_index": s.applied_index,
+            "lag": 0,
+            "in_sync": true,
+        }],
+    });
+    Ok(read_response(body, read.applied_index))
+}
+
+async fn metrics_text(State(state): State<AppState>, _headers: HeaderMap) -> Response {
+    let mut response = state.node.metrics.encode().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}

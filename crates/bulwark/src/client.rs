@@ -1,0 +1,277 @@
+//! The command-line client: accounts, transfers and history over HTTP API v1.
+
+use std::process::ExitCode;
+
+use serde_json::{json, Value};
+
+/// Where the server is, shared by every client command.
+#[derive(clap::Args, Clone)]
+pub struct Target {
+    /// Base URL of a Bulwark node.
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:7070",
+        env = "BULWARK_ADDR",
+        global = true
+    )]
+    pub addr: String,
+    /// Print the server's JSON answer instead of readable text.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(clap::Subcommand)]
+pub enum AccountCommand {
+    /// Create one account.
+    Create(AccountCreateArgs),
+    /// Show an account and its balances.
+    Get(AccountGetArgs),
+}
+
+#[derive(clap::Args)]
+pub struct AccountCreateArgs {
+    #[arg(long)]
+    pub id: u64,
+    #[arg(long)]
+    pub ledger: u32,
+    #[arg(long)]
+    pub code: u16,
+    /// Comma-separated: linked, debits_must_not_exceed_credits, credits_must_not_exceed_debits, history.
+    #[arg(long, value_delimiter = ',')]
+    pub flags: Vec<String>,
+    #[arg(long, default_value_t = 0)]
+    pub user_data: u64,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+#[derive(clap::Args)]
+pub struct AccountGetArgs {
+    pub id: u64,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+#[derive(clap::Args)]
+pub struct TransferArgs {
+    #[arg(long)]
+    pub id: u64,
+    #[arg(long, default_value_t = 0)]
+    pub debit: u64,
+    #[arg(long, default_value_t = 0)]
+    pub credit: u64,
+    #[arg(long, default_value_t = 0)]
+    pub amount: u64,
+    #[arg(long, default_value_t = 0)]
+    pub ledger: u32,
+    #[arg(long, default_value_t = 0)]
+    pub code: u16,
+    /// Comma-separated: linked, pending, post_pending_transfer, void_pending_transfer.
+    #[arg(long, value_delimiter = ',')]
+    pub flags: Vec<String>,
+    #[arg(long, default_value_t = 0)]
+    pub pending_id: u64,
+    /// Seconds before a pending transfer expires (0: never).
+    #[arg(long, default_value_t = 0)]
+    pub timeout: u32,
+    #[arg(long, default_value_t = 0)]
+    pub user_data: u64,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+#[derive(clap::Args)]
+pub struct HistoryArgs {
+    pub account: u64,
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    /// Show transfers after this timestamp (from a previous page's `next_after`).
+    #[arg(long, default_value_t = 0)]
+    pub after: u64,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+enum Outcome {
+    Answered(reqwest::StatusCode, Value),
+    Unreachable(String),
+}
+
+async fn call(method: reqwest::Method, url: String, body: Option<Value>) -> Outcome {
+    let client = reqwest::Client::new();
+    let mut request = client.request(method, &url);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    match request.send().await {
+        Err(e) => Outcome::Unreachable(format!("cannot reach {url}: {e}")),
+        Ok(response) => {
+            let status = response.status();
+            match response.json::<Value>().await {
+                Ok(v) => Outcome::Answered(status, v),
+                Err(e) => {
+                    Outcome::Unreachable(format!("{url} answered {status} without JSON: {e}"))
+                }
+            }
+        }
+    }
+}
+
+/// Prints an error answer and returns the exit code it maps to, or `None` for a 2xx answer.
+fn refused(outcome: &Outcome, as_json: bool) -> Option<ExitCode> {
+    match outcome {
+        Outcome::Unreachable(message) => {
+            eprintln!("error: {message}");
+            Some(ExitCode::from(4))
+        }
+        Outcome::Answered(status, body) if !status.is_success() => {
+            if as_json {
+                println!("{body}");
+            } else {
+                eprintln!(
+                    "error: {} {}: {}",
+                    status.as_u16(),
+                    body["error"].as_str().unwrap_or("?"),
+                    body["message"].as_str().unwrap_or("")
+                );
+            }
+            Some(ExitCode::from(if status.is_client_error() { 3 } else { 4 }))
+        }
+        Outcome::Answered(..) => None,
+    }
+}
+
+/// Prints the one result of a single-event write; exit 1 unless it is `ok`.
+fn single_result(outcome: Outcome, as_json: bool, what: &str, id: u64) -> ExitCode {
+    if let Some(code) = refused(&outcome, as_json) {
+        return code;
+    }
+    let Outcome::Answered(_, body) = outcome else {
+        unreachable!()
+    };
+    let result = body["results"][0]["result"]
+        .as_str()
+        .unwrap_or("?")
+        .to_string();
+    if as_json {
+        println!("{body}");
+    } else if result == "ok" {
+        println!("{what} {id} created");
+    } else {
+        println!("{what} {id}: {result}");
+    }
+    if result == "ok" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+pub async fn account(cmd: AccountCommand) -> ExitCode {
+    match cmd {
+        AccountCommand::Create(a) => {
+            let body = json!([{
+                "id": a.id, "ledger": a.ledger, "code": a.code,
+                "flags": a.flags, "user_data": a.user_data,
+            }]);
+            let url = format!("{}/v1/accounts", a.target.addr);
+            let outcome = call(reqwest::Method::POST, url, Some(body)).await;
+            single_result(outcome, a.target.json, "account", a.id)
+        }
+        AccountCommand::Get(a) => {
+            let url = format!("{}/v1/accounts/{}", a.target.addr, a.id);
+            let outcome = call(reqwest::Method::GET, url, None).await;
+            if let Some(code) = refused(&outcome, a.target.json) {
+                return code;
+            }
+            let Outcome::Answered(_, v) = outcome else {
+                unreachable!()
+            };
+            if a.target.json {
+                println!("{v}");
+            } else {
+                println!(
+                    "account {}  ledger {}  code {}  flags [{}]  user_data {}",
+                    v["id"],
+                    v["ledger"],
+                    v["code"],
+                    flags_text(&v["flags"]),
+                    v["user_data"]
+                );
+                println!(
+                    "  debits   pending {:>20}  posted {:>20}",
+                    v["debits_pending"].to_string(),
+                    v["debits_posted"].to_string()
+                );
+                println!(
+                    "  credits  pending {:>20}  posted {:>20}",
+                    v["credits_pending"].to_string(),
+                    v["credits_posted"].to_string()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+pub async fn transfer(t: TransferArgs) -> ExitCode {
+    let body = json!([{
+        "id": t.id, "debit_account_id": t.debit, "credit_account_id": t.credit,
+        "amount": t.amount, "ledger": t.ledger, "code": t.code, "flags": t.flags,
+        "pending_id": t.pending_id, "timeout": t.timeout, "user_data": t.user_data,
+    }]);
+    let url = format!("{}/v1/transfers", t.target.addr);
+    let outcome = call(reqwest::Method::POST, url, Some(body)).await;
+    single_result(outcome, t.target.json, "transfer", t.id)
+}
+
+pub async fn history(h: HistoryArgs) -> ExitCode {
+    let url = format!(
+        "{}/v1/accounts/{}/transfers?limit={}&after={}",
+        h.target.addr, h.account, h.limit, h.after
+    );
+    let outcome = call(reqwest::Method::GET, url, None).await;
+    if let Some(code) = refused(&outcome, h.target.json) {
+        return code;
+    }
+    let Outcome::Answered(_, v) = outcome else {
+        unreachable!()
+    };
+    if h.target.json {
+        println!("{v}");
+        return ExitCode::SUCCESS;
+    }
+    let empty = Vec::new();
+    let transfers = v["transfers"].as_array().unwrap_or(&empty);
+    println!(
+        "{:>20}  {:>20}  {:>12}  {:>12}  {:>14}  flags",
+        "timestamp", "transfer", "debit", "credit", "amount"
+    );
+    for t in transfers {
+        println!(
+            "{:>20}  {:>20}  {:>12}  {:>12}  {:>14}  [{}]",
+            t["timestamp"].to_string(),
+            t["id"].to_string(),
+            t["debit_account_id"].to_string(),
+            t["credit_account_id"].to_string(),
+            t["amount"].to_string(),
+            flags_text(&t["flags"])
+        );
+    }
+    match v.get("next_after") {
+        Some(next) => println!("more: bulwark history {} --after {next}", h.account),
+        None => println!("({} transfers)", transfers.len()),
+    }
+    ExitCode::SUCCESS
+}
+
+fn flags_text(v: &Value) -> String {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,63 @@
+//! `bulwark`: the server and its command-line client.
+//!
+//! Exit codes scripts can trust: 0 done; 1 the ledger refused an event (a result other than
+//! `ok`); 2 bad command line; 3 the server refused the request (4xx); 4 the server could not be
+//! reached or failed (5xx, connection error); 5 the server itself failed to start or stopped on
+//! an error.
+
+mod bench;
+mod client;
+mod server;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "bulwark",
+    version,
+    about = "A fault-tolerant ledger database for money movement"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a node: recover from the data directory and serve the HTTP API.
+    Start(server::StartArgs),
+    /// Create or look up accounts.
+    #[command(subcommand)]
+    Account(client::AccountCommand),
+    /// Create one transfer.
+    Transfer(client::TransferArgs),
+    /// List an account's transfers in timestamp order.
+    History(client::HistoryArgs),
+    /// Load-test a running node (or one started on a temporary directory).
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(5);
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Start(args) => server::start(args).await,
+            Command::Account(cmd) => client::account(cmd).await,
+            Command::Transfer(args) => client::transfer(args).await,
+            Command::History(args) => client::history(args).await,
+            Command::Bench(args) => bench::run(args).await,
+        }
+    })
+}

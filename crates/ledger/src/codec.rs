@@ -1,0 +1,211 @@
+//! The binary form of a [`Batch`] as it is written to the log: fixed-width little-endian
+//! fields, so that decoding is a bounds check and a few loads, and the format is obvious.
+//!
+//! ```text
+//! batch    = version:u8 (=1) | operation:u8 (1 accounts, 2 transfers) | timestamp:u64 | count:u32 | event*
+//! account  = id:u64 | user_data:u64 | ledger:u32 | code:u16 | flags:u16                      (24 bytes)
+//! transfer = id:u64 | debit:u64 | credit:u64 | amount:u64 | pending_id:u64 | user_data:u64
+//!            | timeout:u32 | ledger:u32 | code:u16 | flags:u16                                  (60 bytes)
+//! ```
+//! Checksums are the log's business; this layer only refuses bytes that do not parse.
+
+use crate::apply::{Batch, Operation};
+use crate::types::{
+    AccountFlags, AccountId, FlagSet, NewAccount, NewTransfer, Timestamp, TransferFlags, TransferId,
+};
+
+const VERSION: u8 = 1;
+const OP_ACCOUNTS: u8 = 1;
+const OP_TRANSFERS: u8 = 2;
+const HEADER: usize = 1 + 1 + 8 + 4;
+const ACCOUNT_BYTES: usize = 24;
+const TRANSFER_BYTES: usize = 60;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CodecError {
+    #[error("batch encoding: unknown version {0}")]
+    Version(u8),
+    #[error("batch encoding: unknown operation {0}")]
+    Operation(u8),
+    #[error("batch encoding: expected {expected} bytes, found {found}")]
+    Length { expected: usize, found: usize },
+}
+
+pub fn encode(batch: &Batch, out: &mut Vec<u8>) {
+    let (op, count) = match &batch.operation {
+        Operation::CreateAccounts(a) => (OP_ACCOUNTS, a.len()),
+        Operation::CreateTransfers(t) => (OP_TRANSFERS, t.len()),
+    };
+    out.push(VERSION);
+    out.push(op);
+    out.extend_from_slice(&batch.timestamp.0.to_le_bytes());
+    out.extend_from_slice(
+        &u32::try_from(count)
+            .expect("batch size fits u32")
+            .to_le_bytes(),
+    );
+    match &batch.operation {
+        Operation::CreateAccounts(accounts) => {
+            out.reserve(accounts.len() * ACCOUNT_BYTES);
+            for a in accounts {
+                out.extend_from_slice(&a.id.0.to_le_bytes());
+                out.extend_from_slice(&a.user_data.to_le_bytes());
+                out.extend_from_slice(&a.ledger.to_le_bytes());
+                out.extend_from_slice(&a.code.to_le_bytes());
+                out.extend_from_slice(&a.flags.bits().to_le_bytes());
+            }
+        }
+        Operation::CreateTransfers(transfers) => {
+            out.reserve(transfers.len() * TRANSFER_BYTES);
+            for t in transfers {
+                out.extend_from_slice(&t.id.0.to_le_bytes());
+                out.extend_from_slice(&t.debit_account_id.0.to_le_bytes());
+                out.extend_from_slice(&t.credit_account_id.0.to_le_bytes());
+                out.extend_from_slice(&t.amount.to_le_bytes());
+                out.extend_from_slice(&t.pending_id.0.to_le_bytes());
+                out.extend_from_slice(&t.user_data.to_le_bytes());
+                out.extend_from_slice(&t.timeout.to_le_bytes());
+                out.extend_from_slice(&t.ledger.to_le_bytes());
+                out.extend_from_slice(&t.code.to_le_bytes());
+                out.extend_from_slice(&t.flags.bits().to_le_bytes());
+            }
+        }
+    }
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Batch, CodecError> {
+    if bytes.len() < HEADER {
+        return Err(CodecError::Length {
+            expected: HEADER,
+            found: bytes.len(),
+        });
+    }
+    if bytes[0] != VERSION {
+        return Err(CodecError::Version(bytes[0]));
+    }
+    let op = bytes[1];
+    let timestamp = Timestamp(u64_at(bytes, 2));
+    let count = u32_at(bytes, 10) as usize;
+    let width = match op {
+        OP_ACCOUNTS => ACCOUNT_BYTES,
+        OP_TRANSFERS => TRANSFER_BYTES,
+        other => return Err(CodecError::Operation(other)),
+    };
+    let expected = HEADER + count * width;
+    if bytes.len() != expected {
+        return Err(CodecError::Length {
+            expected,
+            found: bytes.len(),
+        });
+    }
+    let events = bytes[HEADER..].chunks_exact(width);
+    let operation = if op == OP_ACCOUNTS {
+        Operation::CreateAccounts(
+            events
+                .map(|e| NewAccount {
+                    id: AccountId(u64_at(e, 0)),
+                    user_data: u64_at(e, 8),
+                    ledger: u32_at(e, 16),
+                    code: u16_at(e, 20),
+                    flags: AccountFlags::from_bits_retain(u16_at(e, 22)),
+                })
+                .collect(),
+        )
+    } else {
+        Operation::CreateTransfers(
+            events
+                .map(|e| NewTransfer {
+                    id: TransferId(u64_at(e, 0)),
+                    debit_account_id: AccountId(u64_at(e, 8)),
+                    credit_account_id: AccountId(u64_at(e, 16)),
+                    amount: u64_at(e, 24),
+                    pending_id: TransferId(u64_at(e, 32)),
+                    user_data: u64_at(e, 40),
+                    timeout: u32_at(e, 48),
+                    ledger: u32_at(e, 52),
+                    code: u16_at(e, 56),
+                    flags: TransferFlags::from_bits_retain(u16_at(e, 58)),
+                })
+                .collect(),
+        )
+    };
+    Ok(Batch {
+        timestamp,
+        operation,
+    })
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes(b[at..at + 2].try_into().expect("2 bytes"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_both_operations() {
+        let batches = [
+            Batch {
+                timestamp: Timestamp(77),
+                operation: Operation::CreateAccounts(vec![NewAccount {
+                    id: AccountId(1),
+                    ledger: 2,
+                    code: 3,
+                    flags: AccountFlags::HISTORY | AccountFlags::LINKED,
+                    user_data: u64::MAX,
+                }]),
+            },
+            Batch {
+                timestamp: Timestamp(u64::MAX),
+                operation: Operation::CreateTransfers(vec![
+                    NewTransfer {
+                        id: TransferId(9),
+                        debit_account_id: AccountId(1),
+                        credit_account_id: AccountId(2),
+                        amount: 5,
+                        pending_id: TransferId(4),
+                        timeout: 7,
+                        ledger: 8,
+                        code: 6,
+                        flags: TransferFlags::PENDING,
+                        user_data: 3,
+                    };
+                    3
+                ]),
+            },
+        ];
+        for batch in batches {
+            let mut bytes = Vec::new();
+            encode(&batch, &mut bytes);
+            assert_eq!(decode(&bytes), Ok(batch));
+        }
+    }
+
+    #[test]
+    fn refuses_truncated_or_unknown_bytes() {
+        let batch = Batch {
+            timestamp: Timestamp(1),
+            operation: Operation::CreateTransfers(vec![NewTransfer::default()]),
+        };
+        let mut bytes = Vec::new();
+        encode(&batch, &mut bytes);
+        assert!(matches!(
+            decode(&bytes[..bytes.len() - 1]),
+            Err(CodecError::Length { .. })
+        ));
+        let mut wrong = bytes.clone();
+        wrong[1] = 9;
+        assert_eq!(decode(&wrong), Err(CodecError::Operation(9)));
+        wrong[0] = 2;
+        assert_eq!(decode(&wrong), Err(CodecError::Version(2)));
+    }
+}

@@ -1,0 +1,44 @@
+//! The ledger state machine: accounts, double-entry transfers and their rules.
+//!
+//! This crate owns the meaning of money in Bulwark: what a valid account or transfer is, which
+//! result each event gets, how balances move, and the invariant that within every ledger the
+//! debits equal the credits. It is pure: [`apply`] takes a batch that already carries its
+//! timestamp and returns results, so every replica that applies the same log reaches the same
+//! state. It must never do IO, read a clock, draw a random number or iterate a hash map in an
+//! order that reaches its output.
+
+mod apply;
+pub mod codec;
+mod results;
+mod store;
+mod types;
+
+pub use apply::{apply, Batch, BatchResults, Operation};
+pub use results::{CreateAccountResult, CreateTransferResult};
+pub use store::{Changes, LedgerStore, MemoryStore};
+pub use types::{
+    Account, AccountFlags, AccountId, Balances, FlagSet, NewAccount, NewTransfer, PendingStatus,
+    Timestamp, Transfer, TransferFlags, TransferId, MAX_BATCH_EVENTS, NANOS_PER_SECOND,
+};
+
+/// Checks double entry over a whole ledger state: for every ledger, posted debits equal posted
+/// credits and pending debits equal pending credits. Returns the first ledger that does not.
+pub fn check_balanced<'a>(accounts: impl IntoIterator<Item = &'a Account>) -> Result<(), String> {
+    let mut sums: std::collections::BTreeMap<u32, [u128; 4]> = Default::default();
+    for a in accounts {
+        let s = sums.entry(a.ledger).or_default();
+        s[0] += u128::from(a.debits_posted);
+        s[1] += u128::from(a.credits_posted);
+        s[2] += u128::from(a.debits_pending);
+        s[3] += u128::from(a.credits_pending);
+    }
+    for (ledger, [dp, cp, dpe, cpe]) in sums {
+        if dp != cp || dpe != cpe {
+            return Err(format!(
+                "ledger {ledger} does not balance: debits posted {dp} vs credits posted {cp}, \
+                 debits pending {dpe} vs credits pending {cpe}"
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,108 @@
+//! One result per event, in order. Names are the snake_case words of the API.
+
+macro_rules! result_enum {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:literal),* $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($variant),*
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),*];
+
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),*
+                }
+            }
+
+            pub fn from_name(text: &str) -> Option<Self> {
+                match text {
+                    $($text => Some($name::$variant),)*
+                    _ => None,
+                }
+            }
+
+            pub fn is_ok(self) -> bool {
+                matches!(self, $name::Ok)
+            }
+
+            /// `ok` and `exists` keep a linked chain alive: a retried chain answers `exists` throughout.
+            pub fn keeps_chain(self) -> bool {
+                matches!(self, $name::Ok | $name::Exists)
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    };
+}
+
+result_enum!(
+    /// The outcome of one account in a `create_accounts` batch.
+    CreateAccountResult {
+        Ok => "ok",
+        LinkedEventFailed => "linked_event_failed",
+        LinkedEventChainOpen => "linked_event_chain_open",
+        IdMustNotBeZero => "id_must_not_be_zero",
+        IdMustNotBeIntMax => "id_must_not_be_int_max",
+        ReservedFlag => "reserved_flag",
+        FlagsAreMutuallyExclusive => "flags_are_mutually_exclusive",
+        LedgerMustNotBeZero => "ledger_must_not_be_zero",
+        CodeMustNotBeZero => "code_must_not_be_zero",
+        Exists => "exists",
+        ExistsWithDifferentFields => "exists_with_different_fields",
+    }
+);
+
+result_enum!(
+    /// The outcome of one transfer in a `create_transfers` batch.
+    CreateTransferResult {
+        Ok => "ok",
+        LinkedEventFailed => "linked_event_failed",
+        LinkedEventChainOpen => "linked_event_chain_open",
+        IdMustNotBeZero => "id_must_not_be_zero",
+        IdMustNotBeIntMax => "id_must_not_be_int_max",
+        ReservedFlag => "reserved_flag",
+        FlagsAreMutuallyExclusive => "flags_are_mutually_exclusive",
+        DebitAccountIdMustNotBeZero => "debit_account_id_must_not_be_zero",
+        CreditAccountIdMustNotBeZero => "credit_account_id_must_not_be_zero",
+        AccountsMustBeDifferent => "accounts_must_be_different",
+        PendingIdMustBeZero => "pending_id_must_be_zero",
+        PendingIdMustNotBeZero => "pending_id_must_not_be_zero",
+        PendingIdMustBeDifferent => "pending_id_must_be_different",
+        TimeoutReservedForPendingTransfer => "timeout_reserved_for_pending_transfer",
+        LedgerMustNotBeZero => "ledger_must_not_be_zero",
+        CodeMustNotBeZero => "code_must_not_be_zero",
+        AmountMustNotBeZero => "amount_must_not_be_zero",
+        DebitAccountNotFound => "debit_account_not_found",
+        CreditAccountNotFound => "credit_account_not_found",
+        LedgerMustMatch => "ledger_must_match",
+        PendingTransferNotFound => "pending_transfer_not_found",
+        PendingTransferNotPending => "pending_transfer_not_pending",
+        PendingTransferHasDifferentDebitAccountId => "pending_transfer_has_different_debit_account_id",
+        PendingTransferHasDifferentCreditAccountId => "pending_transfer_has_different_credit_account_id",
+        PendingTransferHasDifferentLedger => "pending_transfer_has_different_ledger",
+        PendingTransferHasDifferentCode => "pending_transfer_has_different_code",
+        ExceedsPendingTransferAmount => "exceeds_pending_transfer_amount",
+        PendingTransferHasDifferentAmount => "pending_transfer_has_different_amount",
+        Exists => "exists",
+        ExistsWithDifferentFields => "exists_with_different_fields",
+        PendingTransferAlreadyPosted => "pending_transfer_already_posted",
+        PendingTransferAlreadyVoided => "pending_transfer_already_voided",
+        PendingTransferExpired => "pending_transfer_expired",
+        OverflowsDebitsPending => "overflows_debits_pending",
+        OverflowsCreditsPending => "overflows_credits_pending",
+        OverflowsDebitsPosted => "overflows_debits_posted",
+        OverflowsCreditsPosted => "overflows_credits_posted",
+        OverflowsDebits => "overflows_debits",
+        OverflowsCredits => "overflows_credits",
+        OverflowsTimeout => "overflows_timeout",
+        ExceedsCredits => "exceeds_credits",
+        ExceedsDebits => "exceeds_debits",
+    }
+);

@@ -1,0 +1,89 @@
+//! What the state machine needs from the state it runs on, and an in-memory store for tests.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::types::{Account, AccountId, Balances, PendingStatus, Timestamp, Transfer, TransferId};
+
+/// Read access to the ledger's state, plus the one way to change it: committing the
+/// [`Changes`] of a batch. Implementations must make `commit` all-or-nothing in memory;
+/// durability is the caller's business (the log makes a batch durable before it is applied).
+pub trait LedgerStore {
+    fn account(&self, id: AccountId) -> Option<Account>;
+    fn transfer(&self, id: TransferId) -> Option<Transfer>;
+    /// The status of a transfer created with the `pending` flag; `None` for any other id.
+    fn pending_status(&self, id: TransferId) -> Option<PendingStatus>;
+    /// Pending transfers still pending whose expiry is at or before `now`, earliest first.
+    fn expired_pending(&self, now: Timestamp) -> Vec<(Timestamp, TransferId)>;
+    /// The timestamp of the last event applied; 0 for an empty ledger.
+    fn last_timestamp(&self) -> Timestamp;
+    fn commit(&mut self, changes: Changes);
+}
+
+/// The write set of one batch: everything a store must persist for it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// The final version of every account the batch created or changed, ordered by id.
+    pub accounts: Vec<Account>,
+    /// New transfers in timestamp order.
+    pub transfers: Vec<Transfer>,
+    /// New status of pending transfers, ordered by id.
+    pub pending_status: Vec<(TransferId, PendingStatus)>,
+    pub expiries_added: Vec<(Timestamp, TransferId)>,
+    pub expiries_removed: Vec<(Timestamp, TransferId)>,
+    /// Balances after each transfer, for accounts with the `history` flag, in timestamp order.
+    pub balance_history: Vec<(AccountId, Timestamp, Balances)>,
+    pub last_timestamp: Timestamp,
+}
+
+/// A whole ledger in memory: the reference store of the tests and the simulation.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryStore {
+    pub accounts: BTreeMap<AccountId, Account>,
+    pub transfers: HashMap<TransferId, Transfer>,
+    pub pending: HashMap<TransferId, PendingStatus>,
+    pub expiries: BTreeSet<(Timestamp, TransferId)>,
+    pub balance_history: Vec<(AccountId, Timestamp, Balances)>,
+    pub last_timestamp: Timestamp,
+}
+
+impl LedgerStore for MemoryStore {
+    fn account(&self, id: AccountId) -> Option<Account> {
+        self.accounts.get(&id).copied()
+    }
+
+    fn transfer(&self, id: TransferId) -> Option<Transfer> {
+        self.transfers.get(&id).copied()
+    }
+
+    fn pending_status(&self, id: TransferId) -> Option<PendingStatus> {
+        self.pending.get(&id).copied()
+    }
+
+    fn expired_pending(&self, now: Timestamp) -> Vec<(Timestamp, TransferId)> {
+        self.expiries
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .copied()
+            .collect()
+    }
+
+    fn last_timestamp(&self) -> Timestamp {
+        self.last_timestamp
+    }
+
+    fn commit(&mut self, changes: Changes) {
+        for account in changes.accounts {
+            self.accounts.insert(account.id, account);
+        }
+        for transfer in changes.transfers {
+            self.transfers.insert(transfer.id, transfer);
+        }
+        self.pending.extend(changes.pending_status);
+        for key in changes.expiries_removed {
+            self.expiries.remove(&key);
+        }
+        self.expiries.extend(changes.expiries_added);
+        self.balance_history.extend(changes.balance_history);
+        self.last_timestamp = changes.last_timestamp;
+    }
+}

@@ -1,0 +1,291 @@
+//! The single-node engine: recovery at start, then one event loop that owns the log and the state.
+//!
+//! It owns the order of durability: a write request's batch gets its timestamp, is appended to
+//! the write-ahead log and applied in memory; one fsync then covers every batch of the group
+//! (group commit), and only after it do the requests get their answers. Reads are served between
+//! groups, so they see exactly the acknowledged, durable state. Checkpoints run in the
+//! background, and the log behind a finished checkpoint is deleted.
+//!
+//! It must never answer a write before its fsync, never apply a log record out of order, and never
+//! keep running after a failed fsync (the state in memory is then ahead of the disk).
+
+mod event_loop;
+pub mod metrics;
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use bulwark_ledger::{
+    Account, AccountId, Balances, BatchResults, Operation, PendingStatus, Timestamp, Transfer,
+    TransferId,
+};
+use bulwark_store::{StateStore, StoreError};
+use bulwark_wal::{Wal, WalError, WalOptions};
+use tokio::sync::{oneshot, Semaphore};
+
+pub use metrics::Metrics;
+
+/// Where the node keeps its data and when it checkpoints.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub data_dir: PathBuf,
+    pub segment_bytes: u64,
+    /// Start a checkpoint once this many transfers are in the memtable...
+    pub checkpoint_transfers: usize,
+    /// ...or the log has grown past this many bytes.
+    pub checkpoint_log_bytes: u64,
+    /// Write requests that may wait for the loop at once; more wait in the API.
+    pub max_inflight_writes: usize,
+}
+
+impl NodeConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        NodeConfig {
+            data_dir: data_dir.into(),
+            segment_bytes: 64 << 20,
+            checkpoint_transfers: 250_000,
+            checkpoint_log_bytes: 256 << 20,
+            max_inflight_writes: 256,
+        }
+    }
+
+    pub fn wal_dir(&self) -> PathBuf {
+        self.data_dir.join("wal")
+    }
+
+    pub fn state_path(&self) -> PathBuf {
+        self.data_dir.join("state.redb")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("recovery of {dir}: {reason}")]
+    Recovery { dir: PathBuf, reason: String },
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the node has stopped")]
+    Stopped,
+}
+
+/// The outcome of a write: one result per event, and the log index that made it durable.
+#[derive(Clone, Debug)]
+pub struct WriteOutcome {
+    pub results: BatchResults,
+    pub commit_index: u64,
+    pub timestamp: Timestamp,
+}
+
+#[derive(Clone, Debug)]
+pub enum Query {
+    Account(AccountId),
+    Transfer(TransferId),
+    AccountTransfers {
+        account: AccountId,
+        after: Timestamp,
+        limit: usize,
+    },
+    Status,
+}
+
+#[derive(Clone, Debug)]
+pub enum Answer {
+    Account(Option<Account>),
+    /// The transfer, and its status if it was created `pending`.
+    Transfer(Option<(Transfer, Option<PendingStatus>)>),
+    /// `None` if the account does not exist.
+    AccountTransfers(Option<Vec<(Transfer, Option<Balances>)>>),
+    Status(NodeStatus),
+}
+
+#[derive(Clone, Debug)]
+pub struct ReadOutcome {
+    pub answer: Answer,
+    pub applied_index: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct NodeStatus {
+    pub applied_index: u64,
+    pub checkpointed_index: u64,
+    pub last_timestamp: Timestamp,
+    pub accounts: usize,
+    pub log_first_index: u64,
+    pub log_last_index: u64,
+    pub log_bytes: u64,
+    pub log_segments: usize,
+}
+
+pub(crate) enum Request {
+    Write {
+        operation: Operation,
+        reply: oneshot::Sender<Result<WriteOutcome, NodeError>>,
+    },
+    Read {
+        query: Query,
+        reply: oneshot::Sender<Result<ReadOutcome, NodeError>>,
+    },
+    Shutdown,
+}
+
+/// A cheap, cloneable way to talk to the node's event loop from async code.
+#[derive(Clone)]
+pub struct NodeHandle {
+    requests: mpsc::Sender<Request>,
+    write_permits: Arc<Semaphore>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl NodeHandle {
+    /// Submits a batch; resolves once it is durable and applied.
+    pub async fn write(&self, operation: Operation) -> Result<WriteOutcome, NodeError> {
+        let _permit = self
+            .write_permits
+            .acquire()
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request::Write { operation, reply })
+            .map_err(|_| NodeError::Stopped)?;
+        answer.await.map_err(|_| NodeError::Stopped)?
+    }
+
+    /// Answers a query from the state every acknowledged write is in.
+    pub async fn read(&self, query: Query) -> Result<ReadOutcome, NodeError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request::Read { query, reply })
+            .map_err(|_| NodeError::Stopped)?;
+        answer.await.map_err(|_| NodeError::Stopped)?
+    }
+}
+
+/// A running node: its handle and its event-loop thread.
+pub struct Node {
+    handle: NodeHandle,
+    thread: JoinHandle<Result<(), NodeError>>,
+}
+
+impl Node {
+    /// Recovers the state from the data directory (last checkpoint + log replay) and starts the
+    /// event loop. Refuses to start, with the file and offset, on corruption anywhere but a torn
+    /// tail of the log.
+    pub fn start(config: NodeConfig, metrics: Arc<Metrics>) -> Result<Node, NodeError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::Io {
+            what: "create data directory",
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let (wal, store) = recover(&config)?;
+        let (requests, inbox) = mpsc::channel();
+        let handle = NodeHandle {
+            requests,
+            write_permits: Arc::new(Semaphore::new(config.max_inflight_writes)),
+            metrics: metrics.clone(),
+        };
+        let event_loop = event_loop::EventLoop::new(config, wal, store, metrics);
+        let thread = std::thread::Builder::new()
+            .name("event-loop".into())
+            .spawn(move || event_loop.run(inbox))
+            .map_err(|source| NodeError::Io {
+                what: "spawn event loop",
+                path: PathBuf::new(),
+                source,
+            })?;
+        Ok(Node { handle, thread })
+    }
+
+    pub fn handle(&self) -> NodeHandle {
+        self.handle.clone()
+    }
+
+    /// True once the event loop has ended (after a shutdown or a fatal error).
+    pub fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+
+    /// Finishes every request already queued, writes a checkpoint and stops.
+    pub fn shutdown(self) -> Result<(), NodeError> {
+        let _ = self.handle.requests.send(Request::Shutdown);
+        self.handle.write_permits.close();
+        self.thread.join().unwrap_or(Err(NodeError::Stopped))
+    }
+}
+
+/// Opens the state store at its last checkpoint and replays the log after it.
+fn recover(config: &NodeConfig) -> Result<(Wal, StateStore), NodeError> {
+    let started = std::time::Instant::now();
+    let mut store = StateStore::open(&config.state_path())?;
+    let (mut wal, recovery) = Wal::open(
+        &config.wal_dir(),
+        WalOptions {
+            segment_bytes: config.segment_bytes,
+        },
+    )?;
+    if let Some(torn) = &recovery.torn_tail {
+        tracing::warn!(
+            file = %torn.file.display(),
+            offset = torn.offset,
+            bytes_cut = torn.bytes_cut,
+            "cut a torn tail from the write-ahead log (a write that never completed)"
+        );
+    }
+    let checkpoint = store.checkpointed_index();
+    let fail = |reason: String| NodeError::Recovery {
+        dir: config.data_dir.clone(),
+        reason,
+    };
+    let empty = wal.last_index() < wal.first_index();
+    if wal.first_index() > checkpoint + 1 {
+        return Err(fail(format!(
+            "the log starts at index {} but the checkpoint holds only up to {checkpoint}: \
+             records {}..{} are missing",
+            wal.first_index(),
+            checkpoint + 1,
+            wal.first_index() - 1
+        )));
+    }
+    if empty {
+        if wal.first_index() != checkpoint + 1 {
+            wal.reset_next_index(checkpoint + 1)?;
+        }
+    } else if wal.last_index() < checkpoint {
+        return Err(fail(format!(
+            "the log ends at index {} but the checkpoint is at {checkpoint}: the log lost records \
+             it had made durable",
+            wal.last_index()
+        )));
+    }
+    let mut replayed = 0u64;
+    for record in wal.read_from(checkpoint + 1)? {
+        let (index, payload) = record?;
+        let batch = bulwark_ledger::codec::decode(&payload)
+            .map_err(|e| fail(format!("log record {index} does not decode: {e}")))?;
+        store.apply_batch(index, &batch);
+        replayed += 1;
+    }
+    tracing::info!(
+        checkpoint,
+        replayed,
+        applied_index = store.applied_index(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "recovered"
+    );
+    Ok((wal, store))
+}
+
+/// The data directory a node would use, for tools that inspect it.
+pub fn wal_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("wal")
+}
