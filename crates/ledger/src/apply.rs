@@ -381,13 +381,14 @@ fn transfer_exists(t: &NewTransfer, e: &Transfer) -> CreateTransferResult {
     }
 }
 
-/// A post or void may leave accounts, ledger, code (and for a post, amount) at zero to mean
-/// "as the pending transfer"; a retry that does so still matches what was stored.
-fn post_or_void_exists(t: &NewTransfer, e: &Transfer) -> CreateTransferResult {
+/// A post or void may leave accounts, ledger and code at zero to mean "as the pending transfer";
+/// a retry that does so still matches what was stored. The amount is compared as resolved (0 is
+/// the full pending amount), so a retry asking for more than was posted is not `exists`.
+fn post_or_void_exists(t: &NewTransfer, amount: u64, e: &Transfer) -> CreateTransferResult {
     let matches = |given: u64, stored: u64| given == 0 || given == stored;
     let same = matches(t.debit_account_id.0, e.debit_account_id.0)
         && matches(t.credit_account_id.0, e.credit_account_id.0)
-        && matches(t.amount, e.amount)
+        && amount == e.amount
         && matches(u64::from(t.ledger), u64::from(e.ledger))
         && matches(u64::from(t.code), u64::from(e.code))
         && t.pending_id == e.pending_id
@@ -443,7 +444,7 @@ fn post_or_void_pending<S: LedgerStore>(
         return R::PendingTransferHasDifferentAmount;
     }
     if let Some(e) = overlay.transfer(t.id) {
-        return post_or_void_exists(t, &e);
+        return post_or_void_exists(t, amount, &e);
     }
     let status = overlay
         .pending_status(p.id)

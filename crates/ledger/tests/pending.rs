@@ -333,7 +333,6 @@ fn retry_of_a_post_answers_exists_and_moves_nothing() {
 /// amount under the id of a stored partial post asks for something else than what was done,
 /// and must not be told `exists` (the client would believe 100 was posted when 30 was).
 #[test]
-#[ignore = "bug: apply.rs post_or_void_exists treats a post's amount 0 as a wildcard"]
 fn retry_asking_for_the_full_amount_of_a_partial_post_is_different() {
     let mut l = two_accounts();
     assert_eq!(l.transfer1(pending(10, 1, 2, 100, 0)), T::Ok);
