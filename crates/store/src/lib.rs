@@ -41,6 +41,9 @@ const ACCOUNT_TRANSFERS: TableDefinition<(u64, u64), u64> =
 const BALANCE_HISTORY: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("balance_history");
 
 const FORMAT_VERSION: u64 = 1;
+/// redb's page cache. Bounded well below redb's default (1 GiB) so that a node's memory stays
+/// flat however many transfers it stores.
+const CACHE_BYTES: usize = 128 << 20;
 const META_FORMAT: &str = "format_version";
 const META_APPLIED_INDEX: &str = "applied_index";
 const META_LAST_TIMESTAMP: &str = "last_timestamp";
@@ -129,7 +132,10 @@ pub struct StateStore {
 impl StateStore {
     /// Opens (or creates) the state store at `path` and loads accounts and pending expiries.
     pub fn open(path: &Path) -> Result<StateStore, StoreError> {
-        let db = Database::create(path).map_err(redb_err(path, "open"))?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(redb_err(path, "open"))?;
         let txn = db.begin_write().map_err(redb_err(path, "begin write"))?;
         {
             let mut meta = txn.open_table(META).map_err(redb_err(path, "open meta"))?;
