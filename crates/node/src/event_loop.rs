@@ -172,7 +172,15 @@ impl EventLoop {
     /// Collects a finished checkpoint (and deletes the log behind it), or starts one when the
     /// memtable or the log has grown enough.
     fn housekeeping(&mut self) -> Result<(), NodeError> {
-        if let Some(done) = self.store.poll_checkpoint()? {
+        // Back-pressure: while a checkpoint is still writing, the next memtable may grow to twice
+        // the threshold, no further, so memory stays bounded when the disk is slower than writes.
+        let overfull = self.store.memtable_transfers() >= 2 * self.config.checkpoint_transfers;
+        let finished = if overfull && self.store.is_checkpointing() {
+            self.store.wait_checkpoint()?
+        } else {
+            self.store.poll_checkpoint()?
+        };
+        if let Some(done) = finished {
             self.wal.truncate_prefix(done.applied_index)?;
             self.metrics
                 .checkpoint_seconds

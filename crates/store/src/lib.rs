@@ -14,7 +14,6 @@
 mod records;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -82,7 +81,8 @@ fn redb_err<E: Into<redb::Error>>(path: &Path, what: &'static str) -> impl FnOnc
 struct Memtable {
     transfers: HashMap<TransferId, Transfer>,
     pending: HashMap<TransferId, PendingStatus>,
-    account_transfers: BTreeMap<(AccountId, Timestamp), TransferId>,
+    /// Per account, its transfers in timestamp order (appends only: timestamps increase).
+    account_transfers: HashMap<AccountId, Vec<(Timestamp, TransferId)>>,
     balance_history: BTreeMap<(AccountId, Timestamp), Balances>,
     /// `true`: added since the freeze; `false`: removed.
     expiry_changes: BTreeMap<(Timestamp, TransferId), bool>,
@@ -383,18 +383,14 @@ impl StateStore {
             }
         }
         // Memtables hold only later timestamps than the checkpoint, frozen before active.
-        let range = (
-            Bound::Excluded((account, after)),
-            Bound::Included((account, Timestamp(u64::MAX))),
-        );
         let frozen = self.frozen.as_ref().map(|f| &f.memtable);
         for memtable in frozen.into_iter().chain(std::iter::once(&self.active)) {
-            for ((_, ts), id) in memtable.account_transfers.range(range) {
-                if ids.len() >= limit {
-                    break;
-                }
-                ids.push((*ts, *id));
-            }
+            let Some(entries) = memtable.account_transfers.get(&account) else {
+                continue;
+            };
+            let start = entries.partition_point(|(ts, _)| *ts <= after);
+            let room = limit.saturating_sub(ids.len());
+            ids.extend(entries[start..].iter().take(room).copied());
         }
         let keeps_history = self
             .accounts
@@ -500,8 +496,12 @@ fn write_tables(txn: &redb::WriteTransaction, frozen: &Frozen) -> Result<(), red
         pending.insert(id.0, status.to_byte())?;
     }
     let mut index = txn.open_table(ACCOUNT_TRANSFERS)?;
-    for ((account, ts), id) in &m.account_transfers {
-        index.insert((account.0, ts.0), id.0)?;
+    let mut accounts: Vec<&AccountId> = m.account_transfers.keys().collect();
+    accounts.sort_unstable();
+    for account in accounts {
+        for (ts, id) in &m.account_transfers[account] {
+            index.insert((account.0, ts.0), id.0)?;
+        }
     }
     let mut history = txn.open_table(BALANCE_HISTORY)?;
     for ((account, ts), b) in &m.balance_history {
@@ -585,10 +585,11 @@ impl LedgerStore for StateStore {
         }
         let m = &mut self.active;
         for t in changes.transfers {
-            m.account_transfers
-                .insert((t.debit_account_id, t.timestamp), t.id);
-            m.account_transfers
-                .insert((t.credit_account_id, t.timestamp), t.id);
+            for account in [t.debit_account_id, t.credit_account_id] {
+                let entries = m.account_transfers.entry(account).or_default();
+                assert!(entries.last().is_none_or(|(ts, _)| *ts < t.timestamp));
+                entries.push((t.timestamp, t.id));
+            }
             m.transfers.insert(t.id, t);
         }
         m.pending.extend(changes.pending_status);
