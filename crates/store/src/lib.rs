@@ -132,8 +132,11 @@ pub struct StateStore {
 impl StateStore {
     /// Opens (or creates) the state store at `path` and loads accounts and pending expiries.
     pub fn open(path: &Path) -> Result<StateStore, StoreError> {
+        // Verify every page checksum at open: a file damaged outside redb must stop the node with
+        // an error, not be trusted (a plain open may even panic on it).
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
+            .set_check_integrity_on_open(true)
             .create(path)
             .map_err(redb_err(path, "open"))?;
         let txn = db.begin_write().map_err(redb_err(path, "begin write"))?;

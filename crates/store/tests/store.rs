@@ -199,3 +199,26 @@ fn reopen_without_checkpoint_returns_to_the_last_checkpoint() {
     assert_eq!(reopened.transfer(TransferId(1)), None);
     assert_eq!(reopened.account(AccountId(2)).unwrap().debits_posted, 0);
 }
+
+#[test]
+fn a_damaged_state_file_is_refused_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    let mut store = StateStore::open(&path).unwrap();
+    store.apply_batch(1, &accounts_batch(10));
+    store.checkpoint_now().unwrap();
+    drop(store);
+    let mut bytes = std::fs::read(&path).unwrap();
+    // Find an encoded account record (id 3 then user_data 3) and damage its balance field.
+    let needle = [3u8, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0];
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("account record on disk");
+    bytes[at + 20] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+    let err = StateStore::open(&path).err().expect("a damaged file must not open");
+    let text = err.to_string();
+    assert!(text.contains(&path.display().to_string()), "{text}");
+    assert!(text.to_lowercase().contains("corrupt"), "{text}");
+}
