@@ -1,11 +1,877 @@
-//! `bulwark bench`: a load generator (being written).
+//! `bulwark bench`: a load generator for HTTP API v1.
+//!
+//! It creates `--accounts` accounts (no flags, so no transfer can fail for balance reasons),
+//! then `--concurrency` clients each send batches of `--batch` random transfers, one request at
+//! a time on their own keep-alive connection, for `--transfers` transfers in all or for
+//! `--duration` seconds. Every request's latency goes into a histogram (microseconds); the
+//! report gives transfers/s, requests/s, latency per request and every result that was not `ok`.
+//!
+//! Without `--addr` it starts a node itself (this same binary, `start` on a temporary data
+//! directory and a free loopback port) and stops it with SIGTERM at the end.
+//!
+//! Exit codes: 0 every request answered and every event `ok`; 1 otherwise; 2 bad options;
+//! 4 the node could not be reached; 5 the node could not be started.
 
-use std::process::ExitCode;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::path::Path;
+use std::process::{ExitCode, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Deserialize;
+use serde_json::json;
+
+/// Largest batch the API accepts.
+const MAX_BATCH: usize = 8190;
+/// Failed requests after which the clients give up (the node is probably gone).
+const MAX_FAILED_REQUESTS: u64 = 100;
 
 #[derive(clap::Args)]
-pub struct BenchArgs {}
+pub struct BenchArgs {
+    /// Base URL of a running node; without it, a node is started on a temporary directory.
+    #[arg(long)]
+    pub addr: Option<String>,
+    /// Accounts to create before the load phase.
+    #[arg(long, default_value_t = 10_000)]
+    pub accounts: u64,
+    /// Transfers to send in all (ignored with --duration).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub transfers: u64,
+    /// Run the load phase for this many seconds instead of a fixed number of transfers.
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Transfers per request (1..=8190).
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+    /// Concurrent clients, each with one request in flight.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Fraction of the accounts that are "hot" (e.g. 0.01); 0 = no skew.
+    #[arg(long, default_value_t = 0.0)]
+    pub hot_accounts: f64,
+    /// Fraction of the account picks that go to the hot accounts (e.g. 0.5).
+    #[arg(long, default_value_t = 0.0)]
+    pub hot_share: f64,
+    /// Ledger of every account and transfer.
+    #[arg(long, default_value_t = 1)]
+    pub ledger: u32,
+    /// Target requests per second per client (0 = as fast as possible).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// First id minus one of the accounts and transfers (default: from the current time, so
+    /// repeated runs against one node never collide).
+    #[arg(long)]
+    pub id_base: Option<u64>,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub async fn run(_args: BenchArgs) -> ExitCode {
-    eprintln!("bench: not yet");
-    ExitCode::from(2)
+pub async fn run(args: BenchArgs) -> ExitCode {
+    if let Err(message) = validate(&args) {
+        eprintln!("error: {message}");
+        return ExitCode::from(2);
+    }
+    let (base_url, node) = match &args.addr {
+        Some(addr) => (addr.trim_end_matches('/').to_string(), None),
+        None => match SpawnedNode::start().await {
+            Ok(node) => (node.url.clone(), Some(node)),
+            Err(e) => {
+                eprintln!("error: cannot start a node: {e}");
+                return ExitCode::from(5);
+            }
+        },
+    };
+    let client = match reqwest::Client::builder()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(120))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: cannot build the HTTP client: {e}");
+            return ExitCode::from(5);
+        }
+    };
+    let code = bench(&args, &client, &base_url, node.as_ref().map(|n| n.pid)).await;
+    if let Some(node) = node {
+        node.stop().await;
+    }
+    code
+}
+
+fn validate(args: &BenchArgs) -> Result<(), String> {
+    if args.accounts < 2 {
+        return Err("--accounts must be at least 2".into());
+    }
+    if args.batch == 0 || args.batch > MAX_BATCH {
+        return Err(format!("--batch must be between 1 and {MAX_BATCH}"));
+    }
+    if args.concurrency == 0 {
+        return Err("--concurrency must be at least 1".into());
+    }
+    if args.duration.is_none() && args.transfers == 0 {
+        return Err("--transfers must be at least 1".into());
+    }
+    if let Some(d) = args.duration {
+        if !(d > 0.0 && d.is_finite()) {
+            return Err("--duration must be a positive number of seconds".into());
+        }
+    }
+    if !(0.0..=1.0).contains(&args.hot_accounts) || !(0.0..=1.0).contains(&args.hot_share) {
+        return Err("--hot-accounts and --hot-share are fractions between 0 and 1".into());
+    }
+    if !(args.rate >= 0.0 && args.rate.is_finite()) {
+        return Err("--rate must be 0 (unlimited) or a positive number".into());
+    }
+    if args.ledger == 0 {
+        return Err("--ledger must not be 0".into());
+    }
+    Ok(())
+}
+
+async fn bench(
+    args: &BenchArgs,
+    client: &reqwest::Client,
+    base: &str,
+    node: Option<u32>,
+) -> ExitCode {
+    let id_base = args.id_base.unwrap_or_else(default_id_base);
+    let needed = args.accounts.max(args.transfers);
+    if id_base.checked_add(needed).is_none() || id_base.checked_add(1 << 40).is_none() {
+        eprintln!("error: --id-base {id_base} leaves no room for the ids");
+        return ExitCode::from(2);
+    }
+
+    // Setup: the accounts.
+    if let Err(e) = create_accounts(args, client, base, id_base).await {
+        eprintln!("error: {e}");
+        return ExitCode::from(4);
+    }
+
+    // Load.
+    let total = match args.duration {
+        Some(_) => None,
+        None => Some(args.transfers),
+    };
+    let progress = progress_bar(total);
+    let shared = Arc::new(Shared {
+        next_batch: AtomicU64::new(0),
+        failed_requests: AtomicU64::new(0),
+        progress: progress.clone(),
+        failures: Mutex::new(BTreeMap::new()),
+    });
+    let hot = hot_count(args);
+    let cpu_before = (
+        process_cpu_seconds("self"),
+        node.and_then(|p| process_cpu_seconds(&p.to_string())),
+    );
+    let started = Instant::now();
+    let plan = Arc::new(Plan {
+        url: format!("{base}/v1/transfers"),
+        accounts: args.accounts,
+        account_base: id_base,
+        transfer_base: id_base,
+        batch: args.batch as u64,
+        total,
+        deadline: args.duration.map(|d| started + Duration::from_secs_f64(d)),
+        ledger: args.ledger,
+        hot,
+        hot_share: if hot > 0 { args.hot_share } else { 0.0 },
+        rate: args.rate,
+    });
+    let mut tasks = Vec::with_capacity(args.concurrency);
+    for c in 0..args.concurrency {
+        let client = client.clone();
+        let plan = plan.clone();
+        let shared = shared.clone();
+        let seed = id_base ^ ((c as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        tasks.push(tokio::spawn(async move {
+            client_loop(client, plan, shared, seed).await
+        }));
+    }
+    let mut stats = ClientStats::new();
+    for task in tasks {
+        match task.await {
+            Ok(s) => stats.merge(s),
+            Err(e) => {
+                eprintln!("error: a client task failed: {e}");
+                stats.failed_requests += 1;
+            }
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    progress.finish_and_clear();
+    let cpu_after = (
+        process_cpu_seconds("self"),
+        node.and_then(|p| process_cpu_seconds(&p.to_string())),
+    );
+    let cpu_share = |before: Option<f64>, after: Option<f64>| match (before, after) {
+        (Some(b), Some(a)) => Some((a - b) / seconds),
+        _ => None,
+    };
+    let client_cpu = cpu_share(cpu_before.0, cpu_after.0);
+    let server_cpu = cpu_share(cpu_before.1, cpu_after.1);
+
+    let failures = std::mem::take(&mut *shared.failures.lock().expect("failures lock"));
+    let report = Report {
+        args,
+        id_base,
+        seconds,
+        stats,
+        failures,
+        client_cpu,
+        server_cpu,
+    };
+    if args.json {
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.text());
+    }
+    if report.stats.failed_requests == 0 && report.stats.not_ok == 0 && report.stats.transfers > 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// Ids from the current time in milliseconds, times a million: a run would have to create more
+/// than a million transfers per millisecond to reach the ids of a later run.
+fn default_id_base() -> u64 {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(1);
+    ms.saturating_mul(1_000_000)
+}
+
+fn hot_count(args: &BenchArgs) -> u64 {
+    if args.hot_accounts <= 0.0 || args.hot_share <= 0.0 {
+        return 0;
+    }
+    ((args.accounts as f64 * args.hot_accounts).round() as u64).clamp(1, args.accounts - 1)
+}
+
+fn progress_bar(total: Option<u64>) -> ProgressBar {
+    let bar = match total {
+        Some(n) => ProgressBar::new(n),
+        None => ProgressBar::new_spinner(),
+    };
+    if !std::io::stderr().is_terminal() {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+        return bar;
+    }
+    let template = match total {
+        Some(_) => {
+            "{elapsed_precise} [{wide_bar}] {human_pos}/{human_len} transfers, {per_sec}, eta {eta}"
+        }
+        None => "{spinner} {elapsed_precise} {human_pos} transfers, {per_sec}",
+    };
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+// ---------------------------------------------------------------------------------------------
+// Setup
+
+#[derive(Deserialize)]
+struct Answer<'a> {
+    #[serde(borrow)]
+    results: Vec<EventResult<'a>>,
+}
+
+#[derive(Deserialize)]
+struct EventResult<'a> {
+    #[serde(borrow)]
+    result: std::borrow::Cow<'a, str>,
+}
+
+async fn create_accounts(
+    args: &BenchArgs,
+    client: &reqwest::Client,
+    base: &str,
+    id_base: u64,
+) -> Result<(), String> {
+    let url = format!("{base}/v1/accounts");
+    let bar = progress_bar(Some(args.accounts));
+    bar.set_message("accounts");
+    let mut first = 0u64;
+    let mut body = String::new();
+    while first < args.accounts {
+        let n = (args.accounts - first).min(MAX_BATCH as u64);
+        body.clear();
+        body.push('[');
+        for i in 0..n {
+            if i > 0 {
+                body.push(',');
+            }
+            let id = id_base + first + i + 1;
+            let _ = write!(body, r#"{{"id":{id},"ledger":{},"code":1}}"#, args.ledger);
+        }
+        body.push(']');
+        let response = client
+            .post(&url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .map_err(|e| format!("cannot create accounts at {url}: {e}"))?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| format!("cannot read the answer of {url}: {e}"))?;
+        if !status.is_success() {
+            return Err(format!(
+                "creating accounts: {url} answered {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            ));
+        }
+        let answer: Answer = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("creating accounts: bad answer: {e}"))?;
+        if answer.results.len() != n as usize {
+            return Err(format!(
+                "creating accounts: {} results for {n} accounts",
+                answer.results.len()
+            ));
+        }
+        if let Some((i, r)) = answer
+            .results
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.result != "ok" && r.result != "exists")
+        {
+            return Err(format!(
+                "creating account {}: {} (use another --id-base?)",
+                id_base + first + i as u64 + 1,
+                r.result
+            ));
+        }
+        first += n;
+        bar.set_position(first);
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Load
+
+struct Plan {
+    url: String,
+    accounts: u64,
+    account_base: u64,
+    transfer_base: u64,
+    batch: u64,
+    /// Transfers in all, or `None` to run until `deadline`.
+    total: Option<u64>,
+    deadline: Option<Instant>,
+    ledger: u32,
+    /// The accounts `1..=hot` (after the base) take `hot_share` of the picks.
+    hot: u64,
+    hot_share: f64,
+    rate: f64,
+}
+
+struct Shared {
+    next_batch: AtomicU64,
+    failed_requests: AtomicU64,
+    progress: ProgressBar,
+    /// Results other than `ok` and request failures, by name, with a count.
+    failures: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Shared {
+    fn record(&self, what: String, n: u64) {
+        *self
+            .failures
+            .lock()
+            .expect("failures lock")
+            .entry(what)
+            .or_default() += n;
+    }
+}
+
+struct ClientStats {
+    latency_us: Histogram<u64>,
+    requests: u64,
+    transfers: u64,
+    not_ok: u64,
+    failed_requests: u64,
+}
+
+impl ClientStats {
+    fn new() -> Self {
+        ClientStats {
+            latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds"),
+            requests: 0,
+            transfers: 0,
+            not_ok: 0,
+            failed_requests: 0,
+        }
+    }
+
+    fn merge(&mut self, other: ClientStats) {
+        let _ = self.latency_us.add(&other.latency_us);
+        self.requests += other.requests;
+        self.transfers += other.transfers;
+        self.not_ok += other.not_ok;
+        self.failed_requests += other.failed_requests;
+    }
+}
+
+/// xorshift64*: plenty for picking accounts, and no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        let mut r = Rng(seed | 1);
+        for _ in 0..4 {
+            r.next();
+        }
+        r
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in `0..n` (n > 0), by multiply-shift.
+    fn below(&mut self, n: u64) -> u64 {
+        ((self.next() as u128 * n as u128) >> 64) as u64
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        (self.next() >> 11) as f64 * (1.0 / (1u64 << 53) as f64) < p
+    }
+}
+
+impl Plan {
+    /// An account index in `0..accounts`, skewed towards the hot ones if asked.
+    fn pick(&self, rng: &mut Rng) -> u64 {
+        if self.hot == 0 {
+            rng.below(self.accounts)
+        } else if rng.chance(self.hot_share) {
+            rng.below(self.hot)
+        } else {
+            self.hot + rng.below(self.accounts - self.hot)
+        }
+    }
+
+    /// The JSON body of batch `k`: transfers `k * batch + 1 ..` (after the base), `n` of them.
+    fn write_batch(&self, body: &mut String, rng: &mut Rng, k: u64, n: u64) {
+        body.clear();
+        body.push('[');
+        let first = self.transfer_base + k * self.batch;
+        for i in 0..n {
+            let debit = self.pick(rng);
+            let mut credit = self.pick(rng);
+            while credit == debit {
+                credit = self.pick(rng);
+            }
+            if i > 0 {
+                body.push(',');
+            }
+            let _ = write!(
+                body,
+                r#"{{"id":{},"debit_account_id":{},"credit_account_id":{},"amount":{},"ledger":{},"code":1}}"#,
+                first + i + 1,
+                self.account_base + debit + 1,
+                self.account_base + credit + 1,
+                1 + rng.below(1000),
+                self.ledger,
+            );
+        }
+        body.push(']');
+    }
+
+    /// How many transfers batch `k` holds, or `None` when there is no such batch.
+    fn batch_len(&self, k: u64) -> Option<u64> {
+        match self.total {
+            Some(total) => {
+                let first = k.checked_mul(self.batch)?;
+                (first < total).then(|| (total - first).min(self.batch))
+            }
+            None => Some(self.batch),
+        }
+    }
+}
+
+async fn client_loop(
+    client: reqwest::Client,
+    plan: Arc<Plan>,
+    shared: Arc<Shared>,
+    seed: u64,
+) -> ClientStats {
+    let mut stats = ClientStats::new();
+    let mut rng = Rng::new(seed);
+    let capacity = plan.batch as usize * 128;
+    let mut body = String::with_capacity(capacity);
+    let mut ticker = (plan.rate > 0.0).then(|| {
+        let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / plan.rate));
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
+    loop {
+        if let Some(ticker) = &mut ticker {
+            ticker.tick().await;
+        }
+        if plan.deadline.is_some_and(|d| Instant::now() >= d)
+            || shared.failed_requests.load(Ordering::Relaxed) >= MAX_FAILED_REQUESTS
+        {
+            break;
+        }
+        let k = shared.next_batch.fetch_add(1, Ordering::Relaxed);
+        let Some(n) = plan.batch_len(k) else { break };
+        plan.write_batch(&mut body, &mut rng, k, n);
+        let request = client
+            .post(&plan.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(std::mem::replace(
+                &mut body,
+                String::with_capacity(capacity),
+            ));
+        let sent = Instant::now();
+        let outcome = match request.send().await {
+            Ok(response) => {
+                let status = response.status();
+                match response.bytes().await {
+                    Ok(bytes) if status.is_success() => Ok(bytes),
+                    Ok(bytes) => Err(format!(
+                        "HTTP {status}: {}",
+                        String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+                    )),
+                    Err(e) => Err(format!("reading the answer: {e}")),
+                }
+            }
+            Err(e) => Err(format!("request: {e}")),
+        };
+        let latency = sent.elapsed();
+        stats.requests += 1;
+        let bytes = match outcome {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                stats.failed_requests += 1;
+                shared.failed_requests.fetch_add(1, Ordering::Relaxed);
+                shared.record(format!("failed request: {e}"), 1);
+                // Do not spin on a node that is down.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stats.latency_us.record((latency.as_micros() as u64).max(1));
+        match serde_json::from_slice::<Answer>(&bytes) {
+            Ok(answer) => {
+                let mut not_ok = 0;
+                for r in &answer.results {
+                    if r.result != "ok" {
+                        not_ok += 1;
+                        shared.record(r.result.to_string(), 1);
+                    }
+                }
+                let missing = n.saturating_sub(answer.results.len() as u64);
+                if missing > 0 {
+                    shared.record("missing result".into(), missing);
+                }
+                stats.transfers += n;
+                stats.not_ok += not_ok + missing;
+                shared.progress.inc(n);
+            }
+            Err(e) => {
+                stats.failed_requests += 1;
+                shared.failed_requests.fetch_add(1, Ordering::Relaxed);
+                shared.record(
+                    format!("failed request: answer is not a batch answer: {e}"),
+                    1,
+                );
+            }
+        }
+    }
+    stats
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+
+struct Report<'a> {
+    args: &'a BenchArgs,
+    id_base: u64,
+    seconds: f64,
+    stats: ClientStats,
+    failures: BTreeMap<String, u64>,
+    /// CPU time of the bench process and of the node it started, in cores (1.0 = one core busy).
+    client_cpu: Option<f64>,
+    server_cpu: Option<f64>,
+}
+
+impl Report<'_> {
+    fn ms(&self, quantile: f64) -> f64 {
+        let h = &self.stats.latency_us;
+        if h.is_empty() {
+            return 0.0;
+        }
+        h.value_at_quantile(quantile) as f64 / 1000.0
+    }
+
+    fn max_ms(&self) -> f64 {
+        self.stats.latency_us.max() as f64 / 1000.0
+    }
+
+    fn mean_ms(&self) -> f64 {
+        self.stats.latency_us.mean() / 1000.0
+    }
+
+    fn per_sec(&self, n: u64) -> f64 {
+        if self.seconds > 0.0 {
+            n as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+
+    fn errors(&self) -> u64 {
+        self.stats.not_ok + self.stats.failed_requests
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let a = self.args;
+        json!({
+            "transfers": self.stats.transfers,
+            "requests": self.stats.requests,
+            "seconds": round3(self.seconds),
+            "transfers_per_sec": round3(self.per_sec(self.stats.transfers)),
+            "requests_per_sec": round3(self.per_sec(self.stats.requests)),
+            "latency_ms": {
+                "p50": self.ms(0.5),
+                "p99": self.ms(0.99),
+                "p999": self.ms(0.999),
+                "max": self.max_ms(),
+                "mean": round3(self.mean_ms()),
+            },
+            "errors": self.errors(),
+            "not_ok_results": self.stats.not_ok,
+            "failed_requests": self.stats.failed_requests,
+            "failures": self.failures,
+            "client_cpu_cores": self.client_cpu.map(round3),
+            "server_cpu_cores": self.server_cpu.map(round3),
+            "config": {
+                "addr": a.addr,
+                "accounts": a.accounts,
+                "transfers": a.duration.is_none().then_some(a.transfers),
+                "duration": a.duration,
+                "batch": a.batch,
+                "concurrency": a.concurrency,
+                "hot_accounts": a.hot_accounts,
+                "hot_share": a.hot_share,
+                "ledger": a.ledger,
+                "rate": a.rate,
+                "id_base": self.id_base,
+            },
+        })
+    }
+
+    fn text(&self) -> String {
+        let a = self.args;
+        let mut out = String::new();
+        let skew = if hot_count(a) > 0 {
+            format!(
+                ", {} hot accounts take {:.0}% of picks",
+                hot_count(a),
+                a.hot_share * 100.0
+            )
+        } else {
+            String::new()
+        };
+        let rate = if a.rate > 0.0 {
+            format!(", {} req/s per client", a.rate)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "bench: {} accounts, batch {}, concurrency {}{skew}{rate}, node {}",
+            a.accounts,
+            a.batch,
+            a.concurrency,
+            a.addr.as_deref().unwrap_or("self-started")
+        );
+        let _ = writeln!(out, "transfers      {}", self.stats.transfers);
+        let _ = writeln!(out, "seconds        {:.2}", self.seconds);
+        let _ = writeln!(
+            out,
+            "transfers/s    {:.0}",
+            self.per_sec(self.stats.transfers)
+        );
+        let _ = writeln!(
+            out,
+            "requests       {} ({:.1}/s)",
+            self.stats.requests,
+            self.per_sec(self.stats.requests)
+        );
+        let _ = writeln!(
+            out,
+            "latency ms     p50 {:.3}  p99 {:.3}  p999 {:.3}  max {:.3}  (mean {:.3}, per request)",
+            self.ms(0.5),
+            self.ms(0.99),
+            self.ms(0.999),
+            self.max_ms(),
+            self.mean_ms()
+        );
+        let _ = writeln!(
+            out,
+            "errors         {} ({} results not ok, {} failed requests)",
+            self.errors(),
+            self.stats.not_ok,
+            self.stats.failed_requests
+        );
+        for (what, n) in &self.failures {
+            let _ = writeln!(out, "  {n:>10}  {what}");
+        }
+        match (self.client_cpu, self.server_cpu) {
+            (Some(c), Some(s)) => {
+                let _ = writeln!(
+                    out,
+                    "cpu            bench client {c:.2} cores, node {s:.2} cores"
+                );
+            }
+            (Some(c), None) => {
+                let _ = writeln!(out, "cpu            bench client {c:.2} cores");
+            }
+            _ => {}
+        }
+        out
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// User + system CPU seconds of a process so far (Linux `/proc`; `None` elsewhere).
+fn process_cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces; the fields after it are space-separated.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    // USER_HZ, which /proc always uses, is 100 on Linux.
+    Some((utime + stime) as f64 / 100.0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// A node of our own
+
+struct SpawnedNode {
+    child: tokio::process::Child,
+    pid: u32,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl SpawnedNode {
+    async fn start() -> Result<SpawnedNode, String> {
+        let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+        let dir = tempfile::Builder::new()
+            .prefix("bulwark-bench-")
+            .tempdir()
+            .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("cannot find a free port: {e}"))?
+            .port();
+        let data = dir.path().join("data");
+        let log_path = dir.path().join("node.log");
+        let log = std::fs::File::create(&log_path)
+            .map_err(|e| format!("cannot create the node log: {e}"))?;
+        let mut child = tokio::process::Command::new(&exe)
+            .arg("start")
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
+        let pid = child.id().unwrap_or(0);
+        let url = format!("http://127.0.0.1:{port}");
+        let health = format!("{url}/health/live");
+        let probe = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("the node exited ({status}): {}", tail(&log_path)));
+            }
+            if let Ok(r) = probe.get(&health).send().await {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill().await;
+                return Err(format!(
+                    "the node did not come up in 30 s: {}",
+                    tail(&log_path)
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(SpawnedNode {
+            child,
+            pid,
+            url,
+            _dir: dir,
+        })
+    }
+
+    /// SIGTERM, then wait for a graceful exit (SIGKILL after 30 s).
+    async fn stop(mut self) {
+        #[cfg(unix)]
+        {
+            // SAFETY: kill(2) on the pid of our own child, which we have not reaped yet.
+            unsafe {
+                libc::kill(self.pid as libc::pid_t, libc::SIGTERM);
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = self.child.start_kill();
+        }
+        match tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await {
+            Ok(Ok(status)) if !status.success() => {
+                eprintln!("warning: the bench node exited with {status}");
+            }
+            Ok(_) => {}
+            Err(_) => {
+                eprintln!("warning: the bench node did not stop in 30 s; killing it");
+                let _ = self.child.kill().await;
+            }
+        }
+    }
+}
+
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(10)..].join("\n")
 }
