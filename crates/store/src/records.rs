@@ -89,6 +89,23 @@ pub fn decode_balances(b: &[u8]) -> Option<Balances> {
     })
 }
 
+/// A run of an account's transfer index: `(timestamp, transfer id)` pairs, 16 bytes each.
+pub fn encode_run(run: &[(Timestamp, TransferId)]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(run.len() * 16);
+    for (ts, id) in run {
+        b.extend_from_slice(&ts.0.to_le_bytes());
+        b.extend_from_slice(&id.0.to_le_bytes());
+    }
+    b
+}
+
+pub fn decode_run(b: &[u8]) -> Option<impl Iterator<Item = (Timestamp, TransferId)> + '_> {
+    (b.len() % 16 == 0 && !b.is_empty()).then(|| {
+        b.chunks_exact(16)
+            .map(|e| (Timestamp(u64_at(e, 0)), TransferId(u64_at(e, 8))))
+    })
+}
+
 fn put(b: &mut [u8], at: usize, bytes: &[u8]) {
     b[at..at + bytes.len()].copy_from_slice(bytes);
 }

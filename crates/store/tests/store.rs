@@ -217,7 +217,9 @@ fn a_damaged_state_file_is_refused_with_its_path() {
         .expect("account record on disk");
     bytes[at + 20] ^= 0x40;
     std::fs::write(&path, &bytes).unwrap();
-    let err = StateStore::open(&path).err().expect("a damaged file must not open");
+    let err = StateStore::open(&path)
+        .err()
+        .expect("a damaged file must not open");
     let text = err.to_string();
     assert!(text.contains(&path.display().to_string()), "{text}");
     assert!(text.to_lowercase().contains("corrupt"), "{text}");
