@@ -1,0 +1,778 @@
+//! HTTP API v1 and the command-line client, against the real binary: every bad input answers
+//! 4xx with its error word and a message naming the place, and changes nothing; the happy paths
+//! answer as documented; the CLI's exit codes are the documented ones.
+
+mod common;
+
+use common::{cli, Http, Node, Resp};
+use serde_json::{json, Value};
+
+/// A transfer that would succeed in the ledger set up by [`setup`].
+fn good_transfer(id: u64) -> Value {
+    json!({"id": id, "debit_account_id": 1, "credit_account_id": 2, "amount": 1, "ledger": 1, "code": 1})
+}
+
+/// Accounts 1 (plain) and 2 (`debits_must_not_exceed_credits`) in ledger 1, 2 funded with 100.
+async fn setup(http: &Http) {
+    let results = http
+        .write(
+            "/v1/accounts",
+            &json!([
+                {"id": 1, "ledger": 1, "code": 10},
+                {"id": 2, "ledger": 1, "code": 20, "flags": ["debits_must_not_exceed_credits"]},
+            ]),
+        )
+        .await;
+    assert_eq!(results, ["ok", "ok"]);
+    let results = http
+        .write(
+            "/v1/transfers",
+            &json!([{"id": 10, "debit_account_id": 1, "credit_account_id": 2, "amount": 100, "ledger": 1, "code": 1}]),
+        )
+        .await;
+    assert_eq!(results, ["ok"]);
+}
+
+/// What must not change when a request is refused.
+async fn snapshot(http: &Http) -> (u64, Value, Value) {
+    (
+        http.applied_index().await,
+        http.account(1).await.expect("account 1"),
+        http.account(2).await.expect("account 2"),
+    )
+}
+
+fn json_body(v: Value) -> Vec<u8> {
+    serde_json::to_vec(&v).unwrap()
+}
+
+/// Asserts an error answer: status, word, and that the message contains `place`.
+fn assert_refused(what: &str, r: &Resp, status: u16, word: &str, place: &str) {
+    assert_eq!(r.status, status, "{what}: status of {}", r.text);
+    assert_eq!(r.error(), word, "{what}: error word of {}", r.text);
+    assert!(
+        r.message().contains(place),
+        "{what}: the message should contain `{place}`: {}",
+        r.text
+    );
+    assert!(
+        r.header("content-type")
+            .is_some_and(|c| c.starts_with("application/json")),
+        "{what}: an error answer is JSON: {:?}",
+        r.headers
+    );
+}
+
+/// What, path, body, expected status, error word, and a place the message must name.
+type Case = (
+    &'static str,
+    &'static str,
+    Vec<u8>,
+    u16,
+    &'static str,
+    &'static str,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_write_bodies_are_refused_whole_with_the_right_word_and_change_nothing() {
+    let node = Node::start(&[]).await;
+    let http = node.http.clone();
+    setup(&http).await;
+    let before = snapshot(&http).await;
+
+    let good = good_transfer(500);
+    let good_account = json!({"id": 600, "ledger": 1, "code": 1});
+    let mut cases: Vec<Case> = vec![
+        (
+            "malformed JSON",
+            "/v1/transfers",
+            br#"[{"id":500,"amount":1},{"id":"#.to_vec(),
+            400,
+            "malformed_json",
+            "not valid JSON",
+        ),
+        (
+            "malformed JSON, accounts",
+            "/v1/accounts",
+            b"[{\"id\":600,}]".to_vec(),
+            400,
+            "malformed_json",
+            "not valid JSON",
+        ),
+        (
+            "an empty body",
+            "/v1/transfers",
+            Vec::new(),
+            400,
+            "malformed_json",
+            "",
+        ),
+        (
+            "an unknown field in the second transfer",
+            "/v1/transfers",
+            json_body(json!([good, {
+                "id": 501, "debit_account_id": 1, "credit_account_id": 2, "amount": 1,
+                "ledger": 1, "code": 1, "colour": "red"
+            }])),
+            400,
+            "unknown_field",
+            "[1].colour",
+        ),
+        (
+            "an unknown field in the second account",
+            "/v1/accounts",
+            json_body(json!([good_account, {"id": 601, "ledger": 1, "code": 1, "balance": 5}])),
+            400,
+            "unknown_field",
+            "[1].balance",
+        ),
+        (
+            "a string amount",
+            "/v1/transfers",
+            json_body(json!([good, {
+                "id": 501, "debit_account_id": 1, "credit_account_id": 2, "amount": "5",
+                "ledger": 1, "code": 1
+            }])),
+            400,
+            "invalid_field",
+            "[1].amount",
+        ),
+        (
+            "a negative amount",
+            "/v1/transfers",
+            br#"[{"id":500,"debit_account_id":1,"credit_account_id":2,"amount":1,"ledger":1,"code":1},
+                 {"id":501,"debit_account_id":1,"credit_account_id":2,"amount":-5,"ledger":1,"code":1}]"#
+                .to_vec(),
+            400,
+            "invalid_field",
+            "[1].amount",
+        ),
+        (
+            "a fractional amount",
+            "/v1/transfers",
+            br#"[{"id":500,"debit_account_id":1,"credit_account_id":2,"amount":1,"ledger":1,"code":1},
+                 {"id":501,"debit_account_id":1,"credit_account_id":2,"amount":2.5,"ledger":1,"code":1}]"#
+                .to_vec(),
+            400,
+            "invalid_field",
+            "[1].amount",
+        ),
+        (
+            "an amount above u64::MAX",
+            "/v1/transfers",
+            br#"[{"id":500,"debit_account_id":1,"credit_account_id":2,"amount":1,"ledger":1,"code":1},
+                 {"id":501,"debit_account_id":1,"credit_account_id":2,"amount":18446744073709551616,"ledger":1,"code":1}]"#
+                .to_vec(),
+            400,
+            "invalid_field",
+            "[1].amount",
+        ),
+        (
+            "a ledger above u32::MAX",
+            "/v1/transfers",
+            br#"[{"id":500,"debit_account_id":1,"credit_account_id":2,"amount":1,"ledger":1,"code":1},
+                 {"id":501,"debit_account_id":1,"credit_account_id":2,"amount":1,"ledger":4294967296,"code":1}]"#
+                .to_vec(),
+            400,
+            "invalid_field",
+            "[1].ledger",
+        ),
+        (
+            "a negative account id",
+            "/v1/accounts",
+            br#"[{"id":600,"ledger":1,"code":1},{"id":-1,"ledger":1,"code":1}]"#.to_vec(),
+            400,
+            "invalid_field",
+            "[1].id",
+        ),
+        (
+            "transfer id 0",
+            "/v1/transfers",
+            json_body(json!([good, {
+                "id": 0, "debit_account_id": 1, "credit_account_id": 2, "amount": 1,
+                "ledger": 1, "code": 1
+            }])),
+            400,
+            "invalid_id",
+            "[1].id",
+        ),
+        (
+            "account id 0",
+            "/v1/accounts",
+            json_body(json!([good_account, {"id": 0, "ledger": 1, "code": 1}])),
+            400,
+            "invalid_id",
+            "[1].id",
+        ),
+        (
+            "an unknown transfer flag",
+            "/v1/transfers",
+            json_body(json!([good, {
+                "id": 501, "debit_account_id": 1, "credit_account_id": 2, "amount": 1,
+                "ledger": 1, "code": 1, "flags": ["linked", "urgent"]
+            }])),
+            400,
+            "unknown_flag",
+            "[1].flags",
+        ),
+        (
+            "an unknown account flag",
+            "/v1/accounts",
+            json_body(json!([good_account, {"id": 601, "ledger": 1, "code": 1, "flags": ["frozen"]}])),
+            400,
+            "unknown_flag",
+            "[1].flags",
+        ),
+        (
+            "an account missing its code",
+            "/v1/accounts",
+            json_body(json!([good_account, {"id": 601, "ledger": 1}])),
+            400,
+            "missing_field",
+            "[1]",
+        ),
+        (
+            "an empty batch of transfers",
+            "/v1/transfers",
+            b"[]".to_vec(),
+            400,
+            "empty_batch",
+            "",
+        ),
+        (
+            "an empty batch of accounts",
+            "/v1/accounts",
+            b"[ ]".to_vec(),
+            400,
+            "empty_batch",
+            "",
+        ),
+        (
+            "a JSON object instead of an array",
+            "/v1/transfers",
+            json_body(good.clone()),
+            400,
+            "invalid_body",
+            "array",
+        ),
+        (
+            "a JSON string instead of an array",
+            "/v1/accounts",
+            b"\"accounts\"".to_vec(),
+            400,
+            "invalid_body",
+            "array",
+        ),
+    ];
+
+    // 8191 events: one more than a batch may hold.
+    let too_many: Vec<Value> = (0..8191).map(|i| good_transfer(1_000 + i)).collect();
+    cases.push((
+        "8191 transfers",
+        "/v1/transfers",
+        json_body(Value::Array(too_many)),
+        400,
+        "batch_too_large",
+        "8191",
+    ));
+    let too_many: Vec<Value> = (0..8191)
+        .map(|i| json!({"id": 100_000 + i, "ledger": 1, "code": 1}))
+        .collect();
+    cases.push((
+        "8191 accounts",
+        "/v1/accounts",
+        json_body(Value::Array(too_many)),
+        400,
+        "batch_too_large",
+        "8191",
+    ));
+
+    // A body over 8 MiB: valid JSON (a good transfer padded with whitespace), refused for size.
+    let mut huge = b"[".to_vec();
+    huge.extend(serde_json::to_vec(&good).unwrap());
+    huge.resize(huge.len() + (8 << 20) + 1024, b' ');
+    huge.push(b']');
+    cases.push((
+        "a body over 8 MiB",
+        "/v1/transfers",
+        huge,
+        413,
+        "body_too_large",
+        "",
+    ));
+
+    for (what, path, body, status, word, place) in cases {
+        let r = http.post_raw(path, body).await;
+        assert_refused(what, &r, status, word, place);
+        assert_eq!(
+            snapshot(&http).await,
+            before,
+            "{what}: a refused request changed the state"
+        );
+    }
+    // The good events next to the bad ones were not applied either.
+    assert!(http.transfer(500).await.is_none());
+    assert!(http.account(600).await.is_none());
+    assert!(http.transfer(1_000).await.is_none());
+    assert!(http.account(100_000).await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_paths_and_queries_are_refused_with_the_right_word() {
+    let node = Node::start(&[]).await;
+    let http = node.http.clone();
+    setup(&http).await;
+    let before = snapshot(&http).await;
+
+    let cases: &[(&str, u16, &str, &str)] = &[
+        ("/v1/accounts/abc", 400, "invalid_id", "abc"),
+        ("/v1/accounts/0", 400, "invalid_id", "0"),
+        ("/v1/accounts/-1", 400, "invalid_id", "-1"),
+        (
+            "/v1/accounts/18446744073709551616",
+            400,
+            "invalid_id",
+            "18446744073709551616",
+        ),
+        ("/v1/transfers/abc", 400, "invalid_id", "abc"),
+        ("/v1/transfers/0", 400, "invalid_id", "0"),
+        ("/v1/accounts/abc/transfers", 400, "invalid_id", "abc"),
+        ("/v1/accounts/0/transfers", 400, "invalid_id", "0"),
+        (
+            "/v1/accounts/1/transfers?limit=0",
+            400,
+            "invalid_query",
+            "limit",
+        ),
+        (
+            "/v1/accounts/1/transfers?limit=8191",
+            400,
+            "invalid_query",
+            "limit",
+        ),
+        (
+            "/v1/accounts/1/transfers?limit=ten",
+            400,
+            "invalid_query",
+            "limit",
+        ),
+        (
+            "/v1/accounts/1/transfers?after=-1",
+            400,
+            "invalid_query",
+            "after",
+        ),
+        (
+            "/v1/accounts/1/transfers?page=2",
+            400,
+            "invalid_query",
+            "page",
+        ),
+        (
+            "/v1/accounts/1?verbose=true",
+            400,
+            "invalid_query",
+            "verbose",
+        ),
+        (
+            "/v1/transfers/10?verbose=true",
+            400,
+            "invalid_query",
+            "verbose",
+        ),
+        (
+            "/v1/accounts/1?consistency=sometimes",
+            400,
+            "invalid_query",
+            "consistency",
+        ),
+        ("/v1/accounts/999", 404, "account_not_found", "999"),
+        (
+            "/v1/accounts/999/transfers",
+            404,
+            "account_not_found",
+            "999",
+        ),
+        ("/v1/transfers/999", 404, "transfer_not_found", "999"),
+        ("/v2/accounts/1", 404, "not_found", ""),
+    ];
+    for (path, status, word, place) in cases {
+        let r = http.get(path).await;
+        assert_refused(path, &r, *status, word, place);
+    }
+    // Both consistencies are accepted on reads.
+    for path in [
+        "/v1/accounts/1?consistency=stale",
+        "/v1/accounts/1?consistency=linearizable",
+        "/v1/transfers/10?consistency=stale",
+        "/v1/accounts/1/transfers?limit=5&consistency=stale",
+    ] {
+        let r = http.get(path).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text);
+    }
+    assert_eq!(snapshot(&http).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn happy_paths_answer_as_documented() {
+    let node = Node::start(&[]).await;
+    let http = node.http.clone();
+
+    // Accounts: ok, then exists on an identical retry, exists_with_different_fields otherwise.
+    let accounts = json!([
+        {"id": 1, "ledger": 1, "code": 10, "user_data": 7},
+        {"id": 2, "ledger": 1, "code": 20, "flags": ["debits_must_not_exceed_credits", "history"]},
+        {"id": 3, "ledger": 2, "code": 10},
+    ]);
+    let r = http.post("/v1/accounts", &accounts).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.results(), ["ok", "ok", "ok"]);
+    let first_commit: u64 = r
+        .header("bulwark-commit-index")
+        .expect("a write answers with bulwark-commit-index")
+        .parse()
+        .expect("the commit index is an integer");
+    assert!(first_commit >= 1);
+    assert_eq!(
+        http.write("/v1/accounts", &accounts).await,
+        ["exists", "exists", "exists"]
+    );
+    assert_eq!(
+        http.write(
+            "/v1/accounts",
+            &json!([{"id": 1, "ledger": 1, "code": 11, "user_data": 7}])
+        )
+        .await,
+        ["exists_with_different_fields"]
+    );
+
+    let account = http.account(2).await.expect("account 2");
+    assert_eq!(account["id"], 2);
+    assert_eq!(account["ledger"], 1);
+    assert_eq!(account["code"], 20);
+    let mut flags: Vec<&str> = account["flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    flags.sort();
+    assert_eq!(flags, ["debits_must_not_exceed_credits", "history"]);
+    assert_eq!(http.account(1).await.unwrap()["user_data"], 7);
+
+    // Transfers: a funding, an overdraft refused, a linked chain, a failing linked chain,
+    // a pending transfer posted in part, mismatched ledgers.
+    let transfers = json!([
+        {"id": 100, "debit_account_id": 1, "credit_account_id": 2, "amount": 5000, "ledger": 1, "code": 1, "user_data": 42},
+        {"id": 101, "debit_account_id": 2, "credit_account_id": 1, "amount": 9000, "ledger": 1, "code": 1},
+        {"id": 102, "debit_account_id": 2, "credit_account_id": 1, "amount": 100, "ledger": 1, "code": 1, "flags": ["linked"]},
+        {"id": 103, "debit_account_id": 1, "credit_account_id": 2, "amount": 50, "ledger": 1, "code": 1},
+        {"id": 104, "debit_account_id": 2, "credit_account_id": 1, "amount": 100, "ledger": 1, "code": 1, "flags": ["linked"]},
+        {"id": 105, "debit_account_id": 2, "credit_account_id": 1, "amount": 1_000_000, "ledger": 1, "code": 1},
+        {"id": 106, "debit_account_id": 1, "credit_account_id": 3, "amount": 1, "ledger": 1, "code": 1},
+        {"id": 107, "debit_account_id": 2, "credit_account_id": 1, "amount": 3000, "ledger": 1, "code": 1, "flags": ["pending"], "timeout": 3600},
+    ]);
+    let r = http.post("/v1/transfers", &transfers).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        r.results(),
+        [
+            "ok",
+            "exceeds_credits",
+            "ok",
+            "ok",
+            "linked_event_failed",
+            "exceeds_credits",
+            "ledger_must_match",
+            "ok"
+        ]
+    );
+    let commit: u64 = r.header("bulwark-commit-index").unwrap().parse().unwrap();
+    assert!(commit > first_commit, "commit indexes grow");
+    let r = http
+        .post(
+            "/v1/transfers",
+            &json!([{"id": 108, "pending_id": 107, "amount": 2500, "flags": ["post_pending_transfer"]}]),
+        )
+        .await;
+    assert_eq!(r.results(), ["ok"]);
+    let commit2: u64 = r.header("bulwark-commit-index").unwrap().parse().unwrap();
+    assert!(commit2 > commit);
+
+    // A retry moves no money twice; a changed retry is refused.
+    assert_eq!(
+        http.write("/v1/transfers", &json!([transfers[0].clone()]))
+            .await,
+        ["exists"]
+    );
+    let mut changed = transfers[0].clone();
+    changed["amount"] = json!(5001);
+    assert_eq!(
+        http.write("/v1/transfers", &json!([changed])).await,
+        ["exists_with_different_fields"]
+    );
+
+    // Reads carry bulwark-applied-index, equal to the last commit on a single node.
+    let status = http.get("/v1/status").await;
+    assert_eq!(status.status, 200);
+    let applied = status.json["applied_index"].as_u64().unwrap();
+    assert!(applied >= commit2);
+    for path in [
+        "/v1/accounts/1",
+        "/v1/transfers/100",
+        "/v1/accounts/2/transfers",
+        "/v1/status",
+    ] {
+        let r = http.get(path).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text);
+        let header: u64 = r
+            .header("bulwark-applied-index")
+            .unwrap_or_else(|| panic!("{path} answers without bulwark-applied-index"))
+            .parse()
+            .unwrap();
+        assert_eq!(header, applied, "{path}");
+    }
+
+    // The transfer reads back with the fields it was created with.
+    let t = http.transfer(100).await.expect("transfer 100");
+    assert_eq!(
+        common::transfer_fields(&t),
+        common::transfer_fields(&transfers[0])
+    );
+    assert!(t["timestamp"].as_u64().unwrap() > 0);
+    for refused in [101, 104, 105, 106] {
+        assert!(
+            http.transfer(refused).await.is_none(),
+            "transfer {refused} was refused, yet it exists"
+        );
+    }
+    let pending = http.transfer(107).await.unwrap();
+    assert_eq!(pending["pending_status"], "posted");
+    let post = http.transfer(108).await.unwrap();
+    assert_eq!(post["amount"], 2500);
+    assert_eq!(post["pending_id"], 107);
+    assert_eq!(post["debit_account_id"], 2);
+    assert_eq!(post["credit_account_id"], 1);
+
+    // Balances: 2 got 5000 + 50, paid 100 and 2500 (of a 3000 pending, now released).
+    let a2 = http.account(2).await.unwrap();
+    assert_eq!(a2["credits_posted"], 5050);
+    assert_eq!(a2["debits_posted"], 2600);
+    assert_eq!(a2["debits_pending"], 0);
+    assert_eq!(a2["credits_pending"], 0);
+    let a1 = http.account(1).await.unwrap();
+    assert_eq!(a1["debits_posted"], 5050);
+    assert_eq!(a1["credits_posted"], 2600);
+    assert_eq!(http.account(3).await.unwrap()["credits_posted"], 0);
+
+    // History of account 2: 100, 102, 103, 107, 108 in timestamp order, paged by 2.
+    let mut ids = Vec::new();
+    let mut timestamps = Vec::new();
+    let mut after: Option<u64> = None;
+    let mut pages = 0;
+    loop {
+        let path = match after {
+            Some(a) => format!("/v1/accounts/2/transfers?limit=2&after={a}"),
+            None => "/v1/accounts/2/transfers?limit=2".to_string(),
+        };
+        let r = http.get(&path).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        pages += 1;
+        let page = r.json["transfers"].as_array().unwrap();
+        assert!(page.len() <= 2);
+        for t in page {
+            ids.push(t["id"].as_u64().unwrap());
+            timestamps.push(t["timestamp"].as_u64().unwrap());
+            // Account 2 keeps history: each entry carries its balances after the transfer.
+            assert!(t.get("balances").is_some(), "history balances: {t}");
+        }
+        match r.json.get("next_after") {
+            Some(n) => {
+                assert_eq!(page.len(), 2, "only a full page has a next page");
+                assert_eq!(n.as_u64(), page.last().unwrap()["timestamp"].as_u64());
+                after = n.as_u64();
+            }
+            None => break,
+        }
+        assert!(pages < 10, "paging does not end");
+    }
+    assert_eq!(ids, [100, 102, 103, 107, 108]);
+    assert!(timestamps.windows(2).all(|w| w[0] < w[1]), "{timestamps:?}");
+    assert_eq!(pages, 3);
+    let last = http.history(2, 8190).await;
+    assert_eq!(last.len(), 5);
+    let r = http
+        .get(&format!(
+            "/v1/accounts/2/transfers?after={}",
+            timestamps.last().unwrap()
+        ))
+        .await;
+    assert_eq!(r.json["transfers"].as_array().unwrap().len(), 0);
+    assert!(r.json.get("next_after").is_none());
+
+    // A full batch of 8190 events is accepted.
+    let full: Vec<Value> = (0..8190)
+        .map(|i| json!({"id": 10_000 + i, "ledger": 1, "code": 1}))
+        .collect();
+    let results = http.write("/v1/accounts", &Value::Array(full)).await;
+    assert_eq!(results.len(), 8190);
+    assert!(results.iter().all(|r| r == "ok"));
+    assert_eq!(http.status().await["accounts"], 3 + 8190);
+
+    // Metrics in Prometheus text.
+    let r = http.get("/metrics").await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.header("content-type")
+            .is_some_and(|c| c.starts_with("text/plain")),
+        "{:?}",
+        r.headers
+    );
+    for name in [
+        "bulwark_wal_fsync_duration_seconds",
+        "bulwark_http_requests",
+    ] {
+        assert!(r.text.contains(name), "/metrics lacks {name}:\n{}", r.text);
+    }
+    assert!(
+        r.text
+            .lines()
+            .any(|l| l.starts_with("bulwark_http_requests") && l.contains("/v1/transfers")),
+        "/metrics counts requests by route:\n{}",
+        r.text
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_exit_codes() {
+    let node = Node::start(&[]).await;
+    let addr = node.base_url();
+    let addr = addr.as_str();
+
+    let create = [
+        "account", "create", "--id", "3", "--ledger", "1", "--code", "10", "--addr", addr,
+    ];
+    let (code, out, err) = cli(&create).await;
+    assert_eq!(code, 0, "create: {out} {err}");
+    assert!(out.contains("created"), "{out}");
+    let (code, out, err) = cli(&create).await;
+    assert_eq!(code, 1, "a second create: {out} {err}");
+    assert!(out.contains("exists"), "{out}");
+    let (code, out, _) = cli(&[
+        "account", "create", "--id", "3", "--ledger", "1", "--code", "11", "--addr", addr,
+    ])
+    .await;
+    assert_eq!(code, 1);
+    assert!(out.contains("exists_with_different_fields"), "{out}");
+    let (code, out, err) = cli(&[
+        "account",
+        "create",
+        "--id",
+        "4",
+        "--ledger",
+        "1",
+        "--code",
+        "10",
+        "--flags",
+        "debits_must_not_exceed_credits,history",
+        "--addr",
+        addr,
+    ])
+    .await;
+    assert_eq!(code, 0, "{out} {err}");
+
+    let (code, out, err) = cli(&[
+        "transfer", "--id", "50", "--debit", "3", "--credit", "4", "--amount", "10", "--ledger",
+        "1", "--code", "1", "--addr", addr,
+    ])
+    .await;
+    assert_eq!(code, 0, "transfer: {out} {err}");
+    let (code, out, _) = cli(&[
+        "transfer", "--id", "51", "--debit", "4", "--credit", "3", "--amount", "11", "--ledger",
+        "1", "--code", "1", "--addr", addr,
+    ])
+    .await;
+    assert_eq!(code, 1, "an overdraft is refused by the ledger: {out}");
+    assert!(out.contains("exceeds_credits"), "{out}");
+
+    let (code, out, err) = cli(&["account", "get", "4", "--addr", addr, "--json"]).await;
+    assert_eq!(code, 0, "{out} {err}");
+    let account: Value = serde_json::from_str(out.trim()).expect("--json prints JSON");
+    assert_eq!(account["credits_posted"], 10);
+    let (code, out, _) = cli(&["account", "get", "4", "--addr", addr]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("account 4"), "{out}");
+
+    let (code, out, err) = cli(&["history", "4", "--addr", addr, "--json"]).await;
+    assert_eq!(code, 0, "{out} {err}");
+    let history: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(history["transfers"][0]["id"], 50);
+
+    let (code, out, err) = cli(&["account", "get", "999", "--addr", addr]).await;
+    assert_eq!(code, 3, "an unknown account is a 4xx: {out} {err}");
+    assert!(err.contains("account_not_found"), "{err}");
+    let (code, _, err) = cli(&["account", "get", "999", "--addr", "http://127.0.0.1:1"]).await;
+    assert_eq!(code, 4, "an unreachable server: {err}");
+    let (code, _, err) = cli(&[
+        "account",
+        "create",
+        "--id",
+        "5",
+        "--ledger",
+        "1",
+        "--code",
+        "1",
+        "--addr",
+        "http://127.0.0.1:1",
+    ])
+    .await;
+    assert_eq!(code, 4, "an unreachable server: {err}");
+    let (code, _, err) = cli(&["account", "create", "--id", "5", "--addr", addr]).await;
+    assert_eq!(code, 2, "a bad command line: {err}");
+    assert!(node.http.account(5).await.is_none());
+}
+
+/// The API's promise is one JSON shape per answer: a 4xx carries `{"error", "message"}`. A
+/// request with a method a route does not take is a bad request like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_method_answers_405_with_a_json_error() {
+    let node = Node::start(&[]).await;
+    let http = node.http.clone();
+    setup(&http).await;
+    let before = snapshot(&http).await;
+    let client = reqwest::Client::new();
+    let cases = [
+        (reqwest::Method::GET, "/v1/transfers"),
+        (reqwest::Method::PUT, "/v1/accounts"),
+        (reqwest::Method::DELETE, "/v1/accounts/1"),
+        (reqwest::Method::POST, "/v1/transfers/10"),
+    ];
+    for (method, path) in cases {
+        let r = client
+            .request(method.clone(), format!("{}{path}", node.base_url()))
+            .body("[]")
+            .send()
+            .await
+            .expect("send");
+        let status = r.status().as_u16();
+        let allow = r.headers().get("allow").cloned();
+        let text = r.text().await.unwrap();
+        assert_eq!(status, 405, "{method} {path}: {text}");
+        assert!(
+            allow.is_some(),
+            "{method} {path}: a 405 names the allowed methods"
+        );
+        let body: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("{method} {path}: the 405 answer is not JSON: {text:?}"));
+        let word = body["error"].as_str().unwrap_or("");
+        assert!(
+            !word.is_empty() && word.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+            "{method} {path}: error word: {text}"
+        );
+        assert!(
+            body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{method} {path}: {text}"
+        );
+    }
+    assert_eq!(snapshot(&http).await, before);
+}

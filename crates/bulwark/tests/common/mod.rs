@@ -1,0 +1,609 @@
+//! Shared helpers of the integration tests of the `bulwark` binary: a node process on a free
+//! 127.0.0.1 port with its own data directory, started, killed (`SIGKILL`), stopped (`SIGTERM`)
+//! and restarted on the same directory; a small JSON HTTP client; readers of the write-ahead log
+//! format (segment files and record offsets) for the recovery tests.
+//!
+//! Every test binary includes this module but uses only part of it.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_bulwark")
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// Removes ANSI colour escapes from log text.
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            chars.next();
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A `bulwark start` command on `data_dir` and `port`, stderr going to `stderr_path`.
+fn start_command(data_dir: &Path, port: u16, args: &[String], stderr_path: &Path) -> Command {
+    let stderr = File::create(stderr_path).expect("create the node's stderr file");
+    let mut cmd = Command::new(bin());
+    cmd.arg("start")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .args(args)
+        .env_remove("BULWARK_DATA_DIR")
+        .env_remove("BULWARK_LISTEN")
+        .env_remove("BULWARK_ADDR")
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(stderr));
+    cmd
+}
+
+/// Waits up to `limit` for `child` to exit.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// One `bulwark start` process and the data directory it lives on, across restarts.
+pub struct Node {
+    pub data_dir: PathBuf,
+    _data: Option<TempDir>,
+    logs: TempDir,
+    port: u16,
+    args: Vec<String>,
+    child: Option<Child>,
+    /// How many times a process was started; run `n` logs to `run-n.log`.
+    runs: usize,
+    pub http: Http,
+}
+
+impl Node {
+    /// Starts a node on a new temporary data directory.
+    pub async fn start(args: &[&str]) -> Node {
+        let data = tempfile::Builder::new()
+            .prefix("bulwark-test-data")
+            .tempdir()
+            .expect("tempdir");
+        let mut node = Node::unstarted(data.path().to_path_buf(), args);
+        node._data = Some(data);
+        node.restart().await;
+        node
+    }
+
+    /// A node on `data_dir` (which the caller owns) that is not started yet.
+    pub fn unstarted(data_dir: PathBuf, args: &[&str]) -> Node {
+        let port = free_port();
+        Node {
+            data_dir,
+            _data: None,
+            logs: tempfile::Builder::new()
+                .prefix("bulwark-test-logs")
+                .tempdir()
+                .expect("tempdir"),
+            port,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            runs: 0,
+            http: Http::new(port),
+        }
+    }
+
+    pub fn wal_dir(&self) -> PathBuf {
+        self.data_dir.join("wal")
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the node is running").id()
+    }
+
+    /// Replaces the extra `start` options used by the next restart.
+    pub fn set_args(&mut self, args: &[&str]) {
+        self.args = args.iter().map(|s| s.to_string()).collect();
+    }
+
+    fn log_path(&self, run: usize) -> PathBuf {
+        self.logs.path().join(format!("run-{run}.log"))
+    }
+
+    /// The stderr of the latest run, without colour codes.
+    pub fn last_log(&self) -> String {
+        self.log_of(self.runs)
+    }
+
+    pub fn log_of(&self, run: usize) -> String {
+        strip_ansi(&std::fs::read_to_string(self.log_path(run)).unwrap_or_default())
+    }
+
+    /// Starts the process (again) on the same data directory and waits until `/health/live`
+    /// answers. Tries another port if this one cannot be bound. Panics, with the node's log, if
+    /// the node exits instead.
+    pub async fn restart(&mut self) {
+        self.try_restart().await.unwrap_or_else(|(status, log)| {
+            panic!("the node exited with {status} at start:\n{log}")
+        });
+    }
+
+    /// Like [`Node::restart`], but returns the exit status and log of a node that fails to start.
+    pub async fn try_restart(&mut self) -> Result<(), (ExitStatus, String)> {
+        assert!(self.child.is_none(), "the node is already running");
+        for _attempt in 0..5 {
+            // A fresh client: no pooled connection to the previous process survives.
+            self.http = Http::new(self.port);
+            self.runs += 1;
+            let mut child = start_command(
+                &self.data_dir,
+                self.port,
+                &self.args,
+                &self.log_path(self.runs),
+            )
+            .spawn()
+            .expect("spawn bulwark start");
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                if let Some(status) = child.try_wait().expect("try_wait") {
+                    let log = self.last_log();
+                    if log.contains("cannot listen") {
+                        // Someone took the port in the meantime: use another one.
+                        self.port = free_port();
+                        break;
+                    }
+                    return Err((status, log));
+                }
+                if self.http.live().await {
+                    self.child = Some(child);
+                    return Ok(());
+                }
+                if Instant::now() >= deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "the node did not answer /health/live within 60 s:\n{}",
+                        self.last_log()
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        panic!("could not find a free port for the node");
+    }
+
+    /// Panics, with the log, if the process has exited on its own.
+    pub fn assert_running(&mut self) {
+        let child = self.child.as_mut().expect("the node was started");
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            panic!(
+                "the node exited on its own with {status}:\n{}",
+                self.last_log()
+            );
+        }
+    }
+
+    /// `kill -9`: the process dies at once, with no chance to write anything more.
+    pub fn kill9(&mut self) {
+        self.assert_running();
+        let mut child = self.child.take().expect("the node is running");
+        child.kill().expect("SIGKILL the node");
+        child.wait().expect("reap the node");
+    }
+
+    /// `SIGTERM`: a graceful shutdown; returns the exit status.
+    pub fn sigterm(&mut self) -> ExitStatus {
+        self.assert_running();
+        let mut child = self.child.take().expect("the node is running");
+        // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
+        let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(rc, 0, "kill(SIGTERM) failed");
+        match wait_exit(&mut child, Duration::from_secs(60)) {
+            Some(status) => status,
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "the node did not stop within 60 s of SIGTERM:\n{}",
+                    self.last_log()
+                );
+            }
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs `bulwark start` on `data_dir` expecting it to fail: returns the exit status (or `None`
+/// if it was still running after `limit`, in which case it is killed) and its stderr.
+pub fn start_expecting_exit(
+    data_dir: &Path,
+    args: &[&str],
+    limit: Duration,
+) -> (Option<ExitStatus>, String) {
+    let logs = tempfile::tempdir().expect("tempdir");
+    let log = logs.path().join("start.log");
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let mut child = start_command(data_dir, free_port(), &args, &log)
+        .spawn()
+        .expect("spawn bulwark start");
+    let status = wait_exit(&mut child, limit);
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let text = strip_ansi(&std::fs::read_to_string(&log).unwrap_or_default());
+    (status, text)
+}
+
+/// Runs a `bulwark` client command; returns its exit code, stdout and stderr.
+pub async fn cli(args: &[&str]) -> (i32, String, String) {
+    let out = tokio::process::Command::new(bin())
+        .args(args)
+        .env_remove("BULWARK_ADDR")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("run the bulwark client");
+    (
+        out.status.code().expect("the client exited with a code"),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// An HTTP answer: status, headers and the body (parsed as JSON when it is JSON).
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+    pub json: Value,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The `error` word of an error answer.
+    pub fn error(&self) -> &str {
+        self.json["error"].as_str().unwrap_or("")
+    }
+
+    pub fn message(&self) -> &str {
+        self.json["message"].as_str().unwrap_or("")
+    }
+
+    /// The `result` words of a batch answer, in order.
+    pub fn results(&self) -> Vec<String> {
+        let results = self.json["results"]
+            .as_array()
+            .unwrap_or_else(|| panic!("not a batch answer: {} {}", self.status, self.text));
+        results
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                assert_eq!(r["index"].as_u64(), Some(i as u64), "result index");
+                r["result"].as_str().expect("result word").to_string()
+            })
+            .collect()
+    }
+}
+
+/// A tiny JSON client of one node.
+#[derive(Clone)]
+pub struct Http {
+    client: reqwest::Client,
+    pub base: String,
+}
+
+impl Http {
+    pub fn new(port: u16) -> Http {
+        Http::with_base(format!("http://127.0.0.1:{port}"))
+    }
+
+    pub fn with_base(base: String) -> Http {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(5))
+            .no_proxy()
+            .build()
+            .expect("http client");
+        Http { client, base }
+    }
+
+    async fn answer(response: reqwest::Response) -> Result<Resp, reqwest::Error> {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await?;
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Ok(Resp {
+            status,
+            headers,
+            text,
+            json,
+        })
+    }
+
+    pub async fn try_get(&self, path: &str) -> Result<Resp, reqwest::Error> {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await?;
+        Http::answer(response).await
+    }
+
+    pub async fn try_post(&self, path: &str, body: Vec<u8>) -> Result<Resp, reqwest::Error> {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await?;
+        Http::answer(response).await
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.try_get(path)
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    pub async fn post_raw(&self, path: &str, body: impl Into<Vec<u8>>) -> Resp {
+        self.try_post(path, body.into())
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Resp {
+        self.post_raw(path, serde_json::to_vec(body).expect("encode"))
+            .await
+    }
+
+    /// POSTs a batch that must be accepted (200); returns its result words.
+    pub async fn write(&self, path: &str, body: &Value) -> Vec<String> {
+        let r = self.post(path, body).await;
+        assert_eq!(r.status, 200, "POST {path} {body}: {}", r.text);
+        r.results()
+    }
+
+    /// True if `/health/live` answers 200.
+    pub async fn live(&self) -> bool {
+        let request = self
+            .client
+            .get(format!("{}/health/live", self.base))
+            .timeout(Duration::from_secs(1))
+            .send()
+            .await;
+        matches!(request, Ok(r) if r.status().is_success())
+    }
+
+    /// `GET /v1/status`.
+    pub async fn status(&self) -> Value {
+        let r = self.get("/v1/status").await;
+        assert_eq!(r.status, 200, "status: {}", r.text);
+        r.json
+    }
+
+    pub async fn applied_index(&self) -> u64 {
+        self.status().await["applied_index"]
+            .as_u64()
+            .expect("applied_index")
+    }
+
+    /// The account, or `None` on 404.
+    pub async fn account(&self, id: u64) -> Option<Value> {
+        let r = self.get(&format!("/v1/accounts/{id}")).await;
+        match r.status {
+            200 => Some(r.json),
+            404 => {
+                assert_eq!(r.error(), "account_not_found", "{}", r.text);
+                None
+            }
+            s => panic!("GET account {id}: {s} {}", r.text),
+        }
+    }
+
+    /// The transfer, or `None` on 404.
+    pub async fn transfer(&self, id: u64) -> Option<Value> {
+        let r = self.get(&format!("/v1/transfers/{id}")).await;
+        match r.status {
+            200 => Some(r.json),
+            404 => {
+                assert_eq!(r.error(), "transfer_not_found", "{}", r.text);
+                None
+            }
+            s => panic!("GET transfer {id}: {s} {}", r.text),
+        }
+    }
+
+    /// Every transfer of the account, following `next_after` page by page.
+    pub async fn history(&self, account: u64, limit: usize) -> Vec<Value> {
+        let mut all = Vec::new();
+        let mut after: Option<u64> = None;
+        loop {
+            let path = match after {
+                Some(a) => format!("/v1/accounts/{account}/transfers?limit={limit}&after={a}"),
+                None => format!("/v1/accounts/{account}/transfers?limit={limit}"),
+            };
+            let r = self.get(&path).await;
+            assert_eq!(r.status, 200, "GET {path}: {}", r.text);
+            let page = r.json["transfers"].as_array().expect("transfers").clone();
+            assert!(page.len() <= limit, "a page longer than its limit");
+            all.extend(page);
+            match r.json.get("next_after") {
+                Some(next) => after = Some(next.as_u64().expect("next_after is an integer")),
+                None => return all,
+            }
+        }
+    }
+}
+
+/// The fields a client sets on a transfer, as the API answers them (flags sorted), so that what
+/// was sent can be compared with what `GET /v1/transfers/{id}` answers.
+pub fn transfer_fields(t: &Value) -> Value {
+    let mut flags: Vec<String> = t["flags"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|f| f.as_str().expect("flag").to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    flags.sort();
+    let field = |name: &str| t.get(name).and_then(Value::as_u64).unwrap_or(0);
+    serde_json::json!({
+        "id": field("id"),
+        "debit_account_id": field("debit_account_id"),
+        "credit_account_id": field("credit_account_id"),
+        "amount": field("amount"),
+        "pending_id": field("pending_id"),
+        "timeout": field("timeout"),
+        "ledger": field("ledger"),
+        "code": field("code"),
+        "flags": flags,
+        "user_data": field("user_data"),
+    })
+}
+
+/// One record of a write-ahead log segment, as it lies in the file.
+#[derive(Clone, Debug)]
+pub struct WalRecord {
+    /// Byte offset of the record header in the file.
+    pub offset: u64,
+    pub index: u64,
+    /// Payload length.
+    pub len: u64,
+}
+
+impl WalRecord {
+    /// Offset one past the record's last byte.
+    pub fn end(&self) -> u64 {
+        self.offset + 16 + self.len
+    }
+}
+
+/// The segment files of a log directory, in index (file-name) order.
+pub fn wal_segments(wal_dir: &Path) -> Vec<PathBuf> {
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(wal_dir)
+        .expect("read the wal directory")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            name.ends_with(".wal") && name.len() == 24
+        })
+        .collect();
+    segments.sort();
+    segments
+}
+
+/// Reads the records of one segment file (format version 1: a 20-byte header, then records of
+/// a 16-byte header `len`, `crc`, `index` and the payload). Stops at the first record that does
+/// not fit in the file.
+pub fn wal_records(segment: &Path) -> Vec<WalRecord> {
+    let bytes = std::fs::read(segment).expect("read a segment");
+    assert!(bytes.len() >= 20, "segment shorter than its header");
+    assert_eq!(&bytes[0..4], b"BWAL", "segment magic");
+    let mut records = Vec::new();
+    let mut off = 20usize;
+    while off + 16 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[off..off + 4].try_into().unwrap()) as usize;
+        let index = u64::from_le_bytes(bytes[off + 8..off + 16].try_into().unwrap());
+        if off + 16 + len > bytes.len() {
+            break;
+        }
+        records.push(WalRecord {
+            offset: off as u64,
+            index,
+            len: len as u64,
+        });
+        off += 16 + len;
+    }
+    records
+}
+
+/// A tiny deterministic RNG (splitmix64), so that a failing seed replays.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next_u64() % (hi - lo + 1)
+    }
+
+    /// True with probability `percent` / 100.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.next_u64() % 100 < percent
+    }
+
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.next_u64() as usize % items.len()]
+    }
+}
+
+/// The seed of a randomized test: `BULWARK_TEST_SEED` if set, else `default`.
+pub fn seed(default: u64) -> u64 {
+    std::env::var("BULWARK_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
