@@ -54,6 +54,7 @@ pub fn router(node: NodeHandle) -> Router {
         .route("/health/live", get(|| async { "ok" }))
         .route("/health/ready", get(|| async { "ok" }))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(metrics, record_metrics))
         .with_state(state)
@@ -93,6 +94,14 @@ async fn record_metrics(
         })
         .inc();
     response
+}
+
+async fn method_not_allowed(method: axum::http::Method) -> ApiError {
+    ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        code: "method_not_allowed",
+        message: format!("this route does not take {method}"),
+    }
 }
 
 async fn not_found() -> ApiError {

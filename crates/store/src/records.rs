@@ -100,7 +100,7 @@ pub fn encode_run(run: &[(Timestamp, TransferId)]) -> Vec<u8> {
 }
 
 pub fn decode_run(b: &[u8]) -> Option<impl Iterator<Item = (Timestamp, TransferId)> + '_> {
-    (b.len() % 16 == 0 && !b.is_empty()).then(|| {
+    (b.len().is_multiple_of(16) && !b.is_empty()).then(|| {
         b.chunks_exact(16)
             .map(|e| (Timestamp(u64_at(e, 0)), TransferId(u64_at(e, 8))))
     })
