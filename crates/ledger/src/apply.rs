@@ -49,6 +49,14 @@ impl Batch {
     }
 }
 
+/// The timestamp the batch's last event gets when applied after `last`: the proposer's, or
+/// `last + n` if that is not later.
+pub fn effective_timestamp(last: Timestamp, batch: &Batch) -> Timestamp {
+    let n = batch.operation.len() as u64;
+    let proposed = batch.timestamp.0.max(n);
+    Timestamp(proposed.max(last.0 + n))
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BatchResults {
     Accounts(Vec<CreateAccountResult>),
@@ -66,21 +74,16 @@ impl BatchResults {
 
 /// Applies one batch to the store. Deterministic: no clock, no randomness, no IO.
 ///
-/// Panics if the batch's timestamps do not come after the store's last timestamp: the log
-/// would then be replaying out of order, and no result computed from it could be trusted.
+/// The batch's timestamps are the proposer's; if they do not come after the store's last
+/// timestamp (a new leader whose clock is behind, say), they are moved up to just after it.
+/// The move depends only on the log, so every replica makes the same one, and timestamps stay
+/// strictly increasing whatever the clocks did.
 pub fn apply<S: LedgerStore>(store: &mut S, batch: &Batch) -> BatchResults {
     let n = batch.operation.len() as u64;
     assert!(n > 0, "a batch must hold at least one event");
-    assert!(
-        batch.timestamp.0 >= n,
-        "batch timestamp too small for its events"
-    );
-    let first = Timestamp(batch.timestamp.0 - (n - 1));
-    let last = store.last_timestamp();
-    assert!(
-        first > last,
-        "batch timestamps must increase: first event {first} not after last applied {last}"
-    );
+    let last_event = effective_timestamp(store.last_timestamp(), batch);
+    let first = Timestamp(last_event.0 - (n - 1));
+    assert!(first > store.last_timestamp(), "timestamps must increase");
     let (results, changes) = {
         let mut overlay = Overlay::new(&*store);
         overlay.expire_pending(first);
@@ -104,7 +107,7 @@ pub fn apply<S: LedgerStore>(store: &mut S, batch: &Batch) -> BatchResults {
                 CreateTransferResult::LinkedEventChainOpen,
             )),
         };
-        (results, overlay.into_changes(batch.timestamp))
+        (results, overlay.into_changes(last_event))
     };
     store.commit(changes);
     results

@@ -13,7 +13,7 @@ mod results;
 mod store;
 mod types;
 
-pub use apply::{apply, Batch, BatchResults, Operation};
+pub use apply::{apply, effective_timestamp, Batch, BatchResults, Operation};
 pub use results::{CreateAccountResult, CreateTransferResult};
 pub use store::{Changes, LedgerStore, MemoryStore};
 pub use types::{
