@@ -15,7 +15,7 @@ mod types;
 
 pub use apply::{apply, effective_timestamp, Batch, BatchResults, Operation};
 pub use results::{CreateAccountResult, CreateTransferResult};
-pub use store::{Changes, LedgerStore, MemoryStore};
+pub use store::{Changes, LedgerStore, MemoryStateMachine, MemoryStore, StateMachine};
 pub use types::{
     Account, AccountFlags, AccountId, Balances, FlagSet, NewAccount, NewTransfer, PendingStatus,
     Timestamp, Transfer, TransferFlags, TransferId, MAX_BATCH_EVENTS, NANOS_PER_SECOND,

@@ -35,6 +35,53 @@ pub struct Changes {
     pub last_timestamp: Timestamp,
 }
 
+/// A ledger state that applies the batches of a replicated log, in log order. Implemented by the
+/// durable state store and by [`MemoryStateMachine`] for the simulation.
+pub trait StateMachine {
+    /// Applies the batch at log `index` (which must be above `applied_index`).
+    fn apply_batch(&mut self, index: u64, batch: &crate::Batch) -> crate::BatchResults;
+    /// Records that log `index` held no batch (a leader's empty entry, a membership change).
+    fn skip_index(&mut self, index: u64);
+    fn applied_index(&self) -> u64;
+    fn last_timestamp(&self) -> Timestamp;
+}
+
+/// A [`MemoryStore`] that knows which log index it has applied.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryStateMachine {
+    pub store: MemoryStore,
+    pub applied_index: u64,
+}
+
+impl StateMachine for MemoryStateMachine {
+    fn apply_batch(&mut self, index: u64, batch: &crate::Batch) -> crate::BatchResults {
+        assert!(
+            index > self.applied_index,
+            "log index {index} applied after {}",
+            self.applied_index
+        );
+        self.applied_index = index;
+        crate::apply(&mut self.store, batch)
+    }
+
+    fn skip_index(&mut self, index: u64) {
+        assert!(
+            index > self.applied_index,
+            "log index {index} applied after {}",
+            self.applied_index
+        );
+        self.applied_index = index;
+    }
+
+    fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    fn last_timestamp(&self) -> Timestamp {
+        self.store.last_timestamp
+    }
+}
+
 /// A whole ledger in memory: the reference store of the tests and the simulation.
 #[derive(Clone, Debug, Default)]
 pub struct MemoryStore {

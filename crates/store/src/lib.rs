@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use bulwark_ledger::{
     Account, AccountId, Balances, Batch, BatchResults, Changes, LedgerStore, PendingStatus,
-    Timestamp, Transfer, TransferId,
+    StateMachine, Timestamp, Transfer, TransferId,
 };
 use redb::{
     Database, ReadOnlyTable, ReadableDatabase, ReadableTable, ReadableTableMetadata,
@@ -251,20 +251,7 @@ impl StateStore {
 
     /// Applies the batch at log `index` through the ledger state machine.
     pub fn apply_batch(&mut self, index: u64, batch: &Batch) -> BatchResults {
-        assert!(
-            index > self.applied_index,
-            "log index {index} applied after {}",
-            self.applied_index
-        );
-        let results = bulwark_ledger::apply(self, batch);
-        self.applied_index = index;
-        results
-    }
-
-    /// Records that log `index` was applied without changing the ledger (an entry with no batch).
-    pub fn skip_index(&mut self, index: u64) {
-        assert!(index > self.applied_index);
-        self.applied_index = index;
+        StateMachine::apply_batch(self, index, batch)
     }
 
     /// Transfers not yet in a durable checkpoint (active memtable only).
@@ -536,6 +523,32 @@ fn write_tables(txn: &redb::WriteTransaction, frozen: &Frozen) -> Result<(), red
     meta.insert(META_APPLIED_INDEX, frozen.applied_index)?;
     meta.insert(META_LAST_TIMESTAMP, frozen.last_timestamp.0)?;
     Ok(())
+}
+
+impl StateMachine for StateStore {
+    fn apply_batch(&mut self, index: u64, batch: &Batch) -> BatchResults {
+        assert!(
+            index > self.applied_index,
+            "log index {index} applied after {}",
+            self.applied_index
+        );
+        let results = bulwark_ledger::apply(self, batch);
+        self.applied_index = index;
+        results
+    }
+
+    fn skip_index(&mut self, index: u64) {
+        assert!(index > self.applied_index);
+        self.applied_index = index;
+    }
+
+    fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    fn last_timestamp(&self) -> Timestamp {
+        self.last_timestamp
+    }
 }
 
 impl LedgerStore for StateStore {
