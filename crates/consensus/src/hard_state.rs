@@ -1,0 +1,344 @@
+//! The hard-state file `<dir>/hardstate`: Raft's term, vote and commit index, the conf state, and the
+//! compaction point, written crash-safely into two alternating slots.
+//!
+//! # Format (version 1; integers little-endian, checksums CRC32C)
+//!
+//! The file is exactly two slots of [`SLOT_BYTES`] bytes. A write goes to the slot that does *not* hold the
+//! newest valid record (slot `seq % 2`), is zero-padded to the full slot and `fdatasync`ed; the file's size
+//! never changes after creation. A torn write can therefore only damage the slot being written, never the
+//! previous durable record. Reading picks the valid slot with the highest sequence number.
+//!
+//! | offset   | size | field                                             |
+//! |----------|------|---------------------------------------------------|
+//! | 0        | 4    | magic `BWHS`                                      |
+//! | 4        | 4    | format version `u32` (= 1)                        |
+//! | 8        | 8    | sequence number `u64`                             |
+//! | 16       | 4    | body length `u32`                                 |
+//! | 20       | len  | body                                              |
+//! | 20 + len | 4    | CRC32C of bytes `0 .. 20 + len`                   |
+//!
+//! Body: `term, vote, commit, compacted_index, compacted_term` (`u64` each), `auto_leave` (`u8`), then the
+//! lists `voters, learners, voters_outgoing, learners_next`, each a `u32` count followed by `u64` ids.
+//!
+//! The file is created (with a default record at sequence 0) as `hardstate.tmp`, fsynced, renamed and the
+//! directory fsynced, so an existing `hardstate` always holds at least one valid slot.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use raft::eraftpb::{ConfState, HardState};
+
+use crate::storage::StorageError;
+
+/// Name of the hard-state file inside the storage directory.
+pub(crate) const FILE_NAME: &str = "hardstate";
+const TEMP_NAME: &str = "hardstate.tmp";
+/// Size of one slot; the file holds two.
+pub(crate) const SLOT_BYTES: usize = 4096;
+const MAGIC: [u8; 4] = *b"BWHS";
+const VERSION: u32 = 1;
+const HEADER: usize = 20;
+const MAX_BODY: usize = SLOT_BYTES - HEADER - 4;
+
+/// Everything the hard-state file holds.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct PersistentState {
+    pub(crate) hard_state: HardState,
+    pub(crate) conf_state: ConfState,
+    /// Index of the last compacted (or snapshot) entry; 0 for a log that never was compacted.
+    pub(crate) compacted_index: u64,
+    /// Term of that entry.
+    pub(crate) compacted_term: u64,
+}
+
+/// The open hard-state file.
+#[derive(Debug)]
+pub(crate) struct HardStateFile {
+    path: PathBuf,
+    file: File,
+    /// Sequence number of the newest valid record.
+    seq: u64,
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StorageError + 'a {
+    move |source| StorageError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl HardStateFile {
+    /// Whether `dir` holds a hard-state file.
+    pub(crate) fn exists(dir: &Path) -> bool {
+        dir.join(FILE_NAME).exists()
+    }
+
+    /// Creates a new file holding the default state, crash-safely (temp file, fsync, rename, fsync dir).
+    pub(crate) fn create(dir: &Path) -> Result<(HardStateFile, PersistentState), StorageError> {
+        let tmp = dir.join(TEMP_NAME);
+        let path = dir.join(FILE_NAME);
+        let state = PersistentState::default();
+        let mut bytes = encode_slot(0, &state)?;
+        bytes.resize(2 * SLOT_BYTES, 0);
+        {
+            let mut f = File::create(&tmp).map_err(io_err("create", &tmp))?;
+            f.write_all(&bytes).map_err(io_err("write", &tmp))?;
+            f.sync_all().map_err(io_err("fsync", &tmp))?;
+        }
+        fs::rename(&tmp, &path).map_err(io_err("rename", &tmp))?;
+        fsync_dir(dir)?;
+        let file = open_rw(&path)?;
+        Ok((HardStateFile { path, file, seq: 0 }, state))
+    }
+
+    /// Opens an existing file and returns the newest valid record. Removes a leftover temp file. Neither
+    /// slot valid is an error naming the file.
+    pub(crate) fn open(dir: &Path) -> Result<(HardStateFile, PersistentState), StorageError> {
+        let tmp = dir.join(TEMP_NAME);
+        if tmp.exists() {
+            tracing::warn!(file = %tmp.display(), "removing leftover hard-state temp file");
+            fs::remove_file(&tmp).map_err(io_err("remove", &tmp))?;
+            fsync_dir(dir)?;
+        }
+        let path = dir.join(FILE_NAME);
+        let mut file = open_rw(&path)?;
+        let mut bytes = Vec::with_capacity(2 * SLOT_BYTES);
+        file.read_to_end(&mut bytes)
+            .map_err(io_err("read", &path))?;
+        let mut best: Option<(u64, PersistentState)> = None;
+        let mut reasons = Vec::new();
+        for slot in 0..2 {
+            let start = (slot * SLOT_BYTES).min(bytes.len());
+            let end = ((slot + 1) * SLOT_BYTES).min(bytes.len());
+            match decode_slot(&bytes[start..end]) {
+                Ok((seq, state)) => {
+                    if seq % 2 != slot as u64 {
+                        reasons.push(format!("slot {slot}: sequence {seq} in the wrong slot"));
+                    } else if best.as_ref().is_none_or(|(s, _)| seq > *s) {
+                        best = Some((seq, state));
+                    }
+                }
+                Err(reason) => reasons.push(format!("slot {slot}: {reason}")),
+            }
+        }
+        match best {
+            Some((seq, state)) => {
+                if !reasons.is_empty() {
+                    tracing::warn!(
+                        file = %path.display(),
+                        seq,
+                        problems = %reasons.join("; "),
+                        "hard-state file has an invalid slot (a torn write); using the newest valid one"
+                    );
+                }
+                Ok((HardStateFile { path, file, seq }, state))
+            }
+            None => Err(StorageError::CorruptHardState {
+                path,
+                reason: reasons.join("; "),
+            }),
+        }
+    }
+
+    /// Writes `state` durably into the other slot (one write plus `fdatasync`). After an error the file
+    /// still holds the previous record; the caller must stop using it.
+    pub(crate) fn write(&mut self, state: &PersistentState) -> Result<(), StorageError> {
+        let seq = self.seq + 1;
+        let mut bytes = encode_slot(seq, state)?;
+        bytes.resize(SLOT_BYTES, 0);
+        let offset = (seq % 2) * SLOT_BYTES as u64;
+        self.file
+            .write_all_at(&bytes, offset)
+            .map_err(io_err("write", &self.path))?;
+        self.file
+            .sync_data()
+            .map_err(io_err("fdatasync", &self.path))?;
+        self.seq = seq;
+        Ok(())
+    }
+}
+
+fn open_rw(path: &Path) -> Result<File, StorageError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(io_err("open", path))
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), StorageError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("fsync directory", dir))
+}
+
+fn put_list(body: &mut Vec<u8>, ids: &[u64]) {
+    body.extend_from_slice(&(ids.len() as u32).to_le_bytes());
+    for id in ids {
+        body.extend_from_slice(&id.to_le_bytes());
+    }
+}
+
+/// Encodes one slot record (without the zero padding).
+fn encode_slot(seq: u64, st: &PersistentState) -> Result<Vec<u8>, StorageError> {
+    let hs = &st.hard_state;
+    let cs = &st.conf_state;
+    let mut body = Vec::with_capacity(64);
+    for v in [
+        hs.term,
+        hs.vote,
+        hs.commit,
+        st.compacted_index,
+        st.compacted_term,
+    ] {
+        body.extend_from_slice(&v.to_le_bytes());
+    }
+    body.push(u8::from(cs.auto_leave));
+    put_list(&mut body, &cs.voters);
+    put_list(&mut body, &cs.learners);
+    put_list(&mut body, &cs.voters_outgoing);
+    put_list(&mut body, &cs.learners_next);
+    if body.len() > MAX_BODY {
+        return Err(StorageError::HardStateTooLarge {
+            len: body.len(),
+            max: MAX_BODY,
+        });
+    }
+    let mut out = Vec::with_capacity(HEADER + body.len() + 4);
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&body);
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    Ok(out)
+}
+
+/// A little-endian reader over a byte slice that fails instead of panicking.
+struct Cursor<'a>(&'a [u8]);
+
+impl Cursor<'_> {
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        if self.0.len() < N {
+            return Err("body ends early".into());
+        }
+        let (head, rest) = self.0.split_at(N);
+        self.0 = rest;
+        Ok(head.try_into().expect("split_at returned N bytes"))
+    }
+
+    fn u64(&mut self) -> Result<u64, String> {
+        self.take::<8>().map(u64::from_le_bytes)
+    }
+
+    fn list(&mut self) -> Result<Vec<u64>, String> {
+        let n = u32::from_le_bytes(self.take::<4>()?) as usize;
+        if n > self.0.len() / 8 {
+            return Err(format!("list of {n} ids runs past the body"));
+        }
+        (0..n).map(|_| self.u64()).collect()
+    }
+}
+
+/// Decodes one slot; `Err` says why it is not a valid record.
+fn decode_slot(slot: &[u8]) -> Result<(u64, PersistentState), String> {
+    if slot.len() < HEADER + 4 {
+        return Err(format!("only {} bytes", slot.len()));
+    }
+    if slot[0..4] != MAGIC {
+        return Err("bad magic".into());
+    }
+    let len = u32::from_le_bytes(slot[16..20].try_into().unwrap()) as usize;
+    if len > MAX_BODY || HEADER + len + 4 > slot.len() {
+        return Err(format!("body length {len} runs past the slot"));
+    }
+    let end = HEADER + len;
+    let crc = u32::from_le_bytes(slot[end..end + 4].try_into().unwrap());
+    if crc32c::crc32c(&slot[..end]) != crc {
+        return Err("checksum mismatch".into());
+    }
+    let version = u32::from_le_bytes(slot[4..8].try_into().unwrap());
+    if version != VERSION {
+        return Err(format!("unsupported format version {version}"));
+    }
+    let seq = u64::from_le_bytes(slot[8..16].try_into().unwrap());
+    let mut c = Cursor(&slot[HEADER..end]);
+    let mut st = PersistentState::default();
+    st.hard_state.term = c.u64()?;
+    st.hard_state.vote = c.u64()?;
+    st.hard_state.commit = c.u64()?;
+    st.compacted_index = c.u64()?;
+    st.compacted_term = c.u64()?;
+    st.conf_state.auto_leave = match c.take::<1>()?[0] {
+        0 => false,
+        1 => true,
+        b => return Err(format!("bad auto_leave byte {b}")),
+    };
+    st.conf_state.voters = c.list()?;
+    st.conf_state.learners = c.list()?;
+    st.conf_state.voters_outgoing = c.list()?;
+    st.conf_state.learners_next = c.list()?;
+    if !c.0.is_empty() {
+        return Err(format!("{} trailing bytes in the body", c.0.len()));
+    }
+    Ok((seq, st))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> PersistentState {
+        let mut st = PersistentState::default();
+        st.hard_state.term = 7;
+        st.hard_state.vote = 2;
+        st.hard_state.commit = 41;
+        st.compacted_index = 30;
+        st.compacted_term = 6;
+        st.conf_state.voters = vec![1, 2, 3];
+        st.conf_state.learners = vec![4];
+        st.conf_state.voters_outgoing = vec![1, 2, 5];
+        st.conf_state.learners_next = vec![5];
+        st.conf_state.auto_leave = true;
+        st
+    }
+
+    #[test]
+    fn slot_round_trip() {
+        let st = sample();
+        let bytes = encode_slot(9, &st).unwrap();
+        assert_eq!(decode_slot(&bytes), Ok((9, st)));
+    }
+
+    #[test]
+    fn every_flipped_bit_is_detected() {
+        let bytes = encode_slot(3, &sample()).unwrap();
+        for i in 0..bytes.len() * 8 {
+            let mut bad = bytes.clone();
+            bad[i / 8] ^= 1 << (i % 8);
+            assert!(decode_slot(&bad).is_err(), "flip of bit {i} went unnoticed");
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_detected() {
+        let bytes = encode_slot(3, &sample()).unwrap();
+        for n in 0..bytes.len() {
+            assert!(decode_slot(&bytes[..n]).is_err());
+        }
+    }
+
+    #[test]
+    fn oversized_conf_state_is_refused() {
+        let mut st = sample();
+        st.conf_state.voters = (1..=600).collect();
+        assert!(matches!(
+            encode_slot(1, &st),
+            Err(StorageError::HardStateTooLarge { .. })
+        ));
+    }
+}

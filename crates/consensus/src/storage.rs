@@ -1,0 +1,712 @@
+//! Raft's durable state: the log, the hard state (term, vote, commit), the conf state and the compaction
+//! point, behind [`raft::Storage`] (what the `raft` crate reads) and [`RaftStorage`] (what the node loop
+//! writes when it handles a `Ready`).
+//!
+//! Two implementations with identical behaviour:
+//! - [`DiskRaftStorage`]: the log in a [`bulwark_wal::Wal`] (one record per entry, the protobuf-encoded
+//!   [`Entry`], record index == entry index) and everything else in the crash-safe hard-state file
+//!   `<dir>/hardstate` (two alternating checksummed slots, see `hard_state.rs`).
+//! - [`MemRaftStorage`]: everything in memory, for the deterministic simulation; [`MemRaftStorage::crash`]
+//!   models a power loss.
+//!
+//! # Durability contract
+//!
+//! - [`RaftStorage::append`], [`RaftStorage::set_hard_state`] and [`RaftStorage::set_conf_state`] change
+//!   what raft reads at once, but are durable only after the next successful [`RaftStorage::sync`]. A crash
+//!   before that returns the storage to exactly the state of the last sync, including a conflicting
+//!   suffix that an unsynced append replaced: it is only cut on disk by the sync.
+//! - [`RaftStorage::compact`] and [`RaftStorage::install_snapshot`] first sync every earlier write, and are
+//!   durable when they return.
+//! - The snapshot offer is volatile: after a crash or reopen there is none until the node sets one.
+//! - After any I/O error a [`DiskRaftStorage`] is poisoned: every further write fails with
+//!   [`StorageError::Poisoned`]. The node must stop and recover by reopening.
+//!
+//! Reads follow [`raft::storage::MemStorage`]: `entries` below the first index and `term` below the
+//! compaction point answer `raft::Error::Store(raft::StorageError::Compacted)`, `term` past the last index
+//! `Unavailable`, and `entries` past `last_index + 1` panics (raft never asks for that).
+//!
+//! # Crash safety of the disk layout
+//!
+//! `sync` makes the log durable first and writes the hard-state file second, so a durable commit index
+//! never points past the durable log. `compact` and `install_snapshot` write the new compaction point into
+//! the hard-state file first and trim the log second. The WAL deletes whole segments only, so after a
+//! compaction the log may still begin at or before the compaction point; recovery skips those records.
+//! Recovery ([`DiskRaftStorage::open`]) then:
+//! - refuses a log that begins after `compaction point + 1` (entries are missing), a commit index past the
+//!   last entry, and a log without a hard-state file;
+//! - resets an empty log to begin at `compaction point + 1` (a crash inside the WAL's truncation);
+//! - finishes an interrupted `install_snapshot`: if the log ends before the compaction point, or its entry
+//!   at the compaction point has another term than the snapshot's, every record is dropped. (If the terms
+//!   match, the later entries continue the snapshot's log by the Log Matching property and are kept.)
+
+use std::cmp;
+use std::path::{Path, PathBuf};
+
+use bulwark_wal::{Wal, WalError, WalOptions};
+use protobuf::Message as _;
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
+use raft::{GetEntriesContext, RaftState};
+
+use crate::hard_state::{HardStateFile, PersistentState};
+
+pub use bulwark_wal::TornTail;
+
+/// Name of the hard-state file inside a [`DiskRaftStorage`] directory.
+pub const HARD_STATE_FILE: &str = crate::hard_state::FILE_NAME;
+/// Size of one of the two slots of the hard-state file (the file is twice this size).
+pub const HARD_STATE_SLOT_BYTES: usize = crate::hard_state::SLOT_BYTES;
+
+/// What the node loop needs beyond [`raft::Storage`]: the writes of a `Ready`, made durable by `sync()`.
+pub trait RaftStorage: raft::Storage {
+    /// Appends entries; if `entries[0].index <= last_index`, the conflicting suffix from there is replaced.
+    /// Buffered until sync. `entries[0].index` must lie in `first_index..=last_index + 1` and the indexes
+    /// must be consecutive; otherwise nothing changes and an error is returned.
+    fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError>;
+    /// Sets the hard state; buffered until sync.
+    fn set_hard_state(&mut self, hs: &HardState);
+    /// Sets the conf state, remembered for `initial_state` and snapshots; persisted with the hard state
+    /// file, so buffered until sync as well.
+    fn set_conf_state(&mut self, cs: &ConfState);
+    /// Makes every append and hard-state change so far durable (fdatasync). Must be called before sending
+    /// the messages of a Ready that depend on them.
+    fn sync(&mut self) -> Result<(), StorageError>;
+    /// Log compaction after the state machine checkpointed at `through` (applied): entries `<= through` are
+    /// dropped; `term(through)` stays answerable. Syncs earlier writes first; durable when it returns.
+    /// `through` at or below the compaction point is a no-op; past the last index an error.
+    fn compact(&mut self, through: u64) -> Result<(), StorageError>;
+    /// A snapshot was installed: drop every entry; the log continues at `meta.index + 1`;
+    /// `first_index = meta.index + 1`; `term(meta.index) = meta.term`. As `MemStorage::apply_snapshot`: the
+    /// hard state's term becomes `max(term, meta.term)`, its commit `meta.index`, and the conf state
+    /// `meta.conf_state`. `meta.index < first_index` is [`StorageError::SnapshotOutOfDate`]. Syncs earlier
+    /// writes first; durable when it returns.
+    fn install_snapshot(&mut self, meta: &SnapshotMetadata) -> Result<(), StorageError>;
+    /// The snapshot raft should send to a lagging follower: set by the node when a checkpoint exists (index,
+    /// term, conf state) with opaque `data` it chooses; `None` => [`raft::Storage::snapshot`] returns
+    /// `Err(raft::Error::Store(raft::StorageError::SnapshotTemporarilyUnavailable))`, as it does when the
+    /// offer is older than the requested index.
+    fn set_snapshot_offer(&mut self, snapshot: Option<Snapshot>);
+}
+
+/// Errors of the Raft storage. (Raft's own read errors are `raft::StorageError`, inside `raft::Error`.)
+#[derive(thiserror::Error, Debug)]
+pub enum StorageError {
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error("raft storage I/O error: {op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("corrupt hard-state file {}: no valid slot ({reason})", path.display())]
+    CorruptHardState { path: PathBuf, reason: String },
+    #[error("hard state of {len} bytes exceeds a slot's {max} bytes (conf state too large)")]
+    HardStateTooLarge { len: usize, max: usize },
+    #[error("raft storage in {} is inconsistent: {reason}", dir.display())]
+    Inconsistent { dir: PathBuf, reason: String },
+    #[error("corrupt raft log in {}: record {index}: {reason}", dir.display())]
+    CorruptEntry {
+        dir: PathBuf,
+        index: u64,
+        reason: String,
+    },
+    #[error("cannot encode entry {index}: {source}")]
+    Encode {
+        index: u64,
+        #[source]
+        source: protobuf::ProtobufError,
+    },
+    #[error(
+        "append of entries starting at {index} leaves a gap after the last index {last_index}"
+    )]
+    Gap { index: u64, last_index: u64 },
+    #[error("append of entries starting at {index} would overwrite compacted entries (first index {first_index})")]
+    OverwriteCompacted { index: u64, first_index: u64 },
+    #[error("appended entries are not consecutive: {index} follows {prev}")]
+    NotConsecutive { prev: u64, index: u64 },
+    #[error("cannot compact through {through}: the log ends at {last_index}")]
+    CompactBeyondLog { through: u64, last_index: u64 },
+    #[error("snapshot at {index} is out of date: the log's first index is {first_index}")]
+    SnapshotOutOfDate { index: u64, first_index: u64 },
+    #[error("raft storage is unusable after an earlier I/O failure; reopen it to recover")]
+    Poisoned,
+}
+
+impl From<StorageError> for raft::Error {
+    fn from(e: StorageError) -> Self {
+        raft::Error::Store(raft::StorageError::Other(Box::new(e)))
+    }
+}
+
+/// The state both implementations share: the persistent state plus the entries after the compaction
+/// point. All semantics (validation, replacement, compaction, snapshot installation, reads) live here.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct LogCore {
+    state: PersistentState,
+    /// Entries `compacted_index + 1 ..= last_index`, consecutive.
+    entries: Vec<Entry>,
+}
+
+impl LogCore {
+    fn first_index(&self) -> u64 {
+        self.state.compacted_index + 1
+    }
+
+    fn last_index(&self) -> u64 {
+        self.state.compacted_index + self.entries.len() as u64
+    }
+
+    fn check_append(&self, entries: &[Entry]) -> Result<(), StorageError> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        if first.index < self.first_index() {
+            return Err(StorageError::OverwriteCompacted {
+                index: first.index,
+                first_index: self.first_index(),
+            });
+        }
+        if first.index > self.last_index() + 1 {
+            return Err(StorageError::Gap {
+                index: first.index,
+                last_index: self.last_index(),
+            });
+        }
+        for w in entries.windows(2) {
+            if w[1].index != w[0].index + 1 {
+                return Err(StorageError::NotConsecutive {
+                    prev: w[0].index,
+                    index: w[1].index,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces everything from `entries[0].index` on; `check_append` must have passed. Returns the index
+    /// of the first changed entry.
+    fn append(&mut self, entries: &[Entry]) -> Option<u64> {
+        let from = entries.first()?.index;
+        self.entries.truncate((from - self.first_index()) as usize);
+        self.entries.extend_from_slice(entries);
+        debug_assert_eq!(self.last_index(), entries.last().unwrap().index);
+        Some(from)
+    }
+
+    /// Compaction point after `compact(through)`, or `None` for a no-op.
+    fn compaction_target(&self, through: u64) -> Result<Option<(u64, u64)>, StorageError> {
+        if through <= self.state.compacted_index {
+            return Ok(None);
+        }
+        if through > self.last_index() {
+            return Err(StorageError::CompactBeyondLog {
+                through,
+                last_index: self.last_index(),
+            });
+        }
+        let term = self.entries[(through - self.first_index()) as usize].term;
+        Ok(Some((through, term)))
+    }
+
+    fn compact_to(&mut self, (index, term): (u64, u64)) {
+        assert!(index > self.state.compacted_index && index <= self.last_index());
+        self.entries
+            .drain(..(index - self.state.compacted_index) as usize);
+        self.state.compacted_index = index;
+        self.state.compacted_term = term;
+    }
+
+    fn check_install(&self, meta: &SnapshotMetadata) -> Result<(), StorageError> {
+        if meta.index < self.first_index() {
+            return Err(StorageError::SnapshotOutOfDate {
+                index: meta.index,
+                first_index: self.first_index(),
+            });
+        }
+        Ok(())
+    }
+
+    fn install(&mut self, meta: &SnapshotMetadata) {
+        self.entries.clear();
+        self.state.compacted_index = meta.index;
+        self.state.compacted_term = meta.term;
+        self.state.hard_state.term = cmp::max(self.state.hard_state.term, meta.term);
+        self.state.hard_state.commit = meta.index;
+        self.state.conf_state = meta.get_conf_state().clone();
+    }
+
+    fn initial_state(&self) -> RaftState {
+        RaftState::new(self.state.hard_state.clone(), self.state.conf_state.clone())
+    }
+
+    fn read_entries(&self, low: u64, high: u64, max_size: Option<u64>) -> raft::Result<Vec<Entry>> {
+        if low < self.first_index() {
+            return Err(raft::Error::Store(raft::StorageError::Compacted));
+        }
+        assert!(
+            high <= self.last_index() + 1,
+            "index out of bound (last: {}, high: {high})",
+            self.last_index() + 1
+        );
+        assert!(low <= high, "entries: low {low} > high {high}");
+        let offset = self.first_index();
+        let mut ents = self.entries[(low - offset) as usize..(high - offset) as usize].to_vec();
+        raft::util::limit_size(&mut ents, max_size);
+        Ok(ents)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx == self.state.compacted_index {
+            return Ok(self.state.compacted_term);
+        }
+        if idx < self.first_index() {
+            return Err(raft::Error::Store(raft::StorageError::Compacted));
+        }
+        if idx > self.last_index() {
+            return Err(raft::Error::Store(raft::StorageError::Unavailable));
+        }
+        Ok(self.entries[(idx - self.first_index()) as usize].term)
+    }
+}
+
+fn offered_snapshot(offer: &Option<Snapshot>, request_index: u64) -> raft::Result<Snapshot> {
+    match offer {
+        Some(s) if s.get_metadata().index >= request_index => Ok(s.clone()),
+        _ => Err(raft::Error::Store(
+            raft::StorageError::SnapshotTemporarilyUnavailable,
+        )),
+    }
+}
+
+/// Implements `raft::Storage` for a type with fields `core: LogCore` and `offer: Option<Snapshot>`.
+macro_rules! impl_raft_storage {
+    ($t:ty) => {
+        impl raft::Storage for $t {
+            fn initial_state(&self) -> raft::Result<RaftState> {
+                Ok(self.core.initial_state())
+            }
+
+            fn entries(
+                &self,
+                low: u64,
+                high: u64,
+                max_size: impl Into<Option<u64>>,
+                _context: GetEntriesContext,
+            ) -> raft::Result<Vec<Entry>> {
+                self.core.read_entries(low, high, max_size.into())
+            }
+
+            fn term(&self, idx: u64) -> raft::Result<u64> {
+                self.core.term(idx)
+            }
+
+            fn first_index(&self) -> raft::Result<u64> {
+                Ok(self.core.first_index())
+            }
+
+            fn last_index(&self) -> raft::Result<u64> {
+                Ok(self.core.last_index())
+            }
+
+            fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+                offered_snapshot(&self.offer, request_index)
+            }
+        }
+    };
+}
+
+impl_raft_storage!(MemRaftStorage);
+impl_raft_storage!(DiskRaftStorage);
+
+/// Lowers `dirty` to `from`: entries from there on differ from the durable log.
+fn mark_dirty(dirty: &mut Option<u64>, from: u64) {
+    *dirty = Some(dirty.map_or(from, |d| d.min(from)));
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// In memory
+// ---------------------------------------------------------------------------------------------------------
+
+/// [`RaftStorage`] in memory for the deterministic simulation. It keeps the durable state (as of the last
+/// sync) beside the current one, so [`MemRaftStorage::crash`] can model a power loss.
+#[derive(Clone, Debug, Default)]
+pub struct MemRaftStorage {
+    /// What raft sees.
+    core: LogCore,
+    /// What survives a crash.
+    durable: LogCore,
+    /// Entries of `core` from this index on may differ from `durable`.
+    dirty_from: Option<u64>,
+    offer: Option<Snapshot>,
+}
+
+impl MemRaftStorage {
+    /// An empty storage: no entries, first index 1, default hard and conf state.
+    pub fn new() -> MemRaftStorage {
+        MemRaftStorage::default()
+    }
+
+    /// A power loss: every append and hard/conf-state change since the last sync is lost, and so is the
+    /// snapshot offer.
+    pub fn crash(&mut self) {
+        self.core = self.durable.clone();
+        self.dirty_from = None;
+        self.offer = None;
+    }
+}
+
+impl RaftStorage for MemRaftStorage {
+    fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+        self.core.check_append(entries)?;
+        if let Some(from) = self.core.append(entries) {
+            mark_dirty(&mut self.dirty_from, from);
+        }
+        Ok(())
+    }
+
+    fn set_hard_state(&mut self, hs: &HardState) {
+        self.core.state.hard_state = hs.clone();
+    }
+
+    fn set_conf_state(&mut self, cs: &ConfState) {
+        self.core.state.conf_state = cs.clone();
+    }
+
+    fn sync(&mut self) -> Result<(), StorageError> {
+        if let Some(from) = self.dirty_from.take() {
+            let changed = &self.core.entries[(from - self.core.first_index()) as usize..];
+            self.durable
+                .check_append(changed)
+                .expect("durable log diverged from the current one");
+            self.durable.append(changed);
+        }
+        self.durable.state = self.core.state.clone();
+        debug_assert_eq!(self.durable.entries.len(), self.core.entries.len());
+        Ok(())
+    }
+
+    fn compact(&mut self, through: u64) -> Result<(), StorageError> {
+        let target = self.core.compaction_target(through)?;
+        self.sync()?;
+        if let Some(target) = target {
+            self.core.compact_to(target);
+            self.durable.compact_to(target);
+        }
+        Ok(())
+    }
+
+    fn install_snapshot(&mut self, meta: &SnapshotMetadata) -> Result<(), StorageError> {
+        self.core.check_install(meta)?;
+        self.sync()?;
+        self.core.install(meta);
+        self.durable.install(meta);
+        Ok(())
+    }
+
+    fn set_snapshot_offer(&mut self, snapshot: Option<Snapshot>) {
+        self.offer = snapshot;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// On disk
+// ---------------------------------------------------------------------------------------------------------
+
+/// What [`DiskRaftStorage::open`] found and repaired.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recovered {
+    /// A torn tail the WAL cut from its last segment (the unsynced end of the last write).
+    pub torn_tail: Option<TornTail>,
+    /// First and last index of the recovered log (`first_index == last_index + 1` when empty).
+    pub first_index: u64,
+    pub last_index: u64,
+    /// WAL records dropped because an `install_snapshot` was interrupted after its hard-state write.
+    pub dropped_after_interrupted_snapshot: u64,
+}
+
+/// [`RaftStorage`] on disk: the log in a [`bulwark_wal::Wal`] in `dir`, the rest in `dir/hardstate`. Keeps
+/// every entry after the compaction point in memory, so raft's reads never touch the disk.
+#[derive(Debug)]
+pub struct DiskRaftStorage {
+    dir: PathBuf,
+    wal: Wal,
+    hs_file: HardStateFile,
+    /// What raft sees.
+    core: LogCore,
+    /// What the hard-state file holds.
+    durable_state: PersistentState,
+    /// Entries of `core` from this index on are not (yet) what the WAL holds.
+    dirty_from: Option<u64>,
+    offer: Option<Snapshot>,
+    poisoned: bool,
+}
+
+impl DiskRaftStorage {
+    /// Opens (creating if missing) the storage in `dir` and recovers it: the WAL cuts a torn tail, the
+    /// newest valid hard-state slot is used, and the log is checked against the compaction point (see the
+    /// module documentation). `segment_bytes` is the WAL's segment size.
+    pub fn open(
+        dir: &Path,
+        segment_bytes: u64,
+    ) -> Result<(DiskRaftStorage, Recovered), StorageError> {
+        let (mut wal, recovery) = Wal::open(dir, WalOptions { segment_bytes })?;
+        let wal_empty = wal.first_index() > wal.last_index();
+        let (hs_file, state) = if HardStateFile::exists(dir) {
+            HardStateFile::open(dir)?
+        } else if wal_empty {
+            HardStateFile::create(dir)?
+        } else {
+            return Err(inconsistent(
+                dir,
+                format!(
+                    "the log holds [{}, {}] but the hard-state file is missing",
+                    wal.first_index(),
+                    wal.last_index()
+                ),
+            ));
+        };
+        let ci = state.compacted_index;
+        let ct = state.compacted_term;
+        let mut entries = Vec::new();
+        let mut dropped = 0;
+        if wal_empty {
+            if wal.first_index() > ci + 1 {
+                return Err(inconsistent(
+                    dir,
+                    format!(
+                        "the empty log continues at {} but the compaction point is {ci}: entries are missing",
+                        wal.first_index()
+                    ),
+                ));
+            }
+            if wal.first_index() < ci + 1 {
+                // A crash inside the WAL's truncation left no segment behind.
+                wal.reset_next_index(ci + 1)?;
+            }
+        } else if wal.first_index() > ci + 1 {
+            return Err(inconsistent(
+                dir,
+                format!(
+                    "the log begins at {} but the compaction point is {ci}: entries {}..{} are missing",
+                    wal.first_index(),
+                    ci + 1,
+                    wal.first_index()
+                ),
+            ));
+        } else if wal.last_index() < ci {
+            // install_snapshot wrote the hard state but did not get to empty the log.
+            dropped = wal.last_index() - wal.first_index() + 1;
+            wal.truncate_prefix(ci)?;
+        } else {
+            let start = cmp::max(wal.first_index(), ci);
+            let mut stale = false;
+            for record in wal.read_from(start)? {
+                let (index, payload) = record?;
+                let entry =
+                    Entry::parse_from_bytes(&payload).map_err(|e| StorageError::CorruptEntry {
+                        dir: dir.to_path_buf(),
+                        index,
+                        reason: format!("cannot decode entry: {e}"),
+                    })?;
+                if entry.index != index {
+                    return Err(StorageError::CorruptEntry {
+                        dir: dir.to_path_buf(),
+                        index,
+                        reason: format!("record holds entry {}", entry.index),
+                    });
+                }
+                if index == ci && ci > 0 {
+                    if entry.term != ct {
+                        stale = true;
+                        break;
+                    }
+                    continue;
+                }
+                entries.push(entry);
+            }
+            if stale {
+                // install_snapshot wrote the hard state but did not get to empty the log, and the log
+                // is not a prefix-match of the snapshot: none of it may be used.
+                dropped = wal.last_index() - wal.first_index() + 1;
+                entries.clear();
+                let last = wal.last_index();
+                wal.truncate_prefix(last)?;
+                if wal.first_index() != ci + 1 {
+                    wal.reset_next_index(ci + 1)?;
+                }
+            }
+        }
+        if dropped > 0 {
+            tracing::warn!(
+                dir = %dir.display(),
+                records = dropped,
+                snapshot_index = ci,
+                "dropped the log of an interrupted snapshot installation"
+            );
+        }
+        let core = LogCore {
+            state: state.clone(),
+            entries,
+        };
+        if core.state.hard_state.commit > core.last_index() {
+            return Err(inconsistent(
+                dir,
+                format!(
+                    "the commit index {} is past the last log index {}",
+                    core.state.hard_state.commit,
+                    core.last_index()
+                ),
+            ));
+        }
+        assert_eq!(wal.last_index(), core.last_index());
+        assert!(wal.first_index() <= core.first_index());
+        let recovered = Recovered {
+            torn_tail: recovery.torn_tail,
+            first_index: core.first_index(),
+            last_index: core.last_index(),
+            dropped_after_interrupted_snapshot: dropped,
+        };
+        let storage = DiskRaftStorage {
+            dir: dir.to_path_buf(),
+            wal,
+            hs_file,
+            core,
+            durable_state: state,
+            dirty_from: None,
+            offer: None,
+            poisoned: false,
+        };
+        Ok((storage, recovered))
+    }
+
+    /// The storage directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn check_usable(&self) -> Result<(), StorageError> {
+        if self.poisoned {
+            Err(StorageError::Poisoned)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn poison_on_err<T>(&mut self, r: Result<T, StorageError>) -> Result<T, StorageError> {
+        if r.is_err() {
+            self.poisoned = true;
+        }
+        r
+    }
+
+    fn sync_inner(&mut self) -> Result<(), StorageError> {
+        if let Some(from) = self.dirty_from {
+            if from <= self.wal.last_index() {
+                self.wal.truncate_suffix(from)?;
+            }
+            for e in &self.core.entries[(from - self.core.first_index()) as usize..] {
+                let bytes = e.write_to_bytes().map_err(|source| StorageError::Encode {
+                    index: e.index,
+                    source,
+                })?;
+                let index = self.wal.append(&bytes)?;
+                assert_eq!(index, e.index, "WAL index diverged from the raft log");
+            }
+            self.wal.sync()?;
+            self.dirty_from = None;
+        }
+        assert_eq!(self.wal.last_index(), self.core.last_index());
+        if self.core.state != self.durable_state {
+            self.hs_file.write(&self.core.state)?;
+            self.durable_state = self.core.state.clone();
+        }
+        Ok(())
+    }
+
+    /// Writes the new compaction point, then trims the WAL (whole segments only).
+    fn compact_inner(&mut self, target: (u64, u64)) -> Result<(), StorageError> {
+        let mut state = self.core.state.clone();
+        (state.compacted_index, state.compacted_term) = target;
+        self.hs_file.write(&state)?;
+        self.core.compact_to(target);
+        self.durable_state = state;
+        self.wal.truncate_prefix(target.0)?;
+        Ok(())
+    }
+
+    /// Writes the snapshot's state, then empties the WAL so that it continues at `meta.index + 1`.
+    fn install_inner(&mut self, meta: &SnapshotMetadata) -> Result<(), StorageError> {
+        let mut core = LogCore {
+            state: self.core.state.clone(),
+            entries: Vec::new(),
+        };
+        core.install(meta);
+        self.hs_file.write(&core.state)?;
+        self.durable_state = core.state.clone();
+        self.core = core;
+        if self.wal.first_index() <= self.wal.last_index() {
+            let through = cmp::max(self.wal.last_index(), meta.index);
+            self.wal.truncate_prefix(through)?;
+        }
+        if self.wal.first_index() != meta.index + 1 {
+            self.wal.reset_next_index(meta.index + 1)?;
+        }
+        Ok(())
+    }
+}
+
+fn inconsistent(dir: &Path, reason: String) -> StorageError {
+    StorageError::Inconsistent {
+        dir: dir.to_path_buf(),
+        reason,
+    }
+}
+
+impl RaftStorage for DiskRaftStorage {
+    fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+        self.check_usable()?;
+        self.core.check_append(entries)?;
+        if let Some(from) = self.core.append(entries) {
+            mark_dirty(&mut self.dirty_from, from);
+        }
+        Ok(())
+    }
+
+    fn set_hard_state(&mut self, hs: &HardState) {
+        self.core.state.hard_state = hs.clone();
+    }
+
+    fn set_conf_state(&mut self, cs: &ConfState) {
+        self.core.state.conf_state = cs.clone();
+    }
+
+    fn sync(&mut self) -> Result<(), StorageError> {
+        self.check_usable()?;
+        let r = self.sync_inner();
+        self.poison_on_err(r)
+    }
+
+    fn compact(&mut self, through: u64) -> Result<(), StorageError> {
+        self.check_usable()?;
+        let target = self.core.compaction_target(through)?;
+        self.sync()?;
+        let Some(target) = target else {
+            return Ok(());
+        };
+        let r = self.compact_inner(target);
+        self.poison_on_err(r)
+    }
+
+    fn install_snapshot(&mut self, meta: &SnapshotMetadata) -> Result<(), StorageError> {
+        self.check_usable()?;
+        self.core.check_install(meta)?;
+        self.sync()?;
+        let r = self.install_inner(meta);
+        self.poison_on_err(r)
+    }
+
+    fn set_snapshot_offer(&mut self, snapshot: Option<Snapshot>) {
+        self.offer = snapshot;
+    }
+}
