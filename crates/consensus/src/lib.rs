@@ -5,4 +5,6 @@
 //! state, and never start from a log that does not fit its hard state: recovery repairs only what a crash
 //! can leave behind and refuses everything else with an error naming the directory or file.
 mod hard_state;
+pub mod replica;
+pub mod sim;
 pub mod storage;
