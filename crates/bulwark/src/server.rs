@@ -18,7 +18,7 @@ pub struct StartArgs {
     #[arg(long, default_value = "127.0.0.1:7070", env = "BULWARK_LISTEN")]
     pub listen: SocketAddr,
     /// Transfers kept in memory before a checkpoint is written.
-    #[arg(long, default_value_t = 250_000)]
+    #[arg(long, default_value_t = 150_000)]
     pub checkpoint_transfers: usize,
     /// Size of one write-ahead log segment, in bytes.
     #[arg(long, default_value_t = 64 << 20)]

@@ -45,7 +45,7 @@ impl NodeConfig {
         NodeConfig {
             data_dir: data_dir.into(),
             segment_bytes: 64 << 20,
-            checkpoint_transfers: 250_000,
+            checkpoint_transfers: 150_000,
             checkpoint_log_bytes: 256 << 20,
             max_inflight_writes: 256,
         }

@@ -47,7 +47,7 @@ const BALANCE_HISTORY: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new
 const FORMAT_VERSION: u64 = 1;
 /// redb's page cache. Bounded well below redb's default (1 GiB) so that a node's memory stays
 /// flat however many transfers it stores.
-const CACHE_BYTES: usize = 128 << 20;
+const CACHE_BYTES: usize = 64 << 20;
 const META_FORMAT: &str = "format_version";
 const META_APPLIED_INDEX: &str = "applied_index";
 const META_LAST_TIMESTAMP: &str = "last_timestamp";
