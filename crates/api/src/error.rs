@@ -77,6 +77,18 @@ impl From<NodeError> for ApiError {
                 code: "unavailable",
                 message: "the node is shutting down or has stopped".into(),
             },
+            NodeError::NotLeader { .. } => ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "no_leader",
+                message: "no leader is known right now; retry shortly".into(),
+            },
+            NodeError::Dropped => ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "write_dropped",
+                message: "a leader change dropped the write before it committed: it was not \
+                          applied; retry it (ids make the retry safe)"
+                    .into(),
+            },
             other => {
                 tracing::error!(error = %other, "request failed in the node");
                 ApiError {

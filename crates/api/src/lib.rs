@@ -22,14 +22,18 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bulwark_ledger::{AccountId, BatchResults, Operation, Timestamp, TransferId, MAX_BATCH_EVENTS};
 use bulwark_node::metrics::{RequestLabels, RouteLabels};
-use bulwark_node::{Answer, Metrics, NodeHandle, Query as NodeQuery};
+use bulwark_node::{Answer, Metrics, NodeError, NodeHandle, Query as NodeQuery};
 use serde::Deserialize;
 use serde_json::json;
+use std::collections::HashMap;
+use std::net::SocketAddr;
 
 pub use error::ApiError;
 
 /// Largest request body accepted; 8190 transfers with every field spelled out fit well within.
 pub const MAX_BODY_BYTES: usize = 8 << 20;
+/// A follower within this many entries of the leader's log, and recently heard from, is in sync.
+pub const IN_SYNC_LAG: u64 = 1_000;
 /// Page size of an account's transfer history when `limit` is not given.
 pub const DEFAULT_HISTORY_LIMIT: usize = 100;
 
@@ -37,12 +41,33 @@ pub const DEFAULT_HISTORY_LIMIT: usize = 100;
 struct AppState {
     node: NodeHandle,
     node_id: u64,
+    /// Other members' HTTP addresses, by node id: where a follower forwards writes.
+    peers: Arc<HashMap<u64, SocketAddr>>,
+    client: reqwest::Client,
 }
 
-/// The router of API v1 for one node.
+/// Marks a request one node forwarded to the leader, so that it is never forwarded twice.
+const FORWARDED: &str = "bulwark-forwarded";
+
+/// The router of API v1 for a single node.
 pub fn router(node: NodeHandle) -> Router {
+    cluster_router(node, 1, HashMap::new())
+}
+
+/// The router of API v1 for a member of a cluster: `peers` maps the other members' ids to their
+/// HTTP addresses.
+pub fn cluster_router(node: NodeHandle, node_id: u64, peers: HashMap<u64, SocketAddr>) -> Router {
     let metrics = node.metrics.clone();
-    let state = AppState { node, node_id: 1 };
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .expect("an HTTP client without TLS builds");
+    let state = AppState {
+        node,
+        node_id,
+        peers: Arc::new(peers),
+        client,
+    };
     Router::new()
         .route("/v1/accounts", post(create_accounts))
         .route("/v1/transfers", post(create_transfers))
@@ -124,22 +149,101 @@ fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
 
 async fn create_accounts(
     State(state): State<AppState>,
+    headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let accounts = json::parse_accounts(&body(raw)?)?;
-    write(&state, Operation::CreateAccounts(accounts)).await
+    let raw = body(raw)?;
+    let accounts = json::parse_accounts(&raw)?;
+    let operation = Operation::CreateAccounts(accounts);
+    write(&state, operation, "/v1/accounts", &headers, raw).await
 }
 
 async fn create_transfers(
     State(state): State<AppState>,
+    headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let transfers = json::parse_transfers(&body(raw)?)?;
-    write(&state, Operation::CreateTransfers(transfers)).await
+    let raw = body(raw)?;
+    let transfers = json::parse_transfers(&raw)?;
+    let operation = Operation::CreateTransfers(transfers);
+    write(&state, operation, "/v1/transfers", &headers, raw).await
 }
 
-async fn write(state: &AppState, operation: Operation) -> Result<Response, ApiError> {
-    let outcome = state.node.write(operation).await?;
+fn no_leader() -> ApiError {
+    ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        code: "no_leader",
+        message: "no leader is known right now (an election is under way or this node is cut \
+                  off); retry shortly"
+            .into(),
+    }
+}
+
+/// Sends a write this follower cannot take to the leader, and relays the leader's answer.
+async fn forward(
+    state: &AppState,
+    leader: u64,
+    path: &str,
+    raw: Bytes,
+) -> Result<Response, ApiError> {
+    let Some(addr) = state.peers.get(&leader) else {
+        return Err(no_leader());
+    };
+    let answer = state
+        .client
+        .post(format!("http://{addr}{path}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(FORWARDED, state.node_id.to_string())
+        .body(raw)
+        .send()
+        .await
+        .map_err(|e| ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "no_leader",
+            message: format!("the leader (node {leader} at {addr}) did not answer: {e}"),
+        })?;
+    let status = answer.status();
+    let mut response = Response::builder().status(status.as_u16());
+    for name in [header::CONTENT_TYPE, header::RETRY_AFTER] {
+        if let Some(v) = answer.headers().get(name.as_str()) {
+            response = response.header(name.as_str(), v.as_bytes());
+        }
+    }
+    if let Some(v) = answer.headers().get("bulwark-commit-index") {
+        response = response.header("bulwark-commit-index", v.as_bytes());
+    }
+    let bytes = answer.bytes().await.map_err(|e| ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        code: "no_leader",
+        message: format!("the leader's answer was cut off: {e}"),
+    })?;
+    response
+        .header("bulwark-forwarded-to", leader.to_string())
+        .body(axum::body::Body::from(bytes))
+        .map_err(|e| ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal",
+            message: e.to_string(),
+        })
+}
+
+async fn write(
+    state: &AppState,
+    operation: Operation,
+    path: &str,
+    headers: &HeaderMap,
+    raw: Bytes,
+) -> Result<Response, ApiError> {
+    let outcome = match state.node.write(operation).await {
+        Ok(outcome) => outcome,
+        Err(NodeError::NotLeader {
+            leader: Some(leader),
+        }) if leader != state.node_id && !headers.contains_key(FORWARDED) => {
+            return forward(state, leader, path, raw).await;
+        }
+        Err(NodeError::NotLeader { .. }) => return Err(no_leader()),
+        Err(e) => return Err(e.into()),
+    };
     let results = match &outcome.results {
         BatchResults::Accounts(r) => r.iter().map(|r| r.name()).collect::<Vec<_>>(),
         BatchResults::Transfers(r) => r.iter().map(|r| r.name()).collect(),
@@ -306,30 +410,53 @@ async fn status(State(state): State<AppState>) -> Result<Response, ApiError> {
     let Answer::Status(s) = read.answer else {
         unreachable!("the node answers a status query with its status")
     };
-    let body = json!({
-        "node_id": state.node_id,
-        "role": "leader",
-        "term": 0,
-        "leader_id": state.node_id,
-        "commit_index": s.applied_index,
-        "applied_index": s.applied_index,
-        "checkpoint_index": s.checkpointed_index,
-        "last_timestamp": s.last_timestamp.0,
-        "accounts": s.accounts,
-        "log": {
-            "first_index": s.log_first_index,
-            "last_index": s.log_last_index,
-            "bytes": s.log_bytes,
-            "segments": s.log_segments,
-        },
-        "members": [{
-            "id": state.node_id,
-            "role": "leader",
-            "match_index": s.applied_index,
-            "lag": 0,
-            "in_sync": true,
-        }],
+    let log = json!({
+        "first_index": s.log_first_index,
+        "last_index": s.log_last_index,
+        "bytes": s.log_bytes,
+        "segments": s.log_segments,
     });
+    let body = match &s.cluster {
+        None => json!({
+            "node_id": state.node_id,
+            "role": "leader",
+            "term": 0,
+            "leader_id": state.node_id,
+            "commit_index": s.applied_index,
+            "applied_index": s.applied_index,
+            "checkpoint_index": s.checkpointed_index,
+            "last_timestamp": s.last_timestamp.0,
+            "accounts": s.accounts,
+            "log": log,
+            "members": [{
+                "id": state.node_id,
+                "role": "leader",
+                "match_index": s.applied_index,
+                "lag": 0,
+                "in_sync": true,
+            }],
+        }),
+        Some(c) => json!({
+            "node_id": c.node_id,
+            "role": c.role,
+            "term": c.term,
+            "leader_id": c.leader,
+            "commit_index": c.commit_index,
+            "applied_index": s.applied_index,
+            "checkpoint_index": s.checkpointed_index,
+            "last_timestamp": s.last_timestamp.0,
+            "accounts": s.accounts,
+            "log": log,
+            "members": c.members.iter().map(|m| json!({
+                "id": m.id,
+                "http_addr": m.http_addr.to_string(),
+                "role": if Some(m.id) == c.leader { "leader" } else { "follower" },
+                "match_index": m.match_index,
+                "lag": m.lag,
+                "in_sync": m.recent_active.map(|active| active && m.lag.unwrap_or(0) <= IN_SYNC_LAG),
+            })).collect::<Vec<_>>(),
+        }),
+    };
     Ok(read_response(body, read.applied_index))
 }
 

@@ -7,6 +7,7 @@
 
 mod bench;
 mod client;
+mod cluster_cmd;
 mod server;
 
 use std::process::ExitCode;
@@ -37,6 +38,9 @@ enum Command {
     History(client::HistoryArgs),
     /// Load-test a running node (or one started on a temporary directory).
     Bench(bench::BenchArgs),
+    /// Run a local cluster, or show a cluster's replication status.
+    #[command(subcommand)]
+    Cluster(cluster_cmd::ClusterCommand),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +62,7 @@ fn main() -> ExitCode {
             Command::Transfer(args) => client::transfer(args).await,
             Command::History(args) => client::history(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Cluster(cmd) => cluster_cmd::run(cmd).await,
         }
     })
 }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bulwark_node::cluster::{ClusterConfig, Member};
 use bulwark_node::{Metrics, Node, NodeConfig};
 use tracing_subscriber::EnvFilter;
 
@@ -23,6 +24,37 @@ pub struct StartArgs {
     /// Size of one write-ahead log segment, in bytes.
     #[arg(long, default_value_t = 64 << 20)]
     pub segment_bytes: u64,
+    /// Cluster mode: this node's id among the `--member`s.
+    #[arg(long, requires = "members")]
+    pub node_id: Option<u64>,
+    /// Cluster mode: one member as `ID=PEER_ADDR=HTTP_ADDR` (repeat for each, this node too).
+    /// This node's HTTP API listens on its own HTTP_ADDR, its peer transport on PEER_ADDR.
+    #[arg(long = "member", value_parser = parse_member, requires = "node_id")]
+    pub members: Vec<Member>,
+    /// Cluster mode: an id every member shares; a node of another cluster is refused.
+    #[arg(long, default_value_t = 1)]
+    pub cluster_id: u64,
+    /// Cluster mode: one Raft tick in milliseconds (elections after 10–20 ticks).
+    #[arg(long, default_value_t = 50)]
+    pub tick_ms: u64,
+}
+
+fn parse_member(text: &str) -> Result<Member, String> {
+    let parts: Vec<&str> = text.split('=').collect();
+    let [id, peer, http] = parts.as_slice() else {
+        return Err(format!("`{text}`: expected ID=PEER_ADDR=HTTP_ADDR"));
+    };
+    Ok(Member {
+        id: id
+            .parse()
+            .map_err(|_| format!("`{id}` in `{text}` is not a node id"))?,
+        peer_addr: peer
+            .parse()
+            .map_err(|_| format!("`{peer}` in `{text}` is not an address like 127.0.0.1:7170"))?,
+        http_addr: http
+            .parse()
+            .map_err(|_| format!("`{http}` in `{text}` is not an address like 127.0.0.1:7070"))?,
+    })
 }
 
 pub fn init_logging() {
@@ -50,18 +82,24 @@ async fn serve(args: StartArgs) -> anyhow::Result<()> {
     config.checkpoint_transfers = args.checkpoint_transfers;
     config.segment_bytes = args.segment_bytes;
     let metrics = Arc::new(Metrics::default());
-    let node = tokio::task::spawn_blocking(move || Node::start(config, metrics))
-        .await?
-        .map_err(|e| anyhow::anyhow!("cannot start: {e}"))?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    let (node, app, listen) = match args.node_id {
+        None => {
+            let node = tokio::task::spawn_blocking(move || Node::start(config, metrics))
+                .await?
+                .map_err(|e| anyhow::anyhow!("cannot start: {e}"))?;
+            let app = bulwark_api::router(node.handle());
+            (node, app, args.listen)
+        }
+        Some(node_id) => start_member(&args, node_id, config, metrics).await?,
+    };
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     tracing::info!(
-        listen = %args.listen,
+        listen = %listen,
         data_dir = %args.data_dir.display(),
         "bulwark is serving HTTP API v1"
     );
-    let app = bulwark_api::router(node.handle());
     let node = Arc::new(std::sync::Mutex::new(Some(node)));
     let watched = node.clone();
     let stopped_on_error = async move {
@@ -94,6 +132,59 @@ async fn serve(args: StartArgs) -> anyhow::Result<()> {
     }
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Cluster mode: the peer transport, the Raft event loop, and a router that forwards writes to
+/// the leader.
+async fn start_member(
+    args: &StartArgs,
+    node_id: u64,
+    config: NodeConfig,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<(Node, axum::Router, SocketAddr)> {
+    let cluster = ClusterConfig {
+        node_id,
+        cluster_id: args.cluster_id,
+        members: args.members.clone(),
+        tick: Duration::from_millis(args.tick_ms.max(1)),
+    };
+    cluster
+        .validate()
+        .map_err(|e| anyhow::anyhow!("refusing this cluster configuration: {e}"))?;
+    let me = cluster.member(node_id).expect("validated").clone();
+    let (inbox_tx, mut inbox) = tokio::sync::mpsc::channel(4096);
+    let transport = bulwark_transport::TcpTransport::start(
+        bulwark_transport::NodeId(node_id),
+        args.cluster_id,
+        me.peer_addr,
+        inbox_tx,
+        bulwark_transport::TransportOptions::default(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot listen for peers on {}: {e}", me.peer_addr))?;
+    let transport: Arc<dyn bulwark_transport::Transport> = Arc::new(transport);
+    let peers = cluster
+        .members
+        .iter()
+        .filter(|m| m.id != node_id)
+        .map(|m| (m.id, m.http_addr))
+        .collect();
+    let node = tokio::task::spawn_blocking(move || {
+        bulwark_node::cluster::start_cluster(config, cluster, transport, metrics)
+    })
+    .await?
+    .map_err(|e| anyhow::anyhow!("cannot start: {e}"))?;
+    let handle = node.handle();
+    tokio::spawn(async move {
+        while let Some((from, payload)) = inbox.recv().await {
+            if let Some(message) = bulwark_node::cluster::decode_peer_message(from.0, &payload) {
+                handle.deliver_peer_message(message);
+            }
+        }
+    });
+    tracing::info!(node_id, peer_addr = %me.peer_addr, "cluster member started");
+    let app = bulwark_api::cluster_router(node.handle(), node_id, peers);
+    Ok((node, app, me.http_addr))
 }
 
 async fn shutdown_signal() {

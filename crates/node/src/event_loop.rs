@@ -86,6 +86,8 @@ impl EventLoop {
                             }
                             Request::Read { query, reply } => reads.push((query, reply)),
                             Request::Shutdown => shutdown = true,
+                            // A single node has no peers; a stray message is ignored.
+                            Request::Peer(_) => {}
                         }
                         next = if events < MAX_GROUP_EVENTS && !shutdown {
                             inbox.try_recv().ok()
@@ -210,22 +212,11 @@ impl EventLoop {
     }
 
     fn answer(&self, query: Query) -> Result<ReadOutcome, NodeError> {
-        let answer = match query {
-            Query::Account(id) => Answer::Account(self.store.account(id)),
-            Query::Transfer(id) => Answer::Transfer(
-                self.store
-                    .transfer(id)
-                    .map(|t| (t, self.store.pending_status(id))),
-            ),
-            Query::AccountTransfers {
-                account,
-                after,
-                limit,
-            } => Answer::AccountTransfers(match self.store.account(account) {
-                None => None,
-                Some(_) => Some(self.store.account_transfers(account, after, limit)?),
-            }),
-            Query::Status => Answer::Status(NodeStatus {
+        let Query::Status = query else {
+            return crate::answer_query(&self.store, query);
+        };
+        Ok(ReadOutcome {
+            answer: Answer::Status(NodeStatus {
                 applied_index: self.store.applied_index(),
                 checkpointed_index: self.store.checkpointed_index(),
                 last_timestamp: self.store.last_timestamp(),
@@ -234,10 +225,8 @@ impl EventLoop {
                 log_last_index: self.wal.last_index(),
                 log_bytes: self.wal.size_bytes(),
                 log_segments: self.wal.segment_count(),
+                cluster: None,
             }),
-        };
-        Ok(ReadOutcome {
-            answer,
             applied_index: self.store.applied_index(),
         })
     }
@@ -251,7 +240,7 @@ fn refuse(request: Request) {
         Request::Read { reply, .. } => {
             let _ = reply.send(Err(NodeError::Stopped));
         }
-        Request::Shutdown => {}
+        Request::Peer(_) | Request::Shutdown => {}
     }
 }
 

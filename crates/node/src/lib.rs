@@ -9,6 +9,7 @@
 //! It must never answer a write before its fsync, never apply a log record out of order, and never
 //! keep running after a failed fsync (the state in memory is then ahead of the disk).
 
+pub mod cluster;
 mod event_loop;
 pub mod metrics;
 
@@ -76,6 +77,13 @@ pub enum NodeError {
     },
     #[error("the node has stopped")]
     Stopped,
+    /// Only the leader takes writes; `leader` is the one this node last heard of.
+    #[error("this node is not the leader (leader: {leader:?})")]
+    NotLeader { leader: Option<u64> },
+    /// The write was replaced in the log by a leader change before it committed: it was not
+    /// applied and never will be; the client may retry.
+    #[error("the write was dropped by a leader change before it committed; retry it")]
+    Dropped,
 }
 
 /// The outcome of a write: one result per event, and the log index that made it durable.
@@ -124,6 +132,28 @@ pub struct NodeStatus {
     pub log_last_index: u64,
     pub log_bytes: u64,
     pub log_segments: usize,
+    /// Raft's view, in cluster mode.
+    pub cluster: Option<ClusterStatus>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ClusterStatus {
+    pub node_id: u64,
+    pub role: &'static str,
+    pub term: u64,
+    pub leader: Option<u64>,
+    pub commit_index: u64,
+    pub members: Vec<MemberStatus>,
+}
+
+/// A member as this node sees it; replication figures only when this node leads.
+#[derive(Clone, Debug)]
+pub struct MemberStatus {
+    pub id: u64,
+    pub http_addr: std::net::SocketAddr,
+    pub match_index: Option<u64>,
+    pub lag: Option<u64>,
+    pub recent_active: Option<bool>,
 }
 
 pub(crate) enum Request {
@@ -135,14 +165,16 @@ pub(crate) enum Request {
         query: Query,
         reply: oneshot::Sender<Result<ReadOutcome, NodeError>>,
     },
+    /// A Raft message from a peer (cluster mode).
+    Peer(raft::eraftpb::Message),
     Shutdown,
 }
 
 /// A cheap, cloneable way to talk to the node's event loop from async code.
 #[derive(Clone)]
 pub struct NodeHandle {
-    requests: mpsc::Sender<Request>,
-    write_permits: Arc<Semaphore>,
+    pub(crate) requests: mpsc::Sender<Request>,
+    pub(crate) write_permits: Arc<Semaphore>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -161,6 +193,11 @@ impl NodeHandle {
         answer.await.map_err(|_| NodeError::Stopped)?
     }
 
+    /// Hands a peer's Raft message to the event loop (cluster mode).
+    pub fn deliver_peer_message(&self, message: raft::eraftpb::Message) {
+        let _ = self.requests.send(Request::Peer(message));
+    }
+
     /// Answers a query from the state every acknowledged write is in.
     pub async fn read(&self, query: Query) -> Result<ReadOutcome, NodeError> {
         let (reply, answer) = oneshot::channel();
@@ -173,8 +210,8 @@ impl NodeHandle {
 
 /// A running node: its handle and its event-loop thread.
 pub struct Node {
-    handle: NodeHandle,
-    thread: JoinHandle<Result<(), NodeError>>,
+    pub(crate) handle: NodeHandle,
+    pub(crate) thread: JoinHandle<Result<(), NodeError>>,
 }
 
 impl Node {
@@ -283,6 +320,30 @@ fn recover(config: &NodeConfig) -> Result<(Wal, StateStore), NodeError> {
         "recovered"
     );
     Ok((wal, store))
+}
+
+/// Answers an account, transfer or history query from the state store.
+pub(crate) fn answer_query(store: &StateStore, query: Query) -> Result<ReadOutcome, NodeError> {
+    use bulwark_ledger::LedgerStore;
+    let answer = match query {
+        Query::Account(id) => Answer::Account(store.account(id)),
+        Query::Transfer(id) => {
+            Answer::Transfer(store.transfer(id).map(|t| (t, store.pending_status(id))))
+        }
+        Query::AccountTransfers {
+            account,
+            after,
+            limit,
+        } => Answer::AccountTransfers(match store.account(account) {
+            None => None,
+            Some(_) => Some(store.account_transfers(account, after, limit)?),
+        }),
+        Query::Status => unreachable!("each event loop answers status itself"),
+    };
+    Ok(ReadOutcome {
+        answer,
+        applied_index: store.applied_index(),
+    })
 }
 
 /// The data directory a node would use, for tools that inspect it.

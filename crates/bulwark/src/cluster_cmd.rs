@@ -1,0 +1,200 @@
+//! `bulwark cluster`: run a local cluster, and look at a cluster's replication status.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::Duration;
+
+use crate::client::Target;
+
+#[derive(clap::Subcommand)]
+pub enum ClusterCommand {
+    /// Start a cluster of nodes on this machine (own data dirs, ports and logs); Ctrl-C stops all.
+    Local(LocalArgs),
+    /// Show a node's view of the cluster: role, term, leader, and per member the match index,
+    /// lag and whether it is in sync.
+    Status(StatusArgs),
+}
+
+#[derive(clap::Args)]
+pub struct LocalArgs {
+    /// Voters to start: 1, 3, 5 or 7.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u64,
+    /// Each node keeps its data and log in `<data-dir>/node-<id>`.
+    #[arg(long, default_value = "./bulwark-data")]
+    pub data_dir: PathBuf,
+    /// Node i's HTTP API listens on this port + i - 1.
+    #[arg(long, default_value_t = 7070)]
+    pub http_port: u16,
+    /// Node i's peer transport listens on this port + i - 1.
+    #[arg(long, default_value_t = 7170)]
+    pub peer_port: u16,
+}
+
+#[derive(clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub target: Target,
+}
+
+pub async fn run(command: ClusterCommand) -> ExitCode {
+    match command {
+        ClusterCommand::Local(args) => local(args).await,
+        ClusterCommand::Status(args) => status(args).await,
+    }
+}
+
+async fn local(args: LocalArgs) -> ExitCode {
+    if args.nodes == 0 || args.nodes.is_multiple_of(2) || args.nodes > 7 {
+        eprintln!("error: --nodes must be 1, 3, 5 or 7 (an odd number of voters, at most 7)");
+        return ExitCode::from(2);
+    }
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("error: cannot find this program's path: {e}");
+            return ExitCode::from(5);
+        }
+    };
+    let members: Vec<String> = (1..=args.nodes)
+        .map(|id| {
+            let offset = (id - 1) as u16;
+            format!(
+                "{id}=127.0.0.1:{}=127.0.0.1:{}",
+                args.peer_port + offset,
+                args.http_port + offset
+            )
+        })
+        .collect();
+    let mut children: Vec<(u64, Child)> = Vec::new();
+    println!("starting a local cluster of {} nodes:", args.nodes);
+    for id in 1..=args.nodes {
+        let dir = args.data_dir.join(format!("node-{id}"));
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            eprintln!("error: cannot create {}: {e}", dir.display());
+            stop_all(&mut children);
+            return ExitCode::from(5);
+        }
+        let log_path = dir.join("node.log");
+        let log = match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+        {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("error: cannot open {}: {e}", log_path.display());
+                stop_all(&mut children);
+                return ExitCode::from(5);
+            }
+        };
+        let mut command = Command::new(&exe);
+        command
+            .arg("start")
+            .arg("--data-dir")
+            .arg(&dir)
+            .arg("--node-id")
+            .arg(id.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        for m in &members {
+            command.arg("--member").arg(m);
+        }
+        match command.spawn() {
+            Ok(child) => children.push((id, child)),
+            Err(e) => {
+                eprintln!("error: cannot start node {id}: {e}");
+                stop_all(&mut children);
+                return ExitCode::from(5);
+            }
+        }
+        let offset = (id - 1) as u16;
+        println!(
+            "  node {id}: http://127.0.0.1:{}  peers 127.0.0.1:{}  data {}  log {}",
+            args.http_port + offset,
+            args.peer_port + offset,
+            dir.display(),
+            log_path.display()
+        );
+    }
+    println!("try: curl -s localhost:{}/v1/status", args.http_port);
+    println!("Ctrl-C stops every node.");
+    let mut stopped_early = false;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                for (id, child) in children.iter_mut() {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        if !stopped_early {
+                            eprintln!("node {id} exited ({status}); see its log; the others keep running");
+                        }
+                        stopped_early = true;
+                    }
+                }
+            }
+        }
+    }
+    println!("stopping...");
+    stop_all(&mut children);
+    println!("stopped");
+    ExitCode::SUCCESS
+}
+
+/// SIGTERM to every node (each stops gracefully), then wait for all.
+fn stop_all(children: &mut [(u64, Child)]) {
+    for (_, child) in children.iter() {
+        // SAFETY: kill(2) with a child's pid and SIGTERM has no memory effects.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        }
+    }
+    for (id, child) in children.iter_mut() {
+        if let Err(e) = child.wait() {
+            eprintln!("node {id}: {e}");
+        }
+    }
+}
+
+async fn status(args: StatusArgs) -> ExitCode {
+    let url = format!("{}/v1/status", args.target.addr);
+    let answer = match reqwest::get(&url).await {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: cannot reach {url}: {e}");
+            return ExitCode::from(4);
+        }
+    };
+    let v: serde_json::Value = match answer.json().await {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: {url} answered without JSON: {e}");
+            return ExitCode::from(4);
+        }
+    };
+    if args.target.json {
+        println!("{v}");
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "node {}  role {}  term {}  leader {}  commit {}  applied {}",
+        v["node_id"], v["role"], v["term"], v["leader_id"], v["commit_index"], v["applied_index"]
+    );
+    println!(
+        "{:>6}  {:>10}  {:>12}  {:>8}  {:>8}  http",
+        "member", "role", "match_index", "lag", "in_sync"
+    );
+    for m in v["members"].as_array().cloned().unwrap_or_default() {
+        println!(
+            "{:>6}  {:>10}  {:>12}  {:>8}  {:>8}  {}",
+            m["id"].to_string(),
+            m["role"].as_str().unwrap_or("?"),
+            m["match_index"].to_string(),
+            m["lag"].to_string(),
+            m["in_sync"].to_string(),
+            m["http_addr"].as_str().unwrap_or("")
+        );
+    }
+    ExitCode::SUCCESS
+}

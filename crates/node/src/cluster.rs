@@ -1,0 +1,438 @@
+//! Cluster mode: the event loop drives a Raft [`Replica`] over the durable Raft log, with the
+//! peer transport for messages. Writes are proposed on the leader and answered once committed
+//! on a majority and applied; reads wait for a Raft read index (linearizable).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bulwark_consensus::replica::{Output, Replica, ReplicaConfig, ReplicaError};
+use bulwark_consensus::storage::{DiskRaftStorage, RaftStorage};
+use bulwark_ledger::{StateMachine, Timestamp};
+use bulwark_store::StateStore;
+use bulwark_transport::{NodeId, Transport};
+use protobuf::Message as _;
+use raft::eraftpb::{ConfState, Message};
+use raft::StateRole;
+use tokio::sync::{oneshot, Semaphore};
+
+use crate::{
+    answer_query, Metrics, Node, NodeConfig, NodeError, NodeHandle, Query, ReadOutcome, Request,
+    WriteOutcome,
+};
+
+/// One member of the cluster as configured at start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub id: u64,
+    /// Where its peer transport listens.
+    pub peer_addr: SocketAddr,
+    /// Where its HTTP API listens (followers forward writes there).
+    pub http_addr: SocketAddr,
+}
+
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    pub node_id: u64,
+    pub cluster_id: u64,
+    pub members: Vec<Member>,
+    /// One Raft tick. Elections start after 10–20 ticks without a leader; heartbeats every 2.
+    pub tick: Duration,
+}
+
+impl ClusterConfig {
+    /// Refuses configurations a cluster cannot run safely on.
+    pub fn validate(&self) -> Result<(), String> {
+        let voters = self.members.len();
+        if voters == 0 || voters.is_multiple_of(2) {
+            return Err(format!(
+                "{voters} voters: a cluster needs an odd number of voters (1, 3, 5 or 7), \
+                 or a split can leave no majority"
+            ));
+        }
+        if voters > 7 {
+            return Err(format!(
+                "{voters} voters: at most 7 are allowed; every write waits for a majority, \
+                 so more voters only add latency"
+            ));
+        }
+        if !self.members.iter().any(|m| m.id == self.node_id) {
+            return Err(format!("node id {} is not among the members", self.node_id));
+        }
+        let mut ids: Vec<u64> = self.members.iter().map(|m| m.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.len() != voters || ids.contains(&0) {
+            return Err("member ids must be distinct and not 0".into());
+        }
+        Ok(())
+    }
+
+    pub fn member(&self, id: u64) -> Option<&Member> {
+        self.members.iter().find(|m| m.id == id)
+    }
+}
+
+/// What a proposal or read carries back to its caller.
+pub(crate) enum Reply {
+    Write(oneshot::Sender<Result<WriteOutcome, NodeError>>),
+    Read(Query, oneshot::Sender<Result<ReadOutcome, NodeError>>),
+}
+
+type ClusterReplica = Replica<DiskRaftStorage, StateStore, Reply>;
+
+/// Opens the Raft log and the state store, and starts the cluster event loop.
+pub fn start_cluster(
+    config: NodeConfig,
+    cluster: ClusterConfig,
+    transport: Arc<dyn Transport>,
+    metrics: Arc<Metrics>,
+) -> Result<Node, NodeError> {
+    cluster.validate().map_err(|reason| NodeError::Recovery {
+        dir: config.data_dir.clone(),
+        reason,
+    })?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::Io {
+        what: "create data directory",
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let store = StateStore::open(&config.state_path())?;
+    let raft_dir = config.data_dir.join("raft");
+    let (mut storage, recovered) =
+        DiskRaftStorage::open(&raft_dir, config.segment_bytes).map_err(|e| {
+            NodeError::Recovery {
+                dir: raft_dir.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+    if let Some(torn) = &recovered.torn_tail {
+        tracing::warn!(file = %torn.file.display(), offset = torn.offset, "cut a torn tail from the Raft log");
+    }
+    let initial = raft::Storage::initial_state(&storage).map_err(|e| NodeError::Recovery {
+        dir: raft_dir.clone(),
+        reason: e.to_string(),
+    })?;
+    if initial.conf_state.voters.is_empty() {
+        // A new cluster: every configured member is a voter from the start.
+        let voters: Vec<u64> = cluster.members.iter().map(|m| m.id).collect();
+        storage.set_conf_state(&ConfState::from((voters, vec![])));
+        storage.sync().map_err(|e| NodeError::Recovery {
+            dir: raft_dir.clone(),
+            reason: e.to_string(),
+        })?;
+        tracing::info!(
+            members = cluster.members.len(),
+            "bootstrapped a new cluster"
+        );
+    }
+    let commit = initial.hard_state.commit;
+    if store.applied_index() > commit.max(recovered.last_index) {
+        return Err(NodeError::Recovery {
+            dir: config.data_dir.clone(),
+            reason: format!(
+                "the state store is at index {} but the Raft log ends at {}",
+                store.applied_index(),
+                recovered.last_index
+            ),
+        });
+    }
+    let mut replica_config = ReplicaConfig::new(cluster.node_id);
+    replica_config.election_tick = 10;
+    replica_config.min_election_tick = 10;
+    replica_config.max_election_tick = 20;
+    let replica =
+        Replica::new(replica_config, storage, store).map_err(|e| NodeError::Recovery {
+            dir: config.data_dir.clone(),
+            reason: e.to_string(),
+        })?;
+    let peers: Vec<(NodeId, SocketAddr)> = cluster
+        .members
+        .iter()
+        .filter(|m| m.id != cluster.node_id)
+        .map(|m| (NodeId(m.id), m.peer_addr))
+        .collect();
+    transport.set_peers(&peers);
+    let (requests, inbox) = mpsc::channel();
+    let handle = NodeHandle {
+        requests,
+        write_permits: Arc::new(Semaphore::new(config.max_inflight_writes)),
+        metrics: metrics.clone(),
+    };
+    let event_loop = ClusterLoop {
+        config,
+        cluster,
+        replica,
+        transport,
+        metrics,
+        started: Instant::now(),
+    };
+    let thread = std::thread::Builder::new()
+        .name("cluster-loop".into())
+        .spawn(move || event_loop.run(inbox))
+        .map_err(|source| NodeError::Io {
+            what: "spawn event loop",
+            path: PathBuf::new(),
+            source,
+        })?;
+    Ok(Node { handle, thread })
+}
+
+struct ClusterLoop {
+    config: NodeConfig,
+    cluster: ClusterConfig,
+    replica: ClusterReplica,
+    transport: Arc<dyn Transport>,
+    metrics: Arc<Metrics>,
+    started: Instant,
+}
+
+impl ClusterLoop {
+    fn run(mut self, inbox: Receiver<Request>) -> Result<(), NodeError> {
+        let outcome = self.serve(&inbox);
+        if let Err(e) = &outcome {
+            tracing::error!(error = %e, "cluster loop stopped on a fatal error");
+            return outcome;
+        }
+        self.replica.state_mut().checkpoint_now()?;
+        tracing::info!(
+            applied_index = self.replica.state().applied_index(),
+            "cluster loop stopped after a final checkpoint"
+        );
+        Ok(())
+    }
+
+    fn serve(&mut self, inbox: &Receiver<Request>) -> Result<(), NodeError> {
+        let mut next_tick = Instant::now() + self.cluster.tick;
+        let mut was_leader = false;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            let mut shutdown = false;
+            let mut next = match inbox.recv_timeout(wait) {
+                Ok(request) => Some(request),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            };
+            let mut taken = 0;
+            self.replica.set_now(wall_clock());
+            while let Some(request) = next {
+                match request {
+                    Request::Write { operation, reply } => {
+                        self.metrics.batch_events.observe(operation.len() as f64);
+                        self.replica.write(operation, Reply::Write(reply));
+                    }
+                    Request::Read { query, reply } => {
+                        if matches!(query, Query::Status) {
+                            let _ = reply.send(Ok(self.status()));
+                        } else {
+                            self.replica.read(Reply::Read(query, reply));
+                        }
+                    }
+                    Request::Peer(message) => self.replica.step(message),
+                    Request::Shutdown => shutdown = true,
+                }
+                taken += 1;
+                next = if taken < 4096 && !shutdown {
+                    inbox.try_recv().ok()
+                } else {
+                    None
+                };
+            }
+            if Instant::now() >= next_tick {
+                self.replica.tick();
+                next_tick += self.cluster.tick;
+                if next_tick < Instant::now() {
+                    next_tick = Instant::now() + self.cluster.tick;
+                }
+            }
+            let started = Instant::now();
+            let transport = self.transport.clone();
+            self.replica
+                .process_ready(&mut |messages| send_all(&*transport, messages))
+                .map_err(|e| NodeError::Recovery {
+                    dir: self.config.data_dir.clone(),
+                    reason: format!("the Raft log failed: {e}"),
+                })?;
+            self.metrics
+                .fsync_seconds
+                .observe(started.elapsed().as_secs_f64());
+            for output in self.replica.take_outputs() {
+                self.deliver(output);
+            }
+            let leader = self.replica.is_leader();
+            if leader != was_leader {
+                tracing::info!(
+                    term = self.replica.term(),
+                    role = ?self.replica.role(),
+                    "role changed"
+                );
+                was_leader = leader;
+            }
+            self.housekeeping()?;
+            if shutdown {
+                return Ok(());
+            }
+        }
+    }
+
+    fn deliver(&mut self, output: Output<Reply>) {
+        match output {
+            Output::Written { token, written } => {
+                self.metrics.events_applied.inc_by(match &written.results {
+                    bulwark_ledger::BatchResults::Accounts(r) => r.len() as u64,
+                    bulwark_ledger::BatchResults::Transfers(r) => r.len() as u64,
+                });
+                if let Reply::Write(reply) = token {
+                    let _ = reply.send(Ok(WriteOutcome {
+                        results: written.results,
+                        commit_index: written.index,
+                        timestamp: written.timestamp,
+                    }));
+                }
+            }
+            Output::WriteFailed { token, error } | Output::ReadFailed { token, error } => {
+                let error = match error {
+                    ReplicaError::NotLeader { leader } => NodeError::NotLeader { leader },
+                    ReplicaError::Dropped => NodeError::Dropped,
+                    ReplicaError::ReadTimeout => NodeError::NotLeader { leader: None },
+                    ReplicaError::Raft(reason) => NodeError::NotLeader {
+                        leader: {
+                            tracing::debug!(%reason, "raft refused a request");
+                            self.replica.leader()
+                        },
+                    },
+                };
+                match token {
+                    Reply::Write(reply) => {
+                        let _ = reply.send(Err(error));
+                    }
+                    Reply::Read(_, reply) => {
+                        let _ = reply.send(Err(error));
+                    }
+                }
+            }
+            Output::ReadReady { token } => {
+                if let Reply::Read(query, reply) = token {
+                    let _ = reply.send(answer_query(self.replica.state(), query));
+                }
+            }
+        }
+    }
+
+    fn housekeeping(&mut self) -> Result<(), NodeError> {
+        let store = self.replica.state_mut();
+        store.poll_checkpoint()?;
+        if store.memtable_transfers() >= self.config.checkpoint_transfers {
+            store.start_checkpoint();
+        }
+        self.metrics
+            .applied_index
+            .set(self.replica.state().applied_index() as i64);
+        self.metrics
+            .accounts
+            .set(self.replica.state().account_count() as i64);
+        Ok(())
+    }
+
+    fn status(&self) -> ReadOutcome {
+        let raft = &self.replica.raw().raft;
+        let store = self.replica.state();
+        let leader = self.replica.leader();
+        let now = self.started.elapsed();
+        let members = self
+            .cluster
+            .members
+            .iter()
+            .map(|m| {
+                let progress = raft.prs().get(m.id);
+                let match_index = if m.id == self.cluster.node_id {
+                    raft.raft_log.last_index()
+                } else {
+                    progress.map(|p| p.matched).unwrap_or(0)
+                };
+                let lag = raft.raft_log.last_index().saturating_sub(match_index);
+                crate::MemberStatus {
+                    id: m.id,
+                    http_addr: m.http_addr,
+                    match_index: self.replica.is_leader().then_some(match_index),
+                    lag: self.replica.is_leader().then_some(lag),
+                    recent_active: self.replica.is_leader().then(|| {
+                        m.id == self.cluster.node_id
+                            || progress.map(|p| p.recent_active).unwrap_or(false)
+                    }),
+                }
+            })
+            .collect();
+        let _ = now;
+        ReadOutcome {
+            answer: crate::Answer::Status(crate::NodeStatus {
+                applied_index: store.applied_index(),
+                checkpointed_index: store.checkpointed_index(),
+                last_timestamp: store.last_timestamp(),
+                accounts: store.account_count(),
+                log_first_index: raft.raft_log.first_index(),
+                log_last_index: raft.raft_log.last_index(),
+                log_bytes: 0,
+                log_segments: 0,
+                cluster: Some(crate::ClusterStatus {
+                    node_id: self.cluster.node_id,
+                    role: role_name(self.replica.role()),
+                    term: self.replica.term(),
+                    leader,
+                    commit_index: self.replica.commit_index(),
+                    members,
+                }),
+            }),
+            applied_index: store.applied_index(),
+        }
+    }
+}
+
+fn send_all(transport: &dyn Transport, messages: Vec<Message>) {
+    for message in messages {
+        match message.write_to_bytes() {
+            Ok(bytes) => transport.send(NodeId(message.to), bytes),
+            Err(e) => tracing::error!(error = %e, "cannot encode a Raft message"),
+        }
+    }
+}
+
+/// Decodes a peer's frame into a Raft message; frames that do not decode are dropped (the
+/// transport already checked their checksum, so this is a peer of another version).
+pub fn decode_peer_message(from: u64, payload: &[u8]) -> Option<Message> {
+    match Message::parse_from_bytes(payload) {
+        Ok(message) if message.from == from => Some(message),
+        Ok(message) => {
+            tracing::warn!(
+                from,
+                claimed = message.from,
+                "dropped a Raft message whose sender does not match its connection"
+            );
+            None
+        }
+        Err(e) => {
+            tracing::warn!(from, error = %e, "dropped a peer frame that is not a Raft message");
+            None
+        }
+    }
+}
+
+fn role_name(role: StateRole) -> &'static str {
+    match role {
+        StateRole::Leader => "leader",
+        StateRole::Follower => "follower",
+        StateRole::Candidate => "candidate",
+        StateRole::PreCandidate => "pre_candidate",
+    }
+}
+
+fn wall_clock() -> Timestamp {
+    Timestamp(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0),
+    )
+}
