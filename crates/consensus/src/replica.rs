@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use bulwark_ledger::{codec, Batch, BatchResults, Operation, StateMachine, Timestamp};
-use raft::eraftpb::{ConfChangeV2, Entry, EntryType, Message};
+use raft::eraftpb::{ConfChangeV2, Entry, EntryType, Message, Snapshot};
 use raft::{RawNode, StateRole};
 
 use crate::storage::RaftStorage;
@@ -128,13 +128,32 @@ pub struct Replica<S: RaftStorage, M: StateMachine, T> {
     outputs: Vec<Output<T>>,
     /// The shell's wall clock, set before writes; used only to pick proposal timestamps.
     now: Timestamp,
+    /// Followers sent a snapshot, and the tick it was sent at: if one stays unanswered (the
+    /// message was lost), Raft is told it failed so that it tries again.
+    snapshots_sent: HashMap<u64, u64>,
+    /// Index of the last membership change applied: a snapshot offered at a checkpoint before
+    /// it would carry the wrong configuration.
+    last_conf_change: u64,
 }
 
 impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
     /// A replica over recovered storage and a state machine at its checkpoint. The storage must
     /// already hold the initial configuration (voters) for a new cluster.
-    pub fn new(config: ReplicaConfig, storage: S, state: M) -> Result<Self, ReplicaError> {
+    pub fn new(config: ReplicaConfig, mut storage: S, state: M) -> Result<Self, ReplicaError> {
         let logger = slog::Logger::root(slog::Discard, slog::o!());
+        // The state may have applied entries whose commit index was not yet synced in the hard
+        // state: they were committed (only committed entries are applied), so say so durably
+        // before Raft checks `applied <= commit`.
+        let initial = raft::Storage::initial_state(&storage)
+            .map_err(|e| ReplicaError::Raft(e.to_string()))?;
+        if initial.hard_state.commit < state.applied_index() {
+            let mut hs = initial.hard_state.clone();
+            hs.commit = state.applied_index();
+            storage.set_hard_state(&hs);
+            storage
+                .sync()
+                .map_err(|e| ReplicaError::Raft(e.to_string()))?;
+        }
         let raft_config = config.raft_config(state.applied_index());
         raft_config
             .validate()
@@ -158,6 +177,8 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
             next_read_round: 1,
             outputs: Vec::new(),
             now: Timestamp(0),
+            last_conf_change: 0,
+            snapshots_sent: HashMap::new(),
         })
     }
 
@@ -219,6 +240,45 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
         self.ticks += 1;
         self.raw.tick();
         self.expire_reads();
+        self.retry_lost_snapshots();
+    }
+
+    fn retry_lost_snapshots(&mut self) {
+        let patience = 4 * self.config.election_tick as u64;
+        let ticks = self.ticks;
+        let stale: Vec<u64> = self
+            .snapshots_sent
+            .iter()
+            .filter(|(_, sent)| ticks - **sent > patience)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            self.snapshots_sent.remove(&id);
+            let waiting = self
+                .raw
+                .raft
+                .prs()
+                .get(id)
+                .is_some_and(|p| p.state == raft::ProgressState::Snapshot);
+            if waiting {
+                self.raw.report_snapshot(id, raft::SnapshotStatus::Failure);
+            }
+        }
+    }
+
+    /// Sends messages through the shell, remembering snapshots sent.
+    fn send_noting_snapshots(
+        snapshots_sent: &mut HashMap<u64, u64>,
+        ticks: u64,
+        send: &mut impl FnMut(Vec<Message>),
+        messages: Vec<Message>,
+    ) {
+        for m in &messages {
+            if m.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot {
+                snapshots_sent.insert(m.to, ticks);
+            }
+        }
+        send(messages);
     }
 
     pub fn campaign(&mut self) -> Result<(), ReplicaError> {
@@ -259,6 +319,36 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
         self.raw
             .propose_conf_change(Vec::new(), change)
             .map_err(|e| ReplicaError::Raft(e.to_string()))
+    }
+
+    /// After the state checkpointed at `checkpoint`: offer that checkpoint as the snapshot for
+    /// lagging followers (with `data` telling them where to fetch it), and drop the Raft log up
+    /// to `keep` entries before it.
+    pub fn compact(
+        &mut self,
+        checkpoint: u64,
+        keep: u64,
+        data: Vec<u8>,
+    ) -> Result<(), crate::storage::StorageError> {
+        if checkpoint < self.last_conf_change || checkpoint > self.state.applied_index() {
+            return Ok(());
+        }
+        let Ok(term) = raft::Storage::term(self.raw.store(), checkpoint) else {
+            return Ok(());
+        };
+        let mut snapshot = Snapshot::default();
+        snapshot.data = data.into();
+        let meta = snapshot.mut_metadata();
+        meta.index = checkpoint;
+        meta.term = term;
+        meta.set_conf_state(self.raw.raft.prs().conf().to_conf_state());
+        let store = self.raw.mut_store();
+        store.set_snapshot_offer(Some(snapshot));
+        let through = checkpoint.saturating_sub(keep);
+        if through > raft::Storage::first_index(store).unwrap_or(1) {
+            store.compact(through)?;
+        }
+        Ok(())
     }
 
     /// Everything the shell must do now. Call after every batch of inputs.
@@ -314,6 +404,7 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
     pub fn process_ready(
         &mut self,
         send: &mut impl FnMut(Vec<Message>),
+        install: &mut impl FnMut(&mut M, &Snapshot) -> Result<(), String>,
     ) -> Result<(), crate::storage::StorageError> {
         if !self.new_reads.is_empty() {
             let round = self.next_read_round;
@@ -340,11 +431,30 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
             }
         }
         if !ready.messages().is_empty() {
-            send(ready.take_messages());
+            Self::send_noting_snapshots(
+                &mut self.snapshots_sent,
+                self.ticks,
+                send,
+                ready.take_messages(),
+            );
         }
         if !ready.snapshot().is_empty() {
-            // Snapshot installation is the shell's (it owns the state files): not yet supported.
-            panic!("snapshot installation is not supported by this replica yet");
+            // The shell replaces the state with the leader's checkpoint (at or after the
+            // snapshot's index); entries up to the state's applied index are then skipped.
+            let snapshot = ready.snapshot().clone();
+            install(&mut self.state, &snapshot).map_err(|reason| {
+                crate::storage::StorageError::SnapshotInstall {
+                    index: snapshot.get_metadata().index,
+                    reason,
+                }
+            })?;
+            assert!(
+                self.state.applied_index() >= snapshot.get_metadata().index,
+                "an installed snapshot covers its index"
+            );
+            self.raw
+                .mut_store()
+                .install_snapshot(snapshot.get_metadata())?;
         }
         for state in ready.take_read_states() {
             let round = u64::from_le_bytes(state.request_ctx[..8].try_into().expect("8 bytes"));
@@ -372,7 +482,12 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
             self.raw.mut_store().set_hard_state(&hs);
         }
         if !light.messages().is_empty() {
-            send(light.take_messages());
+            Self::send_noting_snapshots(
+                &mut self.snapshots_sent,
+                self.ticks,
+                send,
+                light.take_messages(),
+            );
         }
         let committed = light.take_committed_entries();
         self.apply_entries(committed);
@@ -385,6 +500,10 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
     fn apply_entries(&mut self, entries: Vec<Entry>) {
         for entry in entries {
             let index = entry.index;
+            if index <= self.state.applied_index() {
+                // Already in the state (it came with an installed snapshot).
+                continue;
+            }
             match entry.get_entry_type() {
                 EntryType::EntryNormal if entry.data.is_empty() => {
                     self.state.skip_index(index);
@@ -432,6 +551,7 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
                     if let Ok(conf_state) = self.raw.apply_conf_change(&change) {
                         self.raw.mut_store().set_conf_state(&conf_state);
                     }
+                    self.last_conf_change = index;
                     self.state.skip_index(index);
                 }
             }

@@ -53,6 +53,8 @@ pub struct SimReport {
     pub messages_delivered: u64,
     pub messages_dropped: u64,
     pub final_applied_index: u64,
+    pub checkpoints: u64,
+    pub snapshots_installed: u64,
 }
 
 /// splitmix64: small, fast and good enough to drive fault choices.
@@ -139,6 +141,8 @@ type SimReplica = Replica<MemRaftStorage, Recorder, u64>;
 struct Node {
     id: u64,
     replica: Option<SimReplica>,
+    /// The node's last durable checkpoint of its state: what it restarts from.
+    checkpoint: Recorder,
     /// What survives a crash: the synced storage. Set while the node is down.
     durable: Option<MemRaftStorage>,
     election_tick: usize,
@@ -176,6 +180,9 @@ pub struct Sim {
     workload: bool,
     /// Read token -> the highest index acknowledged when the read was issued.
     reads: BTreeMap<u64, u64>,
+    /// Every checkpoint taken, by index: what a snapshot at that index installs (all replicas
+    /// hold the same state at the same index, as the checks verify).
+    snapshots: BTreeMap<u64, Recorder>,
     report: SimReport,
 }
 
@@ -207,15 +214,21 @@ impl Sim {
     pub fn new(config: SimConfig) -> Sim {
         let mut rng = SimRng::new(config.seed);
         let voters: Vec<u64> = (1..=config.nodes).collect();
+        // Fixed election timeouts drawn from the seed, all different: with equal ones, replicas
+        // could campaign in lockstep and split the vote forever, which real randomized timeouts
+        // make vanishingly unlikely.
+        let mut ticks: Vec<u64> = (0..config.nodes).map(|i| 10 + 3 * i).collect();
+        shuffle(&mut rng, &mut ticks);
         let nodes = voters
             .iter()
             .map(|&id| {
-                let election_tick = 10 + rng.below(10) as usize;
+                let election_tick = (ticks[(id - 1) as usize] + rng.below(3)) as usize;
                 let mut storage = MemRaftStorage::new();
                 storage.set_conf_state(&ConfState::from((voters.clone(), vec![])));
                 let mut node = Node {
                     id,
                     replica: None,
+                    checkpoint: Recorder::default(),
                     durable: Some(storage),
                     election_tick,
                     restart_at: 0,
@@ -243,6 +256,7 @@ impl Sim {
             accounts_created: false,
             workload: true,
             reads: BTreeMap::new(),
+            snapshots: BTreeMap::new(),
             report: SimReport::default(),
         }
     }
@@ -411,12 +425,48 @@ impl Sim {
             };
             // Process until quiet: a Ready may make another (e.g. a single-node commit).
             for _ in 0..4 {
+                let mut installed = None;
+                let snapshots = &self.snapshots;
                 replica
-                    .process_ready(&mut |messages| outbox.extend(messages))
+                    .process_ready(
+                        &mut |messages| outbox.extend(messages),
+                        &mut |state, snapshot| {
+                            let index = u64::from_le_bytes(
+                                snapshot.data[..8]
+                                    .try_into()
+                                    .map_err(|_| "short snapshot data")?,
+                            );
+                            let copy = snapshots
+                                .get(&index)
+                                .ok_or_else(|| format!("no checkpoint at {index}"))?;
+                            *state = copy.clone();
+                            installed = Some(copy.clone());
+                            self.report.snapshots_installed += 1;
+                            Ok(())
+                        },
+                    )
                     .expect("in-memory storage does not fail");
+                if let Some(state) = installed {
+                    node.checkpoint = state;
+                }
                 outputs.extend(replica.take_outputs().into_iter().map(|o| (node.id, o)));
                 if !replica.raw().has_ready() {
                     break;
+                }
+            }
+            // Now and then the node checkpoints its state, offers it as a snapshot and
+            // compacts its log behind it, keeping only a few entries.
+            if self.rng.chance(25) {
+                let state = replica.state().clone();
+                let index = state.applied_index();
+                if index > 0 {
+                    let keep = self.rng.below(8);
+                    replica
+                        .compact(index, keep, index.to_le_bytes().to_vec())
+                        .expect("in-memory storage does not fail");
+                    self.snapshots.insert(index, state.clone());
+                    node.checkpoint = state;
+                    self.report.checkpoints += 1;
                 }
             }
         }
@@ -660,8 +710,33 @@ impl Sim {
     /// Liveness and convergence once healed: one leader, every replica at the same applied index
     /// with the same state, every acknowledged write applied, and a new write commits.
     fn check_converged(&mut self) -> Result<(), Violation> {
+        // Healed, a leader must emerge within a few election timeouts (one may be under way).
+        for _ in 0..200 {
+            if self.current_leader().is_some() {
+                break;
+            }
+            self.step(false)?;
+        }
         let Some(leader) = self.current_leader() else {
-            return Err(self.violation("no leader after healing".into()));
+            let detail: Vec<String> = self
+                .nodes
+                .iter()
+                .filter_map(|n| n.replica.as_ref())
+                .map(|r| {
+                    format!(
+                        "node {} {:?} term {} commit {} last {} (term {}) applied {} first {}",
+                        r.id(),
+                        r.role(),
+                        r.term(),
+                        r.commit_index(),
+                        r.raw().raft.raft_log.last_index(),
+                        r.raw().raft.raft_log.last_term(),
+                        r.state().applied_index(),
+                        r.raw().raft.raft_log.first_index()
+                    )
+                })
+                .collect();
+            return Err(self.violation(format!("no leader after healing: {}", detail.join("; "))));
         };
         let probe = 1 << 40;
         let transfer = NewTransfer {
@@ -739,7 +814,8 @@ fn start(node: &mut Node) {
     config.min_election_tick = node.election_tick;
     config.max_election_tick = node.election_tick + 1;
     // A restarted replica rebuilds its state by applying the log from the start.
-    let replica = Replica::new(config, storage, Recorder::default()).expect("valid config");
+    // A restarted replica resumes from its checkpoint; Raft replays the log after it.
+    let replica = Replica::new(config, storage, node.checkpoint.clone()).expect("valid config");
     node.replica = Some(replica);
 }
 

@@ -90,6 +90,8 @@ pub trait RaftStorage: raft::Storage {
 /// Errors of the Raft storage. (Raft's own read errors are `raft::StorageError`, inside `raft::Error`.)
 #[derive(thiserror::Error, Debug)]
 pub enum StorageError {
+    #[error("installing the snapshot at index {index} failed: {reason}")]
+    SnapshotInstall { index: u64, reason: String },
     #[error(transparent)]
     Wal(#[from] WalError),
     #[error("raft storage I/O error: {op} {}: {source}", path.display())]

@@ -26,6 +26,8 @@ fn run_many(nodes: u64, first_seed: u64) -> SimReport {
                 total.leaders_elected += r.leaders_elected;
                 total.messages_dropped += r.messages_dropped;
                 total.messages_delivered += r.messages_delivered;
+                total.checkpoints += r.checkpoints;
+                total.snapshots_installed += r.snapshots_installed;
             }
             Err(violation) => panic!("{violation}"),
         }
@@ -52,6 +54,11 @@ fn assert_faults_happened(total: &SimReport) {
         "too few writes: {total:?}"
     );
     assert!(total.reads_served >= n, "too few reads: {total:?}");
+    assert!(total.checkpoints >= n, "too few checkpoints: {total:?}");
+    assert!(
+        total.snapshots_installed > 0,
+        "no follower caught up by snapshot: {total:?}"
+    );
 }
 
 #[test]
