@@ -607,3 +607,389 @@ pub fn seed(default: u64) -> u64 {
         .and_then(|s| s.parse().ok())
         .unwrap_or(default)
 }
+
+/// `count` consecutive ports on 127.0.0.1, below the kernel's ephemeral range (so that no
+/// outgoing connection borrows one between a node's kill and its restart), each free a moment
+/// ago. The start is drawn at random, so tests running in parallel (threads or processes) do
+/// not collide.
+pub fn free_port_range(count: u16) -> u16 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut rng = Rng::new(
+        nanos ^ (u64::from(std::process::id()) << 32) ^ CALLS.fetch_add(1, Ordering::Relaxed),
+    );
+    for _attempt in 0..1000 {
+        let base = rng.range(12_000, 32_000 - u64::from(count)) as u16;
+        let all_free = (base..base + count).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no {count} consecutive free ports found");
+}
+
+/// One member of a test cluster: its id and ports.
+#[derive(Clone, Debug)]
+pub struct MemberAddr {
+    pub id: u64,
+    pub peer_port: u16,
+    pub http_port: u16,
+}
+
+impl MemberAddr {
+    /// The `--member` value: `ID=PEER_ADDR=HTTP_ADDR`.
+    pub fn arg(&self) -> String {
+        format!(
+            "{}=127.0.0.1:{}=127.0.0.1:{}",
+            self.id, self.peer_port, self.http_port
+        )
+    }
+}
+
+/// `n` members with ids `1..=n` on fresh ports.
+pub fn cluster_members(n: u64) -> Vec<MemberAddr> {
+    let base = free_port_range(2 * n as u16);
+    (1..=n)
+        .map(|id| MemberAddr {
+            id,
+            peer_port: base + (id - 1) as u16,
+            http_port: base + (n + id - 1) as u16,
+        })
+        .collect()
+}
+
+/// The `bulwark start` options of member `id` of `members`: `--node-id` and every `--member`.
+pub fn member_args(id: u64, members: &[MemberAddr]) -> Vec<String> {
+    let mut args = vec!["--node-id".to_string(), id.to_string()];
+    for m in members {
+        args.push("--member".into());
+        args.push(m.arg());
+    }
+    args
+}
+
+/// One `bulwark start` cluster member process on its own data directory, across kills and
+/// restarts. Its ports are fixed (every member's `--member` list names them).
+pub struct ClusterNode {
+    pub id: u64,
+    pub data_dir: PathBuf,
+    pub http_port: u16,
+    pub peer_port: u16,
+    logs: TempDir,
+    args: Vec<String>,
+    child: Option<Child>,
+    runs: usize,
+    pub http: Http,
+}
+
+impl ClusterNode {
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the node is running").id()
+    }
+
+    fn log_path(&self, run: usize) -> PathBuf {
+        self.logs.path().join(format!("run-{run}.log"))
+    }
+
+    /// The stderr of the latest run, without colour codes.
+    pub fn last_log(&self) -> String {
+        self.log_of(self.runs)
+    }
+
+    pub fn log_of(&self, run: usize) -> String {
+        strip_ansi(&std::fs::read_to_string(self.log_path(run)).unwrap_or_default())
+    }
+
+    /// Starts the process (again) on its data directory and waits until `/health/live` answers
+    /// (that is, the node recovered and serves HTTP; it need not have a leader). Retries a few
+    /// times if a port is still taken; panics, with the log, if the node exits otherwise.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "node {} is already running", self.id);
+        for attempt in 0..10 {
+            self.http = Http::new(self.http_port);
+            self.runs += 1;
+            // `--listen` is ignored in cluster mode (the HTTP address is this member's).
+            let mut child = start_command(
+                &self.data_dir,
+                self.http_port,
+                &self.args,
+                &self.log_path(self.runs),
+            )
+            .spawn()
+            .expect("spawn bulwark start");
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                if let Some(status) = child.try_wait().expect("try_wait") {
+                    let log = self.last_log();
+                    if log.contains("cannot listen") && attempt < 9 {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        break;
+                    }
+                    panic!("node {} exited with {status} at start:\n{log}", self.id);
+                }
+                if self.http.live().await {
+                    self.child = Some(child);
+                    return;
+                }
+                if Instant::now() >= deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "node {} did not answer /health/live within 60 s:\n{}",
+                        self.id,
+                        self.last_log()
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        panic!("node {}: its ports stayed taken", self.id);
+    }
+
+    /// Panics, with the log, if the process has exited on its own.
+    pub fn assert_running(&mut self) {
+        let id = self.id;
+        let child = self.child.as_mut().expect("the node was started");
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            panic!(
+                "node {id} exited on its own with {status}:\n{}",
+                self.last_log()
+            );
+        }
+    }
+
+    /// `kill -9`.
+    pub fn kill9(&mut self) {
+        self.assert_running();
+        let mut child = self.child.take().expect("the node is running");
+        child.kill().expect("SIGKILL the node");
+        child.wait().expect("reap the node");
+    }
+
+    /// `SIGTERM`: a graceful shutdown; returns the exit status.
+    pub fn sigterm(&mut self) -> ExitStatus {
+        self.assert_running();
+        let mut child = self.child.take().expect("the node is running");
+        // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
+        let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(rc, 0, "kill(SIGTERM) failed");
+        match wait_exit(&mut child, Duration::from_secs(60)) {
+            Some(status) => status,
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "node {} did not stop within 60 s of SIGTERM:\n{}",
+                    self.id,
+                    self.last_log()
+                );
+            }
+        }
+    }
+
+    /// `GET /v1/status`, or `None` if the node does not answer it with 200.
+    pub async fn try_status(&self) -> Option<Value> {
+        self.child.as_ref()?;
+        match self.http.try_get("/v1/status").await {
+            Ok(r) if r.status == 200 => Some(r.json),
+            _ => None,
+        }
+    }
+}
+
+impl Drop for ClusterNode {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A cluster of `bulwark start` processes on 127.0.0.1, each on its own temporary data
+/// directory, ids `1..=n`.
+pub struct Cluster {
+    pub nodes: Vec<ClusterNode>,
+    pub members: Vec<MemberAddr>,
+    _data: TempDir,
+}
+
+impl Cluster {
+    /// Starts `n` members with `extra` options each (`--tick-ms`, `--checkpoint-transfers`, ...)
+    /// and waits until every one serves HTTP.
+    pub async fn start(n: u64, extra: &[&str]) -> Cluster {
+        let data = tempfile::Builder::new()
+            .prefix("bulwark-test-cluster")
+            .tempdir()
+            .expect("tempdir");
+        let members = cluster_members(n);
+        let mut nodes = Vec::new();
+        for m in &members {
+            let mut args = member_args(m.id, &members);
+            args.extend(extra.iter().map(|s| s.to_string()));
+            nodes.push(ClusterNode {
+                id: m.id,
+                data_dir: data.path().join(format!("node-{}", m.id)),
+                http_port: m.http_port,
+                peer_port: m.peer_port,
+                logs: tempfile::Builder::new()
+                    .prefix("bulwark-test-logs")
+                    .tempdir()
+                    .expect("tempdir"),
+                args,
+                child: None,
+                runs: 0,
+                http: Http::new(m.http_port),
+            });
+        }
+        // Spawn all before waiting for any, so that they find each other quickly.
+        let starts = nodes.iter_mut().map(|n| n.restart());
+        futures_join_all(starts).await;
+        Cluster {
+            nodes,
+            members,
+            _data: data,
+        }
+    }
+
+    /// The member with this id.
+    pub fn node(&self, id: u64) -> &ClusterNode {
+        self.nodes.iter().find(|n| n.id == id).expect("a member id")
+    }
+
+    pub fn node_mut(&mut self, id: u64) -> &mut ClusterNode {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.id == id)
+            .expect("a member id")
+    }
+
+    /// Every running node's status (in id order); nodes that do not answer are left out.
+    pub async fn statuses(&self) -> Vec<(u64, Value)> {
+        let mut out = Vec::new();
+        for n in &self.nodes {
+            if let Some(s) = n.try_status().await {
+                out.push((n.id, s));
+            }
+        }
+        out
+    }
+
+    /// A node that reports itself leader, of the highest term among such reports, if any.
+    pub async fn current_leader(&self) -> Option<u64> {
+        self.statuses()
+            .await
+            .into_iter()
+            .filter(|(_, s)| s["role"] == "leader")
+            .max_by_key(|(_, s)| s["term"].as_u64().unwrap_or(0))
+            .map(|(id, _)| id)
+    }
+
+    /// Waits up to `limit` for a leader that every running node agrees on (each running node
+    /// reports `leader_id` = it, and it reports itself leader). Panics with the logs if none.
+    pub async fn wait_leader(&self, limit: Duration) -> u64 {
+        let deadline = Instant::now() + limit;
+        loop {
+            let statuses = self.statuses().await;
+            let running = self.nodes.iter().filter(|n| n.is_running()).count();
+            if statuses.len() == running {
+                if let Some((leader, _)) = statuses.iter().find(|(_, s)| s["role"] == "leader") {
+                    let agreed = statuses
+                        .iter()
+                        .all(|(_, s)| s["leader_id"].as_u64() == Some(*leader));
+                    if agreed {
+                        return *leader;
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "no agreed leader within {limit:?}; statuses: {statuses:?}\n{}",
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits up to `limit` until every running node has applied the same index as the leader's
+    /// commit index (the cluster is quiet and converged); returns that index.
+    pub async fn wait_converged(&self, limit: Duration) -> u64 {
+        let deadline = Instant::now() + limit;
+        loop {
+            let statuses = self.statuses().await;
+            let running = self.nodes.iter().filter(|n| n.is_running()).count();
+            let leader_commit = statuses
+                .iter()
+                .find(|(_, s)| s["role"] == "leader")
+                .and_then(|(_, s)| s["commit_index"].as_u64());
+            if let Some(commit) = leader_commit {
+                let all_applied = statuses
+                    .iter()
+                    .all(|(_, s)| s["applied_index"].as_u64() == Some(commit));
+                if statuses.len() == running && all_applied {
+                    return commit;
+                }
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "the nodes did not converge within {limit:?}; statuses: {statuses:?}\n{}",
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The tail of every node's latest log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for n in &self.nodes {
+            let log = n.last_log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+            out.push_str(&format!(
+                "--- node {} (run {}), last 40 lines ---\n{tail}\n",
+                n.id, n.runs
+            ));
+        }
+        out
+    }
+}
+
+/// Awaits every future concurrently (a tiny `join_all` without the `futures` crate).
+pub async fn futures_join_all<F: std::future::Future>(
+    futures: impl IntoIterator<Item = F>,
+) -> Vec<F::Output> {
+    let mut pinned: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in pinned.iter_mut().enumerate() {
+            if outputs[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => outputs[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs
+        .into_iter()
+        .map(|o| o.expect("every future finished"))
+        .collect()
+}
