@@ -89,6 +89,13 @@ impl From<NodeError> for ApiError {
                           applied; retry it (ids make the retry safe)"
                     .into(),
             },
+            NodeError::OutcomeUnknown => ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "outcome_unknown",
+                message: "the leader lost its majority before the write committed: it may or may \
+                          not be applied; retry it with the same ids (a retry never applies it twice)"
+                    .into(),
+            },
             other => {
                 tracing::error!(error = %other, "request failed in the node");
                 ApiError {

@@ -76,6 +76,7 @@ pub fn cluster_router(node: NodeHandle, node_id: u64, peers: HashMap<u64, Socket
         .route("/v1/accounts/{id}/transfers", get(get_account_transfers))
         .route("/v1/status", get(status))
         .route("/metrics", get(metrics_text))
+        .route("/internal/v1/snapshot", get(snapshot))
         .route("/health/live", get(|| async { "ok" }))
         .route("/health/ready", get(|| async { "ok" }))
         .fallback(not_found)
@@ -276,13 +277,24 @@ struct HistoryParams {
     consistency: Option<Consistency>,
 }
 
-/// A single node is always its own leader, so both read paths see the same state; the option is
-/// parsed now so that clients written against a cluster work unchanged.
+/// Linearizable (the default) reads wait for a Raft read index; `stale` reads answer from this
+/// node's state at once, even without a leader. A single node is its own leader: both are current.
 #[derive(Deserialize, Clone, Copy)]
 #[serde(rename_all = "snake_case")]
 enum Consistency {
     Linearizable,
     Stale,
+}
+
+async fn read(
+    state: &AppState,
+    query: NodeQuery,
+    consistency: Option<Consistency>,
+) -> Result<bulwark_node::ReadOutcome, ApiError> {
+    match consistency {
+        Some(Consistency::Stale) => Ok(state.node.read_stale(query).await?),
+        Some(Consistency::Linearizable) | None => Ok(state.node.read(query).await?),
+    }
 }
 
 fn query<T: serde::de::DeserializeOwned>(
@@ -322,9 +334,9 @@ async fn get_account(
     Path(raw): Path<String>,
     params: Result<Query<ReadParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let _consistency = query(params)?.consistency;
+    let consistency = query(params)?.consistency;
     let id = AccountId(path_id(&raw, "account")?);
-    let read = state.node.read(NodeQuery::Account(id)).await?;
+    let read = read(&state, NodeQuery::Account(id), consistency).await?;
     match read.answer {
         Answer::Account(Some(a)) => {
             Ok(read_response(json::AccountOut::from(a), read.applied_index))
@@ -342,9 +354,9 @@ async fn get_transfer(
     Path(raw): Path<String>,
     params: Result<Query<ReadParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let _consistency = query(params)?.consistency;
+    let consistency = query(params)?.consistency;
     let id = TransferId(path_id(&raw, "transfer")?);
-    let read = state.node.read(NodeQuery::Transfer(id)).await?;
+    let read = read(&state, NodeQuery::Transfer(id), consistency).await?;
     match read.answer {
         Answer::Transfer(Some((t, status))) => Ok(read_response(
             json::TransferOut::new(t, status, None),
@@ -364,7 +376,7 @@ async fn get_account_transfers(
     params: Result<Query<HistoryParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let params = query(params)?;
-    let _consistency = params.consistency;
+    let consistency = params.consistency;
     let id = AccountId(path_id(&raw, "account")?);
     let limit = params.limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
     if limit == 0 || limit > MAX_BATCH_EVENTS {
@@ -374,14 +386,16 @@ async fn get_account_transfers(
         ));
     }
     let after = Timestamp(params.after.unwrap_or(0));
-    let read = state
-        .node
-        .read(NodeQuery::AccountTransfers {
+    let read = read(
+        &state,
+        NodeQuery::AccountTransfers {
             account: id,
             after,
             limit,
-        })
-        .await?;
+        },
+        consistency,
+    )
+    .await?;
     match read.answer {
         Answer::AccountTransfers(Some(page)) => {
             let next_after = (page.len() == limit).then(|| page[page.len() - 1].0.timestamp.0);
@@ -458,6 +472,69 @@ async fn status(State(state): State<AppState>) -> Result<Response, ApiError> {
         }),
     };
     Ok(read_response(body, read.applied_index))
+}
+
+/// Streams a consistent snapshot of this node's last checkpoint (a follower catching up).
+async fn snapshot(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let Some(source) = state.node.snapshot_source() else {
+        return Err(ApiError::not_found(
+            "no_snapshot",
+            "this node has no checkpoint to send",
+        ));
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+    tokio::task::spawn_blocking(move || {
+        let mut writer = ChannelWriter {
+            tx,
+            buffer: Vec::with_capacity(CHUNK),
+        };
+        match source.export(&mut writer) {
+            Ok(info) => tracing::info!(
+                applied_index = info.applied_index,
+                rows = info.rows,
+                "sent a snapshot"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "sending a snapshot failed");
+                let _ = writer.tx.blocking_send(Err(std::io::Error::other(e)));
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    });
+    Ok(axum::body::Body::from_stream(stream).into_response())
+}
+
+const CHUNK: usize = 256 << 10;
+
+/// Hands what the snapshot exporter writes to the HTTP body in chunks, with backpressure.
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    buffer: Vec<u8>,
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(data);
+        if self.buffer.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(
+            &mut self.buffer,
+            Vec::with_capacity(CHUNK),
+        ));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::other("the receiver hung up"))
+    }
 }
 
 async fn metrics_text(State(state): State<AppState>, _headers: HeaderMap) -> Response {

@@ -89,7 +89,7 @@ pub async fn run(args: FailoverArgs) -> ExitCode {
     let interrupted = async {
         #[cfg(unix)]
         {
-            use tokio::signal::unix::{SignalKind, signal};
+            use tokio::signal::unix::{signal, SignalKind};
             match signal(SignalKind::terminate()) {
                 Ok(mut term) => tokio::select! {
                     _ = tokio::signal::ctrl_c() => {}
@@ -907,13 +907,11 @@ mod tests {
             st(3, "follower", Some(2), 100),
         ];
         assert!(in_sync(&split).is_err());
-        assert!(
-            in_sync(&[
-                st(1, "follower", Some(2), 1),
-                None,
-                st(3, "follower", Some(2), 1)
-            ])
-            .is_err()
-        );
+        assert!(in_sync(&[
+            st(1, "follower", Some(2), 1),
+            None,
+            st(3, "follower", Some(2), 1)
+        ])
+        .is_err());
     }
 }

@@ -6,6 +6,7 @@
 //! an error.
 
 mod bench;
+mod bench_failover;
 mod client;
 mod cluster_cmd;
 mod server;
@@ -38,6 +39,10 @@ enum Command {
     History(client::HistoryArgs),
     /// Load-test a running node (or one started on a temporary directory).
     Bench(bench::BenchArgs),
+    /// Measure leader failover: start a local cluster, kill its leader again and again, time
+    /// how long writes stop.
+    #[command(name = "bench-failover")]
+    BenchFailover(bench_failover::FailoverArgs),
     /// Run a local cluster, or show a cluster's replication status.
     #[command(subcommand)]
     Cluster(cluster_cmd::ClusterCommand),
@@ -62,6 +67,7 @@ fn main() -> ExitCode {
             Command::Transfer(args) => client::transfer(args).await,
             Command::History(args) => client::history(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::BenchFailover(args) => bench_failover::run(args).await,
             Command::Cluster(cmd) => cluster_cmd::run(cmd).await,
         }
     })

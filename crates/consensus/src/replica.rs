@@ -66,6 +66,9 @@ pub enum ReplicaError {
     Dropped,
     #[error("no leader answered the read in time")]
     ReadTimeout,
+    /// This node stopped leading before the write committed: it may or may not be applied.
+    #[error("leadership was lost before the write committed; its outcome is unknown")]
+    Indeterminate,
     #[error("raft refused: {0}")]
     Raft(String),
 }
@@ -336,8 +339,10 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
         let Ok(term) = raft::Storage::term(self.raw.store(), checkpoint) else {
             return Ok(());
         };
-        let mut snapshot = Snapshot::default();
-        snapshot.data = data.into();
+        let mut snapshot = Snapshot {
+            data: data.into(),
+            ..Snapshot::default()
+        };
         let meta = snapshot.mut_metadata();
         meta.index = checkpoint;
         meta.term = term;
@@ -428,6 +433,16 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
         if let Some(ss) = ready.ss() {
             if ss.raft_state != StateRole::Leader {
                 self.leader_ready = false;
+                // This node can no longer tell whether its pending proposals will commit (a
+                // new leader may still commit them): say so now rather than leave callers
+                // waiting. Retrying with the same ids is safe.
+                for (_, (_, token)) in self.proposals.drain() {
+                    self.outputs.push(Output::WriteFailed {
+                        token,
+                        error: ReplicaError::Indeterminate,
+                    });
+                }
+                self.proposal_index.clear();
             }
         }
         if !ready.messages().is_empty() {

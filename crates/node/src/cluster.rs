@@ -156,9 +156,13 @@ pub fn start_cluster(
         .collect();
     transport.set_peers(&peers);
     let (requests, inbox) = mpsc::channel();
+    let snapshots = Arc::new(std::sync::Mutex::new(Some(
+        replica.state().snapshot_source(),
+    )));
     let handle = NodeHandle {
         requests,
         write_permits: Arc::new(Semaphore::new(config.max_inflight_writes)),
+        snapshots: snapshots.clone(),
         metrics: metrics.clone(),
     };
     let event_loop = ClusterLoop {
@@ -167,7 +171,7 @@ pub fn start_cluster(
         replica,
         transport,
         metrics,
-        started: Instant::now(),
+        snapshots,
     };
     let thread = std::thread::Builder::new()
         .name("cluster-loop".into())
@@ -186,8 +190,12 @@ struct ClusterLoop {
     replica: ClusterReplica,
     transport: Arc<dyn Transport>,
     metrics: Arc<Metrics>,
-    started: Instant,
+    snapshots: Arc<std::sync::Mutex<Option<bulwark_store::snapshot::SnapshotSource>>>,
 }
+
+/// Raft log entries kept behind a checkpoint, so that a follower a little behind catches up
+/// from the log rather than by snapshot.
+const KEEP_ENTRIES: u64 = 256;
 
 impl ClusterLoop {
     fn run(mut self, inbox: Receiver<Request>) -> Result<(), NodeError> {
@@ -223,9 +231,15 @@ impl ClusterLoop {
                         self.metrics.batch_events.observe(operation.len() as f64);
                         self.replica.write(operation, Reply::Write(reply));
                     }
-                    Request::Read { query, reply } => {
+                    Request::Read {
+                        query,
+                        stale,
+                        reply,
+                    } => {
                         if matches!(query, Query::Status) {
                             let _ = reply.send(Ok(self.status()));
+                        } else if stale {
+                            let _ = reply.send(answer_query(self.replica.state(), query));
                         } else {
                             self.replica.read(Reply::Read(query, reply));
                         }
@@ -249,12 +263,30 @@ impl ClusterLoop {
             }
             let started = Instant::now();
             let transport = self.transport.clone();
+            let cluster = &self.cluster;
+            let snapshots = &self.snapshots;
+            let mut installed = false;
             self.replica
-                .process_ready(&mut |messages| send_all(&*transport, messages))
+                .process_ready(
+                    &mut |messages| send_all(&*transport, messages),
+                    &mut |store, snapshot| {
+                        install_snapshot(cluster, store, snapshot)?;
+                        *snapshots.lock().expect("snapshot source lock") =
+                            Some(store.snapshot_source());
+                        installed = true;
+                        Ok(())
+                    },
+                )
                 .map_err(|e| NodeError::Recovery {
                     dir: self.config.data_dir.clone(),
                     reason: format!("the Raft log failed: {e}"),
                 })?;
+            if installed {
+                tracing::info!(
+                    applied_index = self.replica.state().applied_index(),
+                    "caught up by installing a snapshot"
+                );
+            }
             self.metrics
                 .fsync_seconds
                 .observe(started.elapsed().as_secs_f64());
@@ -296,6 +328,7 @@ impl ClusterLoop {
                 let error = match error {
                     ReplicaError::NotLeader { leader } => NodeError::NotLeader { leader },
                     ReplicaError::Dropped => NodeError::Dropped,
+                    ReplicaError::Indeterminate => NodeError::OutcomeUnknown,
                     ReplicaError::ReadTimeout => NodeError::NotLeader { leader: None },
                     ReplicaError::Raft(reason) => NodeError::NotLeader {
                         leader: {
@@ -323,8 +356,28 @@ impl ClusterLoop {
 
     fn housekeeping(&mut self) -> Result<(), NodeError> {
         let store = self.replica.state_mut();
-        store.poll_checkpoint()?;
-        if store.memtable_transfers() >= self.config.checkpoint_transfers {
+        if let Some(done) = store.poll_checkpoint()? {
+            // The checkpoint is durable: offer it to lagging followers and drop the log behind.
+            let data = self.cluster.node_id.to_le_bytes().to_vec();
+            self.replica
+                .compact(done.applied_index, KEEP_ENTRIES, data)
+                .map_err(|e| NodeError::Recovery {
+                    dir: self.config.data_dir.clone(),
+                    reason: format!("compacting the Raft log failed: {e}"),
+                })?;
+            self.metrics
+                .checkpoint_seconds
+                .observe(done.duration.as_secs_f64());
+        }
+        // Checkpoint when the memtable is full, or when the Raft log has grown well past what is
+        // kept behind a checkpoint (account batches, small batches).
+        let log = &self.replica.raw().raft.raft_log;
+        let log_entries = log.last_index().saturating_sub(log.first_index());
+        let store = self.replica.state_mut();
+        if store.memtable_transfers() >= self.config.checkpoint_transfers
+            || (log_entries > 4 * KEEP_ENTRIES
+                && store.applied_index() > store.checkpointed_index())
+        {
             store.start_checkpoint();
         }
         self.metrics
@@ -340,7 +393,6 @@ impl ClusterLoop {
         let raft = &self.replica.raw().raft;
         let store = self.replica.state();
         let leader = self.replica.leader();
-        let now = self.started.elapsed();
         let members = self
             .cluster
             .members
@@ -365,7 +417,6 @@ impl ClusterLoop {
                 }
             })
             .collect();
-        let _ = now;
         ReadOutcome {
             answer: crate::Answer::Status(crate::NodeStatus {
                 applied_index: store.applied_index(),
@@ -388,6 +439,59 @@ impl ClusterLoop {
             applied_index: store.applied_index(),
         }
     }
+}
+
+/// Replaces this follower's state with the leader's checkpoint, streamed over HTTP from the
+/// node named in the snapshot's data, imported crash-safely, then reopened.
+fn install_snapshot(
+    cluster: &ClusterConfig,
+    store: &mut StateStore,
+    snapshot: &raft::eraftpb::Snapshot,
+) -> Result<(), String> {
+    let index = snapshot.get_metadata().index;
+    let from = snapshot
+        .data
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+        .ok_or("the snapshot does not name its node")?;
+    let member = cluster
+        .member(from)
+        .ok_or_else(|| format!("the snapshot names unknown node {from}"))?;
+    store.wait_checkpoint().map_err(|e| e.to_string())?;
+    let url = format!("http://{}/internal/v1/snapshot", member.http_addr);
+    tracing::info!(index, %url, "fetching a snapshot to catch up");
+    let started = Instant::now();
+    // The client must outlive the body: its runtime thread is what reads the stream.
+    let client = reqwest::blocking::Client::builder()
+        .timeout(None)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut response = client
+        .get(&url)
+        .send()
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| format!("fetch {url}: {e}"))?;
+    let path = store.path().to_path_buf();
+    let info = bulwark_store::snapshot::import(&path, &mut response).map_err(|e| e.to_string())?;
+    drop(response);
+    drop(client);
+    if info.applied_index < index {
+        return Err(format!(
+            "node {from} sent a checkpoint at {} for a snapshot at {index}",
+            info.applied_index
+        ));
+    }
+    let fresh = StateStore::open(&path).map_err(|e| e.to_string())?;
+    *store = fresh;
+    tracing::info!(
+        index,
+        checkpoint = info.applied_index,
+        rows = info.rows,
+        ms = started.elapsed().as_millis() as u64,
+        "snapshot installed"
+    );
+    Ok(())
 }
 
 fn send_all(transport: &dyn Transport, messages: Vec<Message>) {

@@ -84,7 +84,8 @@ impl EventLoop {
                                 events += operation.len();
                                 writes.push((operation, reply));
                             }
-                            Request::Read { query, reply } => reads.push((query, reply)),
+                            // A single node is its own leader: every read is current.
+                            Request::Read { query, reply, .. } => reads.push((query, reply)),
                             Request::Shutdown => shutdown = true,
                             // A single node has no peers; a stray message is ignored.
                             Request::Peer(_) => {}

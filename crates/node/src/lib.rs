@@ -84,6 +84,10 @@ pub enum NodeError {
     /// applied and never will be; the client may retry.
     #[error("the write was dropped by a leader change before it committed; retry it")]
     Dropped,
+    /// The leader lost leadership before the write committed: it may still commit under the
+    /// next leader, or not. Retrying with the same ids is safe.
+    #[error("leadership changed before the write committed; its outcome is unknown")]
+    OutcomeUnknown,
 }
 
 /// The outcome of a write: one result per event, and the log index that made it durable.
@@ -163,6 +167,8 @@ pub(crate) enum Request {
     },
     Read {
         query: Query,
+        /// Answer from this node's state at once, without confirming it is current.
+        stale: bool,
         reply: oneshot::Sender<Result<ReadOutcome, NodeError>>,
     },
     /// A Raft message from a peer (cluster mode).
@@ -175,6 +181,9 @@ pub(crate) enum Request {
 pub struct NodeHandle {
     pub(crate) requests: mpsc::Sender<Request>,
     pub(crate) write_permits: Arc<Semaphore>,
+    /// Where snapshots of this node's last checkpoint are read from (replaced when the node
+    /// installs a snapshot itself).
+    pub(crate) snapshots: Arc<std::sync::Mutex<Option<bulwark_store::snapshot::SnapshotSource>>>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -193,16 +202,34 @@ impl NodeHandle {
         answer.await.map_err(|_| NodeError::Stopped)?
     }
 
+    /// The source of this node's checkpoint snapshots, for a follower that must catch up.
+    pub fn snapshot_source(&self) -> Option<bulwark_store::snapshot::SnapshotSource> {
+        self.snapshots.lock().expect("snapshot source lock").clone()
+    }
+
     /// Hands a peer's Raft message to the event loop (cluster mode).
     pub fn deliver_peer_message(&self, message: raft::eraftpb::Message) {
         let _ = self.requests.send(Request::Peer(message));
     }
 
-    /// Answers a query from the state every acknowledged write is in.
+    /// Answers a query from the state every acknowledged write is in (linearizable).
     pub async fn read(&self, query: Query) -> Result<ReadOutcome, NodeError> {
+        self.read_with(query, false).await
+    }
+
+    /// Answers a query from this node's state as it is, which may lag the leader.
+    pub async fn read_stale(&self, query: Query) -> Result<ReadOutcome, NodeError> {
+        self.read_with(query, true).await
+    }
+
+    async fn read_with(&self, query: Query, stale: bool) -> Result<ReadOutcome, NodeError> {
         let (reply, answer) = oneshot::channel();
         self.requests
-            .send(Request::Read { query, reply })
+            .send(Request::Read {
+                query,
+                stale,
+                reply,
+            })
             .map_err(|_| NodeError::Stopped)?;
         answer.await.map_err(|_| NodeError::Stopped)?
     }
@@ -229,6 +256,7 @@ impl Node {
         let handle = NodeHandle {
             requests,
             write_permits: Arc::new(Semaphore::new(config.max_inflight_writes)),
+            snapshots: Arc::new(std::sync::Mutex::new(Some(store.snapshot_source()))),
             metrics: metrics.clone(),
         };
         let event_loop = event_loop::EventLoop::new(config, wal, store, metrics);

@@ -12,6 +12,7 @@
 //! anything: durability of a batch before its checkpoint is the log's job.
 
 mod records;
+pub mod snapshot;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -30,26 +31,28 @@ use redb::{
 
 pub use records::{decode_transfer, encode_transfer};
 
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const ACCOUNTS: TableDefinition<u64, &[u8]> = TableDefinition::new("accounts");
-const TRANSFERS: TableDefinition<u64, &[u8]> = TableDefinition::new("transfers");
-const PENDING: TableDefinition<u64, u8> = TableDefinition::new("pending_status");
-const EXPIRIES: TableDefinition<(u64, u64), ()> = TableDefinition::new("pending_expiries");
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(crate) const ACCOUNTS: TableDefinition<u64, &[u8]> = TableDefinition::new("accounts");
+pub(crate) const TRANSFERS: TableDefinition<u64, &[u8]> = TableDefinition::new("transfers");
+pub(crate) const PENDING: TableDefinition<u64, u8> = TableDefinition::new("pending_status");
+pub(crate) const EXPIRIES: TableDefinition<(u64, u64), ()> =
+    TableDefinition::new("pending_expiries");
 /// An account's transfers as packed runs: key (account, timestamp of the run's last entry),
 /// value `[(timestamp u64, transfer id u64)]` in timestamp order. One checkpoint writes one run
 /// per account it touched (split at [`RUN_ENTRIES`]), so indexing costs one B-tree insert per
 /// account per checkpoint rather than two per transfer.
-const ACCOUNT_TRANSFERS: TableDefinition<(u64, u64), &[u8]> =
+pub(crate) const ACCOUNT_TRANSFERS: TableDefinition<(u64, u64), &[u8]> =
     TableDefinition::new("account_transfers");
 const RUN_ENTRIES: usize = 4096;
-const BALANCE_HISTORY: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("balance_history");
+pub(crate) const BALANCE_HISTORY: TableDefinition<(u64, u64), &[u8]> =
+    TableDefinition::new("balance_history");
 
 const FORMAT_VERSION: u64 = 1;
 /// redb's page cache. Bounded well below redb's default (1 GiB) so that a node's memory stays
 /// flat however many transfers it stores.
 const CACHE_BYTES: usize = 64 << 20;
 const META_FORMAT: &str = "format_version";
-const META_APPLIED_INDEX: &str = "applied_index";
+pub(crate) const META_APPLIED_INDEX: &str = "applied_index";
 const META_LAST_TIMESTAMP: &str = "last_timestamp";
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +71,8 @@ pub enum StoreError {
     },
     #[error("state store {path}: format version {found}, this build reads {FORMAT_VERSION}")]
     Version { path: PathBuf, found: u64 },
+    #[error("state store {path}: snapshot: {reason}")]
+    Snapshot { path: PathBuf, reason: String },
     #[error("state store {path}: the background checkpoint thread died")]
     CheckpointThread { path: PathBuf },
 }
@@ -265,6 +270,17 @@ impl StateStore {
 
     pub fn accounts(&self) -> impl Iterator<Item = &Account> {
         self.accounts.values()
+    }
+
+    /// A handle that streams snapshots of the last checkpoint from any thread.
+    pub fn snapshot_source(&self) -> snapshot::SnapshotSource {
+        snapshot::SnapshotSource {
+            db: self.db.clone(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     pub fn is_checkpointing(&self) -> bool {

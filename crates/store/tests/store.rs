@@ -224,3 +224,49 @@ fn a_damaged_state_file_is_refused_with_its_path() {
     assert!(text.contains(&path.display().to_string()), "{text}");
     assert!(text.to_lowercase().contains("corrupt"), "{text}");
 }
+
+#[test]
+fn a_snapshot_streams_the_checkpoint_into_an_equal_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    let mut store = StateStore::open(&path).unwrap();
+    let mut reference = MemoryStore::default();
+    let first = accounts_batch(1_000);
+    store.apply_batch(1, &first);
+    apply(&mut reference, &first);
+    let mut ts = 2_000_000_000u64;
+    for (index, step) in (2u64..).zip([
+        vec![(1, 2, 3, 10, 0, 0), (2, 3, 4, 5, 1, 2), (3, 1, 5, 7, 0, 0)],
+        vec![(4, 1, 2, 1, 1, 1), (5, 0, 0, 0, 2, 0), (6, 4, 6, 9, 0, 0)],
+    ]) {
+        ts += 10;
+        let batch = Batch {
+            timestamp: Timestamp(ts),
+            operation: Operation::CreateTransfers(step.iter().map(transfer).collect()),
+        };
+        store.apply_batch(index, &batch);
+        apply(&mut reference, &batch);
+    }
+    store.checkpoint_now().unwrap();
+    let mut stream = Vec::new();
+    let info = store.snapshot_source().export(&mut stream).unwrap();
+    assert_eq!(info.applied_index, 3);
+
+    // A damaged stream is refused and leaves the target untouched.
+    let other = dir.path().join("other.redb");
+    let mut damaged = stream.clone();
+    let at = damaged.len() / 2;
+    damaged[at] ^= 1;
+    assert!(bulwark_store::snapshot::import(&other, &mut damaged.as_slice()).is_err());
+    assert!(!other.exists());
+    // A cut-off stream too.
+    let cut = &stream[..stream.len() - 5];
+    assert!(bulwark_store::snapshot::import(&other, &mut &cut[..]).is_err());
+    assert!(!other.exists());
+
+    let imported = bulwark_store::snapshot::import(&other, &mut stream.as_slice()).unwrap();
+    assert_eq!(imported, info);
+    let copy = StateStore::open(&other).unwrap();
+    assert_eq!(copy.applied_index(), 3);
+    assert_same(&copy, &reference);
+}

@@ -1,0 +1,261 @@
+//! Snapshots of the state store: a consistent, checksummed stream of every table's rows, read
+//! from a redb read transaction (so the leader keeps writing while it streams), and its import
+//! into a fresh store file that replaces the old one crash-safely.
+//!
+//! ```text
+//! stream = header frame, row frame*, trailer frame
+//! frame  = len u32 LE | crc32c u32 LE (over body) | body
+//! header = "BWSNAP" | version u16
+//! row    = table u8 | key_len u32 | key | value_len u32 | value
+//!          (tables: 0 meta, 1 accounts, 2 transfers, 3 pending_status, 4 pending_expiries,
+//!           5 account_transfers, 6 balance_history; keys and values in redb's own encoding)
+//! trailer= 0xFF | rows u64 | applied_index u64
+//! ```
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
+
+use crate::StoreError;
+
+const MAGIC: &[u8; 6] = b"BWSNAP";
+const VERSION: u16 = 1;
+const TRAILER: u8 = 0xFF;
+const MAX_FRAME: usize = 64 << 20;
+
+/// What a snapshot holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    pub applied_index: u64,
+    pub rows: u64,
+}
+
+/// A handle on the store's database that can stream snapshots from another thread.
+#[derive(Clone)]
+pub struct SnapshotSource {
+    pub(crate) db: Arc<Database>,
+}
+
+impl SnapshotSource {
+    /// Writes a consistent snapshot of the last checkpoint to `out`.
+    pub fn export(&self, out: &mut impl Write) -> Result<SnapshotInfo, String> {
+        let read = self.db.begin_read().map_err(|e| e.to_string())?;
+        let mut header = Vec::with_capacity(8);
+        header.extend_from_slice(MAGIC);
+        header.extend_from_slice(&VERSION.to_le_bytes());
+        write_frame(out, &header)?;
+        let mut rows = 0u64;
+        let mut applied_index = 0u64;
+        let mut body = Vec::with_capacity(1 << 16);
+        let mut sink = |tag: u8, key: &[u8], value: &[u8]| -> Result<(), String> {
+            if tag == 0 && key == crate::META_APPLIED_INDEX.as_bytes() {
+                applied_index = u64::from_le_bytes(value.try_into().unwrap_or([0; 8]));
+            }
+            body.clear();
+            body.push(tag);
+            body.extend_from_slice(&(key.len() as u32).to_le_bytes());
+            body.extend_from_slice(key);
+            body.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            body.extend_from_slice(value);
+            rows += 1;
+            write_frame(out, &body)
+        };
+        export_table(&read, crate::META, 0, &mut sink)?;
+        export_table(&read, crate::ACCOUNTS, 1, &mut sink)?;
+        export_table(&read, crate::TRANSFERS, 2, &mut sink)?;
+        export_table(&read, crate::PENDING, 3, &mut sink)?;
+        export_table(&read, crate::EXPIRIES, 4, &mut sink)?;
+        export_table(&read, crate::ACCOUNT_TRANSFERS, 5, &mut sink)?;
+        export_table(&read, crate::BALANCE_HISTORY, 6, &mut sink)?;
+        let mut body = Vec::new();
+        body.clear();
+        body.push(TRAILER);
+        body.extend_from_slice(&rows.to_le_bytes());
+        body.extend_from_slice(&applied_index.to_le_bytes());
+        write_frame(out, &body)?;
+        out.flush().map_err(|e| e.to_string())?;
+        Ok(SnapshotInfo {
+            applied_index,
+            rows,
+        })
+    }
+}
+
+/// Streams one table's rows as raw bytes, in the table's own key order.
+fn export_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    read: &redb::ReadTransaction,
+    definition: TableDefinition<K, V>,
+    tag: u8,
+    sink: &mut impl FnMut(u8, &[u8], &[u8]) -> Result<(), String>,
+) -> Result<(), String> {
+    let table = match read.open_table(definition) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+        Err(e) => return Err(e.to_string()),
+    };
+    for row in table.iter().map_err(|e| e.to_string())? {
+        let (key, value) = row.map_err(|e| e.to_string())?;
+        let key = key.value();
+        let value = value.value();
+        sink(
+            tag,
+            K::as_bytes(&key).as_ref(),
+            V::as_bytes(&value).as_ref(),
+        )?;
+    }
+    Ok(())
+}
+
+/// Inserts one row given as raw bytes into its typed table.
+fn import_row<K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &redb::WriteTransaction,
+    definition: TableDefinition<K, V>,
+    key: &[u8],
+    value: &[u8],
+) -> Result<(), String> {
+    if K::fixed_width().is_some_and(|w| w != key.len())
+        || V::fixed_width().is_some_and(|w| w != value.len())
+    {
+        return Err(format!(
+            "a row of {} has the wrong width",
+            definition.name()
+        ));
+    }
+    let mut table = txn.open_table(definition).map_err(|e| e.to_string())?;
+    table
+        .insert(K::from_bytes(key), V::from_bytes(value))
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Imports a snapshot stream into a new store file at `path` (replacing what is there only
+/// once the whole stream has arrived and checked out): written to `<path>.incoming`, committed
+/// (fsynced), renamed over `path`, and the directory fsynced.
+pub fn import(path: &Path, input: &mut impl Read) -> Result<SnapshotInfo, StoreError> {
+    let fail = |reason: String| StoreError::Snapshot {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let incoming = path.with_extension("redb.incoming");
+    let _ = std::fs::remove_file(&incoming);
+    let db = Database::create(&incoming).map_err(|e| fail(format!("create: {e}")))?;
+    let header = read_frame(input)
+        .map_err(fail)?
+        .ok_or_else(|| fail("empty stream".into()))?;
+    if header.len() != 8 || &header[..6] != MAGIC {
+        return Err(fail("not a Bulwark snapshot".into()));
+    }
+    let version = u16::from_le_bytes([header[6], header[7]]);
+    if version != VERSION {
+        return Err(fail(format!(
+            "snapshot version {version}, this build reads {VERSION}"
+        )));
+    }
+    let mut rows = 0u64;
+    let mut info = None;
+    let mut txn = db.begin_write().map_err(|e| fail(e.to_string()))?;
+    let mut in_txn = 0usize;
+    loop {
+        let Some(body) = read_frame(input).map_err(fail)? else {
+            break;
+        };
+        if body.first() == Some(&TRAILER) {
+            if body.len() != 17 {
+                return Err(fail("bad trailer".into()));
+            }
+            let count = u64::from_le_bytes(body[1..9].try_into().expect("8 bytes"));
+            let applied_index = u64::from_le_bytes(body[9..17].try_into().expect("8 bytes"));
+            if count != rows {
+                return Err(fail(format!("trailer says {count} rows, {rows} arrived")));
+            }
+            info = Some(SnapshotInfo {
+                applied_index,
+                rows,
+            });
+            break;
+        }
+        let (tag, key, value) = parse_row(&body).ok_or_else(|| fail("bad row frame".into()))?;
+        let inserted = match tag {
+            0 => import_row(&txn, crate::META, key, value),
+            1 => import_row(&txn, crate::ACCOUNTS, key, value),
+            2 => import_row(&txn, crate::TRANSFERS, key, value),
+            3 => import_row(&txn, crate::PENDING, key, value),
+            4 => import_row(&txn, crate::EXPIRIES, key, value),
+            5 => import_row(&txn, crate::ACCOUNT_TRANSFERS, key, value),
+            6 => import_row(&txn, crate::BALANCE_HISTORY, key, value),
+            other => Err(format!("unknown table tag {other}")),
+        };
+        inserted.map_err(fail)?;
+        rows += 1;
+        in_txn += 1;
+        // Bounded transactions keep the importer's memory flat for any size of state.
+        if in_txn >= 100_000 {
+            let mut next = db.begin_write().map_err(|e| fail(e.to_string()))?;
+            std::mem::swap(&mut txn, &mut next);
+            next.commit().map_err(|e| fail(e.to_string()))?;
+            in_txn = 0;
+        }
+    }
+    let info = info.ok_or_else(|| fail("the stream ended before its trailer".into()))?;
+    txn.commit().map_err(|e| fail(e.to_string()))?;
+    drop(db);
+    std::fs::rename(&incoming, path).map_err(|e| fail(format!("rename: {e}")))?;
+    if let Some(dir) = path.parent() {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| fail(format!("fsync directory: {e}")))?;
+    }
+    Ok(info)
+}
+
+fn parse_row(body: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let tag = *body.first()?;
+    let key_len = u32::from_le_bytes(body.get(1..5)?.try_into().ok()?) as usize;
+    let key = body.get(5..5 + key_len)?;
+    let at = 5 + key_len;
+    let value_len = u32::from_le_bytes(body.get(at..at + 4)?.try_into().ok()?) as usize;
+    let value = body.get(at + 4..at + 4 + value_len)?;
+    (at + 4 + value_len == body.len()).then_some((tag, key, value))
+}
+
+fn write_frame(out: &mut impl Write, body: &[u8]) -> Result<(), String> {
+    out.write_all(&(body.len() as u32).to_le_bytes())
+        .and_then(|_| out.write_all(&crc32c::crc32c(body).to_le_bytes()))
+        .and_then(|_| out.write_all(body))
+        .map_err(|e| format!("write snapshot: {e}"))
+}
+
+/// Reads one frame; `None` at a clean end of stream.
+fn read_frame(input: &mut impl Read) -> Result<Option<Vec<u8>>, String> {
+    let mut head = [0u8; 8];
+    match input.read_exact(&mut head[..1]) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(format!("read snapshot: {e}")),
+    }
+    input
+        .read_exact(&mut head[1..])
+        .map_err(|e| format!("read snapshot frame header: {e}"))?;
+    let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(head[4..].try_into().expect("4 bytes"));
+    if len > MAX_FRAME {
+        return Err(format!(
+            "snapshot frame of {len} bytes is larger than {MAX_FRAME}"
+        ));
+    }
+    let mut body = vec![0u8; len];
+    input
+        .read_exact(&mut body)
+        .map_err(|e| format!("read snapshot frame: {e}"))?;
+    if crc32c::crc32c(&body) != crc {
+        return Err("snapshot frame checksum mismatch".into());
+    }
+    Ok(Some(body))
+}
