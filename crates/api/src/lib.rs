@@ -21,11 +21,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bulwark_ledger::{AccountId, BatchResults, Operation, Timestamp, TransferId, MAX_BATCH_EVENTS};
+use bulwark_node::cluster::{Member, MembershipChange};
 use bulwark_node::metrics::{RequestLabels, RouteLabels};
 use bulwark_node::{Answer, Metrics, NodeError, NodeHandle, Query as NodeQuery};
 use serde::Deserialize;
 use serde_json::json;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 
 pub use error::ApiError;
@@ -41,8 +41,6 @@ pub const DEFAULT_HISTORY_LIMIT: usize = 100;
 struct AppState {
     node: NodeHandle,
     node_id: u64,
-    /// Other members' HTTP addresses, by node id: where a follower forwards writes.
-    peers: Arc<HashMap<u64, SocketAddr>>,
     client: reqwest::Client,
 }
 
@@ -51,12 +49,12 @@ const FORWARDED: &str = "bulwark-forwarded";
 
 /// The router of API v1 for a single node.
 pub fn router(node: NodeHandle) -> Router {
-    cluster_router(node, 1, HashMap::new())
+    cluster_router(node, 1)
 }
 
-/// The router of API v1 for a member of a cluster: `peers` maps the other members' ids to their
-/// HTTP addresses.
-pub fn cluster_router(node: NodeHandle, node_id: u64, peers: HashMap<u64, SocketAddr>) -> Router {
+/// The router of API v1 for a member of a cluster; the node's handle knows the other members'
+/// HTTP addresses, where a follower forwards writes.
+pub fn cluster_router(node: NodeHandle, node_id: u64) -> Router {
     let metrics = node.metrics.clone();
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(10))
@@ -65,7 +63,6 @@ pub fn cluster_router(node: NodeHandle, node_id: u64, peers: HashMap<u64, Socket
     let state = AppState {
         node,
         node_id,
-        peers: Arc::new(peers),
         client,
     };
     Router::new()
@@ -77,13 +74,40 @@ pub fn cluster_router(node: NodeHandle, node_id: u64, peers: HashMap<u64, Socket
         .route("/v1/status", get(status))
         .route("/metrics", get(metrics_text))
         .route("/internal/v1/snapshot", get(snapshot))
+        .route("/v1/cluster/learners", post(add_learner))
+        .route("/v1/cluster/promote", post(promote))
+        .route("/v1/cluster/remove", post(remove))
         .route("/health/live", get(|| async { "ok" }))
         .route("/health/ready", get(|| async { "ok" }))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            refuse_when_removed,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(metrics, record_metrics))
         .with_state(state)
+}
+
+/// A node removed from its cluster serves nothing: its state may be stale forever.
+async fn refuse_when_removed(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if state.node.is_removed() && request.uri().path() != "/health/live" {
+        return ApiError {
+            status: StatusCode::GONE,
+            code: "node_removed",
+            message: format!(
+                "node {} was removed from the cluster and serves nothing; ask another member",
+                state.node_id
+            ),
+        }
+        .into_response();
+    }
+    next.run(request).await
 }
 
 async fn record_metrics(
@@ -187,7 +211,7 @@ async fn forward(
     path: &str,
     raw: Bytes,
 ) -> Result<Response, ApiError> {
-    let Some(addr) = state.peers.get(&leader) else {
+    let Some(addr) = state.node.member_http_addr(leader) else {
         return Err(no_leader());
     };
     let answer = state
@@ -464,7 +488,7 @@ async fn status(State(state): State<AppState>) -> Result<Response, ApiError> {
             "members": c.members.iter().map(|m| json!({
                 "id": m.id,
                 "http_addr": m.http_addr.to_string(),
-                "role": if Some(m.id) == c.leader { "leader" } else { "follower" },
+                "role": if Some(m.id) == c.leader { "leader" } else if m.learner { "learner" } else { "follower" },
                 "match_index": m.match_index,
                 "lag": m.lag,
                 "in_sync": m.recent_active.map(|active| active && m.lag.unwrap_or(0) <= IN_SYNC_LAG),
@@ -472,6 +496,95 @@ async fn status(State(state): State<AppState>) -> Result<Response, ApiError> {
         }),
     };
     Ok(read_response(body, read.applied_index))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LearnerIn {
+    id: u64,
+    peer_addr: SocketAddr,
+    http_addr: SocketAddr,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdsIn {
+    ids: Vec<u64>,
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(raw: &[u8], what: &str) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(raw);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::from_json(e.inner(), path, what)
+    })
+}
+
+async fn add_learner(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let raw = body(raw)?;
+    let learner: LearnerIn = parse_json(&raw, "a learner")?;
+    let change = MembershipChange::AddLearner(Member {
+        id: learner.id,
+        peer_addr: learner.peer_addr,
+        http_addr: learner.http_addr,
+    });
+    membership(&state, change, "/v1/cluster/learners", &headers, raw).await
+}
+
+async fn promote(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let raw = body(raw)?;
+    let ids: IdsIn = parse_json(&raw, "node ids")?;
+    let change = MembershipChange::Promote(ids.ids);
+    membership(&state, change, "/v1/cluster/promote", &headers, raw).await
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let raw = body(raw)?;
+    let ids: IdsIn = parse_json(&raw, "node ids")?;
+    let change = MembershipChange::Remove(ids.ids);
+    membership(&state, change, "/v1/cluster/remove", &headers, raw).await
+}
+
+async fn membership(
+    state: &AppState,
+    change: MembershipChange,
+    path: &str,
+    headers: &HeaderMap,
+    raw: Bytes,
+) -> Result<Response, ApiError> {
+    match state.node.change_membership(change).await {
+        Ok(index) => {
+            let mut response = Json(json!({"result": "ok", "index": index})).into_response();
+            response
+                .headers_mut()
+                .insert("bulwark-commit-index", index.into());
+            Ok(response)
+        }
+        Err(NodeError::NotLeader {
+            leader: Some(leader),
+        }) if leader != state.node_id && !headers.contains_key(FORWARDED) => {
+            forward(state, leader, path, raw).await
+        }
+        Err(NodeError::NotLeader { .. }) => Err(no_leader()),
+        Err(NodeError::Membership(reason)) => Err(ApiError {
+            status: StatusCode::CONFLICT,
+            code: "membership_refused",
+            message: reason,
+        }),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Streams a consistent snapshot of this node's last checkpoint (a follower catching up).

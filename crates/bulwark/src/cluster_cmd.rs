@@ -13,6 +13,36 @@ pub enum ClusterCommand {
     /// Show a node's view of the cluster: role, term, leader, and per member the match index,
     /// lag and whether it is in sync.
     Status(StatusArgs),
+    /// Add a node as a learner (it receives the log, does not vote). Start it first with
+    /// `bulwark start --join --node-id ID --member ...`.
+    Add(AddArgs),
+    /// Make learners voters (several at once: joint consensus). Voters must stay odd, at most 7.
+    Promote(IdsArgs),
+    /// Remove members; a removed node stops serving.
+    Remove(IdsArgs),
+}
+
+#[derive(clap::Args)]
+pub struct AddArgs {
+    #[arg(long)]
+    pub id: u64,
+    /// Where the new node's peer transport listens.
+    #[arg(long)]
+    pub peer_addr: std::net::SocketAddr,
+    /// Where the new node's HTTP API listens.
+    #[arg(long)]
+    pub http_addr: std::net::SocketAddr,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+#[derive(clap::Args)]
+pub struct IdsArgs {
+    /// Node ids, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub ids: Vec<u64>,
+    #[command(flatten)]
+    pub target: Target,
 }
 
 #[derive(clap::Args)]
@@ -41,6 +71,59 @@ pub async fn run(command: ClusterCommand) -> ExitCode {
     match command {
         ClusterCommand::Local(args) => local(args).await,
         ClusterCommand::Status(args) => status(args).await,
+        ClusterCommand::Add(a) => {
+            let body = serde_json::json!({
+                "id": a.id, "peer_addr": a.peer_addr.to_string(), "http_addr": a.http_addr.to_string(),
+            });
+            change(&a.target, "/v1/cluster/learners", body).await
+        }
+        ClusterCommand::Promote(a) => {
+            change(
+                &a.target,
+                "/v1/cluster/promote",
+                serde_json::json!({"ids": a.ids}),
+            )
+            .await
+        }
+        ClusterCommand::Remove(a) => {
+            change(
+                &a.target,
+                "/v1/cluster/remove",
+                serde_json::json!({"ids": a.ids}),
+            )
+            .await
+        }
+    }
+}
+
+/// Sends a membership change to a node (it forwards to the leader) and waits until applied.
+async fn change(target: &Target, path: &str, body: serde_json::Value) -> ExitCode {
+    let url = format!("{}{path}", target.addr);
+    let answer = match reqwest::Client::new().post(&url).json(&body).send().await {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: cannot reach {url}: {e}");
+            return ExitCode::from(4);
+        }
+    };
+    let status = answer.status();
+    let v: serde_json::Value = answer.json().await.unwrap_or_default();
+    if target.json {
+        println!("{v}");
+    } else if status.is_success() {
+        println!("done: applied at log index {}", v["index"]);
+    } else {
+        eprintln!(
+            "error: {} {}: {}",
+            status.as_u16(),
+            v["error"].as_str().unwrap_or("?"),
+            v["message"].as_str().unwrap_or("")
+        );
+    }
+    match status.as_u16() {
+        200..=299 => ExitCode::SUCCESS,
+        400..=499 => ExitCode::from(3),
+        _ => ExitCode::from(4),
     }
 }
 

@@ -37,24 +37,14 @@ pub struct StartArgs {
     /// Cluster mode: one Raft tick in milliseconds (elections after 10–20 ticks).
     #[arg(long, default_value_t = 50)]
     pub tick_ms: u64,
+    /// Cluster mode: join an existing cluster. The `--member`s are only addresses (this node
+    /// and at least the leader); the node waits until `bulwark cluster add` makes it a learner.
+    #[arg(long, requires = "node_id")]
+    pub join: bool,
 }
 
 fn parse_member(text: &str) -> Result<Member, String> {
-    let parts: Vec<&str> = text.split('=').collect();
-    let [id, peer, http] = parts.as_slice() else {
-        return Err(format!("`{text}`: expected ID=PEER_ADDR=HTTP_ADDR"));
-    };
-    Ok(Member {
-        id: id
-            .parse()
-            .map_err(|_| format!("`{id}` in `{text}` is not a node id"))?,
-        peer_addr: peer
-            .parse()
-            .map_err(|_| format!("`{peer}` in `{text}` is not an address like 127.0.0.1:7170"))?,
-        http_addr: http
-            .parse()
-            .map_err(|_| format!("`{http}` in `{text}` is not an address like 127.0.0.1:7070"))?,
-    })
+    Member::parse_spec(text)
 }
 
 pub fn init_logging() {
@@ -147,6 +137,7 @@ async fn start_member(
         cluster_id: args.cluster_id,
         members: args.members.clone(),
         tick: Duration::from_millis(args.tick_ms.max(1)),
+        join: args.join,
     };
     cluster
         .validate()
@@ -163,12 +154,6 @@ async fn start_member(
     .await
     .map_err(|e| anyhow::anyhow!("cannot listen for peers on {}: {e}", me.peer_addr))?;
     let transport: Arc<dyn bulwark_transport::Transport> = Arc::new(transport);
-    let peers = cluster
-        .members
-        .iter()
-        .filter(|m| m.id != node_id)
-        .map(|m| (m.id, m.http_addr))
-        .collect();
     let node = tokio::task::spawn_blocking(move || {
         bulwark_node::cluster::start_cluster(config, cluster, transport, metrics)
     })
@@ -183,7 +168,7 @@ async fn start_member(
         }
     });
     tracing::info!(node_id, peer_addr = %me.peer_addr, "cluster member started");
-    let app = bulwark_api::cluster_router(node.handle(), node_id, peers);
+    let app = bulwark_api::cluster_router(node.handle(), node_id);
     Ok((node, app, me.http_addr))
 }
 

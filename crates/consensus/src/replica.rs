@@ -102,6 +102,16 @@ pub enum Output<T> {
     },
 }
 
+/// A membership change as applied: the new configuration (or why Raft refused it), the details
+/// proposed with it, and the proposer's token on the node that proposed it.
+#[derive(Debug)]
+pub struct AppliedConfChange<T> {
+    pub index: u64,
+    pub conf_state: Result<raft::eraftpb::ConfState, String>,
+    pub details: Vec<u8>,
+    pub token: Option<T>,
+}
+
 /// One read-index round: the reads that arrived together share one Raft read index.
 struct ReadRound<T> {
     tokens: Vec<T>,
@@ -134,6 +144,7 @@ pub struct Replica<S: RaftStorage, M: StateMachine, T> {
     /// Followers sent a snapshot, and the tick it was sent at: if one stays unanswered (the
     /// message was lost), Raft is told it failed so that it tries again.
     snapshots_sent: HashMap<u64, u64>,
+    conf_changes: Vec<AppliedConfChange<T>>,
     /// Index of the last membership change applied: a snapshot offered at a checkpoint before
     /// it would carry the wrong configuration.
     last_conf_change: u64,
@@ -181,6 +192,7 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
             outputs: Vec::new(),
             now: Timestamp(0),
             last_conf_change: 0,
+            conf_changes: Vec::new(),
             snapshots_sent: HashMap::new(),
         })
     }
@@ -317,11 +329,38 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
         self.new_reads.push(token);
     }
 
-    /// Proposes a membership change (joint consensus via `ConfChangeV2`).
-    pub fn propose_conf_change(&mut self, change: ConfChangeV2) -> Result<(), ReplicaError> {
-        self.raw
-            .propose_conf_change(Vec::new(), change)
-            .map_err(|e| ReplicaError::Raft(e.to_string()))
+    /// Proposes a membership change (several changes at once go through joint consensus).
+    /// `details` travel with it in the log (e.g. a new member's addresses) and come back, with
+    /// `token`, in [`Replica::take_conf_changes`] once it is applied.
+    pub fn propose_conf_change(&mut self, change: ConfChangeV2, details: Vec<u8>, token: T) {
+        if !self.is_leader() {
+            let leader = self.leader();
+            self.outputs.push(Output::WriteFailed {
+                token,
+                error: ReplicaError::NotLeader { leader },
+            });
+            return;
+        }
+        let id = self.next_proposal;
+        self.next_proposal += 1;
+        let mut context = proposal_context(self.config.id, id);
+        context.extend_from_slice(&details);
+        match self.raw.propose_conf_change(context, change) {
+            Ok(()) => {
+                let index = self.raw.raft.raft_log.last_index();
+                self.proposals.insert(id, (index, token));
+                self.proposal_index.insert(index, id);
+            }
+            Err(e) => self.outputs.push(Output::WriteFailed {
+                token,
+                error: ReplicaError::Raft(e.to_string()),
+            }),
+        }
+    }
+
+    /// Membership changes applied since the last call, in log order.
+    pub fn take_conf_changes(&mut self) -> Vec<AppliedConfChange<T>> {
+        std::mem::take(&mut self.conf_changes)
     }
 
     /// After the state checkpointed at `checkpoint`: offer that checkpoint as the snapshot for
@@ -563,11 +602,27 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
                             protobuf::Message::parse_from_bytes(&entry.data)
                                 .expect("committed conf change decodes")
                         };
-                    if let Ok(conf_state) = self.raw.apply_conf_change(&change) {
-                        self.raw.mut_store().set_conf_state(&conf_state);
+                    let applied = self.raw.apply_conf_change(&change);
+                    if let Ok(conf_state) = &applied {
+                        self.raw.mut_store().set_conf_state(conf_state);
                     }
                     self.last_conf_change = index;
                     self.state.skip_index(index);
+                    let mut token = None;
+                    if let Some((node, id)) = parse_context(&entry.context) {
+                        if node == self.config.id {
+                            if let Some((_, t)) = self.proposals.remove(&id) {
+                                self.proposal_index.remove(&index);
+                                token = Some(t);
+                            }
+                        }
+                    }
+                    self.conf_changes.push(AppliedConfChange {
+                        index,
+                        conf_state: applied.map_err(|e| e.to_string()),
+                        details: entry.context.get(16..).unwrap_or_default().to_vec(),
+                        token,
+                    });
                 }
             }
             // Our proposals at or below this index that were not this entry were replaced.
@@ -632,11 +687,10 @@ fn proposal_context(node: u64, id: u64) -> Vec<u8> {
     context
 }
 
+/// The proposer and proposal id at the start of an entry's context (a conf change carries
+/// details after them).
 fn parse_context(context: &[u8]) -> Option<(u64, u64)> {
-    if context.len() != 16 {
-        return None;
-    }
-    let node = u64::from_le_bytes(context[..8].try_into().ok()?);
-    let id = u64::from_le_bytes(context[8..].try_into().ok()?);
+    let node = u64::from_le_bytes(context.get(..8)?.try_into().ok()?);
+    let id = u64::from_le_bytes(context.get(8..16)?.try_into().ok()?);
     Some((node, id))
 }

@@ -40,23 +40,17 @@ pub struct ClusterConfig {
     pub members: Vec<Member>,
     /// One Raft tick. Elections start after 10–20 ticks without a leader; heartbeats every 2.
     pub tick: Duration,
+    /// Joining an existing cluster: `members` is only an address book, and this node waits to
+    /// be added (as a learner) instead of bootstrapping a configuration of its own.
+    pub join: bool,
 }
 
 impl ClusterConfig {
     /// Refuses configurations a cluster cannot run safely on.
     pub fn validate(&self) -> Result<(), String> {
         let voters = self.members.len();
-        if voters == 0 || voters.is_multiple_of(2) {
-            return Err(format!(
-                "{voters} voters: a cluster needs an odd number of voters (1, 3, 5 or 7), \
-                 or a split can leave no majority"
-            ));
-        }
-        if voters > 7 {
-            return Err(format!(
-                "{voters} voters: at most 7 are allowed; every write waits for a majority, \
-                 so more voters only add latency"
-            ));
+        if !self.join {
+            check_voter_count(voters)?;
         }
         if !self.members.iter().any(|m| m.id == self.node_id) {
             return Err(format!("node id {} is not among the members", self.node_id));
@@ -75,10 +69,106 @@ impl ClusterConfig {
     }
 }
 
+/// A configuration must have an odd number of voters, at most 7.
+pub fn check_voter_count(voters: usize) -> Result<(), String> {
+    {
+        if voters == 0 || voters.is_multiple_of(2) {
+            return Err(format!(
+                "{voters} voters: a cluster needs an odd number of voters (1, 3, 5 or 7), \
+                 or a split can leave no majority"
+            ));
+        }
+        if voters > 7 {
+            return Err(format!(
+                "{voters} voters: at most 7 are allowed; every write waits for a majority, \
+                 so more voters only add latency"
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl Member {
+    /// The `ID=PEER_ADDR=HTTP_ADDR` form of the command line and the address book file.
+    pub fn to_spec(&self) -> String {
+        format!("{}={}={}", self.id, self.peer_addr, self.http_addr)
+    }
+
+    pub fn parse_spec(text: &str) -> Result<Member, String> {
+        let parts: Vec<&str> = text.trim().split('=').collect();
+        let [id, peer, http] = parts.as_slice() else {
+            return Err(format!("`{text}`: expected ID=PEER_ADDR=HTTP_ADDR"));
+        };
+        Ok(Member {
+            id: id
+                .parse()
+                .map_err(|_| format!("`{id}` in `{text}` is not a node id"))?,
+            peer_addr: peer.parse().map_err(|_| {
+                format!("`{peer}` in `{text}` is not an address like 127.0.0.1:7170")
+            })?,
+            http_addr: http.parse().map_err(|_| {
+                format!("`{http}` in `{text}` is not an address like 127.0.0.1:7070")
+            })?,
+        })
+    }
+}
+
+/// A change of membership asked for by an operator.
+#[derive(Clone, Debug)]
+pub enum MembershipChange {
+    /// Add a node as a learner: it receives the log but does not vote.
+    AddLearner(Member),
+    /// Make learners voters (several at once go through joint consensus).
+    Promote(Vec<u64>),
+    /// Remove members (voters or learners).
+    Remove(Vec<u64>),
+}
+
+/// The address book file: one `ID=PEER_ADDR=HTTP_ADDR` line per known member, replaced
+/// crash-safely whenever membership changes, read at start in place of the `--member` flags.
+const MEMBERS_FILE: &str = "members";
+
+fn load_members(data_dir: &std::path::Path) -> Result<Option<Vec<Member>>, String> {
+    let path = data_dir.join(MEMBERS_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("read {}: {e}", path.display())),
+    };
+    let mut members = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        members.push(Member::parse_spec(line).map_err(|e| format!("{}: {e}", path.display()))?);
+    }
+    Ok(Some(members))
+}
+
+fn save_members(data_dir: &std::path::Path, members: &[Member]) -> std::io::Result<()> {
+    use std::io::Write;
+    let path = data_dir.join(MEMBERS_FILE);
+    let temp = data_dir.join(format!("{MEMBERS_FILE}.tmp"));
+    let mut file = std::fs::File::create(&temp)?;
+    for m in members {
+        writeln!(file, "{}", m.to_spec())?;
+    }
+    file.sync_all()?;
+    std::fs::rename(&temp, &path)?;
+    std::fs::File::open(data_dir)?.sync_all()
+}
+
+/// What the API needs to know of the cluster, kept current by the event loop.
+#[derive(Debug, Default)]
+pub struct ClusterView {
+    /// HTTP address of every known member, by id.
+    pub http_addrs: std::collections::HashMap<u64, SocketAddr>,
+    /// This node was removed from the cluster: it serves nothing any more.
+    pub removed: bool,
+}
+
 /// What a proposal or read carries back to its caller.
 pub(crate) enum Reply {
     Write(oneshot::Sender<Result<WriteOutcome, NodeError>>),
     Read(Query, oneshot::Sender<Result<ReadOutcome, NodeError>>),
+    Membership(oneshot::Sender<Result<u64, NodeError>>),
 }
 
 type ClusterReplica = Replica<DiskRaftStorage, StateStore, Reply>;
@@ -90,6 +180,7 @@ pub fn start_cluster(
     transport: Arc<dyn Transport>,
     metrics: Arc<Metrics>,
 ) -> Result<Node, NodeError> {
+    let mut cluster = cluster;
     cluster.validate().map_err(|reason| NodeError::Recovery {
         dir: config.data_dir.clone(),
         reason,
@@ -99,6 +190,18 @@ pub fn start_cluster(
         path: config.data_dir.clone(),
         source,
     })?;
+    // Membership changes since the cluster began are in the address book, not the flags.
+    if let Some(known) = load_members(&config.data_dir).map_err(|reason| NodeError::Recovery {
+        dir: config.data_dir.clone(),
+        reason,
+    })? {
+        for m in known {
+            match cluster.members.iter_mut().find(|x| x.id == m.id) {
+                Some(x) => *x = m,
+                None => cluster.members.push(m),
+            }
+        }
+    }
     let store = StateStore::open(&config.state_path())?;
     let raft_dir = config.data_dir.join("raft");
     let (mut storage, recovered) =
@@ -115,14 +218,24 @@ pub fn start_cluster(
         dir: raft_dir.clone(),
         reason: e.to_string(),
     })?;
-    if initial.conf_state.voters.is_empty() {
-        // A new cluster: every configured member is a voter from the start.
+    if initial.conf_state.voters.is_empty() && !cluster.join {
+        // A new cluster: every configured member is a voter from the start. The configuration
+        // is installed as a snapshot at index 1 (as TiKV does), so the log starts at 2 and a
+        // node that joins later always starts from a snapshot, which carries the configuration
+        // (replaying the log from 1 would never tell it the initial voters).
         let voters: Vec<u64> = cluster.members.iter().map(|m| m.id).collect();
-        storage.set_conf_state(&ConfState::from((voters, vec![])));
-        storage.sync().map_err(|e| NodeError::Recovery {
-            dir: raft_dir.clone(),
-            reason: e.to_string(),
-        })?;
+        let mut meta = raft::eraftpb::SnapshotMetadata {
+            index: BOOTSTRAP_INDEX,
+            term: 1,
+            ..Default::default()
+        };
+        meta.set_conf_state(ConfState::from((voters, vec![])));
+        storage
+            .install_snapshot(&meta)
+            .map_err(|e| NodeError::Recovery {
+                dir: raft_dir.clone(),
+                reason: e.to_string(),
+            })?;
         tracing::info!(
             members = cluster.members.len(),
             "bootstrapped a new cluster"
@@ -155,14 +268,39 @@ pub fn start_cluster(
         .map(|m| (NodeId(m.id), m.peer_addr))
         .collect();
     transport.set_peers(&peers);
+    let mut replica = replica;
+    let checkpoint = replica.state().checkpointed_index();
+    if checkpoint > BOOTSTRAP_INDEX {
+        // Offer the checkpoint we restarted from, so that a lagging follower need not wait for
+        // the next one.
+        replica
+            .compact(
+                checkpoint,
+                KEEP_ENTRIES,
+                cluster.node_id.to_le_bytes().to_vec(),
+            )
+            .map_err(|e| NodeError::Recovery {
+                dir: config.data_dir.clone(),
+                reason: format!("offering the checkpoint as a snapshot: {e}"),
+            })?;
+    }
     let (requests, inbox) = mpsc::channel();
     let snapshots = Arc::new(std::sync::Mutex::new(Some(
         replica.state().snapshot_source(),
     )));
+    let view = Arc::new(std::sync::RwLock::new(ClusterView {
+        http_addrs: cluster
+            .members
+            .iter()
+            .map(|m| (m.id, m.http_addr))
+            .collect(),
+        removed: false,
+    }));
     let handle = NodeHandle {
         requests,
         write_permits: Arc::new(Semaphore::new(config.max_inflight_writes)),
         snapshots: snapshots.clone(),
+        cluster: Some(view.clone()),
         metrics: metrics.clone(),
     };
     let event_loop = ClusterLoop {
@@ -172,6 +310,7 @@ pub fn start_cluster(
         transport,
         metrics,
         snapshots,
+        view,
     };
     let thread = std::thread::Builder::new()
         .name("cluster-loop".into())
@@ -191,7 +330,11 @@ struct ClusterLoop {
     transport: Arc<dyn Transport>,
     metrics: Arc<Metrics>,
     snapshots: Arc<std::sync::Mutex<Option<bulwark_store::snapshot::SnapshotSource>>>,
+    view: Arc<std::sync::RwLock<ClusterView>>,
 }
+
+/// A new cluster's configuration is a snapshot at this index; its log starts after it.
+const BOOTSTRAP_INDEX: u64 = 1;
 
 /// Raft log entries kept behind a checkpoint, so that a follower a little behind catches up
 /// from the log rather than by snapshot.
@@ -245,6 +388,7 @@ impl ClusterLoop {
                         }
                     }
                     Request::Peer(message) => self.replica.step(message),
+                    Request::Membership { change, reply } => self.propose_membership(change, reply),
                     Request::Shutdown => shutdown = true,
                 }
                 taken += 1;
@@ -255,7 +399,10 @@ impl ClusterLoop {
                 };
             }
             if Instant::now() >= next_tick {
-                self.replica.tick();
+                // A removed node keeps its state for inspection but takes no part any more.
+                if !self.view.read().expect("cluster view lock").removed {
+                    self.replica.tick();
+                }
                 next_tick += self.cluster.tick;
                 if next_tick < Instant::now() {
                     next_tick = Instant::now() + self.cluster.tick;
@@ -292,6 +439,9 @@ impl ClusterLoop {
                 .observe(started.elapsed().as_secs_f64());
             for output in self.replica.take_outputs() {
                 self.deliver(output);
+            }
+            for change in self.replica.take_conf_changes() {
+                self.membership_applied(change);
             }
             let leader = self.replica.is_leader();
             if leader != was_leader {
@@ -344,6 +494,9 @@ impl ClusterLoop {
                     Reply::Read(_, reply) => {
                         let _ = reply.send(Err(error));
                     }
+                    Reply::Membership(reply) => {
+                        let _ = reply.send(Err(error));
+                    }
                 }
             }
             Output::ReadReady { token } => {
@@ -351,6 +504,145 @@ impl ClusterLoop {
                     let _ = reply.send(answer_query(self.replica.state(), query));
                 }
             }
+        }
+    }
+
+    /// Checks an operator's membership change against the current configuration and proposes
+    /// it; the answer comes when it is applied.
+    fn propose_membership(
+        &mut self,
+        change: MembershipChange,
+        reply: oneshot::Sender<Result<u64, NodeError>>,
+    ) {
+        use raft::eraftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeType};
+        let conf = self.replica.raw().raft.prs().conf().to_conf_state();
+        let is_voter = |id: &u64| conf.voters.contains(id);
+        let is_learner = |id: &u64| conf.learners.contains(id);
+        let refuse = |reason: String| Err(NodeError::Membership(reason));
+        type Checked = Result<(Vec<(ConfChangeType, u64)>, Vec<u8>), NodeError>;
+        let checked: Checked = match &change {
+            MembershipChange::AddLearner(m) if is_voter(&m.id) || is_learner(&m.id) => {
+                refuse(format!("node {} is already a member", m.id))
+            }
+            MembershipChange::AddLearner(m) if m.id == 0 => refuse("node id 0 is reserved".into()),
+            MembershipChange::AddLearner(m) => Ok((
+                vec![(ConfChangeType::AddLearnerNode, m.id)],
+                m.to_spec().into_bytes(),
+            )),
+            MembershipChange::Promote(ids) => {
+                if let Some(id) = ids.iter().find(|id| !is_learner(id)) {
+                    refuse(format!("node {id} is not a learner; add it as one first"))
+                } else if let Err(e) = check_voter_count(conf.voters.len() + ids.len()) {
+                    refuse(format!("promoting {ids:?} would leave {e}"))
+                } else {
+                    Ok((
+                        ids.iter()
+                            .map(|id| (ConfChangeType::AddNode, *id))
+                            .collect(),
+                        vec![],
+                    ))
+                }
+            }
+            MembershipChange::Remove(ids) => {
+                let voters_left = conf.voters.iter().filter(|v| !ids.contains(v)).count();
+                if let Some(id) = ids.iter().find(|id| !is_voter(id) && !is_learner(id)) {
+                    refuse(format!("node {id} is not a member"))
+                } else if let Err(e) = check_voter_count(voters_left) {
+                    refuse(format!("removing {ids:?} would leave {e}"))
+                } else {
+                    Ok((
+                        ids.iter()
+                            .map(|id| (ConfChangeType::RemoveNode, *id))
+                            .collect(),
+                        vec![],
+                    ))
+                }
+            }
+        };
+        let (changes, details) = match checked {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        let mut cc = raft::eraftpb::ConfChangeV2::default();
+        cc.set_transition(ConfChangeTransition::Auto);
+        for (kind, id) in changes {
+            let mut single = ConfChangeSingle::default();
+            single.set_change_type(kind);
+            single.node_id = id;
+            cc.mut_changes().push(single);
+        }
+        tracing::info!(?change, "proposing a membership change");
+        self.replica
+            .propose_conf_change(cc, details, Reply::Membership(reply));
+    }
+
+    /// A membership change is applied: update the address book (persisted), the transport's
+    /// peers and the API's view; a node removed from the cluster stops serving.
+    fn membership_applied(&mut self, change: bulwark_consensus::replica::AppliedConfChange<Reply>) {
+        let conf = match change.conf_state {
+            Ok(conf) => conf,
+            Err(reason) => {
+                if let Some(Reply::Membership(reply)) = change.token {
+                    let _ = reply.send(Err(NodeError::Membership(reason)));
+                }
+                return;
+            }
+        };
+        if let Ok(text) = std::str::from_utf8(&change.details) {
+            if let Ok(m) = Member::parse_spec(text) {
+                match self.cluster.members.iter_mut().find(|x| x.id == m.id) {
+                    Some(x) => *x = m,
+                    None => self.cluster.members.push(m),
+                }
+            }
+        }
+        let in_config: std::collections::BTreeSet<u64> = conf
+            .voters
+            .iter()
+            .chain(&conf.learners)
+            .chain(&conf.voters_outgoing)
+            .chain(&conf.learners_next)
+            .copied()
+            .collect();
+        self.cluster.members.retain(|m| in_config.contains(&m.id));
+        if let Err(e) = save_members(&self.config.data_dir, &self.cluster.members) {
+            tracing::error!(error = %e, "cannot save the member address book");
+        }
+        let peers: Vec<(NodeId, SocketAddr)> = self
+            .cluster
+            .members
+            .iter()
+            .filter(|m| m.id != self.cluster.node_id)
+            .map(|m| (NodeId(m.id), m.peer_addr))
+            .collect();
+        self.transport.set_peers(&peers);
+        let removed = !in_config.contains(&self.cluster.node_id);
+        {
+            let mut view = self.view.write().expect("cluster view lock");
+            view.http_addrs = self
+                .cluster
+                .members
+                .iter()
+                .map(|m| (m.id, m.http_addr))
+                .collect();
+            view.removed = removed;
+        }
+        tracing::info!(
+            index = change.index,
+            voters = ?conf.voters,
+            learners = ?conf.learners,
+            removed,
+            "membership changed"
+        );
+        if let Some(Reply::Membership(reply)) = change.token {
+            let _ = reply.send(Ok(change.index));
+        }
+        // A new member starts from a snapshot: make sure a checkpoint is there to offer.
+        if self.replica.is_leader() {
+            self.replica.state_mut().start_checkpoint();
         }
     }
 
@@ -393,10 +685,12 @@ impl ClusterLoop {
         let raft = &self.replica.raw().raft;
         let store = self.replica.state();
         let leader = self.replica.leader();
+        let conf = raft.prs().conf().to_conf_state();
         let members = self
             .cluster
             .members
             .iter()
+            .filter(|m| conf.voters.contains(&m.id) || conf.learners.contains(&m.id))
             .map(|m| {
                 let progress = raft.prs().get(m.id);
                 let match_index = if m.id == self.cluster.node_id {
@@ -407,6 +701,7 @@ impl ClusterLoop {
                 let lag = raft.raft_log.last_index().saturating_sub(match_index);
                 crate::MemberStatus {
                     id: m.id,
+                    learner: conf.learners.contains(&m.id),
                     http_addr: m.http_addr,
                     match_index: self.replica.is_leader().then_some(match_index),
                     lag: self.replica.is_leader().then_some(lag),

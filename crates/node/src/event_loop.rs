@@ -89,6 +89,13 @@ impl EventLoop {
                             Request::Shutdown => shutdown = true,
                             // A single node has no peers; a stray message is ignored.
                             Request::Peer(_) => {}
+                            Request::Membership { reply, .. } => {
+                                let _ = reply.send(Err(NodeError::Membership(
+                                    "a single node (started without --member) has no membership \
+                                     to change"
+                                        .into(),
+                                )));
+                            }
                         }
                         next = if events < MAX_GROUP_EVENTS && !shutdown {
                             inbox.try_recv().ok()
@@ -239,6 +246,9 @@ fn refuse(request: Request) {
             let _ = reply.send(Err(NodeError::Stopped));
         }
         Request::Read { reply, .. } => {
+            let _ = reply.send(Err(NodeError::Stopped));
+        }
+        Request::Membership { reply, .. } => {
             let _ = reply.send(Err(NodeError::Stopped));
         }
         Request::Peer(_) | Request::Shutdown => {}

@@ -88,6 +88,9 @@ pub enum NodeError {
     /// next leader, or not. Retrying with the same ids is safe.
     #[error("leadership changed before the write committed; its outcome is unknown")]
     OutcomeUnknown,
+    /// A membership change that would leave the cluster in a configuration it refuses.
+    #[error("membership change refused: {0}")]
+    Membership(String),
 }
 
 /// The outcome of a write: one result per event, and the log index that made it durable.
@@ -154,6 +157,7 @@ pub struct ClusterStatus {
 #[derive(Clone, Debug)]
 pub struct MemberStatus {
     pub id: u64,
+    pub learner: bool,
     pub http_addr: std::net::SocketAddr,
     pub match_index: Option<u64>,
     pub lag: Option<u64>,
@@ -173,6 +177,11 @@ pub(crate) enum Request {
     },
     /// A Raft message from a peer (cluster mode).
     Peer(raft::eraftpb::Message),
+    /// An operator's membership change (cluster mode); answered with its log index.
+    Membership {
+        change: cluster::MembershipChange,
+        reply: oneshot::Sender<Result<u64, NodeError>>,
+    },
     Shutdown,
 }
 
@@ -184,6 +193,8 @@ pub struct NodeHandle {
     /// Where snapshots of this node's last checkpoint are read from (replaced when the node
     /// installs a snapshot itself).
     pub(crate) snapshots: Arc<std::sync::Mutex<Option<bulwark_store::snapshot::SnapshotSource>>>,
+    /// The cluster as the event loop last saw it; `None` for a single node.
+    pub(crate) cluster: Option<Arc<std::sync::RwLock<cluster::ClusterView>>>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -205,6 +216,35 @@ impl NodeHandle {
     /// The source of this node's checkpoint snapshots, for a follower that must catch up.
     pub fn snapshot_source(&self) -> Option<bulwark_store::snapshot::SnapshotSource> {
         self.snapshots.lock().expect("snapshot source lock").clone()
+    }
+
+    /// The HTTP address of member `id`, as this node knows it.
+    pub fn member_http_addr(&self, id: u64) -> Option<std::net::SocketAddr> {
+        let view = self.cluster.as_ref()?;
+        view.read()
+            .expect("cluster view lock")
+            .http_addrs
+            .get(&id)
+            .copied()
+    }
+
+    /// True once this node has been removed from its cluster: it must serve nothing.
+    pub fn is_removed(&self) -> bool {
+        self.cluster
+            .as_ref()
+            .is_some_and(|v| v.read().expect("cluster view lock").removed)
+    }
+
+    /// Asks the cluster to change its membership; resolves once the change is applied.
+    pub async fn change_membership(
+        &self,
+        change: cluster::MembershipChange,
+    ) -> Result<u64, NodeError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request::Membership { change, reply })
+            .map_err(|_| NodeError::Stopped)?;
+        answer.await.map_err(|_| NodeError::Stopped)?
     }
 
     /// Hands a peer's Raft message to the event loop (cluster mode).
@@ -257,6 +297,7 @@ impl Node {
             requests,
             write_permits: Arc::new(Semaphore::new(config.max_inflight_writes)),
             snapshots: Arc::new(std::sync::Mutex::new(Some(store.snapshot_source()))),
+            cluster: None,
             metrics: metrics.clone(),
         };
         let event_loop = event_loop::EventLoop::new(config, wal, store, metrics);
