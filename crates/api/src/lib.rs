@@ -32,8 +32,9 @@ pub use error::ApiError;
 
 /// Largest request body accepted; 8190 transfers with every field spelled out fit well within.
 pub const MAX_BODY_BYTES: usize = 8 << 20;
-/// A follower within this many entries of the leader's log, and recently heard from, is in sync.
-pub const IN_SYNC_LAG: u64 = 1_000;
+/// A follower heard from within an election timeout and fully caught up within this many
+/// milliseconds is in sync.
+pub const IN_SYNC_MS: u64 = 1_000;
 /// Page size of an account's transfer history when `limit` is not given.
 pub const DEFAULT_HISTORY_LIMIT: usize = 100;
 
@@ -78,7 +79,7 @@ pub fn cluster_router(node: NodeHandle, node_id: u64) -> Router {
         .route("/v1/cluster/promote", post(promote))
         .route("/v1/cluster/remove", post(remove))
         .route("/health/live", get(|| async { "ok" }))
-        .route("/health/ready", get(|| async { "ok" }))
+        .route("/health/ready", get(ready))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
@@ -154,6 +155,19 @@ async fn method_not_allowed(method: axum::http::Method) -> ApiError {
     }
 }
 
+/// Ready while this node leads or has heard from a leader within an election timeout.
+async fn ready(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    if state.node.is_ready() {
+        Ok("ready")
+    } else {
+        Err(ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "not_ready",
+            message: "no leader heard from within an election timeout".into(),
+        })
+    }
+}
+
 async fn not_found() -> ApiError {
     ApiError::not_found("not_found", "no such route in API v1")
 }
@@ -172,26 +186,48 @@ fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     })
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct WriteParams {
+    ack: Option<Ack>,
+}
+
+/// `majority` (the default): answer once a majority has the write durable. `all`: also wait
+/// until every in-sync replica has it (Kafka's acks=all).
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum Ack {
+    Majority,
+    All,
+}
+
+/// How long `ack=all` waits for the in-sync replicas before answering 504.
+const ACK_ALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 async fn create_accounts(
     State(state): State<AppState>,
     headers: HeaderMap,
+    params: Result<Query<WriteParams>, axum::extract::rejection::QueryRejection>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let ack = query(params)?.ack.unwrap_or(Ack::Majority);
     let raw = body(raw)?;
     let accounts = json::parse_accounts(&raw)?;
     let operation = Operation::CreateAccounts(accounts);
-    write(&state, operation, "/v1/accounts", &headers, raw).await
+    write(&state, operation, "/v1/accounts", ack, &headers, raw).await
 }
 
 async fn create_transfers(
     State(state): State<AppState>,
     headers: HeaderMap,
+    params: Result<Query<WriteParams>, axum::extract::rejection::QueryRejection>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let ack = query(params)?.ack.unwrap_or(Ack::Majority);
     let raw = body(raw)?;
     let transfers = json::parse_transfers(&raw)?;
     let operation = Operation::CreateTransfers(transfers);
-    write(&state, operation, "/v1/transfers", &headers, raw).await
+    write(&state, operation, "/v1/transfers", ack, &headers, raw).await
 }
 
 fn no_leader() -> ApiError {
@@ -256,6 +292,7 @@ async fn write(
     state: &AppState,
     operation: Operation,
     path: &str,
+    ack: Ack,
     headers: &HeaderMap,
     raw: Bytes,
 ) -> Result<Response, ApiError> {
@@ -264,11 +301,39 @@ async fn write(
         Err(NodeError::NotLeader {
             leader: Some(leader),
         }) if leader != state.node_id && !headers.contains_key(FORWARDED) => {
-            return forward(state, leader, path, raw).await;
+            let path = if ack == Ack::All {
+                format!("{path}?ack=all")
+            } else {
+                path.to_string()
+            };
+            return forward(state, leader, &path, raw).await;
         }
         Err(NodeError::NotLeader { .. }) => return Err(no_leader()),
         Err(e) => return Err(e.into()),
     };
+    if ack == Ack::All {
+        let waited = tokio::time::timeout(
+            ACK_ALL_TIMEOUT,
+            state.node.wait_replicated(outcome.commit_index),
+        )
+        .await;
+        match waited {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => {
+                return Err(ApiError {
+                    status: StatusCode::GATEWAY_TIMEOUT,
+                    code: "ack_all_timeout",
+                    message: format!(
+                        "the write committed at index {} on a majority, but not every in-sync \
+                         replica had it within {} s",
+                        outcome.commit_index,
+                        ACK_ALL_TIMEOUT.as_secs()
+                    ),
+                })
+            }
+        }
+    }
     let results = match &outcome.results {
         BatchResults::Accounts(r) => r.iter().map(|r| r.name()).collect::<Vec<_>>(),
         BatchResults::Transfers(r) => r.iter().map(|r| r.name()).collect(),
@@ -491,7 +556,8 @@ async fn status(State(state): State<AppState>) -> Result<Response, ApiError> {
                 "role": if Some(m.id) == c.leader { "leader" } else if m.learner { "learner" } else { "follower" },
                 "match_index": m.match_index,
                 "lag": m.lag,
-                "in_sync": m.recent_active.map(|active| active && m.lag.unwrap_or(0) <= IN_SYNC_LAG),
+                "lag_ms": m.lag_ms,
+                "in_sync": m.recent_active.map(|active| active && m.lag_ms.is_some_and(|ms| ms <= IN_SYNC_MS)),
             })).collect::<Vec<_>>(),
         }),
     };

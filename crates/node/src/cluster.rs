@@ -162,6 +162,8 @@ pub struct ClusterView {
     pub http_addrs: std::collections::HashMap<u64, SocketAddr>,
     /// This node was removed from the cluster: it serves nothing any more.
     pub removed: bool,
+    /// A leader (this node, or one heard from within an election timeout) is there to serve.
+    pub ready: bool,
 }
 
 /// What a proposal or read carries back to its caller.
@@ -295,6 +297,7 @@ pub fn start_cluster(
             .map(|m| (m.id, m.http_addr))
             .collect(),
         removed: false,
+        ready: false,
     }));
     let handle = NodeHandle {
         requests,
@@ -311,6 +314,8 @@ pub fn start_cluster(
         metrics,
         snapshots,
         view,
+        caught_up_at: std::collections::HashMap::new(),
+        waiting_all: Vec::new(),
     };
     let thread = std::thread::Builder::new()
         .name("cluster-loop".into())
@@ -331,7 +336,15 @@ struct ClusterLoop {
     metrics: Arc<Metrics>,
     snapshots: Arc<std::sync::Mutex<Option<bulwark_store::snapshot::SnapshotSource>>>,
     view: Arc<std::sync::RwLock<ClusterView>>,
+    /// Per follower, when its match index last reached the leader's last index: its lag in time.
+    caught_up_at: std::collections::HashMap<u64, Instant>,
+    /// Writes with `ack=all` waiting until every in-sync member has their index.
+    waiting_all: Vec<(u64, oneshot::Sender<Result<(), NodeError>>)>,
 }
+
+/// A follower is in sync when the leader heard from it within an election timeout and it was
+/// fully caught up within this long (the Kafka ISR idea).
+pub const IN_SYNC_WITHIN: Duration = Duration::from_secs(1);
 
 /// A new cluster's configuration is a snapshot at this index; its log starts after it.
 const BOOTSTRAP_INDEX: u64 = 1;
@@ -389,6 +402,9 @@ impl ClusterLoop {
                     }
                     Request::Peer(message) => self.replica.step(message),
                     Request::Membership { change, reply } => self.propose_membership(change, reply),
+                    Request::WaitReplicated { index, reply } => {
+                        self.waiting_all.push((index, reply))
+                    }
                     Request::Shutdown => shutdown = true,
                 }
                 taken += 1;
@@ -646,7 +662,75 @@ impl ClusterLoop {
         }
     }
 
+    /// Tracks followers' lag in time, answers `ack=all` writes every in-sync member now has,
+    /// publishes readiness and replication metrics.
+    fn track_replication(&mut self) {
+        let now = Instant::now();
+        let raft = &self.replica.raw().raft;
+        let leading = self.replica.is_leader();
+        let last = raft.raft_log.last_index();
+        let me = self.cluster.node_id;
+        let mut in_sync_match: Vec<u64> = Vec::new();
+        if leading {
+            for (id, progress) in raft.prs().iter() {
+                if *id == me {
+                    continue;
+                }
+                if progress.matched >= last {
+                    self.caught_up_at.insert(*id, now);
+                }
+                let lag_ms = self
+                    .caught_up_at
+                    .get(id)
+                    .map(|t| {
+                        if progress.matched >= last {
+                            0
+                        } else {
+                            now.duration_since(*t).as_millis() as u64
+                        }
+                    })
+                    .unwrap_or(u64::MAX);
+                let in_sync = progress.recent_active && lag_ms <= IN_SYNC_WITHIN.as_millis() as u64;
+                if in_sync {
+                    in_sync_match.push(progress.matched);
+                }
+                let labels = crate::metrics::MemberLabels { member: *id };
+                self.metrics
+                    .member_match_index
+                    .get_or_create(&labels)
+                    .set(progress.matched as i64);
+                self.metrics
+                    .member_lag_entries
+                    .get_or_create(&labels)
+                    .set(last.saturating_sub(progress.matched) as i64);
+                self.metrics
+                    .member_in_sync
+                    .get_or_create(&labels)
+                    .set(i64::from(in_sync));
+            }
+        }
+        // ack=all: every in-sync follower (and this leader) holds the write's index.
+        let floor = in_sync_match.iter().copied().min().unwrap_or(u64::MAX);
+        let waiting = std::mem::take(&mut self.waiting_all);
+        for (index, reply) in waiting {
+            if !leading {
+                let _ = reply.send(Err(NodeError::NotLeader {
+                    leader: self.replica.leader(),
+                }));
+            } else if floor >= index {
+                let _ = reply.send(Ok(()));
+            } else {
+                self.waiting_all.push((index, reply));
+            }
+        }
+        let heard_recently = raft.election_elapsed < raft.election_timeout();
+        let ready = leading || (self.replica.leader().is_some() && heard_recently);
+        let mut view = self.view.write().expect("cluster view lock");
+        view.ready = ready && !view.removed;
+    }
+
     fn housekeeping(&mut self) -> Result<(), NodeError> {
+        self.track_replication();
         let store = self.replica.state_mut();
         if let Some(done) = store.poll_checkpoint()? {
             // The checkpoint is durable: offer it to lagging followers and drop the log behind.
@@ -699,7 +783,15 @@ impl ClusterLoop {
                     progress.map(|p| p.matched).unwrap_or(0)
                 };
                 let lag = raft.raft_log.last_index().saturating_sub(match_index);
+                let lag_ms = if m.id == self.cluster.node_id || lag == 0 {
+                    Some(0)
+                } else {
+                    self.caught_up_at
+                        .get(&m.id)
+                        .map(|t| t.elapsed().as_millis() as u64)
+                };
                 crate::MemberStatus {
+                    lag_ms: self.replica.is_leader().then_some(lag_ms).flatten(),
                     id: m.id,
                     learner: conf.learners.contains(&m.id),
                     http_addr: m.http_addr,

@@ -89,6 +89,9 @@ impl EventLoop {
                             Request::Shutdown => shutdown = true,
                             // A single node has no peers; a stray message is ignored.
                             Request::Peer(_) => {}
+                            Request::WaitReplicated { reply, .. } => {
+                                let _ = reply.send(Ok(()));
+                            }
                             Request::Membership { reply, .. } => {
                                 let _ = reply.send(Err(NodeError::Membership(
                                     "a single node (started without --member) has no membership \
@@ -249,6 +252,9 @@ fn refuse(request: Request) {
             let _ = reply.send(Err(NodeError::Stopped));
         }
         Request::Membership { reply, .. } => {
+            let _ = reply.send(Err(NodeError::Stopped));
+        }
+        Request::WaitReplicated { reply, .. } => {
             let _ = reply.send(Err(NodeError::Stopped));
         }
         Request::Peer(_) | Request::Shutdown => {}

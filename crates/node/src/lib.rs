@@ -158,6 +158,8 @@ pub struct ClusterStatus {
 pub struct MemberStatus {
     pub id: u64,
     pub learner: bool,
+    /// How long since this member last had every entry (leader only).
+    pub lag_ms: Option<u64>,
     pub http_addr: std::net::SocketAddr,
     pub match_index: Option<u64>,
     pub lag: Option<u64>,
@@ -177,6 +179,11 @@ pub(crate) enum Request {
     },
     /// A Raft message from a peer (cluster mode).
     Peer(raft::eraftpb::Message),
+    /// Resolves once every in-sync member holds log `index` (a write with `ack=all`).
+    WaitReplicated {
+        index: u64,
+        reply: oneshot::Sender<Result<(), NodeError>>,
+    },
     /// An operator's membership change (cluster mode); answered with its log index.
     Membership {
         change: cluster::MembershipChange,
@@ -226,6 +233,27 @@ impl NodeHandle {
             .http_addrs
             .get(&id)
             .copied()
+    }
+
+    /// True while this node can serve: a single node always; a member while it leads or has
+    /// heard from a leader within an election timeout.
+    pub fn is_ready(&self) -> bool {
+        self.cluster
+            .as_ref()
+            .is_none_or(|v| v.read().expect("cluster view lock").ready)
+    }
+
+    /// Waits until every in-sync replica holds log `index` (Kafka's acks=all). A single node
+    /// is its only replica.
+    pub async fn wait_replicated(&self, index: u64) -> Result<(), NodeError> {
+        if self.cluster.is_none() {
+            return Ok(());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request::WaitReplicated { index, reply })
+            .map_err(|_| NodeError::Stopped)?;
+        answer.await.map_err(|_| NodeError::Stopped)?
     }
 
     /// True once this node has been removed from its cluster: it must serve nothing.

@@ -14,6 +14,11 @@ pub struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MemberLabels {
+    pub member: u64,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
     pub route: &'static str,
 }
@@ -31,6 +36,9 @@ pub struct Metrics {
     pub applied_index: Gauge,
     pub checkpoint_seconds: Histogram,
     pub accounts: Gauge,
+    pub member_match_index: Family<MemberLabels, Gauge>,
+    pub member_lag_entries: Family<MemberLabels, Gauge>,
+    pub member_in_sync: Family<MemberLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -100,8 +108,29 @@ impl Default for Metrics {
         );
         let accounts = Gauge::default();
         registry.register("accounts", "Accounts in the ledger", accounts.clone());
+        let member_match_index = Family::<MemberLabels, Gauge>::default();
+        registry.register(
+            "member_match_index",
+            "Leader only: the highest log index known replicated on each follower",
+            member_match_index.clone(),
+        );
+        let member_lag_entries = Family::<MemberLabels, Gauge>::default();
+        registry.register(
+            "member_lag_entries",
+            "Leader only: entries each follower is behind the leader's log",
+            member_lag_entries.clone(),
+        );
+        let member_in_sync = Family::<MemberLabels, Gauge>::default();
+        registry.register(
+            "member_in_sync",
+            "Leader only: 1 if the follower was heard from within an election timeout and caught up within a second",
+            member_in_sync.clone(),
+        );
         Metrics {
             registry,
+            member_match_index,
+            member_lag_entries,
+            member_in_sync,
             http_requests,
             http_latency,
             fsync_seconds,
