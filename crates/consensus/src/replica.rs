@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use bulwark_ledger::{codec, Batch, BatchResults, Operation, StateMachine, Timestamp};
-use raft::eraftpb::{ConfChangeV2, Entry, EntryType, Message, Snapshot};
+use raft::eraftpb::{ConfChangeV2, ConfState, Entry, EntryType, Message, Snapshot};
 use raft::{RawNode, StateRole};
 
 use crate::storage::RaftStorage;
@@ -160,6 +160,14 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
         // before Raft checks `applied <= commit`.
         let initial = raft::Storage::initial_state(&storage)
             .map_err(|e| ReplicaError::Raft(e.to_string()))?;
+        // Membership changes after the state's checkpoint are replayed from the log: Raft must
+        // start from the configuration as of that checkpoint, not the latest one, or it would
+        // apply them twice.
+        if let Some(encoded) = state.membership() {
+            let conf: ConfState = protobuf::Message::parse_from_bytes(&encoded)
+                .map_err(|e| ReplicaError::Raft(format!("checkpointed membership: {e}")))?;
+            storage.set_conf_state(&conf);
+        }
         if initial.hard_state.commit < state.applied_index() {
             let mut hs = initial.hard_state.clone();
             hs.commit = state.applied_index();
@@ -341,8 +349,7 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
             });
             return;
         }
-        let id = self.next_proposal;
-        self.next_proposal += 1;
+        let id = self.next_proposal_id();
         let mut context = proposal_context(self.config.id, id);
         context.extend_from_slice(&details);
         match self.raw.propose_conf_change(context, change) {
@@ -356,6 +363,19 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
                 error: ReplicaError::Raft(e.to_string()),
             }),
         }
+    }
+
+    /// A proposal id no entry in the log can carry already: the term in the high bits (a node
+    /// proposes in a term only while leading it, and a restarted node must win a new, higher
+    /// term before it proposes again), a counter in the low bits. An id reused after a restart
+    /// would let an old entry answer a new proposal.
+    fn next_proposal_id(&mut self) -> u64 {
+        let term = self.raw.raft.term;
+        assert!(term < 1 << 24, "term {term} exceeds the proposal id space");
+        let counter = self.next_proposal;
+        self.next_proposal += 1;
+        assert!(counter < 1 << 40, "too many proposals in one term");
+        (term << 40) | counter
     }
 
     /// Membership changes applied since the last call, in log order.
@@ -423,8 +443,7 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
             };
             let mut data = Vec::new();
             codec::encode(&batch, &mut data);
-            let id = self.next_proposal;
-            self.next_proposal += 1;
+            let id = self.next_proposal_id();
             let context = proposal_context(self.config.id, id);
             let before = self.raw.raft.raft_log.last_index();
             match self.raw.propose(context, data) {
@@ -605,6 +624,20 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
                     let applied = self.raw.apply_conf_change(&change);
                     if let Ok(conf_state) = &applied {
                         self.raw.mut_store().set_conf_state(conf_state);
+                        let encoded = protobuf::Message::write_to_bytes(conf_state)
+                            .expect("a ConfState encodes");
+                        self.state.set_membership(encoded);
+                        let me = self.config.id;
+                        let voter = conf_state.voters.contains(&me)
+                            || conf_state.voters_outgoing.contains(&me);
+                        if self.is_leader() && !voter {
+                            // A leader the new configuration demoted or removed must stop
+                            // leading at once: it no longer counts toward any quorum, and
+                            // serving reads or writes as leader would no longer be safe.
+                            let term = self.raw.raft.term;
+                            self.raw.raft.become_follower(term, raft::INVALID_ID);
+                            self.leader_ready = false;
+                        }
                     }
                     self.last_conf_change = index;
                     self.state.skip_index(index);

@@ -55,6 +55,7 @@ pub struct SimReport {
     pub final_applied_index: u64,
     pub checkpoints: u64,
     pub snapshots_installed: u64,
+    pub membership_changes: u64,
 }
 
 /// splitmix64: small, fast and good enough to drive fault choices.
@@ -125,6 +126,14 @@ impl StateMachine for Recorder {
 
     fn last_timestamp(&self) -> Timestamp {
         self.inner.last_timestamp()
+    }
+
+    fn membership(&self) -> Option<Vec<u8>> {
+        self.inner.membership()
+    }
+
+    fn set_membership(&mut self, encoded: Vec<u8>) {
+        self.inner.set_membership(encoded)
     }
 }
 
@@ -208,6 +217,7 @@ impl std::fmt::Display for Violation {
 
 const ACCOUNTS: u64 = 8;
 const ACCOUNT_TOKENS: u64 = 1 << 45;
+const CONF_TOKENS: u64 = 1 << 48;
 const READ_TOKENS: u64 = 1 << 50;
 
 impl Sim {
@@ -224,11 +234,16 @@ impl Sim {
             .map(|&id| {
                 let election_tick = (ticks[(id - 1) as usize] + rng.below(3)) as usize;
                 let mut storage = MemRaftStorage::new();
-                storage.set_conf_state(&ConfState::from((voters.clone(), vec![])));
+                let conf = ConfState::from((voters.clone(), vec![]));
+                storage.set_conf_state(&conf);
+                let mut checkpoint = Recorder::default();
+                checkpoint.set_membership(
+                    protobuf::Message::write_to_bytes(&conf).expect("a ConfState encodes"),
+                );
                 let mut node = Node {
                     id,
                     replica: None,
-                    checkpoint: Recorder::default(),
+                    checkpoint,
                     durable: Some(storage),
                     election_tick,
                     restart_at: 0,
@@ -294,6 +309,9 @@ impl Sim {
 
     /// Faults: crashes and restarts, partitions, and changes of the network's quality.
     fn chaos(&mut self) {
+        if self.rng.chance(4) {
+            self.change_membership();
+        }
         let n = self.config.nodes;
         let down = n - self.alive().len() as u64;
         // Crash a node now and then, never more than a minority at once.
@@ -367,6 +385,53 @@ impl Sim {
             self.dup_per_mille = self.rng.below(50);
             self.max_delay = 1 + self.rng.below(6);
         }
+    }
+
+    /// Membership under load: the leader demotes two other voters to learners (joint
+    /// consensus, voters stay odd), or promotes every learner back.
+    fn change_membership(&mut self) {
+        use raft::eraftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2};
+        let Some(leader) = self.current_leader() else {
+            return;
+        };
+        let replica = self.nodes[(leader - 1) as usize]
+            .replica
+            .as_mut()
+            .expect("the leader is alive");
+        let conf = replica.raw().raft.prs().conf().to_conf_state();
+        if !conf.voters_outgoing.is_empty() {
+            return; // a joint configuration is still being left
+        }
+        let changes: Vec<(ConfChangeType, u64)> = if conf.learners.is_empty() {
+            let mut others: Vec<u64> = conf
+                .voters
+                .iter()
+                .copied()
+                .filter(|v| *v != leader)
+                .collect();
+            if others.len() < 2 {
+                return;
+            }
+            shuffle(&mut self.rng, &mut others);
+            others[..2]
+                .iter()
+                .map(|id| (ConfChangeType::AddLearnerNode, *id))
+                .collect()
+        } else {
+            conf.learners
+                .iter()
+                .map(|id| (ConfChangeType::AddNode, *id))
+                .collect()
+        };
+        let mut cc = ConfChangeV2::default();
+        cc.set_transition(ConfChangeTransition::Auto);
+        for (kind, id) in changes {
+            let mut single = ConfChangeSingle::default();
+            single.set_change_type(kind);
+            single.node_id = id;
+            cc.mut_changes().push(single);
+        }
+        replica.propose_conf_change(cc, Vec::new(), CONF_TOKENS + self.step);
     }
 
     fn heal(&mut self) {
@@ -450,6 +515,11 @@ impl Sim {
                     node.checkpoint = state;
                 }
                 outputs.extend(replica.take_outputs().into_iter().map(|o| (node.id, o)));
+                for change in replica.take_conf_changes() {
+                    if change.conf_state.is_ok() && change.token.is_some() {
+                        self.report.membership_changes += 1;
+                    }
+                }
                 if !replica.raw().has_ready() {
                     break;
                 }

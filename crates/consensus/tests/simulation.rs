@@ -28,6 +28,7 @@ fn run_many(nodes: u64, first_seed: u64) -> SimReport {
                 total.messages_delivered += r.messages_delivered;
                 total.checkpoints += r.checkpoints;
                 total.snapshots_installed += r.snapshots_installed;
+                total.membership_changes += r.membership_changes;
             }
             Err(violation) => panic!("{violation}"),
         }

@@ -44,6 +44,11 @@ pub trait StateMachine {
     fn skip_index(&mut self, index: u64);
     fn applied_index(&self) -> u64;
     fn last_timestamp(&self) -> Timestamp;
+    /// The cluster configuration as of `applied_index`, in the consensus layer's encoding
+    /// (opaque here); it is checkpointed with the state so that a restart replays membership
+    /// changes on the configuration they were made against.
+    fn membership(&self) -> Option<Vec<u8>>;
+    fn set_membership(&mut self, encoded: Vec<u8>);
 }
 
 /// A [`MemoryStore`] that knows which log index it has applied.
@@ -51,6 +56,7 @@ pub trait StateMachine {
 pub struct MemoryStateMachine {
     pub store: MemoryStore,
     pub applied_index: u64,
+    pub membership: Option<Vec<u8>>,
 }
 
 impl StateMachine for MemoryStateMachine {
@@ -79,6 +85,14 @@ impl StateMachine for MemoryStateMachine {
 
     fn last_timestamp(&self) -> Timestamp {
         self.store.last_timestamp
+    }
+
+    fn membership(&self) -> Option<Vec<u8>> {
+        self.membership.clone()
+    }
+
+    fn set_membership(&mut self, encoded: Vec<u8>) {
+        self.membership = Some(encoded);
     }
 }
 

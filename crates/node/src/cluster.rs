@@ -204,7 +204,7 @@ pub fn start_cluster(
             }
         }
     }
-    let store = StateStore::open(&config.state_path())?;
+    let mut store = StateStore::open(&config.state_path())?;
     let raft_dir = config.data_dir.join("raft");
     let (mut storage, recovered) =
         DiskRaftStorage::open(&raft_dir, config.segment_bytes).map_err(|e| {
@@ -238,6 +238,9 @@ pub fn start_cluster(
                 dir: raft_dir.clone(),
                 reason: e.to_string(),
             })?;
+        let encoded =
+            protobuf::Message::write_to_bytes(meta.get_conf_state()).expect("a ConfState encodes");
+        store.bootstrap_membership(encoded)?;
         tracing::info!(
             members = cluster.members.len(),
             "bootstrapped a new cluster"

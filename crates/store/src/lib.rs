@@ -52,6 +52,9 @@ const FORMAT_VERSION: u64 = 1;
 /// flat however many transfers it stores.
 const CACHE_BYTES: usize = 64 << 20;
 const META_FORMAT: &str = "format_version";
+/// The cluster configuration as of the checkpoint (opaque bytes of the consensus layer).
+pub(crate) const MEMBERSHIP: TableDefinition<&str, &[u8]> = TableDefinition::new("membership");
+const MEMBERSHIP_KEY: &str = "conf_state";
 pub(crate) const META_APPLIED_INDEX: &str = "applied_index";
 const META_LAST_TIMESTAMP: &str = "last_timestamp";
 
@@ -104,6 +107,7 @@ struct Frozen {
     accounts: Vec<Account>,
     applied_index: u64,
     last_timestamp: Timestamp,
+    membership: Option<Vec<u8>>,
 }
 
 /// Read handles on the last committed checkpoint.
@@ -137,6 +141,7 @@ pub struct StateStore {
     last_timestamp: Timestamp,
     applied_index: u64,
     checkpointed_index: u64,
+    membership: Option<Vec<u8>>,
 }
 
 impl StateStore {
@@ -181,6 +186,8 @@ impl StateStore {
                 .map_err(redb_err(path, "create tables"))?;
             txn.open_table(BALANCE_HISTORY)
                 .map_err(redb_err(path, "create tables"))?;
+            txn.open_table(MEMBERSHIP)
+                .map_err(redb_err(path, "create tables"))?;
         }
         txn.commit().map_err(redb_err(path, "commit"))?;
 
@@ -195,6 +202,12 @@ impl StateStore {
         };
         let applied_index = meta_u64(META_APPLIED_INDEX)?;
         let last_timestamp = Timestamp(meta_u64(META_LAST_TIMESTAMP)?);
+        let membership = read
+            .open_table(MEMBERSHIP)
+            .map_err(redb_err(path, "open membership"))?
+            .get(MEMBERSHIP_KEY)
+            .map_err(redb_err(path, "read membership"))?
+            .map(|v| v.value().to_vec());
 
         let mut accounts = HashMap::new();
         let table = read
@@ -241,6 +254,7 @@ impl StateStore {
             last_timestamp,
             applied_index,
             checkpointed_index: applied_index,
+            membership,
         })
     }
 
@@ -270,6 +284,27 @@ impl StateStore {
 
     pub fn accounts(&self) -> impl Iterator<Item = &Account> {
         self.accounts.values()
+    }
+
+    /// Records the cluster configuration of a brand-new store (nothing applied yet) durably, so
+    /// that a restart before the first checkpoint starts Raft from it.
+    pub fn bootstrap_membership(&mut self, encoded: Vec<u8>) -> Result<(), StoreError> {
+        assert_eq!(self.applied_index, 0, "only a new store is bootstrapped");
+        let txn = self
+            .db
+            .begin_write()
+            .map_err(redb_err(&self.path, "begin write"))?;
+        {
+            let mut table = txn
+                .open_table(MEMBERSHIP)
+                .map_err(redb_err(&self.path, "open membership"))?;
+            table
+                .insert(MEMBERSHIP_KEY, encoded.as_slice())
+                .map_err(redb_err(&self.path, "write membership"))?;
+        }
+        txn.commit().map_err(redb_err(&self.path, "commit"))?;
+        self.membership = Some(encoded);
+        Ok(())
     }
 
     /// A handle that streams snapshots of the last checkpoint from any thread.
@@ -305,6 +340,7 @@ impl StateStore {
             accounts,
             applied_index: self.applied_index,
             last_timestamp: self.last_timestamp,
+            membership: self.membership.clone(),
         });
         self.frozen = Some(frozen.clone());
         let (tx, rx) = mpsc::channel();
@@ -313,7 +349,11 @@ impl StateStore {
         std::thread::Builder::new()
             .name("checkpoint".into())
             .spawn(move || {
-                let _ = tx.send(write_checkpoint(&path, &db, &frozen));
+                let outcome = write_checkpoint(&path, &db, &frozen);
+                // Let go of the database before reporting: whoever collects the result may
+                // close the store and reopen the file at once.
+                drop(db);
+                let _ = tx.send(outcome);
             })
             .expect("spawn checkpoint thread");
         self.flushing = Some(rx);
@@ -538,6 +578,10 @@ fn write_tables(txn: &redb::WriteTransaction, frozen: &Frozen) -> Result<(), red
     let mut meta = txn.open_table(META)?;
     meta.insert(META_APPLIED_INDEX, frozen.applied_index)?;
     meta.insert(META_LAST_TIMESTAMP, frozen.last_timestamp.0)?;
+    if let Some(membership) = &frozen.membership {
+        let mut table = txn.open_table(MEMBERSHIP)?;
+        table.insert(MEMBERSHIP_KEY, membership.as_slice())?;
+    }
     Ok(())
 }
 
@@ -564,6 +608,14 @@ impl StateMachine for StateStore {
 
     fn last_timestamp(&self) -> Timestamp {
         self.last_timestamp
+    }
+
+    fn membership(&self) -> Option<Vec<u8>> {
+        self.membership.clone()
+    }
+
+    fn set_membership(&mut self, encoded: Vec<u8>) {
+        self.membership = Some(encoded);
     }
 }
 

@@ -8,7 +8,8 @@
 //! header = "BWSNAP" | version u16
 //! row    = table u8 | key_len u32 | key | value_len u32 | value
 //!          (tables: 0 meta, 1 accounts, 2 transfers, 3 pending_status, 4 pending_expiries,
-//!           5 account_transfers, 6 balance_history; keys and values in redb's own encoding)
+//!           5 account_transfers, 6 balance_history, 7 membership; keys and values in redb's
+//!           own encoding)
 //! trailer= 0xFF | rows u64 | applied_index u64
 //! ```
 
@@ -69,6 +70,7 @@ impl SnapshotSource {
         export_table(&read, crate::EXPIRIES, 4, &mut sink)?;
         export_table(&read, crate::ACCOUNT_TRANSFERS, 5, &mut sink)?;
         export_table(&read, crate::BALANCE_HISTORY, 6, &mut sink)?;
+        export_table(&read, crate::MEMBERSHIP, 7, &mut sink)?;
         let mut body = Vec::new();
         body.clear();
         body.push(TRAILER);
@@ -185,6 +187,7 @@ pub fn import(path: &Path, input: &mut impl Read) -> Result<SnapshotInfo, StoreE
             4 => import_row(&txn, crate::EXPIRIES, key, value),
             5 => import_row(&txn, crate::ACCOUNT_TRANSFERS, key, value),
             6 => import_row(&txn, crate::BALANCE_HISTORY, key, value),
+            7 => import_row(&txn, crate::MEMBERSHIP, key, value),
             other => Err(format!("unknown table tag {other}")),
         };
         inserted.map_err(fail)?;
