@@ -687,6 +687,49 @@ pub struct ClusterNode {
 }
 
 impl ClusterNode {
+    /// A member that is not started yet, on `data_dir` and the given ports; `args` are all its
+    /// `start` options but `--data-dir` and `--listen` (`--node-id`, `--member`s, `--join`, ...).
+    pub fn unstarted(
+        id: u64,
+        data_dir: PathBuf,
+        peer_port: u16,
+        http_port: u16,
+        args: Vec<String>,
+    ) -> ClusterNode {
+        ClusterNode {
+            id,
+            data_dir,
+            http_port,
+            peer_port,
+            logs: tempfile::Builder::new()
+                .prefix("bulwark-test-logs")
+                .tempdir()
+                .expect("tempdir"),
+            args,
+            child: None,
+            runs: 0,
+            http: Http::new(http_port),
+        }
+    }
+
+    /// The `start` options every run of this node uses (its original flags).
+    pub fn args(&self) -> &[String] {
+        &self.args
+    }
+
+    /// This member's `--member` value.
+    pub fn member_addr(&self) -> MemberAddr {
+        MemberAddr {
+            id: self.id,
+            peer_port: self.peer_port,
+            http_port: self.http_port,
+        }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
@@ -858,6 +901,44 @@ impl Cluster {
             members,
             _data: data,
         }
+    }
+
+    /// Starts a node that asks to join this cluster: `bulwark start --join --node-id id` with a
+    /// `--member` for every node of the cluster so far (original or joined) and one for itself,
+    /// plus `extra`, on fresh ports and a data directory next to the others. It is appended to
+    /// `nodes` (not to `members`, the original voters); the cluster still has to add it.
+    pub async fn start_joining(&mut self, id: u64, extra: &[&str]) -> MemberAddr {
+        assert!(
+            self.nodes.iter().all(|n| n.id != id),
+            "node {id} already exists"
+        );
+        let base = free_port_range(2);
+        let me = MemberAddr {
+            id,
+            peer_port: base,
+            http_port: base + 1,
+        };
+        let mut args = vec!["--join".to_string(), "--node-id".into(), id.to_string()];
+        for m in self
+            .nodes
+            .iter()
+            .map(ClusterNode::member_addr)
+            .chain([me.clone()])
+        {
+            args.push("--member".into());
+            args.push(m.arg());
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let data_dir = self._data.path().join(format!("node-{id}"));
+        self.nodes.push(ClusterNode::unstarted(
+            id,
+            data_dir,
+            me.peer_port,
+            me.http_port,
+            args,
+        ));
+        self.node_mut(id).restart().await;
+        me
     }
 
     /// The member with this id.
