@@ -279,11 +279,7 @@ pub fn start_cluster(
         // Offer the checkpoint we restarted from, so that a lagging follower need not wait for
         // the next one.
         replica
-            .compact(
-                checkpoint,
-                KEEP_ENTRIES,
-                cluster.node_id.to_le_bytes().to_vec(),
-            )
+            .compact(checkpoint, KEEP_ENTRIES, snapshot_data(&cluster))
             .map_err(|e| NodeError::Recovery {
                 dir: config.data_dir.clone(),
                 reason: format!("offering the checkpoint as a snapshot: {e}"),
@@ -319,6 +315,7 @@ pub fn start_cluster(
         view,
         caught_up_at: std::collections::HashMap::new(),
         waiting_all: Vec::new(),
+        joint_replies: Vec::new(),
     };
     let thread = std::thread::Builder::new()
         .name("cluster-loop".into())
@@ -341,6 +338,8 @@ struct ClusterLoop {
     view: Arc<std::sync::RwLock<ClusterView>>,
     /// Per follower, when its match index last reached the leader's last index: its lag in time.
     caught_up_at: std::collections::HashMap<u64, Instant>,
+    /// Membership changes applied in a joint configuration, answered once it is left.
+    joint_replies: Vec<oneshot::Sender<Result<u64, NodeError>>>,
     /// Writes with `ack=all` waiting until every in-sync member has their index.
     waiting_all: Vec<(u64, oneshot::Sender<Result<(), NodeError>>)>,
 }
@@ -431,7 +430,7 @@ impl ClusterLoop {
             let transport = self.transport.clone();
             let cluster = &self.cluster;
             let snapshots = &self.snapshots;
-            let mut installed = false;
+            let mut installed: Option<Vec<Member>> = None;
             self.replica
                 .process_ready(
                     &mut |messages| send_all(&*transport, messages),
@@ -439,7 +438,7 @@ impl ClusterLoop {
                         install_snapshot(cluster, store, snapshot)?;
                         *snapshots.lock().expect("snapshot source lock") =
                             Some(store.snapshot_source());
-                        installed = true;
+                        installed = Some(snapshot_members(&snapshot.data));
                         Ok(())
                     },
                 )
@@ -447,11 +446,21 @@ impl ClusterLoop {
                     dir: self.config.data_dir.clone(),
                     reason: format!("the Raft log failed: {e}"),
                 })?;
-            if installed {
+            if let Some(members) = installed {
                 tracing::info!(
                     applied_index = self.replica.state().applied_index(),
                     "caught up by installing a snapshot"
                 );
+                // The snapshot's sender told us every member's address as of the snapshot:
+                // the membership changes it covers will not be replayed here.
+                for m in members {
+                    match self.cluster.members.iter_mut().find(|x| x.id == m.id) {
+                        Some(x) => *x = m,
+                        None => self.cluster.members.push(m),
+                    }
+                }
+                let conf = self.replica.raw().raft.prs().conf().to_conf_state();
+                self.update_members(&conf);
             }
             self.metrics
                 .fsync_seconds
@@ -618,37 +627,7 @@ impl ClusterLoop {
                 }
             }
         }
-        let in_config: std::collections::BTreeSet<u64> = conf
-            .voters
-            .iter()
-            .chain(&conf.learners)
-            .chain(&conf.voters_outgoing)
-            .chain(&conf.learners_next)
-            .copied()
-            .collect();
-        self.cluster.members.retain(|m| in_config.contains(&m.id));
-        if let Err(e) = save_members(&self.config.data_dir, &self.cluster.members) {
-            tracing::error!(error = %e, "cannot save the member address book");
-        }
-        let peers: Vec<(NodeId, SocketAddr)> = self
-            .cluster
-            .members
-            .iter()
-            .filter(|m| m.id != self.cluster.node_id)
-            .map(|m| (NodeId(m.id), m.peer_addr))
-            .collect();
-        self.transport.set_peers(&peers);
-        let removed = !in_config.contains(&self.cluster.node_id);
-        {
-            let mut view = self.view.write().expect("cluster view lock");
-            view.http_addrs = self
-                .cluster
-                .members
-                .iter()
-                .map(|m| (m.id, m.http_addr))
-                .collect();
-            view.removed = removed;
-        }
+        let removed = self.update_members(&conf);
         tracing::info!(
             index = change.index,
             voters = ?conf.voters,
@@ -656,8 +635,15 @@ impl ClusterLoop {
             removed,
             "membership changed"
         );
+        // A change made by joint consensus is done only once the joint configuration is left
+        // (the automatic next change): only then does the new majority alone decide.
         if let Some(Reply::Membership(reply)) = change.token {
-            let _ = reply.send(Ok(change.index));
+            self.joint_replies.push(reply);
+        }
+        if conf.voters_outgoing.is_empty() {
+            for reply in self.joint_replies.drain(..) {
+                let _ = reply.send(Ok(change.index));
+            }
         }
         // A new member starts from a snapshot: make sure a checkpoint is there to offer.
         if self.replica.is_leader() {
@@ -732,12 +718,49 @@ impl ClusterLoop {
         view.ready = ready && !view.removed;
     }
 
+    /// Keeps the address book, the transport's peers and the API's view to the members of
+    /// `conf`; returns whether this node is no longer among them.
+    fn update_members(&mut self, conf: &ConfState) -> bool {
+        let in_config: std::collections::BTreeSet<u64> = conf
+            .voters
+            .iter()
+            .chain(&conf.learners)
+            .chain(&conf.voters_outgoing)
+            .chain(&conf.learners_next)
+            .copied()
+            .collect();
+        self.cluster.members.retain(|m| in_config.contains(&m.id));
+        if let Err(e) = save_members(&self.config.data_dir, &self.cluster.members) {
+            tracing::error!(error = %e, "cannot save the member address book");
+        }
+        let peers: Vec<(NodeId, SocketAddr)> = self
+            .cluster
+            .members
+            .iter()
+            .filter(|m| m.id != self.cluster.node_id)
+            .map(|m| (NodeId(m.id), m.peer_addr))
+            .collect();
+        self.transport.set_peers(&peers);
+        let removed = !in_config.contains(&self.cluster.node_id);
+        {
+            let mut view = self.view.write().expect("cluster view lock");
+            view.http_addrs = self
+                .cluster
+                .members
+                .iter()
+                .map(|m| (m.id, m.http_addr))
+                .collect();
+            view.removed = removed;
+        }
+        removed
+    }
+
     fn housekeeping(&mut self) -> Result<(), NodeError> {
         self.track_replication();
         let store = self.replica.state_mut();
         if let Some(done) = store.poll_checkpoint()? {
             // The checkpoint is durable: offer it to lagging followers and drop the log behind.
-            let data = self.cluster.node_id.to_le_bytes().to_vec();
+            let data = snapshot_data(&self.cluster);
             self.replica
                 .compact(done.applied_index, KEEP_ENTRIES, data)
                 .map_err(|e| NodeError::Recovery {
@@ -829,6 +852,25 @@ impl ClusterLoop {
             applied_index: store.applied_index(),
         }
     }
+}
+
+/// What a snapshot offer carries besides Raft's metadata: the id of the node to fetch the state
+/// from, then the address book (`ID=PEER_ADDR=HTTP_ADDR` lines), so that a node catching up by
+/// snapshot learns the members whose addition the snapshot covers.
+fn snapshot_data(cluster: &ClusterConfig) -> Vec<u8> {
+    let mut data = cluster.node_id.to_le_bytes().to_vec();
+    for m in &cluster.members {
+        data.extend_from_slice(m.to_spec().as_bytes());
+        data.push(b'\n');
+    }
+    data
+}
+
+fn snapshot_members(data: &[u8]) -> Vec<Member> {
+    let text = std::str::from_utf8(data.get(8..).unwrap_or_default()).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| Member::parse_spec(line).ok())
+        .collect()
 }
 
 /// Replaces this follower's state with the leader's checkpoint, streamed over HTTP from the
