@@ -573,8 +573,14 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
     fn apply_entries(&mut self, entries: Vec<Entry>) {
         for entry in entries {
             let index = entry.index;
-            if index <= self.state.applied_index() {
-                // Already in the state (it came with an installed snapshot).
+            let is_conf_change = matches!(
+                entry.get_entry_type(),
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2
+            );
+            if index <= self.state.applied_index() && !is_conf_change {
+                // Already in the state (it came with an installed snapshot). A membership
+                // change still goes on below: Raft's configuration is the snapshot's, older
+                // than the state's, and must catch up too.
                 continue;
             }
             match entry.get_entry_type() {
@@ -624,9 +630,11 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
                     let applied = self.raw.apply_conf_change(&change);
                     if let Ok(conf_state) = &applied {
                         self.raw.mut_store().set_conf_state(conf_state);
-                        let encoded = protobuf::Message::write_to_bytes(conf_state)
-                            .expect("a ConfState encodes");
-                        self.state.set_membership(encoded);
+                        if index > self.state.applied_index() {
+                            let encoded = protobuf::Message::write_to_bytes(conf_state)
+                                .expect("a ConfState encodes");
+                            self.state.set_membership(encoded);
+                        }
                         let me = self.config.id;
                         let voter = conf_state.voters.contains(&me)
                             || conf_state.voters_outgoing.contains(&me);
@@ -640,7 +648,9 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
                         }
                     }
                     self.last_conf_change = index;
-                    self.state.skip_index(index);
+                    if index > self.state.applied_index() {
+                        self.state.skip_index(index);
+                    }
                     let mut token = None;
                     if let Some((node, id)) = parse_context(&entry.context) {
                         if node == self.config.id {
