@@ -13,7 +13,7 @@ pub mod cluster;
 mod event_loop;
 pub mod metrics;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -441,9 +441,4 @@ pub(crate) fn answer_query(store: &StateStore, query: Query) -> Result<ReadOutco
         answer,
         applied_index: store.applied_index(),
     })
-}
-
-/// The data directory a node would use, for tools that inspect it.
-pub fn wal_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("wal")
 }

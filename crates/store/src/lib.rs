@@ -24,12 +24,7 @@ use bulwark_ledger::{
     Account, AccountId, Balances, Batch, BatchResults, Changes, LedgerStore, PendingStatus,
     StateMachine, Timestamp, Transfer, TransferId,
 };
-use redb::{
-    Database, ReadOnlyTable, ReadableDatabase, ReadableTable, ReadableTableMetadata,
-    TableDefinition,
-};
-
-pub use records::{decode_transfer, encode_transfer};
+use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTable, TableDefinition};
 
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub(crate) const ACCOUNTS: TableDefinition<u64, &[u8]> = TableDefinition::new("accounts");
@@ -704,13 +699,4 @@ impl LedgerStore for StateStore {
         }
         self.last_timestamp = changes.last_timestamp;
     }
-}
-
-/// Row counts of the durable checkpoint, for status and tests.
-pub fn checkpoint_transfer_count(store: &StateStore) -> Result<u64, StoreError> {
-    store
-        .reader
-        .transfers
-        .len()
-        .map_err(redb_err(&store.path, "count transfers"))
 }
