@@ -1,0 +1,659 @@
+//! The bank test's checker: one verdict per property, computed from the client's record and the
+//! final state. The client's record is the reference; the final state is checked against it.
+//!
+//! Pairing: a completion belongs to the latest open invoke of its process; an invoke never completed
+//! counts as indefinite (`info`). An event of an `ok` batch without a result word is indefinite too.
+//!
+//! `refused_absent` exempts an id that was also acknowledged in some batch, or sent in a batch with an
+//! indefinite outcome (that earlier attempt may legitimately have been applied); such an id is checked
+//! by `acknowledged_present_once` or `indefinite_at_most_once` instead.
+//!
+//! Rule of `linearizable_reads` (balances): a transfer's commit index is the `commit_index` of the
+//! first `ok` batch in which its event result was `ok`. The replay set is every transfer present in the
+//! final state (stored fields) plus every acknowledged one missing from it (sent fields). An account is
+//! checked only if every transfer of the replay set touching it has a known commit index and no
+//! pending transfer touching it with a timeout is left unresolved (its expiry index is unknown). The
+//! read's returned balances for checked accounts must equal the replay, in commit-index order (batch
+//! order within one index), of the transfers with commit index <= the read's `applied_index`.
+
+use crate::history::{Balance, History, Kind, NemesisAction, Op, Phase, Transfer};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+const MAX_VIOLATIONS: usize = 20;
+
+/// The verdict on one property.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub property: &'static str,
+    pub ok: bool,
+    /// The first 20 violations, with exact ids and indexes.
+    pub violations: Vec<String>,
+    /// Informational figures (e.g. availability).
+    pub notes: Vec<String>,
+}
+
+/// All verdicts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub verdicts: Vec<Verdict>,
+    pub ok: bool,
+}
+
+impl Report {
+    /// `VALID` or `INVALID: <failed properties>`.
+    pub fn summary(&self) -> String {
+        if self.ok {
+            "VALID".to_string()
+        } else {
+            let failed: Vec<&str> = self
+                .verdicts
+                .iter()
+                .filter(|v| !v.ok)
+                .map(|v| v.property)
+                .collect();
+            format!("INVALID: {}", failed.join(", "))
+        }
+    }
+
+    /// The verdict of a property, by name.
+    pub fn verdict(&self, property: &str) -> Option<&Verdict> {
+        self.verdicts.iter().find(|v| v.property == property)
+    }
+
+    /// Names of the failed properties.
+    pub fn failed(&self) -> Vec<&'static str> {
+        self.verdicts
+            .iter()
+            .filter(|v| !v.ok)
+            .map(|v| v.property)
+            .collect()
+    }
+}
+
+struct Collector {
+    property: &'static str,
+    violations: Vec<String>,
+    count: usize,
+}
+
+impl Collector {
+    fn new(property: &'static str) -> Self {
+        Collector {
+            property,
+            violations: Vec::new(),
+            count: 0,
+        }
+    }
+    fn add(&mut self, v: String) {
+        self.count += 1;
+        if self.violations.len() < MAX_VIOLATIONS {
+            self.violations.push(v);
+        }
+    }
+    fn finish(self) -> Verdict {
+        Verdict {
+            property: self.property,
+            ok: self.count == 0,
+            violations: self.violations,
+            notes: if self.count > MAX_VIOLATIONS {
+                vec![format!("{} violations in all", self.count)]
+            } else {
+                Vec::new()
+            },
+        }
+    }
+}
+
+/// An invoke paired with its completion.
+struct Call<'a> {
+    index: usize,
+    process: u64,
+    kind: Kind,
+    invoke_ns: u64,
+    complete_ns: Option<u64>,
+    phase: Phase,
+    transfers: &'a [Transfer],
+    results: &'a [String],
+    commit_index: Option<u64>,
+    applied_index: Option<u64>,
+    balances: &'a [Balance],
+}
+
+impl Call<'_> {
+    /// The outcome of event `i`.
+    fn outcome(&self, i: usize) -> Outcome {
+        match self.phase {
+            Phase::Fail => Outcome::Refused,
+            Phase::Info | Phase::Invoke => Outcome::Indefinite,
+            Phase::Ok => match self.results.get(i).map(String::as_str) {
+                Some("ok") | Some("exists") => Outcome::Acknowledged,
+                Some(_) => Outcome::Refused,
+                None => Outcome::Indefinite,
+            },
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Acknowledged,
+    Refused,
+    Indefinite,
+}
+
+fn pair(ops: &[Op]) -> Vec<Call<'_>> {
+    let mut calls: Vec<Call> = Vec::new();
+    let mut open: HashMap<u64, usize> = HashMap::new();
+    for op in ops.iter().filter(|o| o.kind != Kind::Nemesis) {
+        if op.phase == Phase::Invoke {
+            open.insert(op.process, calls.len());
+            calls.push(Call {
+                index: calls.len(),
+                process: op.process,
+                kind: op.kind,
+                invoke_ns: op.time_ns,
+                complete_ns: None,
+                phase: Phase::Invoke,
+                transfers: &op.transfers,
+                results: &[],
+                commit_index: None,
+                applied_index: None,
+                balances: &[],
+            });
+        } else {
+            let at = match open.remove(&op.process) {
+                Some(at) => at,
+                None => {
+                    // A completion without invoke (only in hand-built histories): stands alone.
+                    calls.push(Call {
+                        index: calls.len(),
+                        process: op.process,
+                        kind: op.kind,
+                        invoke_ns: op.time_ns,
+                        complete_ns: None,
+                        phase: Phase::Invoke,
+                        transfers: &op.transfers,
+                        results: &[],
+                        commit_index: None,
+                        applied_index: None,
+                        balances: &[],
+                    });
+                    calls.len() - 1
+                }
+            };
+            let call = &mut calls[at];
+            call.complete_ns = Some(op.time_ns);
+            call.phase = op.phase;
+            if call.transfers.is_empty() {
+                call.transfers = &op.transfers;
+            }
+            call.results = &op.results;
+            call.commit_index = op.commit_index;
+            call.applied_index = op.applied_index;
+            call.balances = &op.balances;
+        }
+    }
+    calls
+}
+
+/// Checks every property of the bank test on a history.
+pub fn check(history: &History) -> Report {
+    let calls = pair(&history.ops);
+    let state = &history.state;
+
+    let mut present: BTreeMap<u64, Vec<&Transfer>> = BTreeMap::new();
+    for t in &state.transfers {
+        present.entry(t.id).or_default().push(t);
+    }
+    let writes: Vec<&Call> = calls
+        .iter()
+        .filter(|c| c.kind == Kind::TransferBatch)
+        .collect();
+    // id -> acknowledged sends, refused sends, indefinite sends (call index, transfer)
+    let mut acked: BTreeMap<u64, Vec<(&Call, &Transfer)>> = BTreeMap::new();
+    let mut refused: BTreeMap<u64, Vec<(&Call, &Transfer, String)>> = BTreeMap::new();
+    let mut indefinite: BTreeMap<u64, Vec<(&Call, &Transfer)>> = BTreeMap::new();
+    for c in &writes {
+        for (i, t) in c.transfers.iter().enumerate() {
+            match c.outcome(i) {
+                Outcome::Acknowledged => acked.entry(t.id).or_default().push((c, t)),
+                Outcome::Indefinite => indefinite.entry(t.id).or_default().push((c, t)),
+                Outcome::Refused => {
+                    let why = if c.phase == Phase::Fail {
+                        "batch failed".to_string()
+                    } else {
+                        c.results[i].clone()
+                    };
+                    refused.entry(t.id).or_default().push((c, t, why))
+                }
+            }
+        }
+    }
+
+    let mut verdicts = vec![ledgers_balance(history), no_overdraft(history, &calls)];
+
+    // 3. acknowledged_present_once
+    let mut v = Collector::new("acknowledged_present_once");
+    for (id, sends) in &acked {
+        let (c, sent) = sends[0];
+        match present.get(id).map(Vec::as_slice) {
+            None | Some([]) => v.add(format!(
+                "transfer {id} acknowledged (process {}, commit index {}) is missing from the final state",
+                c.process,
+                fmt_index(c.commit_index)
+            )),
+            Some([one]) => {
+                if let Some((c, _)) = sends.iter().find(|(_, s)| !one.matches_sent(s)) {
+                    v.add(format!(
+                        "transfer {id} acknowledged (process {}, commit index {}) is present with other fields: sent {:?}, found {:?}",
+                        c.process, fmt_index(c.commit_index), sent, one
+                    ));
+                }
+            }
+            Some(many) => v.add(format!(
+                "transfer {id} acknowledged (process {}, commit index {}) is present {} times",
+                c.process,
+                fmt_index(c.commit_index),
+                many.len()
+            )),
+        }
+    }
+    verdicts.push(v.finish());
+
+    // 4. refused_absent
+    let mut v = Collector::new("refused_absent");
+    for (id, sends) in &refused {
+        if acked.contains_key(id) || indefinite.contains_key(id) || !present.contains_key(id) {
+            continue;
+        }
+        let (c, _, why) = &sends[0];
+        v.add(format!(
+            "transfer {id} definitely refused ({why}, process {}) is present in the final state",
+            c.process
+        ));
+    }
+    verdicts.push(v.finish());
+
+    // 5. indefinite_at_most_once
+    let mut v = Collector::new("indefinite_at_most_once");
+    for (id, sends) in &indefinite {
+        if acked.contains_key(id) {
+            continue; // checked as acknowledged
+        }
+        match present.get(id).map(Vec::as_slice) {
+            None | Some([]) => {}
+            Some([one]) => {
+                if !sends.iter().any(|(_, s)| one.matches_sent(s)) {
+                    v.add(format!(
+                        "transfer {id} sent with an indefinite outcome (process {}) is present with other fields: sent {:?}, found {:?}",
+                        sends[0].0.process, sends[0].1, one
+                    ));
+                }
+            }
+            Some(many) => v.add(format!(
+                "transfer {id} sent with an indefinite outcome (process {}) is present {} times",
+                sends[0].0.process,
+                many.len()
+            )),
+        }
+    }
+    verdicts.push(v.finish());
+
+    verdicts.push(linked_chains_whole(&writes, &present));
+    verdicts.push(pending_resolved_once(history));
+    verdicts.push(linearizable_reads(&calls, &writes, &present, &acked));
+    verdicts.push(availability(history, &calls));
+
+    let ok = verdicts.iter().all(|v| v.ok);
+    Report { verdicts, ok }
+}
+
+fn fmt_index(i: Option<u64>) -> String {
+    i.map_or_else(|| "unknown".to_string(), |i| i.to_string())
+}
+
+fn ledgers_balance(history: &History) -> Verdict {
+    let mut v = Collector::new("ledgers_balance");
+    let mut sums: BTreeMap<u32, [u128; 4]> = BTreeMap::new();
+    for a in &history.state.accounts {
+        let s = sums.entry(a.ledger).or_default();
+        s[0] += u128::from(a.debits_posted);
+        s[1] += u128::from(a.credits_posted);
+        s[2] += u128::from(a.debits_pending);
+        s[3] += u128::from(a.credits_pending);
+    }
+    for (ledger, s) in sums {
+        if s[0] != s[1] {
+            v.add(format!(
+                "ledger {ledger}: debits_posted {} != credits_posted {}",
+                s[0], s[1]
+            ));
+        }
+        if s[2] != s[3] {
+            v.add(format!(
+                "ledger {ledger}: debits_pending {} != credits_pending {}",
+                s[2], s[3]
+            ));
+        }
+    }
+    v.finish()
+}
+
+fn no_overdraft(history: &History, calls: &[Call]) -> Verdict {
+    let mut v = Collector::new("no_overdraft");
+    let guarded: BTreeSet<u64> = history
+        .state
+        .accounts
+        .iter()
+        .filter(|a| a.has_flag("debits_must_not_exceed_credits"))
+        .map(|a| a.id)
+        .collect();
+    let over = |dp: u64, dpo: u64, cpo: u64| u128::from(dp) + u128::from(dpo) > u128::from(cpo);
+    for a in &history.state.accounts {
+        if guarded.contains(&a.id) && over(a.debits_pending, a.debits_posted, a.credits_posted) {
+            v.add(format!(
+                "account {} in the final state: debits_pending {} + debits_posted {} > credits_posted {}",
+                a.id, a.debits_pending, a.debits_posted, a.credits_posted
+            ));
+        }
+    }
+    for c in calls.iter().filter(|c| c.phase == Phase::Ok) {
+        for b in c.balances {
+            if guarded.contains(&b.id) && over(b.debits_pending, b.debits_posted, b.credits_posted)
+            {
+                v.add(format!(
+                    "account {} read by process {} at applied index {}: debits_pending {} + debits_posted {} > credits_posted {}",
+                    b.id, c.process, fmt_index(c.applied_index), b.debits_pending, b.debits_posted, b.credits_posted
+                ));
+            }
+        }
+    }
+    v.finish()
+}
+
+/// The chains of a batch: runs of `linked` events closed by one without (an open run at the end counts).
+fn chains(transfers: &[Transfer]) -> Vec<Vec<u64>> {
+    let mut out = Vec::new();
+    let mut run = Vec::new();
+    for t in transfers {
+        run.push(t.id);
+        if !t.has_flag("linked") {
+            out.push(std::mem::take(&mut run));
+        }
+    }
+    if !run.is_empty() {
+        out.push(run);
+    }
+    out
+}
+
+/// Chains of more than one event must be all present or all absent. A chain is skipped if one of its
+/// ids was also sent in another chain of different membership (its presence is explained elsewhere).
+fn linked_chains_whole(writes: &[&Call], present: &BTreeMap<u64, Vec<&Transfer>>) -> Verdict {
+    let mut v = Collector::new("linked_chains_whole");
+    let mut all: Vec<(&Call, Vec<u64>)> = Vec::new();
+    let mut shapes: HashMap<u64, BTreeSet<Vec<u64>>> = HashMap::new();
+    for c in writes {
+        for chain in chains(c.transfers) {
+            for id in &chain {
+                shapes.entry(*id).or_default().insert(chain.clone());
+            }
+            all.push((c, chain));
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for (c, chain) in all {
+        if chain.len() < 2 || !seen.insert(chain.clone()) {
+            continue;
+        }
+        if chain.iter().any(|id| shapes[id].len() > 1) {
+            continue;
+        }
+        let here: Vec<u64> = chain
+            .iter()
+            .copied()
+            .filter(|id| present.contains_key(id))
+            .collect();
+        if !here.is_empty() && here.len() != chain.len() {
+            let missing: Vec<u64> = chain
+                .iter()
+                .copied()
+                .filter(|id| !present.contains_key(id))
+                .collect();
+            v.add(format!(
+                "linked chain {chain:?} (process {}) is broken: present {here:?}, absent {missing:?}",
+                c.process
+            ));
+        }
+    }
+    v.finish()
+}
+
+/// At most one present post/void references each pending transfer, and it references a present
+/// pending transfer. (Expiry is not visible in the final state: no resolution is accepted.)
+fn pending_resolved_once(history: &History) -> Verdict {
+    let mut v = Collector::new("pending_resolved_once");
+    let pendings: BTreeSet<u64> = history
+        .state
+        .transfers
+        .iter()
+        .filter(|t| t.is_pending())
+        .map(|t| t.id)
+        .collect();
+    let mut resolvers: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for t in history
+        .state
+        .transfers
+        .iter()
+        .filter(|t| t.is_post() || t.is_void())
+    {
+        if !pendings.contains(&t.pending_id) {
+            v.add(format!(
+                "transfer {} resolves pending transfer {}, which is not a present pending transfer",
+                t.id, t.pending_id
+            ));
+        }
+        resolvers.entry(t.pending_id).or_default().push(t.id);
+    }
+    for (pending, ids) in resolvers {
+        if ids.len() > 1 {
+            v.add(format!(
+                "pending transfer {pending} is resolved {} times: by transfers {ids:?}",
+                ids.len()
+            ));
+        }
+    }
+    v.finish()
+}
+
+fn linearizable_reads(
+    calls: &[Call],
+    writes: &[&Call],
+    present: &BTreeMap<u64, Vec<&Transfer>>,
+    acked: &BTreeMap<u64, Vec<(&Call, &Transfer)>>,
+) -> Verdict {
+    let mut v = Collector::new("linearizable_reads");
+    // Commit index of each transfer: the first ok batch where its result was "ok".
+    let mut commit: HashMap<u64, (u64, usize, usize)> = HashMap::new();
+    for c in writes.iter().filter(|c| c.phase == Phase::Ok) {
+        let Some(ci) = c.commit_index else { continue };
+        for (i, t) in c.transfers.iter().enumerate() {
+            if c.results.get(i).map(String::as_str) == Some("ok") {
+                let key = (ci, c.index, i);
+                let e = commit.entry(t.id).or_insert(key);
+                if key < *e {
+                    *e = key;
+                }
+            }
+        }
+    }
+    // The replay set: present transfers (stored fields) plus acknowledged missing ones (sent fields).
+    let mut replay: BTreeMap<u64, Transfer> = BTreeMap::new();
+    for (id, ts) in present {
+        replay.insert(*id, ts[0].clone());
+    }
+    for (id, sends) in acked {
+        replay.entry(*id).or_insert_with(|| sends[0].1.clone());
+    }
+    let resolved: BTreeSet<u64> = replay
+        .values()
+        .filter(|t| t.is_post() || t.is_void())
+        .map(|t| t.pending_id)
+        .collect();
+    let touched = |t: &Transfer, replay: &BTreeMap<u64, Transfer>| -> Vec<u64> {
+        if (t.is_post() || t.is_void()) && (t.debit == 0 || t.credit == 0) {
+            if let Some(p) = replay.get(&t.pending_id) {
+                return vec![p.debit, p.credit];
+            }
+        }
+        vec![t.debit, t.credit]
+    };
+    let mut unchecked: BTreeSet<u64> = BTreeSet::new();
+    let mut ordered: Vec<((u64, usize, usize), &Transfer)> = Vec::new();
+    for t in replay.values() {
+        let accounts = touched(t, &replay);
+        match commit.get(&t.id) {
+            Some(k) => ordered.push((*k, t)),
+            None => unchecked.extend(accounts.iter().copied()),
+        }
+        if (t.is_post() || t.is_void()) && !replay.contains_key(&t.pending_id) {
+            unchecked.extend(accounts.iter().copied());
+        }
+        if t.is_pending() && t.timeout > 0 && !resolved.contains(&t.id) {
+            unchecked.extend(accounts);
+        }
+    }
+    ordered.sort_by_key(|(k, _)| *k);
+
+    // Acknowledged writes by completion time, for the applied-index rule.
+    let mut acks: Vec<(u64, u64, u64)> = writes
+        .iter()
+        .filter(|c| c.phase == Phase::Ok)
+        .filter_map(|c| Some((c.complete_ns?, c.commit_index?, c.process)))
+        .collect();
+    acks.sort();
+
+    for r in calls.iter().filter(|c| {
+        matches!(c.kind, Kind::ReadBalances | Kind::ReadHistory) && c.phase == Phase::Ok
+    }) {
+        let Some(applied) = r.applied_index else {
+            v.add(format!(
+                "read by process {} at {} ns completed ok without an applied index",
+                r.process, r.invoke_ns
+            ));
+            continue;
+        };
+        if let Some((done, ci, p)) = acks
+            .iter()
+            .filter(|(done, _, _)| *done < r.invoke_ns)
+            .max_by_key(|(_, ci, _)| *ci)
+        {
+            if applied < *ci {
+                v.add(format!(
+                    "stale read by process {} invoked at {} ns: applied index {applied} < commit index {ci} of a write by process {p} acknowledged at {done} ns",
+                    r.process, r.invoke_ns
+                ));
+            }
+        }
+        if r.balances.is_empty() {
+            continue;
+        }
+        let mut computed: HashMap<u64, Balance> = HashMap::new();
+        for (k, t) in &ordered {
+            if k.0 > applied {
+                break;
+            }
+            apply(&mut computed, t, &replay);
+        }
+        for b in r.balances.iter().filter(|b| !unchecked.contains(&b.id)) {
+            let want = computed.get(&b.id).copied().unwrap_or(Balance {
+                id: b.id,
+                ..Balance::default()
+            });
+            if want != *b {
+                v.add(format!(
+                    "read by process {} at applied index {applied}: account {} returned {:?}, replay gives {:?}",
+                    r.process, b.id, b, want
+                ));
+            }
+        }
+    }
+    v.finish()
+}
+
+fn apply(balances: &mut HashMap<u64, Balance>, t: &Transfer, replay: &BTreeMap<u64, Transfer>) {
+    fn entry(balances: &mut HashMap<u64, Balance>, id: u64) -> &mut Balance {
+        balances.entry(id).or_insert(Balance {
+            id,
+            ..Balance::default()
+        })
+    }
+    if t.is_post() || t.is_void() {
+        let Some(p) = replay.get(&t.pending_id) else {
+            return;
+        };
+        let d = entry(balances, p.debit);
+        d.debits_pending = d.debits_pending.saturating_sub(p.amount);
+        let c = entry(balances, p.credit);
+        c.credits_pending = c.credits_pending.saturating_sub(p.amount);
+        if t.is_post() {
+            let amount = if t.amount == 0 { p.amount } else { t.amount };
+            entry(balances, p.debit).debits_posted += amount;
+            entry(balances, p.credit).credits_posted += amount;
+        }
+    } else if t.is_pending() {
+        entry(balances, t.debit).debits_pending += t.amount;
+        entry(balances, t.credit).credits_pending += t.amount;
+    } else {
+        entry(balances, t.debit).debits_posted += t.amount;
+        entry(balances, t.credit).credits_posted += t.amount;
+    }
+}
+
+/// Share of ok ops among completed client ops invoked inside vs outside nemesis windows.
+fn availability(history: &History, calls: &[Call]) -> Verdict {
+    let mut windows: Vec<(u64, u64)> = Vec::new();
+    let mut open: Vec<u64> = Vec::new();
+    for op in history.ops.iter().filter(|o| o.kind == Kind::Nemesis) {
+        match op.action {
+            Some(NemesisAction::Start) => open.push(op.time_ns),
+            Some(NemesisAction::Stop) => {
+                if let Some(start) = open.pop() {
+                    windows.push((start, op.time_ns));
+                }
+            }
+            None => {}
+        }
+    }
+    for start in open {
+        windows.push((start, u64::MAX));
+    }
+    let inside = |t: u64| windows.iter().any(|(a, b)| *a <= t && t <= *b);
+    let mut counts = [[0u64; 2]; 2]; // [inside?][ok?]
+    for c in calls.iter().filter(|c| c.complete_ns.is_some()) {
+        counts[usize::from(inside(c.invoke_ns))][usize::from(c.phase == Phase::Ok)] += 1;
+    }
+    let share = |n: [u64; 2]| {
+        let total = n[0] + n[1];
+        if total == 0 {
+            "no ops".to_string()
+        } else {
+            format!(
+                "{}/{} ok ({:.1}%)",
+                n[1],
+                total,
+                100.0 * n[1] as f64 / total as f64
+            )
+        }
+    };
+    Verdict {
+        property: "availability",
+        ok: true,
+        violations: Vec::new(),
+        notes: vec![
+            format!("inside nemesis windows: {}", share(counts[1])),
+            format!("outside nemesis windows: {}", share(counts[0])),
+            format!("nemesis windows: {}", windows.len()),
+        ],
+    }
+}

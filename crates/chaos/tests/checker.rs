@@ -1,0 +1,465 @@
+use bulwark_chaos::{
+    check, read_history, write_history, Account, Balance, Error, FinalState, History, Kind,
+    NemesisAction, Op, Phase, Transfer,
+};
+use std::collections::HashMap;
+
+const PROPERTIES: [&str; 9] = [
+    "ledgers_balance",
+    "no_overdraft",
+    "acknowledged_present_once",
+    "refused_absent",
+    "indefinite_at_most_once",
+    "linked_chains_whole",
+    "pending_resolved_once",
+    "linearizable_reads",
+    "availability",
+];
+
+fn t(id: u64, debit: u64, credit: u64, amount: u64, flags: &[&str]) -> Transfer {
+    Transfer {
+        id,
+        debit,
+        credit,
+        amount,
+        ledger: 1,
+        flags: flags.iter().map(|f| f.to_string()).collect(),
+        pending_id: 0,
+        timeout: 0,
+    }
+}
+
+fn post(id: u64, pending_id: u64) -> Transfer {
+    Transfer {
+        pending_id,
+        ..t(id, 0, 0, 0, &["post_pending_transfer"])
+    }
+}
+
+#[derive(Default)]
+struct Builder {
+    ops: Vec<Op>,
+    now: u64,
+}
+
+impl Builder {
+    fn tick(&mut self) -> u64 {
+        self.now += 10;
+        self.now
+    }
+
+    fn batch(
+        &mut self,
+        process: u64,
+        transfers: Vec<Transfer>,
+        phase: Phase,
+        results: &[&str],
+        commit: Option<u64>,
+    ) {
+        let at = self.tick();
+        self.ops.push(Op {
+            transfers,
+            ..Op::new(process, Kind::TransferBatch, Phase::Invoke, at)
+        });
+        let at = self.tick();
+        self.ops.push(Op {
+            results: results.iter().map(|r| r.to_string()).collect(),
+            commit_index: commit,
+            ..Op::new(process, Kind::TransferBatch, phase, at)
+        });
+    }
+
+    fn ok(&mut self, process: u64, transfers: Vec<Transfer>, commit: u64) {
+        let results = vec!["ok"; transfers.len()];
+        self.batch(process, transfers, Phase::Ok, &results, Some(commit));
+    }
+
+    fn read(&mut self, process: u64, applied: u64, balances: Vec<Balance>) {
+        let at = self.tick();
+        self.ops
+            .push(Op::new(process, Kind::ReadBalances, Phase::Invoke, at));
+        let at = self.tick();
+        self.ops.push(Op {
+            applied_index: Some(applied),
+            balances,
+            ..Op::new(process, Kind::ReadBalances, Phase::Ok, at)
+        });
+    }
+
+    fn nemesis(&mut self, action: NemesisAction, what: &str) {
+        let at = self.tick();
+        self.ops.push(Op {
+            action: Some(action),
+            description: Some(what.to_string()),
+            ..Op::new(0, Kind::Nemesis, Phase::Info, at)
+        });
+    }
+}
+
+/// The final state holding `transfers`, with balances computed from them (accounts 1..=3, 1 guarded).
+fn state(transfers: Vec<Transfer>) -> FinalState {
+    let mut accounts: Vec<Account> = (1..=3)
+        .map(|id| Account {
+            id,
+            ledger: 1,
+            flags: if id == 1 {
+                vec!["debits_must_not_exceed_credits".to_string()]
+            } else {
+                vec![]
+            },
+            ..Account::default()
+        })
+        .collect();
+    let by_id: HashMap<u64, Transfer> = transfers.iter().map(|t| (t.id, t.clone())).collect();
+    for x in &transfers {
+        let (d, c) = if x.pending_id != 0 {
+            let p = &by_id[&x.pending_id];
+            let (d, c) = (p.debit as usize - 1, p.credit as usize - 1);
+            accounts[d].debits_pending = accounts[d].debits_pending.saturating_sub(p.amount);
+            accounts[c].credits_pending = accounts[c].credits_pending.saturating_sub(p.amount);
+            if x.has_flag("void_pending_transfer") {
+                continue;
+            }
+            (p.debit, p.credit)
+        } else {
+            (x.debit, x.credit)
+        };
+        let amount = if x.pending_id != 0 && x.amount == 0 {
+            by_id[&x.pending_id].amount
+        } else {
+            x.amount
+        };
+        if x.has_flag("pending") {
+            accounts[d as usize - 1].debits_pending += amount;
+            accounts[c as usize - 1].credits_pending += amount;
+        } else {
+            accounts[d as usize - 1].debits_posted += amount;
+            accounts[c as usize - 1].credits_posted += amount;
+        }
+    }
+    FinalState {
+        accounts,
+        transfers,
+    }
+}
+
+/// The final transfers of the clean run, with their stored fields.
+fn clean_transfers() -> Vec<Transfer> {
+    vec![
+        t(1, 2, 1, 100, &[]),
+        t(2, 1, 3, 30, &[]),
+        t(3, 2, 3, 10, &["linked"]),
+        t(4, 3, 2, 5, &[]),
+        t(5, 2, 3, 20, &["pending"]),
+        Transfer {
+            debit: 2,
+            credit: 3,
+            amount: 20,
+            ledger: 1,
+            ..post(6, 5)
+        },
+        t(8, 2, 3, 7, &[]),
+    ]
+}
+
+/// A clean run: acknowledged writes, a linked chain, a pending transfer posted, a refusal, a failed
+/// batch, an indefinite batch that was applied, reads, and a nemesis window.
+fn clean_ops() -> Builder {
+    let mut b = Builder::default();
+    b.ok(1, vec![t(1, 2, 1, 100, &[])], 1);
+    b.ok(2, vec![t(2, 1, 3, 30, &[])], 2);
+    b.read(
+        3,
+        2,
+        vec![Balance {
+            id: 1,
+            debits_posted: 30,
+            credits_posted: 100,
+            ..Balance::default()
+        }],
+    );
+    b.nemesis(NemesisAction::Start, "partition majority/minority");
+    b.ok(1, vec![t(3, 2, 3, 10, &["linked"]), t(4, 3, 2, 5, &[])], 3);
+    b.ok(2, vec![t(5, 2, 3, 20, &["pending"])], 4);
+    b.batch(1, vec![t(8, 2, 3, 7, &[])], Phase::Info, &[], None);
+    b.nemesis(NemesisAction::Stop, "heal");
+    b.ok(2, vec![post(6, 5)], 5);
+    b.batch(
+        1,
+        vec![t(7, 1, 3, 1000, &[])],
+        Phase::Ok,
+        &["exceeds_credits"],
+        Some(6),
+    );
+    b.batch(2, vec![t(13, 2, 3, 5, &[])], Phase::Fail, &[], None);
+    b.read(
+        3,
+        6,
+        vec![Balance {
+            id: 1,
+            debits_posted: 30,
+            credits_posted: 100,
+            ..Balance::default()
+        }],
+    );
+    b
+}
+
+fn history(b: Builder, transfers: Vec<Transfer>) -> History {
+    History {
+        ops: b.ops,
+        state: state(transfers),
+    }
+}
+
+/// Asserts that exactly `property` fails and the summary names it.
+fn assert_only(h: &History, property: &str) {
+    let report = check(h);
+    assert_eq!(report.failed(), vec![property], "{report:#?}");
+    assert!(!report.ok);
+    assert_eq!(report.summary(), format!("INVALID: {property}"));
+    assert!(!report.verdict(property).unwrap().violations.is_empty());
+}
+
+#[test]
+fn clean_history_is_valid() {
+    let h = history(clean_ops(), clean_transfers());
+    let report = check(&h);
+    assert!(report.ok, "{report:#?}");
+    assert_eq!(report.summary(), "VALID");
+    let names: Vec<&str> = report.verdicts.iter().map(|v| v.property).collect();
+    assert_eq!(names, PROPERTIES);
+    let avail = report.verdict("availability").unwrap();
+    assert!(
+        avail.notes[0].contains("inside nemesis windows: 2/3 ok"),
+        "{avail:?}"
+    );
+}
+
+#[test]
+fn lost_acknowledged_write_is_caught() {
+    let transfers = clean_transfers()
+        .into_iter()
+        .filter(|t| t.id != 2)
+        .collect();
+    let h = history(clean_ops(), transfers);
+    assert_only(&h, "acknowledged_present_once");
+    let v = check(&h);
+    let v = &v.verdict("acknowledged_present_once").unwrap().violations[0];
+    assert!(
+        v.contains("transfer 2 ") && v.contains("commit index 2"),
+        "{v}"
+    );
+}
+
+#[test]
+fn double_applied_transfer_is_caught() {
+    let mut transfers = clean_transfers();
+    transfers.push(t(2, 1, 3, 31, &[]));
+    let h = history(clean_ops(), transfers);
+    assert_only(&h, "acknowledged_present_once");
+}
+
+#[test]
+fn acknowledged_transfer_with_other_fields_is_caught() {
+    let mut transfers = clean_transfers();
+    // Transfer 4 moves between accounts 2 and 3, whose reads are not replayed (an indefinite write).
+    transfers[3].amount = 6;
+    let h = history(clean_ops(), transfers);
+    assert_only(&h, "acknowledged_present_once");
+}
+
+#[test]
+fn second_post_of_one_pending_is_caught() {
+    let mut transfers = clean_transfers();
+    transfers.push(Transfer {
+        debit: 2,
+        credit: 3,
+        amount: 20,
+        ledger: 1,
+        ..post(9, 5)
+    });
+    // The second post moved 20 more, on non-checked accounts 2 and 3 (ledger still balances).
+    let h = history(clean_ops(), transfers);
+    assert_only(&h, "pending_resolved_once");
+    let report = check(&h);
+    let v = &report.verdict("pending_resolved_once").unwrap().violations;
+    assert!(
+        v.iter()
+            .any(|v| v.contains("pending transfer 5 is resolved 2 times")),
+        "{v:?}"
+    );
+}
+
+#[test]
+fn stale_read_is_caught() {
+    let mut b = clean_ops();
+    // Invoked after transfer 2 was acknowledged at commit index 2, but served at applied index 1.
+    b.read(
+        4,
+        1,
+        vec![Balance {
+            id: 1,
+            credits_posted: 100,
+            ..Balance::default()
+        }],
+    );
+    let h = history(b, clean_transfers());
+    assert_only(&h, "linearizable_reads");
+    let r = check(&h);
+    let v = &r.verdict("linearizable_reads").unwrap().violations[0];
+    assert!(v.contains("applied index 1 < commit index 6"), "{v}");
+}
+
+#[test]
+fn read_returning_wrong_balances_is_caught() {
+    let mut b = clean_ops();
+    b.read(
+        4,
+        6,
+        vec![Balance {
+            id: 1,
+            credits_posted: 100,
+            ..Balance::default()
+        }],
+    );
+    let h = history(b, clean_transfers());
+    assert_only(&h, "linearizable_reads");
+}
+
+#[test]
+fn broken_linked_chain_is_caught() {
+    let mut b = clean_ops();
+    b.batch(
+        5,
+        vec![t(10, 2, 3, 1, &["linked"]), t(11, 3, 2, 1, &[])],
+        Phase::Info,
+        &[],
+        None,
+    );
+    let mut transfers = clean_transfers();
+    transfers.push(t(10, 2, 3, 1, &["linked"]));
+    let h = history(b, transfers);
+    assert_only(&h, "linked_chains_whole");
+    let r = check(&h);
+    let v = &r.verdict("linked_chains_whole").unwrap().violations[0];
+    assert!(v.contains("[10, 11]") && v.contains("absent [11]"), "{v}");
+}
+
+#[test]
+fn unbalanced_ledger_is_caught() {
+    let mut h = history(clean_ops(), clean_transfers());
+    h.state.accounts[2].credits_posted += 1;
+    assert_only(&h, "ledgers_balance");
+}
+
+#[test]
+fn overdraft_is_caught() {
+    let mut b = clean_ops();
+    b.batch(5, vec![t(12, 1, 2, 500, &[])], Phase::Info, &[], None);
+    let mut transfers = clean_transfers();
+    transfers.push(t(12, 1, 2, 500, &[]));
+    let h = history(b, transfers);
+    assert_only(&h, "no_overdraft");
+}
+
+#[test]
+fn overdraft_in_a_read_is_caught() {
+    let mut b = clean_ops();
+    b.batch(5, vec![t(12, 1, 2, 500, &[])], Phase::Info, &[], None);
+    b.read(
+        4,
+        6,
+        vec![Balance {
+            id: 1,
+            debits_posted: 530,
+            credits_posted: 100,
+            ..Balance::default()
+        }],
+    );
+    let h = history(b, clean_transfers());
+    let report = check(&h);
+    assert!(report.failed().contains(&"no_overdraft"), "{report:#?}");
+    let v = &report.verdict("no_overdraft").unwrap().violations;
+    assert!(
+        v.iter()
+            .any(|v| v.contains("account 1 read by process 4 at applied index 6")),
+        "{v:?}"
+    );
+}
+
+#[test]
+fn refused_transfer_present_is_caught() {
+    let mut transfers = clean_transfers();
+    transfers.push(t(13, 2, 3, 5, &[]));
+    let h = history(clean_ops(), transfers);
+    assert_only(&h, "refused_absent");
+    let r = check(&h);
+    let v = &r.verdict("refused_absent").unwrap().violations[0];
+    assert!(
+        v.contains("transfer 13 ") && v.contains("batch failed"),
+        "{v}"
+    );
+}
+
+#[test]
+fn refused_then_acknowledged_retry_is_valid() {
+    let mut b = clean_ops();
+    b.ok(2, vec![t(13, 2, 3, 5, &[])], 7);
+    let mut transfers = clean_transfers();
+    transfers.push(t(13, 2, 3, 5, &[]));
+    let h = history(b, transfers);
+    assert!(check(&h).ok, "{:#?}", check(&h));
+}
+
+#[test]
+fn indefinite_with_other_fields_is_caught() {
+    let mut transfers = clean_transfers();
+    transfers[6].amount = 8;
+    let h = history(clean_ops(), transfers);
+    assert_only(&h, "indefinite_at_most_once");
+}
+
+#[test]
+fn read_history_round_trips_the_writer() {
+    let h = history(clean_ops(), clean_transfers());
+    let dir = std::env::temp_dir().join(format!("bulwark-chaos-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("history.jsonl");
+    write_history(&path, &h).unwrap();
+    let back = read_history(&path).unwrap();
+    assert_eq!(back, h);
+    assert_eq!(check(&back).summary(), "VALID");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn malformed_line_is_named() {
+    let h = history(clean_ops(), clean_transfers());
+    let mut lines: Vec<String> = h.to_jsonl().lines().map(String::from).collect();
+    lines[2] =
+        r#"{"type":"op","process":3,"kind":"read_balances","phase":"maybe","time_ns":1}"#.into();
+    let err = History::parse(&lines.join("\n")).unwrap_err();
+    assert!(matches!(err, Error::Malformed { line: 3, .. }), "{err:?}");
+    assert!(err.to_string().starts_with("line 3:"), "{err}");
+
+    lines[2] = "{not json".into();
+    let err = History::parse(&lines.join("\n")).unwrap_err();
+    assert!(err.to_string().starts_with("line 3:"), "{err}");
+}
+
+#[test]
+fn incomplete_histories_are_refused() {
+    let h = history(clean_ops(), clean_transfers());
+    let text = h.to_jsonl();
+    let lines: Vec<&str> = text.lines().collect();
+    // No final state.
+    let err = History::parse(&lines[..lines.len() - 1].join("\n")).unwrap_err();
+    assert!(matches!(err, Error::MissingState), "{err:?}");
+    // A completion whose invoke was lost.
+    let err = History::parse(&lines[1..].join("\n")).unwrap_err();
+    assert!(matches!(err, Error::Invalid { line: 1, .. }), "{err:?}");
+    // A missing file names its path.
+    let err = read_history("/nonexistent/history.jsonl").unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/history.jsonl"));
+}
