@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{
-    cluster_members, free_port_range, member_args, strip_ansi, transfer_fields, wait_exit, Cluster,
-    Http, Resp, Rng,
+    cluster_members, free_port_range, member_args, stale_get, strip_ansi, transfer_fields,
+    wait_exit, Cluster, Http, Resp, Rng,
 };
 use serde_json::{json, Value};
 
@@ -106,55 +106,19 @@ async fn create_accounts(http: &Http) {
     }
 }
 
-/// A read with `?consistency=stale` (from this node's own state), which must answer 200 or
-/// 404; `None` on 404.
-async fn stale_get(http: &Http, path: &str) -> Option<Value> {
-    let sep = if path.contains('?') { '&' } else { '?' };
-    let full = format!("{path}{sep}consistency=stale");
-    let r = http.get(&full).await;
-    match r.status {
-        200 => Some(r.json),
-        404 => None,
-        s => panic!("GET {full} on {}: {s} {}", http.base, r.text),
-    }
+/// The ids of [`ACCOUNTS`].
+fn account_ids() -> Vec<u64> {
+    ACCOUNTS.iter().map(|&(id, _, _)| id).collect()
 }
 
-/// Every transfer a node holds that touches [`ACCOUNTS`] (stale reads of every account's
-/// history), by id.
+/// Every transfer a node holds that touches [`ACCOUNTS`], by id.
 async fn all_transfers(http: &Http) -> BTreeMap<u64, Value> {
-    let mut out = BTreeMap::new();
-    for &(account, _, _) in &ACCOUNTS {
-        let mut after: Option<u64> = None;
-        loop {
-            let path = match after {
-                Some(a) => format!("/v1/accounts/{account}/transfers?limit=8190&after={a}"),
-                None => format!("/v1/accounts/{account}/transfers?limit=8190"),
-            };
-            let page = stale_get(http, &path)
-                .await
-                .unwrap_or_else(|| panic!("account {account} missing on {}", http.base));
-            for t in page["transfers"].as_array().expect("transfers") {
-                out.insert(t["id"].as_u64().expect("id"), t.clone());
-            }
-            match page.get("next_after") {
-                Some(next) => after = Some(next.as_u64().expect("next_after")),
-                None => break,
-            }
-        }
-    }
-    out
+    common::all_transfers(http, &account_ids()).await
 }
 
-/// Every account of [`ACCOUNTS`] as a node holds it (stale reads), by id.
+/// Every account of [`ACCOUNTS`] as a node holds it, by id.
 async fn all_accounts(http: &Http) -> BTreeMap<u64, Value> {
-    let mut out = BTreeMap::new();
-    for &(id, _, _) in &ACCOUNTS {
-        let a = stale_get(http, &format!("/v1/accounts/{id}"))
-            .await
-            .unwrap_or_else(|| panic!("account {id} missing on {}", http.base));
-        out.insert(id, a);
-    }
-    out
+    common::all_accounts(http, &account_ids()).await
 }
 
 /// Checks that the accounts' balances are exactly the sums of `transfers` (all single-phase),

@@ -263,53 +263,14 @@ async fn wait_applied(cluster: &Cluster, id: u64, index: u64) {
     .await
 }
 
-/// A read from the node's own state (`?consistency=stale`): 200 or 404 (`None`).
-async fn stale_get(http: &Http, path: &str) -> Option<Value> {
-    let sep = if path.contains('?') { '&' } else { '?' };
-    let full = format!("{path}{sep}consistency=stale");
-    let r = http.get(&full).await;
-    match r.status {
-        200 => Some(r.json),
-        404 => None,
-        s => panic!("GET {full} on {}: {s} {}", http.base, r.text),
-    }
-}
-
-/// Every transfer a node holds that touches [`ACCOUNTS`], by id (stale history reads).
+/// Every transfer a node holds that touches [`ACCOUNTS`], by id.
 async fn all_transfers(http: &Http) -> BTreeMap<u64, Value> {
-    let mut out = BTreeMap::new();
-    for account in ACCOUNTS {
-        let mut after: Option<u64> = None;
-        loop {
-            let path = match after {
-                Some(a) => format!("/v1/accounts/{account}/transfers?limit=8190&after={a}"),
-                None => format!("/v1/accounts/{account}/transfers?limit=8190"),
-            };
-            let page = stale_get(http, &path)
-                .await
-                .unwrap_or_else(|| panic!("account {account} missing on {}", http.base));
-            for t in page["transfers"].as_array().expect("transfers") {
-                out.insert(t["id"].as_u64().expect("id"), t.clone());
-            }
-            match page.get("next_after") {
-                Some(next) => after = Some(next.as_u64().expect("next_after")),
-                None => break,
-            }
-        }
-    }
-    out
+    common::all_transfers(http, &ACCOUNTS).await
 }
 
 /// Every account of [`ACCOUNTS`] as a node holds it, by id.
 async fn all_accounts(http: &Http) -> BTreeMap<u64, Value> {
-    let mut out = BTreeMap::new();
-    for id in ACCOUNTS {
-        let a = stale_get(http, &format!("/v1/accounts/{id}"))
-            .await
-            .unwrap_or_else(|| panic!("account {id} missing on {}", http.base));
-        out.insert(id, a);
-    }
-    out
+    common::all_accounts(http, &ACCOUNTS).await
 }
 
 /// The balances are exactly the sums of the transfers, and the ledger balances.

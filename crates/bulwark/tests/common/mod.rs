@@ -1074,3 +1074,57 @@ pub async fn futures_join_all<F: std::future::Future>(
         .map(|o| o.expect("every future finished"))
         .collect()
 }
+
+/// A read with `?consistency=stale` (from this node's own state), which must answer 200 or
+/// 404; `None` on 404.
+pub async fn stale_get(http: &Http, path: &str) -> Option<Value> {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let full = format!("{path}{sep}consistency=stale");
+    let r = http.get(&full).await;
+    match r.status {
+        200 => Some(r.json),
+        404 => None,
+        s => panic!("GET {full} on {}: {s} {}", http.base, r.text),
+    }
+}
+
+/// Every transfer a node holds that touches `accounts` (stale reads of each account's whole
+/// history), by id.
+pub async fn all_transfers(
+    http: &Http,
+    accounts: &[u64],
+) -> std::collections::BTreeMap<u64, Value> {
+    let mut out = std::collections::BTreeMap::new();
+    for &account in accounts {
+        let mut after: Option<u64> = None;
+        loop {
+            let path = match after {
+                Some(a) => format!("/v1/accounts/{account}/transfers?limit=8190&after={a}"),
+                None => format!("/v1/accounts/{account}/transfers?limit=8190"),
+            };
+            let page = stale_get(http, &path)
+                .await
+                .unwrap_or_else(|| panic!("account {account} missing on {}", http.base));
+            for t in page["transfers"].as_array().expect("transfers") {
+                out.insert(t["id"].as_u64().expect("id"), t.clone());
+            }
+            match page.get("next_after") {
+                Some(next) => after = Some(next.as_u64().expect("next_after")),
+                None => break,
+            }
+        }
+    }
+    out
+}
+
+/// Every one of `accounts` as a node holds it (stale reads), by id.
+pub async fn all_accounts(http: &Http, accounts: &[u64]) -> std::collections::BTreeMap<u64, Value> {
+    let mut out = std::collections::BTreeMap::new();
+    for &id in accounts {
+        let a = stale_get(http, &format!("/v1/accounts/{id}"))
+            .await
+            .unwrap_or_else(|| panic!("account {id} missing on {}", http.base));
+        out.insert(id, a);
+    }
+    out
+}
