@@ -221,29 +221,14 @@ impl Node {
     /// `kill -9`: the process dies at once, with no chance to write anything more.
     pub fn kill9(&mut self) {
         self.assert_running();
-        let mut child = self.child.take().expect("the node is running");
-        child.kill().expect("SIGKILL the node");
-        child.wait().expect("reap the node");
+        kill9_child(self.child.take().expect("the node is running"));
     }
 
     /// `SIGTERM`: a graceful shutdown; returns the exit status.
     pub fn sigterm(&mut self) -> ExitStatus {
         self.assert_running();
-        let mut child = self.child.take().expect("the node is running");
-        // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
-        let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-        assert_eq!(rc, 0, "kill(SIGTERM) failed");
-        match wait_exit(&mut child, Duration::from_secs(60)) {
-            Some(status) => status,
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "the node did not stop within 60 s of SIGTERM:\n{}",
-                    self.last_log()
-                );
-            }
-        }
+        let child = self.child.take().expect("the node is running");
+        sigterm_child(child, "the node", || self.last_log())
     }
 }
 
@@ -812,30 +797,15 @@ impl ClusterNode {
     /// `kill -9`.
     pub fn kill9(&mut self) {
         self.assert_running();
-        let mut child = self.child.take().expect("the node is running");
-        child.kill().expect("SIGKILL the node");
-        child.wait().expect("reap the node");
+        kill9_child(self.child.take().expect("the node is running"));
     }
 
     /// `SIGTERM`: a graceful shutdown; returns the exit status.
     pub fn sigterm(&mut self) -> ExitStatus {
         self.assert_running();
-        let mut child = self.child.take().expect("the node is running");
-        // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
-        let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-        assert_eq!(rc, 0, "kill(SIGTERM) failed");
-        match wait_exit(&mut child, Duration::from_secs(60)) {
-            Some(status) => status,
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "node {} did not stop within 60 s of SIGTERM:\n{}",
-                    self.id,
-                    self.last_log()
-                );
-            }
-        }
+        let child = self.child.take().expect("the node is running");
+        let label = format!("node {}", self.id);
+        sigterm_child(child, &label, || self.last_log())
     }
 
     /// `GET /v1/status`, or `None` if the node does not answer it with 200.
@@ -1127,4 +1097,26 @@ pub async fn all_accounts(http: &Http, accounts: &[u64]) -> std::collections::BT
         out.insert(id, a);
     }
     out
+}
+
+/// `kill -9` a node process and reap it.
+fn kill9_child(mut child: Child) {
+    child.kill().expect("SIGKILL the node");
+    child.wait().expect("reap the node");
+}
+
+/// `SIGTERM` a node process and wait up to 60 s for it to exit; panics with `log()` if it
+/// does not.
+fn sigterm_child(mut child: Child, label: &str, log: impl Fn() -> String) -> ExitStatus {
+    // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0, "kill(SIGTERM) failed");
+    match wait_exit(&mut child, Duration::from_secs(60)) {
+        Some(status) => status,
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{label} did not stop within 60 s of SIGTERM:\n{}", log());
+        }
+    }
 }
