@@ -240,6 +240,18 @@ fn no_leader() -> ApiError {
     }
 }
 
+/// A forwarded write whose answer was lost: the leader may or may not have applied it.
+fn forwarded_outcome_unknown(leader: u64, e: &reqwest::Error) -> ApiError {
+    ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        code: "outcome_unknown",
+        message: format!(
+            "the write was sent to the leader (node {leader}) but its answer was lost ({e}): it may \
+             or may not be applied; retry it with the same ids (a retry never applies it twice)"
+        ),
+    }
+}
+
 /// Sends a write this follower cannot take to the leader, and relays the leader's answer.
 async fn forward(
     state: &AppState,
@@ -258,10 +270,20 @@ async fn forward(
         .body(raw)
         .send()
         .await
-        .map_err(|e| ApiError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            code: "no_leader",
-            message: format!("the leader (node {leader} at {addr}) did not answer: {e}"),
+        .map_err(|e| {
+            if e.is_connect() {
+                // Never reached the leader: the write was certainly not applied.
+                ApiError {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    code: "no_leader",
+                    message: format!(
+                        "the leader (node {leader} at {addr}) could not be reached: {e}"
+                    ),
+                }
+            } else {
+                // The leader may have taken the write before the connection failed.
+                forwarded_outcome_unknown(leader, &e)
+            }
         })?;
     let status = answer.status();
     let mut response = Response::builder().status(status.as_u16());
@@ -273,11 +295,10 @@ async fn forward(
     if let Some(v) = answer.headers().get("bulwark-commit-index") {
         response = response.header("bulwark-commit-index", v.as_bytes());
     }
-    let bytes = answer.bytes().await.map_err(|e| ApiError {
-        status: StatusCode::SERVICE_UNAVAILABLE,
-        code: "no_leader",
-        message: format!("the leader's answer was cut off: {e}"),
-    })?;
+    let bytes = answer
+        .bytes()
+        .await
+        .map_err(|e| forwarded_outcome_unknown(leader, &e))?;
     response
         .header("bulwark-forwarded-to", leader.to_string())
         .body(axum::body::Body::from(bytes))
