@@ -41,6 +41,10 @@ pub struct StartArgs {
     /// and at least the leader); the node waits until `bulwark cluster add` makes it a learner.
     #[arg(long, requires = "node_id")]
     pub join: bool,
+    /// Cluster mode: bind the peer transport here instead of this node's own PEER_ADDR. Peers
+    /// still dial PEER_ADDR: `bulwark chaos` puts its fault-injecting proxy in between.
+    #[arg(long, requires = "node_id")]
+    pub peer_listen: Option<SocketAddr>,
 }
 
 fn parse_member(text: &str) -> Result<Member, String> {
@@ -143,16 +147,17 @@ async fn start_member(
         .validate()
         .map_err(|e| anyhow::anyhow!("refusing this cluster configuration: {e}"))?;
     let me = cluster.member(node_id).expect("validated").clone();
+    let peer_listen = args.peer_listen.unwrap_or(me.peer_addr);
     let (inbox_tx, mut inbox) = tokio::sync::mpsc::channel(4096);
     let transport = bulwark_transport::TcpTransport::start(
         bulwark_transport::NodeId(node_id),
         args.cluster_id,
-        me.peer_addr,
+        peer_listen,
         inbox_tx,
         bulwark_transport::TransportOptions::default(),
     )
     .await
-    .map_err(|e| anyhow::anyhow!("cannot listen for peers on {}: {e}", me.peer_addr))?;
+    .map_err(|e| anyhow::anyhow!("cannot listen for peers on {peer_listen}: {e}"))?;
     let transport: Arc<dyn bulwark_transport::Transport> = Arc::new(transport);
     let node = tokio::task::spawn_blocking(move || {
         bulwark_node::cluster::start_cluster(config, cluster, transport, metrics)
@@ -167,7 +172,7 @@ async fn start_member(
             }
         }
     });
-    tracing::info!(node_id, peer_addr = %me.peer_addr, "cluster member started");
+    tracing::info!(node_id, peer_addr = %me.peer_addr, %peer_listen, "cluster member started");
     let app = bulwark_api::cluster_router(node.handle(), node_id);
     Ok((node, app, me.http_addr))
 }
