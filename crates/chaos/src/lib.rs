@@ -10,6 +10,7 @@
 
 pub mod checker;
 pub mod history;
+pub mod proxy;
 
 pub use checker::{check, Report, Verdict};
 pub use history::{

@@ -1,0 +1,623 @@
+//! A fault-injecting TCP proxy in front of every node's peer transport: the chaos harness's network
+//! nemesis.
+//!
+//! The harness starts each node with its real peer listener on a private port and advertises to the
+//! other nodes a proxy address that forwards to it. Because every transport connection is one-way in
+//! practice (node A dials B, sends a hello naming itself, then only A→B frames), a proxy listener that
+//! stands for B learns from the hello which node is dialing, and so which directed link `from → to`
+//! the connection carries. That is all a partition needs: the proxy cuts links, it never parses or
+//! edits Raft messages.
+//!
+//! Blocking is done by **closing** connections, never by holding or trimming bytes:
+//! - when a link `from → to` becomes blocked, every open proxied connection from `from` into `to` is
+//!   closed at once: the dialer gets a reset (so it notices immediately and reconnects with backoff),
+//!   the target gets an end of stream (so a frame cut in half is discarded by its decoder as truncated,
+//!   and frames fully forwarded before the block are still delivered, like packets already on the
+//!   wire);
+//! - while the link stays blocked, a new connection from `from` into `to` is accepted, its hello read,
+//!   and then reset. The target never sees it.
+//!
+//! Raft tolerates lost messages and the transport reconnects by itself, so this is indistinguishable
+//! from a network that drops everything on the link, minus the long TCP timeouts a silent drop would
+//! cost (which would slow the test without testing anything more).
+//!
+//! Link control ([`Links`]) is a cheap, cloneable, synchronous handle: the nemesis can flip links from
+//! any thread, and when [`Links::block`] returns no byte read afterwards from a cut connection is
+//! forwarded.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bulwark_transport::{FrameDecoder, Hello, FRAME_HEADER_LEN, HELLO_PAYLOAD_LEN};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+
+/// How long a dialer has to send its hello. The transport sends it right after connecting, so this only
+/// bounds how long a stranger (or a frozen node) can hold a proxy connection; it matches the transport's
+/// default `connect_timeout`.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Limit on connecting to a node's real peer listener. A node that is down refuses at once; this only
+/// bounds a node that is paused (SIGSTOP) with a full accept backlog.
+pub const TARGET_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Bytes of a hello frame on the wire: header and payload.
+const HELLO_FRAME_LEN: usize = FRAME_HEADER_LEN + HELLO_PAYLOAD_LEN;
+
+/// Size of each read when copying (per direction per connection).
+const COPY_CHUNK: usize = 64 << 10;
+
+/// One listener of a [`Proxy`]: connections to `listen` are forwarded to node `node`'s real peer
+/// listener at `target`.
+pub type Route = (u64, SocketAddr, SocketAddr);
+
+/// The proxy: one listener per node, all sharing one set of blocked links.
+///
+/// Dropping it stops everything without waiting; [`Proxy::shutdown`] also waits until every task has
+/// ended, so the ports can be bound again when it returns.
+pub struct Proxy {
+    links: Links,
+    addrs: Vec<(u64, SocketAddr)>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Proxy {
+    /// Binds one listener per route (`(node id, listen address, target address)`; port 0 picks a free
+    /// port, see [`Proxy::listen_addr`]) and serves them on the current tokio runtime. Returns once every
+    /// listener is bound, so the addresses can be handed to the nodes right away. Starts with no link
+    /// blocked.
+    ///
+    /// Fails if a listen address cannot be bound, or if a node id appears in two routes (a node has one
+    /// proxy address, and the node id is what names the link).
+    pub async fn start(routes: Vec<Route>) -> io::Result<Proxy> {
+        let mut seen = BTreeSet::new();
+        for (node, _, _) in &routes {
+            if !seen.insert(*node) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("node {node} has more than one proxy route"),
+                ));
+            }
+        }
+        let mut listeners = Vec::with_capacity(routes.len());
+        let mut addrs = Vec::with_capacity(routes.len());
+        for (node, listen, target) in routes {
+            let socket = if listen.is_ipv4() {
+                TcpSocket::new_v4()?
+            } else {
+                TcpSocket::new_v6()?
+            };
+            // A restarted harness must be able to bind its ports while old connections sit in TIME_WAIT.
+            socket.set_reuseaddr(true)?;
+            socket.bind(listen)?;
+            let listener = socket.listen(1024)?;
+            addrs.push((node, listener.local_addr()?));
+            listeners.push((node, listener, target));
+        }
+        let links = Links::new();
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let tasks = listeners
+            .into_iter()
+            .map(|(node, listener, target)| {
+                tokio::spawn(accept_loop(
+                    node,
+                    listener,
+                    target,
+                    links.shared.clone(),
+                    shutdown_rx.clone(),
+                ))
+            })
+            .collect();
+        Ok(Proxy {
+            links,
+            addrs,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// The handle that blocks and heals links (and reads the counters). Clones share everything.
+    pub fn links(&self) -> Links {
+        self.links.clone()
+    }
+
+    /// The address actually bound for `node` (with the real port when its route asked for port 0).
+    pub fn listen_addr(&self, node: u64) -> Option<SocketAddr> {
+        self.addrs
+            .iter()
+            .find(|(n, _)| *n == node)
+            .map(|(_, addr)| *addr)
+    }
+
+    /// Every `(node id, bound address)`, in the order of the routes.
+    pub fn listen_addrs(&self) -> Vec<(u64, SocketAddr)> {
+        self.addrs.clone()
+    }
+
+    /// Shorthand for `self.links().stats()`.
+    pub fn stats(&self) -> ProxyStats {
+        self.links.stats()
+    }
+
+    /// Stops accepting, closes every proxied connection and waits until all tasks have ended.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        for task in std::mem::take(&mut self.tasks) {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Proxy {
+    /// Aborting an accept loop drops its set of connection tasks, which aborts them and closes their
+    /// sockets: nothing outlives the proxy.
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// The shared link control of a [`Proxy`]: which directed links `(from, to)` are blocked, the open
+/// connections (so a block can cut them), and the counters. Cheap to clone; every method is synchronous
+/// and takes one short lock, so it can be called from any thread, inside or outside the runtime.
+#[derive(Clone)]
+pub struct Links {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Connections closed because their first bytes were not a valid hello (or came too late).
+    bad_hellos: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    blocked: BTreeSet<(u64, u64)>,
+    /// Open proxied connections by connection number.
+    conns: HashMap<u64, Conn>,
+    next_conn: u64,
+    counters: BTreeMap<(u64, u64), Arc<LinkCounters>>,
+}
+
+/// An open proxied connection, as the link control sees it.
+struct Conn {
+    from: u64,
+    to: u64,
+    /// Set to `true` to cut the connection; its task checks it before every write.
+    cut: watch::Sender<bool>,
+}
+
+#[derive(Default)]
+struct LinkCounters {
+    accepted: AtomicU64,
+    refused: AtomicU64,
+    cut: AtomicU64,
+    target_failures: AtomicU64,
+    bytes: AtomicU64,
+    bytes_back: AtomicU64,
+}
+
+/// The counters of one directed link `from → to` since the proxy started (for the chaos report).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    pub from: u64,
+    pub to: u64,
+    /// Connections whose hello passed while the link was open (forwarded to the target, or tried to be).
+    pub accepted: u64,
+    /// Connections reset right after their hello because the link was blocked.
+    pub refused: u64,
+    /// Open connections closed by a block.
+    pub cut: u64,
+    /// Accepted connections closed because the target node could not be reached (down or paused).
+    pub target_failures: u64,
+    /// Bytes written to the target, hello frames included.
+    pub bytes: u64,
+    /// Bytes written back to the dialer (the transport's acceptor never writes, so this should stay 0).
+    pub bytes_back: u64,
+    /// Proxied connections open right now.
+    pub open: usize,
+}
+
+/// Every counter of a [`Proxy`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProxyStats {
+    /// One entry per link that has seen a connection, ordered by `(from, to)`.
+    pub links: Vec<LinkStats>,
+    /// Connections closed because they did not open with a valid hello within [`HELLO_TIMEOUT`].
+    pub bad_hellos: u64,
+}
+
+impl ProxyStats {
+    /// The counters of `from → to` (all zero if it never saw a connection).
+    pub fn link(&self, from: u64, to: u64) -> LinkStats {
+        self.links
+            .iter()
+            .find(|l| l.from == from && l.to == to)
+            .cloned()
+            .unwrap_or(LinkStats {
+                from,
+                to,
+                ..LinkStats::default()
+            })
+    }
+}
+
+impl Links {
+    fn new() -> Links {
+        Links {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State::default()),
+                bad_hellos: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.shared.lock()
+    }
+
+    /// Blocks `from → to` and cuts its open connections. The other direction is untouched. `(n, n)` is
+    /// ignored (a node never dials itself).
+    pub fn block(&self, from: u64, to: u64) {
+        if from == to {
+            return;
+        }
+        let mut st = self.state();
+        st.blocked.insert((from, to));
+        st.cut_blocked();
+    }
+
+    /// Lets new connections from `from` into `to` through again (cut ones stay closed: the dialer
+    /// reconnects by itself).
+    pub fn unblock(&self, from: u64, to: u64) {
+        self.state().blocked.remove(&(from, to));
+    }
+
+    /// Unblocks every link.
+    pub fn heal(&self) {
+        self.state().blocked.clear();
+    }
+
+    /// Makes exactly `blocked` the set of blocked links: links not in it are unblocked, newly blocked
+    /// ones have their connections cut. Pairs `(n, n)` are ignored (a node never dials itself). Use with
+    /// [`partition`], [`bridge`] and [`one_way`].
+    pub fn set_blocked(&self, blocked: impl IntoIterator<Item = (u64, u64)>) {
+        let blocked: BTreeSet<(u64, u64)> = blocked.into_iter().filter(|(f, t)| f != t).collect();
+        let mut st = self.state();
+        st.blocked = blocked;
+        st.cut_blocked();
+    }
+
+    /// Whether `from → to` is blocked.
+    pub fn is_blocked(&self, from: u64, to: u64) -> bool {
+        self.state().blocked.contains(&(from, to))
+    }
+
+    /// The blocked links, ordered.
+    pub fn blocked(&self) -> BTreeSet<(u64, u64)> {
+        self.state().blocked.clone()
+    }
+
+    /// Every counter, as of this call.
+    pub fn stats(&self) -> ProxyStats {
+        let st = self.state();
+        let mut open: BTreeMap<(u64, u64), usize> = BTreeMap::new();
+        for conn in st.conns.values() {
+            *open.entry((conn.from, conn.to)).or_default() += 1;
+        }
+        let links = st
+            .counters
+            .iter()
+            .map(|(&(from, to), c)| LinkStats {
+                from,
+                to,
+                accepted: c.accepted.load(Ordering::Relaxed),
+                refused: c.refused.load(Ordering::Relaxed),
+                cut: c.cut.load(Ordering::Relaxed),
+                target_failures: c.target_failures.load(Ordering::Relaxed),
+                bytes: c.bytes.load(Ordering::Relaxed),
+                bytes_back: c.bytes_back.load(Ordering::Relaxed),
+                open: open.get(&(from, to)).copied().unwrap_or(0),
+            })
+            .collect();
+        ProxyStats {
+            links,
+            bad_hellos: self.shared.bad_hellos.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Shared {
+    /// The state stays consistent even if a holder panicked (every update is a single insert/remove),
+    /// so a poisoned lock is used as is rather than taking the whole harness down.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Admits a connection whose hello says it comes from `from`, or refuses it if `from → to` is
+    /// blocked. Checking and registering under one lock is what makes a concurrent block either refuse
+    /// the connection here or find it registered and cut it.
+    fn admit(self: &Arc<Self>, from: u64, to: u64) -> Result<Admitted, Arc<LinkCounters>> {
+        let mut st = self.lock();
+        let counters = st.counters.entry((from, to)).or_default().clone();
+        if st.blocked.contains(&(from, to)) {
+            counters.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(counters);
+        }
+        counters.accepted.fetch_add(1, Ordering::Relaxed);
+        st.next_conn += 1;
+        let id = st.next_conn;
+        let (cut, cut_rx) = watch::channel(false);
+        st.conns.insert(id, Conn { from, to, cut });
+        Ok(Admitted {
+            registration: Registration {
+                shared: self.clone(),
+                id,
+            },
+            cut: cut_rx,
+            counters,
+        })
+    }
+}
+
+impl State {
+    /// Cuts every open connection on a blocked link.
+    fn cut_blocked(&mut self) {
+        for conn in self.conns.values() {
+            if self.blocked.contains(&(conn.from, conn.to)) && !conn.cut.send_replace(true) {
+                if let Some(c) = self.counters.get(&(conn.from, conn.to)) {
+                    c.cut.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// Partition into `groups`: every link between two nodes that share no group is blocked, both ways.
+/// Links within a group, and of nodes listed in no group, are left open. With disjoint groups this is
+/// the classic partition; a node listed in several groups talks to all of them (see [`bridge`]).
+pub fn partition(groups: &[Vec<u64>]) -> BTreeSet<(u64, u64)> {
+    let nodes: BTreeSet<u64> = groups.iter().flatten().copied().collect();
+    let mut blocked = BTreeSet::new();
+    for &a in &nodes {
+        for &b in &nodes {
+            let together = groups.iter().any(|g| g.contains(&a) && g.contains(&b));
+            if a != b && !together {
+                blocked.insert((a, b));
+            }
+        }
+    }
+    blocked
+}
+
+/// Jepsen's bridge: the nodes of `a` and of `b` cannot reach each other (both ways), but every one of
+/// them still talks to `bridge`, which thus talks to all. With five nodes split 2 | 1 | 2, the bridge
+/// completes a majority for either side, so both sides may try to lead through it: what must hold is
+/// that they never both commit.
+pub fn bridge(a: &[u64], bridge: u64, b: &[u64]) -> BTreeSet<(u64, u64)> {
+    let mut side_a = a.to_vec();
+    side_a.push(bridge);
+    let mut side_b = b.to_vec();
+    side_b.push(bridge);
+    partition(&[side_a, side_b])
+}
+
+/// Only `from → to` is blocked for every pair: the nodes of `from` can hear the nodes of `to` but not
+/// reach them (asymmetric partitions, e.g. a leader that can no longer send its heartbeats).
+pub fn one_way(from: &[u64], to: &[u64]) -> BTreeSet<(u64, u64)> {
+    from.iter()
+        .flat_map(|&f| to.iter().map(move |&t| (f, t)))
+        .filter(|(f, t)| f != t)
+        .collect()
+}
+
+/// A connection the link control knows about; deregisters itself however its task ends (including by
+/// abort at shutdown).
+struct Registration {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.shared.lock().conns.remove(&self.id);
+    }
+}
+
+struct Admitted {
+    registration: Registration,
+    cut: watch::Receiver<bool>,
+    counters: Arc<LinkCounters>,
+}
+
+/// Accepts connections for node `to` until `shutdown` fires, then closes the listener and every
+/// connection it spawned (and waits for their tasks).
+async fn accept_loop(
+    to: u64,
+    listener: TcpListener,
+    target: SocketAddr,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    conns.spawn(serve(stream, to, target, shared.clone()));
+                }
+                // E.g. out of file descriptors: back off instead of spinning.
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            },
+        }
+    }
+    drop(listener);
+    conns.shutdown().await;
+}
+
+/// Resets a connection: the peer's next read or write fails at once, which the transport's dialer
+/// answers by reconnecting with backoff.
+fn reset(stream: TcpStream) {
+    let _ = stream.set_zero_linger();
+    drop(stream);
+}
+
+/// Reads and checks the hello: exactly one hello frame's worth of bytes, so nothing of the stream after
+/// it is consumed here. Returns the raw frame (forwarded as is) and the dialer's node id.
+async fn read_hello(dialer: &mut TcpStream) -> Option<([u8; HELLO_FRAME_LEN], u64)> {
+    let mut wire = [0u8; HELLO_FRAME_LEN];
+    let read = async {
+        dialer.read_exact(&mut wire[..FRAME_HEADER_LEN]).await?;
+        // Refuse from the header alone a frame that is not hello-sized, rather than wait (up to the
+        // timeout) for bytes a stranger may never send.
+        let len = u32::from_le_bytes(wire[..4].try_into().expect("4 bytes")) as usize;
+        if len != HELLO_PAYLOAD_LEN {
+            return Err(io::Error::from(io::ErrorKind::InvalidData));
+        }
+        dialer.read_exact(&mut wire[FRAME_HEADER_LEN..]).await?;
+        Ok::<_, io::Error>(())
+    };
+    tokio::time::timeout(HELLO_TIMEOUT, read).await.ok()?.ok()?;
+    // The transport's own decoder checks the checksum, and Hello::decode the magic and version.
+    let mut decoder = FrameDecoder::new(HELLO_PAYLOAD_LEN);
+    decoder.extend(&wire);
+    let payload = decoder.next_frame().ok()??;
+    let hello = Hello::decode(&payload).ok()?;
+    Some((wire, hello.from.0))
+}
+
+/// One proxied connection into node `to`.
+async fn serve(mut dialer: TcpStream, to: u64, target: SocketAddr, shared: Arc<Shared>) {
+    let _ = dialer.set_nodelay(true);
+    let Some((hello, from)) = read_hello(&mut dialer).await else {
+        shared.bad_hellos.fetch_add(1, Ordering::Relaxed);
+        reset(dialer);
+        return;
+    };
+    let Admitted {
+        registration,
+        mut cut,
+        counters,
+    } = match shared.admit(from, to) {
+        Ok(admitted) => admitted,
+        Err(_refused) => {
+            reset(dialer);
+            return;
+        }
+    };
+    let target =
+        match tokio::time::timeout(TARGET_CONNECT_TIMEOUT, TcpStream::connect(target)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(_)) | Err(_) => {
+                counters.target_failures.fetch_add(1, Ordering::Relaxed);
+                reset(dialer);
+                return;
+            }
+        };
+    let _ = target.set_nodelay(true);
+    let outcome = {
+        let (mut dialer_r, mut dialer_w) = dialer.split();
+        let mut target = target;
+        let (mut target_r, mut target_w) = target.split();
+        let cut_fwd = cut.clone();
+        let cut_back = cut.clone();
+        let forward = async {
+            write_unless_cut(&mut target_w, &hello, &cut_fwd, &counters.bytes).await?;
+            copy(&mut dialer_r, &mut target_w, &cut_fwd, &counters.bytes).await?;
+            // The dialer closed its side: pass the end of stream on, keep relaying the other way.
+            target_w.shutdown().await
+        };
+        let back = async {
+            copy(
+                &mut target_r,
+                &mut dialer_w,
+                &cut_back,
+                &counters.bytes_back,
+            )
+            .await?;
+            dialer_w.shutdown().await
+        };
+        tokio::select! {
+            biased;
+            // A dropped sender means the proxy is going away: close all the same.
+            _ = cut.wait_for(|c| *c) => Outcome::Cut,
+            r = async { tokio::try_join!(forward, back) } => match r {
+                Ok(_) => Outcome::Ended,
+                Err(_) => Outcome::Failed,
+            },
+        }
+        // `target` is dropped here: a normal close, so the target sees an end of stream and discards any
+        // partial frame as truncated.
+    };
+    match outcome {
+        // The dialer must notice at once.
+        Outcome::Cut | Outcome::Failed => reset(dialer),
+        Outcome::Ended => drop(dialer),
+    }
+    drop(registration);
+}
+
+enum Outcome {
+    /// Closed by a block.
+    Cut,
+    /// Both sides closed cleanly.
+    Ended,
+    /// One side failed (reset, broken pipe).
+    Failed,
+}
+
+fn cut_error() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionAborted, "link blocked")
+}
+
+/// Writes all of `buf`, checking the cut flag before every write: once a block has set it, not one more
+/// byte reaches the target, whatever this task was doing when the block came.
+async fn write_unless_cut<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    mut buf: &[u8],
+    cut: &watch::Receiver<bool>,
+    count: &AtomicU64,
+) -> io::Result<()> {
+    while !buf.is_empty() {
+        if *cut.borrow() {
+            return Err(cut_error());
+        }
+        let n = w.write(buf).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        count.fetch_add(n as u64, Ordering::Relaxed);
+        buf = &buf[n..];
+    }
+    Ok(())
+}
+
+/// Copies until `r` ends (returns) or fails or the connection is cut (an error).
+async fn copy<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    r: &mut R,
+    w: &mut W,
+    cut: &watch::Receiver<bool>,
+    count: &AtomicU64,
+) -> io::Result<()> {
+    let mut buf = vec![0u8; COPY_CHUNK];
+    loop {
+        let n = r.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        write_unless_cut(w, &buf[..n], cut, count).await?;
+    }
+}
