@@ -610,25 +610,11 @@ fn apply(balances: &mut HashMap<u64, Balance>, t: &Transfer, replay: &BTreeMap<u
     }
 }
 
-/// Share of ok ops among completed client ops invoked inside vs outside nemesis windows.
+/// Share of ok ops among completed client ops invoked inside vs outside nemesis windows, and the
+/// time to recover after each fault (see [`recovery_times`]). A figure, never a failure.
 fn availability(history: &History, calls: &[Call]) -> Verdict {
-    let mut windows: Vec<(u64, u64)> = Vec::new();
-    let mut open: Vec<u64> = Vec::new();
-    for op in history.ops.iter().filter(|o| o.kind == Kind::Nemesis) {
-        match op.action {
-            Some(NemesisAction::Start) => open.push(op.time_ns),
-            Some(NemesisAction::Stop) => {
-                if let Some(start) = open.pop() {
-                    windows.push((start, op.time_ns));
-                }
-            }
-            None => {}
-        }
-    }
-    for start in open {
-        windows.push((start, u64::MAX));
-    }
-    let inside = |t: u64| windows.iter().any(|(a, b)| *a <= t && t <= *b);
+    let windows = nemesis_windows(history);
+    let inside = |t: u64| windows.iter().any(|w| w.start_ns <= t && t <= w.stop_ns);
     let mut counts = [[0u64; 2]; 2]; // [inside?][ok?]
     for c in calls.iter().filter(|c| c.complete_ns.is_some()) {
         counts[usize::from(inside(c.invoke_ns))][usize::from(c.phase == Phase::Ok)] += 1;
@@ -646,14 +632,255 @@ fn availability(history: &History, calls: &[Call]) -> Verdict {
             )
         }
     };
+    let mut notes = vec![
+        format!("inside nemesis windows: {}", share(counts[1])),
+        format!("outside nemesis windows: {}", share(counts[0])),
+        format!("nemesis windows: {}", windows.len()),
+    ];
+    let recoveries = recovery_times(history);
+    for (i, r) in recoveries.iter().enumerate().take(MAX_VIOLATIONS) {
+        let w = &r.window;
+        let what = format!("window {} {:?}", i + 1, w.description);
+        notes.push(match r.recovery_ns {
+            Some(ns) => format!(
+                "time to recover after {what} (stopped at {}): {}",
+                fmt_seconds(w.stop_ns),
+                fmt_duration(ns)
+            ),
+            None if !w.closed => format!(
+                "{what} (started at {}) never stopped: no time to recover",
+                fmt_seconds(w.start_ns)
+            ),
+            None => format!(
+                "no ok transfer batch completed after {what} (stopped at {}): not recovered",
+                fmt_seconds(w.stop_ns)
+            ),
+        });
+    }
+    if recoveries.len() > MAX_VIOLATIONS {
+        notes.push(format!(
+            "{} more windows not listed",
+            recoveries.len() - MAX_VIOLATIONS
+        ));
+    }
+    if !recoveries.is_empty() {
+        notes.push(recovery_summary(&recoveries));
+    }
     Verdict {
         property: "availability",
         ok: true,
         violations: Vec::new(),
-        notes: vec![
-            format!("inside nemesis windows: {}", share(counts[1])),
-            format!("outside nemesis windows: {}", share(counts[0])),
-            format!("nemesis windows: {}", windows.len()),
-        ],
+        notes,
     }
+}
+
+/// A nemesis fault window: from a `start` op to the `stop` op that closes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    pub start_ns: u64,
+    /// The closing `stop` op's time, or the end of the run (the last op's time) if none came.
+    pub stop_ns: u64,
+    /// Whether a `stop` op closed the window.
+    pub closed: bool,
+    /// The `start` op's description (e.g. `kill -9 node 3`); empty if it had none.
+    pub description: String,
+}
+
+impl Window {
+    /// The fault kind: the first word of the description without punctuation around it (`kill`,
+    /// `partition`, `one-way`, ...), or `fault`.
+    pub fn kind(&self) -> &str {
+        fault_kind(&self.description).unwrap_or("fault")
+    }
+}
+
+fn fault_kind(description: &str) -> Option<&str> {
+    let word = description.split_whitespace().next()?;
+    Some(word.trim_matches(|c: char| !c.is_alphanumeric())).filter(|w| !w.is_empty())
+}
+
+/// The nemesis windows of a history, by start time. A `stop` closes the latest open window with the
+/// same description, else the latest of the same kind (`kill -9 node 3` ... `kill: node 3
+/// restarted`), else the latest open one; a
+/// `stop` with no open window is ignored; a window never stopped closes at the end of the run.
+pub fn nemesis_windows(history: &History) -> Vec<Window> {
+    let end = history.ops.iter().map(|o| o.time_ns).max().unwrap_or(0);
+    let mut windows: Vec<Window> = Vec::new();
+    let mut open: Vec<(u64, String)> = Vec::new();
+    for op in history.ops.iter().filter(|o| o.kind == Kind::Nemesis) {
+        let description = op.description.clone().unwrap_or_default();
+        match op.action {
+            Some(NemesisAction::Start) => open.push((op.time_ns, description)),
+            Some(NemesisAction::Stop) => {
+                let kind = fault_kind(&description);
+                let at = open
+                    .iter()
+                    .rposition(|(_, d)| *d == description)
+                    .or_else(|| {
+                        open.iter()
+                            .rposition(|(_, d)| kind.is_some() && fault_kind(d) == kind)
+                    })
+                    .or_else(|| open.len().checked_sub(1));
+                if let Some(at) = at {
+                    let (start_ns, description) = open.remove(at);
+                    windows.push(Window {
+                        start_ns,
+                        stop_ns: op.time_ns.max(start_ns),
+                        closed: true,
+                        description,
+                    });
+                }
+            }
+            None => {}
+        }
+    }
+    for (start_ns, description) in open {
+        windows.push(Window {
+            start_ns,
+            stop_ns: end.max(start_ns),
+            closed: false,
+            description,
+        });
+    }
+    windows.sort_by_key(|w| (w.start_ns, w.stop_ns));
+    windows
+}
+
+/// How writes fared around one nemesis window. Times are ns since the start of the run; "ok write"
+/// means the completion of a transfer batch with phase `ok`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    pub window: Window,
+    /// The first ok write completing at or after the window's start.
+    pub first_ok_after_start_ns: Option<u64>,
+    /// The first ok write completing at or after the window's stop (`None` if the window never
+    /// stopped or no ok write came after its stop).
+    pub first_ok_after_stop_ns: Option<u64>,
+    /// Time to recover: `first_ok_after_stop_ns - window.stop_ns`.
+    pub recovery_ns: Option<u64>,
+    /// The longest stretch `(from, to)` without an ok write between the window's start and the first
+    /// ok write after its stop (or its stop, if none came): writes kept succeeding until `from`.
+    pub longest_gap: Option<(u64, u64)>,
+}
+
+/// The time to recover after each nemesis window (in [`nemesis_windows`] order): from the window's
+/// stop to the first ok transfer batch completion at or after it.
+pub fn recovery_times(history: &History) -> Vec<Recovery> {
+    let mut oks: Vec<u64> = pair(&history.ops)
+        .iter()
+        .filter(|c| c.kind == Kind::TransferBatch && c.phase == Phase::Ok)
+        .filter_map(|c| c.complete_ns)
+        .collect();
+    oks.sort_unstable();
+    let first_at_or_after = |t: u64| oks.get(oks.partition_point(|&x| x < t)).copied();
+    nemesis_windows(history)
+        .into_iter()
+        .map(|window| {
+            let first_ok_after_start_ns = first_at_or_after(window.start_ns);
+            let first_ok_after_stop_ns = if window.closed {
+                first_at_or_after(window.stop_ns)
+            } else {
+                None
+            };
+            let until = first_ok_after_stop_ns.unwrap_or(window.stop_ns);
+            let mut longest_gap: Option<(u64, u64)> = None;
+            let mut from = window.start_ns;
+            let lo = oks.partition_point(|&x| x < window.start_ns);
+            let hi = oks.partition_point(|&x| x <= until);
+            let ends = oks[lo..hi]
+                .iter()
+                .copied()
+                .chain((first_ok_after_stop_ns.is_none()).then_some(until));
+            for to in ends {
+                if to > from && longest_gap.is_none_or(|(a, b)| to - from > b - a) {
+                    longest_gap = Some((from, to));
+                }
+                from = to;
+            }
+            Recovery {
+                recovery_ns: first_ok_after_stop_ns.map(|t| t - window.stop_ns),
+                window,
+                first_ok_after_start_ns,
+                first_ok_after_stop_ns,
+                longest_gap,
+            }
+        })
+        .collect()
+}
+
+/// The median and max of the recovery times, as one line.
+pub(crate) fn recovery_summary(recoveries: &[Recovery]) -> String {
+    let mut times: Vec<u64> = recoveries.iter().filter_map(|r| r.recovery_ns).collect();
+    times.sort_unstable();
+    let Some(&max) = times.last() else {
+        return format!(
+            "time to recover: none of {} windows recovered",
+            recoveries.len()
+        );
+    };
+    format!(
+        "time to recover: median {}, max {} ({} of {} windows recovered)",
+        fmt_duration(median(&times)),
+        fmt_duration(max),
+        times.len(),
+        recoveries.len()
+    )
+}
+
+/// The median of sorted values (the mean of the two middle ones for an even count); 0 if empty.
+pub(crate) fn median(sorted: &[u64]) -> u64 {
+    let n = sorted.len();
+    match n {
+        0 => 0,
+        _ if n % 2 == 1 => sorted[n / 2],
+        _ => ((u128::from(sorted[n / 2 - 1]) + u128::from(sorted[n / 2])) / 2) as u64,
+    }
+}
+
+/// A duration for people: `0.42 ms`, `700 ms`, `1.25 s`, `3 min 05 s`.
+pub(crate) fn fmt_duration(ns: u64) -> String {
+    let ms = ns as f64 / 1e6;
+    if ns < 10_000_000 {
+        format!("{ms:.2} ms")
+    } else if ns < 1_000_000_000 {
+        format!("{ms:.0} ms")
+    } else if ns < 60_000_000_000 {
+        format!("{:.2} s", ms / 1e3)
+    } else {
+        let s = ns / 1_000_000_000;
+        format!("{} min {:02} s", s / 60, s % 60)
+    }
+}
+
+/// A time since the start of the run: `10.700 s`.
+pub(crate) fn fmt_seconds(ns: u64) -> String {
+    format!("{:.3} s", ns as f64 / 1e9)
+}
+
+/// A client call reduced to what the report draws.
+pub(crate) struct Timed {
+    pub(crate) kind: Kind,
+    pub(crate) invoke_ns: u64,
+    /// `None`: never completed.
+    pub(crate) complete_ns: Option<u64>,
+    /// `Invoke` if never completed.
+    pub(crate) phase: Phase,
+    /// Events acknowledged (`ok` or `exists` in an `ok` batch).
+    pub(crate) acknowledged: usize,
+}
+
+/// The client calls of a history, paired as the checker pairs them.
+pub(crate) fn timed_calls(history: &History) -> Vec<Timed> {
+    pair(&history.ops)
+        .iter()
+        .map(|c| Timed {
+            kind: c.kind,
+            invoke_ns: c.invoke_ns,
+            complete_ns: c.complete_ns,
+            phase: c.phase,
+            acknowledged: (0..c.transfers.len())
+                .filter(|&i| c.outcome(i) == Outcome::Acknowledged)
+                .count(),
+        })
+        .collect()
 }

@@ -11,6 +11,7 @@
 pub mod checker;
 pub mod history;
 pub mod proxy;
+pub mod report;
 
 pub use checker::{check, Report, Verdict};
 pub use history::{
