@@ -1,6 +1,8 @@
-//! Bulwark's chaos crate owns the Jepsen-style bank test's **history** (the client's record of every
-//! operation, one JSON object per line, plus the final state read from the healed cluster) and its
-//! **checker** (one verdict per property).
+//! Bulwark's chaos crate is `bulwark chaos`: a Jepsen-style bank test of real `bulwark` processes.
+//! It owns the **run** (cluster processes, the fault-injecting peer **proxy**, the **workload** of
+//! bank clients, the **nemesis**), the **history** (the client's record of every operation, one
+//! JSON object per line, plus the final state read from the healed cluster), the **checker** (one
+//! verdict per property) and the HTML **report**.
 //!
 //! What it must never do:
 //! - never pass a history it could not fully read: any malformed line, a completion without its invoke
@@ -9,9 +11,16 @@
 //!   the reference, and the final state is only ever checked against it.
 
 pub mod checker;
+pub mod client;
+pub mod cluster;
 pub mod history;
+pub mod nemesis;
+pub mod process;
 pub mod proxy;
 pub mod report;
+pub mod rng;
+pub mod run;
+pub mod workload;
 
 pub use checker::{check, Report, Verdict};
 pub use history::{

@@ -1,0 +1,320 @@
+//! The cluster under test: its processes, the proxy between their peers, and what the harness
+//! asks of it (who leads, is it settled, what does it hold at the end).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::client::{balance_from_json, transfer_from_json, Client};
+use crate::history::{Account, FinalState, Phase, Transfer};
+use crate::process::{free_addr, NodeAddrs, NodeProcess};
+use crate::proxy::Proxy;
+use crate::workload::ACCOUNTS;
+
+pub struct Cluster {
+    /// Every node started so far (the first `voters` are the original members), by id.
+    pub nodes: BTreeMap<u64, NodeProcess>,
+    /// The original members: the workload's targets, never removed.
+    pub originals: Vec<u64>,
+    /// Node ids with a proxy route but no process yet, for the membership fault.
+    spares: Vec<NodeAddrs>,
+    pub proxy: Proxy,
+    bin: PathBuf,
+    run_dir: PathBuf,
+    pub cluster_id: u64,
+    own_disks: bool,
+    /// Control requests (status, membership) get a short timeout.
+    pub control: Client,
+}
+
+impl Cluster {
+    /// Starts `n` nodes (ids 1..=n), with `spares` more ids routed through the proxy for joiners.
+    pub async fn start(
+        bin: &Path,
+        run_dir: &Path,
+        n: usize,
+        spares: usize,
+        cluster_id: u64,
+        own_disks: bool,
+    ) -> anyhow::Result<Cluster> {
+        let total = (n + spares) as u64;
+        let mut real = Vec::new();
+        for id in 1..=total {
+            real.push((id, free_addr()?, free_addr()?));
+        }
+        let routes = real
+            .iter()
+            .map(|(id, _, peer)| (*id, "127.0.0.1:0".parse().expect("addr"), *peer))
+            .collect();
+        let proxy = Proxy::start(routes).await?;
+        let addrs: Vec<NodeAddrs> = real
+            .into_iter()
+            .map(|(id, http, peer_listen)| NodeAddrs {
+                id,
+                http,
+                peer_listen,
+                peer_advertised: proxy.listen_addr(id).expect("a route per node"),
+            })
+            .collect();
+        let members: Vec<String> = addrs[..n].iter().map(NodeAddrs::member_spec).collect();
+        let mut nodes = BTreeMap::new();
+        for a in &addrs[..n] {
+            let mut node = NodeProcess::new(
+                bin,
+                run_dir,
+                a.clone(),
+                &members,
+                cluster_id,
+                false,
+                own_disks,
+            )?;
+            node.start()?;
+            nodes.insert(a.id, node);
+        }
+        Ok(Cluster {
+            nodes,
+            originals: (1..=n as u64).collect(),
+            spares: addrs[n..].to_vec(),
+            proxy,
+            bin: bin.to_path_buf(),
+            run_dir: run_dir.to_path_buf(),
+            cluster_id,
+            own_disks,
+            control: Client::new(Duration::from_millis(1500)),
+        })
+    }
+
+    pub fn http_addrs(&self) -> Vec<SocketAddr> {
+        self.originals
+            .iter()
+            .map(|id| self.nodes[id].addrs.http)
+            .collect()
+    }
+
+    pub fn node(&mut self, id: u64) -> &mut NodeProcess {
+        self.nodes.get_mut(&id).expect("a known node")
+    }
+
+    pub fn spares_left(&self) -> usize {
+        self.spares.len()
+    }
+
+    /// Starts a spare as a newcomer (`--join`) and returns its addresses.
+    pub fn start_joiner(&mut self) -> anyhow::Result<NodeAddrs> {
+        anyhow::ensure!(!self.spares.is_empty(), "no spare node ids left");
+        let addrs = self.spares.remove(0);
+        let mut members = vec![addrs.member_spec()];
+        for id in &self.originals {
+            members.push(self.nodes[id].addrs.member_spec());
+        }
+        let mut node = NodeProcess::new(
+            &self.bin,
+            &self.run_dir,
+            addrs.clone(),
+            &members,
+            self.cluster_id,
+            true,
+            self.own_disks,
+        )?;
+        node.start()?;
+        self.nodes.insert(addrs.id, node);
+        Ok(addrs)
+    }
+
+    /// Each running, unpaused node's `/v1/status`, by id.
+    pub async fn statuses(&self) -> BTreeMap<u64, Value> {
+        let mut out = BTreeMap::new();
+        for (id, node) in &self.nodes {
+            if !node.is_running() || node.is_paused() {
+                continue;
+            }
+            let answer = self.control.get(node.addrs.http, "/v1/status").await;
+            if answer.phase == Phase::Ok {
+                out.insert(*id, answer.body);
+            }
+        }
+        out
+    }
+
+    /// The node that says it leads in the highest term, if any.
+    pub async fn leader(&self) -> Option<u64> {
+        self.statuses()
+            .await
+            .into_iter()
+            .filter(|(_, s)| s["role"] == "leader")
+            .max_by_key(|(_, s)| s["term"].as_u64().unwrap_or(0))
+            .map(|(id, _)| id)
+    }
+
+    /// Waits until every running node of the configuration agrees on one leader and has applied
+    /// the same index as it. Returns what was seen last if `limit` passes first.
+    pub async fn settle(&self, limit: Duration) -> Result<u64, String> {
+        let deadline = Instant::now() + limit;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            let statuses = self.statuses().await;
+            let running: Vec<u64> = self
+                .nodes
+                .iter()
+                .filter(|(_, n)| n.is_running())
+                .map(|(id, _)| *id)
+                .collect();
+            let leaders: Vec<u64> = statuses
+                .values()
+                .filter_map(|s| s["leader_id"].as_u64())
+                .collect();
+            let applied: Vec<u64> = statuses
+                .values()
+                .filter_map(|s| s["applied_index"].as_u64())
+                .collect();
+            last = format!(
+                "running {running:?}, answering {:?}, leaders seen {leaders:?}, applied {applied:?}",
+                statuses.keys().collect::<Vec<_>>()
+            );
+            let all_answer = running.iter().all(|id| statuses.contains_key(id));
+            let one_leader = !leaders.is_empty() && leaders.iter().all(|l| *l == leaders[0]);
+            let same_index = !applied.is_empty() && applied.iter().all(|a| *a == applied[0]);
+            if all_answer && one_leader && same_index {
+                return Ok(applied[0]);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Err(last)
+    }
+
+    /// One node's whole ledger, read with stale reads (after settling, every node's own view).
+    pub async fn final_state(&self, id: u64) -> anyhow::Result<FinalState> {
+        let node = self.nodes[&id].addrs.http;
+        let mut accounts = Vec::new();
+        let mut transfers: BTreeMap<u64, Transfer> = BTreeMap::new();
+        for account in 1..=ACCOUNTS {
+            let answer = self
+                .control
+                .get(node, &format!("/v1/accounts/{account}?consistency=stale"))
+                .await;
+            anyhow::ensure!(
+                answer.phase == Phase::Ok,
+                "node {id}: reading account {account}: {:?}",
+                answer.error
+            );
+            let b = balance_from_json(&answer.body)
+                .ok_or_else(|| anyhow::anyhow!("node {id}: account {account} is not an account"))?;
+            accounts.push(Account {
+                id: b.id,
+                ledger: answer.body["ledger"].as_u64().unwrap_or(0) as u32,
+                flags: answer.body["flags"]
+                    .as_array()
+                    .map(|f| {
+                        f.iter()
+                            .filter_map(|x| x.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                debits_pending: b.debits_pending,
+                debits_posted: b.debits_posted,
+                credits_pending: b.credits_pending,
+                credits_posted: b.credits_posted,
+            });
+            let mut after: Option<u64> = None;
+            loop {
+                let mut path =
+                    format!("/v1/accounts/{account}/transfers?limit=8190&consistency=stale");
+                if let Some(a) = after {
+                    path.push_str(&format!("&after={a}"));
+                }
+                let page = self.control.get(node, &path).await;
+                anyhow::ensure!(
+                    page.phase == Phase::Ok,
+                    "node {id}: reading the transfers of account {account}: {:?}",
+                    page.error
+                );
+                for t in page.body["transfers"].as_array().into_iter().flatten() {
+                    let t = transfer_from_json(t).ok_or_else(|| {
+                        anyhow::anyhow!("node {id}: a transfer that does not parse: {t}")
+                    })?;
+                    transfers.insert(t.id, t);
+                }
+                match page.body["next_after"].as_u64() {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+        }
+        Ok(FinalState {
+            accounts,
+            transfers: transfers.into_values().collect(),
+        })
+    }
+
+    /// Asks any answering original member to make a membership change, until one accepts or
+    /// `limit` passes.
+    pub async fn membership(
+        &self,
+        what: &str,
+        body: &Value,
+        limit: Duration,
+    ) -> Result<(), String> {
+        let deadline = Instant::now() + limit;
+        let mut last = String::from("no attempt");
+        let mut attempt = 0usize;
+        while Instant::now() < deadline {
+            let id = self.originals[attempt % self.originals.len()];
+            attempt += 1;
+            let node = &self.nodes[&id];
+            if node.is_running() && !node.is_paused() {
+                let answer = self.control.membership(node.addrs.http, what, body).await;
+                if answer.phase == Phase::Ok {
+                    return Ok(());
+                }
+                last = answer.error.unwrap_or_default();
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        Err(last)
+    }
+
+    /// Waits until the leader reports each of `ids` as a member at most a few entries behind.
+    pub async fn wait_caught_up(&self, ids: &[u64], limit: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + limit;
+        let mut last = String::from("no leader answered");
+        while Instant::now() < deadline {
+            let statuses = self.statuses().await;
+            if let Some(leader) = statuses.values().find(|s| s["role"] == "leader") {
+                let members = leader["members"].as_array().cloned().unwrap_or_default();
+                let lag = |id: u64| {
+                    members
+                        .iter()
+                        .find(|m| m["id"].as_u64() == Some(id))
+                        .and_then(|m| m["lag"].as_u64())
+                };
+                let lags: Vec<Option<u64>> = ids.iter().map(|id| lag(*id)).collect();
+                if lags.iter().all(|l| l.is_some_and(|l| l <= 8)) {
+                    return Ok(());
+                }
+                last = format!("lag in entries of {ids:?}: {lags:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Err(last)
+    }
+
+    /// A learner's request body.
+    pub fn learner_body(addrs: &NodeAddrs) -> Value {
+        json!({"id": addrs.id, "peer_addr": addrs.peer_advertised, "http_addr": addrs.http})
+    }
+
+    /// Lets every fault go: links healed, paused nodes resumed, dead nodes restarted, disks freed.
+    pub fn heal_all(&mut self) -> anyhow::Result<()> {
+        self.proxy.links().heal();
+        for node in self.nodes.values_mut() {
+            node.resume();
+            if self.own_disks {
+                node.free_disk()?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,280 @@
+//! The real `bulwark` processes of a chaos run: start, kill -9, pause, resume, restart, and the
+//! small per-node filesystem that the disk-full fault fills.
+//!
+//! Each node's data directory is its own tmpfs when the disk nemesis is on, so that filling it
+//! fills only that node's disk (and never the machine's).
+
+use std::fs::File;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How one node is reached and started.
+#[derive(Clone, Debug)]
+pub struct NodeAddrs {
+    pub id: u64,
+    /// Where its HTTP API listens (clients talk to it directly).
+    pub http: SocketAddr,
+    /// Where its peer transport really listens.
+    pub peer_listen: SocketAddr,
+    /// What the other nodes dial: the proxy in front of `peer_listen`.
+    pub peer_advertised: SocketAddr,
+}
+
+impl NodeAddrs {
+    /// The `--member` value other nodes are given for this node.
+    pub fn member_spec(&self) -> String {
+        format!("{}={}={}", self.id, self.peer_advertised, self.http)
+    }
+}
+
+/// One `bulwark start` process, restartable on the same data directory.
+pub struct NodeProcess {
+    pub addrs: NodeAddrs,
+    pub data_dir: PathBuf,
+    log_path: PathBuf,
+    args: Vec<String>,
+    bin: PathBuf,
+    child: Option<Child>,
+    paused: bool,
+    mounted: bool,
+    starts: u32,
+}
+
+/// Size of each node's tmpfs when the disk nemesis is on: room for a long run's log and state.
+pub const NODE_DISK_BYTES: u64 = 2 << 30;
+
+impl NodeProcess {
+    /// Prepares (but does not start) a node. `members` are the `--member` specs of every node it
+    /// is started with; `join` starts it as a newcomer waiting to be added.
+    pub fn new(
+        bin: &Path,
+        run_dir: &Path,
+        addrs: NodeAddrs,
+        members: &[String],
+        cluster_id: u64,
+        join: bool,
+        own_disk: bool,
+    ) -> anyhow::Result<NodeProcess> {
+        let data_dir = run_dir.join(format!("node-{}", addrs.id));
+        std::fs::create_dir_all(&data_dir)?;
+        let mut mounted = false;
+        if own_disk {
+            mount_tmpfs(&data_dir, NODE_DISK_BYTES)?;
+            mounted = true;
+        }
+        let mut args = vec![
+            "start".to_string(),
+            "--data-dir".into(),
+            data_dir.join("data").display().to_string(),
+            "--node-id".into(),
+            addrs.id.to_string(),
+            "--cluster-id".into(),
+            cluster_id.to_string(),
+            "--peer-listen".into(),
+            addrs.peer_listen.to_string(),
+        ];
+        for m in members {
+            args.push("--member".into());
+            args.push(m.clone());
+        }
+        if join {
+            args.push("--join".into());
+        }
+        Ok(NodeProcess {
+            log_path: run_dir.join(format!("node-{}.log", addrs.id)),
+            addrs,
+            data_dir,
+            args,
+            bin: bin.to_path_buf(),
+            child: None,
+            paused: false,
+            mounted,
+            starts: 0,
+        })
+    }
+
+    pub fn id(&self) -> u64 {
+        self.addrs.id
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Starts the process; its stderr (the `tracing` log) is appended to `node-ID.log`.
+    pub fn start(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.child.is_none(),
+            "node {} is already running",
+            self.id()
+        );
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)?;
+        self.starts += 1;
+        writeln!(
+            log,
+            "=== chaos: start #{} of node {}",
+            self.starts,
+            self.id()
+        )?;
+        let child = Command::new(&self.bin)
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("cannot start {}: {e}", self.bin.display()))?;
+        self.child = Some(child);
+        self.paused = false;
+        Ok(())
+    }
+
+    /// kill -9: no shutdown of any kind, whatever was not fsynced may be lost.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.paused = false;
+    }
+
+    /// SIGSTOP: the process freezes mid-step, sockets open, clocks running on.
+    pub fn pause(&mut self) {
+        if let Some(child) = &self.child {
+            signal(child.id(), libc::SIGSTOP);
+            self.paused = true;
+        }
+    }
+
+    pub fn resume(&mut self) {
+        if let Some(child) = &self.child {
+            signal(child.id(), libc::SIGCONT);
+        }
+        self.paused = false;
+    }
+
+    /// SIGTERM and wait (then kill -9 if it does not stop in time).
+    pub fn stop(&mut self) {
+        self.resume();
+        if let Some(mut child) = self.child.take() {
+            signal(child.id(), libc::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) => break,
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(50))
+                    }
+                    _ => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether the process died on its own (a crash the harness did not cause), with its status.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        Some(status)
+    }
+
+    fn filler_path(&self) -> PathBuf {
+        self.data_dir.join("filler")
+    }
+
+    /// Fills the node's disk to the last byte. Returns the bytes written.
+    pub fn fill_disk(&self) -> anyhow::Result<u64> {
+        anyhow::ensure!(
+            self.mounted,
+            "node {} has no disk of its own to fill",
+            self.id()
+        );
+        let mut file = File::create(self.filler_path())?;
+        let chunk = vec![0xA5u8; 1 << 20];
+        let mut written = 0u64;
+        loop {
+            match file.write(&chunk) {
+                Ok(0) => break,
+                Ok(n) => written += n as u64,
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // Whatever a smaller write can still take, too.
+        for size in [4096usize, 512, 1] {
+            while let Ok(n) = file.write(&chunk[..size]) {
+                if n == 0 {
+                    break;
+                }
+                written += n as u64;
+            }
+        }
+        Ok(written)
+    }
+
+    /// Gives the space back.
+    pub fn free_disk(&self) -> anyhow::Result<()> {
+        match std::fs::remove_file(self.filler_path()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.resume();
+        self.kill9();
+        if self.mounted {
+            let _ = Command::new("umount").arg(&self.data_dir).status();
+        }
+    }
+}
+
+fn signal(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill(2) with a pid of our own child and a valid signal number has no memory effects.
+    unsafe {
+        libc::kill(pid as libc::pid_t, sig);
+    }
+}
+
+/// Mounts a tmpfs of `bytes` at `dir` (needs root, as CI and this machine have).
+fn mount_tmpfs(dir: &Path, bytes: u64) -> anyhow::Result<()> {
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+        .arg(dir)
+        .status()
+        .map_err(|e| anyhow::anyhow!("cannot run mount: {e}"))?;
+    anyhow::ensure!(
+        status.success(),
+        "cannot mount a tmpfs at {} for the disk-full nemesis ({status}); it needs root — run as \
+         root or leave `disk` out of --nemesis",
+        dir.display()
+    );
+    Ok(())
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released: good enough on a quiet test machine).
+pub fn free_addr() -> anyhow::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?)
+}

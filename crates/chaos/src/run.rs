@@ -1,0 +1,330 @@
+//! One chaos run end to end: start the cluster, set up the accounts, run the workload and the
+//! nemesis for the given time, heal everything, let the cluster settle, read the final state from
+//! every node, check the history and write the report.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::checker::{check, Report, Verdict};
+use crate::client::Client;
+use crate::cluster::Cluster;
+use crate::history::{write_history, History};
+use crate::nemesis::{Fault, Findings, Nemesis};
+use crate::report::{render_html, RunMeta};
+use crate::workload::{setup, Recorder, Worker};
+
+/// Everything a run is told.
+#[derive(Clone, Debug)]
+pub struct ChaosConfig {
+    /// The `bulwark` binary to start nodes with.
+    pub bin: PathBuf,
+    pub nodes: usize,
+    pub duration: Duration,
+    /// Client operations per second, all clients together.
+    pub rate: f64,
+    pub clients: usize,
+    pub mix: Vec<Fault>,
+    pub seed: u64,
+    pub out: PathBuf,
+    /// Bounds of one fault's hold and of the quiet time between faults, in ms.
+    pub hold_ms: (u64, u64),
+    pub quiet_ms: (u64, u64),
+    /// The command line that replays this run, for the report.
+    pub replay: String,
+}
+
+/// What a run came to.
+pub struct Outcome {
+    pub report: Report,
+    pub history_path: PathBuf,
+    pub report_path: PathBuf,
+    /// One line for stdout.
+    pub summary: String,
+}
+
+/// Membership faults need fresh node ids; this many are routed through the proxy up front.
+const SPARE_NODES: usize = 24;
+
+pub async fn run(config: ChaosConfig) -> anyhow::Result<Outcome> {
+    anyhow::ensure!(
+        config.nodes == 3 || config.nodes == 5,
+        "--nodes must be 3 or 5 (got {})",
+        config.nodes
+    );
+    std::fs::create_dir_all(&config.out)?;
+    let run_dir = config.out.join("nodes");
+    if run_dir.exists() {
+        anyhow::bail!(
+            "{} already holds a run's nodes: choose another --out folder",
+            run_dir.display()
+        );
+    }
+    std::fs::create_dir_all(&run_dir)?;
+    let own_disks = config.mix.contains(&Fault::Disk);
+    let started_at = chrono_like_now();
+    let mut cluster = Cluster::start(
+        &config.bin,
+        &run_dir,
+        config.nodes,
+        SPARE_NODES,
+        config.seed | 1,
+        own_disks,
+    )
+    .await?;
+    let outcome = drive(&config, &mut cluster, &started_at).await;
+    // Whatever happened, no process outlives the run.
+    for node in cluster.nodes.values_mut() {
+        node.stop();
+    }
+    drop(cluster);
+    outcome
+}
+
+async fn drive(
+    config: &ChaosConfig,
+    cluster: &mut Cluster,
+    started_at: &str,
+) -> anyhow::Result<Outcome> {
+    let start = Instant::now();
+    let recorder = Arc::new(Recorder::new(start));
+    let nodes = cluster.http_addrs();
+    let client = Client::new(Duration::from_secs(3));
+    tracing::info!(
+        nodes = config.nodes,
+        seed = config.seed,
+        "waiting for a leader"
+    );
+    setup(
+        &recorder,
+        &client,
+        &nodes,
+        Instant::now() + Duration::from_secs(60),
+    )
+    .await?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let interval = Duration::from_secs_f64(config.clients as f64 / config.rate.max(0.1));
+    let mut workers = Vec::new();
+    for process in 1..=config.clients as u64 {
+        let worker = Worker::new(process, config.seed, nodes.clone(), interval);
+        workers.push(tokio::spawn(worker.run(
+            recorder.clone(),
+            client.clone(),
+            stop.clone(),
+        )));
+    }
+    let current = Arc::new(Mutex::new(String::from("quiet")));
+    let progress = spawn_progress(config.duration, recorder.clone(), current.clone());
+    let deadline = Instant::now() + config.duration;
+    let mut nemesis = Nemesis::new(
+        config.seed,
+        config.mix.clone(),
+        config.hold_ms,
+        config.quiet_ms,
+    );
+    let nemesis_result = nemesis.run(cluster, &recorder, deadline, &current).await;
+    tokio::time::sleep(deadline.saturating_duration_since(Instant::now())).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        let _ = w.await;
+    }
+    progress.abort();
+    nemesis_result?;
+
+    // Heal and settle.
+    let mut findings = std::mem::take(&mut nemesis.findings);
+    cluster.heal_all()?;
+    for (id, node) in cluster.nodes.iter_mut() {
+        if let Some(status) = node.exited() {
+            findings.violations.push(format!(
+                "node {id} exited on its own ({status}); see {}",
+                node.log_path().display()
+            ));
+        }
+        if !node.is_running() {
+            node.start()?;
+        }
+    }
+    eprintln!("healed; waiting for the cluster to settle");
+    let settled = cluster.settle(Duration::from_secs(90)).await;
+    let final_index = match &settled {
+        Ok(index) => Some(*index),
+        Err(last) => {
+            findings.violations.push(format!(
+                "the healed cluster did not settle within 90 s: {last}"
+            ));
+            None
+        }
+    };
+    let mut states = Vec::new();
+    for id in cluster.originals.clone() {
+        states.push((id, cluster.final_state(id).await?));
+    }
+    let (first_id, state) = states[0].clone();
+    let mut replicas = Verdict {
+        property: "replicas_identical",
+        ok: true,
+        violations: Vec::new(),
+        notes: vec![format!(
+            "{} nodes compared after healing, at applied index {}",
+            states.len(),
+            final_index.map_or("unknown".into(), |i| i.to_string())
+        )],
+    };
+    for (id, s) in &states[1..] {
+        if *s != state {
+            replicas.ok = false;
+            replicas.violations.push(format!(
+                "node {id} holds {} transfers and node {first_id} {}, or their accounts differ",
+                s.transfers.len(),
+                state.transfers.len()
+            ));
+        }
+    }
+
+    let history = History {
+        ops: recorder.take_ops(),
+        state,
+    };
+    let history_path = config.out.join("history.jsonl");
+    write_history(&history_path, &history)?;
+    let mut report = check(&history);
+    report.verdicts.push(replicas);
+    report.verdicts.push(nemesis_verdict(&findings));
+    report.ok = report.verdicts.iter().all(|v| v.ok);
+
+    let acknowledged = recorder.counts.transfers_ok.load(Ordering::Relaxed);
+    let ops = history
+        .ops
+        .iter()
+        .filter(|o| o.phase != crate::history::Phase::Invoke)
+        .count();
+    let windows: u32 = findings.windows.values().sum();
+    let meta = RunMeta {
+        seed: config.seed,
+        nodes: config.nodes,
+        duration_s: config.duration.as_secs_f64(),
+        replay_command: config.replay.clone(),
+        version: Some(env!("CARGO_PKG_VERSION").to_string()),
+        started_at: started_at.to_string(),
+        nemeses: config.mix.iter().map(|f| f.name().to_string()).collect(),
+        extra: vec![
+            ("operations completed".into(), ops.to_string()),
+            ("transfers acknowledged ok".into(), acknowledged.to_string()),
+            (
+                "transfers in the final state".into(),
+                history.state.transfers.len().to_string(),
+            ),
+            (
+                "final applied index".into(),
+                final_index.map_or("unknown".into(), |i| i.to_string()),
+            ),
+            (
+                "fault windows".into(),
+                findings
+                    .windows
+                    .iter()
+                    .map(|(k, n)| format!("{k} ×{n}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+        ],
+    };
+    let report_path = config.out.join("report.html");
+    std::fs::write(&report_path, render_html(&history, &report, &meta))?;
+    let summary = format!(
+        "{} — {} nodes, {:.0} s, seed {}, {} ops, {} transfers acknowledged, {windows} faults; {}; report: {}",
+        if report.ok { "VALID" } else { "INVALID" },
+        config.nodes,
+        config.duration.as_secs_f64(),
+        config.seed,
+        ops,
+        acknowledged,
+        if report.ok {
+            "every property holds".to_string()
+        } else {
+            format!("violated: {}", report.failed().join(", "))
+        },
+        report_path.display()
+    );
+    Ok(Outcome {
+        report,
+        history_path,
+        report_path,
+        summary,
+    })
+}
+
+/// The harness's own findings as a verdict: every fault kind asked for ran, disk-full nodes
+/// refused writes, membership changes finished, no node died by itself.
+fn nemesis_verdict(findings: &Findings) -> Verdict {
+    let mut notes: Vec<String> = findings
+        .windows
+        .iter()
+        .map(|(k, n)| format!("{k}: {n} windows"))
+        .collect();
+    notes.extend(findings.notes.iter().cloned());
+    Verdict {
+        property: "faults_handled",
+        ok: findings.violations.is_empty(),
+        violations: findings.violations.clone(),
+        notes,
+    }
+}
+
+/// A progress bar over the run's duration (hidden when stderr is not a terminal), and a log line
+/// every 10 s either way.
+fn spawn_progress(
+    duration: Duration,
+    recorder: Arc<Recorder>,
+    current: Arc<Mutex<String>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let bar = indicatif::ProgressBar::new(duration.as_secs());
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:30}] {pos}/{len} s  {msg}",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+        let started = Instant::now();
+        let mut tick = 0u64;
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            tick += 1;
+            let c = &recorder.counts;
+            let msg = format!(
+                "ok {} fail {} info {} transfers {} | nemesis: {}",
+                c.ok.load(Ordering::Relaxed),
+                c.fail.load(Ordering::Relaxed),
+                c.info.load(Ordering::Relaxed),
+                c.transfers_ok.load(Ordering::Relaxed),
+                current.lock().expect("lock")
+            );
+            bar.set_position(started.elapsed().as_secs().min(duration.as_secs()));
+            bar.set_message(msg.clone());
+            if tick.is_multiple_of(10) && bar.is_hidden() {
+                eprintln!("[{:>4} s] {msg}", started.elapsed().as_secs());
+            }
+        }
+    })
+}
+
+/// Seconds since the epoch, as the report's start time (no calendar crate for one line).
+fn chrono_like_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format!("unix time {secs}")
+}
+
+/// Reads a history file and checks it (`bulwark chaos check`).
+pub fn check_file(path: &Path) -> anyhow::Result<Report> {
+    let history = crate::history::read_history(path)
+        .map_err(|e| anyhow::anyhow!("cannot read the history {}: {e}", path.display()))?;
+    Ok(check(&history))
+}

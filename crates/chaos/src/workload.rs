@@ -1,0 +1,433 @@
+//! The bank workload: concurrent clients moving money between a small set of accounts, with
+//! linked chains, pending transfers (posted, voided or left to expire), retries of indefinite
+//! batches with the same ids (as a real client does), and linearizable balance and history reads.
+//! Every request is recorded as an invoke and a completion.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::client::{balance_from_json, Answer, Client};
+use crate::history::{Kind, Op, Phase, Transfer};
+use crate::rng::Rng;
+
+/// The ledger every account of the test lives in.
+pub const LEDGER: u32 = 1;
+/// Accounts 1..=ACCOUNTS.
+pub const ACCOUNTS: u64 = 12;
+/// Accounts that may never be overdrawn.
+pub const LIMITED: std::ops::RangeInclusive<u64> = 3..=8;
+/// Accounts that keep a balance history.
+pub const WITH_HISTORY: std::ops::RangeInclusive<u64> = 9..=10;
+/// Money each limited account starts with.
+pub const OPENING_BALANCE: u64 = 2_000;
+/// Attempts of one batch, the first included, before the client gives up on it.
+const ATTEMPTS: u32 = 6;
+/// The process number of the setup client.
+pub const SETUP_PROCESS: u64 = 0;
+
+/// The history as it is being written, shared by every client and the nemesis.
+pub struct Recorder {
+    start: Instant,
+    ops: Mutex<Vec<Op>>,
+    pub counts: Counts,
+}
+
+/// Live counters for the progress line.
+#[derive(Default)]
+pub struct Counts {
+    pub ok: AtomicU64,
+    pub fail: AtomicU64,
+    pub info: AtomicU64,
+    pub transfers_ok: AtomicU64,
+}
+
+impl Recorder {
+    pub fn new(start: Instant) -> Recorder {
+        Recorder {
+            start,
+            ops: Mutex::new(Vec::new()),
+            counts: Counts::default(),
+        }
+    }
+
+    pub fn now_ns(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+
+    pub fn record(&self, mut op: Op) {
+        op.time_ns = self.now_ns();
+        let counter = match op.phase {
+            Phase::Invoke => None,
+            Phase::Ok => Some(&self.counts.ok),
+            Phase::Fail => Some(&self.counts.fail),
+            Phase::Info => Some(&self.counts.info),
+        };
+        if op.kind != Kind::Nemesis {
+            if let Some(c) = counter {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+            if op.phase == Phase::Ok && op.kind == Kind::TransferBatch {
+                let ok = op.results.iter().filter(|r| *r == "ok").count();
+                self.counts
+                    .transfers_ok
+                    .fetch_add(ok as u64, Ordering::Relaxed);
+            }
+        }
+        self.ops.lock().expect("history lock").push(op);
+    }
+
+    pub fn take_ops(&self) -> Vec<Op> {
+        std::mem::take(&mut *self.ops.lock().expect("history lock"))
+    }
+}
+
+/// Records one write batch: invoke, request, completion.
+pub async fn record_write(
+    recorder: &Recorder,
+    client: &Client,
+    process: u64,
+    node: SocketAddr,
+    batch: &[Transfer],
+) -> Answer {
+    recorder.record(Op {
+        transfers: batch.to_vec(),
+        description: Some(format!("to {node}")),
+        ..Op::new(process, Kind::TransferBatch, Phase::Invoke, 0)
+    });
+    let answer = client.transfers(node, batch).await;
+    let mut results = Vec::new();
+    let mut phase = answer.phase;
+    let mut error = answer.error.clone();
+    if phase == Phase::Ok {
+        match parse_results(&answer.body, batch.len()) {
+            Some(r) => results = r,
+            None => {
+                phase = Phase::Info;
+                error = Some(format!(
+                    "a 2xx answer that is not a batch answer: {}",
+                    answer.body
+                ));
+            }
+        }
+    }
+    recorder.record(Op {
+        transfers: batch.to_vec(),
+        results,
+        commit_index: answer.commit_index,
+        description: error,
+        ..Op::new(process, Kind::TransferBatch, phase, 0)
+    });
+    Answer { phase, ..answer }
+}
+
+fn parse_results(body: &Value, events: usize) -> Option<Vec<String>> {
+    let results = body["results"].as_array()?;
+    if results.len() != events {
+        return None;
+    }
+    results
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            (r["index"].as_u64()? == i as u64).then_some(())?;
+            r["result"].as_str().map(str::to_string)
+        })
+        .collect()
+}
+
+/// Creates the accounts and funds the limited ones (recorded as process 0). Retries until done or
+/// `deadline`.
+pub async fn setup(
+    recorder: &Recorder,
+    client: &Client,
+    nodes: &[SocketAddr],
+    deadline: Instant,
+) -> anyhow::Result<()> {
+    let accounts: Vec<Value> = (1..=ACCOUNTS)
+        .map(|id| {
+            let mut flags = Vec::new();
+            if LIMITED.contains(&id) {
+                flags.push("debits_must_not_exceed_credits");
+            }
+            if WITH_HISTORY.contains(&id) {
+                flags.push("history");
+            }
+            json!({"id": id, "ledger": LEDGER, "code": 1, "flags": flags})
+        })
+        .collect();
+    let body = Value::Array(accounts);
+    let mut attempt = 0usize;
+    loop {
+        let node = nodes[attempt % nodes.len()];
+        attempt += 1;
+        let answer = client.accounts(node, &body).await;
+        let done = answer.phase == Phase::Ok
+            && answer.body["results"].as_array().is_some_and(|r| {
+                r.iter()
+                    .all(|e| matches!(e["result"].as_str(), Some("ok" | "exists")))
+            });
+        if done {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "could not create the test accounts: {:?}",
+            answer.error
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Funding comes from accounts 1 and 2, which have no limit.
+    let funding: Vec<Transfer> = LIMITED
+        .enumerate()
+        .map(|(i, id)| Transfer {
+            id: i as u64 + 1,
+            debit: 1 + (i as u64 % 2),
+            credit: id,
+            amount: OPENING_BALANCE,
+            ledger: LEDGER,
+            ..Transfer::default()
+        })
+        .collect();
+    loop {
+        let node = nodes[attempt % nodes.len()];
+        attempt += 1;
+        let answer = record_write(recorder, client, SETUP_PROCESS, node, &funding).await;
+        if answer.phase == Phase::Ok {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "could not fund the test accounts: {:?}",
+            answer.error
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+/// One client of the workload.
+pub struct Worker {
+    pub process: u64,
+    pub rng: Rng,
+    pub nodes: Vec<SocketAddr>,
+    /// Seconds between two ops of this client.
+    pub interval: Duration,
+    next_id: u64,
+    /// Pending transfers this client created and saw acknowledged `ok`, not yet resolved by it.
+    pending: Vec<(u64, u64)>,
+}
+
+impl Worker {
+    pub fn new(process: u64, seed: u64, nodes: Vec<SocketAddr>, interval: Duration) -> Worker {
+        Worker {
+            process,
+            rng: Rng::new(seed ^ process.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            nodes,
+            interval,
+            next_id: 1,
+            pending: Vec::new(),
+        }
+    }
+
+    fn new_id(&mut self) -> u64 {
+        let id = (self.process << 36) | self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    fn pick_node(&mut self) -> SocketAddr {
+        self.nodes[self.rng.below(self.nodes.len() as u64) as usize]
+    }
+
+    fn pick_pair(&mut self) -> (u64, u64) {
+        let debit = 1 + self.rng.below(ACCOUNTS);
+        let mut credit = 1 + self.rng.below(ACCOUNTS - 1);
+        if credit >= debit {
+            credit += 1;
+        }
+        (debit, credit)
+    }
+
+    fn plain(&mut self, max_amount: u64) -> Transfer {
+        let (debit, credit) = self.pick_pair();
+        Transfer {
+            id: self.new_id(),
+            debit,
+            credit,
+            amount: 1 + self.rng.below(max_amount),
+            ledger: LEDGER,
+            ..Transfer::default()
+        }
+    }
+
+    /// A batch of plain transfers, sometimes with a linked chain inside.
+    fn transfer_batch(&mut self) -> Vec<Transfer> {
+        let mut batch = Vec::new();
+        let n = 1 + self.rng.below(5);
+        for _ in 0..n {
+            batch.push(self.plain(300));
+        }
+        if self.rng.chance(0.4) {
+            let len = 2 + self.rng.below(2);
+            for i in 0..len {
+                // Large amounts make some chains fail on a limited account: the whole chain must.
+                let mut t = self.plain(900);
+                if i + 1 < len {
+                    t.flags.push("linked".into());
+                }
+                batch.push(t);
+            }
+        }
+        batch
+    }
+
+    fn pending_batch(&mut self) -> Vec<Transfer> {
+        let mut t = self.plain(200);
+        t.flags.push("pending".into());
+        // Half never time out (posted or voided later), half expire after 1-3 s unless resolved.
+        if self.rng.chance(0.5) {
+            t.timeout = 1 + self.rng.below(3) as u32;
+        }
+        vec![t]
+    }
+
+    fn resolve_batch(&mut self) -> Option<Vec<Transfer>> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let i = self.rng.below(self.pending.len() as u64) as usize;
+        let (pending_id, amount) = self.pending.swap_remove(i);
+        let post = self.rng.chance(0.6);
+        let mut t = Transfer {
+            id: self.new_id(),
+            pending_id,
+            ..Transfer::default()
+        };
+        if post {
+            t.flags.push("post_pending_transfer".into());
+            // Partial posts now and then; 0 posts the full amount.
+            if self.rng.chance(0.3) {
+                t.amount = 1 + self.rng.below(amount);
+            }
+        } else {
+            t.flags.push("void_pending_transfer".into());
+        }
+        Some(vec![t])
+    }
+
+    /// Sends a batch until it gets a definite answer or the attempts run out, each attempt with the
+    /// same ids.
+    async fn write(
+        &mut self,
+        recorder: &Recorder,
+        client: &Client,
+        stop: &AtomicBool,
+        batch: &[Transfer],
+    ) -> Option<Vec<String>> {
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                if stop.load(Ordering::Relaxed) {
+                    return None;
+                }
+                let backoff = 100 + self.rng.below(200 << attempt.min(3));
+                tokio::time::sleep(Duration::from_millis(backoff)).await;
+            }
+            let node = self.pick_node();
+            let answer = record_write(recorder, client, self.process, node, batch).await;
+            match answer.phase {
+                Phase::Ok => {
+                    return parse_results(&answer.body, batch.len());
+                }
+                // A request the server judged invalid will be judged so again.
+                Phase::Fail if answer.status.is_some_and(|s| (400..500).contains(&s)) => {
+                    return None
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
+    async fn read_balances(&mut self, recorder: &Recorder, client: &Client) {
+        let account = 1 + self.rng.below(ACCOUNTS);
+        let node = self.pick_node();
+        recorder.record(Op {
+            description: Some(format!("account {account} at {node}")),
+            ..Op::new(self.process, Kind::ReadBalances, Phase::Invoke, 0)
+        });
+        let answer = client.get(node, &format!("/v1/accounts/{account}")).await;
+        let balance = balance_from_json(&answer.body);
+        let phase = if answer.phase == Phase::Ok && balance.is_none() {
+            Phase::Fail
+        } else {
+            answer.phase
+        };
+        recorder.record(Op {
+            applied_index: answer.applied_index,
+            balances: balance.into_iter().collect(),
+            description: answer.error,
+            ..Op::new(self.process, Kind::ReadBalances, phase, 0)
+        });
+    }
+
+    async fn read_history(&mut self, recorder: &Recorder, client: &Client) {
+        let account = 1 + self.rng.below(ACCOUNTS);
+        let node = self.pick_node();
+        recorder.record(Op {
+            description: Some(format!("history of account {account} at {node}")),
+            ..Op::new(self.process, Kind::ReadHistory, Phase::Invoke, 0)
+        });
+        let answer = client
+            .get(node, &format!("/v1/accounts/{account}/transfers?limit=20"))
+            .await;
+        let phase = if answer.phase == Phase::Ok && !answer.body["transfers"].is_array() {
+            Phase::Fail
+        } else {
+            answer.phase
+        };
+        recorder.record(Op {
+            applied_index: answer.applied_index,
+            description: answer.error,
+            ..Op::new(self.process, Kind::ReadHistory, phase, 0)
+        });
+    }
+
+    /// Runs ops at this client's pace until `stop`.
+    pub async fn run(mut self, recorder: Arc<Recorder>, client: Client, stop: Arc<AtomicBool>) {
+        let mut next = tokio::time::Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            tokio::time::sleep_until(next).await;
+            next += self.interval;
+            let now = tokio::time::Instant::now();
+            if next + self.interval < now {
+                next = now; // fell behind (a long retry): no burst to catch up
+            }
+            let roll = self.rng.below(100);
+            match roll {
+                0..=49 => {
+                    let batch = self.transfer_batch();
+                    self.write(&recorder, &client, &stop, &batch).await;
+                }
+                50..=59 => {
+                    let batch = self.pending_batch();
+                    if let Some(results) = self.write(&recorder, &client, &stop, &batch).await {
+                        if results[0] == "ok" {
+                            self.pending.push((batch[0].id, batch[0].amount));
+                        }
+                    }
+                }
+                60..=69 => {
+                    if let Some(batch) = self.resolve_batch() {
+                        self.write(&recorder, &client, &stop, &batch).await;
+                    }
+                }
+                70..=89 => self.read_balances(&recorder, &client).await,
+                _ => self.read_history(&recorder, &client).await,
+            }
+        }
+    }
+}
