@@ -7,6 +7,7 @@
 
 mod bench;
 mod bench_failover;
+mod chaos_cmd;
 mod client;
 mod cluster_cmd;
 mod server;
@@ -46,6 +47,9 @@ enum Command {
     /// Run a local cluster, or show a cluster's replication status.
     #[command(subcommand)]
     Cluster(cluster_cmd::ClusterCommand),
+    /// Jepsen-style bank test: run a local cluster of real processes under a workload and faults,
+    /// check the history, write an HTML report (or `chaos check HISTORY`).
+    Chaos(chaos_cmd::ChaosArgs),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
             Command::Bench(args) => bench::run(args).await,
             Command::BenchFailover(args) => bench_failover::run(args).await,
             Command::Cluster(cmd) => cluster_cmd::run(cmd).await,
+            Command::Chaos(args) => chaos_cmd::run_command(args).await,
         }
     })
 }

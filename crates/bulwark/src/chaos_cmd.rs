@@ -1,0 +1,160 @@
+//! `bulwark chaos`: the Jepsen-style bank test of a local cluster of real processes, and
+//! `bulwark chaos check HISTORY` to check a history on its own.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bulwark_chaos::nemesis::{parse_mix, Fault};
+use bulwark_chaos::run::{check_file, run, ChaosConfig};
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ChaosArgs {
+    #[command(subcommand)]
+    check: Option<ChaosCommand>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(clap::Subcommand)]
+enum ChaosCommand {
+    /// Check a history file written by a run; exit 0 if every property holds, 1 if not.
+    Check {
+        /// The `history.jsonl` of a run.
+        history: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Cluster size: 3 or 5.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// How long the workload and the nemesis run, in seconds (healing and checking come after).
+    #[arg(long, default_value_t = 120)]
+    duration: u64,
+    /// Client operations per second, all clients together.
+    #[arg(long, default_value_t = 200.0)]
+    rate: f64,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Faults to inject: `all`, or a comma-separated list of kill, kill-leader, pause, partition,
+    /// bridge, one-way, membership, disk (disk needs root, to mount a small tmpfs per node).
+    #[arg(long, default_value = "all", value_parser = parse_mix)]
+    nemesis: std::vec::Vec<Fault>,
+    /// How long each fault lasts, in ms: MIN-MAX.
+    #[arg(long, default_value = "2000-6000", value_parser = parse_range)]
+    hold_ms: (u64, u64),
+    /// Quiet time between faults, in ms: MIN-MAX.
+    #[arg(long, default_value = "3000-6000", value_parser = parse_range)]
+    quiet_ms: (u64, u64),
+    /// Seed of every random choice (faults, victims, operations); printed so a run can be replayed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Folder for the history, the report and the nodes' data and logs.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn parse_range(text: &str) -> Result<(u64, u64), String> {
+    let (lo, hi) = text
+        .split_once('-')
+        .ok_or_else(|| format!("expected MIN-MAX in ms, like 2000-6000, got {text:?}"))?;
+    let lo: u64 = lo.trim().parse().map_err(|e| format!("MIN {lo:?}: {e}"))?;
+    let hi: u64 = hi.trim().parse().map_err(|e| format!("MAX {hi:?}: {e}"))?;
+    if lo > hi {
+        return Err(format!("MIN {lo} is above MAX {hi}"));
+    }
+    Ok((lo, hi))
+}
+
+pub async fn run_command(args: ChaosArgs) -> ExitCode {
+    if let Some(ChaosCommand::Check { history }) = args.check {
+        return match check_file(&history) {
+            Ok(report) => {
+                println!("{}", report.summary());
+                ExitCode::from(if report.ok { 0 } else { 1 })
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    crate::server::init_logging();
+    let a = args.run;
+    if a.nodes != 3 && a.nodes != 5 {
+        eprintln!("error: --nodes must be 3 or 5 (got {})", a.nodes);
+        return ExitCode::from(2);
+    }
+    if a.clients == 0 || a.rate <= 0.0 || a.duration == 0 {
+        eprintln!("error: --clients, --rate and --duration must be above 0");
+        return ExitCode::from(2);
+    }
+    let seed = a.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+            % 1_000_000_007
+    });
+    let out = a
+        .out
+        .unwrap_or_else(|| PathBuf::from(format!("chaos-{seed}")));
+    let mix: Vec<&str> = a.nemesis.iter().map(|f| f.name()).collect();
+    let replay = format!(
+        "bulwark chaos --nodes {} --duration {} --rate {} --clients {} --nemesis {} --hold-ms {}-{} --quiet-ms {}-{} --seed {seed} --out {}-replay",
+        a.nodes,
+        a.duration,
+        a.rate,
+        a.clients,
+        mix.join(","),
+        a.hold_ms.0,
+        a.hold_ms.1,
+        a.quiet_ms.0,
+        a.quiet_ms.1,
+        out.display()
+    );
+    let bin = match std::env::current_exe() {
+        Ok(bin) => bin,
+        Err(e) => {
+            eprintln!("error: cannot find the bulwark binary to start nodes with: {e}");
+            return ExitCode::from(5);
+        }
+    };
+    eprintln!(
+        "chaos: {} nodes, {} s, nemesis {}, seed {seed}, output in {}",
+        a.nodes,
+        a.duration,
+        mix.join(","),
+        out.display()
+    );
+    let config = ChaosConfig {
+        bin,
+        nodes: a.nodes,
+        duration: Duration::from_secs(a.duration),
+        rate: a.rate,
+        clients: a.clients,
+        mix: a.nemesis,
+        seed,
+        out,
+        hold_ms: a.hold_ms,
+        quiet_ms: a.quiet_ms,
+        replay,
+    };
+    match run(config).await {
+        Ok(outcome) => {
+            println!("{}", outcome.summary);
+            if !outcome.report.ok {
+                eprintln!("{}", outcome.report.summary());
+            }
+            ExitCode::from(if outcome.report.ok { 0 } else { 1 })
+        }
+        Err(e) => {
+            eprintln!("error: the chaos run could not finish: {e:#}");
+            ExitCode::from(5)
+        }
+    }
+}
