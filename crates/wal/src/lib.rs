@@ -54,6 +54,20 @@
 //!   segment that is not the last, a bad or short segment header, a header whose index disagrees with the file
 //!   name, and an index gap or out-of-order index between records or segments.
 //!
+//! # Write failures (a full disk)
+//!
+//! A [`Wal::sync`] whose *write* fails (no space left on the device, a quota, any error from `write(2)`,
+//! from creating or renaming a new segment) undoes itself: segments it created are deleted, a half-written
+//! temp file is removed, the active segment is truncated back to its last durable length (and that cut is
+//! fsynced), and every in-memory position is left as it was, the records still buffered. The log is then
+//! exactly as before the call: [`Wal::sync`] may be retried later (e.g. once space is freed), or the
+//! buffered records dropped with [`Wal::discard_unsynced`]. [`WalError::is_disk_full`] tells a full disk
+//! apart. A failed `fsync`/`fdatasync`, or a failure while undoing, poisons the log instead (every later
+//! call answers [`WalError::Poisoned`]): after a failed fsync the kernel may already have dropped the dirty
+//! pages it could not write and marked them clean, so nothing tells what the file really holds and a retry
+//! could report durable what is not (PostgreSQL's conclusion after "fsyncgate", 2018: crash and recover from
+//! what is known durable instead).
+//!
 //! # Empty logs and the next index
 //!
 //! A new log starts at index 1. An empty log that still has a (header-only) segment remembers its next index
@@ -143,6 +157,39 @@ pub enum WalError {
     InvalidIndex(u64),
     #[error("write-ahead log is unusable after an earlier I/O failure; reopen it to recover")]
     Poisoned,
+}
+
+/// Whether an I/O error says the device (or a quota) has no space left: `ENOSPC` or `EDQUOT`.
+pub fn is_disk_full_io(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
+}
+
+impl WalError {
+    /// True for an I/O error caused by a full disk (or quota). After a failed [`Wal::sync`] with such an
+    /// error the log is as before the call (see the crate documentation), so the caller may wait for space
+    /// and retry instead of stopping.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, WalError::Io { source, .. } if is_disk_full_io(source))
+    }
+}
+
+/// How a multi-step write operation failed.
+enum Failure {
+    /// Nothing changed (what was done is undone): the log may go on.
+    Undone(WalError),
+    /// The state on disk is unknown (a failed fsync, or a failure while undoing): the log is poisoned.
+    Fatal(WalError),
+}
+
+impl Failure {
+    fn into_error(self) -> WalError {
+        match self {
+            Failure::Undone(e) | Failure::Fatal(e) => e,
+        }
+    }
 }
 
 /// One segment file that exists on disk.
@@ -269,28 +316,46 @@ fn fsync_dir(dir: &Path) -> Result<(), WalError> {
 
 /// Creates segment `first_index` holding `records` (already encoded) crash-safely:
 /// temp file, fsync, rename, fsync the directory. Returns the path and a writable handle.
+///
+/// A failure to create, write or rename the temp file removes it again and is [`Failure::Undone`]
+/// (nothing is left behind); a failed fsync is [`Failure::Fatal`].
 fn create_segment(
     dir: &Path,
     first_index: u64,
     records: &[u8],
-) -> Result<(PathBuf, File), WalError> {
+) -> Result<(PathBuf, File), Failure> {
     let name = segment_file_name(first_index);
     let path = dir.join(&name);
     let tmp = dir.join(format!("{first_index:020}{TEMP_SUFFIX}"));
+    let undo = |e: WalError| match fs::remove_file(&tmp) {
+        Ok(()) => Failure::Undone(e),
+        Err(r) if r.kind() == io::ErrorKind::NotFound => Failure::Undone(e),
+        Err(r) => {
+            tracing::error!(file = %tmp.display(), error = %r, "cannot remove a half-created segment");
+            Failure::Fatal(e)
+        }
+    };
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(true)
         .open(&tmp)
-        .map_err(io_err("create", &tmp))?;
+        .map_err(io_err("create", &tmp))
+        .map_err(undo)?;
     file.write_all_at(&encode_header(first_index), 0)
-        .map_err(io_err("write", &tmp))?;
+        .map_err(io_err("write", &tmp))
+        .map_err(undo)?;
     file.write_all_at(records, SEGMENT_HEADER_LEN)
-        .map_err(io_err("write", &tmp))?;
-    file.sync_all().map_err(io_err("fsync", &tmp))?;
-    fs::rename(&tmp, &path).map_err(io_err("rename", &tmp))?;
-    fsync_dir(dir)?;
+        .map_err(io_err("write", &tmp))
+        .map_err(undo)?;
+    file.sync_all()
+        .map_err(io_err("fsync", &tmp))
+        .map_err(Failure::Fatal)?;
+    fs::rename(&tmp, &path)
+        .map_err(io_err("rename", &tmp))
+        .map_err(undo)?;
+    fsync_dir(dir).map_err(Failure::Fatal)?;
     Ok((path, file))
 }
 
@@ -644,7 +709,7 @@ impl Wal {
         assert!(self.buf.is_empty() && self.splits.is_empty());
         self.active = None;
         self.delete_segments_front(self.segments.len())?;
-        let (path, file) = create_segment(&self.dir, next, &[])?;
+        let (path, file) = create_segment(&self.dir, next, &[]).map_err(Failure::into_error)?;
         self.segments.push(Segment {
             first_index: next,
             path,
@@ -704,55 +769,153 @@ impl Wal {
 
     /// Writes all buffered records and `fdatasync`s them: one write and one fdatasync in the common case
     /// (plus a segment creation with its fsyncs when a segment rolls over). After it returns `Ok`, every
-    /// appended record is durable. After an error the log is poisoned and must be reopened.
+    /// appended record is durable.
+    ///
+    /// If a write fails (a full disk: [`WalError::is_disk_full`]; or any other error from `write`, or from
+    /// creating or renaming a new segment), the call undoes itself and the log is exactly as before it: the
+    /// same records durable, the same ones still buffered; it may be retried. If an fsync fails, or the undo
+    /// itself fails, the log is poisoned and must be reopened (see the crate documentation for why).
     pub fn sync(&mut self) -> Result<(), WalError> {
         self.check_usable()?;
         if self.buf.is_empty() {
             return Ok(());
         }
-        let r = self.sync_inner();
-        self.poison_on_err(r)
+        match self.sync_inner() {
+            Ok(()) => Ok(()),
+            Err(Failure::Undone(e)) => {
+                tracing::warn!(
+                    dir = %self.dir.display(),
+                    error = %e,
+                    records = self.next_index - self.durable_next,
+                    "a write-ahead log write failed and was undone; the records stay buffered"
+                );
+                Err(e)
+            }
+            Err(Failure::Fatal(e)) => {
+                self.poisoned = true;
+                Err(e)
+            }
+        }
     }
 
-    fn sync_inner(&mut self) -> Result<(), WalError> {
-        let splits = std::mem::take(&mut self.splits);
-        let first_split = splits.first().map_or(self.buf.len(), |s| s.0);
+    /// Writes the buffer: the part for the active segment first (write + fdatasync), then each new segment.
+    /// In-memory positions change only once everything is durable; a write failure is undone on disk.
+    fn sync_inner(&mut self) -> Result<(), Failure> {
+        let first_split = self.splits.first().map_or(self.buf.len(), |s| s.0);
+        // The active segment's durable length before this sync, if we are about to write into it.
+        let mut active_written: Option<u64> = None;
         if first_split > 0 {
-            let records = splits.first().map_or(self.next_index, |s| s.1) - self.durable_next;
             let seg = self
                 .segments
-                .last_mut()
+                .last()
                 .expect("records buffered for a missing segment");
             let file = self
                 .active
                 .as_ref()
                 .expect("active segment without a handle");
-            file.write_all_at(&self.buf[..first_split], seg.len)
-                .map_err(io_err("write", &seg.path))?;
-            file.sync_data().map_err(io_err("fdatasync", &seg.path))?;
+            active_written = Some(seg.len);
+            if let Err(e) = file.write_all_at(&self.buf[..first_split], seg.len) {
+                let e = io_err("write", &seg.path)(e);
+                return Err(self.undo_sync(&[], active_written, e));
+            }
+            file.sync_data()
+                .map_err(io_err("fdatasync", &seg.path))
+                .map_err(Failure::Fatal)?;
+        }
+        let mut created: Vec<(Segment, File)> = Vec::with_capacity(self.splits.len());
+        for (i, &(start, first)) in self.splits.iter().enumerate() {
+            let (end, next) = self
+                .splits
+                .get(i + 1)
+                .map_or((self.buf.len(), self.next_index), |s| (s.0, s.1));
+            match create_segment(&self.dir, first, &self.buf[start..end]) {
+                Ok((path, file)) => created.push((
+                    Segment {
+                        first_index: first,
+                        path,
+                        len: SEGMENT_HEADER_LEN + (end - start) as u64,
+                        records: next - first,
+                    },
+                    file,
+                )),
+                Err(Failure::Undone(e)) => {
+                    let paths: Vec<PathBuf> = created.iter().map(|(s, _)| s.path.clone()).collect();
+                    return Err(self.undo_sync(&paths, active_written, e));
+                }
+                Err(fatal) => return Err(fatal),
+            }
+        }
+        // Everything is durable: commit the in-memory positions.
+        if first_split > 0 {
+            let records = self.splits.first().map_or(self.next_index, |s| s.1) - self.durable_next;
+            let seg = self.segments.last_mut().expect("checked above");
             seg.len += first_split as u64;
             seg.records += records;
             self.durable_next += records;
         }
-        for (i, &(start, first)) in splits.iter().enumerate() {
-            assert_eq!(first, self.durable_next, "segment split out of order");
-            let (end, next) = splits
-                .get(i + 1)
-                .map_or((self.buf.len(), self.next_index), |s| (s.0, s.1));
-            self.active = None;
-            let (path, file) = create_segment(&self.dir, first, &self.buf[start..end])?;
-            self.segments.push(Segment {
-                first_index: first,
-                path,
-                len: SEGMENT_HEADER_LEN + (end - start) as u64,
-                records: next - first,
-            });
+        for (seg, file) in created {
+            assert_eq!(
+                seg.first_index, self.durable_next,
+                "segment split out of order"
+            );
+            self.durable_next = seg.next_index();
+            self.segments.push(seg);
             self.active = Some(file);
-            self.durable_next = next;
         }
         assert_eq!(self.durable_next, self.next_index);
         self.buf.clear();
+        self.splits.clear();
         Ok(())
+    }
+
+    /// Undoes a sync that failed with `error`: deletes the segments it created (newest first, fsyncing the
+    /// directory after each, so a crash leaves a consecutive log), then cuts the active segment back to
+    /// `active_len` (its durable length before the sync) and fsyncs that. The cut must be durable: records
+    /// left behind it could otherwise reappear after a crash behind other records written later at the
+    /// same place. Returns [`Failure::Undone`], or [`Failure::Fatal`] if undoing failed.
+    fn undo_sync(&self, created: &[PathBuf], active_len: Option<u64>, error: WalError) -> Failure {
+        let undo = || -> Result<(), WalError> {
+            for path in created.iter().rev() {
+                fs::remove_file(path).map_err(io_err("remove", path))?;
+                fsync_dir(&self.dir)?;
+            }
+            if let (Some(len), Some(seg), Some(file)) =
+                (active_len, self.segments.last(), self.active.as_ref())
+            {
+                file.set_len(len).map_err(io_err("truncate", &seg.path))?;
+                file.sync_all().map_err(io_err("fsync", &seg.path))?;
+            }
+            Ok(())
+        };
+        match undo() {
+            Ok(()) => Failure::Undone(error),
+            Err(undo_error) => {
+                tracing::error!(
+                    dir = %self.dir.display(),
+                    error = %error,
+                    undo_error = %undo_error,
+                    "a write-ahead log write failed and could not be undone"
+                );
+                Failure::Fatal(error)
+            }
+        }
+    }
+
+    /// Drops every record appended since the last successful [`Wal::sync`] (e.g. after a sync failed for
+    /// lack of space and the caller gives those records up). Nothing on disk changes.
+    pub fn discard_unsynced(&mut self) {
+        let durable = self.durable_next;
+        self.truncate_buffer(durable);
+    }
+
+    /// Index of the last durable record (`first_index() - 1` when none is durable).
+    pub fn durable_last_index(&self) -> u64 {
+        self.durable_next - 1
+    }
+
+    /// True once an I/O failure made the log unusable (see [`WalError::Poisoned`]).
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
     }
 
     /// Index of the first record in the log.
@@ -1085,6 +1248,19 @@ mod tests {
         assert_eq!(parse_segment_name("00000000000000000001.wal"), Some(1));
         assert_eq!(parse_segment_name("00000000000000000001.wal.tmp"), None);
         assert_eq!(parse_segment_name("1.wal"), None);
+    }
+
+    #[test]
+    fn disk_full_is_recognised_by_its_os_error() {
+        let err = |code: i32| WalError::Io {
+            op: "write",
+            path: PathBuf::from("x"),
+            source: io::Error::from_raw_os_error(code),
+        };
+        assert!(err(28).is_disk_full(), "ENOSPC");
+        assert!(err(122).is_disk_full(), "EDQUOT");
+        assert!(!err(5).is_disk_full(), "EIO");
+        assert!(!WalError::Poisoned.is_disk_full());
     }
 
     #[test]

@@ -1,0 +1,226 @@
+//! A write-ahead log on a really full disk: a small tmpfs is mounted (the tests run as root, as
+//! CI does; a failed mount fails the test with the reason) and filled with a filler file. A sync
+//! that meets the full disk must leave the log exactly as before it (same files and lengths, the
+//! records still buffered), say it was a full disk, and succeed once the filler is deleted.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use bulwark_wal::{segment_file_name, Wal, WalOptions};
+
+/// A tmpfs mounted on a fresh temporary directory, unmounted on drop (also on panic).
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::Builder::new()
+            .prefix("bulwark-wal-tmpfs")
+            .tempdir()
+            .expect("tempdir");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs on {} failed (these tests need root, as CI has): {}",
+            dir.path().display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+/// Writes a file in `dir` until the disk is full; returns its path.
+fn fill(dir: &Path) -> PathBuf {
+    let path = dir.join("filler");
+    let mut f = fs::File::create(&path).expect("create filler");
+    let chunk = vec![0xAAu8; 4096];
+    loop {
+        match f.write(&chunk) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
+            Err(e) => panic!("filling {}: {e}", dir.display()),
+        }
+    }
+    path
+}
+
+fn payload(i: u64, len: usize) -> Vec<u8> {
+    (0..len).map(|j| (i as usize * 7 + j) as u8).collect()
+}
+
+/// Every file in `dir` with its length, sorted by name.
+fn files(dir: &Path) -> Vec<(String, u64)> {
+    let mut v: Vec<(String, u64)> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().into_string().unwrap(),
+                e.metadata().unwrap().len(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn read_all(wal: &Wal, from: u64) -> Vec<(u64, Vec<u8>)> {
+    wal.read_from(from)
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap()
+}
+
+#[test]
+fn a_sync_on_a_full_disk_is_undone_and_succeeds_once_space_is_freed() {
+    let fs_ = Tmpfs::mount("1m");
+    let dir = fs_.path().join("wal");
+    let (mut wal, _) = Wal::open(&dir, WalOptions::default()).unwrap();
+    for i in 1..=5 {
+        wal.append(&payload(i, 1000)).unwrap();
+    }
+    wal.sync().unwrap();
+    let before = files(&dir);
+    let filler = fill(fs_.path());
+
+    for i in 6..=40 {
+        wal.append(&payload(i, 4000)).unwrap();
+    }
+    let err = wal.sync().expect_err("the disk is full");
+    assert!(err.is_disk_full(), "{err}");
+    assert!(err.to_string().contains("No space left"), "{err}");
+    assert_eq!(files(&dir), before, "the failed sync left something behind");
+    assert!(!wal.is_poisoned());
+    assert_eq!(wal.last_index(), 40, "the records stay buffered");
+    assert_eq!(wal.durable_last_index(), 5);
+    assert_eq!(read_all(&wal, 1).len(), 40);
+
+    // Still full: the retry fails the same way and still changes nothing.
+    let err = wal.sync().expect_err("still full");
+    assert!(err.is_disk_full(), "{err}");
+    assert_eq!(files(&dir), before);
+
+    // Reopened now, the log holds exactly the durable records.
+    {
+        let (other, recovery) = Wal::open(&dir, WalOptions::default()).unwrap();
+        assert_eq!(recovery.last_index, 5);
+        assert!(recovery.torn_tail.is_none());
+        drop(other);
+    }
+
+    fs::remove_file(filler).unwrap();
+    wal.sync().expect("space is back");
+    assert_eq!(wal.durable_last_index(), 40);
+    drop(wal);
+    let (wal, recovery) = Wal::open(&dir, WalOptions::default()).unwrap();
+    assert_eq!(recovery.last_index, 40);
+    let records = read_all(&wal, 1);
+    for (i, (index, data)) in records.iter().enumerate() {
+        let i = i as u64 + 1;
+        assert_eq!(*index, i);
+        assert_eq!(*data, payload(i, if i <= 5 { 1000 } else { 4000 }));
+    }
+}
+
+#[test]
+fn a_failed_segment_creation_removes_its_temp_file_and_the_records_can_be_discarded() {
+    let fs_ = Tmpfs::mount("1m");
+    let dir = fs_.path().join("wal");
+    // Small segments: the next sync rolls over into several new segments.
+    let opts = WalOptions {
+        segment_bytes: 16 << 10,
+    };
+    let (mut wal, _) = Wal::open(&dir, opts.clone()).unwrap();
+    for i in 1..=3 {
+        wal.append(&payload(i, 1000)).unwrap();
+    }
+    wal.sync().unwrap();
+    let before = files(&dir);
+    let filler = fill(fs_.path());
+    for i in 4..=60 {
+        wal.append(&payload(i, 3000)).unwrap();
+    }
+    assert!(wal.segment_count() > 2);
+    let err = wal.sync().expect_err("the disk is full");
+    assert!(err.is_disk_full(), "{err}");
+    assert_eq!(
+        files(&dir),
+        before,
+        "no new segment and no temp file may remain"
+    );
+
+    // The caller gives the records up: the log continues after the durable ones.
+    wal.discard_unsynced();
+    assert_eq!(wal.last_index(), 3);
+    assert_eq!(wal.segment_count(), 1);
+    fs::remove_file(filler).unwrap();
+    for i in 4..=10 {
+        assert_eq!(wal.append(&payload(i + 100, 3000)).unwrap(), i);
+    }
+    wal.sync().unwrap();
+    drop(wal);
+    let (wal, recovery) = Wal::open(&dir, opts).unwrap();
+    assert_eq!(recovery.last_index, 10);
+    let records = read_all(&wal, 1);
+    assert_eq!(records[3], (4, payload(104, 3000)));
+    assert_eq!(records[9], (10, payload(110, 3000)));
+}
+
+#[test]
+fn a_sync_that_fills_the_active_segment_but_cannot_create_the_next_is_undone_whole() {
+    let fs_ = Tmpfs::mount("1m");
+    let dir = fs_.path().join("wal");
+    let opts = WalOptions {
+        segment_bytes: 64 << 10,
+    };
+    let (mut wal, _) = Wal::open(&dir, opts.clone()).unwrap();
+    wal.append(&payload(1, 100)).unwrap();
+    wal.sync().unwrap();
+    let segment = dir.join(segment_file_name(1));
+    let durable_len = fs::metadata(&segment).unwrap().len();
+    // Leave exactly 16 KiB free: room for the small part that goes into the active segment, not
+    // for the 48 KiB record that starts the next one.
+    let spacer = fs_.path().join("spacer");
+    fs::write(&spacer, vec![1u8; 16 << 10]).unwrap();
+    let filler = fill(fs_.path());
+    fs::remove_file(&spacer).unwrap();
+
+    wal.append(&payload(2, 2000)).unwrap();
+    wal.append(&payload(3, 62 << 10)).unwrap();
+    assert_eq!(wal.segment_count(), 2, "record 3 starts a new segment");
+    let err = wal.sync().expect_err("no room for the new segment");
+    assert!(err.is_disk_full(), "{err}");
+    assert_eq!(
+        fs::metadata(&segment).unwrap().len(),
+        durable_len,
+        "record 2 was written and synced into the active segment, then cut again"
+    );
+    assert_eq!(files(&dir), vec![(segment_file_name(1), durable_len)]);
+    assert_eq!(wal.durable_last_index(), 1);
+    assert_eq!(wal.last_index(), 3);
+
+    fs::remove_file(filler).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let (wal, recovery) = Wal::open(&dir, opts).unwrap();
+    assert_eq!(recovery.last_index, 3);
+    assert_eq!(read_all(&wal, 2)[1], (3, payload(3, 62 << 10)));
+}
