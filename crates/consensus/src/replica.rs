@@ -5,6 +5,24 @@
 //! messages to send and answers to give. The order inside `process_ready` is Raft's: messages a
 //! leader may send before persisting go out first; committed entries are applied; new entries and
 //! the hard state are written and synced; only then go the messages that depend on them.
+//!
+//! # When a Ready cannot be persisted (a full disk)
+//!
+//! If installing a Ready's snapshot or syncing its entries and hard state fails, the Ready is not
+//! dropped: the replica keeps it, with how far its handling got, [`Replica::process_ready`] returns
+//! the error (a full disk is [`StorageError::is_disk_full`]; the storage then undid the failed
+//! writes, so repeating them is correct), and the next call resumes it where it stopped instead of
+//! taking a new one ([`Replica::is_stalled`] tells; the shell retries every few hundred ms). raft-rs
+//! 0.7 forbids changing Raft's state between `RawNode::ready()` and `advance()`: its docs say not
+//! to `step`, `propose` or `campaign` before the Ready is advanced, and `advance` asserts that the
+//! hard state did not change since `ready()` and that a follower has no new messages (a stepped
+//! message or a tick would break both). So while a Ready is held the replica takes no part in Raft:
+//! peer messages are dropped (Raft tolerates lost messages: the leader resends), ticks do not reach
+//! Raft (a stalled follower does not campaign; a stalled leader stops heartbeating, so the others
+//! elect a new leader), and writes, reads and membership changes are refused with
+//! [`ReplicaError::Stalled`]. On entering that state the replica also answers what waits: its
+//! proposals `Indeterminate` (they may still commit under another leader) and pending reads
+//! `Stalled`. Once the retry succeeds, the Ready is advanced as usual and Raft resumes.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -12,7 +30,7 @@ use bulwark_ledger::{codec, Batch, BatchResults, Operation, StateMachine, Timest
 use raft::eraftpb::{ConfChangeV2, ConfState, Entry, EntryType, Message, Snapshot};
 use raft::{RawNode, StateRole};
 
-use crate::storage::RaftStorage;
+use crate::storage::{RaftStorage, StorageError};
 
 #[derive(Clone, Debug)]
 pub struct ReplicaConfig {
@@ -71,6 +89,29 @@ pub enum ReplicaError {
     Indeterminate,
     #[error("raft refused: {0}")]
     Raft(String),
+    /// This node cannot persist its Raft log (e.g. the disk is full): it takes no writes, reads
+    /// or membership changes until it can. Nothing of the request was done.
+    #[error("this node cannot persist its Raft log right now (is the disk full?)")]
+    Stalled,
+}
+
+/// How far the handling of a held Ready got: the stage it resumes at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    /// Its snapshot (if any) is still to be installed into the state machine.
+    InstallState,
+    /// The state machine has the snapshot; the Raft storage does not yet.
+    InstallStorage,
+    /// Read states and committed entries are still to be handled.
+    Apply,
+    /// Entries and hard state are still to be persisted and synced.
+    Persist,
+}
+
+/// A Ready taken from Raft and not yet advanced, because persisting it failed.
+struct HeldReady {
+    ready: raft::Ready,
+    stage: Stage,
 }
 
 /// A committed write's answer.
@@ -148,6 +189,8 @@ pub struct Replica<S: RaftStorage, M: StateMachine, T> {
     /// Index of the last membership change applied: a snapshot offered at a checkpoint before
     /// it would carry the wrong configuration.
     last_conf_change: u64,
+    /// A Ready whose persistence failed, to be resumed by the next `process_ready`.
+    held: Option<HeldReady>,
 }
 
 impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
@@ -202,6 +245,7 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
             last_conf_change: 0,
             conf_changes: Vec::new(),
             snapshots_sent: HashMap::new(),
+            held: None,
         })
     }
 
@@ -259,8 +303,19 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
         self.now = now;
     }
 
+    /// True while a Ready could not be persisted: Raft is paused (see the module documentation)
+    /// until a `process_ready` call persists it.
+    pub fn is_stalled(&self) -> bool {
+        self.held.is_some()
+    }
+
     pub fn tick(&mut self) {
         self.ticks += 1;
+        if self.held.is_some() {
+            // Raft must not change between ready() and advance(): no tick reaches it.
+            self.expire_reads();
+            return;
+        }
         self.raw.tick();
         self.expire_reads();
         self.retry_lost_snapshots();
@@ -305,12 +360,20 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
     }
 
     pub fn campaign(&mut self) -> Result<(), ReplicaError> {
+        if self.held.is_some() {
+            return Err(ReplicaError::Stalled);
+        }
         self.raw
             .campaign()
             .map_err(|e| ReplicaError::Raft(e.to_string()))
     }
 
     pub fn step(&mut self, message: Message) {
+        if self.held.is_some() {
+            // Raft must not change between ready() and advance(): the message is lost, as the
+            // network may lose any; the sender retries.
+            return;
+        }
         // Messages from unknown or removed peers, or stale terms, are refused by raft; that is
         // the protocol working, not an error of this node.
         let _ = self.raw.step(message);
@@ -319,6 +382,13 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
     /// Queues a client write. A leader proposes it at once if it has caught up with its term;
     /// a follower refuses it with the leader's id, so the shell can forward it.
     pub fn write(&mut self, operation: Operation, token: T) {
+        if self.held.is_some() {
+            self.outputs.push(Output::WriteFailed {
+                token,
+                error: ReplicaError::Stalled,
+            });
+            return;
+        }
         if !self.is_leader() {
             let leader = self.leader();
             self.outputs.push(Output::WriteFailed {
@@ -334,6 +404,13 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
     /// Queues a linearizable read; it is answered by [`Output::ReadReady`] once this node has
     /// applied everything committed before it (Raft's ReadIndex).
     pub fn read(&mut self, token: T) {
+        if self.held.is_some() {
+            self.outputs.push(Output::ReadFailed {
+                token,
+                error: ReplicaError::Stalled,
+            });
+            return;
+        }
         self.new_reads.push(token);
     }
 
@@ -341,6 +418,13 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
     /// `details` travel with it in the log (e.g. a new member's addresses) and come back, with
     /// `token`, in [`Replica::take_conf_changes`] once it is applied.
     pub fn propose_conf_change(&mut self, change: ConfChangeV2, details: Vec<u8>, token: T) {
+        if self.held.is_some() {
+            self.outputs.push(Output::WriteFailed {
+                token,
+                error: ReplicaError::Stalled,
+            });
+            return;
+        }
         if !self.is_leader() {
             let leader = self.leader();
             self.outputs.push(Output::WriteFailed {
@@ -464,11 +548,18 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
 
     /// Handles Raft's Ready: sends, applies, persists and syncs in the order Raft requires.
     /// `send` is called with messages as soon as they may leave this node.
+    ///
+    /// If installing the snapshot or persisting fails, the Ready is kept and the error returned;
+    /// the next call resumes that Ready (and takes no new one) until it is persisted: see the
+    /// module documentation. Retry at a modest pace while [`Replica::is_stalled`].
     pub fn process_ready(
         &mut self,
         send: &mut impl FnMut(Vec<Message>),
         install: &mut impl FnMut(&mut M, &Snapshot) -> Result<(), String>,
-    ) -> Result<(), crate::storage::StorageError> {
+    ) -> Result<(), StorageError> {
+        if let Some(held) = self.held.take() {
+            return self.handle_ready(held, send, install);
+        }
         if !self.new_reads.is_empty() {
             let round = self.next_read_round;
             self.next_read_round += 1;
@@ -511,40 +602,73 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
                 ready.take_messages(),
             );
         }
-        if !ready.snapshot().is_empty() {
-            // The shell replaces the state with the leader's checkpoint (at or after the
-            // snapshot's index); entries up to the state's applied index are then skipped.
-            let snapshot = ready.snapshot().clone();
-            install(&mut self.state, &snapshot).map_err(|reason| {
-                crate::storage::StorageError::SnapshotInstall {
-                    index: snapshot.get_metadata().index,
-                    reason,
+        let held = HeldReady {
+            ready,
+            stage: Stage::InstallState,
+        };
+        self.handle_ready(held, send, install)
+    }
+
+    /// The rest of a Ready's handling from `held.stage` on; each stage is done once, so that a
+    /// Ready held after a failure resumes where it stopped.
+    fn handle_ready(
+        &mut self,
+        mut held: HeldReady,
+        send: &mut impl FnMut(Vec<Message>),
+        install: &mut impl FnMut(&mut M, &Snapshot) -> Result<(), String>,
+    ) -> Result<(), StorageError> {
+        if held.stage == Stage::InstallState {
+            if !held.ready.snapshot().is_empty() {
+                // The shell replaces the state with the leader's checkpoint (at or after the
+                // snapshot's index); entries up to the state's applied index are then skipped.
+                let snapshot = held.ready.snapshot().clone();
+                if let Err(reason) = install(&mut self.state, &snapshot) {
+                    let error = StorageError::SnapshotInstall {
+                        index: snapshot.get_metadata().index,
+                        reason,
+                    };
+                    return Err(self.hold(held, error));
                 }
-            })?;
-            assert!(
-                self.state.applied_index() >= snapshot.get_metadata().index,
-                "an installed snapshot covers its index"
-            );
-            self.raw
-                .mut_store()
-                .install_snapshot(snapshot.get_metadata())?;
+                assert!(
+                    self.state.applied_index() >= snapshot.get_metadata().index,
+                    "an installed snapshot covers its index"
+                );
+            }
+            held.stage = Stage::InstallStorage;
         }
-        for state in ready.take_read_states() {
-            let round = u64::from_le_bytes(state.request_ctx[..8].try_into().expect("8 bytes"));
-            if let Some(r) = self.read_rounds.get_mut(&round) {
-                r.index = Some(state.index);
+        if held.stage == Stage::InstallStorage {
+            if !held.ready.snapshot().is_empty() {
+                let meta = held.ready.snapshot().get_metadata().clone();
+                if let Err(e) = self.raw.mut_store().install_snapshot(&meta) {
+                    return Err(self.hold(held, e));
+                }
+            }
+            held.stage = Stage::Apply;
+        }
+        if held.stage == Stage::Apply {
+            for state in held.ready.take_read_states() {
+                let round = u64::from_le_bytes(state.request_ctx[..8].try_into().expect("8 bytes"));
+                if let Some(r) = self.read_rounds.get_mut(&round) {
+                    r.index = Some(state.index);
+                }
+            }
+            let committed = held.ready.take_committed_entries();
+            self.apply_entries(committed);
+            held.stage = Stage::Persist;
+        }
+        let store = self.raw.mut_store();
+        if !held.ready.entries().is_empty() {
+            if let Err(e) = store.append(held.ready.entries()) {
+                return Err(self.hold(held, e));
             }
         }
-        let committed = ready.take_committed_entries();
-        self.apply_entries(committed);
-        let store = self.raw.mut_store();
-        if !ready.entries().is_empty() {
-            store.append(ready.entries())?;
-        }
-        if let Some(hs) = ready.hs() {
+        if let Some(hs) = held.ready.hs() {
             store.set_hard_state(hs);
         }
-        store.sync()?;
+        if let Err(e) = store.sync() {
+            return Err(self.hold(held, e));
+        }
+        let mut ready = held.ready;
         if !ready.persisted_messages().is_empty() {
             send(ready.take_persisted_messages());
         }
@@ -568,6 +692,41 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
         self.propose_waiting();
         self.answer_reads();
         Ok(())
+    }
+
+    /// Keeps a Ready that could not be persisted, and answers what waits on this node: its
+    /// proposals may or may not commit under another leader (`Indeterminate`); writes not yet
+    /// proposed and reads are refused (`Stalled`: nothing of them was done).
+    fn hold(&mut self, held: HeldReady, error: StorageError) -> StorageError {
+        self.held = Some(held);
+        // Reads whose read index is confirmed and applied are answerable: they do not depend on
+        // this node's disk.
+        self.answer_reads();
+        for (_, (_, token)) in self.proposals.drain() {
+            self.outputs.push(Output::WriteFailed {
+                token,
+                error: ReplicaError::Indeterminate,
+            });
+        }
+        self.proposal_index.clear();
+        for (_, token) in self.waiting_writes.drain(..) {
+            self.outputs.push(Output::WriteFailed {
+                token,
+                error: ReplicaError::Stalled,
+            });
+        }
+        let rounds = std::mem::take(&mut self.read_rounds);
+        let reads = rounds
+            .into_values()
+            .flat_map(|r| r.tokens)
+            .chain(std::mem::take(&mut self.new_reads));
+        for token in reads {
+            self.outputs.push(Output::ReadFailed {
+                token,
+                error: ReplicaError::Stalled,
+            });
+        }
+        error
     }
 
     fn apply_entries(&mut self, entries: Vec<Entry>) {
@@ -736,4 +895,342 @@ fn parse_context(context: &[u8]) -> Option<(u64, u64)> {
     let node = u64::from_le_bytes(context.get(..8)?.try_into().ok()?);
     let id = u64::from_le_bytes(context.get(8..16)?.try_into().ok()?);
     Some((node, id))
+}
+
+#[cfg(test)]
+mod stall_tests {
+    //! A replica whose storage cannot sync (a full disk) in a three-node in-memory cluster: it
+    //! holds its Ready, takes no part in Raft and refuses requests, the other two go on, and once
+    //! the storage syncs again it catches up to the same state.
+
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    use bulwark_ledger::{AccountId, MemoryStateMachine, NewAccount};
+    use raft::eraftpb::{ConfState, HardState, SnapshotMetadata};
+    use raft::{GetEntriesContext, RaftState};
+
+    use super::*;
+    use crate::storage::{MemRaftStorage, StorageError};
+
+    /// In-memory storage whose `sync` fails like a full disk while `full` is set, undoing the
+    /// unsynced writes as `DiskRaftStorage` does.
+    struct FullableStorage {
+        inner: MemRaftStorage,
+        full: Rc<Cell<bool>>,
+    }
+
+    impl raft::Storage for FullableStorage {
+        fn initial_state(&self) -> raft::Result<RaftState> {
+            self.inner.initial_state()
+        }
+        fn entries(
+            &self,
+            low: u64,
+            high: u64,
+            max_size: impl Into<Option<u64>>,
+            context: GetEntriesContext,
+        ) -> raft::Result<Vec<Entry>> {
+            self.inner.entries(low, high, max_size, context)
+        }
+        fn term(&self, idx: u64) -> raft::Result<u64> {
+            self.inner.term(idx)
+        }
+        fn first_index(&self) -> raft::Result<u64> {
+            self.inner.first_index()
+        }
+        fn last_index(&self) -> raft::Result<u64> {
+            self.inner.last_index()
+        }
+        fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+            self.inner.snapshot(request_index, to)
+        }
+    }
+
+    impl RaftStorage for FullableStorage {
+        fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+            self.inner.append(entries)
+        }
+        fn set_hard_state(&mut self, hs: &HardState) {
+            self.inner.set_hard_state(hs)
+        }
+        fn set_conf_state(&mut self, cs: &ConfState) {
+            self.inner.set_conf_state(cs)
+        }
+        fn sync(&mut self) -> Result<(), StorageError> {
+            if self.full.get() {
+                // Back to the durable state, as a failed sync of the disk storage leaves it.
+                self.inner.crash();
+                return Err(StorageError::Wal(bulwark_wal::WalError::Io {
+                    op: "write",
+                    path: "raft/00000000000000000001.wal".into(),
+                    source: std::io::Error::from_raw_os_error(28),
+                }));
+            }
+            self.inner.sync()
+        }
+        fn compact(&mut self, through: u64) -> Result<(), StorageError> {
+            self.inner.compact(through)
+        }
+        fn install_snapshot(&mut self, meta: &SnapshotMetadata) -> Result<(), StorageError> {
+            self.inner.install_snapshot(meta)
+        }
+        fn set_snapshot_offer(&mut self, snapshot: Option<Snapshot>) {
+            self.inner.set_snapshot_offer(snapshot)
+        }
+    }
+
+    type TestReplica = Replica<FullableStorage, MemoryStateMachine, u64>;
+
+    struct Cluster {
+        nodes: Vec<TestReplica>,
+        full: Vec<Rc<Cell<bool>>>,
+        in_flight: Vec<Message>,
+        outputs: Vec<(u64, Output<u64>)>,
+        clock: u64,
+    }
+
+    impl Cluster {
+        fn new() -> Cluster {
+            let voters = vec![1, 2, 3];
+            let conf = ConfState::from((voters.clone(), vec![]));
+            let mut nodes = Vec::new();
+            let mut full = Vec::new();
+            for id in voters {
+                let flag = Rc::new(Cell::new(false));
+                let mut inner = MemRaftStorage::new();
+                inner.set_conf_state(&conf);
+                let storage = FullableStorage {
+                    inner,
+                    full: flag.clone(),
+                };
+                let mut state = MemoryStateMachine::default();
+                state.set_membership(protobuf::Message::write_to_bytes(&conf).unwrap());
+                let mut config = ReplicaConfig::new(id);
+                // Node 1 times out first, then 2, then 3.
+                config.election_tick = 5 + 5 * id as usize;
+                config.min_election_tick = config.election_tick;
+                config.max_election_tick = config.election_tick + 1;
+                nodes.push(Replica::new(config, storage, state).unwrap());
+                full.push(flag);
+            }
+            Cluster {
+                nodes,
+                full,
+                in_flight: Vec::new(),
+                outputs: Vec::new(),
+                clock: 0,
+            }
+        }
+
+        fn node(&mut self, id: u64) -> &mut TestReplica {
+            &mut self.nodes[(id - 1) as usize]
+        }
+
+        fn set_full(&mut self, id: u64, full: bool) {
+            self.full[(id - 1) as usize].set(full);
+        }
+
+        /// One round: deliver every message in flight, tick everyone, process every Ready.
+        fn round(&mut self) {
+            self.clock += 1;
+            for m in std::mem::take(&mut self.in_flight) {
+                let to = m.to;
+                self.node(to).step(m);
+            }
+            for id in 1..=3u64 {
+                let now = Timestamp(1_000_000_000 + self.clock * 1_000_000);
+                let node = self.node(id);
+                node.set_now(now);
+                node.tick();
+                let mut out = Vec::new();
+                for _ in 0..4 {
+                    let node = &mut self.nodes[(id - 1) as usize];
+                    let result = node
+                        .process_ready(&mut |messages| out.extend(messages), &mut |_, _| {
+                            Err("no snapshots in this test".into())
+                        });
+                    match result {
+                        Ok(()) => {}
+                        Err(e) => {
+                            assert!(e.is_disk_full(), "{e}");
+                            assert!(node.is_stalled(), "a failed sync holds the Ready");
+                            break;
+                        }
+                    }
+                    if !node.raw().has_ready() {
+                        break;
+                    }
+                }
+                self.in_flight.extend(out);
+                let outputs = self.nodes[(id - 1) as usize].take_outputs();
+                self.outputs.extend(outputs.into_iter().map(|o| (id, o)));
+            }
+        }
+
+        fn rounds(&mut self, n: usize) {
+            for _ in 0..n {
+                self.round();
+            }
+        }
+
+        fn leader(&self) -> Option<u64> {
+            let leaders: Vec<u64> = self
+                .nodes
+                .iter()
+                .filter(|n| n.is_leader() && !n.is_stalled())
+                .map(|n| n.id())
+                .collect();
+            (leaders.len() == 1).then(|| leaders[0])
+        }
+
+        fn write_account(&mut self, via: u64, id: u64) {
+            let account = NewAccount {
+                id: AccountId(id),
+                ledger: 1,
+                code: 1,
+                ..NewAccount::default()
+            };
+            self.node(via)
+                .write(Operation::CreateAccounts(vec![account]), id);
+        }
+
+        /// Takes the outputs for `token` so far.
+        fn outcome(&mut self, token: u64) -> Vec<Result<u64, ReplicaError>> {
+            let mut found = Vec::new();
+            let mut rest = Vec::new();
+            for (node, output) in std::mem::take(&mut self.outputs) {
+                match output {
+                    Output::Written { token: t, written } if t == token => {
+                        found.push(Ok(written.index))
+                    }
+                    Output::WriteFailed { token: t, error } if t == token => found.push(Err(error)),
+                    Output::ReadFailed { token: t, error } if t == token => found.push(Err(error)),
+                    other => rest.push((node, other)),
+                }
+            }
+            self.outputs = rest;
+            found
+        }
+
+        fn accounts(&self, id: u64) -> Vec<u64> {
+            let state = self.nodes[(id - 1) as usize].state();
+            state.store.accounts.keys().map(|a| a.0).collect()
+        }
+
+        fn assert_converged(&self) {
+            let applied: Vec<u64> = self
+                .nodes
+                .iter()
+                .map(|n| n.state().applied_index())
+                .collect();
+            assert!(
+                applied.iter().all(|a| *a == applied[0]),
+                "applied indexes differ: {applied:?}"
+            );
+            for id in 2..=3 {
+                assert_eq!(
+                    self.accounts(id),
+                    self.accounts(1),
+                    "node {id}'s state differs"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_follower_that_cannot_sync_pauses_refuses_and_catches_up_after() {
+        let mut c = Cluster::new();
+        c.rounds(60);
+        assert_eq!(c.leader(), Some(1));
+        c.write_account(1, 100);
+        c.rounds(10);
+        assert!(matches!(c.outcome(100)[..], [Ok(_)]));
+
+        c.set_full(3, true);
+        for id in 1..=20 {
+            c.write_account(1, id);
+            c.rounds(3);
+        }
+        c.rounds(10);
+        for id in 1..=20 {
+            assert!(
+                matches!(c.outcome(id)[..], [Ok(_)]),
+                "write {id} commits on the other two"
+            );
+        }
+        assert!(c.node(3).is_stalled());
+        // A stalled node takes neither writes nor reads, and does not campaign.
+        c.node(3).write(
+            Operation::CreateAccounts(vec![NewAccount {
+                id: AccountId(999),
+                ledger: 1,
+                code: 1,
+                ..NewAccount::default()
+            }]),
+            999,
+        );
+        c.node(3).read(998);
+        c.rounds(100);
+        assert_eq!(c.outcome(999), vec![Err(ReplicaError::Stalled)]);
+        assert_eq!(c.outcome(998), vec![Err(ReplicaError::Stalled)]);
+        assert_eq!(c.leader(), Some(1));
+        assert!(c.node(3).is_stalled());
+        assert_eq!(c.node(3).term(), c.node(1).term());
+
+        c.set_full(3, false);
+        c.rounds(30);
+        assert!(!c.node(3).is_stalled());
+        c.assert_converged();
+        assert_eq!(c.accounts(3).len(), 21);
+        c.node(3).read(997);
+        c.rounds(10);
+        let read = c
+            .outputs
+            .iter()
+            .any(|(node, o)| *node == 3 && matches!(o, Output::ReadReady { token: 997 }));
+        assert!(read, "node 3 serves linearizable reads again");
+    }
+
+    #[test]
+    fn a_leader_that_cannot_sync_is_replaced_and_rejoins_after() {
+        let mut c = Cluster::new();
+        c.rounds(60);
+        assert_eq!(c.leader(), Some(1));
+        for id in 1..=5 {
+            c.write_account(1, id);
+            c.rounds(3);
+        }
+        c.rounds(5);
+        c.set_full(1, true);
+        c.write_account(1, 50);
+        c.rounds(2);
+        assert!(c.node(1).is_stalled());
+        // The proposal may still commit under another leader: its outcome is unknown.
+        assert_eq!(c.outcome(50), vec![Err(ReplicaError::Indeterminate)]);
+        c.rounds(100);
+        let leader = c.leader().expect("a new leader among the other two");
+        assert_ne!(leader, 1);
+        for id in 10..=20 {
+            c.write_account(leader, id);
+            c.rounds(3);
+        }
+        c.rounds(5);
+        for id in 10..=20 {
+            assert!(matches!(c.outcome(id)[..], [Ok(_)]), "write {id}");
+        }
+        assert!(c.node(1).is_stalled());
+        assert!(c.node(1).state().applied_index() < c.node(leader).state().applied_index());
+
+        c.set_full(1, false);
+        c.rounds(60);
+        assert!(!c.node(1).is_stalled());
+        assert!(!c.node(1).is_leader());
+        assert_eq!(c.leader(), Some(leader));
+        c.assert_converged();
+        let accounts = c.accounts(1);
+        for id in (1..=5).chain(10..=20) {
+            assert!(accounts.contains(&id), "account {id} on node 1");
+        }
+    }
 }

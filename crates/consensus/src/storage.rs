@@ -18,8 +18,22 @@
 //! - [`RaftStorage::compact`] and [`RaftStorage::install_snapshot`] first sync every earlier write, and are
 //!   durable when they return.
 //! - The snapshot offer is volatile: after a crash or reopen there is none until the node sets one.
-//! - After any I/O error a [`DiskRaftStorage`] is poisoned: every further write fails with
-//!   [`StorageError::Poisoned`]. The node must stop and recover by reopening.
+//! - A [`RaftStorage::sync`] that fails for lack of space ([`StorageError::is_disk_full`]: the WAL write or
+//!   the hard-state write answered `ENOSPC`/`EDQUOT`) is atomic: nothing of it is durable or half-written
+//!   (the WAL undoes its write, see `bulwark_wal`; the hard-state file keeps its previous record in the
+//!   other slot), the entries appended since the last sync are dropped from the in-memory log (last index
+//!   back to the durable one) and the hard state's term and vote go back to the durable ones, so that
+//!   the caller retries by repeating exactly the same `append` + `set_hard_state` + `sync` later. A conf
+//!   state set since the last sync stays pending (it comes from applied entries and is written by the next
+//!   sync), and so does a commit index learnt earlier, but never past the durable log's last index. The
+//!   storage stays usable.
+//! - After any other I/O error (including a failed fsync) a [`DiskRaftStorage`] is poisoned: every further
+//!   write fails with [`StorageError::Poisoned`]. The node must stop and recover by reopening.
+//!
+//! The hard-state file needs no new space: it is created at its full size (two slots, written out) and
+//! every later write overwrites one slot in place, which allocates nothing on update-in-place file systems
+//! (ext4, xfs, tmpfs). Only a copy-on-write file system (btrfs, zfs) can answer such an overwrite with
+//! `ENOSPC`, which is handled like a failed WAL write.
 //!
 //! Reads follow [`raft::storage::MemStorage`]: `entries` below the first index and `term` below the
 //! compaction point answer `raft::Error::Store(raft::StorageError::Compacted)`, `term` past the last index
@@ -133,6 +147,22 @@ pub enum StorageError {
     SnapshotOutOfDate { index: u64, first_index: u64 },
     #[error("raft storage is unusable after an earlier I/O failure; reopen it to recover")]
     Poisoned,
+}
+
+impl StorageError {
+    /// True when the failure is a full disk (or quota) on a write that was undone: see the module
+    /// documentation. The same writes may be retried once space is freed.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StorageError::Wal(e) => e.is_disk_full(),
+            StorageError::Io {
+                op: "write",
+                source,
+                ..
+            } => bulwark_wal::is_disk_full_io(source),
+            _ => false,
+        }
+    }
 }
 
 impl From<StorageError> for raft::Error {
@@ -626,6 +656,41 @@ impl DiskRaftStorage {
         Ok(())
     }
 
+    /// After a sync failed for lack of space (and was undone on disk): drops what was not made durable, so
+    /// that raft's view is the durable state again and the same appends can be repeated later.
+    fn roll_back_unsynced(&mut self) {
+        self.wal.discard_unsynced();
+        // The WAL now ends at its durable end: before a conflicting suffix was cut (the cut is durable)
+        // or at the old last index. Every entry up to there is unchanged in `core` (only entries from
+        // `dirty_from` on differ), so cutting `core` there gives exactly the durable log.
+        let durable_last = self.wal.last_index();
+        assert!(durable_last >= self.core.state.compacted_index);
+        let keep = (durable_last - self.core.state.compacted_index) as usize;
+        debug_assert!(keep <= self.core.entries.len());
+        self.core.entries.truncate(keep);
+        self.dirty_from = None;
+        // Term and vote back to the durable ones (the failed Ready set them; its retry sets them again).
+        // The commit index may stay ahead of the durable one (a commit learnt after an earlier, durable
+        // Ready), but never past the durable log: a later write of the hard-state file (e.g. by
+        // `compact`) must not make a commit durable whose entries are not.
+        let durable = &self.durable_state.hard_state;
+        let commit = self
+            .core
+            .state
+            .hard_state
+            .commit
+            .min(durable_last)
+            .max(durable.commit);
+        let mut hs = durable.clone();
+        hs.commit = commit;
+        self.core.state.hard_state = hs;
+        tracing::debug!(
+            dir = %self.dir.display(),
+            last_index = self.core.last_index(),
+            "rolled the raft storage back to its durable state after a failed sync"
+        );
+    }
+
     /// Writes the new compaction point, then trims the WAL (whole segments only).
     fn compact_inner(&mut self, target: (u64, u64)) -> Result<(), StorageError> {
         let mut state = self.core.state.clone();
@@ -685,8 +750,17 @@ impl RaftStorage for DiskRaftStorage {
 
     fn sync(&mut self) -> Result<(), StorageError> {
         self.check_usable()?;
-        let r = self.sync_inner();
-        self.poison_on_err(r)
+        match self.sync_inner() {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_disk_full() && !self.wal.is_poisoned() => {
+                self.roll_back_unsynced();
+                Err(e)
+            }
+            Err(e) => {
+                self.poisoned = true;
+                Err(e)
+            }
+        }
     }
 
     fn compact(&mut self, through: u64) -> Result<(), StorageError> {
@@ -710,5 +784,177 @@ impl RaftStorage for DiskRaftStorage {
 
     fn set_snapshot_offer(&mut self, snapshot: Option<Snapshot>) {
         self.offer = snapshot;
+    }
+}
+
+#[cfg(test)]
+mod disk_full_tests {
+    //! [`DiskRaftStorage`] on a really full disk: a small tmpfs (the tests run as root, as CI
+    //! does; a failed mount fails the test) filled with a filler file.
+
+    use std::io::Write;
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    use raft::Storage as _;
+
+    use super::*;
+
+    struct Tmpfs(tempfile::TempDir);
+
+    impl Tmpfs {
+        fn mount() -> Tmpfs {
+            let dir = tempfile::Builder::new()
+                .prefix("bulwark-raft-tmpfs")
+                .tempdir()
+                .expect("tempdir");
+            let out = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+                .arg(dir.path())
+                .output()
+                .expect("run mount");
+            assert!(
+                out.status.success(),
+                "mounting a tmpfs on {} failed (this test needs root, as CI has): {}",
+                dir.path().display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Tmpfs(dir)
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0.path()).status();
+        }
+    }
+
+    fn fill(dir: &Path) -> PathBuf {
+        let path = dir.join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0x55u8; 4096];
+        loop {
+            match f.write(&chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
+                Err(e) => panic!("filling {}: {e}", dir.display()),
+            }
+        }
+        path
+    }
+
+    fn entries(range: std::ops::RangeInclusive<u64>, term: u64, len: usize) -> Vec<Entry> {
+        range
+            .map(|index| Entry {
+                index,
+                term,
+                data: vec![index as u8; len].into(),
+                ..Entry::default()
+            })
+            .collect()
+    }
+
+    fn hard_state(term: u64, commit: u64) -> HardState {
+        HardState {
+            term,
+            vote: 1,
+            commit,
+            ..HardState::default()
+        }
+    }
+
+    fn all_entries(s: &DiskRaftStorage) -> Vec<Entry> {
+        let (first, last) = (s.first_index().unwrap(), s.last_index().unwrap());
+        s.entries(first, last + 1, None, GetEntriesContext::empty(false))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_sync_on_a_full_disk_rolls_back_and_the_same_writes_succeed_later() {
+        let fs_ = Tmpfs::mount();
+        let dir = fs_.0.path().join("raft");
+        let (mut s, _) = DiskRaftStorage::open(&dir, 64 << 20).unwrap();
+        s.append(&entries(1..=5, 1, 100)).unwrap();
+        s.set_hard_state(&hard_state(1, 3));
+        s.sync().unwrap();
+        let filler = fill(fs_.0.path());
+
+        let new = entries(6..=60, 2, 20_000);
+        s.append(&new).unwrap();
+        s.set_hard_state(&hard_state(2, 40));
+        let err = s.sync().expect_err("the disk is full");
+        assert!(err.is_disk_full(), "{err}");
+        // Raft sees the durable log again, and the storage stays usable. Term and vote are the
+        // durable ones; the commit may stay ahead of the durable one, but within the durable log.
+        assert_eq!(s.last_index().unwrap(), 5);
+        assert_eq!(all_entries(&s), entries(1..=5, 1, 100));
+        assert_eq!(s.initial_state().unwrap().hard_state, hard_state(1, 5));
+        s.sync()
+            .expect("only the hard state is left to write, in place");
+        {
+            // What a restart would find.
+            drop(s);
+            let (again, recovered) = DiskRaftStorage::open(&dir, 64 << 20).unwrap();
+            assert_eq!(recovered.last_index, 5);
+            assert_eq!(again.initial_state().unwrap().hard_state, hard_state(1, 5));
+            s = again;
+        }
+
+        // Still full: the retry fails the same way.
+        s.append(&new).unwrap();
+        s.set_hard_state(&hard_state(2, 40));
+        assert!(s.sync().expect_err("still full").is_disk_full());
+        assert_eq!(s.last_index().unwrap(), 5);
+
+        std::fs::remove_file(filler).unwrap();
+        s.append(&new).unwrap();
+        s.set_hard_state(&hard_state(2, 40));
+        s.sync().expect("space is back");
+        drop(s);
+        let (s, recovered) = DiskRaftStorage::open(&dir, 64 << 20).unwrap();
+        assert_eq!(recovered.last_index, 60);
+        assert_eq!(s.initial_state().unwrap().hard_state, hard_state(2, 40));
+        let mut expected = entries(1..=5, 1, 100);
+        expected.extend(new);
+        assert_eq!(all_entries(&s), expected);
+    }
+
+    #[test]
+    fn a_failed_sync_after_a_conflict_keeps_the_durable_cut_and_never_a_commit_past_the_log() {
+        let fs_ = Tmpfs::mount();
+        let dir = fs_.0.path().join("raft");
+        let (mut s, _) = DiskRaftStorage::open(&dir, 64 << 20).unwrap();
+        s.append(&entries(1..=10, 1, 100)).unwrap();
+        s.set_hard_state(&hard_state(1, 4));
+        s.sync().unwrap();
+        let filler = fill(fs_.0.path());
+
+        // A new leader's entries replace 6.. (the conflicting suffix is cut on disk first).
+        let new = entries(6..=50, 2, 25_000);
+        s.append(&new).unwrap();
+        s.set_hard_state(&hard_state(2, 30));
+        assert!(s.sync().expect_err("the disk is full").is_disk_full());
+        assert_eq!(s.last_index().unwrap(), 5);
+        assert_eq!(all_entries(&s), entries(1..=5, 1, 100));
+        assert_eq!(
+            s.term(6),
+            Err(raft::Error::Store(raft::StorageError::Unavailable))
+        );
+        // A hard-state write now (compaction does one) must not record commit 30 over a log
+        // that ends at 5.
+        s.compact(2).unwrap();
+        drop(s);
+        let (mut s, recovered) = DiskRaftStorage::open(&dir, 64 << 20)
+            .expect("the durable state is consistent: commit within the log");
+        assert_eq!(recovered.last_index, 5);
+        assert!(s.initial_state().unwrap().hard_state.commit <= 5);
+
+        std::fs::remove_file(filler).unwrap();
+        s.append(&new).unwrap();
+        s.set_hard_state(&hard_state(2, 30));
+        s.sync().unwrap();
+        assert_eq!(s.last_index().unwrap(), 50);
+        assert_eq!(s.term(6), Ok(2));
     }
 }
