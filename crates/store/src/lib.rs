@@ -10,14 +10,29 @@
 //!
 //! It must never decide what a batch means (that is `bulwark-ledger`), and never acknowledge
 //! anything: durability of a batch before its checkpoint is the log's job.
+//!
+//! # A full disk
+//!
+//! A checkpoint is not started while the data directory's free space (statvfs) is below a margin
+//! (twice the estimated size of what it would write, plus [`SPACE_RESERVE`]): the memtable stays in
+//! memory and the log is kept, with a warning. If a checkpoint still fails for lack of space (the
+//! disk filled while it ran), that is not fatal: the frozen memtable is kept (reads still see it),
+//! the checkpointed index does not move (so the log behind it is not deleted), and the same frozen
+//! memtable is written again later. redb answers every call after one real I/O error with
+//! `PreviousIo`, reads included, until the `Database` is dropped and the file opened again: the
+//! store then closes it and reopens it (a reopen may itself need space, to repair the file: it is
+//! retried until it works, see [`StateStore::poll_checkpoint`]). A read that meets the failed handle
+//! before that (a checkpoint fails while the loop reads) waits for the reopen: an answer without the
+//! checkpointed data would be wrong. Any other checkpoint error stays fatal.
 
 mod records;
 pub mod snapshot;
 
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bulwark_ledger::{
@@ -73,6 +88,81 @@ pub enum StoreError {
     Snapshot { path: PathBuf, reason: String },
     #[error("state store {path}: the background checkpoint thread died")]
     CheckpointThread { path: PathBuf },
+    #[error("state store {path}: {what}: {source}")]
+    Io {
+        path: PathBuf,
+        what: &'static str,
+        source: std::io::Error,
+    },
+    /// The database is closed after an I/O failure (a full disk) until a reopen succeeds.
+    #[error(
+        "state store {path}: closed after an I/O failure (a full disk?) until it can be reopened"
+    )]
+    Unavailable { path: PathBuf },
+}
+
+/// Whether an I/O error says the device (or a quota) has no space left: `ENOSPC` or `EDQUOT`.
+pub fn is_disk_full_io(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
+}
+
+impl StoreError {
+    /// True when the error is a full disk (or quota): a write of redb or of a file failed with
+    /// `ENOSPC`/`EDQUOT`.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StoreError::Redb { source, .. } => {
+                matches!(source.as_ref(), redb::Error::Io(e) if is_disk_full_io(e))
+            }
+            StoreError::Io { source, .. } => is_disk_full_io(source),
+            StoreError::Unavailable { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// True when the error comes from a database handle that an I/O failure made unusable (every
+    /// later call fails until it is reopened), or from the I/O itself.
+    fn is_io_failure(&self) -> bool {
+        match self {
+            StoreError::Redb { source, .. } => matches!(
+                source.as_ref(),
+                redb::Error::Io(_) | redb::Error::PreviousIo | redb::Error::DatabaseClosed
+            ),
+            StoreError::Unavailable { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// Free space kept on the data directory's file system beyond twice a checkpoint's estimated size:
+/// below it, checkpoints wait (the log keeps everything), so that a checkpoint rarely meets a full
+/// disk halfway.
+pub const SPACE_RESERVE: u64 = 16 << 20;
+/// After a checkpoint failed for lack of space, or was skipped for it, wait this long before the
+/// next attempt (or check of the free space).
+const SPACE_RETRY: Duration = Duration::from_secs(1);
+/// How often a closed database is tried to be reopened.
+const REOPEN_RETRY: Duration = Duration::from_millis(250);
+
+/// Bytes the file system holding `dir` has free for an unprivileged writer, if statvfs answers.
+pub fn free_space(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs(3) writes into the zeroed struct we pass and reads the NUL-terminated path.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    if rc != 0 {
+        return None;
+    }
+    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
 fn redb_err<E: Into<redb::Error>>(path: &Path, what: &'static str) -> impl FnOnce(E) -> StoreError {
@@ -123,16 +213,43 @@ pub struct Checkpointed {
 
 type FlushOutcome = Result<Checkpointed, StoreError>;
 
-pub struct StateStore {
-    path: PathBuf,
+/// The open database and read handles on its last committed checkpoint.
+struct Disk {
     db: Arc<Database>,
     reader: Reader,
+    /// Which opening of the file this is (bumped at every reopen).
+    generation: u64,
+}
+
+/// A checkpoint running on the background thread.
+struct Flushing {
+    rx: mpsc::Receiver<FlushOutcome>,
+    /// The generation of the database handle it writes through.
+    generation: u64,
+}
+
+pub struct StateStore {
+    path: PathBuf,
+    /// `None` while the database is closed after an I/O failure, until a reopen succeeds. A
+    /// `RefCell` because a read (`&self`) that meets a failed handle must close and reopen it.
+    disk: RefCell<Option<Disk>>,
+    generations: Cell<u64>,
+    /// The database as snapshot sources find it (`None` while closed).
+    shared_db: Arc<RwLock<Option<Arc<Database>>>>,
+    /// Not before this instant is a closed database tried to be reopened again.
+    reopen_after: Cell<Option<Instant>>,
+    /// A failed (for lack of space) or skipped checkpoint is not retried before this instant.
+    retry_after: Option<Instant>,
+    /// A checkpoint was skipped for lack of free space (and the warning given).
+    short_of_space: bool,
+    /// Free space a checkpoint leaves beyond twice its estimated size; `None`: no check.
+    space_reserve: Option<u64>,
     accounts: HashMap<AccountId, Account>,
     dirty_accounts: HashSet<AccountId>,
     expiries: BTreeSet<(Timestamp, TransferId)>,
     active: Memtable,
     frozen: Option<Arc<Frozen>>,
-    flushing: Option<mpsc::Receiver<FlushOutcome>>,
+    flushing: Option<Flushing>,
     last_timestamp: Timestamp,
     applied_index: u64,
     checkpointed_index: u64,
@@ -236,10 +353,20 @@ impl StateStore {
             accounts = accounts.len(),
             "state store opened at checkpoint"
         );
+        let db = Arc::new(db);
         Ok(StateStore {
             path: path.into(),
-            db: Arc::new(db),
-            reader,
+            shared_db: Arc::new(RwLock::new(Some(db.clone()))),
+            disk: RefCell::new(Some(Disk {
+                db,
+                reader,
+                generation: 1,
+            })),
+            generations: Cell::new(1),
+            reopen_after: Cell::new(None),
+            retry_after: None,
+            short_of_space: false,
+            space_reserve: Some(SPACE_RESERVE),
             accounts,
             dirty_accounts: HashSet::new(),
             expiries,
@@ -285,8 +412,8 @@ impl StateStore {
     /// that a restart before the first checkpoint starts Raft from it.
     pub fn bootstrap_membership(&mut self, encoded: Vec<u8>) -> Result<(), StoreError> {
         assert_eq!(self.applied_index, 0, "only a new store is bootstrapped");
-        let txn = self
-            .db
+        let db = self.db()?;
+        let txn = db
             .begin_write()
             .map_err(redb_err(&self.path, "begin write"))?;
         {
@@ -302,10 +429,133 @@ impl StateStore {
         Ok(())
     }
 
-    /// A handle that streams snapshots of the last checkpoint from any thread.
+    /// A handle that streams snapshots of the last checkpoint from any thread (it follows the
+    /// store across reopens).
     pub fn snapshot_source(&self) -> snapshot::SnapshotSource {
         snapshot::SnapshotSource {
-            db: self.db.clone(),
+            db: self.shared_db.clone(),
+        }
+    }
+
+    /// The open database, or [`StoreError::Unavailable`] while it is closed.
+    fn db(&self) -> Result<Arc<Database>, StoreError> {
+        self.disk
+            .borrow()
+            .as_ref()
+            .map(|d| d.db.clone())
+            .ok_or_else(|| StoreError::Unavailable {
+                path: self.path.clone(),
+            })
+    }
+
+    /// Sets the free space a checkpoint must leave beyond twice its estimated size (default
+    /// [`SPACE_RESERVE`]); `None` turns the check off (tests that need a checkpoint to meet a full
+    /// disk).
+    pub fn set_space_reserve(&mut self, reserve: Option<u64>) {
+        self.space_reserve = reserve;
+    }
+
+    /// True while the database is closed after an I/O failure (a full disk) and not yet reopened:
+    /// reads of checkpointed data would have to wait for the reopen, and no checkpoint starts.
+    pub fn is_unavailable(&self) -> bool {
+        self.disk.borrow().is_none()
+    }
+
+    /// Closes the database (drops every handle of ours; snapshot sources see none).
+    fn close_db(&self) {
+        *self.shared_db.write().expect("shared db lock") = None;
+        self.disk.borrow_mut().take();
+    }
+
+    /// Opens the closed database again. It fails while another handle is still alive (a running
+    /// checkpoint, a snapshot being sent) or while the file cannot be repaired (no space).
+    fn reopen(&self) -> Result<(), StoreError> {
+        debug_assert!(self.disk.borrow().is_none());
+        // No full integrity check here: this process wrote the file; redb still repairs it if the
+        // failed commit left it needing that.
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .open(&self.path)
+            .map_err(redb_err(&self.path, "reopen"))?;
+        let reader = open_reader(&self.path, &db)?;
+        let db = Arc::new(db);
+        let generation = self.generations.get() + 1;
+        self.generations.set(generation);
+        *self.shared_db.write().expect("shared db lock") = Some(db.clone());
+        *self.disk.borrow_mut() = Some(Disk {
+            db,
+            reader,
+            generation,
+        });
+        self.reopen_after.set(None);
+        tracing::info!(path = %self.path.display(), "state store reopened after an I/O failure");
+        Ok(())
+    }
+
+    /// Tries to reopen a closed database, at most every [`REOPEN_RETRY`]. True if it is open.
+    fn try_reopen(&self) -> bool {
+        if self.disk.borrow().is_some() {
+            return true;
+        }
+        let now = Instant::now();
+        if self.reopen_after.get().is_some_and(|t| now < t) {
+            return false;
+        }
+        match self.reopen() {
+            Ok(()) => true,
+            Err(e) => {
+                if self.reopen_after.get().is_none() {
+                    tracing::warn!(
+                        path = %self.path.display(),
+                        error = %e,
+                        "cannot reopen the state store yet; retrying"
+                    );
+                }
+                self.reopen_after.set(Some(now + REOPEN_RETRY));
+                false
+            }
+        }
+    }
+
+    /// Runs `read` on the read handles of the last checkpoint. If the database is closed or its
+    /// handle failed (after an I/O error redb fails every later call), waits until it is reopened
+    /// and reads again: the caller (applying a batch) cannot go on without the answer. Other
+    /// errors go back to the caller.
+    fn read_waiting<R>(
+        &self,
+        read: impl Fn(&Reader) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let mut waited = false;
+        loop {
+            let result = self.disk.borrow().as_ref().map(|d| read(&d.reader));
+            match result {
+                Some(Ok(value)) => {
+                    if waited {
+                        tracing::info!(path = %self.path.display(), "state store readable again");
+                    }
+                    return Ok(value);
+                }
+                Some(Err(e)) if !e.is_io_failure() => return Err(e),
+                Some(Err(e)) => {
+                    tracing::warn!(
+                        path = %self.path.display(),
+                        error = %e,
+                        "a read met a failed state store handle; closing it to reopen"
+                    );
+                    self.close_db();
+                }
+                None => {}
+            }
+            if !waited {
+                tracing::warn!(
+                    path = %self.path.display(),
+                    "a read waits for the state store to be reopened"
+                );
+                waited = true;
+            }
+            if !self.try_reopen() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
     }
 
@@ -319,27 +569,74 @@ impl StateStore {
 
     /// Freezes the memtable and starts writing it, with every account changed since the last
     /// freeze and the applied index, as one redb commit on a background thread. Returns false
-    /// if a checkpoint is already running or there is nothing new to write.
+    /// if a checkpoint is already running or there is nothing new to write, or while the disk is
+    /// short of space (see the crate documentation). A frozen memtable whose checkpoint failed for
+    /// lack of space is written again first, before a new one is frozen.
     pub fn start_checkpoint(&mut self) -> bool {
-        if self.flushing.is_some() || self.applied_index == self.checkpointed_index {
+        if self.flushing.is_some() || !self.try_reopen() {
             return false;
         }
-        let mut accounts: Vec<Account> = self
-            .dirty_accounts
-            .drain()
-            .map(|id| self.accounts[&id])
-            .collect();
-        accounts.sort_by_key(|a| a.id);
-        let frozen = Arc::new(Frozen {
-            memtable: std::mem::take(&mut self.active),
-            accounts,
-            applied_index: self.applied_index,
-            last_timestamp: self.last_timestamp,
-            membership: self.membership.clone(),
-        });
-        self.frozen = Some(frozen.clone());
+        if self.frozen.is_none() && self.applied_index == self.checkpointed_index {
+            return false;
+        }
+        let now = Instant::now();
+        if self.retry_after.is_some_and(|t| now < t) {
+            return false;
+        }
+        let estimate = match &self.frozen {
+            Some(frozen) => estimate_bytes(&frozen.memtable, frozen.accounts.len()),
+            None => estimate_bytes(&self.active, self.dirty_accounts.len()),
+        };
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let needed = self.space_reserve.map(|reserve| 2 * estimate + reserve);
+        match needed.and_then(|needed| Some((needed, free_space(dir)?))) {
+            Some((needed, free)) if free < needed => {
+                if !self.short_of_space {
+                    tracing::warn!(
+                        dir = %dir.display(),
+                        free_bytes = free,
+                        needed_bytes = needed,
+                        "too little free space for a checkpoint: not starting one; the memtable \
+                         stays in memory and the log is kept until space is freed"
+                    );
+                    self.short_of_space = true;
+                }
+                self.retry_after = Some(now + SPACE_RETRY);
+                return false;
+            }
+            _ => {
+                if self.short_of_space {
+                    tracing::info!(dir = %dir.display(), "enough free space for checkpoints again");
+                    self.short_of_space = false;
+                }
+            }
+        }
+        let frozen = match &self.frozen {
+            Some(frozen) => frozen.clone(),
+            None => {
+                let mut accounts: Vec<Account> = self
+                    .dirty_accounts
+                    .drain()
+                    .map(|id| self.accounts[&id])
+                    .collect();
+                accounts.sort_by_key(|a| a.id);
+                let frozen = Arc::new(Frozen {
+                    memtable: std::mem::take(&mut self.active),
+                    accounts,
+                    applied_index: self.applied_index,
+                    last_timestamp: self.last_timestamp,
+                    membership: self.membership.clone(),
+                });
+                self.frozen = Some(frozen.clone());
+                frozen
+            }
+        };
+        let (db, generation) = {
+            let disk = self.disk.borrow();
+            let disk = disk.as_ref().expect("reopened above");
+            (disk.db.clone(), disk.generation)
+        };
         let (tx, rx) = mpsc::channel();
-        let db = self.db.clone();
         let path = self.path.clone();
         std::thread::Builder::new()
             .name("checkpoint".into())
@@ -351,18 +648,22 @@ impl StateStore {
                 let _ = tx.send(outcome);
             })
             .expect("spawn checkpoint thread");
-        self.flushing = Some(rx);
+        self.flushing = Some(Flushing { rx, generation });
         true
     }
 
-    /// Collects a finished background checkpoint, if any. An error is fatal for the node: the
-    /// state on disk is then not what the log says, and it must stop rather than go on.
+    /// Collects a finished background checkpoint, if any. A checkpoint that failed for lack of
+    /// space is not an error (see the crate documentation): it answers `Ok(None)`, keeps the
+    /// frozen memtable for a later attempt, and closes the database to reopen it (retried here,
+    /// at every call, until it works). Any other error is fatal for the node: the state on disk is
+    /// then not what the log says, and it must stop rather than go on.
     pub fn poll_checkpoint(&mut self) -> Result<Option<Checkpointed>, StoreError> {
-        let Some(rx) = &self.flushing else {
+        let Some(flushing) = &self.flushing else {
+            self.try_reopen();
             return Ok(None);
         };
-        match rx.try_recv() {
-            Ok(outcome) => self.finish_checkpoint(outcome).map(Some),
+        match flushing.rx.try_recv() {
+            Ok(outcome) => self.finish_checkpoint(outcome),
             Err(mpsc::TryRecvError::Empty) => Ok(None),
             Err(mpsc::TryRecvError::Disconnected) => Err(StoreError::CheckpointThread {
                 path: self.path.clone(),
@@ -372,11 +673,11 @@ impl StateStore {
 
     /// Waits for a running checkpoint to finish.
     pub fn wait_checkpoint(&mut self) -> Result<Option<Checkpointed>, StoreError> {
-        let Some(rx) = &self.flushing else {
+        let Some(flushing) = &self.flushing else {
             return Ok(None);
         };
-        match rx.recv() {
-            Ok(outcome) => self.finish_checkpoint(outcome).map(Some),
+        match flushing.rx.recv() {
+            Ok(outcome) => self.finish_checkpoint(outcome),
             Err(_) => Err(StoreError::CheckpointThread {
                 path: self.path.clone(),
             }),
@@ -384,23 +685,70 @@ impl StateStore {
     }
 
     /// Writes everything applied so far as a checkpoint and waits for it (shutdown, tests).
+    /// Answers `Ok(None)` if there was nothing to write or no checkpoint could be written for lack
+    /// of space (the log still holds everything).
     pub fn checkpoint_now(&mut self) -> Result<Option<Checkpointed>, StoreError> {
-        self.wait_checkpoint()?;
-        if self.start_checkpoint() {
-            self.wait_checkpoint()
-        } else {
-            Ok(None)
+        let mut last = self.wait_checkpoint()?;
+        // A frozen memtable left by a failed checkpoint goes first, then the active one.
+        for _ in 0..2 {
+            self.retry_after = None;
+            if !self.start_checkpoint() {
+                break;
+            }
+            match self.wait_checkpoint()? {
+                Some(done) => last = Some(done),
+                None => return Ok(None),
+            }
         }
+        Ok(last)
     }
 
-    fn finish_checkpoint(&mut self, outcome: FlushOutcome) -> Result<Checkpointed, StoreError> {
-        self.flushing = None;
-        let done = outcome?;
-        // New readers first, then drop the frozen memtable: no read may fall in between.
-        self.reader = open_reader(&self.path, &self.db)?;
+    fn finish_checkpoint(
+        &mut self,
+        outcome: FlushOutcome,
+    ) -> Result<Option<Checkpointed>, StoreError> {
+        let flushing = self.flushing.take().expect("a checkpoint was running");
+        let done = match outcome {
+            Ok(done) => done,
+            Err(e) if e.is_disk_full() => {
+                let frozen = self
+                    .frozen
+                    .as_ref()
+                    .expect("a checkpoint writes a frozen memtable");
+                tracing::warn!(
+                    path = %self.path.display(),
+                    error = %e,
+                    applied_index = frozen.applied_index,
+                    transfers = frozen.memtable.transfers.len(),
+                    "a checkpoint failed for lack of space: its memtable stays in memory and the \
+                     log is kept; it will be written again once space is freed"
+                );
+                self.retry_after = Some(Instant::now() + SPACE_RETRY);
+                // redb fails every later call on the handle that met the error: reopen it (unless
+                // a read already did).
+                let current = self.disk.borrow().as_ref().map(|d| d.generation);
+                if current == Some(flushing.generation) {
+                    self.close_db();
+                }
+                self.try_reopen();
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        // New readers first, then drop the frozen memtable: no read may fall in between. The
+        // database is open: only a failed checkpoint (handled above) or a read that then waits for
+        // the reopen closes it.
+        {
+            let mut disk = self.disk.borrow_mut();
+            let disk = disk
+                .as_mut()
+                .expect("the database is open after a checkpoint");
+            disk.reader = open_reader(&self.path, &disk.db)?;
+        }
         self.frozen = None;
+        self.retry_after = None;
         self.checkpointed_index = done.applied_index;
-        Ok(done)
+        Ok(Some(done))
     }
 
     /// The transfers of an account in timestamp order, after `after`, at most `limit`, each with
@@ -416,25 +764,34 @@ impl StateStore {
         let start = (account.0, after.0.saturating_add(1));
         let end = (account.0, u64::MAX);
         if after.0 < u64::MAX {
-            for row in self
-                .reader
-                .account_transfers
-                .range(start..=end)
-                .map_err(redb_err(&self.path, "scan account transfers"))?
-            {
-                if ids.len() >= limit {
-                    break;
-                }
-                let (key, value) = row.map_err(redb_err(&self.path, "scan account transfers"))?;
-                let run =
-                    records::decode_run(value.value()).ok_or_else(|| StoreError::Corrupt {
-                        path: self.path.clone(),
-                        table: "account_transfers",
-                        key: format!("{:?}", key.value()),
-                    })?;
-                let room = limit - ids.len();
-                ids.extend(run.filter(|(ts, _)| *ts > after).take(room));
+            if self.is_unavailable() {
+                return Err(StoreError::Unavailable {
+                    path: self.path.clone(),
+                });
             }
+            ids = self.read_waiting(|reader| {
+                let mut ids = Vec::new();
+                for row in reader
+                    .account_transfers
+                    .range(start..=end)
+                    .map_err(redb_err(&self.path, "scan account transfers"))?
+                {
+                    if ids.len() >= limit {
+                        break;
+                    }
+                    let (key, value) =
+                        row.map_err(redb_err(&self.path, "scan account transfers"))?;
+                    let run =
+                        records::decode_run(value.value()).ok_or_else(|| StoreError::Corrupt {
+                            path: self.path.clone(),
+                            table: "account_transfers",
+                            key: format!("{:?}", key.value()),
+                        })?;
+                    let room = limit - ids.len();
+                    ids.extend(run.filter(|(ts, _)| *ts > after).take(room));
+                }
+                Ok(ids)
+            })?;
         }
         // Memtables hold only later timestamps than the checkpoint, frozen before active.
         let frozen = self.frozen.as_ref().map(|f| &f.memtable);
@@ -478,21 +835,27 @@ impl StateStore {
                 return Ok(Some(*b));
             }
         }
-        let Some(value) = self
-            .reader
-            .balance_history
-            .get((account.0, ts.0))
-            .map_err(redb_err(&self.path, "read balance history"))?
-        else {
-            return Ok(None);
-        };
-        records::decode_balances(value.value())
-            .map(Some)
-            .ok_or_else(|| StoreError::Corrupt {
+        if self.is_unavailable() {
+            return Err(StoreError::Unavailable {
                 path: self.path.clone(),
-                table: "balance_history",
-                key: format!("({account}, {ts})"),
-            })
+            });
+        }
+        self.read_waiting(|reader| {
+            let Some(value) = reader
+                .balance_history
+                .get((account.0, ts.0))
+                .map_err(redb_err(&self.path, "read balance history"))?
+            else {
+                return Ok(None);
+            };
+            records::decode_balances(value.value())
+                .map(Some)
+                .ok_or_else(|| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    table: "balance_history",
+                    key: format!("({account}, {ts})"),
+                })
+        })
     }
 
     fn memtables(&self) -> impl Iterator<Item = &Memtable> {
@@ -516,6 +879,22 @@ fn open_reader(path: &Path, db: &Database) -> Result<Reader, StoreError> {
             .open_table(BALANCE_HISTORY)
             .map_err(redb_err(path, "open balance history"))?,
     })
+}
+
+/// A rough upper bound of the bytes a checkpoint of `memtable` (and `accounts` changed accounts)
+/// adds to the file: records, keys, index runs and B-tree overhead.
+fn estimate_bytes(memtable: &Memtable, accounts: usize) -> u64 {
+    let transfers = memtable.transfers.len() as u64 * 256;
+    let index = memtable
+        .account_transfers
+        .values()
+        .map(|v| 64 + v.len() as u64 * 24)
+        .sum::<u64>();
+    let history = memtable.balance_history.len() as u64 * 80;
+    let pending = memtable.pending.len() as u64 * 32;
+    let expiries = memtable.expiry_changes.len() as u64 * 32;
+    let accounts = accounts as u64 * 128;
+    (1 << 20) + transfers + index + history + pending + expiries + accounts
 }
 
 fn write_checkpoint(path: &Path, db: &Database, frozen: &Frozen) -> FlushOutcome {
@@ -625,18 +1004,23 @@ impl LedgerStore for StateStore {
                 return Some(*t);
             }
         }
-        let value = self.reader.transfers.get(id.0).unwrap_or_else(|e| {
-            panic!(
-                "state store {}: read transfer {id}: {e}",
-                self.path.display()
-            )
-        })?;
-        Some(records::decode_transfer(value.value()).unwrap_or_else(|| {
-            panic!(
-                "state store {}: corrupt record in table transfers at key {id}",
-                self.path.display()
-            )
-        }))
+        let read = self.read_waiting(|reader| {
+            let Some(value) = reader
+                .transfers
+                .get(id.0)
+                .map_err(redb_err(&self.path, "read transfer"))?
+            else {
+                return Ok(None);
+            };
+            records::decode_transfer(value.value())
+                .map(Some)
+                .ok_or_else(|| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    table: "transfers",
+                    key: id.to_string(),
+                })
+        });
+        read.unwrap_or_else(|e| panic!("read transfer {id}: {e}"))
     }
 
     fn pending_status(&self, id: TransferId) -> Option<PendingStatus> {
@@ -645,18 +1029,23 @@ impl LedgerStore for StateStore {
                 return Some(*s);
             }
         }
-        let value = self.reader.pending.get(id.0).unwrap_or_else(|e| {
-            panic!(
-                "state store {}: read pending {id}: {e}",
-                self.path.display()
-            )
-        })?;
-        Some(PendingStatus::from_byte(value.value()).unwrap_or_else(|| {
-            panic!(
-                "state store {}: corrupt record in table pending_status at key {id}",
-                self.path.display()
-            )
-        }))
+        let read = self.read_waiting(|reader| {
+            let Some(value) = reader
+                .pending
+                .get(id.0)
+                .map_err(redb_err(&self.path, "read pending"))?
+            else {
+                return Ok(None);
+            };
+            PendingStatus::from_byte(value.value())
+                .map(Some)
+                .ok_or_else(|| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    table: "pending_status",
+                    key: id.to_string(),
+                })
+        });
+        read.unwrap_or_else(|e| panic!("read pending {id}: {e}"))
     }
 
     fn expired_pending(&self, now: Timestamp) -> Vec<(Timestamp, TransferId)> {

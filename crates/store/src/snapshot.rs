@@ -15,7 +15,7 @@
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 
@@ -33,16 +33,24 @@ pub struct SnapshotInfo {
     pub rows: u64,
 }
 
-/// A handle on the store's database that can stream snapshots from another thread.
+/// A handle on the store's database that can stream snapshots from another thread. It follows
+/// the store when it reopens its file (after an I/O failure); while the file is closed, exports
+/// fail.
 #[derive(Clone)]
 pub struct SnapshotSource {
-    pub(crate) db: Arc<Database>,
+    pub(crate) db: Arc<RwLock<Option<Arc<Database>>>>,
 }
 
 impl SnapshotSource {
     /// Writes a consistent snapshot of the last checkpoint to `out`.
     pub fn export(&self, out: &mut impl Write) -> Result<SnapshotInfo, String> {
-        let read = self.db.begin_read().map_err(|e| e.to_string())?;
+        let db = self
+            .db
+            .read()
+            .map_err(|_| "the state store's lock is poisoned".to_string())?
+            .clone()
+            .ok_or("the state store is closed after an I/O failure (a full disk?); retry later")?;
+        let read = db.begin_read().map_err(|e| e.to_string())?;
         let mut header = Vec::with_capacity(8);
         header.extend_from_slice(MAGIC);
         header.extend_from_slice(&VERSION.to_le_bytes());
@@ -110,39 +118,70 @@ fn export_table<K: redb::Key + 'static, V: redb::Value + 'static>(
     Ok(())
 }
 
+enum RowError {
+    /// The row does not fit its table.
+    Invalid(String),
+    Redb(redb::Error),
+}
+
 /// Inserts one row given as raw bytes into its typed table.
 fn import_row<K: redb::Key + 'static, V: redb::Value + 'static>(
     txn: &redb::WriteTransaction,
     definition: TableDefinition<K, V>,
     key: &[u8],
     value: &[u8],
-) -> Result<(), String> {
+) -> Result<(), RowError> {
     if K::fixed_width().is_some_and(|w| w != key.len())
         || V::fixed_width().is_some_and(|w| w != value.len())
     {
-        return Err(format!(
+        return Err(RowError::Invalid(format!(
             "a row of {} has the wrong width",
             definition.name()
-        ));
+        )));
     }
-    let mut table = txn.open_table(definition).map_err(|e| e.to_string())?;
+    let mut table = txn
+        .open_table(definition)
+        .map_err(|e| RowError::Redb(e.into()))?;
     table
         .insert(K::from_bytes(key), V::from_bytes(value))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| RowError::Redb(e.into()))?;
     Ok(())
 }
 
 /// Imports a snapshot stream into a new store file at `path` (replacing what is there only
 /// once the whole stream has arrived and checked out): written to `<path>.incoming`, committed
-/// (fsynced), renamed over `path`, and the directory fsynced.
+/// (fsynced), renamed over `path`, and the directory fsynced. On failure the incoming file is
+/// removed (it may be large, and the failure may be a full disk); a full disk is recognisable
+/// with [`StoreError::is_disk_full`].
 pub fn import(path: &Path, input: &mut impl Read) -> Result<SnapshotInfo, StoreError> {
+    let incoming = path.with_extension("redb.incoming");
+    let _ = std::fs::remove_file(&incoming);
+    let result = import_into(path, &incoming, input);
+    if result.is_err() {
+        let _ = std::fs::remove_file(&incoming);
+    }
+    result
+}
+
+fn import_into(
+    path: &Path,
+    incoming: &Path,
+    input: &mut impl Read,
+) -> Result<SnapshotInfo, StoreError> {
     let fail = |reason: String| StoreError::Snapshot {
         path: path.to_path_buf(),
         reason,
     };
-    let incoming = path.with_extension("redb.incoming");
-    let _ = std::fs::remove_file(&incoming);
-    let db = Database::create(&incoming).map_err(|e| fail(format!("create: {e}")))?;
+    let redb_fail = |what: &'static str| {
+        move |e: redb::Error| StoreError::Redb {
+            path: incoming.to_path_buf(),
+            what,
+            source: Box::new(e),
+        }
+    };
+    let db = Database::create(incoming)
+        .map_err(redb::Error::from)
+        .map_err(redb_fail("create"))?;
     let header = read_frame(input)
         .map_err(fail)?
         .ok_or_else(|| fail("empty stream".into()))?;
@@ -157,7 +196,10 @@ pub fn import(path: &Path, input: &mut impl Read) -> Result<SnapshotInfo, StoreE
     }
     let mut rows = 0u64;
     let mut info = None;
-    let mut txn = db.begin_write().map_err(|e| fail(e.to_string()))?;
+    let mut txn = db
+        .begin_write()
+        .map_err(redb::Error::from)
+        .map_err(redb_fail("begin write"))?;
     let mut in_txn = 0usize;
     loop {
         let Some(body) = read_frame(input).map_err(fail)? else {
@@ -188,23 +230,37 @@ pub fn import(path: &Path, input: &mut impl Read) -> Result<SnapshotInfo, StoreE
             5 => import_row(&txn, crate::ACCOUNT_TRANSFERS, key, value),
             6 => import_row(&txn, crate::BALANCE_HISTORY, key, value),
             7 => import_row(&txn, crate::MEMBERSHIP, key, value),
-            other => Err(format!("unknown table tag {other}")),
+            other => Err(RowError::Invalid(format!("unknown table tag {other}"))),
         };
-        inserted.map_err(fail)?;
+        inserted.map_err(|e| match e {
+            RowError::Invalid(reason) => fail(reason),
+            RowError::Redb(e) => redb_fail("import row")(e),
+        })?;
         rows += 1;
         in_txn += 1;
         // Bounded transactions keep the importer's memory flat for any size of state.
         if in_txn >= 100_000 {
-            let mut next = db.begin_write().map_err(|e| fail(e.to_string()))?;
+            let mut next = db
+                .begin_write()
+                .map_err(redb::Error::from)
+                .map_err(redb_fail("begin write"))?;
             std::mem::swap(&mut txn, &mut next);
-            next.commit().map_err(|e| fail(e.to_string()))?;
+            next.commit()
+                .map_err(redb::Error::from)
+                .map_err(redb_fail("commit"))?;
             in_txn = 0;
         }
     }
     let info = info.ok_or_else(|| fail("the stream ended before its trailer".into()))?;
-    txn.commit().map_err(|e| fail(e.to_string()))?;
+    txn.commit()
+        .map_err(redb::Error::from)
+        .map_err(redb_fail("commit"))?;
     drop(db);
-    std::fs::rename(&incoming, path).map_err(|e| fail(format!("rename: {e}")))?;
+    std::fs::rename(incoming, path).map_err(|source| StoreError::Io {
+        path: incoming.to_path_buf(),
+        what: "rename",
+        source,
+    })?;
     if let Some(dir) = path.parent() {
         let dir = if dir.as_os_str().is_empty() {
             Path::new(".")
@@ -213,7 +269,11 @@ pub fn import(path: &Path, input: &mut impl Read) -> Result<SnapshotInfo, StoreE
         };
         std::fs::File::open(dir)
             .and_then(|d| d.sync_all())
-            .map_err(|e| fail(format!("fsync directory: {e}")))?;
+            .map_err(|source| StoreError::Io {
+                path: dir.to_path_buf(),
+                what: "fsync directory",
+                source,
+            })?;
     }
     Ok(info)
 }
