@@ -96,6 +96,13 @@ impl From<NodeError> for ApiError {
                           not be applied; retry it with the same ids (a retry never applies it twice)"
                     .into(),
             },
+            // 507: the node cannot store anything until space is freed; the message names the
+            // data directory.
+            e @ NodeError::DiskFull { .. } => ApiError {
+                status: StatusCode::INSUFFICIENT_STORAGE,
+                code: "disk_full",
+                message: e.to_string(),
+            },
             other => {
                 tracing::error!(error = %other, "request failed in the node");
                 ApiError {
@@ -115,7 +122,9 @@ impl IntoResponse for ApiError {
             message: &self.message,
         };
         let mut response = (self.status, Json(body)).into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        if self.status == StatusCode::SERVICE_UNAVAILABLE
+            || self.status == StatusCode::INSUFFICIENT_STORAGE
+        {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

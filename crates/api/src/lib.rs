@@ -155,8 +155,16 @@ async fn method_not_allowed(method: axum::http::Method) -> ApiError {
     }
 }
 
-/// Ready while this node leads or has heard from a leader within an election timeout.
+/// Ready while this node leads or has heard from a leader within an election timeout, and its
+/// disk is not full.
 async fn ready(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    if let Some(full) = state.node.disk_full_error() {
+        return Err(ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "not_ready",
+            message: full.to_string(),
+        });
+    }
     if state.node.is_ready() {
         Ok("ready")
     } else {
@@ -317,6 +325,10 @@ async fn write(
     headers: &HeaderMap,
     raw: Bytes,
 ) -> Result<Response, ApiError> {
+    // A node whose disk is full refuses writes itself, and never forwards them either.
+    if let Some(full) = state.node.disk_full_error() {
+        return Err(full.into());
+    }
     let outcome = match state.node.write(operation).await {
         Ok(outcome) => outcome,
         Err(NodeError::NotLeader {
@@ -403,7 +415,13 @@ async fn read(
 ) -> Result<bulwark_node::ReadOutcome, ApiError> {
     match consistency {
         Some(Consistency::Stale) => Ok(state.node.read_stale(query).await?),
-        Some(Consistency::Linearizable) | None => Ok(state.node.read(query).await?),
+        Some(Consistency::Linearizable) | None => {
+            // A linearizable read needs this node's Raft, which is paused while the disk is full.
+            if let Some(full) = state.node.disk_full_error() {
+                return Err(full.into());
+            }
+            Ok(state.node.read(query).await?)
+        }
     }
 }
 
@@ -552,6 +570,7 @@ async fn status(State(state): State<AppState>) -> Result<Response, ApiError> {
             "last_timestamp": s.last_timestamp.0,
             "accounts": s.accounts,
             "log": log,
+            "disk_full": state.node.is_disk_full(),
             "members": [{
                 "id": state.node_id,
                 "role": "leader",
@@ -571,6 +590,7 @@ async fn status(State(state): State<AppState>) -> Result<Response, ApiError> {
             "last_timestamp": s.last_timestamp.0,
             "accounts": s.accounts,
             "log": log,
+            "disk_full": state.node.is_disk_full(),
             "members": c.members.iter().map(|m| json!({
                 "id": m.id,
                 "http_addr": m.http_addr.to_string(),

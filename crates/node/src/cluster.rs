@@ -1,9 +1,21 @@
 //! Cluster mode: the event loop drives a Raft [`Replica`] over the durable Raft log, with the
 //! peer transport for messages. Writes are proposed on the leader and answered once committed
 //! on a majority and applied; reads wait for a Raft read index (linearizable).
+//!
+//! # A full disk
+//!
+//! When the node cannot persist a Raft Ready (its log or hard-state write, or a snapshot import,
+//! fails with `ENOSPC`/`EDQUOT`, undone by the storage) or its state store is closed after a
+//! checkpoint met a full disk, the loop does not stop: it marks the node disk-full (a shared flag
+//! the API reads, `bulwark_disk_full` 1, `/health/ready` 503, a warning in the log), refuses
+//! writes, linearizable reads and membership changes with [`NodeError::DiskFull`] (507
+//! `disk_full`), keeps answering status and stale reads, and retries the held Ready every
+//! [`DISK_FULL_RETRY`] (Raft is paused meanwhile: see `consensus::replica`). Once the retry
+//! succeeds, the node catches up by itself and serves again (an info in the log).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -298,14 +310,21 @@ pub fn start_cluster(
         removed: false,
         ready: false,
     }));
+    let disk_full = Arc::new(AtomicBool::new(false));
     let handle = NodeHandle {
         requests,
         write_permits: Arc::new(Semaphore::new(config.max_inflight_writes)),
         snapshots: snapshots.clone(),
         cluster: Some(view.clone()),
+        disk_full: disk_full.clone(),
+        data_dir: config.data_dir.clone(),
         metrics: metrics.clone(),
     };
+    metrics.disk_full.set(0);
     let event_loop = ClusterLoop {
+        disk_full,
+        full_since: None,
+        retry_at: Instant::now(),
         config,
         cluster,
         replica,
@@ -342,6 +361,37 @@ struct ClusterLoop {
     joint_replies: Vec<oneshot::Sender<Result<u64, NodeError>>>,
     /// Writes with `ack=all` waiting until every in-sync member has their index.
     waiting_all: Vec<(u64, oneshot::Sender<Result<(), NodeError>>)>,
+    /// Shared with the API: this node cannot persist right now (see the module documentation).
+    disk_full: Arc<AtomicBool>,
+    /// Since when the disk is full (for the recovery log line).
+    full_since: Option<Instant>,
+    /// When a held Ready is next tried to be persisted again.
+    retry_at: Instant,
+}
+
+/// How often a node whose disk is full tries again to persist what it holds.
+pub const DISK_FULL_RETRY: Duration = Duration::from_millis(200);
+
+/// Why installing a snapshot failed, and whether for lack of space.
+struct InstallFailure {
+    disk_full: bool,
+    message: String,
+}
+
+impl InstallFailure {
+    fn other(message: impl Into<String>) -> Self {
+        InstallFailure {
+            disk_full: false,
+            message: message.into(),
+        }
+    }
+
+    fn store(e: bulwark_store::StoreError) -> Self {
+        InstallFailure {
+            disk_full: e.is_disk_full(),
+            message: e.to_string(),
+        }
+    }
 }
 
 /// A follower is in sync when the leader heard from it within an election timeout and it was
@@ -385,6 +435,9 @@ impl ClusterLoop {
             self.replica.set_now(wall_clock());
             while let Some(request) = next {
                 match request {
+                    Request::Write { reply, .. } if self.is_disk_full() => {
+                        let _ = reply.send(Err(self.disk_full_error()));
+                    }
                     Request::Write { operation, reply } => {
                         self.metrics.batch_events.observe(operation.len() as f64);
                         self.replica.write(operation, Reply::Write(reply));
@@ -396,13 +449,28 @@ impl ClusterLoop {
                     } => {
                         if matches!(query, Query::Status) {
                             let _ = reply.send(Ok(self.status()));
+                        } else if stale && self.replica.state().is_unavailable() {
+                            // The state store is closed until it can be reopened: what it
+                            // holds on disk cannot be read meanwhile.
+                            let _ = reply.send(Err(self.disk_full_error()));
                         } else if stale {
                             let _ = reply.send(answer_query(self.replica.state(), query));
+                        } else if self.is_disk_full() {
+                            let _ = reply.send(Err(self.disk_full_error()));
                         } else {
                             self.replica.read(Reply::Read(query, reply));
                         }
                     }
-                    Request::Peer(message) => self.replica.step(message),
+                    // While the node is paused, Raft takes no messages (the replica drops them
+                    // too while it holds a Ready); peers resend.
+                    Request::Peer(message) => {
+                        if !self.paused() {
+                            self.replica.step(message)
+                        }
+                    }
+                    Request::Membership { reply, .. } if self.is_disk_full() => {
+                        let _ = reply.send(Err(self.disk_full_error()));
+                    }
                     Request::Membership { change, reply } => self.propose_membership(change, reply),
                     Request::WaitReplicated { index, reply } => {
                         self.waiting_all.push((index, reply))
@@ -417,8 +485,10 @@ impl ClusterLoop {
                 };
             }
             if Instant::now() >= next_tick {
-                // A removed node keeps its state for inspection but takes no part any more.
-                if !self.view.read().expect("cluster view lock").removed {
+                // A removed node keeps its state for inspection but takes no part any more; a
+                // paused one (its state store closed) does not tick Raft either.
+                let removed = self.view.read().expect("cluster view lock").removed;
+                if !removed && !self.replica.state().is_unavailable() {
                     self.replica.tick();
                 }
                 next_tick += self.cluster.tick;
@@ -431,21 +501,51 @@ impl ClusterLoop {
             let cluster = &self.cluster;
             let snapshots = &self.snapshots;
             let mut installed: Option<Vec<Member>> = None;
-            self.replica
-                .process_ready(
+            let mut install_disk_full = false;
+            // A state store closed after a failed checkpoint must be reopened before anything is
+            // applied; a held Ready is retried at a modest pace.
+            let run_ready = !self.replica.state().is_unavailable()
+                && (!self.replica.is_stalled() || Instant::now() >= self.retry_at);
+            let outcome = if run_ready {
+                self.replica.process_ready(
                     &mut |messages| send_all(&*transport, messages),
                     &mut |store, snapshot| {
-                        install_snapshot(cluster, store, snapshot)?;
+                        install_snapshot(cluster, store, snapshot).map_err(|f| {
+                            install_disk_full = f.disk_full;
+                            f.message
+                        })?;
                         *snapshots.lock().expect("snapshot source lock") =
                             Some(store.snapshot_source());
                         installed = Some(snapshot_members(&snapshot.data));
                         Ok(())
                     },
                 )
-                .map_err(|e| NodeError::Recovery {
-                    dir: self.config.data_dir.clone(),
-                    reason: format!("the Raft log failed: {e}"),
-                })?;
+            } else {
+                Ok(())
+            };
+            match outcome {
+                Ok(()) => {}
+                Err(e) if self.replica.is_stalled() && (e.is_disk_full() || install_disk_full) => {
+                    self.retry_at = Instant::now() + DISK_FULL_RETRY;
+                    tracing::debug!(error = %e, "persisting a Raft Ready failed for lack of space; retrying");
+                    if !self.is_disk_full() {
+                        tracing::warn!(
+                            error = %e,
+                            dir = %self.config.data_dir.display(),
+                            "no space left on device: refusing writes until space is freed \
+                             (retrying every {} ms)",
+                            DISK_FULL_RETRY.as_millis()
+                        );
+                    }
+                }
+                Err(e) => {
+                    return Err(NodeError::Recovery {
+                        dir: self.config.data_dir.clone(),
+                        reason: format!("the Raft log failed: {e}"),
+                    })
+                }
+            }
+            self.update_disk_full();
             if let Some(members) = installed {
                 tracing::info!(
                     applied_index = self.replica.state().applied_index(),
@@ -462,9 +562,11 @@ impl ClusterLoop {
                 let conf = self.replica.raw().raft.prs().conf().to_conf_state();
                 self.update_members(&conf);
             }
-            self.metrics
-                .fsync_seconds
-                .observe(started.elapsed().as_secs_f64());
+            if run_ready {
+                self.metrics
+                    .fsync_seconds
+                    .observe(started.elapsed().as_secs_f64());
+            }
             for output in self.replica.take_outputs() {
                 self.deliver(output);
             }
@@ -484,6 +586,55 @@ impl ClusterLoop {
             if shutdown {
                 return Ok(());
             }
+        }
+    }
+
+    fn is_disk_full(&self) -> bool {
+        self.disk_full.load(Ordering::Acquire)
+    }
+
+    fn disk_full_error(&self) -> NodeError {
+        NodeError::DiskFull {
+            dir: self.config.data_dir.clone(),
+        }
+    }
+
+    /// Raft takes no input: a Ready is held (it could not be persisted) or the state store is
+    /// closed until it can be reopened.
+    fn paused(&self) -> bool {
+        self.replica.is_stalled() || self.replica.state().is_unavailable()
+    }
+
+    /// Publishes whether the disk is full (flag, gauge, readiness, log lines on each change).
+    fn update_disk_full(&mut self) {
+        let full = self.paused();
+        if full == self.is_disk_full() {
+            return;
+        }
+        self.disk_full.store(full, Ordering::Release);
+        self.metrics.disk_full.set(i64::from(full));
+        if full {
+            self.full_since = Some(Instant::now());
+            if self.replica.state().is_unavailable() && !self.replica.is_stalled() {
+                tracing::warn!(
+                    dir = %self.config.data_dir.display(),
+                    "no space left on device: the state store is closed until it can be reopened; \
+                     refusing writes until space is freed"
+                );
+            }
+        } else {
+            let secs = self
+                .full_since
+                .take()
+                .map_or(0.0, |t| t.elapsed().as_secs_f64());
+            tracing::info!(
+                dir = %self.config.data_dir.display(),
+                full_for_secs = secs,
+                "space is available again: the node persists and takes writes again"
+            );
+        }
+        if full {
+            self.view.write().expect("cluster view lock").ready = false;
         }
     }
 
@@ -508,6 +659,7 @@ impl ClusterLoop {
                     ReplicaError::Dropped => NodeError::Dropped,
                     ReplicaError::Indeterminate => NodeError::OutcomeUnknown,
                     ReplicaError::ReadTimeout => NodeError::NotLeader { leader: None },
+                    ReplicaError::Stalled => self.disk_full_error(),
                     ReplicaError::Raft(reason) => NodeError::NotLeader {
                         leader: {
                             tracing::debug!(%reason, "raft refused a request");
@@ -714,8 +866,9 @@ impl ClusterLoop {
         }
         let heard_recently = raft.election_elapsed < raft.election_timeout();
         let ready = leading || (self.replica.leader().is_some() && heard_recently);
+        let full = self.is_disk_full();
         let mut view = self.view.write().expect("cluster view lock");
-        view.ready = ready && !view.removed;
+        view.ready = ready && !view.removed && !full;
     }
 
     /// Keeps the address book, the transport's peers and the API's view to the members of
@@ -775,10 +928,13 @@ impl ClusterLoop {
         // kept behind a checkpoint (account batches, small batches).
         let log = &self.replica.raw().raft.raft_log;
         let log_entries = log.last_index().saturating_sub(log.first_index());
+        let stalled = self.replica.is_stalled();
         let store = self.replica.state_mut();
-        if store.memtable_transfers() >= self.config.checkpoint_transfers
-            || (log_entries > 4 * KEEP_ENTRIES
-                && store.applied_index() > store.checkpointed_index())
+        // Not while a Ready is held: it may be a snapshot about to replace this store.
+        if !stalled
+            && (store.memtable_transfers() >= self.config.checkpoint_transfers
+                || (log_entries > 4 * KEEP_ENTRIES
+                    && store.applied_index() > store.checkpointed_index()))
         {
             store.start_checkpoint();
         }
@@ -879,18 +1035,18 @@ fn install_snapshot(
     cluster: &ClusterConfig,
     store: &mut StateStore,
     snapshot: &raft::eraftpb::Snapshot,
-) -> Result<(), String> {
+) -> Result<(), InstallFailure> {
     let index = snapshot.get_metadata().index;
     let from = snapshot
         .data
         .get(..8)
         .and_then(|b| b.try_into().ok())
         .map(u64::from_le_bytes)
-        .ok_or("the snapshot does not name its node")?;
+        .ok_or_else(|| InstallFailure::other("the snapshot does not name its node"))?;
     let member = cluster
         .member(from)
-        .ok_or_else(|| format!("the snapshot names unknown node {from}"))?;
-    store.wait_checkpoint().map_err(|e| e.to_string())?;
+        .ok_or_else(|| InstallFailure::other(format!("the snapshot names unknown node {from}")))?;
+    store.wait_checkpoint().map_err(InstallFailure::store)?;
     let url = format!("http://{}/internal/v1/snapshot", member.http_addr);
     tracing::info!(index, %url, "fetching a snapshot to catch up");
     let started = Instant::now();
@@ -898,23 +1054,24 @@ fn install_snapshot(
     let client = reqwest::blocking::Client::builder()
         .timeout(None)
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| InstallFailure::other(e.to_string()))?;
     let mut response = client
         .get(&url)
         .send()
         .and_then(|r| r.error_for_status())
-        .map_err(|e| format!("fetch {url}: {e}"))?;
+        .map_err(|e| InstallFailure::other(format!("fetch {url}: {e}")))?;
     let path = store.path().to_path_buf();
-    let info = bulwark_store::snapshot::import(&path, &mut response).map_err(|e| e.to_string())?;
+    let info =
+        bulwark_store::snapshot::import(&path, &mut response).map_err(InstallFailure::store)?;
     drop(response);
     drop(client);
     if info.applied_index < index {
-        return Err(format!(
+        return Err(InstallFailure::other(format!(
             "node {from} sent a checkpoint at {} for a snapshot at {index}",
             info.applied_index
-        ));
+        )));
     }
-    let fresh = StateStore::open(&path).map_err(|e| e.to_string())?;
+    let fresh = StateStore::open(&path).map_err(InstallFailure::store)?;
     *store = fresh;
     tracing::info!(
         index,

@@ -8,12 +8,18 @@
 //!
 //! It must never answer a write before its fsync, never apply a log record out of order, and never
 //! keep running after a failed fsync (the state in memory is then ahead of the disk).
+//!
+//! A full disk: a cluster member (`cluster.rs`) stays up while its disk is full, refuses writes and
+//! linearizable reads with [`NodeError::DiskFull`], and goes on by itself once space is freed. The
+//! single-node loop (`event_loop.rs`) does not: a failed write of its log is fatal there, as before
+//! (its checkpoints, like every state store's, wait for space instead of failing).
 
 pub mod cluster;
 mod event_loop;
 pub mod metrics;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -91,6 +97,14 @@ pub enum NodeError {
     /// A membership change that would leave the cluster in a configuration it refuses.
     #[error("membership change refused: {0}")]
     Membership(String),
+    /// The disk under the data directory is full: this node cannot persist anything, so it
+    /// refuses writes (and reads that need Raft) until space is freed; nothing of the request was
+    /// done.
+    #[error(
+        "no space left on device under {}: this node refuses writes until space is freed",
+        dir.display()
+    )]
+    DiskFull { dir: PathBuf },
 }
 
 /// The outcome of a write: one result per event, and the log index that made it durable.
@@ -202,10 +216,27 @@ pub struct NodeHandle {
     pub(crate) snapshots: Arc<std::sync::Mutex<Option<bulwark_store::snapshot::SnapshotSource>>>,
     /// The cluster as the event loop last saw it; `None` for a single node.
     pub(crate) cluster: Option<Arc<std::sync::RwLock<cluster::ClusterView>>>,
+    /// Set by a cluster member's loop while its disk is full (it cannot persist its Raft log or
+    /// its state store); never set on a single node.
+    pub(crate) disk_full: Arc<AtomicBool>,
+    pub(crate) data_dir: PathBuf,
     pub metrics: Arc<Metrics>,
 }
 
 impl NodeHandle {
+    /// True while this node's disk is full: it refuses writes and linearizable reads (and must
+    /// not forward writes either: the API checks this first).
+    pub fn is_disk_full(&self) -> bool {
+        self.disk_full.load(Ordering::Acquire)
+    }
+
+    /// [`NodeError::DiskFull`] while the disk is full.
+    pub fn disk_full_error(&self) -> Option<NodeError> {
+        self.is_disk_full().then(|| NodeError::DiskFull {
+            dir: self.data_dir.clone(),
+        })
+    }
+
     /// Submits a batch; resolves once it is durable and applied.
     pub async fn write(&self, operation: Operation) -> Result<WriteOutcome, NodeError> {
         let _permit = self
@@ -236,11 +267,13 @@ impl NodeHandle {
     }
 
     /// True while this node can serve: a single node always; a member while it leads or has
-    /// heard from a leader within an election timeout.
+    /// heard from a leader within an election timeout, and its disk is not full.
     pub fn is_ready(&self) -> bool {
-        self.cluster
-            .as_ref()
-            .is_none_or(|v| v.read().expect("cluster view lock").ready)
+        !self.is_disk_full()
+            && self
+                .cluster
+                .as_ref()
+                .is_none_or(|v| v.read().expect("cluster view lock").ready)
     }
 
     /// Waits until every in-sync replica holds log `index` (Kafka's acks=all). A single node
@@ -326,6 +359,8 @@ impl Node {
             write_permits: Arc::new(Semaphore::new(config.max_inflight_writes)),
             snapshots: Arc::new(std::sync::Mutex::new(Some(store.snapshot_source()))),
             cluster: None,
+            disk_full: Arc::new(AtomicBool::new(false)),
+            data_dir: config.data_dir.clone(),
             metrics: metrics.clone(),
         };
         let event_loop = event_loop::EventLoop::new(config, wal, store, metrics);

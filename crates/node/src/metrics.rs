@@ -39,6 +39,7 @@ pub struct Metrics {
     pub member_match_index: Family<MemberLabels, Gauge>,
     pub member_lag_entries: Family<MemberLabels, Gauge>,
     pub member_in_sync: Family<MemberLabels, Gauge>,
+    pub disk_full: Gauge,
 }
 
 impl Default for Metrics {
@@ -126,8 +127,15 @@ impl Default for Metrics {
             "Leader only: 1 if the follower was heard from within an election timeout and caught up within a second",
             member_in_sync.clone(),
         );
+        let disk_full = Gauge::default();
+        registry.register(
+            "disk_full",
+            "1 while this node's disk is full: it refuses writes until space is freed",
+            disk_full.clone(),
+        );
         Metrics {
             registry,
+            disk_full,
             member_match_index,
             member_lag_entries,
             member_in_sync,
