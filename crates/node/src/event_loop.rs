@@ -165,6 +165,9 @@ impl EventLoop {
         let started = Instant::now();
         if let Err(e) = self.wal.sync() {
             // The state in memory now holds batches the disk may not: answer none of them and stop.
+            // This holds for a full disk too (the WAL undid the write, but the batches are already
+            // applied in memory): unlike a cluster member (`cluster.rs`), the single node does not
+            // wait for space; it stops, and restarts from the checkpoint and the durable log.
             for (reply, _) in answers {
                 let _ = reply.send(Err(NodeError::Stopped));
             }

@@ -783,7 +783,8 @@ impl Wal {
         match self.sync_inner() {
             Ok(()) => Ok(()),
             Err(Failure::Undone(e)) => {
-                tracing::warn!(
+                // The caller decides how loud this is (it may retry every few hundred ms).
+                tracing::debug!(
                     dir = %self.dir.display(),
                     error = %e,
                     records = self.next_index - self.durable_next,
