@@ -1120,3 +1120,103 @@ fn sigterm_child(mut child: Child, label: &str, log: impl Fn() -> String) -> Exi
         }
     }
 }
+
+/// A tmpfs mounted on a directory (created if missing), unmounted on drop, also when a test
+/// panics. Mounting needs root (CI runs the tests as root): a failed mount panics with the reason.
+pub struct Tmpfs {
+    pub path: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (`mount -o size=`, e.g. `64m`) on `path`.
+    pub fn mount(path: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(path).expect("create the mount point");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "mounting a {size} tmpfs on {} failed: {} (this test needs root, as CI has; it does \
+             not skip)",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Tmpfs {
+            path: path.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let unmounted = Command::new("umount")
+            .arg(&self.path)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !unmounted {
+            // Still busy (a process not reaped yet): detach it now, it goes when unused.
+            let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+        }
+        let _ = std::fs::remove_dir(&self.path);
+        if let Some(parent) = self.path.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+}
+
+/// Writes a file `filler` into `dir` until its file system is full (`ENOSPC`); returns its path.
+pub fn fill_disk(dir: &Path) -> PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut file = File::create(&path).expect("create the filler");
+    let chunk = vec![0xF1u8; 256 << 10];
+    loop {
+        match file.write(&chunk) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
+            Err(e) => panic!("filling {}: {e}", dir.display()),
+        }
+    }
+    path
+}
+
+impl Cluster {
+    /// Like [`Cluster::start`], but first calls `prepare(id, data_dir)` for every member, with its
+    /// (created, empty) data directory, before any member starts: e.g. to mount a [`Tmpfs`] there.
+    pub async fn start_prepared(
+        n: u64,
+        extra: &[&str],
+        mut prepare: impl FnMut(u64, &Path),
+    ) -> Cluster {
+        let data = tempfile::Builder::new()
+            .prefix("bulwark-test-cluster")
+            .tempdir()
+            .expect("tempdir");
+        let members = cluster_members(n);
+        let mut nodes = Vec::new();
+        for m in &members {
+            let mut args = member_args(m.id, &members);
+            args.extend(extra.iter().map(|s| s.to_string()));
+            let data_dir = data.path().join(format!("node-{}", m.id));
+            std::fs::create_dir_all(&data_dir).expect("create a data directory");
+            prepare(m.id, &data_dir);
+            nodes.push(ClusterNode::unstarted(
+                m.id,
+                data_dir,
+                m.peer_port,
+                m.http_port,
+                args,
+            ));
+        }
+        let starts = nodes.iter_mut().map(|n| n.restart());
+        futures_join_all(starts).await;
+        Cluster {
+            nodes,
+            members,
+            _data: data,
+        }
+    }
+}
