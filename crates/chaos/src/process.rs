@@ -44,7 +44,7 @@ pub struct NodeProcess {
 }
 
 /// Size of each node's tmpfs when the disk nemesis is on: room for a long run's log and state.
-pub const NODE_DISK_BYTES: u64 = 2 << 30;
+pub const NODE_DISK_BYTES: u64 = 1 << 30;
 
 impl NodeProcess {
     /// Prepares (but does not start) a node. `members` are the `--member` specs of every node it
