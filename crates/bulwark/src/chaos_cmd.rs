@@ -74,7 +74,7 @@ pub async fn run_command(args: ChaosArgs) -> ExitCode {
     if let Some(ChaosCommand::Check { history }) = args.check {
         return match check_file(&history) {
             Ok(report) => {
-                println!("{}", report.summary());
+                println!("{}", report.details(10));
                 ExitCode::from(if report.ok { 0 } else { 1 })
             }
             Err(e) => {
@@ -148,7 +148,7 @@ pub async fn run_command(args: ChaosArgs) -> ExitCode {
         Ok(outcome) => {
             println!("{}", outcome.summary);
             if !outcome.report.ok {
-                eprintln!("{}", outcome.report.summary());
+                eprintln!("{}", outcome.report.details(10));
             }
             ExitCode::from(if outcome.report.ok { 0 } else { 1 })
         }

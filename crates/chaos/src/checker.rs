@@ -55,6 +55,22 @@ impl Report {
         }
     }
 
+    /// The summary line, then each failed property with its first `per_property` violations.
+    pub fn details(&self, per_property: usize) -> String {
+        let mut out = self.summary();
+        for v in self.verdicts.iter().filter(|v| !v.ok) {
+            out.push_str(&format!(
+                "\n{} ({} violations):",
+                v.property,
+                v.violations.len()
+            ));
+            for line in v.violations.iter().take(per_property) {
+                out.push_str(&format!("\n  - {line}"));
+            }
+        }
+        out
+    }
+
     /// The verdict of a property, by name.
     pub fn verdict(&self, property: &str) -> Option<&Verdict> {
         self.verdicts.iter().find(|v| v.property == property)
