@@ -240,14 +240,15 @@ fn import_into(
         in_txn += 1;
         // Bounded transactions keep the importer's memory flat for any size of state.
         if in_txn >= 100_000 {
-            let mut next = db
+            // Commit before beginning the next: redb has one write transaction at a time, and
+            // a second `begin_write` waits for the first forever.
+            txn.commit()
+                .map_err(redb::Error::from)
+                .map_err(redb_fail("commit"))?;
+            txn = db
                 .begin_write()
                 .map_err(redb::Error::from)
                 .map_err(redb_fail("begin write"))?;
-            std::mem::swap(&mut txn, &mut next);
-            next.commit()
-                .map_err(redb::Error::from)
-                .map_err(redb_fail("commit"))?;
             in_txn = 0;
         }
     }

@@ -270,3 +270,46 @@ fn a_snapshot_streams_the_checkpoint_into_an_equal_store() {
     assert_eq!(copy.applied_index(), 3);
     assert_same(&copy, &reference);
 }
+
+/// A snapshot larger than one import transaction (100,000 rows) imports whole. The importer
+/// once began the next transaction before committing the last, and redb's second writer waited
+/// for the first forever: a follower hung in its first catch-up by a large snapshot.
+#[test]
+fn a_snapshot_of_more_rows_than_one_import_transaction_imports_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    let mut store = StateStore::open(&path).unwrap();
+    let many = Batch {
+        timestamp: Timestamp(1_000),
+        operation: Operation::CreateAccounts(
+            (1..=150_000)
+                .map(|i| NewAccount {
+                    id: AccountId(i),
+                    ledger: 1,
+                    code: 1,
+                    flags: AccountFlags::empty(),
+                    user_data: i,
+                })
+                .collect(),
+        ),
+    };
+    store.apply_batch(1, &many);
+    store.checkpoint_now().unwrap();
+    let mut stream = Vec::new();
+    let info = store.snapshot_source().export(&mut stream).unwrap();
+    assert!(info.rows > 150_000, "{info:?}");
+
+    let other = dir.path().join("other.redb");
+    let imported = bulwark_store::snapshot::import(&other, &mut stream.as_slice()).unwrap();
+    assert_eq!(imported, info);
+    let copy = StateStore::open(&other).unwrap();
+    assert_eq!(copy.applied_index(), 1);
+    assert_eq!(copy.account_count(), 150_000);
+    for id in [1u64, 100_000, 150_000] {
+        assert_eq!(
+            copy.account(AccountId(id)),
+            store.account(AccountId(id)),
+            "account {id}"
+        );
+    }
+}
