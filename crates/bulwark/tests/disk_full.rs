@@ -30,7 +30,7 @@ struct Setup {
 async fn start() -> Setup {
     let mut mounts = Vec::new();
     let cluster = Cluster::start_prepared(3, &[], |_, dir| {
-        mounts.push(Tmpfs::mount(dir, "64m"));
+        mounts.push(Tmpfs::mount_at(dir, 64 << 20).expect("mount a tmpfs (needs root, as CI has)"));
     })
     .await;
     Setup {

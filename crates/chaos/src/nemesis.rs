@@ -194,7 +194,7 @@ impl Nemesis {
         let random = originals[self.rng.below(originals.len() as u64) as usize];
         let leader = cluster.leader().await;
         let leader_or_random = |rng: &mut Rng| match leader {
-            Some(l) if rng.chance(0.7) => l,
+            Some(l) if rng.chance(70) => l,
             _ => random,
         };
         match fault {
@@ -255,7 +255,7 @@ impl Nemesis {
                 let (blocked, description) = match fault {
                     Fault::Partition => {
                         // Put the leader in the minority half of the time.
-                        if let Some(l) = leader.filter(|_| self.rng.chance(0.5)) {
+                        if let Some(l) = leader.filter(|_| self.rng.chance(50)) {
                             let at = ids.iter().position(|x| *x == l).expect("a member");
                             ids.swap(0, at);
                         }

@@ -1,5 +1,6 @@
 //! The run's seeded randomness (splitmix64): one seed replays the same choices of faults, nodes
-//! and operations (not the same timings: real processes on a real machine).
+//! and operations (not the same timings: real processes on a real machine). The binary's
+//! integration tests use it too.
 
 #[derive(Clone, Debug)]
 pub struct Rng(u64);
@@ -22,13 +23,22 @@ impl Rng {
         self.next_u64() % n.max(1)
     }
 
-    /// True with probability `p`.
-    pub fn chance(&mut self, p: f64) -> bool {
-        ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64) < p
+    /// Uniform in `lo..=hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.below(hi - lo + 1)
+    }
+
+    /// True with probability `percent` / 100.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
     }
 
     /// Uniform in `lo..=hi` milliseconds.
     pub fn millis(&mut self, lo: u64, hi: u64) -> std::time::Duration {
-        std::time::Duration::from_millis(lo + self.below(hi.saturating_sub(lo) + 1))
+        std::time::Duration::from_millis(self.range(lo, hi.max(lo)))
     }
 }

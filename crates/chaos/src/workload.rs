@@ -271,7 +271,7 @@ impl Worker {
         for _ in 0..n {
             batch.push(self.plain(300));
         }
-        if self.rng.chance(0.4) {
+        if self.rng.chance(40) {
             let len = 2 + self.rng.below(2);
             for i in 0..len {
                 // Large amounts make some chains fail on a limited account: the whole chain must.
@@ -289,7 +289,7 @@ impl Worker {
         let mut t = self.plain(200);
         t.flags.push("pending".into());
         // Half never time out (posted or voided later), half expire after 1-3 s unless resolved.
-        if self.rng.chance(0.5) {
+        if self.rng.chance(50) {
             t.timeout = 1 + self.rng.below(3) as u32;
         }
         vec![t]
@@ -301,7 +301,7 @@ impl Worker {
         }
         let i = self.rng.below(self.pending.len() as u64) as usize;
         let (pending_id, amount) = self.pending.swap_remove(i);
-        let post = self.rng.chance(0.6);
+        let post = self.rng.chance(60);
         let mut t = Transfer {
             id: self.new_id(),
             pending_id,
@@ -310,7 +310,7 @@ impl Worker {
         if post {
             t.flags.push("post_pending_transfer".into());
             // Partial posts now and then; 0 posts the full amount.
-            if self.rng.chance(0.3) {
+            if self.rng.chance(30) {
                 t.amount = 1 + self.rng.below(amount);
             }
         } else {

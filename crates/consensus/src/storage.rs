@@ -792,56 +792,14 @@ mod disk_full_tests {
     //! [`DiskRaftStorage`] on a really full disk: a small tmpfs (the tests run as root, as CI
     //! does; a failed mount fails the test) filled with a filler file.
 
-    use std::io::Write;
-    use std::path::{Path, PathBuf};
-    use std::process::Command;
-
+    use bulwark_tmpfs::{fill, Tmpfs};
     use raft::Storage as _;
 
     use super::*;
 
-    struct Tmpfs(tempfile::TempDir);
-
-    impl Tmpfs {
-        fn mount() -> Tmpfs {
-            let dir = tempfile::Builder::new()
-                .prefix("bulwark-raft-tmpfs")
-                .tempdir()
-                .expect("tempdir");
-            let out = Command::new("mount")
-                .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
-                .arg(dir.path())
-                .output()
-                .expect("run mount");
-            assert!(
-                out.status.success(),
-                "mounting a tmpfs on {} failed (this test needs root, as CI has): {}",
-                dir.path().display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            Tmpfs(dir)
-        }
-    }
-
-    impl Drop for Tmpfs {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(self.0.path()).status();
-        }
-    }
-
-    fn fill(dir: &Path) -> PathBuf {
-        let path = dir.join("filler");
-        let mut f = std::fs::File::create(&path).unwrap();
-        let chunk = vec![0x55u8; 4096];
-        loop {
-            match f.write(&chunk) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
-                Err(e) => panic!("filling {}: {e}", dir.display()),
-            }
-        }
-        path
+    fn mount() -> Tmpfs {
+        Tmpfs::mount_temp("bulwark-raft-tmpfs", 2 << 20)
+            .expect("mount a tmpfs (needs root, as CI has)")
     }
 
     fn entries(range: std::ops::RangeInclusive<u64>, term: u64, len: usize) -> Vec<Entry> {
@@ -872,13 +830,13 @@ mod disk_full_tests {
 
     #[test]
     fn a_sync_on_a_full_disk_rolls_back_and_the_same_writes_succeed_later() {
-        let fs_ = Tmpfs::mount();
-        let dir = fs_.0.path().join("raft");
+        let fs_ = mount();
+        let dir = fs_.path().join("raft");
         let (mut s, _) = DiskRaftStorage::open(&dir, 64 << 20).unwrap();
         s.append(&entries(1..=5, 1, 100)).unwrap();
         s.set_hard_state(&hard_state(1, 3));
         s.sync().unwrap();
-        let filler = fill(fs_.0.path());
+        let filler = fill(fs_.path()).expect("fill the disk").0;
 
         let new = entries(6..=60, 2, 20_000);
         s.append(&new).unwrap();
@@ -922,13 +880,13 @@ mod disk_full_tests {
 
     #[test]
     fn a_failed_sync_after_a_conflict_keeps_the_durable_cut_and_never_a_commit_past_the_log() {
-        let fs_ = Tmpfs::mount();
-        let dir = fs_.0.path().join("raft");
+        let fs_ = mount();
+        let dir = fs_.path().join("raft");
         let (mut s, _) = DiskRaftStorage::open(&dir, 64 << 20).unwrap();
         s.append(&entries(1..=10, 1, 100)).unwrap();
         s.set_hard_state(&hard_state(1, 4));
         s.sync().unwrap();
-        let filler = fill(fs_.0.path());
+        let filler = fill(fs_.path()).expect("fill the disk").0;
 
         // A new leader's entries replace 6.. (the conflicting suffix is cut on disk first).
         let new = entries(6..=50, 2, 25_000);

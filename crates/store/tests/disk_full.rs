@@ -4,67 +4,12 @@
 //! the checkpointed index does not move), the store reopens its file, and the same checkpoint is
 //! written once space is freed.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
 use bulwark_ledger::{
     AccountId, Batch, BatchResults, LedgerStore, NewAccount, NewTransfer, Operation, Timestamp,
     TransferFlags, TransferId,
 };
 use bulwark_store::StateStore;
-
-struct Tmpfs(tempfile::TempDir);
-
-impl Tmpfs {
-    fn mount(size: &str) -> Tmpfs {
-        let dir = tempfile::Builder::new()
-            .prefix("bulwark-store-tmpfs")
-            .tempdir()
-            .expect("tempdir");
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .output()
-            .expect("run mount");
-        assert!(
-            out.status.success(),
-            "mounting a tmpfs on {} failed (these tests need root, as CI has): {}",
-            dir.path().display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Tmpfs(dir)
-    }
-
-    fn path(&self) -> &Path {
-        self.0.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.0.path()).status();
-    }
-}
-
-/// Fills the disk, leaving about `leave` bytes free; returns the filler's path.
-fn fill(dir: &Path, leave: usize) -> PathBuf {
-    let spacer = dir.join("spacer");
-    std::fs::write(&spacer, vec![1u8; leave]).expect("write spacer");
-    let path = dir.join("filler");
-    let mut f = std::fs::File::create(&path).unwrap();
-    let chunk = vec![0x55u8; 64 << 10];
-    loop {
-        match f.write(&chunk) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
-            Err(e) => panic!("filling {}: {e}", dir.display()),
-        }
-    }
-    std::fs::remove_file(spacer).unwrap();
-    path
-}
+use bulwark_tmpfs::{fill_leaving, Tmpfs};
 
 fn accounts() -> Batch {
     Batch {
@@ -128,7 +73,8 @@ fn assert_has(store: &StateStore, ids: impl Iterator<Item = u64>) {
 
 #[test]
 fn no_checkpoint_starts_without_room_for_it_and_one_does_once_space_is_freed() {
-    let fs_ = Tmpfs::mount("64m");
+    let fs_ = Tmpfs::mount_temp("bulwark-store-tmpfs", 64 << 20)
+        .expect("mount a tmpfs (needs root, as CI has)");
     let path = fs_.path().join("state.redb");
     let mut store = StateStore::open(&path).unwrap();
     store.apply_batch(1, &accounts());
@@ -136,7 +82,7 @@ fn no_checkpoint_starts_without_room_for_it_and_one_does_once_space_is_freed() {
     store.checkpoint_now().unwrap().expect("a checkpoint");
     let next = transfers(&mut store, next, 5_001, 5_000);
 
-    let filler = fill(fs_.path(), 8 << 20);
+    let filler = fill_leaving(fs_.path(), 8 << 20).expect("fill the disk").0;
     assert!(!store.start_checkpoint(), "8 MiB free is below the reserve");
     assert!(!store.is_checkpointing());
     assert_eq!(store.checkpointed_index(), next - 6);
@@ -153,7 +99,8 @@ fn no_checkpoint_starts_without_room_for_it_and_one_does_once_space_is_freed() {
 
 #[test]
 fn a_checkpoint_that_meets_a_full_disk_loses_nothing_and_is_written_again_later() {
-    let fs_ = Tmpfs::mount("64m");
+    let fs_ = Tmpfs::mount_temp("bulwark-store-tmpfs", 64 << 20)
+        .expect("mount a tmpfs (needs root, as CI has)");
     let path = fs_.path().join("state.redb");
     let mut store = StateStore::open(&path).unwrap();
     // Without the free-space check, so that the checkpoint really meets the full disk.
@@ -164,7 +111,9 @@ fn a_checkpoint_that_meets_a_full_disk_loses_nothing_and_is_written_again_later(
     let checkpointed = store.checkpointed_index();
     let next = transfers(&mut store, next, 5_001, 30_000);
 
-    let filler = fill(fs_.path(), 256 << 10);
+    let filler = fill_leaving(fs_.path(), 256 << 10)
+        .expect("fill the disk")
+        .0;
     assert!(store.start_checkpoint());
     assert_eq!(
         store.wait_checkpoint().unwrap(),

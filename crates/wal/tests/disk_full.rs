@@ -4,63 +4,10 @@
 //! records still buffered), say it was a full disk, and succeed once the filler is deleted.
 
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
+use bulwark_tmpfs::{fill, Tmpfs};
 use bulwark_wal::{segment_file_name, Wal, WalOptions};
-
-/// A tmpfs mounted on a fresh temporary directory, unmounted on drop (also on panic).
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Tmpfs {
-        let dir = tempfile::Builder::new()
-            .prefix("bulwark-wal-tmpfs")
-            .tempdir()
-            .expect("tempdir");
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .output()
-            .expect("run mount");
-        assert!(
-            out.status.success(),
-            "mounting a tmpfs on {} failed (these tests need root, as CI has): {}",
-            dir.path().display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Tmpfs { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
-    }
-}
-
-/// Writes a file in `dir` until the disk is full; returns its path.
-fn fill(dir: &Path) -> PathBuf {
-    let path = dir.join("filler");
-    let mut f = fs::File::create(&path).expect("create filler");
-    let chunk = vec![0xAAu8; 4096];
-    loop {
-        match f.write(&chunk) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
-            Err(e) => panic!("filling {}: {e}", dir.display()),
-        }
-    }
-    path
-}
 
 fn payload(i: u64, len: usize) -> Vec<u8> {
     (0..len).map(|j| (i as usize * 7 + j) as u8).collect()
@@ -91,7 +38,8 @@ fn read_all(wal: &Wal, from: u64) -> Vec<(u64, Vec<u8>)> {
 
 #[test]
 fn a_sync_on_a_full_disk_is_undone_and_succeeds_once_space_is_freed() {
-    let fs_ = Tmpfs::mount("1m");
+    let fs_ = Tmpfs::mount_temp("bulwark-wal-tmpfs", 1 << 20)
+        .expect("mount a tmpfs (needs root, as CI has)");
     let dir = fs_.path().join("wal");
     let (mut wal, _) = Wal::open(&dir, WalOptions::default()).unwrap();
     for i in 1..=5 {
@@ -99,7 +47,7 @@ fn a_sync_on_a_full_disk_is_undone_and_succeeds_once_space_is_freed() {
     }
     wal.sync().unwrap();
     let before = files(&dir);
-    let filler = fill(fs_.path());
+    let filler = fill(fs_.path()).expect("fill the disk").0;
 
     for i in 6..=40 {
         wal.append(&payload(i, 4000)).unwrap();
@@ -142,7 +90,8 @@ fn a_sync_on_a_full_disk_is_undone_and_succeeds_once_space_is_freed() {
 
 #[test]
 fn a_failed_segment_creation_removes_its_temp_file_and_the_records_can_be_discarded() {
-    let fs_ = Tmpfs::mount("1m");
+    let fs_ = Tmpfs::mount_temp("bulwark-wal-tmpfs", 1 << 20)
+        .expect("mount a tmpfs (needs root, as CI has)");
     let dir = fs_.path().join("wal");
     // Small segments: the next sync rolls over into several new segments.
     let opts = WalOptions {
@@ -154,7 +103,7 @@ fn a_failed_segment_creation_removes_its_temp_file_and_the_records_can_be_discar
     }
     wal.sync().unwrap();
     let before = files(&dir);
-    let filler = fill(fs_.path());
+    let filler = fill(fs_.path()).expect("fill the disk").0;
     for i in 4..=60 {
         wal.append(&payload(i, 3000)).unwrap();
     }
@@ -186,7 +135,8 @@ fn a_failed_segment_creation_removes_its_temp_file_and_the_records_can_be_discar
 
 #[test]
 fn a_sync_that_fills_the_active_segment_but_cannot_create_the_next_is_undone_whole() {
-    let fs_ = Tmpfs::mount("1m");
+    let fs_ = Tmpfs::mount_temp("bulwark-wal-tmpfs", 1 << 20)
+        .expect("mount a tmpfs (needs root, as CI has)");
     let dir = fs_.path().join("wal");
     let opts = WalOptions {
         segment_bytes: 64 << 10,
@@ -200,7 +150,7 @@ fn a_sync_that_fills_the_active_segment_but_cannot_create_the_next_is_undone_who
     // for the 48 KiB record that starts the next one.
     let spacer = fs_.path().join("spacer");
     fs::write(&spacer, vec![1u8; 16 << 10]).unwrap();
-    let filler = fill(fs_.path());
+    let filler = fill(fs_.path()).expect("fill the disk").0;
     fs::remove_file(&spacer).unwrap();
 
     wal.append(&payload(2, 2000)).unwrap();

@@ -553,37 +553,8 @@ pub fn wal_records(segment: &Path) -> Vec<WalRecord> {
     records
 }
 
-/// A tiny deterministic RNG (splitmix64), so that a failing seed replays.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..=hi`.
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next_u64() % (hi - lo + 1)
-    }
-
-    /// True with probability `percent` / 100.
-    pub fn chance(&mut self, percent: u64) -> bool {
-        self.next_u64() % 100 < percent
-    }
-
-    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.next_u64() as usize % items.len()]
-    }
-}
+/// The seeded RNG of the chaos harness (splitmix64), so that a failing seed replays.
+pub use bulwark_chaos::rng::Rng;
 
 /// The seed of a randomized test: `BULWARK_TEST_SEED` if set, else `default`.
 pub fn seed(default: u64) -> u64 {
@@ -1121,66 +1092,12 @@ fn sigterm_child(mut child: Child, label: &str, log: impl Fn() -> String) -> Exi
     }
 }
 
-/// A tmpfs mounted on a directory (created if missing), unmounted on drop, also when a test
-/// panics. Mounting needs root (CI runs the tests as root): a failed mount panics with the reason.
-pub struct Tmpfs {
-    pub path: PathBuf,
-}
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size` (`mount -o size=`, e.g. `64m`) on `path`.
-    pub fn mount(path: &Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(path).expect("create the mount point");
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(path)
-            .output()
-            .expect("run mount");
-        assert!(
-            out.status.success(),
-            "mounting a {size} tmpfs on {} failed: {} (this test needs root, as CI has; it does \
-             not skip)",
-            path.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        Tmpfs {
-            path: path.to_path_buf(),
-        }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let unmounted = Command::new("umount")
-            .arg(&self.path)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !unmounted {
-            // Still busy (a process not reaped yet): detach it now, it goes when unused.
-            let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-        }
-        let _ = std::fs::remove_dir(&self.path);
-        if let Some(parent) = self.path.parent() {
-            let _ = std::fs::remove_dir(parent);
-        }
-    }
-}
+#[allow(unused_imports)]
+pub use bulwark_tmpfs::Tmpfs;
 
 /// Writes a file `filler` into `dir` until its file system is full (`ENOSPC`); returns its path.
 pub fn fill_disk(dir: &Path) -> PathBuf {
-    use std::io::Write;
-    let path = dir.join("filler");
-    let mut file = File::create(&path).expect("create the filler");
-    let chunk = vec![0xF1u8; 256 << 10];
-    loop {
-        match file.write(&chunk) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
-            Err(e) => panic!("filling {}: {e}", dir.display()),
-        }
-    }
-    path
+    bulwark_tmpfs::fill(dir).expect("fill the disk").0
 }
 
 impl Cluster {
