@@ -28,7 +28,7 @@ mod inbound;
 mod outbound;
 mod tcp;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -117,6 +117,11 @@ pub struct TransportOptions {
     pub backoff_max: Duration,
     /// Limit on a dial, and on an inbound connection's hello.
     pub connect_timeout: Duration,
+    /// The local address outbound connections are bound to before they dial (port chosen by the OS),
+    /// or `None` to let the OS pick. A node gives the IP it listens on, so that its peers — and
+    /// anything in between, like `bulwark chaos`'s fault-injecting proxy — see its connections come
+    /// from its own address. Ignored for a peer of the other address family.
+    pub source_ip: Option<IpAddr>,
 }
 
 impl Default for TransportOptions {
@@ -128,6 +133,7 @@ impl Default for TransportOptions {
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(3),
+            source_ip: None,
         }
     }
 }

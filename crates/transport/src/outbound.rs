@@ -2,13 +2,13 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
@@ -181,7 +181,7 @@ pub(crate) async fn run_peer(
         if failures > 0 {
             tokio::time::sleep(rng.backoff(failures, opts.backoff_min, opts.backoff_max)).await;
         }
-        let stream = match dial(peer.addr, opts.connect_timeout).await {
+        let stream = match dial(peer.addr, opts.source_ip, opts.connect_timeout).await {
             Ok(s) => s,
             Err(e) => {
                 failures = failures.saturating_add(1);
@@ -247,15 +247,30 @@ pub(crate) async fn run_peer(
     }
 }
 
-async fn dial(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
-    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
-        .await
-        .map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("timed out after {timeout:?}"),
-            )
-        })??;
+/// Dials `addr`, from `source` (any port) when it is of the same address family: a node's
+/// connections come from the IP it listens on, so a peer or a proxy can tell which node dialed.
+async fn dial(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    timeout: Duration,
+) -> io::Result<TcpStream> {
+    let connect = async {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        if let Some(ip) = source.filter(|ip| ip.is_ipv4() == addr.is_ipv4()) {
+            socket.bind(SocketAddr::new(ip, 0))?;
+        }
+        socket.connect(addr).await
+    };
+    let stream = tokio::time::timeout(timeout, connect).await.map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("timed out after {timeout:?}"),
+        )
+    })??;
     stream.set_nodelay(true)?;
     Ok(stream)
 }
