@@ -57,8 +57,12 @@ pub fn router(node: NodeHandle) -> Router {
 /// HTTP addresses, where a follower forwards writes.
 pub fn cluster_router(node: NodeHandle, node_id: u64) -> Router {
     let metrics = node.metrics.clone();
+    // Forwarded requests leave from the IP this member listens on, like its peer transport's
+    // connections, so that a partition (`bulwark chaos`'s proxy tells nodes apart by source IP)
+    // cuts forwarding too.
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(10))
+        .local_address(node.source_ip())
         .build()
         .expect("an HTTP client without TLS builds");
     let state = AppState {

@@ -28,7 +28,8 @@ pub struct StartArgs {
     #[arg(long, requires = "members")]
     pub node_id: Option<u64>,
     /// Cluster mode: one member as `ID=PEER_ADDR=HTTP_ADDR` (repeat for each, this node too).
-    /// This node's HTTP API listens on its own HTTP_ADDR, its peer transport on PEER_ADDR.
+    /// This node's HTTP API listens on its own HTTP_ADDR, its peer transport on PEER_ADDR (unless
+    /// `--http-listen`, `--peer-listen`).
     #[arg(long = "member", value_parser = parse_member, requires = "node_id")]
     pub members: Vec<Member>,
     /// Cluster mode: an id every member shares; a node of another cluster is refused.
@@ -45,6 +46,10 @@ pub struct StartArgs {
     /// still dial PEER_ADDR: `bulwark chaos` puts its fault-injecting proxy in between.
     #[arg(long, requires = "node_id")]
     pub peer_listen: Option<SocketAddr>,
+    /// Cluster mode: bind the HTTP API here instead of this node's own HTTP_ADDR. Other members
+    /// still reach it at HTTP_ADDR (`bulwark chaos` proxies that too).
+    #[arg(long, requires = "node_id")]
+    pub http_listen: Option<SocketAddr>,
 }
 
 fn parse_member(text: &str) -> Result<Member, String> {
@@ -136,29 +141,41 @@ async fn start_member(
     config: NodeConfig,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<(Node, axum::Router, SocketAddr)> {
-    let cluster = ClusterConfig {
+    let mut cluster = ClusterConfig {
         node_id,
         cluster_id: args.cluster_id,
         members: args.members.clone(),
         tick: Duration::from_millis(args.tick_ms.max(1)),
         join: args.join,
+        source_ip: None,
     };
     cluster
         .validate()
         .map_err(|e| anyhow::anyhow!("refusing this cluster configuration: {e}"))?;
     let me = cluster.member(node_id).expect("validated").clone();
     let peer_listen = args.peer_listen.unwrap_or(me.peer_addr);
+    let http_listen = args.http_listen.unwrap_or(me.http_addr);
+    // Every connection to another member (peer transport, forwarded writes, snapshot fetches)
+    // leaves from the IP this node's HTTP API listens on, when that is a specific one: whatever
+    // stands between the nodes (`bulwark chaos`'s proxy, which tells nodes apart by source IP)
+    // then sees which node connects, so a partition cuts all node-to-node traffic.
+    cluster.source_ip = Some(http_listen.ip()).filter(|ip| !ip.is_unspecified());
+    let transport_options = bulwark_transport::TransportOptions {
+        source_ip: cluster.source_ip,
+        ..Default::default()
+    };
     let (inbox_tx, mut inbox) = tokio::sync::mpsc::channel(4096);
     let transport = bulwark_transport::TcpTransport::start(
         bulwark_transport::NodeId(node_id),
         args.cluster_id,
         peer_listen,
         inbox_tx,
-        bulwark_transport::TransportOptions::default(),
+        transport_options,
     )
     .await
     .map_err(|e| anyhow::anyhow!("cannot listen for peers on {peer_listen}: {e}"))?;
     let transport: Arc<dyn bulwark_transport::Transport> = Arc::new(transport);
+    let cluster_source_ip = cluster.source_ip;
     let node = tokio::task::spawn_blocking(move || {
         bulwark_node::cluster::start_cluster(config, cluster, transport, metrics)
     })
@@ -172,9 +189,17 @@ async fn start_member(
             }
         }
     });
-    tracing::info!(node_id, peer_addr = %me.peer_addr, %peer_listen, "cluster member started");
+    tracing::info!(
+        node_id,
+        peer_addr = %me.peer_addr,
+        %peer_listen,
+        http_addr = %me.http_addr,
+        %http_listen,
+        source_ip = ?cluster_source_ip,
+        "cluster member started"
+    );
     let app = bulwark_api::cluster_router(node.handle(), node_id);
-    Ok((node, app, me.http_addr))
+    Ok((node, app, http_listen))
 }
 
 async fn shutdown_signal() {

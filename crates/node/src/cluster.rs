@@ -13,7 +13,7 @@
 //! [`DISK_FULL_RETRY`] (Raft is paused meanwhile: see `consensus::replica`). Once the retry
 //! succeeds, the node catches up by itself and serves again (an info in the log).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -55,6 +55,11 @@ pub struct ClusterConfig {
     /// Joining an existing cluster: `members` is only an address book, and this node waits to
     /// be added (as a learner) instead of bootstrapping a configuration of its own.
     pub join: bool,
+    /// The local IP this node's connections to other members come from (the IP it listens on;
+    /// `None` lets the OS pick): the snapshot fetch here, the API's forwarding client, and the
+    /// peer transport (configured by whoever starts it). Whoever sits between the nodes — a
+    /// firewall, or `bulwark chaos`'s proxy — can then tell which node a connection comes from.
+    pub source_ip: Option<IpAddr>,
 }
 
 impl ClusterConfig {
@@ -176,6 +181,8 @@ pub struct ClusterView {
     pub removed: bool,
     /// A leader (this node, or one heard from within an election timeout) is there to serve.
     pub ready: bool,
+    /// [`ClusterConfig::source_ip`], for the API's client that forwards to the leader.
+    pub source_ip: Option<IpAddr>,
 }
 
 /// What a proposal or read carries back to its caller.
@@ -309,6 +316,7 @@ pub fn start_cluster(
             .collect(),
         removed: false,
         ready: false,
+        source_ip: cluster.source_ip,
     }));
     let disk_full = Arc::new(AtomicBool::new(false));
     let handle = NodeHandle {
@@ -1053,6 +1061,7 @@ fn install_snapshot(
     // The client must outlive the body: its runtime thread is what reads the stream.
     let client = reqwest::blocking::Client::builder()
         .timeout(None)
+        .local_address(cluster.source_ip)
         .build()
         .map_err(|e| InstallFailure::other(e.to_string()))?;
     let mut response = client

@@ -266,6 +266,13 @@ impl NodeHandle {
             .copied()
     }
 
+    /// The local IP this member's connections to other members come from
+    /// ([`cluster::ClusterConfig::source_ip`]); `None` on a single node or when the OS picks.
+    pub fn source_ip(&self) -> Option<std::net::IpAddr> {
+        let view = self.cluster.as_ref()?;
+        view.read().expect("cluster view lock").source_ip
+    }
+
     /// True while this node can serve: a single node always; a member while it leads or has
     /// heard from a leader within an election timeout, and its disk is not full.
     pub fn is_ready(&self) -> bool {
