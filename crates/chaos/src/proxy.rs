@@ -1,5 +1,5 @@
-//! A fault-injecting TCP proxy in front of every node's peer transport: the chaos harness's network
-//! nemesis.
+//! A fault-injecting TCP proxy in front of every node's peer transport and HTTP API: the chaos
+//! harness's network nemesis.
 //!
 //! The harness starts each node with its real peer listener on a private port and advertises to the
 //! other nodes a proxy address that forwards to it. Because every transport connection is one-way in
@@ -21,13 +21,26 @@
 //! from a network that drops everything on the link, minus the long TCP timeouts a silent drop would
 //! cost (which would slow the test without testing anything more).
 //!
+//! # HTTP between nodes
+//!
+//! Nodes also talk over HTTP: a follower forwards writes (and membership changes) to the leader, and a
+//! node catching up fetches a snapshot from the node that offered it. HTTP has no hello, so the proxy
+//! has a second kind of route ([`Proxy::start_with`]) that knows the dialing node by the connection's
+//! **source IP**: the harness gives every node its own loopback IP, and a node binds all its
+//! connections to other members to the IP it listens on. A connection into node `to`'s HTTP listener
+//! from an IP that maps to node `from` obeys the same blocked links as the peer routes (blocking
+//! `from → to` cuts the open ones and resets new ones right after the accept); bytes are copied both
+//! ways, since an HTTP connection carries both the request and its answer, and cutting the requests of
+//! `from` into `to` is what a partition needs. A connection from an IP that maps to no node (the
+//! workload's clients, the harness) is never blocked.
+//!
 //! Link control ([`Links`]) is a cheap, cloneable, synchronous handle: the nemesis can flip links from
 //! any thread, and when [`Links::block`] returns no byte read afterwards from a cut connection is
 //! forwarded.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -53,19 +66,57 @@ const HELLO_FRAME_LEN: usize = FRAME_HEADER_LEN + HELLO_PAYLOAD_LEN;
 /// Size of each read when copying (per direction per connection).
 const COPY_CHUNK: usize = 64 << 10;
 
-/// One listener of a [`Proxy`]: connections to `listen` are forwarded to node `node`'s real peer
-/// listener at `target`.
+/// One listener of a [`Proxy`]: connections to `listen` are forwarded to node `node`'s real peer (or
+/// HTTP) listener at `target`.
 pub type Route = (u64, SocketAddr, SocketAddr);
 
-/// The proxy: one listener per node, all sharing one set of blocked links.
+/// The proxy: one listener per node (and one more per node whose HTTP is proxied), all sharing one set
+/// of blocked links.
 ///
 /// Dropping it stops everything without waiting; [`Proxy::shutdown`] also waits until every task has
 /// ended, so the ports can be bound again when it returns.
 pub struct Proxy {
     links: Links,
     addrs: Vec<(u64, SocketAddr)>,
+    http_addrs: Vec<(u64, SocketAddr)>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+}
+
+/// How a listener learns which node is connecting.
+#[derive(Clone)]
+enum Mode {
+    /// From the hello (the peer transport).
+    Peer,
+    /// From the source IP (HTTP between nodes); an IP of no node is never blocked.
+    Http(Arc<BTreeMap<IpAddr, u64>>),
+}
+
+/// Binds a listener that a restarted harness can bind again while old connections sit in TIME_WAIT.
+fn bind(listen: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if listen.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(listen)?;
+    socket.listen(1024)
+}
+
+/// Refuses a node id that appears in two routes of one kind (a node has one proxy address per kind,
+/// and the node id is what names the link).
+fn check_unique(routes: &[Route], kind: &str) -> io::Result<()> {
+    let mut seen = BTreeSet::new();
+    for (node, _, _) in routes {
+        if !seen.insert(*node) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("node {node} has more than one {kind} proxy route"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl Proxy {
@@ -77,39 +128,50 @@ impl Proxy {
     /// Fails if a listen address cannot be bound, or if a node id appears in two routes (a node has one
     /// proxy address, and the node id is what names the link).
     pub async fn start(routes: Vec<Route>) -> io::Result<Proxy> {
-        let mut seen = BTreeSet::new();
-        for (node, _, _) in &routes {
-            if !seen.insert(*node) {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("node {node} has more than one proxy route"),
-                ));
+        Proxy::start_with(routes, Vec::new(), BTreeMap::new()).await
+    }
+
+    /// [`Proxy::start`] with HTTP routes as well: each forwards connections to node `node`'s real HTTP
+    /// listener, and knows the dialing node by its source IP through `sources` (IP → node id). The
+    /// blocked links apply to both kinds of routes; a connection from an IP missing from `sources` is
+    /// never blocked. See [`Proxy::http_listen_addr`].
+    pub async fn start_with(
+        peer_routes: Vec<Route>,
+        http_routes: Vec<Route>,
+        sources: BTreeMap<IpAddr, u64>,
+    ) -> io::Result<Proxy> {
+        check_unique(&peer_routes, "peer")?;
+        check_unique(&http_routes, "HTTP")?;
+        let http = Mode::Http(Arc::new(
+            sources
+                .into_iter()
+                .map(|(ip, node)| (ip.to_canonical(), node))
+                .collect(),
+        ));
+        let mut listeners = Vec::with_capacity(peer_routes.len() + http_routes.len());
+        let mut addrs = Vec::with_capacity(peer_routes.len());
+        let mut http_addrs = Vec::with_capacity(http_routes.len());
+        for (mode, routes) in [(Mode::Peer, peer_routes), (http, http_routes)] {
+            for (node, listen, target) in routes {
+                let listener = bind(listen)?;
+                let bound = (node, listener.local_addr()?);
+                match mode {
+                    Mode::Peer => addrs.push(bound),
+                    Mode::Http(_) => http_addrs.push(bound),
+                }
+                listeners.push((node, listener, target, mode.clone()));
             }
-        }
-        let mut listeners = Vec::with_capacity(routes.len());
-        let mut addrs = Vec::with_capacity(routes.len());
-        for (node, listen, target) in routes {
-            let socket = if listen.is_ipv4() {
-                TcpSocket::new_v4()?
-            } else {
-                TcpSocket::new_v6()?
-            };
-            // A restarted harness must be able to bind its ports while old connections sit in TIME_WAIT.
-            socket.set_reuseaddr(true)?;
-            socket.bind(listen)?;
-            let listener = socket.listen(1024)?;
-            addrs.push((node, listener.local_addr()?));
-            listeners.push((node, listener, target));
         }
         let links = Links::new();
         let (shutdown, shutdown_rx) = watch::channel(false);
         let tasks = listeners
             .into_iter()
-            .map(|(node, listener, target)| {
+            .map(|(node, listener, target, mode)| {
                 tokio::spawn(accept_loop(
                     node,
                     listener,
                     target,
+                    mode,
                     links.shared.clone(),
                     shutdown_rx.clone(),
                 ))
@@ -118,6 +180,7 @@ impl Proxy {
         Ok(Proxy {
             links,
             addrs,
+            http_addrs,
             shutdown,
             tasks,
         })
@@ -139,6 +202,14 @@ impl Proxy {
     /// Every `(node id, bound address)`, in the order of the routes.
     pub fn listen_addrs(&self) -> Vec<(u64, SocketAddr)> {
         self.addrs.clone()
+    }
+
+    /// The address bound for `node`'s HTTP route, if it has one.
+    pub fn http_listen_addr(&self, node: u64) -> Option<SocketAddr> {
+        self.http_addrs
+            .iter()
+            .find(|(n, _)| *n == node)
+            .map(|(_, addr)| *addr)
     }
 
     /// Shorthand for `self.links().stats()`.
@@ -178,6 +249,8 @@ struct Shared {
     state: Mutex<State>,
     /// Connections closed because their first bytes were not a valid hello (or came too late).
     bad_hellos: AtomicU64,
+    /// HTTP connections from an IP of no node (never blocked).
+    unmapped: Arc<LinkCounters>,
 }
 
 #[derive(Default)]
@@ -186,13 +259,27 @@ struct State {
     /// Open proxied connections by connection number.
     conns: HashMap<u64, Conn>,
     next_conn: u64,
+    /// Peer and HTTP links, counted apart.
     counters: BTreeMap<(u64, u64), Arc<LinkCounters>>,
+    http_counters: BTreeMap<(u64, u64), Arc<LinkCounters>>,
+}
+
+impl State {
+    fn counters(&mut self, http: bool) -> &mut BTreeMap<(u64, u64), Arc<LinkCounters>> {
+        if http {
+            &mut self.http_counters
+        } else {
+            &mut self.counters
+        }
+    }
 }
 
 /// An open proxied connection, as the link control sees it.
 struct Conn {
     from: u64,
     to: u64,
+    /// Into an HTTP listener (else a peer listener).
+    http: bool,
     /// Set to `true` to cut the connection; its task checks it before every write.
     cut: watch::Sender<bool>,
 }
@@ -212,9 +299,11 @@ struct LinkCounters {
 pub struct LinkStats {
     pub from: u64,
     pub to: u64,
-    /// Connections whose hello passed while the link was open (forwarded to the target, or tried to be).
+    /// Connections whose hello passed (HTTP: that came from `from`'s IP) while the link was open
+    /// (forwarded to the target, or tried to be).
     pub accepted: u64,
-    /// Connections reset right after their hello because the link was blocked.
+    /// Connections reset right after their hello (HTTP: right after the accept) because the link was
+    /// blocked.
     pub refused: u64,
     /// Open connections closed by a block.
     pub cut: u64,
@@ -222,7 +311,8 @@ pub struct LinkStats {
     pub target_failures: u64,
     /// Bytes written to the target, hello frames included.
     pub bytes: u64,
-    /// Bytes written back to the dialer (the transport's acceptor never writes, so this should stay 0).
+    /// Bytes written back to the dialer (the transport's acceptor never writes, so on a peer link this
+    /// should stay 0; on an HTTP link these are the answers).
     pub bytes_back: u64,
     /// Proxied connections open right now.
     pub open: usize,
@@ -231,8 +321,12 @@ pub struct LinkStats {
 /// Every counter of a [`Proxy`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProxyStats {
-    /// One entry per link that has seen a connection, ordered by `(from, to)`.
+    /// One entry per peer link that has seen a connection, ordered by `(from, to)`.
     pub links: Vec<LinkStats>,
+    /// The same for HTTP links (connections from a node's IP into another node's HTTP route).
+    pub http_links: Vec<LinkStats>,
+    /// HTTP connections from an IP of no node (clients, the harness: never blocked).
+    pub http_unmapped: u64,
     /// Connections closed because they did not open with a valid hello within [`HELLO_TIMEOUT`].
     pub bad_hellos: u64,
 }
@@ -240,16 +334,25 @@ pub struct ProxyStats {
 impl ProxyStats {
     /// The counters of `from → to` (all zero if it never saw a connection).
     pub fn link(&self, from: u64, to: u64) -> LinkStats {
-        self.links
-            .iter()
-            .find(|l| l.from == from && l.to == to)
-            .cloned()
-            .unwrap_or(LinkStats {
-                from,
-                to,
-                ..LinkStats::default()
-            })
+        find_link(&self.links, from, to)
     }
+
+    /// The HTTP counters of `from → to` (all zero if it never saw a connection).
+    pub fn http_link(&self, from: u64, to: u64) -> LinkStats {
+        find_link(&self.http_links, from, to)
+    }
+}
+
+fn find_link(links: &[LinkStats], from: u64, to: u64) -> LinkStats {
+    links
+        .iter()
+        .find(|l| l.from == from && l.to == to)
+        .cloned()
+        .unwrap_or(LinkStats {
+            from,
+            to,
+            ..LinkStats::default()
+        })
 }
 
 impl Links {
@@ -258,6 +361,7 @@ impl Links {
             shared: Arc::new(Shared {
                 state: Mutex::new(State::default()),
                 bad_hellos: AtomicU64::new(0),
+                unmapped: Arc::default(),
             }),
         }
     }
@@ -311,27 +415,31 @@ impl Links {
     /// Every counter, as of this call.
     pub fn stats(&self) -> ProxyStats {
         let st = self.state();
-        let mut open: BTreeMap<(u64, u64), usize> = BTreeMap::new();
+        let mut open: BTreeMap<(bool, u64, u64), usize> = BTreeMap::new();
         for conn in st.conns.values() {
-            *open.entry((conn.from, conn.to)).or_default() += 1;
+            *open.entry((conn.http, conn.from, conn.to)).or_default() += 1;
         }
-        let links = st
-            .counters
-            .iter()
-            .map(|(&(from, to), c)| LinkStats {
-                from,
-                to,
-                accepted: c.accepted.load(Ordering::Relaxed),
-                refused: c.refused.load(Ordering::Relaxed),
-                cut: c.cut.load(Ordering::Relaxed),
-                target_failures: c.target_failures.load(Ordering::Relaxed),
-                bytes: c.bytes.load(Ordering::Relaxed),
-                bytes_back: c.bytes_back.load(Ordering::Relaxed),
-                open: open.get(&(from, to)).copied().unwrap_or(0),
-            })
-            .collect();
+        let links =
+            |http: bool, counters: &BTreeMap<(u64, u64), Arc<LinkCounters>>| -> Vec<LinkStats> {
+                counters
+                    .iter()
+                    .map(|(&(from, to), c)| LinkStats {
+                        from,
+                        to,
+                        accepted: c.accepted.load(Ordering::Relaxed),
+                        refused: c.refused.load(Ordering::Relaxed),
+                        cut: c.cut.load(Ordering::Relaxed),
+                        target_failures: c.target_failures.load(Ordering::Relaxed),
+                        bytes: c.bytes.load(Ordering::Relaxed),
+                        bytes_back: c.bytes_back.load(Ordering::Relaxed),
+                        open: open.get(&(http, from, to)).copied().unwrap_or(0),
+                    })
+                    .collect()
+            };
         ProxyStats {
-            links,
+            links: links(false, &st.counters),
+            http_links: links(true, &st.http_counters),
+            http_unmapped: self.shared.unmapped.accepted.load(Ordering::Relaxed),
             bad_hellos: self.shared.bad_hellos.load(Ordering::Relaxed),
         }
     }
@@ -344,12 +452,17 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Admits a connection whose hello says it comes from `from`, or refuses it if `from → to` is
-    /// blocked. Checking and registering under one lock is what makes a concurrent block either refuse
-    /// the connection here or find it registered and cut it.
-    fn admit(self: &Arc<Self>, from: u64, to: u64) -> Result<Admitted, Arc<LinkCounters>> {
+    /// Admits a connection that comes from `from` (its hello, or for HTTP its source IP, says so), or
+    /// refuses it if `from → to` is blocked. Checking and registering under one lock is what makes a
+    /// concurrent block either refuse the connection here or find it registered and cut it.
+    fn admit(
+        self: &Arc<Self>,
+        from: u64,
+        to: u64,
+        http: bool,
+    ) -> Result<Admitted, Arc<LinkCounters>> {
         let mut st = self.lock();
-        let counters = st.counters.entry((from, to)).or_default().clone();
+        let counters = st.counters(http).entry((from, to)).or_default().clone();
         if st.blocked.contains(&(from, to)) {
             counters.refused.fetch_add(1, Ordering::Relaxed);
             return Err(counters);
@@ -358,15 +471,36 @@ impl Shared {
         st.next_conn += 1;
         let id = st.next_conn;
         let (cut, cut_rx) = watch::channel(false);
-        st.conns.insert(id, Conn { from, to, cut });
+        st.conns.insert(
+            id,
+            Conn {
+                from,
+                to,
+                http,
+                cut,
+            },
+        );
         Ok(Admitted {
-            registration: Registration {
+            registration: Some(Registration {
                 shared: self.clone(),
                 id,
-            },
+            }),
             cut: cut_rx,
+            uncuttable: None,
             counters,
         })
+    }
+
+    /// An HTTP connection from an IP of no node: never registered, so no block can cut it.
+    fn admit_unmapped(&self) -> Admitted {
+        self.unmapped.accepted.fetch_add(1, Ordering::Relaxed);
+        let (never, cut) = watch::channel(false);
+        Admitted {
+            registration: None,
+            cut,
+            uncuttable: Some(never),
+            counters: self.unmapped.clone(),
+        }
     }
 }
 
@@ -375,7 +509,12 @@ impl State {
     fn cut_blocked(&mut self) {
         for conn in self.conns.values() {
             if self.blocked.contains(&(conn.from, conn.to)) && !conn.cut.send_replace(true) {
-                if let Some(c) = self.counters.get(&(conn.from, conn.to)) {
+                let counters = if conn.http {
+                    &self.http_counters
+                } else {
+                    &self.counters
+                };
+                if let Some(c) = counters.get(&(conn.from, conn.to)) {
                     c.cut.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -435,8 +574,11 @@ impl Drop for Registration {
 }
 
 struct Admitted {
-    registration: Registration,
+    /// `None` for an unmapped HTTP source: not known to the link control.
+    registration: Option<Registration>,
     cut: watch::Receiver<bool>,
+    /// Keeps `cut` open (a dropped sender reads as a cut) for a connection no block can reach.
+    uncuttable: Option<watch::Sender<bool>>,
     counters: Arc<LinkCounters>,
 }
 
@@ -446,6 +588,7 @@ async fn accept_loop(
     to: u64,
     listener: TcpListener,
     target: SocketAddr,
+    mode: Mode,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -456,8 +599,9 @@ async fn accept_loop(
             _ = shutdown.changed() => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    conns.spawn(serve(stream, to, target, shared.clone()));
+                Ok((stream, dialer)) => {
+                    let mode = mode.clone();
+                    conns.spawn(serve(stream, dialer, to, target, mode, shared.clone()));
                 }
                 // E.g. out of file descriptors: back off instead of spinning.
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
@@ -499,24 +643,45 @@ async fn read_hello(dialer: &mut TcpStream) -> Option<([u8; HELLO_FRAME_LEN], u6
     Some((wire, hello.from.0))
 }
 
-/// One proxied connection into node `to`.
-async fn serve(mut dialer: TcpStream, to: u64, target: SocketAddr, shared: Arc<Shared>) {
+/// One proxied connection into node `to`, from `dialer_addr`.
+async fn serve(
+    mut dialer: TcpStream,
+    dialer_addr: SocketAddr,
+    to: u64,
+    target: SocketAddr,
+    mode: Mode,
+    shared: Arc<Shared>,
+) {
     let _ = dialer.set_nodelay(true);
-    let Some((hello, from)) = read_hello(&mut dialer).await else {
-        shared.bad_hellos.fetch_add(1, Ordering::Relaxed);
-        reset(dialer);
-        return;
+    let (hello, admitted) = match mode {
+        Mode::Peer => {
+            let Some((hello, from)) = read_hello(&mut dialer).await else {
+                shared.bad_hellos.fetch_add(1, Ordering::Relaxed);
+                reset(dialer);
+                return;
+            };
+            (Some(hello), shared.admit(from, to, false))
+        }
+        Mode::Http(sources) => match sources.get(&dialer_addr.ip().to_canonical()) {
+            Some(&from) => (None, shared.admit(from, to, true)),
+            None => (None, Ok(shared.admit_unmapped())),
+        },
     };
     let Admitted {
         registration,
         mut cut,
+        uncuttable,
         counters,
-    } = match shared.admit(from, to) {
+    } = match admitted {
         Ok(admitted) => admitted,
         Err(_refused) => {
             reset(dialer);
             return;
         }
+    };
+    let hello: &[u8] = match &hello {
+        Some(h) => h,
+        None => &[],
     };
     let target =
         match tokio::time::timeout(TARGET_CONNECT_TIMEOUT, TcpStream::connect(target)).await {
@@ -535,7 +700,7 @@ async fn serve(mut dialer: TcpStream, to: u64, target: SocketAddr, shared: Arc<S
         let cut_fwd = cut.clone();
         let cut_back = cut.clone();
         let forward = async {
-            write_unless_cut(&mut target_w, &hello, &cut_fwd, &counters.bytes).await?;
+            write_unless_cut(&mut target_w, hello, &cut_fwd, &counters.bytes).await?;
             copy(&mut dialer_r, &mut target_w, &cut_fwd, &counters.bytes).await?;
             // The dialer closed its side: pass the end of stream on, keep relaying the other way.
             target_w.shutdown().await
@@ -568,6 +733,7 @@ async fn serve(mut dialer: TcpStream, to: u64, target: SocketAddr, shared: Arc<S
         Outcome::Ended => drop(dialer),
     }
     drop(registration);
+    drop(uncuttable);
 }
 
 enum Outcome {

@@ -1,9 +1,10 @@
 //! The network nemesis's proxy on real TCP (127.0.0.1, port 0): bytes pass intact, blocks cut open
 //! connections and refuse new ones per direction, heals let connections through again, garbage is
-//! closed, and two real transports talk through it.
+//! closed, and two real transports talk through it. HTTP routes know the dialer by its source IP
+//! (any 127.x.y.z can be bound on Linux): a node's connections obey the blocks, others pass.
 
-use std::collections::BTreeSet;
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use bulwark_chaos::proxy::{bridge, one_way, partition, Proxy};
@@ -12,7 +13,7 @@ use bulwark_transport::{
     TransportOptions,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 
 const CLUSTER: u64 = 0xC4A0_5EED;
@@ -584,4 +585,200 @@ async fn two_real_transports_through_the_proxy() {
     proxy.shutdown().await;
     t1.shutdown().await;
     t2.shutdown().await;
+}
+
+/// A connection to `addr` from `ip` (a node's own loopback IP, or 127.0.0.1 for a client).
+async fn connect_from(ip: &str, addr: SocketAddr) -> TcpStream {
+    let ip: IpAddr = ip.parse().unwrap();
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(ip, 0)).unwrap();
+    let s = socket.connect(addr).await.unwrap();
+    assert_eq!(s.local_addr().unwrap().ip(), ip);
+    s
+}
+
+/// A connection from `ip` that the proxy must reset right after the accept: the reset may even come
+/// before the connect returns. Nothing may be written back.
+async fn assert_reset_from(ip: &str, addr: SocketAddr) {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(ip.parse().unwrap(), 0))
+        .unwrap();
+    match socket.connect(addr).await {
+        Ok(mut s) => {
+            let _ = s.write_all(REQUEST).await;
+            wait_closed(&mut s).await;
+        }
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+    }
+}
+
+/// One HTTP-like exchange on a proxied connection: `request` reaches the target, `answer` comes
+/// back.
+async fn exchange(client: &mut TcpStream, server: &mut TcpStream, request: &[u8], answer: &[u8]) {
+    async fn read_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
+        let mut buf = vec![0u8; n];
+        tokio::time::timeout(PATIENCE, s.read_exact(&mut buf))
+            .await
+            .expect("timed out waiting for bytes")
+            .expect("connection closed");
+        buf
+    }
+    client.write_all(request).await.unwrap();
+    assert_eq!(read_n(server, request.len()).await, request);
+    server.write_all(answer).await.unwrap();
+    assert_eq!(read_n(client, answer.len()).await, answer);
+}
+
+/// Waits until the proxy closes the target's side of a connection (end of stream or reset).
+async fn wait_target_closed(stream: &mut TcpStream) {
+    let mut buf = [0u8; 64];
+    match tokio::time::timeout(PATIENCE, stream.read(&mut buf)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => {}
+        Ok(Ok(n)) => panic!("{n} bytes reached the target after a cut"),
+        Err(_) => panic!("the proxy did not close the target's side"),
+    }
+}
+
+const REQUEST: &[u8] = b"POST /v1/transfers HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n[]";
+const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
+
+/// Nodes 1, 2 and 3 at 127.0.0.11, .12 and .13, as `bulwark chaos` places them.
+fn sources() -> BTreeMap<IpAddr, u64> {
+    (1..=3u64)
+        .map(|id| (format!("127.0.0.{}", 10 + id).parse().unwrap(), id))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_routes_block_a_node_by_its_source_ip_and_never_block_others() {
+    let (http2, http2_addr) = acceptor().await;
+    let (peer2, peer2_addr) = acceptor().await;
+    let proxy = Proxy::start_with(
+        vec![(2, any_port(), peer2_addr)],
+        vec![(2, any_port(), http2_addr)],
+        sources(),
+    )
+    .await
+    .unwrap();
+    let h2 = proxy.http_listen_addr(2).unwrap();
+    let p2 = proxy.listen_addr(2).unwrap();
+    assert_ne!(h2, p2);
+    assert_eq!(proxy.http_listen_addr(1), None);
+    assert_eq!(proxy.listen_addrs(), vec![(2, p2)]);
+    let links = proxy.links();
+
+    // Node 1 (its IP), node 3, and a client (127.0.0.1, no node's IP) into node 2's HTTP listener,
+    // plus node 1's peer connection into node 2: bytes pass both ways, several exchanges per
+    // connection (keep-alive).
+    let mut from1 = connect_from("127.0.0.11", h2).await;
+    let mut from1_in = accept(&http2).await;
+    let mut from3 = connect_from("127.0.0.13", h2).await;
+    let mut from3_in = accept(&http2).await;
+    let mut client = connect_from("127.0.0.1", h2).await;
+    let mut client_in = accept(&http2).await;
+    for (c, s) in [
+        (&mut from1, &mut from1_in),
+        (&mut from3, &mut from3_in),
+        (&mut client, &mut client_in),
+    ] {
+        exchange(c, s, REQUEST, ANSWER).await;
+        exchange(c, s, REQUEST, ANSWER).await;
+    }
+    let mut peer1 = dial(p2, 1).await;
+    let mut peer1_in = Reader::new(accept(&peer2).await);
+    peer1_in.hello(1).await;
+
+    // Blocking 1 → 2 cuts node 1's HTTP connection as well as its peer connection; node 3 and the
+    // client keep theirs.
+    links.block(1, 2);
+    wait_closed(&mut from1).await;
+    wait_target_closed(&mut from1_in).await;
+    wait_closed(&mut peer1).await;
+    assert_eq!(peer1_in.frame().await, None);
+    exchange(&mut from3, &mut from3_in, REQUEST, ANSWER).await;
+    exchange(&mut client, &mut client_in, REQUEST, ANSWER).await;
+
+    // A new connection from node 1 is reset right after the accept: the target never sees it.
+    assert_reset_from("127.0.0.11", h2).await;
+    assert_no_connection(&http2).await;
+    // Others get through; even a partition of every node leaves clients alone.
+    let mut from3b = connect_from("127.0.0.13", h2).await;
+    let mut from3b_in = accept(&http2).await;
+    exchange(&mut from3b, &mut from3b_in, REQUEST, ANSWER).await;
+    links.set_blocked(partition(&[vec![1], vec![2], vec![3]]));
+    wait_closed(&mut from3).await;
+    wait_closed(&mut from3b).await;
+    exchange(&mut client, &mut client_in, REQUEST, ANSWER).await;
+    let mut client2 = connect_from("127.0.0.1", h2).await;
+    let mut client2_in = accept(&http2).await;
+    exchange(&mut client2, &mut client2_in, REQUEST, ANSWER).await;
+    // Any IP of no node is a client, 127.0.0.11's neighbours included.
+    let mut stranger = connect_from("127.0.0.99", h2).await;
+    let mut stranger_in = accept(&http2).await;
+    exchange(&mut stranger, &mut stranger_in, REQUEST, ANSWER).await;
+
+    // Blocking the other direction (2 → 1) alone does not keep node 1 from node 2's HTTP.
+    links.set_blocked([(2, 1)]);
+    let mut from1 = connect_from("127.0.0.11", h2).await;
+    let mut from1_in = accept(&http2).await;
+    exchange(&mut from1, &mut from1_in, REQUEST, ANSWER).await;
+
+    let stats = proxy.stats();
+    let l12 = stats.http_link(1, 2);
+    assert_eq!(
+        (l12.accepted, l12.refused, l12.cut, l12.open),
+        (2, 1, 1, 1),
+        "{stats:?}"
+    );
+    assert!(l12.bytes > 0 && l12.bytes_back > 0, "{l12:?}");
+    let l32 = stats.http_link(3, 2);
+    assert_eq!(
+        (l32.accepted, l32.refused, l32.cut, l32.open),
+        (2, 0, 2, 0),
+        "{stats:?}"
+    );
+    assert_eq!(stats.http_unmapped, 3, "{stats:?}");
+    // The peer link's counters are apart.
+    let peer = stats.link(1, 2);
+    assert_eq!((peer.accepted, peer.cut), (1, 1), "{stats:?}");
+    assert_eq!(stats.http_links.len(), 2, "{stats:?}");
+    assert_eq!(stats.links.len(), 1, "{stats:?}");
+
+    // Healed: node 3 gets through again.
+    links.heal();
+    let mut from3 = connect_from("127.0.0.13", h2).await;
+    let mut from3_in = accept(&http2).await;
+    exchange(&mut from3, &mut from3_in, REQUEST, ANSWER).await;
+    proxy.shutdown().await;
+    wait_closed(&mut client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_routes_are_checked_and_a_down_target_is_counted() {
+    let (_, target_addr) = acceptor().await;
+    // The same node twice among the HTTP routes is refused; once per kind is fine.
+    assert!(Proxy::start_with(
+        vec![],
+        vec![(2, any_port(), target_addr), (2, any_port(), target_addr)],
+        sources(),
+    )
+    .await
+    .is_err());
+    let proxy = Proxy::start_with(
+        vec![(2, any_port(), target_addr)],
+        vec![(2, any_port(), free_addr())],
+        sources(),
+    )
+    .await
+    .unwrap();
+    assert_reset_from("127.0.0.11", proxy.http_listen_addr(2).unwrap()).await;
+    eventually("target failure counted", || {
+        proxy.stats().http_link(1, 2).target_failures == 1
+    })
+    .await;
+    // Counted on the HTTP link only.
+    assert!(proxy.stats().links.is_empty());
+    assert_eq!(proxy.stats().http_link(1, 2).open, 0);
+    proxy.shutdown().await;
 }
