@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::client::{balance_from_json, transfer_from_json, Client};
 use crate::history::{Account, FinalState, Phase, Transfer};
-use crate::process::{free_addr, NodeAddrs, NodeProcess};
+use crate::process::{free_addrs_on, node_ip, NodeAddrs, NodeProcess};
 use crate::proxy::Proxy;
 use crate::workload::ACCOUNTS;
 
@@ -40,21 +40,29 @@ impl Cluster {
         cluster_id: u64,
         own_disks: bool,
     ) -> anyhow::Result<Cluster> {
+        // Every node (spares too) listens on its own loopback IP, and its connections to other
+        // nodes leave from it: the proxy knows the dialer of a peer connection from its hello, and
+        // of an HTTP connection (forwarded writes, snapshot fetches) from that IP. The workload and
+        // the harness connect from 127.0.0.1, no node's IP, and are never blocked.
         let total = (n + spares) as u64;
         let mut real = Vec::new();
+        let mut sources = BTreeMap::new();
         for id in 1..=total {
-            real.push((id, free_addr()?, free_addr()?));
+            let ip = node_ip(id)?;
+            let [http, peer] = free_addrs_on(ip)?;
+            real.push((id, http, peer));
+            sources.insert(ip, id);
         }
-        let routes = real
-            .iter()
-            .map(|(id, _, peer)| (*id, "127.0.0.1:0".parse().expect("addr"), *peer))
-            .collect();
-        let proxy = Proxy::start(routes).await?;
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let peer_routes = real.iter().map(|(id, _, peer)| (*id, any, *peer)).collect();
+        let http_routes = real.iter().map(|(id, http, _)| (*id, any, *http)).collect();
+        let proxy = Proxy::start_with(peer_routes, http_routes, sources).await?;
         let addrs: Vec<NodeAddrs> = real
             .into_iter()
             .map(|(id, http, peer_listen)| NodeAddrs {
                 id,
                 http,
+                http_advertised: proxy.http_listen_addr(id).expect("an HTTP route per node"),
                 peer_listen,
                 peer_advertised: proxy.listen_addr(id).expect("a route per node"),
             })
@@ -301,9 +309,13 @@ impl Cluster {
         Err(last)
     }
 
-    /// A learner's request body.
+    /// A learner's request body: the addresses the other nodes use, the proxy's.
     pub fn learner_body(addrs: &NodeAddrs) -> Value {
-        json!({"id": addrs.id, "peer_addr": addrs.peer_advertised, "http_addr": addrs.http})
+        json!({
+            "id": addrs.id,
+            "peer_addr": addrs.peer_advertised,
+            "http_addr": addrs.http_advertised,
+        })
     }
 
     /// Lets every fault go: links healed, paused nodes resumed, dead nodes restarted, disks freed.

@@ -6,17 +6,26 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// How one node is reached and started.
+///
+/// Each node listens on its own loopback IP ([`node_ip`]) and its connections to other nodes
+/// leave from that IP (a member binds them to the IP its HTTP API listens on): that is how the
+/// proxy tells which node opened an HTTP connection. The other nodes know it only by the proxy's
+/// addresses.
 #[derive(Clone, Debug)]
 pub struct NodeAddrs {
     pub id: u64,
-    /// Where its HTTP API listens (clients talk to it directly).
+    /// Where its HTTP API really listens (the workload and the harness talk to it directly, from
+    /// 127.0.0.1, which the proxy never blocks).
     pub http: SocketAddr,
+    /// What the other nodes use for its HTTP API (forwarded writes, snapshot fetches): the proxy in
+    /// front of `http`.
+    pub http_advertised: SocketAddr,
     /// Where its peer transport really listens.
     pub peer_listen: SocketAddr,
     /// What the other nodes dial: the proxy in front of `peer_listen`.
@@ -24,9 +33,12 @@ pub struct NodeAddrs {
 }
 
 impl NodeAddrs {
-    /// The `--member` value other nodes are given for this node.
+    /// The `--member` value other nodes are given for this node: the proxy's addresses only.
     pub fn member_spec(&self) -> String {
-        format!("{}={}={}", self.id, self.peer_advertised, self.http)
+        format!(
+            "{}={}={}",
+            self.id, self.peer_advertised, self.http_advertised
+        )
     }
 }
 
@@ -75,6 +87,8 @@ impl NodeProcess {
             cluster_id.to_string(),
             "--peer-listen".into(),
             addrs.peer_listen.to_string(),
+            "--http-listen".into(),
+            addrs.http.to_string(),
         ];
         for m in members {
             args.push("--member".into());
@@ -277,4 +291,27 @@ fn mount_tmpfs(dir: &Path, bytes: u64) -> anyhow::Result<()> {
 pub fn free_addr() -> anyhow::Result<SocketAddr> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?)
+}
+
+/// Node `id`'s own loopback IP, 127.0.0.(10 + id): Linux routes all of 127.0.0.0/8 to `lo`, so it
+/// can be bound without any setup.
+pub fn node_ip(id: u64) -> anyhow::Result<IpAddr> {
+    let last = u8::try_from(id + 10)
+        .ok()
+        .filter(|b| *b < 255)
+        .ok_or_else(|| anyhow::anyhow!("node id {id} has no loopback IP of its own"))?;
+    Ok(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)))
+}
+
+/// `N` distinct free TCP ports on `ip` (all bound at once, then released).
+pub fn free_addrs_on<const N: usize>(ip: IpAddr) -> anyhow::Result<[SocketAddr; N]> {
+    let listeners = (0..N)
+        .map(|_| std::net::TcpListener::bind((ip, 0)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("cannot bind {ip}: {e}"))?;
+    let mut addrs = [SocketAddr::new(ip, 0); N];
+    for (addr, listener) in addrs.iter_mut().zip(&listeners) {
+        *addr = listener.local_addr()?;
+    }
+    Ok(addrs)
 }
