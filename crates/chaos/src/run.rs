@@ -160,7 +160,23 @@ async fn drive(
     };
     let mut states = Vec::new();
     for id in cluster.originals.clone() {
-        states.push((id, cluster.final_state(id).await?));
+        match read_final_state(cluster, id).await {
+            Ok(state) => states.push((id, state)),
+            Err(e) => {
+                // Keep what the clients saw: it is the evidence of what went wrong.
+                let partial = config.out.join("history.partial.jsonl");
+                let mut text = String::new();
+                for op in recorder.take_ops() {
+                    text.push_str(&serde_json::to_string(&crate::history::Record::Op(op))?);
+                    text.push('\n');
+                }
+                std::fs::write(&partial, text)?;
+                anyhow::bail!(
+                    "{e:#}; the operations so far (no final state) are in {}",
+                    partial.display()
+                );
+            }
+        }
     }
     let (first_id, state) = states[0].clone();
     let mut replicas = Verdict {
@@ -255,6 +271,25 @@ async fn drive(
         report_path,
         summary,
     })
+}
+
+/// A node's final state, asked again for a while: a node that just restarted or caught up may
+/// be slow to answer its first reads.
+async fn read_final_state(
+    cluster: &Cluster,
+    id: u64,
+) -> anyhow::Result<crate::history::FinalState> {
+    let mut last = None;
+    for _ in 0..10 {
+        match cluster.final_state(id).await {
+            Ok(state) => return Ok(state),
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    Err(last.expect("at least one attempt").context(format!(
+        "node {id} did not give its final state in 10 attempts"
+    )))
 }
 
 /// The harness's own findings as a verdict: every fault kind asked for ran, disk-full nodes
