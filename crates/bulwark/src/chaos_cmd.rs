@@ -50,6 +50,10 @@ struct RunArgs {
     /// Quiet time between faults, in ms: MIN-MAX.
     #[arg(long, default_value = "3000-6000", value_parser = parse_range)]
     quiet_ms: (u64, u64),
+    /// Each node's `--checkpoint-transfers`: small by default, so that a run checkpoints,
+    /// compacts the Raft log and catches restarted followers up by snapshot again and again.
+    #[arg(long, default_value_t = 20_000)]
+    checkpoint_transfers: usize,
     /// Seed of every random choice (faults, victims, operations); printed so a run can be replayed.
     #[arg(long)]
     seed: Option<u64>,
@@ -89,8 +93,10 @@ pub async fn run_command(args: ChaosArgs) -> ExitCode {
         eprintln!("error: --nodes must be 3 or 5 (got {})", a.nodes);
         return ExitCode::from(2);
     }
-    if a.clients == 0 || a.rate <= 0.0 || a.duration == 0 {
-        eprintln!("error: --clients, --rate and --duration must be above 0");
+    if a.clients == 0 || a.rate <= 0.0 || a.duration == 0 || a.checkpoint_transfers == 0 {
+        eprintln!(
+            "error: --clients, --rate, --duration and --checkpoint-transfers must be above 0"
+        );
         return ExitCode::from(2);
     }
     let seed = a.seed.unwrap_or_else(|| {
@@ -105,7 +111,7 @@ pub async fn run_command(args: ChaosArgs) -> ExitCode {
         .unwrap_or_else(|| PathBuf::from(format!("chaos-{seed}")));
     let mix: Vec<&str> = a.nemesis.iter().map(|f| f.name()).collect();
     let replay = format!(
-        "bulwark chaos --nodes {} --duration {} --rate {} --clients {} --nemesis {} --hold-ms {}-{} --quiet-ms {}-{} --seed {seed} --out {}-replay",
+        "bulwark chaos --nodes {} --duration {} --rate {} --clients {} --nemesis {} --hold-ms {}-{} --quiet-ms {}-{} --checkpoint-transfers {} --seed {seed} --out {}-replay",
         a.nodes,
         a.duration,
         a.rate,
@@ -115,6 +121,7 @@ pub async fn run_command(args: ChaosArgs) -> ExitCode {
         a.hold_ms.1,
         a.quiet_ms.0,
         a.quiet_ms.1,
+        a.checkpoint_transfers,
         out.display()
     );
     let bin = match std::env::current_exe() {
@@ -142,6 +149,7 @@ pub async fn run_command(args: ChaosArgs) -> ExitCode {
         out,
         hold_ms: a.hold_ms,
         quiet_ms: a.quiet_ms,
+        checkpoint_transfers: a.checkpoint_transfers,
         replay,
     };
     match run(config).await {

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::client::{balance_from_json, transfer_from_json, Client};
 use crate::history::{Account, FinalState, Phase, Transfer};
-use crate::process::{free_addrs_on, node_ip, NodeAddrs, NodeProcess};
+use crate::process::{free_addrs_on, node_ip, NodeAddrs, NodeOptions, NodeProcess};
 use crate::proxy::Proxy;
 use crate::workload::ACCOUNTS;
 
@@ -24,8 +24,7 @@ pub struct Cluster {
     pub proxy: Proxy,
     bin: PathBuf,
     run_dir: PathBuf,
-    pub cluster_id: u64,
-    own_disks: bool,
+    options: NodeOptions,
     /// Control requests (status, membership) get a short timeout.
     pub control: Client,
 }
@@ -37,8 +36,7 @@ impl Cluster {
         run_dir: &Path,
         n: usize,
         spares: usize,
-        cluster_id: u64,
-        own_disks: bool,
+        options: NodeOptions,
     ) -> anyhow::Result<Cluster> {
         // Every node (spares too) listens on its own loopback IP, and its connections to other
         // nodes leave from it: the proxy knows the dialer of a peer connection from its hello, and
@@ -70,15 +68,7 @@ impl Cluster {
         let members: Vec<String> = addrs[..n].iter().map(NodeAddrs::member_spec).collect();
         let mut nodes = BTreeMap::new();
         for a in &addrs[..n] {
-            let mut node = NodeProcess::new(
-                bin,
-                run_dir,
-                a.clone(),
-                &members,
-                cluster_id,
-                false,
-                own_disks,
-            )?;
+            let mut node = NodeProcess::new(bin, run_dir, a.clone(), &members, false, options)?;
             node.start()?;
             nodes.insert(a.id, node);
         }
@@ -89,8 +79,7 @@ impl Cluster {
             proxy,
             bin: bin.to_path_buf(),
             run_dir: run_dir.to_path_buf(),
-            cluster_id,
-            own_disks,
+            options,
             control: Client::new(Duration::from_millis(1500)),
         })
     }
@@ -123,9 +112,8 @@ impl Cluster {
             &self.run_dir,
             addrs.clone(),
             &members,
-            self.cluster_id,
             true,
-            self.own_disks,
+            self.options,
         )?;
         node.start()?;
         self.nodes.insert(addrs.id, node);
@@ -323,7 +311,7 @@ impl Cluster {
         self.proxy.links().heal();
         for node in self.nodes.values_mut() {
             node.resume();
-            if self.own_disks {
+            if self.options.own_disk {
                 node.free_disk()?;
             }
         }

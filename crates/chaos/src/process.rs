@@ -4,12 +4,24 @@
 //! Each node's data directory is its own tmpfs when the disk nemesis is on, so that filling it
 //! fills only that node's disk (and never the machine's).
 
-use std::fs::File;
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use bulwark_tmpfs::Tmpfs;
+
+/// How every node of a run is started.
+#[derive(Clone, Copy, Debug)]
+pub struct NodeOptions {
+    pub cluster_id: u64,
+    /// A tmpfs of its own per node (for the disk fault).
+    pub own_disk: bool,
+    /// `--checkpoint-transfers`: small, so that every run checkpoints, compacts its log and
+    /// catches followers up by snapshot many times.
+    pub checkpoint_transfers: usize,
+}
 
 /// How one node is reached and started.
 ///
@@ -51,7 +63,8 @@ pub struct NodeProcess {
     bin: PathBuf,
     child: Option<Child>,
     paused: bool,
-    mounted: bool,
+    /// The node's own disk, when the disk fault is on (unmounted after the process is gone).
+    disk: Option<Tmpfs>,
     starts: u32,
 }
 
@@ -66,17 +79,18 @@ impl NodeProcess {
         run_dir: &Path,
         addrs: NodeAddrs,
         members: &[String],
-        cluster_id: u64,
         join: bool,
-        own_disk: bool,
+        options: NodeOptions,
     ) -> anyhow::Result<NodeProcess> {
         let data_dir = run_dir.join(format!("node-{}", addrs.id));
         std::fs::create_dir_all(&data_dir)?;
-        let mut mounted = false;
-        if own_disk {
-            mount_tmpfs(&data_dir, NODE_DISK_BYTES)?;
-            mounted = true;
-        }
+        let disk = if options.own_disk {
+            Some(Tmpfs::mount_at(&data_dir, NODE_DISK_BYTES).map_err(|e| {
+                anyhow::anyhow!("{e}: run as root, or leave `disk` out of --nemesis")
+            })?)
+        } else {
+            None
+        };
         let mut args = vec![
             "start".to_string(),
             "--data-dir".into(),
@@ -84,7 +98,9 @@ impl NodeProcess {
             "--node-id".into(),
             addrs.id.to_string(),
             "--cluster-id".into(),
-            cluster_id.to_string(),
+            options.cluster_id.to_string(),
+            "--checkpoint-transfers".into(),
+            options.checkpoint_transfers.to_string(),
             "--peer-listen".into(),
             addrs.peer_listen.to_string(),
             "--http-listen".into(),
@@ -105,7 +121,7 @@ impl NodeProcess {
             bin: bin.to_path_buf(),
             child: None,
             paused: false,
-            mounted,
+            disk,
             starts: 0,
         })
     }
@@ -212,32 +228,11 @@ impl NodeProcess {
 
     /// Fills the node's disk to the last byte. Returns the bytes written.
     pub fn fill_disk(&self) -> anyhow::Result<u64> {
-        anyhow::ensure!(
-            self.mounted,
-            "node {} has no disk of its own to fill",
-            self.id()
-        );
-        let mut file = File::create(self.filler_path())?;
-        let chunk = vec![0xA5u8; 1 << 20];
-        let mut written = 0u64;
-        loop {
-            match file.write(&chunk) {
-                Ok(0) => break,
-                Ok(n) => written += n as u64,
-                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        // Whatever a smaller write can still take, too.
-        for size in [4096usize, 512, 1] {
-            while let Ok(n) = file.write(&chunk[..size]) {
-                if n == 0 {
-                    break;
-                }
-                written += n as u64;
-            }
-        }
-        Ok(written)
+        let disk = self
+            .disk
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("node {} has no disk of its own to fill", self.id()))?;
+        Ok(bulwark_tmpfs::fill(disk.path())?.1)
     }
 
     /// Gives the space back.
@@ -256,11 +251,9 @@ impl NodeProcess {
 
 impl Drop for NodeProcess {
     fn drop(&mut self) {
+        // The process goes first; the disk (a field) is unmounted after this.
         self.resume();
         self.kill9();
-        if self.mounted {
-            let _ = Command::new("umount").arg(&self.data_dir).status();
-        }
     }
 }
 
@@ -269,28 +262,6 @@ fn signal(pid: u32, sig: libc::c_int) {
     unsafe {
         libc::kill(pid as libc::pid_t, sig);
     }
-}
-
-/// Mounts a tmpfs of `bytes` at `dir` (needs root, as CI and this machine have).
-fn mount_tmpfs(dir: &Path, bytes: u64) -> anyhow::Result<()> {
-    let status = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
-        .arg(dir)
-        .status()
-        .map_err(|e| anyhow::anyhow!("cannot run mount: {e}"))?;
-    anyhow::ensure!(
-        status.success(),
-        "cannot mount a tmpfs at {} for the disk-full nemesis ({status}); it needs root — run as \
-         root or leave `disk` out of --nemesis",
-        dir.display()
-    );
-    Ok(())
-}
-
-/// A free TCP port on 127.0.0.1 (bound and released: good enough on a quiet test machine).
-pub fn free_addr() -> anyhow::Result<SocketAddr> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?)
 }
 
 /// Node `id`'s own loopback IP, 127.0.0.(10 + id): Linux routes all of 127.0.0.0/8 to `lo`, so it

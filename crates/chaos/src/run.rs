@@ -12,6 +12,7 @@ use crate::client::Client;
 use crate::cluster::Cluster;
 use crate::history::{write_history, History};
 use crate::nemesis::{Fault, Findings, Nemesis};
+use crate::process::NodeOptions;
 use crate::report::{render_html, RunMeta};
 use crate::workload::{setup, Recorder, Worker};
 
@@ -31,6 +32,8 @@ pub struct ChaosConfig {
     /// Bounds of one fault's hold and of the quiet time between faults, in ms.
     pub hold_ms: (u64, u64),
     pub quiet_ms: (u64, u64),
+    /// Each node's `--checkpoint-transfers`.
+    pub checkpoint_transfers: usize,
     /// The command line that replays this run, for the report.
     pub replay: String,
 }
@@ -62,17 +65,14 @@ pub async fn run(config: ChaosConfig) -> anyhow::Result<Outcome> {
         );
     }
     std::fs::create_dir_all(&run_dir)?;
-    let own_disks = config.mix.contains(&Fault::Disk);
+    let options = NodeOptions {
+        cluster_id: config.seed | 1,
+        own_disk: config.mix.contains(&Fault::Disk),
+        checkpoint_transfers: config.checkpoint_transfers,
+    };
     let started_at = chrono_like_now();
-    let mut cluster = Cluster::start(
-        &config.bin,
-        &run_dir,
-        config.nodes,
-        SPARE_NODES,
-        config.seed | 1,
-        own_disks,
-    )
-    .await?;
+    let mut cluster =
+        Cluster::start(&config.bin, &run_dir, config.nodes, SPARE_NODES, options).await?;
     let outcome = drive(&config, &mut cluster, &started_at).await;
     // Whatever happened, no process outlives the run.
     for node in cluster.nodes.values_mut() {
