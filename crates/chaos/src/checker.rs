@@ -135,7 +135,24 @@ struct Call<'a> {
     balances: &'a [Balance],
 }
 
-impl Call<'_> {
+impl<'a> Call<'a> {
+    /// A call as its invoke opens it.
+    fn invoked(index: usize, op: &'a Op) -> Call<'a> {
+        Call {
+            index,
+            process: op.process,
+            kind: op.kind,
+            invoke_ns: op.time_ns,
+            complete_ns: None,
+            phase: Phase::Invoke,
+            transfers: &op.transfers,
+            results: &[],
+            commit_index: None,
+            applied_index: None,
+            balances: &[],
+        }
+    }
+
     /// The outcome of event `i`.
     fn outcome(&self, i: usize) -> Outcome {
         match self.phase {
@@ -163,37 +180,13 @@ fn pair(ops: &[Op]) -> Vec<Call<'_>> {
     for op in ops.iter().filter(|o| o.kind != Kind::Nemesis) {
         if op.phase == Phase::Invoke {
             open.insert(op.process, calls.len());
-            calls.push(Call {
-                index: calls.len(),
-                process: op.process,
-                kind: op.kind,
-                invoke_ns: op.time_ns,
-                complete_ns: None,
-                phase: Phase::Invoke,
-                transfers: &op.transfers,
-                results: &[],
-                commit_index: None,
-                applied_index: None,
-                balances: &[],
-            });
+            calls.push(Call::invoked(calls.len(), op));
         } else {
             let at = match open.remove(&op.process) {
                 Some(at) => at,
                 None => {
                     // A completion without invoke (only in hand-built histories): stands alone.
-                    calls.push(Call {
-                        index: calls.len(),
-                        process: op.process,
-                        kind: op.kind,
-                        invoke_ns: op.time_ns,
-                        complete_ns: None,
-                        phase: Phase::Invoke,
-                        transfers: &op.transfers,
-                        results: &[],
-                        commit_index: None,
-                        applied_index: None,
-                        balances: &[],
-                    });
+                    calls.push(Call::invoked(calls.len(), op));
                     calls.len() - 1
                 }
             };

@@ -379,24 +379,28 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
         let _ = self.raw.step(message);
     }
 
+    /// Answers a write this node cannot take now (stalled, or not the leader, with the leader's id
+    /// so that the shell can forward it); gives the token back when the write may go on.
+    fn admit_write(&mut self, token: T) -> Option<T> {
+        let error = if self.held.is_some() {
+            ReplicaError::Stalled
+        } else if !self.is_leader() {
+            ReplicaError::NotLeader {
+                leader: self.leader(),
+            }
+        } else {
+            return Some(token);
+        };
+        self.outputs.push(Output::WriteFailed { token, error });
+        None
+    }
+
     /// Queues a client write. A leader proposes it at once if it has caught up with its term;
     /// a follower refuses it with the leader's id, so the shell can forward it.
     pub fn write(&mut self, operation: Operation, token: T) {
-        if self.held.is_some() {
-            self.outputs.push(Output::WriteFailed {
-                token,
-                error: ReplicaError::Stalled,
-            });
+        let Some(token) = self.admit_write(token) else {
             return;
-        }
-        if !self.is_leader() {
-            let leader = self.leader();
-            self.outputs.push(Output::WriteFailed {
-                token,
-                error: ReplicaError::NotLeader { leader },
-            });
-            return;
-        }
+        };
         self.waiting_writes.push_back((operation, token));
         self.propose_waiting();
     }
@@ -418,21 +422,9 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
     /// `details` travel with it in the log (e.g. a new member's addresses) and come back, with
     /// `token`, in [`Replica::take_conf_changes`] once it is applied.
     pub fn propose_conf_change(&mut self, change: ConfChangeV2, details: Vec<u8>, token: T) {
-        if self.held.is_some() {
-            self.outputs.push(Output::WriteFailed {
-                token,
-                error: ReplicaError::Stalled,
-            });
+        let Some(token) = self.admit_write(token) else {
             return;
-        }
-        if !self.is_leader() {
-            let leader = self.leader();
-            self.outputs.push(Output::WriteFailed {
-                token,
-                error: ReplicaError::NotLeader { leader },
-            });
-            return;
-        }
+        };
         let id = self.next_proposal_id();
         let mut context = proposal_context(self.config.id, id);
         context.extend_from_slice(&details);
