@@ -72,6 +72,11 @@ impl ApiError {
 impl From<NodeError> for ApiError {
     fn from(e: NodeError) -> Self {
         match e {
+            e @ NodeError::AckAllUnconfirmed { .. } => ApiError {
+                status: StatusCode::GATEWAY_TIMEOUT,
+                code: "ack_all_timeout",
+                message: e.to_string(),
+            },
             NodeError::Stopped => ApiError {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 code: "unavailable",

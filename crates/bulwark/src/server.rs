@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bulwark_node::cluster::{ClusterConfig, Member};
+use bulwark_node::identity::{Identity, Requested};
 use bulwark_node::{Metrics, Node, NodeConfig};
 use tracing_subscriber::EnvFilter;
 
@@ -15,9 +16,9 @@ pub struct StartArgs {
     /// Where the log and the state live.
     #[arg(long, default_value = "./bulwark-data", env = "BULWARK_DATA_DIR")]
     pub data_dir: PathBuf,
-    /// Address of the HTTP API.
-    #[arg(long, default_value = "127.0.0.1:7070", env = "BULWARK_LISTEN")]
-    pub listen: SocketAddr,
+    /// Address of the HTTP API [default: the address book's, or 127.0.0.1:7070].
+    #[arg(long, env = "BULWARK_LISTEN")]
+    pub listen: Option<SocketAddr>,
     /// Transfers kept in memory before a checkpoint is written.
     #[arg(long, default_value_t = 150_000)]
     pub checkpoint_transfers: usize,
@@ -32,9 +33,10 @@ pub struct StartArgs {
     /// `--http-listen`, `--peer-listen`).
     #[arg(long = "member", value_parser = parse_member, requires = "node_id")]
     pub members: Vec<Member>,
-    /// Cluster mode: an id every member shares; a node of another cluster is refused.
-    #[arg(long, default_value_t = 1)]
-    pub cluster_id: u64,
+    /// An id every member of a cluster shares; a node of another cluster is refused [default: the
+    /// data directory's, or 1 for a new one].
+    #[arg(long)]
+    pub cluster_id: Option<u64>,
     /// Cluster mode: one Raft tick in milliseconds (elections after 10–20 ticks).
     #[arg(long, default_value_t = 50)]
     pub tick_ms: u64,
@@ -42,9 +44,11 @@ pub struct StartArgs {
     /// and at least the leader); the node waits until `bulwark cluster add` makes it a learner.
     #[arg(long, requires = "node_id")]
     pub join: bool,
-    /// Cluster mode: bind the peer transport here instead of this node's own PEER_ADDR. Peers
-    /// still dial PEER_ADDR: `bulwark chaos` puts its fault-injecting proxy in between.
-    #[arg(long, requires = "node_id")]
+    /// Where the peer transport listens. A member: instead of its own PEER_ADDR (peers still
+    /// dial PEER_ADDR: `bulwark chaos` puts its fault-injecting proxy in between). A single node:
+    /// its peer address, where nodes added later reach it [default: the address book's, or the
+    /// HTTP port + 100].
+    #[arg(long)]
     pub peer_listen: Option<SocketAddr>,
     /// Cluster mode: bind the HTTP API here instead of this node's own HTTP_ADDR. Other members
     /// still reach it at HTTP_ADDR (`bulwark chaos` proxies that too).
@@ -81,16 +85,13 @@ async fn serve(args: StartArgs) -> anyhow::Result<()> {
     config.checkpoint_transfers = args.checkpoint_transfers;
     config.segment_bytes = args.segment_bytes;
     let metrics = Arc::new(Metrics::default());
-    let (node, app, listen) = match args.node_id {
-        None => {
-            let node = tokio::task::spawn_blocking(move || Node::start(config, metrics))
-                .await?
-                .map_err(|e| anyhow::anyhow!("cannot start: {e}"))?;
-            let app = bulwark_api::router(node.handle());
-            (node, app, args.listen)
-        }
-        Some(node_id) => start_member(&args, node_id, config, metrics).await?,
+    let requested = Requested {
+        node_id: args.node_id,
+        cluster_id: args.cluster_id,
     };
+    let identity = bulwark_node::identity::resolve(&args.data_dir, &requested)
+        .map_err(|e| anyhow::anyhow!("cannot start: {e}"))?;
+    let (node, app, listen) = start_node(&args, &identity, config, metrics).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
@@ -133,49 +134,95 @@ async fn serve(args: StartArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Cluster mode: the peer transport, the Raft event loop, and a router that forwards writes to
-/// the leader.
-async fn start_member(
-    args: &StartArgs,
-    node_id: u64,
-    config: NodeConfig,
-    metrics: Arc<Metrics>,
-) -> anyhow::Result<(Node, axum::Router, SocketAddr)> {
-    let mut cluster = ClusterConfig {
-        node_id,
-        cluster_id: args.cluster_id,
-        members: args.members.clone(),
-        tick: Duration::from_millis(args.tick_ms.max(1)),
-        join: args.join,
-        source_ip: None,
-    };
+/// Where a node listens and whom it knows: from the `--member` flags, or, for a node started
+/// without them (a single node, or a member restarted on its directory alone), from its address
+/// book and `--listen`/`--peer-listen`.
+struct Plan {
+    cluster: ClusterConfig,
+    peer_listen: SocketAddr,
+    http_listen: SocketAddr,
+    /// The peer port was not chosen by anyone: if it is taken, any free port will do.
+    peer_port_derived: bool,
+}
+
+/// A node started without `--member`: the address book's own entry, else `--listen` (default
+/// 127.0.0.1:7070) and a peer port 100 above the HTTP port.
+fn plan_alone(args: &StartArgs, identity: &Identity) -> anyhow::Result<Plan> {
+    let book = bulwark_node::cluster::load_members(&args.data_dir)
+        .map_err(|e| anyhow::anyhow!("cannot start: {e}"))?
+        .unwrap_or_default();
+    let own = book.iter().find(|m| m.id == identity.node_id);
+    let http_listen = args
+        .listen
+        .or(own.map(|m| m.http_addr))
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7070)));
+    let derived = SocketAddr::new(http_listen.ip(), http_listen.port().wrapping_add(100));
+    let peer_listen = args.peer_listen.or(own.map(|m| m.peer_addr));
+    Ok(Plan {
+        cluster: cluster_config(args, identity, vec![]),
+        peer_listen: peer_listen.unwrap_or(derived),
+        http_listen,
+        peer_port_derived: peer_listen.is_none(),
+    })
+}
+
+/// A member started with its `--member` flags.
+fn plan_member(args: &StartArgs, identity: &Identity) -> anyhow::Result<Plan> {
+    let cluster = cluster_config(args, identity, args.members.clone());
     cluster
         .validate()
         .map_err(|e| anyhow::anyhow!("refusing this cluster configuration: {e}"))?;
-    let me = cluster.member(node_id).expect("validated").clone();
-    let peer_listen = args.peer_listen.unwrap_or(me.peer_addr);
-    let http_listen = args.http_listen.unwrap_or(me.http_addr);
+    let me = cluster.member(identity.node_id).expect("validated").clone();
+    Ok(Plan {
+        cluster,
+        peer_listen: args.peer_listen.unwrap_or(me.peer_addr),
+        http_listen: args.http_listen.or(args.listen).unwrap_or(me.http_addr),
+        peer_port_derived: false,
+    })
+}
+
+fn cluster_config(args: &StartArgs, identity: &Identity, members: Vec<Member>) -> ClusterConfig {
+    ClusterConfig {
+        node_id: identity.node_id,
+        cluster_id: identity.cluster_id,
+        members,
+        tick: Duration::from_millis(args.tick_ms.max(1)),
+        join: args.join,
+        source_ip: None,
+    }
+}
+
+/// The peer transport, the node loop, and the router (a follower forwards writes to the leader).
+async fn start_node(
+    args: &StartArgs,
+    identity: &Identity,
+    config: NodeConfig,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<(Node, axum::Router, SocketAddr)> {
+    let alone = args.members.is_empty();
+    let mut plan = if alone {
+        plan_alone(args, identity)?
+    } else {
+        plan_member(args, identity)?
+    };
     // Every connection to another member (peer transport, forwarded writes, snapshot fetches)
     // leaves from the IP this node's HTTP API listens on, when that is a specific one: whatever
     // stands between the nodes (`bulwark chaos`'s proxy, which tells nodes apart by source IP)
     // then sees which node connects, so a partition cuts all node-to-node traffic.
-    cluster.source_ip = Some(http_listen.ip()).filter(|ip| !ip.is_unspecified());
-    let transport_options = bulwark_transport::TransportOptions {
-        source_ip: cluster.source_ip,
-        ..Default::default()
-    };
+    plan.cluster.source_ip = Some(plan.http_listen.ip()).filter(|ip| !ip.is_unspecified());
     let (inbox_tx, mut inbox) = tokio::sync::mpsc::channel(4096);
-    let transport = bulwark_transport::TcpTransport::start(
-        bulwark_transport::NodeId(node_id),
-        args.cluster_id,
-        peer_listen,
-        inbox_tx,
-        transport_options,
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("cannot listen for peers on {peer_listen}: {e}"))?;
+    let transport = start_transport(&plan, inbox_tx).await?;
+    if alone {
+        // Its own entry: where it listens now (recorded in the address book by the node loop).
+        plan.cluster.members.push(Member {
+            id: identity.node_id,
+            peer_addr: transport.local_addr(),
+            http_addr: plan.http_listen,
+        });
+    }
+    let peer_addr = transport.local_addr();
     let transport: Arc<dyn bulwark_transport::Transport> = Arc::new(transport);
-    let cluster_source_ip = cluster.source_ip;
+    let cluster = plan.cluster.clone();
     let node = tokio::task::spawn_blocking(move || {
         bulwark_node::cluster::start_cluster(config, cluster, transport, metrics)
     })
@@ -190,16 +237,45 @@ async fn start_member(
         }
     });
     tracing::info!(
-        node_id,
-        peer_addr = %me.peer_addr,
-        %peer_listen,
-        http_addr = %me.http_addr,
-        %http_listen,
-        source_ip = ?cluster_source_ip,
-        "cluster member started"
+        node_id = identity.node_id,
+        cluster_id = identity.cluster_id,
+        %peer_addr,
+        http_listen = %plan.http_listen,
+        source_ip = ?plan.cluster.source_ip,
+        "node started"
     );
-    let app = bulwark_api::cluster_router(node.handle(), node_id);
-    Ok((node, app, http_listen))
+    let app = bulwark_api::cluster_router(node.handle(), identity.node_id);
+    Ok((node, app, plan.http_listen))
+}
+
+/// Binds the peer transport; a derived port that is taken gives way to any free one (a single
+/// node needs no peers until it grows, and then its address book says where it listens).
+async fn start_transport(
+    plan: &Plan,
+    inbox: tokio::sync::mpsc::Sender<(bulwark_transport::NodeId, Vec<u8>)>,
+) -> anyhow::Result<bulwark_transport::TcpTransport> {
+    let options = || bulwark_transport::TransportOptions {
+        source_ip: plan.cluster.source_ip,
+        ..Default::default()
+    };
+    let me = bulwark_transport::NodeId(plan.cluster.node_id);
+    let id = plan.cluster.cluster_id;
+    match bulwark_transport::TcpTransport::start(me, id, plan.peer_listen, inbox.clone(), options())
+        .await
+    {
+        Ok(transport) => Ok(transport),
+        Err(e) if plan.peer_port_derived => {
+            let any = SocketAddr::new(plan.peer_listen.ip(), 0);
+            tracing::warn!(port = plan.peer_listen.port(), error = %e, "the peer port is taken; listening for peers on a free one (pass --peer-listen to choose)");
+            bulwark_transport::TcpTransport::start(me, id, any, inbox, options())
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen for peers on {any}: {e}"))
+        }
+        Err(e) => Err(anyhow::anyhow!(
+            "cannot listen for peers on {}: {e}",
+            plan.peer_listen
+        )),
+    }
 }
 
 async fn shutdown_signal() {

@@ -30,6 +30,7 @@ use raft::eraftpb::{ConfState, Message};
 use raft::StateRole;
 use tokio::sync::{oneshot, Semaphore};
 
+use crate::faults::crash_point;
 use crate::{
     answer_query, Metrics, Node, NodeConfig, NodeError, NodeHandle, Query, ReadOutcome, Request,
     WriteOutcome,
@@ -145,7 +146,8 @@ pub enum MembershipChange {
 /// crash-safely whenever membership changes, read at start in place of the `--member` flags.
 const MEMBERS_FILE: &str = "members";
 
-fn load_members(data_dir: &std::path::Path) -> Result<Option<Vec<Member>>, String> {
+/// The address book of `data_dir`; `None` if it has none yet.
+pub fn load_members(data_dir: &std::path::Path) -> Result<Option<Vec<Member>>, String> {
     let path = data_dir.join(MEMBERS_FILE);
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
@@ -160,16 +162,11 @@ fn load_members(data_dir: &std::path::Path) -> Result<Option<Vec<Member>>, Strin
 }
 
 fn save_members(data_dir: &std::path::Path, members: &[Member]) -> std::io::Result<()> {
-    use std::io::Write;
-    let path = data_dir.join(MEMBERS_FILE);
-    let temp = data_dir.join(format!("{MEMBERS_FILE}.tmp"));
-    let mut file = std::fs::File::create(&temp)?;
-    for m in members {
-        writeln!(file, "{}", m.to_spec())?;
-    }
-    file.sync_all()?;
-    std::fs::rename(&temp, &path)?;
-    std::fs::File::open(data_dir)?.sync_all()
+    let text: String = members
+        .iter()
+        .map(|m| format!("{}\n", m.to_spec()))
+        .collect();
+    crate::fs::write_file_atomically(&data_dir.join(MEMBERS_FILE), text.as_bytes())
 }
 
 /// What the API needs to know of the cluster, kept current by the event loop.
@@ -211,80 +208,47 @@ pub fn start_cluster(
         path: config.data_dir.clone(),
         source,
     })?;
-    // Membership changes since the cluster began are in the address book, not the flags.
-    if let Some(known) = load_members(&config.data_dir).map_err(|reason| NodeError::Recovery {
+    let flagged: Vec<u64> = cluster.members.iter().map(|m| m.id).collect();
+    merge_address_book(&config, &mut cluster)?;
+    // This node's own entry may be new (a first start) or have moved (another port).
+    save_members(&config.data_dir, &cluster.members).map_err(|source| NodeError::Io {
+        what: "write the address book in",
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let recovery_error = |reason: String| NodeError::Recovery {
         dir: config.data_dir.clone(),
         reason,
-    })? {
-        for m in known {
-            match cluster.members.iter_mut().find(|x| x.id == m.id) {
-                Some(x) => *x = m,
-                None => cluster.members.push(m),
-            }
-        }
-    }
-    let mut store = StateStore::open(&config.state_path())?;
-    let raft_dir = config.data_dir.join("raft");
-    let (mut storage, recovered) =
-        DiskRaftStorage::open(&raft_dir, config.segment_bytes).map_err(|e| {
-            NodeError::Recovery {
-                dir: raft_dir.clone(),
-                reason: e.to_string(),
-            }
-        })?;
+    };
+    // The Raft log before the state store: a directory whose creation was interrupted then
+    // never holds a state store without a log (see `identity`).
+    let raft_dir = config.raft_dir();
+    let (mut storage, recovered) = DiskRaftStorage::open(&raft_dir, config.segment_bytes)
+        .map_err(|e| recovery_error(format!("{}: {e}", raft_dir.display())))?;
     if let Some(torn) = &recovered.torn_tail {
         tracing::warn!(file = %torn.file.display(), offset = torn.offset, "cut a torn tail from the Raft log");
     }
-    let initial = raft::Storage::initial_state(&storage).map_err(|e| NodeError::Recovery {
-        dir: raft_dir.clone(),
-        reason: e.to_string(),
-    })?;
+    let mut store = StateStore::open(&config.state_path())?;
+    crate::install::finish_interrupted(&config.data_dir, &mut storage, &store)
+        .map_err(recovery_error)?;
+    let initial = raft::Storage::initial_state(&storage)
+        .map_err(|e| recovery_error(format!("{}: {e}", raft_dir.display())))?;
     if initial.conf_state.voters.is_empty() && !cluster.join {
-        // A new cluster: every configured member is a voter from the start. The configuration
-        // is installed as a snapshot at index 1 (as TiKV does), so the log starts at 2 and a
-        // node that joins later always starts from a snapshot, which carries the configuration
-        // (replaying the log from 1 would never tell it the initial voters).
-        let voters: Vec<u64> = cluster.members.iter().map(|m| m.id).collect();
-        let mut meta = raft::eraftpb::SnapshotMetadata {
-            index: BOOTSTRAP_INDEX,
-            term: 1,
-            ..Default::default()
-        };
-        meta.set_conf_state(ConfState::from((voters, vec![])));
-        storage
-            .install_snapshot(&meta)
-            .map_err(|e| NodeError::Recovery {
-                dir: raft_dir.clone(),
-                reason: e.to_string(),
-            })?;
-        let encoded =
-            protobuf::Message::write_to_bytes(meta.get_conf_state()).expect("a ConfState encodes");
-        store.bootstrap_membership(encoded)?;
-        tracing::info!(
-            members = cluster.members.len(),
-            "bootstrapped a new cluster"
-        );
+        bootstrap(&cluster, &mut storage, &mut store)
+            .map_err(|e| recovery_error(format!("bootstrapping {}: {e}", raft_dir.display())))?;
+    } else if !cluster.join {
+        check_flags_against_configuration(&cluster, &flagged, &initial.conf_state)
+            .map_err(recovery_error)?;
     }
     let commit = initial.hard_state.commit;
     if store.applied_index() > commit.max(recovered.last_index) {
-        return Err(NodeError::Recovery {
-            dir: config.data_dir.clone(),
-            reason: format!(
-                "the state store is at index {} but the Raft log ends at {}",
-                store.applied_index(),
-                recovered.last_index
-            ),
-        });
+        return Err(recovery_error(format!(
+            "the state store is at index {} but the Raft log ends at {}",
+            store.applied_index(),
+            recovered.last_index
+        )));
     }
-    let mut replica_config = ReplicaConfig::new(cluster.node_id);
-    replica_config.election_tick = 10;
-    replica_config.min_election_tick = 10;
-    replica_config.max_election_tick = 20;
-    let replica =
-        Replica::new(replica_config, storage, store).map_err(|e| NodeError::Recovery {
-            dir: config.data_dir.clone(),
-            reason: e.to_string(),
-        })?;
+    let replica = start_replica(&cluster, storage, store).map_err(recovery_error)?;
     let peers: Vec<(NodeId, SocketAddr)> = cluster
         .members
         .iter()
@@ -292,18 +256,118 @@ pub fn start_cluster(
         .map(|m| (NodeId(m.id), m.peer_addr))
         .collect();
     transport.set_peers(&peers);
-    let mut replica = replica;
+    spawn_loop(config, cluster, replica, transport, metrics)
+}
+
+/// Raft over the recovered log and state, offering the checkpoint it restarted from; a node that
+/// is its configuration's only voter campaigns at once (no one else can lead, so waiting for an
+/// election timeout would only delay the first write).
+fn start_replica(
+    cluster: &ClusterConfig,
+    storage: DiskRaftStorage,
+    store: StateStore,
+) -> Result<ClusterReplica, String> {
+    let mut replica_config = ReplicaConfig::new(cluster.node_id);
+    replica_config.election_tick = 10;
+    replica_config.min_election_tick = 10;
+    replica_config.max_election_tick = 20;
+    let mut replica = Replica::new(replica_config, storage, store).map_err(|e| e.to_string())?;
     let checkpoint = replica.state().checkpointed_index();
     if checkpoint > BOOTSTRAP_INDEX {
         // Offer the checkpoint we restarted from, so that a lagging follower need not wait for
         // the next one.
         replica
-            .compact(checkpoint, KEEP_ENTRIES, snapshot_data(&cluster))
-            .map_err(|e| NodeError::Recovery {
-                dir: config.data_dir.clone(),
-                reason: format!("offering the checkpoint as a snapshot: {e}"),
-            })?;
+            .compact(checkpoint, KEEP_ENTRIES, snapshot_data(cluster))
+            .map_err(|e| format!("offering the checkpoint as a snapshot: {e}"))?;
     }
+    let conf = replica.raw().raft.prs().conf().to_conf_state();
+    if conf.voters == [cluster.node_id] && conf.voters_outgoing.is_empty() {
+        replica
+            .campaign()
+            .map_err(|e| format!("a sole voter could not take the lead: {e}"))?;
+    }
+    Ok(replica)
+}
+
+/// The members in the address book (every membership change since the cluster began) win over
+/// the flags, except this node's own addresses, which are where it listens now.
+fn merge_address_book(config: &NodeConfig, cluster: &mut ClusterConfig) -> Result<(), NodeError> {
+    let known = load_members(&config.data_dir).map_err(|reason| NodeError::Recovery {
+        dir: config.data_dir.clone(),
+        reason,
+    })?;
+    for m in known.into_iter().flatten() {
+        match cluster.members.iter_mut().find(|x| x.id == m.id) {
+            Some(_) if m.id == cluster.node_id => {}
+            Some(x) => *x = m,
+            None => cluster.members.push(m),
+        }
+    }
+    Ok(())
+}
+
+/// A new cluster: every configured member is a voter from the start. The configuration is
+/// installed as a snapshot at index 1 (as TiKV does), so the log starts at 2 and a node that
+/// joins later always starts from a snapshot, which carries the configuration (replaying the log
+/// from 1 would never tell it the initial voters).
+fn bootstrap(
+    cluster: &ClusterConfig,
+    storage: &mut DiskRaftStorage,
+    store: &mut StateStore,
+) -> Result<(), String> {
+    let voters: Vec<u64> = cluster.members.iter().map(|m| m.id).collect();
+    let mut meta = raft::eraftpb::SnapshotMetadata {
+        index: BOOTSTRAP_INDEX,
+        term: 1,
+        ..Default::default()
+    };
+    meta.set_conf_state(ConfState::from((voters, vec![])));
+    storage.install_snapshot(&meta).map_err(|e| e.to_string())?;
+    let encoded =
+        protobuf::Message::write_to_bytes(meta.get_conf_state()).expect("a ConfState encodes");
+    store
+        .bootstrap_membership(encoded)
+        .map_err(|e| e.to_string())?;
+    tracing::info!(
+        members = cluster.members.len(),
+        "bootstrapped a new cluster"
+    );
+    Ok(())
+}
+
+/// A directory that holds a cluster of one voter (this node) started with `--member` flags that
+/// name others: the flags only shape a new cluster, so the others would bootstrap a
+/// configuration of their own and two histories would claim the same indexes.
+fn check_flags_against_configuration(
+    cluster: &ClusterConfig,
+    flagged: &[u64],
+    conf: &ConfState,
+) -> Result<(), String> {
+    let alone = conf.voters == [cluster.node_id]
+        && conf.learners.is_empty()
+        && conf.voters_outgoing.is_empty();
+    let others: Vec<u64> = flagged
+        .iter()
+        .copied()
+        .filter(|id| *id != cluster.node_id)
+        .collect();
+    if alone && !others.is_empty() {
+        return Err(format!(
+            "this directory holds a cluster whose only voter is node {} but the --member flags              name nodes {others:?}: flags only shape a new cluster. Start it without --member,              then grow it with `bulwark cluster add` and `bulwark cluster promote`",
+            cluster.node_id
+        ));
+    }
+    Ok(())
+}
+
+/// Starts the loop thread over a started replica.
+fn spawn_loop(
+    config: NodeConfig,
+    cluster: ClusterConfig,
+    replica: ClusterReplica,
+    transport: Arc<dyn Transport>,
+    metrics: Arc<Metrics>,
+) -> Result<Node, NodeError> {
     let (requests, inbox) = mpsc::channel();
     let snapshots = Arc::new(std::sync::Mutex::new(Some(
         replica.state().snapshot_source(),
@@ -323,7 +387,7 @@ pub fn start_cluster(
         requests,
         write_permits: Arc::new(Semaphore::new(config.max_inflight_writes)),
         snapshots: snapshots.clone(),
-        cluster: Some(view.clone()),
+        cluster: view.clone(),
         disk_full: disk_full.clone(),
         data_dir: config.data_dir.clone(),
         metrics: metrics.clone(),
@@ -341,7 +405,7 @@ pub fn start_cluster(
         snapshots,
         view,
         caught_up_at: std::collections::HashMap::new(),
-        waiting_all: Vec::new(),
+        waiting_all: crate::ack_all::AckAllWaiters::default(),
         joint_replies: Vec::new(),
     };
     let thread = std::thread::Builder::new()
@@ -368,7 +432,7 @@ struct ClusterLoop {
     /// Membership changes applied in a joint configuration, answered once it is left.
     joint_replies: Vec<oneshot::Sender<Result<u64, NodeError>>>,
     /// Writes with `ack=all` waiting until every in-sync member has their index.
-    waiting_all: Vec<(u64, oneshot::Sender<Result<(), NodeError>>)>,
+    waiting_all: crate::ack_all::AckAllWaiters<oneshot::Sender<Result<(), NodeError>>>,
     /// Shared with the API: this node cannot persist right now (see the module documentation).
     disk_full: Arc<AtomicBool>,
     /// Since when the disk is full (for the recovery log line).
@@ -379,28 +443,6 @@ struct ClusterLoop {
 
 /// How often a node whose disk is full tries again to persist what it holds.
 pub const DISK_FULL_RETRY: Duration = Duration::from_millis(200);
-
-/// Why installing a snapshot failed, and whether for lack of space.
-struct InstallFailure {
-    disk_full: bool,
-    message: String,
-}
-
-impl InstallFailure {
-    fn other(message: impl Into<String>) -> Self {
-        InstallFailure {
-            disk_full: false,
-            message: message.into(),
-        }
-    }
-
-    fn store(e: bulwark_store::StoreError) -> Self {
-        InstallFailure {
-            disk_full: e.is_disk_full(),
-            message: e.to_string(),
-        }
-    }
-}
 
 /// A follower is in sync when the leader heard from it within an election timeout and it was
 /// fully caught up within this long (the Kafka ISR idea).
@@ -508,6 +550,7 @@ impl ClusterLoop {
             let transport = self.transport.clone();
             let cluster = &self.cluster;
             let snapshots = &self.snapshots;
+            let data_dir = &self.config.data_dir;
             let mut installed: Option<Vec<Member>> = None;
             let mut install_disk_full = false;
             // A state store closed after a failed checkpoint must be reopened before anything is
@@ -518,10 +561,11 @@ impl ClusterLoop {
                 self.replica.process_ready(
                     &mut |messages| send_all(&*transport, messages),
                     &mut |store, snapshot| {
-                        install_snapshot(cluster, store, snapshot).map_err(|f| {
-                            install_disk_full = f.disk_full;
-                            f.message
-                        })?;
+                        crate::install::install_snapshot(cluster, data_dir, store, snapshot)
+                            .map_err(|f| {
+                                install_disk_full = f.disk_full;
+                                f.message
+                            })?;
                         *snapshots.lock().expect("snapshot source lock") =
                             Some(store.snapshot_source());
                         installed = Some(snapshot_members(&snapshot.data));
@@ -555,6 +599,15 @@ impl ClusterLoop {
             }
             self.update_disk_full();
             if let Some(members) = installed {
+                // The Raft log was reset to the snapshot in the same Ready: the install is whole.
+                crate::install::finished(&self.config.data_dir).map_err(|source| {
+                    NodeError::Io {
+                        what: "remove the snapshot install intent in",
+                        path: self.config.data_dir.clone(),
+                        source,
+                    }
+                })?;
+                crash_point("install-after-intent-removed");
                 tracing::info!(
                     applied_index = self.replica.state().applied_index(),
                     "caught up by installing a snapshot"
@@ -860,17 +913,8 @@ impl ClusterLoop {
         }
         // ack=all: every in-sync follower (and this leader) holds the write's index.
         let floor = in_sync_match.iter().copied().min().unwrap_or(u64::MAX);
-        let waiting = std::mem::take(&mut self.waiting_all);
-        for (index, reply) in waiting {
-            if !leading {
-                let _ = reply.send(Err(NodeError::NotLeader {
-                    leader: self.replica.leader(),
-                }));
-            } else if floor >= index {
-                let _ = reply.send(Ok(()));
-            } else {
-                self.waiting_all.push((index, reply));
-            }
+        for (reply, result) in self.waiting_all.settle(leading, floor) {
+            let _ = reply.send(result);
         }
         let heard_recently = raft.election_elapsed < raft.election_timeout();
         let ready = leading || (self.replica.leader().is_some() && heard_recently);
@@ -1035,61 +1079,6 @@ fn snapshot_members(data: &[u8]) -> Vec<Member> {
     text.lines()
         .filter_map(|line| Member::parse_spec(line).ok())
         .collect()
-}
-
-/// Replaces this follower's state with the leader's checkpoint, streamed over HTTP from the
-/// node named in the snapshot's data, imported crash-safely, then reopened.
-fn install_snapshot(
-    cluster: &ClusterConfig,
-    store: &mut StateStore,
-    snapshot: &raft::eraftpb::Snapshot,
-) -> Result<(), InstallFailure> {
-    let index = snapshot.get_metadata().index;
-    let from = snapshot
-        .data
-        .get(..8)
-        .and_then(|b| b.try_into().ok())
-        .map(u64::from_le_bytes)
-        .ok_or_else(|| InstallFailure::other("the snapshot does not name its node"))?;
-    let member = cluster
-        .member(from)
-        .ok_or_else(|| InstallFailure::other(format!("the snapshot names unknown node {from}")))?;
-    store.wait_checkpoint().map_err(InstallFailure::store)?;
-    let url = format!("http://{}/internal/v1/snapshot", member.http_addr);
-    tracing::info!(index, %url, "fetching a snapshot to catch up");
-    let started = Instant::now();
-    // The client must outlive the body: its runtime thread is what reads the stream.
-    let client = reqwest::blocking::Client::builder()
-        .timeout(None)
-        .local_address(cluster.source_ip)
-        .build()
-        .map_err(|e| InstallFailure::other(e.to_string()))?;
-    let mut response = client
-        .get(&url)
-        .send()
-        .and_then(|r| r.error_for_status())
-        .map_err(|e| InstallFailure::other(format!("fetch {url}: {e}")))?;
-    let path = store.path().to_path_buf();
-    let info =
-        bulwark_store::snapshot::import(&path, &mut response).map_err(InstallFailure::store)?;
-    drop(response);
-    drop(client);
-    if info.applied_index < index {
-        return Err(InstallFailure::other(format!(
-            "node {from} sent a checkpoint at {} for a snapshot at {index}",
-            info.applied_index
-        )));
-    }
-    let fresh = StateStore::open(&path).map_err(InstallFailure::store)?;
-    *store = fresh;
-    tracing::info!(
-        index,
-        checkpoint = info.applied_index,
-        rows = info.rows,
-        ms = started.elapsed().as_millis() as u64,
-        "snapshot installed"
-    );
-    Ok(())
 }
 
 fn send_all(transport: &dyn Transport, messages: Vec<Message>) {

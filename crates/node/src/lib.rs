@@ -1,21 +1,23 @@
-//! The single-node engine: recovery at start, then one event loop that owns the log and the state.
+//! A Bulwark node: one engine for every node, a single one included (a cluster of one voter).
 //!
-//! It owns the order of durability: a write request's batch gets its timestamp, is appended to
-//! the write-ahead log and applied in memory; one fsync then covers every batch of the group
-//! (group commit), and only after it do the requests get their answers. Reads are served between
-//! groups, so they see exactly the acknowledged, durable state. Checkpoints run in the
-//! background, and the log behind a finished checkpoint is deleted.
+//! `cluster.rs` opens the Raft log and the state store and runs the node loop: client writes are
+//! proposed to Raft and answered once committed and applied, reads wait for a Raft read index,
+//! peer messages and membership changes go to the replica, checkpoints run in the background and
+//! compact the log behind them. `identity.rs` decides whether a start may use its data directory.
 //!
-//! It must never answer a write before its fsync, never apply a log record out of order, and never
-//! keep running after a failed fsync (the state in memory is then ahead of the disk).
+//! It must never answer a write before the entry holding it is durable on a majority (on a single
+//! node: fsynced), never apply a log entry out of order, and never keep running after a failed
+//! fsync (the kernel may have dropped what it could not write).
 //!
-//! A full disk: a cluster member (`cluster.rs`) stays up while its disk is full, refuses writes and
-//! linearizable reads with [`NodeError::DiskFull`], and goes on by itself once space is freed. The
-//! single-node loop (`event_loop.rs`) does not: a failed write of its log is fatal there, as before
-//! (its checkpoints, like every state store's, wait for space instead of failing).
+//! A full disk: the node stays up, refuses writes and linearizable reads with
+//! [`NodeError::DiskFull`], and goes on by itself once space is freed (see `cluster.rs`).
 
+mod ack_all;
 pub mod cluster;
-mod event_loop;
+pub mod faults;
+mod fs;
+pub mod identity;
+mod install;
 pub mod metrics;
 
 use std::path::PathBuf;
@@ -29,7 +31,7 @@ use bulwark_ledger::{
     TransferId,
 };
 use bulwark_store::{StateStore, StoreError};
-use bulwark_wal::{Wal, WalError, WalOptions};
+use bulwark_wal::WalError;
 use tokio::sync::{oneshot, Semaphore};
 
 pub use metrics::Metrics;
@@ -39,10 +41,9 @@ pub use metrics::Metrics;
 pub struct NodeConfig {
     pub data_dir: PathBuf,
     pub segment_bytes: u64,
-    /// Start a checkpoint once this many transfers are in the memtable...
+    /// Start a checkpoint once this many transfers are in the memtable (or the Raft log has
+    /// grown well past what is kept behind a checkpoint).
     pub checkpoint_transfers: usize,
-    /// ...or the log has grown past this many bytes.
-    pub checkpoint_log_bytes: u64,
     /// Write requests that may wait for the loop at once; more wait in the API.
     pub max_inflight_writes: usize,
 }
@@ -53,13 +54,13 @@ impl NodeConfig {
             data_dir: data_dir.into(),
             segment_bytes: 64 << 20,
             checkpoint_transfers: 150_000,
-            checkpoint_log_bytes: 256 << 20,
             max_inflight_writes: 256,
         }
     }
 
-    pub fn wal_dir(&self) -> PathBuf {
-        self.data_dir.join("wal")
+    /// The Raft log: WAL segments and the hard-state file.
+    pub fn raft_dir(&self) -> PathBuf {
+        self.data_dir.join("raft")
     }
 
     pub fn state_path(&self) -> PathBuf {
@@ -94,6 +95,13 @@ pub enum NodeError {
     /// next leader, or not. Retrying with the same ids is safe.
     #[error("leadership changed before the write committed; its outcome is unknown")]
     OutcomeUnknown,
+    /// An `ack=all` write committed (on a majority) and applied, but this node stopped leading
+    /// before every in-sync member confirmed it: it is not lost, only unconfirmed everywhere.
+    #[error(
+        "the write committed at index {index} on a majority and was applied, but this node \
+         stopped leading before every in-sync replica confirmed it"
+    )]
+    AckAllUnconfirmed { index: u64 },
     /// A membership change that would leave the cluster in a configuration it refuses.
     #[error("membership change refused: {0}")]
     Membership(String),
@@ -214,10 +222,10 @@ pub struct NodeHandle {
     /// Where snapshots of this node's last checkpoint are read from (replaced when the node
     /// installs a snapshot itself).
     pub(crate) snapshots: Arc<std::sync::Mutex<Option<bulwark_store::snapshot::SnapshotSource>>>,
-    /// The cluster as the event loop last saw it; `None` for a single node.
-    pub(crate) cluster: Option<Arc<std::sync::RwLock<cluster::ClusterView>>>,
-    /// Set by a cluster member's loop while its disk is full (it cannot persist its Raft log or
-    /// its state store); never set on a single node.
+    /// The cluster as the node loop last saw it.
+    pub(crate) cluster: Arc<std::sync::RwLock<cluster::ClusterView>>,
+    /// Set by the node loop while its disk is full (it cannot persist its Raft log or its state
+    /// store).
     pub(crate) disk_full: Arc<AtomicBool>,
     pub(crate) data_dir: PathBuf,
     pub metrics: Arc<Metrics>,
@@ -258,8 +266,8 @@ impl NodeHandle {
 
     /// The HTTP address of member `id`, as this node knows it.
     pub fn member_http_addr(&self, id: u64) -> Option<std::net::SocketAddr> {
-        let view = self.cluster.as_ref()?;
-        view.read()
+        self.cluster
+            .read()
             .expect("cluster view lock")
             .http_addrs
             .get(&id)
@@ -267,28 +275,19 @@ impl NodeHandle {
     }
 
     /// The local IP this member's connections to other members come from
-    /// ([`cluster::ClusterConfig::source_ip`]); `None` on a single node or when the OS picks.
+    /// ([`cluster::ClusterConfig::source_ip`]); `None` when the OS picks.
     pub fn source_ip(&self) -> Option<std::net::IpAddr> {
-        let view = self.cluster.as_ref()?;
-        view.read().expect("cluster view lock").source_ip
+        self.cluster.read().expect("cluster view lock").source_ip
     }
 
-    /// True while this node can serve: a single node always; a member while it leads or has
-    /// heard from a leader within an election timeout, and its disk is not full.
+    /// True while this node can serve: it leads or has heard from a leader within an election
+    /// timeout, and its disk is not full.
     pub fn is_ready(&self) -> bool {
-        !self.is_disk_full()
-            && self
-                .cluster
-                .as_ref()
-                .is_none_or(|v| v.read().expect("cluster view lock").ready)
+        !self.is_disk_full() && self.cluster.read().expect("cluster view lock").ready
     }
 
-    /// Waits until every in-sync replica holds log `index` (Kafka's acks=all). A single node
-    /// is its only replica.
+    /// Waits until every in-sync replica holds log `index` (Kafka's acks=all).
     pub async fn wait_replicated(&self, index: u64) -> Result<(), NodeError> {
-        if self.cluster.is_none() {
-            return Ok(());
-        }
         let (reply, answer) = oneshot::channel();
         self.requests
             .send(Request::WaitReplicated { index, reply })
@@ -298,9 +297,7 @@ impl NodeHandle {
 
     /// True once this node has been removed from its cluster: it must serve nothing.
     pub fn is_removed(&self) -> bool {
-        self.cluster
-            .as_ref()
-            .is_some_and(|v| v.read().expect("cluster view lock").removed)
+        self.cluster.read().expect("cluster view lock").removed
     }
 
     /// Asks the cluster to change its membership; resolves once the change is applied.
@@ -350,38 +347,6 @@ pub struct Node {
 }
 
 impl Node {
-    /// Recovers the state from the data directory (last checkpoint + log replay) and starts the
-    /// event loop. Refuses to start, with the file and offset, on corruption anywhere but a torn
-    /// tail of the log.
-    pub fn start(config: NodeConfig, metrics: Arc<Metrics>) -> Result<Node, NodeError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::Io {
-            what: "create data directory",
-            path: config.data_dir.clone(),
-            source,
-        })?;
-        let (wal, store) = recover(&config)?;
-        let (requests, inbox) = mpsc::channel();
-        let handle = NodeHandle {
-            requests,
-            write_permits: Arc::new(Semaphore::new(config.max_inflight_writes)),
-            snapshots: Arc::new(std::sync::Mutex::new(Some(store.snapshot_source()))),
-            cluster: None,
-            disk_full: Arc::new(AtomicBool::new(false)),
-            data_dir: config.data_dir.clone(),
-            metrics: metrics.clone(),
-        };
-        let event_loop = event_loop::EventLoop::new(config, wal, store, metrics);
-        let thread = std::thread::Builder::new()
-            .name("event-loop".into())
-            .spawn(move || event_loop.run(inbox))
-            .map_err(|source| NodeError::Io {
-                what: "spawn event loop",
-                path: PathBuf::new(),
-                source,
-            })?;
-        Ok(Node { handle, thread })
-    }
-
     pub fn handle(&self) -> NodeHandle {
         self.handle.clone()
     }
@@ -397,68 +362,6 @@ impl Node {
         self.handle.write_permits.close();
         self.thread.join().unwrap_or(Err(NodeError::Stopped))
     }
-}
-
-/// Opens the state store at its last checkpoint and replays the log after it.
-fn recover(config: &NodeConfig) -> Result<(Wal, StateStore), NodeError> {
-    let started = std::time::Instant::now();
-    let mut store = StateStore::open(&config.state_path())?;
-    let (mut wal, recovery) = Wal::open(
-        &config.wal_dir(),
-        WalOptions {
-            segment_bytes: config.segment_bytes,
-        },
-    )?;
-    if let Some(torn) = &recovery.torn_tail {
-        tracing::warn!(
-            file = %torn.file.display(),
-            offset = torn.offset,
-            bytes_cut = torn.bytes_cut,
-            "cut a torn tail from the write-ahead log (a write that never completed)"
-        );
-    }
-    let checkpoint = store.checkpointed_index();
-    let fail = |reason: String| NodeError::Recovery {
-        dir: config.data_dir.clone(),
-        reason,
-    };
-    let empty = wal.last_index() < wal.first_index();
-    if wal.first_index() > checkpoint + 1 {
-        return Err(fail(format!(
-            "the log starts at index {} but the checkpoint holds only up to {checkpoint}: \
-             records {}..{} are missing",
-            wal.first_index(),
-            checkpoint + 1,
-            wal.first_index() - 1
-        )));
-    }
-    if empty {
-        if wal.first_index() != checkpoint + 1 {
-            wal.reset_next_index(checkpoint + 1)?;
-        }
-    } else if wal.last_index() < checkpoint {
-        return Err(fail(format!(
-            "the log ends at index {} but the checkpoint is at {checkpoint}: the log lost records \
-             it had made durable",
-            wal.last_index()
-        )));
-    }
-    let mut replayed = 0u64;
-    for record in wal.read_from(checkpoint + 1)? {
-        let (index, payload) = record?;
-        let batch = bulwark_ledger::codec::decode(&payload)
-            .map_err(|e| fail(format!("log record {index} does not decode: {e}")))?;
-        store.apply_batch(index, &batch);
-        replayed += 1;
-    }
-    tracing::info!(
-        checkpoint,
-        replayed,
-        applied_index = store.applied_index(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "recovered"
-    );
-    Ok((wal, store))
 }
 
 /// Answers an account, transfer or history query from the state store.

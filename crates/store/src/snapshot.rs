@@ -154,11 +154,28 @@ fn import_row<K: redb::Key + 'static, V: redb::Value + 'static>(
 /// removed (it may be large, and the failure may be a full disk); a full disk is recognisable
 /// with [`StoreError::is_disk_full`].
 pub fn import(path: &Path, input: &mut impl Read) -> Result<SnapshotInfo, StoreError> {
-    let incoming = path.with_extension("redb.incoming");
-    let _ = std::fs::remove_file(&incoming);
-    let result = import_into(path, &incoming, input);
+    let incoming = incoming_path(path);
+    let info = import_beside(path, &incoming, input)?;
+    swap_in(&incoming, path)?;
+    Ok(info)
+}
+
+/// Where [`import`] builds the new database before it replaces `path`.
+pub fn incoming_path(path: &Path) -> std::path::PathBuf {
+    path.with_extension("redb.incoming")
+}
+
+/// The first half of [`import`]: the stream into `incoming`, committed durably; `path` is not
+/// touched (the caller records its intent before [`swap_in`]).
+pub fn import_beside(
+    path: &Path,
+    incoming: &Path,
+    input: &mut impl Read,
+) -> Result<SnapshotInfo, StoreError> {
+    let _ = std::fs::remove_file(incoming);
+    let result = import_into(path, incoming, input);
     if result.is_err() {
-        let _ = std::fs::remove_file(&incoming);
+        let _ = std::fs::remove_file(incoming);
     }
     result
 }
@@ -257,6 +274,11 @@ fn import_into(
         .map_err(redb::Error::from)
         .map_err(redb_fail("commit"))?;
     drop(db);
+    Ok(info)
+}
+
+/// The second half of [`import`]: `incoming` replaces `path`, durably (rename, fsync-dir).
+pub fn swap_in(incoming: &Path, path: &Path) -> Result<(), StoreError> {
     std::fs::rename(incoming, path).map_err(|source| StoreError::Io {
         path: incoming.to_path_buf(),
         what: "rename",
@@ -276,7 +298,7 @@ fn import_into(
                 source,
             })?;
     }
-    Ok(info)
+    Ok(())
 }
 
 fn parse_row(body: &[u8]) -> Option<(u8, &[u8], &[u8])> {

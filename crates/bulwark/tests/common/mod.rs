@@ -124,8 +124,9 @@ impl Node {
         }
     }
 
+    /// The Raft log's directory (WAL segments and the hard-state file).
     pub fn wal_dir(&self) -> PathBuf {
-        self.data_dir.join("wal")
+        self.data_dir.join("raft")
     }
 
     pub fn base_url(&self) -> String {
@@ -637,12 +638,22 @@ pub struct ClusterNode {
     pub peer_port: u16,
     logs: TempDir,
     args: Vec<String>,
+    /// Extra environment of the next runs (e.g. `BULWARK_CRASH_AT`).
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
     runs: usize,
     pub http: Http,
 }
 
 impl ClusterNode {
+    /// Waits up to `limit` for the process to exit on its own; `None` if it still runs.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut().expect("the node was started");
+        let status = wait_exit(child, limit)?;
+        self.child = None;
+        Some(status)
+    }
+
     /// A member that is not started yet, on `data_dir` and the given ports; `args` are all its
     /// `start` options but `--data-dir` and `--listen` (`--node-id`, `--member`s, `--join`, ...).
     pub fn unstarted(
@@ -662,6 +673,7 @@ impl ClusterNode {
                 .tempdir()
                 .expect("tempdir"),
             args,
+            env: Vec::new(),
             child: None,
             runs: 0,
             http: Http::new(http_port),
@@ -722,6 +734,7 @@ impl ClusterNode {
                 &self.args,
                 &self.log_path(self.runs),
             )
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .spawn()
             .expect("spawn bulwark start");
             let deadline = Instant::now() + Duration::from_secs(60);
@@ -829,6 +842,7 @@ impl Cluster {
                     .tempdir()
                     .expect("tempdir"),
                 args,
+                env: Vec::new(),
                 child: None,
                 runs: 0,
                 http: Http::new(m.http_port),

@@ -1,0 +1,251 @@
+//! Installing a snapshot on a follower, crash-safely at every step.
+//!
+//! A snapshot replaces the state store with another node's checkpoint (at or after the
+//! snapshot's index) and resets the Raft log to the snapshot's index. Those are two files that
+//! cannot change in one step, so an intent file, `installing-snapshot` (the snapshot's metadata,
+//! checksummed), is made durable before the state is swapped and removed once the log is reset:
+//!
+//! 1. the checkpoint is downloaded and imported into a side file, fsynced;
+//! 2. the intent is written (write-temp, fsync, rename, fsync-dir);
+//! 3. the side file is renamed over `state.redb`, the directory fsynced;
+//! 4. the Raft log is reset to the snapshot (its own crash-safe step);
+//! 5. the intent is removed.
+//!
+//! A start that finds the intent ([`finish_interrupted`]) looks at the state store: if it holds
+//! the snapshot's index or more, step 3 happened and the start does step 4 itself; otherwise the
+//! old state is still in place and the intent is dropped (Raft sends the snapshot again). Without
+//! the intent, a crash between 3 and 4 left a state ahead of its log, and every start refused.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use bulwark_consensus::storage::{DiskRaftStorage, RaftStorage};
+use bulwark_store::StateStore;
+use protobuf::Message as _;
+use raft::eraftpb::SnapshotMetadata;
+
+use crate::cluster::ClusterConfig;
+use crate::faults::crash_point;
+
+/// The intent file's name in the data directory.
+pub const INTENT_FILE: &str = "installing-snapshot";
+
+const INTENT_MAGIC: &[u8; 8] = b"BWINST1\n";
+
+/// Why installing a snapshot failed, and whether for lack of space.
+pub(crate) struct InstallFailure {
+    pub(crate) disk_full: bool,
+    pub(crate) message: String,
+}
+
+impl InstallFailure {
+    fn other(message: impl Into<String>) -> Self {
+        InstallFailure {
+            disk_full: false,
+            message: message.into(),
+        }
+    }
+
+    fn store(e: bulwark_store::StoreError) -> Self {
+        InstallFailure {
+            disk_full: e.is_disk_full(),
+            message: e.to_string(),
+        }
+    }
+}
+
+fn encode_intent(meta: &SnapshotMetadata) -> Vec<u8> {
+    let body = meta.write_to_bytes().expect("snapshot metadata encodes");
+    let mut out = INTENT_MAGIC.to_vec();
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+fn decode_intent(bytes: &[u8]) -> Result<SnapshotMetadata, String> {
+    let rest = bytes
+        .strip_prefix(INTENT_MAGIC.as_slice())
+        .ok_or("it does not start with BWINST1")?;
+    let len = u32::from_le_bytes(rest.get(..4).ok_or("truncated")?.try_into().expect("4")) as usize;
+    let crc = u32::from_le_bytes(rest.get(4..8).ok_or("truncated")?.try_into().expect("4"));
+    let body = rest
+        .get(8..)
+        .filter(|b| b.len() == len)
+        .ok_or("truncated")?;
+    if crc32c::crc32c(body) != crc {
+        return Err("checksum mismatch".into());
+    }
+    SnapshotMetadata::parse_from_bytes(body).map_err(|e| e.to_string())
+}
+
+fn intent_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(INTENT_FILE)
+}
+
+fn remove_intent(data_dir: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(intent_path(data_dir)) {
+        Ok(()) => std::fs::File::open(data_dir)?.sync_all(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// At start: completes or drops an install that a crash interrupted (see the module docs).
+pub(crate) fn finish_interrupted(
+    data_dir: &Path,
+    storage: &mut DiskRaftStorage,
+    store: &StateStore,
+) -> Result<(), String> {
+    let path = intent_path(data_dir);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("read {}: {e}", path.display())),
+    };
+    // The intent is written crash-safely: a damaged one is damage, not a torn write.
+    let meta = decode_intent(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    let log_snapshot = raft::Storage::first_index(storage).unwrap_or(1) - 1;
+    if store.applied_index() >= meta.index && log_snapshot < meta.index {
+        storage
+            .install_snapshot(&meta)
+            .map_err(|e| format!("finishing the snapshot install at {}: {e}", meta.index))?;
+        tracing::warn!(
+            index = meta.index,
+            state = store.applied_index(),
+            "finished a snapshot install a crash interrupted: the Raft log now starts after it"
+        );
+    } else if store.applied_index() < meta.index {
+        tracing::warn!(
+            index = meta.index,
+            state = store.applied_index(),
+            "dropped a snapshot install a crash interrupted before the state was replaced"
+        );
+    }
+    remove_intent(data_dir).map_err(|e| format!("remove {}: {e}", path.display()))
+}
+
+/// After the Raft log was reset to an installed snapshot: the install is complete.
+pub(crate) fn finished(data_dir: &Path) -> std::io::Result<()> {
+    remove_intent(data_dir)
+}
+
+/// Replaces this follower's state with the leader's checkpoint, streamed over HTTP from the
+/// node named in the snapshot's data, through steps 1–3 of the module docs; the replica then
+/// resets the Raft log (step 4) and the loop calls [`finished`] (step 5).
+pub(crate) fn install_snapshot(
+    cluster: &ClusterConfig,
+    data_dir: &Path,
+    store: &mut StateStore,
+    snapshot: &raft::eraftpb::Snapshot,
+) -> Result<(), InstallFailure> {
+    let meta = snapshot.get_metadata();
+    let index = meta.index;
+    let from = snapshot
+        .data
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+        .ok_or_else(|| InstallFailure::other("the snapshot does not name its node"))?;
+    store.wait_checkpoint().map_err(InstallFailure::store)?;
+    let path = store.path().to_path_buf();
+    let incoming = bulwark_store::snapshot::incoming_path(&path);
+    let started = Instant::now();
+    let info = fetch_any(cluster, from, &path, &incoming, index)?;
+    crash_point("install-before-intent");
+    crate::fs::write_file_atomically(&intent_path(data_dir), &encode_intent(meta)).map_err(
+        |e| InstallFailure {
+            disk_full: e.raw_os_error() == Some(28),
+            message: format!("write {}: {e}", intent_path(data_dir).display()),
+        },
+    )?;
+    crash_point("install-before-swap");
+    bulwark_store::snapshot::swap_in(&incoming, &path).map_err(InstallFailure::store)?;
+    crash_point("install-after-swap");
+    let fresh = StateStore::open(&path).map_err(InstallFailure::store)?;
+    *store = fresh;
+    crash_point("install-after-reopen");
+    tracing::info!(
+        index,
+        checkpoint = info.applied_index,
+        rows = info.rows,
+        ms = started.elapsed().as_millis() as u64,
+        "snapshot installed"
+    );
+    Ok(())
+}
+
+/// Fetches from the node the snapshot names first; if it cannot serve (dead, paused, partitioned
+/// away, not in our address book yet), from any other member whose checkpoint covers the index.
+fn fetch_any(
+    cluster: &ClusterConfig,
+    from: u64,
+    path: &Path,
+    incoming: &Path,
+    index: u64,
+) -> Result<bulwark_store::snapshot::SnapshotInfo, InstallFailure> {
+    let mut failures = Vec::new();
+    let mut sources: Vec<&crate::cluster::Member> = cluster.member(from).into_iter().collect();
+    sources.extend(
+        cluster
+            .members
+            .iter()
+            .filter(|m| m.id != from && m.id != cluster.node_id),
+    );
+    for member in sources {
+        match fetch_from(cluster, member, path, incoming, index) {
+            Ok(info) => return Ok(info),
+            Err(f) if f.disk_full => return Err(f),
+            Err(f) => {
+                tracing::warn!(source = member.id, index, error = %f.message, "a snapshot fetch failed");
+                failures.push(format!("node {}: {}", member.id, f.message));
+            }
+        }
+    }
+    if failures.is_empty() {
+        failures.push(format!("node {from} is not in the address book"));
+    }
+    Err(InstallFailure::other(format!(
+        "no member could send a checkpoint at or after {index}: {}",
+        failures.join("; ")
+    )))
+}
+
+/// A connect or a read of the stream that takes longer than this fails the fetch: a paused or
+/// partitioned source must not hold the follower forever.
+const SNAPSHOT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+const SNAPSHOT_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Streams `member`'s checkpoint into `incoming` (step 1); it must cover `index`.
+fn fetch_from(
+    cluster: &ClusterConfig,
+    member: &crate::cluster::Member,
+    path: &Path,
+    incoming: &Path,
+    index: u64,
+) -> Result<bulwark_store::snapshot::SnapshotInfo, InstallFailure> {
+    let url = format!("http://{}/internal/v1/snapshot", member.http_addr);
+    tracing::info!(index, %url, "fetching a snapshot to catch up");
+    // The client must outlive the body: its runtime thread is what reads the stream.
+    let client = reqwest::blocking::Client::builder()
+        .connect_timeout(SNAPSHOT_CONNECT_TIMEOUT)
+        .timeout(SNAPSHOT_READ_TIMEOUT)
+        .local_address(cluster.source_ip)
+        .build()
+        .map_err(|e| InstallFailure::other(e.to_string()))?;
+    let mut response = client
+        .get(&url)
+        .send()
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| InstallFailure::other(format!("fetch {url}: {e}")))?;
+    let info = bulwark_store::snapshot::import_beside(path, incoming, &mut response)
+        .map_err(InstallFailure::store)?;
+    if info.applied_index < index {
+        let _ = std::fs::remove_file(incoming);
+        return Err(InstallFailure::other(format!(
+            "node {} sent a checkpoint at {} for a snapshot at {index}",
+            member.id, info.applied_index
+        )));
+    }
+    Ok(info)
+}
