@@ -115,6 +115,15 @@ impl StateMachine for Recorder {
         results
     }
 
+    fn apply_group(&mut self, index: u64, batches: &[Batch]) -> Vec<BatchResults> {
+        let results = self.inner.apply_group(index, batches);
+        let ts = self.inner.last_timestamp();
+        let names: Vec<_> = results.iter().map(|r| r.names()).collect();
+        self.extend(index, (format!("{batches:?}"), names, ts.0));
+        self.batches.insert(index, write_id(&batches[0]));
+        results
+    }
+
     fn skip_index(&mut self, index: u64) {
         self.inner.skip_index(index);
         self.extend(index, "skip");
