@@ -276,7 +276,7 @@ pub fn start_cluster(
             ),
         });
     }
-    let mut replica_config = ReplicaConfig::new(cluster.node_id);
+    let mut replica_config = ReplicaConfig::new(cluster.node_id, boot_nonce());
     replica_config.election_tick = 10;
     replica_config.min_election_tick = 10;
     replica_config.max_election_tick = 20;
@@ -440,7 +440,7 @@ impl ClusterLoop {
                 Err(RecvTimeoutError::Disconnected) => return Ok(()),
             };
             let mut taken = 0;
-            self.replica.set_now(wall_clock());
+            self.replica.set_now(wall_clock(), monotonic_clock());
             while let Some(request) = next {
                 match request {
                     Request::Write { reply, .. } if self.is_disk_full() => {
@@ -1128,6 +1128,23 @@ fn role_name(role: StateRole) -> &'static str {
         StateRole::Candidate => "candidate",
         StateRole::PreCandidate => "pre_candidate",
     }
+}
+
+/// Time since this process first asked: the replica's monotonic clock (see
+/// `bulwark_consensus::clock`).
+fn monotonic_clock() -> Duration {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed()
+}
+
+/// A number no other start of this node is likely to draw: it tells this boot's ReadIndex
+/// answers from an earlier one's. The standard library's hasher keys are random per process.
+fn boot_nonce() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(wall_clock().0.into());
+    hasher.write_u32(std::process::id());
+    hasher.finish()
 }
 
 fn wall_clock() -> Timestamp {
