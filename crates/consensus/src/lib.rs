@@ -1,9 +1,12 @@
-//! `bulwark-consensus` owns Bulwark's Raft integration on top of TiKV's `raft` crate: today the durable
+//! `bulwark-consensus` owns Bulwark's Raft integration on top of TiKV's `raft` crate: the durable
 //! Raft state (`storage`: the log in our own write-ahead log, term, vote, commit, conf state and the
-//! compaction point in a crash-safe hard-state file, plus an in-memory twin for the simulation). It must
+//! compaction point in a crash-safe hard-state file, plus an in-memory twin for the simulation), the
+//! sans-IO `replica` (proposals grouped into entries, ReadIndex reads, applying, Ready handling), the
+//! proposer's clock rule (`clock`) and a seeded whole-cluster simulation (`sim`). It must
 //! never report a write durable before its fsync, never let a torn write lose the previous durable hard
 //! state, and never start from a log that does not fit its hard state: recovery repairs only what a crash
 //! can leave behind and refuses everything else with an error naming the directory or file.
+pub mod clock;
 mod hard_state;
 pub mod replica;
 pub mod sim;

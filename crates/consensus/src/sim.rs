@@ -1,17 +1,20 @@
 //! A deterministic simulation of a whole cluster in one thread: replicas on in-memory storage,
 //! a seeded network that drops, delays, duplicates and reorders messages and can be split, and
-//! crashes that lose everything not synced. After every step it checks the properties Raft and
-//! the ledger promise; the first violation stops the run with the seed that replays it.
+//! crashes that lose everything not synced. Each node has its own wall clock (skewed, and
+//! jumping now and then) and monotonic clock, and draws its election timeout and ReadIndex boot
+//! nonce from the seed at every start. After every step it checks the properties Raft and the
+//! ledger promise; the first violation stops the run with the seed that replays it.
 //!
 //! Nothing here reads a clock or a thread-local random source: one seed, one run.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
+use std::time::Duration;
 
 use bulwark_ledger::{
     AccountFlags, AccountId, Batch, BatchResults, MemoryStateMachine, NewAccount, NewTransfer,
-    Operation, StateMachine, Timestamp, TransferFlags, TransferId,
+    Operation, PendingStatus, StateMachine, Timestamp, TransferFlags, TransferId,
 };
 use raft::eraftpb::{ConfState, Message};
 use raft::StateRole;
@@ -56,6 +59,9 @@ pub struct SimReport {
     pub checkpoints: u64,
     pub snapshots_installed: u64,
     pub membership_changes: u64,
+    pub clock_jumps: u64,
+    /// Writes acknowledged at an index shared with another write (proposed as one group).
+    pub grouped_writes: u64,
 }
 
 /// splitmix64: small, fast and good enough to drive fault choices.
@@ -92,8 +98,9 @@ struct Recorder {
     inner: MemoryStateMachine,
     chain: u64,
     chains: BTreeMap<u64, u64>,
-    /// Index -> (write id) for every batch applied, from the batch's first transfer/account id.
-    batches: BTreeMap<u64, u64>,
+    /// Index -> the write ids of the batches applied there, in order (several for a group),
+    /// each from its batch's first transfer/account id.
+    batches: BTreeMap<u64, Vec<u64>>,
 }
 
 impl Recorder {
@@ -111,7 +118,17 @@ impl StateMachine for Recorder {
         let results = self.inner.apply_batch(index, batch);
         let ts = self.inner.last_timestamp();
         self.extend(index, (format!("{batch:?}"), results.names(), ts.0));
-        self.batches.insert(index, write_id(batch));
+        self.batches.insert(index, vec![write_id(batch)]);
+        results
+    }
+
+    fn apply_group(&mut self, index: u64, batches: &[Batch]) -> Vec<BatchResults> {
+        let results = self.inner.apply_group(index, batches);
+        let ts = self.inner.last_timestamp();
+        let names: Vec<_> = results.iter().map(|r| r.names()).collect();
+        self.extend(index, (format!("{batches:?}"), names, ts.0));
+        self.batches
+            .insert(index, batches.iter().map(write_id).collect());
         results
     }
 
@@ -154,8 +171,17 @@ struct Node {
     checkpoint: Recorder,
     /// What survives a crash: the synced storage. Set while the node is down.
     durable: Option<MemRaftStorage>,
-    election_tick: usize,
+    /// Each boot draws its election timeout from `[base, base + 3)`; bases differ per node, so
+    /// that replicas rarely campaign in lockstep (raft-rs's own randomization reads a
+    /// thread-local random source, so the simulation pins the timeout per boot instead).
+    base_election_tick: u64,
     restart_at: u64,
+    /// The step the node last started at: its monotonic clock counts from there.
+    boot_step: u64,
+    /// How far this node's wall clock is from true time, in nanoseconds: a fixed skew plus a
+    /// jump that comes and goes.
+    clock_skew: i64,
+    clock_jump: i64,
 }
 
 struct InFlight {
@@ -181,9 +207,11 @@ pub struct Sim {
     // What the checks remember.
     leaders: BTreeMap<u64, u64>,
     chains: BTreeMap<u64, u64>,
-    applied_batches: BTreeMap<u64, u64>,
+    applied_batches: BTreeMap<u64, Vec<u64>>,
     /// Acknowledged writes: write id -> index it committed at.
     acknowledged: BTreeMap<u64, u64>,
+    /// Every index some write was acknowledged at.
+    acknowledged_indexes: BTreeSet<u64>,
     next_write: u64,
     accounts_created: bool,
     workload: bool,
@@ -216,6 +244,9 @@ impl std::fmt::Display for Violation {
 }
 
 const ACCOUNTS: u64 = 8;
+/// Simulated time per step.
+const STEP_NANOS: u64 = 10_000_000;
+const EPOCH_NANOS: u64 = 1_000_000_000;
 const ACCOUNT_TOKENS: u64 = 1 << 45;
 const CONF_TOKENS: u64 = 1 << 48;
 const READ_TOKENS: u64 = 1 << 50;
@@ -232,7 +263,6 @@ impl Sim {
         let nodes = voters
             .iter()
             .map(|&id| {
-                let election_tick = (ticks[(id - 1) as usize] + rng.below(3)) as usize;
                 let mut storage = MemRaftStorage::new();
                 let conf = ConfState::from((voters.clone(), vec![]));
                 storage.set_conf_state(&conf);
@@ -245,10 +275,14 @@ impl Sim {
                     replica: None,
                     checkpoint,
                     durable: Some(storage),
-                    election_tick,
+                    base_election_tick: ticks[(id - 1) as usize],
                     restart_at: 0,
+                    boot_step: 0,
+                    // Up to half a second either way.
+                    clock_skew: rng.below(1_000_000_000) as i64 - 500_000_000,
+                    clock_jump: 0,
                 };
-                start(&mut node);
+                start(&mut node, &mut rng, 0);
                 node
             })
             .collect();
@@ -267,6 +301,7 @@ impl Sim {
             chains: BTreeMap::new(),
             applied_batches: BTreeMap::new(),
             acknowledged: BTreeMap::new(),
+            acknowledged_indexes: BTreeSet::new(),
             next_write: 1,
             accounts_created: false,
             workload: true,
@@ -334,8 +369,11 @@ impl Sim {
         }
         for i in 0..self.nodes.len() {
             if self.nodes[i].replica.is_none() && self.nodes[i].restart_at <= self.step {
-                start(&mut self.nodes[i]);
+                start(&mut self.nodes[i], &mut self.rng, self.step);
             }
+        }
+        if self.rng.chance(3) {
+            self.jump_a_clock();
         }
         // Partitions come and go.
         if self.rng.chance(10) {
@@ -434,6 +472,23 @@ impl Sim {
         replica.propose_conf_change(cc, Vec::new(), CONF_TOKENS + self.step);
     }
 
+    /// A node's wall clock jumps (a second to an hour, either way), or a jump is undone.
+    fn jump_a_clock(&mut self) {
+        let victim = self.rng.below(self.config.nodes) as usize;
+        let jump = if self.rng.chance(300) {
+            0
+        } else {
+            let by = 1_000_000_000 * (1 + self.rng.below(3600)) as i64;
+            if self.rng.chance(500) {
+                by
+            } else {
+                -by
+            }
+        };
+        self.nodes[victim].clock_jump = jump;
+        self.report.clock_jumps += 1;
+    }
+
     fn heal(&mut self) {
         self.cut.clear();
         self.drop_per_mille = 0;
@@ -441,7 +496,7 @@ impl Sim {
         self.max_delay = 1;
         for node in &mut self.nodes {
             if node.replica.is_none() {
-                start(node);
+                start(node, &mut self.rng, self.step);
             }
         }
     }
@@ -476,8 +531,9 @@ impl Sim {
             }
         }
         for node in &mut self.nodes {
+            let (wall, monotonic) = node.clocks(now);
             if let Some(replica) = node.replica.as_mut() {
-                replica.set_now(Timestamp(1_000_000_000 + now * 10_000_000));
+                replica.set_now(wall, monotonic);
                 replica.tick();
             }
         }
@@ -587,6 +643,20 @@ impl Sim {
             return;
         }
         let target = alive[self.rng.below(alive.len() as u64) as usize];
+        // Now and then several clients at once, so that a leader groups their writes.
+        let burst = if self.rng.chance(250) {
+            2 + self.rng.below(6)
+        } else {
+            1
+        };
+        for _ in 0..burst {
+            self.client_op(target);
+        }
+    }
+
+    /// One client request to `target`: a write (the accounts first, then 1-4 transfers) or a
+    /// linearizable read.
+    fn client_op(&mut self, target: u64) {
         let id = self.next_write;
         let operation = if !self.accounts_created {
             Operation::CreateAccounts(
@@ -666,6 +736,9 @@ impl Sim {
                 self.report.acknowledged_writes += 1;
                 if (ACCOUNT_TOKENS..READ_TOKENS).contains(&token) {
                     self.accounts_created = true;
+                }
+                if !self.acknowledged_indexes.insert(written.index) {
+                    self.report.grouped_writes += 1;
                 }
                 if let Some(previous) = self.acknowledged.insert(token, written.index) {
                     if previous != written.index {
@@ -801,8 +874,10 @@ impl Sim {
                     }
                 }
             }
-            for (&index, &write) in &recorder.batches {
-                self.applied_batches.entry(index).or_insert(write);
+            for (index, writes) in &recorder.batches {
+                self.applied_batches
+                    .entry(*index)
+                    .or_insert_with(|| writes.clone());
             }
         }
         // No acknowledged write is lost: what was acknowledged at an index is what every replica
@@ -810,10 +885,10 @@ impl Sim {
         for (&token, &index) in &self.acknowledged {
             // Every attempt to create the accounts carries the same batch (first id 1).
             let write = if token >= ACCOUNT_TOKENS { 1 } else { token };
-            if let Some(&applied) = self.applied_batches.get(&index) {
-                if applied != write {
+            if let Some(applied) = self.applied_batches.get(&index) {
+                if !applied.contains(&write) {
                     return Err(self.violation(format!(
-                        "write {write} was acknowledged at index {index}, but index {index} holds write {applied}"
+                        "write {write} was acknowledged at index {index}, but index {index} holds writes {applied:?}"
                     )));
                 }
             }
@@ -976,7 +1051,7 @@ impl Sim {
     pub fn restart(&mut self, id: u64) {
         let node = &mut self.nodes[(id - 1) as usize];
         assert!(node.replica.is_none(), "node {id} is already up");
-        start(node);
+        start(node, &mut self.rng, self.step);
     }
 
     /// Splits the network into `groups`, losing every message between two of them (both ways);
@@ -1088,6 +1163,46 @@ impl Sim {
         token
     }
 
+    /// Sends node `via` a pending transfer of 1 that expires `timeout` seconds after its
+    /// timestamp; returns its token (also its transfer id). The accounts must exist.
+    pub fn write_pending(&mut self, via: u64, timeout: u32) -> u64 {
+        assert!(self.accounts_created, "create the accounts first");
+        let id = 1_000 + self.next_write;
+        self.next_write += 1;
+        let transfer = NewTransfer {
+            id: TransferId(id),
+            debit_account_id: AccountId(2),
+            credit_account_id: AccountId(1),
+            amount: 1,
+            ledger: 1,
+            code: 1,
+            flags: TransferFlags::PENDING,
+            timeout,
+            ..NewTransfer::default()
+        };
+        self.replica_mut(via)
+            .write(Operation::CreateTransfers(vec![transfer]), id);
+        id
+    }
+
+    /// The status of the pending transfer `transfer` in node `id`'s state.
+    pub fn pending_status(&self, id: u64, transfer: u64) -> Option<PendingStatus> {
+        let state = &self.replica(id)?.state().inner.store;
+        state.pending.get(&TransferId(transfer)).copied()
+    }
+
+    /// Moves node `id`'s wall clock `by` nanoseconds from true time (its skew stays); its
+    /// monotonic clock is untouched, as a real clock step leaves it.
+    pub fn jump_clock(&mut self, id: u64, by: i64) {
+        self.nodes[(id - 1) as usize].clock_jump = by;
+        self.report.clock_jumps += 1;
+    }
+
+    /// Simulated nanoseconds since the run began.
+    pub fn elapsed_nanos(&self) -> u64 {
+        self.step * STEP_NANOS
+    }
+
     /// Whether the write with this token was acknowledged: committed and answered.
     pub fn acknowledged(&self, token: u64) -> bool {
         self.acknowledged.contains_key(&token)
@@ -1100,7 +1215,11 @@ impl Sim {
             return false;
         };
         let write = if token >= ACCOUNT_TOKENS { 1 } else { token };
-        replica.state().batches.get(index) == Some(&write)
+        replica
+            .state()
+            .batches
+            .get(index)
+            .is_some_and(|writes| writes.contains(&write))
     }
 
     /// The checks a healed run ends with: a leader, a new write commits, and every replica
@@ -1126,16 +1245,29 @@ impl Sim {
     }
 }
 
-fn start(node: &mut Node) {
+impl Node {
+    /// What this node's wall clock and monotonic clock read at `step`.
+    fn clocks(&self, step: u64) -> (Timestamp, Duration) {
+        let truth = i128::from(EPOCH_NANOS + step * STEP_NANOS);
+        let wall = truth + i128::from(self.clock_skew) + i128::from(self.clock_jump);
+        let wall = Timestamp(u64::try_from(wall.max(0)).unwrap_or(u64::MAX));
+        let monotonic = Duration::from_nanos((step - self.boot_step) * STEP_NANOS);
+        (wall, monotonic)
+    }
+}
+
+/// Starts (or restarts) a node from its synced storage and its last checkpoint (Raft replays
+/// the log after it), with a new boot nonce and election timeout from the seed.
+fn start(node: &mut Node, rng: &mut SimRng, step: u64) {
     let storage = node.durable.take().expect("a stopped node has its storage");
-    let mut config = ReplicaConfig::new(node.id);
-    config.election_tick = node.election_tick;
-    config.min_election_tick = node.election_tick;
-    config.max_election_tick = node.election_tick + 1;
-    // A restarted replica rebuilds its state by applying the log from the start.
-    // A restarted replica resumes from its checkpoint; Raft replays the log after it.
+    let election_tick = (node.base_election_tick + rng.below(3)) as usize;
+    let mut config = ReplicaConfig::new(node.id, rng.next_u64());
+    config.election_tick = election_tick;
+    config.min_election_tick = election_tick;
+    config.max_election_tick = election_tick + 1;
     let replica = Replica::new(config, storage, node.checkpoint.clone()).expect("valid config");
     node.replica = Some(replica);
+    node.boot_step = step;
 }
 
 fn shuffle(rng: &mut SimRng, items: &mut [u64]) {

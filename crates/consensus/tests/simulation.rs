@@ -29,6 +29,8 @@ fn run_many(nodes: u64, first_seed: u64) -> SimReport {
                 total.checkpoints += r.checkpoints;
                 total.snapshots_installed += r.snapshots_installed;
                 total.membership_changes += r.membership_changes;
+                total.clock_jumps += r.clock_jumps;
+                total.grouped_writes += r.grouped_writes;
             }
             Err(violation) => panic!("{violation}"),
         }
@@ -59,6 +61,11 @@ fn assert_faults_happened(total: &SimReport) {
     assert!(
         total.snapshots_installed > 0,
         "no follower caught up by snapshot: {total:?}"
+    );
+    assert!(total.clock_jumps >= n, "too few clock jumps: {total:?}");
+    assert!(
+        total.grouped_writes >= n,
+        "too few writes proposed in groups: {total:?}"
     );
 }
 

@@ -6,7 +6,12 @@
 //! account  = id:u64 | user_data:u64 | ledger:u32 | code:u16 | flags:u16                      (24 bytes)
 //! transfer = id:u64 | debit:u64 | credit:u64 | amount:u64 | pending_id:u64 | user_data:u64
 //!            | timeout:u32 | ledger:u32 | code:u16 | flags:u16                                  (60 bytes)
+//! group    = marker:u8 (=2) | count:u32 | (len:u32 | batch)*                                  (count >= 1)
 //! ```
+//! A Raft entry holds either one `batch` (its first byte is the batch version, 1) or a `group` of
+//! batches that a leader proposed together (first byte 2): the marker byte keeps every entry
+//! written before groups existed decodable. [`decode_entry`] reads both.
+//!
 //! Checksums are the log's business; this layer only refuses bytes that do not parse.
 
 use crate::apply::{Batch, Operation};
@@ -15,6 +20,9 @@ use crate::types::{
 };
 
 const VERSION: u8 = 1;
+/// First byte of an entry holding a group of batches; distinct from every batch version.
+const GROUP_MARKER: u8 = 2;
+const GROUP_HEADER: usize = 1 + 4;
 const OP_ACCOUNTS: u8 = 1;
 const OP_TRANSFERS: u8 = 2;
 const HEADER: usize = 1 + 1 + 8 + 4;
@@ -29,6 +37,86 @@ pub enum CodecError {
     Operation(u8),
     #[error("batch encoding: expected {expected} bytes, found {found}")]
     Length { expected: usize, found: usize },
+    #[error("batch group: {0}")]
+    Group(&'static str),
+}
+
+/// The encoded size of `operation` as one batch, without encoding it.
+pub fn encoded_len(operation: &Operation) -> usize {
+    HEADER
+        + match operation {
+            Operation::CreateAccounts(a) => a.len() * ACCOUNT_BYTES,
+            Operation::CreateTransfers(t) => t.len() * TRANSFER_BYTES,
+        }
+}
+
+/// The encoded size of a group entry holding batches of these encoded sizes.
+pub fn group_len(batch_lens: impl IntoIterator<Item = usize>) -> usize {
+    GROUP_HEADER + batch_lens.into_iter().map(|l| 4 + l).sum::<usize>()
+}
+
+/// One entry's payload for `batches`: a lone batch in the single-batch form (as before groups
+/// existed), several as a group.
+pub fn encode_entry(batches: &[Batch], out: &mut Vec<u8>) {
+    match batches {
+        [] => panic!("an entry holds at least one batch"),
+        [one] => encode(one, out),
+        many => {
+            out.push(GROUP_MARKER);
+            out.extend_from_slice(
+                &u32::try_from(many.len())
+                    .expect("group size fits u32")
+                    .to_le_bytes(),
+            );
+            for batch in many {
+                let len = encoded_len(&batch.operation);
+                out.extend_from_slice(
+                    &u32::try_from(len)
+                        .expect("batch size fits u32")
+                        .to_le_bytes(),
+                );
+                let start = out.len();
+                encode(batch, out);
+                debug_assert_eq!(out.len() - start, len);
+            }
+        }
+    }
+}
+
+/// The batches of one entry's payload, in the order they are applied: one for a single-batch
+/// entry, all of a group's.
+pub fn decode_entry(bytes: &[u8]) -> Result<Vec<Batch>, CodecError> {
+    if bytes.first() != Some(&GROUP_MARKER) {
+        return decode(bytes).map(|b| vec![b]);
+    }
+    if bytes.len() < GROUP_HEADER {
+        return Err(CodecError::Length {
+            expected: GROUP_HEADER,
+            found: bytes.len(),
+        });
+    }
+    let count = u32_at(bytes, 1) as usize;
+    if count == 0 {
+        return Err(CodecError::Group("a group holds no batch"));
+    }
+    let mut batches = Vec::with_capacity(count.min(bytes.len() / (4 + HEADER)));
+    let mut at = GROUP_HEADER;
+    for _ in 0..count {
+        let len = bytes
+            .get(at..at + 4)
+            .map(|b| u32_at(b, 0) as usize)
+            .ok_or(CodecError::Group("a batch length runs past the end"))?;
+        at += 4;
+        let body = bytes
+            .get(at..at + len)
+            .ok_or(CodecError::Group("a batch runs past the end"))?;
+        batches.push(decode(body)?);
+        at += len;
+    }
+    if at != bytes.len() {
+        return Err(CodecError::Group("bytes after the last batch"));
+    }
+    Ok(batches)
 }
 
 pub fn encode(batch: &Batch, out: &mut Vec<u8>) {
@@ -205,7 +293,61 @@ mod tests {
         let mut wrong = bytes.clone();
         wrong[1] = 9;
         assert_eq!(decode(&wrong), Err(CodecError::Operation(9)));
-        wrong[0] = 2;
-        assert_eq!(decode(&wrong), Err(CodecError::Version(2)));
+        wrong[0] = 3;
+        assert_eq!(decode(&wrong), Err(CodecError::Version(3)));
+    }
+
+    fn transfers(timestamp: u64, ids: &[u64]) -> Batch {
+        Batch {
+            timestamp: Timestamp(timestamp),
+            operation: Operation::CreateTransfers(
+                ids.iter()
+                    .map(|&id| NewTransfer {
+                        id: TransferId(id),
+                        amount: id,
+                        ..NewTransfer::default()
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    #[test]
+    fn a_single_batch_entry_is_the_batch_itself_and_still_decodes() {
+        let batch = transfers(5, &[1, 2]);
+        let mut single = Vec::new();
+        encode(&batch, &mut single);
+        let mut entry = Vec::new();
+        encode_entry(std::slice::from_ref(&batch), &mut entry);
+        assert_eq!(
+            entry, single,
+            "entries written before groups keep their form"
+        );
+        assert_eq!(decode_entry(&single), Ok(vec![batch]));
+    }
+
+    #[test]
+    fn a_group_round_trips_in_order() {
+        let batches = vec![
+            transfers(10, &[1]),
+            Batch {
+                timestamp: Timestamp(11),
+                operation: Operation::CreateAccounts(vec![NewAccount::default(); 2]),
+            },
+            transfers(14, &[2, 3, 4]),
+        ];
+        let mut entry = Vec::new();
+        encode_entry(&batches, &mut entry);
+        assert_eq!(entry[0], GROUP_MARKER);
+        assert_eq!(
+            entry.len(),
+            group_len(batches.iter().map(|b| encoded_len(&b.operation)))
+        );
+        assert_eq!(decode_entry(&entry), Ok(batches));
+        assert!(decode_entry(&entry[..entry.len() - 1]).is_err());
+        let mut longer = entry.clone();
+        longer.push(0);
+        assert!(decode_entry(&longer).is_err());
+        assert!(decode_entry(&[GROUP_MARKER, 0, 0, 0, 0]).is_err());
     }
 }

@@ -40,6 +40,9 @@ pub struct Changes {
 pub trait StateMachine {
     /// Applies the batch at log `index` (which must be above `applied_index`).
     fn apply_batch(&mut self, index: u64, batch: &crate::Batch) -> crate::BatchResults;
+    /// Applies the batches of one log entry (a group a leader proposed together) at log `index`,
+    /// one after another exactly as if each had its own entry; one result list per batch.
+    fn apply_group(&mut self, index: u64, batches: &[crate::Batch]) -> Vec<crate::BatchResults>;
     /// Records that log `index` held no batch (a leader's empty entry, a membership change).
     fn skip_index(&mut self, index: u64);
     fn applied_index(&self) -> u64;
@@ -68,6 +71,19 @@ impl StateMachine for MemoryStateMachine {
         );
         self.applied_index = index;
         crate::apply(&mut self.store, batch)
+    }
+
+    fn apply_group(&mut self, index: u64, batches: &[crate::Batch]) -> Vec<crate::BatchResults> {
+        assert!(
+            index > self.applied_index,
+            "log index {index} applied after {}",
+            self.applied_index
+        );
+        self.applied_index = index;
+        batches
+            .iter()
+            .map(|batch| crate::apply(&mut self.store, batch))
+            .collect()
     }
 
     fn skip_index(&mut self, index: u64) {

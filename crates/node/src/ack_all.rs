@@ -22,6 +22,7 @@ impl<R> AckAllWaiters<R> {
         self.waiting.push((index, reply));
     }
 
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.waiting.len()
     }

@@ -267,7 +267,7 @@ fn start_replica(
     storage: DiskRaftStorage,
     store: StateStore,
 ) -> Result<ClusterReplica, String> {
-    let mut replica_config = ReplicaConfig::new(cluster.node_id);
+    let mut replica_config = ReplicaConfig::new(cluster.node_id, boot_nonce());
     replica_config.election_tick = 10;
     replica_config.min_election_tick = 10;
     replica_config.max_election_tick = 20;
@@ -482,7 +482,7 @@ impl ClusterLoop {
                 Err(RecvTimeoutError::Disconnected) => return Ok(()),
             };
             let mut taken = 0;
-            self.replica.set_now(wall_clock());
+            self.replica.set_now(wall_clock(), monotonic_clock());
             while let Some(request) = next {
                 match request {
                     Request::Write { reply, .. } if self.is_disk_full() => {
@@ -522,9 +522,7 @@ impl ClusterLoop {
                         let _ = reply.send(Err(self.disk_full_error()));
                     }
                     Request::Membership { change, reply } => self.propose_membership(change, reply),
-                    Request::WaitReplicated { index, reply } => {
-                        self.waiting_all.push((index, reply))
-                    }
+                    Request::WaitReplicated { index, reply } => self.waiting_all.push(index, reply),
                     Request::Shutdown => shutdown = true,
                 }
                 taken += 1;
@@ -1117,6 +1115,23 @@ fn role_name(role: StateRole) -> &'static str {
         StateRole::Candidate => "candidate",
         StateRole::PreCandidate => "pre_candidate",
     }
+}
+
+/// Time since this process first asked: the replica's monotonic clock (see
+/// `bulwark_consensus::clock`).
+fn monotonic_clock() -> Duration {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed()
+}
+
+/// A number no other start of this node is likely to draw: it tells this boot's ReadIndex
+/// answers from an earlier one's. The standard library's hasher keys are random per process.
+fn boot_nonce() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(wall_clock().0.into());
+    hasher.write_u32(std::process::id());
+    hasher.finish()
 }
 
 fn wall_clock() -> Timestamp {

@@ -971,6 +971,20 @@ impl StateMachine for StateStore {
         results
     }
 
+    fn apply_group(&mut self, index: u64, batches: &[Batch]) -> Vec<BatchResults> {
+        assert!(
+            index > self.applied_index,
+            "log index {index} applied after {}",
+            self.applied_index
+        );
+        let results = batches
+            .iter()
+            .map(|batch| bulwark_ledger::apply(self, batch))
+            .collect();
+        self.applied_index = index;
+        results
+    }
+
     fn skip_index(&mut self, index: u64) {
         assert!(index > self.applied_index);
         self.applied_index = index;

@@ -1,0 +1,168 @@
+//! Committed entries into the state machine, in log order, and the answers they give to this
+//! node's proposals.
+
+use bulwark_ledger::{codec, effective_timestamp, StateMachine, Timestamp};
+use raft::eraftpb::{ConfChangeV2, ConfState, Entry, EntryType};
+
+use super::proposals::parse_context;
+use super::{AppliedConfChange, Output, Replica, ReplicaError, Written};
+use crate::storage::RaftStorage;
+
+impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
+    pub(super) fn apply_entries(&mut self, entries: Vec<Entry>) {
+        for entry in entries {
+            let index = entry.index;
+            let is_conf_change = matches!(
+                entry.get_entry_type(),
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2
+            );
+            if index <= self.state.applied_index() && !is_conf_change {
+                // Already in the state (it came with an installed snapshot). A membership
+                // change still goes on below: Raft's configuration is the snapshot's, older
+                // than the state's, and must catch up too.
+                continue;
+            }
+            match entry.get_entry_type() {
+                EntryType::EntryNormal if entry.data.is_empty() => self.apply_empty(&entry),
+                EntryType::EntryNormal => self.apply_batches(&entry),
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    self.apply_conf_change(&entry)
+                }
+            }
+            self.drop_replaced(index);
+        }
+    }
+
+    fn apply_empty(&mut self, entry: &Entry) {
+        self.state.skip_index(entry.index);
+        if entry.term == self.raw.raft.term && self.is_leader() {
+            // Our own term's first entry is applied: the state holds every committed entry, so
+            // proposals may now take timestamps after it.
+            self.leader_ready = true;
+            self.last_proposed = self.last_proposed.max(self.state.last_timestamp());
+        }
+    }
+
+    /// A batch or a group of batches, applied one after another at the entry's index.
+    fn apply_batches(&mut self, entry: &Entry) {
+        let index = entry.index;
+        let batches = codec::decode_entry(&entry.data)
+            .unwrap_or_else(|e| panic!("committed log entry {index} does not decode: {e}"));
+        // Each batch's last timestamp, as `apply` will give it: from the log alone.
+        let mut last = self.state.last_timestamp();
+        let stamps: Vec<Timestamp> = batches
+            .iter()
+            .map(|b| {
+                last = effective_timestamp(last, b);
+                last
+            })
+            .collect();
+        let results = match &batches[..] {
+            [one] => vec![self.state.apply_batch(index, one)],
+            many => self.state.apply_group(index, many),
+        };
+        assert_eq!(results.len(), batches.len(), "one result list per batch");
+        assert_eq!(
+            self.state.last_timestamp(),
+            last,
+            "timestamps as the log says"
+        );
+        self.last_proposed = self.last_proposed.max(last);
+        let Some(proposal) = self.own_proposal(entry) else {
+            return;
+        };
+        // The entry is the one we proposed (same node, same id): its batches are our writes
+        // in order, and each write gets its own batch's results and nothing else's.
+        assert_eq!(
+            proposal.len(),
+            batches.len(),
+            "entry {index} holds our proposal"
+        );
+        for ((token, results), timestamp) in proposal.into_iter().zip(results).zip(stamps) {
+            self.outputs.push(Output::Written {
+                token,
+                written: Written {
+                    results,
+                    index,
+                    timestamp,
+                },
+            });
+        }
+    }
+
+    /// The tokens of our proposal this entry carries, if it carries one.
+    fn own_proposal(&mut self, entry: &Entry) -> Option<Vec<T>> {
+        let (node, id) = parse_context(&entry.context)?;
+        if node != self.config.id {
+            return None;
+        }
+        let proposal = self.proposals.remove(&id)?;
+        self.proposal_index.remove(&proposal.index);
+        Some(proposal.tokens)
+    }
+
+    fn apply_conf_change(&mut self, entry: &Entry) {
+        let index = entry.index;
+        let change: ConfChangeV2 = if entry.get_entry_type() == EntryType::EntryConfChange {
+            let cc: raft::eraftpb::ConfChange = protobuf::Message::parse_from_bytes(&entry.data)
+                .expect("committed conf change decodes");
+            raft_proto::ConfChangeI::into_v2(cc)
+        } else {
+            protobuf::Message::parse_from_bytes(&entry.data).expect("committed conf change decodes")
+        };
+        let applied = self.raw.apply_conf_change(&change);
+        if let Ok(conf_state) = &applied {
+            self.adopt_conf_state(index, conf_state);
+        }
+        self.last_conf_change = index;
+        if index > self.state.applied_index() {
+            self.state.skip_index(index);
+        }
+        let token = self.own_proposal(entry).and_then(|t| t.into_iter().next());
+        self.conf_changes.push(AppliedConfChange {
+            index,
+            conf_state: applied.map_err(|e| e.to_string()),
+            details: entry.context.get(16..).unwrap_or_default().to_vec(),
+            token,
+        });
+    }
+
+    fn adopt_conf_state(&mut self, index: u64, conf_state: &ConfState) {
+        self.raw.mut_store().set_conf_state(conf_state);
+        if index > self.state.applied_index() {
+            let encoded =
+                protobuf::Message::write_to_bytes(conf_state).expect("a ConfState encodes");
+            self.state.set_membership(encoded);
+        }
+        let me = self.config.id;
+        let voter = conf_state.voters.contains(&me) || conf_state.voters_outgoing.contains(&me);
+        if self.is_leader() && !voter {
+            // A leader the new configuration demoted or removed must stop leading at once: it
+            // no longer counts toward any quorum, and serving reads or writes as leader would no
+            // longer be safe.
+            let term = self.raw.raft.term;
+            self.raw.raft.become_follower(term, raft::INVALID_ID);
+            self.leader_ready = false;
+        }
+    }
+
+    /// Our proposals at or below `index` that were not applied by now were replaced.
+    fn drop_replaced(&mut self, index: u64) {
+        let dropped: Vec<u64> = self
+            .proposal_index
+            .range(..=index)
+            .map(|(_, id)| *id)
+            .collect();
+        for id in dropped {
+            if let Some(proposal) = self.proposals.remove(&id) {
+                self.proposal_index.remove(&proposal.index);
+                for token in proposal.tokens {
+                    self.outputs.push(Output::WriteFailed {
+                        token,
+                        error: ReplicaError::Dropped,
+                    });
+                }
+            }
+        }
+    }
+}

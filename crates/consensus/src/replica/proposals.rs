@@ -1,0 +1,205 @@
+//! Client writes and membership changes into the Raft log.
+//!
+//! Writes wait at the leader until the next `process_ready`, which proposes everything waiting
+//! as few entries as the group bounds allow: one Raft entry per round instead of one per
+//! request is what lets one-transfer requests from many clients share the cost of an entry
+//! (its message, its log record, its apply). A group is a list of batches, each with its own
+//! timestamp, applied one after another at the entry's index (`ledger::codec::encode_entry`).
+
+use bulwark_ledger::{codec, Batch, Operation, StateMachine, MAX_BATCH_EVENTS};
+use raft::eraftpb::ConfChangeV2;
+
+use super::{Output, Replica, ReplicaError};
+use crate::storage::RaftStorage;
+
+/// Most events in one grouped entry: a group never holds more than the largest single batch,
+/// so that applying an entry takes no longer than before grouping existed.
+pub const MAX_GROUP_EVENTS: usize = MAX_BATCH_EVENTS;
+/// Most bytes of one grouped entry's payload: well under raft's 4 MiB message bound, so that
+/// a group always fits one append message.
+pub const MAX_GROUP_BYTES: usize = 1 << 20;
+
+// The largest batch (transfers, 60 bytes each) must fit a group on its own.
+const _: () = assert!(MAX_GROUP_BYTES >= 5 + 4 + 14 + MAX_BATCH_EVENTS * 60);
+
+/// A proposal of this node waiting for its entry to apply: the index Raft gave it and the
+/// tokens it answers, one per batch of the entry in order (one for a membership change).
+pub(super) struct Proposal<T> {
+    pub(super) index: u64,
+    pub(super) tokens: Vec<T>,
+}
+
+impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
+    /// Answers a write this node cannot take now (stalled, or not the leader, with the leader's id
+    /// so that the shell can forward it); gives the token back when the write may go on.
+    fn admit_write(&mut self, token: T) -> Option<T> {
+        let error = if self.held.is_some() {
+            ReplicaError::Stalled
+        } else if !self.is_leader() {
+            ReplicaError::NotLeader {
+                leader: self.leader(),
+            }
+        } else {
+            return Some(token);
+        };
+        self.outputs.push(Output::WriteFailed { token, error });
+        None
+    }
+
+    /// Queues a client write; the next `process_ready` proposes it with the others waiting (a
+    /// leader that has not yet applied an entry of its term keeps it until it has). A follower
+    /// refuses it with the leader's id, so the shell can forward it.
+    pub fn write(&mut self, operation: Operation, token: T) {
+        assert!(!operation.is_empty(), "a write holds at least one event");
+        let Some(token) = self.admit_write(token) else {
+            return;
+        };
+        self.waiting_writes.push_back((operation, token));
+    }
+
+    /// Proposes a membership change (several changes at once go through joint consensus).
+    /// `details` travel with it in the log (e.g. a new member's addresses) and come back, with
+    /// `token`, in [`Replica::take_conf_changes`] once it is applied.
+    pub fn propose_conf_change(&mut self, change: ConfChangeV2, details: Vec<u8>, token: T) {
+        let Some(token) = self.admit_write(token) else {
+            return;
+        };
+        let id = self.next_proposal_id();
+        let mut context = proposal_context(self.config.id, id);
+        context.extend_from_slice(&details);
+        match self.raw.propose_conf_change(context, change) {
+            Ok(()) => {
+                let index = self.raw.raft.raft_log.last_index();
+                self.track(id, index, vec![token]);
+            }
+            Err(e) => self.outputs.push(Output::WriteFailed {
+                token,
+                error: ReplicaError::Raft(e.to_string()),
+            }),
+        }
+    }
+
+    fn track(&mut self, id: u64, index: u64, tokens: Vec<T>) {
+        self.proposals.insert(id, Proposal { index, tokens });
+        self.proposal_index.insert(index, id);
+    }
+
+    /// A proposal id no entry in the log can carry already: the term in the high bits (a node
+    /// proposes in a term only while leading it, and a restarted node must win a new, higher
+    /// term before it proposes again), a counter in the low bits. An id reused after a restart
+    /// would let an old entry answer a new proposal.
+    fn next_proposal_id(&mut self) -> u64 {
+        let term = self.raw.raft.term;
+        assert!(term < 1 << 24, "term {term} exceeds the proposal id space");
+        let counter = self.next_proposal;
+        self.next_proposal += 1;
+        assert!(counter < 1 << 40, "too many proposals in one term");
+        (term << 40) | counter
+    }
+
+    /// Proposes the waiting writes, grouped; refuses them if this node no longer leads.
+    pub(super) fn propose_waiting(&mut self) {
+        if !self.is_leader() {
+            let leader = self.leader();
+            for (_, token) in self.waiting_writes.drain(..) {
+                self.outputs.push(Output::WriteFailed {
+                    token,
+                    error: ReplicaError::NotLeader { leader },
+                });
+            }
+            return;
+        }
+        if !self.leader_ready {
+            return;
+        }
+        while !self.waiting_writes.is_empty() {
+            let group = self.take_group();
+            self.propose_group(group);
+        }
+    }
+
+    /// The longest run of waiting writes within the group bounds (at least one write: a batch
+    /// beyond them on its own is as large as a batch may be).
+    fn take_group(&mut self) -> Vec<(Operation, T)> {
+        let (mut events, mut lens) = (0, Vec::new());
+        let mut take = 0;
+        for (operation, _) in &self.waiting_writes {
+            let len = codec::encoded_len(operation);
+            let fits = events + operation.len() <= MAX_GROUP_EVENTS
+                && codec::group_len(lens.iter().copied().chain([len])) <= MAX_GROUP_BYTES;
+            if take > 0 && !fits {
+                break;
+            }
+            events += operation.len();
+            lens.push(len);
+            take += 1;
+        }
+        self.waiting_writes.drain(..take).collect()
+    }
+
+    /// Proposes one entry holding `group`'s batches, each stamped after the one before it.
+    fn propose_group(&mut self, group: Vec<(Operation, T)>) {
+        let now = self.clock.now();
+        let mut last = self.last_proposed;
+        let mut batches = Vec::with_capacity(group.len());
+        let mut tokens = Vec::with_capacity(group.len());
+        for (operation, token) in group {
+            let timestamp = Batch::next_timestamp(last, now, operation.len());
+            last = timestamp;
+            batches.push(Batch {
+                timestamp,
+                operation,
+            });
+            tokens.push(token);
+        }
+        let mut data = Vec::new();
+        codec::encode_entry(&batches, &mut data);
+        let id = self.next_proposal_id();
+        let context = proposal_context(self.config.id, id);
+        let before = self.raw.raft.raft_log.last_index();
+        match self.raw.propose(context, data) {
+            Ok(()) => {
+                let index = self.raw.raft.raft_log.last_index();
+                assert_eq!(index, before + 1, "a proposal appends exactly one entry");
+                self.last_proposed = last;
+                self.track(id, index, tokens);
+            }
+            Err(e) => {
+                for token in tokens {
+                    self.outputs.push(Output::WriteFailed {
+                        token,
+                        error: ReplicaError::Raft(e.to_string()),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Answers every proposal of this node `error`: it can no longer tell their fate.
+    pub(super) fn fail_proposals(&mut self, error: ReplicaError) {
+        for (_, proposal) in self.proposals.drain() {
+            for token in proposal.tokens {
+                self.outputs.push(Output::WriteFailed {
+                    token,
+                    error: error.clone(),
+                });
+            }
+        }
+        self.proposal_index.clear();
+    }
+}
+
+pub(super) fn proposal_context(node: u64, id: u64) -> Vec<u8> {
+    let mut context = Vec::with_capacity(16);
+    context.extend_from_slice(&node.to_le_bytes());
+    context.extend_from_slice(&id.to_le_bytes());
+    context
+}
+
+/// The proposer and proposal id at the start of an entry's context (a conf change carries
+/// details after them).
+pub(super) fn parse_context(context: &[u8]) -> Option<(u64, u64)> {
+    let node = u64::from_le_bytes(context.get(..8)?.try_into().ok()?);
+    let id = u64::from_le_bytes(context.get(8..16)?.try_into().ok()?);
+    Some((node, id))
+}
