@@ -83,6 +83,8 @@ use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use bulwark_fs::WriteFailure;
+
 /// Magic bytes at the start of every segment file.
 pub const SEGMENT_MAGIC: [u8; 4] = *b"BWAL";
 /// On-disk format version written into every segment header.
@@ -160,12 +162,7 @@ pub enum WalError {
 }
 
 /// Whether an I/O error says the device (or a quota) has no space left: `ENOSPC` or `EDQUOT`.
-pub fn is_disk_full_io(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
-    )
-}
+pub use bulwark_fs::is_disk_full as is_disk_full_io;
 
 impl WalError {
     /// True for an I/O error caused by a full disk (or quota). After a failed [`Wal::sync`] with such an
@@ -308,10 +305,16 @@ fn parse_record_header(h: &[u8]) -> RecordHeader {
     }
 }
 
+fn fs_err(e: bulwark_fs::FsError) -> WalError {
+    WalError::Io {
+        op: e.op,
+        path: e.path,
+        source: e.source,
+    }
+}
+
 fn fsync_dir(dir: &Path) -> Result<(), WalError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("fsync directory", dir))
+    bulwark_fs::fsync_dir(dir).map_err(fs_err)
 }
 
 /// Creates segment `first_index` holding `records` (already encoded) crash-safely:
@@ -324,39 +327,13 @@ fn create_segment(
     first_index: u64,
     records: &[u8],
 ) -> Result<(PathBuf, File), Failure> {
-    let name = segment_file_name(first_index);
-    let path = dir.join(&name);
-    let tmp = dir.join(format!("{first_index:020}{TEMP_SUFFIX}"));
-    let undo = |e: WalError| match fs::remove_file(&tmp) {
-        Ok(()) => Failure::Undone(e),
-        Err(r) if r.kind() == io::ErrorKind::NotFound => Failure::Undone(e),
-        Err(r) => {
-            tracing::error!(file = %tmp.display(), error = %r, "cannot remove a half-created segment");
-            Failure::Fatal(e)
-        }
-    };
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .map_err(io_err("create", &tmp))
-        .map_err(undo)?;
-    file.write_all_at(&encode_header(first_index), 0)
-        .map_err(io_err("write", &tmp))
-        .map_err(undo)?;
-    file.write_all_at(records, SEGMENT_HEADER_LEN)
-        .map_err(io_err("write", &tmp))
-        .map_err(undo)?;
-    file.sync_all()
-        .map_err(io_err("fsync", &tmp))
-        .map_err(Failure::Fatal)?;
-    fs::rename(&tmp, &path)
-        .map_err(io_err("rename", &tmp))
-        .map_err(undo)?;
-    fsync_dir(dir).map_err(Failure::Fatal)?;
-    Ok((path, file))
+    let path = dir.join(segment_file_name(first_index));
+    // bulwark_fs writes `<name>.wal.tmp` first: the TEMP_SUFFIX that `Wal::open` removes after a crash.
+    match bulwark_fs::create_file_atomically(&path, &[&encode_header(first_index), records]) {
+        Ok(file) => Ok((path, file)),
+        Err(WriteFailure::Undone(e)) => Err(Failure::Undone(fs_err(e))),
+        Err(WriteFailure::Unsure(e)) => Err(Failure::Fatal(fs_err(e))),
+    }
 }
 
 fn open_rw(path: &Path) -> Result<File, WalError> {
@@ -1249,6 +1226,8 @@ mod tests {
         assert_eq!(parse_segment_name("00000000000000000001.wal"), Some(1));
         assert_eq!(parse_segment_name("00000000000000000001.wal.tmp"), None);
         assert_eq!(parse_segment_name("1.wal"), None);
+        let temp = bulwark_fs::temp_path(Path::new(&segment_file_name(1)));
+        assert!(temp.to_str().unwrap().ends_with(TEMP_SUFFIX), "{temp:?}");
     }
 
     #[test]
