@@ -164,7 +164,7 @@ impl StorageError {
                 op: "write",
                 source,
                 ..
-            } => bulwark_wal::is_disk_full_io(source),
+            } => bulwark_fs::is_disk_full(source),
             _ => false,
         }
     }
