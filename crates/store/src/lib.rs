@@ -102,12 +102,7 @@ pub enum StoreError {
 }
 
 /// Whether an I/O error says the device (or a quota) has no space left: `ENOSPC` or `EDQUOT`.
-pub fn is_disk_full_io(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
-    )
-}
+pub use bulwark_fs::is_disk_full as is_disk_full_io;
 
 impl StoreError {
     /// True when the error is a full disk (or quota): a write of redb or of a file failed with

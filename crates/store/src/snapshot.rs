@@ -257,25 +257,11 @@ fn import_into(
         .map_err(redb::Error::from)
         .map_err(redb_fail("commit"))?;
     drop(db);
-    std::fs::rename(incoming, path).map_err(|source| StoreError::Io {
-        path: incoming.to_path_buf(),
-        what: "rename",
-        source,
+    bulwark_fs::rename_durably(incoming, path).map_err(|e| StoreError::Io {
+        path: e.path,
+        what: e.op,
+        source: e.source,
     })?;
-    if let Some(dir) = path.parent() {
-        let dir = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        };
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|source| StoreError::Io {
-                path: dir.to_path_buf(),
-                what: "fsync directory",
-                source,
-            })?;
-    }
     Ok(info)
 }
 
