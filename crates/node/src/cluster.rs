@@ -160,16 +160,12 @@ fn load_members(data_dir: &std::path::Path) -> Result<Option<Vec<Member>>, Strin
 }
 
 fn save_members(data_dir: &std::path::Path, members: &[Member]) -> std::io::Result<()> {
-    use std::io::Write;
-    let path = data_dir.join(MEMBERS_FILE);
-    let temp = data_dir.join(format!("{MEMBERS_FILE}.tmp"));
-    let mut file = std::fs::File::create(&temp)?;
-    for m in members {
-        writeln!(file, "{}", m.to_spec())?;
-    }
-    file.sync_all()?;
-    std::fs::rename(&temp, &path)?;
-    std::fs::File::open(data_dir)?.sync_all()
+    let text: String = members
+        .iter()
+        .map(|m| format!("{}\n", m.to_spec()))
+        .collect();
+    bulwark_fs::write_file_atomically(&data_dir.join(MEMBERS_FILE), text.as_bytes())?;
+    Ok(())
 }
 
 /// What the API needs to know of the cluster, kept current by the event loop.
