@@ -36,9 +36,9 @@ pub enum WalError {
 pub use bulwark_fs::is_disk_full as is_disk_full_io;
 
 impl WalError {
-    /// True for an I/O error caused by a full disk (or quota). After a failed [`Wal::sync`] with such an
-    /// error the log is as before the call (see the crate documentation), so the caller may wait for space
-    /// and retry instead of stopping.
+    /// True for an I/O error caused by a full disk (or quota). After a failed
+    /// [`Wal::sync`](crate::Wal::sync) with such an error the log is as before the call (see the crate
+    /// documentation), so the caller may wait for space and retry instead of stopping.
     pub fn is_disk_full(&self) -> bool {
         matches!(self, WalError::Io { source, .. } if is_disk_full_io(source))
     }
