@@ -24,7 +24,7 @@
 //! directory fsynced, so an existing `hardstate` always holds at least one valid slot.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -34,6 +34,7 @@ use crate::storage::StorageError;
 
 /// Name of the hard-state file inside the storage directory.
 pub(crate) const FILE_NAME: &str = "hardstate";
+/// What `bulwark_fs::write_file_atomically` names its temp file; a crash can leave it behind.
 const TEMP_NAME: &str = "hardstate.tmp";
 /// Size of one slot; the file holds two.
 pub(crate) const SLOT_BYTES: usize = 4096;
@@ -78,18 +79,11 @@ impl HardStateFile {
 
     /// Creates a new file holding the default state, crash-safely (temp file, fsync, rename, fsync dir).
     pub(crate) fn create(dir: &Path) -> Result<(HardStateFile, PersistentState), StorageError> {
-        let tmp = dir.join(TEMP_NAME);
         let path = dir.join(FILE_NAME);
         let state = PersistentState::default();
         let mut bytes = encode_slot(0, &state)?;
         bytes.resize(2 * SLOT_BYTES, 0);
-        {
-            let mut f = File::create(&tmp).map_err(io_err("create", &tmp))?;
-            f.write_all(&bytes).map_err(io_err("write", &tmp))?;
-            f.sync_all().map_err(io_err("fsync", &tmp))?;
-        }
-        fs::rename(&tmp, &path).map_err(io_err("rename", &tmp))?;
-        fsync_dir(dir)?;
+        bulwark_fs::write_file_atomically(&path, &bytes).map_err(fs_err)?;
         let file = open_rw(&path)?;
         Ok((HardStateFile { path, file, seq: 0 }, state))
     }
@@ -169,10 +163,16 @@ fn open_rw(path: &Path) -> Result<File, StorageError> {
         .map_err(io_err("open", path))
 }
 
+fn fs_err(e: bulwark_fs::FsError) -> StorageError {
+    StorageError::Io {
+        op: e.op,
+        path: e.path,
+        source: e.source,
+    }
+}
+
 fn fsync_dir(dir: &Path) -> Result<(), StorageError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("fsync directory", dir))
+    bulwark_fs::fsync_dir(dir).map_err(fs_err)
 }
 
 fn put_list(body: &mut Vec<u8>, ids: &[u64]) {
@@ -305,6 +305,14 @@ mod tests {
         st.conf_state.learners_next = vec![5];
         st.conf_state.auto_leave = true;
         st
+    }
+
+    #[test]
+    fn the_temp_name_is_the_one_bulwark_fs_writes() {
+        assert_eq!(
+            bulwark_fs::temp_path(Path::new(FILE_NAME)),
+            Path::new(TEMP_NAME)
+        );
     }
 
     #[test]

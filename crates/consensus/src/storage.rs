@@ -46,8 +46,13 @@
 //! the hard-state file first and trim the log second. The WAL deletes whole segments only, so after a
 //! compaction the log may still begin at or before the compaction point; recovery skips those records.
 //! Recovery ([`DiskRaftStorage::open`]) then:
-//! - refuses a log that begins after `compaction point + 1` (entries are missing), a commit index past the
-//!   last entry, and a log without a hard-state file;
+//! - refuses a log that begins after `compaction point + 1` (entries are missing), and a log without a
+//!   hard-state file;
+//! - refuses a log that ends before the durable commit index (after the repairs below, so an interrupted
+//!   snapshot installation is not mistaken for it): committed entries are missing, e.g. a deleted newest
+//!   segment, or every segment gone. Starting would acknowledge new entries at their indexes. The WAL
+//!   itself refuses a gap between segments. Every refusal is decided before anything on disk changes, so
+//!   the directory stays as found, for the operator;
 //! - resets an empty log to begin at `compaction point + 1` (a crash inside the WAL's truncation);
 //! - finishes an interrupted `install_snapshot`: if the log ends before the compaction point, or its entry
 //!   at the compaction point has another term than the snapshot's, every record is dropped. (If the terms
@@ -159,7 +164,7 @@ impl StorageError {
                 op: "write",
                 source,
                 ..
-            } => bulwark_wal::is_disk_full_io(source),
+            } => bulwark_fs::is_disk_full(source),
             _ => false,
         }
     }
@@ -476,99 +481,19 @@ pub struct DiskRaftStorage {
 
 impl DiskRaftStorage {
     /// Opens (creating if missing) the storage in `dir` and recovers it: the WAL cuts a torn tail, the
-    /// newest valid hard-state slot is used, and the log is checked against the compaction point (see the
-    /// module documentation). `segment_bytes` is the WAL's segment size.
+    /// newest valid hard-state slot is used, and the log is checked against the compaction point and the
+    /// durable commit index (see the module documentation). `segment_bytes` is the WAL's segment size.
     pub fn open(
         dir: &Path,
         segment_bytes: u64,
     ) -> Result<(DiskRaftStorage, Recovered), StorageError> {
         let (mut wal, recovery) = Wal::open(dir, WalOptions { segment_bytes })?;
-        let wal_empty = wal.first_index() > wal.last_index();
-        let (hs_file, state) = if HardStateFile::exists(dir) {
-            HardStateFile::open(dir)?
-        } else if wal_empty {
-            HardStateFile::create(dir)?
-        } else {
-            return Err(inconsistent(
-                dir,
-                format!(
-                    "the log holds [{}, {}] but the hard-state file is missing",
-                    wal.first_index(),
-                    wal.last_index()
-                ),
-            ));
-        };
+        let (hs_file, state) = open_hard_state(dir, &wal)?;
+        // Decide first, change the disk second: a refusal must leave the directory as it found it.
+        let plan = plan_log(dir, &wal, &state)?;
+        check_commit_covered(dir, &state, &plan)?;
         let ci = state.compacted_index;
-        let ct = state.compacted_term;
-        let mut entries = Vec::new();
-        let mut dropped = 0;
-        if wal_empty {
-            if wal.first_index() > ci + 1 {
-                return Err(inconsistent(
-                    dir,
-                    format!(
-                        "the empty log continues at {} but the compaction point is {ci}: entries are missing",
-                        wal.first_index()
-                    ),
-                ));
-            }
-            if wal.first_index() < ci + 1 {
-                // A crash inside the WAL's truncation left no segment behind.
-                wal.reset_next_index(ci + 1)?;
-            }
-        } else if wal.first_index() > ci + 1 {
-            return Err(inconsistent(
-                dir,
-                format!(
-                    "the log begins at {} but the compaction point is {ci}: entries {}..{} are missing",
-                    wal.first_index(),
-                    ci + 1,
-                    wal.first_index()
-                ),
-            ));
-        } else if wal.last_index() < ci {
-            // install_snapshot wrote the hard state but did not get to empty the log.
-            dropped = wal.last_index() - wal.first_index() + 1;
-            wal.truncate_prefix(ci)?;
-        } else {
-            let start = cmp::max(wal.first_index(), ci);
-            let mut stale = false;
-            for record in wal.read_from(start)? {
-                let (index, payload) = record?;
-                let entry =
-                    Entry::parse_from_bytes(&payload).map_err(|e| StorageError::CorruptEntry {
-                        dir: dir.to_path_buf(),
-                        index,
-                        reason: format!("cannot decode entry: {e}"),
-                    })?;
-                if entry.index != index {
-                    return Err(StorageError::CorruptEntry {
-                        dir: dir.to_path_buf(),
-                        index,
-                        reason: format!("record holds entry {}", entry.index),
-                    });
-                }
-                if index == ci && ci > 0 {
-                    if entry.term != ct {
-                        stale = true;
-                        break;
-                    }
-                    continue;
-                }
-                entries.push(entry);
-            }
-            if stale {
-                // install_snapshot wrote the hard state but did not get to empty the log, and the log
-                // is not a prefix-match of the snapshot: none of it may be used.
-                dropped = wal.last_index() - wal.first_index() + 1;
-                entries.clear();
-                let last = wal.last_index();
-                wal.truncate_prefix(last)?;
-                if wal.first_index() != ci + 1 {
-                    wal.reset_next_index(ci + 1)?;
-                }
-            }
-        }
+        let (entries, dropped) = carry_out(&mut wal, plan, ci)?;
         if dropped > 0 {
             tracing::warn!(
                 dir = %dir.display(),
@@ -581,16 +506,7 @@ impl DiskRaftStorage {
             state: state.clone(),
             entries,
         };
-        if core.state.hard_state.commit > core.last_index() {
-            return Err(inconsistent(
-                dir,
-                format!(
-                    "the commit index {} is past the last log index {}",
-                    core.state.hard_state.commit,
-                    core.last_index()
-                ),
-            ));
-        }
+        assert!(core.state.hard_state.commit <= core.last_index());
         assert_eq!(wal.last_index(), core.last_index());
         assert!(wal.first_index() <= core.first_index());
         let recovered = Recovered {
@@ -727,6 +643,157 @@ fn inconsistent(dir: &Path, reason: String) -> StorageError {
     StorageError::Inconsistent {
         dir: dir.to_path_buf(),
         reason,
+    }
+}
+
+/// Opens the hard-state file, or creates it for a new (empty) log; a log without one is refused.
+fn open_hard_state(
+    dir: &Path,
+    wal: &Wal,
+) -> Result<(HardStateFile, PersistentState), StorageError> {
+    if HardStateFile::exists(dir) {
+        HardStateFile::open(dir)
+    } else if wal.first_index() > wal.last_index() {
+        HardStateFile::create(dir)
+    } else {
+        Err(inconsistent(
+            dir,
+            format!(
+                "the log holds [{}, {}] but the hard-state file is missing",
+                wal.first_index(),
+                wal.last_index()
+            ),
+        ))
+    }
+}
+
+/// What recovery makes of the log, decided before anything on disk changes.
+enum LogPlan {
+    /// The log is empty and continues at the compaction point + 1 (after a reset if it does not yet:
+    /// a crash inside the WAL's truncation left no segment behind).
+    Empty,
+    /// An `install_snapshot` wrote the hard state but did not get to empty the log: every record goes.
+    DropAll,
+    /// The log continues the compaction point: these are its entries after it.
+    Keep(Vec<Entry>),
+}
+
+impl LogPlan {
+    /// The index the recovered log ends at.
+    fn last_index(&self, compacted_index: u64) -> u64 {
+        match self {
+            LogPlan::Empty | LogPlan::DropAll => compacted_index,
+            LogPlan::Keep(entries) => compacted_index + entries.len() as u64,
+        }
+    }
+}
+
+/// Reads the log against the compaction point (see the module documentation). Changes nothing.
+fn plan_log(dir: &Path, wal: &Wal, state: &PersistentState) -> Result<LogPlan, StorageError> {
+    let ci = state.compacted_index;
+    if wal.first_index() > wal.last_index() {
+        if wal.first_index() > ci + 1 {
+            return Err(inconsistent(
+                dir,
+                format!(
+                    "the empty log continues at {} but the compaction point is {ci}: entries are missing",
+                    wal.first_index()
+                ),
+            ));
+        }
+        return Ok(LogPlan::Empty);
+    }
+    if wal.first_index() > ci + 1 {
+        return Err(inconsistent(
+            dir,
+            format!(
+                "the log begins at {} but the compaction point is {ci}: entries {}..{} are missing",
+                wal.first_index(),
+                ci + 1,
+                wal.first_index()
+            ),
+        ));
+    }
+    if wal.last_index() < ci {
+        return Ok(LogPlan::DropAll);
+    }
+    read_entries_after(dir, wal, ci, state.compacted_term)
+}
+
+/// The log's entries after the compaction point `ci`, or [`LogPlan::DropAll`] if its entry at `ci` has
+/// another term than `ct`: then the log is not a prefix-match of the installed snapshot and none of it
+/// may be used. (If the terms match, the later entries continue the snapshot's log by Log Matching.)
+fn read_entries_after(dir: &Path, wal: &Wal, ci: u64, ct: u64) -> Result<LogPlan, StorageError> {
+    let mut entries = Vec::new();
+    for record in wal.read_from(cmp::max(wal.first_index(), ci))? {
+        let (index, payload) = record?;
+        let entry = Entry::parse_from_bytes(&payload).map_err(|e| StorageError::CorruptEntry {
+            dir: dir.to_path_buf(),
+            index,
+            reason: format!("cannot decode entry: {e}"),
+        })?;
+        if entry.index != index {
+            return Err(StorageError::CorruptEntry {
+                dir: dir.to_path_buf(),
+                index,
+                reason: format!("record holds entry {}", entry.index),
+            });
+        }
+        if index == ci && ci > 0 {
+            if entry.term != ct {
+                return Ok(LogPlan::DropAll);
+            }
+            continue;
+        }
+        entries.push(entry);
+    }
+    Ok(LogPlan::Keep(entries))
+}
+
+/// Refuses a log that ends before the durable commit index: committed (acknowledged) entries are
+/// gone, e.g. a deleted or lost segment, and starting would let new entries reuse their indexes.
+/// Only an operator can bring them back, so this runs before recovery changes anything on disk.
+fn check_commit_covered(
+    dir: &Path,
+    state: &PersistentState,
+    plan: &LogPlan,
+) -> Result<(), StorageError> {
+    let ci = state.compacted_index;
+    let end = plan.last_index(ci);
+    let commit = state.hard_state.commit;
+    if commit <= end {
+        return Ok(());
+    }
+    Err(inconsistent(
+        dir,
+        format!(
+            "the log ends at index {end} (compaction point {ci}), before the durable commit index \
+             {commit}: committed entries {}..={commit} are missing (a deleted or lost log segment?); \
+             refusing to start without them",
+            end + 1
+        ),
+    ))
+}
+
+/// Carries out `plan` on the WAL. Returns the entries after the compaction point and how many
+/// records were dropped.
+fn carry_out(wal: &mut Wal, plan: LogPlan, ci: u64) -> Result<(Vec<Entry>, u64), StorageError> {
+    match plan {
+        LogPlan::Keep(entries) => Ok((entries, 0)),
+        LogPlan::Empty => {
+            if wal.first_index() < ci + 1 {
+                wal.reset_next_index(ci + 1)?;
+            }
+            Ok((Vec::new(), 0))
+        }
+        LogPlan::DropAll => {
+            let dropped = wal.last_index() - wal.first_index() + 1;
+            wal.truncate_prefix(cmp::max(wal.last_index(), ci))?;
+            if wal.first_index() != ci + 1 {
+                wal.reset_next_index(ci + 1)?;
+            }
+            Ok((Vec::new(), dropped))
+        }
     }
 }
 

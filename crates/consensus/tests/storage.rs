@@ -710,6 +710,137 @@ fn a_commit_index_past_the_log_is_refused() {
     assert!(err.to_string().contains("commit index 5"), "{err}");
 }
 
+/// The log's segment files in `dir`, oldest first.
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut segs: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .collect();
+    segs.sort();
+    segs
+}
+
+/// A storage in `dir` whose log holds 1..=40 (several segments), all of it committed and synced,
+/// compacted through `compact_through` (0: never compacted).
+fn committed_log(compact_through: u64) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("raft");
+    let mut s = open(&dir);
+    for chunk in 0..4 {
+        let first = chunk * 10 + 1;
+        s.append(&ents(first..=first + 9, 1)).unwrap();
+        s.set_hard_state(&hs(1, 1, first + 9));
+        s.sync().unwrap();
+    }
+    if compact_through > 0 {
+        s.compact(compact_through).unwrap();
+    }
+    drop(s);
+    assert!(segments(&dir).len() >= 3, "the test needs several segments");
+    (tmp, dir)
+}
+
+/// Every file in `dir` with its length, by name.
+fn files(dir: &Path) -> Vec<(String, u64)> {
+    let mut v: Vec<(String, u64)> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let name = e.file_name().into_string().unwrap();
+            (name, e.metadata().unwrap().len())
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// The refusal of a log that lost committed entries: it names the directory, the index the log
+/// ends at and the durable commit index, and leaves every file as it was (what is left is the
+/// evidence, and perhaps what a restored segment must continue).
+fn assert_lost_tail_refused(dir: &Path, last_index: u64, commit: u64) {
+    let before = files(dir);
+    let err = DiskRaftStorage::open(dir, SEGMENT_BYTES)
+        .map(|_| ())
+        .expect_err("a log that lost committed entries must not open");
+    let text = err.to_string();
+    assert_eq!(
+        files(dir),
+        before,
+        "a refused open changed the directory: {text}"
+    );
+    assert!(matches!(err, StorageError::Inconsistent { .. }), "{text}");
+    assert!(text.contains(&dir.display().to_string()), "{text}");
+    assert!(text.contains(&format!("commit index {commit}")), "{text}");
+    assert!(
+        text.contains(&format!("ends at index {last_index}")),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_missing_newest_segment_is_refused() {
+    for compact_through in [0, 12] {
+        let (_tmp, dir) = committed_log(compact_through);
+        let segs = segments(&dir);
+        let newest = segs.last().unwrap();
+        fs::remove_file(newest).unwrap();
+        // What the remaining segments end at: the newest one began right after.
+        let name = newest.file_stem().unwrap().to_str().unwrap();
+        let last_left: u64 = name.parse::<u64>().unwrap() - 1;
+        assert!(last_left < 40 && last_left > compact_through, "{last_left}");
+        assert_lost_tail_refused(&dir, last_left, 40);
+    }
+}
+
+#[test]
+fn a_log_with_every_segment_missing_is_refused() {
+    for compact_through in [0, 12] {
+        let (_tmp, dir) = committed_log(compact_through);
+        for seg in segments(&dir) {
+            fs::remove_file(seg).unwrap();
+        }
+        assert_lost_tail_refused(&dir, compact_through, 40);
+    }
+}
+
+#[test]
+fn a_log_that_lost_its_tail_after_a_compaction_crash_is_refused_untouched() {
+    // A crash inside `compact(30)`: the hard state records the compaction point, the old segments
+    // are still there. Then the newest segments are lost: what is left ends before the compaction
+    // point, which must not pass for an interrupted snapshot installation and be dropped.
+    let (tmp, dir) = committed_log(0);
+    let other = tmp.path().join("other");
+    fs::create_dir(&other).unwrap();
+    for (name, _) in files(&dir) {
+        fs::copy(dir.join(&name), other.join(&name)).unwrap();
+    }
+    let mut o = open(&other);
+    o.compact(30).unwrap();
+    drop(o);
+    fs::copy(other.join(HARD_STATE_FILE), dir.join(HARD_STATE_FILE)).unwrap();
+    let segs = segments(&dir);
+    for seg in &segs[2..] {
+        fs::remove_file(seg).unwrap();
+    }
+    assert_lost_tail_refused(&dir, 30, 40);
+}
+
+#[test]
+fn a_missing_segment_in_the_middle_is_refused() {
+    let (_tmp, dir) = committed_log(0);
+    let segs = segments(&dir);
+    fs::remove_file(&segs[1]).unwrap();
+    let err = DiskRaftStorage::open(&dir, SEGMENT_BYTES)
+        .map(|_| ())
+        .expect_err("a log with a gap must not open");
+    assert!(err.to_string().contains("gap"), "{err}");
+    assert!(
+        err.to_string().contains(&segs[2].display().to_string()),
+        "{err}"
+    );
+}
+
 /// A storage in `dir` whose log holds 1..=10 of term 1, and the hard-state file of a storage that
 /// installed the snapshot `(index, term)`: the state a crash inside `install_snapshot` leaves (the hard
 /// state written, the log not yet emptied).

@@ -166,7 +166,8 @@ fn save_members(data_dir: &std::path::Path, members: &[Member]) -> std::io::Resu
         .iter()
         .map(|m| format!("{}\n", m.to_spec()))
         .collect();
-    crate::fs::write_file_atomically(&data_dir.join(MEMBERS_FILE), text.as_bytes())
+    bulwark_fs::write_file_atomically(&data_dir.join(MEMBERS_FILE), text.as_bytes())?;
+    Ok(())
 }
 
 /// What the API needs to know of the cluster, kept current by the event loop.

@@ -116,11 +116,11 @@ impl Identity {
     /// Writes the identity crash-safely: a crash leaves either no file or the whole one.
     pub fn save(&self, data_dir: &Path) -> Result<(), IdentityError> {
         let path = data_dir.join(IDENTITY_FILE);
-        crate::fs::write_file_atomically(&path, self.encode().as_bytes()).map_err(|source| {
+        bulwark_fs::write_file_atomically(&path, self.encode().as_bytes()).map_err(|e| {
             IdentityError::Io {
-                what: "write",
-                path,
-                source,
+                what: e.op,
+                path: e.path,
+                source: e.source,
             }
         })
     }

@@ -85,7 +85,7 @@ fn intent_path(data_dir: &Path) -> PathBuf {
 
 fn remove_intent(data_dir: &Path) -> std::io::Result<()> {
     match std::fs::remove_file(intent_path(data_dir)) {
-        Ok(()) => std::fs::File::open(data_dir)?.sync_all(),
+        Ok(()) => bulwark_fs::fsync_dir(data_dir).map_err(|e| e.source),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
     }
@@ -153,10 +153,10 @@ pub(crate) fn install_snapshot(
     let started = Instant::now();
     let info = fetch_any(cluster, from, &path, &incoming, index)?;
     crash_point("install-before-intent");
-    crate::fs::write_file_atomically(&intent_path(data_dir), &encode_intent(meta)).map_err(
+    bulwark_fs::write_file_atomically(&intent_path(data_dir), &encode_intent(meta)).map_err(
         |e| InstallFailure {
-            disk_full: e.raw_os_error() == Some(28),
-            message: format!("write {}: {e}", intent_path(data_dir).display()),
+            disk_full: bulwark_fs::is_disk_full(&e.source),
+            message: e.to_string(),
         },
     )?;
     crash_point("install-before-swap");

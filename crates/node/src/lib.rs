@@ -15,7 +15,6 @@
 mod ack_all;
 pub mod cluster;
 pub mod faults;
-mod fs;
 pub mod identity;
 mod install;
 pub mod metrics;

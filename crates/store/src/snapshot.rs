@@ -59,7 +59,7 @@ impl SnapshotSource {
         let mut applied_index = 0u64;
         let mut body = Vec::with_capacity(1 << 16);
         let mut sink = |tag: u8, key: &[u8], value: &[u8]| -> Result<(), String> {
-            if tag == 0 && key == crate::META_APPLIED_INDEX.as_bytes() {
+            if tag == 0 && key == crate::tables::META_APPLIED_INDEX.as_bytes() {
                 applied_index = u64::from_le_bytes(value.try_into().unwrap_or([0; 8]));
             }
             body.clear();
@@ -71,14 +71,14 @@ impl SnapshotSource {
             rows += 1;
             write_frame(out, &body)
         };
-        export_table(&read, crate::META, 0, &mut sink)?;
-        export_table(&read, crate::ACCOUNTS, 1, &mut sink)?;
-        export_table(&read, crate::TRANSFERS, 2, &mut sink)?;
-        export_table(&read, crate::PENDING, 3, &mut sink)?;
-        export_table(&read, crate::EXPIRIES, 4, &mut sink)?;
-        export_table(&read, crate::ACCOUNT_TRANSFERS, 5, &mut sink)?;
-        export_table(&read, crate::BALANCE_HISTORY, 6, &mut sink)?;
-        export_table(&read, crate::MEMBERSHIP, 7, &mut sink)?;
+        export_table(&read, crate::tables::META, 0, &mut sink)?;
+        export_table(&read, crate::tables::ACCOUNTS, 1, &mut sink)?;
+        export_table(&read, crate::tables::TRANSFERS, 2, &mut sink)?;
+        export_table(&read, crate::tables::PENDING, 3, &mut sink)?;
+        export_table(&read, crate::tables::EXPIRIES, 4, &mut sink)?;
+        export_table(&read, crate::tables::ACCOUNT_TRANSFERS, 5, &mut sink)?;
+        export_table(&read, crate::tables::BALANCE_HISTORY, 6, &mut sink)?;
+        export_table(&read, crate::tables::MEMBERSHIP, 7, &mut sink)?;
         let mut body = Vec::new();
         body.clear();
         body.push(TRAILER);
@@ -239,14 +239,14 @@ fn import_into(
         }
         let (tag, key, value) = parse_row(&body).ok_or_else(|| fail("bad row frame".into()))?;
         let inserted = match tag {
-            0 => import_row(&txn, crate::META, key, value),
-            1 => import_row(&txn, crate::ACCOUNTS, key, value),
-            2 => import_row(&txn, crate::TRANSFERS, key, value),
-            3 => import_row(&txn, crate::PENDING, key, value),
-            4 => import_row(&txn, crate::EXPIRIES, key, value),
-            5 => import_row(&txn, crate::ACCOUNT_TRANSFERS, key, value),
-            6 => import_row(&txn, crate::BALANCE_HISTORY, key, value),
-            7 => import_row(&txn, crate::MEMBERSHIP, key, value),
+            0 => import_row(&txn, crate::tables::META, key, value),
+            1 => import_row(&txn, crate::tables::ACCOUNTS, key, value),
+            2 => import_row(&txn, crate::tables::TRANSFERS, key, value),
+            3 => import_row(&txn, crate::tables::PENDING, key, value),
+            4 => import_row(&txn, crate::tables::EXPIRIES, key, value),
+            5 => import_row(&txn, crate::tables::ACCOUNT_TRANSFERS, key, value),
+            6 => import_row(&txn, crate::tables::BALANCE_HISTORY, key, value),
+            7 => import_row(&txn, crate::tables::MEMBERSHIP, key, value),
             other => Err(RowError::Invalid(format!("unknown table tag {other}"))),
         };
         inserted.map_err(|e| match e {
@@ -279,26 +279,11 @@ fn import_into(
 
 /// The second half of [`import`]: `incoming` replaces `path`, durably (rename, fsync-dir).
 pub fn swap_in(incoming: &Path, path: &Path) -> Result<(), StoreError> {
-    std::fs::rename(incoming, path).map_err(|source| StoreError::Io {
-        path: incoming.to_path_buf(),
-        what: "rename",
-        source,
-    })?;
-    if let Some(dir) = path.parent() {
-        let dir = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        };
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|source| StoreError::Io {
-                path: dir.to_path_buf(),
-                what: "fsync directory",
-                source,
-            })?;
-    }
-    Ok(())
+    bulwark_fs::rename_durably(incoming, path).map_err(|e| StoreError::Io {
+        path: e.path,
+        what: e.op,
+        source: e.source,
+    })
 }
 
 fn parse_row(body: &[u8]) -> Option<(u8, &[u8], &[u8])> {

@@ -1,0 +1,344 @@
+//! Checkpoints: the frozen memtable, the accounts it changed and the applied index written as one
+//! redb commit on a background thread; the free-space check before one starts; and what a failed one
+//! leaves (see "A full disk" in the crate documentation).
+
+use std::path::Path;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use bulwark_ledger::{Account, AccountId, TransferId};
+use redb::Database;
+
+use crate::disk::open_reader;
+use crate::error::{redb_err, StoreError};
+use crate::memtable::{Frozen, Memtable};
+use crate::records;
+use crate::state::StateStore;
+use crate::tables::{
+    ACCOUNTS, ACCOUNT_TRANSFERS, BALANCE_HISTORY, EXPIRIES, MEMBERSHIP, MEMBERSHIP_KEY, META,
+    META_APPLIED_INDEX, META_LAST_TIMESTAMP, PENDING, RUN_ENTRIES, TRANSFERS,
+};
+
+/// Free space kept on the data directory's file system beyond twice a checkpoint's estimated size:
+/// below it, checkpoints wait (the log keeps everything), so that a checkpoint rarely meets a full
+/// disk halfway.
+pub const SPACE_RESERVE: u64 = 16 << 20;
+/// After a checkpoint failed for lack of space, or was skipped for it, wait this long before the
+/// next attempt (or check of the free space).
+pub(crate) const SPACE_RETRY: Duration = Duration::from_secs(1);
+
+/// Bytes the file system holding `dir` has free for an unprivileged writer, if statvfs answers.
+pub fn free_space(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs(3) writes into the zeroed struct we pass and reads the NUL-terminated path.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    if rc != 0 {
+        return None;
+    }
+    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
+/// A checkpoint finished on the background thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Checkpointed {
+    pub applied_index: u64,
+    pub transfers: usize,
+    pub duration: Duration,
+}
+
+pub(crate) type FlushOutcome = Result<Checkpointed, StoreError>;
+
+/// A checkpoint running on the background thread.
+pub(crate) struct Flushing {
+    pub(crate) rx: mpsc::Receiver<FlushOutcome>,
+    /// The generation of the database handle it writes through.
+    pub(crate) generation: u64,
+}
+
+impl StateStore {
+    pub fn is_checkpointing(&self) -> bool {
+        self.flushing.is_some()
+    }
+
+    /// Freezes the memtable and starts writing it, with every account changed since the last
+    /// freeze and the applied index, as one redb commit on a background thread. Returns false
+    /// if a checkpoint is already running or there is nothing new to write, or while the disk is
+    /// short of space (see the crate documentation). A frozen memtable whose checkpoint failed for
+    /// lack of space is written again first, before a new one is frozen.
+    pub fn start_checkpoint(&mut self) -> bool {
+        if self.flushing.is_some() || !self.try_reopen() {
+            return false;
+        }
+        if self.frozen.is_none() && self.applied_index == self.checkpointed_index {
+            return false;
+        }
+        let now = Instant::now();
+        if self.retry_after.is_some_and(|t| now < t) {
+            return false;
+        }
+        if !self.has_space_for_checkpoint(now) {
+            return false;
+        }
+        let frozen = self.freeze();
+        let (db, generation) = {
+            let disk = self.disk.borrow();
+            let disk = disk.as_ref().expect("reopened above");
+            (disk.db.clone(), disk.generation)
+        };
+        let (tx, rx) = mpsc::channel();
+        let path = self.path.clone();
+        std::thread::Builder::new()
+            .name("checkpoint".into())
+            .spawn(move || {
+                let outcome = write_checkpoint(&path, &db, &frozen);
+                // Let go of the database before reporting: whoever collects the result may
+                // close the store and reopen the file at once.
+                drop(db);
+                let _ = tx.send(outcome);
+            })
+            .expect("spawn checkpoint thread");
+        self.flushing = Some(Flushing { rx, generation });
+        true
+    }
+
+    /// Whether the data directory has room for the next checkpoint (twice its estimated size plus
+    /// the reserve). Warns once when it has not, and says when it has again.
+    fn has_space_for_checkpoint(&mut self, now: Instant) -> bool {
+        let estimate = match &self.frozen {
+            Some(frozen) => estimate_bytes(&frozen.memtable, frozen.accounts.len()),
+            None => estimate_bytes(&self.active, self.dirty_accounts.len()),
+        };
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let needed = self.space_reserve.map(|reserve| 2 * estimate + reserve);
+        match needed.and_then(|needed| Some((needed, free_space(dir)?))) {
+            Some((needed, free)) if free < needed => {
+                if !self.short_of_space {
+                    tracing::warn!(
+                        dir = %dir.display(),
+                        free_bytes = free,
+                        needed_bytes = needed,
+                        "too little free space for a checkpoint: not starting one; the memtable \
+                         stays in memory and the log is kept until space is freed"
+                    );
+                    self.short_of_space = true;
+                }
+                self.retry_after = Some(now + SPACE_RETRY);
+                false
+            }
+            _ => {
+                if self.short_of_space {
+                    tracing::info!(dir = %dir.display(), "enough free space for checkpoints again");
+                    self.short_of_space = false;
+                }
+                true
+            }
+        }
+    }
+
+    /// The memtable to write: the one a failed checkpoint left frozen, or the active one, frozen
+    /// now with the accounts changed since the last freeze.
+    fn freeze(&mut self) -> Arc<Frozen> {
+        if let Some(frozen) = &self.frozen {
+            return frozen.clone();
+        }
+        let mut accounts: Vec<Account> = self
+            .dirty_accounts
+            .drain()
+            .map(|id| self.accounts[&id])
+            .collect();
+        accounts.sort_by_key(|a| a.id);
+        let frozen = Arc::new(Frozen {
+            memtable: std::mem::take(&mut self.active),
+            accounts,
+            applied_index: self.applied_index,
+            last_timestamp: self.last_timestamp,
+            membership: self.membership.clone(),
+        });
+        self.frozen = Some(frozen.clone());
+        frozen
+    }
+
+    /// Collects a finished background checkpoint, if any. A checkpoint that failed for lack of
+    /// space is not an error (see the crate documentation): it answers `Ok(None)`, keeps the
+    /// frozen memtable for a later attempt, and closes the database to reopen it (retried here,
+    /// at every call, until it works). Any other error is fatal for the node: the state on disk is
+    /// then not what the log says, and it must stop rather than go on.
+    pub fn poll_checkpoint(&mut self) -> Result<Option<Checkpointed>, StoreError> {
+        let Some(flushing) = &self.flushing else {
+            self.try_reopen();
+            return Ok(None);
+        };
+        match flushing.rx.try_recv() {
+            Ok(outcome) => self.finish_checkpoint(outcome),
+            Err(mpsc::TryRecvError::Empty) => Ok(None),
+            Err(mpsc::TryRecvError::Disconnected) => Err(StoreError::CheckpointThread {
+                path: self.path.clone(),
+            }),
+        }
+    }
+
+    /// Waits for a running checkpoint to finish.
+    pub fn wait_checkpoint(&mut self) -> Result<Option<Checkpointed>, StoreError> {
+        let Some(flushing) = &self.flushing else {
+            return Ok(None);
+        };
+        match flushing.rx.recv() {
+            Ok(outcome) => self.finish_checkpoint(outcome),
+            Err(_) => Err(StoreError::CheckpointThread {
+                path: self.path.clone(),
+            }),
+        }
+    }
+
+    /// Writes everything applied so far as a checkpoint and waits for it (shutdown, tests).
+    /// Answers `Ok(None)` if there was nothing to write or no checkpoint could be written for lack
+    /// of space (the log still holds everything).
+    pub fn checkpoint_now(&mut self) -> Result<Option<Checkpointed>, StoreError> {
+        let mut last = self.wait_checkpoint()?;
+        // A frozen memtable left by a failed checkpoint goes first, then the active one.
+        for _ in 0..2 {
+            self.retry_after = None;
+            if !self.start_checkpoint() {
+                break;
+            }
+            match self.wait_checkpoint()? {
+                Some(done) => last = Some(done),
+                None => return Ok(None),
+            }
+        }
+        Ok(last)
+    }
+
+    fn finish_checkpoint(
+        &mut self,
+        outcome: FlushOutcome,
+    ) -> Result<Option<Checkpointed>, StoreError> {
+        let flushing = self.flushing.take().expect("a checkpoint was running");
+        let done = match outcome {
+            Ok(done) => done,
+            Err(e) if e.is_disk_full() => {
+                let frozen = self
+                    .frozen
+                    .as_ref()
+                    .expect("a checkpoint writes a frozen memtable");
+                tracing::warn!(
+                    path = %self.path.display(),
+                    error = %e,
+                    applied_index = frozen.applied_index,
+                    transfers = frozen.memtable.transfers.len(),
+                    "a checkpoint failed for lack of space: its memtable stays in memory and the \
+                     log is kept; it will be written again once space is freed"
+                );
+                self.retry_after = Some(Instant::now() + SPACE_RETRY);
+                // redb fails every later call on the handle that met the error: reopen it (unless
+                // a read already did).
+                let current = self.disk.borrow().as_ref().map(|d| d.generation);
+                if current == Some(flushing.generation) {
+                    self.close_db();
+                }
+                self.try_reopen();
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        // New readers first, then drop the frozen memtable: no read may fall in between. The
+        // database is open: only a failed checkpoint (handled above) or a read that then waits for
+        // the reopen closes it.
+        {
+            let mut disk = self.disk.borrow_mut();
+            let disk = disk
+                .as_mut()
+                .expect("the database is open after a checkpoint");
+            disk.reader = open_reader(&self.path, &disk.db)?;
+        }
+        self.frozen = None;
+        self.retry_after = None;
+        self.checkpointed_index = done.applied_index;
+        Ok(Some(done))
+    }
+}
+
+/// A rough upper bound of the bytes a checkpoint of `memtable` (and `accounts` changed accounts)
+/// adds to the file: records, keys, index runs and B-tree overhead.
+fn estimate_bytes(memtable: &Memtable, accounts: usize) -> u64 {
+    let transfers = memtable.transfers.len() as u64 * 256;
+    let index = memtable
+        .account_transfers
+        .values()
+        .map(|v| 64 + v.len() as u64 * 24)
+        .sum::<u64>();
+    let history = memtable.balance_history.len() as u64 * 80;
+    let pending = memtable.pending.len() as u64 * 32;
+    let expiries = memtable.expiry_changes.len() as u64 * 32;
+    let accounts = accounts as u64 * 128;
+    (1 << 20) + transfers + index + history + pending + expiries + accounts
+}
+
+fn write_checkpoint(path: &Path, db: &Database, frozen: &Frozen) -> FlushOutcome {
+    let started = Instant::now();
+    let txn = db
+        .begin_write()
+        .map_err(redb_err(path, "begin checkpoint"))?;
+    write_tables(&txn, frozen).map_err(redb_err(path, "write checkpoint"))?;
+    // Default durability is Immediate: commit returns only once the checkpoint is fsynced.
+    txn.commit().map_err(redb_err(path, "commit checkpoint"))?;
+    Ok(Checkpointed {
+        applied_index: frozen.applied_index,
+        transfers: frozen.memtable.transfers.len(),
+        duration: started.elapsed(),
+    })
+}
+
+fn write_tables(txn: &redb::WriteTransaction, frozen: &Frozen) -> Result<(), redb::Error> {
+    let m = &frozen.memtable;
+    let mut accounts = txn.open_table(ACCOUNTS)?;
+    for a in &frozen.accounts {
+        accounts.insert(a.id.0, records::encode_account(a).as_slice())?;
+    }
+    let mut transfers = txn.open_table(TRANSFERS)?;
+    let mut ids: Vec<&TransferId> = m.transfers.keys().collect();
+    ids.sort_unstable();
+    for id in ids {
+        transfers.insert(id.0, records::encode_transfer(&m.transfers[id]).as_slice())?;
+    }
+    let mut pending = txn.open_table(PENDING)?;
+    for (id, status) in &m.pending {
+        pending.insert(id.0, status.to_byte())?;
+    }
+    let mut index = txn.open_table(ACCOUNT_TRANSFERS)?;
+    let mut accounts: Vec<&AccountId> = m.account_transfers.keys().collect();
+    accounts.sort_unstable();
+    for account in accounts {
+        for run in m.account_transfers[account].chunks(RUN_ENTRIES) {
+            let last = run.last().expect("chunks are not empty").0;
+            index.insert((account.0, last.0), records::encode_run(run).as_slice())?;
+        }
+    }
+    let mut history = txn.open_table(BALANCE_HISTORY)?;
+    for ((account, ts), b) in &m.balance_history {
+        history.insert((account.0, ts.0), records::encode_balances(b).as_slice())?;
+    }
+    let mut expiries = txn.open_table(EXPIRIES)?;
+    for ((at, id), added) in &m.expiry_changes {
+        if *added {
+            expiries.insert((at.0, id.0), ())?;
+        } else {
+            expiries.remove((at.0, id.0))?;
+        }
+    }
+    let mut meta = txn.open_table(META)?;
+    meta.insert(META_APPLIED_INDEX, frozen.applied_index)?;
+    meta.insert(META_LAST_TIMESTAMP, frozen.last_timestamp.0)?;
+    if let Some(membership) = &frozen.membership {
+        let mut table = txn.open_table(MEMBERSHIP)?;
+        table.insert(MEMBERSHIP_KEY, membership.as_slice())?;
+    }
+    Ok(())
+}

@@ -1,0 +1,73 @@
+//! The recent past in memory: what batches changed since the last freeze (the active memtable),
+//! and the frozen memtable a running (or failed) checkpoint writes. Reads look here before redb.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bulwark_ledger::{
+    Account, AccountId, Balances, Changes, PendingStatus, Timestamp, Transfer, TransferId,
+};
+
+use crate::state::StateStore;
+
+/// Changes since the last freeze: new transfers and everything derived from them.
+#[derive(Default)]
+pub(crate) struct Memtable {
+    pub(crate) transfers: HashMap<TransferId, Transfer>,
+    pub(crate) pending: HashMap<TransferId, PendingStatus>,
+    /// Per account, its transfers in timestamp order (appends only: timestamps increase).
+    pub(crate) account_transfers: HashMap<AccountId, Vec<(Timestamp, TransferId)>>,
+    pub(crate) balance_history: BTreeMap<(AccountId, Timestamp), Balances>,
+    /// `true`: added since the freeze; `false`: removed.
+    pub(crate) expiry_changes: BTreeMap<(Timestamp, TransferId), bool>,
+}
+
+/// A memtable being written as a checkpoint, with everything else that checkpoint records.
+pub(crate) struct Frozen {
+    pub(crate) memtable: Memtable,
+    pub(crate) accounts: Vec<Account>,
+    pub(crate) applied_index: u64,
+    pub(crate) last_timestamp: Timestamp,
+    pub(crate) membership: Option<Vec<u8>>,
+}
+
+impl StateStore {
+    /// Transfers not yet in a durable checkpoint (active memtable only).
+    pub fn memtable_transfers(&self) -> usize {
+        self.active.transfers.len()
+    }
+
+    pub(crate) fn memtables(&self) -> impl Iterator<Item = &Memtable> {
+        std::iter::once(&self.active).chain(self.frozen.as_ref().map(|f| &f.memtable))
+    }
+
+    /// Records what a batch changed: accounts in memory (marked for the next checkpoint), the rest
+    /// in the active memtable.
+    pub(crate) fn record_changes(&mut self, changes: Changes) {
+        for account in changes.accounts {
+            self.dirty_accounts.insert(account.id);
+            self.accounts.insert(account.id, account);
+        }
+        let m = &mut self.active;
+        for t in changes.transfers {
+            for account in [t.debit_account_id, t.credit_account_id] {
+                let entries = m.account_transfers.entry(account).or_default();
+                assert!(entries.last().is_none_or(|(ts, _)| *ts < t.timestamp));
+                entries.push((t.timestamp, t.id));
+            }
+            m.transfers.insert(t.id, t);
+        }
+        m.pending.extend(changes.pending_status);
+        for key in changes.expiries_removed {
+            self.expiries.remove(&key);
+            m.expiry_changes.insert(key, false);
+        }
+        for key in changes.expiries_added {
+            self.expiries.insert(key);
+            m.expiry_changes.insert(key, true);
+        }
+        for (account, ts, balances) in changes.balance_history {
+            m.balance_history.insert((account, ts), balances);
+        }
+        self.last_timestamp = changes.last_timestamp;
+    }
+}

@@ -1,0 +1,202 @@
+//! Reads: an account's history (its transfers in timestamp order, with balances for accounts that
+//! keep `history`), and the lookups the ledger's `apply` makes, memtables first, then the checkpoint.
+
+use bulwark_ledger::{
+    Account, AccountId, Balances, Changes, LedgerStore, PendingStatus, Timestamp, Transfer,
+    TransferId,
+};
+
+use crate::error::{redb_err, StoreError};
+use crate::records;
+use crate::state::StateStore;
+
+impl StateStore {
+    /// The transfers of an account in timestamp order, after `after`, at most `limit`, each with
+    /// the account's balances after it when the account keeps `history`.
+    pub fn account_transfers(
+        &self,
+        account: AccountId,
+        after: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(Transfer, Option<Balances>)>, StoreError> {
+        let mut ids: Vec<(Timestamp, TransferId)> = Vec::new();
+        if after.0 < u64::MAX {
+            if self.is_unavailable() {
+                return Err(StoreError::Unavailable {
+                    path: self.path.clone(),
+                });
+            }
+            ids = self.checkpointed_transfer_ids(account, after, limit)?;
+        }
+        // Memtables hold only later timestamps than the checkpoint, frozen before active.
+        let frozen = self.frozen.as_ref().map(|f| &f.memtable);
+        for memtable in frozen.into_iter().chain(std::iter::once(&self.active)) {
+            let Some(entries) = memtable.account_transfers.get(&account) else {
+                continue;
+            };
+            let start = entries.partition_point(|(ts, _)| *ts <= after);
+            let room = limit.saturating_sub(ids.len());
+            ids.extend(entries[start..].iter().take(room).copied());
+        }
+        let keeps_history = self
+            .accounts
+            .get(&account)
+            .is_some_and(|a| a.flags.contains(bulwark_ledger::AccountFlags::HISTORY));
+        let mut out = Vec::with_capacity(ids.len());
+        for (ts, id) in ids {
+            let transfer = self.transfer(id).ok_or_else(|| StoreError::Corrupt {
+                path: self.path.clone(),
+                table: "account_transfers",
+                key: format!("({account}, {ts}) names missing transfer {id}"),
+            })?;
+            let balances = if keeps_history {
+                self.balances_at(account, ts)?
+            } else {
+                None
+            };
+            out.push((transfer, balances));
+        }
+        Ok(out)
+    }
+
+    /// The account's transfers after `after` (at most `limit`) in the last checkpoint's index.
+    /// `after` must be below `u64::MAX`.
+    fn checkpointed_transfer_ids(
+        &self,
+        account: AccountId,
+        after: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(Timestamp, TransferId)>, StoreError> {
+        // Runs whose last entry is after `after`, in order; skip their entries up to `after`.
+        let start = (account.0, after.0.saturating_add(1));
+        let end = (account.0, u64::MAX);
+        self.read_waiting(|reader| {
+            let mut ids = Vec::new();
+            for row in reader
+                .account_transfers
+                .range(start..=end)
+                .map_err(redb_err(&self.path, "scan account transfers"))?
+            {
+                if ids.len() >= limit {
+                    break;
+                }
+                let (key, value) = row.map_err(redb_err(&self.path, "scan account transfers"))?;
+                let run =
+                    records::decode_run(value.value()).ok_or_else(|| StoreError::Corrupt {
+                        path: self.path.clone(),
+                        table: "account_transfers",
+                        key: format!("{:?}", key.value()),
+                    })?;
+                let room = limit - ids.len();
+                ids.extend(run.filter(|(ts, _)| *ts > after).take(room));
+            }
+            Ok(ids)
+        })
+    }
+
+    fn balances_at(
+        &self,
+        account: AccountId,
+        ts: Timestamp,
+    ) -> Result<Option<Balances>, StoreError> {
+        let frozen = self.frozen.as_ref().map(|f| &f.memtable);
+        for memtable in std::iter::once(&self.active).chain(frozen) {
+            if let Some(b) = memtable.balance_history.get(&(account, ts)) {
+                return Ok(Some(*b));
+            }
+        }
+        if self.is_unavailable() {
+            return Err(StoreError::Unavailable {
+                path: self.path.clone(),
+            });
+        }
+        self.read_waiting(|reader| {
+            let Some(value) = reader
+                .balance_history
+                .get((account.0, ts.0))
+                .map_err(redb_err(&self.path, "read balance history"))?
+            else {
+                return Ok(None);
+            };
+            records::decode_balances(value.value())
+                .map(Some)
+                .ok_or_else(|| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    table: "balance_history",
+                    key: format!("({account}, {ts})"),
+                })
+        })
+    }
+}
+
+impl LedgerStore for StateStore {
+    fn account(&self, id: AccountId) -> Option<Account> {
+        self.accounts.get(&id).copied()
+    }
+
+    fn transfer(&self, id: TransferId) -> Option<Transfer> {
+        for memtable in self.memtables() {
+            if let Some(t) = memtable.transfers.get(&id) {
+                return Some(*t);
+            }
+        }
+        let read = self.read_waiting(|reader| {
+            let Some(value) = reader
+                .transfers
+                .get(id.0)
+                .map_err(redb_err(&self.path, "read transfer"))?
+            else {
+                return Ok(None);
+            };
+            records::decode_transfer(value.value())
+                .map(Some)
+                .ok_or_else(|| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    table: "transfers",
+                    key: id.to_string(),
+                })
+        });
+        read.unwrap_or_else(|e| panic!("read transfer {id}: {e}"))
+    }
+
+    fn pending_status(&self, id: TransferId) -> Option<PendingStatus> {
+        for memtable in self.memtables() {
+            if let Some(s) = memtable.pending.get(&id) {
+                return Some(*s);
+            }
+        }
+        let read = self.read_waiting(|reader| {
+            let Some(value) = reader
+                .pending
+                .get(id.0)
+                .map_err(redb_err(&self.path, "read pending"))?
+            else {
+                return Ok(None);
+            };
+            PendingStatus::from_byte(value.value())
+                .map(Some)
+                .ok_or_else(|| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    table: "pending_status",
+                    key: id.to_string(),
+                })
+        });
+        read.unwrap_or_else(|e| panic!("read pending {id}: {e}"))
+    }
+
+    fn expired_pending(&self, now: Timestamp) -> Vec<(Timestamp, TransferId)> {
+        self.expiries
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .copied()
+            .collect()
+    }
+
+    fn last_timestamp(&self) -> Timestamp {
+        self.last_timestamp
+    }
+
+    fn commit(&mut self, changes: Changes) {
+        self.record_changes(changes);
+    }
+}

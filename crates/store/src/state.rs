@@ -1,0 +1,326 @@
+//! [`StateStore`]: what it holds, opening a store file (format check, tables, accounts and
+//! expiries loaded into memory), and the state machine the replica drives.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use bulwark_ledger::{
+    Account, AccountId, Batch, BatchResults, StateMachine, Timestamp, TransferId,
+};
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
+
+use crate::checkpoint::{Flushing, SPACE_RESERVE};
+use crate::disk::{open_reader, Disk};
+use crate::error::{redb_err, StoreError};
+use crate::memtable::{Frozen, Memtable};
+use crate::records;
+use crate::snapshot;
+use crate::tables::{
+    ACCOUNTS, ACCOUNT_TRANSFERS, BALANCE_HISTORY, CACHE_BYTES, EXPIRIES, FORMAT_VERSION,
+    MEMBERSHIP, MEMBERSHIP_KEY, META, META_APPLIED_INDEX, META_FORMAT, META_LAST_TIMESTAMP,
+    PENDING, TRANSFERS,
+};
+
+pub struct StateStore {
+    pub(crate) path: PathBuf,
+    /// `None` while the database is closed after an I/O failure, until a reopen succeeds. A
+    /// `RefCell` because a read (`&self`) that meets a failed handle must close and reopen it.
+    pub(crate) disk: RefCell<Option<Disk>>,
+    pub(crate) generations: Cell<u64>,
+    /// The database as snapshot sources find it (`None` while closed).
+    pub(crate) shared_db: Arc<RwLock<Option<Arc<Database>>>>,
+    /// Not before this instant is a closed database tried to be reopened again.
+    pub(crate) reopen_after: Cell<Option<Instant>>,
+    /// A failed (for lack of space) or skipped checkpoint is not retried before this instant.
+    pub(crate) retry_after: Option<Instant>,
+    /// A checkpoint was skipped for lack of free space (and the warning given).
+    pub(crate) short_of_space: bool,
+    /// Free space a checkpoint leaves beyond twice its estimated size; `None`: no check.
+    pub(crate) space_reserve: Option<u64>,
+    pub(crate) accounts: HashMap<AccountId, Account>,
+    pub(crate) dirty_accounts: HashSet<AccountId>,
+    pub(crate) expiries: BTreeSet<(Timestamp, TransferId)>,
+    pub(crate) active: Memtable,
+    pub(crate) frozen: Option<Arc<Frozen>>,
+    pub(crate) flushing: Option<Flushing>,
+    pub(crate) last_timestamp: Timestamp,
+    pub(crate) applied_index: u64,
+    pub(crate) checkpointed_index: u64,
+    pub(crate) membership: Option<Vec<u8>>,
+}
+
+impl StateStore {
+    /// Opens (or creates) the state store at `path` and loads accounts and pending expiries.
+    pub fn open(path: &Path) -> Result<StateStore, StoreError> {
+        // Verify every page checksum at open: a file damaged outside redb must stop the node with
+        // an error, not be trusted (a plain open may even panic on it).
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .set_check_integrity_on_open(true)
+            .create(path)
+            .map_err(redb_err(path, "open"))?;
+        create_tables(path, &db)?;
+        let loaded = load(path, &db)?;
+        let reader = open_reader(path, &db)?;
+        tracing::info!(
+            path = %path.display(),
+            applied_index = loaded.applied_index,
+            accounts = loaded.accounts.len(),
+            "state store opened at checkpoint"
+        );
+        let db = Arc::new(db);
+        Ok(StateStore {
+            path: path.into(),
+            shared_db: Arc::new(RwLock::new(Some(db.clone()))),
+            disk: RefCell::new(Some(Disk {
+                db,
+                reader,
+                generation: 1,
+            })),
+            generations: Cell::new(1),
+            reopen_after: Cell::new(None),
+            retry_after: None,
+            short_of_space: false,
+            space_reserve: Some(SPACE_RESERVE),
+            accounts: loaded.accounts,
+            dirty_accounts: HashSet::new(),
+            expiries: loaded.expiries,
+            active: Memtable::default(),
+            frozen: None,
+            flushing: None,
+            last_timestamp: loaded.last_timestamp,
+            applied_index: loaded.applied_index,
+            checkpointed_index: loaded.applied_index,
+            membership: loaded.membership,
+        })
+    }
+
+    /// The log index of the last batch applied (in memory, maybe not yet checkpointed).
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    /// The log index the last durable checkpoint reflects; the log after it is needed on recovery.
+    pub fn checkpointed_index(&self) -> u64 {
+        self.checkpointed_index
+    }
+
+    /// Applies the batch at log `index` through the ledger state machine.
+    pub fn apply_batch(&mut self, index: u64, batch: &Batch) -> BatchResults {
+        StateMachine::apply_batch(self, index, batch)
+    }
+
+    pub fn account_count(&self) -> usize {
+        self.accounts.len()
+    }
+
+    pub fn accounts(&self) -> impl Iterator<Item = &Account> {
+        self.accounts.values()
+    }
+
+    /// Records the cluster configuration of a brand-new store (nothing applied yet) durably, so
+    /// that a restart before the first checkpoint starts Raft from it.
+    pub fn bootstrap_membership(&mut self, encoded: Vec<u8>) -> Result<(), StoreError> {
+        assert_eq!(self.applied_index, 0, "only a new store is bootstrapped");
+        let db = self.db()?;
+        let txn = db
+            .begin_write()
+            .map_err(redb_err(&self.path, "begin write"))?;
+        {
+            let mut table = txn
+                .open_table(MEMBERSHIP)
+                .map_err(redb_err(&self.path, "open membership"))?;
+            table
+                .insert(MEMBERSHIP_KEY, encoded.as_slice())
+                .map_err(redb_err(&self.path, "write membership"))?;
+        }
+        txn.commit().map_err(redb_err(&self.path, "commit"))?;
+        self.membership = Some(encoded);
+        Ok(())
+    }
+
+    /// A handle that streams snapshots of the last checkpoint from any thread (it follows the
+    /// store across reopens).
+    pub fn snapshot_source(&self) -> snapshot::SnapshotSource {
+        snapshot::SnapshotSource {
+            db: self.shared_db.clone(),
+        }
+    }
+
+    /// Sets the free space a checkpoint must leave beyond twice its estimated size (default
+    /// [`SPACE_RESERVE`]); `None` turns the check off (tests that need a checkpoint to meet a full
+    /// disk).
+    pub fn set_space_reserve(&mut self, reserve: Option<u64>) {
+        self.space_reserve = reserve;
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Checks the format version (writing it into a new file) and creates every table a new file lacks.
+fn create_tables(path: &Path, db: &Database) -> Result<(), StoreError> {
+    let txn = db.begin_write().map_err(redb_err(path, "begin write"))?;
+    {
+        let mut meta = txn.open_table(META).map_err(redb_err(path, "open meta"))?;
+        let version = meta
+            .get(META_FORMAT)
+            .map_err(redb_err(path, "read meta"))?
+            .map(|v| v.value());
+        match version {
+            None => {
+                meta.insert(META_FORMAT, FORMAT_VERSION)
+                    .map_err(redb_err(path, "write meta"))?;
+            }
+            Some(FORMAT_VERSION) => {}
+            Some(found) => {
+                return Err(StoreError::Version {
+                    path: path.into(),
+                    found,
+                })
+            }
+        }
+        txn.open_table(ACCOUNTS)
+            .map_err(redb_err(path, "create tables"))?;
+        txn.open_table(TRANSFERS)
+            .map_err(redb_err(path, "create tables"))?;
+        txn.open_table(PENDING)
+            .map_err(redb_err(path, "create tables"))?;
+        txn.open_table(EXPIRIES)
+            .map_err(redb_err(path, "create tables"))?;
+        txn.open_table(ACCOUNT_TRANSFERS)
+            .map_err(redb_err(path, "create tables"))?;
+        txn.open_table(BALANCE_HISTORY)
+            .map_err(redb_err(path, "create tables"))?;
+        txn.open_table(MEMBERSHIP)
+            .map_err(redb_err(path, "create tables"))?;
+    }
+    txn.commit().map_err(redb_err(path, "commit"))?;
+    Ok(())
+}
+
+/// What a store holds in memory, as of its last checkpoint.
+struct Loaded {
+    applied_index: u64,
+    last_timestamp: Timestamp,
+    membership: Option<Vec<u8>>,
+    accounts: HashMap<AccountId, Account>,
+    expiries: BTreeSet<(Timestamp, TransferId)>,
+}
+
+fn load(path: &Path, db: &Database) -> Result<Loaded, StoreError> {
+    let read = db.begin_read().map_err(redb_err(path, "begin read"))?;
+    let meta = read.open_table(META).map_err(redb_err(path, "open meta"))?;
+    let meta_u64 = |key: &str| -> Result<u64, StoreError> {
+        Ok(meta
+            .get(key)
+            .map_err(redb_err(path, "read meta"))?
+            .map(|v| v.value())
+            .unwrap_or(0))
+    };
+    let applied_index = meta_u64(META_APPLIED_INDEX)?;
+    let last_timestamp = Timestamp(meta_u64(META_LAST_TIMESTAMP)?);
+    let membership = read
+        .open_table(MEMBERSHIP)
+        .map_err(redb_err(path, "open membership"))?
+        .get(MEMBERSHIP_KEY)
+        .map_err(redb_err(path, "read membership"))?
+        .map(|v| v.value().to_vec());
+    Ok(Loaded {
+        applied_index,
+        last_timestamp,
+        membership,
+        accounts: load_accounts(path, &read)?,
+        expiries: load_expiries(path, &read)?,
+    })
+}
+
+fn load_accounts(
+    path: &Path,
+    read: &ReadTransaction,
+) -> Result<HashMap<AccountId, Account>, StoreError> {
+    let mut accounts = HashMap::new();
+    let table = read
+        .open_table(ACCOUNTS)
+        .map_err(redb_err(path, "open accounts"))?;
+    for row in table.iter().map_err(redb_err(path, "scan accounts"))? {
+        let (key, value) = row.map_err(redb_err(path, "scan accounts"))?;
+        let account = records::decode_account(value.value())
+            .filter(|a| a.id.0 == key.value())
+            .ok_or_else(|| StoreError::Corrupt {
+                path: path.into(),
+                table: "accounts",
+                key: key.value().to_string(),
+            })?;
+        accounts.insert(account.id, account);
+    }
+    Ok(accounts)
+}
+
+fn load_expiries(
+    path: &Path,
+    read: &ReadTransaction,
+) -> Result<BTreeSet<(Timestamp, TransferId)>, StoreError> {
+    let mut expiries = BTreeSet::new();
+    let table = read
+        .open_table(EXPIRIES)
+        .map_err(redb_err(path, "open expiries"))?;
+    for row in table.iter().map_err(redb_err(path, "scan expiries"))? {
+        let (key, _) = row.map_err(redb_err(path, "scan expiries"))?;
+        let (at, id) = key.value();
+        expiries.insert((Timestamp(at), TransferId(id)));
+    }
+    Ok(expiries)
+}
+
+impl StateMachine for StateStore {
+    fn apply_batch(&mut self, index: u64, batch: &Batch) -> BatchResults {
+        assert!(
+            index > self.applied_index,
+            "log index {index} applied after {}",
+            self.applied_index
+        );
+        let results = bulwark_ledger::apply(self, batch);
+        self.applied_index = index;
+        results
+    }
+
+    fn apply_group(&mut self, index: u64, batches: &[Batch]) -> Vec<BatchResults> {
+        assert!(
+            index > self.applied_index,
+            "log index {index} applied after {}",
+            self.applied_index
+        );
+        let results = batches
+            .iter()
+            .map(|batch| bulwark_ledger::apply(self, batch))
+            .collect();
+        self.applied_index = index;
+        results
+    }
+
+    fn skip_index(&mut self, index: u64) {
+        assert!(index > self.applied_index);
+        self.applied_index = index;
+    }
+
+    fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    fn last_timestamp(&self) -> Timestamp {
+        self.last_timestamp
+    }
+
+    fn membership(&self) -> Option<Vec<u8>> {
+        self.membership.clone()
+    }
+
+    fn set_membership(&mut self, encoded: Vec<u8>) {
+        self.membership = Some(encoded);
+    }
+}

@@ -1,0 +1,106 @@
+//! What can go wrong: [`WalError`] (an I/O error names the file, corruption the file and the byte
+//! offset), and how a multi-step write failed ([`Failure`]: undone, or the log must be poisoned).
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Errors of the write-ahead log.
+#[derive(thiserror::Error, Debug)]
+pub enum WalError {
+    #[error("write-ahead log I/O error: {op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("corrupt write-ahead log: {} at offset {offset}: {reason}", file.display())]
+    Corrupt {
+        file: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    #[error("record payload of {len} bytes exceeds the maximum of {max} bytes")]
+    RecordTooLarge { len: usize, max: usize },
+    #[error("log index {index} is out of range: the log holds [{first}, {last}]")]
+    OutOfRange { index: u64, first: u64, last: u64 },
+    #[error("the log must be empty for this operation, but it holds [{first}, {last}]")]
+    NotEmpty { first: u64, last: u64 },
+    #[error("invalid log index {0}: indexes start at 1")]
+    InvalidIndex(u64),
+    #[error("write-ahead log is unusable after an earlier I/O failure; reopen it to recover")]
+    Poisoned,
+}
+
+/// Whether an I/O error says the device (or a quota) has no space left: `ENOSPC` or `EDQUOT`.
+pub use bulwark_fs::is_disk_full as is_disk_full_io;
+
+impl WalError {
+    /// True for an I/O error caused by a full disk (or quota). After a failed
+    /// [`Wal::sync`](crate::Wal::sync) with such an error the log is as before the call (see the crate
+    /// documentation), so the caller may wait for space and retry instead of stopping.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, WalError::Io { source, .. } if is_disk_full_io(source))
+    }
+}
+
+/// How a multi-step write operation failed.
+pub(crate) enum Failure {
+    /// Nothing changed (what was done is undone): the log may go on.
+    Undone(WalError),
+    /// The state on disk is unknown (a failed fsync, or a failure while undoing): the log is poisoned.
+    Fatal(WalError),
+}
+
+impl Failure {
+    pub(crate) fn into_error(self) -> WalError {
+        match self {
+            Failure::Undone(e) | Failure::Fatal(e) => e,
+        }
+    }
+}
+
+pub(crate) fn io_err<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> WalError + 'a {
+    move |source| WalError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+pub(crate) fn corrupt(file: &Path, offset: u64, reason: impl Into<String>) -> WalError {
+    WalError::Corrupt {
+        file: file.to_path_buf(),
+        offset,
+        reason: reason.into(),
+    }
+}
+
+pub(crate) fn fs_err(e: bulwark_fs::FsError) -> WalError {
+    WalError::Io {
+        op: e.op,
+        path: e.path,
+        source: e.source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_full_is_recognised_by_its_os_error() {
+        let err = |code: i32| WalError::Io {
+            op: "write",
+            path: PathBuf::from("x"),
+            source: io::Error::from_raw_os_error(code),
+        };
+        assert!(err(28).is_disk_full(), "ENOSPC");
+        assert!(err(122).is_disk_full(), "EDQUOT");
+        assert!(!err(5).is_disk_full(), "EIO");
+        assert!(!WalError::Poisoned.is_disk_full());
+    }
+}
