@@ -89,7 +89,8 @@ async fn serve(args: StartArgs) -> anyhow::Result<()> {
         node_id: args.node_id,
         cluster_id: args.cluster_id,
     };
-    let identity = bulwark_node::identity::resolve(&args.data_dir, &requested)
+    // Held until the process exits: no second node touches this directory meanwhile.
+    let (identity, _dir_lock) = bulwark_node::identity::resolve(&args.data_dir, &requested)
         .map_err(|e| anyhow::anyhow!("cannot start: {e}"))?;
     let (node, app, listen) = start_node(&args, &identity, config, metrics).await?;
     let listener = tokio::net::TcpListener::bind(listen)

@@ -1,7 +1,11 @@
-//! Recovery of the real binary from its data directory: a graceful restart keeps everything; a
-//! restart after `kill -9` replays the log after the checkpoint; a torn tail of the last log
-//! segment is cut with a warning and nothing before it is lost; corruption anywhere else stops
-//! `bulwark start` with the file and the byte offset, without touching the file.
+//! Recovery of the real binary from its data directory (a single node: a cluster of one voter,
+//! whose log is the Raft log in `raft/`): a graceful restart keeps everything; a restart after
+//! `kill -9` replays the log after the checkpoint; a torn tail of the last log segment is cut
+//! with a warning and nothing before it is lost; corruption anywhere else stops `bulwark start`
+//! with the file and the byte offset, without touching the file.
+//!
+//! Every start of a node makes it the leader of a new term, which appends one empty entry: the
+//! indexes below count from what the node reports, not from fixed numbers.
 
 mod common;
 
@@ -69,13 +73,6 @@ async fn assert_present(http: &Http, sent: &[Value]) -> Vec<Value> {
     read
 }
 
-async fn assert_absent(http: &Http, sent: &[Value]) {
-    for t in sent {
-        let id = t["id"].as_u64().unwrap();
-        assert!(http.transfer(id).await.is_none(), "transfer {id} exists");
-    }
-}
-
 /// The accounts' balances are exactly the sums of `present` (posted, single-phase transfers).
 async fn assert_balances(http: &Http, present: &[Value]) {
     let mut debits: BTreeMap<u64, u64> = BTreeMap::new();
@@ -113,6 +110,29 @@ async fn accounts_snapshot(http: &Http) -> Vec<Value> {
         out.push(http.account(id).await.expect("account"));
     }
     out
+}
+
+/// Restarts `node` and waits until it has recovered (the "recovered" line: everything its log
+/// held is applied again) and leads with its new term's entry applied, so that what the test
+/// reads next is settled.
+async fn restart(node: &mut Node) {
+    node.restart().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = node.http.status().await;
+        let settled = status["role"] == "leader"
+            && status["applied_index"] == status["log"]["last_index"]
+            && node.last_log().contains("recovered");
+        if settled {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node did not settle after a restart: {status}\n{}",
+            node.last_log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The `key=value` number of the last log line containing `message`.
@@ -181,9 +201,13 @@ async fn restart_after_sigterm_keeps_everything() {
     let log = node.last_log();
     assert!(log.contains("stopped cleanly"), "{log}");
 
-    node.restart().await;
+    restart(&mut node).await;
     let status = node.http.status().await;
-    assert_eq!(status["applied_index"], applied);
+    assert_eq!(
+        status["applied_index"],
+        applied + 1,
+        "and this term's empty entry"
+    );
     assert_eq!(
         status["checkpoint_index"], applied,
         "a graceful shutdown checkpoints everything"
@@ -222,7 +246,7 @@ async fn restart_after_sigterm_keeps_everything() {
     );
     let more = write_transfers(&node.http, 251..300, 7).await;
     assert!(node.sigterm().success());
-    node.restart().await;
+    restart(&mut node).await;
     assert_present(&node.http, &sent).await;
     assert_present(&node.http, &more).await;
     assert_eq!(
@@ -239,18 +263,25 @@ async fn restart_after_kill9_replays_the_log_after_the_checkpoint() {
     let mut node = Node::start(&["--checkpoint-transfers", "100"]).await;
     create_accounts(&node.http).await;
     let first = write_transfers(&node.http, 1..151, 10).await;
+    let stopped_at = node.http.applied_index().await;
     assert!(node.sigterm().success());
     node.set_args(&[]);
-    node.restart().await;
+    restart(&mut node).await;
     let checkpoint = node.http.status().await["checkpoint_index"]
         .as_u64()
         .unwrap();
-    assert_eq!(checkpoint, node.http.applied_index().await);
+    assert_eq!(
+        checkpoint, stopped_at,
+        "a graceful stop checkpoints everything"
+    );
+    // The new term's empty entry.
+    let base = node.http.applied_index().await;
+    assert_eq!(base, checkpoint + 1);
 
     // Phase 2: three acknowledged batches after the checkpoint, then kill -9.
     let second = write_transfers(&node.http, 151..181, 10).await;
     let applied = node.http.applied_index().await;
-    assert_eq!(applied, checkpoint + 3);
+    assert_eq!(applied, base + 3);
     let accounts_before = accounts_snapshot(&node.http).await;
     let read_before = assert_present(&node.http, &second).await;
     node.kill9();
@@ -264,17 +295,22 @@ async fn restart_after_kill9_replays_the_log_after_the_checkpoint() {
         "the acknowledged batches are in the log"
     );
 
-    node.restart().await;
+    restart(&mut node).await;
     let log = node.last_log();
     assert_eq!(
         log_field(&log, "recovered", "checkpoint"),
         checkpoint,
         "{log}"
     );
-    assert_eq!(log_field(&log, "recovered", "replayed"), 3, "{log}");
+    // The empty entry of the previous term and the three batches.
+    assert_eq!(log_field(&log, "recovered", "replayed"), 4, "{log}");
     assert_eq!(log_field(&log, "recovered", "applied_index"), applied);
     let status = node.http.status().await;
-    assert_eq!(status["applied_index"], applied);
+    assert_eq!(
+        status["applied_index"],
+        applied + 1,
+        "and this term's empty entry"
+    );
     assert_eq!(status["checkpoint_index"], checkpoint);
     assert_eq!(assert_present(&node.http, &second).await, read_before);
     assert_present(&node.http, &first).await;
@@ -282,26 +318,42 @@ async fn restart_after_kill9_replays_the_log_after_the_checkpoint() {
     let all: Vec<Value> = first.iter().chain(&second).cloned().collect();
     assert_balances(&node.http, &all).await;
 
-    // Replay is idempotent: another kill -9 right away replays the same records again.
+    // Replay is idempotent: another kill -9 right away replays the same records again (and the
+    // empty entry of the term before).
     node.kill9();
-    node.restart().await;
-    assert_eq!(log_field(&node.last_log(), "recovered", "replayed"), 3);
-    assert_eq!(node.http.applied_index().await, applied);
+    restart(&mut node).await;
+    assert_eq!(log_field(&node.last_log(), "recovered", "replayed"), 5);
+    assert_eq!(node.http.applied_index().await, applied + 2);
     assert_balances(&node.http, &all).await;
 }
 
 /// Starts a node, writes the accounts and `batches` batches of 10 transfers (one log record
 /// each), and kills it with -9. Returns the node and the transfers, batch by batch.
-async fn killed_node_with_batches(args: &[&str], batches: u64) -> (Node, Vec<Vec<Value>>) {
+async fn killed_node_with_batches(args: &[&str], batches: u64) -> (Node, Vec<Vec<Value>>, u64) {
     let mut node = Node::start(args).await;
     create_accounts(&node.http).await;
+    let base = node.http.applied_index().await;
     let mut sent = Vec::new();
     for b in 0..batches {
         sent.push(write_transfers(&node.http, 1 + b * 10..11 + b * 10, 10).await);
     }
-    assert_eq!(node.http.applied_index().await, 1 + batches);
+    let applied = node.http.applied_index().await;
+    assert_eq!(applied, base + batches);
     node.kill9();
-    (node, sent)
+    (node, sent, applied)
+}
+
+/// A well-formed log record for `index` carrying `payload`, as the WAL writes one.
+fn record_bytes(index: u64, payload: &[u8]) -> Vec<u8> {
+    let len = (payload.len() as u32).to_le_bytes();
+    let mut covered = len.to_vec();
+    covered.extend(index.to_le_bytes());
+    covered.extend(payload);
+    let mut bytes = len.to_vec();
+    bytes.extend(crc32c::crc32c(&covered).to_le_bytes());
+    bytes.extend(index.to_le_bytes());
+    bytes.extend(payload);
+    bytes
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -315,14 +367,14 @@ async fn torn_unacknowledged_write_at_the_end_is_cut_and_nothing_is_lost() {
             let mut bytes = Vec::new();
             bytes.extend(200u32.to_le_bytes());
             bytes.extend(0xdead_beefu32.to_le_bytes());
-            bytes.extend(7u64.to_le_bytes()); // the next index: 1 accounts + 5 transfer batches
+            bytes.extend(u64::MAX.to_le_bytes()); // an index no record has yet
             bytes.extend([0xab; 50]);
             bytes
         }),
         ("zero bytes (preallocated, never written)", vec![0; 4096]),
     ];
     for (what, garbage) in variants {
-        let (mut node, sent) = killed_node_with_batches(&[], 5).await;
+        let (mut node, sent, applied) = killed_node_with_batches(&[], 5).await;
         let all: Vec<Value> = sent.concat();
         let segment = last_segment(&node);
         let good_len = file_len(&segment);
@@ -330,7 +382,7 @@ async fn torn_unacknowledged_write_at_the_end_is_cut_and_nothing_is_lost() {
         bytes.extend(&garbage);
         std::fs::write(&segment, &bytes).unwrap();
 
-        node.restart().await;
+        restart(&mut node).await;
         let log = node.last_log();
         assert!(
             log.contains("WARN") && log.contains("torn tail"),
@@ -340,25 +392,27 @@ async fn torn_unacknowledged_write_at_the_end_is_cut_and_nothing_is_lost() {
             log.contains(&segment.display().to_string()),
             "{what}: {log}"
         );
+        // (The file grew again since: the new term's entry.)
         assert_eq!(
-            file_len(&segment),
+            log_field(&log, "cut a torn tail", "offset"),
             good_len,
             "{what}: cut back to the last good record"
         );
-        assert_eq!(node.http.applied_index().await, 6, "{what}");
+        assert_eq!(node.http.applied_index().await, applied + 1, "{what}");
         assert_present(&node.http, &all).await;
         assert_balances(&node.http, &all).await;
 
         // The log goes on after the cut, and survives another crash.
         let more = write_transfers(&node.http, 1000..1020, 10).await;
         node.kill9();
-        node.restart().await;
+        restart(&mut node).await;
         assert!(
             !node.last_log().contains("torn tail"),
             "{what}: {}",
             node.last_log()
         );
-        assert_eq!(node.http.applied_index().await, 8, "{what}");
+        // This term's entry, the two batches, the next term's entry.
+        assert_eq!(node.http.applied_index().await, applied + 4, "{what}");
         let all: Vec<Value> = all.iter().chain(&more).cloned().collect();
         assert_present(&node.http, &all).await;
         assert_balances(&node.http, &all).await;
@@ -370,26 +424,34 @@ type Cut = fn(&common::WalRecord) -> u64;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn torn_last_record_is_cut_and_every_earlier_record_is_kept() {
-    // Where the last record is cut: 7 bytes short of its end, and inside its header.
+    // A last record that was being written when the node died (so never acknowledged: an
+    // acknowledged entry is fsynced, and an fsynced record cannot tear), cut 7 bytes short of
+    // its end or inside its header.
     let cuts: [(&str, Cut); 2] = [
         ("the last 7 bytes dropped", |r| r.end() - 7),
         ("cut inside the record header", |r| r.offset + 10),
     ];
     for (what, cut) in cuts {
-        let (mut node, sent) = killed_node_with_batches(&[], 5).await;
+        let (mut node, sent, applied) = killed_node_with_batches(&[], 5).await;
         let segment = last_segment(&node);
         let records = wal_records(&segment);
         let last = records.last().unwrap().clone();
-        assert_eq!(last.index, 6);
+        assert_eq!(last.index, applied);
         assert_eq!(last.end(), file_len(&segment));
+        let mut bytes = std::fs::read(&segment).unwrap();
+        let payload = bytes[last.offset as usize + 16..last.end() as usize].to_vec();
+        bytes.extend(record_bytes(applied + 1, &payload));
+        std::fs::write(&segment, &bytes).unwrap();
+        let torn = wal_records(&segment).last().unwrap().clone();
+        assert_eq!(torn.index, applied + 1);
         let file = std::fs::OpenOptions::new()
             .write(true)
             .open(&segment)
             .unwrap();
-        file.set_len(cut(&last)).unwrap();
+        file.set_len(cut(&torn)).unwrap();
         drop(file);
 
-        node.restart().await;
+        restart(&mut node).await;
         let log = node.last_log();
         assert!(
             log.contains("WARN") && log.contains("torn tail"),
@@ -397,26 +459,30 @@ async fn torn_last_record_is_cut_and_every_earlier_record_is_kept() {
         );
         assert_eq!(
             log_field(&log, "cut a torn tail", "offset"),
-            last.offset,
+            torn.offset,
             "{what}: {log}"
         );
-        assert_eq!(file_len(&segment), last.offset, "{what}");
-        assert_eq!(node.http.applied_index().await, 5, "{what}");
-        let kept: Vec<Value> = sent[..4].concat();
-        assert_present(&node.http, &kept).await;
-        assert_absent(&node.http, &sent[4]).await;
-        assert_balances(&node.http, &kept).await;
-
-        // The cut record left no trace: its transfers can be made again, at the same index.
+        let all = sent.concat();
+        assert_present(&node.http, &all).await;
+        assert_balances(&node.http, &all).await;
+        // The cut record left no trace: the next index went to this term's empty entry, and the
+        // next write takes the one after it.
+        assert_eq!(node.http.applied_index().await, applied + 1, "{what}");
+        let more: Vec<Value> = (5000..5010).map(transfer).collect();
         let r = node
             .http
-            .post("/v1/transfers", &Value::Array(sent[4].clone()))
+            .post("/v1/transfers", &Value::Array(more.clone()))
             .await;
         assert_eq!(r.results(), ["ok"; 10], "{what}");
-        assert_eq!(r.header("bulwark-commit-index"), Some("6"), "{what}");
+        let next = (applied + 2).to_string();
+        assert_eq!(
+            r.header("bulwark-commit-index"),
+            Some(next.as_str()),
+            "{what}"
+        );
         node.kill9();
-        node.restart().await;
-        let all = sent.concat();
+        restart(&mut node).await;
+        let all: Vec<Value> = all.iter().chain(&more).cloned().collect();
         assert_present(&node.http, &all).await;
         assert_balances(&node.http, &all).await;
     }
@@ -452,10 +518,10 @@ fn assert_start_refused(node: &Node, what: &str, file: &Path, offset: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corruption_before_the_last_record_stops_start_and_changes_nothing() {
     // A flipped byte in the payload of a record in the middle.
-    let (mut node, sent) = killed_node_with_batches(&[], 5).await;
+    let (mut node, sent, _) = killed_node_with_batches(&[], 5).await;
     let segment = last_segment(&node);
     let records = wal_records(&segment);
-    assert_eq!(records.len(), 6);
+    assert!(records.len() >= 6, "{records:?}");
     let victim = records[2].clone();
     let original = std::fs::read(&segment).unwrap();
     let mut bytes = original.clone();
@@ -473,7 +539,7 @@ async fn corruption_before_the_last_record_stops_start_and_changes_nothing() {
 
     // Repaired by hand, the node starts with everything.
     std::fs::write(&segment, &original).unwrap();
-    node.restart().await;
+    restart(&mut node).await;
     assert!(!node.last_log().contains("torn tail"));
     let all = sent.concat();
     assert_present(&node.http, &all).await;
@@ -482,7 +548,6 @@ async fn corruption_before_the_last_record_stops_start_and_changes_nothing() {
 
     // A damaged length field of the record before the last, which makes it run past the end
     // of the file like a torn write would, while a valid record follows it.
-    let records = wal_records(&segment);
     let victim = records[records.len() - 2].clone();
     let mut bytes = original.clone();
     let len = (victim.len as u32 + 1000).to_le_bytes();
@@ -500,7 +565,7 @@ async fn corruption_before_the_last_record_stops_start_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corruption_in_a_segment_that_is_not_the_last_stops_start() {
-    let (node, _sent) = killed_node_with_batches(&["--segment-bytes", "4096"], 30).await;
+    let (node, _sent, _) = killed_node_with_batches(&["--segment-bytes", "4096"], 30).await;
     let segments = wal_segments(&node.wal_dir());
     assert!(segments.len() >= 3, "{segments:?}");
     let segment = segments[1].clone();
@@ -588,11 +653,12 @@ async fn sigterm_under_load_exits_0_and_keeps_every_acknowledged_write() {
     }
     assert!(!acknowledged.is_empty());
 
-    node.restart().await;
+    restart(&mut node).await;
     let status = node.http.status().await;
     assert_eq!(
-        status["checkpoint_index"], status["applied_index"],
-        "a graceful stop checkpoints everything: {status}"
+        status["checkpoint_index"].as_u64().map(|c| c + 1),
+        status["applied_index"].as_u64(),
+        "a graceful stop checkpoints everything (then this term's empty entry): {status}"
     );
     assert_eq!(log_field(&node.last_log(), "recovered", "replayed"), 0);
     assert_present(&node.http, &acknowledged).await;
@@ -613,17 +679,17 @@ async fn sigterm_under_load_exits_0_and_keeps_every_acknowledged_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_segment_or_checkpoint_stops_start() {
     // A segment missing in the middle of the log: an index gap, named by the next file.
-    let (node, _sent) = killed_node_with_batches(&["--segment-bytes", "2048"], 20).await;
+    let (node, _sent, _) = killed_node_with_batches(&["--segment-bytes", "2048"], 20).await;
     let segments = wal_segments(&node.wal_dir());
     assert!(segments.len() >= 4, "{segments:?}");
     std::fs::remove_file(&segments[1]).unwrap();
     assert_start_refused(&node, "a missing segment", &segments[2], 0);
 
     // A leftover temporary segment (a crash while creating one) is removed at start.
-    let (mut node, sent) = killed_node_with_batches(&[], 3).await;
-    let tmp = node.wal_dir().join("00000000000000000005.wal.tmp");
+    let (mut node, sent, _) = killed_node_with_batches(&[], 3).await;
+    let tmp = node.wal_dir().join("00000000000000000009.wal.tmp");
     std::fs::write(&tmp, b"BWAL half a segment").unwrap();
-    node.restart().await;
+    restart(&mut node).await;
     assert!(!tmp.exists(), "the temporary segment is removed");
     assert_present(&node.http, &sent.concat()).await;
 
@@ -657,7 +723,7 @@ async fn a_second_node_on_the_same_data_dir_refuses_to_start() {
     // The first one goes on undisturbed.
     let more = write_transfers(&node.http, 21..31, 10).await;
     node.kill9();
-    node.restart().await;
+    restart(&mut node).await;
     let all: Vec<Value> = sent.iter().chain(&more).cloned().collect();
     assert_present(&node.http, &all).await;
     assert_balances(&node.http, &all).await;
@@ -681,7 +747,7 @@ async fn an_expired_pending_transfer_stays_expired_across_replay() {
     // The node is down while the first one's timeout passes.
     node.kill9();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    node.restart().await;
+    restart(&mut node).await;
     // Expiry happens as the ledger applies the next batch, by that batch's timestamp.
     let next = write_transfers(&node.http, 2..3, 1).await;
     let post_expired = json!([{"id": 502, "pending_id": 500, "flags": ["post_pending_transfer"]}]);
@@ -711,13 +777,13 @@ async fn an_expired_pending_transfer_stays_expired_across_replay() {
 
     // Replayed from the log, the expiry happens again, exactly the same.
     node.kill9();
-    node.restart().await;
+    restart(&mut node).await;
     assert!(log_field(&node.last_log(), "recovered", "replayed") >= 4);
     expected(node.http.clone()).await;
     assert_eq!(accounts_snapshot(&node.http).await, accounts);
     // And from a checkpoint.
     assert!(node.sigterm().success());
-    node.restart().await;
+    restart(&mut node).await;
     expected(node.http.clone()).await;
     assert_eq!(accounts_snapshot(&node.http).await, accounts);
     assert_present(&node.http, &funding).await;

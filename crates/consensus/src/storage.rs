@@ -487,8 +487,23 @@ impl DiskRaftStorage {
         dir: &Path,
         segment_bytes: u64,
     ) -> Result<(DiskRaftStorage, Recovered), StorageError> {
-        let (mut wal, recovery) = Wal::open(dir, WalOptions { segment_bytes })?;
-        let (hs_file, state) = open_hard_state(dir, &wal)?;
+        // The hard state first: its commit index says which records were durable and promised,
+        // so that the WAL refuses to cut one of them as a torn tail.
+        let existing = if HardStateFile::exists(dir) {
+            Some(HardStateFile::open(dir)?)
+        } else {
+            None
+        };
+        let keep_through = existing.as_ref().map_or(0, |(_, s)| s.hard_state.commit);
+        let options = WalOptions {
+            segment_bytes,
+            keep_through,
+        };
+        let (mut wal, recovery) = Wal::open(dir, options)?;
+        let (hs_file, state) = match existing {
+            Some(found) => found,
+            None => open_hard_state(dir, &wal)?,
+        };
         // Decide first, change the disk second: a refusal must leave the directory as it found it.
         let plan = plan_log(dir, &wal, &state)?;
         check_commit_covered(dir, &state, &plan)?;

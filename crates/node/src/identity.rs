@@ -156,11 +156,42 @@ impl DirContents {
     }
 }
 
+/// The file whose exclusive lock says a process owns the data directory.
+pub const LOCK_FILE: &str = "lock";
+
+/// A started node's claim on its data directory: held (an exclusive `flock`) for as long as the
+/// process lives, released by the kernel however it ends.
+#[derive(Debug)]
+pub struct DirLock {
+    _file: std::fs::File,
+}
+
 /// Checks a start against its data directory (creating the directory and its identity file if it
-/// is new) and returns whom the node is.
-pub fn resolve(data_dir: &Path, requested: &Requested) -> Result<Identity, String> {
+/// is new) and returns whom the node is, with the directory locked: a second process on the same
+/// directory is refused before it reads or writes anything else there.
+pub fn resolve(data_dir: &Path, requested: &Requested) -> Result<(Identity, DirLock), String> {
     std::fs::create_dir_all(data_dir)
         .map_err(|e| format!("create data directory {}: {e}", data_dir.display()))?;
+    let lock_path = data_dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| format!("open {}: {e}", lock_path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(format!(
+                "{} is in use by another running node (its `{LOCK_FILE}` file is locked)",
+                data_dir.display()
+            ))
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(format!("lock {}: {e}", lock_path.display()))
+        }
+    }
+    let lock = DirLock { _file: file };
     let found = Identity::load(data_dir).map_err(|e| e.to_string())?;
     let contents = DirContents::scan(data_dir);
     let now_secs = std::time::SystemTime::now()
@@ -175,9 +206,9 @@ pub fn resolve(data_dir: &Path, requested: &Requested) -> Result<Identity, Strin
                 dir = %data_dir.display(),
                 "created a new data directory"
             );
-            Ok(identity)
+            Ok((identity, lock))
         }
-        Decision::Resume(identity) => Ok(identity),
+        Decision::Resume(identity) => Ok((identity, lock)),
     }
 }
 

@@ -44,7 +44,8 @@ impl Wal {
         for (i, &index) in names.iter().enumerate() {
             let path = dir.join(segment_file_name(index));
             let expected = segments.last().map(Segment::next_index);
-            let s = scan_segment(&path, index, expected, i + 1 == names.len())?;
+            let last = i + 1 == names.len();
+            let s = scan_segment(&path, index, expected, last, opts.keep_through)?;
             if s.torn.is_some() {
                 torn_tail = s.torn;
             }
@@ -123,6 +124,7 @@ fn scan_segment(
     name_index: u64,
     expected_first: Option<u64>,
     is_last: bool,
+    keep_through: u64,
 ) -> Result<Scanned, WalError> {
     let file = open_rw(path)?;
     let file_len = file.metadata().map_err(io_err("stat", path))?.len();
@@ -142,6 +144,17 @@ fn scan_segment(
             path,
             off,
             format!("{reason} (in a segment that is not the last)"),
+        ));
+    }
+    if idx <= keep_through {
+        let reason = anomaly.describe(file_len);
+        return Err(corrupt(
+            path,
+            off,
+            format!(
+                "{reason}; record {idx} is at or before index {keep_through}, which was durable, \
+                 so this is damage, not a torn write"
+            ),
         ));
     }
     let torn = cut_torn_tail(&file, path, off, idx, &anomaly, file_len)?;

@@ -15,12 +15,17 @@ use crate::segment::{create_segment, fsync_dir, Segment};
 pub struct WalOptions {
     /// Target maximum size of a segment file in bytes (default 64 MiB).
     pub segment_bytes: u64,
+    /// Records up to this index were durable and promised to someone (the Raft log's durable
+    /// commit index): recovery never cuts one of them as a torn tail, it refuses to open instead.
+    /// 0: no such promise (every tail may be torn).
+    pub keep_through: u64,
 }
 
 impl Default for WalOptions {
     fn default() -> Self {
         WalOptions {
             segment_bytes: 64 << 20,
+            keep_through: 0,
         }
     }
 }

@@ -96,6 +96,7 @@ fn a_failed_segment_creation_removes_its_temp_file_and_the_records_can_be_discar
     // Small segments: the next sync rolls over into several new segments.
     let opts = WalOptions {
         segment_bytes: 16 << 10,
+        ..WalOptions::default()
     };
     let (mut wal, _) = Wal::open(&dir, opts.clone()).unwrap();
     for i in 1..=3 {
@@ -140,6 +141,7 @@ fn a_sync_that_fills_the_active_segment_but_cannot_create_the_next_is_undone_who
     let dir = fs_.path().join("wal");
     let opts = WalOptions {
         segment_bytes: 64 << 10,
+        ..WalOptions::default()
     };
     let (mut wal, _) = Wal::open(&dir, opts.clone()).unwrap();
     wal.append(&payload(1, 100)).unwrap();

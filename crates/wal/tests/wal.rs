@@ -10,7 +10,10 @@ use bulwark_wal::{
 };
 
 fn opts(segment_bytes: u64) -> WalOptions {
-    WalOptions { segment_bytes }
+    WalOptions {
+        segment_bytes,
+        keep_through: 0,
+    }
 }
 
 fn payload(i: u64, len: usize) -> Vec<u8> {
@@ -394,6 +397,51 @@ fn torn_tail_case(cut_into_last: impl Fn(u64, u64) -> u64) {
     drop(wal);
     let (_, rec) = Wal::open(dir.path(), opts(1 << 20)).unwrap();
     assert_eq!((rec.last_index, rec.torn_tail), (4, None));
+}
+
+/// A record the caller says was durable and promised (`keep_through`, the Raft log's durable
+/// commit) is never cut as a torn tail: a damaged one refuses the open and leaves the file alone.
+#[test]
+fn a_damaged_last_record_that_was_promised_is_refused_not_cut() {
+    let dir = write_log(4, 50);
+    let path = seg_path(dir.path(), 1);
+    let last_off = record_offset(&[50usize; 4], 3);
+    let cut = file_len(&path) - 7;
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
+    let promised = WalOptions {
+        keep_through: 4,
+        ..opts(1 << 20)
+    };
+    match Wal::open(dir.path(), promised) {
+        Err(e) => {
+            let text = e.to_string();
+            assert!(
+                text.contains(&format!("offset {last_off}")) && text.contains("not a torn write"),
+                "{text}"
+            );
+        }
+        Ok(_) => panic!("a promised record was cut as a torn tail"),
+    }
+    assert_eq!(
+        file_len(&path),
+        cut,
+        "the refused open left the file as it was"
+    );
+    // Promised only up to 3: record 4 may be torn, and is cut.
+    let (_, rec) = Wal::open(
+        dir.path(),
+        WalOptions {
+            keep_through: 3,
+            ..opts(1 << 20)
+        },
+    )
+    .unwrap();
+    assert_eq!(rec.last_index, 3);
 }
 
 #[test]

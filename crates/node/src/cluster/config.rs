@@ -1,0 +1,158 @@
+//! Who is in the cluster: members as configured, the membership changes an operator asks for,
+//! the address book on disk, and what a snapshot offer tells a follower about the members.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// One member of the cluster as configured at start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub id: u64,
+    /// Where its peer transport listens.
+    pub peer_addr: SocketAddr,
+    /// Where its HTTP API listens (followers forward writes there).
+    pub http_addr: SocketAddr,
+}
+
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    pub node_id: u64,
+    pub cluster_id: u64,
+    pub members: Vec<Member>,
+    /// One Raft tick. Elections start after 10–20 ticks without a leader; heartbeats every 2.
+    pub tick: Duration,
+    /// Joining an existing cluster: `members` is only an address book, and this node waits to
+    /// be added (as a learner) instead of bootstrapping a configuration of its own.
+    pub join: bool,
+    /// The local IP this node's connections to other members come from (the IP it listens on;
+    /// `None` lets the OS pick): the snapshot fetch here, the API's forwarding client, and the
+    /// peer transport (configured by whoever starts it). Whoever sits between the nodes — a
+    /// firewall, or `bulwark chaos`'s proxy — can then tell which node a connection comes from.
+    pub source_ip: Option<IpAddr>,
+}
+
+impl ClusterConfig {
+    /// Refuses configurations a cluster cannot run safely on.
+    pub fn validate(&self) -> Result<(), String> {
+        let voters = self.members.len();
+        if !self.join {
+            check_voter_count(voters)?;
+        }
+        if !self.members.iter().any(|m| m.id == self.node_id) {
+            return Err(format!("node id {} is not among the members", self.node_id));
+        }
+        let mut ids: Vec<u64> = self.members.iter().map(|m| m.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.len() != voters || ids.contains(&0) {
+            return Err("member ids must be distinct and not 0".into());
+        }
+        Ok(())
+    }
+
+    pub fn member(&self, id: u64) -> Option<&Member> {
+        self.members.iter().find(|m| m.id == id)
+    }
+}
+
+/// A configuration must have an odd number of voters, at most 7.
+pub fn check_voter_count(voters: usize) -> Result<(), String> {
+    {
+        if voters == 0 || voters.is_multiple_of(2) {
+            return Err(format!(
+                "{voters} voters: a cluster needs an odd number of voters (1, 3, 5 or 7), \
+                 or a split can leave no majority"
+            ));
+        }
+        if voters > 7 {
+            return Err(format!(
+                "{voters} voters: at most 7 are allowed; every write waits for a majority, \
+                 so more voters only add latency"
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl Member {
+    /// The `ID=PEER_ADDR=HTTP_ADDR` form of the command line and the address book file.
+    pub fn to_spec(&self) -> String {
+        format!("{}={}={}", self.id, self.peer_addr, self.http_addr)
+    }
+
+    pub fn parse_spec(text: &str) -> Result<Member, String> {
+        let parts: Vec<&str> = text.trim().split('=').collect();
+        let [id, peer, http] = parts.as_slice() else {
+            return Err(format!("`{text}`: expected ID=PEER_ADDR=HTTP_ADDR"));
+        };
+        Ok(Member {
+            id: id
+                .parse()
+                .map_err(|_| format!("`{id}` in `{text}` is not a node id"))?,
+            peer_addr: peer.parse().map_err(|_| {
+                format!("`{peer}` in `{text}` is not an address like 127.0.0.1:7170")
+            })?,
+            http_addr: http.parse().map_err(|_| {
+                format!("`{http}` in `{text}` is not an address like 127.0.0.1:7070")
+            })?,
+        })
+    }
+}
+
+/// A change of membership asked for by an operator.
+#[derive(Clone, Debug)]
+pub enum MembershipChange {
+    /// Add a node as a learner: it receives the log but does not vote.
+    AddLearner(Member),
+    /// Make learners voters (several at once go through joint consensus).
+    Promote(Vec<u64>),
+    /// Remove members (voters or learners).
+    Remove(Vec<u64>),
+}
+
+/// The address book file: one `ID=PEER_ADDR=HTTP_ADDR` line per known member, replaced
+/// crash-safely whenever membership changes, read at start in place of the `--member` flags.
+const MEMBERS_FILE: &str = "members";
+
+/// The address book of `data_dir`; `None` if it has none yet.
+pub fn load_members(data_dir: &std::path::Path) -> Result<Option<Vec<Member>>, String> {
+    let path = data_dir.join(MEMBERS_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("read {}: {e}", path.display())),
+    };
+    let mut members = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        members.push(Member::parse_spec(line).map_err(|e| format!("{}: {e}", path.display()))?);
+    }
+    Ok(Some(members))
+}
+
+pub(super) fn save_members(data_dir: &std::path::Path, members: &[Member]) -> std::io::Result<()> {
+    let text: String = members
+        .iter()
+        .map(|m| format!("{}\n", m.to_spec()))
+        .collect();
+    bulwark_fs::write_file_atomically(&data_dir.join(MEMBERS_FILE), text.as_bytes())?;
+    Ok(())
+}
+
+/// What a snapshot offer carries besides Raft's metadata: the id of the node to fetch the state
+/// from, then the address book (`ID=PEER_ADDR=HTTP_ADDR` lines), so that a node catching up by
+/// snapshot learns the members whose addition the snapshot covers.
+pub(super) fn snapshot_data(cluster: &ClusterConfig) -> Vec<u8> {
+    let mut data = cluster.node_id.to_le_bytes().to_vec();
+    for m in &cluster.members {
+        data.extend_from_slice(m.to_spec().as_bytes());
+        data.push(b'\n');
+    }
+    data
+}
+
+pub(super) fn snapshot_members(data: &[u8]) -> Vec<Member> {
+    let text = std::str::from_utf8(data.get(8..).unwrap_or_default()).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| Member::parse_spec(line).ok())
+        .collect()
+}

@@ -1,0 +1,501 @@
+//! The node loop: the thread that owns the replica. Each round takes the requests waiting in the
+//! inbox (up to a bound), ticks Raft when a tick is due, handles Raft's Ready (sending, applying,
+//! persisting), hands the answers back, and does housekeeping (checkpoints, replication status).
+
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bulwark_consensus::replica::{Output, ReplicaError};
+use bulwark_ledger::Timestamp;
+use bulwark_transport::{NodeId, Transport};
+use protobuf::Message as _;
+use raft::eraftpb::Message;
+
+use super::config::{snapshot_data, snapshot_members, Member};
+use super::{ClusterLoop, Recovering, Reply, Stall, DISK_FULL_RETRY, INSTALL_RETRY, KEEP_ENTRIES};
+use crate::faults::crash_point;
+use crate::{answer_query, NodeError, Query, Request, WriteOutcome};
+
+/// Requests one round takes from the inbox before it handles Raft's Ready, so that a flood of
+/// requests cannot starve ticks and persistence.
+const MAX_REQUESTS_PER_ROUND: usize = 4096;
+
+impl ClusterLoop {
+    pub(super) fn run(mut self, inbox: Receiver<Request>) -> Result<(), NodeError> {
+        let outcome = self.serve(&inbox);
+        if let Err(e) = &outcome {
+            tracing::error!(error = %e, "cluster loop stopped on a fatal error");
+            return outcome;
+        }
+        self.replica.state_mut().checkpoint_now()?;
+        let checkpoint = self.replica.state().checkpointed_index();
+        self.offer_checkpoint(checkpoint)?;
+        tracing::info!(
+            applied_index = self.replica.state().applied_index(),
+            "cluster loop stopped after a final checkpoint"
+        );
+        Ok(())
+    }
+
+    fn serve(&mut self, inbox: &Receiver<Request>) -> Result<(), NodeError> {
+        loop {
+            let wait = self.next_tick.saturating_duration_since(Instant::now());
+            let first = match inbox.recv_timeout(wait) {
+                Ok(request) => Some(request),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            };
+            self.replica.set_now(wall_clock(), monotonic_clock());
+            let shutdown = self.take_requests(first, inbox);
+            self.tick_if_due();
+            self.ready_round()?;
+            for output in self.replica.take_outputs() {
+                self.deliver(output);
+            }
+            for change in self.replica.take_conf_changes() {
+                self.membership_applied(change);
+            }
+            self.note_role_and_recovery();
+            self.housekeeping()?;
+            if shutdown {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Takes `first` and what else waits in the inbox, up to [`MAX_REQUESTS_PER_ROUND`]; true
+    /// if a shutdown was asked for.
+    fn take_requests(&mut self, first: Option<Request>, inbox: &Receiver<Request>) -> bool {
+        let mut next = first;
+        let mut taken = 0;
+        let mut shutdown = false;
+        while let Some(request) = next {
+            shutdown |= self.take_request(request);
+            taken += 1;
+            next = if taken < MAX_REQUESTS_PER_ROUND && !shutdown {
+                inbox.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        shutdown
+    }
+
+    /// One request; true if it asks for a shutdown.
+    fn take_request(&mut self, request: Request) -> bool {
+        match request {
+            Request::Write { reply, .. } if self.is_disk_full() => {
+                let _ = reply.send(Err(self.disk_full_error()));
+            }
+            Request::Write { operation, reply } => {
+                self.metrics.batch_events.observe(operation.len() as f64);
+                self.replica.write(operation, Reply::Write(reply));
+            }
+            Request::Read {
+                query,
+                stale,
+                reply,
+            } => self.take_read(query, stale, reply),
+            // While the node is paused, Raft takes no messages (the replica drops them too while
+            // it holds a Ready); peers resend.
+            Request::Peer(message) => {
+                if !self.paused() {
+                    self.replica.step(message)
+                }
+            }
+            Request::Membership { reply, .. } if self.is_disk_full() => {
+                let _ = reply.send(Err(self.disk_full_error()));
+            }
+            Request::Membership { change, reply } => self.propose_membership(change, reply),
+            Request::WaitReplicated { index, reply } => self.waiting_all.push(index, reply),
+            Request::Shutdown => return true,
+        }
+        false
+    }
+
+    fn take_read(
+        &mut self,
+        query: Query,
+        stale: bool,
+        reply: tokio::sync::oneshot::Sender<Result<crate::ReadOutcome, NodeError>>,
+    ) {
+        if matches!(query, Query::Status) {
+            let _ = reply.send(Ok(self.status()));
+        } else if stale && self.replica.state().is_unavailable() {
+            // The state store is closed until it can be reopened: what it holds on disk cannot
+            // be read meanwhile.
+            let _ = reply.send(Err(self.disk_full_error()));
+        } else if stale {
+            let _ = reply.send(answer_query(self.replica.state(), query));
+        } else if self.is_disk_full() {
+            let _ = reply.send(Err(self.disk_full_error()));
+        } else {
+            self.replica.read(Reply::Read(query, reply));
+        }
+    }
+
+    fn tick_if_due(&mut self) {
+        if Instant::now() < self.next_tick {
+            return;
+        }
+        // A removed node keeps its state for inspection but takes no part any more; a paused one
+        // (its state store closed) does not tick Raft either.
+        let removed = self.view.read().expect("cluster view lock").removed;
+        if !removed && !self.replica.state().is_unavailable() {
+            self.replica.tick();
+        }
+        self.next_tick += self.cluster.tick;
+        if self.next_tick < Instant::now() {
+            self.next_tick = Instant::now() + self.cluster.tick;
+        }
+    }
+
+    /// Raft's Ready, or the held one again when its retry is due; then what an installed
+    /// snapshot leaves to do.
+    fn ready_round(&mut self) -> Result<(), NodeError> {
+        // A state store closed after a failed checkpoint must be reopened before anything is
+        // applied; a held Ready is retried at a modest pace.
+        let run = !self.replica.state().is_unavailable()
+            && (!self.replica.is_stalled() || Instant::now() >= self.retry_at);
+        if !run {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let transport = self.transport.clone();
+        let (cluster, snapshots) = (&self.cluster, &self.snapshots);
+        let data_dir = &self.config.data_dir;
+        let mut installed = None;
+        let mut install_disk_full = false;
+        let outcome = self.replica.process_ready(
+            &mut |messages| send_all(&*transport, messages),
+            &mut |store, snapshot| {
+                crate::install::install_snapshot(cluster, data_dir, store, snapshot).map_err(
+                    |f| {
+                        install_disk_full = f.disk_full;
+                        f.message
+                    },
+                )?;
+                *snapshots.lock().expect("snapshot source lock") = Some(store.snapshot_source());
+                installed = Some(snapshot_members(&snapshot.data));
+                Ok(())
+            },
+        );
+        if installed.is_some() {
+            self.installed = installed;
+        }
+        self.metrics
+            .fsync_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match outcome {
+            Ok(()) => self.stall = Stall::None,
+            Err(e) => self.held(e, install_disk_full)?,
+        }
+        self.update_disk_full();
+        if !self.replica.is_stalled() {
+            if let Some(members) = self.installed.take() {
+                self.snapshot_installed(members)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A Ready could not be persisted and is held: for lack of space (retried until there is
+    /// space), or because a snapshot could not be installed (fetched again, from any member, a
+    /// little later). Anything else is fatal: the log or the state may not be what they say.
+    fn held(
+        &mut self,
+        e: bulwark_consensus::storage::StorageError,
+        install_disk_full: bool,
+    ) -> Result<(), NodeError> {
+        let install_failed = matches!(
+            e,
+            bulwark_consensus::storage::StorageError::SnapshotInstall { .. }
+        );
+        if !self.replica.is_stalled() || !(e.is_disk_full() || install_disk_full || install_failed)
+        {
+            return Err(NodeError::Recovery {
+                dir: self.config.data_dir.clone(),
+                reason: format!("the Raft log failed: {e}"),
+            });
+        }
+        if e.is_disk_full() || install_disk_full {
+            self.retry_at = Instant::now() + DISK_FULL_RETRY;
+            tracing::debug!(error = %e, "persisting a Raft Ready failed for lack of space; retrying");
+            if !self.is_disk_full() {
+                tracing::warn!(
+                    error = %e,
+                    dir = %self.config.data_dir.display(),
+                    "no space left on device: refusing writes until space is freed \
+                     (retrying every {} ms)",
+                    DISK_FULL_RETRY.as_millis()
+                );
+            }
+            self.stall = Stall::DiskFull;
+        } else {
+            self.retry_at = Instant::now() + INSTALL_RETRY;
+            tracing::warn!(error = %e, "installing a snapshot failed; trying again in {} ms", INSTALL_RETRY.as_millis());
+            self.stall = Stall::Installing;
+        }
+        Ok(())
+    }
+
+    /// The Raft log was reset to the installed snapshot: the install is whole. Learn the members
+    /// the snapshot covers, and offer the new checkpoint in turn (a node that leads before its
+    /// next checkpoint must not offer one below its own log).
+    fn snapshot_installed(&mut self, members: Vec<Member>) -> Result<(), NodeError> {
+        crate::install::finished(&self.config.data_dir).map_err(|source| NodeError::Io {
+            what: "remove the snapshot install intent in",
+            path: self.config.data_dir.clone(),
+            source,
+        })?;
+        crash_point("install-after-intent-removed");
+        tracing::info!(
+            applied_index = self.replica.state().applied_index(),
+            "caught up by installing a snapshot"
+        );
+        // The snapshot's sender told us every member's address as of the snapshot: the
+        // membership changes it covers will not be replayed here.
+        for m in members {
+            match self.cluster.members.iter_mut().find(|x| x.id == m.id) {
+                Some(x) => *x = m,
+                None => self.cluster.members.push(m),
+            }
+        }
+        let conf = self.replica.raw().raft.prs().conf().to_conf_state();
+        self.update_members(&conf);
+        let snapshot_index = self.replica.raw().raft.raft_log.first_index() - 1;
+        self.offer_checkpoint(snapshot_index)
+    }
+
+    /// Offers the checkpoint at `index` (or, for an installed snapshot, the snapshot's index, which
+    /// the checkpoint covers) as the snapshot for lagging followers, and drops the Raft log behind
+    /// it but for [`KEEP_ENTRIES`] (none on a node alone in its configuration: a node added later
+    /// starts from a snapshot anyway).
+    pub(super) fn offer_checkpoint(&mut self, index: u64) -> Result<(), NodeError> {
+        let conf = self.replica.raw().raft.prs().conf().to_conf_state();
+        let alone = conf.voters.len() + conf.learners.len() <= 1;
+        let keep = if alone { 0 } else { KEEP_ENTRIES };
+        let data = snapshot_data(&self.cluster);
+        self.replica
+            .compact(index, keep, data)
+            .map_err(|e| NodeError::Recovery {
+                dir: self.config.data_dir.clone(),
+                reason: format!("compacting the Raft log failed: {e}"),
+            })
+    }
+
+    /// Logs role changes, and the end of recovery: once everything the log held at start is
+    /// applied again.
+    fn note_role_and_recovery(&mut self) {
+        let leader = self.replica.is_leader();
+        if leader != self.was_leader {
+            tracing::info!(
+                term = self.replica.term(),
+                role = ?self.replica.role(),
+                "role changed"
+            );
+            self.was_leader = leader;
+        }
+        let applied = self.replica.state().applied_index();
+        // A follower may never apply its whole log (a new leader can replace its tail): once it
+        // has applied what the leader says is committed, it has recovered too.
+        let caught_up =
+            !leader && self.replica.leader().is_some() && applied >= self.replica.commit_index();
+        let done = |r: &Recovering| applied >= r.log_last_index || caught_up;
+        if let Some(r) = self.recovering.filter(done) {
+            tracing::info!(
+                checkpoint = r.checkpoint,
+                replayed = applied.min(r.log_last_index).saturating_sub(r.checkpoint),
+                applied_index = applied.min(r.log_last_index).max(r.checkpoint),
+                elapsed_ms = r.started.elapsed().as_millis() as u64,
+                "recovered"
+            );
+            self.recovering = None;
+        }
+    }
+
+    pub(super) fn is_disk_full(&self) -> bool {
+        self.disk_full.load(Ordering::Acquire)
+    }
+
+    fn disk_full_error(&self) -> NodeError {
+        NodeError::DiskFull {
+            dir: self.config.data_dir.clone(),
+        }
+    }
+
+    /// Raft takes no input: a Ready is held (it could not be persisted) or the state store is
+    /// closed until it can be reopened.
+    fn paused(&self) -> bool {
+        self.replica.is_stalled() || self.replica.state().is_unavailable()
+    }
+
+    /// Publishes whether the disk is full (flag, gauge, readiness, log lines on each change).
+    fn update_disk_full(&mut self) {
+        let full = (self.replica.is_stalled() && self.stall == Stall::DiskFull)
+            || self.replica.state().is_unavailable();
+        if full == self.is_disk_full() {
+            return;
+        }
+        self.disk_full.store(full, Ordering::Release);
+        self.metrics.disk_full.set(i64::from(full));
+        if full {
+            self.full_since = Some(Instant::now());
+            if self.replica.state().is_unavailable() && !self.replica.is_stalled() {
+                tracing::warn!(
+                    dir = %self.config.data_dir.display(),
+                    "no space left on device: the state store is closed until it can be reopened; \
+                     refusing writes until space is freed"
+                );
+            }
+        } else {
+            let secs = self
+                .full_since
+                .take()
+                .map_or(0.0, |t| t.elapsed().as_secs_f64());
+            tracing::info!(
+                dir = %self.config.data_dir.display(),
+                full_for_secs = secs,
+                "space is available again: the node persists and takes writes again"
+            );
+        }
+        if full {
+            self.view.write().expect("cluster view lock").ready = false;
+        }
+    }
+
+    fn deliver(&mut self, output: Output<Reply>) {
+        match output {
+            Output::Written { token, written } => {
+                self.metrics.events_applied.inc_by(match &written.results {
+                    bulwark_ledger::BatchResults::Accounts(r) => r.len() as u64,
+                    bulwark_ledger::BatchResults::Transfers(r) => r.len() as u64,
+                });
+                if let Reply::Write(reply) = token {
+                    let _ = reply.send(Ok(WriteOutcome {
+                        results: written.results,
+                        commit_index: written.index,
+                        timestamp: written.timestamp,
+                    }));
+                }
+            }
+            Output::WriteFailed { token, error } | Output::ReadFailed { token, error } => {
+                let error = match error {
+                    ReplicaError::NotLeader { leader } => NodeError::NotLeader { leader },
+                    ReplicaError::Dropped => NodeError::Dropped,
+                    ReplicaError::Indeterminate => NodeError::OutcomeUnknown,
+                    ReplicaError::ReadTimeout => NodeError::NotLeader { leader: None },
+                    // A follower fetching a snapshot holds its Ready too: its writes go to
+                    // the leader, as any follower's.
+                    ReplicaError::Stalled if self.stall == Stall::Installing => {
+                        NodeError::NotLeader {
+                            leader: self.replica.leader(),
+                        }
+                    }
+                    ReplicaError::Stalled => self.disk_full_error(),
+                    ReplicaError::Raft(reason) => NodeError::NotLeader {
+                        leader: {
+                            tracing::debug!(%reason, "raft refused a request");
+                            self.replica.leader()
+                        },
+                    },
+                };
+                match token {
+                    Reply::Write(reply) => {
+                        let _ = reply.send(Err(error));
+                    }
+                    Reply::Read(_, reply) => {
+                        let _ = reply.send(Err(error));
+                    }
+                    Reply::Membership(reply) => {
+                        let _ = reply.send(Err(error));
+                    }
+                }
+            }
+            Output::ReadReady { token } => {
+                if let Reply::Read(query, reply) = token {
+                    let _ = reply.send(answer_query(self.replica.state(), query));
+                }
+            }
+        }
+    }
+
+    fn housekeeping(&mut self) -> Result<(), NodeError> {
+        self.track_replication();
+        let store = self.replica.state_mut();
+        if let Some(done) = store.poll_checkpoint()? {
+            // The checkpoint is durable: offer it to lagging followers and drop the log behind.
+            self.offer_checkpoint(done.applied_index)?;
+            self.metrics
+                .checkpoint_seconds
+                .observe(done.duration.as_secs_f64());
+        }
+        // Checkpoint when the memtable is full, or when the Raft log has grown well past what is
+        // kept behind a checkpoint (account batches, small batches).
+        let log = &self.replica.raw().raft.raft_log;
+        let log_entries = log.last_index().saturating_sub(log.first_index());
+        let stalled = self.replica.is_stalled();
+        let store = self.replica.state_mut();
+        // Not while a Ready is held: it may be a snapshot about to replace this store.
+        if !stalled
+            && (store.memtable_transfers() >= self.config.checkpoint_transfers
+                || (log_entries > 4 * KEEP_ENTRIES
+                    && store.applied_index() > store.checkpointed_index()))
+        {
+            store.start_checkpoint();
+        }
+        self.metrics
+            .applied_index
+            .set(self.replica.state().applied_index() as i64);
+        self.metrics
+            .accounts
+            .set(self.replica.state().account_count() as i64);
+        Ok(())
+    }
+}
+
+fn send_all(transport: &dyn Transport, messages: Vec<Message>) {
+    for message in messages {
+        match message.write_to_bytes() {
+            Ok(bytes) => transport.send(NodeId(message.to), bytes),
+            Err(e) => tracing::error!(error = %e, "cannot encode a Raft message"),
+        }
+    }
+}
+
+/// Decodes a peer's frame into a Raft message; frames that do not decode are dropped (the
+/// transport already checked their checksum, so this is a peer of another version).
+pub fn decode_peer_message(from: u64, payload: &[u8]) -> Option<Message> {
+    match Message::parse_from_bytes(payload) {
+        Ok(message) if message.from == from => Some(message),
+        Ok(message) => {
+            tracing::warn!(
+                from,
+                claimed = message.from,
+                "dropped a Raft message whose sender does not match its connection"
+            );
+            None
+        }
+        Err(e) => {
+            tracing::warn!(from, error = %e, "dropped a peer frame that is not a Raft message");
+            None
+        }
+    }
+}
+
+/// Time since this process first asked: the replica's monotonic clock (see
+/// `bulwark_consensus::clock`).
+fn monotonic_clock() -> Duration {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed()
+}
+
+pub(super) fn wall_clock() -> Timestamp {
+    Timestamp(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0),
+    )
+}

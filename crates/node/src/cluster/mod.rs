@@ -1,0 +1,125 @@
+//! Cluster mode: the event loop drives a Raft [`Replica`] over the durable Raft log, with the
+//! peer transport for messages. Writes are proposed on the leader and answered once committed
+//! on a majority and applied; reads wait for a Raft read index (linearizable).
+//!
+//! # A full disk
+//!
+//! When the node cannot persist a Raft Ready (its log or hard-state write, or a snapshot import,
+//! fails with `ENOSPC`/`EDQUOT`, undone by the storage) or its state store is closed after a
+//! checkpoint met a full disk, the loop does not stop: it marks the node disk-full (a shared flag
+//! the API reads, `bulwark_disk_full` 1, `/health/ready` 503, a warning in the log), refuses
+//! writes, linearizable reads and membership changes with [`NodeError::DiskFull`] (507
+//! `disk_full`), keeps answering status and stale reads, and retries the held Ready every
+//! [`DISK_FULL_RETRY`] (Raft is paused meanwhile: see `consensus::replica`). Once the retry
+//! succeeds, the node catches up by itself and serves again (an info in the log).
+
+mod config;
+mod event_loop;
+mod membership;
+mod replication;
+mod start;
+mod status;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bulwark_consensus::replica::Replica;
+use bulwark_consensus::storage::DiskRaftStorage;
+use bulwark_store::StateStore;
+use bulwark_transport::Transport;
+use tokio::sync::oneshot;
+
+use crate::{Metrics, NodeConfig, NodeError, Query, ReadOutcome, WriteOutcome};
+
+pub use config::{check_voter_count, load_members, ClusterConfig, Member, MembershipChange};
+pub use event_loop::decode_peer_message;
+pub use start::start_cluster;
+
+/// What the API needs to know of the cluster, kept current by the event loop.
+#[derive(Debug, Default)]
+pub struct ClusterView {
+    /// HTTP address of every known member, by id.
+    pub http_addrs: std::collections::HashMap<u64, SocketAddr>,
+    /// This node was removed from the cluster: it serves nothing any more.
+    pub removed: bool,
+    /// A leader (this node, or one heard from within an election timeout) is there to serve.
+    pub ready: bool,
+    /// [`ClusterConfig::source_ip`], for the API's client that forwards to the leader.
+    pub source_ip: Option<IpAddr>,
+}
+
+/// What a proposal or read carries back to its caller.
+pub(crate) enum Reply {
+    Write(oneshot::Sender<Result<WriteOutcome, NodeError>>),
+    Read(Query, oneshot::Sender<Result<ReadOutcome, NodeError>>),
+    Membership(oneshot::Sender<Result<u64, NodeError>>),
+}
+
+type ClusterReplica = Replica<DiskRaftStorage, StateStore, Reply>;
+
+struct ClusterLoop {
+    config: NodeConfig,
+    cluster: ClusterConfig,
+    replica: ClusterReplica,
+    transport: Arc<dyn Transport>,
+    metrics: Arc<Metrics>,
+    snapshots: Arc<std::sync::Mutex<Option<bulwark_store::snapshot::SnapshotSource>>>,
+    view: Arc<std::sync::RwLock<ClusterView>>,
+    /// Per follower, when its match index last reached the leader's last index: its lag in time.
+    caught_up_at: std::collections::HashMap<u64, Instant>,
+    /// Membership changes applied in a joint configuration, answered once it is left.
+    joint_replies: Vec<oneshot::Sender<Result<u64, NodeError>>>,
+    /// Writes with `ack=all` waiting until every in-sync member has their index.
+    waiting_all: crate::ack_all::AckAllWaiters<oneshot::Sender<Result<(), NodeError>>>,
+    /// Shared with the API: this node cannot persist right now (see the module documentation).
+    disk_full: Arc<AtomicBool>,
+    /// Since when the disk is full (for the recovery log line).
+    full_since: Option<Instant>,
+    /// When a held Ready is next tried to be persisted again.
+    retry_at: Instant,
+    /// Why a Ready is held, if one is.
+    stall: Stall,
+    /// The members an installed snapshot told of, until its Ready is persisted whole.
+    installed: Option<Vec<Member>>,
+    /// When Raft is next ticked.
+    next_tick: Instant,
+    was_leader: bool,
+    /// Until everything the log held at start is applied again (then logged as "recovered").
+    recovering: Option<Recovering>,
+}
+
+/// Why the replica holds a Ready (see `consensus::replica`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stall {
+    None,
+    /// The disk is full: the node refuses writes until the Ready is persisted.
+    DiskFull,
+    /// A snapshot could not be fetched or installed: it is tried again, from any member.
+    Installing,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Recovering {
+    checkpoint: u64,
+    log_last_index: u64,
+    started: Instant,
+}
+
+/// How long a node waits before it fetches a snapshot again after a failed attempt.
+pub const INSTALL_RETRY: Duration = Duration::from_millis(1000);
+
+/// How often a node whose disk is full tries again to persist what it holds.
+pub const DISK_FULL_RETRY: Duration = Duration::from_millis(200);
+
+/// A follower is in sync when the leader heard from it within an election timeout and it was
+/// fully caught up within this long (the Kafka ISR idea).
+pub const IN_SYNC_WITHIN: Duration = Duration::from_secs(1);
+
+/// A new cluster's configuration is a snapshot at this index; its log starts after it.
+const BOOTSTRAP_INDEX: u64 = 1;
+
+/// Raft log entries kept behind a checkpoint, so that a follower a little behind catches up
+/// from the log rather than by snapshot.
+const KEEP_ENTRIES: u64 = 256;
