@@ -388,8 +388,8 @@ pub struct MemRaftStorage {
     offer: Option<Snapshot>,
     disk_full: bool,
     crash_at: Option<CrashPoint>,
-    /// Set when `crash_at` was reached: what was durable at that instant.
-    crashed: Option<Box<LogCore>>,
+    /// Set when `crash_at` was reached: the point, and what was durable at that instant.
+    crashed: Option<(CrashPoint, Box<LogCore>)>,
 }
 
 /// Where, inside the writes of a `Ready`, a [`MemRaftStorage`] loses power (see
@@ -431,7 +431,7 @@ impl MemRaftStorage {
     /// snapshot offer. After a crash point was reached, the storage returns to what was durable then.
     /// An armed crash point is disarmed; a full disk stays full.
     pub fn crash(&mut self) {
-        if let Some(image) = self.crashed.take() {
+        if let Some((_, image)) = self.crashed.take() {
             self.durable = *image;
         }
         self.core = self.durable.clone();
@@ -462,6 +462,20 @@ impl MemRaftStorage {
         self.crashed.is_some()
     }
 
+    /// What a crash now would keep of the log and the commit index: (last index, commit).
+    pub fn durable_last_and_commit(&self) -> (u64, u64) {
+        let durable = match &self.crashed {
+            Some((_, image)) => image,
+            None => &self.durable,
+        };
+        (durable.last_index(), durable.state.hard_state.commit)
+    }
+
+    /// The crash point that was reached, if one was.
+    pub fn crashed_at(&self) -> Option<CrashPoint> {
+        self.crashed.as_ref().map(|(point, _)| *point)
+    }
+
     fn check_alive(&self) -> Result<(), StorageError> {
         if self.crashed.is_some() {
             return Err(StorageError::Crashed);
@@ -473,7 +487,7 @@ impl MemRaftStorage {
     fn reach(&mut self, point: CrashPoint) -> Result<(), StorageError> {
         if self.crash_at == Some(point) {
             self.crash_at = None;
-            self.crashed = Some(Box::new(self.durable.clone()));
+            self.crashed = Some((point, Box::new(self.durable.clone())));
             return Err(StorageError::Crashed);
         }
         Ok(())
@@ -493,8 +507,7 @@ impl MemRaftStorage {
             }
             image.append(kept);
         }
-        self.crash_at = None;
-        self.crashed = Some(Box::new(image));
+        self.crashed = self.crash_at.take().map(|point| (point, Box::new(image)));
         StorageError::Crashed
     }
 

@@ -48,6 +48,9 @@ impl Sim {
 
     /// Safety after every step.
     pub(super) fn check(&mut self) -> Result<(), Violation> {
+        if let Some(failure) = self.failure.take() {
+            return Err(self.violation(failure));
+        }
         self.check_log_matching()?;
         self.check_leaders()?;
         self.check_applied()?;

@@ -10,6 +10,7 @@ impl Sim {
         sim.drop_per_mille = 0;
         sim.dup_per_mille = 0;
         sim.max_delay = 1;
+        sim.queue_per_mille = 0;
         sim.workload = false;
         sim
     }
@@ -39,23 +40,14 @@ impl Sim {
 
     /// Crashes node `id`: it loses everything not synced and stays down until restarted.
     pub fn crash(&mut self, id: u64) {
-        let node = &mut self.nodes[(id - 1) as usize];
-        let mut replica = node
-            .replica
-            .take()
-            .unwrap_or_else(|| panic!("node {id} is already down"));
-        let mut storage = replica.storage_mut().clone();
-        storage.crash();
-        node.durable = Some(storage);
-        node.restart_at = u64::MAX;
-        self.report.crashes += 1;
+        assert!(self.replica(id).is_some(), "node {id} is already down");
+        self.take_down((id - 1) as usize, u64::MAX);
     }
 
     /// Restarts the crashed node `id` from its synced storage and its last checkpoint.
     pub fn restart(&mut self, id: u64) {
-        let node = &mut self.nodes[(id - 1) as usize];
-        assert!(node.replica.is_none(), "node {id} is already up");
-        start(node, &mut self.rng, self.step);
+        assert!(self.replica(id).is_none(), "node {id} is already up");
+        self.start_node((id - 1) as usize);
     }
 
     /// Splits the network into `groups`, losing every message between two of them (both ways);

@@ -96,9 +96,11 @@ impl Sim {
         Operation::CreateTransfers(transfers)
     }
 
+    /// Checks an answer node `node` gave at applied index `applied`.
     pub(super) fn handle_output(
         &mut self,
         node: u64,
+        applied: u64,
         output: Output<u64>,
     ) -> Result<(), Violation> {
         match output {
@@ -128,11 +130,6 @@ impl Sim {
                 // acknowledged before the read was issued.
                 self.report.reads_served += 1;
                 let must_see = self.reads.get(&token).copied().unwrap_or(0);
-                let applied = self.nodes[(node - 1) as usize]
-                    .replica
-                    .as_ref()
-                    .map(|r| r.state().applied_index())
-                    .unwrap_or(0);
                 if applied < must_see {
                     return Err(self.violation(format!(
                         "read {token} on node {node} served at applied index {applied}, \
