@@ -58,6 +58,8 @@ fn add(total: &mut SimReport, r: &SimReport) {
     total.newer_checkpoints_installed += r.newer_checkpoints_installed;
     total.disk_full_episodes += r.disk_full_episodes;
     total.stalled_readies += r.stalled_readies;
+    total.leader_demotions += r.leader_demotions;
+    total.leaders_demoted += r.leaders_demoted;
 }
 
 fn assert_faults_happened(nodes: u64, total: &SimReport) {
@@ -132,6 +134,11 @@ fn assert_faults_happened(nodes: u64, total: &SimReport) {
     assert!(
         total.messages_across_restart >= n,
         "too few messages delivered across a restart: {total:?}"
+    );
+    // Leaders that demoted themselves and stopped leading.
+    assert!(
+        total.leaders_demoted >= n / 20,
+        "too few leaders demoted: {total:?}"
     );
 }
 

@@ -3,8 +3,8 @@
 use super::*;
 
 impl Sim {
-    /// Membership under load: the leader demotes two other voters to learners (joint
-    /// consensus, voters stay odd), or promotes every learner back.
+    /// Membership under load: the leader demotes two voters to learners (joint consensus, voters
+    /// stay odd), now and then itself among them, or promotes every learner back.
     pub(super) fn change_membership(&mut self) {
         use raft::eraftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2};
         let Some(leader) = self.current_leader() else {
@@ -18,6 +18,7 @@ impl Sim {
         if !conf.voters_outgoing.is_empty() {
             return; // a joint configuration is still being left
         }
+        let demote_leader = self.rng.chance(300);
         let changes: Vec<(ConfChangeType, u64)> = if conf.learners.is_empty() {
             let mut others: Vec<u64> = conf
                 .voters
@@ -29,6 +30,11 @@ impl Sim {
                 return;
             }
             shuffle(&mut self.rng, &mut others);
+            if demote_leader {
+                // The leader demotes itself (and one other): once applied it stops leading.
+                others[1] = leader;
+                self.report.leader_demotions += 1;
+            }
             others[..2]
                 .iter()
                 .map(|id| (ConfChangeType::AddLearnerNode, *id))

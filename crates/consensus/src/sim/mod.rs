@@ -98,6 +98,10 @@ pub struct SimReport {
     /// Times a node's disk filled up, and Readies it could not persist meanwhile.
     pub disk_full_episodes: u64,
     pub stalled_readies: u64,
+    /// Demotions proposed by a leader that demote the leader itself.
+    pub leader_demotions: u64,
+    /// Leaders that stopped leading because a configuration they applied demoted them.
+    pub leaders_demoted: u64,
 }
 
 /// splitmix64: small, fast and good enough to drive fault choices.

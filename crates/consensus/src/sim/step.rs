@@ -142,6 +142,7 @@ impl Sim {
     fn ready_once(&mut self, i: usize, plan: &InstallPlan, round: &mut Round) -> bool {
         let node = &mut self.nodes[i];
         let replica = node.replica.as_mut().expect("the node is up");
+        let was_leader = replica.role() == StateRole::Leader;
         let disk_full = replica.storage().is_disk_full();
         let mut install = InstallCall::default();
         let snapshots = &self.snapshots;
@@ -181,6 +182,9 @@ impl Sim {
             if change.conf_state.is_ok() && change.token.is_some() {
                 self.report.membership_changes += 1;
             }
+        }
+        if was_leader && replica.role() != StateRole::Leader {
+            self.report.leaders_demoted += u64::from(!voter_in(replica, id));
         }
         if let Err(e) = result {
             match e {
@@ -262,6 +266,12 @@ impl Sim {
             });
         }
     }
+}
+
+/// Whether node `id` is a voter (incoming or outgoing) in its replica's configuration.
+fn voter_in(replica: &SimReplica, id: u64) -> bool {
+    let conf = replica.raw().raft.prs().conf().to_conf_state();
+    conf.voters.contains(&id) || conf.voters_outgoing.contains(&id)
 }
 
 /// How a snapshot installed this step is served and interrupted.
