@@ -6,6 +6,8 @@
 //! never report a write durable before its fsync, never let a torn write lose the previous durable hard
 //! state, and never start from a log that does not fit its hard state: recovery repairs only what a crash
 //! can leave behind and refuses everything else with an error naming the directory or file.
+#![warn(clippy::too_many_lines)]
+
 pub mod clock;
 mod hard_state;
 pub mod replica;

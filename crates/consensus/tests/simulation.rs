@@ -1,9 +1,12 @@
 //! The deterministic cluster simulation over many seeds (see `bulwark_consensus::sim`).
 //!
-//! `BULWARK_SIM_SEEDS` sets how many seeds each cluster size runs (default 1,000 each, 2,000 in
-//! all); a failure prints its seed and the command that replays it.
+//! `BULWARK_SIM_SEEDS` sets how many seeds each cluster size runs (default 1,000 each of 1, 3
+//! and 5 nodes); a failure prints its seed and the command that replays it. Each size prints
+//! what its seeds did and how many seeds ran per second.
 
-use bulwark_consensus::sim::{run_seed, SimReport};
+use std::time::Instant;
+
+use bulwark_consensus::sim::{run_config, run_seed, SimConfig, SimReport};
 
 fn seeds() -> u64 {
     std::env::var("BULWARK_SIM_SEEDS")
@@ -14,40 +17,56 @@ fn seeds() -> u64 {
 
 fn run_many(nodes: u64, first_seed: u64) -> SimReport {
     let mut total = SimReport::default();
+    let started = Instant::now();
     for seed in first_seed..first_seed + seeds() {
         match run_seed(seed, nodes) {
-            Ok(r) => {
-                total.acknowledged_writes += r.acknowledged_writes;
-                total.dropped_writes += r.dropped_writes;
-                total.refused_writes += r.refused_writes;
-                total.reads_served += r.reads_served;
-                total.crashes += r.crashes;
-                total.partitions += r.partitions;
-                total.leaders_elected += r.leaders_elected;
-                total.messages_dropped += r.messages_dropped;
-                total.messages_delivered += r.messages_delivered;
-                total.checkpoints += r.checkpoints;
-                total.snapshots_installed += r.snapshots_installed;
-                total.membership_changes += r.membership_changes;
-                total.clock_jumps += r.clock_jumps;
-                total.grouped_writes += r.grouped_writes;
-            }
+            Ok(r) => add(&mut total, &r),
             Err(violation) => panic!("{violation}"),
         }
     }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{nodes} nodes: {} seeds in {secs:.1} s, {:.0} seeds/s",
+        seeds(),
+        seeds() as f64 / secs
+    );
     total
 }
 
-fn assert_faults_happened(total: &SimReport) {
+fn add(total: &mut SimReport, r: &SimReport) {
+    total.acknowledged_writes += r.acknowledged_writes;
+    total.dropped_writes += r.dropped_writes;
+    total.refused_writes += r.refused_writes;
+    total.reads_served += r.reads_served;
+    total.crashes += r.crashes;
+    total.partitions += r.partitions;
+    total.leaders_elected += r.leaders_elected;
+    total.messages_dropped += r.messages_dropped;
+    total.messages_delivered += r.messages_delivered;
+    total.checkpoints += r.checkpoints;
+    total.snapshots_installed += r.snapshots_installed;
+    total.membership_changes += r.membership_changes;
+    total.clock_jumps += r.clock_jumps;
+    total.grouped_writes += r.grouped_writes;
+    total.ready_crashes += r.ready_crashes;
+    total.torn_writes += r.torn_writes;
+    total.install_crashes += r.install_crashes;
+    total.installs_finished_at_start += r.installs_finished_at_start;
+    total.majority_crashes += r.majority_crashes;
+    total.whole_cluster_crashes += r.whole_cluster_crashes;
+    total.messages_across_restart += r.messages_across_restart;
+    total.newer_checkpoints_installed += r.newer_checkpoints_installed;
+    total.disk_full_episodes += r.disk_full_episodes;
+    total.stalled_readies += r.stalled_readies;
+    total.leader_demotions += r.leader_demotions;
+    total.leaders_demoted += r.leaders_demoted;
+}
+
+fn assert_faults_happened(nodes: u64, total: &SimReport) {
     let n = seeds();
     println!("{total:?}");
     // The runs must really have been under faults and load, or passing proves nothing.
     assert!(total.crashes >= n, "too few crashes: {total:?}");
-    assert!(total.partitions >= n, "too few partitions: {total:?}");
-    assert!(
-        total.messages_dropped > 0,
-        "no message was dropped: {total:?}"
-    );
     assert!(
         total.leaders_elected >= 2 * n,
         "too few elections: {total:?}"
@@ -58,27 +77,104 @@ fn assert_faults_happened(total: &SimReport) {
     );
     assert!(total.reads_served >= n, "too few reads: {total:?}");
     assert!(total.checkpoints >= n, "too few checkpoints: {total:?}");
-    assert!(
-        total.snapshots_installed > 0,
-        "no follower caught up by snapshot: {total:?}"
-    );
     assert!(total.clock_jumps >= n, "too few clock jumps: {total:?}");
     assert!(
         total.grouped_writes >= n,
         "too few writes proposed in groups: {total:?}"
     );
+    // Power losses inside a Ready's handling (a torn sync among them), of the whole cluster at
+    // once, and a full disk.
+    assert!(
+        total.ready_crashes >= n / 2,
+        "too few crashes mid-Ready: {total:?}"
+    );
+    assert!(total.torn_writes > 0, "no torn write: {total:?}");
+    assert!(
+        total.whole_cluster_crashes >= n / 10,
+        "too few whole-cluster crashes: {total:?}"
+    );
+    assert!(
+        total.disk_full_episodes >= n,
+        "too few full disks: {total:?}"
+    );
+    assert!(
+        total.stalled_readies >= n,
+        "too few Readies held by a full disk: {total:?}"
+    );
+    if nodes == 1 {
+        return;
+    }
+    assert!(total.partitions >= n, "too few partitions: {total:?}");
+    assert!(
+        total.messages_dropped > 0,
+        "no message was dropped: {total:?}"
+    );
+    assert!(
+        total.snapshots_installed > 0,
+        "no follower caught up by snapshot: {total:?}"
+    );
+    assert!(
+        total.majority_crashes >= n / 2,
+        "too few crashes of a majority: {total:?}"
+    );
+    // Snapshot installs interrupted at every step, finished by the next start; checkpoints
+    // newer than the snapshot; messages queued across a restart.
+    assert!(
+        total.install_crashes >= n / 10,
+        "too few crashes inside a snapshot install: {total:?}"
+    );
+    assert!(
+        total.installs_finished_at_start > 0,
+        "no start finished an interrupted install: {total:?}"
+    );
+    assert!(
+        total.newer_checkpoints_installed >= n / 20,
+        "too few newer checkpoints installed: {total:?}"
+    );
+    assert!(
+        total.messages_across_restart >= n,
+        "too few messages delivered across a restart: {total:?}"
+    );
+    // Leaders that demoted themselves and stopped leading.
+    assert!(
+        total.leaders_demoted >= n / 20,
+        "too few leaders demoted: {total:?}"
+    );
+}
+
+#[test]
+fn one_node_clusters_keep_every_promise_under_faults() {
+    let total = run_many(1, 2_000_000);
+    assert_faults_happened(1, &total);
 }
 
 #[test]
 fn three_node_clusters_keep_every_promise_under_faults() {
     let total = run_many(3, 0);
-    assert_faults_happened(&total);
+    assert_faults_happened(3, &total);
 }
 
 #[test]
 fn five_node_clusters_keep_every_promise_under_faults() {
     let total = run_many(5, 1_000_000);
-    assert_faults_happened(&total);
+    assert_faults_happened(5, &total);
+}
+
+/// The known bug the simulation found (see ARCHITECTURE.md, Tests): a follower installs a
+/// checkpoint newer than the snapshot's index (state at 33, log reset to 30) and loses power
+/// before its log reaches 33; it can never start again (the node refuses a state ahead of the
+/// log; without that refusal raft-rs panics: "hs.commit 33 is out of range [30, 30]"). Fails
+/// until that is fixed; then it joins the runs above (`crash_ahead_of_log` on by default).
+#[test]
+#[ignore = "known bug: a crash after installing a newer checkpoint, before the log covers it"]
+fn a_crash_after_installing_a_newer_checkpoint_restarts() {
+    for (seed, nodes) in [(80, 3), (1_000_002, 5)] {
+        let mut config = SimConfig::new(seed, nodes);
+        config.crash_ahead_of_log = true;
+        if let Err(violation) = run_config(config) {
+            panic!("{violation}");
+        }
+    }
 }
 
 /// Replays one seed: `BULWARK_SIM_SEED=<seed> BULWARK_SIM_NODES=<3|5>`; without them, seed 0.

@@ -33,6 +33,8 @@
 //! lookups), `tables` (the schema), `records` (fixed-width row encodings), `snapshot` (streaming a
 //! checkpoint to another node and importing one), `error`.
 
+#![warn(clippy::too_many_lines)]
+
 mod checkpoint;
 mod disk;
 mod error;

@@ -199,18 +199,7 @@ fn import_into(
     let db = Database::create(incoming)
         .map_err(redb::Error::from)
         .map_err(redb_fail("create"))?;
-    let header = read_frame(input)
-        .map_err(fail)?
-        .ok_or_else(|| fail("empty stream".into()))?;
-    if header.len() != 8 || &header[..6] != MAGIC {
-        return Err(fail("not a Bulwark snapshot".into()));
-    }
-    let version = u16::from_le_bytes([header[6], header[7]]);
-    if version != VERSION {
-        return Err(fail(format!(
-            "snapshot version {version}, this build reads {VERSION}"
-        )));
-    }
+    read_header(input).map_err(fail)?;
     let mut rows = 0u64;
     let mut info = None;
     let mut txn = db
@@ -223,33 +212,10 @@ fn import_into(
             break;
         };
         if body.first() == Some(&TRAILER) {
-            if body.len() != 17 {
-                return Err(fail("bad trailer".into()));
-            }
-            let count = u64::from_le_bytes(body[1..9].try_into().expect("8 bytes"));
-            let applied_index = u64::from_le_bytes(body[9..17].try_into().expect("8 bytes"));
-            if count != rows {
-                return Err(fail(format!("trailer says {count} rows, {rows} arrived")));
-            }
-            info = Some(SnapshotInfo {
-                applied_index,
-                rows,
-            });
+            info = Some(parse_trailer(&body, rows).map_err(fail)?);
             break;
         }
-        let (tag, key, value) = parse_row(&body).ok_or_else(|| fail("bad row frame".into()))?;
-        let inserted = match tag {
-            0 => import_row(&txn, crate::tables::META, key, value),
-            1 => import_row(&txn, crate::tables::ACCOUNTS, key, value),
-            2 => import_row(&txn, crate::tables::TRANSFERS, key, value),
-            3 => import_row(&txn, crate::tables::PENDING, key, value),
-            4 => import_row(&txn, crate::tables::EXPIRIES, key, value),
-            5 => import_row(&txn, crate::tables::ACCOUNT_TRANSFERS, key, value),
-            6 => import_row(&txn, crate::tables::BALANCE_HISTORY, key, value),
-            7 => import_row(&txn, crate::tables::MEMBERSHIP, key, value),
-            other => Err(RowError::Invalid(format!("unknown table tag {other}"))),
-        };
-        inserted.map_err(|e| match e {
+        import_frame(&txn, &body).map_err(|e| match e {
             RowError::Invalid(reason) => fail(reason),
             RowError::Redb(e) => redb_fail("import row")(e),
         })?;
@@ -275,6 +241,54 @@ fn import_into(
         .map_err(redb_fail("commit"))?;
     drop(db);
     Ok(info)
+}
+
+/// The stream's first frame: magic and a version this build reads.
+fn read_header(input: &mut impl Read) -> Result<(), String> {
+    let header = read_frame(input)?.ok_or("empty stream")?;
+    if header.len() != 8 || &header[..6] != MAGIC {
+        return Err("not a Bulwark snapshot".into());
+    }
+    let version = u16::from_le_bytes([header[6], header[7]]);
+    if version != VERSION {
+        return Err(format!(
+            "snapshot version {version}, this build reads {VERSION}"
+        ));
+    }
+    Ok(())
+}
+
+/// The trailer frame: the row count (which must be the `rows` that arrived) and applied index.
+fn parse_trailer(body: &[u8], rows: u64) -> Result<SnapshotInfo, String> {
+    if body.len() != 17 {
+        return Err("bad trailer".into());
+    }
+    let count = u64::from_le_bytes(body[1..9].try_into().expect("8 bytes"));
+    let applied_index = u64::from_le_bytes(body[9..17].try_into().expect("8 bytes"));
+    if count != rows {
+        return Err(format!("trailer says {count} rows, {rows} arrived"));
+    }
+    Ok(SnapshotInfo {
+        applied_index,
+        rows,
+    })
+}
+
+/// One row frame into the table its tag names.
+fn import_frame(txn: &redb::WriteTransaction, body: &[u8]) -> Result<(), RowError> {
+    let (tag, key, value) =
+        parse_row(body).ok_or_else(|| RowError::Invalid("bad row frame".into()))?;
+    match tag {
+        0 => import_row(txn, crate::tables::META, key, value),
+        1 => import_row(txn, crate::tables::ACCOUNTS, key, value),
+        2 => import_row(txn, crate::tables::TRANSFERS, key, value),
+        3 => import_row(txn, crate::tables::PENDING, key, value),
+        4 => import_row(txn, crate::tables::EXPIRIES, key, value),
+        5 => import_row(txn, crate::tables::ACCOUNT_TRANSFERS, key, value),
+        6 => import_row(txn, crate::tables::BALANCE_HISTORY, key, value),
+        7 => import_row(txn, crate::tables::MEMBERSHIP, key, value),
+        other => Err(RowError::Invalid(format!("unknown table tag {other}"))),
+    }
 }
 
 /// The second half of [`import`]: `incoming` replaces `path`, durably (rename, fsync-dir).

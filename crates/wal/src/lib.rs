@@ -85,6 +85,8 @@
 //! undo of a failed write), `truncate` (prefix and suffix truncation, [`Wal::reset_next_index`]),
 //! `reader` ([`Wal::read_from`]), `error`.
 
+#![warn(clippy::too_many_lines)]
+
 mod error;
 mod format;
 mod reader;

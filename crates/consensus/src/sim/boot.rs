@@ -1,0 +1,131 @@
+//! Starting a node and losing one: what the node loop's start does (`node/src/cluster.rs`:
+//! finish an interrupted snapshot install, refuse a state ahead of the log, offer the checkpoint,
+//! a sole voter campaigns at once), and a power loss that keeps only what was durable.
+
+use super::*;
+
+/// How many entries a node keeps behind the checkpoint it offers at start.
+const KEEP_AT_START: u64 = 4;
+
+impl Sim {
+    /// Starts (or restarts) node `i` from its durable storage and last checkpoint (Raft replays
+    /// the log after it), with a new boot nonce and election timeout from the seed. A start the
+    /// real node would refuse is a failure of the run.
+    pub(super) fn start_node(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let mut storage = node.durable.take().expect("a stopped node has its storage");
+        let intent = node.install_intent.take();
+        if let Some(meta) = &intent {
+            if finish_interrupted(&mut storage, &node.checkpoint, meta) {
+                self.report.installs_finished_at_start += 1;
+            }
+        }
+        if let Err(reason) = check_state_within_log(&storage, &node.checkpoint) {
+            let intent = intent.map(|m| m.index);
+            self.failure = Some(format!(
+                "node {} cannot start: {reason} (install intent at {intent:?})",
+                node.id
+            ));
+            node.durable = Some(storage);
+            node.restart_at = u64::MAX;
+            return;
+        }
+        let election_tick = (node.base_election_tick + self.rng.below(3)) as usize;
+        let mut config = ReplicaConfig::new(node.id, self.rng.next_u64());
+        config.election_tick = election_tick;
+        config.min_election_tick = election_tick;
+        config.max_election_tick = election_tick + 1;
+        let mut replica =
+            Replica::new(config, storage, node.checkpoint.clone()).expect("valid config");
+        let checkpoint = node.checkpoint.applied_index();
+        if checkpoint > 0 {
+            // Offer the checkpoint it restarted from, as the node does.
+            replica
+                .compact(checkpoint, KEEP_AT_START, checkpoint.to_le_bytes().to_vec())
+                .expect("the disk is not full at start");
+        }
+        let conf = replica.raw().raft.prs().conf().to_conf_state();
+        if conf.voters == [node.id] && conf.voters_outgoing.is_empty() {
+            replica.campaign().expect("a sole voter may campaign");
+        }
+        node.replica = Some(replica);
+        node.boot_step = self.step;
+        node.boots += 1;
+        node.doomed = false;
+    }
+
+    /// Node `i` loses power: it keeps only what its storage had made durable (at the crash point
+    /// it reached, if it reached one) and its last checkpoint, and restarts at `restart_at`. The
+    /// messages its transport held for peers that were down die with it.
+    pub(super) fn take_down(&mut self, i: usize, restart_at: u64) {
+        let node = &mut self.nodes[i];
+        let Some(mut replica) = node.replica.take() else {
+            return;
+        };
+        let mut storage = replica.storage_mut().clone();
+        storage.crash();
+        // Space is freed while the node is down.
+        storage.set_disk_full(false);
+        node.disk_full_until = 0;
+        node.durable = Some(storage);
+        node.restart_at = restart_at;
+        node.doomed = false;
+        let id = node.id;
+        self.network.retain(|m| !(m.queued && m.from == id));
+        self.report.crashes += 1;
+    }
+
+    /// Whether node `i` may lose power now: not while its state is ahead of its durable log
+    /// (unless the run allows it), a window in which it could not start again.
+    pub(super) fn may_crash(&self, i: usize) -> bool {
+        let node = &self.nodes[i];
+        let Some(replica) = node.replica.as_ref() else {
+            return false;
+        };
+        let (last, commit) = replica.storage().durable_last_and_commit();
+        self.config.crash_ahead_of_log || node.checkpoint.applied_index() <= last.max(commit)
+    }
+
+    /// Restarts every node that is down and due.
+    pub(super) fn restart_due(&mut self) {
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].replica.is_none() && self.nodes[i].restart_at <= self.step {
+                self.start_node(i);
+            }
+        }
+    }
+}
+
+/// `install::finish_interrupted`: if the state was swapped (it holds the snapshot's index) and
+/// the log not yet reset, reset it now; either way the intent is gone. True if it reset the log.
+fn finish_interrupted(
+    storage: &mut MemRaftStorage,
+    state: &Recorder,
+    meta: &SnapshotMetadata,
+) -> bool {
+    let log_snapshot = raft::Storage::first_index(storage).unwrap_or(1) - 1;
+    if state.applied_index() >= meta.index && log_snapshot < meta.index {
+        storage
+            .install_snapshot(meta)
+            .expect("a snapshot at or past the log's start installs");
+        return true;
+    }
+    false
+}
+
+/// `start_cluster`'s refusal: a state store ahead of both the durable commit and the Raft log
+/// (committed entries would be missing from the log).
+fn check_state_within_log(storage: &MemRaftStorage, state: &Recorder) -> Result<(), String> {
+    let initial = raft::Storage::initial_state(storage).expect("in memory");
+    let last = raft::Storage::last_index(storage).expect("in memory");
+    let commit = initial.hard_state.commit;
+    if state.applied_index() > commit.max(last) {
+        return Err(format!(
+            "the state store is at index {} but the Raft log ends at {last} (first index {}, \
+             commit {commit})",
+            state.applied_index(),
+            raft::Storage::first_index(storage).expect("in memory")
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,342 @@
+//! One tick of simulated time.
+
+use super::*;
+
+/// What one round of Ready handling produced across the cluster.
+#[derive(Default)]
+struct Round {
+    outbox: Vec<Message>,
+    /// Answers, with the node that gave them and its applied index when it gave them.
+    outputs: Vec<(u64, u64, Output<u64>)>,
+}
+
+impl Sim {
+    /// One tick of simulated time: deliver due messages, tick every replica, feed the client
+    /// workload, process every replica's Ready, then check.
+    pub(super) fn step(&mut self, chaos: bool) -> Result<(), Violation> {
+        self.step += 1;
+        self.deliver_due();
+        self.tick_all();
+        self.client_workload(chaos);
+        let mut round = Round::default();
+        for i in 0..self.nodes.len() {
+            self.process_node(i, chaos, &mut round);
+            self.maybe_checkpoint(i);
+        }
+        for message in round.outbox {
+            self.send(message);
+        }
+        for (node, applied, output) in round.outputs {
+            self.handle_output(node, applied, output)?;
+        }
+        self.check()
+    }
+
+    /// Delivers the messages due by now, in (time, seq) order. A message for a node that is down
+    /// may wait in its sender's transport queue (as the real TCP transport's do) and reach the
+    /// node's next incarnation.
+    fn deliver_due(&mut self) {
+        let now = self.step;
+        self.network.sort_by_key(|m| (m.deliver_at, m.seq));
+        let due = self
+            .network
+            .iter()
+            .take_while(|m| m.deliver_at <= now)
+            .count();
+        let delivering: Vec<InFlight> = self.network.drain(..due).collect();
+        for mut m in delivering {
+            let node = &mut self.nodes[(m.to - 1) as usize];
+            if let Some(replica) = node.replica.as_mut() {
+                if node.boots != m.to_boot {
+                    self.report.messages_across_restart += 1;
+                }
+                replica.step(m.message);
+                self.report.messages_delivered += 1;
+            } else if m.sent_at + QUEUE_STEPS > now
+                && (m.queued || self.rng.chance(self.queue_per_mille))
+            {
+                m.queued = true;
+                m.deliver_at = now + 1;
+                self.network.push(m);
+            }
+        }
+    }
+
+    /// Every live replica reads its clocks and ticks.
+    fn tick_all(&mut self) {
+        let now = self.step;
+        for node in &mut self.nodes {
+            let (wall, monotonic) = node.clocks(now);
+            if let Some(replica) = node.replica.as_mut() {
+                replica.set_now(wall, monotonic);
+                replica.tick();
+            }
+        }
+    }
+
+    /// Handles node `i`'s Readies until it is quiet (a Ready may make another, e.g. a
+    /// single-node commit), at most a few. Under chaos the node may lose power at a point inside
+    /// them; a node doomed by a crash of many loses it at the end if not before.
+    fn process_node(&mut self, i: usize, chaos: bool, round: &mut Round) {
+        if self.nodes[i].replica.is_none() {
+            return;
+        }
+        let plan = self.plan_faults(i, chaos);
+        for _ in 0..4 {
+            if !self.ready_once(i, &plan, round) {
+                break;
+            }
+        }
+        let node = &mut self.nodes[i];
+        let Some(replica) = node.replica.as_mut() else {
+            return;
+        };
+        replica.storage_mut().crash_at(None);
+        let doomed = node.doomed;
+        node.doomed = false;
+        if doomed && self.may_crash(i) {
+            let restart_at = self.step + 5 + self.rng.below(60);
+            self.take_down(i, restart_at);
+        }
+    }
+
+    /// Whether node `i` loses power somewhere in this step's Readies, and how a snapshot it
+    /// installs now is served (from a newer checkpoint?) and interrupted.
+    fn plan_faults(&mut self, i: usize, chaos: bool) -> InstallPlan {
+        let mut plan = InstallPlan::default();
+        if !chaos {
+            return plan;
+        }
+        let n = self.config.nodes;
+        let may_crash = self.down() < ((n - 1) / 2).max(1) && self.may_crash(i);
+        let snapshot_pending = self.nodes[i]
+            .replica
+            .as_ref()
+            .is_some_and(|r| r.raw().raft.raft_log.unstable.snapshot.is_some());
+        let mut point = None;
+        if snapshot_pending {
+            plan.newer = self.rng.chance(500);
+            if may_crash && self.rng.chance(300) {
+                match self.rng.below(3) {
+                    0 => plan.crash_before_swap = true,
+                    1 => point = Some(CrashPoint::BeforeInstall),
+                    _ => point = Some(CrashPoint::AfterInstall),
+                }
+            }
+        } else if may_crash && self.rng.chance(3) {
+            point = Some(self.random_crash_point());
+        }
+        let Some(replica) = self.nodes[i].replica.as_mut() else {
+            return plan;
+        };
+        if plan.newer && !self.config.crash_ahead_of_log {
+            // Past the swap of a newer checkpoint, a crash leaves the state ahead of the log.
+            replica.storage_mut().crash_at(None);
+        } else if let Some(point) = point {
+            replica.storage_mut().crash_at(Some(point));
+        }
+        plan
+    }
+
+    /// One `process_ready` of node `i`; false if the node is down after it or has no more.
+    fn ready_once(&mut self, i: usize, plan: &InstallPlan, round: &mut Round) -> bool {
+        let node = &mut self.nodes[i];
+        let replica = node.replica.as_mut().expect("the node is up");
+        let was_leader = replica.role() == StateRole::Leader;
+        let disk_full = replica.storage().is_disk_full();
+        let mut install = InstallCall::default();
+        let snapshots = &self.snapshots;
+        let result = replica.process_ready(
+            &mut |messages| round.outbox.extend(messages),
+            &mut |state, snapshot| {
+                install_checkpoint(snapshots, plan, disk_full, &mut install, state, snapshot)
+            },
+        );
+        if let Some(meta) = install.intent {
+            node.install_intent = Some(meta);
+        }
+        if let Some((state, newer)) = install.installed {
+            node.checkpoint = state;
+            self.report.snapshots_installed += 1;
+            self.report.newer_checkpoints_installed += u64::from(newer);
+        }
+        if install.crashed || replica.storage().has_crashed() {
+            self.count_crash_point(i, install.crashed);
+            let restart_at = self.step + 5 + self.rng.below(100);
+            self.take_down(i, restart_at);
+            return false;
+        }
+        let reset_to = raft::Storage::first_index(replica.storage()).unwrap_or(1) - 1;
+        if node
+            .install_intent
+            .as_ref()
+            .is_some_and(|m| m.index <= reset_to)
+        {
+            node.install_intent = None; // the log is reset: the install is complete
+        }
+        let (id, applied) = (node.id, replica.state().applied_index());
+        round
+            .outputs
+            .extend(replica.take_outputs().into_iter().map(|o| (id, applied, o)));
+        for change in replica.take_conf_changes() {
+            if change.conf_state.is_ok() && change.token.is_some() {
+                self.report.membership_changes += 1;
+            }
+        }
+        if was_leader && replica.role() != StateRole::Leader {
+            self.report.leaders_demoted += u64::from(!voter_in(replica, id));
+        }
+        if let Err(e) = result {
+            match e {
+                e if e.is_disk_full() || disk_full => self.report.stalled_readies += 1,
+                e => self.failure = Some(format!("node {id}: process_ready failed: {e}")),
+            }
+            return false;
+        }
+        replica.raw().has_ready()
+    }
+
+    /// Counts the power loss node `i` just had inside its Ready (nothing it did in that
+    /// `process_ready` reached anyone but the messages sent before the crash point).
+    fn count_crash_point(&mut self, i: usize, before_swap: bool) {
+        let point = self.nodes[i]
+            .replica
+            .as_ref()
+            .and_then(|r| r.storage().crashed_at());
+        self.report.ready_crashes += 1;
+        match point {
+            Some(CrashPoint::TornSync { keep }) if keep != usize::MAX => {
+                self.report.torn_writes += 1
+            }
+            Some(CrashPoint::BeforeInstall | CrashPoint::AfterInstall) => {
+                self.report.install_crashes += 1
+            }
+            _ if before_swap => self.report.install_crashes += 1,
+            _ => {}
+        }
+    }
+
+    /// Now and then node `i` checkpoints its state, offers it as a snapshot and compacts its
+    /// log behind it, keeping only a few entries.
+    fn maybe_checkpoint(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let Some(replica) = node.replica.as_mut() else {
+            return;
+        };
+        if !self.rng.chance(25) || replica.storage().is_disk_full() {
+            // No checkpoint starts while the disk is (nearly) full.
+            return;
+        }
+        let state = replica.state().clone();
+        let index = state.applied_index();
+        if index > 0 {
+            let keep = self.rng.below(8);
+            replica
+                .compact(index, keep, index.to_le_bytes().to_vec())
+                .expect("in-memory storage does not fail");
+            self.snapshots.insert(index, state.clone());
+            node.checkpoint = state;
+            self.report.checkpoints += 1;
+        }
+    }
+
+    pub(super) fn send(&mut self, message: Message) {
+        let (from, to) = (message.from, message.to);
+        if self.cut.contains(&(from, to)) || self.rng.chance(self.drop_per_mille) {
+            self.report.messages_dropped += 1;
+            return;
+        }
+        let copies = if self.rng.chance(self.dup_per_mille) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let delay = 1 + self.rng.below(self.max_delay);
+            self.seq += 1;
+            self.network.push(InFlight {
+                deliver_at: self.step + delay,
+                seq: self.seq,
+                from,
+                to,
+                to_boot: self.nodes[(to - 1) as usize].boots,
+                sent_at: self.step,
+                queued: false,
+                message: message.clone(),
+            });
+        }
+    }
+}
+
+/// Whether node `id` is a voter (incoming or outgoing) in its replica's configuration.
+fn voter_in(replica: &SimReplica, id: u64) -> bool {
+    let conf = replica.raw().raft.prs().conf().to_conf_state();
+    conf.voters.contains(&id) || conf.voters_outgoing.contains(&id)
+}
+
+/// How a snapshot installed this step is served and interrupted.
+#[derive(Default)]
+struct InstallPlan {
+    /// Serve the newest checkpoint there is, not the one at the snapshot's index (a source
+    /// serves its latest checkpoint).
+    newer: bool,
+    /// Lose power once the intent is written, before the state is swapped.
+    crash_before_swap: bool,
+}
+
+/// What the shell's install callback did.
+#[derive(Default)]
+struct InstallCall {
+    /// The intent it wrote (durable).
+    intent: Option<SnapshotMetadata>,
+    /// The checkpoint it swapped in (durable), and whether it was newer than the snapshot.
+    installed: Option<(Recorder, bool)>,
+    /// It lost power.
+    crashed: bool,
+}
+
+/// The shell's side of installing a snapshot, as `node/src/install.rs` does it: a full disk
+/// fails the import; otherwise the intent is written, then the downloaded checkpoint (at or
+/// after the snapshot's index) replaces the state.
+fn install_checkpoint(
+    snapshots: &BTreeMap<u64, Recorder>,
+    plan: &InstallPlan,
+    disk_full: bool,
+    call: &mut InstallCall,
+    state: &mut Recorder,
+    snapshot: &raft::eraftpb::Snapshot,
+) -> Result<(), String> {
+    if disk_full {
+        return Err("no space left on device (simulated)".into());
+    }
+    let copy = checkpoint_for(snapshots, snapshot, plan.newer)?;
+    call.intent = Some(snapshot.get_metadata().clone());
+    if plan.crash_before_swap {
+        call.crashed = true;
+        return Err("the power failed before the state was swapped".into());
+    }
+    *state = copy.clone();
+    let newer = copy.applied_index() > snapshot.get_metadata().index;
+    call.installed = Some((copy.clone(), newer));
+    Ok(())
+}
+
+/// The checkpoint a snapshot names (its data is the index, little-endian), or with `newer` the
+/// newest checkpoint there is (every checkpoint holds only committed entries).
+fn checkpoint_for<'a>(
+    snapshots: &'a BTreeMap<u64, Recorder>,
+    snapshot: &raft::eraftpb::Snapshot,
+    newer: bool,
+) -> Result<&'a Recorder, String> {
+    let index = u64::from_le_bytes(
+        snapshot.data[..8]
+            .try_into()
+            .map_err(|_| "short snapshot data")?,
+    );
+    let found = if newer {
+        snapshots.range(index..).next_back().map(|(_, r)| r)
+    } else {
+        snapshots.get(&index)
+    };
+    found.ok_or_else(|| format!("no checkpoint at {index}"))
+}
