@@ -148,14 +148,23 @@ async fn a_crash_at_every_step_of_a_snapshot_install_restarts_and_converges() {
         let behind = a_follower(&cluster).await;
         leave_behind(&mut cluster, behind, &mut rng, &mut next_id, &mut sent).await;
         let node = cluster.node_mut(behind);
-        node.env = vec![("BULWARK_CRASH_AT".into(), point.into())];
+        node.env = vec![
+            ("BULWARK_CRASH_AT".into(), point.into()),
+            (
+                "RUST_LOG".into(),
+                "debug,h2=info,hyper=info,reqwest=info".into(),
+            ),
+        ];
         node.restart().await;
         let status = node.wait_exit(Duration::from_secs(60));
         let log = node.last_log();
-        assert!(
-            status.is_some() && log.contains(&format!("crash point {point} reached")),
-            "node {behind} did not die at {point} ({status:?}):\n{log}"
-        );
+        if status.is_none() || !log.contains(&format!("crash point {point} reached")) {
+            panic!(
+                "node {behind} did not die at {point} ({status:?}):\n{log}\nall nodes:\n{}",
+                cluster.logs()
+            );
+        }
+        let node = cluster.node_mut(behind);
         node.env.clear();
         node.restart().await;
         assert_all_hold(&cluster, &sent).await;

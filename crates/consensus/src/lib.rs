@@ -10,6 +10,7 @@
 
 pub mod clock;
 mod hard_state;
+pub mod recovery;
 pub mod replica;
 pub mod sim;
 pub mod storage;

@@ -52,6 +52,7 @@ fn add(total: &mut SimReport, r: &SimReport) {
     total.torn_writes += r.torn_writes;
     total.install_crashes += r.install_crashes;
     total.installs_finished_at_start += r.installs_finished_at_start;
+    total.logs_moved_to_state += r.logs_moved_to_state;
     total.majority_crashes += r.majority_crashes;
     total.whole_cluster_crashes += r.whole_cluster_crashes;
     total.messages_across_restart += r.messages_across_restart;
@@ -128,6 +129,10 @@ fn assert_faults_happened(nodes: u64, total: &SimReport) {
         "no start finished an interrupted install: {total:?}"
     );
     assert!(
+        total.logs_moved_to_state > 0,
+        "no start found its state ahead of its log: {total:?}"
+    );
+    assert!(
         total.newer_checkpoints_installed >= n / 20,
         "too few newer checkpoints installed: {total:?}"
     );
@@ -160,13 +165,10 @@ fn five_node_clusters_keep_every_promise_under_faults() {
     assert_faults_happened(5, &total);
 }
 
-/// The known bug the simulation found (see ARCHITECTURE.md, Tests): a follower installs a
-/// checkpoint newer than the snapshot's index (state at 33, log reset to 30) and loses power
-/// before its log reaches 33; it can never start again (the node refuses a state ahead of the
-/// log; without that refusal raft-rs panics: "hs.commit 33 is out of range [30, 30]"). Fails
-/// until that is fixed; then it joins the runs above (`crash_ahead_of_log` on by default).
+/// The seeds on which the simulation first found a follower that could never start again: it
+/// installed a checkpoint newer than the snapshot's index (state at 33, log reset to 30) and lost
+/// power before its log reached 33. The start now moves the log to the state.
 #[test]
-#[ignore = "known bug: a crash after installing a newer checkpoint, before the log covers it"]
 fn a_crash_after_installing_a_newer_checkpoint_restarts() {
     for (seed, nodes) in [(80, 3), (1_000_002, 5)] {
         let mut config = SimConfig::new(seed, nodes);

@@ -46,6 +46,12 @@ pub trait StateMachine {
     /// Records that log `index` held no batch (a leader's empty entry, a membership change).
     fn skip_index(&mut self, index: u64);
     fn applied_index(&self) -> u64;
+    /// The Raft term of the entry at `applied_index` (0: not known, a store from before terms
+    /// were recorded). With it, a state ahead of its Raft log (a crash right after installing
+    /// a checkpoint newer than the snapshot's index) can be made the log's starting point.
+    fn applied_term(&self) -> u64;
+    /// Records the term of the entry just applied (or skipped) at `applied_index`.
+    fn set_applied_term(&mut self, term: u64);
     fn last_timestamp(&self) -> Timestamp;
     /// The cluster configuration as of `applied_index`, in the consensus layer's encoding
     /// (opaque here); it is checkpointed with the state so that a restart replays membership
@@ -59,6 +65,7 @@ pub trait StateMachine {
 pub struct MemoryStateMachine {
     pub store: MemoryStore,
     pub applied_index: u64,
+    pub applied_term: u64,
     pub membership: Option<Vec<u8>>,
 }
 
@@ -93,6 +100,14 @@ impl StateMachine for MemoryStateMachine {
             self.applied_index
         );
         self.applied_index = index;
+    }
+
+    fn applied_term(&self) -> u64 {
+        self.applied_term
+    }
+
+    fn set_applied_term(&mut self, term: u64) {
+        self.applied_term = term;
     }
 
     fn applied_index(&self) -> u64 {

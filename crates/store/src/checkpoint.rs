@@ -16,7 +16,7 @@ use crate::records;
 use crate::state::StateStore;
 use crate::tables::{
     ACCOUNTS, ACCOUNT_TRANSFERS, BALANCE_HISTORY, EXPIRIES, MEMBERSHIP, MEMBERSHIP_KEY, META,
-    META_APPLIED_INDEX, META_LAST_TIMESTAMP, PENDING, RUN_ENTRIES, TRANSFERS,
+    META_APPLIED_INDEX, META_APPLIED_TERM, META_LAST_TIMESTAMP, PENDING, RUN_ENTRIES, TRANSFERS,
 };
 
 /// Free space kept on the data directory's file system beyond twice a checkpoint's estimated size:
@@ -158,6 +158,7 @@ impl StateStore {
             memtable: std::mem::take(&mut self.active),
             accounts,
             applied_index: self.applied_index,
+            applied_term: self.applied_term,
             last_timestamp: self.last_timestamp,
             membership: self.membership.clone(),
         });
@@ -335,6 +336,7 @@ fn write_tables(txn: &redb::WriteTransaction, frozen: &Frozen) -> Result<(), red
     }
     let mut meta = txn.open_table(META)?;
     meta.insert(META_APPLIED_INDEX, frozen.applied_index)?;
+    meta.insert(META_APPLIED_TERM, frozen.applied_term)?;
     meta.insert(META_LAST_TIMESTAMP, frozen.last_timestamp.0)?;
     if let Some(membership) = &frozen.membership {
         let mut table = txn.open_table(MEMBERSHIP)?;

@@ -26,6 +26,7 @@ pub(crate) struct Frozen {
     pub(crate) memtable: Memtable,
     pub(crate) accounts: Vec<Account>,
     pub(crate) applied_index: u64,
+    pub(crate) applied_term: u64,
     pub(crate) last_timestamp: Timestamp,
     pub(crate) membership: Option<Vec<u8>>,
 }

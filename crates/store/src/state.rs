@@ -20,8 +20,8 @@ use crate::records;
 use crate::snapshot;
 use crate::tables::{
     ACCOUNTS, ACCOUNT_TRANSFERS, BALANCE_HISTORY, CACHE_BYTES, EXPIRIES, FORMAT_VERSION,
-    MEMBERSHIP, MEMBERSHIP_KEY, META, META_APPLIED_INDEX, META_FORMAT, META_LAST_TIMESTAMP,
-    PENDING, TRANSFERS,
+    MEMBERSHIP, MEMBERSHIP_KEY, META, META_APPLIED_INDEX, META_APPLIED_TERM, META_FORMAT,
+    META_LAST_TIMESTAMP, PENDING, TRANSFERS,
 };
 
 pub struct StateStore {
@@ -48,6 +48,7 @@ pub struct StateStore {
     pub(crate) flushing: Option<Flushing>,
     pub(crate) last_timestamp: Timestamp,
     pub(crate) applied_index: u64,
+    pub(crate) applied_term: u64,
     pub(crate) checkpointed_index: u64,
     pub(crate) membership: Option<Vec<u8>>,
 }
@@ -93,6 +94,7 @@ impl StateStore {
             flushing: None,
             last_timestamp: loaded.last_timestamp,
             applied_index: loaded.applied_index,
+            applied_term: loaded.applied_term,
             checkpointed_index: loaded.applied_index,
             membership: loaded.membership,
         })
@@ -206,6 +208,7 @@ fn create_tables(path: &Path, db: &Database) -> Result<(), StoreError> {
 /// What a store holds in memory, as of its last checkpoint.
 struct Loaded {
     applied_index: u64,
+    applied_term: u64,
     last_timestamp: Timestamp,
     membership: Option<Vec<u8>>,
     accounts: HashMap<AccountId, Account>,
@@ -223,6 +226,7 @@ fn load(path: &Path, db: &Database) -> Result<Loaded, StoreError> {
             .unwrap_or(0))
     };
     let applied_index = meta_u64(META_APPLIED_INDEX)?;
+    let applied_term = meta_u64(META_APPLIED_TERM)?;
     let last_timestamp = Timestamp(meta_u64(META_LAST_TIMESTAMP)?);
     let membership = read
         .open_table(MEMBERSHIP)
@@ -232,6 +236,7 @@ fn load(path: &Path, db: &Database) -> Result<Loaded, StoreError> {
         .map(|v| v.value().to_vec());
     Ok(Loaded {
         applied_index,
+        applied_term,
         last_timestamp,
         membership,
         accounts: load_accounts(path, &read)?,
@@ -310,6 +315,14 @@ impl StateMachine for StateStore {
 
     fn applied_index(&self) -> u64 {
         self.applied_index
+    }
+
+    fn applied_term(&self) -> u64 {
+        self.applied_term
+    }
+
+    fn set_applied_term(&mut self, term: u64) {
+        self.applied_term = term;
     }
 
     fn last_timestamp(&self) -> Timestamp {

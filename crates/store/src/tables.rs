@@ -29,3 +29,5 @@ pub(crate) const MEMBERSHIP: TableDefinition<&str, &[u8]> = TableDefinition::new
 pub(crate) const MEMBERSHIP_KEY: &str = "conf_state";
 pub(crate) const META_APPLIED_INDEX: &str = "applied_index";
 pub(crate) const META_LAST_TIMESTAMP: &str = "last_timestamp";
+/// The Raft term of the entry at `applied_index` (absent in stores written before it existed).
+pub(crate) const META_APPLIED_TERM: &str = "applied_term";

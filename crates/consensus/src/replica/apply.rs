@@ -22,12 +22,16 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
                 // than the state's, and must catch up too.
                 continue;
             }
+            let advances = index > self.state.applied_index();
             match entry.get_entry_type() {
                 EntryType::EntryNormal if entry.data.is_empty() => self.apply_empty(&entry),
                 EntryType::EntryNormal => self.apply_batches(&entry),
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
                     self.apply_conf_change(&entry)
                 }
+            }
+            if advances {
+                self.state.set_applied_term(entry.term);
             }
             self.drop_replaced(index);
         }

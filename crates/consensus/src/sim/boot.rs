@@ -20,15 +20,21 @@ impl Sim {
                 self.report.installs_finished_at_start += 1;
             }
         }
-        if let Err(reason) = check_state_within_log(&storage, &node.checkpoint) {
-            let intent = intent.map(|m| m.index);
-            self.failure = Some(format!(
-                "node {} cannot start: {reason} (install intent at {intent:?})",
-                node.id
-            ));
-            node.durable = Some(storage);
-            node.restart_at = u64::MAX;
-            return;
+        match crate::recovery::align_log_with_state(&mut storage, &node.checkpoint) {
+            Ok(crate::recovery::Alignment::Within) => {}
+            Ok(crate::recovery::Alignment::LogMovedTo { .. }) => {
+                self.report.logs_moved_to_state += 1
+            }
+            Err(reason) => {
+                let intent = intent.map(|m| m.index);
+                self.failure = Some(format!(
+                    "node {} cannot start: {reason} (install intent at {intent:?})",
+                    node.id
+                ));
+                node.durable = Some(storage);
+                node.restart_at = u64::MAX;
+                return;
+            }
         }
         let election_tick = (node.base_election_tick + self.rng.below(3)) as usize;
         let mut config = ReplicaConfig::new(node.id, self.rng.next_u64());
@@ -111,21 +117,4 @@ fn finish_interrupted(
         return true;
     }
     false
-}
-
-/// `start_cluster`'s refusal: a state store ahead of both the durable commit and the Raft log
-/// (committed entries would be missing from the log).
-fn check_state_within_log(storage: &MemRaftStorage, state: &Recorder) -> Result<(), String> {
-    let initial = raft::Storage::initial_state(storage).expect("in memory");
-    let last = raft::Storage::last_index(storage).expect("in memory");
-    let commit = initial.hard_state.commit;
-    if state.applied_index() > commit.max(last) {
-        return Err(format!(
-            "the state store is at index {} but the Raft log ends at {last} (first index {}, \
-             commit {commit})",
-            state.applied_index(),
-            raft::Storage::first_index(storage).expect("in memory")
-        ));
-    }
-    Ok(())
 }

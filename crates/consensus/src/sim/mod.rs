@@ -42,8 +42,8 @@ pub struct SimConfig {
     pub chaos_steps: u64,
     pub heal_steps: u64,
     /// Whether a node whose state is ahead of its durable Raft log (it installed a checkpoint
-    /// newer than the snapshot's index, and the log has not caught up yet) may crash. Off by
-    /// default: such a node cannot start again (a known bug, see `tests/simulation.rs`).
+    /// newer than the snapshot's index, and the log has not caught up yet) may crash. On by
+    /// default; the start moves the log to the state (`recovery::align_log_with_state`).
     pub crash_ahead_of_log: bool,
 }
 
@@ -54,7 +54,7 @@ impl SimConfig {
             nodes,
             chaos_steps: 600,
             heal_steps: 400,
-            crash_ahead_of_log: false,
+            crash_ahead_of_log: true,
         }
     }
 }
@@ -87,6 +87,9 @@ pub struct SimReport {
     pub install_crashes: u64,
     /// Starts that found an install intent and finished the install (reset the log) themselves.
     pub installs_finished_at_start: u64,
+    /// Starts whose state was ahead of the log (a crash right after installing a newer
+    /// checkpoint) and that moved the log to the state.
+    pub logs_moved_to_state: u64,
     /// Crashes of a majority of the nodes at once, and of every node at once.
     pub majority_crashes: u64,
     pub whole_cluster_crashes: u64,

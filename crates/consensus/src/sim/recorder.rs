@@ -52,6 +52,14 @@ impl StateMachine for Recorder {
         self.inner.applied_index()
     }
 
+    fn applied_term(&self) -> u64 {
+        self.inner.applied_term()
+    }
+
+    fn set_applied_term(&mut self, term: u64) {
+        self.inner.set_applied_term(term);
+    }
+
     fn last_timestamp(&self) -> Timestamp {
         self.inner.last_timestamp()
     }

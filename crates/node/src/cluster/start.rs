@@ -8,6 +8,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bulwark_consensus::recovery::{align_log_with_state, Alignment};
 use bulwark_consensus::replica::{Replica, ReplicaConfig};
 use bulwark_consensus::storage::{DiskRaftStorage, RaftStorage};
 use bulwark_store::StateStore;
@@ -85,13 +86,14 @@ pub fn start_cluster(
             store.applied_index() + 1
         )));
     }
-    let commit = initial.hard_state.commit;
-    if store.applied_index() > commit.max(recovered.last_index) {
-        return Err(recovery_error(format!(
-            "the state store is at index {} but the Raft log ends at {}",
-            store.applied_index(),
-            recovered.last_index
-        )));
+    match align_log_with_state(&mut storage, &store).map_err(recovery_error)? {
+        Alignment::Within => {}
+        Alignment::LogMovedTo { index, term } => tracing::warn!(
+            index,
+            term,
+            "the state store was ahead of the Raft log (a crash right after installing a newer \
+             checkpoint): the log now starts after it"
+        ),
     }
     // Before the replica campaigns (and appends its new term's entry).
     let log_last_index = raft::Storage::last_index(&storage).unwrap_or(0);
