@@ -160,7 +160,9 @@ async fn a_crash_at_every_step_of_a_snapshot_install_restarts_and_converges() {
         let log = node.last_log();
         if status.is_none() || !log.contains(&format!("crash point {point} reached")) {
             panic!(
-                "node {behind} did not die at {point} ({status:?}):\n{log}\nall nodes:\n{}",
+                "node {behind} did not die at {point} ({status:?}):\n{log}\nstatuses: {:?}\n\
+                 all nodes:\n{}",
+                cluster.statuses().await,
                 cluster.logs()
             );
         }
