@@ -15,12 +15,13 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::IsTerminal;
-use std::path::Path;
-use std::process::{ExitCode, Stdio};
+use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bulwark_harness::{Logs, NodeProcess, StartError};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Deserialize;
@@ -101,7 +102,7 @@ pub async fn run(args: BenchArgs) -> ExitCode {
     };
     let code = bench(&args, &client, &base_url, node.as_ref().map(|n| n.pid)).await;
     if let Some(node) = node {
-        node.stop().await;
+        node.stop();
     }
     code
 }
@@ -776,7 +777,7 @@ fn process_cpu_seconds(pid: &str) -> Option<f64> {
 // A node of our own
 
 struct SpawnedNode {
-    child: tokio::process::Child,
+    process: NodeProcess,
     pid: u32,
     url: String,
     _dir: tempfile::TempDir,
@@ -789,89 +790,44 @@ impl SpawnedNode {
             .prefix("bulwark-bench-")
             .tempdir()
             .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| format!("cannot find a free port: {e}"))?
-            .port();
-        let data = dir.path().join("data");
-        let log_path = dir.path().join("node.log");
-        let log = std::fs::File::create(&log_path)
-            .map_err(|e| format!("cannot create the node log: {e}"))?;
-        let mut child = tokio::process::Command::new(&exe)
-            .arg("start")
-            .arg("--data-dir")
-            .arg(&data)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
-        let pid = child.id().unwrap_or(0);
-        let url = format!("http://127.0.0.1:{port}");
-        let health = format!("{url}/health/live");
-        let probe = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .map_err(|e| e.to_string())?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(format!("the node exited ({status}): {}", tail(&log_path)));
-            }
-            if let Ok(r) = probe.get(&health).send().await {
-                if r.status().is_success() {
-                    break;
+        let port =
+            bulwark_harness::free_port().map_err(|e| format!("cannot find a free port: {e}"))?;
+        let http = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut process = NodeProcess::new(
+            &exe,
+            dir.path().join("data"),
+            vec!["--listen".into(), http.to_string()],
+            Logs::append(dir.path().join("node.log")),
+        );
+        let limit = Duration::from_secs(30);
+        if let Err(e) = process.start_live(http, limit).await {
+            return Err(match e {
+                StartError::Spawn(e) => format!("cannot run {}: {e}", exe.display()),
+                StartError::Exited(status, _) => {
+                    format!("the node exited ({status}): {}", process.log_tail(10))
                 }
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill().await;
-                return Err(format!(
-                    "the node did not come up in 30 s: {}",
-                    tail(&log_path)
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+                StartError::PortTaken(_) => format!("the node exited: {}", process.log_tail(10)),
+                StartError::NotLive(..) => {
+                    format!("the node did not come up in 30 s: {}", process.log_tail(10))
+                }
+            });
         }
         Ok(SpawnedNode {
-            child,
-            pid,
-            url,
+            pid: process.pid().unwrap_or(0),
+            process,
+            url: format!("http://{http}"),
             _dir: dir,
         })
     }
 
     /// SIGTERM, then wait for a graceful exit (SIGKILL after 30 s).
-    async fn stop(mut self) {
-        #[cfg(unix)]
-        {
-            // SAFETY: kill(2) on the pid of our own child, which we have not reaped yet.
-            unsafe {
-                libc::kill(self.pid as libc::pid_t, libc::SIGTERM);
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = self.child.start_kill();
-        }
-        match tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await {
-            Ok(Ok(status)) if !status.success() => {
+    fn stop(mut self) {
+        match self.process.terminate(Duration::from_secs(30)) {
+            Some(status) if !status.success() => {
                 eprintln!("warning: the bench node exited with {status}");
             }
-            Ok(_) => {}
-            Err(_) => {
-                eprintln!("warning: the bench node did not stop in 30 s; killing it");
-                let _ = self.child.kill().await;
-            }
+            Some(_) => {}
+            None => eprintln!("warning: the bench node did not stop in 30 s; killed it"),
         }
     }
-}
-
-fn tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(10)..].join("\n")
 }

@@ -25,12 +25,13 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bulwark_harness::{members, ports_from, LocalCluster, StatusClient};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
@@ -79,7 +80,7 @@ pub async fn run(args: FailoverArgs) -> ExitCode {
         eprintln!("error: --kills must be at least 1");
         return ExitCode::from(2);
     }
-    let mut cluster = match Cluster::start(&args) {
+    let mut cluster = match start_cluster(&args) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: cannot start the cluster: {e}");
@@ -117,16 +118,13 @@ pub async fn run(args: FailoverArgs) -> ExitCode {
     code
 }
 
-async fn measure(args: &FailoverArgs, cluster: &mut Cluster) -> ExitCode {
-    let status_client = match http_client(Duration::from_secs(1)) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(5);
-        }
-    };
+async fn measure(args: &FailoverArgs, cluster: &mut LocalCluster) -> ExitCode {
+    let status_client = StatusClient::new(Duration::from_secs(1));
     let started = Instant::now();
-    if let Err(e) = cluster.wait_in_sync(&status_client, SYNC_LIMIT).await {
+    if let Err(e) = cluster
+        .wait_in_sync(&status_client, SYNC_SLACK, SYNC_LIMIT)
+        .await
+    {
         eprintln!("error: the cluster did not come up: {e}");
         return ExitCode::from(5);
     }
@@ -211,17 +209,19 @@ struct Kill {
 }
 
 async fn kill_once(
-    cluster: &mut Cluster,
-    status_client: &reqwest::Client,
+    cluster: &mut LocalCluster,
+    status_client: &StatusClient,
     writer: &Writer,
     number: u32,
 ) -> Result<Kill, String> {
-    let (leader, term_before) = cluster.leader(status_client).await?;
-    let index = cluster.index_of(leader);
+    let (leader, term_before) = leader(cluster, status_client).await?;
+    let index = cluster
+        .index_of(leader)
+        .expect("a leader id is a member id");
     let cursor = writer.successes.lock().expect("successes lock").len();
     writer.live[index].store(false, Ordering::Relaxed);
     let t0 = Instant::now();
-    cluster.kill(index);
+    cluster.nodes[index].kill9();
 
     // The first write sent after t0 that succeeds. Successes are pushed in completion order,
     // so the first one found is the earliest.
@@ -246,7 +246,9 @@ async fn kill_once(
     let restarted = Instant::now();
     cluster.spawn(index)?;
     writer.live[index].store(true, Ordering::Relaxed);
-    let new_leader = cluster.wait_in_sync(status_client, SYNC_LIMIT).await?;
+    let new_leader = cluster
+        .wait_in_sync(status_client, SYNC_SLACK, SYNC_LIMIT)
+        .await?;
     Ok(Kill {
         number,
         node: leader,
@@ -270,315 +272,33 @@ fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
 // ---------------------------------------------------------------------------------------------
 // The nodes
 
-struct Node {
-    id: u64,
-    http_url: String,
-    dir: PathBuf,
-    child: Option<Child>,
+/// Starts the cluster: member i on `<data-dir>/node-i` (or a temporary directory), its ports from
+/// the options or free ones; every node is killed with this process (`PR_SET_PDEATHSIG`: they
+/// are started from the runtime's main thread, which lives as long as the process).
+fn start_cluster(args: &FailoverArgs) -> Result<LocalCluster, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let n = args.nodes as usize;
+    let http_ports = ports_from(args.http_port, n)?;
+    let peer_ports = ports_from(args.peer_port, n)?;
+    let members = members(&peer_ports, &http_ports);
+    let mut cluster = LocalCluster::new(&exe, args.data_dir.clone(), members, &[])?;
+    cluster = cluster.killed_with_parent();
+    cluster.spawn_all()?;
+    Ok(cluster)
 }
 
-struct Cluster {
-    exe: PathBuf,
-    members: Vec<String>,
-    nodes: Vec<Node>,
-    root: PathBuf,
-    /// The temporary directory holding `root`, removed on drop (after the nodes are killed).
-    _temp: Option<tempfile::TempDir>,
-}
-
-impl Cluster {
-    fn start(args: &FailoverArgs) -> Result<Cluster, String> {
-        let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
-        let (root, temp) = match &args.data_dir {
-            Some(dir) => (dir.clone(), None),
-            None => {
-                let temp = tempfile::Builder::new()
-                    .prefix("bulwark-failover-")
-                    .tempdir()
-                    .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
-                (temp.path().to_path_buf(), Some(temp))
-            }
-        };
-        let n = args.nodes as usize;
-        let http_ports = ports(args.http_port, n)?;
-        let peer_ports = ports(args.peer_port, n)?;
-        let members: Vec<String> = (0..n)
-            .map(|i| {
-                format!(
-                    "{}=127.0.0.1:{}=127.0.0.1:{}",
-                    i + 1,
-                    peer_ports[i],
-                    http_ports[i]
-                )
-            })
-            .collect();
-        let nodes = (0..n)
-            .map(|i| Node {
-                id: i as u64 + 1,
-                http_url: format!("http://127.0.0.1:{}", http_ports[i]),
-                dir: root.join(format!("node-{}", i + 1)),
-                child: None,
-            })
-            .collect();
-        let mut cluster = Cluster {
-            exe,
-            members,
-            nodes,
-            root,
-            _temp: temp,
-        };
-        for i in 0..n {
-            cluster.spawn(i)?;
+/// The leader and its term, from the node that says it leads (the highest term if two do).
+async fn leader(cluster: &mut LocalCluster, client: &StatusClient) -> Result<(u64, u64), String> {
+    let deadline = Instant::now() + SYNC_LIMIT;
+    loop {
+        if let Some(leader) = cluster.view(client).await.leader() {
+            return Ok(leader);
         }
-        Ok(cluster)
-    }
-
-    fn index_of(&self, id: u64) -> usize {
-        self.nodes
-            .iter()
-            .position(|n| n.id == id)
-            .expect("a leader id is a member id")
-    }
-
-    /// Starts node `index` on its data directory (again), its stderr appended to its log.
-    fn spawn(&mut self, index: usize) -> Result<(), String> {
-        let node = &mut self.nodes[index];
-        assert!(node.child.is_none(), "node {} is already running", node.id);
-        std::fs::create_dir_all(&node.dir)
-            .map_err(|e| format!("cannot create {}: {e}", node.dir.display()))?;
-        let log_path = node.dir.join("node.log");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
-        let mut command = Command::new(&self.exe);
-        command
-            .arg("start")
-            .arg("--data-dir")
-            .arg(&node.dir)
-            .arg("--node-id")
-            .arg(node.id.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        for m in &self.members {
-            command.arg("--member").arg(m);
+        if Instant::now() > deadline {
+            return Err("no node says it is the leader".into());
         }
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::unix::process::CommandExt;
-            // SAFETY: prctl is async-signal-safe and touches no memory of the parent. The
-            // signal goes to the child when the thread that spawned it ends: this runs on the
-            // runtime's main thread, which lives as long as the process.
-            unsafe {
-                command.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                    Ok(())
-                });
-            }
-        }
-        let child = command
-            .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", self.exe.display()))?;
-        node.child = Some(child);
-        Ok(())
-    }
-
-    /// SIGKILL to node `index`, and reap it.
-    fn kill(&mut self, index: usize) {
-        if let Some(mut child) = self.nodes[index].child.take() {
-            // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
-            unsafe {
-                libc::kill(child.id() as libc::pid_t, libc::SIGKILL);
-            }
-            let _ = child.wait();
-        }
-    }
-
-    /// An error if a node that should run has exited.
-    fn check_alive(&mut self) -> Result<(), String> {
-        for node in &mut self.nodes {
-            if let Some(child) = &mut node.child {
-                if let Ok(Some(status)) = child.try_wait() {
-                    node.child = None;
-                    return Err(format!(
-                        "node {} exited on its own ({status}); its log ends with:\n{}",
-                        node.id,
-                        tail(&node.dir.join("node.log"))
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// The statuses of the running nodes (`None` for one that did not answer).
-    async fn statuses(&self, client: &reqwest::Client) -> Vec<Option<Status>> {
-        let mut out = Vec::with_capacity(self.nodes.len());
-        for node in &self.nodes {
-            if node.child.is_none() {
-                out.push(None);
-                continue;
-            }
-            out.push(Status::get(client, &node.http_url).await);
-        }
-        out
-    }
-
-    /// The leader and its term, from the node that says it leads (the highest term if two do).
-    async fn leader(&mut self, client: &reqwest::Client) -> Result<(u64, u64), String> {
-        let deadline = Instant::now() + SYNC_LIMIT;
-        loop {
-            let leader = self
-                .statuses(client)
-                .await
-                .into_iter()
-                .flatten()
-                .filter(|s| s.role == "leader")
-                .max_by_key(|s| s.term);
-            if let Some(s) = leader {
-                return Ok((s.node_id, s.term));
-            }
-            if Instant::now() > deadline {
-                return Err("no node says it is the leader".into());
-            }
-            self.check_alive()?;
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Waits until every node answers, all name the same leader, that leader says it leads,
-    /// and their applied indexes are within [`SYNC_SLACK`]; returns the leader.
-    async fn wait_in_sync(
-        &mut self,
-        client: &reqwest::Client,
-        limit: Duration,
-    ) -> Result<u64, String> {
-        let deadline = Instant::now() + limit;
-        loop {
-            self.check_alive()?;
-            let statuses = self.statuses(client).await;
-            let last = match in_sync(&statuses) {
-                Ok(leader) => return Ok(leader),
-                Err(why) => why,
-            };
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "the nodes did not agree in {} s: {last}",
-                    limit.as_secs()
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for node in &self.nodes {
-            if let Some(child) = &node.child {
-                // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
-                unsafe {
-                    libc::kill(child.id() as libc::pid_t, libc::SIGKILL);
-                }
-            }
-        }
-        for node in &mut self.nodes {
-            if let Some(mut child) = node.child.take() {
-                let _ = child.wait();
-            }
-        }
-    }
-}
-
-fn in_sync(statuses: &[Option<Status>]) -> Result<u64, String> {
-    let mut leader = None;
-    let (mut lo, mut hi) = (u64::MAX, 0);
-    for (i, s) in statuses.iter().enumerate() {
-        let Some(s) = s else {
-            return Err(format!("node {} did not answer", i + 1));
-        };
-        let Some(l) = s.leader_id else {
-            return Err(format!("node {} knows no leader", s.node_id));
-        };
-        if *leader.get_or_insert(l) != l {
-            return Err("the nodes name different leaders".into());
-        }
-        lo = lo.min(s.applied_index);
-        hi = hi.max(s.applied_index);
-    }
-    let leader = leader.ok_or("no nodes")?;
-    let leads = statuses
-        .iter()
-        .flatten()
-        .any(|s| s.node_id == leader && s.role == "leader");
-    if !leads {
-        return Err(format!("node {leader} is named leader but does not say so"));
-    }
-    if hi - lo > SYNC_SLACK {
-        return Err(format!("applied indexes from {lo} to {hi}"));
-    }
-    Ok(leader)
-}
-
-/// `count` ports from `base` on, or `count` free ones.
-fn ports(base: Option<u16>, count: usize) -> Result<Vec<u16>, String> {
-    match base {
-        Some(base) => (0..count)
-            .map(|i| {
-                base.checked_add(i as u16)
-                    .ok_or_else(|| format!("port {base} + {i} is out of range"))
-            })
-            .collect(),
-        None => {
-            // Hold every listener until all are chosen, so no port is picked twice.
-            let listeners = (0..count)
-                .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("cannot find a free port: {e}"))?;
-            listeners
-                .iter()
-                .map(|l| l.local_addr().map(|a| a.port()))
-                .collect::<Result<_, _>>()
-                .map_err(|e| format!("cannot find a free port: {e}"))
-        }
-    }
-}
-
-fn tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(10)..].join("\n")
-}
-
-struct Status {
-    node_id: u64,
-    role: String,
-    term: u64,
-    leader_id: Option<u64>,
-    applied_index: u64,
-}
-
-impl Status {
-    async fn get(client: &reqwest::Client, base: &str) -> Option<Status> {
-        let v: serde_json::Value = client
-            .get(format!("{base}/v1/status"))
-            .send()
-            .await
-            .ok()?
-            .error_for_status()
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        Some(Status {
-            node_id: v["node_id"].as_u64()?,
-            role: v["role"].as_str()?.to_string(),
-            term: v["term"].as_u64().unwrap_or(0),
-            leader_id: v["leader_id"].as_u64().filter(|&l| l != 0),
-            applied_index: v["applied_index"].as_u64()?,
-        })
+        cluster.check_alive()?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -603,9 +323,13 @@ impl Drop for Writer {
 
 impl Writer {
     /// Creates the two accounts, then starts writing.
-    async fn start(cluster: &Cluster, id_base: u64) -> Result<Writer, String> {
+    async fn start(cluster: &LocalCluster, id_base: u64) -> Result<Writer, String> {
         let client = http_client(WRITE_TIMEOUT)?;
-        let urls: Vec<String> = cluster.nodes.iter().map(|n| n.http_url.clone()).collect();
+        let urls: Vec<String> = cluster
+            .members
+            .iter()
+            .map(|m| format!("http://{}", m.http))
+            .collect();
         let accounts = format!(
             r#"[{{"id":{},"ledger":1,"code":1}},{{"id":{},"ledger":1,"code":1}}]"#,
             id_base + 1,
@@ -876,42 +600,5 @@ mod tests {
         assert_eq!(s[1], 105.0);
         assert!((s[2] - 198.1).abs() < 1e-9);
         assert_eq!(s[3], 200.0);
-    }
-
-    #[test]
-    fn in_sync_wants_one_leader_and_close_indexes() {
-        let st = |id, role: &str, leader, applied| {
-            Some(Status {
-                node_id: id,
-                role: role.into(),
-                term: 2,
-                leader_id: leader,
-                applied_index: applied,
-            })
-        };
-        let good = [
-            st(1, "follower", Some(2), 100),
-            st(2, "leader", Some(2), 105),
-            st(3, "follower", Some(2), 99),
-        ];
-        assert_eq!(in_sync(&good), Ok(2));
-        let lagging = [
-            st(1, "follower", Some(2), 10),
-            st(2, "leader", Some(2), 105),
-            st(3, "follower", Some(2), 99),
-        ];
-        assert!(in_sync(&lagging).is_err());
-        let split = [
-            st(1, "follower", Some(3), 100),
-            st(2, "leader", Some(2), 100),
-            st(3, "follower", Some(2), 100),
-        ];
-        assert!(in_sync(&split).is_err());
-        assert!(in_sync(&[
-            st(1, "follower", Some(2), 1),
-            None,
-            st(3, "follower", Some(2), 1)
-        ])
-        .is_err());
     }
 }

@@ -1,8 +1,10 @@
 //! `bulwark cluster`: run a local cluster, and look at a cluster's replication status.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::Duration;
+
+use bulwark_harness::{members, ports_from, LocalCluster};
 
 use crate::client::Target;
 
@@ -139,66 +141,39 @@ async fn local(args: LocalArgs) -> ExitCode {
             return ExitCode::from(5);
         }
     };
-    let members: Vec<String> = (1..=args.nodes)
-        .map(|id| {
-            let offset = (id - 1) as u16;
-            format!(
-                "{id}=127.0.0.1:{}=127.0.0.1:{}",
-                args.peer_port + offset,
-                args.http_port + offset
-            )
-        })
-        .collect();
-    let mut children: Vec<(u64, Child)> = Vec::new();
-    println!("starting a local cluster of {} nodes:", args.nodes);
-    for id in 1..=args.nodes {
-        let dir = args.data_dir.join(format!("node-{id}"));
-        if let Err(e) = std::fs::create_dir_all(&dir) {
-            eprintln!("error: cannot create {}: {e}", dir.display());
-            stop_all(&mut children);
+    let n = args.nodes as usize;
+    let members = match (
+        ports_from(Some(args.peer_port), n),
+        ports_from(Some(args.http_port), n),
+    ) {
+        (Ok(peer), Ok(http)) => members(&peer, &http),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut cluster = match LocalCluster::new(&exe, Some(args.data_dir.clone()), members, &[]) {
+        Ok(cluster) => cluster,
+        Err(e) => {
+            eprintln!("error: {e}");
             return ExitCode::from(5);
         }
-        let log_path = dir.join("node.log");
-        let log = match std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-        {
-            Ok(f) => f,
-            Err(e) => {
-                eprintln!("error: cannot open {}: {e}", log_path.display());
-                stop_all(&mut children);
-                return ExitCode::from(5);
-            }
-        };
-        let mut command = Command::new(&exe);
-        command
-            .arg("start")
-            .arg("--data-dir")
-            .arg(&dir)
-            .arg("--node-id")
-            .arg(id.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        for m in &members {
-            command.arg("--member").arg(m);
+    };
+    println!("starting a local cluster of {} nodes:", args.nodes);
+    for i in 0..n {
+        if let Err(e) = cluster.spawn(i) {
+            eprintln!("error: {e}");
+            cluster.stop_all();
+            return ExitCode::from(5);
         }
-        match command.spawn() {
-            Ok(child) => children.push((id, child)),
-            Err(e) => {
-                eprintln!("error: cannot start node {id}: {e}");
-                stop_all(&mut children);
-                return ExitCode::from(5);
-            }
-        }
-        let offset = (id - 1) as u16;
+        let (m, node) = (&cluster.members[i], &cluster.nodes[i]);
         println!(
-            "  node {id}: http://127.0.0.1:{}  peers 127.0.0.1:{}  data {}  log {}",
-            args.http_port + offset,
-            args.peer_port + offset,
-            dir.display(),
-            log_path.display()
+            "  node {}: http://{}  peers {}  data {}  log {}",
+            m.id,
+            m.http,
+            m.peer,
+            node.data_dir.display(),
+            node.log_path().display()
         );
     }
     println!("try: curl -s localhost:{}/v1/status", args.http_port);
@@ -208,10 +183,10 @@ async fn local(args: LocalArgs) -> ExitCode {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = tokio::time::sleep(Duration::from_millis(500)) => {
-                for (id, child) in children.iter_mut() {
-                    if let Ok(Some(status)) = child.try_wait() {
+                for (node, m) in cluster.nodes.iter_mut().zip(&cluster.members) {
+                    if let Some(status) = node.exited() {
                         if !stopped_early {
-                            eprintln!("node {id} exited ({status}); see its log; the others keep running");
+                            eprintln!("node {} exited ({status}); see its log; the others keep running", m.id);
                         }
                         stopped_early = true;
                     }
@@ -220,24 +195,10 @@ async fn local(args: LocalArgs) -> ExitCode {
         }
     }
     println!("stopping...");
-    stop_all(&mut children);
+    // SIGTERM to every node (each stops gracefully), then wait for all.
+    cluster.stop_all();
     println!("stopped");
     ExitCode::SUCCESS
-}
-
-/// SIGTERM to every node (each stops gracefully), then wait for all.
-fn stop_all(children: &mut [(u64, Child)]) {
-    for (_, child) in children.iter() {
-        // SAFETY: kill(2) with a child's pid and SIGTERM has no memory effects.
-        unsafe {
-            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-        }
-    }
-    for (id, child) in children.iter_mut() {
-        if let Err(e) = child.wait() {
-            eprintln!("node {id}: {e}");
-        }
-    }
 }
 
 async fn status(args: StatusArgs) -> ExitCode {

@@ -6,13 +6,17 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use bulwark_harness::{free_addrs, wait_for, StatusClient, View};
 use serde_json::{json, Value};
 
 use crate::client::{balance_from_json, transfer_from_json, Client};
 use crate::history::{Account, FinalState, Phase, Transfer};
-use crate::process::{free_addrs_on, node_ip, NodeAddrs, NodeOptions, NodeProcess};
+use crate::process::{node_ip, NodeAddrs, NodeOptions, NodeProcess};
 use crate::proxy::Proxy;
 use crate::workload::ACCOUNTS;
+
+/// Timeout of the harness's own requests to a node.
+const CONTROL_TIMEOUT: Duration = Duration::from_millis(1500);
 
 pub struct Cluster {
     /// Every node started so far (the first `voters` are the original members), by id.
@@ -25,8 +29,10 @@ pub struct Cluster {
     bin: PathBuf,
     run_dir: PathBuf,
     options: NodeOptions,
-    /// Control requests (status, membership) get a short timeout.
+    /// Control requests (membership, final reads) get a short timeout.
     pub control: Client,
+    /// Status requests, with the same timeout.
+    status: StatusClient,
 }
 
 impl Cluster {
@@ -47,7 +53,8 @@ impl Cluster {
         let mut sources = BTreeMap::new();
         for id in 1..=total {
             let ip = node_ip(id)?;
-            let [http, peer] = free_addrs_on(ip)?;
+            let addrs = free_addrs(ip, 2).map_err(|e| anyhow::anyhow!("cannot bind {ip}: {e}"))?;
+            let (http, peer) = (addrs[0], addrs[1]);
             real.push((id, http, peer));
             sources.insert(ip, id);
         }
@@ -80,7 +87,8 @@ impl Cluster {
             bin: bin.to_path_buf(),
             run_dir: run_dir.to_path_buf(),
             options,
-            control: Client::new(Duration::from_millis(1500)),
+            control: Client::new(CONTROL_TIMEOUT),
+            status: StatusClient::new(CONTROL_TIMEOUT),
         })
     }
 
@@ -120,65 +128,33 @@ impl Cluster {
         Ok(addrs)
     }
 
+    /// The statuses of the running nodes (a paused one counts as not answering).
+    async fn view(&self) -> View {
+        let running = self.nodes.iter().filter(|(_, n)| n.is_running());
+        let nodes = running.map(|(id, n)| (*id, (!n.is_paused()).then_some(n.addrs.http)));
+        self.status.view(nodes).await
+    }
+
     /// Each running, unpaused node's `/v1/status`, by id.
     pub async fn statuses(&self) -> BTreeMap<u64, Value> {
-        let mut out = BTreeMap::new();
-        for (id, node) in &self.nodes {
-            if !node.is_running() || node.is_paused() {
-                continue;
-            }
-            let answer = self.control.get(node.addrs.http, "/v1/status").await;
-            if answer.phase == Phase::Ok {
-                out.insert(*id, answer.body);
-            }
-        }
-        out
+        let view = self.view().await;
+        view.answered().map(|(id, s)| (id, s.clone())).collect()
     }
 
     /// The node that says it leads in the highest term, if any.
     pub async fn leader(&self) -> Option<u64> {
-        self.statuses()
-            .await
-            .into_iter()
-            .filter(|(_, s)| s["role"] == "leader")
-            .max_by_key(|(_, s)| s["term"].as_u64().unwrap_or(0))
-            .map(|(id, _)| id)
+        self.view().await.leader().map(|(id, _)| id)
     }
 
-    /// Waits until every running node of the configuration agrees on one leader and has applied
-    /// the same index as it. Returns what was seen last if `limit` passes first.
+    /// Waits until every running node of the configuration agrees on one leader (which says it
+    /// leads) and has applied the same index; returns that index, or why not if `limit` passes
+    /// first.
     pub async fn settle(&self, limit: Duration) -> Result<u64, String> {
-        let deadline = Instant::now() + limit;
-        let mut last = String::new();
-        while Instant::now() < deadline {
-            let statuses = self.statuses().await;
-            let running: Vec<u64> = self
-                .nodes
-                .iter()
-                .filter(|(_, n)| n.is_running())
-                .map(|(id, _)| *id)
-                .collect();
-            let leaders: Vec<u64> = statuses
-                .values()
-                .filter_map(|s| s["leader_id"].as_u64())
-                .collect();
-            let applied: Vec<u64> = statuses
-                .values()
-                .filter_map(|s| s["applied_index"].as_u64())
-                .collect();
-            last = format!(
-                "running {running:?}, answering {:?}, leaders seen {leaders:?}, applied {applied:?}",
-                statuses.keys().collect::<Vec<_>>()
-            );
-            let all_answer = running.iter().all(|id| statuses.contains_key(id));
-            let one_leader = !leaders.is_empty() && leaders.iter().all(|l| *l == leaders[0]);
-            let same_index = !applied.is_empty() && applied.iter().all(|a| *a == applied[0]);
-            if all_answer && one_leader && same_index {
-                return Ok(applied[0]);
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        Err(last)
+        wait_for(limit, Duration::from_millis(250), || async {
+            let view = self.view().await;
+            view.in_sync(0).map(|(_, applied)| applied)
+        })
+        .await
     }
 
     /// One node's whole ledger, read with stale reads (after settling, every node's own view).

@@ -1,15 +1,15 @@
-//! The real `bulwark` processes of a chaos run: start, kill -9, pause, resume, restart, and the
-//! small per-node filesystem that the disk-full fault fills.
+//! The real `bulwark` processes of a chaos run (start, kill -9, pause, resume, restart: the
+//! process handling is `bulwark_harness`'s), each on its own loopback IP, and the small per-node
+//! filesystem that the disk-full fault fills.
 //!
 //! Each node's data directory is its own tmpfs when the disk nemesis is on, so that filling it
 //! fills only that node's disk (and never the machine's).
 
-use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use bulwark_harness::{Logs, Member};
 use bulwark_tmpfs::Tmpfs;
 
 /// How every node of a run is started.
@@ -47,25 +47,25 @@ pub struct NodeAddrs {
 impl NodeAddrs {
     /// The `--member` value other nodes are given for this node: the proxy's addresses only.
     pub fn member_spec(&self) -> String {
-        format!(
-            "{}={}={}",
-            self.id, self.peer_advertised, self.http_advertised
-        )
+        let advertised = Member {
+            id: self.id,
+            peer: self.peer_advertised,
+            http: self.http_advertised,
+        };
+        advertised.arg()
     }
 }
 
-/// One `bulwark start` process, restartable on the same data directory.
+/// One `bulwark start` process (a [`bulwark_harness::NodeProcess`]), restartable on the same
+/// data directory, on its own disk when the disk fault is on.
 pub struct NodeProcess {
     pub addrs: NodeAddrs,
+    /// The node's own directory (its tmpfs mount point); its data lives in `data` below it.
     pub data_dir: PathBuf,
-    log_path: PathBuf,
-    args: Vec<String>,
-    bin: PathBuf,
-    child: Option<Child>,
-    paused: bool,
+    /// Declared before `disk`: the process is gone before its disk is unmounted.
+    process: bulwark_harness::NodeProcess,
     /// The node's own disk, when the disk fault is on (unmounted after the process is gone).
     disk: Option<Tmpfs>,
-    starts: u32,
 }
 
 /// Size of each node's tmpfs when the disk nemesis is on: room for a long run's log and state.
@@ -92,10 +92,7 @@ impl NodeProcess {
             None
         };
         let mut args = vec![
-            "start".to_string(),
-            "--data-dir".into(),
-            data_dir.join("data").display().to_string(),
-            "--node-id".into(),
+            "--node-id".to_string(),
             addrs.id.to_string(),
             "--cluster-id".into(),
             options.cluster_id.to_string(),
@@ -113,16 +110,17 @@ impl NodeProcess {
         if join {
             args.push("--join".into());
         }
+        let logs = Logs::Append {
+            path: run_dir.join(format!("node-{}.log", addrs.id)),
+            banner: Some(format!("chaos: node {}", addrs.id)),
+        };
+        let process = bulwark_harness::NodeProcess::new(bin, data_dir.join("data"), args, logs)
+            .with_env("RUST_LOG", "info");
         Ok(NodeProcess {
-            log_path: run_dir.join(format!("node-{}.log", addrs.id)),
             addrs,
             data_dir,
-            args,
-            bin: bin.to_path_buf(),
-            child: None,
-            paused: false,
+            process,
             disk,
-            starts: 0,
         })
     }
 
@@ -131,95 +129,43 @@ impl NodeProcess {
     }
 
     pub fn is_running(&self) -> bool {
-        self.child.is_some()
+        self.process.is_running()
     }
 
     pub fn is_paused(&self) -> bool {
-        self.paused
+        self.process.is_paused()
     }
 
     /// Starts the process; its stderr (the `tracing` log) is appended to `node-ID.log`.
     pub fn start(&mut self) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            self.child.is_none(),
-            "node {} is already running",
-            self.id()
-        );
-        let mut log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)?;
-        self.starts += 1;
-        writeln!(
-            log,
-            "=== chaos: start #{} of node {}",
-            self.starts,
-            self.id()
-        )?;
-        let child = Command::new(&self.bin)
-            .args(&self.args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
+        anyhow::ensure!(!self.is_running(), "node {} is already running", self.id());
+        self.process
             .spawn()
-            .map_err(|e| anyhow::anyhow!("cannot start {}: {e}", self.bin.display()))?;
-        self.child = Some(child);
-        self.paused = false;
-        Ok(())
+            .map_err(|e| anyhow::anyhow!("cannot start node {}: {e}", self.id()))
     }
 
     /// kill -9: no shutdown of any kind, whatever was not fsynced may be lost.
     pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        self.paused = false;
+        self.process.kill9();
     }
 
     /// SIGSTOP: the process freezes mid-step, sockets open, clocks running on.
     pub fn pause(&mut self) {
-        if let Some(child) = &self.child {
-            signal(child.id(), libc::SIGSTOP);
-            self.paused = true;
-        }
+        self.process.pause();
     }
 
     pub fn resume(&mut self) {
-        if let Some(child) = &self.child {
-            signal(child.id(), libc::SIGCONT);
-        }
-        self.paused = false;
+        self.process.resume();
     }
 
     /// SIGTERM and wait (then kill -9 if it does not stop in time).
     pub fn stop(&mut self) {
-        self.resume();
-        if let Some(mut child) = self.child.take() {
-            signal(child.id(), libc::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                match child.try_wait() {
-                    Ok(Some(_)) => break,
-                    Ok(None) if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(50))
-                    }
-                    _ => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        break;
-                    }
-                }
-            }
-        }
+        self.process.terminate(Duration::from_secs(20));
     }
 
     /// Whether the process died on its own (a crash the harness did not cause), with its status.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        let status = self.child.as_mut()?.try_wait().ok()??;
-        self.child = None;
-        Some(status)
+        self.process.exited()
     }
 
     fn filler_path(&self) -> PathBuf {
@@ -244,23 +190,8 @@ impl NodeProcess {
         }
     }
 
-    pub fn log_path(&self) -> &Path {
-        &self.log_path
-    }
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        // The process goes first; the disk (a field) is unmounted after this.
-        self.resume();
-        self.kill9();
-    }
-}
-
-fn signal(pid: u32, sig: libc::c_int) {
-    // SAFETY: kill(2) with a pid of our own child and a valid signal number has no memory effects.
-    unsafe {
-        libc::kill(pid as libc::pid_t, sig);
+    pub fn log_path(&self) -> PathBuf {
+        self.process.log_path()
     }
 }
 
@@ -272,17 +203,4 @@ pub fn node_ip(id: u64) -> anyhow::Result<IpAddr> {
         .filter(|b| *b < 255)
         .ok_or_else(|| anyhow::anyhow!("node id {id} has no loopback IP of its own"))?;
     Ok(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)))
-}
-
-/// `N` distinct free TCP ports on `ip` (all bound at once, then released).
-pub fn free_addrs_on<const N: usize>(ip: IpAddr) -> anyhow::Result<[SocketAddr; N]> {
-    let listeners = (0..N)
-        .map(|_| std::net::TcpListener::bind((ip, 0)))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow::anyhow!("cannot bind {ip}: {e}"))?;
-    let mut addrs = [SocketAddr::new(ip, 0); N];
-    for (addr, listener) in addrs.iter_mut().zip(&listeners) {
-        *addr = listener.local_addr()?;
-    }
-    Ok(addrs)
 }

@@ -1,19 +1,24 @@
-//! Shared helpers of the integration tests of the `bulwark` binary: a node process on a free
-//! 127.0.0.1 port with its own data directory, started, killed (`SIGKILL`), stopped (`SIGTERM`)
-//! and restarted on the same directory; a small JSON HTTP client; readers of the write-ahead log
-//! format (segment files and record offsets) for the recovery tests.
+//! Shared helpers of the integration tests of the `bulwark` binary: a node and a cluster of
+//! nodes on free 127.0.0.1 ports with their own data directories, whose processes (start, kill
+//! -9, SIGTERM, restart on the same directory) are `bulwark_harness`'s; a small JSON HTTP
+//! client; readers of the write-ahead log format (segment files and record offsets) for the
+//! recovery tests.
 //!
 //! Every test binary includes this module but uses only part of it.
 #![allow(dead_code)]
 
-use std::fs::File;
-use std::net::TcpListener;
+use std::net::SocketAddr;
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
 
+use bulwark_harness::{Logs, NodeProcess, StartError, StatusClient, View};
 use serde_json::Value;
 use tempfile::TempDir;
+
+#[allow(unused_imports)]
+pub use bulwark_harness::{member_args, strip_ansi, wait_exit, Member as MemberAddr};
 
 /// The binary under test.
 pub fn bin() -> &'static str {
@@ -22,75 +27,80 @@ pub fn bin() -> &'static str {
 
 /// A port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local addr").port()
+    bulwark_harness::free_port().expect("bind an ephemeral port")
 }
 
-/// Removes ANSI colour escapes from log text.
-pub fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' && chars.peek() == Some(&'[') {
-            chars.next();
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
+/// `count` consecutive free ports on 127.0.0.1 ([`bulwark_harness::free_port_range`]).
+pub fn free_port_range(count: u16) -> u16 {
+    bulwark_harness::free_port_range(count).expect("a range of free ports")
 }
 
-/// A `bulwark start` command on `data_dir` and `port`, stderr going to `stderr_path`.
-fn start_command(data_dir: &Path, port: u16, args: &[String], stderr_path: &Path) -> Command {
-    let stderr = File::create(stderr_path).expect("create the node's stderr file");
-    let mut cmd = Command::new(bin());
-    cmd.arg("start")
-        .arg("--data-dir")
-        .arg(data_dir)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .args(args)
-        .env_remove("BULWARK_DATA_DIR")
-        .env_remove("BULWARK_LISTEN")
-        .env_remove("BULWARK_ADDR")
-        .env("NO_COLOR", "1")
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(stderr));
-    cmd
+/// `n` members with ids `1..=n` on fresh ports.
+pub fn cluster_members(n: u64) -> Vec<MemberAddr> {
+    bulwark_harness::free_members(n).expect("free ports for the members")
 }
 
-/// Waits up to `limit` for `child` to exit.
-pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
+fn localhost(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// A `bulwark start` process of the tests on `data_dir`: `--listen` on `port`, then `args`; a
+/// log file per run; no colours.
+fn test_process(data_dir: PathBuf, port: u16, args: &[String]) -> NodeProcess {
+    let mut all = vec!["--listen".to_string(), localhost(port).to_string()];
+    all.extend(args.iter().cloned());
+    let logs = Logs::per_run().expect("a log directory");
+    NodeProcess::new(Path::new(bin()), data_dir, all, logs)
+        .with_env("NO_COLOR", "1")
+        .with_env("RUST_LOG", "info")
+}
+
+/// Panics, with the log, if the process has exited on its own.
+fn assert_running(process: &mut NodeProcess, label: &str) {
+    assert!(process.is_running(), "{label} is not running");
+    if let Some(status) = process.exited() {
+        panic!(
+            "{label} exited on its own with {status}:\n{}",
+            process.last_log()
+        );
     }
 }
 
-/// One `bulwark start` process and the data directory it lives on, across restarts.
+/// `SIGTERM` and a wait of up to 60 s for the exit status; panics with the log if it does not
+/// stop.
+fn sigterm(process: &mut NodeProcess, label: &str) -> ExitStatus {
+    assert_running(process, label);
+    process
+        .terminate(Duration::from_secs(60))
+        .unwrap_or_else(|| {
+            panic!(
+                "{label} did not stop within 60 s of SIGTERM:\n{}",
+                process.last_log()
+            )
+        })
+}
+
+/// One `bulwark start` process and the data directory it lives on, across restarts (the
+/// process handling is [`NodeProcess`]'s, reached through `Deref`).
 pub struct Node {
-    pub data_dir: PathBuf,
+    process: NodeProcess,
     _data: Option<TempDir>,
-    logs: TempDir,
     port: u16,
     args: Vec<String>,
-    child: Option<Child>,
-    /// How many times a process was started; run `n` logs to `run-n.log`.
-    runs: usize,
     pub http: Http,
+}
+
+impl Deref for Node {
+    type Target = NodeProcess;
+    fn deref(&self) -> &NodeProcess {
+        &self.process
+    }
+}
+
+impl DerefMut for Node {
+    fn deref_mut(&mut self) -> &mut NodeProcess {
+        &mut self.process
+    }
 }
 
 impl Node {
@@ -109,17 +119,12 @@ impl Node {
     /// A node on `data_dir` (which the caller owns) that is not started yet.
     pub fn unstarted(data_dir: PathBuf, args: &[&str]) -> Node {
         let port = free_port();
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         Node {
-            data_dir,
+            process: test_process(data_dir, port, &args),
             _data: None,
-            logs: tempfile::Builder::new()
-                .prefix("bulwark-test-logs")
-                .tempdir()
-                .expect("tempdir"),
             port,
-            args: args.iter().map(|s| s.to_string()).collect(),
-            child: None,
-            runs: 0,
+            args,
             http: Http::new(port),
         }
     }
@@ -133,26 +138,9 @@ impl Node {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("the node is running").id()
-    }
-
     /// Replaces the extra `start` options used by the next restart.
     pub fn set_args(&mut self, args: &[&str]) {
         self.args = args.iter().map(|s| s.to_string()).collect();
-    }
-
-    fn log_path(&self, run: usize) -> PathBuf {
-        self.logs.path().join(format!("run-{run}.log"))
-    }
-
-    /// The stderr of the latest run, without colour codes.
-    pub fn last_log(&self) -> String {
-        self.log_of(self.runs)
-    }
-
-    pub fn log_of(&self, run: usize) -> String {
-        strip_ansi(&std::fs::read_to_string(self.log_path(run)).unwrap_or_default())
     }
 
     /// Starts the process (again) on the same data directory and waits until `/health/live`
@@ -166,43 +154,23 @@ impl Node {
 
     /// Like [`Node::restart`], but returns the exit status and log of a node that fails to start.
     pub async fn try_restart(&mut self) -> Result<(), (ExitStatus, String)> {
-        assert!(self.child.is_none(), "the node is already running");
+        assert!(!self.is_running(), "the node is already running");
         for _attempt in 0..5 {
             // A fresh client: no pooled connection to the previous process survives.
             self.http = Http::new(self.port);
-            self.runs += 1;
-            let mut child = start_command(
-                &self.data_dir,
-                self.port,
-                &self.args,
-                &self.log_path(self.runs),
-            )
-            .spawn()
-            .expect("spawn bulwark start");
-            let deadline = Instant::now() + Duration::from_secs(60);
-            loop {
-                if let Some(status) = child.try_wait().expect("try_wait") {
-                    let log = self.last_log();
-                    if log.contains("cannot listen") {
-                        // Someone took the port in the meantime: use another one.
-                        self.port = free_port();
-                        break;
-                    }
-                    return Err((status, log));
-                }
-                if self.http.live().await {
-                    self.child = Some(child);
-                    return Ok(());
-                }
-                if Instant::now() >= deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!(
-                        "the node did not answer /health/live within 60 s:\n{}",
-                        self.last_log()
-                    );
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
+            let mut args = vec!["--listen".to_string(), localhost(self.port).to_string()];
+            args.extend(self.args.iter().cloned());
+            self.process.set_args(args);
+            match self
+                .process
+                .start_live(localhost(self.port), Duration::from_secs(60))
+                .await
+            {
+                Ok(()) => return Ok(()),
+                // Someone took the port in the meantime: use another one.
+                Err(StartError::PortTaken(_)) => self.port = free_port(),
+                Err(StartError::Exited(status, log)) => return Err((status, log)),
+                Err(e) => panic!("the node did not start: {e}"),
             }
         }
         panic!("could not find a free port for the node");
@@ -210,35 +178,18 @@ impl Node {
 
     /// Panics, with the log, if the process has exited on its own.
     pub fn assert_running(&mut self) {
-        let child = self.child.as_mut().expect("the node was started");
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            panic!(
-                "the node exited on its own with {status}:\n{}",
-                self.last_log()
-            );
-        }
+        assert_running(&mut self.process, "the node");
     }
 
     /// `kill -9`: the process dies at once, with no chance to write anything more.
     pub fn kill9(&mut self) {
         self.assert_running();
-        kill9_child(self.child.take().expect("the node is running"));
+        self.process.kill9();
     }
 
     /// `SIGTERM`: a graceful shutdown; returns the exit status.
     pub fn sigterm(&mut self) -> ExitStatus {
-        self.assert_running();
-        let child = self.child.take().expect("the node is running");
-        sigterm_child(child, "the node", || self.last_log())
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        sigterm(&mut self.process, "the node")
     }
 }
 
@@ -249,19 +200,10 @@ pub fn start_expecting_exit(
     args: &[&str],
     limit: Duration,
 ) -> (Option<ExitStatus>, String) {
-    let logs = tempfile::tempdir().expect("tempdir");
-    let log = logs.path().join("start.log");
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let mut child = start_command(data_dir, free_port(), &args, &log)
-        .spawn()
-        .expect("spawn bulwark start");
-    let status = wait_exit(&mut child, limit);
-    if status.is_none() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    let text = strip_ansi(&std::fs::read_to_string(&log).unwrap_or_default());
-    (status, text)
+    let mut process = test_process(data_dir.to_path_buf(), free_port(), &args);
+    let status = process.run_to_exit(limit).expect("spawn bulwark start");
+    (status, process.last_log())
 }
 
 /// Runs a `bulwark` client command; returns its exit code, stdout and stderr.
@@ -555,6 +497,7 @@ pub fn wal_records(segment: &Path) -> Vec<WalRecord> {
 }
 
 /// The seeded RNG of the chaos harness (splitmix64), so that a failing seed replays.
+#[allow(unused_imports)]
 pub use bulwark_chaos::rng::Rng;
 
 /// The seed of a randomized test: `BULWARK_TEST_SEED` if set, else `default`.
@@ -565,95 +508,31 @@ pub fn seed(default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// `count` consecutive ports on 127.0.0.1, below the kernel's ephemeral range (so that no
-/// outgoing connection borrows one between a node's kill and its restart), each free a moment
-/// ago. The start is drawn at random, so tests running in parallel (threads or processes) do
-/// not collide.
-pub fn free_port_range(count: u16) -> u16 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static CALLS: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    let mut rng = Rng::new(
-        nanos ^ (u64::from(std::process::id()) << 32) ^ CALLS.fetch_add(1, Ordering::Relaxed),
-    );
-    for _attempt in 0..1000 {
-        let base = rng.range(12_000, 32_000 - u64::from(count)) as u16;
-        let all_free = (base..base + count).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok());
-        if all_free {
-            return base;
-        }
-    }
-    panic!("no {count} consecutive free ports found");
-}
-
-/// One member of a test cluster: its id and ports.
-#[derive(Clone, Debug)]
-pub struct MemberAddr {
-    pub id: u64,
-    pub peer_port: u16,
-    pub http_port: u16,
-}
-
-impl MemberAddr {
-    /// The `--member` value: `ID=PEER_ADDR=HTTP_ADDR`.
-    pub fn arg(&self) -> String {
-        format!(
-            "{}=127.0.0.1:{}=127.0.0.1:{}",
-            self.id, self.peer_port, self.http_port
-        )
-    }
-}
-
-/// `n` members with ids `1..=n` on fresh ports.
-pub fn cluster_members(n: u64) -> Vec<MemberAddr> {
-    let base = free_port_range(2 * n as u16);
-    (1..=n)
-        .map(|id| MemberAddr {
-            id,
-            peer_port: base + (id - 1) as u16,
-            http_port: base + (n + id - 1) as u16,
-        })
-        .collect()
-}
-
-/// The `bulwark start` options of member `id` of `members`: `--node-id` and every `--member`.
-pub fn member_args(id: u64, members: &[MemberAddr]) -> Vec<String> {
-    let mut args = vec!["--node-id".to_string(), id.to_string()];
-    for m in members {
-        args.push("--member".into());
-        args.push(m.arg());
-    }
-    args
-}
-
 /// One `bulwark start` cluster member process on its own data directory, across kills and
-/// restarts. Its ports are fixed (every member's `--member` list names them).
+/// restarts. Its ports are fixed (every member's `--member` list names them). The process
+/// handling (`data_dir`, `env`, `wait_exit`, logs, ...) is [`NodeProcess`]'s, through `Deref`.
 pub struct ClusterNode {
     pub id: u64,
-    pub data_dir: PathBuf,
     pub http_port: u16,
     pub peer_port: u16,
-    logs: TempDir,
-    args: Vec<String>,
-    /// Extra environment of the next runs (e.g. `BULWARK_CRASH_AT`).
-    pub env: Vec<(String, String)>,
-    child: Option<Child>,
-    runs: usize,
+    process: NodeProcess,
     pub http: Http,
 }
 
-impl ClusterNode {
-    /// Waits up to `limit` for the process to exit on its own; `None` if it still runs.
-    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let child = self.child.as_mut().expect("the node was started");
-        let status = wait_exit(child, limit)?;
-        self.child = None;
-        Some(status)
+impl Deref for ClusterNode {
+    type Target = NodeProcess;
+    fn deref(&self) -> &NodeProcess {
+        &self.process
     }
+}
 
+impl DerefMut for ClusterNode {
+    fn deref_mut(&mut self) -> &mut NodeProcess {
+        &mut self.process
+    }
+}
+
+impl ClusterNode {
     /// A member that is not started yet, on `data_dir` and the given ports; `args` are all its
     /// `start` options but `--data-dir` and `--listen` (`--node-id`, `--member`s, `--join`, ...).
     pub fn unstarted(
@@ -663,34 +542,28 @@ impl ClusterNode {
         http_port: u16,
         args: Vec<String>,
     ) -> ClusterNode {
+        // `--listen` is ignored in cluster mode (the HTTP address is this member's).
         ClusterNode {
             id,
-            data_dir,
             http_port,
             peer_port,
-            logs: tempfile::Builder::new()
-                .prefix("bulwark-test-logs")
-                .tempdir()
-                .expect("tempdir"),
-            args,
-            env: Vec::new(),
-            child: None,
-            runs: 0,
+            process: test_process(data_dir, http_port, &args),
             http: Http::new(http_port),
         }
     }
 
-    /// The `start` options every run of this node uses (its original flags).
+    /// The `start` options every run of this node uses (its original flags, without
+    /// `--listen`).
     pub fn args(&self) -> &[String] {
-        &self.args
+        &self.process.args()[2..]
     }
 
     /// This member's `--member` value.
     pub fn member_addr(&self) -> MemberAddr {
         MemberAddr {
             id: self.id,
-            peer_port: self.peer_port,
-            http_port: self.http_port,
+            peer: localhost(self.peer_port),
+            http: localhost(self.http_port),
         }
     }
 
@@ -698,115 +571,46 @@ impl ClusterNode {
         format!("http://127.0.0.1:{}", self.http_port)
     }
 
-    pub fn is_running(&self) -> bool {
-        self.child.is_some()
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("the node is running").id()
-    }
-
-    fn log_path(&self, run: usize) -> PathBuf {
-        self.logs.path().join(format!("run-{run}.log"))
-    }
-
-    /// The stderr of the latest run, without colour codes.
-    pub fn last_log(&self) -> String {
-        self.log_of(self.runs)
-    }
-
-    pub fn log_of(&self, run: usize) -> String {
-        strip_ansi(&std::fs::read_to_string(self.log_path(run)).unwrap_or_default())
-    }
-
     /// Starts the process (again) on its data directory and waits until `/health/live` answers
     /// (that is, the node recovered and serves HTTP; it need not have a leader). Retries a few
     /// times if a port is still taken; panics, with the log, if the node exits otherwise.
     pub async fn restart(&mut self) {
-        assert!(self.child.is_none(), "node {} is already running", self.id);
-        for attempt in 0..10 {
-            self.http = Http::new(self.http_port);
-            self.runs += 1;
-            // `--listen` is ignored in cluster mode (the HTTP address is this member's).
-            let mut child = start_command(
-                &self.data_dir,
-                self.http_port,
-                &self.args,
-                &self.log_path(self.runs),
-            )
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .spawn()
-            .expect("spawn bulwark start");
-            let deadline = Instant::now() + Duration::from_secs(60);
-            loop {
-                if let Some(status) = child.try_wait().expect("try_wait") {
-                    let log = self.last_log();
-                    if log.contains("cannot listen") && attempt < 9 {
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                        break;
-                    }
-                    panic!("node {} exited with {status} at start:\n{log}", self.id);
-                }
-                if self.http.live().await {
-                    self.child = Some(child);
-                    return;
-                }
-                if Instant::now() >= deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!(
-                        "node {} did not answer /health/live within 60 s:\n{}",
-                        self.id,
-                        self.last_log()
-                    );
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+        assert!(!self.is_running(), "node {} is already running", self.id);
+        self.http = Http::new(self.http_port);
+        let http = localhost(self.http_port);
+        if let Err(e) = self
+            .process
+            .start_live_retrying(http, Duration::from_secs(60), 10)
+            .await
+        {
+            panic!("node {} did not start: {e}", self.id);
         }
-        panic!("node {}: its ports stayed taken", self.id);
     }
 
     /// Panics, with the log, if the process has exited on its own.
     pub fn assert_running(&mut self) {
-        let id = self.id;
-        let child = self.child.as_mut().expect("the node was started");
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            panic!(
-                "node {id} exited on its own with {status}:\n{}",
-                self.last_log()
-            );
-        }
+        assert_running(&mut self.process, &format!("node {}", self.id));
     }
 
     /// `kill -9`.
     pub fn kill9(&mut self) {
         self.assert_running();
-        kill9_child(self.child.take().expect("the node is running"));
+        self.process.kill9();
     }
 
     /// `SIGTERM`: a graceful shutdown; returns the exit status.
     pub fn sigterm(&mut self) -> ExitStatus {
-        self.assert_running();
-        let child = self.child.take().expect("the node is running");
-        let label = format!("node {}", self.id);
-        sigterm_child(child, &label, || self.last_log())
+        sigterm(&mut self.process, &format!("node {}", self.id))
     }
 
     /// `GET /v1/status`, or `None` if the node does not answer it with 200.
     pub async fn try_status(&self) -> Option<Value> {
-        self.child.as_ref()?;
+        if !self.is_running() {
+            return None;
+        }
         match self.http.try_get("/v1/status").await {
             Ok(r) if r.status == 200 => Some(r.json),
             _ => None,
-        }
-    }
-}
-
-impl Drop for ClusterNode {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
         }
     }
 }
@@ -816,6 +620,7 @@ impl Drop for ClusterNode {
 pub struct Cluster {
     pub nodes: Vec<ClusterNode>,
     pub members: Vec<MemberAddr>,
+    status: StatusClient,
     _data: TempDir,
 }
 
@@ -823,6 +628,16 @@ impl Cluster {
     /// Starts `n` members with `extra` options each (`--tick-ms`, `--checkpoint-transfers`, ...)
     /// and waits until every one serves HTTP.
     pub async fn start(n: u64, extra: &[&str]) -> Cluster {
+        Cluster::start_prepared(n, extra, |_, _| {}).await
+    }
+
+    /// Like [`Cluster::start`], but first calls `prepare(id, data_dir)` for every member, with its
+    /// (created, empty) data directory, before any member starts: e.g. to mount a [`Tmpfs`] there.
+    pub async fn start_prepared(
+        n: u64,
+        extra: &[&str],
+        mut prepare: impl FnMut(u64, &Path),
+    ) -> Cluster {
         let data = tempfile::Builder::new()
             .prefix("bulwark-test-cluster")
             .tempdir()
@@ -832,21 +647,11 @@ impl Cluster {
         for m in &members {
             let mut args = member_args(m.id, &members);
             args.extend(extra.iter().map(|s| s.to_string()));
-            nodes.push(ClusterNode {
-                id: m.id,
-                data_dir: data.path().join(format!("node-{}", m.id)),
-                http_port: m.http_port,
-                peer_port: m.peer_port,
-                logs: tempfile::Builder::new()
-                    .prefix("bulwark-test-logs")
-                    .tempdir()
-                    .expect("tempdir"),
-                args,
-                env: Vec::new(),
-                child: None,
-                runs: 0,
-                http: Http::new(m.http_port),
-            });
+            let data_dir = data.path().join(format!("node-{}", m.id));
+            std::fs::create_dir_all(&data_dir).expect("create a data directory");
+            prepare(m.id, &data_dir);
+            let (peer, http) = (m.peer_port(), m.http_port());
+            nodes.push(ClusterNode::unstarted(m.id, data_dir, peer, http, args));
         }
         // Spawn all before waiting for any, so that they find each other quickly.
         let starts = nodes.iter_mut().map(|n| n.restart());
@@ -854,6 +659,7 @@ impl Cluster {
         Cluster {
             nodes,
             members,
+            status: StatusClient::new(Duration::from_secs(30)),
             _data: data,
         }
     }
@@ -870,8 +676,8 @@ impl Cluster {
         let base = free_port_range(2);
         let me = MemberAddr {
             id,
-            peer_port: base,
-            http_port: base + 1,
+            peer: localhost(base),
+            http: localhost(base + 1),
         };
         let mut args = vec!["--join".to_string(), "--node-id".into(), id.to_string()];
         for m in self
@@ -885,13 +691,8 @@ impl Cluster {
         }
         args.extend(extra.iter().map(|s| s.to_string()));
         let data_dir = self._data.path().join(format!("node-{id}"));
-        self.nodes.push(ClusterNode::unstarted(
-            id,
-            data_dir,
-            me.peer_port,
-            me.http_port,
-            args,
-        ));
+        self.nodes
+            .push(ClusterNode::unstarted(id, data_dir, base, base + 1, args));
         self.node_mut(id).restart().await;
         me
     }
@@ -908,93 +709,59 @@ impl Cluster {
             .expect("a member id")
     }
 
+    /// The running nodes' statuses (a node that does not answer is `None`).
+    pub async fn view(&self) -> View {
+        let running = self.nodes.iter().filter(|n| n.is_running());
+        let nodes = running.map(|n| (n.id, Some(localhost(n.http_port))));
+        self.status.view(nodes).await
+    }
+
     /// Every running node's status (in id order); nodes that do not answer are left out.
     pub async fn statuses(&self) -> Vec<(u64, Value)> {
-        let mut out = Vec::new();
-        for n in &self.nodes {
-            if let Some(s) = n.try_status().await {
-                out.push((n.id, s));
-            }
-        }
-        out
+        let view = self.view().await;
+        view.answered().map(|(id, s)| (id, s.clone())).collect()
     }
 
     /// A node that reports itself leader, of the highest term among such reports, if any.
     pub async fn current_leader(&self) -> Option<u64> {
-        self.statuses()
-            .await
-            .into_iter()
-            .filter(|(_, s)| s["role"] == "leader")
-            .max_by_key(|(_, s)| s["term"].as_u64().unwrap_or(0))
-            .map(|(id, _)| id)
+        self.view().await.leader().map(|(id, _)| id)
     }
 
     /// Waits up to `limit` for a leader that every running node agrees on (each running node
     /// reports `leader_id` = it, and it reports itself leader). Panics with the logs if none.
     pub async fn wait_leader(&self, limit: Duration) -> u64 {
-        let deadline = Instant::now() + limit;
-        loop {
-            let statuses = self.statuses().await;
-            let running = self.nodes.iter().filter(|n| n.is_running()).count();
-            if statuses.len() == running {
-                if let Some((leader, _)) = statuses.iter().find(|(_, s)| s["role"] == "leader") {
-                    let agreed = statuses
-                        .iter()
-                        .all(|(_, s)| s["leader_id"].as_u64() == Some(*leader));
-                    if agreed {
-                        return *leader;
-                    }
-                }
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "no agreed leader within {limit:?}; statuses: {statuses:?}\n{}",
-                    self.logs()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let every = Duration::from_millis(50);
+        bulwark_harness::wait_for(limit, every, || async { self.view().await.agreed_leader() })
+            .await
+            .unwrap_or_else(|last| self.fail(&format!("no agreed leader within {limit:?}: {last}")))
     }
 
     /// Waits up to `limit` until every running node has applied the same index as the leader's
     /// commit index (the cluster is quiet and converged); returns that index.
     pub async fn wait_converged(&self, limit: Duration) -> u64 {
-        let deadline = Instant::now() + limit;
-        loop {
-            let statuses = self.statuses().await;
-            let running = self.nodes.iter().filter(|n| n.is_running()).count();
-            let leader_commit = statuses
-                .iter()
-                .find(|(_, s)| s["role"] == "leader")
-                .and_then(|(_, s)| s["commit_index"].as_u64());
-            if let Some(commit) = leader_commit {
-                let all_applied = statuses
-                    .iter()
-                    .all(|(_, s)| s["applied_index"].as_u64() == Some(commit));
-                if statuses.len() == running && all_applied {
-                    return commit;
-                }
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "the nodes did not converge within {limit:?}; statuses: {statuses:?}\n{}",
-                    self.logs()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let every = Duration::from_millis(100);
+        bulwark_harness::wait_for(limit, every, || async { self.view().await.converged() })
+            .await
+            .unwrap_or_else(|last| {
+                self.fail(&format!(
+                    "the nodes did not converge within {limit:?}: {last}"
+                ))
+            })
+    }
+
+    fn fail(&self, what: &str) -> ! {
+        panic!("{what}\n{}", self.logs())
     }
 
     /// The tail of every node's latest log, for failure messages.
     pub fn logs(&self) -> String {
         let mut out = String::new();
         for n in &self.nodes {
-            let log = n.last_log();
-            let lines: Vec<&str> = log.lines().collect();
-            let tail = lines[lines.len().saturating_sub(40)..].join("\n");
             out.push_str(&format!(
-                "--- node {} (run {}), last 40 lines ---\n{tail}\n",
-                n.id, n.runs
+                "--- node {} (run {}), last 40 lines ---\n{}\n",
+                n.id,
+                n.runs(),
+                n.log_tail(40)
             ));
         }
         out
@@ -1084,70 +851,10 @@ pub async fn all_accounts(http: &Http, accounts: &[u64]) -> std::collections::BT
     out
 }
 
-/// `kill -9` a node process and reap it.
-fn kill9_child(mut child: Child) {
-    child.kill().expect("SIGKILL the node");
-    child.wait().expect("reap the node");
-}
-
-/// `SIGTERM` a node process and wait up to 60 s for it to exit; panics with `log()` if it
-/// does not.
-fn sigterm_child(mut child: Child, label: &str, log: impl Fn() -> String) -> ExitStatus {
-    // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
-    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(rc, 0, "kill(SIGTERM) failed");
-    match wait_exit(&mut child, Duration::from_secs(60)) {
-        Some(status) => status,
-        None => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{label} did not stop within 60 s of SIGTERM:\n{}", log());
-        }
-    }
-}
-
 #[allow(unused_imports)]
 pub use bulwark_tmpfs::Tmpfs;
 
 /// Writes a file `filler` into `dir` until its file system is full (`ENOSPC`); returns its path.
 pub fn fill_disk(dir: &Path) -> PathBuf {
     bulwark_tmpfs::fill(dir).expect("fill the disk").0
-}
-
-impl Cluster {
-    /// Like [`Cluster::start`], but first calls `prepare(id, data_dir)` for every member, with its
-    /// (created, empty) data directory, before any member starts: e.g. to mount a [`Tmpfs`] there.
-    pub async fn start_prepared(
-        n: u64,
-        extra: &[&str],
-        mut prepare: impl FnMut(u64, &Path),
-    ) -> Cluster {
-        let data = tempfile::Builder::new()
-            .prefix("bulwark-test-cluster")
-            .tempdir()
-            .expect("tempdir");
-        let members = cluster_members(n);
-        let mut nodes = Vec::new();
-        for m in &members {
-            let mut args = member_args(m.id, &members);
-            args.extend(extra.iter().map(|s| s.to_string()));
-            let data_dir = data.path().join(format!("node-{}", m.id));
-            std::fs::create_dir_all(&data_dir).expect("create a data directory");
-            prepare(m.id, &data_dir);
-            nodes.push(ClusterNode::unstarted(
-                m.id,
-                data_dir,
-                m.peer_port,
-                m.http_port,
-                args,
-            ));
-        }
-        let starts = nodes.iter_mut().map(|n| n.restart());
-        futures_join_all(starts).await;
-        Cluster {
-            nodes,
-            members,
-            _data: data,
-        }
-    }
 }
