@@ -77,8 +77,10 @@ async fn leave_behind(
         .collect();
     let applied = |s: &Value| s["applied_index"].as_u64().unwrap_or(0);
     let start_index = applied(&https[0].status().await);
-    // The leader keeps 256 entries behind a checkpoint: go well past that.
-    write_transfers(&https, rng, next_id, 400, sent).await;
+    // The leader keeps 256 entries behind a checkpoint, and the appends it sent to the stopped
+    // node before its pipeline paused (up to 256 messages) wait in the transport's queue and are
+    // delivered when the node returns: go well past both, so that catching up needs a snapshot.
+    write_transfers(&https, rng, next_id, 1200, sent).await;
     let leader = cluster.wait_leader(PATIENCE).await;
     let status = cluster.node(leader).http.status().await;
     let first = status["log"]["first_index"].as_u64().unwrap_or(0);

@@ -184,6 +184,7 @@ impl ClusterLoop {
         if installed.is_some() {
             self.installed = installed;
         }
+
         self.metrics
             .fsync_seconds
             .observe(started.elapsed().as_secs_f64());
