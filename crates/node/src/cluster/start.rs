@@ -44,12 +44,6 @@ pub fn start_cluster(
     })?;
     let flagged: Vec<u64> = cluster.members.iter().map(|m| m.id).collect();
     merge_address_book(&config, &mut cluster)?;
-    // This node's own entry may be new (a first start) or have moved (another port).
-    save_members(&config.data_dir, &cluster.members).map_err(|source| NodeError::Io {
-        what: "write the address book in",
-        path: config.data_dir.clone(),
-        source,
-    })?;
     let recovery_error = |reason: String| NodeError::Recovery {
         dir: config.data_dir.clone(),
         reason,
@@ -62,17 +56,19 @@ pub fn start_cluster(
     if let Some(torn) = &recovered.torn_tail {
         tracing::warn!(file = %torn.file.display(), offset = torn.offset, "cut a torn tail from the Raft log");
     }
+    let initial = raft::Storage::initial_state(&storage)
+        .map_err(|e| recovery_error(format!("{}: {e}", raft_dir.display())))?;
+    if !initial.conf_state.voters.is_empty() && !cluster.join {
+        // Before the state store is opened (opening commits to it): a refusal changes nothing.
+        check_flags_against_configuration(&cluster, &flagged, &initial.conf_state)
+            .map_err(recovery_error)?;
+    }
     let mut store = StateStore::open(&config.state_path())?;
     crate::install::finish_interrupted(&config.data_dir, &mut storage, &store)
         .map_err(recovery_error)?;
-    let initial = raft::Storage::initial_state(&storage)
-        .map_err(|e| recovery_error(format!("{}: {e}", raft_dir.display())))?;
     if initial.conf_state.voters.is_empty() && !cluster.join {
         bootstrap(&cluster, &mut storage, &mut store)
             .map_err(|e| recovery_error(format!("bootstrapping {}: {e}", raft_dir.display())))?;
-    } else if !cluster.join {
-        check_flags_against_configuration(&cluster, &flagged, &initial.conf_state)
-            .map_err(recovery_error)?;
     }
     // The log is compacted only behind a durable checkpoint (or reset to an installed snapshot,
     // after the state was swapped): a state store behind the compaction point lost its data.
@@ -95,6 +91,13 @@ pub fn start_cluster(
              checkpoint): the log now starts after it"
         ),
     }
+    // Only once every check passed: a refused start changes nothing. This node's own entry may
+    // be new (a first start) or have moved (another port).
+    save_members(&config.data_dir, &cluster.members).map_err(|source| NodeError::Io {
+        what: "write the address book in",
+        path: config.data_dir.clone(),
+        source,
+    })?;
     // Before the replica campaigns (and appends its new term's entry).
     let log_last_index = raft::Storage::last_index(&storage).unwrap_or(0);
     let replica = start_replica(&cluster, storage, store).map_err(recovery_error)?;
@@ -207,7 +210,9 @@ fn check_flags_against_configuration(
         .collect();
     if alone && !others.is_empty() {
         return Err(format!(
-            "this directory holds a cluster whose only voter is node {} but the --member flags              name nodes {others:?}: flags only shape a new cluster. Start it without --member,              then grow it with `bulwark cluster add` and `bulwark cluster promote`",
+            "this directory holds a cluster whose only voter is node {} but the --member flags \
+             name nodes {others:?}: flags only shape a new cluster. Start it without --member, \
+             then grow it with `bulwark cluster add` and `bulwark cluster promote`",
             cluster.node_id
         ));
     }
