@@ -25,6 +25,7 @@ use protobuf::Message as _;
 use raft::eraftpb::SnapshotMetadata;
 
 use crate::cluster::ClusterConfig;
+use crate::download::{Downloader, Poll};
 use crate::faults::crash_point;
 
 /// The intent file's name in the data directory.
@@ -35,20 +36,32 @@ const INTENT_MAGIC: &[u8; 8] = b"BWINST1\n";
 /// Why installing a snapshot failed, and whether for lack of space.
 pub(crate) struct InstallFailure {
     pub(crate) disk_full: bool,
+    /// Not a failure yet: the download is still running (the Ready is tried again shortly).
+    pub(crate) pending: bool,
     pub(crate) message: String,
 }
 
 impl InstallFailure {
-    fn other(message: impl Into<String>) -> Self {
+    pub(crate) fn other(message: impl Into<String>) -> Self {
         InstallFailure {
             disk_full: false,
+            pending: false,
             message: message.into(),
+        }
+    }
+
+    fn pending(index: u64) -> Self {
+        InstallFailure {
+            disk_full: false,
+            pending: true,
+            message: format!("the snapshot at {index} is still downloading"),
         }
     }
 
     fn store(e: bulwark_store::StoreError) -> Self {
         InstallFailure {
             disk_full: e.is_disk_full(),
+            pending: false,
             message: e.to_string(),
         }
     }
@@ -138,6 +151,7 @@ pub(crate) fn install_snapshot(
     data_dir: &Path,
     store: &mut StateStore,
     snapshot: &raft::eraftpb::Snapshot,
+    downloader: &mut Downloader,
 ) -> Result<(), InstallFailure> {
     let meta = snapshot.get_metadata();
     let index = meta.index;
@@ -149,13 +163,17 @@ pub(crate) fn install_snapshot(
         .ok_or_else(|| InstallFailure::other("the snapshot does not name its node"))?;
     store.wait_checkpoint().map_err(InstallFailure::store)?;
     let path = store.path().to_path_buf();
-    let incoming = bulwark_store::snapshot::incoming_path(&path);
     let started = Instant::now();
-    let info = fetch_any(cluster, from, &path, &incoming, index)?;
+    let (info, incoming) = match downloader.poll(cluster, &path, from, index) {
+        Poll::Pending => return Err(InstallFailure::pending(index)),
+        Poll::Failed(failure) => return Err(failure),
+        Poll::Done { info, incoming } => (info, incoming),
+    };
     crash_point("install-before-intent");
     bulwark_fs::write_file_atomically(&intent_path(data_dir), &encode_intent(meta)).map_err(
         |e| InstallFailure {
             disk_full: bulwark_fs::is_disk_full(&e.source),
+            pending: false,
             message: e.to_string(),
         },
     )?;
@@ -177,12 +195,13 @@ pub(crate) fn install_snapshot(
 
 /// Fetches from the node the snapshot names first; if it cannot serve (dead, paused, partitioned
 /// away, not in our address book yet), from any other member whose checkpoint covers the index.
-fn fetch_any(
+pub(crate) fn fetch_any(
     cluster: &ClusterConfig,
     from: u64,
     path: &Path,
     incoming: &Path,
     index: u64,
+    wrap: impl Fn(Box<dyn std::io::Read>) -> Box<dyn std::io::Read>,
 ) -> Result<bulwark_store::snapshot::SnapshotInfo, InstallFailure> {
     let mut failures = Vec::new();
     let mut sources: Vec<&crate::cluster::Member> = cluster.member(from).into_iter().collect();
@@ -193,7 +212,7 @@ fn fetch_any(
             .filter(|m| m.id != from && m.id != cluster.node_id),
     );
     for member in sources {
-        match fetch_from(cluster, member, path, incoming, index) {
+        match fetch_from(cluster, member, path, incoming, index, &wrap) {
             Ok(info) => return Ok(info),
             Err(f) if f.disk_full => return Err(f),
             Err(f) => {
@@ -223,6 +242,7 @@ fn fetch_from(
     path: &Path,
     incoming: &Path,
     index: u64,
+    wrap: &impl Fn(Box<dyn std::io::Read>) -> Box<dyn std::io::Read>,
 ) -> Result<bulwark_store::snapshot::SnapshotInfo, InstallFailure> {
     let url = format!("http://{}/internal/v1/snapshot", member.http_addr);
     tracing::info!(index, %url, "fetching a snapshot to catch up");
@@ -233,13 +253,16 @@ fn fetch_from(
         .local_address(cluster.source_ip)
         .build()
         .map_err(|e| InstallFailure::other(e.to_string()))?;
-    let mut response = client
+    let response = client
         .get(&url)
         .send()
         .and_then(|r| r.error_for_status())
         .map_err(|e| InstallFailure::other(format!("fetch {url}: {e}")))?;
-    let info = bulwark_store::snapshot::import_beside(path, incoming, &mut response)
+    let mut body = wrap(Box::new(response));
+    let info = bulwark_store::snapshot::import_beside(path, incoming, &mut body)
         .map_err(InstallFailure::store)?;
+    drop(body);
+    drop(client);
     if info.applied_index < index {
         let _ = std::fs::remove_file(incoming);
         return Err(InstallFailure::other(format!(

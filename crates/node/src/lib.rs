@@ -14,6 +14,7 @@
 
 mod ack_all;
 pub mod cluster;
+mod download;
 pub mod faults;
 pub mod identity;
 mod install;

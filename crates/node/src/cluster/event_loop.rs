@@ -165,17 +165,18 @@ impl ClusterLoop {
         let transport = self.transport.clone();
         let (cluster, snapshots) = (&self.cluster, &self.snapshots);
         let data_dir = &self.config.data_dir;
+        let downloader = &mut self.downloader;
         let mut installed = None;
-        let mut install_disk_full = false;
+        let (mut install_disk_full, mut install_pending) = (false, false);
         let outcome = self.replica.process_ready(
             &mut |messages| send_all(&*transport, messages),
             &mut |store, snapshot| {
-                crate::install::install_snapshot(cluster, data_dir, store, snapshot).map_err(
-                    |f| {
+                crate::install::install_snapshot(cluster, data_dir, store, snapshot, downloader)
+                    .map_err(|f| {
                         install_disk_full = f.disk_full;
+                        install_pending = f.pending;
                         f.message
-                    },
-                )?;
+                    })?;
                 *snapshots.lock().expect("snapshot source lock") = Some(store.snapshot_source());
                 installed = Some(snapshot_members(&snapshot.data));
                 Ok(())
@@ -190,7 +191,7 @@ impl ClusterLoop {
             .observe(started.elapsed().as_secs_f64());
         match outcome {
             Ok(()) => self.stall = Stall::None,
-            Err(e) => self.held(e, install_disk_full)?,
+            Err(e) => self.held(e, install_disk_full, install_pending)?,
         }
         self.update_disk_full();
         if !self.replica.is_stalled() {
@@ -208,6 +209,7 @@ impl ClusterLoop {
         &mut self,
         e: bulwark_consensus::storage::StorageError,
         install_disk_full: bool,
+        install_pending: bool,
     ) -> Result<(), NodeError> {
         let install_failed = matches!(
             e,
@@ -233,6 +235,10 @@ impl ClusterLoop {
                 );
             }
             self.stall = Stall::DiskFull;
+        } else if install_pending {
+            // The download runs on its own thread; look again soon.
+            self.retry_at = Instant::now() + self.cluster.tick;
+            self.stall = Stall::Installing;
         } else {
             self.retry_at = Instant::now() + INSTALL_RETRY;
             tracing::warn!(error = %e, "installing a snapshot failed; trying again in {} ms", INSTALL_RETRY.as_millis());

@@ -88,6 +88,8 @@ struct ClusterLoop {
     was_leader: bool,
     /// Until everything the log held at start is applied again (then logged as "recovered").
     recovering: Option<Recovering>,
+    /// The snapshot download running on its worker thread, if any.
+    downloader: crate::download::Downloader,
 }
 
 /// Why the replica holds a Ready (see `consensus::replica`).

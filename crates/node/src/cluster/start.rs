@@ -66,6 +66,7 @@ pub fn start_cluster(
     let mut store = StateStore::open(&config.state_path())?;
     crate::install::finish_interrupted(&config.data_dir, &mut storage, &store)
         .map_err(recovery_error)?;
+    crate::download::remove_leftovers(&config.state_path());
     if initial.conf_state.voters.is_empty() && !cluster.join {
         bootstrap(&cluster, &mut storage, &mut store)
             .map_err(|e| recovery_error(format!("bootstrapping {}: {e}", raft_dir.display())))?;
@@ -273,6 +274,7 @@ fn spawn_loop(
         next_tick: Instant::now() + tick,
         was_leader: false,
         recovering: Some(recovering),
+        downloader: crate::download::Downloader::default(),
     };
     let thread = std::thread::Builder::new()
         .name("cluster-loop".into())
