@@ -104,6 +104,14 @@ pub trait RaftStorage: raft::Storage {
     /// `Err(raft::Error::Store(raft::StorageError::SnapshotTemporarilyUnavailable))`, as it does when the
     /// offer is older than the requested index.
     fn set_snapshot_offer(&mut self, snapshot: Option<Snapshot>);
+    /// The last index up to which what Raft sees is also durable (synced and not since replaced):
+    /// nothing beyond it may be answered as written.
+    fn durable_last_index(&self) -> u64 {
+        let last = raft::Storage::last_index(self).unwrap_or(0);
+        self.dirty_from().map_or(last, |from| last.min(from - 1))
+    }
+    /// The first index whose entry may differ from the durable log (appended since the last sync).
+    fn dirty_from(&self) -> Option<u64>;
 }
 
 /// Errors of the Raft storage. (Raft's own read errors are `raft::StorageError`, inside `raft::Error`.)
@@ -609,6 +617,10 @@ impl RaftStorage for MemRaftStorage {
     fn set_snapshot_offer(&mut self, snapshot: Option<Snapshot>) {
         self.offer = snapshot;
     }
+
+    fn dirty_from(&self) -> Option<u64> {
+        self.dirty_from
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -1031,6 +1043,10 @@ impl RaftStorage for DiskRaftStorage {
 
     fn set_snapshot_offer(&mut self, snapshot: Option<Snapshot>) {
         self.offer = snapshot;
+    }
+
+    fn dirty_from(&self) -> Option<u64> {
+        self.dirty_from
     }
 }
 

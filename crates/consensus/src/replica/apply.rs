@@ -82,6 +82,13 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
             batches.len(),
             "entry {index} holds our proposal"
         );
+        // The durability boundary: a write is answered only from an entry this node holds
+        // durably (the leader's own persistence counts toward every commit).
+        let durable = self.raw.store().durable_last_index();
+        assert!(
+            index <= durable,
+            "entry {index} answers writes but the durable log ends at {durable}"
+        );
         for ((token, results), timestamp) in proposal.into_iter().zip(results).zip(stamps) {
             self.outputs.push(Output::Written {
                 token,

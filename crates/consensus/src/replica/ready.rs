@@ -135,6 +135,14 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
         let committed = light.take_committed_entries();
         self.apply_entries(committed);
         self.raw.advance_apply();
+        let log = &self.raw.raft.raft_log;
+        assert!(
+            log.applied <= log.committed && log.committed <= log.last_index(),
+            "applied {} <= committed {} <= last {} must hold",
+            log.applied,
+            log.committed,
+            log.last_index()
+        );
         // Entries just applied may have made this leader ready (its term's first entry): what
         // waited for that goes now, in the next Ready.
         self.propose_waiting();

@@ -50,6 +50,9 @@ impl raft::Storage for FullableStorage {
 }
 
 impl RaftStorage for FullableStorage {
+    fn dirty_from(&self) -> Option<u64> {
+        self.inner.dirty_from()
+    }
     fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
         self.inner.append(entries)
     }
