@@ -51,9 +51,9 @@ impl NodeConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         NodeConfig {
             data_dir: data_dir.into(),
-            segment_bytes: 64 << 20,
-            checkpoint_transfers: 150_000,
-            max_inflight_writes: 256,
+            segment_bytes: bulwark_limits::DEFAULT_SEGMENT_BYTES,
+            checkpoint_transfers: bulwark_limits::DEFAULT_CHECKPOINT_TRANSFERS,
+            max_inflight_writes: bulwark_limits::MAX_INFLIGHT_WRITES,
         }
     }
 

@@ -8,18 +8,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bulwark_consensus::replica::{Output, ReplicaError};
 use bulwark_ledger::Timestamp;
+use bulwark_limits::{DISK_FULL_RETRY, INSTALL_RETRY, KEEP_ENTRIES, MAX_REQUESTS_PER_ROUND};
 use bulwark_transport::{NodeId, Transport};
 use protobuf::Message as _;
 use raft::eraftpb::Message;
 
 use super::config::{snapshot_data, snapshot_members, Member};
-use super::{ClusterLoop, Recovering, Reply, Stall, DISK_FULL_RETRY, INSTALL_RETRY, KEEP_ENTRIES};
+use super::{ClusterLoop, Recovering, Reply, Stall};
 use crate::faults::crash_point;
 use crate::{answer_query, NodeError, Query, Request, WriteOutcome};
-
-/// Requests one round takes from the inbox before it handles Raft's Ready, so that a flood of
-/// requests cannot starve ticks and persistence.
-const MAX_REQUESTS_PER_ROUND: usize = 4096;
 
 impl ClusterLoop {
     pub(super) fn run(mut self, inbox: Receiver<Request>) -> Result<(), NodeError> {

@@ -10,7 +10,7 @@
 //! the API reads, `bulwark_disk_full` 1, `/health/ready` 503, a warning in the log), refuses
 //! writes, linearizable reads and membership changes with [`NodeError::DiskFull`] (507
 //! `disk_full`), keeps answering status and stale reads, and retries the held Ready every
-//! [`DISK_FULL_RETRY`] (Raft is paused meanwhile: see `consensus::replica`). Once the retry
+//! [`bulwark_limits::DISK_FULL_RETRY`] (Raft is paused meanwhile: see `consensus::replica`). Once the retry
 //! succeeds, the node catches up by itself and serves again (an info in the log).
 
 mod config;
@@ -23,7 +23,7 @@ mod status;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bulwark_consensus::replica::Replica;
 use bulwark_consensus::storage::DiskRaftStorage;
@@ -107,19 +107,5 @@ struct Recovering {
     started: Instant,
 }
 
-/// How long a node waits before it fetches a snapshot again after a failed attempt.
-pub const INSTALL_RETRY: Duration = Duration::from_millis(1000);
-
-/// How often a node whose disk is full tries again to persist what it holds.
-pub const DISK_FULL_RETRY: Duration = Duration::from_millis(200);
-
-/// A follower is in sync when the leader heard from it within an election timeout and it was
-/// fully caught up within this long (the Kafka ISR idea).
-pub const IN_SYNC_WITHIN: Duration = Duration::from_secs(1);
-
 /// A new cluster's configuration is a snapshot at this index; its log starts after it.
 const BOOTSTRAP_INDEX: u64 = 1;
-
-/// Raft log entries kept behind a checkpoint, so that a follower a little behind catches up
-/// from the log rather than by snapshot.
-const KEEP_ENTRIES: u64 = 256;

@@ -3,7 +3,9 @@
 
 use std::time::Instant;
 
-use super::{ClusterLoop, IN_SYNC_WITHIN};
+use bulwark_limits::IN_SYNC_WITHIN;
+
+use super::ClusterLoop;
 
 impl ClusterLoop {
     /// Tracks followers' lag in time, answers `ack=all` writes every in-sync member now has,

@@ -11,6 +11,7 @@ use std::time::Instant;
 use bulwark_consensus::recovery::{align_log_with_state, Alignment};
 use bulwark_consensus::replica::{Replica, ReplicaConfig};
 use bulwark_consensus::storage::{DiskRaftStorage, RaftStorage};
+use bulwark_limits::KEEP_ENTRIES;
 use bulwark_store::StateStore;
 use bulwark_transport::{NodeId, Transport};
 use raft::eraftpb::ConfState;
@@ -20,7 +21,6 @@ use super::config::{load_members, save_members, snapshot_data};
 use super::event_loop::wall_clock;
 use super::{
     ClusterConfig, ClusterLoop, ClusterReplica, ClusterView, Recovering, Stall, BOOTSTRAP_INDEX,
-    KEEP_ENTRIES,
 };
 use crate::{Metrics, Node, NodeConfig, NodeError, NodeHandle};
 
@@ -121,10 +121,8 @@ fn start_replica(
     storage: DiskRaftStorage,
     store: StateStore,
 ) -> Result<ClusterReplica, String> {
-    let mut replica_config = ReplicaConfig::new(cluster.node_id, boot_nonce());
-    replica_config.election_tick = 10;
-    replica_config.min_election_tick = 10;
-    replica_config.max_election_tick = 20;
+    // Election and read timeouts: the defaults, from `bulwark-limits`.
+    let replica_config = ReplicaConfig::new(cluster.node_id, boot_nonce());
     let mut replica = Replica::new(replica_config, storage, store).map_err(|e| e.to_string())?;
     let checkpoint = replica.state().checkpointed_index();
     if checkpoint > BOOTSTRAP_INDEX {
