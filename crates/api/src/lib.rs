@@ -326,6 +326,12 @@ async fn write(
     if let Some(full) = state.node.disk_full_error() {
         return Err(full.into());
     }
+    // An ack=all write takes its place among the waiters first: a node too busy to wait refuses
+    // the write before it enters the log (503 `overloaded`), never after it committed.
+    let ack_all = match ack {
+        Ack::All => Some(state.node.ack_all_permit().await?),
+        Ack::Majority => None,
+    };
     let outcome = match state.node.write(operation).await {
         Ok(outcome) => outcome,
         Err(NodeError::NotLeader {
@@ -341,10 +347,10 @@ async fn write(
         Err(NodeError::NotLeader { .. }) => return Err(no_leader()),
         Err(e) => return Err(e.into()),
     };
-    if ack == Ack::All {
+    if let Some(permit) = ack_all {
         let waited = tokio::time::timeout(
             ACK_ALL_TIMEOUT,
-            state.node.wait_replicated(outcome.commit_index),
+            state.node.wait_replicated(outcome.commit_index, permit),
         )
         .await;
         match waited {

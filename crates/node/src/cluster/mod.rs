@@ -51,11 +51,18 @@ pub struct ClusterView {
 }
 
 /// What a proposal or read carries back to its caller.
+/// A write's and a read's permit travel with their reply and are released when it is answered.
 pub(crate) enum Reply {
-    Write(oneshot::Sender<Result<WriteOutcome, NodeError>>),
-    Read(Query, oneshot::Sender<Result<ReadOutcome, NodeError>>),
+    Write(oneshot::Sender<Result<WriteOutcome, NodeError>>, Permit),
+    Read(
+        Query,
+        oneshot::Sender<Result<ReadOutcome, NodeError>>,
+        Permit,
+    ),
     Membership(oneshot::Sender<Result<u64, NodeError>>),
 }
+
+type Permit = tokio::sync::OwnedSemaphorePermit;
 
 type ClusterReplica = Replica<DiskRaftStorage, StateStore, Reply>;
 
@@ -72,7 +79,8 @@ struct ClusterLoop {
     /// Membership changes applied in a joint configuration, answered once it is left.
     joint_replies: Vec<oneshot::Sender<Result<u64, NodeError>>>,
     /// Writes with `ack=all` waiting until every in-sync member has their index.
-    waiting_all: crate::ack_all::AckAllWaiters<oneshot::Sender<Result<(), NodeError>>>,
+    /// `ack=all` waiters, each holding its permit until it is settled.
+    waiting_all: crate::ack_all::AckAllWaiters<(oneshot::Sender<Result<(), NodeError>>, Permit)>,
     /// Shared with the API: this node cannot persist right now (see the module documentation).
     disk_full: Arc<AtomicBool>,
     /// Since when the disk is full (for the recovery log line).

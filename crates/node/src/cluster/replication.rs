@@ -57,7 +57,7 @@ impl ClusterLoop {
         }
         // ack=all: every in-sync follower (and this leader) holds the write's index.
         let floor = in_sync_match.iter().copied().min().unwrap_or(u64::MAX);
-        for (reply, result) in self.waiting_all.settle(leading, floor) {
+        for ((reply, _permit), result) in self.waiting_all.settle(leading, floor) {
             let _ = reply.send(result);
         }
         let heard_recently = raft.election_elapsed < raft.election_timeout();

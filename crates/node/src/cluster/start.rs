@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,7 +14,6 @@ use bulwark_limits::KEEP_ENTRIES;
 use bulwark_store::StateStore;
 use bulwark_transport::{NodeId, Transport};
 use raft::eraftpb::ConfState;
-use tokio::sync::Semaphore;
 
 use super::config::{load_members, save_members, snapshot_data};
 use super::event_loop::wall_clock;
@@ -221,7 +219,6 @@ fn spawn_loop(
     metrics: Arc<Metrics>,
     recovering: Recovering,
 ) -> Result<Node, NodeError> {
-    let (requests, inbox) = mpsc::channel();
     let snapshots = Arc::new(std::sync::Mutex::new(Some(
         replica.state().snapshot_source(),
     )));
@@ -236,15 +233,14 @@ fn spawn_loop(
         source_ip: cluster.source_ip,
     }));
     let disk_full = Arc::new(AtomicBool::new(false));
-    let handle = NodeHandle {
-        requests,
-        write_permits: Arc::new(Semaphore::new(config.max_inflight_writes)),
-        snapshots: snapshots.clone(),
-        cluster: view.clone(),
-        disk_full: disk_full.clone(),
-        data_dir: config.data_dir.clone(),
-        metrics: metrics.clone(),
-    };
+    let (handle, inbox) = NodeHandle::new(
+        config.max_inflight_writes,
+        snapshots.clone(),
+        view.clone(),
+        disk_full.clone(),
+        config.data_dir.clone(),
+        metrics.clone(),
+    );
     metrics.disk_full.set(0);
     let tick = cluster.tick;
     let event_loop = ClusterLoop {
