@@ -101,6 +101,12 @@ impl From<NodeError> for ApiError {
                           not be applied; retry it with the same ids (a retry never applies it twice)"
                     .into(),
             },
+            // Refused before it reached the node loop: nothing of it was done.
+            e @ NodeError::Overloaded { .. } => ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "overloaded",
+                message: e.to_string(),
+            },
             // 507: the node cannot store anything until space is freed; the message names the
             // data directory.
             e @ NodeError::DiskFull { .. } => ApiError {
@@ -135,5 +141,24 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_overloaded_node_answers_503_overloaded_with_retry_after() {
+        let response = ApiError::from(NodeError::Overloaded { what: "reads" }).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        let error = ApiError::from(NodeError::Overloaded { what: "reads" });
+        assert_eq!(error.code, "overloaded");
+        assert!(
+            error.message.contains("too many reads"),
+            "{}",
+            error.message
+        );
     }
 }

@@ -3,8 +3,9 @@
 
 use bulwark_ledger::{
     Account, AccountId, Balances, FlagSet, NewAccount, NewTransfer, PendingStatus, Transfer,
-    TransferId, MAX_BATCH_EVENTS,
+    TransferId,
 };
+use bulwark_limits::MAX_BATCH_EVENTS;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;

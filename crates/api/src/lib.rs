@@ -20,7 +20,11 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use bulwark_ledger::{AccountId, BatchResults, Operation, Timestamp, TransferId, MAX_BATCH_EVENTS};
+use bulwark_ledger::{AccountId, BatchResults, Operation, Timestamp, TransferId};
+use bulwark_limits::{
+    ACK_ALL_TIMEOUT, DEFAULT_HISTORY_PAGE, FORWARD_TIMEOUT, IN_SYNC_WITHIN, MAX_BODY_BYTES,
+    MAX_HISTORY_PAGE, SNAPSHOT_HTTP_CHUNK,
+};
 use bulwark_node::cluster::{Member, MembershipChange};
 use bulwark_node::metrics::{RequestLabels, RouteLabels};
 use bulwark_node::{Answer, Metrics, NodeError, NodeHandle, Query as NodeQuery};
@@ -29,14 +33,6 @@ use serde_json::json;
 use std::net::SocketAddr;
 
 pub use error::ApiError;
-
-/// Largest request body accepted; 8190 transfers with every field spelled out fit well within.
-pub const MAX_BODY_BYTES: usize = 8 << 20;
-/// A follower heard from within an election timeout and fully caught up within this many
-/// milliseconds is in sync.
-pub const IN_SYNC_MS: u64 = 1_000;
-/// Page size of an account's transfer history when `limit` is not given.
-pub const DEFAULT_HISTORY_LIMIT: usize = 100;
 
 #[derive(Clone)]
 struct AppState {
@@ -61,7 +57,7 @@ pub fn cluster_router(node: NodeHandle, node_id: u64) -> Router {
     // connections, so that a partition (`bulwark chaos`'s proxy tells nodes apart by source IP)
     // cuts forwarding too.
     let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(10))
+        .timeout(FORWARD_TIMEOUT)
         .local_address(node.source_ip())
         .build()
         .expect("an HTTP client without TLS builds");
@@ -213,9 +209,6 @@ enum Ack {
     All,
 }
 
-/// How long `ack=all` waits for the in-sync replicas before answering 504.
-const ACK_ALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
 async fn create_accounts(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -333,6 +326,12 @@ async fn write(
     if let Some(full) = state.node.disk_full_error() {
         return Err(full.into());
     }
+    // An ack=all write takes its place among the waiters first: a node too busy to wait refuses
+    // the write before it enters the log (503 `overloaded`), never after it committed.
+    let ack_all = match ack {
+        Ack::All => Some(state.node.ack_all_permit().await?),
+        Ack::Majority => None,
+    };
     let outcome = match state.node.write(operation).await {
         Ok(outcome) => outcome,
         Err(NodeError::NotLeader {
@@ -348,10 +347,10 @@ async fn write(
         Err(NodeError::NotLeader { .. }) => return Err(no_leader()),
         Err(e) => return Err(e.into()),
     };
-    if ack == Ack::All {
+    if let Some(permit) = ack_all {
         let waited = tokio::time::timeout(
             ACK_ALL_TIMEOUT,
-            state.node.wait_replicated(outcome.commit_index),
+            state.node.wait_replicated(outcome.commit_index, permit),
         )
         .await;
         match waited {
@@ -510,11 +509,11 @@ async fn get_account_transfers(
     let params = query(params)?;
     let consistency = params.consistency;
     let id = AccountId(path_id(&raw, "account")?);
-    let limit = params.limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
-    if limit == 0 || limit > MAX_BATCH_EVENTS {
+    let limit = params.limit.unwrap_or(DEFAULT_HISTORY_PAGE);
+    if limit == 0 || limit > MAX_HISTORY_PAGE {
         return Err(ApiError::bad_request(
             "invalid_query",
-            format!("limit must be between 1 and {MAX_BATCH_EVENTS}, got {limit}"),
+            format!("limit must be between 1 and {MAX_HISTORY_PAGE}, got {limit}"),
         ));
     }
     let after = Timestamp(params.after.unwrap_or(0));
@@ -602,7 +601,7 @@ async fn status(State(state): State<AppState>) -> Result<Response, ApiError> {
                 "match_index": m.match_index,
                 "lag": m.lag,
                 "lag_ms": m.lag_ms,
-                "in_sync": m.recent_active.map(|active| active && m.lag_ms.is_some_and(|ms| ms <= IN_SYNC_MS)),
+                "in_sync": m.recent_active.map(|active| active && m.lag_ms.is_some_and(|ms| u128::from(ms) <= IN_SYNC_WITHIN.as_millis())),
             })).collect::<Vec<_>>(),
         }),
     };
@@ -710,7 +709,7 @@ async fn snapshot(State(state): State<AppState>) -> Result<Response, ApiError> {
     tokio::task::spawn_blocking(move || {
         let mut writer = ChannelWriter {
             tx,
-            buffer: Vec::with_capacity(CHUNK),
+            buffer: Vec::with_capacity(SNAPSHOT_HTTP_CHUNK),
         };
         match source.export(&mut writer) {
             Ok(info) => tracing::info!(
@@ -730,8 +729,6 @@ async fn snapshot(State(state): State<AppState>) -> Result<Response, ApiError> {
     Ok(axum::body::Body::from_stream(stream).into_response())
 }
 
-const CHUNK: usize = 256 << 10;
-
 /// Hands what the snapshot exporter writes to the HTTP body in chunks, with backpressure.
 struct ChannelWriter {
     tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
@@ -741,7 +738,7 @@ struct ChannelWriter {
 impl std::io::Write for ChannelWriter {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         self.buffer.extend_from_slice(data);
-        if self.buffer.len() >= CHUNK {
+        if self.buffer.len() >= SNAPSHOT_HTTP_CHUNK {
             self.flush()?;
         }
         Ok(data.len())
@@ -753,7 +750,7 @@ impl std::io::Write for ChannelWriter {
         }
         let chunk = Bytes::from(std::mem::replace(
             &mut self.buffer,
-            Vec::with_capacity(CHUNK),
+            Vec::with_capacity(SNAPSHOT_HTTP_CHUNK),
         ));
         self.tx
             .blocking_send(Ok(chunk))

@@ -22,13 +22,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bulwark_harness::{Logs, NodeProcess, StartError};
+use bulwark_limits::MAX_BATCH_EVENTS;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Deserialize;
 use serde_json::json;
 
-/// Largest batch the API accepts.
-const MAX_BATCH: usize = 8190;
 /// Failed requests after which the clients give up (the node is probably gone).
 const MAX_FAILED_REQUESTS: u64 = 100;
 
@@ -111,8 +110,8 @@ fn validate(args: &BenchArgs) -> Result<(), String> {
     if args.accounts < 2 {
         return Err("--accounts must be at least 2".into());
     }
-    if args.batch == 0 || args.batch > MAX_BATCH {
-        return Err(format!("--batch must be between 1 and {MAX_BATCH}"));
+    if args.batch == 0 || args.batch > MAX_BATCH_EVENTS {
+        return Err(format!("--batch must be between 1 and {MAX_BATCH_EVENTS}"));
     }
     if args.concurrency == 0 {
         return Err("--concurrency must be at least 1".into());
@@ -308,7 +307,7 @@ async fn create_accounts(
     let mut first = 0u64;
     let mut body = String::new();
     while first < args.accounts {
-        let n = (args.accounts - first).min(MAX_BATCH as u64);
+        let n = (args.accounts - first).min(MAX_BATCH_EVENTS as u64);
         body.clear();
         body.push('[');
         for i in 0..n {

@@ -20,10 +20,10 @@ pub struct StartArgs {
     #[arg(long, env = "BULWARK_LISTEN")]
     pub listen: Option<SocketAddr>,
     /// Transfers kept in memory before a checkpoint is written.
-    #[arg(long, default_value_t = 150_000)]
+    #[arg(long, default_value_t = bulwark_limits::DEFAULT_CHECKPOINT_TRANSFERS)]
     pub checkpoint_transfers: usize,
     /// Size of one write-ahead log segment, in bytes.
-    #[arg(long, default_value_t = 64 << 20)]
+    #[arg(long, default_value_t = bulwark_limits::DEFAULT_SEGMENT_BYTES)]
     pub segment_bytes: u64,
     /// Cluster mode: this node's id among the `--member`s.
     #[arg(long, requires = "members")]
@@ -38,7 +38,7 @@ pub struct StartArgs {
     #[arg(long)]
     pub cluster_id: Option<u64>,
     /// Cluster mode: one Raft tick in milliseconds (elections after 10–20 ticks).
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = bulwark_limits::DEFAULT_TICK.as_millis() as u64)]
     pub tick_ms: u64,
     /// Cluster mode: join an existing cluster. The `--member`s are only addresses (this node
     /// and at least the leader); the node waits until `bulwark cluster add` makes it a learner.
@@ -211,7 +211,7 @@ async fn start_node(
     // stands between the nodes (`bulwark chaos`'s proxy, which tells nodes apart by source IP)
     // then sees which node connects, so a partition cuts all node-to-node traffic.
     plan.cluster.source_ip = Some(plan.http_listen.ip()).filter(|ip| !ip.is_unspecified());
-    let (inbox_tx, mut inbox) = tokio::sync::mpsc::channel(4096);
+    let (inbox_tx, mut inbox) = tokio::sync::mpsc::channel(bulwark_limits::TRANSPORT_INBOX_FRAMES);
     let transport = start_transport(&plan, inbox_tx).await?;
     if alone {
         // Its own entry: where it listens now (recorded in the address book by the node loop).

@@ -24,8 +24,9 @@ pub struct Answer {
     pub error: Option<String>,
 }
 
-/// Error words that guarantee a write was not applied.
-const DEFINITE_REFUSALS: [&str; 3] = ["no_leader", "write_dropped", "disk_full"];
+/// Error words that guarantee a write was not applied (`overloaded`: refused before it reached
+/// the node loop).
+const DEFINITE_REFUSALS: [&str; 4] = ["no_leader", "write_dropped", "disk_full", "overloaded"];
 
 #[derive(Clone)]
 pub struct Client {

@@ -20,12 +20,7 @@
 use std::time::Duration;
 
 use bulwark_ledger::Timestamp;
-
-/// The furthest the wall clock may be from the proposer's time and still be followed: larger
-/// gaps are jumps. Well above the drift between the wall and monotonic clocks of one host (NTP
-/// slews both alike) and above NTP's 128 ms step threshold, well below pending timeouts
-/// (seconds).
-pub const MAX_CLOCK_STEP: Duration = Duration::from_millis(250);
+use bulwark_limits::MAX_CLOCK_STEP;
 
 #[derive(Clone, Debug, Default)]
 pub struct ProposerClock {

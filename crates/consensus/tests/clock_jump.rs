@@ -1,9 +1,9 @@
 //! A leader whose wall clock jumps an hour ahead must not move ledger time an hour ahead: a
 //! pending transfer with a 3-second timeout stays pending until about 3 seconds have passed.
 
-use bulwark_consensus::clock::MAX_CLOCK_STEP;
 use bulwark_consensus::sim::Sim;
 use bulwark_ledger::PendingStatus;
+use bulwark_limits::MAX_CLOCK_STEP;
 
 const SECOND: u64 = 1_000_000_000;
 

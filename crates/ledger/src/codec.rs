@@ -29,6 +29,14 @@ const HEADER: usize = 1 + 1 + 8 + 4;
 const ACCOUNT_BYTES: usize = 24;
 const TRANSFER_BYTES: usize = 60;
 
+// The largest batch (transfers are the wider events) fits a group entry on its own: a group
+// header, its length prefix, the batch header and every event.
+const _: () = assert!(ACCOUNT_BYTES <= TRANSFER_BYTES);
+const _: () = assert!(
+    GROUP_HEADER + 4 + HEADER + bulwark_limits::MAX_BATCH_EVENTS * TRANSFER_BYTES
+        <= bulwark_limits::MAX_GROUP_BYTES
+);
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CodecError {
     #[error("batch encoding: unknown version {0}")]

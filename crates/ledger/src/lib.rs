@@ -18,7 +18,7 @@ pub use results::{CreateAccountResult, CreateTransferResult};
 pub use store::{Changes, LedgerStore, MemoryStateMachine, MemoryStore, StateMachine};
 pub use types::{
     Account, AccountFlags, AccountId, Balances, FlagSet, NewAccount, NewTransfer, PendingStatus,
-    Timestamp, Transfer, TransferFlags, TransferId, MAX_BATCH_EVENTS, NANOS_PER_SECOND,
+    Timestamp, Transfer, TransferFlags, TransferId, NANOS_PER_SECOND,
 };
 
 /// Checks double entry over a whole ledger state: for every ledger, posted debits equal posted

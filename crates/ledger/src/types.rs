@@ -247,6 +247,3 @@ impl PendingStatus {
         })
     }
 }
-
-/// Largest batch of events one request may carry.
-pub const MAX_BATCH_EVENTS: usize = 8190;

@@ -13,16 +13,14 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bulwark_store::snapshot::SnapshotInfo;
 
 use crate::cluster::ClusterConfig;
 use crate::install::{fetch_any, InstallFailure};
 
-/// A download that received nothing for this long is given up on (its source may be paused or
-/// cut off); the next try starts another, from any member.
-pub const STALL_TIMEOUT: Duration = Duration::from_secs(20);
+use bulwark_limits::SNAPSHOT_STALL_TIMEOUT as STALL_TIMEOUT;
 
 /// Where a download stands.
 pub(crate) enum Poll {

@@ -230,12 +230,9 @@ pub(crate) fn fetch_any(
     )))
 }
 
-/// A connect or a read of the stream that takes longer than this fails the fetch: a paused or
-/// partitioned source must not hold the follower forever.
-const SNAPSHOT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-const SNAPSHOT_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
-
-/// Streams `member`'s checkpoint into `incoming` (step 1); it must cover `index`.
+/// Streams `member`'s checkpoint into `incoming` (step 1); it must cover `index`. A connect or a
+/// read of the stream that takes longer than its bound fails the fetch: a paused or partitioned
+/// source must not hold the follower forever.
 fn fetch_from(
     cluster: &ClusterConfig,
     member: &crate::cluster::Member,
@@ -248,8 +245,8 @@ fn fetch_from(
     tracing::info!(index, %url, "fetching a snapshot to catch up");
     // The client must outlive the body: its runtime thread is what reads the stream.
     let client = reqwest::blocking::Client::builder()
-        .connect_timeout(SNAPSHOT_CONNECT_TIMEOUT)
-        .timeout(SNAPSHOT_READ_TIMEOUT)
+        .connect_timeout(bulwark_limits::SNAPSHOT_CONNECT_TIMEOUT)
+        .timeout(bulwark_limits::SNAPSHOT_READ_TIMEOUT)
         .local_address(cluster.source_ip)
         .build()
         .map_err(|e| InstallFailure::other(e.to_string()))?;

@@ -9,6 +9,11 @@
 //! node: fsynced), never apply a log entry out of order, and never keep running after a failed
 //! fsync (the kernel may have dropped what it could not write).
 //!
+//! The loop's inbox is bounded (`Inbox`): writes, reads and `ack=all` waiters hold a permit
+//! (bounds in `bulwark-limits`) until they are answered, and one that gets none within
+//! `PERMIT_WAIT` is refused as [`NodeError::Overloaded`]; peer messages beyond their share of the
+//! inbox are dropped and counted, never waited for.
+//!
 //! A full disk: the node stays up, refuses writes and linearizable reads with
 //! [`NodeError::DiskFull`], and goes on by itself once space is freed (see `cluster.rs`).
 
@@ -21,18 +26,23 @@ mod install;
 pub mod metrics;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use bulwark_ledger::{
     Account, AccountId, Balances, BatchResults, Operation, PendingStatus, Timestamp, Transfer,
     TransferId,
 };
+use bulwark_limits::{
+    INBOX_PEER_MESSAGES, MAX_ACK_ALL_WAITERS, MAX_INFLIGHT_READS, MAX_INFLIGHT_WRITES, NODE_INBOX,
+    PERMIT_WAIT,
+};
 use bulwark_store::{StateStore, StoreError};
 use bulwark_wal::WalError;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 pub use metrics::Metrics;
 
@@ -44,7 +54,8 @@ pub struct NodeConfig {
     /// Start a checkpoint once this many transfers are in the memtable (or the Raft log has
     /// grown well past what is kept behind a checkpoint).
     pub checkpoint_transfers: usize,
-    /// Write requests that may wait for the loop at once; more wait in the API.
+    /// Write requests in flight at once, from the API to their answer; more wait for a permit
+    /// for at most `bulwark_limits::PERMIT_WAIT`, then are refused as [`NodeError::Overloaded`].
     pub max_inflight_writes: usize,
 }
 
@@ -52,9 +63,9 @@ impl NodeConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         NodeConfig {
             data_dir: data_dir.into(),
-            segment_bytes: 64 << 20,
-            checkpoint_transfers: 150_000,
-            max_inflight_writes: 256,
+            segment_bytes: bulwark_limits::DEFAULT_SEGMENT_BYTES,
+            checkpoint_transfers: bulwark_limits::DEFAULT_CHECKPOINT_TRANSFERS,
+            max_inflight_writes: bulwark_limits::MAX_INFLIGHT_WRITES,
         }
     }
 
@@ -113,6 +124,13 @@ pub enum NodeError {
         dir.display()
     )]
     DiskFull { dir: PathBuf },
+    /// Too many requests of this kind are in flight on this node (or its inbox is full): the
+    /// request was refused before it reached the node loop, so nothing of it was done.
+    #[error(
+        "this node is overloaded: too many {what} in flight; nothing of the request was done, \
+         retry shortly"
+    )]
+    Overloaded { what: &'static str },
 }
 
 /// The outcome of a write: one result per event, and the log index that made it durable.
@@ -192,12 +210,16 @@ pub(crate) enum Request {
     Write {
         operation: Operation,
         reply: oneshot::Sender<Result<WriteOutcome, NodeError>>,
+        /// Held until the write is answered: bounds the writes in the inbox and the replica.
+        permit: OwnedSemaphorePermit,
     },
     Read {
         query: Query,
         /// Answer from this node's state at once, without confirming it is current.
         stale: bool,
         reply: oneshot::Sender<Result<ReadOutcome, NodeError>>,
+        /// Held until the read is answered: bounds the reads in the inbox and the replica.
+        permit: OwnedSemaphorePermit,
     },
     /// A Raft message from a peer (cluster mode).
     Peer(raft::eraftpb::Message),
@@ -205,6 +227,9 @@ pub(crate) enum Request {
     WaitReplicated {
         index: u64,
         reply: oneshot::Sender<Result<(), NodeError>>,
+        /// Held until the waiter is settled: bounds the loop's list of waiters, even when the
+        /// client has stopped waiting.
+        permit: OwnedSemaphorePermit,
     },
     /// An operator's membership change (cluster mode); answered with its log index.
     Membership {
@@ -214,11 +239,52 @@ pub(crate) enum Request {
     Shutdown,
 }
 
+/// The node loop's end of its inbox.
+///
+/// Bounded ([`inbox_capacity`]): every request that holds a permit (writes, reads, `ack=all`
+/// waiters), the peer messages admitted ([`INBOX_PEER_MESSAGES`], counted in `peers_queued`)
+/// and a few control requests fit at once, so a request that got its permit never finds it
+/// full, and a flood of peer messages or requests cannot grow memory.
+pub(crate) struct Inbox {
+    requests: mpsc::Receiver<Request>,
+    peers_queued: Arc<AtomicUsize>,
+}
+
+impl Inbox {
+    pub(crate) fn recv_timeout(&self, wait: Duration) -> Result<Request, mpsc::RecvTimeoutError> {
+        self.requests.recv_timeout(wait).inspect(|r| self.took(r))
+    }
+
+    pub(crate) fn try_recv(&self) -> Option<Request> {
+        self.requests.try_recv().ok().inspect(|r| self.took(r))
+    }
+
+    /// A peer message leaving the inbox makes room for another.
+    fn took(&self, request: &Request) {
+        if matches!(request, Request::Peer(_)) {
+            self.peers_queued.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// The inbox's capacity for a node taking `max_inflight_writes` writes at once.
+pub(crate) fn inbox_capacity(max_inflight_writes: usize) -> usize {
+    NODE_INBOX - MAX_INFLIGHT_WRITES + max_inflight_writes
+}
+
+/// A place among the `?ack=all` waiters, taken before the write itself so that a node too busy
+/// to wait refuses the write before it enters the log, never after it committed.
+pub struct AckAllPermit(OwnedSemaphorePermit);
+
 /// A cheap, cloneable way to talk to the node's event loop from async code.
 #[derive(Clone)]
 pub struct NodeHandle {
-    pub(crate) requests: mpsc::Sender<Request>,
+    pub(crate) requests: mpsc::SyncSender<Request>,
     pub(crate) write_permits: Arc<Semaphore>,
+    pub(crate) read_permits: Arc<Semaphore>,
+    pub(crate) ack_all_permits: Arc<Semaphore>,
+    /// Peer messages in the inbox; beyond [`INBOX_PEER_MESSAGES`] they are dropped.
+    pub(crate) peers_queued: Arc<AtomicUsize>,
     /// Where snapshots of this node's last checkpoint are read from (replaced when the node
     /// installs a snapshot itself).
     pub(crate) snapshots: Arc<std::sync::Mutex<Option<bulwark_store::snapshot::SnapshotSource>>>,
@@ -232,6 +298,38 @@ pub struct NodeHandle {
 }
 
 impl NodeHandle {
+    /// A handle and the inbox it sends to, for a node loop to serve.
+    pub(crate) fn new(
+        max_inflight_writes: usize,
+        snapshots: Arc<std::sync::Mutex<Option<bulwark_store::snapshot::SnapshotSource>>>,
+        cluster: Arc<std::sync::RwLock<cluster::ClusterView>>,
+        disk_full: Arc<AtomicBool>,
+        data_dir: PathBuf,
+        metrics: Arc<Metrics>,
+    ) -> (NodeHandle, Inbox) {
+        let (requests, receiver) = mpsc::sync_channel(inbox_capacity(max_inflight_writes));
+        let peers_queued = Arc::new(AtomicUsize::new(0));
+        let handle = NodeHandle {
+            requests,
+            write_permits: Arc::new(Semaphore::new(max_inflight_writes)),
+            read_permits: Arc::new(Semaphore::new(MAX_INFLIGHT_READS)),
+            ack_all_permits: Arc::new(Semaphore::new(MAX_ACK_ALL_WAITERS)),
+            peers_queued: peers_queued.clone(),
+            snapshots,
+            cluster,
+            disk_full,
+            data_dir,
+            metrics,
+        };
+        (
+            handle,
+            Inbox {
+                requests: receiver,
+                peers_queued,
+            },
+        )
+    }
+
     /// True while this node's disk is full: it refuses writes and linearizable reads (and must
     /// not forward writes either: the API checks this first).
     pub fn is_disk_full(&self) -> bool {
@@ -247,16 +345,23 @@ impl NodeHandle {
 
     /// Submits a batch; resolves once it is durable and applied.
     pub async fn write(&self, operation: Operation) -> Result<WriteOutcome, NodeError> {
-        let _permit = self
-            .write_permits
-            .acquire()
-            .await
-            .map_err(|_| NodeError::Stopped)?;
+        let permit = permit(&self.write_permits, "writes").await?;
         let (reply, answer) = oneshot::channel();
-        self.requests
-            .send(Request::Write { operation, reply })
-            .map_err(|_| NodeError::Stopped)?;
+        self.submit(Request::Write {
+            operation,
+            reply,
+            permit,
+        })?;
         answer.await.map_err(|_| NodeError::Stopped)?
+    }
+
+    /// Queues `request` for the loop without waiting: a full inbox (which a request holding a
+    /// permit never meets, by the inbox's capacity) refuses it as overloaded.
+    fn submit(&self, request: Request) -> Result<(), NodeError> {
+        self.requests.try_send(request).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => NodeError::Overloaded { what: "requests" },
+            mpsc::TrySendError::Disconnected(_) => NodeError::Stopped,
+        })
     }
 
     /// The source of this node's checkpoint snapshots, for a follower that must catch up.
@@ -286,12 +391,26 @@ impl NodeHandle {
         !self.is_disk_full() && self.cluster.read().expect("cluster view lock").ready
     }
 
+    /// A place among the `?ack=all` waiters; take it before the write.
+    pub async fn ack_all_permit(&self) -> Result<AckAllPermit, NodeError> {
+        Ok(AckAllPermit(
+            permit(&self.ack_all_permits, "ack=all waiters").await?,
+        ))
+    }
+
     /// Waits until every in-sync replica holds log `index` (Kafka's acks=all).
-    pub async fn wait_replicated(&self, index: u64) -> Result<(), NodeError> {
+    pub async fn wait_replicated(&self, index: u64, permit: AckAllPermit) -> Result<(), NodeError> {
         let (reply, answer) = oneshot::channel();
-        self.requests
-            .send(Request::WaitReplicated { index, reply })
-            .map_err(|_| NodeError::Stopped)?;
+        self.submit(Request::WaitReplicated {
+            index,
+            reply,
+            permit: permit.0,
+        })
+        .map_err(|e| match e {
+            // The write is committed: never answer it with a refusal.
+            NodeError::Overloaded { .. } => NodeError::AckAllUnconfirmed { index },
+            e => e,
+        })?;
         answer.await.map_err(|_| NodeError::Stopped)?
     }
 
@@ -306,15 +425,25 @@ impl NodeHandle {
         change: cluster::MembershipChange,
     ) -> Result<u64, NodeError> {
         let (reply, answer) = oneshot::channel();
-        self.requests
-            .send(Request::Membership { change, reply })
-            .map_err(|_| NodeError::Stopped)?;
+        self.submit(Request::Membership { change, reply })?;
         answer.await.map_err(|_| NodeError::Stopped)?
     }
 
-    /// Hands a peer's Raft message to the event loop (cluster mode).
+    /// Hands a peer's Raft message to the event loop, never waiting: while the inbox holds
+    /// [`INBOX_PEER_MESSAGES`] of them (or is full) the message is dropped and counted in
+    /// `bulwark_peer_messages_dropped_total`. Raft tolerates lost messages; peers resend.
     pub fn deliver_peer_message(&self, message: raft::eraftpb::Message) {
-        let _ = self.requests.send(Request::Peer(message));
+        if self.peers_queued.fetch_add(1, Ordering::AcqRel) >= INBOX_PEER_MESSAGES {
+            self.peers_queued.fetch_sub(1, Ordering::AcqRel);
+            self.metrics.peer_messages_dropped.inc();
+            return;
+        }
+        if let Err(e) = self.requests.try_send(Request::Peer(message)) {
+            self.peers_queued.fetch_sub(1, Ordering::AcqRel);
+            if matches!(e, mpsc::TrySendError::Full(_)) {
+                self.metrics.peer_messages_dropped.inc();
+            }
+        }
     }
 
     /// Answers a query from the state every acknowledged write is in (linearizable).
@@ -328,15 +457,28 @@ impl NodeHandle {
     }
 
     async fn read_with(&self, query: Query, stale: bool) -> Result<ReadOutcome, NodeError> {
+        let permit = permit(&self.read_permits, "reads").await?;
         let (reply, answer) = oneshot::channel();
-        self.requests
-            .send(Request::Read {
-                query,
-                stale,
-                reply,
-            })
-            .map_err(|_| NodeError::Stopped)?;
+        self.submit(Request::Read {
+            query,
+            stale,
+            reply,
+            permit,
+        })?;
         answer.await.map_err(|_| NodeError::Stopped)?
+    }
+}
+
+/// One of `permits`, waiting at most [`PERMIT_WAIT`]; then the request is refused as
+/// overloaded (it never hangs).
+async fn permit(
+    permits: &Arc<Semaphore>,
+    what: &'static str,
+) -> Result<OwnedSemaphorePermit, NodeError> {
+    match tokio::time::timeout(PERMIT_WAIT, permits.clone().acquire_owned()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        Ok(Err(_closed)) => Err(NodeError::Stopped),
+        Err(_elapsed) => Err(NodeError::Overloaded { what }),
     }
 }
 
@@ -358,8 +500,11 @@ impl Node {
 
     /// Finishes every request already queued, writes a checkpoint and stops.
     pub fn shutdown(self) -> Result<(), NodeError> {
+        // A blocking send: the loop makes room as it takes requests.
         let _ = self.handle.requests.send(Request::Shutdown);
         self.handle.write_permits.close();
+        self.handle.read_permits.close();
+        self.handle.ack_all_permits.close();
         self.thread.join().unwrap_or(Err(NodeError::Stopped))
     }
 }
@@ -386,4 +531,151 @@ pub(crate) fn answer_query(store: &StateStore, query: Query) -> Result<ReadOutco
         answer,
         applied_index: store.applied_index(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bulwark_limits::INBOX_PEER_MESSAGES;
+
+    /// A handle whose inbox no loop serves: what it queues stays there.
+    fn detached() -> (NodeHandle, Inbox) {
+        let view = cluster::ClusterView {
+            http_addrs: Default::default(),
+            removed: false,
+            ready: true,
+            source_ip: None,
+        };
+        NodeHandle::new(
+            bulwark_limits::MAX_INFLIGHT_WRITES,
+            Arc::new(std::sync::Mutex::new(None)),
+            Arc::new(std::sync::RwLock::new(view)),
+            Arc::new(AtomicBool::new(false)),
+            PathBuf::from("/nonexistent"),
+            Arc::new(Metrics::default()),
+        )
+    }
+
+    #[test]
+    fn a_full_inbox_drops_peer_messages_and_counts_them() {
+        let (handle, inbox) = detached();
+        let extra = 10;
+        for _ in 0..INBOX_PEER_MESSAGES + extra {
+            handle.deliver_peer_message(raft::eraftpb::Message::default());
+        }
+        assert_eq!(handle.metrics.peer_messages_dropped.get(), extra as u64);
+        assert!(handle
+            .metrics
+            .encode()
+            .contains(&format!("bulwark_peer_messages_dropped_total {extra}")));
+        let mut queued = 0;
+        while let Some(request) = inbox.try_recv() {
+            assert!(matches!(request, Request::Peer(_)));
+            queued += 1;
+        }
+        assert_eq!(queued, INBOX_PEER_MESSAGES);
+        // Once the loop has taken them, peer messages are admitted again.
+        handle.deliver_peer_message(raft::eraftpb::Message::default());
+        assert!(matches!(inbox.try_recv(), Some(Request::Peer(_))));
+        assert_eq!(handle.metrics.peer_messages_dropped.get(), extra as u64);
+    }
+
+    fn is_overloaded<T>(
+        outcome: Result<Result<T, NodeError>, tokio::time::error::Elapsed>,
+    ) -> bool {
+        matches!(outcome, Ok(Err(NodeError::Overloaded { .. })))
+    }
+
+    #[tokio::test]
+    async fn a_request_without_a_permit_is_refused_as_overloaded_and_never_hangs() {
+        let (handle, _inbox) = detached();
+        let _writes = handle
+            .write_permits
+            .clone()
+            .acquire_many_owned(MAX_INFLIGHT_WRITES as u32)
+            .await
+            .unwrap();
+        let _reads = handle
+            .read_permits
+            .clone()
+            .acquire_many_owned(MAX_INFLIGHT_READS as u32)
+            .await
+            .unwrap();
+        let _waiters = handle
+            .ack_all_permits
+            .clone()
+            .acquire_many_owned(MAX_ACK_ALL_WAITERS as u32)
+            .await
+            .unwrap();
+        let patience = PERMIT_WAIT * 3;
+        let operation = Operation::CreateAccounts(Vec::new());
+        let (write, read, stale, ack_all) = tokio::join!(
+            tokio::time::timeout(patience, handle.write(operation)),
+            tokio::time::timeout(patience, handle.read(Query::Status)),
+            tokio::time::timeout(patience, handle.read_stale(Query::Status)),
+            tokio::time::timeout(patience, handle.ack_all_permit()),
+        );
+        assert!(is_overloaded(write), "a write waited without bound");
+        assert!(is_overloaded(read), "a read waited without bound");
+        assert!(is_overloaded(stale), "a stale read waited without bound");
+        assert!(
+            is_overloaded(ack_all),
+            "an ack=all waiter waited without bound"
+        );
+        let word = NodeError::Overloaded { what: "reads" }.to_string();
+        assert!(word.contains("overloaded"), "{word}");
+    }
+
+    /// The inbox's capacity: with every peer message it admits queued, every write, read and
+    /// ack=all waiter that holds a permit still gets in.
+    #[tokio::test]
+    async fn requests_holding_permits_find_room_in_an_inbox_flooded_by_peers() {
+        let (handle, inbox) = detached();
+        for _ in 0..INBOX_PEER_MESSAGES * 2 {
+            handle.deliver_peer_message(raft::eraftpb::Message::default());
+        }
+        let mut tasks = Vec::new();
+        for i in 0..MAX_INFLIGHT_WRITES.max(MAX_INFLIGHT_READS) {
+            let h = handle.clone();
+            if i < MAX_INFLIGHT_WRITES {
+                let op = Operation::CreateAccounts(Vec::new());
+                tasks.push(tokio::spawn(async move { h.write(op).await.map(drop) }));
+            }
+            let h = handle.clone();
+            tasks.push(tokio::spawn(async move {
+                h.read(Query::Status).await.map(drop)
+            }));
+            if i < MAX_ACK_ALL_WAITERS {
+                let h = handle.clone();
+                tasks.push(tokio::spawn(async move {
+                    let permit = h.ack_all_permit().await?;
+                    h.wait_replicated(1, permit).await
+                }));
+            }
+        }
+        let expected =
+            INBOX_PEER_MESSAGES + MAX_INFLIGHT_WRITES + MAX_INFLIGHT_READS + MAX_ACK_ALL_WAITERS;
+        let mut queued = 0;
+        let deadline = tokio::time::Instant::now() + PERMIT_WAIT;
+        let mut taken = Vec::new();
+        while queued < expected && tokio::time::Instant::now() < deadline {
+            tokio::task::yield_now().await;
+            while let Some(request) = inbox.try_recv() {
+                queued += 1;
+                // Keep them, so that their permits stay taken and their callers wait.
+                taken.push(request);
+            }
+        }
+        assert_eq!(queued, expected);
+        for task in &tasks {
+            assert!(
+                !task.is_finished(),
+                "a request holding a permit was refused"
+            );
+        }
+        assert_eq!(
+            handle.metrics.peer_messages_dropped.get(),
+            INBOX_PEER_MESSAGES as u64
+        );
+    }
 }

@@ -40,6 +40,8 @@ pub struct Metrics {
     pub member_lag_entries: Family<MemberLabels, Gauge>,
     pub member_in_sync: Family<MemberLabels, Gauge>,
     pub disk_full: Gauge,
+    /// Peer messages dropped because the node's inbox held its bound of them (Raft resends).
+    pub peer_messages_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -133,9 +135,16 @@ impl Default for Metrics {
             "1 while this node's disk is full: it refuses writes until space is freed",
             disk_full.clone(),
         );
+        let peer_messages_dropped = Counter::default();
+        registry.register(
+            "peer_messages_dropped",
+            "Raft messages from peers dropped because the node's inbox was full (peers resend)",
+            peer_messages_dropped.clone(),
+        );
         Metrics {
             registry,
             disk_full,
+            peer_messages_dropped,
             member_match_index,
             member_lag_entries,
             member_in_sync,

@@ -7,6 +7,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use bulwark_ledger::{Account, AccountId, TransferId};
+use bulwark_limits::{ACCOUNT_TRANSFERS_RUN, SPACE_RETRY};
 use redb::Database;
 
 use crate::disk::open_reader;
@@ -16,16 +17,8 @@ use crate::records;
 use crate::state::StateStore;
 use crate::tables::{
     ACCOUNTS, ACCOUNT_TRANSFERS, BALANCE_HISTORY, EXPIRIES, MEMBERSHIP, MEMBERSHIP_KEY, META,
-    META_APPLIED_INDEX, META_APPLIED_TERM, META_LAST_TIMESTAMP, PENDING, RUN_ENTRIES, TRANSFERS,
+    META_APPLIED_INDEX, META_APPLIED_TERM, META_LAST_TIMESTAMP, PENDING, TRANSFERS,
 };
-
-/// Free space kept on the data directory's file system beyond twice a checkpoint's estimated size:
-/// below it, checkpoints wait (the log keeps everything), so that a checkpoint rarely meets a full
-/// disk halfway.
-pub const SPACE_RESERVE: u64 = 16 << 20;
-/// After a checkpoint failed for lack of space, or was skipped for it, wait this long before the
-/// next attempt (or check of the free space).
-pub(crate) const SPACE_RETRY: Duration = Duration::from_secs(1);
 
 /// Bytes the file system holding `dir` has free for an unprivileged writer, if statvfs answers.
 pub fn free_space(dir: &Path) -> Option<u64> {
@@ -317,7 +310,7 @@ fn write_tables(txn: &redb::WriteTransaction, frozen: &Frozen) -> Result<(), red
     let mut accounts: Vec<&AccountId> = m.account_transfers.keys().collect();
     accounts.sort_unstable();
     for account in accounts {
-        for run in m.account_transfers[account].chunks(RUN_ENTRIES) {
+        for run in m.account_transfers[account].chunks(ACCOUNT_TRANSFERS_RUN) {
             let last = run.last().expect("chunks are not empty").0;
             index.insert((account.0, last.0), records::encode_run(run).as_slice())?;
         }

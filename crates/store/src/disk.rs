@@ -5,14 +5,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bulwark_limits::{STORE_CACHE_BYTES, STORE_REOPEN_RETRY};
 use redb::{Database, ReadOnlyTable, ReadableDatabase};
 
 use crate::error::{redb_err, StoreError};
 use crate::state::StateStore;
-use crate::tables::{ACCOUNT_TRANSFERS, BALANCE_HISTORY, CACHE_BYTES, PENDING, TRANSFERS};
-
-/// How often a closed database is tried to be reopened.
-const REOPEN_RETRY: Duration = Duration::from_millis(250);
+use crate::tables::{ACCOUNT_TRANSFERS, BALANCE_HISTORY, PENDING, TRANSFERS};
 
 /// Read handles on the last committed checkpoint.
 pub(crate) struct Reader {
@@ -61,7 +59,7 @@ impl StateStore {
         // No full integrity check here: this process wrote the file; redb still repairs it if the
         // failed commit left it needing that.
         let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
+            .set_cache_size(STORE_CACHE_BYTES)
             .open(&self.path)
             .map_err(redb_err(&self.path, "reopen"))?;
         let reader = open_reader(&self.path, &db)?;
@@ -79,7 +77,7 @@ impl StateStore {
         Ok(())
     }
 
-    /// Tries to reopen a closed database, at most every [`REOPEN_RETRY`]. True if it is open.
+    /// Tries to reopen a closed database, at most every [`STORE_REOPEN_RETRY`]. True if it is open.
     pub(crate) fn try_reopen(&self) -> bool {
         if self.disk.borrow().is_some() {
             return true;
@@ -98,7 +96,7 @@ impl StateStore {
                         "cannot reopen the state store yet; retrying"
                     );
                 }
-                self.reopen_after.set(Some(now + REOPEN_RETRY));
+                self.reopen_after.set(Some(now + STORE_REOPEN_RETRY));
                 false
             }
         }

@@ -14,7 +14,7 @@
 //! # A full disk
 //!
 //! A checkpoint is not started while the data directory's free space (statvfs) is below a margin
-//! (twice the estimated size of what it would write, plus [`SPACE_RESERVE`]): the memtable stays in
+//! (twice the estimated size of what it would write, plus `bulwark_limits::SPACE_RESERVE`): the memtable stays in
 //! memory and the log is kept, with a warning. If a checkpoint still fails for lack of space (the
 //! disk filled while it ran), that is not fatal: the frozen memtable is kept (reads still see it),
 //! the checkpointed index does not move (so the log behind it is not deleted), and the same frozen
@@ -45,6 +45,6 @@ pub mod snapshot;
 mod state;
 mod tables;
 
-pub use checkpoint::{free_space, Checkpointed, SPACE_RESERVE};
+pub use checkpoint::{free_space, Checkpointed};
 pub use error::{is_disk_full_io, StoreError};
 pub use state::StateStore;

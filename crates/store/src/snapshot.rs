@@ -17,6 +17,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
+use bulwark_limits::{ACCOUNT_TRANSFERS_RUN, MAX_SNAPSHOT_FRAME};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 
 use crate::StoreError;
@@ -24,7 +25,10 @@ use crate::StoreError;
 const MAGIC: &[u8; 6] = b"BWSNAP";
 const VERSION: u16 = 1;
 const TRAILER: u8 = 0xFF;
-const MAX_FRAME: usize = 64 << 20;
+
+// The largest row, a full run of the account index (`(timestamp u64, transfer id u64)` pairs)
+// with its table tag and key, fits one frame.
+const _: () = assert!(1 + 16 + ACCOUNT_TRANSFERS_RUN * 16 + 64 <= MAX_SNAPSHOT_FRAME);
 
 /// What a snapshot holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -330,9 +334,9 @@ fn read_frame(input: &mut impl Read) -> Result<Option<Vec<u8>>, String> {
         .map_err(|e| format!("read snapshot frame header: {e}"))?;
     let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
     let crc = u32::from_le_bytes(head[4..].try_into().expect("4 bytes"));
-    if len > MAX_FRAME {
+    if len > MAX_SNAPSHOT_FRAME {
         return Err(format!(
-            "snapshot frame of {len} bytes is larger than {MAX_FRAME}"
+            "snapshot frame of {len} bytes is larger than {MAX_SNAPSHOT_FRAME}"
         ));
     }
     let mut body = vec![0u8; len];

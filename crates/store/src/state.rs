@@ -10,18 +10,19 @@ use std::time::Instant;
 use bulwark_ledger::{
     Account, AccountId, Batch, BatchResults, StateMachine, Timestamp, TransferId,
 };
+use bulwark_limits::{SPACE_RESERVE, STORE_CACHE_BYTES};
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
 
-use crate::checkpoint::{Flushing, SPACE_RESERVE};
+use crate::checkpoint::Flushing;
 use crate::disk::{open_reader, Disk};
 use crate::error::{redb_err, StoreError};
 use crate::memtable::{Frozen, Memtable};
 use crate::records;
 use crate::snapshot;
 use crate::tables::{
-    ACCOUNTS, ACCOUNT_TRANSFERS, BALANCE_HISTORY, CACHE_BYTES, EXPIRIES, FORMAT_VERSION,
-    MEMBERSHIP, MEMBERSHIP_KEY, META, META_APPLIED_INDEX, META_APPLIED_TERM, META_FORMAT,
-    META_LAST_TIMESTAMP, PENDING, TRANSFERS,
+    ACCOUNTS, ACCOUNT_TRANSFERS, BALANCE_HISTORY, EXPIRIES, FORMAT_VERSION, MEMBERSHIP,
+    MEMBERSHIP_KEY, META, META_APPLIED_INDEX, META_APPLIED_TERM, META_FORMAT, META_LAST_TIMESTAMP,
+    PENDING, TRANSFERS,
 };
 
 pub struct StateStore {
@@ -59,7 +60,7 @@ impl StateStore {
         // Verify every page checksum at open: a file damaged outside redb must stop the node with
         // an error, not be trusted (a plain open may even panic on it).
         let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
+            .set_cache_size(STORE_CACHE_BYTES)
             .set_check_integrity_on_open(true)
             .create(path)
             .map_err(redb_err(path, "open"))?;

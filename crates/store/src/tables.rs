@@ -11,18 +11,15 @@ pub(crate) const EXPIRIES: TableDefinition<(u64, u64), ()> =
     TableDefinition::new("pending_expiries");
 /// An account's transfers as packed runs: key (account, timestamp of the run's last entry),
 /// value `[(timestamp u64, transfer id u64)]` in timestamp order. One checkpoint writes one run
-/// per account it touched (split at [`RUN_ENTRIES`]), so indexing costs one B-tree insert per
-/// account per checkpoint rather than two per transfer.
+/// per account it touched (split at
+/// `bulwark_limits::ACCOUNT_TRANSFERS_RUN`), so indexing costs one B-tree insert per account per
+/// checkpoint rather than two per transfer.
 pub(crate) const ACCOUNT_TRANSFERS: TableDefinition<(u64, u64), &[u8]> =
     TableDefinition::new("account_transfers");
-pub(crate) const RUN_ENTRIES: usize = 4096;
 pub(crate) const BALANCE_HISTORY: TableDefinition<(u64, u64), &[u8]> =
     TableDefinition::new("balance_history");
 
 pub(crate) const FORMAT_VERSION: u64 = 1;
-/// redb's page cache. Bounded well below redb's default (1 GiB) so that a node's memory stays
-/// flat however many transfers it stores.
-pub(crate) const CACHE_BYTES: usize = 64 << 20;
 pub(crate) const META_FORMAT: &str = "format_version";
 /// The cluster configuration as of the checkpoint (opaque bytes of the consensus layer).
 pub(crate) const MEMBERSHIP: TableDefinition<&str, &[u8]> = TableDefinition::new("membership");

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bulwark_limits::{ACCEPT_RETRY, PEER_READ_CHUNK};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -15,9 +16,6 @@ use tracing::{debug, info, warn};
 use crate::frame::{FrameDecoder, FrameError, Hello, HelloError, HELLO_PAYLOAD_LEN};
 use crate::outbound::lock;
 use crate::{NodeId, TransportOptions};
-
-/// Size of each read from an inbound socket (the decoder is the buffer between reads and frames).
-const READ_CHUNK: usize = 64 << 10;
 
 pub(crate) struct InboundCtx {
     pub(crate) me: NodeId,
@@ -81,7 +79,7 @@ pub(crate) async fn accept_loop(
                 Err(e) => {
                     // E.g. out of file descriptors: back off instead of spinning.
                     warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tokio::time::sleep(ACCEPT_RETRY).await;
                 }
             },
         }
@@ -171,7 +169,7 @@ async fn serve(
     if let Err(e) = stream.set_nodelay(true) {
         debug!(%remote, error = %e, "set_nodelay failed");
     }
-    let mut chunk = vec![0u8; READ_CHUNK];
+    let mut chunk = vec![0u8; PEER_READ_CHUNK];
     // The hello is read with a limit of its own size: a stranger cannot make us buffer more.
     let mut decoder = FrameDecoder::new(HELLO_PAYLOAD_LEN);
     let hello = match handshake(&mut stream, &mut decoder, &mut chunk, &ctx).await {

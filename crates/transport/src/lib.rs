@@ -32,6 +32,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bulwark_limits as limits;
+
 pub use frame::{
     encode_frame, encode_frame_into, FrameDecoder, FrameError, Hello, HelloError, FRAME_HEADER_LEN,
     HELLO_MAGIC, HELLO_PAYLOAD_LEN, PROTOCOL_VERSION,
@@ -102,7 +104,7 @@ pub struct PeerStats {
     pub last_error: Option<String>,
 }
 
-/// Limits and timings of a [`TcpTransport`].
+/// Limits and timings of a [`TcpTransport`]; the defaults are the bounds of `bulwark-limits`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TransportOptions {
     /// Most frames queued (or being written) per peer; `send` drops beyond it.
@@ -127,12 +129,12 @@ pub struct TransportOptions {
 impl Default for TransportOptions {
     fn default() -> Self {
         TransportOptions {
-            queue_frames: 1024,
-            queue_bytes: 64 << 20,
-            max_frame_bytes: 64 << 20,
-            backoff_min: Duration::from_millis(50),
-            backoff_max: Duration::from_secs(2),
-            connect_timeout: Duration::from_secs(3),
+            queue_frames: limits::PEER_QUEUE_FRAMES,
+            queue_bytes: limits::PEER_QUEUE_BYTES,
+            max_frame_bytes: limits::MAX_FRAME_BYTES,
+            backoff_min: limits::PEER_BACKOFF_MIN,
+            backoff_max: limits::PEER_BACKOFF_MAX,
+            connect_timeout: limits::PEER_CONNECT_TIMEOUT,
             source_ip: None,
         }
     }

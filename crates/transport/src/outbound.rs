@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bulwark_limits::KEEP_WRITE_BUFFER;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Notify;
@@ -14,9 +15,6 @@ use tracing::{debug, info, warn};
 
 use crate::frame::{encode_frame_into, Hello};
 use crate::{NodeId, PeerStats, TransportOptions};
-
-/// A write buffer larger than this is released after its batch instead of being kept for the next one.
-const KEEP_WRITE_BUFFER: usize = 4 << 20;
 
 /// Locks a mutex whose data stays consistent even if a holder panicked (plain counters and a queue).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

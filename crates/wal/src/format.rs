@@ -9,8 +9,6 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const SEGMENT_HEADER_LEN: u64 = 20;
 /// Size of a record header (`len`, `crc`, `index`) in bytes.
 pub const RECORD_HEADER_LEN: u64 = 16;
-/// Largest payload a record may carry; a longer length field is corruption (or a torn write).
-pub const MAX_RECORD_PAYLOAD: usize = 64 << 20;
 
 pub(crate) const SEGMENT_SUFFIX: &str = ".wal";
 pub(crate) const TEMP_SUFFIX: &str = ".wal.tmp";

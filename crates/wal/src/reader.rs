@@ -4,10 +4,10 @@
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 
+use bulwark_limits::MAX_RECORD_PAYLOAD;
+
 use crate::error::{corrupt, io_err, WalError};
-use crate::format::{
-    parse_record_header, record_crc, MAX_RECORD_PAYLOAD, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
-};
+use crate::format::{parse_record_header, record_crc, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
 use crate::writer::Wal;
 
 impl Wal {

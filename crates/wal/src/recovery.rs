@@ -7,10 +7,12 @@ use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use bulwark_limits::MAX_RECORD_PAYLOAD;
+
 use crate::error::{corrupt, io_err, WalError};
 use crate::format::{
     decode_header, parse_record_header, parse_segment_name, record_crc, segment_file_name,
-    MAX_RECORD_PAYLOAD, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, TEMP_SUFFIX,
+    RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, TEMP_SUFFIX,
 };
 use crate::segment::{fsync_dir, open_rw, Segment};
 use crate::writer::{Wal, WalOptions};

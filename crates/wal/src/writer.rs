@@ -7,7 +7,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{io_err, Failure, WalError};
-use crate::format::{encode_record, MAX_RECORD_PAYLOAD, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
+use bulwark_limits::MAX_RECORD_PAYLOAD;
+
+use crate::format::{encode_record, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
 use crate::segment::{create_segment, fsync_dir, Segment};
 
 /// Tuning knobs of a [`Wal`].
@@ -24,7 +26,7 @@ pub struct WalOptions {
 impl Default for WalOptions {
     fn default() -> Self {
         WalOptions {
-            segment_bytes: 64 << 20,
+            segment_bytes: bulwark_limits::DEFAULT_SEGMENT_BYTES,
             keep_through: 0,
         }
     }

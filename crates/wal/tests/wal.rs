@@ -638,7 +638,7 @@ fn leftover_temp_file_is_removed() {
 fn oversized_record_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (mut wal, _) = Wal::open(dir.path(), opts(1 << 20)).unwrap();
-    let big = vec![0u8; bulwark_wal::MAX_RECORD_PAYLOAD + 1];
+    let big = vec![0u8; bulwark_limits::MAX_RECORD_PAYLOAD + 1];
     assert!(matches!(
         wal.append(&big),
         Err(WalError::RecordTooLarge { .. })

@@ -43,6 +43,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
 use bulwark_ledger::{BatchResults, Operation, StateMachine, Timestamp};
+use bulwark_limits as limits;
 use raft::eraftpb::{ConfState, Message, Snapshot};
 use raft::{RawNode, StateRole};
 
@@ -50,7 +51,6 @@ use crate::clock::ProposerClock;
 use crate::storage::RaftStorage;
 
 use proposals::Proposal;
-pub use proposals::{MAX_GROUP_BYTES, MAX_GROUP_EVENTS};
 use reads::ReadRound;
 use ready::HeldReady;
 
@@ -77,11 +77,11 @@ impl ReplicaConfig {
         ReplicaConfig {
             id,
             boot_nonce,
-            election_tick: 10,
-            min_election_tick: 10,
-            max_election_tick: 20,
-            heartbeat_tick: 2,
-            read_timeout_ticks: 60,
+            election_tick: limits::ELECTION_TICKS,
+            min_election_tick: limits::ELECTION_TICKS,
+            max_election_tick: limits::MAX_ELECTION_TICKS,
+            heartbeat_tick: limits::HEARTBEAT_TICKS,
+            read_timeout_ticks: limits::READ_TIMEOUT_TICKS,
         }
     }
 
@@ -95,9 +95,9 @@ impl ReplicaConfig {
             applied,
             check_quorum: true,
             pre_vote: true,
-            max_size_per_msg: 4 << 20,
-            max_inflight_msgs: 256,
-            max_uncommitted_size: 256 << 20,
+            max_size_per_msg: limits::RAFT_MAX_SIZE_PER_MSG,
+            max_inflight_msgs: limits::RAFT_MAX_INFLIGHT_MSGS,
+            max_uncommitted_size: limits::RAFT_MAX_UNCOMMITTED_BYTES,
             ..raft::Config::default()
         }
     }
@@ -327,7 +327,7 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
     }
 
     fn retry_lost_snapshots(&mut self) {
-        let patience = 4 * self.config.election_tick as u64;
+        let patience = limits::SNAPSHOT_REPORT_ELECTIONS * self.config.election_tick as u64;
         let ticks = self.ticks;
         let stale: Vec<u64> = self
             .snapshots_sent

@@ -6,21 +6,12 @@
 //! (its message, its log record, its apply). A group is a list of batches, each with its own
 //! timestamp, applied one after another at the entry's index (`ledger::codec::encode_entry`).
 
-use bulwark_ledger::{codec, Batch, Operation, StateMachine, MAX_BATCH_EVENTS};
+use bulwark_ledger::{codec, Batch, Operation, StateMachine};
+use bulwark_limits::{MAX_GROUP_BYTES, MAX_GROUP_EVENTS};
 use raft::eraftpb::ConfChangeV2;
 
 use super::{Output, Replica, ReplicaError};
 use crate::storage::RaftStorage;
-
-/// Most events in one grouped entry: a group never holds more than the largest single batch,
-/// so that applying an entry takes no longer than before grouping existed.
-pub const MAX_GROUP_EVENTS: usize = MAX_BATCH_EVENTS;
-/// Most bytes of one grouped entry's payload: well under raft's 4 MiB message bound, so that
-/// a group always fits one append message.
-pub const MAX_GROUP_BYTES: usize = 1 << 20;
-
-// The largest batch (transfers, 60 bytes each) must fit a group on its own.
-const _: () = assert!(MAX_GROUP_BYTES >= 5 + 4 + 14 + MAX_BATCH_EVENTS * 60);
 
 /// A proposal of this node waiting for its entry to apply: the index Raft gave it and the
 /// tokens it answers, one per batch of the entry in order (one for a membership change).

@@ -18,13 +18,10 @@
 //!   (a follower cut off from the entries).
 
 use bulwark_ledger::StateMachine;
+use bulwark_limits::READ_RETRY_TICKS;
 
 use super::{Output, Replica, ReplicaError};
 use crate::storage::RaftStorage;
-
-/// Ticks between two sends of a round still without its index: long enough for a healthy
-/// leader to answer (one round trip), short enough that a read waits little after an election.
-pub(super) const READ_RETRY_TICKS: u64 = 3;
 
 /// The context of a ReadIndex request: unique to one round of one boot of one node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

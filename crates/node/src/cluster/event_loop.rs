@@ -3,26 +3,23 @@
 //! persisting), hands the answers back, and does housekeeping (checkpoints, replication status).
 
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bulwark_consensus::replica::{Output, ReplicaError};
 use bulwark_ledger::Timestamp;
+use bulwark_limits::{DISK_FULL_RETRY, INSTALL_RETRY, KEEP_ENTRIES, MAX_REQUESTS_PER_ROUND};
 use bulwark_transport::{NodeId, Transport};
 use protobuf::Message as _;
 use raft::eraftpb::Message;
 
 use super::config::{snapshot_data, snapshot_members, Member};
-use super::{ClusterLoop, Recovering, Reply, Stall, DISK_FULL_RETRY, INSTALL_RETRY, KEEP_ENTRIES};
+use super::{ClusterLoop, Recovering, Reply, Stall};
 use crate::faults::crash_point;
-use crate::{answer_query, NodeError, Query, Request, WriteOutcome};
-
-/// Requests one round takes from the inbox before it handles Raft's Ready, so that a flood of
-/// requests cannot starve ticks and persistence.
-const MAX_REQUESTS_PER_ROUND: usize = 4096;
+use crate::{answer_query, Inbox, NodeError, Query, Request, WriteOutcome};
 
 impl ClusterLoop {
-    pub(super) fn run(mut self, inbox: Receiver<Request>) -> Result<(), NodeError> {
+    pub(super) fn run(mut self, inbox: Inbox) -> Result<(), NodeError> {
         let outcome = self.serve(&inbox);
         if let Err(e) = &outcome {
             tracing::error!(error = %e, "cluster loop stopped on a fatal error");
@@ -38,7 +35,7 @@ impl ClusterLoop {
         Ok(())
     }
 
-    fn serve(&mut self, inbox: &Receiver<Request>) -> Result<(), NodeError> {
+    fn serve(&mut self, inbox: &Inbox) -> Result<(), NodeError> {
         loop {
             let wait = self.next_tick.saturating_duration_since(Instant::now());
             let first = match inbox.recv_timeout(wait) {
@@ -66,7 +63,7 @@ impl ClusterLoop {
 
     /// Takes `first` and what else waits in the inbox, up to [`MAX_REQUESTS_PER_ROUND`]; true
     /// if a shutdown was asked for.
-    fn take_requests(&mut self, first: Option<Request>, inbox: &Receiver<Request>) -> bool {
+    fn take_requests(&mut self, first: Option<Request>, inbox: &Inbox) -> bool {
         let mut next = first;
         let mut taken = 0;
         let mut shutdown = false;
@@ -74,7 +71,7 @@ impl ClusterLoop {
             shutdown |= self.take_request(request);
             taken += 1;
             next = if taken < MAX_REQUESTS_PER_ROUND && !shutdown {
-                inbox.try_recv().ok()
+                inbox.try_recv()
             } else {
                 None
             };
@@ -88,15 +85,20 @@ impl ClusterLoop {
             Request::Write { reply, .. } if self.is_disk_full() => {
                 let _ = reply.send(Err(self.disk_full_error()));
             }
-            Request::Write { operation, reply } => {
+            Request::Write {
+                operation,
+                reply,
+                permit,
+            } => {
                 self.metrics.batch_events.observe(operation.len() as f64);
-                self.replica.write(operation, Reply::Write(reply));
+                self.replica.write(operation, Reply::Write(reply, permit));
             }
             Request::Read {
                 query,
                 stale,
                 reply,
-            } => self.take_read(query, stale, reply),
+                permit,
+            } => self.take_read(query, stale, reply, permit),
             // While the node is paused, Raft takes no messages (the replica drops them too while
             // it holds a Ready); peers resend.
             Request::Peer(message) => {
@@ -108,7 +110,11 @@ impl ClusterLoop {
                 let _ = reply.send(Err(self.disk_full_error()));
             }
             Request::Membership { change, reply } => self.propose_membership(change, reply),
-            Request::WaitReplicated { index, reply } => self.waiting_all.push(index, reply),
+            Request::WaitReplicated {
+                index,
+                reply,
+                permit,
+            } => self.waiting_all.push(index, (reply, permit)),
             Request::Shutdown => return true,
         }
         false
@@ -119,6 +125,7 @@ impl ClusterLoop {
         query: Query,
         stale: bool,
         reply: tokio::sync::oneshot::Sender<Result<crate::ReadOutcome, NodeError>>,
+        permit: super::Permit,
     ) {
         if matches!(query, Query::Status) {
             let _ = reply.send(Ok(self.status()));
@@ -131,7 +138,7 @@ impl ClusterLoop {
         } else if self.is_disk_full() {
             let _ = reply.send(Err(self.disk_full_error()));
         } else {
-            self.replica.read(Reply::Read(query, reply));
+            self.replica.read(Reply::Read(query, reply, permit));
         }
     }
 
@@ -379,7 +386,7 @@ impl ClusterLoop {
                     bulwark_ledger::BatchResults::Accounts(r) => r.len() as u64,
                     bulwark_ledger::BatchResults::Transfers(r) => r.len() as u64,
                 });
-                if let Reply::Write(reply) = token {
+                if let Reply::Write(reply, _permit) = token {
                     let _ = reply.send(Ok(WriteOutcome {
                         results: written.results,
                         commit_index: written.index,
@@ -409,10 +416,10 @@ impl ClusterLoop {
                     },
                 };
                 match token {
-                    Reply::Write(reply) => {
+                    Reply::Write(reply, _permit) => {
                         let _ = reply.send(Err(error));
                     }
-                    Reply::Read(_, reply) => {
+                    Reply::Read(_, reply, _permit) => {
                         let _ = reply.send(Err(error));
                     }
                     Reply::Membership(reply) => {
@@ -421,7 +428,7 @@ impl ClusterLoop {
                 }
             }
             Output::ReadReady { token } => {
-                if let Reply::Read(query, reply) = token {
+                if let Reply::Read(query, reply, _permit) = token {
                     let _ = reply.send(answer_query(self.replica.state(), query));
                 }
             }

@@ -10,7 +10,7 @@
 //! the API reads, `bulwark_disk_full` 1, `/health/ready` 503, a warning in the log), refuses
 //! writes, linearizable reads and membership changes with [`NodeError::DiskFull`] (507
 //! `disk_full`), keeps answering status and stale reads, and retries the held Ready every
-//! [`DISK_FULL_RETRY`] (Raft is paused meanwhile: see `consensus::replica`). Once the retry
+//! [`bulwark_limits::DISK_FULL_RETRY`] (Raft is paused meanwhile: see `consensus::replica`). Once the retry
 //! succeeds, the node catches up by itself and serves again (an info in the log).
 
 mod config;
@@ -23,7 +23,7 @@ mod status;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bulwark_consensus::replica::Replica;
 use bulwark_consensus::storage::DiskRaftStorage;
@@ -51,11 +51,18 @@ pub struct ClusterView {
 }
 
 /// What a proposal or read carries back to its caller.
+/// A write's and a read's permit travel with their reply and are released when it is answered.
 pub(crate) enum Reply {
-    Write(oneshot::Sender<Result<WriteOutcome, NodeError>>),
-    Read(Query, oneshot::Sender<Result<ReadOutcome, NodeError>>),
+    Write(oneshot::Sender<Result<WriteOutcome, NodeError>>, Permit),
+    Read(
+        Query,
+        oneshot::Sender<Result<ReadOutcome, NodeError>>,
+        Permit,
+    ),
     Membership(oneshot::Sender<Result<u64, NodeError>>),
 }
+
+type Permit = tokio::sync::OwnedSemaphorePermit;
 
 type ClusterReplica = Replica<DiskRaftStorage, StateStore, Reply>;
 
@@ -72,7 +79,8 @@ struct ClusterLoop {
     /// Membership changes applied in a joint configuration, answered once it is left.
     joint_replies: Vec<oneshot::Sender<Result<u64, NodeError>>>,
     /// Writes with `ack=all` waiting until every in-sync member has their index.
-    waiting_all: crate::ack_all::AckAllWaiters<oneshot::Sender<Result<(), NodeError>>>,
+    /// `ack=all` waiters, each holding its permit until it is settled.
+    waiting_all: crate::ack_all::AckAllWaiters<(oneshot::Sender<Result<(), NodeError>>, Permit)>,
     /// Shared with the API: this node cannot persist right now (see the module documentation).
     disk_full: Arc<AtomicBool>,
     /// Since when the disk is full (for the recovery log line).
@@ -109,19 +117,5 @@ struct Recovering {
     started: Instant,
 }
 
-/// How long a node waits before it fetches a snapshot again after a failed attempt.
-pub const INSTALL_RETRY: Duration = Duration::from_millis(1000);
-
-/// How often a node whose disk is full tries again to persist what it holds.
-pub const DISK_FULL_RETRY: Duration = Duration::from_millis(200);
-
-/// A follower is in sync when the leader heard from it within an election timeout and it was
-/// fully caught up within this long (the Kafka ISR idea).
-pub const IN_SYNC_WITHIN: Duration = Duration::from_secs(1);
-
 /// A new cluster's configuration is a snapshot at this index; its log starts after it.
 const BOOTSTRAP_INDEX: u64 = 1;
-
-/// Raft log entries kept behind a checkpoint, so that a follower a little behind catches up
-/// from the log rather than by snapshot.
-const KEEP_ENTRIES: u64 = 256;

@@ -3,7 +3,9 @@
 
 use std::time::Instant;
 
-use super::{ClusterLoop, IN_SYNC_WITHIN};
+use bulwark_limits::IN_SYNC_WITHIN;
+
+use super::ClusterLoop;
 
 impl ClusterLoop {
     /// Tracks followers' lag in time, answers `ack=all` writes every in-sync member now has,
@@ -55,7 +57,7 @@ impl ClusterLoop {
         }
         // ack=all: every in-sync follower (and this leader) holds the write's index.
         let floor = in_sync_match.iter().copied().min().unwrap_or(u64::MAX);
-        for (reply, result) in self.waiting_all.settle(leading, floor) {
+        for ((reply, _permit), result) in self.waiting_all.settle(leading, floor) {
             let _ = reply.send(result);
         }
         let heard_recently = raft.election_elapsed < raft.election_timeout();

@@ -4,23 +4,21 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bulwark_consensus::recovery::{align_log_with_state, Alignment};
 use bulwark_consensus::replica::{Replica, ReplicaConfig};
 use bulwark_consensus::storage::{DiskRaftStorage, RaftStorage};
+use bulwark_limits::KEEP_ENTRIES;
 use bulwark_store::StateStore;
 use bulwark_transport::{NodeId, Transport};
 use raft::eraftpb::ConfState;
-use tokio::sync::Semaphore;
 
 use super::config::{load_members, save_members, snapshot_data};
 use super::event_loop::wall_clock;
 use super::{
     ClusterConfig, ClusterLoop, ClusterReplica, ClusterView, Recovering, Stall, BOOTSTRAP_INDEX,
-    KEEP_ENTRIES,
 };
 use crate::{Metrics, Node, NodeConfig, NodeError, NodeHandle};
 
@@ -125,10 +123,8 @@ fn start_replica(
     storage: DiskRaftStorage,
     store: StateStore,
 ) -> Result<ClusterReplica, String> {
-    let mut replica_config = ReplicaConfig::new(cluster.node_id, boot_nonce());
-    replica_config.election_tick = 10;
-    replica_config.min_election_tick = 10;
-    replica_config.max_election_tick = 20;
+    // Election and read timeouts: the defaults, from `bulwark-limits`.
+    let replica_config = ReplicaConfig::new(cluster.node_id, boot_nonce());
     let mut replica = Replica::new(replica_config, storage, store).map_err(|e| e.to_string())?;
     let checkpoint = replica.state().checkpointed_index();
     if checkpoint > BOOTSTRAP_INDEX {
@@ -229,7 +225,6 @@ fn spawn_loop(
     metrics: Arc<Metrics>,
     recovering: Recovering,
 ) -> Result<Node, NodeError> {
-    let (requests, inbox) = mpsc::channel();
     let snapshots = Arc::new(std::sync::Mutex::new(Some(
         replica.state().snapshot_source(),
     )));
@@ -244,15 +239,14 @@ fn spawn_loop(
         source_ip: cluster.source_ip,
     }));
     let disk_full = Arc::new(AtomicBool::new(false));
-    let handle = NodeHandle {
-        requests,
-        write_permits: Arc::new(Semaphore::new(config.max_inflight_writes)),
-        snapshots: snapshots.clone(),
-        cluster: view.clone(),
-        disk_full: disk_full.clone(),
-        data_dir: config.data_dir.clone(),
-        metrics: metrics.clone(),
-    };
+    let (handle, inbox) = NodeHandle::new(
+        config.max_inflight_writes,
+        snapshots.clone(),
+        view.clone(),
+        disk_full.clone(),
+        config.data_dir.clone(),
+        metrics.clone(),
+    );
     metrics.disk_full.set(0);
     let tick = cluster.tick;
     let event_loop = ClusterLoop {

@@ -1,0 +1,358 @@
+//! `bulwark-limits` holds every bound of a Bulwark node in one place: batch and page sizes, entry,
+//! frame and record sizes, queue and inbox depths, permits, and timeouts. Each bound says why it
+//! has its value, and the `const` assertions at the end of this file state how they relate (a
+//! change that breaks a relation does not compile).
+//!
+//! It is its own crate, with no dependencies, because the bounds are used by crates that do not
+//! depend on one another: `wal` and `transport` do not depend on `ledger` (the lowest crate of the
+//! rest), and must not (a log or a socket knows nothing about accounts). Every crate that has a
+//! bound takes it from here: ledger, wal, store, consensus, transport, node, api and the binary.
+//!
+//! It must never hold a format (field widths, magic numbers, versions: those belong to the crate
+//! that owns the format, which asserts its own sizes against these bounds) nor anything that is
+//! not a compile-time constant. Timeouts counted in Raft ticks are in ticks; the default tick is
+//! [`DEFAULT_TICK`], and relations between ticks and wall time use it.
+
+use std::time::Duration;
+
+// ---------------------------------------------------------------------------------------------
+// Batches and pages (the API and the ledger)
+// ---------------------------------------------------------------------------------------------
+
+/// Largest batch of events one request may carry. TigerBeetle's figure (8190 transfers of 128
+/// bytes fill a 1 MiB message); here it keeps the largest batch's log entry well under
+/// [`MAX_GROUP_BYTES`] and bounds how long applying one entry holds the node loop.
+pub const MAX_BATCH_EVENTS: usize = 8190;
+
+/// JSON bytes the API allows per event of a full batch: a transfer with every field spelled out
+/// fits well within it.
+pub const JSON_BYTES_PER_EVENT: usize = 1024;
+
+/// Largest request body the API accepts (8 MiB): a batch of [`MAX_BATCH_EVENTS`] events of
+/// [`JSON_BYTES_PER_EVENT`] each fits; anything larger is refused (413) before it is parsed.
+pub const MAX_BODY_BYTES: usize = 8 << 20;
+
+/// Page size of an account's transfer history when the request gives no `limit`: one screen.
+pub const DEFAULT_HISTORY_PAGE: usize = 100;
+
+/// Largest page of an account's transfer history: as many transfers as one batch may create, so
+/// that a page costs no more to build and send than the largest write.
+pub const MAX_HISTORY_PAGE: usize = MAX_BATCH_EVENTS;
+
+// ---------------------------------------------------------------------------------------------
+// Entries, messages, frames, records
+// ---------------------------------------------------------------------------------------------
+
+/// Most events in one grouped entry: a group never holds more than the largest single batch,
+/// so that applying an entry takes no longer than before grouping existed.
+pub const MAX_GROUP_EVENTS: usize = MAX_BATCH_EVENTS;
+
+/// Most bytes of one grouped entry's payload (1 MiB): the largest single batch fits on its own
+/// (asserted by `ledger::codec`, which owns the widths), and the group stays well under Raft's
+/// message bound, so that a group always fits one append message.
+pub const MAX_GROUP_BYTES: usize = 1 << 20;
+
+/// Bytes a Raft `Entry` (or a `Message` around entries) adds to the payloads it carries: term,
+/// index, type, the 16-byte context plus a membership change's details, protobuf tags and
+/// lengths. Generous: the relations below only need an upper bound.
+pub const ENTRY_OVERHEAD_BYTES: usize = 4 << 10;
+
+/// Raft's `max_size_per_msg` (4 MiB): the entries one append message carries, beyond the first
+/// (raft-rs always sends at least one entry, whatever its size). Four groups per message keeps a
+/// lagging follower's catch-up quick without large frames.
+pub const RAFT_MAX_SIZE_PER_MSG: u64 = 4 << 20;
+
+/// Raft's `max_inflight_msgs`: append messages sent to one follower and not yet acknowledged.
+pub const RAFT_MAX_INFLIGHT_MSGS: usize = 256;
+
+/// Raft's `max_uncommitted_size` (256 MiB): entry bytes a leader holds uncommitted before it
+/// refuses proposals. As large as every admitted write in its own full group, so that a write the
+/// node took a permit for is never refused for it.
+pub const RAFT_MAX_UNCOMMITTED_BYTES: u64 = 256 << 20;
+
+/// Largest payload of one peer frame, sent or accepted (64 MiB); a larger inbound frame closes
+/// its connection. Far above the largest Raft message (see the assertions), so only a broken or
+/// hostile peer meets it.
+pub const MAX_FRAME_BYTES: usize = 64 << 20;
+
+/// Largest payload of one WAL record (64 MiB); a longer length field is corruption (or a torn
+/// write). A record holds one Raft entry, far smaller.
+pub const MAX_RECORD_PAYLOAD: usize = 64 << 20;
+
+/// Largest frame of a snapshot stream (64 MiB); a longer one refuses the import. A frame holds
+/// one row, at most a run of [`ACCOUNT_TRANSFERS_RUN`] index pairs.
+pub const MAX_SNAPSHOT_FRAME: usize = 64 << 20;
+
+/// Most `(timestamp, transfer id)` pairs in one run of the `account_transfers` index: one run per
+/// account per checkpoint, split beyond this so that a hot account's row stays small (64 KiB).
+pub const ACCOUNT_TRANSFERS_RUN: usize = 4096;
+
+/// Chunks in which the snapshot endpoint hands a checkpoint to the HTTP body (256 KiB): large
+/// enough to keep the socket busy, small enough that a slow reader holds little memory.
+pub const SNAPSHOT_HTTP_CHUNK: usize = 256 << 10;
+
+// ---------------------------------------------------------------------------------------------
+// Queues, inboxes and permits
+// ---------------------------------------------------------------------------------------------
+
+/// Frames queued (or being written) per peer in the transport; `send` drops beyond it. Raft
+/// sends at most [`RAFT_MAX_INFLIGHT_MSGS`] appends per follower, plus heartbeats and votes.
+pub const PEER_QUEUE_FRAMES: usize = 1024;
+
+/// Payload bytes queued (or being written) per peer (64 MiB); `send` drops beyond it.
+pub const PEER_QUEUE_BYTES: usize = 64 << 20;
+
+/// An outbound write buffer larger than this (4 MiB) is released after its batch instead of
+/// being kept for the next one.
+pub const KEEP_WRITE_BUFFER: usize = 4 << 20;
+
+/// Size of each read from an inbound peer socket (64 KiB; the decoder buffers between reads and
+/// frames).
+pub const PEER_READ_CHUNK: usize = 64 << 10;
+
+/// Frames the transport's accept side may hold for the node (the channel between the transport
+/// and the task that decodes them into the node's inbox). A full channel makes that peer's
+/// connection wait: backpressure on one stream, not memory.
+pub const TRANSPORT_INBOX_FRAMES: usize = 4096;
+
+/// Write requests in flight at once (the default of `NodeConfig::max_inflight_writes`): from the
+/// API to their answer. More wait for a permit for at most [`PERMIT_WAIT`].
+pub const MAX_INFLIGHT_WRITES: usize = 256;
+
+/// Reads (linearizable, stale and status) in flight at once: from the API to their answer.
+/// Linearizable reads arriving together share one ReadIndex round, so this is many rounds' worth.
+pub const MAX_INFLIGHT_READS: usize = 1024;
+
+/// `?ack=all` writes waiting at once for every in-sync member: taken before the write itself, so
+/// a write is refused as `overloaded` before it enters the log, never after it committed.
+pub const MAX_ACK_ALL_WAITERS: usize = MAX_INFLIGHT_WRITES;
+
+/// Peer messages that may wait in the node's inbox; beyond it they are dropped and counted
+/// (`bulwark_peer_messages_dropped_total`): Raft tolerates lost messages and peers resend.
+pub const INBOX_PEER_MESSAGES: usize = 4096;
+
+/// Inbox slots for requests that take no permit: membership changes and the shutdown.
+pub const INBOX_CONTROL: usize = 64;
+
+/// The node inbox's capacity (with the default write permits): every request that holds a permit,
+/// every peer message admitted, and the control requests fit at once, so a request that got its
+/// permit never finds the inbox full.
+pub const NODE_INBOX: usize = MAX_INFLIGHT_WRITES
+    + MAX_INFLIGHT_READS
+    + MAX_ACK_ALL_WAITERS
+    + INBOX_PEER_MESSAGES
+    + INBOX_CONTROL;
+
+/// Requests one round of the node loop takes from its inbox before it handles Raft's Ready, so
+/// that a flood of requests cannot starve ticks and persistence.
+pub const MAX_REQUESTS_PER_ROUND: usize = 4096;
+
+/// How long a request waits for a permit before it is answered 503 `overloaded` (nothing of it
+/// was done): long enough to ride out a burst (a round takes milliseconds), short enough that a
+/// client never hangs.
+pub const PERMIT_WAIT: Duration = Duration::from_secs(1);
+
+// ---------------------------------------------------------------------------------------------
+// Log, memory and disk
+// ---------------------------------------------------------------------------------------------
+
+/// Raft log entries kept behind a checkpoint, so that a follower a little behind catches up from
+/// the log rather than by snapshot.
+pub const KEEP_ENTRIES: u64 = 256;
+
+/// Default WAL segment size (64 MiB): rollover and compaction work in whole segments.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
+
+/// Default memtable bound in transfers before a checkpoint starts (memory does not grow with
+/// transfers: one active memtable, at most one frozen).
+pub const DEFAULT_CHECKPOINT_TRANSFERS: usize = 150_000;
+
+/// redb's page cache (64 MiB). Bounded well below redb's default (1 GiB) so that a node's memory
+/// stays flat however many transfers it stores.
+pub const STORE_CACHE_BYTES: usize = 64 << 20;
+
+/// Free space kept on the data directory's file system beyond twice a checkpoint's estimated
+/// size: below it, checkpoints wait (the log keeps everything), so that a checkpoint rarely meets
+/// a full disk halfway.
+pub const SPACE_RESERVE: u64 = 16 << 20;
+
+// ---------------------------------------------------------------------------------------------
+// Raft timing (in ticks)
+// ---------------------------------------------------------------------------------------------
+
+/// One Raft tick by default (`--tick-ms`).
+pub const DEFAULT_TICK: Duration = Duration::from_millis(50);
+
+/// Ticks between a leader's heartbeats.
+pub const HEARTBEAT_TICKS: usize = 2;
+
+/// Ticks without a leader before a follower campaigns, at least (randomized per election up to
+/// [`MAX_ELECTION_TICKS`]): 500 ms at the default tick, several heartbeats lost in a row.
+pub const ELECTION_TICKS: usize = 10;
+
+/// Upper end (exclusive) of the randomized election timeout: spreads candidates so that one
+/// usually wins the first round.
+pub const MAX_ELECTION_TICKS: usize = 20;
+
+/// Ticks a read may wait, from its arrival to its answer, before it is refused (3 s at the
+/// default tick). Longer than an election, so that a read arriving while the leader changes is
+/// served by the next one.
+pub const READ_TIMEOUT_TICKS: u64 = 60;
+
+/// Ticks between two sends of a read round still without its index: long enough for a healthy
+/// leader to answer (one round trip), short enough that a read waits little after an election.
+pub const READ_RETRY_TICKS: u64 = 3;
+
+/// Election timeouts a leader waits for a snapshot's reply before it reports the snapshot failed
+/// so that Raft sends it again (a follower downloads the checkpoint meanwhile).
+pub const SNAPSHOT_REPORT_ELECTIONS: u64 = 4;
+
+// ---------------------------------------------------------------------------------------------
+// Wall-clock timeouts and retries
+// ---------------------------------------------------------------------------------------------
+
+/// A follower is in sync when the leader heard from it within an election timeout and it was
+/// fully caught up within this long (the Kafka ISR idea).
+pub const IN_SYNC_WITHIN: Duration = Duration::from_secs(1);
+
+/// How long `?ack=all` waits for the in-sync members before answering 504.
+pub const ACK_ALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a follower waits for the leader's answer to a write it forwarded (10 s): longer than
+/// the leader itself may take to answer (a permit, then `?ack=all`), so that a slow answer is
+/// relayed rather than turned into `outcome_unknown`.
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a node waits before it fetches a snapshot again after a failed attempt.
+pub const INSTALL_RETRY: Duration = Duration::from_millis(1000);
+
+/// How often a node whose disk is full tries again to persist what it holds.
+pub const DISK_FULL_RETRY: Duration = Duration::from_millis(200);
+
+/// Limit on connecting to a member for a snapshot download: a dead member is given up quickly
+/// and another one tried.
+pub const SNAPSHOT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Limit on each read of a snapshot download: a paused member is given up and another one tried
+/// (the source writes continuously; a checkpoint's integrity check at open can take seconds).
+pub const SNAPSHOT_READ_TIMEOUT: Duration = Duration::from_secs(20);
+/// A snapshot download that received nothing for this long is given up on, and another started
+/// from any member: a paused or cut-off source must not hold a follower's catch-up forever. At
+/// least one read timeout, so that a source that is only slow gets its chance.
+pub const SNAPSHOT_STALL_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How often a closed state store is tried to be reopened.
+pub const STORE_REOPEN_RETRY: Duration = Duration::from_millis(250);
+
+/// After a checkpoint failed for lack of space, or was skipped for it, wait this long before the
+/// next attempt (or check of the free space).
+pub const SPACE_RETRY: Duration = Duration::from_secs(1);
+
+/// The furthest the wall clock may be from the proposer's time and still be followed: larger
+/// gaps are jumps. Well above the drift between the wall and monotonic clocks of one host (NTP
+/// slews both alike) and above NTP's 128 ms step threshold, well below pending timeouts
+/// (seconds).
+pub const MAX_CLOCK_STEP: Duration = Duration::from_millis(250);
+
+/// Smallest reconnect backoff cap of the transport; the cap doubles per consecutive failure.
+pub const PEER_BACKOFF_MIN: Duration = Duration::from_millis(50);
+
+/// Largest reconnect backoff cap (the wait is uniform in `[0, cap]`, full jitter): a peer that
+/// comes back is found again within two seconds.
+pub const PEER_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// Limit on a peer dial, and on an inbound connection's hello.
+pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Pause after a failed `accept` on the peer port (e.g. out of file descriptors), instead of
+/// spinning.
+pub const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+// ---------------------------------------------------------------------------------------------
+// How the bounds relate
+// ---------------------------------------------------------------------------------------------
+
+/// `d` in milliseconds, in a `const` context.
+const fn ms(d: Duration) -> u128 {
+    d.as_millis()
+}
+
+/// `ticks` at the default tick, in milliseconds.
+const fn ticks_ms(ticks: u64) -> u128 {
+    ticks as u128 * DEFAULT_TICK.as_millis()
+}
+
+// A full batch's JSON fits the body limit, and a page is never larger than a batch.
+const _: () = assert!(MAX_BATCH_EVENTS * JSON_BYTES_PER_EVENT <= MAX_BODY_BYTES);
+const _: () = assert!(0 < DEFAULT_HISTORY_PAGE && DEFAULT_HISTORY_PAGE <= MAX_HISTORY_PAGE);
+const _: () = assert!(MAX_HISTORY_PAGE <= MAX_BATCH_EVENTS);
+const _: () = assert!(MAX_GROUP_EVENTS >= MAX_BATCH_EVENTS);
+
+// An entry (a full group, or the largest batch alone: `ledger::codec` asserts it fits
+// MAX_GROUP_BYTES) fits one Raft message; the largest Raft message (max_size_per_msg plus the
+// one entry raft-rs always adds) fits a transport frame; an entry fits a WAL record.
+const _: () = assert!(MAX_GROUP_BYTES + ENTRY_OVERHEAD_BYTES <= RAFT_MAX_SIZE_PER_MSG as usize);
+const _: () = assert!(
+    RAFT_MAX_SIZE_PER_MSG as usize + MAX_GROUP_BYTES + 2 * ENTRY_OVERHEAD_BYTES < MAX_FRAME_BYTES
+);
+const _: () = assert!(MAX_GROUP_BYTES + ENTRY_OVERHEAD_BYTES < MAX_RECORD_PAYLOAD);
+const _: () = assert!((MAX_RECORD_PAYLOAD as u64) <= DEFAULT_SEGMENT_BYTES);
+// A peer's queue holds at least one largest frame, and the appends Raft may have in flight.
+const _: () = assert!(MAX_FRAME_BYTES <= PEER_QUEUE_BYTES);
+const _: () = assert!(RAFT_MAX_INFLIGHT_MSGS < PEER_QUEUE_FRAMES);
+const _: () = assert!(KEEP_WRITE_BUFFER < PEER_QUEUE_BYTES);
+// Every write this node admits, each in a group of its own, stays within Raft's uncommitted bound.
+const _: () =
+    assert!(MAX_INFLIGHT_WRITES as u64 * MAX_GROUP_BYTES as u64 <= RAFT_MAX_UNCOMMITTED_BYTES);
+// A snapshot row fits a snapshot frame (`store::snapshot` asserts it for the largest row, a full
+// run of the account index, whose pair width it owns); the HTTP chunks are smaller than a frame.
+const _: () = assert!(SNAPSHOT_HTTP_CHUNK <= MAX_SNAPSHOT_FRAME);
+
+// The inbox holds every permit holder, every admitted peer message and the control requests;
+// ack=all waiters are at most as many as writes (each follows a write); one round may take all the
+// peer messages the inbox admits.
+const _: () = assert!(
+    NODE_INBOX
+        >= MAX_INFLIGHT_WRITES
+            + MAX_INFLIGHT_READS
+            + MAX_ACK_ALL_WAITERS
+            + INBOX_PEER_MESSAGES
+            + INBOX_CONTROL
+);
+const _: () = assert!(MAX_ACK_ALL_WAITERS <= MAX_INFLIGHT_WRITES);
+const _: () = assert!(INBOX_PEER_MESSAGES <= MAX_REQUESTS_PER_ROUND);
+const _: () = assert!(TRANSPORT_INBOX_FRAMES <= INBOX_PEER_MESSAGES);
+const _: () = assert!(PEER_QUEUE_FRAMES <= INBOX_PEER_MESSAGES);
+const _: () = assert!(MAX_INFLIGHT_WRITES > 0 && MAX_INFLIGHT_READS > 0 && INBOX_CONTROL > 0);
+
+// Raft timing: heartbeats well inside an election timeout; a read retries several times within an
+// election and outlives the longest one (so a read during an election is served by the next
+// leader); a snapshot is reported failed only after several elections.
+const _: () = assert!(2 * HEARTBEAT_TICKS <= ELECTION_TICKS);
+const _: () = assert!(ELECTION_TICKS < MAX_ELECTION_TICKS);
+const _: () = assert!(READ_RETRY_TICKS < ELECTION_TICKS as u64);
+const _: () = assert!(READ_TIMEOUT_TICKS > 2 * MAX_ELECTION_TICKS as u64);
+const _: () = assert!(SNAPSHOT_REPORT_ELECTIONS >= 2);
+
+// Wall time: a permit is waited for less than any deadline of the request it serves; ack=all
+// waits longer than a follower takes to fall out of sync (so a dead follower stops being waited
+// for before the timeout) and longer than an election; the in-sync window is longer than an
+// election timeout's worth of heartbeats.
+const _: () = assert!(ms(PERMIT_WAIT) < ticks_ms(READ_TIMEOUT_TICKS));
+const _: () = assert!(ms(PERMIT_WAIT) < ms(ACK_ALL_TIMEOUT));
+const _: () = assert!(2 * ms(PERMIT_WAIT) + ms(ACK_ALL_TIMEOUT) < ms(FORWARD_TIMEOUT));
+const _: () = assert!(ms(IN_SYNC_WITHIN) < ms(ACK_ALL_TIMEOUT));
+const _: () = assert!(ticks_ms(MAX_ELECTION_TICKS as u64) < ms(ACK_ALL_TIMEOUT));
+const _: () = assert!(ticks_ms(MAX_ELECTION_TICKS as u64) <= ms(IN_SYNC_WITHIN));
+// The clock step is below the read deadline, and above a tick (ordinary scheduling delay).
+const _: () = assert!(ms(DEFAULT_TICK) < ms(MAX_CLOCK_STEP));
+const _: () = assert!(ms(MAX_CLOCK_STEP) < ticks_ms(READ_TIMEOUT_TICKS));
+// A dead snapshot source is given up (connect) before a paused one is (read).
+const _: () = assert!(ms(SNAPSHOT_CONNECT_TIMEOUT) < ms(SNAPSHOT_READ_TIMEOUT));
+const _: () = assert!(ms(SNAPSHOT_READ_TIMEOUT) <= ms(SNAPSHOT_STALL_TIMEOUT));
+// The loop retries persisting on a full disk at least as often as the store looks for space again
+// or reopens its file, so it notices freed space no later than they do.
+const _: () = assert!(ms(DISK_FULL_RETRY) <= ms(SPACE_RETRY));
+const _: () = assert!(ms(STORE_REOPEN_RETRY) <= ms(SPACE_RETRY));
+// The transport's backoff grows from its floor to its cap.
+const _: () = assert!(ms(PEER_BACKOFF_MIN) < ms(PEER_BACKOFF_MAX));
