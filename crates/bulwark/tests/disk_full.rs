@@ -201,7 +201,11 @@ async fn wait_serving(cluster: &Cluster, http: &Http, next_id: &AtomicU64) {
         || async {
             let id = next_id.fetch_add(1, Ordering::Relaxed);
             let body = serde_json::to_vec(&json!([transfer(id)])).unwrap();
-            matches!(http.try_post("/v1/transfers", body).await, Ok(r) if r.status == 200)
+            let wrote =
+                matches!(http.try_post("/v1/transfers", body).await, Ok(r) if r.status == 200);
+            // A follower may still be fetching the snapshot it missed (on a worker thread, its
+            // writes forwarded meanwhile): serving again means ready too.
+            wrote && http.get("/health/ready").await.status == 200
         },
     )
     .await;

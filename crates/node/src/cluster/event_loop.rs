@@ -243,9 +243,12 @@ impl ClusterLoop {
             }
             self.stall = Stall::DiskFull;
         } else if install_pending {
-            // The download runs on its own thread; look again soon.
+            // The download runs on its own thread; look again soon. A node that met a full disk
+            // stays disk-full until the held Ready is persisted, whatever it downloads meanwhile.
             self.retry_at = Instant::now() + self.cluster.tick;
-            self.stall = Stall::Installing;
+            if self.stall != Stall::DiskFull {
+                self.stall = Stall::Installing;
+            }
         } else {
             self.retry_at = Instant::now() + INSTALL_RETRY;
             tracing::warn!(error = %e, "installing a snapshot failed; trying again in {} ms", INSTALL_RETRY.as_millis());

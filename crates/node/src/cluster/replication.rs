@@ -64,6 +64,8 @@ impl ClusterLoop {
         let ready = leading || (self.replica.leader().is_some() && heard_recently);
         let full = self.is_disk_full();
         let mut view = self.view.write().expect("cluster view lock");
-        view.ready = ready && !view.removed && !full;
+        // A node holding a Ready (a full disk, a snapshot still downloading) cannot serve
+        // linearizable reads: not ready, whatever it last heard.
+        view.ready = ready && !view.removed && !full && !self.replica.is_stalled();
     }
 }
