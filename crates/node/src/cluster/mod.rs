@@ -1,6 +1,15 @@
-//! Cluster mode: the event loop drives a Raft [`Replica`] over the durable Raft log, with the
-//! peer transport for messages. Writes are proposed on the leader and answered once committed
-//! on a majority and applied; reads wait for a Raft read index (linearizable).
+//! The node loop, for every node (a single node is a cluster of one voter): it drives a Raft
+//! [`Replica`] over the durable Raft log, with the peer transport for messages. Writes are
+//! proposed on the leader and answered once committed on a majority and applied; reads wait for
+//! a Raft read index (linearizable). `start` opens and checks the directory, `event_loop` runs
+//! the rounds, `membership`, `replication` and `status` own their concerns, `config` the
+//! members and the address book.
+//!
+//! # A snapshot install
+//!
+//! A follower holds the Ready that carries a snapshot while the checkpoint downloads on a worker
+//! (`crate::download`), answering status and stale reads and forwarding writes meanwhile; it is
+//! not ready until the install is whole (`crate::install` makes every step crash-safe).
 //!
 //! # A full disk
 //!
