@@ -17,6 +17,8 @@
 //! A full disk: the node stays up, refuses writes and linearizable reads with
 //! [`NodeError::DiskFull`], and goes on by itself once space is freed (see `cluster.rs`).
 
+#![warn(clippy::too_many_lines)]
+
 mod ack_all;
 pub mod cluster;
 mod download;

@@ -45,101 +45,102 @@ pub struct Metrics {
 }
 
 impl Default for Metrics {
+    // A table: one registration per metric, nothing else.
+    #[allow(clippy::too_many_lines)]
     fn default() -> Self {
         let mut registry = Registry::with_prefix("bulwark");
-        let http_requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
+        let http_requests = register(
+            &mut registry,
             "http_requests",
             "HTTP requests answered, by route and status",
-            http_requests.clone(),
+            Family::<RequestLabels, Counter>::default(),
         );
-        let http_latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
-        });
-        registry.register(
+        let http_latency = register(
+            &mut registry,
             "http_request_duration_seconds",
             "HTTP request latency, by route",
-            http_latency.clone(),
+            Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
+            }),
         );
-        let fsync_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
-        registry.register(
+        let fsync_seconds = register(
+            &mut registry,
             "wal_fsync_duration_seconds",
             "Latency of one write-ahead log sync (write + fdatasync)",
-            fsync_seconds.clone(),
+            Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
         );
-        let group_commit_requests = Histogram::new(exponential_buckets(1.0, 2.0, 12));
-        registry.register(
+        let group_commit_requests = register(
+            &mut registry,
             "group_commit_requests",
             "Write requests made durable by one fsync",
-            group_commit_requests.clone(),
+            Histogram::new(exponential_buckets(1.0, 2.0, 12)),
         );
-        let batch_events = Histogram::new(exponential_buckets(1.0, 2.0, 14));
-        registry.register(
+        let batch_events = register(
+            &mut registry,
             "batch_events",
             "Events per write request",
-            batch_events.clone(),
+            Histogram::new(exponential_buckets(1.0, 2.0, 14)),
         );
-        let events_applied = Counter::default();
-        registry.register(
+        let events_applied = register(
+            &mut registry,
             "events_applied",
             "Account and transfer events applied",
-            events_applied.clone(),
+            Counter::default(),
         );
-        let log_bytes = Gauge::default();
-        registry.register(
+        let log_bytes = register(
+            &mut registry,
             "wal_bytes",
             "Size of the write-ahead log on disk",
-            log_bytes.clone(),
+            Gauge::default(),
         );
-        let log_segments = Gauge::default();
-        registry.register(
+        let log_segments = register(
+            &mut registry,
             "wal_segments",
             "Write-ahead log segment files",
-            log_segments.clone(),
+            Gauge::default(),
         );
-        let applied_index = Gauge::default();
-        registry.register(
+        let applied_index = register(
+            &mut registry,
             "applied_index",
             "Last log index applied",
-            applied_index.clone(),
+            Gauge::default(),
         );
-        let checkpoint_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 14));
-        registry.register(
+        let checkpoint_seconds = register(
+            &mut registry,
             "checkpoint_duration_seconds",
             "Time to write one state store checkpoint",
-            checkpoint_seconds.clone(),
+            Histogram::new(exponential_buckets(0.001, 2.0, 14)),
         );
-        let accounts = Gauge::default();
-        registry.register("accounts", "Accounts in the ledger", accounts.clone());
-        let member_match_index = Family::<MemberLabels, Gauge>::default();
-        registry.register(
+        let accounts = register(
+            &mut registry,
+            "accounts",
+            "Accounts in the ledger",
+            Gauge::default(),
+        );
+        let member_match_index = register(
+            &mut registry,
             "member_match_index",
             "Leader only: the highest log index known replicated on each follower",
-            member_match_index.clone(),
+            Family::<MemberLabels, Gauge>::default(),
         );
-        let member_lag_entries = Family::<MemberLabels, Gauge>::default();
-        registry.register(
+        let member_lag_entries = register(
+            &mut registry,
             "member_lag_entries",
             "Leader only: entries each follower is behind the leader's log",
-            member_lag_entries.clone(),
+            Family::<MemberLabels, Gauge>::default(),
         );
-        let member_in_sync = Family::<MemberLabels, Gauge>::default();
-        registry.register(
-            "member_in_sync",
-            "Leader only: 1 if the follower was heard from within an election timeout and caught up within a second",
-            member_in_sync.clone(),
-        );
-        let disk_full = Gauge::default();
-        registry.register(
+        let member_in_sync = register(&mut registry, "member_in_sync", "Leader only: 1 if the follower was heard from within an election timeout and caught up within a second", Family::<MemberLabels, Gauge>::default());
+        let disk_full = register(
+            &mut registry,
             "disk_full",
             "1 while this node's disk is full: it refuses writes until space is freed",
-            disk_full.clone(),
+            Gauge::default(),
         );
-        let peer_messages_dropped = Counter::default();
-        registry.register(
+        let peer_messages_dropped = register(
+            &mut registry,
             "peer_messages_dropped",
             "Raft messages from peers dropped because the node's inbox was full (peers resend)",
-            peer_messages_dropped.clone(),
+            Counter::default(),
         );
         Metrics {
             registry,
@@ -161,6 +162,21 @@ impl Default for Metrics {
             accounts,
         }
     }
+}
+
+/// Registers `metric` under `name` and hands it back, for the node to update.
+fn register<M>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M
+where
+    M: prometheus_client::metrics::TypedMetric
+        + prometheus_client::encoding::EncodeMetric
+        + Clone
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    registry.register(name, help, metric.clone());
+    metric
 }
 
 impl Metrics {

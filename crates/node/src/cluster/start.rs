@@ -69,27 +69,7 @@ pub fn start_cluster(
         bootstrap(&cluster, &mut storage, &mut store)
             .map_err(|e| recovery_error(format!("bootstrapping {}: {e}", raft_dir.display())))?;
     }
-    // The log is compacted only behind a durable checkpoint (or reset to an installed snapshot,
-    // after the state was swapped): a state store behind the compaction point lost its data.
-    let compacted = raft::Storage::first_index(&storage).unwrap_or(1) - 1;
-    if compacted > BOOTSTRAP_INDEX && store.applied_index() < compacted {
-        return Err(recovery_error(format!(
-            "the Raft log starts after index {compacted} but the state store ({}) holds only up \
-             to {}: entries {}..={compacted} are missing (was state.redb deleted or replaced?)",
-            config.state_path().display(),
-            store.applied_index(),
-            store.applied_index() + 1
-        )));
-    }
-    match align_log_with_state(&mut storage, &store).map_err(recovery_error)? {
-        Alignment::Within => {}
-        Alignment::LogMovedTo { index, term } => tracing::warn!(
-            index,
-            term,
-            "the state store was ahead of the Raft log (a crash right after installing a newer \
-             checkpoint): the log now starts after it"
-        ),
-    }
+    check_state_against_log(&config, &mut storage, &store).map_err(recovery_error)?;
     // Only once every check passed: a refused start changes nothing. This node's own entry may
     // be new (a first start) or have moved (another port).
     save_members(&config.data_dir, &cluster.members).map_err(|source| NodeError::Io {
@@ -113,6 +93,37 @@ pub fn start_cluster(
         started,
     };
     spawn_loop(config, cluster, replica, transport, metrics, recovering)
+}
+
+/// The log is compacted only behind a durable checkpoint (or reset to an installed snapshot,
+/// after the state was swapped): a state store behind the compaction point lost its data and is
+/// refused. One ahead of the log (a crash right after installing a newer checkpoint) moves the
+/// log to it.
+fn check_state_against_log(
+    config: &NodeConfig,
+    storage: &mut DiskRaftStorage,
+    store: &StateStore,
+) -> Result<(), String> {
+    let compacted = raft::Storage::first_index(storage).unwrap_or(1) - 1;
+    if compacted > BOOTSTRAP_INDEX && store.applied_index() < compacted {
+        return Err(format!(
+            "the Raft log starts after index {compacted} but the state store ({}) holds only up \
+             to {}: entries {}..={compacted} are missing (was state.redb deleted or replaced?)",
+            config.state_path().display(),
+            store.applied_index(),
+            store.applied_index() + 1
+        ));
+    }
+    match align_log_with_state(storage, store)? {
+        Alignment::Within => {}
+        Alignment::LogMovedTo { index, term } => tracing::warn!(
+            index,
+            term,
+            "the state store was ahead of the Raft log (a crash right after installing a newer \
+             checkpoint): the log now starts after it"
+        ),
+    }
+    Ok(())
 }
 
 /// Raft over the recovered log and state, offering the checkpoint it restarted from; a node that
