@@ -138,6 +138,11 @@ impl Node {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// The HTTP port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// Replaces the extra `start` options used by the next restart.
     pub fn set_args(&mut self, args: &[&str]) {
         self.args = args.iter().map(|s| s.to_string()).collect();
