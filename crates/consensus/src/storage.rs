@@ -725,6 +725,11 @@ impl DiskRaftStorage {
         &self.dir
     }
 
+    /// Bytes of the log's segment files on disk, and how many there are (status and metrics).
+    pub fn log_size(&self) -> (u64, usize) {
+        (self.wal.size_bytes(), self.wal.segment_count())
+    }
+
     fn check_usable(&self) -> Result<(), StorageError> {
         if self.poisoned {
             Err(StorageError::Poisoned)

@@ -465,6 +465,9 @@ impl ClusterLoop {
         self.metrics
             .applied_index
             .set(self.replica.state().applied_index() as i64);
+        let (log_bytes, log_segments) = self.replica.storage().log_size();
+        self.metrics.log_bytes.set(log_bytes as i64);
+        self.metrics.log_segments.set(log_segments as i64);
         self.metrics
             .accounts
             .set(self.replica.state().account_count() as i64);

@@ -8,6 +8,7 @@ use crate::ReadOutcome;
 
 impl ClusterLoop {
     pub(super) fn status(&self) -> ReadOutcome {
+        let (log_bytes, log_segments) = self.replica.storage().log_size();
         let raft = &self.replica.raw().raft;
         let store = self.replica.state();
         let leader = self.replica.leader();
@@ -54,8 +55,8 @@ impl ClusterLoop {
                 accounts: store.account_count(),
                 log_first_index: raft.raft_log.first_index(),
                 log_last_index: raft.raft_log.last_index(),
-                log_bytes: 0,
-                log_segments: 0,
+                log_bytes,
+                log_segments,
                 cluster: Some(crate::ClusterStatus {
                     node_id: self.cluster.node_id,
                     role: role_name(self.replica.role()),
