@@ -221,6 +221,9 @@ async fn start_node(
             http_addr: plan.http_listen,
         });
     }
+    if !alone && !args.join && !args.data_dir.join("raft").join("hardstate").exists() {
+        check_not_a_lost_voter(&plan).await?;
+    }
     let peer_addr = transport.local_addr();
     let transport: Arc<dyn bulwark_transport::Transport> = Arc::new(transport);
     let cluster = plan.cluster.clone();
@@ -247,6 +250,39 @@ async fn start_node(
     );
     let app = bulwark_api::cluster_router(node.handle(), identity.node_id);
     Ok((node, app, plan.http_listen))
+}
+
+/// A member about to bootstrap on a directory without a Raft log asks the others whether their
+/// leader knows it to hold log entries (then it lost its log: refused, see
+/// `identity::check_not_a_lost_voter`). Members that do not answer within a second are skipped:
+/// a new cluster's members start in any order.
+async fn check_not_a_lost_voter(plan: &Plan) -> anyhow::Result<()> {
+    let me = plan.cluster.node_id;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()?;
+    let mut views = Vec::new();
+    for member in plan.cluster.members.iter().filter(|m| m.id != me) {
+        let url = format!("http://{}/v1/status", member.http_addr);
+        let Ok(response) = client.get(&url).send().await else {
+            continue;
+        };
+        let Ok(status) = response.json::<serde_json::Value>().await else {
+            continue;
+        };
+        let match_index_of_us = status["members"].as_array().and_then(|members| {
+            members
+                .iter()
+                .find(|m| m["id"].as_u64() == Some(me))
+                .and_then(|m| m["match_index"].as_u64())
+        });
+        views.push(bulwark_node::identity::PeerView {
+            member: member.id,
+            match_index_of_us,
+        });
+    }
+    bulwark_node::identity::check_not_a_lost_voter(me, &views)
+        .map_err(|e| anyhow::anyhow!("cannot start: {e}"))
 }
 
 /// Binds the peer transport; a derived port that is taken gives way to any free one (a single

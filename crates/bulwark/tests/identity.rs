@@ -110,3 +110,35 @@ async fn a_directory_of_the_old_single_node_layout_is_refused() {
     std::fs::write(dir.path().join("state.redb"), b"not ours").expect("a state file");
     assert_refused(dir.path(), &[], &["no `identity` file"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voter_whose_directory_was_wiped_does_not_come_back_as_that_voter() {
+    let mut cluster = common::Cluster::start(3, &[]).await;
+    let leader = cluster.wait_leader(Duration::from_secs(60)).await;
+    let accounts = serde_json::json!([{"id": 1, "ledger": 1, "code": 1}]);
+    let http = cluster.node(leader).http.clone();
+    assert_eq!(http.write("/v1/accounts", &accounts).await, ["ok"]);
+    cluster.wait_converged(Duration::from_secs(60)).await;
+    let lost = cluster
+        .nodes
+        .iter()
+        .map(|n| n.id)
+        .find(|id| *id != leader)
+        .expect("a follower");
+    let node = cluster.node_mut(lost);
+    node.kill9();
+    let dir = node.data_dir.clone();
+    std::fs::remove_dir_all(&dir).expect("wipe the directory");
+    let args: Vec<&str> = node.args().iter().map(String::as_str).collect();
+    let (status, log) = start_expecting_exit(&dir, &args, LIMIT);
+    let status = status.unwrap_or_else(|| panic!("the wiped voter came back:\n{log}"));
+    assert_eq!(status.code(), Some(5), "{status}\n{log}");
+    assert!(
+        log.contains("lost its log") && log.contains(&format!("node {lost}")),
+        "{log}"
+    );
+    assert!(
+        !dir.join("raft").join("hardstate").exists(),
+        "the refused start bootstrapped a log"
+    );
+}

@@ -288,6 +288,35 @@ pub fn decide(
     Ok(Decision::Resume(identity))
 }
 
+/// What one other member said of this node when asked at a first start: the log index it, as
+/// leader, knows this node to hold (only a leader reports one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerView {
+    pub member: u64,
+    pub match_index_of_us: Option<u64>,
+}
+
+/// A node starting on a directory without a Raft log, whose id a running cluster's leader knows
+/// to have held log entries, lost its log and its vote (a wiped or replaced disk): coming back
+/// as that voter could let two leaders win one term. Refused; the runbook says how to replace it.
+/// A node that never held anything (a new cluster whose others started first) has no match index
+/// beyond the bootstrap configuration, and goes on.
+pub fn check_not_a_lost_voter(node_id: u64, views: &[PeerView]) -> Result<(), String> {
+    let bootstrap_index = 1;
+    for view in views {
+        if let Some(index) = view.match_index_of_us.filter(|i| *i > bootstrap_index) {
+            return Err(format!(
+                "node {node_id} starts on an empty directory, but the cluster's leader (node {}) \
+                 knows node {node_id} to hold its log up to index {index}: this node lost its log \
+                 and its vote and must not come back as that voter. Remove it from the cluster \
+                 and add a node with a new id (docs/operations.md, \"Replacing a node\")",
+                view.member
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -385,5 +414,24 @@ mod tests {
         };
         let err = decide(Path::new("d"), Some(old), &existing(), &none, 0).unwrap_err();
         assert!(err.contains("layout 1"), "{err}");
+    }
+
+    #[test]
+    fn a_voter_the_leader_knows_to_hold_entries_is_refused_on_an_empty_directory() {
+        let fresh = [PeerView {
+            member: 1,
+            match_index_of_us: Some(1),
+        }];
+        assert!(check_not_a_lost_voter(3, &fresh).is_ok());
+        assert!(check_not_a_lost_voter(3, &[]).is_ok());
+        let lost = [PeerView {
+            member: 1,
+            match_index_of_us: Some(40),
+        }];
+        let err = check_not_a_lost_voter(3, &lost).unwrap_err();
+        assert!(
+            err.contains("node 3") && err.contains("up to index 40"),
+            "{err}"
+        );
     }
 }
