@@ -1,0 +1,380 @@
+//! Raft's durable state: the log, the hard state (term, vote, commit), the conf state and the compaction
+//! point, behind [`raft::Storage`] (what the `raft` crate reads) and [`RaftStorage`] (what the node loop
+//! writes when it handles a `Ready`).
+//!
+//! Two implementations with identical behaviour:
+//! - [`DiskRaftStorage`]: the log in a [`bulwark_wal::Wal`] (one record per entry, the protobuf-encoded
+//!   [`Entry`], record index == entry index) and everything else in the crash-safe hard-state file
+//!   `<dir>/hardstate` (two alternating checksummed slots, see `hard_state.rs`).
+//! - [`MemRaftStorage`]: everything in memory, for the deterministic simulation; [`MemRaftStorage::crash`]
+//!   models a power loss.
+//!
+//! # Durability contract
+//!
+//! - [`RaftStorage::append`], [`RaftStorage::set_hard_state`] and [`RaftStorage::set_conf_state`] change
+//!   what raft reads at once, but are durable only after the next successful [`RaftStorage::sync`]. A crash
+//!   before that returns the storage to exactly the state of the last sync, including a conflicting
+//!   suffix that an unsynced append replaced: it is only cut on disk by the sync.
+//! - [`RaftStorage::compact`] and [`RaftStorage::install_snapshot`] first sync every earlier write, and are
+//!   durable when they return.
+//! - The snapshot offer is volatile: after a crash or reopen there is none until the node sets one.
+//! - A [`RaftStorage::sync`] that fails for lack of space ([`StorageError::is_disk_full`]: the WAL write or
+//!   the hard-state write answered `ENOSPC`/`EDQUOT`) is atomic: nothing of it is durable or half-written
+//!   (the WAL undoes its write, see `bulwark_wal`; the hard-state file keeps its previous record in the
+//!   other slot), the entries appended since the last sync are dropped from the in-memory log (last index
+//!   back to the durable one) and the hard state's term and vote go back to the durable ones, so that
+//!   the caller retries by repeating exactly the same `append` + `set_hard_state` + `sync` later. A conf
+//!   state set since the last sync stays pending (it comes from applied entries and is written by the next
+//!   sync), and so does a commit index learnt earlier, but never past the durable log's last index. The
+//!   storage stays usable.
+//! - After any other I/O error (including a failed fsync) a [`DiskRaftStorage`] is poisoned: every further
+//!   write fails with [`StorageError::Poisoned`]. The node must stop and recover by reopening.
+//!
+//! The hard-state file needs no new space: it is created at its full size (two slots, written out) and
+//! every later write overwrites one slot in place, which allocates nothing on update-in-place file systems
+//! (ext4, xfs, tmpfs). Only a copy-on-write file system (btrfs, zfs) can answer such an overwrite with
+//! `ENOSPC`, which is handled like a failed WAL write.
+//!
+//! Reads follow [`raft::storage::MemStorage`]: `entries` below the first index and `term` below the
+//! compaction point answer `raft::Error::Store(raft::StorageError::Compacted)`, `term` past the last index
+//! `Unavailable`, and `entries` past `last_index + 1` panics (raft never asks for that).
+//!
+//! # Crash safety of the disk layout
+//!
+//! `sync` makes the log durable first and writes the hard-state file second, so a durable commit index
+//! never points past the durable log. `compact` and `install_snapshot` write the new compaction point into
+//! the hard-state file first and trim the log second. The WAL deletes whole segments only, so after a
+//! compaction the log may still begin at or before the compaction point; recovery skips those records.
+//! Recovery ([`DiskRaftStorage::open`]) then:
+//! - refuses a log that begins after `compaction point + 1` (entries are missing), and a log without a
+//!   hard-state file;
+//! - refuses a log that ends before the durable commit index (after the repairs below, so an interrupted
+//!   snapshot installation is not mistaken for it): committed entries are missing, e.g. a deleted newest
+//!   segment, or every segment gone. Starting would acknowledge new entries at their indexes. The WAL
+//!   itself refuses a gap between segments. Every refusal is decided before anything on disk changes, so
+//!   the directory stays as found, for the operator;
+//! - resets an empty log to begin at `compaction point + 1` (a crash inside the WAL's truncation);
+//! - finishes an interrupted `install_snapshot`: if the log ends before the compaction point, or its entry
+//!   at the compaction point has another term than the snapshot's, every record is dropped. (If the terms
+//!   match, the later entries continue the snapshot's log by the Log Matching property and are kept.)
+
+use std::cmp;
+use std::path::{Path, PathBuf};
+
+use bulwark_wal::{Wal, WalError, WalOptions};
+use protobuf::Message as _;
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
+use raft::{GetEntriesContext, RaftState};
+
+use crate::hard_state::{HardStateFile, PersistentState};
+
+pub use bulwark_wal::TornTail;
+
+/// Name of the hard-state file inside a [`DiskRaftStorage`] directory.
+pub const HARD_STATE_FILE: &str = crate::hard_state::FILE_NAME;
+/// Size of one of the two slots of the hard-state file (the file is twice this size).
+pub const HARD_STATE_SLOT_BYTES: usize = crate::hard_state::SLOT_BYTES;
+
+/// What the node loop needs beyond [`raft::Storage`]: the writes of a `Ready`, made durable by `sync()`.
+pub trait RaftStorage: raft::Storage {
+    /// Appends entries; if `entries[0].index <= last_index`, the conflicting suffix from there is replaced.
+    /// Buffered until sync. `entries[0].index` must lie in `first_index..=last_index + 1` and the indexes
+    /// must be consecutive; otherwise nothing changes and an error is returned.
+    fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError>;
+    /// Sets the hard state; buffered until sync.
+    fn set_hard_state(&mut self, hs: &HardState);
+    /// Sets the conf state, remembered for `initial_state` and snapshots; persisted with the hard state
+    /// file, so buffered until sync as well.
+    fn set_conf_state(&mut self, cs: &ConfState);
+    /// Makes every append and hard-state change so far durable (fdatasync). Must be called before sending
+    /// the messages of a Ready that depend on them.
+    fn sync(&mut self) -> Result<(), StorageError>;
+    /// Log compaction after the state machine checkpointed at `through` (applied): entries `<= through` are
+    /// dropped; `term(through)` stays answerable. Syncs earlier writes first; durable when it returns.
+    /// `through` at or below the compaction point is a no-op; past the last index an error.
+    fn compact(&mut self, through: u64) -> Result<(), StorageError>;
+    /// A snapshot was installed: drop every entry; the log continues at `meta.index + 1`;
+    /// `first_index = meta.index + 1`; `term(meta.index) = meta.term`. As `MemStorage::apply_snapshot`: the
+    /// hard state's term becomes `max(term, meta.term)`, its commit `meta.index`, and the conf state
+    /// `meta.conf_state`. `meta.index < first_index` is [`StorageError::SnapshotOutOfDate`]. Syncs earlier
+    /// writes first; durable when it returns.
+    fn install_snapshot(&mut self, meta: &SnapshotMetadata) -> Result<(), StorageError>;
+    /// The snapshot raft should send to a lagging follower: set by the node when a checkpoint exists (index,
+    /// term, conf state) with opaque `data` it chooses; `None` => [`raft::Storage::snapshot`] returns
+    /// `Err(raft::Error::Store(raft::StorageError::SnapshotTemporarilyUnavailable))`, as it does when the
+    /// offer is older than the requested index.
+    fn set_snapshot_offer(&mut self, snapshot: Option<Snapshot>);
+    /// The last index up to which what Raft sees is also durable (synced and not since replaced):
+    /// nothing beyond it may be answered as written.
+    fn durable_last_index(&self) -> u64 {
+        let last = raft::Storage::last_index(self).unwrap_or(0);
+        self.dirty_from().map_or(last, |from| last.min(from - 1))
+    }
+    /// The first index whose entry may differ from the durable log (appended since the last sync).
+    fn dirty_from(&self) -> Option<u64>;
+}
+
+/// Errors of the Raft storage. (Raft's own read errors are `raft::StorageError`, inside `raft::Error`.)
+#[derive(thiserror::Error, Debug)]
+pub enum StorageError {
+    #[error("installing the snapshot at index {index} failed: {reason}")]
+    SnapshotInstall { index: u64, reason: String },
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error("raft storage I/O error: {op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("corrupt hard-state file {}: no valid slot ({reason})", path.display())]
+    CorruptHardState { path: PathBuf, reason: String },
+    #[error("hard state of {len} bytes exceeds a slot's {max} bytes (conf state too large)")]
+    HardStateTooLarge { len: usize, max: usize },
+    #[error("raft storage in {} is inconsistent: {reason}", dir.display())]
+    Inconsistent { dir: PathBuf, reason: String },
+    #[error("corrupt raft log in {}: record {index}: {reason}", dir.display())]
+    CorruptEntry {
+        dir: PathBuf,
+        index: u64,
+        reason: String,
+    },
+    #[error("cannot encode entry {index}: {source}")]
+    Encode {
+        index: u64,
+        #[source]
+        source: protobuf::ProtobufError,
+    },
+    #[error(
+        "append of entries starting at {index} leaves a gap after the last index {last_index}"
+    )]
+    Gap { index: u64, last_index: u64 },
+    #[error("append of entries starting at {index} would overwrite compacted entries (first index {first_index})")]
+    OverwriteCompacted { index: u64, first_index: u64 },
+    #[error("appended entries are not consecutive: {index} follows {prev}")]
+    NotConsecutive { prev: u64, index: u64 },
+    #[error("cannot compact through {through}: the log ends at {last_index}")]
+    CompactBeyondLog { through: u64, last_index: u64 },
+    #[error("snapshot at {index} is out of date: the log's first index is {first_index}")]
+    SnapshotOutOfDate { index: u64, first_index: u64 },
+    #[error("raft storage is unusable after an earlier I/O failure; reopen it to recover")]
+    Poisoned,
+    /// Only [`MemRaftStorage`]: the simulated power failed at an armed [`CrashPoint`].
+    #[error("the simulated power failed (a crash point was reached)")]
+    Crashed,
+}
+
+impl StorageError {
+    /// True when the failure is a full disk (or quota) on a write that was undone: see the module
+    /// documentation. The same writes may be retried once space is freed.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StorageError::Wal(e) => e.is_disk_full(),
+            StorageError::Io {
+                op: "write",
+                source,
+                ..
+            } => bulwark_fs::is_disk_full(source),
+            _ => false,
+        }
+    }
+}
+
+impl From<StorageError> for raft::Error {
+    fn from(e: StorageError) -> Self {
+        raft::Error::Store(raft::StorageError::Other(Box::new(e)))
+    }
+}
+
+/// The state both implementations share: the persistent state plus the entries after the compaction
+/// point. All semantics (validation, replacement, compaction, snapshot installation, reads) live here.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct LogCore {
+    state: PersistentState,
+    /// Entries `compacted_index + 1 ..= last_index`, consecutive.
+    entries: Vec<Entry>,
+}
+
+impl LogCore {
+    fn first_index(&self) -> u64 {
+        self.state.compacted_index + 1
+    }
+
+    fn last_index(&self) -> u64 {
+        self.state.compacted_index + self.entries.len() as u64
+    }
+
+    fn check_append(&self, entries: &[Entry]) -> Result<(), StorageError> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        if first.index < self.first_index() {
+            return Err(StorageError::OverwriteCompacted {
+                index: first.index,
+                first_index: self.first_index(),
+            });
+        }
+        if first.index > self.last_index() + 1 {
+            return Err(StorageError::Gap {
+                index: first.index,
+                last_index: self.last_index(),
+            });
+        }
+        for w in entries.windows(2) {
+            if w[1].index != w[0].index + 1 {
+                return Err(StorageError::NotConsecutive {
+                    prev: w[0].index,
+                    index: w[1].index,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces everything from `entries[0].index` on; `check_append` must have passed. Returns the index
+    /// of the first changed entry.
+    fn append(&mut self, entries: &[Entry]) -> Option<u64> {
+        let from = entries.first()?.index;
+        self.entries.truncate((from - self.first_index()) as usize);
+        self.entries.extend_from_slice(entries);
+        debug_assert_eq!(self.last_index(), entries.last().unwrap().index);
+        Some(from)
+    }
+
+    /// Compaction point after `compact(through)`, or `None` for a no-op.
+    fn compaction_target(&self, through: u64) -> Result<Option<(u64, u64)>, StorageError> {
+        if through <= self.state.compacted_index {
+            return Ok(None);
+        }
+        if through > self.last_index() {
+            return Err(StorageError::CompactBeyondLog {
+                through,
+                last_index: self.last_index(),
+            });
+        }
+        let term = self.entries[(through - self.first_index()) as usize].term;
+        Ok(Some((through, term)))
+    }
+
+    fn compact_to(&mut self, (index, term): (u64, u64)) {
+        assert!(index > self.state.compacted_index && index <= self.last_index());
+        self.entries
+            .drain(..(index - self.state.compacted_index) as usize);
+        self.state.compacted_index = index;
+        self.state.compacted_term = term;
+    }
+
+    fn check_install(&self, meta: &SnapshotMetadata) -> Result<(), StorageError> {
+        if meta.index < self.first_index() {
+            return Err(StorageError::SnapshotOutOfDate {
+                index: meta.index,
+                first_index: self.first_index(),
+            });
+        }
+        Ok(())
+    }
+
+    fn install(&mut self, meta: &SnapshotMetadata) {
+        self.entries.clear();
+        self.state.compacted_index = meta.index;
+        self.state.compacted_term = meta.term;
+        self.state.hard_state.term = cmp::max(self.state.hard_state.term, meta.term);
+        self.state.hard_state.commit = meta.index;
+        self.state.conf_state = meta.get_conf_state().clone();
+    }
+
+    fn initial_state(&self) -> RaftState {
+        RaftState::new(self.state.hard_state.clone(), self.state.conf_state.clone())
+    }
+
+    fn read_entries(&self, low: u64, high: u64, max_size: Option<u64>) -> raft::Result<Vec<Entry>> {
+        if low < self.first_index() {
+            return Err(raft::Error::Store(raft::StorageError::Compacted));
+        }
+        assert!(
+            high <= self.last_index() + 1,
+            "index out of bound (last: {}, high: {high})",
+            self.last_index() + 1
+        );
+        assert!(low <= high, "entries: low {low} > high {high}");
+        let offset = self.first_index();
+        let mut ents = self.entries[(low - offset) as usize..(high - offset) as usize].to_vec();
+        raft::util::limit_size(&mut ents, max_size);
+        Ok(ents)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx == self.state.compacted_index {
+            return Ok(self.state.compacted_term);
+        }
+        if idx < self.first_index() {
+            return Err(raft::Error::Store(raft::StorageError::Compacted));
+        }
+        if idx > self.last_index() {
+            return Err(raft::Error::Store(raft::StorageError::Unavailable));
+        }
+        Ok(self.entries[(idx - self.first_index()) as usize].term)
+    }
+}
+
+fn offered_snapshot(offer: &Option<Snapshot>, request_index: u64) -> raft::Result<Snapshot> {
+    match offer {
+        Some(s) if s.get_metadata().index >= request_index => Ok(s.clone()),
+        _ => Err(raft::Error::Store(
+            raft::StorageError::SnapshotTemporarilyUnavailable,
+        )),
+    }
+}
+
+/// Implements `raft::Storage` for a type with fields `core: LogCore` and `offer: Option<Snapshot>`.
+macro_rules! impl_raft_storage {
+    ($t:ty) => {
+        impl raft::Storage for $t {
+            fn initial_state(&self) -> raft::Result<RaftState> {
+                Ok(self.core.initial_state())
+            }
+
+            fn entries(
+                &self,
+                low: u64,
+                high: u64,
+                max_size: impl Into<Option<u64>>,
+                _context: GetEntriesContext,
+            ) -> raft::Result<Vec<Entry>> {
+                self.core.read_entries(low, high, max_size.into())
+            }
+
+            fn term(&self, idx: u64) -> raft::Result<u64> {
+                self.core.term(idx)
+            }
+
+            fn first_index(&self) -> raft::Result<u64> {
+                Ok(self.core.first_index())
+            }
+
+            fn last_index(&self) -> raft::Result<u64> {
+                Ok(self.core.last_index())
+            }
+
+            fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+                offered_snapshot(&self.offer, request_index)
+            }
+        }
+    };
+}
+
+/// Lowers `dirty` to `from`: entries from there on differ from the durable log.
+fn mark_dirty(dirty: &mut Option<u64>, from: u64) {
+    *dirty = Some(dirty.map_or(from, |d| d.min(from)));
+}
+
+mod disk;
+#[cfg(test)]
+mod disk_full_tests;
+mod mem;
+#[cfg(test)]
+mod mem_fault_tests;
+
+pub use disk::{DiskRaftStorage, Recovered};
+pub use mem::{CrashPoint, MemRaftStorage};
