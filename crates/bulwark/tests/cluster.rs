@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     cluster_members, free_port_range, member_args, stale_get, strip_ansi, transfer_fields,
-    wait_exit, Cluster, Http, Resp, Rng,
+    wait_exit, Cluster, Http, Rng,
 };
 use serde_json::{json, Value};
 
@@ -73,32 +73,9 @@ fn transfer(id: u64, debit: u64, credit: u64, amount: u64, ledger: u32) -> Value
     })
 }
 
-/// POSTs `body` to `path` on `http` until an answer other than 503 comes (connection errors
-/// and 503 are retried, same body, for up to `PATIENCE`). Panics on anything but 200.
-async fn write_until_answered(http: &Http, path: &str, body: &Value) -> Resp {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        match http
-            .try_post(path, serde_json::to_vec(body).expect("encode"))
-            .await
-        {
-            Ok(r) if r.status == 200 => return r,
-            Ok(r) if r.status == 503 => {}
-            Ok(r) => panic!("POST {path} to {}: {} {}", http.base, r.status, r.text),
-            Err(_) => {}
-        }
-        assert!(
-            Instant::now() < deadline,
-            "POST {path} to {} found no leader within {PATIENCE:?}",
-            http.base
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Creates the accounts of [`ACCOUNTS`] through `http` (retrying like a client).
 async fn create_accounts(http: &Http) {
-    let results = write_until_answered(http, "/v1/accounts", &accounts_body())
+    let results = common::write_until_answered(http, "/v1/accounts", &accounts_body(), PATIENCE)
         .await
         .results();
     for (i, r) in results.iter().enumerate() {
@@ -303,9 +280,14 @@ async fn kill9_the_leader_under_load_repeatedly() {
         }
     }
     let funding = Value::Array(funding);
-    let results = write_until_answered(&cluster.node(leader).http, "/v1/transfers", &funding)
-        .await
-        .results();
+    let results = common::write_until_answered(
+        &cluster.node(leader).http,
+        "/v1/transfers",
+        &funding,
+        PATIENCE,
+    )
+    .await
+    .results();
     assert!(results.iter().all(|r| r == "ok"), "funding: {results:?}");
 
     let ports: Vec<u16> = cluster.nodes.iter().map(|n| n.http_port).collect();
@@ -573,9 +555,10 @@ async fn a_node_restarted_after_missing_many_writes_catches_up() {
             batch.push(t);
         }
         let http = &up[b % up.len()];
-        let results = write_until_answered(http, "/v1/transfers", &Value::Array(batch))
-            .await
-            .results();
+        let results =
+            common::write_until_answered(http, "/v1/transfers", &Value::Array(batch), PATIENCE)
+                .await
+                .results();
         assert!(
             results.iter().all(|r| r == "ok" || r == "exists"),
             "batch {b}: {results:?}"
@@ -639,7 +622,7 @@ async fn minority_partition_cannot_acknowledge() {
     let http = cluster.node(leader).http.clone();
     create_accounts(&http).await;
     let first = transfer(100, 1, 2, 10, 1);
-    let r = write_until_answered(&http, "/v1/transfers", &json!([first])).await;
+    let r = common::write_until_answered(&http, "/v1/transfers", &json!([first]), PATIENCE).await;
     assert_eq!(r.results(), ["ok"]);
 
     // The leader survives alone: the hardest case, as it may still take the write into its log.
@@ -726,9 +709,10 @@ async fn minority_partition_cannot_acknowledge() {
     }
     cluster.wait_leader(PATIENCE).await;
     let after = transfer(300, 2, 1, 3, 1);
-    let r = write_until_answered(&http, "/v1/transfers", &json!([after])).await;
+    let r = common::write_until_answered(&http, "/v1/transfers", &json!([after]), PATIENCE).await;
     assert_eq!(r.results(), ["ok"]);
-    let retried = write_until_answered(&http, "/v1/transfers", &json!([outage])).await;
+    let retried =
+        common::write_until_answered(&http, "/v1/transfers", &json!([outage]), PATIENCE).await;
     let word = &retried.results()[0];
     assert!(
         word == "ok" || word == "exists",
@@ -765,10 +749,11 @@ async fn stale_reads_are_served_without_a_leader() {
     let mut cluster = Cluster::start(3, &[]).await;
     let leader = cluster.wait_leader(PATIENCE).await;
     create_accounts(&cluster.node(leader).http).await;
-    let r = write_until_answered(
+    let r = common::write_until_answered(
         &cluster.node(leader).http,
         "/v1/transfers",
         &json!([transfer(100, 1, 2, 10, 1)]),
+        PATIENCE,
     )
     .await;
     assert_eq!(r.results(), ["ok"]);
@@ -822,7 +807,13 @@ async fn followers_forward_and_reads_are_linearizable() {
         for follower in cluster.nodes.iter().filter(|n| n.id != leader) {
             id += 1;
             let t = transfer(id, 1, 2, 7, 1);
-            let r = write_until_answered(&follower.http, "/v1/transfers", &json!([t])).await;
+            let r = common::write_until_answered(
+                &follower.http,
+                "/v1/transfers",
+                &json!([t]),
+                PATIENCE,
+            )
+            .await;
             assert_eq!(r.results(), ["ok"], "round {round}: {}", r.text);
             let forwarded_to = r
                 .header("bulwark-forwarded-to")
@@ -869,10 +860,11 @@ async fn followers_forward_and_reads_are_linearizable() {
         }
     }
     // The leader itself answers without forwarding.
-    let r = write_until_answered(
+    let r = common::write_until_answered(
         &cluster.node(leader).http,
         "/v1/transfers",
         &json!([transfer(2_000, 2, 1, 1, 1)]),
+        PATIENCE,
     )
     .await;
     assert_eq!(r.results(), ["ok"]);
@@ -983,9 +975,10 @@ async fn cluster_local_starts_and_stops() {
     };
     println!("cluster local: node {leader} leads");
     // It serves: a write through any node.
-    let results = write_until_answered(&https[2], "/v1/accounts", &accounts_body())
-        .await
-        .results();
+    let results =
+        common::write_until_answered(&https[2], "/v1/accounts", &accounts_body(), PATIENCE)
+            .await
+            .results();
     assert!(results.iter().all(|r| r == "ok"), "{results:?}");
     let (code, stdout, stderr) = common::cli(&[
         "cluster",

@@ -63,41 +63,9 @@ async fn eventually<T>(
     }
 }
 
-/// POSTs `body` to `path` until an answer other than 503 comes (503 and connection errors are
-/// retried with the same body for up to `PATIENCE`), and returns it.
-async fn post_until_answered(http: &Http, path: &str, body: &Value) -> Resp {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        match http
-            .try_post(path, serde_json::to_vec(body).expect("encode"))
-            .await
-        {
-            Ok(r) if r.status != 503 => return r,
-            _ => {}
-        }
-        assert!(
-            Instant::now() < deadline,
-            "POST {path} {body} to {} got no answer but 503 within {PATIENCE:?}",
-            http.base
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Like [`post_until_answered`], but the answer must be 200.
-async fn write_until_answered(http: &Http, path: &str, body: &Value) -> Resp {
-    let r = post_until_answered(http, path, body).await;
-    assert_eq!(
-        r.status, 200,
-        "POST {path} {body} to {}: {}",
-        http.base, r.text
-    );
-    r
-}
-
 /// Writes one transfer through `http`; it must be accepted.
 async fn write_transfer(http: &Http, t: &Value) {
-    let r = write_until_answered(http, "/v1/transfers", &json!([t])).await;
+    let r = common::write_until_answered(http, "/v1/transfers", &json!([t]), PATIENCE).await;
     let word = &r.results()[0];
     assert!(word == "ok" || word == "exists", "transfer {t}: {word}");
 }
@@ -143,7 +111,7 @@ async fn create_accounts(http: &Http) {
             .map(|&id| json!({"id": id, "ledger": 1, "code": 10}))
             .collect(),
     );
-    let results = write_until_answered(http, "/v1/accounts", &body)
+    let results = common::write_until_answered(http, "/v1/accounts", &body, PATIENCE)
         .await
         .results();
     assert!(
@@ -154,7 +122,7 @@ async fn create_accounts(http: &Http) {
 
 /// A membership change through `http` that must succeed: 200 `{"result":"ok","index":N}`.
 async fn change_ok(http: &Http, path: &str, body: &Value) -> u64 {
-    let r = post_until_answered(http, path, body).await;
+    let r = common::post_until_answered(http, path, body, PATIENCE).await;
     assert_eq!(r.status, 200, "POST {path} {body}: {}", r.text);
     assert_eq!(r.json["result"], "ok", "POST {path} {body}: {}", r.text);
     r.json["index"]
@@ -164,7 +132,7 @@ async fn change_ok(http: &Http, path: &str, body: &Value) -> u64 {
 
 /// A membership change through `http` that must be refused: 409 `membership_refused`.
 async fn change_refused(http: &Http, path: &str, body: &Value) -> String {
-    let r = post_until_answered(http, path, body).await;
+    let r = common::post_until_answered(http, path, body, PATIENCE).await;
     assert_eq!(r.status, 409, "POST {path} {body}: {}", r.text);
     assert_eq!(
         r.error(),
@@ -817,17 +785,19 @@ async fn ack_all_and_replication_status() {
     let http = cluster.node(leader).http.clone();
     create_accounts(&http).await;
 
-    let r = write_until_answered(
+    let r = common::write_until_answered(
         &http,
         "/v1/transfers?ack=all",
         &json!([transfer(1, 1, 2, 10)]),
+        PATIENCE,
     )
     .await;
     assert_eq!(r.results(), ["ok"], "{}", r.text);
-    let r = write_until_answered(
+    let r = common::write_until_answered(
         &http,
         "/v1/accounts?ack=majority",
         &json!([{"id": 9, "ledger": 1, "code": 10}]),
+        PATIENCE,
     )
     .await;
     assert_eq!(r.results(), ["ok"], "{}", r.text);
@@ -838,10 +808,11 @@ async fn ack_all_and_replication_status() {
         .map(|n| n.id)
         .find(|&id| id != leader)
         .expect("a follower");
-    let r = write_until_answered(
+    let r = common::write_until_answered(
         &cluster.node(follower).http,
         "/v1/transfers?ack=all",
         &json!([transfer(2, 2, 1, 3)]),
+        PATIENCE,
     )
     .await;
     assert_eq!(r.results(), ["ok"], "{}", r.text);
@@ -920,10 +891,11 @@ async fn ack_all_and_replication_status() {
     )
     .await;
     for i in 0..3 {
-        let r = write_until_answered(
+        let r = common::write_until_answered(
             &http,
             "/v1/transfers?ack=all",
             &json!([transfer(100 + i, 1, 3, 1)]),
+            PATIENCE,
         )
         .await;
         assert_eq!(r.results(), ["ok"], "{}", r.text);

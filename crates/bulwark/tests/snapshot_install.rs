@@ -5,32 +5,15 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Cluster, Http, Resp, Rng};
+use common::{Cluster, Http, Rng};
 use serde_json::{json, Value};
 
 const PATIENCE: Duration = Duration::from_secs(60);
 /// Small checkpoints, so that the leader compacts its log past a stopped follower quickly.
 const NODE_ARGS: [&str; 2] = ["--checkpoint-transfers", "100"];
 const ACCOUNTS: [u64; 4] = [1, 2, 3, 4];
-
-async fn post_until_answered(http: &Http, path: &str, body: &Value) -> Resp {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        match http
-            .try_post(path, serde_json::to_vec(body).expect("encode"))
-            .await
-        {
-            Ok(r) if r.status == 200 => return r,
-            Ok(r) if r.status == 503 || r.status == 504 => {}
-            Ok(r) => panic!("POST {path} to {}: {} {}", http.base, r.status, r.text),
-            Err(_) => {}
-        }
-        assert!(Instant::now() < deadline, "no answer within {PATIENCE:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// Writes `batches` batches of 3 transfers through the running nodes; returns them by id.
 async fn write_transfers(
@@ -50,9 +33,14 @@ async fn write_transfers(
             batch.push(t);
             *next_id += 1;
         }
-        let results = post_until_answered(&https[b % https.len()], "/v1/transfers", &json!(batch))
-            .await
-            .results();
+        let results = common::write_until_answered(
+            &https[b % https.len()],
+            "/v1/transfers",
+            &json!(batch),
+            PATIENCE,
+        )
+        .await
+        .results();
         assert!(
             results.iter().all(|r| r == "ok" || r == "exists"),
             "{results:?}"
@@ -119,7 +107,13 @@ async fn three_nodes() -> Cluster {
         .iter()
         .map(|id| json!({"id": id, "ledger": 1, "code": 1}))
         .collect();
-    post_until_answered(&cluster.node(leader).http, "/v1/accounts", &json!(accounts)).await;
+    common::write_until_answered(
+        &cluster.node(leader).http,
+        "/v1/accounts",
+        &json!(accounts),
+        PATIENCE,
+    )
+    .await;
     cluster
 }
 

@@ -863,3 +863,45 @@ pub use bulwark_tmpfs::Tmpfs;
 pub fn fill_disk(dir: &Path) -> PathBuf {
     bulwark_tmpfs::fill(dir).expect("fill the disk").0
 }
+
+/// POSTs `body` to `path` until an answer other than 503 comes (503 and connection errors are
+/// retried with the same body, as a client would, for up to `patience`), and returns it.
+pub async fn post_until_answered(
+    http: &Http,
+    path: &str,
+    body: &Value,
+    patience: Duration,
+) -> Resp {
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        match http
+            .try_post(path, serde_json::to_vec(body).expect("encode"))
+            .await
+        {
+            Ok(r) if r.status != 503 => return r,
+            _ => {}
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "POST {path} {body} to {} got no answer but 503 within {patience:?}",
+            http.base
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Like [`post_until_answered`], but the answer must be 200.
+pub async fn write_until_answered(
+    http: &Http,
+    path: &str,
+    body: &Value,
+    patience: Duration,
+) -> Resp {
+    let r = post_until_answered(http, path, body, patience).await;
+    assert_eq!(
+        r.status, 200,
+        "POST {path} {body} to {}: {}",
+        http.base, r.text
+    );
+    r
+}
