@@ -34,6 +34,7 @@
 
 mod apply;
 mod proposals;
+pub use proposals::conf_change;
 mod reads;
 mod ready;
 #[cfg(test)]

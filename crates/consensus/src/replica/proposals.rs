@@ -8,7 +8,7 @@
 
 use bulwark_ledger::{codec, Batch, Operation, StateMachine};
 use bulwark_limits::{MAX_GROUP_BYTES, MAX_GROUP_EVENTS};
-use raft::eraftpb::ConfChangeV2;
+use raft::eraftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2};
 
 use super::{Output, Replica, ReplicaError};
 use crate::storage::RaftStorage;
@@ -18,6 +18,20 @@ use crate::storage::RaftStorage;
 pub(super) struct Proposal<T> {
     pub(super) index: u64,
     pub(super) tokens: Vec<T>,
+}
+
+/// A membership change of these single steps, left automatically once applied (several at once
+/// go through joint consensus).
+pub fn conf_change(steps: &[(ConfChangeType, u64)]) -> ConfChangeV2 {
+    let mut cc = ConfChangeV2::default();
+    cc.set_transition(ConfChangeTransition::Auto);
+    for (kind, id) in steps {
+        let mut single = ConfChangeSingle::default();
+        single.set_change_type(*kind);
+        single.node_id = *id;
+        cc.mut_changes().push(single);
+    }
+    cc
 }
 
 impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {

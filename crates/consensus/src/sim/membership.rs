@@ -6,7 +6,7 @@ impl Sim {
     /// Membership under load: the leader demotes two voters to learners (joint consensus, voters
     /// stay odd), now and then itself among them, or promotes every learner back.
     pub(super) fn change_membership(&mut self) {
-        use raft::eraftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2};
+        use raft::eraftpb::ConfChangeType;
         let Some(leader) = self.current_leader() else {
             return;
         };
@@ -45,14 +45,7 @@ impl Sim {
                 .map(|id| (ConfChangeType::AddNode, *id))
                 .collect()
         };
-        let mut cc = ConfChangeV2::default();
-        cc.set_transition(ConfChangeTransition::Auto);
-        for (kind, id) in changes {
-            let mut single = ConfChangeSingle::default();
-            single.set_change_type(kind);
-            single.node_id = id;
-            cc.mut_changes().push(single);
-        }
+        let cc = crate::replica::conf_change(&changes);
         replica.propose_conf_change(cc, Vec::new(), CONF_TOKENS + self.step);
     }
 }

@@ -19,7 +19,7 @@ impl ClusterLoop {
         change: MembershipChange,
         reply: oneshot::Sender<Result<u64, NodeError>>,
     ) {
-        use raft::eraftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeType};
+        use raft::eraftpb::ConfChangeType;
         let conf = self.replica.raw().raft.prs().conf().to_conf_state();
         let is_voter = |id: &u64| conf.voters.contains(id);
         let is_learner = |id: &u64| conf.learners.contains(id);
@@ -71,14 +71,7 @@ impl ClusterLoop {
                 return;
             }
         };
-        let mut cc = raft::eraftpb::ConfChangeV2::default();
-        cc.set_transition(ConfChangeTransition::Auto);
-        for (kind, id) in changes {
-            let mut single = ConfChangeSingle::default();
-            single.set_change_type(kind);
-            single.node_id = id;
-            cc.mut_changes().push(single);
-        }
+        let cc = bulwark_consensus::replica::conf_change(&changes);
         tracing::info!(?change, "proposing a membership change");
         self.replica
             .propose_conf_change(cc, details, Reply::Membership(reply));
