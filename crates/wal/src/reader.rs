@@ -18,13 +18,7 @@ impl Wal {
         from: u64,
     ) -> Result<impl Iterator<Item = Result<(u64, Vec<u8>), WalError>> + '_, WalError> {
         self.check_usable()?;
-        if from < self.first_index || from > self.next_index {
-            return Err(WalError::OutOfRange {
-                index: from,
-                first: self.first_index,
-                last: self.last_index(),
-            });
-        }
+        self.check_in_range(from)?;
         // The segment holding `from`, if it is on disk.
         let seg = if from < self.durable_next {
             self.segments.partition_point(|s| s.first_index <= from) - 1
@@ -165,5 +159,19 @@ impl Iterator for ReadIter<'_> {
             Err(_) => self.done = true,
         }
         Some(item)
+    }
+}
+
+impl Wal {
+    /// `from` must lie in `first_index()..=last_index() + 1`.
+    pub(crate) fn check_in_range(&self, from: u64) -> Result<(), WalError> {
+        if from < self.first_index || from > self.next_index {
+            return Err(WalError::OutOfRange {
+                index: from,
+                first: self.first_index,
+                last: self.last_index(),
+            });
+        }
+        Ok(())
     }
 }

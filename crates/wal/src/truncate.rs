@@ -98,13 +98,7 @@ impl Wal {
     /// when it returns. `from` must be in `first_index()..=last_index() + 1`.
     pub fn truncate_suffix(&mut self, from: u64) -> Result<(), WalError> {
         self.check_usable()?;
-        if from < self.first_index || from > self.next_index {
-            return Err(WalError::OutOfRange {
-                index: from,
-                first: self.first_index,
-                last: self.last_index(),
-            });
-        }
+        self.check_in_range(from)?;
         if from >= self.durable_next {
             self.truncate_buffer(from);
             return Ok(());

@@ -375,11 +375,7 @@ fn carry_out(wal: &mut Wal, plan: LogPlan, ci: u64) -> Result<(Vec<Entry>, u64),
 impl RaftStorage for DiskRaftStorage {
     fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
         self.check_usable()?;
-        self.core.check_append(entries)?;
-        if let Some(from) = self.core.append(entries) {
-            mark_dirty(&mut self.dirty_from, from);
-        }
-        Ok(())
+        self.core.append_marking(entries, &mut self.dirty_from)
     }
 
     fn set_hard_state(&mut self, hs: &HardState) {

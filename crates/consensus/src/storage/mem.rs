@@ -200,11 +200,7 @@ impl RaftStorage for MemRaftStorage {
     fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
         self.check_alive()?;
         self.reach(CrashPoint::Append)?;
-        self.core.check_append(entries)?;
-        if let Some(from) = self.core.append(entries) {
-            mark_dirty(&mut self.dirty_from, from);
-        }
-        Ok(())
+        self.core.append_marking(entries, &mut self.dirty_from)
     }
 
     fn set_hard_state(&mut self, hs: &HardState) {

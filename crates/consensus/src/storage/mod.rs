@@ -364,6 +364,22 @@ macro_rules! impl_raft_storage {
     };
 }
 
+impl LogCore {
+    /// [`RaftStorage::append`] for both storages: checks, appends, and lowers `dirty` to the first
+    /// changed index.
+    fn append_marking(
+        &mut self,
+        entries: &[Entry],
+        dirty: &mut Option<u64>,
+    ) -> Result<(), StorageError> {
+        self.check_append(entries)?;
+        if let Some(from) = self.append(entries) {
+            mark_dirty(dirty, from);
+        }
+        Ok(())
+    }
+}
+
 /// Lowers `dirty` to `from`: entries from there on differ from the durable log.
 fn mark_dirty(dirty: &mut Option<u64>, from: u64) {
     *dirty = Some(dirty.map_or(from, |d| d.min(from)));
