@@ -54,6 +54,32 @@ pub(crate) struct PersistentState {
     pub(crate) compacted_term: u64,
 }
 
+impl PersistentState {
+    /// Whether a sync must write `self` over `durable`, the record on disk. Term, vote, the
+    /// configuration and the compaction point must be durable before Raft acts on them. A commit
+    /// index alone need not be: Raft's commit is volatile (a leader tells it again, and a replica
+    /// whose state applied past it says so durably at start), and writing it at every Ready
+    /// would cost a second fsync per round on every node. It is written when it first reaches the
+    /// log's newest segment (`newest_segment_first`), so that a start which finds that segment
+    /// gone, committed entries and all, still refuses a log ending before the durable commit.
+    pub(crate) fn must_write_over(
+        &self,
+        durable: &PersistentState,
+        newest_segment_first: u64,
+    ) -> bool {
+        let (mut mine, commit) = (self.hard_state.clone(), self.hard_state.commit);
+        mine.commit = durable.hard_state.commit;
+        let only_commit_moved = mine == durable.hard_state
+            && self.conf_state == durable.conf_state
+            && (self.compacted_index, self.compacted_term)
+                == (durable.compacted_index, durable.compacted_term);
+        if !only_commit_moved {
+            return true;
+        }
+        durable.hard_state.commit < newest_segment_first && commit >= newest_segment_first
+    }
+}
+
 /// The open hard-state file.
 #[derive(Debug)]
 pub(crate) struct HardStateFile {

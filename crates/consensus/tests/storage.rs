@@ -979,6 +979,12 @@ mod model {
     struct Model {
         cur: State,
         durable: State,
+        /// The commit index last written with the rest of the hard state. A sync that moves
+        /// the commit index alone may leave it on disk (it is written when it reaches the
+        /// newest segment), so after a crash the commit lies between this and `durable`'s.
+        commit_floor: u64,
+        /// Set after a crash, until a hard state is set again: the commit is only bounded.
+        commit_unsure: bool,
     }
 
     #[derive(Clone, Debug)]
@@ -1024,7 +1030,8 @@ mod model {
         ]
     }
 
-    fn check<S: RaftStorage>(s: &S, m: &State, what: &str) {
+    fn check<S: RaftStorage>(s: &S, model: &Model, what: &str) {
+        let m = &model.cur;
         let (first, last, got) = log(s);
         assert_eq!((first, last), (m.first(), m.last()), "{what}: bounds");
         assert_eq!(got, m.log, "{what}: log");
@@ -1040,11 +1047,18 @@ mod model {
             );
         }
         let st = s.initial_state().unwrap();
-        assert_eq!(
-            st.hard_state,
-            hs(m.hs.0, m.hs.1, m.hs.2),
-            "{what}: hard state"
-        );
+        let mut expected = hs(m.hs.0, m.hs.1, m.hs.2);
+        if model.commit_unsure {
+            let commit = st.hard_state.commit;
+            assert!(
+                (model.commit_floor..=m.hs.2).contains(&commit),
+                "{what}: commit {commit} outside {}..={}",
+                model.commit_floor,
+                m.hs.2
+            );
+            expected.commit = commit;
+        }
+        assert_eq!(st.hard_state, expected, "{what}: hard state");
         assert_eq!(st.conf_state.voters, m.voters, "{what}: voters");
     }
 
@@ -1074,6 +1088,7 @@ mod model {
                     m.hs = (term, vote, commit);
                     mem.s().set_hard_state(&hs(term, vote, commit));
                     disk.s().set_hard_state(&hs(term, vote, commit));
+                    model.commit_unsure = false;
                 }
                 Op::ConfState { voters } => {
                     m.voters = voters.clone();
@@ -1082,6 +1097,10 @@ mod model {
                     disk.s().set_conf_state(&cs);
                 }
                 Op::Sync => {
+                    let (d, c) = (&model.durable, &model.cur);
+                    if (d.hs.0, d.hs.1, &d.voters) != (c.hs.0, c.hs.1, &c.voters) {
+                        model.commit_floor = c.hs.2;
+                    }
                     model.durable = model.cur.clone();
                     mem.s().sync().unwrap();
                     disk.s().sync().unwrap();
@@ -1105,6 +1124,7 @@ mod model {
                     m.compacted = (index, term);
                     m.hs = (m.hs.0.max(term), m.hs.1, index);
                     m.voters = vec![1, 2, 3];
+                    model.commit_floor = index;
                     model.durable = model.cur.clone();
                     let md = meta(index, term, vec![1, 2, 3]);
                     mem.s().install_snapshot(&md).unwrap();
@@ -1112,20 +1132,22 @@ mod model {
                 }
                 Op::Crash => {
                     model.cur = model.durable.clone();
+                    model.commit_unsure = true;
                     mem.crash();
                     disk.crash();
                 }
             }
             let what = format!("after op {n}");
-            check(mem.s(), &model.cur, &format!("mem {what}"));
-            check(disk.s(), &model.cur, &format!("disk {what}"));
+            check(mem.s(), &model, &format!("mem {what}"));
+            check(disk.s(), &model, &format!("disk {what}"));
         }
         // Whatever happened, a final crash keeps the durable state.
         model.cur = model.durable.clone();
+        model.commit_unsure = true;
         mem.crash();
         disk.crash();
-        check(mem.s(), &model.cur, "mem at the end");
-        check(disk.s(), &model.cur, "disk at the end");
+        check(mem.s(), &model, "mem at the end");
+        check(disk.s(), &model, "disk at the end");
     }
 
     proptest! {

@@ -288,6 +288,15 @@ impl Wal {
             + self.splits.len() as u64 * SEGMENT_HEADER_LEN
     }
 
+    /// First index of the newest segment file, counting one that the next sync will create.
+    pub fn newest_segment_first_index(&self) -> u64 {
+        self.splits
+            .last()
+            .map(|(_, first)| *first)
+            .or_else(|| self.segments.last().map(|s| s.first_index))
+            .unwrap_or(self.first_index)
+    }
+
     /// Number of segment files, counting segments that the next sync will create.
     pub fn segment_count(&self) -> usize {
         self.segments.len() + self.splits.len()

@@ -140,7 +140,12 @@ impl DiskRaftStorage {
             self.dirty_from = None;
         }
         assert_eq!(self.wal.last_index(), self.core.last_index());
-        if self.core.state != self.durable_state {
+        let newest_segment = self.wal.newest_segment_first_index();
+        if self
+            .core
+            .state
+            .must_write_over(&self.durable_state, newest_segment)
+        {
             self.hs_file.write(&self.core.state)?;
             self.durable_state = self.core.state.clone();
         }

@@ -57,6 +57,9 @@ fn disk_full_error() -> StorageError {
     })
 }
 
+/// Entries per notional log segment: where a memory storage makes a moved commit index durable.
+const NOTIONAL_SEGMENT_ENTRIES: u64 = 8;
+
 impl MemRaftStorage {
     /// An empty storage: no entries, first index 1, default hard and conf state.
     pub fn new() -> MemRaftStorage {
@@ -190,7 +193,17 @@ impl MemRaftStorage {
                 .expect("durable log diverged from the current one");
             self.durable.append(changed);
         }
-        self.durable.state = self.core.state.clone();
+        // The commit index alone is written as the disk storage writes it: when it reaches the
+        // newest (here: notional, every `NOTIONAL_SEGMENT_ENTRIES`) segment.
+        let last = self.core.last_index().max(1);
+        let newest_segment = (last - 1) / NOTIONAL_SEGMENT_ENTRIES * NOTIONAL_SEGMENT_ENTRIES + 1;
+        if self
+            .core
+            .state
+            .must_write_over(&self.durable.state, newest_segment)
+        {
+            self.durable.state = self.core.state.clone();
+        }
         debug_assert_eq!(self.durable.entries.len(), self.core.entries.len());
         Ok(())
     }
