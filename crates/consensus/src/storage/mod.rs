@@ -42,7 +42,9 @@
 //! # Crash safety of the disk layout
 //!
 //! `sync` makes the log durable first and writes the hard-state file second, so a durable commit index
-//! never points past the durable log. `compact` and `install_snapshot` write the new compaction point into
+//! never points past the durable log. A sync whose only change is the commit index writes the file only
+//! when that index first reaches the newest segment (`PersistentState::must_write_over`): Raft's commit
+//! is volatile, and a second fsync per Ready would halve what a node syncs per second. `compact` and `install_snapshot` write the new compaction point into
 //! the hard-state file first and trim the log second. The WAL deletes whole segments only, so after a
 //! compaction the log may still begin at or before the compaction point; recovery skips those records.
 //! Recovery ([`DiskRaftStorage::open`]) then:
