@@ -252,6 +252,11 @@ impl StateStore {
                 .expect("the database is open after a checkpoint");
             disk.reader = open_reader(&self.path, &disk.db)?;
         }
+        if let Some(frozen) = &self.frozen {
+            self.stored_max_transfer_id = self
+                .stored_max_transfer_id
+                .max(frozen.memtable.max_transfer_id);
+        }
         self.frozen = None;
         self.retry_after = None;
         self.checkpointed_index = done.applied_index;

@@ -19,6 +19,8 @@ pub(crate) struct Memtable {
     pub(crate) balance_history: BTreeMap<(AccountId, Timestamp), Balances>,
     /// `true`: added since the freeze; `false`: removed.
     pub(crate) expiry_changes: BTreeMap<(Timestamp, TransferId), bool>,
+    /// The highest transfer id in `transfers` (0 when empty).
+    pub(crate) max_transfer_id: u64,
 }
 
 /// A memtable being written as a checkpoint, with everything else that checkpoint records.
@@ -55,6 +57,7 @@ impl StateStore {
                 assert!(entries.last().is_none_or(|(ts, _)| *ts < t.timestamp));
                 entries.push((t.timestamp, t.id));
             }
+            m.max_transfer_id = m.max_transfer_id.max(t.id.0);
             m.transfers.insert(t.id, t);
         }
         m.pending.extend(changes.pending_status);

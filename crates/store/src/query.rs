@@ -140,6 +140,9 @@ impl LedgerStore for StateStore {
                 return Some(*t);
             }
         }
+        if id.0 > self.stored_max_transfer_id {
+            return None;
+        }
         let read = self.read_waiting(|reader| {
             let Some(value) = reader
                 .transfers

@@ -52,6 +52,10 @@ pub struct StateStore {
     pub(crate) applied_term: u64,
     pub(crate) checkpointed_index: u64,
     pub(crate) membership: Option<Vec<u8>>,
+    /// The highest transfer id in the database (0 when it holds none). A new transfer's id is
+    /// looked up before it is created; ids above this one are in no checkpoint, so that lookup
+    /// skips redb for ids that grow, as time-based ids do.
+    pub(crate) stored_max_transfer_id: u64,
 }
 
 impl StateStore {
@@ -98,6 +102,7 @@ impl StateStore {
             applied_term: loaded.applied_term,
             checkpointed_index: loaded.applied_index,
             membership: loaded.membership,
+            stored_max_transfer_id: loaded.max_transfer_id,
         })
     }
 
@@ -214,6 +219,7 @@ struct Loaded {
     membership: Option<Vec<u8>>,
     accounts: HashMap<AccountId, Account>,
     expiries: BTreeSet<(Timestamp, TransferId)>,
+    max_transfer_id: u64,
 }
 
 fn load(path: &Path, db: &Database) -> Result<Loaded, StoreError> {
@@ -242,7 +248,16 @@ fn load(path: &Path, db: &Database) -> Result<Loaded, StoreError> {
         membership,
         accounts: load_accounts(path, &read)?,
         expiries: load_expiries(path, &read)?,
+        max_transfer_id: load_max_transfer_id(path, &read)?,
     })
+}
+
+fn load_max_transfer_id(path: &Path, read: &ReadTransaction) -> Result<u64, StoreError> {
+    let table = read
+        .open_table(TRANSFERS)
+        .map_err(redb_err(path, "open transfers"))?;
+    let last = table.last().map_err(redb_err(path, "read transfers"))?;
+    Ok(last.map_or(0, |(key, _)| key.value()))
 }
 
 fn load_accounts(
