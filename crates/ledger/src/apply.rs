@@ -4,7 +4,9 @@
 //! journal so that a failed linked chain rolls back exactly what it did. Only when the whole
 //! batch is done are its [`Changes`] committed to the store, in one call.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::IdMap;
 
 use crate::results::{CreateAccountResult, CreateTransferResult};
 use crate::store::{Changes, LedgerStore};
@@ -85,7 +87,7 @@ pub fn apply<S: LedgerStore>(store: &mut S, batch: &Batch) -> BatchResults {
     let first = Timestamp(last_event.0 - (n - 1));
     assert!(first > store.last_timestamp(), "timestamps must increase");
     let (results, changes) = {
-        let mut overlay = Overlay::new(&*store);
+        let mut overlay = Overlay::new(&*store, batch.operation.len());
         overlay.expire_pending(first);
         let results = match &batch.operation {
             Operation::CreateAccounts(accounts) => BatchResults::Accounts(run_chains(
@@ -512,10 +514,10 @@ enum Undo {
 /// The batch's view of the ledger: its own changes over the store's state.
 struct Overlay<'s, S> {
     store: &'s S,
-    accounts: HashMap<AccountId, Account>,
-    transfers: HashMap<TransferId, Transfer>,
+    accounts: IdMap<AccountId, Account>,
+    transfers: IdMap<TransferId, Transfer>,
     transfer_order: Vec<TransferId>,
-    pending: HashMap<TransferId, PendingStatus>,
+    pending: IdMap<TransferId, PendingStatus>,
     expiries_added: BTreeSet<(Timestamp, TransferId)>,
     expiries_removed: BTreeSet<(Timestamp, TransferId)>,
     history: Vec<(AccountId, Timestamp, crate::types::Balances)>,
@@ -523,13 +525,14 @@ struct Overlay<'s, S> {
 }
 
 impl<'s, S: LedgerStore> Overlay<'s, S> {
-    fn new(store: &'s S) -> Self {
+    /// An overlay sized for a batch of `events` (each touches at most two accounts).
+    fn new(store: &'s S, events: usize) -> Self {
         Overlay {
             store,
-            accounts: HashMap::new(),
-            transfers: HashMap::new(),
-            transfer_order: Vec::new(),
-            pending: HashMap::new(),
+            accounts: IdMap::with_capacity_and_hasher(2 * events, Default::default()),
+            transfers: IdMap::with_capacity_and_hasher(events, Default::default()),
+            transfer_order: Vec::with_capacity(events),
+            pending: IdMap::default(),
             expiries_added: BTreeSet::new(),
             expiries_removed: BTreeSet::new(),
             history: Vec::new(),

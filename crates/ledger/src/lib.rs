@@ -16,6 +16,12 @@ mod types;
 pub use apply::{apply, effective_timestamp, Batch, BatchResults, Operation};
 pub use results::{CreateAccountResult, CreateTransferResult};
 pub use store::{Changes, LedgerStore, MemoryStateMachine, MemoryStore, StateMachine};
+/// A hash map keyed by ids. foldhash, not std's SipHash: hashing ids was an eighth of the node
+/// loop's time. Its seed is random per map, so clients cannot choose ids that collide.
+pub type IdMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// A hash set of ids (see [`IdMap`]).
+pub type IdSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+
 pub use types::{
     Account, AccountFlags, AccountId, Balances, FlagSet, NewAccount, NewTransfer, PendingStatus,
     Timestamp, Transfer, TransferFlags, TransferId, NANOS_PER_SECOND,

@@ -1,10 +1,10 @@
 //! The recent past in memory: what batches changed since the last freeze (the active memtable),
 //! and the frozen memtable a running (or failed) checkpoint writes. Reads look here before redb.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use bulwark_ledger::{
-    Account, AccountId, Balances, Changes, PendingStatus, Timestamp, Transfer, TransferId,
+    Account, AccountId, Balances, Changes, IdMap, PendingStatus, Timestamp, Transfer, TransferId,
 };
 
 use crate::state::StateStore;
@@ -12,10 +12,10 @@ use crate::state::StateStore;
 /// Changes since the last freeze: new transfers and everything derived from them.
 #[derive(Default)]
 pub(crate) struct Memtable {
-    pub(crate) transfers: HashMap<TransferId, Transfer>,
-    pub(crate) pending: HashMap<TransferId, PendingStatus>,
+    pub(crate) transfers: IdMap<TransferId, Transfer>,
+    pub(crate) pending: IdMap<TransferId, PendingStatus>,
     /// Per account, its transfers in timestamp order (appends only: timestamps increase).
-    pub(crate) account_transfers: HashMap<AccountId, Vec<(Timestamp, TransferId)>>,
+    pub(crate) account_transfers: IdMap<AccountId, Vec<(Timestamp, TransferId)>>,
     pub(crate) balance_history: BTreeMap<(AccountId, Timestamp), Balances>,
     /// `true`: added since the freeze; `false`: removed.
     pub(crate) expiry_changes: BTreeMap<(Timestamp, TransferId), bool>,

@@ -2,13 +2,13 @@
 //! expiries loaded into memory), and the state machine the replica drives.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use bulwark_ledger::{
-    Account, AccountId, Batch, BatchResults, StateMachine, Timestamp, TransferId,
+    Account, AccountId, Batch, BatchResults, IdMap, IdSet, StateMachine, Timestamp, TransferId,
 };
 use bulwark_limits::{SPACE_RESERVE, STORE_CACHE_BYTES};
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
@@ -41,8 +41,8 @@ pub struct StateStore {
     pub(crate) short_of_space: bool,
     /// Free space a checkpoint leaves beyond twice its estimated size; `None`: no check.
     pub(crate) space_reserve: Option<u64>,
-    pub(crate) accounts: HashMap<AccountId, Account>,
-    pub(crate) dirty_accounts: HashSet<AccountId>,
+    pub(crate) accounts: IdMap<AccountId, Account>,
+    pub(crate) dirty_accounts: IdSet<AccountId>,
     pub(crate) expiries: BTreeSet<(Timestamp, TransferId)>,
     pub(crate) active: Memtable,
     pub(crate) frozen: Option<Arc<Frozen>>,
@@ -92,7 +92,7 @@ impl StateStore {
             short_of_space: false,
             space_reserve: Some(SPACE_RESERVE),
             accounts: loaded.accounts,
-            dirty_accounts: HashSet::new(),
+            dirty_accounts: IdSet::default(),
             expiries: loaded.expiries,
             active: Memtable::default(),
             frozen: None,
@@ -217,7 +217,7 @@ struct Loaded {
     applied_term: u64,
     last_timestamp: Timestamp,
     membership: Option<Vec<u8>>,
-    accounts: HashMap<AccountId, Account>,
+    accounts: IdMap<AccountId, Account>,
     expiries: BTreeSet<(Timestamp, TransferId)>,
     max_transfer_id: u64,
 }
@@ -263,8 +263,8 @@ fn load_max_transfer_id(path: &Path, read: &ReadTransaction) -> Result<u64, Stor
 fn load_accounts(
     path: &Path,
     read: &ReadTransaction,
-) -> Result<HashMap<AccountId, Account>, StoreError> {
-    let mut accounts = HashMap::new();
+) -> Result<IdMap<AccountId, Account>, StoreError> {
+    let mut accounts = IdMap::default();
     let table = read
         .open_table(ACCOUNTS)
         .map_err(redb_err(path, "open accounts"))?;
