@@ -61,11 +61,12 @@ pub fn cluster_router(node: NodeHandle, node_id: u64) -> Router {
         .local_address(node.source_ip())
         .build()
         .expect("an HTTP client without TLS builds");
-    let state = AppState {
+    // Shared, not cloned per request: a handle holds a path and several counted references.
+    let state = Arc::new(AppState {
         node,
         node_id,
         client,
-    };
+    });
     Router::new()
         .route("/v1/accounts", post(create_accounts))
         .route("/v1/transfers", post(create_transfers))
@@ -93,7 +94,7 @@ pub fn cluster_router(node: NodeHandle, node_id: u64) -> Router {
 
 /// A node removed from its cluster serves nothing: its state may be stale forever.
 async fn refuse_when_removed(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -157,7 +158,7 @@ async fn method_not_allowed(method: axum::http::Method) -> ApiError {
 
 /// Ready while this node leads or has heard from a leader within an election timeout, and its
 /// disk is not full.
-async fn ready(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+async fn ready(State(state): State<Arc<AppState>>) -> Result<&'static str, ApiError> {
     if let Some(full) = state.node.disk_full_error() {
         return Err(ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
@@ -210,7 +211,7 @@ enum Ack {
 }
 
 async fn create_accounts(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     params: Result<Query<WriteParams>, axum::extract::rejection::QueryRejection>,
     raw: Result<Bytes, BytesRejection>,
@@ -223,7 +224,7 @@ async fn create_accounts(
 }
 
 async fn create_transfers(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     params: Result<Query<WriteParams>, axum::extract::rejection::QueryRejection>,
     raw: Result<Bytes, BytesRejection>,
@@ -461,7 +462,7 @@ fn read_response(body: impl serde::Serialize, applied_index: u64) -> Response {
 }
 
 async fn get_account(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path(raw): Path<String>,
     params: Result<Query<ReadParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -481,7 +482,7 @@ async fn get_account(
 }
 
 async fn get_transfer(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path(raw): Path<String>,
     params: Result<Query<ReadParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -502,7 +503,7 @@ async fn get_transfer(
 }
 
 async fn get_account_transfers(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path(raw): Path<String>,
     params: Result<Query<HistoryParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -550,7 +551,7 @@ async fn get_account_transfers(
     }
 }
 
-async fn status(State(state): State<AppState>) -> Result<Response, ApiError> {
+async fn status(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let read = state.node.read(NodeQuery::Status).await?;
     let Answer::Status(s) = read.answer else {
         unreachable!("the node answers a status query with its status")
@@ -631,7 +632,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(raw: &[u8], what: &str) -> Result<
 }
 
 async fn add_learner(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -646,7 +647,7 @@ async fn add_learner(
 }
 
 async fn promote(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -657,7 +658,7 @@ async fn promote(
 }
 
 async fn remove(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -698,7 +699,7 @@ async fn membership(
 }
 
 /// Streams a consistent snapshot of this node's last checkpoint (a follower catching up).
-async fn snapshot(State(state): State<AppState>) -> Result<Response, ApiError> {
+async fn snapshot(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let Some(source) = state.node.snapshot_source() else {
         return Err(ApiError::not_found(
             "no_snapshot",
@@ -758,7 +759,7 @@ impl std::io::Write for ChannelWriter {
     }
 }
 
-async fn metrics_text(State(state): State<AppState>, _headers: HeaderMap) -> Response {
+async fn metrics_text(State(state): State<Arc<AppState>>, _headers: HeaderMap) -> Response {
     let mut response = state.node.metrics.encode().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
