@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use bulwark_ledger::{Account, AccountId, TransferId};
+use bulwark_ledger::{Account, Transfer};
 use bulwark_limits::{ACCOUNT_TRANSFERS_RUN, SPACE_RETRY};
 use redb::Database;
 
@@ -302,22 +302,28 @@ fn write_tables(txn: &redb::WriteTransaction, frozen: &Frozen) -> Result<(), red
         accounts.insert(a.id.0, records::encode_account(a).as_slice())?;
     }
     let mut transfers = txn.open_table(TRANSFERS)?;
-    let mut ids: Vec<&TransferId> = m.transfers.keys().collect();
-    ids.sort_unstable();
-    for id in ids {
-        transfers.insert(id.0, records::encode_transfer(&m.transfers[id]).as_slice())?;
+    // Pairs taken in the map's memory order and sorted by id: looking each id up in the map
+    // again, in id order, missed the cache on almost every one.
+    let mut sorted: Vec<(u64, &Transfer)> = m.transfers.iter().map(|(id, t)| (id.0, t)).collect();
+    sorted.sort_unstable_by_key(|(id, _)| *id);
+    for (id, t) in sorted {
+        transfers.insert(id, records::encode_transfer(t).as_slice())?;
     }
     let mut pending = txn.open_table(PENDING)?;
     for (id, status) in &m.pending {
         pending.insert(id.0, status.to_byte())?;
     }
     let mut index = txn.open_table(ACCOUNT_TRANSFERS)?;
-    let mut accounts: Vec<&AccountId> = m.account_transfers.keys().collect();
-    accounts.sort_unstable();
-    for account in accounts {
-        for run in m.account_transfers[account].chunks(ACCOUNT_TRANSFERS_RUN) {
+    let mut accounts: Vec<(u64, &Vec<_>)> = m
+        .account_transfers
+        .iter()
+        .map(|(id, runs)| (id.0, runs))
+        .collect();
+    accounts.sort_unstable_by_key(|(id, _)| *id);
+    for (account, entries) in accounts {
+        for run in entries.chunks(ACCOUNT_TRANSFERS_RUN) {
             let last = run.last().expect("chunks are not empty").0;
-            index.insert((account.0, last.0), records::encode_run(run).as_slice())?;
+            index.insert((account, last.0), records::encode_run(run).as_slice())?;
         }
     }
     let mut history = txn.open_table(BALANCE_HISTORY)?;
