@@ -506,7 +506,7 @@ pub fn decode_peer_message(from: u64, payload: &[u8]) -> Option<Message> {
 
 /// Time since this process first asked: the replica's monotonic clock (see
 /// `bulwark_consensus::clock`).
-fn monotonic_clock() -> Duration {
+pub(super) fn monotonic_clock() -> Duration {
     static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     START.get_or_init(Instant::now).elapsed()
 }
