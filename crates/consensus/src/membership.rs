@@ -50,6 +50,7 @@ pub fn plan_change(conf: &ConfState, request: &MembershipRequest) -> Result<Conf
     }
     let is_voter = |id: &u64| conf.voters.contains(id);
     let is_learner = |id: &u64| conf.learners.contains(id);
+    check_ids(request)?;
     let steps = match request {
         MembershipRequest::AddLearner(id) if is_voter(id) || is_learner(id) => {
             return Err(format!("node {id} is already a member"))
@@ -81,6 +82,27 @@ pub fn plan_change(conf: &ConfState, request: &MembershipRequest) -> Result<Conf
         }
     };
     Ok(crate::replica::conf_change(&steps))
+}
+
+/// A promotion or removal names each node once, and at least one: the voter count is checked
+/// per id named, so a node named twice would let `[4, 4]` make an even number of voters (found by
+/// the simulation), and an empty change is Raft's request to leave a joint configuration.
+fn check_ids(request: &MembershipRequest) -> Result<(), String> {
+    let ids = match request {
+        MembershipRequest::AddLearner(_) => return Ok(()),
+        MembershipRequest::Promote(ids) | MembershipRequest::Remove(ids) => ids,
+    };
+    if ids.is_empty() {
+        return Err("no node ids given".into());
+    }
+    if let Some((_, id)) = ids
+        .iter()
+        .enumerate()
+        .find(|(i, id)| ids[..*i].contains(id))
+    {
+        return Err(format!("node {id} is named more than once"));
+    }
+    Ok(())
 }
 
 /// Every node `conf` names (voters and learners, incoming and outgoing): the members an address
@@ -125,6 +147,22 @@ mod tests {
         assert!(refused(&one, Remove(vec![1])).starts_with("removing [1] would leave 0 voters"));
         let seven = conf(&[1, 2, 3, 4, 5, 6, 7], &[8, 9]);
         assert!(refused(&seven, Promote(vec![8, 9])).contains("at most 7 are allowed"));
+    }
+
+    #[test]
+    fn a_node_named_twice_or_none_is_refused() {
+        let three = conf(&[1, 2, 3], &[4, 5]);
+        use MembershipRequest::*;
+        assert_eq!(
+            refused(&three, Promote(vec![4, 4])),
+            "node 4 is named more than once"
+        );
+        assert_eq!(
+            refused(&three, Remove(vec![5, 1, 5])),
+            "node 5 is named more than once"
+        );
+        assert_eq!(refused(&three, Promote(vec![])), "no node ids given");
+        assert_eq!(refused(&three, Remove(vec![])), "no node ids given");
     }
 
     #[test]

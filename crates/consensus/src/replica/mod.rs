@@ -398,9 +398,13 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
         meta.index = checkpoint;
         meta.term = term;
         meta.set_conf_state(self.raw.raft.prs().conf().to_conf_state());
+        let applied = self.raw.raft.raft_log.applied;
         let store = self.raw.mut_store();
         store.set_snapshot_offer(Some(snapshot));
-        let through = checkpoint.saturating_sub(keep);
+        // Never past what Raft has applied: a state ahead of it (a checkpoint newer than the
+        // snapshot's index was installed) leaves entries Raft must still fetch to apply (or skip)
+        // them, and raft-rs panics on a compacted one (found by the simulation).
+        let through = checkpoint.saturating_sub(keep).min(applied);
         if through > raft::Storage::first_index(store).unwrap_or(1) {
             store.compact(through)?;
         }
