@@ -3,8 +3,10 @@
 //! compaction point in a crash-safe hard-state file, plus an in-memory twin for the simulation), the
 //! sans-IO `replica` (proposals grouped into entries, ReadIndex reads, applying, Ready handling), the
 //! proposer's clock rule (`clock`), the start-time alignment of the log with a state ahead of it
-//! (`recovery`, shared by the node and the simulation) and a seeded whole-cluster simulation
-//! (`sim`). It must
+//! (`recovery`, shared by the node and the simulation), the membership checks and the
+//! address book's members (`membership`) and the in-sync rule (`replication`), both decided here
+//! for the node loop and the simulation alike, and a seeded whole-cluster simulation (`sim`). It
+//! must
 //! never report a write durable before its fsync, never let a torn write lose the previous durable hard
 //! state, and never start from a log that does not fit its hard state: recovery repairs only what a crash
 //! can leave behind and refuses everything else with an error naming the directory or file.
@@ -12,7 +14,9 @@
 
 pub mod clock;
 mod hard_state;
+pub mod membership;
 pub mod recovery;
 pub mod replica;
+pub mod replication;
 pub mod sim;
 pub mod storage;

@@ -2,7 +2,7 @@
 //! (`bulwark_consensus::sim`): every step still checks one leader per term, log matching, that no
 //! acknowledged write is lost and that reads are linearizable.
 //!
-//! A leads in term 3 and commits writes, then dies; B and C campaign just as the cluster splits
+//! A leads in term 4 and commits writes, then dies; B and C campaign just as the cluster splits
 //! {B,C} | {D,E}. Neither half is a majority: no leader may emerge and no write may be
 //! acknowledged, however long the split lasts. Healed, the cluster elects exactly one leader
 //! that still holds A's writes, and A, restarted, follows it and catches up.
@@ -31,16 +31,17 @@ fn elect_a(sim: &mut Sim) -> Result<bool, Violation> {
 fn scenario() -> Result<(), Violation> {
     let mut sim = Sim::scripted(5);
 
-    // 1. A leads in term 3. It wins term 1 by campaigning before any timer fires; then the whole
+    // 1. A leads in term 4. A new cluster starts in term 1 (its bootstrap configuration is a
+    //    snapshot of that term, as the node's), so the first election is term 2. A wins term 2 by campaigning before any timer fires; then the whole
     //    cluster crashes and restarts twice (a crash loses nothing synced), and each time A
     //    campaigns before any other node's election timer runs out.
     assert!(
         elect_a(&mut sim)?,
-        "A did not win term 1: {:?}",
+        "A did not win term 2: {:?}",
         terms(&sim)
     );
-    assert_eq!(sim.term(A), Some(1));
-    for term in [2, 3] {
+    assert_eq!(sim.term(A), Some(2));
+    for term in [3, 4] {
         for id in ALL {
             sim.crash(id);
         }
@@ -54,7 +55,7 @@ fn scenario() -> Result<(), Violation> {
         assert_eq!(sim.term(A), Some(term));
     }
     assert_eq!(sim.leader(), Some(A));
-    assert_eq!(sim.leaders(), vec![(A, 3)]);
+    assert_eq!(sim.leaders(), vec![(A, 4)]);
     let mut committed = vec![sim.write(A)];
     assert!(sim.run_until(20, |s| s.acknowledged(committed[0]))?);
     for _ in 0..3 {
@@ -90,8 +91,8 @@ fn scenario() -> Result<(), Violation> {
         );
     }
     assert!(
-        sim.leader_history().iter().all(|&(term, _)| term <= 3),
-        "a leader was elected above term 3 during the split: {:?}",
+        sim.leader_history().iter().all(|&(term, _)| term <= 4),
+        "a leader was elected above term 4 during the split: {:?}",
         sim.leader_history()
     );
     assert!(refused.iter().all(|&t| !sim.acknowledged(t)));
@@ -112,7 +113,7 @@ fn scenario() -> Result<(), Violation> {
     let leaders = sim.leaders();
     assert_eq!(leaders.len(), 1, "more than one leader: {leaders:?}");
     let (leader, term) = leaders[0];
-    assert!(term > 3, "the new leader's term {term} is not above A's");
+    assert!(term > 4, "the new leader's term {term} is not above A's");
     let highest = SURVIVORS.iter().filter_map(|&id| sim.term(id)).max();
     assert_eq!(Some(term), highest);
     let after = sim.write(leader);

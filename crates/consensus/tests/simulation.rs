@@ -61,6 +61,14 @@ fn add(total: &mut SimReport, r: &SimReport) {
     total.stalled_readies += r.stalled_readies;
     total.leader_demotions += r.leader_demotions;
     total.leaders_demoted += r.leaders_demoted;
+    total.learners_added += r.learners_added;
+    total.promotions += r.promotions;
+    total.removals += r.removals;
+    total.leader_removals += r.leader_removals;
+    total.membership_refused += r.membership_refused;
+    total.new_nodes_caught_up += r.new_nodes_caught_up;
+    total.compaction_crashes += r.compaction_crashes;
+    total.in_sync_checked += r.in_sync_checked;
 }
 
 fn assert_faults_happened(nodes: u64, total: &SimReport) {
@@ -102,9 +110,33 @@ fn assert_faults_happened(nodes: u64, total: &SimReport) {
         total.stalled_readies >= n,
         "too few Readies held by a full disk: {total:?}"
     );
+    // Operator membership changes through the node's checks: new nodes added as learners that
+    // caught up from nothing, promotions, refusals; power lost inside log compactions; the
+    // in-sync rule checked.
+    assert!(
+        total.learners_added >= n / 10 && total.new_nodes_caught_up >= n / 10,
+        "too few new nodes added and caught up: {total:?}"
+    );
+    assert!(total.promotions >= n / 20, "too few promotions: {total:?}");
+    assert!(
+        total.membership_refused >= n / 10,
+        "too few refused membership requests: {total:?}"
+    );
+    assert!(
+        total.compaction_crashes >= n / 10,
+        "too few crashes inside a compaction: {total:?}"
+    );
+    assert!(
+        total.in_sync_checked >= n,
+        "too few in-sync reports checked: {total:?}"
+    );
     if nodes == 1 {
         return;
     }
+    assert!(
+        total.removals >= n / 20 && total.leader_removals >= n / 50,
+        "too few removals (of the leader): {total:?}"
+    );
     assert!(total.partitions >= n, "too few partitions: {total:?}");
     assert!(
         total.messages_dropped > 0,

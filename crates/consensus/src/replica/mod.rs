@@ -401,9 +401,9 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
         let applied = self.raw.raft.raft_log.applied;
         let store = self.raw.mut_store();
         store.set_snapshot_offer(Some(snapshot));
-        // Never past what Raft applied: a state installed from a checkpoint newer than the
-        // snapshot's index is ahead of Raft until the commit index catches up, and Raft reads its
-        // unapplied entries from the log (found by simulation seed 809 of 3 nodes).
+        // Never past what Raft has applied: a state ahead of it (a checkpoint newer than the
+        // snapshot's index was installed) leaves entries Raft must still fetch to apply (or skip)
+        // them, and raft-rs panics on a compacted one (found by the simulation).
         let through = checkpoint.saturating_sub(keep).min(applied);
         if through > raft::Storage::first_index(store).unwrap_or(1) {
             store.compact(through)?;

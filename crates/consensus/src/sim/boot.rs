@@ -58,6 +58,9 @@ impl Sim {
         node.boot_step = self.step;
         node.boots += 1;
         node.doomed = false;
+        // A new process: not yet told it was removed, and no follower known caught up.
+        node.removed = false;
+        node.replication = Default::default();
     }
 
     /// Node `i` loses power: it keeps only what its storage had made durable (at the crash point
@@ -76,6 +79,7 @@ impl Sim {
         node.durable = Some(storage);
         node.restart_at = restart_at;
         node.doomed = false;
+        node.down_since = self.step;
         let id = node.id;
         self.network.retain(|m| !(m.queued && m.from == id));
         self.report.crashes += 1;

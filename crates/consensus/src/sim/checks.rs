@@ -54,7 +54,8 @@ impl Sim {
         self.check_log_matching()?;
         self.check_leaders()?;
         self.check_applied()?;
-        self.check_acknowledged()
+        self.check_acknowledged()?;
+        self.check_replication()
     }
 
     /// At most one leader per term, and leader completeness: a new leader's log holds every
@@ -216,19 +217,32 @@ impl Sim {
         Err(self.violation("a write after healing did not commit".into()))
     }
 
-    /// Every replica at the same applied index with the same hash chain, covering every
-    /// acknowledged write, and the ledger balances.
+    /// Every member of the final configuration (removed nodes and nodes never added take no
+    /// part) at the same applied index with the same hash chain, covering every acknowledged
+    /// write, and the ledger balances.
     fn compare_replicas(&mut self) -> Result<(), Violation> {
         let mut applied: Vec<(u64, u64, u64)> = Vec::new();
         let mut detail = String::new();
-        for node in &self.nodes {
+        let leader = self.await_leader()?;
+        let conf = self.nodes[(leader - 1) as usize]
+            .replica
+            .as_ref()
+            .expect("the leader is up")
+            .raw()
+            .raft
+            .prs()
+            .conf()
+            .to_conf_state();
+        let members = crate::membership::members_of(&conf);
+        for node in self.nodes.iter().filter(|n| members.contains(&n.id)) {
             let replica = node.replica.as_ref().expect("all nodes restarted");
             let index = replica.state().applied_index();
             let chain = replica.state().chains.get(&index).copied().unwrap_or(0);
             applied.push((node.id, index, chain));
             detail.push_str(&format!(
-                " node {}: {:?} term {} commit {} last {} applied {};",
+                " node {} (address book {:?}): {:?} term {} commit {} last {} applied {};",
                 node.id,
+                node.members,
                 replica.role(),
                 replica.term(),
                 replica.commit_index(),
@@ -246,8 +260,18 @@ impl Sim {
                 "applied index {index} is behind acknowledged index {max_acked}"
             )));
         }
+        self.report.new_nodes_caught_up = self
+            .nodes
+            .iter()
+            .filter(|n| n.joined && members.contains(&n.id))
+            .count() as u64;
         // Money: the converged ledger balances.
-        let state = &self.nodes[0].replica.as_ref().expect("alive").state().inner;
+        let state = &self.nodes[(leader - 1) as usize]
+            .replica
+            .as_ref()
+            .expect("alive")
+            .state()
+            .inner;
         if let Err(e) = bulwark_ledger::check_balanced(state.store.accounts.values()) {
             return Err(self.violation(e));
         }

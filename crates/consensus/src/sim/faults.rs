@@ -26,12 +26,12 @@ impl Sim {
 
     /// How many nodes are down now.
     pub(super) fn down(&self) -> u64 {
-        self.config.nodes - self.alive().len() as u64
+        self.nodes.len() as u64 - self.alive().len() as u64
     }
 
     /// Crashes a node now and then (between steps), never more than a minority at once.
     fn crash_a_minority(&mut self) {
-        let n = self.config.nodes;
+        let n = self.nodes.len() as u64;
         let down = self.down();
         if self.rng.chance(8) && down < (n - 1) / 2 + 1 && down < n / 2 {
             let victim = if self.rng.chance(500) {
@@ -61,7 +61,7 @@ impl Sim {
         let count = if everyone {
             alive.len()
         } else {
-            (self.config.nodes as usize / 2 + 1).min(alive.len())
+            (self.nodes.len() / 2 + 1).min(alive.len())
         };
         shuffle(&mut self.rng, &mut alive);
         for &id in &alive[..count] {
@@ -109,7 +109,7 @@ impl Sim {
         if !self.rng.chance(3) {
             return;
         }
-        let victim = self.rng.below(self.config.nodes) as usize;
+        let victim = self.rng.below(self.nodes.len() as u64) as usize;
         let until = step + 10 + self.rng.below(150);
         let node = &mut self.nodes[victim];
         if let (Some(replica), 0) = (node.replica.as_mut(), node.disk_full_until) {
@@ -121,7 +121,7 @@ impl Sim {
 
     /// Partitions come and go: majority | minority, one-way, or the leader isolated.
     fn partition_randomly(&mut self) {
-        let n = self.config.nodes;
+        let n = self.nodes.len() as u64;
         if self.rng.chance(10) {
             self.cut.clear();
             match self.rng.below(4) {
@@ -168,7 +168,7 @@ impl Sim {
 
     /// A node's wall clock jumps (a second to an hour, either way), or a jump is undone.
     pub(super) fn jump_a_clock(&mut self) {
-        let victim = self.rng.below(self.config.nodes) as usize;
+        let victim = self.rng.below(self.nodes.len() as u64) as usize;
         let jump = if self.rng.chance(300) {
             0
         } else {

@@ -27,6 +27,7 @@ mod checks;
 mod faults;
 mod membership;
 mod recorder;
+mod replication;
 mod script;
 mod step;
 mod workload;
@@ -105,6 +106,20 @@ pub struct SimReport {
     pub leader_demotions: u64,
     /// Leaders that stopped leading because a configuration they applied demoted them.
     pub leaders_demoted: u64,
+    /// Operator membership changes (`consensus::membership`) applied: new nodes added as
+    /// learners, learners promoted, members removed (of them, removals of the leader itself).
+    pub learners_added: u64,
+    pub promotions: u64,
+    pub removals: u64,
+    pub leader_removals: u64,
+    /// Operator requests the shared checks refused (no change was proposed).
+    pub membership_refused: u64,
+    /// Nodes added after the start that caught up (applied past their empty start).
+    pub new_nodes_caught_up: u64,
+    /// Power losses inside a log compaction.
+    pub compaction_crashes: u64,
+    /// Followers a leader reported in sync, each checked against the follower's log.
+    pub in_sync_checked: u64,
 }
 
 /// splitmix64: small, fast and good enough to drive fault choices.
@@ -163,6 +178,20 @@ struct Node {
     disk_full_until: u64,
     /// Marked to lose power at the end of this step's Ready handling (a crash of many nodes).
     doomed: bool,
+    /// The address book: the members this node's transport sends to, kept as the node loop keeps
+    /// it (`consensus::membership::members_of` on every configuration applied).
+    members: BTreeSet<u64>,
+    /// This incarnation applied a configuration without itself: it takes no part any more (no
+    /// ticks), as a removed node.
+    removed: bool,
+    /// The in-sync rule as the node loop applies it, for this incarnation.
+    replication: crate::replication::ReplicationTracker,
+    /// The step it last lost power at.
+    down_since: u64,
+    /// The last step it led while holding a Ready (Raft does not tick meanwhile).
+    stalled_at: u64,
+    /// It started with an empty directory after the cluster did (joining as a new member).
+    joined: bool,
 }
 
 struct InFlight {
@@ -213,6 +242,11 @@ pub struct Sim {
     /// Every checkpoint taken, by index: what a snapshot at that index installs (all replicas
     /// hold the same state at the same index, as the checks verify).
     snapshots: BTreeMap<u64, Recorder>,
+    /// (leader, its incarnation, follower) -> the last step at which the follower's log held the
+    /// leader's last entry: what an in-sync report is checked against.
+    caught_up: BTreeMap<(u64, u64, u64), u64>,
+    /// Operator membership requests proposed, by their token, until applied.
+    requests: BTreeMap<u64, crate::membership::MembershipRequest>,
     report: SimReport,
 }
 
@@ -245,6 +279,8 @@ const CONF_TOKENS: u64 = 1 << 48;
 /// How long a sender's transport keeps messages for a peer that is down.
 const QUEUE_STEPS: u64 = 200;
 const READ_TOKENS: u64 = 1 << 50;
+/// The node's `BOOTSTRAP_INDEX`: a new cluster's configuration is a snapshot at this index.
+const BOOTSTRAP_INDEX: u64 = 1;
 
 impl Sim {
     pub fn new(config: SimConfig) -> Sim {
@@ -258,29 +294,10 @@ impl Sim {
         let nodes = voters
             .iter()
             .map(|&id| {
-                let mut storage = MemRaftStorage::new();
-                let conf = ConfState::from((voters.clone(), vec![]));
-                storage.set_conf_state(&conf);
-                let mut checkpoint = Recorder::default();
-                checkpoint.set_membership(
-                    protobuf::Message::write_to_bytes(&conf).expect("a ConfState encodes"),
-                );
-                Node {
-                    id,
-                    replica: None,
-                    checkpoint,
-                    durable: Some(storage),
-                    base_election_tick: ticks[(id - 1) as usize],
-                    restart_at: 0,
-                    boot_step: 0,
-                    // Up to half a second either way.
-                    clock_skew: rng.below(1_000_000_000) as i64 - 500_000_000,
-                    clock_jump: 0,
-                    boots: 0,
-                    install_intent: None,
-                    disk_full_until: 0,
-                    doomed: false,
-                }
+                let skew = rng.below(1_000_000_000) as i64 - 500_000_000;
+                let mut node = Node::empty(id, ticks[(id - 1) as usize], skew, &voters);
+                bootstrap(&mut node, &voters);
+                node
             })
             .collect();
         let mut sim = Sim {
@@ -306,6 +323,8 @@ impl Sim {
             workload: true,
             reads: BTreeMap::new(),
             snapshots: BTreeMap::new(),
+            caught_up: BTreeMap::new(),
+            requests: BTreeMap::new(),
             report: SimReport::default(),
         };
         for i in 0..sim.nodes.len() {
@@ -356,6 +375,32 @@ impl Sim {
 }
 
 impl Node {
+    /// A node on an empty directory, with `members` in its address book (its `--member` flags).
+    fn empty(id: u64, base_election_tick: u64, clock_skew: i64, members: &[u64]) -> Node {
+        Node {
+            id,
+            replica: None,
+            checkpoint: Recorder::default(),
+            durable: Some(MemRaftStorage::new()),
+            base_election_tick,
+            restart_at: 0,
+            boot_step: 0,
+            // Up to half a second either way.
+            clock_skew,
+            clock_jump: 0,
+            boots: 0,
+            install_intent: None,
+            disk_full_until: 0,
+            doomed: false,
+            members: members.iter().copied().chain([id]).collect(),
+            removed: false,
+            replication: Default::default(),
+            down_since: 0,
+            stalled_at: 0,
+            joined: false,
+        }
+    }
+
     /// What this node's wall clock and monotonic clock read at `step`.
     fn clocks(&self, step: u64) -> (Timestamp, Duration) {
         let truth = i128::from(EPOCH_NANOS + step * STEP_NANOS);
@@ -364,6 +409,25 @@ impl Node {
         let monotonic = Duration::from_nanos((step - self.boot_step) * STEP_NANOS);
         (wall, monotonic)
     }
+}
+
+/// A new cluster, as `node/src/cluster/start.rs` bootstraps one: its configuration is a
+/// snapshot at index 1 (so a node added later can only start from a snapshot), the state store
+/// holds it as its membership.
+fn bootstrap(node: &mut Node, voters: &[u64]) {
+    let mut meta = SnapshotMetadata {
+        index: BOOTSTRAP_INDEX,
+        term: 1,
+        ..Default::default()
+    };
+    meta.set_conf_state(ConfState::from((voters.to_vec(), vec![])));
+    let storage = node.durable.as_mut().expect("a new node is down");
+    storage
+        .install_snapshot(&meta)
+        .expect("an empty storage takes a snapshot");
+    node.checkpoint.set_membership(
+        protobuf::Message::write_to_bytes(meta.get_conf_state()).expect("a ConfState encodes"),
+    );
 }
 
 fn shuffle(rng: &mut SimRng, items: &mut [u64]) {

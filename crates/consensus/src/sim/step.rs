@@ -21,7 +21,7 @@ impl Sim {
         let mut round = Round::default();
         for i in 0..self.nodes.len() {
             self.process_node(i, chaos, &mut round);
-            self.maybe_checkpoint(i);
+            self.maybe_checkpoint(i, chaos);
         }
         for message in round.outbox {
             self.send(message);
@@ -62,14 +62,17 @@ impl Sim {
         }
     }
 
-    /// Every live replica reads its clocks and ticks.
+    /// Every live replica reads its clocks and ticks; a removed one no longer ticks, as the node
+    /// loop's does not.
     fn tick_all(&mut self) {
         let now = self.step;
         for node in &mut self.nodes {
             let (wall, monotonic) = node.clocks(now);
             if let Some(replica) = node.replica.as_mut() {
                 replica.set_now(wall, monotonic);
-                replica.tick();
+                if !node.removed {
+                    replica.tick();
+                }
             }
         }
     }
@@ -107,7 +110,7 @@ impl Sim {
         if !chaos {
             return plan;
         }
-        let n = self.config.nodes;
+        let n = self.nodes.len() as u64;
         let may_crash = self.down() < ((n - 1) / 2).max(1) && self.may_crash(i);
         let snapshot_pending = self.nodes[i]
             .replica
@@ -155,6 +158,9 @@ impl Sim {
         if let Some(meta) = install.intent {
             node.install_intent = Some(meta);
         }
+        // Saved before the state swap: kept whatever happens next.
+        node.members.extend(install.members.iter().copied());
+        let installed = install.installed.is_some();
         if let Some((state, newer)) = install.installed {
             node.checkpoint = state;
             self.report.snapshots_installed += 1;
@@ -178,13 +184,22 @@ impl Sim {
         round
             .outputs
             .extend(replica.take_outputs().into_iter().map(|o| (id, applied, o)));
-        for change in replica.take_conf_changes() {
-            if change.conf_state.is_ok() && change.token.is_some() {
-                self.report.membership_changes += 1;
-            }
-        }
+        let changes = replica.take_conf_changes();
+        let conf = replica.raw().raft.prs().conf().to_conf_state();
         if was_leader && replica.role() != StateRole::Leader {
             self.report.leaders_demoted += u64::from(!voter_in(replica, id));
+        }
+        let more = result.is_ok() && replica.raw().has_ready();
+        if installed {
+            // As the node loop's `snapshot_installed`: the snapshot told of the members it
+            // covers; the address book keeps the configuration's.
+            self.nodes[i]
+                .members
+                .extend(crate::membership::members_of(&conf));
+            self.keep_members(i, &conf);
+        }
+        for change in changes {
+            self.membership_applied(i, change);
         }
         if let Err(e) = result {
             match e {
@@ -193,7 +208,7 @@ impl Sim {
             }
             return false;
         }
-        replica.raw().has_ready()
+        more
     }
 
     /// Counts the power loss node `i` just had inside its Ready (nothing it did in that
@@ -217,31 +232,71 @@ impl Sim {
     }
 
     /// Now and then node `i` checkpoints its state, offers it as a snapshot and compacts its
-    /// log behind it, keeping only a few entries.
-    fn maybe_checkpoint(&mut self, i: usize) {
+    /// log behind it, keeping only a few entries; under chaos the power fails inside the
+    /// compaction now and then.
+    fn maybe_checkpoint(&mut self, i: usize, chaos: bool) {
+        if !self.rng.chance(25) {
+            return;
+        }
+        if chaos && self.may_crash(i) && self.rng.chance(40) {
+            let point = if self.rng.chance(500) {
+                CrashPoint::BeforeCompaction
+            } else {
+                CrashPoint::AfterCompaction
+            };
+            if let Some(replica) = self.nodes[i].replica.as_mut() {
+                replica.storage_mut().crash_at(Some(point));
+            }
+        }
+        self.checkpoint(i);
+        let crashed = self.nodes[i]
+            .replica
+            .as_mut()
+            .map(|r| {
+                r.storage_mut().crash_at(None);
+                r.storage().has_crashed()
+            })
+            .unwrap_or(false);
+        if crashed {
+            self.report.compaction_crashes += 1;
+            let restart_at = self.step + 5 + self.rng.below(60);
+            self.take_down(i, restart_at);
+        }
+    }
+
+    /// Node `i` checkpoints its state (durable first), then offers it and compacts its log, as
+    /// the node's `offer_checkpoint` does once a checkpoint is written. Not while the disk is
+    /// (nearly) full.
+    pub(super) fn checkpoint(&mut self, i: usize) {
+        let keep = self.rng.below(8);
         let node = &mut self.nodes[i];
         let Some(replica) = node.replica.as_mut() else {
             return;
         };
-        if !self.rng.chance(25) || replica.storage().is_disk_full() {
-            // No checkpoint starts while the disk is (nearly) full.
+        if replica.storage().is_disk_full() || replica.storage().has_crashed() {
             return;
         }
         let state = replica.state().clone();
         let index = state.applied_index();
-        if index > 0 {
-            let keep = self.rng.below(8);
-            replica
-                .compact(index, keep, index.to_le_bytes().to_vec())
-                .expect("in-memory storage does not fail");
-            self.snapshots.insert(index, state.clone());
-            node.checkpoint = state;
-            self.report.checkpoints += 1;
+        if index == 0 {
+            return;
+        }
+        self.snapshots.insert(index, state.clone());
+        node.checkpoint = state;
+        self.report.checkpoints += 1;
+        match replica.compact(index, keep, index.to_le_bytes().to_vec()) {
+            Ok(()) => {}
+            Err(crate::storage::StorageError::Crashed) => {}
+            Err(e) => self.failure = Some(format!("node {}: compaction failed: {e}", node.id)),
         }
     }
 
     pub(super) fn send(&mut self, message: Message) {
         let (from, to) = (message.from, message.to);
+        if !self.nodes[(from - 1) as usize].members.contains(&to) {
+            // Not in the sender's address book: its transport has no such peer.
+            return;
+        }
         if self.cut.contains(&(from, to)) || self.rng.chance(self.drop_per_mille) {
             self.report.messages_dropped += 1;
             return;
@@ -289,15 +344,18 @@ struct InstallPlan {
 struct InstallCall {
     /// The intent it wrote (durable).
     intent: Option<SnapshotMetadata>,
+    /// The members the snapshot told of, saved into the address book first (durable).
+    members: BTreeSet<u64>,
     /// The checkpoint it swapped in (durable), and whether it was newer than the snapshot.
     installed: Option<(Recorder, bool)>,
     /// It lost power.
     crashed: bool,
 }
 
-/// The shell's side of installing a snapshot, as `node/src/install.rs` does it: a full disk
-/// fails the import; otherwise the intent is written, then the downloaded checkpoint (at or
-/// after the snapshot's index) replaces the state.
+/// The shell's side of installing a snapshot, as the node loop and `node/src/install.rs` do it:
+/// the snapshot's members are saved into the address book; a full disk fails the import;
+/// otherwise the intent is written, then the downloaded checkpoint (at or after the snapshot's
+/// index) replaces the state.
 fn install_checkpoint(
     snapshots: &BTreeMap<u64, Recorder>,
     plan: &InstallPlan,
@@ -309,6 +367,9 @@ fn install_checkpoint(
     if disk_full {
         return Err("no space left on device (simulated)".into());
     }
+    // The snapshot tells of its members (here: its configuration's) before anything else, as
+    // the node's `learn_snapshot_members`.
+    call.members = crate::membership::members_of(snapshot.get_metadata().get_conf_state());
     let copy = checkpoint_for(snapshots, snapshot, plan.newer)?;
     call.intent = Some(snapshot.get_metadata().clone());
     if plan.crash_before_swap {

@@ -46,6 +46,12 @@ pub enum CrashPoint {
     BeforeInstall,
     /// Right after the next `install_snapshot` is durable.
     AfterInstall,
+    /// In the next `compact` that drops entries, once earlier writes are synced and before the
+    /// new compaction point is written.
+    BeforeCompaction,
+    /// Right after the next `compact` that drops entries is durable (on disk: the compaction
+    /// point is written and the WAL not yet trimmed, which recovery treats alike).
+    AfterCompaction,
 }
 
 /// What a full disk answers: the WAL's write failed with `ENOSPC`.
@@ -234,11 +240,13 @@ impl RaftStorage for MemRaftStorage {
         self.check_alive()?;
         let target = self.core.compaction_target(through)?;
         self.sync_inner()?;
-        if let Some(target) = target {
-            self.core.compact_to(target);
-            self.durable.compact_to(target);
-        }
-        Ok(())
+        let Some(target) = target else {
+            return Ok(());
+        };
+        self.reach(CrashPoint::BeforeCompaction)?;
+        self.core.compact_to(target);
+        self.durable.compact_to(target);
+        self.reach(CrashPoint::AfterCompaction)
     }
 
     fn install_snapshot(&mut self, meta: &SnapshotMetadata) -> Result<(), StorageError> {

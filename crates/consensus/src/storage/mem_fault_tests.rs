@@ -125,3 +125,22 @@ fn crash_points_keep_what_was_durable_at_that_instant() {
         (21, 20)
     );
 }
+
+#[test]
+fn a_crash_inside_a_compaction_keeps_the_log_before_or_after_it() {
+    let mut s = synced(1..=9, 9);
+    s.append(&entries(10..=11, 1)).unwrap();
+    s.crash_at(Some(CrashPoint::BeforeCompaction));
+    assert!(s.compact(6).is_err());
+    s.crash();
+    // The sync the compaction does first is durable; the compaction is not.
+    assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (1, 11));
+    s.crash_at(Some(CrashPoint::AfterCompaction));
+    assert!(s.compact(6).is_err());
+    s.crash();
+    assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (7, 11));
+    assert_eq!(s.term(6).unwrap(), 1);
+    // A compaction with nothing to drop reaches no crash point.
+    s.crash_at(Some(CrashPoint::BeforeCompaction));
+    s.compact(3).unwrap();
+}

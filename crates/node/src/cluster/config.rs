@@ -55,24 +55,9 @@ impl ClusterConfig {
     }
 }
 
-/// A configuration must have an odd number of voters, at most 7.
-pub fn check_voter_count(voters: usize) -> Result<(), String> {
-    {
-        if voters == 0 || voters.is_multiple_of(2) {
-            return Err(format!(
-                "{voters} voters: a cluster needs an odd number of voters (1, 3, 5 or 7), \
-                 or a split can leave no majority"
-            ));
-        }
-        if voters > 7 {
-            return Err(format!(
-                "{voters} voters: at most 7 are allowed; every write waits for a majority, \
-                 so more voters only add latency"
-            ));
-        }
-    }
-    Ok(())
-}
+/// A configuration must have an odd number of voters, at most 7 (the rule lives with the
+/// membership checks it serves).
+pub use bulwark_consensus::membership::check_voter_count;
 
 impl Member {
     /// The `ID=PEER_ADDR=HTTP_ADDR` form of the command line and the address book file.

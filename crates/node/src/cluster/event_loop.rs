@@ -170,7 +170,7 @@ impl ClusterLoop {
         }
         let started = Instant::now();
         let transport = self.transport.clone();
-        let (cluster, snapshots) = (&self.cluster, &self.snapshots);
+        let (cluster, snapshots) = (&mut self.cluster, &self.snapshots);
         let data_dir = &self.config.data_dir;
         let downloader = &mut self.downloader;
         let mut installed = None;
@@ -178,6 +178,7 @@ impl ClusterLoop {
         let outcome = self.replica.process_ready(
             &mut |messages| send_all(&*transport, messages),
             &mut |store, snapshot| {
+                super::membership::learn_snapshot_members(cluster, data_dir, &snapshot.data)?;
                 crate::install::install_snapshot(cluster, data_dir, store, snapshot, downloader)
                     .map_err(|f| {
                         install_disk_full = f.disk_full;
@@ -506,7 +507,7 @@ pub fn decode_peer_message(from: u64, payload: &[u8]) -> Option<Message> {
 
 /// Time since this process first asked: the replica's monotonic clock (see
 /// `bulwark_consensus::clock`).
-fn monotonic_clock() -> Duration {
+pub(super) fn monotonic_clock() -> Duration {
     static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     START.get_or_init(Instant::now).elapsed()
 }

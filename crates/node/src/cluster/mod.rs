@@ -83,8 +83,9 @@ struct ClusterLoop {
     metrics: Arc<Metrics>,
     snapshots: Arc<std::sync::Mutex<Option<bulwark_store::snapshot::SnapshotSource>>>,
     view: Arc<std::sync::RwLock<ClusterView>>,
-    /// Per follower, when its match index last reached the leader's last index: its lag in time.
-    caught_up_at: std::collections::HashMap<u64, Instant>,
+    /// Per follower, when its match index last reached the leader's last index: its lag in time
+    /// and whether it is in sync.
+    replication: bulwark_consensus::replication::ReplicationTracker,
     /// Membership changes applied in a joint configuration, answered once it is left.
     joint_replies: Vec<oneshot::Sender<Result<u64, NodeError>>>,
     /// Writes with `ack=all` waiting until every in-sync member has their index.

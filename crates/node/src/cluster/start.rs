@@ -271,7 +271,7 @@ fn spawn_loop(
         metrics,
         snapshots,
         view,
-        caught_up_at: std::collections::HashMap::new(),
+        replication: Default::default(),
         waiting_all: crate::ack_all::AckAllWaiters::default(),
         joint_replies: Vec::new(),
         stall: Stall::None,

@@ -13,6 +13,7 @@ impl ClusterLoop {
         let store = self.replica.state();
         let leader = self.replica.leader();
         let conf = raft.prs().conf().to_conf_state();
+        let now = super::event_loop::monotonic_clock();
         let members = self
             .cluster
             .members
@@ -26,13 +27,8 @@ impl ClusterLoop {
                     progress.map(|p| p.matched).unwrap_or(0)
                 };
                 let lag = raft.raft_log.last_index().saturating_sub(match_index);
-                let lag_ms = if m.id == self.cluster.node_id || lag == 0 {
-                    Some(0)
-                } else {
-                    self.caught_up_at
-                        .get(&m.id)
-                        .map(|t| t.elapsed().as_millis() as u64)
-                };
+                let caught_up = m.id == self.cluster.node_id || lag == 0;
+                let lag_ms = self.replication.lag_ms(m.id, caught_up, now);
                 crate::MemberStatus {
                     lag_ms: self.replica.is_leader().then_some(lag_ms).flatten(),
                     id: m.id,

@@ -1,0 +1,209 @@
+//! Membership decisions, with no IO: which operator changes are refused and why, the Raft change
+//! an accepted one becomes, and which members the address book keeps once a configuration is
+//! applied. The node loop (`node/src/cluster/membership.rs`) and the simulation both decide here,
+//! so that what the simulation checks is what a node does.
+
+use std::collections::BTreeSet;
+
+use raft::eraftpb::{ConfChangeType, ConfChangeV2, ConfState};
+
+/// A change of membership an operator asks for, by node id (the node carries a new member's
+/// addresses beside it, as the change's details).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MembershipRequest {
+    /// Add a node as a learner: it receives the log but does not vote.
+    AddLearner(u64),
+    /// Make learners voters (several at once go through joint consensus).
+    Promote(Vec<u64>),
+    /// Remove members (voters or learners).
+    Remove(Vec<u64>),
+}
+
+/// A configuration must have an odd number of voters, at most 7.
+pub fn check_voter_count(voters: usize) -> Result<(), String> {
+    if voters == 0 || voters.is_multiple_of(2) {
+        return Err(format!(
+            "{voters} voters: a cluster needs an odd number of voters (1, 3, 5 or 7), \
+             or a split can leave no majority"
+        ));
+    }
+    if voters > 7 {
+        return Err(format!(
+            "{voters} voters: at most 7 are allowed; every write waits for a majority, \
+             so more voters only add latency"
+        ));
+    }
+    Ok(())
+}
+
+/// The Raft change that carries out `request` on the configuration `conf` (the leader's), or the
+/// reason it is refused, in the words the API answers with.
+pub fn plan_change(conf: &ConfState, request: &MembershipRequest) -> Result<ConfChangeV2, String> {
+    // raft-rs would silently turn a change proposed before the previous one is left into an
+    // empty entry (answered `write_dropped` once it commits): say why at once instead.
+    if !conf.voters_outgoing.is_empty() {
+        return Err(
+            "a membership change is still being completed (its joint configuration is being \
+             left); try again in a moment"
+                .into(),
+        );
+    }
+    let is_voter = |id: &u64| conf.voters.contains(id);
+    let is_learner = |id: &u64| conf.learners.contains(id);
+    check_ids(request)?;
+    let steps = match request {
+        MembershipRequest::AddLearner(id) if is_voter(id) || is_learner(id) => {
+            return Err(format!("node {id} is already a member"))
+        }
+        MembershipRequest::AddLearner(0) => return Err("node id 0 is reserved".into()),
+        MembershipRequest::AddLearner(id) => vec![(ConfChangeType::AddLearnerNode, *id)],
+        MembershipRequest::Promote(ids) => {
+            if let Some(id) = ids.iter().find(|id| !is_learner(id)) {
+                return Err(format!("node {id} is not a learner; add it as one first"));
+            }
+            if let Err(e) = check_voter_count(conf.voters.len() + ids.len()) {
+                return Err(format!("promoting {ids:?} would leave {e}"));
+            }
+            ids.iter()
+                .map(|id| (ConfChangeType::AddNode, *id))
+                .collect()
+        }
+        MembershipRequest::Remove(ids) => {
+            let voters_left = conf.voters.iter().filter(|v| !ids.contains(v)).count();
+            if let Some(id) = ids.iter().find(|id| !is_voter(id) && !is_learner(id)) {
+                return Err(format!("node {id} is not a member"));
+            }
+            if let Err(e) = check_voter_count(voters_left) {
+                return Err(format!("removing {ids:?} would leave {e}"));
+            }
+            ids.iter()
+                .map(|id| (ConfChangeType::RemoveNode, *id))
+                .collect()
+        }
+    };
+    Ok(crate::replica::conf_change(&steps))
+}
+
+/// A promotion or removal names each node once, and at least one: the voter count is checked
+/// per id named, so a node named twice would let `[4, 4]` make an even number of voters (found by
+/// the simulation), and an empty change is Raft's request to leave a joint configuration.
+fn check_ids(request: &MembershipRequest) -> Result<(), String> {
+    let ids = match request {
+        MembershipRequest::AddLearner(_) => return Ok(()),
+        MembershipRequest::Promote(ids) | MembershipRequest::Remove(ids) => ids,
+    };
+    if ids.is_empty() {
+        return Err("no node ids given".into());
+    }
+    if let Some((_, id)) = ids
+        .iter()
+        .enumerate()
+        .find(|(i, id)| ids[..*i].contains(id))
+    {
+        return Err(format!("node {id} is named more than once"));
+    }
+    Ok(())
+}
+
+/// Every node `conf` names (voters and learners, incoming and outgoing): the members an address
+/// book keeps once `conf` is applied. A node that is not among them was removed.
+pub fn members_of(conf: &ConfState) -> BTreeSet<u64> {
+    conf.voters
+        .iter()
+        .chain(&conf.learners)
+        .chain(&conf.voters_outgoing)
+        .chain(&conf.learners_next)
+        .copied()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conf(voters: &[u64], learners: &[u64]) -> ConfState {
+        ConfState::from((voters.to_vec(), learners.to_vec()))
+    }
+
+    fn refused(conf: &ConfState, request: MembershipRequest) -> String {
+        plan_change(conf, &request).expect_err("refused")
+    }
+
+    #[test]
+    fn refusals_keep_their_words() {
+        let three = conf(&[1, 2, 3], &[4]);
+        use MembershipRequest::*;
+        assert_eq!(refused(&three, AddLearner(2)), "node 2 is already a member");
+        assert_eq!(refused(&three, AddLearner(4)), "node 4 is already a member");
+        assert_eq!(refused(&three, AddLearner(0)), "node id 0 is reserved");
+        assert_eq!(
+            refused(&three, Promote(vec![5])),
+            "node 5 is not a learner; add it as one first"
+        );
+        assert!(refused(&three, Promote(vec![4])).starts_with("promoting [4] would leave 4 voters"));
+        assert_eq!(refused(&three, Remove(vec![9])), "node 9 is not a member");
+        assert!(refused(&three, Remove(vec![1])).starts_with("removing [1] would leave 2 voters"));
+        let one = conf(&[1], &[]);
+        assert!(refused(&one, Remove(vec![1])).starts_with("removing [1] would leave 0 voters"));
+        let seven = conf(&[1, 2, 3, 4, 5, 6, 7], &[8, 9]);
+        assert!(refused(&seven, Promote(vec![8, 9])).contains("at most 7 are allowed"));
+    }
+
+    #[test]
+    fn a_node_named_twice_or_none_is_refused() {
+        let three = conf(&[1, 2, 3], &[4, 5]);
+        use MembershipRequest::*;
+        assert_eq!(
+            refused(&three, Promote(vec![4, 4])),
+            "node 4 is named more than once"
+        );
+        assert_eq!(
+            refused(&three, Remove(vec![5, 1, 5])),
+            "node 5 is named more than once"
+        );
+        assert_eq!(refused(&three, Promote(vec![])), "no node ids given");
+        assert_eq!(refused(&three, Remove(vec![])), "no node ids given");
+    }
+
+    #[test]
+    fn a_joint_configuration_refuses_every_change() {
+        let mut joint = conf(&[1, 2, 3, 4, 5], &[]);
+        joint.voters_outgoing = vec![1, 2, 3];
+        let refusal = refused(&joint, MembershipRequest::AddLearner(6));
+        assert!(refusal.contains("still being completed"), "{refusal}");
+    }
+
+    #[test]
+    fn accepted_changes_become_their_steps() {
+        let three = conf(&[1, 2, 3], &[4, 5]);
+        let steps = |r: MembershipRequest| -> Vec<(ConfChangeType, u64)> {
+            let cc = plan_change(&three, &r).expect("accepted");
+            cc.changes
+                .iter()
+                .map(|c| (c.get_change_type(), c.node_id))
+                .collect()
+        };
+        use ConfChangeType::*;
+        assert_eq!(
+            steps(MembershipRequest::AddLearner(6)),
+            [(AddLearnerNode, 6)]
+        );
+        assert_eq!(
+            steps(MembershipRequest::Promote(vec![4, 5])),
+            [(AddNode, 4), (AddNode, 5)]
+        );
+        assert_eq!(
+            steps(MembershipRequest::Remove(vec![1, 2, 4])),
+            [(RemoveNode, 1), (RemoveNode, 2), (RemoveNode, 4)]
+        );
+    }
+
+    #[test]
+    fn the_address_book_keeps_every_member_of_a_joint_configuration() {
+        let mut joint = conf(&[1, 4, 5], &[2]);
+        joint.voters_outgoing = vec![1, 2, 3];
+        joint.learners_next = vec![2];
+        assert_eq!(members_of(&joint), BTreeSet::from([1, 2, 3, 4, 5]));
+        assert!(!members_of(&conf(&[1, 2, 3], &[])).contains(&4));
+    }
+}

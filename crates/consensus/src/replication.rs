@@ -1,0 +1,97 @@
+//! Replication status on the leader, with no IO: per follower its lag in entries and in time, and
+//! the in-sync rule (the Kafka ISR idea): a follower is in sync when the leader heard from it
+//! within an election timeout (`recent_active`) and its match index reached the leader's last
+//! index within [`IN_SYNC_WITHIN`]. The node loop answers `?ack=all` writes and reports status
+//! from it; the simulation checks the rule against the followers' real logs.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bulwark_limits::IN_SYNC_WITHIN;
+
+/// One follower as the leader sees it now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FollowerReplication {
+    pub id: u64,
+    pub matched: u64,
+    /// Entries behind the leader's last index.
+    pub lag_entries: u64,
+    /// Milliseconds since its match index last reached the leader's last index (0 while it is
+    /// there); `u64::MAX` if it never did while this tracker watched.
+    pub lag_ms: u64,
+    pub recent_active: bool,
+    pub in_sync: bool,
+}
+
+/// What the leader knows of its followers this round.
+#[derive(Clone, Debug, Default)]
+pub struct Replication {
+    /// Empty unless this node leads.
+    pub followers: Vec<FollowerReplication>,
+}
+
+impl Replication {
+    /// The least match index among the in-sync followers (`u64::MAX` if there are none): what
+    /// every in-sync member holds, for `?ack=all`.
+    pub fn in_sync_floor(&self) -> u64 {
+        self.followers
+            .iter()
+            .filter(|f| f.in_sync)
+            .map(|f| f.matched)
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+}
+
+/// Remembers, per follower, when its match index last reached the leader's last index. `now` is
+/// the shell's monotonic clock (any fixed origin, never going back).
+#[derive(Clone, Debug, Default)]
+pub struct ReplicationTracker {
+    caught_up_at: HashMap<u64, Duration>,
+}
+
+impl ReplicationTracker {
+    /// Looks at the leader's progress of every follower at `now` and applies the in-sync rule;
+    /// on a node that does not lead, nothing.
+    pub fn observe<S: raft::Storage>(
+        &mut self,
+        raft: &raft::Raft<S>,
+        now: Duration,
+    ) -> Replication {
+        let mut replication = Replication::default();
+        if raft.state != raft::StateRole::Leader {
+            return replication;
+        }
+        let last = raft.raft_log.last_index();
+        for (&id, progress) in raft.prs().iter() {
+            if id == raft.id {
+                continue;
+            }
+            let caught_up = progress.matched >= last;
+            if caught_up {
+                self.caught_up_at.insert(id, now);
+            }
+            let lag_ms = self.lag_ms(id, caught_up, now).unwrap_or(u64::MAX);
+            replication.followers.push(FollowerReplication {
+                id,
+                matched: progress.matched,
+                lag_entries: last.saturating_sub(progress.matched),
+                lag_ms,
+                recent_active: progress.recent_active,
+                in_sync: progress.recent_active && lag_ms <= IN_SYNC_WITHIN.as_millis() as u64,
+            });
+        }
+        replication
+    }
+
+    /// Follower `id`'s lag in time at `now`: 0 if it is `caught_up`, else the time since it last
+    /// was (`None` if it never was while this tracker watched).
+    pub fn lag_ms(&self, id: u64, caught_up: bool, now: Duration) -> Option<u64> {
+        if caught_up {
+            return Some(0);
+        }
+        self.caught_up_at
+            .get(&id)
+            .map(|t| now.saturating_sub(*t).as_millis() as u64)
+    }
+}

@@ -1,0 +1,97 @@
+//! The in-sync rule as the node loop applies it (`consensus::replication`), checked against the
+//! followers' real logs: a follower a leader reports in sync held the leader's last entry within
+//! the slack, and is not one that has been down for longer than the leader can take to notice.
+
+use super::*;
+
+/// Steps of simulated time the in-sync slack (`IN_SYNC_WITHIN`) spans.
+const SLACK_STEPS: u64 = bulwark_limits::IN_SYNC_WITHIN.as_nanos() as u64 / STEP_NANOS;
+/// How much later than the follower held an entry the leader may learn it: the network's
+/// longest delay, with room to spare.
+const DELAY_STEPS: u64 = 10;
+
+impl Sim {
+    /// Every leader applies the in-sync rule to its followers, as the node loop does each round,
+    /// and every follower it reports in sync is checked.
+    pub(super) fn check_replication(&mut self) -> Result<(), Violation> {
+        for i in 0..self.nodes.len() {
+            let node = &mut self.nodes[i];
+            let Some(replica) = node.replica.as_ref() else {
+                continue;
+            };
+            if !replica.is_leader() {
+                continue;
+            }
+            let (_, monotonic) = node.clocks(self.step);
+            let raft = &replica.raw().raft;
+            let replication = node.replication.observe(raft, monotonic);
+            let last = raft.raft_log.last_index();
+            let last_term = raft.raft_log.last_term();
+            let election_timeout = raft.election_timeout() as u64;
+            if replica.is_stalled() {
+                node.stalled_at = self.step;
+            }
+            let stalled_at = node.stalled_at;
+            let (leader, boots) = (node.id, node.boots);
+            for follower in replication.followers {
+                let key = (leader, boots, follower.id);
+                if self.holds(follower.id, last, last_term) {
+                    self.caught_up.insert(key, self.step);
+                }
+                if !follower.in_sync {
+                    continue;
+                }
+                self.report.in_sync_checked += 1;
+                let since = self.caught_up.get(&key).copied();
+                if since.is_none_or(|s| s + SLACK_STEPS + DELAY_STEPS < self.step) {
+                    return Err(self.violation(format!(
+                        "leader {leader} reports node {} in sync (match {}, lag {} ms), but its \
+                         log last held the leader's last entry at step {since:?}",
+                        follower.id, follower.matched, follower.lag_ms
+                    )));
+                }
+                self.check_heard_from(leader, stalled_at, election_timeout, follower.id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A follower reported in sync was heard from within an election timeout or two (Raft's
+    /// `recent_active`, cleared every election timeout): it has not been down for longer. A
+    /// leader holding a Ready does not tick, so it cannot notice until it has ticked for long
+    /// enough again.
+    fn check_heard_from(
+        &self,
+        leader: u64,
+        stalled_at: u64,
+        election_timeout: u64,
+        follower: u64,
+    ) -> Result<(), Violation> {
+        let node = &self.nodes[(follower - 1) as usize];
+        let since = node.down_since.max(stalled_at);
+        let down_for = self.step - node.down_since;
+        if node.replica.is_none() && self.step - since > 2 * election_timeout + DELAY_STEPS {
+            return Err(self.violation(format!(
+                "leader {leader} reports node {follower} in sync, but it has been down for \
+                 {down_for} steps"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether node `id`'s durable log (up or down) holds the entry at `index` of `term`, or a
+    /// snapshot past it.
+    fn holds(&self, id: u64, index: u64, term: u64) -> bool {
+        let node = &self.nodes[(id - 1) as usize];
+        let storage = match (&node.replica, &node.durable) {
+            (Some(replica), _) => replica.storage(),
+            (None, Some(durable)) => durable,
+            (None, None) => return false,
+        };
+        let first = raft::Storage::first_index(storage).unwrap_or(1);
+        if index < first {
+            return true;
+        }
+        index <= storage.durable_last_index() && raft::Storage::term(storage, index) == Ok(term)
+    }
+}
