@@ -66,6 +66,16 @@ mod tests {
         assert_eq!(settled[0].0, "a");
         assert!(settled[0].1.is_ok());
         assert_eq!(w.len(), 1);
+        assert!(
+            w.settle(true, 8).is_empty(),
+            "index 9 is not held by all yet"
+        );
+        // Held by every in-sync member exactly at its index: settled.
+        let settled = w.settle(true, 9);
+        assert_eq!(settled.len(), 1);
+        assert_eq!(settled[0].0, "b");
+        assert!(settled[0].1.is_ok());
+        assert_eq!(w.len(), 0);
     }
 
     #[test]
