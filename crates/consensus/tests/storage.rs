@@ -478,6 +478,31 @@ fn snapshot_offer<H: Harness>() {
     assert_eq!(h.s().snapshot(0, 2), unavailable);
 }
 
+/// An offer older than the log's compaction point (a checkpoint offered before this node
+/// installed a newer snapshot) is never given to Raft: a follower that installed it would need
+/// entries this log no longer holds, and be sent the same snapshot again and again.
+fn snapshot_offer_below_the_compaction_point_is_withheld<H: Harness>() {
+    let mut h = H::new();
+    h.s()
+        .append(&(1..=12).map(|i| ent(i, 1)).collect::<Vec<_>>())
+        .unwrap();
+    h.s().sync().unwrap();
+    let mut old = Snapshot::default();
+    old.set_metadata(meta(10, 1, vec![1, 2, 3]));
+    h.s().set_snapshot_offer(Some(old));
+    h.s().install_snapshot(&meta(20, 2, vec![1, 2, 3])).unwrap();
+    assert_eq!(
+        h.s().snapshot(0, 2),
+        Err(store_err(
+            raft::StorageError::SnapshotTemporarilyUnavailable
+        ))
+    );
+    let mut fresh = Snapshot::default();
+    fresh.set_metadata(meta(20, 2, vec![1, 2, 3]));
+    h.s().set_snapshot_offer(Some(fresh.clone()));
+    assert_eq!(h.s().snapshot(0, 2), Ok(fresh));
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod mem {
@@ -501,6 +526,7 @@ suite!(
     hard_state_round_trip,
     crash_keeps_exactly_the_synced_state,
     snapshot_offer,
+    snapshot_offer_below_the_compaction_point_is_withheld,
 );
 
 // ------------------------------------------------------------------------------------------------------

@@ -320,9 +320,16 @@ impl LogCore {
     }
 }
 
-fn offered_snapshot(offer: &Option<Snapshot>, request_index: u64) -> raft::Result<Snapshot> {
+/// The offer, if it covers `request_index` and the log's compaction point (`compacted`): one
+/// older than that (offered before a newer snapshot was installed here) would leave its
+/// follower needing entries this log no longer holds, and be sent again and again.
+fn offered_snapshot(
+    offer: &Option<Snapshot>,
+    request_index: u64,
+    compacted: u64,
+) -> raft::Result<Snapshot> {
     match offer {
-        Some(s) if s.get_metadata().index >= request_index => Ok(s.clone()),
+        Some(s) if s.get_metadata().index >= request_index.max(compacted) => Ok(s.clone()),
         _ => Err(raft::Error::Store(
             raft::StorageError::SnapshotTemporarilyUnavailable,
         )),
@@ -360,7 +367,7 @@ macro_rules! impl_raft_storage {
             }
 
             fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-                offered_snapshot(&self.offer, request_index)
+                offered_snapshot(&self.offer, request_index, self.core.state.compacted_index)
             }
         }
     };
