@@ -22,6 +22,7 @@
 mod ack_all;
 pub mod cluster;
 mod download;
+mod error;
 pub mod faults;
 pub mod identity;
 mod install;
@@ -46,6 +47,8 @@ use bulwark_store::{StateStore, StoreError};
 use bulwark_wal::WalError;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
+pub use error::{RecoveryError, Refusal, StartError};
+pub use install::{InstallError, IntentError};
 pub use metrics::Metrics;
 
 /// Where the node keeps its data and when it checkpoints.
