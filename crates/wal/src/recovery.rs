@@ -186,7 +186,7 @@ fn read_segment_header(
     let mut hdr = [0u8; SEGMENT_HEADER_LEN as usize];
     file.read_exact_at(&mut hdr, 0)
         .map_err(io_err("read", path))?;
-    let first = decode_header(&hdr).map_err(|reason| corrupt(path, 0, reason))?;
+    let first = decode_header(&hdr).map_err(|e| corrupt(path, 0, e.to_string()))?;
     if first != name_index {
         return Err(corrupt(
             path,
