@@ -249,7 +249,7 @@ impl Sim {
         // Money: the converged ledger balances.
         let state = &self.nodes[0].replica.as_ref().expect("alive").state().inner;
         if let Err(e) = bulwark_ledger::check_balanced(state.store.accounts.values()) {
-            return Err(self.violation(e));
+            return Err(self.violation(e.to_string()));
         }
         self.report.final_applied_index = index;
         Ok(())
