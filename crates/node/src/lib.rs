@@ -44,7 +44,6 @@ use bulwark_limits::{
     PERMIT_WAIT,
 };
 use bulwark_store::{StateStore, StoreError};
-use bulwark_wal::WalError;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 pub use error::{RecoveryError, Refusal, StartError};
@@ -86,8 +85,6 @@ impl NodeConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
-    #[error(transparent)]
-    Wal(#[from] WalError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("recovery of {dir}: {reason}")]
