@@ -38,7 +38,7 @@ pub(crate) fn encode_header(first_index: u64) -> [u8; SEGMENT_HEADER_LEN as usiz
 
 /// Why a segment header is not valid.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum HeaderError {
+pub enum HeaderError {
     #[error("bad segment magic {found:02x?}")]
     BadMagic { found: [u8; 4] },
     #[error("segment header checksum mismatch")]
