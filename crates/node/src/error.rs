@@ -125,18 +125,21 @@ pub enum StartError {
     Store(#[from] StoreError),
     /// Opening and checking the Raft log and the state store failed, or refused.
     #[error("recovery of {}: {source}", dir.display())]
-    Recovery { dir: PathBuf, source: RecoveryError },
+    Recovery {
+        dir: PathBuf,
+        source: Box<RecoveryError>,
+    },
 }
 
 impl StartError {
     /// The refusal, if this start was refused rather than failed.
     pub fn refusal(&self) -> Option<&Refusal> {
         match self {
-            StartError::Refused(refusal)
-            | StartError::Recovery {
-                source: RecoveryError::Refused(refusal),
-                ..
-            } => Some(refusal),
+            StartError::Refused(refusal) => Some(refusal),
+            StartError::Recovery { source, .. } => match source.as_ref() {
+                RecoveryError::Refused(refusal) => Some(refusal),
+                _ => None,
+            },
             _ => None,
         }
     }
@@ -206,7 +209,7 @@ mod tests {
         };
         let in_recovery = StartError::Recovery {
             dir: "d".into(),
-            source: AlignError::UnknownTerm(term).into(),
+            source: Box::new(AlignError::UnknownTerm(term).into()),
         };
         assert_eq!(
             in_recovery.refusal(),

@@ -33,7 +33,7 @@ pub fn start_cluster(
     let mut cluster = cluster;
     let recovery = |source: RecoveryError| StartError::Recovery {
         dir: config.data_dir.clone(),
-        source,
+        source: Box::new(source),
     };
     cluster
         .validate()
