@@ -31,7 +31,7 @@ pub struct StartArgs {
     /// Cluster mode: one member as `ID=PEER_ADDR=HTTP_ADDR` (repeat for each, this node too).
     /// This node's HTTP API listens on its own HTTP_ADDR, its peer transport on PEER_ADDR (unless
     /// `--http-listen`, `--peer-listen`).
-    #[arg(long = "member", value_parser = parse_member, requires = "node_id")]
+    #[arg(long = "member", value_parser = Member::parse_spec, requires = "node_id")]
     pub members: Vec<Member>,
     /// An id every member of a cluster shares; a node of another cluster is refused [default: the
     /// data directory's, or 1 for a new one].
@@ -54,10 +54,6 @@ pub struct StartArgs {
     /// still reach it at HTTP_ADDR (`bulwark chaos` proxies that too).
     #[arg(long, requires = "node_id")]
     pub http_listen: Option<SocketAddr>,
-}
-
-fn parse_member(text: &str) -> Result<Member, String> {
-    Member::parse_spec(text)
 }
 
 pub fn init_logging() {

@@ -129,37 +129,34 @@ impl HardStateFile {
         file.read_to_end(&mut bytes)
             .map_err(io_err("read", &path))?;
         let mut best: Option<(u64, PersistentState)> = None;
-        let mut reasons = Vec::new();
+        let mut problems = SlotProblems::default();
         for slot in 0..2 {
             let start = (slot * SLOT_BYTES).min(bytes.len());
             let end = ((slot + 1) * SLOT_BYTES).min(bytes.len());
             match decode_slot(&bytes[start..end]) {
                 Ok((seq, state)) => {
                     if seq % 2 != slot as u64 {
-                        reasons.push(format!("slot {slot}: sequence {seq} in the wrong slot"));
+                        problems.0.push((slot, SlotError::WrongSlot { seq }));
                     } else if best.as_ref().is_none_or(|(s, _)| seq > *s) {
                         best = Some((seq, state));
                     }
                 }
-                Err(reason) => reasons.push(format!("slot {slot}: {reason}")),
+                Err(error) => problems.0.push((slot, error)),
             }
         }
         match best {
             Some((seq, state)) => {
-                if !reasons.is_empty() {
+                if !problems.0.is_empty() {
                     tracing::warn!(
                         file = %path.display(),
                         seq,
-                        problems = %reasons.join("; "),
+                        %problems,
                         "hard-state file has an invalid slot (a torn write); using the newest valid one"
                     );
                 }
                 Ok((HardStateFile { path, file, seq }, state))
             }
-            None => Err(StorageError::CorruptHardState {
-                path,
-                reason: reasons.join("; "),
-            }),
+            None => Err(StorageError::CorruptHardState { path, problems }),
         }
     }
 
@@ -244,52 +241,94 @@ fn encode_slot(seq: u64, st: &PersistentState) -> Result<Vec<u8>, StorageError> 
     Ok(out)
 }
 
+/// Why one slot does not hold a valid record.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SlotError {
+    #[error("only {len} bytes")]
+    TooShort { len: usize },
+    #[error("bad magic")]
+    BadMagic,
+    #[error("body length {len} runs past the slot")]
+    BodyPastSlot { len: usize },
+    #[error("checksum mismatch")]
+    ChecksumMismatch,
+    #[error("unsupported format version {version}")]
+    UnsupportedVersion { version: u32 },
+    #[error("body ends early")]
+    BodyEndsEarly,
+    #[error("list of {count} ids runs past the body")]
+    ListPastBody { count: usize },
+    #[error("bad auto_leave byte {byte}")]
+    BadAutoLeave { byte: u8 },
+    #[error("{count} trailing bytes in the body")]
+    TrailingBytes { count: usize },
+    /// A valid record in the slot a record of its sequence number is never written to.
+    #[error("sequence {seq} in the wrong slot")]
+    WrongSlot { seq: u64 },
+}
+
+/// What was wrong with each slot that did not count, in slot order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SlotProblems(pub Vec<(usize, SlotError)>);
+
+impl std::fmt::Display for SlotProblems {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (slot, error)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "slot {slot}: {error}")?;
+        }
+        Ok(())
+    }
+}
+
 /// A little-endian reader over a byte slice that fails instead of panicking.
 struct Cursor<'a>(&'a [u8]);
 
 impl Cursor<'_> {
-    fn take<const N: usize>(&mut self) -> Result<[u8; N], String> {
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], SlotError> {
         if self.0.len() < N {
-            return Err("body ends early".into());
+            return Err(SlotError::BodyEndsEarly);
         }
         let (head, rest) = self.0.split_at(N);
         self.0 = rest;
         Ok(head.try_into().expect("split_at returned N bytes"))
     }
 
-    fn u64(&mut self) -> Result<u64, String> {
+    fn u64(&mut self) -> Result<u64, SlotError> {
         self.take::<8>().map(u64::from_le_bytes)
     }
 
-    fn list(&mut self) -> Result<Vec<u64>, String> {
-        let n = u32::from_le_bytes(self.take::<4>()?) as usize;
-        if n > self.0.len() / 8 {
-            return Err(format!("list of {n} ids runs past the body"));
+    fn list(&mut self) -> Result<Vec<u64>, SlotError> {
+        let count = u32::from_le_bytes(self.take::<4>()?) as usize;
+        if count > self.0.len() / 8 {
+            return Err(SlotError::ListPastBody { count });
         }
-        (0..n).map(|_| self.u64()).collect()
+        (0..count).map(|_| self.u64()).collect()
     }
 }
 
 /// Decodes one slot; `Err` says why it is not a valid record.
-fn decode_slot(slot: &[u8]) -> Result<(u64, PersistentState), String> {
+fn decode_slot(slot: &[u8]) -> Result<(u64, PersistentState), SlotError> {
     if slot.len() < HEADER + 4 {
-        return Err(format!("only {} bytes", slot.len()));
+        return Err(SlotError::TooShort { len: slot.len() });
     }
     if slot[0..4] != MAGIC {
-        return Err("bad magic".into());
+        return Err(SlotError::BadMagic);
     }
     let len = u32::from_le_bytes(slot[16..20].try_into().unwrap()) as usize;
     if len > MAX_BODY || HEADER + len + 4 > slot.len() {
-        return Err(format!("body length {len} runs past the slot"));
+        return Err(SlotError::BodyPastSlot { len });
     }
     let end = HEADER + len;
     let crc = u32::from_le_bytes(slot[end..end + 4].try_into().unwrap());
     if crc32c::crc32c(&slot[..end]) != crc {
-        return Err("checksum mismatch".into());
+        return Err(SlotError::ChecksumMismatch);
     }
     let version = u32::from_le_bytes(slot[4..8].try_into().unwrap());
     if version != VERSION {
-        return Err(format!("unsupported format version {version}"));
+        return Err(SlotError::UnsupportedVersion { version });
     }
     let seq = u64::from_le_bytes(slot[8..16].try_into().unwrap());
     let mut c = Cursor(&slot[HEADER..end]);
@@ -302,14 +341,14 @@ fn decode_slot(slot: &[u8]) -> Result<(u64, PersistentState), String> {
     st.conf_state.auto_leave = match c.take::<1>()?[0] {
         0 => false,
         1 => true,
-        b => return Err(format!("bad auto_leave byte {b}")),
+        byte => return Err(SlotError::BadAutoLeave { byte }),
     };
     st.conf_state.voters = c.list()?;
     st.conf_state.learners = c.list()?;
     st.conf_state.voters_outgoing = c.list()?;
     st.conf_state.learners_next = c.list()?;
     if !c.0.is_empty() {
-        return Err(format!("{} trailing bytes in the body", c.0.len()));
+        return Err(SlotError::TrailingBytes { count: c.0.len() });
     }
     Ok((seq, st))
 }

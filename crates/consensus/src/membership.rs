@@ -19,19 +19,28 @@ pub enum MembershipRequest {
     Remove(Vec<u64>),
 }
 
+/// A number of voters a configuration must not have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum VoterCountError {
+    #[error(
+        "{voters} voters: a cluster needs an odd number of voters (1, 3, 5 or 7), or a split can \
+         leave no majority"
+    )]
+    NotOdd { voters: usize },
+    #[error(
+        "{voters} voters: at most 7 are allowed; every write waits for a majority, so more \
+         voters only add latency"
+    )]
+    TooMany { voters: usize },
+}
+
 /// A configuration must have an odd number of voters, at most 7.
-pub fn check_voter_count(voters: usize) -> Result<(), String> {
+pub fn check_voter_count(voters: usize) -> Result<(), VoterCountError> {
     if voters == 0 || voters.is_multiple_of(2) {
-        return Err(format!(
-            "{voters} voters: a cluster needs an odd number of voters (1, 3, 5 or 7), \
-             or a split can leave no majority"
-        ));
+        return Err(VoterCountError::NotOdd { voters });
     }
     if voters > 7 {
-        return Err(format!(
-            "{voters} voters: at most 7 are allowed; every write waits for a majority, \
-             so more voters only add latency"
-        ));
+        return Err(VoterCountError::TooMany { voters });
     }
     Ok(())
 }

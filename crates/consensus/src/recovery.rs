@@ -4,7 +4,7 @@
 use bulwark_ledger::StateMachine;
 use raft::eraftpb::{ConfState, SnapshotMetadata};
 
-use crate::storage::RaftStorage;
+use crate::storage::{RaftStorage, StorageError};
 
 /// What [`align_log_with_state`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -13,6 +13,32 @@ pub enum Alignment {
     Within,
     /// The state was ahead of the log; the log now starts right after it.
     LogMovedTo { index: u64, term: u64 },
+}
+
+/// A state store ahead of its Raft log whose last entry's term is unknown: it cannot be placed in
+/// the log. Its own type so that a start can refuse with it while other failures stay faults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the state store is at index {index} but the Raft log ends at {last} (commit {commit}), and \
+     the store does not record the term of its last entry"
+)]
+pub struct UnknownStateTerm {
+    pub index: u64,
+    pub last: u64,
+    pub commit: u64,
+}
+
+/// Why [`align_log_with_state`] could not align the log with the state.
+#[derive(Debug, thiserror::Error)]
+pub enum AlignError {
+    #[error("{0}")]
+    ReadLog(raft::Error),
+    #[error(transparent)]
+    UnknownTerm(#[from] UnknownStateTerm),
+    #[error("the state's membership does not decode: {0}")]
+    Membership(protobuf::ProtobufError),
+    #[error("moving the Raft log to the state at {index}: {source}")]
+    MoveLog { index: u64, source: StorageError },
 }
 
 /// A state store ahead of its Raft log happens when a follower installed a checkpoint newer than
@@ -24,23 +50,26 @@ pub enum Alignment {
 pub fn align_log_with_state<S: RaftStorage, M: StateMachine>(
     storage: &mut S,
     state: &M,
-) -> Result<Alignment, String> {
-    let initial = raft::Storage::initial_state(storage).map_err(|e| e.to_string())?;
-    let last = raft::Storage::last_index(storage).map_err(|e| e.to_string())?;
+) -> Result<Alignment, AlignError> {
+    let initial = raft::Storage::initial_state(storage).map_err(AlignError::ReadLog)?;
+    let last = raft::Storage::last_index(storage).map_err(AlignError::ReadLog)?;
     let commit = initial.hard_state.commit;
     let (index, term) = (state.applied_index(), state.applied_term());
     if index <= commit.max(last) {
         return Ok(Alignment::Within);
     }
     if term == 0 {
-        return Err(format!(
-            "the state store is at index {index} but the Raft log ends at {last} (commit \
-             {commit}), and the store does not record the term of its last entry"
-        ));
+        return Err(UnknownStateTerm {
+            index,
+            last,
+            commit,
+        }
+        .into());
     }
     let conf = match state.membership() {
-        Some(encoded) => protobuf::Message::parse_from_bytes(&encoded)
-            .map_err(|e| format!("the state's membership does not decode: {e}"))?,
+        Some(encoded) => {
+            protobuf::Message::parse_from_bytes(&encoded).map_err(AlignError::Membership)?
+        }
         None => initial.conf_state.clone(),
     };
     let conf: ConfState = conf;
@@ -59,6 +88,6 @@ pub fn align_log_with_state<S: RaftStorage, M: StateMachine>(
     meta.set_conf_state(conf);
     storage
         .install_snapshot(&meta)
-        .map_err(|e| format!("moving the Raft log to the state at {index}: {e}"))?;
+        .map_err(|source| AlignError::MoveLog { index, source })?;
     Ok(Alignment::LogMovedTo { index, term })
 }

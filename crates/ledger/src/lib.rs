@@ -27,9 +27,25 @@ pub use types::{
     Timestamp, Transfer, TransferFlags, TransferId, NANOS_PER_SECOND,
 };
 
+/// A ledger whose debits and credits differ: double entry was broken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "ledger {ledger} does not balance: debits posted {debits_posted} vs credits posted \
+     {credits_posted}, debits pending {debits_pending} vs credits pending {credits_pending}"
+)]
+pub struct Unbalanced {
+    pub ledger: u32,
+    pub debits_posted: u128,
+    pub credits_posted: u128,
+    pub debits_pending: u128,
+    pub credits_pending: u128,
+}
+
 /// Checks double entry over a whole ledger state: for every ledger, posted debits equal posted
 /// credits and pending debits equal pending credits. Returns the first ledger that does not.
-pub fn check_balanced<'a>(accounts: impl IntoIterator<Item = &'a Account>) -> Result<(), String> {
+pub fn check_balanced<'a>(
+    accounts: impl IntoIterator<Item = &'a Account>,
+) -> Result<(), Unbalanced> {
     let mut sums: std::collections::BTreeMap<u32, [u128; 4]> = Default::default();
     for a in accounts {
         let s = sums.entry(a.ledger).or_default();
@@ -40,10 +56,13 @@ pub fn check_balanced<'a>(accounts: impl IntoIterator<Item = &'a Account>) -> Re
     }
     for (ledger, [dp, cp, dpe, cpe]) in sums {
         if dp != cp || dpe != cpe {
-            return Err(format!(
-                "ledger {ledger} does not balance: debits posted {dp} vs credits posted {cp}, \
-                 debits pending {dpe} vs credits pending {cpe}"
-            ));
+            return Err(Unbalanced {
+                ledger,
+                debits_posted: dp,
+                credits_posted: cp,
+                debits_pending: dpe,
+                credits_pending: cpe,
+            });
         }
     }
     Ok(())

@@ -18,6 +18,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::error::{Refusal, StartError};
+
 /// The file's name inside the data directory.
 pub const IDENTITY_FILE: &str = "identity";
 
@@ -26,7 +28,7 @@ pub const IDENTITY_FILE: &str = "identity";
 /// `state.redb`, `members`, `identity`).
 pub const LAYOUT_VERSION: u64 = 2;
 
-const HEADER: &str = "bulwark-identity 1";
+pub(crate) const HEADER: &str = "bulwark-identity 1";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
@@ -37,10 +39,29 @@ pub struct Identity {
     pub created_at: u64,
 }
 
+/// Why the text of an identity file is not a valid identity.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("too short: no checksum line")]
+    NoChecksumLine,
+    #[error("the last line is not `crc32c=<8 hex digits>`")]
+    BadChecksumLine,
+    #[error(
+        "checksum mismatch (stored {stored:08x}, computed {computed:08x}): the file is damaged"
+    )]
+    ChecksumMismatch { stored: u32, computed: u32 },
+    #[error("the first line is not `{HEADER}`")]
+    BadHeader,
+    #[error("missing `{name}`")]
+    MissingField { name: &'static str },
+    #[error("expected `{name}=<number>`, found `{line}`")]
+    BadField { name: &'static str, line: String },
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
     #[error("{}: {reason}", path.display())]
-    Corrupt { path: PathBuf, reason: String },
+    Corrupt { path: PathBuf, reason: DecodeError },
     #[error("{what} {}: {source}", path.display())]
     Io {
         what: &'static str,
@@ -59,32 +80,33 @@ impl Identity {
         format!("{body}crc32c={crc:08x}\n")
     }
 
-    pub fn decode(text: &str) -> Result<Identity, String> {
+    pub fn decode(text: &str) -> Result<Identity, DecodeError> {
         let (body, crc_line) = text
             .trim_end_matches('\n')
             .rsplit_once('\n')
-            .ok_or("too short: no checksum line")?;
+            .ok_or(DecodeError::NoChecksumLine)?;
         let body = format!("{body}\n");
         let stored = crc_line
             .strip_prefix("crc32c=")
             .and_then(|hex| u32::from_str_radix(hex, 16).ok())
-            .ok_or("the last line is not `crc32c=<8 hex digits>`")?;
-        let actual = crc32c::crc32c(body.as_bytes());
-        if stored != actual {
-            return Err(format!(
-                "checksum mismatch (stored {stored:08x}, computed {actual:08x}): the file is damaged"
-            ));
+            .ok_or(DecodeError::BadChecksumLine)?;
+        let computed = crc32c::crc32c(body.as_bytes());
+        if stored != computed {
+            return Err(DecodeError::ChecksumMismatch { stored, computed });
         }
         let mut lines = body.lines();
         if lines.next() != Some(HEADER) {
-            return Err(format!("the first line is not `{HEADER}`"));
+            return Err(DecodeError::BadHeader);
         }
-        let mut field = |name: &str| -> Result<u64, String> {
-            let line = lines.next().ok_or(format!("missing `{name}`"))?;
+        let mut field = |name: &'static str| -> Result<u64, DecodeError> {
+            let line = lines.next().ok_or(DecodeError::MissingField { name })?;
             line.strip_prefix(name)
                 .and_then(|rest| rest.strip_prefix('='))
                 .and_then(|value| value.parse().ok())
-                .ok_or(format!("expected `{name}=<number>`, found `{line}`"))
+                .ok_or_else(|| DecodeError::BadField {
+                    name,
+                    line: line.into(),
+                })
         };
         Ok(Identity {
             cluster_id: field("cluster_id")?,
@@ -169,37 +191,38 @@ pub struct DirLock {
 /// Checks a start against its data directory (creating the directory and its identity file if it
 /// is new) and returns whom the node is, with the directory locked: a second process on the same
 /// directory is refused before it reads or writes anything else there.
-pub fn resolve(data_dir: &Path, requested: &Requested) -> Result<(Identity, DirLock), String> {
-    std::fs::create_dir_all(data_dir)
-        .map_err(|e| format!("create data directory {}: {e}", data_dir.display()))?;
+pub fn resolve(data_dir: &Path, requested: &Requested) -> Result<(Identity, DirLock), StartError> {
+    let io = |what: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StartError::Io { what, path, source }
+    };
+    std::fs::create_dir_all(data_dir).map_err(io("create data directory", data_dir))?;
     let lock_path = data_dir.join(LOCK_FILE);
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&lock_path)
-        .map_err(|e| format!("open {}: {e}", lock_path.display()))?;
+        .map_err(io("open", &lock_path))?;
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
-            return Err(format!(
-                "{} is in use by another running node (its `{LOCK_FILE}` file is locked)",
-                data_dir.display()
-            ))
+            return Err(Refusal::InUse {
+                dir: data_dir.to_path_buf(),
+            }
+            .into())
         }
-        Err(std::fs::TryLockError::Error(e)) => {
-            return Err(format!("lock {}: {e}", lock_path.display()))
-        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io("lock", &lock_path)(e)),
     }
     let lock = DirLock { _file: file };
-    let found = Identity::load(data_dir).map_err(|e| e.to_string())?;
+    let found = Identity::load(data_dir)?;
     let contents = DirContents::scan(data_dir);
     let now_secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     match decide(data_dir, found, &contents, requested, now_secs)? {
         Decision::Create(identity) => {
-            identity.save(data_dir).map_err(|e| e.to_string())?;
+            identity.save(data_dir)?;
             tracing::info!(
                 node_id = identity.node_id,
                 cluster_id = identity.cluster_id,
@@ -229,23 +252,14 @@ pub fn decide(
     contents: &DirContents,
     requested: &Requested,
     now_secs: u64,
-) -> Result<Decision, String> {
-    let dir = dir.display();
+) -> Result<Decision, Refusal> {
+    let dir = dir.to_path_buf();
     let Some(identity) = found else {
         if contents.legacy_wal {
-            return Err(format!(
-                "{dir} holds the single-node layout of an older Bulwark (a `wal/` directory, \
-                 layout 1); this version runs every node as a Raft cluster (layout \
-                 {LAYOUT_VERSION}) and cannot read it. Start on a new directory and load the \
-                 accounts and transfers again"
-            ));
+            return Err(Refusal::LegacyLayout { dir });
         }
         if contents.raft_log || contents.state {
-            return Err(format!(
-                "{dir} holds a Raft log or a state store but no `{IDENTITY_FILE}` file: it was \
-                 made by an older Bulwark (layout 1) or the file was deleted; refusing to guess \
-                 whose data it is"
-            ));
+            return Err(Refusal::NoIdentity { dir });
         }
         return Ok(Decision::Create(Identity {
             cluster_id: requested.cluster_id.unwrap_or(1),
@@ -255,35 +269,34 @@ pub fn decide(
         }));
     };
     if identity.layout != LAYOUT_VERSION {
-        return Err(format!(
-            "{dir} has layout {} but this Bulwark reads layout {LAYOUT_VERSION}",
-            identity.layout
-        ));
+        return Err(Refusal::UnknownLayout {
+            dir,
+            layout: identity.layout,
+        });
     }
-    if let Some(id) = requested.node_id.filter(|id| *id != identity.node_id) {
-        return Err(format!(
-            "--node-id {id} but {dir} belongs to node {} (its `{IDENTITY_FILE}` file): start it \
-             as node {}, or give this node a directory of its own",
-            identity.node_id, identity.node_id
-        ));
+    if let Some(requested) = requested.node_id.filter(|id| *id != identity.node_id) {
+        return Err(Refusal::NodeIdMismatch {
+            dir,
+            requested,
+            owner: identity.node_id,
+        });
     }
-    if let Some(id) = requested.cluster_id.filter(|id| *id != identity.cluster_id) {
-        return Err(format!(
-            "--cluster-id {id} but {dir} belongs to cluster {} (its `{IDENTITY_FILE}` file)",
-            identity.cluster_id
-        ));
+    if let Some(requested) = requested.cluster_id.filter(|id| *id != identity.cluster_id) {
+        return Err(Refusal::ClusterIdMismatch {
+            dir,
+            requested,
+            owner: identity.cluster_id,
+        });
     }
     // Creation writes the identity first, then the Raft log, then the state store: a directory
     // with an identity and neither was interrupted while being created and is created again. One
     // whose state survived without its log lost the log.
     if !contents.raft_log && contents.state {
-        return Err(format!(
-            "{dir} belongs to node {} of cluster {} but its Raft log (`raft/hardstate`) is \
-             missing: the node lost its log and its vote, and must not rejoin as if it had them. \
-             Remove it from the cluster and add it back with an empty directory \
-             (docs/operations.md, \"Replacing a node\")",
-            identity.node_id, identity.cluster_id
-        ));
+        return Err(Refusal::LostLog {
+            dir,
+            node_id: identity.node_id,
+            cluster_id: identity.cluster_id,
+        });
     }
     Ok(Decision::Resume(identity))
 }
@@ -301,17 +314,15 @@ pub struct PeerView {
 /// as that voter could let two leaders win one term. Refused; the runbook says how to replace it.
 /// A node that never held anything (a new cluster whose others started first) has no match index
 /// beyond the bootstrap configuration, and goes on.
-pub fn check_not_a_lost_voter(node_id: u64, views: &[PeerView]) -> Result<(), String> {
+pub fn check_not_a_lost_voter(node_id: u64, views: &[PeerView]) -> Result<(), Refusal> {
     let bootstrap_index = 1;
     for view in views {
         if let Some(index) = view.match_index_of_us.filter(|i| *i > bootstrap_index) {
-            return Err(format!(
-                "node {node_id} starts on an empty directory, but the cluster's leader (node {}) \
-                 knows node {node_id} to hold its log up to index {index}: this node lost its log \
-                 and its vote and must not come back as that voter. Remove it from the cluster \
-                 and add a node with a new id (docs/operations.md, \"Replacing a node\")",
-                view.member
-            ));
+            return Err(Refusal::LostVoter {
+                node_id,
+                leader: view.member,
+                index,
+            });
         }
     }
     Ok(())
@@ -344,8 +355,15 @@ mod tests {
         assert_eq!(Identity::decode(&text), Ok(identity()));
         let damaged = text.replacen("node_id=3", "node_id=4", 1);
         let err = Identity::decode(&damaged).unwrap_err();
-        assert!(err.contains("checksum mismatch"), "{err}");
-        assert!(Identity::decode("bulwark-identity 1\n").is_err());
+        assert!(
+            matches!(err, DecodeError::ChecksumMismatch { .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().starts_with("checksum mismatch"), "{err}");
+        assert_eq!(
+            Identity::decode("bulwark-identity 1\n"),
+            Err(DecodeError::NoChecksumLine)
+        );
     }
 
     #[test]
@@ -368,18 +386,27 @@ mod tests {
             cluster_id: None,
         };
         let err = decide(Path::new("d"), Some(identity()), &existing(), &requested, 0).unwrap_err();
-        assert!(
-            err.contains("--node-id 1") && err.contains("node 3"),
-            "{err}"
+        assert_eq!(
+            err,
+            Refusal::NodeIdMismatch {
+                dir: "d".into(),
+                requested: 1,
+                owner: 3
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "--node-id 1 but d belongs to node 3 (its `identity` file): start it as node 3, or \
+             give this node a directory of its own"
         );
         let requested = Requested {
             node_id: None,
             cluster_id: Some(8),
         };
         let err = decide(Path::new("d"), Some(identity()), &existing(), &requested, 0).unwrap_err();
-        assert!(
-            err.contains("--cluster-id 8") && err.contains("cluster 7"),
-            "{err}"
+        assert_eq!(
+            err.to_string(),
+            "--cluster-id 8 but d belongs to cluster 7 (its `identity` file)"
         );
     }
 
@@ -394,9 +421,11 @@ mod tests {
             ..DirContents::default()
         };
         let err = decide(Path::new("d"), None, &legacy, &none, 0).unwrap_err();
+        assert!(matches!(err, Refusal::LegacyLayout { .. }), "{err:?}");
+        let err = err.to_string();
         assert!(err.contains("wal/") && err.contains("layout 1"), "{err}");
         let err = decide(Path::new("d"), None, &existing(), &none, 0).unwrap_err();
-        assert!(err.contains("no `identity` file"), "{err}");
+        assert!(err.to_string().contains("no `identity` file"), "{err}");
         let lost = DirContents {
             raft_log: false,
             ..existing()
@@ -407,13 +436,20 @@ mod tests {
             Ok(Decision::Resume(identity()))
         );
         let err = decide(Path::new("d"), Some(identity()), &lost, &none, 0).unwrap_err();
-        assert!(err.contains("lost its log"), "{err}");
+        assert!(
+            matches!(err, Refusal::LostLog { node_id: 3, .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("lost its log"), "{err}");
         let old = Identity {
             layout: 1,
             ..identity()
         };
         let err = decide(Path::new("d"), Some(old), &existing(), &none, 0).unwrap_err();
-        assert!(err.contains("layout 1"), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "d has layout 1 but this Bulwark reads layout 2"
+        );
     }
 
     #[test]
@@ -429,6 +465,15 @@ mod tests {
             match_index_of_us: Some(40),
         }];
         let err = check_not_a_lost_voter(3, &lost).unwrap_err();
+        assert_eq!(
+            err,
+            Refusal::LostVoter {
+                node_id: 3,
+                leader: 1,
+                index: 40
+            }
+        );
+        let err = err.to_string();
         assert!(
             err.contains("node 3") && err.contains("up to index 40"),
             "{err}"

@@ -76,20 +76,61 @@ fn encode_intent(meta: &SnapshotMetadata) -> Vec<u8> {
     out
 }
 
-fn decode_intent(bytes: &[u8]) -> Result<SnapshotMetadata, String> {
+/// Why an intent file does not hold a valid intent.
+#[derive(Debug, thiserror::Error)]
+pub enum IntentError {
+    #[error("it does not start with BWINST1")]
+    BadMagic,
+    #[error("truncated")]
+    Truncated,
+    #[error("checksum mismatch")]
+    ChecksumMismatch,
+    #[error("{0}")]
+    Metadata(protobuf::ProtobufError),
+}
+
+/// Why an install a crash interrupted could not be finished or dropped at start.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error("read {}: {source}", path.display())]
+    ReadIntent {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The intent is written crash-safely: a damaged one is damage, not a torn write.
+    #[error("{}: {source}", path.display())]
+    CorruptIntent { path: PathBuf, source: IntentError },
+    #[error("finishing the snapshot install at {index}: {source}")]
+    ResetLog {
+        index: u64,
+        source: bulwark_consensus::storage::StorageError,
+    },
+    #[error("remove {}: {source}", path.display())]
+    RemoveIntent {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn decode_intent(bytes: &[u8]) -> Result<SnapshotMetadata, IntentError> {
     let rest = bytes
         .strip_prefix(INTENT_MAGIC.as_slice())
-        .ok_or("it does not start with BWINST1")?;
-    let len = u32::from_le_bytes(rest.get(..4).ok_or("truncated")?.try_into().expect("4")) as usize;
-    let crc = u32::from_le_bytes(rest.get(4..8).ok_or("truncated")?.try_into().expect("4"));
+        .ok_or(IntentError::BadMagic)?;
+    let word = |range: std::ops::Range<usize>| {
+        rest.get(range)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4")))
+            .ok_or(IntentError::Truncated)
+    };
+    let len = word(0..4)? as usize;
+    let crc = word(4..8)?;
     let body = rest
         .get(8..)
         .filter(|b| b.len() == len)
-        .ok_or("truncated")?;
+        .ok_or(IntentError::Truncated)?;
     if crc32c::crc32c(body) != crc {
-        return Err("checksum mismatch".into());
+        return Err(IntentError::ChecksumMismatch);
     }
-    SnapshotMetadata::parse_from_bytes(body).map_err(|e| e.to_string())
+    SnapshotMetadata::parse_from_bytes(body).map_err(IntentError::Metadata)
 }
 
 fn intent_path(data_dir: &Path) -> PathBuf {
@@ -109,20 +150,25 @@ pub(crate) fn finish_interrupted(
     data_dir: &Path,
     storage: &mut DiskRaftStorage,
     store: &StateStore,
-) -> Result<(), String> {
+) -> Result<(), InstallError> {
     let path = intent_path(data_dir);
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(format!("read {}: {e}", path.display())),
+        Err(source) => return Err(InstallError::ReadIntent { path, source }),
     };
-    // The intent is written crash-safely: a damaged one is damage, not a torn write.
-    let meta = decode_intent(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    let meta = match decode_intent(&bytes) {
+        Ok(meta) => meta,
+        Err(source) => return Err(InstallError::CorruptIntent { path, source }),
+    };
     let log_snapshot = raft::Storage::first_index(storage).unwrap_or(1) - 1;
     if store.applied_index() >= meta.index && log_snapshot < meta.index {
         storage
             .install_snapshot(&meta)
-            .map_err(|e| format!("finishing the snapshot install at {}: {e}", meta.index))?;
+            .map_err(|source| InstallError::ResetLog {
+                index: meta.index,
+                source,
+            })?;
         tracing::warn!(
             index = meta.index,
             state = store.applied_index(),
@@ -135,7 +181,7 @@ pub(crate) fn finish_interrupted(
             "dropped a snapshot install a crash interrupted before the state was replaced"
         );
     }
-    remove_intent(data_dir).map_err(|e| format!("remove {}: {e}", path.display()))
+    remove_intent(data_dir).map_err(|source| InstallError::RemoveIntent { path, source })
 }
 
 /// After the Raft log was reset to an installed snapshot: the install is complete.

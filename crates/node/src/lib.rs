@@ -22,6 +22,7 @@
 mod ack_all;
 pub mod cluster;
 mod download;
+mod error;
 pub mod faults;
 pub mod identity;
 mod install;
@@ -43,9 +44,10 @@ use bulwark_limits::{
     PERMIT_WAIT,
 };
 use bulwark_store::{StateStore, StoreError};
-use bulwark_wal::WalError;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
+pub use error::{RecoveryError, Refusal, StartError};
+pub use install::{InstallError, IntentError};
 pub use metrics::Metrics;
 
 /// Where the node keeps its data and when it checkpoints.
@@ -83,8 +85,6 @@ impl NodeConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
-    #[error(transparent)]
-    Wal(#[from] WalError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("recovery of {dir}: {reason}")]

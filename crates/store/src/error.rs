@@ -21,7 +21,10 @@ pub enum StoreError {
     #[error("state store {path}: format version {found}, this build reads {FORMAT_VERSION}")]
     Version { path: PathBuf, found: u64 },
     #[error("state store {path}: snapshot: {reason}")]
-    Snapshot { path: PathBuf, reason: String },
+    Snapshot {
+        path: PathBuf,
+        reason: crate::snapshot::SnapshotError,
+    },
     #[error("state store {path}: the background checkpoint thread died")]
     CheckpointThread { path: PathBuf },
     #[error("state store {path}: {what}: {source}")]

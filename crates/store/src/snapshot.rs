@@ -37,6 +37,57 @@ pub struct SnapshotInfo {
     pub rows: u64,
 }
 
+/// Why a snapshot stream is not one this build can import.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("empty stream")]
+    EmptyStream,
+    #[error("not a Bulwark snapshot")]
+    NotASnapshot,
+    #[error("snapshot version {found}, this build reads {VERSION}")]
+    Version { found: u16 },
+    #[error("read {what}: {source}")]
+    Read {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("snapshot frame of {len} bytes is larger than {MAX_SNAPSHOT_FRAME}")]
+    FrameTooLarge { len: usize },
+    #[error("snapshot frame checksum mismatch")]
+    FrameChecksum,
+    #[error("bad row frame")]
+    BadRow,
+    #[error("unknown table tag {tag}")]
+    UnknownTable { tag: u8 },
+    #[error("a row of {table} has the wrong width")]
+    WrongWidth { table: String },
+    #[error("bad trailer")]
+    BadTrailer,
+    #[error("trailer says {trailer} rows, {arrived} arrived")]
+    RowCount { trailer: u64, arrived: u64 },
+    #[error("the stream ended before its trailer")]
+    NoTrailer,
+}
+
+/// Why exporting a snapshot failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("the state store's lock is poisoned")]
+    Poisoned,
+    #[error("the state store is closed after an I/O failure (a full disk?); retry later")]
+    Closed,
+    #[error("{0}")]
+    BeginRead(redb::TransactionError),
+    #[error("{0}")]
+    OpenTable(redb::TableError),
+    #[error("{0}")]
+    ReadTable(redb::StorageError),
+    #[error("write snapshot: {0}")]
+    Write(std::io::Error),
+    #[error("{0}")]
+    Flush(std::io::Error),
+}
+
 /// A handle on the store's database that can stream snapshots from another thread. It follows
 /// the store when it reopens its file (after an I/O failure); while the file is closed, exports
 /// fail.
@@ -47,14 +98,14 @@ pub struct SnapshotSource {
 
 impl SnapshotSource {
     /// Writes a consistent snapshot of the last checkpoint to `out`.
-    pub fn export(&self, out: &mut impl Write) -> Result<SnapshotInfo, String> {
+    pub fn export(&self, out: &mut impl Write) -> Result<SnapshotInfo, ExportError> {
         let db = self
             .db
             .read()
-            .map_err(|_| "the state store's lock is poisoned".to_string())?
+            .map_err(|_| ExportError::Poisoned)?
             .clone()
-            .ok_or("the state store is closed after an I/O failure (a full disk?); retry later")?;
-        let read = db.begin_read().map_err(|e| e.to_string())?;
+            .ok_or(ExportError::Closed)?;
+        let read = db.begin_read().map_err(ExportError::BeginRead)?;
         let mut header = Vec::with_capacity(8);
         header.extend_from_slice(MAGIC);
         header.extend_from_slice(&VERSION.to_le_bytes());
@@ -62,7 +113,7 @@ impl SnapshotSource {
         let mut rows = 0u64;
         let mut applied_index = 0u64;
         let mut body = Vec::with_capacity(1 << 16);
-        let mut sink = |tag: u8, key: &[u8], value: &[u8]| -> Result<(), String> {
+        let mut sink = |tag: u8, key: &[u8], value: &[u8]| -> Result<(), ExportError> {
             if tag == 0 && key == crate::tables::META_APPLIED_INDEX.as_bytes() {
                 applied_index = u64::from_le_bytes(value.try_into().unwrap_or([0; 8]));
             }
@@ -89,7 +140,7 @@ impl SnapshotSource {
         body.extend_from_slice(&rows.to_le_bytes());
         body.extend_from_slice(&applied_index.to_le_bytes());
         write_frame(out, &body)?;
-        out.flush().map_err(|e| e.to_string())?;
+        out.flush().map_err(ExportError::Flush)?;
         Ok(SnapshotInfo {
             applied_index,
             rows,
@@ -102,15 +153,15 @@ fn export_table<K: redb::Key + 'static, V: redb::Value + 'static>(
     read: &redb::ReadTransaction,
     definition: TableDefinition<K, V>,
     tag: u8,
-    sink: &mut impl FnMut(u8, &[u8], &[u8]) -> Result<(), String>,
-) -> Result<(), String> {
+    sink: &mut impl FnMut(u8, &[u8], &[u8]) -> Result<(), ExportError>,
+) -> Result<(), ExportError> {
     let table = match read.open_table(definition) {
         Ok(t) => t,
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(ExportError::OpenTable(e)),
     };
-    for row in table.iter().map_err(|e| e.to_string())? {
-        let (key, value) = row.map_err(|e| e.to_string())?;
+    for row in table.iter().map_err(ExportError::ReadTable)? {
+        let (key, value) = row.map_err(ExportError::ReadTable)?;
         let key = key.value();
         let value = value.value();
         sink(
@@ -124,7 +175,7 @@ fn export_table<K: redb::Key + 'static, V: redb::Value + 'static>(
 
 enum RowError {
     /// The row does not fit its table.
-    Invalid(String),
+    Invalid(SnapshotError),
     Redb(redb::Error),
 }
 
@@ -138,10 +189,9 @@ fn import_row<K: redb::Key + 'static, V: redb::Value + 'static>(
     if K::fixed_width().is_some_and(|w| w != key.len())
         || V::fixed_width().is_some_and(|w| w != value.len())
     {
-        return Err(RowError::Invalid(format!(
-            "a row of {} has the wrong width",
-            definition.name()
-        )));
+        return Err(RowError::Invalid(SnapshotError::WrongWidth {
+            table: definition.name().to_string(),
+        }));
     }
     let mut table = txn
         .open_table(definition)
@@ -189,7 +239,7 @@ fn import_into(
     incoming: &Path,
     input: &mut impl Read,
 ) -> Result<SnapshotInfo, StoreError> {
-    let fail = |reason: String| StoreError::Snapshot {
+    let fail = |reason: SnapshotError| StoreError::Snapshot {
         path: path.to_path_buf(),
         reason,
     };
@@ -239,7 +289,7 @@ fn import_into(
             in_txn = 0;
         }
     }
-    let info = info.ok_or_else(|| fail("the stream ended before its trailer".into()))?;
+    let info = info.ok_or_else(|| fail(SnapshotError::NoTrailer))?;
     txn.commit()
         .map_err(redb::Error::from)
         .map_err(redb_fail("commit"))?;
@@ -248,29 +298,30 @@ fn import_into(
 }
 
 /// The stream's first frame: magic and a version this build reads.
-fn read_header(input: &mut impl Read) -> Result<(), String> {
-    let header = read_frame(input)?.ok_or("empty stream")?;
+fn read_header(input: &mut impl Read) -> Result<(), SnapshotError> {
+    let header = read_frame(input)?.ok_or(SnapshotError::EmptyStream)?;
     if header.len() != 8 || &header[..6] != MAGIC {
-        return Err("not a Bulwark snapshot".into());
+        return Err(SnapshotError::NotASnapshot);
     }
-    let version = u16::from_le_bytes([header[6], header[7]]);
-    if version != VERSION {
-        return Err(format!(
-            "snapshot version {version}, this build reads {VERSION}"
-        ));
+    let found = u16::from_le_bytes([header[6], header[7]]);
+    if found != VERSION {
+        return Err(SnapshotError::Version { found });
     }
     Ok(())
 }
 
 /// The trailer frame: the row count (which must be the `rows` that arrived) and applied index.
-fn parse_trailer(body: &[u8], rows: u64) -> Result<SnapshotInfo, String> {
+fn parse_trailer(body: &[u8], rows: u64) -> Result<SnapshotInfo, SnapshotError> {
     if body.len() != 17 {
-        return Err("bad trailer".into());
+        return Err(SnapshotError::BadTrailer);
     }
     let count = u64::from_le_bytes(body[1..9].try_into().expect("8 bytes"));
     let applied_index = u64::from_le_bytes(body[9..17].try_into().expect("8 bytes"));
     if count != rows {
-        return Err(format!("trailer says {count} rows, {rows} arrived"));
+        return Err(SnapshotError::RowCount {
+            trailer: count,
+            arrived: rows,
+        });
     }
     Ok(SnapshotInfo {
         applied_index,
@@ -280,8 +331,7 @@ fn parse_trailer(body: &[u8], rows: u64) -> Result<SnapshotInfo, String> {
 
 /// One row frame into the table its tag names.
 fn import_frame(txn: &redb::WriteTransaction, body: &[u8]) -> Result<(), RowError> {
-    let (tag, key, value) =
-        parse_row(body).ok_or_else(|| RowError::Invalid("bad row frame".into()))?;
+    let (tag, key, value) = parse_row(body).ok_or(RowError::Invalid(SnapshotError::BadRow))?;
     match tag {
         0 => import_row(txn, crate::tables::META, key, value),
         1 => import_row(txn, crate::tables::ACCOUNTS, key, value),
@@ -291,7 +341,7 @@ fn import_frame(txn: &redb::WriteTransaction, body: &[u8]) -> Result<(), RowErro
         5 => import_row(txn, crate::tables::ACCOUNT_TRANSFERS, key, value),
         6 => import_row(txn, crate::tables::BALANCE_HISTORY, key, value),
         7 => import_row(txn, crate::tables::MEMBERSHIP, key, value),
-        other => Err(RowError::Invalid(format!("unknown table tag {other}"))),
+        tag => Err(RowError::Invalid(SnapshotError::UnknownTable { tag })),
     }
 }
 
@@ -314,37 +364,36 @@ fn parse_row(body: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     (at + 4 + value_len == body.len()).then_some((tag, key, value))
 }
 
-fn write_frame(out: &mut impl Write, body: &[u8]) -> Result<(), String> {
+fn write_frame(out: &mut impl Write, body: &[u8]) -> Result<(), ExportError> {
     out.write_all(&(body.len() as u32).to_le_bytes())
         .and_then(|_| out.write_all(&crc32c::crc32c(body).to_le_bytes()))
         .and_then(|_| out.write_all(body))
-        .map_err(|e| format!("write snapshot: {e}"))
+        .map_err(ExportError::Write)
 }
 
 /// Reads one frame; `None` at a clean end of stream.
-fn read_frame(input: &mut impl Read) -> Result<Option<Vec<u8>>, String> {
+fn read_frame(input: &mut impl Read) -> Result<Option<Vec<u8>>, SnapshotError> {
+    let read = |what: &'static str| move |source| SnapshotError::Read { what, source };
     let mut head = [0u8; 8];
     match input.read_exact(&mut head[..1]) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(format!("read snapshot: {e}")),
+        Err(e) => return Err(read("snapshot")(e)),
     }
     input
         .read_exact(&mut head[1..])
-        .map_err(|e| format!("read snapshot frame header: {e}"))?;
+        .map_err(read("snapshot frame header"))?;
     let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
     let crc = u32::from_le_bytes(head[4..].try_into().expect("4 bytes"));
     if len > MAX_SNAPSHOT_FRAME {
-        return Err(format!(
-            "snapshot frame of {len} bytes is larger than {MAX_SNAPSHOT_FRAME}"
-        ));
+        return Err(SnapshotError::FrameTooLarge { len });
     }
     let mut body = vec![0u8; len];
     input
         .read_exact(&mut body)
-        .map_err(|e| format!("read snapshot frame: {e}"))?;
+        .map_err(read("snapshot frame"))?;
     if crc32c::crc32c(&body) != crc {
-        return Err("snapshot frame checksum mismatch".into());
+        return Err(SnapshotError::FrameChecksum);
     }
     Ok(Some(body))
 }

@@ -5,7 +5,8 @@ use bulwark_ledger::{
     apply, AccountFlags, AccountId, Batch, LedgerStore, MemoryStore, NewAccount, NewTransfer,
     Operation, Timestamp, TransferFlags, TransferId,
 };
-use bulwark_store::StateStore;
+use bulwark_store::snapshot::SnapshotError;
+use bulwark_store::{StateStore, StoreError};
 use proptest::prelude::*;
 
 fn accounts_batch(ts: u64) -> Batch {
@@ -257,11 +258,33 @@ fn a_snapshot_streams_the_checkpoint_into_an_equal_store() {
     let mut damaged = stream.clone();
     let at = damaged.len() / 2;
     damaged[at] ^= 1;
-    assert!(bulwark_store::snapshot::import(&other, &mut damaged.as_slice()).is_err());
+    let err = bulwark_store::snapshot::import(&other, &mut damaged.as_slice()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Snapshot {
+                reason: SnapshotError::FrameChecksum
+                    | SnapshotError::FrameTooLarge { .. }
+                    | SnapshotError::Read { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(!other.exists());
     // A cut-off stream too.
     let cut = &stream[..stream.len() - 5];
-    assert!(bulwark_store::snapshot::import(&other, &mut &cut[..]).is_err());
+    let err = bulwark_store::snapshot::import(&other, &mut &cut[..]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Snapshot {
+                reason: SnapshotError::Read { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(!other.exists());
 
     let imported = bulwark_store::snapshot::import(&other, &mut stream.as_slice()).unwrap();

@@ -4,6 +4,10 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use bulwark_limits::MAX_RECORD_PAYLOAD;
+
+use crate::format::{HeaderError, SEGMENT_HEADER_LEN};
+
 /// Errors of the write-ahead log.
 #[derive(thiserror::Error, Debug)]
 pub enum WalError {
@@ -18,7 +22,7 @@ pub enum WalError {
     Corrupt {
         file: PathBuf,
         offset: u64,
-        reason: String,
+        reason: Corruption,
     },
     #[error("record payload of {len} bytes exceeds the maximum of {max} bytes")]
     RecordTooLarge { len: usize, max: usize },
@@ -30,6 +34,82 @@ pub enum WalError {
     InvalidIndex(u64),
     #[error("write-ahead log is unusable after an earlier I/O failure; reopen it to recover")]
     Poisoned,
+}
+
+/// What is wrong at the offset a [`WalError::Corrupt`] names.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Corruption {
+    #[error(
+        "segment header truncated: file is {file_len} bytes, the header needs {SEGMENT_HEADER_LEN}"
+    )]
+    HeaderTruncated { file_len: u64 },
+    #[error(transparent)]
+    Header(#[from] HeaderError),
+    #[error("segment header says first index {header}, but the file name says {name}")]
+    NameMismatch { header: u64, name: u64 },
+    #[error("index gap between segments: expected first index {expected}, found {found}")]
+    SegmentGap { expected: u64, found: u64 },
+    /// A bad record in a segment that is not the last: never a torn write.
+    #[error("{0} (in a segment that is not the last)")]
+    NotLastSegment(BadRecord),
+    #[error(
+        "{record}; record {index} is at or before index {durable}, which was durable, so this \
+         is damage, not a torn write"
+    )]
+    BeforeDurable {
+        record: BadRecord,
+        index: u64,
+        durable: u64,
+    },
+    /// A bad record in the last segment that does not have the shape of an unfinished write.
+    #[error(transparent)]
+    Record(BadRecord),
+    #[error(
+        "{record}; a valid record (index {found}) follows at offset {at}, so this is not a torn \
+         write"
+    )]
+    ValidRecordFollows {
+        record: BadRecord,
+        found: u64,
+        at: u64,
+    },
+    #[error("record length {len} runs past the end of the segment")]
+    PastSegmentEnd { len: u32 },
+    #[error("expected index {expected}, found {found}")]
+    WrongIndex { expected: u64, found: u64 },
+    #[error("checksum mismatch")]
+    ChecksumMismatch,
+    #[error("record header changed since recovery")]
+    HeaderChanged,
+}
+
+/// Why the scan of a segment stopped before its end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BadRecord {
+    #[error("incomplete record header ({remaining} bytes before end of file)")]
+    ShortHeader { remaining: u64 },
+    #[error(
+        "record of {len} payload bytes would end at {end}, past the end of the file ({file_len})"
+    )]
+    PastEof { len: u32, end: u64, file_len: u64 },
+    #[error("record length {len} exceeds the maximum of {MAX_RECORD_PAYLOAD}")]
+    AbsurdLength { len: u32 },
+    #[error("checksum mismatch")]
+    Checksum { at_eof: bool },
+    #[error("index gap or out-of-order record: expected index {expected}, found {found}")]
+    IndexMismatch { expected: u64, found: u64 },
+}
+
+impl BadRecord {
+    /// Whether this, in the last segment, has the shape of an unfinished last write.
+    pub(crate) fn may_be_torn(&self) -> bool {
+        matches!(
+            self,
+            BadRecord::ShortHeader { .. }
+                | BadRecord::PastEof { .. }
+                | BadRecord::Checksum { at_eof: true }
+        )
+    }
 }
 
 /// Whether an I/O error says the device (or a quota) has no space left: `ENOSPC` or `EDQUOT`.
@@ -71,7 +151,7 @@ pub(crate) fn io_err<'a>(
     }
 }
 
-pub(crate) fn corrupt(file: &Path, offset: u64, reason: impl Into<String>) -> WalError {
+pub(crate) fn corrupt(file: &Path, offset: u64, reason: impl Into<Corruption>) -> WalError {
     WalError::Corrupt {
         file: file.to_path_buf(),
         offset,

@@ -36,21 +36,35 @@ pub(crate) fn encode_header(first_index: u64) -> [u8; SEGMENT_HEADER_LEN as usiz
     h
 }
 
-pub(crate) fn decode_header(h: &[u8; SEGMENT_HEADER_LEN as usize]) -> Result<u64, String> {
-    if h[0..4] != SEGMENT_MAGIC {
-        return Err(format!("bad segment magic {:02x?}", &h[0..4]));
+/// Why a segment header is not valid.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    #[error("bad segment magic {found:02x?}")]
+    BadMagic { found: [u8; 4] },
+    #[error("segment header checksum mismatch")]
+    ChecksumMismatch,
+    #[error("unsupported segment format version {version}")]
+    UnsupportedVersion { version: u32 },
+    #[error("segment header first index is 0")]
+    ZeroFirstIndex,
+}
+
+pub(crate) fn decode_header(h: &[u8; SEGMENT_HEADER_LEN as usize]) -> Result<u64, HeaderError> {
+    let magic: [u8; 4] = h[0..4].try_into().unwrap();
+    if magic != SEGMENT_MAGIC {
+        return Err(HeaderError::BadMagic { found: magic });
     }
     let crc = u32::from_le_bytes(h[16..20].try_into().unwrap());
     if crc32c::crc32c(&h[0..16]) != crc {
-        return Err("segment header checksum mismatch".into());
+        return Err(HeaderError::ChecksumMismatch);
     }
     let version = u32::from_le_bytes(h[4..8].try_into().unwrap());
     if version != FORMAT_VERSION {
-        return Err(format!("unsupported segment format version {version}"));
+        return Err(HeaderError::UnsupportedVersion { version });
     }
     let first = u64::from_le_bytes(h[8..16].try_into().unwrap());
     if first == 0 {
-        return Err("segment header first index is 0".into());
+        return Err(HeaderError::ZeroFirstIndex);
     }
     Ok(first)
 }
@@ -97,7 +111,15 @@ mod tests {
         assert_eq!(decode_header(&h), Ok(42));
         let mut bad = h;
         bad[9] ^= 1;
-        assert!(decode_header(&bad).is_err());
+        assert_eq!(decode_header(&bad), Err(HeaderError::ChecksumMismatch));
+        let mut bad = h;
+        bad[0] = b'X';
+        let err = decode_header(&bad).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "bad segment magic [58, 57, 41, 4c]",
+            "{err:?}"
+        );
     }
 
     #[test]

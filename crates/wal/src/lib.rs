@@ -95,9 +95,10 @@ mod segment;
 mod truncate;
 mod writer;
 
-pub use error::{is_disk_full_io, WalError};
+pub use error::{is_disk_full_io, BadRecord, Corruption, WalError};
 pub use format::{
-    segment_file_name, FORMAT_VERSION, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, SEGMENT_MAGIC,
+    segment_file_name, HeaderError, FORMAT_VERSION, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
+    SEGMENT_MAGIC,
 };
 pub use recovery::{Recovery, TornTail};
 pub use writer::{Wal, WalOptions};

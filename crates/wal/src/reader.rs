@@ -6,7 +6,7 @@ use std::io::{BufReader, Read, Seek, SeekFrom};
 
 use bulwark_limits::MAX_RECORD_PAYLOAD;
 
-use crate::error::{corrupt, io_err, WalError};
+use crate::error::{corrupt, io_err, Corruption, WalError};
 use crate::format::{parse_record_header, record_crc, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
 use crate::writer::Wal;
 
@@ -86,14 +86,17 @@ impl ReadIter<'_> {
                 return Err(corrupt(
                     &seg.path,
                     r.offset,
-                    format!("record length {} runs past the end of the segment", h.len),
+                    Corruption::PastSegmentEnd { len: h.len },
                 ));
             }
             if h.index != r.index {
                 return Err(corrupt(
                     &seg.path,
                     r.offset,
-                    format!("expected index {}, found {}", r.index, h.index),
+                    Corruption::WrongIndex {
+                        expected: r.index,
+                        found: h.index,
+                    },
                 ));
             }
             if h.index < self.next {
@@ -106,7 +109,7 @@ impl ReadIter<'_> {
                     .read_exact(&mut payload)
                     .map_err(io_err("read", &seg.path))?;
                 if record_crc(h.len, h.index, &payload) != h.crc {
-                    return Err(corrupt(&seg.path, r.offset, "checksum mismatch"));
+                    return Err(corrupt(&seg.path, r.offset, Corruption::ChecksumMismatch));
                 }
                 r.offset = end;
                 r.index += 1;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use bulwark_limits::MAX_RECORD_PAYLOAD;
 
-use crate::error::{corrupt, io_err, WalError};
+use crate::error::{corrupt, io_err, BadRecord, Corruption, WalError};
 use crate::format::{
     decode_header, parse_record_header, parse_segment_name, record_crc, segment_file_name,
     RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, TEMP_SUFFIX,
@@ -141,25 +141,20 @@ fn scan_segment(
         });
     };
     if !is_last {
-        let reason = anomaly.describe(file_len);
-        return Err(corrupt(
-            path,
-            off,
-            format!("{reason} (in a segment that is not the last)"),
-        ));
+        return Err(corrupt(path, off, Corruption::NotLastSegment(anomaly)));
     }
     if idx <= keep_through {
-        let reason = anomaly.describe(file_len);
         return Err(corrupt(
             path,
             off,
-            format!(
-                "{reason}; record {idx} is at or before index {keep_through}, which was durable, \
-                 so this is damage, not a torn write"
-            ),
+            Corruption::BeforeDurable {
+                record: anomaly,
+                index: idx,
+                durable: keep_through,
+            },
         ));
     }
-    let torn = cut_torn_tail(&file, path, off, idx, &anomaly, file_len)?;
+    let torn = cut_torn_tail(&file, path, off, idx, anomaly, file_len)?;
     Ok(Scanned {
         first_index: first,
         records: idx - first,
@@ -177,21 +172,20 @@ fn read_segment_header(
     expected_first: Option<u64>,
 ) -> Result<u64, WalError> {
     if file_len < SEGMENT_HEADER_LEN {
-        return Err(corrupt(
-            path,
-            0,
-            format!("segment header truncated: file is {file_len} bytes, the header needs {SEGMENT_HEADER_LEN}"),
-        ));
+        return Err(corrupt(path, 0, Corruption::HeaderTruncated { file_len }));
     }
     let mut hdr = [0u8; SEGMENT_HEADER_LEN as usize];
     file.read_exact_at(&mut hdr, 0)
         .map_err(io_err("read", path))?;
-    let first = decode_header(&hdr).map_err(|reason| corrupt(path, 0, reason))?;
+    let first = decode_header(&hdr).map_err(|e| corrupt(path, 0, e))?;
     if first != name_index {
         return Err(corrupt(
             path,
             0,
-            format!("segment header says first index {first}, but the file name says {name_index}"),
+            Corruption::NameMismatch {
+                header: first,
+                name: name_index,
+            },
         ));
     }
     if let Some(expected) = expected_first {
@@ -199,9 +193,10 @@ fn read_segment_header(
             return Err(corrupt(
                 path,
                 0,
-                format!(
-                    "index gap between segments: expected first index {expected}, found {first}"
-                ),
+                Corruption::SegmentGap {
+                    expected,
+                    found: first,
+                },
             ));
         }
     }
@@ -216,7 +211,7 @@ fn scan_records(
     path: &Path,
     first: u64,
     file_len: u64,
-) -> Result<(u64, u64, Option<Anomaly>), WalError> {
+) -> Result<(u64, u64, Option<BadRecord>), WalError> {
     let mut reader = BufReader::with_capacity(1 << 20, file);
     reader
         .seek(SeekFrom::Start(SEGMENT_HEADER_LEN))
@@ -230,31 +225,33 @@ fn scan_records(
         }
         let remaining = file_len - off;
         if remaining < RECORD_HEADER_LEN {
-            break Anomaly::ShortHeader { remaining };
+            break BadRecord::ShortHeader { remaining };
         }
         let mut h = [0u8; RECORD_HEADER_LEN as usize];
         reader.read_exact(&mut h).map_err(io_err("read", path))?;
         let h = parse_record_header(&h);
         let end = off + RECORD_HEADER_LEN + u64::from(h.len);
         if end > file_len {
-            break Anomaly::PastEof { len: h.len, end };
+            break BadRecord::PastEof {
+                len: h.len,
+                end,
+                file_len,
+            };
         }
         if h.len as usize > MAX_RECORD_PAYLOAD {
-            break Anomaly::AbsurdLength { len: h.len };
+            break BadRecord::AbsurdLength { len: h.len };
         }
         payload.resize(h.len as usize, 0);
         reader
             .read_exact(&mut payload)
             .map_err(io_err("read", path))?;
         if record_crc(h.len, h.index, &payload) != h.crc {
-            break if end == file_len {
-                Anomaly::ChecksumAtEof
-            } else {
-                Anomaly::ChecksumMid
+            break BadRecord::Checksum {
+                at_eof: end == file_len,
             };
         }
         if h.index != idx {
-            break Anomaly::IndexMismatch {
+            break BadRecord::IndexMismatch {
                 expected: idx,
                 found: h.index,
             };
@@ -272,26 +269,26 @@ fn cut_torn_tail(
     path: &Path,
     off: u64,
     idx: u64,
-    anomaly: &Anomaly,
+    anomaly: BadRecord,
     file_len: u64,
 ) -> Result<TornTail, WalError> {
-    let reason = anomaly.describe(file_len);
     let mut tail = vec![0u8; (file_len - off) as usize];
     file.read_exact_at(&mut tail, off)
         .map_err(io_err("read", path))?;
     let all_zero = tail.iter().all(|&b| b == 0);
     if !all_zero {
         if !anomaly.may_be_torn() {
-            return Err(corrupt(path, off, reason));
+            return Err(corrupt(path, off, Corruption::Record(anomaly)));
         }
         if let Some((p, found)) = find_valid_record(&tail, idx) {
             return Err(corrupt(
                 path,
                 off,
-                format!(
-                    "{reason}; a valid record (index {found}) follows at offset {}, so this is not a torn write",
-                    off + p as u64
-                ),
+                Corruption::ValidRecordFollows {
+                    record: anomaly,
+                    found,
+                    at: off + p as u64,
+                },
             ));
         }
     }
@@ -300,7 +297,7 @@ fn cut_torn_tail(
         file = %path.display(),
         offset = off,
         bytes_cut,
-        cause = %if all_zero { "zero bytes to end of file".to_string() } else { reason },
+        cause = %if all_zero { "zero bytes to end of file".to_string() } else { anomaly.to_string() },
         "cutting torn tail of write-ahead log"
     );
     file.set_len(off).map_err(io_err("truncate", path))?;
@@ -310,44 +307,6 @@ fn cut_torn_tail(
         offset: off,
         bytes_cut,
     })
-}
-
-/// Why recovery stopped reading a segment at some record boundary.
-enum Anomaly {
-    ShortHeader { remaining: u64 },
-    PastEof { len: u32, end: u64 },
-    AbsurdLength { len: u32 },
-    ChecksumAtEof,
-    ChecksumMid,
-    IndexMismatch { expected: u64, found: u64 },
-}
-
-impl Anomaly {
-    fn describe(&self, file_len: u64) -> String {
-        match self {
-            Anomaly::ShortHeader { remaining } => {
-                format!("incomplete record header ({remaining} bytes before end of file)")
-            }
-            Anomaly::PastEof { len, end } => format!(
-                "record of {len} payload bytes would end at {end}, past the end of the file ({file_len})"
-            ),
-            Anomaly::AbsurdLength { len } => format!(
-                "record length {len} exceeds the maximum of {MAX_RECORD_PAYLOAD}"
-            ),
-            Anomaly::ChecksumAtEof | Anomaly::ChecksumMid => "checksum mismatch".into(),
-            Anomaly::IndexMismatch { expected, found } => {
-                format!("index gap or out-of-order record: expected index {expected}, found {found}")
-            }
-        }
-    }
-
-    /// Whether this anomaly, in the last segment, has the shape of an unfinished last write.
-    fn may_be_torn(&self) -> bool {
-        matches!(
-            self,
-            Anomaly::ShortHeader { .. } | Anomaly::PastEof { .. } | Anomaly::ChecksumAtEof
-        )
-    }
 }
 
 /// Looks for a record with a valid checksum and a plausible index (>= `min_index`) anywhere in `tail`

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use bulwark_fs::WriteFailure;
 
-use crate::error::{corrupt, fs_err, io_err, Failure, WalError};
+use crate::error::{corrupt, fs_err, io_err, Corruption, Failure, WalError};
 use crate::format::{
     encode_header, parse_record_header, segment_file_name, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
 };
@@ -79,11 +79,7 @@ pub(crate) fn locate_record(seg: &Segment, index: u64) -> Result<u64, WalError> 
             .map_err(io_err("read", &seg.path))?;
         let h = parse_record_header(&h);
         if h.index != idx || off + RECORD_HEADER_LEN + u64::from(h.len) > seg.len {
-            return Err(corrupt(
-                &seg.path,
-                off,
-                "record header changed since recovery",
-            ));
+            return Err(corrupt(&seg.path, off, Corruption::HeaderChanged));
         }
         reader
             .seek_relative(i64::from(h.len))

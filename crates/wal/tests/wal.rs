@@ -6,7 +6,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use bulwark_wal::{
-    segment_file_name, Wal, WalError, WalOptions, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
+    segment_file_name, BadRecord, Corruption, HeaderError, Wal, WalError, WalOptions,
+    RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
 };
 
 fn opts(segment_bytes: u64) -> WalOptions {
@@ -65,21 +66,24 @@ fn file_len(path: &Path) -> u64 {
     fs::metadata(path).unwrap().len()
 }
 
-fn expect_corrupt(dir: &Path, file: &Path, offset: u64) -> String {
+fn expect_corrupt(dir: &Path, file: &Path, offset: u64) -> (String, Corruption) {
     let err = Wal::open(dir, opts(1 << 20)).expect_err("open must refuse a corrupt log");
     let msg = err.to_string();
-    match &err {
+    let reason = match err {
         WalError::Corrupt {
-            file: f, offset: o, ..
+            file: f,
+            offset: o,
+            reason,
         } => {
             assert_eq!(f, file, "{msg}");
-            assert_eq!(*o, offset, "{msg}");
+            assert_eq!(o, offset, "{msg}");
+            reason
         }
         other => panic!("expected Corrupt, got {other:?}"),
-    }
+    };
     assert!(msg.contains(&file.display().to_string()), "{msg}");
     assert!(msg.contains(&format!("at offset {offset}")), "{msg}");
-    msg
+    (msg, reason)
 }
 
 /// A log of `n` records of `len` bytes each, synced, in one segment; returns the dir.
@@ -526,9 +530,16 @@ fn flipped_byte_in_middle_record_is_corruption_naming_file_and_offset() {
     let before = fs::read(&path).unwrap();
     let off = record_offset(&[60; 5], 2); // record 3 of 5
     flip_byte(&path, off + RECORD_HEADER_LEN + 30);
-    let msg = expect_corrupt(dir.path(), &path, off);
+    let (msg, reason) = expect_corrupt(dir.path(), &path, off);
     assert!(msg.starts_with("corrupt write-ahead log: "), "{msg}");
     assert!(msg.contains("checksum mismatch"), "{msg}");
+    assert!(
+        matches!(
+            reason,
+            Corruption::Record(BadRecord::Checksum { at_eof: false })
+        ),
+        "{reason:?}"
+    );
     flip_byte(&path, off + RECORD_HEADER_LEN + 30);
     // Nothing was cut or changed by the refused open.
     assert_eq!(fs::read(&path).unwrap(), before);
@@ -551,8 +562,18 @@ fn damaged_length_field_is_not_mistaken_for_a_torn_tail() {
     let path = seg_path(dir.path(), 1);
     let off = record_offset(&[60; 5], 1);
     flip_byte(&path, off + 2);
-    let msg = expect_corrupt(dir.path(), &path, off);
+    let (msg, reason) = expect_corrupt(dir.path(), &path, off);
     assert!(msg.contains("not a torn write"), "{msg}");
+    assert!(
+        matches!(
+            reason,
+            Corruption::ValidRecordFollows {
+                record: BadRecord::PastEof { .. },
+                ..
+            }
+        ),
+        "{reason:?}"
+    );
     assert_eq!(file_len(&path), record_offset(&[60; 5], 5));
 }
 
@@ -569,7 +590,7 @@ fn flipped_byte_in_non_last_segment_is_corruption() {
     let path = seg_path(dir.path(), 9);
     let off = record_offset(&[100; 8], 7);
     flip_byte(&path, off + RECORD_HEADER_LEN + 5);
-    let msg = expect_corrupt(dir.path(), &path, off);
+    let (msg, _) = expect_corrupt(dir.path(), &path, off);
     assert!(msg.contains("checksum mismatch"), "{msg}");
 }
 
@@ -603,8 +624,15 @@ fn missing_middle_segment_is_an_index_gap() {
     wal.sync().unwrap();
     drop(wal);
     fs::remove_file(seg_path(dir.path(), 9)).unwrap();
-    let msg = expect_corrupt(dir.path(), &seg_path(dir.path(), 17), 0);
+    let (msg, reason) = expect_corrupt(dir.path(), &seg_path(dir.path(), 17), 0);
     assert!(msg.contains("index gap"), "{msg}");
+    assert_eq!(
+        reason,
+        Corruption::SegmentGap {
+            expected: 9,
+            found: 17
+        }
+    );
 }
 
 #[test]
@@ -612,7 +640,11 @@ fn bad_segment_header_is_corruption() {
     let dir = write_log(3, 10);
     let path = seg_path(dir.path(), 1);
     flip_byte(&path, 1); // magic
-    expect_corrupt(dir.path(), &path, 0);
+    let (_, reason) = expect_corrupt(dir.path(), &path, 0);
+    assert!(
+        matches!(reason, Corruption::Header(HeaderError::BadMagic { .. })),
+        "{reason:?}"
+    );
     flip_byte(&path, 1);
     flip_byte(&path, 12); // first index, caught by the header checksum
     expect_corrupt(dir.path(), &path, 0);
@@ -620,7 +652,8 @@ fn bad_segment_header_is_corruption() {
     // A segment whose header is shorter than a header (never produced by a crash: creation is atomic).
     let short = seg_path(dir.path(), 4);
     fs::write(&short, b"BWAL").unwrap();
-    expect_corrupt(dir.path(), &short, 0);
+    let (_, reason) = expect_corrupt(dir.path(), &short, 0);
+    assert_eq!(reason, Corruption::HeaderTruncated { file_len: 4 });
 }
 
 #[test]

@@ -273,7 +273,7 @@ impl Sim {
             .state()
             .inner;
         if let Err(e) = bulwark_ledger::check_balanced(state.store.accounts.values()) {
-            return Err(self.violation(e));
+            return Err(self.violation(e.to_string()));
         }
         self.report.final_applied_index = index;
         Ok(())

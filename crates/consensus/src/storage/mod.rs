@@ -70,6 +70,7 @@ use raft::{GetEntriesContext, RaftState};
 
 use crate::hard_state::{HardStateFile, PersistentState};
 
+pub use crate::hard_state::{SlotError, SlotProblems};
 pub use bulwark_wal::TornTail;
 
 /// Name of the hard-state file inside a [`DiskRaftStorage`] directory.
@@ -130,8 +131,11 @@ pub enum StorageError {
         #[source]
         source: std::io::Error,
     },
-    #[error("corrupt hard-state file {}: no valid slot ({reason})", path.display())]
-    CorruptHardState { path: PathBuf, reason: String },
+    #[error("corrupt hard-state file {}: no valid slot ({problems})", path.display())]
+    CorruptHardState {
+        path: PathBuf,
+        problems: SlotProblems,
+    },
     #[error("hard state of {len} bytes exceeds a slot's {max} bytes (conf state too large)")]
     HardStateTooLarge { len: usize, max: usize },
     #[error("raft storage in {} is inconsistent: {reason}", dir.display())]

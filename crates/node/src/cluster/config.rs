@@ -31,21 +31,62 @@ pub struct ClusterConfig {
     pub source_ip: Option<IpAddr>,
 }
 
+/// A configuration a cluster cannot run safely on.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    VoterCount(#[from] VoterCountError),
+    #[error("node id {node_id} is not among the members")]
+    NotAMember { node_id: u64 },
+    #[error("member ids must be distinct and not 0")]
+    DuplicateOrZeroIds,
+}
+
+/// A `--member` value or address book line that is not `ID=PEER_ADDR=HTTP_ADDR`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MemberSpecError {
+    #[error("`{text}`: expected ID=PEER_ADDR=HTTP_ADDR")]
+    Shape { text: String },
+    #[error("`{id}` in `{text}` is not a node id")]
+    NodeId { id: String, text: String },
+    #[error("`{addr}` in `{text}` is not an address like 127.0.0.1:7170")]
+    PeerAddr { addr: String, text: String },
+    #[error("`{addr}` in `{text}` is not an address like 127.0.0.1:7070")]
+    HttpAddr { addr: String, text: String },
+}
+
+/// The address book could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum AddressBookError {
+    #[error("read {}: {source}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    BadLine {
+        path: std::path::PathBuf,
+        source: MemberSpecError,
+    },
+}
+
 impl ClusterConfig {
     /// Refuses configurations a cluster cannot run safely on.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let voters = self.members.len();
         if !self.join {
             check_voter_count(voters)?;
         }
         if !self.members.iter().any(|m| m.id == self.node_id) {
-            return Err(format!("node id {} is not among the members", self.node_id));
+            return Err(ConfigError::NotAMember {
+                node_id: self.node_id,
+            });
         }
         let mut ids: Vec<u64> = self.members.iter().map(|m| m.id).collect();
         ids.sort_unstable();
         ids.dedup();
         if ids.len() != voters || ids.contains(&0) {
-            return Err("member ids must be distinct and not 0".into());
+            return Err(ConfigError::DuplicateOrZeroIds);
         }
         Ok(())
     }
@@ -57,7 +98,7 @@ impl ClusterConfig {
 
 /// A configuration must have an odd number of voters, at most 7 (the rule lives with the
 /// membership checks it serves).
-pub use bulwark_consensus::membership::check_voter_count;
+pub use bulwark_consensus::membership::{check_voter_count, VoterCountError};
 
 impl Member {
     /// The `ID=PEER_ADDR=HTTP_ADDR` form of the command line and the address book file.
@@ -65,20 +106,23 @@ impl Member {
         format!("{}={}={}", self.id, self.peer_addr, self.http_addr)
     }
 
-    pub fn parse_spec(text: &str) -> Result<Member, String> {
+    pub fn parse_spec(text: &str) -> Result<Member, MemberSpecError> {
         let parts: Vec<&str> = text.trim().split('=').collect();
         let [id, peer, http] = parts.as_slice() else {
-            return Err(format!("`{text}`: expected ID=PEER_ADDR=HTTP_ADDR"));
+            return Err(MemberSpecError::Shape { text: text.into() });
         };
         Ok(Member {
-            id: id
-                .parse()
-                .map_err(|_| format!("`{id}` in `{text}` is not a node id"))?,
-            peer_addr: peer.parse().map_err(|_| {
-                format!("`{peer}` in `{text}` is not an address like 127.0.0.1:7170")
+            id: id.parse().map_err(|_| MemberSpecError::NodeId {
+                id: (*id).into(),
+                text: text.into(),
             })?,
-            http_addr: http.parse().map_err(|_| {
-                format!("`{http}` in `{text}` is not an address like 127.0.0.1:7070")
+            peer_addr: peer.parse().map_err(|_| MemberSpecError::PeerAddr {
+                addr: (*peer).into(),
+                text: text.into(),
+            })?,
+            http_addr: http.parse().map_err(|_| MemberSpecError::HttpAddr {
+                addr: (*http).into(),
+                text: text.into(),
             })?,
         })
     }
@@ -100,16 +144,19 @@ pub enum MembershipChange {
 const MEMBERS_FILE: &str = "members";
 
 /// The address book of `data_dir`; `None` if it has none yet.
-pub fn load_members(data_dir: &std::path::Path) -> Result<Option<Vec<Member>>, String> {
+pub fn load_members(data_dir: &std::path::Path) -> Result<Option<Vec<Member>>, AddressBookError> {
     let path = data_dir.join(MEMBERS_FILE);
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("read {}: {e}", path.display())),
+        Err(source) => return Err(AddressBookError::Read { path, source }),
     };
     let mut members = Vec::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        members.push(Member::parse_spec(line).map_err(|e| format!("{}: {e}", path.display()))?);
+        match Member::parse_spec(line) {
+            Ok(member) => members.push(member),
+            Err(source) => return Err(AddressBookError::BadLine { path, source }),
+        }
     }
     Ok(Some(members))
 }

@@ -42,7 +42,10 @@ use tokio::sync::oneshot;
 
 use crate::{Metrics, NodeConfig, NodeError, Query, ReadOutcome, WriteOutcome};
 
-pub use config::{check_voter_count, load_members, ClusterConfig, Member, MembershipChange};
+pub use config::{
+    check_voter_count, load_members, AddressBookError, ClusterConfig, ConfigError, Member,
+    MemberSpecError, MembershipChange, VoterCountError,
+};
 pub use event_loop::decode_peer_message;
 pub use start::start_cluster;
 

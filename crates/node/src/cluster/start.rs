@@ -2,7 +2,7 @@
 //! bootstrapped, the replica started, the loop thread spawned.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,12 +15,12 @@ use bulwark_store::StateStore;
 use bulwark_transport::{NodeId, Transport};
 use raft::eraftpb::ConfState;
 
-use super::config::{load_members, save_members, snapshot_data};
+use super::config::{load_members, save_members, snapshot_data, AddressBookError};
 use super::event_loop::wall_clock;
 use super::{
     ClusterConfig, ClusterLoop, ClusterReplica, ClusterView, Recovering, Stall, BOOTSTRAP_INDEX,
 };
-use crate::{Metrics, Node, NodeConfig, NodeError, NodeHandle};
+use crate::{Metrics, Node, NodeConfig, NodeHandle, RecoveryError, Refusal, StartError};
 
 /// Opens the Raft log and the state store, and starts the cluster event loop.
 pub fn start_cluster(
@@ -28,58 +28,65 @@ pub fn start_cluster(
     cluster: ClusterConfig,
     transport: Arc<dyn Transport>,
     metrics: Arc<Metrics>,
-) -> Result<Node, NodeError> {
+) -> Result<Node, StartError> {
     let started = Instant::now();
     let mut cluster = cluster;
-    cluster.validate().map_err(|reason| NodeError::Recovery {
+    let recovery = |source: RecoveryError| StartError::Recovery {
         dir: config.data_dir.clone(),
-        reason,
-    })?;
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::Io {
+        source: Box::new(source),
+    };
+    cluster
+        .validate()
+        .map_err(|e| recovery(Refusal::Config(e).into()))?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::Io {
         what: "create data directory",
         path: config.data_dir.clone(),
         source,
     })?;
     let flagged: Vec<u64> = cluster.members.iter().map(|m| m.id).collect();
-    merge_address_book(&config, &mut cluster)?;
-    let recovery_error = |reason: String| NodeError::Recovery {
-        dir: config.data_dir.clone(),
-        reason,
-    };
+    merge_address_book(&config, &mut cluster).map_err(|e| recovery(e.into()))?;
     // The Raft log before the state store: a directory whose creation was interrupted then
     // never holds a state store without a log (see `identity`).
     let raft_dir = config.raft_dir();
-    let (mut storage, recovered) = DiskRaftStorage::open(&raft_dir, config.segment_bytes)
-        .map_err(|e| recovery_error(format!("{}: {e}", raft_dir.display())))?;
+    let (mut storage, recovered) =
+        DiskRaftStorage::open(&raft_dir, config.segment_bytes).map_err(|source| {
+            recovery(RecoveryError::OpenLog {
+                raft_dir: raft_dir.clone(),
+                source,
+            })
+        })?;
     if let Some(torn) = &recovered.torn_tail {
         tracing::warn!(file = %torn.file.display(), offset = torn.offset, "cut a torn tail from the Raft log");
     }
-    let initial = raft::Storage::initial_state(&storage)
-        .map_err(|e| recovery_error(format!("{}: {e}", raft_dir.display())))?;
+    let initial = raft::Storage::initial_state(&storage).map_err(|source| {
+        recovery(RecoveryError::ReadLog {
+            raft_dir: raft_dir.clone(),
+            source,
+        })
+    })?;
     if !initial.conf_state.voters.is_empty() && !cluster.join {
         // Before the state store is opened (opening commits to it): a refusal changes nothing.
         check_flags_against_configuration(&cluster, &flagged, &initial.conf_state)
-            .map_err(recovery_error)?;
+            .map_err(|e| recovery(e.into()))?;
     }
     let mut store = StateStore::open(&config.state_path())?;
     crate::install::finish_interrupted(&config.data_dir, &mut storage, &store)
-        .map_err(recovery_error)?;
+        .map_err(|e| recovery(e.into()))?;
     crate::download::remove_leftovers(&config.state_path());
     if initial.conf_state.voters.is_empty() && !cluster.join {
-        bootstrap(&cluster, &mut storage, &mut store)
-            .map_err(|e| recovery_error(format!("bootstrapping {}: {e}", raft_dir.display())))?;
+        bootstrap(&cluster, &raft_dir, &mut storage, &mut store).map_err(recovery)?;
     }
-    check_state_against_log(&config, &mut storage, &store).map_err(recovery_error)?;
+    check_state_against_log(&config, &mut storage, &store).map_err(recovery)?;
     // Only once every check passed: a refused start changes nothing. This node's own entry may
     // be new (a first start) or have moved (another port).
-    save_members(&config.data_dir, &cluster.members).map_err(|source| NodeError::Io {
+    save_members(&config.data_dir, &cluster.members).map_err(|source| StartError::Io {
         what: "write the address book in",
         path: config.data_dir.clone(),
         source,
     })?;
     // Before the replica campaigns (and appends its new term's entry).
     let log_last_index = raft::Storage::last_index(&storage).unwrap_or(0);
-    let replica = start_replica(&cluster, storage, store).map_err(recovery_error)?;
+    let replica = start_replica(&cluster, storage, store).map_err(recovery)?;
     let peers: Vec<(NodeId, SocketAddr)> = cluster
         .members
         .iter()
@@ -103,16 +110,15 @@ fn check_state_against_log(
     config: &NodeConfig,
     storage: &mut DiskRaftStorage,
     store: &StateStore,
-) -> Result<(), String> {
+) -> Result<(), RecoveryError> {
     let compacted = raft::Storage::first_index(storage).unwrap_or(1) - 1;
     if compacted > BOOTSTRAP_INDEX && store.applied_index() < compacted {
-        return Err(format!(
-            "the Raft log starts after index {compacted} but the state store ({}) holds only up \
-             to {}: entries {}..={compacted} are missing (was state.redb deleted or replaced?)",
-            config.state_path().display(),
-            store.applied_index(),
-            store.applied_index() + 1
-        ));
+        return Err(Refusal::StateBehindLog {
+            state: config.state_path(),
+            applied: store.applied_index(),
+            compacted,
+        }
+        .into());
     }
     match align_log_with_state(storage, store)? {
         Alignment::Within => {}
@@ -133,34 +139,33 @@ fn start_replica(
     cluster: &ClusterConfig,
     storage: DiskRaftStorage,
     store: StateStore,
-) -> Result<ClusterReplica, String> {
+) -> Result<ClusterReplica, RecoveryError> {
     // Election and read timeouts: the defaults, from `bulwark-limits`.
     let replica_config = ReplicaConfig::new(cluster.node_id, boot_nonce());
-    let mut replica = Replica::new(replica_config, storage, store).map_err(|e| e.to_string())?;
+    let mut replica =
+        Replica::new(replica_config, storage, store).map_err(RecoveryError::Replica)?;
     let checkpoint = replica.state().checkpointed_index();
     if checkpoint > BOOTSTRAP_INDEX {
         // Offer the checkpoint we restarted from, so that a lagging follower need not wait for
         // the next one.
         replica
             .compact(checkpoint, KEEP_ENTRIES, snapshot_data(cluster))
-            .map_err(|e| format!("offering the checkpoint as a snapshot: {e}"))?;
+            .map_err(RecoveryError::OfferCheckpoint)?;
     }
     let conf = replica.raw().raft.prs().conf().to_conf_state();
     if conf.voters == [cluster.node_id] && conf.voters_outgoing.is_empty() {
-        replica
-            .campaign()
-            .map_err(|e| format!("a sole voter could not take the lead: {e}"))?;
+        replica.campaign().map_err(RecoveryError::Campaign)?;
     }
     Ok(replica)
 }
 
 /// The members in the address book (every membership change since the cluster began) win over
 /// the flags, except this node's own addresses, which are where it listens now.
-fn merge_address_book(config: &NodeConfig, cluster: &mut ClusterConfig) -> Result<(), NodeError> {
-    let known = load_members(&config.data_dir).map_err(|reason| NodeError::Recovery {
-        dir: config.data_dir.clone(),
-        reason,
-    })?;
+fn merge_address_book(
+    config: &NodeConfig,
+    cluster: &mut ClusterConfig,
+) -> Result<(), AddressBookError> {
+    let known = load_members(&config.data_dir)?;
     for m in known.into_iter().flatten() {
         match cluster.members.iter_mut().find(|x| x.id == m.id) {
             Some(_) if m.id == cluster.node_id => {}
@@ -177,9 +182,10 @@ fn merge_address_book(config: &NodeConfig, cluster: &mut ClusterConfig) -> Resul
 /// from 1 would never tell it the initial voters).
 fn bootstrap(
     cluster: &ClusterConfig,
+    raft_dir: &Path,
     storage: &mut DiskRaftStorage,
     store: &mut StateStore,
-) -> Result<(), String> {
+) -> Result<(), RecoveryError> {
     let voters: Vec<u64> = cluster.members.iter().map(|m| m.id).collect();
     let mut meta = raft::eraftpb::SnapshotMetadata {
         index: BOOTSTRAP_INDEX,
@@ -187,12 +193,20 @@ fn bootstrap(
         ..Default::default()
     };
     meta.set_conf_state(ConfState::from((voters, vec![])));
-    storage.install_snapshot(&meta).map_err(|e| e.to_string())?;
+    storage
+        .install_snapshot(&meta)
+        .map_err(|source| RecoveryError::BootstrapLog {
+            raft_dir: raft_dir.to_path_buf(),
+            source,
+        })?;
     let encoded =
         protobuf::Message::write_to_bytes(meta.get_conf_state()).expect("a ConfState encodes");
     store
         .bootstrap_membership(encoded)
-        .map_err(|e| e.to_string())?;
+        .map_err(|source| RecoveryError::BootstrapState {
+            raft_dir: raft_dir.to_path_buf(),
+            source,
+        })?;
     tracing::info!(
         members = cluster.members.len(),
         "bootstrapped a new cluster"
@@ -207,7 +221,7 @@ fn check_flags_against_configuration(
     cluster: &ClusterConfig,
     flagged: &[u64],
     conf: &ConfState,
-) -> Result<(), String> {
+) -> Result<(), Refusal> {
     let alone = conf.voters == [cluster.node_id]
         && conf.learners.is_empty()
         && conf.voters_outgoing.is_empty();
@@ -217,12 +231,10 @@ fn check_flags_against_configuration(
         .filter(|id| *id != cluster.node_id)
         .collect();
     if alone && !others.is_empty() {
-        return Err(format!(
-            "this directory holds a cluster whose only voter is node {} but the --member flags \
-             name nodes {others:?}: flags only shape a new cluster. Start it without --member, \
-             then grow it with `bulwark cluster add` and `bulwark cluster promote`",
-            cluster.node_id
-        ));
+        return Err(Refusal::FlagsNameOthers {
+            node_id: cluster.node_id,
+            others,
+        });
     }
     Ok(())
 }
@@ -235,7 +247,7 @@ fn spawn_loop(
     transport: Arc<dyn Transport>,
     metrics: Arc<Metrics>,
     recovering: Recovering,
-) -> Result<Node, NodeError> {
+) -> Result<Node, StartError> {
     let snapshots = Arc::new(std::sync::Mutex::new(Some(
         replica.state().snapshot_source(),
     )));
@@ -284,7 +296,7 @@ fn spawn_loop(
     let thread = std::thread::Builder::new()
         .name("cluster-loop".into())
         .spawn(move || event_loop.run(inbox))
-        .map_err(|source| NodeError::Io {
+        .map_err(|source| StartError::Io {
             what: "spawn event loop",
             path: PathBuf::new(),
             source,
