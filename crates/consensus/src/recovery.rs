@@ -5,6 +5,7 @@ use bulwark_ledger::StateMachine;
 use raft::eraftpb::{ConfState, SnapshotMetadata};
 
 use crate::storage::RaftStorage;
+use crate::types::{LogIndex, Term};
 
 /// What [`align_log_with_state`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -12,7 +13,7 @@ pub enum Alignment {
     /// The state is within the log: nothing to do.
     Within,
     /// The state was ahead of the log; the log now starts right after it.
-    LogMovedTo { index: u64, term: u64 },
+    LogMovedTo { index: LogIndex, term: Term },
 }
 
 /// A state store ahead of its Raft log happens when a follower installed a checkpoint newer than
@@ -60,5 +61,8 @@ pub fn align_log_with_state<S: RaftStorage, M: StateMachine>(
     storage
         .install_snapshot(&meta)
         .map_err(|e| format!("moving the Raft log to the state at {index}: {e}"))?;
-    Ok(Alignment::LogMovedTo { index, term })
+    Ok(Alignment::LogMovedTo {
+        index: LogIndex(index),
+        term: Term(term),
+    })
 }

@@ -10,6 +10,7 @@ use std::time::Instant;
 use bulwark_consensus::recovery::{align_log_with_state, Alignment};
 use bulwark_consensus::replica::{Replica, ReplicaConfig};
 use bulwark_consensus::storage::{DiskRaftStorage, RaftStorage};
+use bulwark_consensus::LogIndex;
 use bulwark_limits::KEEP_ENTRIES;
 use bulwark_store::StateStore;
 use bulwark_transport::{NodeId, Transport};
@@ -88,8 +89,8 @@ pub fn start_cluster(
         .collect();
     transport.set_peers(&peers);
     let recovering = Recovering {
-        checkpoint: replica.state().checkpointed_index(),
-        log_last_index,
+        checkpoint: LogIndex(replica.state().checkpointed_index()),
+        log_last_index: LogIndex(log_last_index),
         started,
     };
     spawn_loop(config, cluster, replica, transport, metrics, recovering)
@@ -117,8 +118,8 @@ fn check_state_against_log(
     match align_log_with_state(storage, store)? {
         Alignment::Within => {}
         Alignment::LogMovedTo { index, term } => tracing::warn!(
-            index,
-            term,
+            index = index.0,
+            term = term.0,
             "the state store was ahead of the Raft log (a crash right after installing a newer \
              checkpoint): the log now starts after it"
         ),
@@ -135,14 +136,14 @@ fn start_replica(
     store: StateStore,
 ) -> Result<ClusterReplica, String> {
     // Election and read timeouts: the defaults, from `bulwark-limits`.
-    let replica_config = ReplicaConfig::new(cluster.node_id, boot_nonce());
+    let replica_config = ReplicaConfig::new(NodeId(cluster.node_id), boot_nonce());
     let mut replica = Replica::new(replica_config, storage, store).map_err(|e| e.to_string())?;
     let checkpoint = replica.state().checkpointed_index();
     if checkpoint > BOOTSTRAP_INDEX {
         // Offer the checkpoint we restarted from, so that a lagging follower need not wait for
         // the next one.
         replica
-            .compact(checkpoint, KEEP_ENTRIES, snapshot_data(cluster))
+            .compact(LogIndex(checkpoint), KEEP_ENTRIES, snapshot_data(cluster))
             .map_err(|e| format!("offering the checkpoint as a snapshot: {e}"))?;
     }
     let conf = replica.raw().raft.prs().conf().to_conf_state();
@@ -243,7 +244,7 @@ fn spawn_loop(
         http_addrs: cluster
             .members
             .iter()
-            .map(|m| (m.id, m.http_addr))
+            .map(|m| (NodeId(m.id), m.http_addr))
             .collect(),
         removed: false,
         ready: false,
