@@ -27,7 +27,7 @@ use bulwark_limits::{
 };
 use bulwark_node::cluster::{Member, MembershipChange};
 use bulwark_node::metrics::{RequestLabels, RouteLabels};
-use bulwark_node::{Answer, Metrics, NodeError, NodeHandle, Query as NodeQuery};
+use bulwark_node::{Answer, LogIndex, Metrics, NodeError, NodeHandle, NodeId, Query as NodeQuery};
 use serde::Deserialize;
 use serde_json::json;
 use std::net::SocketAddr;
@@ -37,7 +37,7 @@ pub use error::ApiError;
 #[derive(Clone)]
 struct AppState {
     node: NodeHandle,
-    node_id: u64,
+    node_id: NodeId,
     client: reqwest::Client,
 }
 
@@ -64,7 +64,7 @@ pub fn cluster_router(node: NodeHandle, node_id: u64) -> Router {
     // Shared, not cloned per request: a handle holds a path and several counted references.
     let state = Arc::new(AppState {
         node,
-        node_id,
+        node_id: NodeId(node_id),
         client,
     });
     Router::new()
@@ -247,7 +247,7 @@ fn no_leader() -> ApiError {
 }
 
 /// A forwarded write whose answer was lost: the leader may or may not have applied it.
-fn forwarded_outcome_unknown(leader: u64, e: &reqwest::Error) -> ApiError {
+fn forwarded_outcome_unknown(leader: NodeId, e: &reqwest::Error) -> ApiError {
     ApiError {
         status: StatusCode::SERVICE_UNAVAILABLE,
         code: "outcome_unknown",
@@ -261,7 +261,7 @@ fn forwarded_outcome_unknown(leader: u64, e: &reqwest::Error) -> ApiError {
 /// Sends a write this follower cannot take to the leader, and relays the leader's answer.
 async fn forward(
     state: &AppState,
-    leader: u64,
+    leader: NodeId,
     path: &str,
     raw: Bytes,
 ) -> Result<Response, ApiError> {
@@ -385,7 +385,7 @@ async fn write(
     let mut response = Json(answer).into_response();
     response
         .headers_mut()
-        .insert("bulwark-commit-index", outcome.commit_index.into());
+        .insert("bulwark-commit-index", outcome.commit_index.0.into());
     Ok(response)
 }
 
@@ -453,11 +453,11 @@ fn path_id(raw: &str, what: &str) -> Result<u64, ApiError> {
     }
 }
 
-fn read_response(body: impl serde::Serialize, applied_index: u64) -> Response {
+fn read_response(body: impl serde::Serialize, applied_index: LogIndex) -> Response {
     let mut response = Json(body).into_response();
     response
         .headers_mut()
-        .insert("bulwark-applied-index", applied_index.into());
+        .insert("bulwark-applied-index", applied_index.0.into());
     response
 }
 
@@ -557,49 +557,49 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Response, ApiError
         unreachable!("the node answers a status query with its status")
     };
     let log = json!({
-        "first_index": s.log_first_index,
-        "last_index": s.log_last_index,
+        "first_index": s.log_first_index.0,
+        "last_index": s.log_last_index.0,
         "bytes": s.log_bytes,
         "segments": s.log_segments,
     });
     let body = match &s.cluster {
         None => json!({
-            "node_id": state.node_id,
+            "node_id": state.node_id.0,
             "role": "leader",
             "term": 0,
-            "leader_id": state.node_id,
-            "commit_index": s.applied_index,
-            "applied_index": s.applied_index,
-            "checkpoint_index": s.checkpointed_index,
+            "leader_id": state.node_id.0,
+            "commit_index": s.applied_index.0,
+            "applied_index": s.applied_index.0,
+            "checkpoint_index": s.checkpointed_index.0,
             "last_timestamp": s.last_timestamp.0,
             "accounts": s.accounts,
             "log": log,
             "disk_full": state.node.is_disk_full(),
             "members": [{
-                "id": state.node_id,
+                "id": state.node_id.0,
                 "role": "leader",
-                "match_index": s.applied_index,
+                "match_index": s.applied_index.0,
                 "lag": 0,
                 "in_sync": true,
             }],
         }),
         Some(c) => json!({
-            "node_id": c.node_id,
+            "node_id": c.node_id.0,
             "role": c.role,
-            "term": c.term,
-            "leader_id": c.leader,
-            "commit_index": c.commit_index,
-            "applied_index": s.applied_index,
-            "checkpoint_index": s.checkpointed_index,
+            "term": c.term.0,
+            "leader_id": c.leader.map(|l| l.0),
+            "commit_index": c.commit_index.0,
+            "applied_index": s.applied_index.0,
+            "checkpoint_index": s.checkpointed_index.0,
             "last_timestamp": s.last_timestamp.0,
             "accounts": s.accounts,
             "log": log,
             "disk_full": state.node.is_disk_full(),
             "members": c.members.iter().map(|m| json!({
-                "id": m.id,
+                "id": m.id.0,
                 "http_addr": m.http_addr.to_string(),
                 "role": if Some(m.id) == c.leader { "leader" } else if m.learner { "learner" } else { "follower" },
-                "match_index": m.match_index,
+                "match_index": m.match_index.map(|i| i.0),
                 "lag": m.lag,
                 "lag_ms": m.lag_ms,
                 "in_sync": m.recent_active.map(|active| active && m.lag_ms.is_some_and(|ms| u128::from(ms) <= IN_SYNC_WITHIN.as_millis())),
@@ -677,10 +677,10 @@ async fn membership(
 ) -> Result<Response, ApiError> {
     match state.node.change_membership(change).await {
         Ok(index) => {
-            let mut response = Json(json!({"result": "ok", "index": index})).into_response();
+            let mut response = Json(json!({"result": "ok", "index": index.0})).into_response();
             response
                 .headers_mut()
-                .insert("bulwark-commit-index", index.into());
+                .insert("bulwark-commit-index", index.0.into());
             Ok(response)
         }
         Err(NodeError::NotLeader {

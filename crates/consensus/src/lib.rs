@@ -20,3 +20,6 @@ pub mod replica;
 pub mod replication;
 pub mod sim;
 pub mod storage;
+pub mod types;
+
+pub use types::{LogIndex, NodeId, Term};

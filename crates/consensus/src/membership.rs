@@ -7,16 +7,18 @@ use std::collections::BTreeSet;
 
 use raft::eraftpb::{ConfChangeType, ConfChangeV2, ConfState};
 
+use crate::types::NodeId;
+
 /// A change of membership an operator asks for, by node id (the node carries a new member's
 /// addresses beside it, as the change's details).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MembershipRequest {
     /// Add a node as a learner: it receives the log but does not vote.
-    AddLearner(u64),
+    AddLearner(NodeId),
     /// Make learners voters (several at once go through joint consensus).
-    Promote(Vec<u64>),
+    Promote(Vec<NodeId>),
     /// Remove members (voters or learners).
-    Remove(Vec<u64>),
+    Remove(Vec<NodeId>),
 }
 
 /// A number of voters a configuration must not have.
@@ -57,33 +59,37 @@ pub fn plan_change(conf: &ConfState, request: &MembershipRequest) -> Result<Conf
                 .into(),
         );
     }
-    let is_voter = |id: &u64| conf.voters.contains(id);
-    let is_learner = |id: &u64| conf.learners.contains(id);
+    let is_voter = |id: &NodeId| conf.voters.contains(&id.0);
+    let is_learner = |id: &NodeId| conf.learners.contains(&id.0);
     check_ids(request)?;
     let steps = match request {
         MembershipRequest::AddLearner(id) if is_voter(id) || is_learner(id) => {
             return Err(format!("node {id} is already a member"))
         }
-        MembershipRequest::AddLearner(0) => return Err("node id 0 is reserved".into()),
+        MembershipRequest::AddLearner(NodeId(0)) => return Err("node id 0 is reserved".into()),
         MembershipRequest::AddLearner(id) => vec![(ConfChangeType::AddLearnerNode, *id)],
         MembershipRequest::Promote(ids) => {
             if let Some(id) = ids.iter().find(|id| !is_learner(id)) {
                 return Err(format!("node {id} is not a learner; add it as one first"));
             }
             if let Err(e) = check_voter_count(conf.voters.len() + ids.len()) {
-                return Err(format!("promoting {ids:?} would leave {e}"));
+                return Err(format!("promoting {} would leave {e}", plain(ids)));
             }
             ids.iter()
                 .map(|id| (ConfChangeType::AddNode, *id))
                 .collect()
         }
         MembershipRequest::Remove(ids) => {
-            let voters_left = conf.voters.iter().filter(|v| !ids.contains(v)).count();
+            let voters_left = conf
+                .voters
+                .iter()
+                .filter(|v| !ids.contains(&NodeId(**v)))
+                .count();
             if let Some(id) = ids.iter().find(|id| !is_voter(id) && !is_learner(id)) {
                 return Err(format!("node {id} is not a member"));
             }
             if let Err(e) = check_voter_count(voters_left) {
-                return Err(format!("removing {ids:?} would leave {e}"));
+                return Err(format!("removing {} would leave {e}", plain(ids)));
             }
             ids.iter()
                 .map(|id| (ConfChangeType::RemoveNode, *id))
@@ -116,14 +122,20 @@ fn check_ids(request: &MembershipRequest) -> Result<(), String> {
 
 /// Every node `conf` names (voters and learners, incoming and outgoing): the members an address
 /// book keeps once `conf` is applied. A node that is not among them was removed.
-pub fn members_of(conf: &ConfState) -> BTreeSet<u64> {
+pub fn members_of(conf: &ConfState) -> BTreeSet<NodeId> {
     conf.voters
         .iter()
         .chain(&conf.learners)
         .chain(&conf.voters_outgoing)
         .chain(&conf.learners_next)
-        .copied()
+        .map(|&id| NodeId(id))
         .collect()
+}
+
+/// `ids` as the refusals have always printed them (`[4, 5]`, the operator's own numbers), not
+/// as the type's `Debug` would (`[NodeId(4), NodeId(5)]`): the API answers with these words.
+fn plain(ids: &[NodeId]) -> String {
+    format!("{:?}", ids.iter().map(|id| id.0).collect::<Vec<_>>())
 }
 
 #[cfg(test)]
@@ -134,6 +146,10 @@ mod tests {
         ConfState::from((voters.to_vec(), learners.to_vec()))
     }
 
+    fn ids(ids: &[u64]) -> Vec<NodeId> {
+        ids.iter().map(|&id| NodeId(id)).collect()
+    }
+
     fn refused(conf: &ConfState, request: MembershipRequest) -> String {
         plan_change(conf, &request).expect_err("refused")
     }
@@ -142,20 +158,31 @@ mod tests {
     fn refusals_keep_their_words() {
         let three = conf(&[1, 2, 3], &[4]);
         use MembershipRequest::*;
-        assert_eq!(refused(&three, AddLearner(2)), "node 2 is already a member");
-        assert_eq!(refused(&three, AddLearner(4)), "node 4 is already a member");
-        assert_eq!(refused(&three, AddLearner(0)), "node id 0 is reserved");
         assert_eq!(
-            refused(&three, Promote(vec![5])),
+            refused(&three, AddLearner(NodeId(2))),
+            "node 2 is already a member"
+        );
+        assert_eq!(
+            refused(&three, AddLearner(NodeId(4))),
+            "node 4 is already a member"
+        );
+        assert_eq!(
+            refused(&three, AddLearner(NodeId(0))),
+            "node id 0 is reserved"
+        );
+        assert_eq!(
+            refused(&three, Promote(ids(&[5]))),
             "node 5 is not a learner; add it as one first"
         );
-        assert!(refused(&three, Promote(vec![4])).starts_with("promoting [4] would leave 4 voters"));
-        assert_eq!(refused(&three, Remove(vec![9])), "node 9 is not a member");
-        assert!(refused(&three, Remove(vec![1])).starts_with("removing [1] would leave 2 voters"));
+        assert!(
+            refused(&three, Promote(ids(&[4]))).starts_with("promoting [4] would leave 4 voters")
+        );
+        assert_eq!(refused(&three, Remove(ids(&[9]))), "node 9 is not a member");
+        assert!(refused(&three, Remove(ids(&[1]))).starts_with("removing [1] would leave 2 voters"));
         let one = conf(&[1], &[]);
-        assert!(refused(&one, Remove(vec![1])).starts_with("removing [1] would leave 0 voters"));
+        assert!(refused(&one, Remove(ids(&[1]))).starts_with("removing [1] would leave 0 voters"));
         let seven = conf(&[1, 2, 3, 4, 5, 6, 7], &[8, 9]);
-        assert!(refused(&seven, Promote(vec![8, 9])).contains("at most 7 are allowed"));
+        assert!(refused(&seven, Promote(ids(&[8, 9]))).contains("at most 7 are allowed"));
     }
 
     #[test]
@@ -163,22 +190,22 @@ mod tests {
         let three = conf(&[1, 2, 3], &[4, 5]);
         use MembershipRequest::*;
         assert_eq!(
-            refused(&three, Promote(vec![4, 4])),
+            refused(&three, Promote(ids(&[4, 4]))),
             "node 4 is named more than once"
         );
         assert_eq!(
-            refused(&three, Remove(vec![5, 1, 5])),
+            refused(&three, Remove(ids(&[5, 1, 5]))),
             "node 5 is named more than once"
         );
-        assert_eq!(refused(&three, Promote(vec![])), "no node ids given");
-        assert_eq!(refused(&three, Remove(vec![])), "no node ids given");
+        assert_eq!(refused(&three, Promote(ids(&[]))), "no node ids given");
+        assert_eq!(refused(&three, Remove(ids(&[]))), "no node ids given");
     }
 
     #[test]
     fn a_joint_configuration_refuses_every_change() {
         let mut joint = conf(&[1, 2, 3, 4, 5], &[]);
         joint.voters_outgoing = vec![1, 2, 3];
-        let refusal = refused(&joint, MembershipRequest::AddLearner(6));
+        let refusal = refused(&joint, MembershipRequest::AddLearner(NodeId(6)));
         assert!(refusal.contains("still being completed"), "{refusal}");
     }
 
@@ -194,15 +221,15 @@ mod tests {
         };
         use ConfChangeType::*;
         assert_eq!(
-            steps(MembershipRequest::AddLearner(6)),
+            steps(MembershipRequest::AddLearner(NodeId(6))),
             [(AddLearnerNode, 6)]
         );
         assert_eq!(
-            steps(MembershipRequest::Promote(vec![4, 5])),
+            steps(MembershipRequest::Promote(ids(&[4, 5]))),
             [(AddNode, 4), (AddNode, 5)]
         );
         assert_eq!(
-            steps(MembershipRequest::Remove(vec![1, 2, 4])),
+            steps(MembershipRequest::Remove(ids(&[1, 2, 4]))),
             [(RemoveNode, 1), (RemoveNode, 2), (RemoveNode, 4)]
         );
     }
@@ -212,7 +239,10 @@ mod tests {
         let mut joint = conf(&[1, 4, 5], &[2]);
         joint.voters_outgoing = vec![1, 2, 3];
         joint.learners_next = vec![2];
-        assert_eq!(members_of(&joint), BTreeSet::from([1, 2, 3, 4, 5]));
-        assert!(!members_of(&conf(&[1, 2, 3], &[])).contains(&4));
+        assert_eq!(
+            members_of(&joint),
+            BTreeSet::from([1, 2, 3, 4, 5].map(NodeId))
+        );
+        assert!(!members_of(&conf(&[1, 2, 3], &[])).contains(&NodeId(4)));
     }
 }

@@ -5,6 +5,7 @@ use bulwark_ledger::StateMachine;
 use raft::eraftpb::{ConfState, SnapshotMetadata};
 
 use crate::storage::{RaftStorage, StorageError};
+use crate::types::{LogIndex, Term};
 
 /// What [`align_log_with_state`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -12,7 +13,7 @@ pub enum Alignment {
     /// The state is within the log: nothing to do.
     Within,
     /// The state was ahead of the log; the log now starts right after it.
-    LogMovedTo { index: u64, term: u64 },
+    LogMovedTo { index: LogIndex, term: Term },
 }
 
 /// A state store ahead of its Raft log whose last entry's term is unknown: it cannot be placed in
@@ -89,5 +90,8 @@ pub fn align_log_with_state<S: RaftStorage, M: StateMachine>(
     storage
         .install_snapshot(&meta)
         .map_err(|source| AlignError::MoveLog { index, source })?;
-    Ok(Alignment::LogMovedTo { index, term })
+    Ok(Alignment::LogMovedTo {
+        index: LogIndex(index),
+        term: Term(term),
+    })
 }

@@ -9,11 +9,13 @@ use std::time::Duration;
 
 use bulwark_limits::IN_SYNC_WITHIN;
 
+use crate::types::{LogIndex, NodeId};
+
 /// One follower as the leader sees it now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FollowerReplication {
-    pub id: u64,
-    pub matched: u64,
+    pub id: NodeId,
+    pub matched: LogIndex,
     /// Entries behind the leader's last index.
     pub lag_entries: u64,
     /// Milliseconds since its match index last reached the leader's last index (0 while it is
@@ -31,15 +33,16 @@ pub struct Replication {
 }
 
 impl Replication {
-    /// The least match index among the in-sync followers (`u64::MAX` if there are none): what
-    /// every in-sync member holds, for `?ack=all`.
-    pub fn in_sync_floor(&self) -> u64 {
+    /// The least match index among the in-sync followers (`LogIndex(u64::MAX)` if there are
+    /// none, so that every index is at or below it): what every in-sync member holds, for
+    /// `?ack=all`.
+    pub fn in_sync_floor(&self) -> LogIndex {
         self.followers
             .iter()
             .filter(|f| f.in_sync)
             .map(|f| f.matched)
             .min()
-            .unwrap_or(u64::MAX)
+            .unwrap_or(LogIndex(u64::MAX))
     }
 }
 
@@ -47,7 +50,7 @@ impl Replication {
 /// the shell's monotonic clock (any fixed origin, never going back).
 #[derive(Clone, Debug, Default)]
 pub struct ReplicationTracker {
-    caught_up_at: HashMap<u64, Duration>,
+    caught_up_at: HashMap<NodeId, Duration>,
 }
 
 impl ReplicationTracker {
@@ -67,6 +70,7 @@ impl ReplicationTracker {
             if id == raft.id {
                 continue;
             }
+            let id = NodeId(id);
             let caught_up = progress.matched >= last;
             if caught_up {
                 self.caught_up_at.insert(id, now);
@@ -74,7 +78,7 @@ impl ReplicationTracker {
             let lag_ms = self.lag_ms(id, caught_up, now).unwrap_or(u64::MAX);
             replication.followers.push(FollowerReplication {
                 id,
-                matched: progress.matched,
+                matched: LogIndex(progress.matched),
                 lag_entries: last.saturating_sub(progress.matched),
                 lag_ms,
                 recent_active: progress.recent_active,
@@ -86,7 +90,7 @@ impl ReplicationTracker {
 
     /// Follower `id`'s lag in time at `now`: 0 if it is `caught_up`, else the time since it last
     /// was (`None` if it never was while this tracker watched).
-    pub fn lag_ms(&self, id: u64, caught_up: bool, now: Duration) -> Option<u64> {
+    pub fn lag_ms(&self, id: NodeId, caught_up: bool, now: Duration) -> Option<u64> {
         if caught_up {
             return Some(0);
         }

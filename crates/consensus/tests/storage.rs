@@ -11,6 +11,7 @@ use bulwark_consensus::storage::{
     DiskRaftStorage, MemRaftStorage, RaftStorage, StorageError, HARD_STATE_FILE,
     HARD_STATE_SLOT_BYTES,
 };
+use bulwark_consensus::LogIndex;
 use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, Storage};
@@ -173,7 +174,7 @@ fn queries_mirror_mem_storage<H: Harness>() {
     s.append(&[ent(1, 1), ent(2, 1), ent(3, 2), ent(4, 3), ent(5, 3)])
         .unwrap();
     s.sync().unwrap();
-    s.compact(2).unwrap();
+    s.compact(LogIndex(2)).unwrap();
     assert_eq!(s.first_index(), Ok(3));
     assert_eq!(s.last_index(), Ok(5));
     // term: the compaction point stays answerable, below it is compacted, past the end unavailable.
@@ -290,7 +291,7 @@ fn bad_appends_change_nothing<H: Harness>() {
     let s = h.s();
     s.append(&ents(1..=5, 1)).unwrap();
     s.sync().unwrap();
-    s.compact(3).unwrap();
+    s.compact(LogIndex(3)).unwrap();
     assert!(matches!(
         s.append(&[ent(7, 1)]),
         Err(StorageError::Gap {
@@ -321,7 +322,7 @@ fn compaction<H: Harness>() {
     h.s().append(&ents(1..=4, 1)).unwrap();
     h.s().append(&ents(5..=10, 2)).unwrap();
     h.s().sync().unwrap();
-    h.s().compact(6).unwrap();
+    h.s().compact(LogIndex(6)).unwrap();
     let check = |s: &mut H::S| {
         assert_eq!(log(s), (7, 10, pairs(7..=10, 2)));
         assert_eq!(s.term(6), Ok(2));
@@ -335,12 +336,12 @@ fn compaction<H: Harness>() {
     h.crash();
     check(h.s());
     // At or below the compaction point: nothing to do.
-    h.s().compact(6).unwrap();
-    h.s().compact(2).unwrap();
+    h.s().compact(LogIndex(6)).unwrap();
+    h.s().compact(LogIndex(2)).unwrap();
     check(h.s());
     // Past the end: refused.
     assert!(matches!(
-        h.s().compact(11),
+        h.s().compact(LogIndex(11)),
         Err(StorageError::CompactBeyondLog {
             through: 11,
             last_index: 10
@@ -349,7 +350,7 @@ fn compaction<H: Harness>() {
     check(h.s());
     // Compacting unsynced entries syncs them first; compacting everything leaves an empty log.
     h.s().append(&ents(11..=12, 3)).unwrap();
-    h.s().compact(12).unwrap();
+    h.s().compact(LogIndex(12)).unwrap();
     h.crash();
     assert_eq!(log(h.s()), (13, 12, vec![]));
     assert_eq!(h.s().term(12), Ok(3));
@@ -694,7 +695,7 @@ fn a_log_that_begins_after_the_compaction_point_is_refused_naming_the_dir() {
     let mut s = open(&dir);
     s.append(&ents(1..=4, 1)).unwrap();
     s.sync().unwrap();
-    s.compact(4).unwrap();
+    s.compact(LogIndex(4)).unwrap();
     drop(s);
     {
         let (mut wal, _) = bulwark_wal::Wal::open(&dir, Default::default()).unwrap();
@@ -760,7 +761,7 @@ fn committed_log(compact_through: u64) -> (tempfile::TempDir, PathBuf) {
         s.sync().unwrap();
     }
     if compact_through > 0 {
-        s.compact(compact_through).unwrap();
+        s.compact(LogIndex(compact_through)).unwrap();
     }
     drop(s);
     assert!(segments(&dir).len() >= 3, "the test needs several segments");
@@ -842,7 +843,7 @@ fn a_log_that_lost_its_tail_after_a_compaction_crash_is_refused_untouched() {
         fs::copy(dir.join(&name), other.join(&name)).unwrap();
     }
     let mut o = open(&other);
-    o.compact(30).unwrap();
+    o.compact(LogIndex(30)).unwrap();
     drop(o);
     fs::copy(other.join(HARD_STATE_FILE), dir.join(HARD_STATE_FILE)).unwrap();
     let segs = segments(&dir);
@@ -927,7 +928,7 @@ fn compaction_keeps_working_with_many_segments() {
     s.sync().unwrap();
     let want = |from: u64| (from..=200).map(|i| (i, 1 + i / 50)).collect::<Vec<_>>();
     for through in [13, 14, 77, 150] {
-        s.compact(through).unwrap();
+        s.compact(LogIndex(through)).unwrap();
         drop(s);
         s = open(&dir);
         assert_eq!(log(&s), (through + 1, 200, want(through + 1)));
@@ -1140,8 +1141,8 @@ mod model {
                         m.compacted = (through, term);
                     }
                     model.durable = model.cur.clone();
-                    mem.s().compact(through).unwrap();
-                    disk.s().compact(through).unwrap();
+                    mem.s().compact(LogIndex(through)).unwrap();
+                    disk.s().compact(LogIndex(through)).unwrap();
                 }
                 Op::Install { ahead, term } => {
                     let index = m.first() + ahead;

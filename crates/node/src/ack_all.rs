@@ -2,11 +2,13 @@
 //! in-sync member to hold them (Kafka's acks=all). Sans-IO: the loop tells it what the leader
 //! knows; it says which waiters are settled and how.
 
+use bulwark_consensus::LogIndex;
+
 use crate::NodeError;
 
 /// Waiters by the log index they wait for, each with a reply token `R`.
 pub(crate) struct AckAllWaiters<R> {
-    waiting: Vec<(u64, R)>,
+    waiting: Vec<(LogIndex, R)>,
 }
 
 impl<R> Default for AckAllWaiters<R> {
@@ -18,7 +20,7 @@ impl<R> Default for AckAllWaiters<R> {
 }
 
 impl<R> AckAllWaiters<R> {
-    pub(crate) fn push(&mut self, index: u64, reply: R) {
+    pub(crate) fn push(&mut self, index: LogIndex, reply: R) {
         self.waiting.push((index, reply));
     }
 
@@ -34,7 +36,7 @@ impl<R> AckAllWaiters<R> {
     pub(crate) fn settle(
         &mut self,
         leading: bool,
-        in_sync_floor: u64,
+        in_sync_floor: LogIndex,
     ) -> Vec<(R, Result<(), NodeError>)> {
         let mut settled = Vec::new();
         let mut still = Vec::new();
@@ -59,19 +61,19 @@ mod tests {
     #[test]
     fn waiters_settle_when_the_in_sync_floor_reaches_them() {
         let mut w = AckAllWaiters::default();
-        w.push(5, "a");
-        w.push(9, "b");
-        let settled = w.settle(true, 7);
+        w.push(LogIndex(5), "a");
+        w.push(LogIndex(9), "b");
+        let settled = w.settle(true, LogIndex(7));
         assert_eq!(settled.len(), 1);
         assert_eq!(settled[0].0, "a");
         assert!(settled[0].1.is_ok());
         assert_eq!(w.len(), 1);
         assert!(
-            w.settle(true, 8).is_empty(),
+            w.settle(true, LogIndex(8)).is_empty(),
             "index 9 is not held by all yet"
         );
         // Held by every in-sync member exactly at its index: settled.
-        let settled = w.settle(true, 9);
+        let settled = w.settle(true, LogIndex(9));
         assert_eq!(settled.len(), 1);
         assert_eq!(settled[0].0, "b");
         assert!(settled[0].1.is_ok());
@@ -81,11 +83,11 @@ mod tests {
     #[test]
     fn a_step_down_leaves_committed_writes_unconfirmed_not_refused() {
         let mut w = AckAllWaiters::default();
-        w.push(5, "a");
-        let settled = w.settle(false, 0);
+        w.push(LogIndex(5), "a");
+        let settled = w.settle(false, LogIndex(0));
         assert_eq!(settled.len(), 1);
         match &settled[0].1 {
-            Err(NodeError::AckAllUnconfirmed { index: 5 }) => {}
+            Err(NodeError::AckAllUnconfirmed { index: LogIndex(5) }) => {}
             other => panic!("a committed write must not be refused: {other:?}"),
         }
         assert_eq!(w.len(), 0);

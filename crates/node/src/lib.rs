@@ -43,6 +43,8 @@ use bulwark_limits::{
     INBOX_PEER_MESSAGES, MAX_ACK_ALL_WAITERS, MAX_INFLIGHT_READS, MAX_INFLIGHT_WRITES, NODE_INBOX,
     PERMIT_WAIT,
 };
+// Re-exported: the API names the indexes and ids of the answers without depending on consensus.
+pub use bulwark_consensus::{LogIndex, NodeId, Term};
 use bulwark_store::{StateStore, StoreError};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
@@ -98,8 +100,9 @@ pub enum NodeError {
     #[error("the node has stopped")]
     Stopped,
     /// Only the leader takes writes; `leader` is the one this node last heard of.
-    #[error("this node is not the leader (leader: {leader:?})")]
-    NotLeader { leader: Option<u64> },
+    // The leader as a plain number (`Some(2)`), as before the id had its own type.
+    #[error("this node is not the leader (leader: {:?})", .leader.map(|l| l.0))]
+    NotLeader { leader: Option<NodeId> },
     /// The write was replaced in the log by a leader change before it committed: it was not
     /// applied and never will be; the client may retry.
     #[error("the write was dropped by a leader change before it committed; retry it")]
@@ -114,7 +117,7 @@ pub enum NodeError {
         "the write committed at index {index} on a majority and was applied, but this node \
          stopped leading before every in-sync replica confirmed it"
     )]
-    AckAllUnconfirmed { index: u64 },
+    AckAllUnconfirmed { index: LogIndex },
     /// A membership change that would leave the cluster in a configuration it refuses.
     #[error("membership change refused: {0}")]
     Membership(String),
@@ -139,7 +142,7 @@ pub enum NodeError {
 #[derive(Clone, Debug)]
 pub struct WriteOutcome {
     pub results: BatchResults,
-    pub commit_index: u64,
+    pub commit_index: LogIndex,
     pub timestamp: Timestamp,
 }
 
@@ -168,17 +171,17 @@ pub enum Answer {
 #[derive(Clone, Debug)]
 pub struct ReadOutcome {
     pub answer: Answer,
-    pub applied_index: u64,
+    pub applied_index: LogIndex,
 }
 
 #[derive(Clone, Debug)]
 pub struct NodeStatus {
-    pub applied_index: u64,
-    pub checkpointed_index: u64,
+    pub applied_index: LogIndex,
+    pub checkpointed_index: LogIndex,
     pub last_timestamp: Timestamp,
     pub accounts: usize,
-    pub log_first_index: u64,
-    pub log_last_index: u64,
+    pub log_first_index: LogIndex,
+    pub log_last_index: LogIndex,
     pub log_bytes: u64,
     pub log_segments: usize,
     /// Raft's view, in cluster mode.
@@ -187,23 +190,24 @@ pub struct NodeStatus {
 
 #[derive(Clone, Debug)]
 pub struct ClusterStatus {
-    pub node_id: u64,
+    pub node_id: NodeId,
     pub role: &'static str,
-    pub term: u64,
-    pub leader: Option<u64>,
-    pub commit_index: u64,
+    pub term: Term,
+    pub leader: Option<NodeId>,
+    pub commit_index: LogIndex,
     pub members: Vec<MemberStatus>,
 }
 
 /// A member as this node sees it; replication figures only when this node leads.
 #[derive(Clone, Debug)]
 pub struct MemberStatus {
-    pub id: u64,
+    pub id: NodeId,
     pub learner: bool,
     /// How long since this member last had every entry (leader only).
     pub lag_ms: Option<u64>,
     pub http_addr: std::net::SocketAddr,
-    pub match_index: Option<u64>,
+    pub match_index: Option<LogIndex>,
+    /// Entries behind the leader's last index (a count, not an index).
     pub lag: Option<u64>,
     pub recent_active: Option<bool>,
 }
@@ -227,7 +231,7 @@ pub(crate) enum Request {
     Peer(raft::eraftpb::Message),
     /// Resolves once every in-sync member holds log `index` (a write with `ack=all`).
     WaitReplicated {
-        index: u64,
+        index: LogIndex,
         reply: oneshot::Sender<Result<(), NodeError>>,
         /// Held until the waiter is settled: bounds the loop's list of waiters, even when the
         /// client has stopped waiting.
@@ -236,7 +240,7 @@ pub(crate) enum Request {
     /// An operator's membership change (cluster mode); answered with its log index.
     Membership {
         change: cluster::MembershipChange,
-        reply: oneshot::Sender<Result<u64, NodeError>>,
+        reply: oneshot::Sender<Result<LogIndex, NodeError>>,
     },
     Shutdown,
 }
@@ -372,7 +376,7 @@ impl NodeHandle {
     }
 
     /// The HTTP address of member `id`, as this node knows it.
-    pub fn member_http_addr(&self, id: u64) -> Option<std::net::SocketAddr> {
+    pub fn member_http_addr(&self, id: NodeId) -> Option<std::net::SocketAddr> {
         self.cluster
             .read()
             .expect("cluster view lock")
@@ -401,7 +405,11 @@ impl NodeHandle {
     }
 
     /// Waits until every in-sync replica holds log `index` (Kafka's acks=all).
-    pub async fn wait_replicated(&self, index: u64, permit: AckAllPermit) -> Result<(), NodeError> {
+    pub async fn wait_replicated(
+        &self,
+        index: LogIndex,
+        permit: AckAllPermit,
+    ) -> Result<(), NodeError> {
         let (reply, answer) = oneshot::channel();
         self.submit(Request::WaitReplicated {
             index,
@@ -425,7 +433,7 @@ impl NodeHandle {
     pub async fn change_membership(
         &self,
         change: cluster::MembershipChange,
-    ) -> Result<u64, NodeError> {
+    ) -> Result<LogIndex, NodeError> {
         let (reply, answer) = oneshot::channel();
         self.submit(Request::Membership { change, reply })?;
         answer.await.map_err(|_| NodeError::Stopped)?
@@ -531,7 +539,7 @@ pub(crate) fn answer_query(store: &StateStore, query: Query) -> Result<ReadOutco
     };
     Ok(ReadOutcome {
         answer,
-        applied_index: store.applied_index(),
+        applied_index: LogIndex(store.applied_index()),
     })
 }
 
@@ -651,7 +659,7 @@ mod tests {
                 let h = handle.clone();
                 tasks.push(tokio::spawn(async move {
                     let permit = h.ack_all_permit().await?;
-                    h.wait_replicated(1, permit).await
+                    h.wait_replicated(LogIndex(1), permit).await
                 }));
             }
         }

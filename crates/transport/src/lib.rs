@@ -40,15 +40,9 @@ pub use frame::{
 };
 pub use tcp::TcpTransport;
 
-/// A node of the cluster (the Raft node id).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct NodeId(pub u64);
-
-impl std::fmt::Display for NodeId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "node {}", self.0)
-    }
-}
+/// A node of the cluster (the Raft node id): the one definition in `bulwark-ids`, shared with
+/// `consensus` without the transport depending on it.
+pub use bulwark_ids::NodeId;
 
 /// The outbound half the node loop uses.
 ///

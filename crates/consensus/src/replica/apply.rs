@@ -7,6 +7,7 @@ use raft::eraftpb::{ConfChangeV2, ConfState, Entry, EntryType};
 use super::proposals::parse_context;
 use super::{AppliedConfChange, Output, Replica, ReplicaError, Written};
 use crate::storage::RaftStorage;
+use crate::types::LogIndex;
 
 impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
     pub(super) fn apply_entries(&mut self, entries: Vec<Entry>) {
@@ -33,7 +34,7 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
             if advances {
                 self.state.set_applied_term(entry.term);
             }
-            self.drop_replaced(index);
+            self.drop_replaced(LogIndex(index));
         }
     }
 
@@ -86,7 +87,7 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
         // durably (the leader's own persistence counts toward every commit).
         let durable = self.raw.store().durable_last_index();
         assert!(
-            index <= durable,
+            LogIndex(index) <= durable,
             "entry {index} answers writes but the durable log ends at {durable}"
         );
         for ((token, results), timestamp) in proposal.into_iter().zip(results).zip(stamps) {
@@ -94,7 +95,7 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
                 token,
                 written: Written {
                     results,
-                    index,
+                    index: LogIndex(index),
                     timestamp,
                 },
             });
@@ -125,13 +126,13 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
         if let Ok(conf_state) = &applied {
             self.adopt_conf_state(index, conf_state);
         }
-        self.last_conf_change = index;
+        self.last_conf_change = LogIndex(index);
         if index > self.state.applied_index() {
             self.state.skip_index(index);
         }
         let token = self.own_proposal(entry).and_then(|t| t.into_iter().next());
         self.conf_changes.push(AppliedConfChange {
-            index,
+            index: LogIndex(index),
             conf_state: applied.map_err(|e| e.to_string()),
             details: entry.context.get(16..).unwrap_or_default().to_vec(),
             token,
@@ -145,7 +146,7 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
                 protobuf::Message::write_to_bytes(conf_state).expect("a ConfState encodes");
             self.state.set_membership(encoded);
         }
-        let me = self.config.id;
+        let me = self.config.id.0;
         let voter = conf_state.voters.contains(&me) || conf_state.voters_outgoing.contains(&me);
         if self.is_leader() && !voter {
             // A leader the new configuration demoted or removed must stop leading at once: it
@@ -158,7 +159,7 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
     }
 
     /// Our proposals at or below `index` that were not applied by now were replaced.
-    fn drop_replaced(&mut self, index: u64) {
+    fn drop_replaced(&mut self, index: LogIndex) {
         let dropped: Vec<u64> = self
             .proposal_index
             .range(..=index)

@@ -50,6 +50,7 @@ use raft::{RawNode, StateRole};
 
 use crate::clock::ProposerClock;
 use crate::storage::RaftStorage;
+use crate::types::{LogIndex, NodeId, Term};
 
 use proposals::Proposal;
 use reads::ReadRound;
@@ -57,7 +58,7 @@ use ready::HeldReady;
 
 #[derive(Clone, Debug)]
 pub struct ReplicaConfig {
-    pub id: u64,
+    pub id: NodeId,
     /// A random number drawn at each start of the process (the simulation draws it from its
     /// seed): ReadIndex contexts carry it, so that an answer meant for an earlier incarnation of
     /// this node, still queued somewhere, is never taken for the answer to a new read.
@@ -74,7 +75,7 @@ pub struct ReplicaConfig {
 }
 
 impl ReplicaConfig {
-    pub fn new(id: u64, boot_nonce: u64) -> Self {
+    pub fn new(id: NodeId, boot_nonce: u64) -> Self {
         ReplicaConfig {
             id,
             boot_nonce,
@@ -86,14 +87,14 @@ impl ReplicaConfig {
         }
     }
 
-    fn raft_config(&self, applied: u64) -> raft::Config {
+    fn raft_config(&self, applied: LogIndex) -> raft::Config {
         raft::Config {
-            id: self.id,
+            id: self.id.0,
             election_tick: self.election_tick,
             min_election_tick: self.min_election_tick,
             max_election_tick: self.max_election_tick,
             heartbeat_tick: self.heartbeat_tick,
-            applied,
+            applied: applied.0,
             check_quorum: true,
             pre_vote: true,
             max_size_per_msg: limits::RAFT_MAX_SIZE_PER_MSG,
@@ -106,8 +107,9 @@ impl ReplicaConfig {
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ReplicaError {
-    #[error("this node is not the leader; the leader is {leader:?}")]
-    NotLeader { leader: Option<u64> },
+    // The leader as a plain number (`Some(2)`), as before the id had its own type.
+    #[error("this node is not the leader; the leader is {:?}", .leader.map(|l| l.0))]
+    NotLeader { leader: Option<NodeId> },
     /// The proposal was replaced in the log by another entry: it will never be applied.
     #[error("the write was dropped by a leader change before it committed")]
     Dropped,
@@ -129,7 +131,7 @@ pub enum ReplicaError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Written {
     pub results: BatchResults,
-    pub index: u64,
+    pub index: LogIndex,
     pub timestamp: Timestamp,
 }
 
@@ -158,7 +160,7 @@ pub enum Output<T> {
 /// proposed with it, and the proposer's token on the node that proposed it.
 #[derive(Debug)]
 pub struct AppliedConfChange<T> {
-    pub index: u64,
+    pub index: LogIndex,
     pub conf_state: Result<raft::eraftpb::ConfState, String>,
     pub details: Vec<u8>,
     pub token: Option<T>,
@@ -173,7 +175,7 @@ pub struct Replica<S: RaftStorage, M: StateMachine, T> {
     /// Proposals of this node not yet applied, by their id.
     proposals: HashMap<u64, Proposal<T>>,
     /// Index -> proposal id, to find proposals an applied entry of another origin replaced.
-    proposal_index: BTreeMap<u64, u64>,
+    proposal_index: BTreeMap<LogIndex, u64>,
     /// The proposer's next timestamp floor: no batch is proposed at or below it.
     last_proposed: Timestamp,
     /// True once this leader has applied an entry of its own term, so that `state` holds every
@@ -188,11 +190,11 @@ pub struct Replica<S: RaftStorage, M: StateMachine, T> {
     clock: ProposerClock,
     /// Followers sent a snapshot, and the tick it was sent at: if one stays unanswered (the
     /// message was lost), Raft is told it failed so that it tries again.
-    snapshots_sent: HashMap<u64, u64>,
+    snapshots_sent: HashMap<NodeId, u64>,
     conf_changes: Vec<AppliedConfChange<T>>,
     /// Index of the last membership change applied: a snapshot offered at a checkpoint before
     /// it would carry the wrong configuration.
-    last_conf_change: u64,
+    last_conf_change: LogIndex,
     /// A Ready whose persistence failed, to be resumed by the next `process_ready`.
     held: Option<HeldReady>,
 }
@@ -221,7 +223,7 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
             storage.set_hard_state(&hs);
             storage.sync().map_err(|e| raft_error(&e))?;
         }
-        let raft_config = config.raft_config(state.applied_index());
+        let raft_config = config.raft_config(LogIndex(state.applied_index()));
         raft_config.validate().map_err(|e| raft_error(&e))?;
         let raw = RawNode::new(&raft_config, storage, &logger).map_err(|e| raft_error(&e))?;
         let last = state.last_timestamp();
@@ -241,14 +243,14 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
             next_read_round: 1,
             outputs: Vec::new(),
             clock: ProposerClock::default(),
-            last_conf_change: 0,
+            last_conf_change: LogIndex(0),
             conf_changes: Vec::new(),
             snapshots_sent: HashMap::new(),
             held: None,
         })
     }
 
-    pub fn id(&self) -> u64 {
+    pub fn id(&self) -> NodeId {
         self.config.id
     }
 
@@ -280,20 +282,20 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
         self.raw.raft.state
     }
 
-    pub fn term(&self) -> u64 {
-        self.raw.raft.term
+    pub fn term(&self) -> Term {
+        Term(self.raw.raft.term)
     }
 
     /// The leader this node last heard of, if any.
-    pub fn leader(&self) -> Option<u64> {
+    pub fn leader(&self) -> Option<NodeId> {
         match self.raw.raft.leader_id {
             0 => None,
-            id => Some(id),
+            id => Some(NodeId(id)),
         }
     }
 
-    pub fn commit_index(&self) -> u64 {
-        self.raw.raft.raft_log.committed
+    pub fn commit_index(&self) -> LogIndex {
+        LogIndex(self.raw.raft.raft_log.committed)
     }
 
     /// Tells the replica what the shell's clocks read: the wall clock (`wall`, nanoseconds since
@@ -330,7 +332,7 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
     fn retry_lost_snapshots(&mut self) {
         let patience = limits::SNAPSHOT_REPORT_ELECTIONS * self.config.election_tick as u64;
         let ticks = self.ticks;
-        let stale: Vec<u64> = self
+        let stale: Vec<NodeId> = self
             .snapshots_sent
             .iter()
             .filter(|(_, sent)| ticks - **sent > patience)
@@ -342,10 +344,11 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
                 .raw
                 .raft
                 .prs()
-                .get(id)
+                .get(id.0)
                 .is_some_and(|p| p.state == raft::ProgressState::Snapshot);
             if waiting {
-                self.raw.report_snapshot(id, raft::SnapshotStatus::Failure);
+                self.raw
+                    .report_snapshot(id.0, raft::SnapshotStatus::Failure);
             }
         }
     }
@@ -380,14 +383,14 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
     /// to `keep` entries before it.
     pub fn compact(
         &mut self,
-        checkpoint: u64,
+        checkpoint: LogIndex,
         keep: u64,
         data: Vec<u8>,
     ) -> Result<(), crate::storage::StorageError> {
-        if checkpoint < self.last_conf_change || checkpoint > self.state.applied_index() {
+        if checkpoint < self.last_conf_change || checkpoint > LogIndex(self.state.applied_index()) {
             return Ok(());
         }
-        let Ok(term) = raft::Storage::term(self.raw.store(), checkpoint) else {
+        let Ok(term) = raft::Storage::term(self.raw.store(), checkpoint.0) else {
             return Ok(());
         };
         let mut snapshot = Snapshot {
@@ -395,17 +398,17 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
             ..Snapshot::default()
         };
         let meta = snapshot.mut_metadata();
-        meta.index = checkpoint;
+        meta.index = checkpoint.0;
         meta.term = term;
         meta.set_conf_state(self.raw.raft.prs().conf().to_conf_state());
-        let applied = self.raw.raft.raft_log.applied;
+        let applied = LogIndex(self.raw.raft.raft_log.applied);
         let store = self.raw.mut_store();
         store.set_snapshot_offer(Some(snapshot));
         // Never past what Raft has applied: a state ahead of it (a checkpoint newer than the
         // snapshot's index was installed) leaves entries Raft must still fetch to apply (or skip)
         // them, and raft-rs panics on a compacted one (found by the simulation).
         let through = checkpoint.saturating_sub(keep).min(applied);
-        if through > raft::Storage::first_index(store).unwrap_or(1) {
+        if through > LogIndex(raft::Storage::first_index(store).unwrap_or(1)) {
             store.compact(through)?;
         }
         Ok(())

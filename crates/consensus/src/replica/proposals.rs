@@ -12,23 +12,24 @@ use raft::eraftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, Conf
 
 use super::{Output, Replica, ReplicaError};
 use crate::storage::RaftStorage;
+use crate::types::{LogIndex, NodeId};
 
 /// A proposal of this node waiting for its entry to apply: the index Raft gave it and the
 /// tokens it answers, one per batch of the entry in order (one for a membership change).
 pub(super) struct Proposal<T> {
-    pub(super) index: u64,
+    pub(super) index: LogIndex,
     pub(super) tokens: Vec<T>,
 }
 
 /// A membership change of these single steps, left automatically once applied (several at once
 /// go through joint consensus).
-pub fn conf_change(steps: &[(ConfChangeType, u64)]) -> ConfChangeV2 {
+pub fn conf_change(steps: &[(ConfChangeType, NodeId)]) -> ConfChangeV2 {
     let mut cc = ConfChangeV2::default();
     cc.set_transition(ConfChangeTransition::Auto);
     for (kind, id) in steps {
         let mut single = ConfChangeSingle::default();
         single.set_change_type(*kind);
-        single.node_id = *id;
+        single.node_id = id.0;
         cc.mut_changes().push(single);
     }
     cc
@@ -74,7 +75,7 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
         context.extend_from_slice(&details);
         match self.raw.propose_conf_change(context, change) {
             Ok(()) => {
-                let index = self.raw.raft.raft_log.last_index();
+                let index = LogIndex(self.raw.raft.raft_log.last_index());
                 self.track(id, index, vec![token]);
             }
             Err(e) => self.outputs.push(Output::WriteFailed {
@@ -84,7 +85,7 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
         }
     }
 
-    fn track(&mut self, id: u64, index: u64, tokens: Vec<T>) {
+    fn track(&mut self, id: u64, index: LogIndex, tokens: Vec<T>) {
         self.proposals.insert(id, Proposal { index, tokens });
         self.proposal_index.insert(index, id);
     }
@@ -161,11 +162,11 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
         codec::encode_entry(&batches, &mut data);
         let id = self.next_proposal_id();
         let context = proposal_context(self.config.id, id);
-        let before = self.raw.raft.raft_log.last_index();
+        let before = LogIndex(self.raw.raft.raft_log.last_index());
         match self.raw.propose(context, data) {
             Ok(()) => {
-                let index = self.raw.raft.raft_log.last_index();
-                assert_eq!(index, before + 1, "a proposal appends exactly one entry");
+                let index = LogIndex(self.raw.raft.raft_log.last_index());
+                assert_eq!(index, before.next(), "a proposal appends exactly one entry");
                 self.last_proposed = last;
                 self.track(id, index, tokens);
             }
@@ -194,17 +195,17 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
     }
 }
 
-pub(super) fn proposal_context(node: u64, id: u64) -> Vec<u8> {
+pub(super) fn proposal_context(node: NodeId, id: u64) -> Vec<u8> {
     let mut context = Vec::with_capacity(16);
-    context.extend_from_slice(&node.to_le_bytes());
+    context.extend_from_slice(&node.0.to_le_bytes());
     context.extend_from_slice(&id.to_le_bytes());
     context
 }
 
 /// The proposer and proposal id at the start of an entry's context (a conf change carries
 /// details after them).
-pub(super) fn parse_context(context: &[u8]) -> Option<(u64, u64)> {
+pub(super) fn parse_context(context: &[u8]) -> Option<(NodeId, u64)> {
     let node = u64::from_le_bytes(context.get(..8)?.try_into().ok()?);
     let id = u64::from_le_bytes(context.get(8..16)?.try_into().ok()?);
-    Some((node, id))
+    Some((NodeId(node), id))
 }

@@ -22,11 +22,12 @@ use bulwark_limits::READ_RETRY_TICKS;
 
 use super::{Output, Replica, ReplicaError};
 use crate::storage::RaftStorage;
+use crate::types::{LogIndex, NodeId};
 
 /// The context of a ReadIndex request: unique to one round of one boot of one node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct ReadContext {
-    pub(super) node: u64,
+    pub(super) node: NodeId,
     pub(super) nonce: u64,
     pub(super) round: u64,
 }
@@ -36,7 +37,7 @@ impl ReadContext {
 
     pub(super) fn encode(self) -> Vec<u8> {
         let mut out = Vec::with_capacity(Self::LEN);
-        for v in [self.node, self.nonce, self.round] {
+        for v in [self.node.0, self.nonce, self.round] {
             out.extend_from_slice(&v.to_le_bytes());
         }
         out
@@ -48,7 +49,7 @@ impl ReadContext {
         }
         let at = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
         Some(ReadContext {
-            node: at(0),
+            node: NodeId(at(0)),
             nonce: at(8),
             round: at(16),
         })
@@ -61,7 +62,7 @@ pub(super) struct ReadRound<T> {
     tokens: Vec<(T, u64)>,
     /// The tick the round was last sent to Raft; `None` while it waits for a leader.
     sent_at: Option<u64>,
-    index: Option<u64>,
+    index: Option<LogIndex>,
 }
 
 impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
@@ -157,12 +158,12 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
         }
         if let Some(r) = self.read_rounds.get_mut(&context.round) {
             // A round sent twice may be answered twice; either index serves it.
-            r.index.get_or_insert(state.index);
+            r.index.get_or_insert(LogIndex(state.index));
         }
     }
 
     pub(super) fn answer_reads(&mut self) {
-        let applied = self.state.applied_index();
+        let applied = LogIndex(self.state.applied_index());
         let done: Vec<u64> = self
             .read_rounds
             .iter()

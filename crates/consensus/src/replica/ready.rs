@@ -9,6 +9,7 @@ use raft::StateRole;
 
 use super::{Output, Replica, ReplicaError};
 use crate::storage::{RaftStorage, StorageError};
+use crate::types::NodeId;
 
 /// How far the handling of a held Ready got: the stage it resumes at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,14 +80,14 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
 
     /// Sends messages through the shell, remembering snapshots sent.
     fn send_noting_snapshots(
-        snapshots_sent: &mut HashMap<u64, u64>,
+        snapshots_sent: &mut HashMap<NodeId, u64>,
         ticks: u64,
         send: &mut impl FnMut(Vec<Message>),
         messages: Vec<Message>,
     ) {
         for m in &messages {
             if m.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot {
-                snapshots_sent.insert(m.to, ticks);
+                snapshots_sent.insert(NodeId(m.to), ticks);
             }
         }
         send(messages);

@@ -50,7 +50,7 @@ impl raft::Storage for FullableStorage {
 }
 
 impl RaftStorage for FullableStorage {
-    fn dirty_from(&self) -> Option<u64> {
+    fn dirty_from(&self) -> Option<LogIndex> {
         self.inner.dirty_from()
     }
     fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
@@ -74,7 +74,7 @@ impl RaftStorage for FullableStorage {
         }
         self.inner.sync()
     }
-    fn compact(&mut self, through: u64) -> Result<(), StorageError> {
+    fn compact(&mut self, through: LogIndex) -> Result<(), StorageError> {
         self.inner.compact(through)
     }
     fn install_snapshot(&mut self, meta: &SnapshotMetadata) -> Result<(), StorageError> {
@@ -114,7 +114,7 @@ impl Cluster {
             };
             let mut state = MemoryStateMachine::default();
             state.set_membership(protobuf::Message::write_to_bytes(&conf).unwrap());
-            let mut config = ReplicaConfig::new(id, 0x5eed_0000 + id);
+            let mut config = ReplicaConfig::new(NodeId(id), 0x5eed_0000 + id);
             // Node 1 times out first, then 2, then 3.
             config.election_tick = 5 + 5 * id as usize;
             config.min_election_tick = config.election_tick;
@@ -193,7 +193,7 @@ impl Cluster {
             .nodes
             .iter()
             .filter(|n| n.is_leader() && !n.is_stalled())
-            .map(|n| n.id())
+            .map(|n| n.id().0)
             .collect();
         (leaders.len() == 1).then(|| leaders[0])
     }
@@ -216,7 +216,7 @@ impl Cluster {
         for (node, output) in std::mem::take(&mut self.outputs) {
             match output {
                 Output::Written { token: t, written } if t == token => {
-                    found.push(Ok(written.index))
+                    found.push(Ok(written.index.0))
                 }
                 Output::WriteFailed { token: t, error } if t == token => found.push(Err(error)),
                 Output::ReadFailed { token: t, error } if t == token => found.push(Err(error)),
@@ -271,9 +271,9 @@ impl Cluster {
 fn read_answer(to: &TestReplica, from: u64, context: Vec<u8>, index: u64) -> Message {
     let mut m = Message::default();
     m.set_msg_type(raft::eraftpb::MessageType::MsgReadIndexResp);
-    m.to = to.id();
+    m.to = to.id().0;
     m.from = from;
-    m.term = to.term();
+    m.term = to.term().0;
     m.index = index;
     m.mut_entries().push(Entry {
         data: context.into(),

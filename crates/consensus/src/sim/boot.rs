@@ -37,7 +37,7 @@ impl Sim {
             }
         }
         let election_tick = (node.base_election_tick + self.rng.below(3)) as usize;
-        let mut config = ReplicaConfig::new(node.id, self.rng.next_u64());
+        let mut config = ReplicaConfig::new(NodeId(node.id), self.rng.next_u64());
         config.election_tick = election_tick;
         config.min_election_tick = election_tick;
         config.max_election_tick = election_tick + 1;
@@ -47,7 +47,11 @@ impl Sim {
         if checkpoint > 0 {
             // Offer the checkpoint it restarted from, as the node does.
             replica
-                .compact(checkpoint, KEEP_AT_START, checkpoint.to_le_bytes().to_vec())
+                .compact(
+                    LogIndex(checkpoint),
+                    KEEP_AT_START,
+                    checkpoint.to_le_bytes().to_vec(),
+                )
                 .expect("the disk is not full at start");
         }
         let conf = replica.raw().raft.prs().conf().to_conf_state();

@@ -68,7 +68,7 @@ impl Sim {
             if replica.role() != StateRole::Leader {
                 continue;
             }
-            let term = replica.term();
+            let term = replica.term().0;
             match self.leaders.get(&term) {
                 Some(&other) if other != node.id => {
                     return Err(self.violation(format!(
@@ -234,7 +234,11 @@ impl Sim {
             .conf()
             .to_conf_state();
         let members = crate::membership::members_of(&conf);
-        for node in self.nodes.iter().filter(|n| members.contains(&n.id)) {
+        for node in self
+            .nodes
+            .iter()
+            .filter(|n| members.contains(&NodeId(n.id)))
+        {
             let replica = node.replica.as_ref().expect("all nodes restarted");
             let index = replica.state().applied_index();
             let chain = replica.state().chains.get(&index).copied().unwrap_or(0);
@@ -263,7 +267,7 @@ impl Sim {
         self.report.new_nodes_caught_up = self
             .nodes
             .iter()
-            .filter(|n| n.joined && members.contains(&n.id))
+            .filter(|n| n.joined && members.contains(&NodeId(n.id)))
             .count() as u64;
         // Money: the converged ledger balances.
         let state = &self.nodes[(leader - 1) as usize]

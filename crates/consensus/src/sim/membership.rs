@@ -38,16 +38,16 @@ impl Sim {
         let can_add = fresh <= self.config.nodes + NEW_NODES;
         let request = match conf.learners.len() {
             // Learners are promoted in pairs: a voter count stays odd.
-            1 if can_add => MembershipRequest::AddLearner(fresh),
+            1 if can_add => MembershipRequest::AddLearner(NodeId(fresh)),
             0 => match self.rng.below(3) {
                 0 => return self.demote(leader, &conf),
-                1 if can_add => MembershipRequest::AddLearner(fresh),
+                1 if can_add => MembershipRequest::AddLearner(NodeId(fresh)),
                 _ => match self.removal(leader, &conf) {
                     Some(request) => request,
                     None => return,
                 },
             },
-            _ => MembershipRequest::Promote(conf.learners.clone()),
+            _ => MembershipRequest::Promote(conf.learners.iter().map(|&id| NodeId(id)).collect()),
         };
         self.ask(leader, &conf, request);
     }
@@ -67,14 +67,16 @@ impl Sim {
         if self.rng.chance(400) {
             others[1] = leader;
         }
-        Some(MembershipRequest::Remove(others[..2].to_vec()))
+        Some(MembershipRequest::Remove(
+            others[..2].iter().map(|&id| NodeId(id)).collect(),
+        ))
     }
 
     /// Any request about any id the run knows (and one more), most of them refused.
     fn arbitrary_request(&mut self) -> MembershipRequest {
         let max = self.nodes.len() as u64 + 1;
-        let ids: Vec<u64> = (0..1 + self.rng.below(3))
-            .map(|_| self.rng.below(max + 1))
+        let ids: Vec<NodeId> = (0..1 + self.rng.below(3))
+            .map(|_| NodeId(self.rng.below(max + 1)))
             .collect();
         match self.rng.below(3) {
             0 => MembershipRequest::AddLearner(ids[0]),
@@ -94,7 +96,7 @@ impl Sim {
             }
         };
         let mut details = Vec::new();
-        if let MembershipRequest::AddLearner(id) = request {
+        if let MembershipRequest::AddLearner(NodeId(id)) = request {
             if id as usize > self.nodes.len() {
                 if id as usize != self.nodes.len() + 1 {
                     // An id no node runs under: a learner that never answers; not worth a node.
@@ -142,9 +144,9 @@ impl Sim {
             others[1] = leader;
             self.report.leader_demotions += 1;
         }
-        let changes: Vec<(ConfChangeType, u64)> = others[..2]
+        let changes: Vec<(ConfChangeType, NodeId)> = others[..2]
             .iter()
-            .map(|id| (ConfChangeType::AddLearnerNode, *id))
+            .map(|&id| (ConfChangeType::AddLearnerNode, NodeId(id)))
             .collect();
         let cc = crate::replica::conf_change(&changes);
         let token = CONF_TOKENS + self.step;
@@ -189,8 +191,8 @@ impl Sim {
     pub(super) fn keep_members(&mut self, i: usize, conf: &ConfState) {
         let keep = members_of(conf);
         let node = &mut self.nodes[i];
-        node.members.retain(|m| keep.contains(m));
-        node.removed = !keep.contains(&node.id);
+        node.members.retain(|&m| keep.contains(&NodeId(m)));
+        node.removed = !keep.contains(&NodeId(node.id));
     }
 
     /// Counts what an operator's request did once applied at its proposer `i`.
@@ -201,7 +203,7 @@ impl Sim {
             Some(MembershipRequest::Promote(_)) => self.report.promotions += 1,
             Some(MembershipRequest::Remove(ids)) => {
                 self.report.removals += 1;
-                self.report.leader_removals += u64::from(ids.contains(&me));
+                self.report.leader_removals += u64::from(ids.contains(&NodeId(me)));
             }
             None => {}
         }

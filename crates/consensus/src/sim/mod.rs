@@ -21,6 +21,7 @@ use raft::StateRole;
 
 use crate::replica::{Output, Replica, ReplicaConfig, ReplicaError};
 use crate::storage::{CrashPoint, MemRaftStorage, RaftStorage};
+use crate::types::{LogIndex, NodeId};
 
 mod boot;
 mod checks;
@@ -370,7 +371,7 @@ impl Sim {
             .filter_map(|n| n.replica.as_ref())
             .filter(|r| r.role() == StateRole::Leader)
             .max_by_key(|r| r.term())
-            .map(|r| r.id())
+            .map(|r| r.id().0)
     }
 }
 

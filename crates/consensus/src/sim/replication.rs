@@ -34,8 +34,10 @@ impl Sim {
             let stalled_at = node.stalled_at;
             let (leader, boots) = (node.id, node.boots);
             for follower in replication.followers {
-                let key = (leader, boots, follower.id);
-                if self.holds(follower.id, last, last_term) {
+                // The simulation's node ids are raft-rs's plain numbers.
+                let id = follower.id.0;
+                let key = (leader, boots, id);
+                if self.holds(id, last, last_term) {
                     self.caught_up.insert(key, self.step);
                 }
                 if !follower.in_sync {
@@ -50,7 +52,7 @@ impl Sim {
                         follower.id, follower.matched, follower.lag_ms
                     )));
                 }
-                self.check_heard_from(leader, stalled_at, election_timeout, follower.id)?;
+                self.check_heard_from(leader, stalled_at, election_timeout, id)?;
             }
         }
         Ok(())
@@ -92,6 +94,7 @@ impl Sim {
         if index < first {
             return true;
         }
-        index <= storage.durable_last_index() && raft::Storage::term(storage, index) == Ok(term)
+        LogIndex(index) <= storage.durable_last_index()
+            && raft::Storage::term(storage, index) == Ok(term)
     }
 }

@@ -92,7 +92,7 @@ impl Sim {
             .iter()
             .filter_map(|n| n.replica.as_ref())
             .filter(|r| r.role() == StateRole::Leader)
-            .map(|r| (r.id(), r.term()))
+            .map(|r| (r.id().0, r.term().0))
             .collect()
     }
 
@@ -103,7 +103,7 @@ impl Sim {
 
     /// Node `id`'s current term, or `None` while it is down.
     pub fn term(&self, id: u64) -> Option<u64> {
-        self.replica(id).map(|r| r.term())
+        self.replica(id).map(|r| r.term().0)
     }
 
     /// Node `id`'s Raft role, or `None` while it is down.
@@ -113,7 +113,7 @@ impl Sim {
 
     /// The leader node `id` last heard of, or `None` if it knows of none or is down.
     pub fn leader_known_to(&self, id: u64) -> Option<u64> {
-        self.replica(id).and_then(|r| r.leader())
+        self.replica(id).and_then(|r| r.leader().map(|l| l.0))
     }
 
     /// The index node `id` has applied, or `None` while it is down.

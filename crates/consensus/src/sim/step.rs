@@ -195,7 +195,7 @@ impl Sim {
             // covers; the address book keeps the configuration's.
             self.nodes[i]
                 .members
-                .extend(crate::membership::members_of(&conf));
+                .extend(crate::membership::members_of(&conf).iter().map(|id| id.0));
             self.keep_members(i, &conf);
         }
         for change in changes {
@@ -284,7 +284,7 @@ impl Sim {
         self.snapshots.insert(index, state.clone());
         node.checkpoint = state;
         self.report.checkpoints += 1;
-        match replica.compact(index, keep, index.to_le_bytes().to_vec()) {
+        match replica.compact(LogIndex(index), keep, index.to_le_bytes().to_vec()) {
             Ok(()) => {}
             Err(crate::storage::StorageError::Crashed) => {}
             Err(e) => self.failure = Some(format!("node {}: compaction failed: {e}", node.id)),
@@ -369,7 +369,10 @@ fn install_checkpoint(
     }
     // The snapshot tells of its members (here: its configuration's) before anything else, as
     // the node's `learn_snapshot_members`.
-    call.members = crate::membership::members_of(snapshot.get_metadata().get_conf_state());
+    call.members = crate::membership::members_of(snapshot.get_metadata().get_conf_state())
+        .iter()
+        .map(|id| id.0)
+        .collect();
     let copy = checkpoint_for(snapshots, snapshot, plan.newer)?;
     call.intent = Some(snapshot.get_metadata().clone());
     if plan.crash_before_swap {

@@ -109,14 +109,14 @@ impl Sim {
                 if (ACCOUNT_TOKENS..READ_TOKENS).contains(&token) {
                     self.accounts_created = true;
                 }
-                if !self.acknowledged_indexes.insert(written.index) {
+                if !self.acknowledged_indexes.insert(written.index.0) {
                     self.report.grouped_writes += 1;
                 }
-                if let Some(previous) = self.acknowledged.insert(token, written.index) {
-                    if previous != written.index {
+                if let Some(previous) = self.acknowledged.insert(token, written.index.0) {
+                    if previous != written.index.0 {
                         return Err(self.violation(format!(
                             "write {token} acknowledged twice, at {previous} and {}",
-                            written.index
+                            written.index.0
                         )));
                     }
                 }

@@ -406,9 +406,9 @@ impl RaftStorage for DiskRaftStorage {
         }
     }
 
-    fn compact(&mut self, through: u64) -> Result<(), StorageError> {
+    fn compact(&mut self, through: LogIndex) -> Result<(), StorageError> {
         self.check_usable()?;
-        let target = self.core.compaction_target(through)?;
+        let target = self.core.compaction_target(through.0)?;
         self.sync()?;
         let Some(target) = target else {
             return Ok(());
@@ -429,7 +429,7 @@ impl RaftStorage for DiskRaftStorage {
         self.offer = snapshot;
     }
 
-    fn dirty_from(&self) -> Option<u64> {
-        self.dirty_from
+    fn dirty_from(&self) -> Option<LogIndex> {
+        self.dirty_from.map(LogIndex)
     }
 }

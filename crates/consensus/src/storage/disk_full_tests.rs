@@ -110,7 +110,7 @@ fn a_failed_sync_after_a_conflict_keeps_the_durable_cut_and_never_a_commit_past_
     );
     // A hard-state write now (compaction does one) must not record commit 30 over a log
     // that ends at 5.
-    s.compact(2).unwrap();
+    s.compact(LogIndex(2)).unwrap();
     drop(s);
     let (mut s, recovered) = DiskRaftStorage::open(&dir, 64 << 20)
         .expect("the durable state is consistent: commit within the log");

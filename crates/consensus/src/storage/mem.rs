@@ -236,9 +236,9 @@ impl RaftStorage for MemRaftStorage {
         self.reach(CrashPoint::AfterSync)
     }
 
-    fn compact(&mut self, through: u64) -> Result<(), StorageError> {
+    fn compact(&mut self, through: LogIndex) -> Result<(), StorageError> {
         self.check_alive()?;
-        let target = self.core.compaction_target(through)?;
+        let target = self.core.compaction_target(through.0)?;
         self.sync_inner()?;
         let Some(target) = target else {
             return Ok(());
@@ -263,7 +263,7 @@ impl RaftStorage for MemRaftStorage {
         self.offer = snapshot;
     }
 
-    fn dirty_from(&self) -> Option<u64> {
-        self.dirty_from
+    fn dirty_from(&self) -> Option<LogIndex> {
+        self.dirty_from.map(LogIndex)
     }
 }

@@ -69,7 +69,7 @@ fn a_full_disk_after_a_conflict_keeps_the_durable_cut_and_no_commit_past_the_log
     s.set_hard_state(&hard_state(2, 30));
     assert!(s.sync().expect_err("the disk is full").is_disk_full());
     assert_eq!(all_entries(&s), entries(1..=5, 1));
-    s.compact(2).unwrap();
+    s.compact(LogIndex(2)).unwrap();
     s.crash();
     assert_eq!(s.last_index().unwrap(), 5);
     assert!(s.initial_state().unwrap().hard_state.commit <= 5);
@@ -131,16 +131,16 @@ fn a_crash_inside_a_compaction_keeps_the_log_before_or_after_it() {
     let mut s = synced(1..=9, 9);
     s.append(&entries(10..=11, 1)).unwrap();
     s.crash_at(Some(CrashPoint::BeforeCompaction));
-    assert!(s.compact(6).is_err());
+    assert!(s.compact(LogIndex(6)).is_err());
     s.crash();
     // The sync the compaction does first is durable; the compaction is not.
     assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (1, 11));
     s.crash_at(Some(CrashPoint::AfterCompaction));
-    assert!(s.compact(6).is_err());
+    assert!(s.compact(LogIndex(6)).is_err());
     s.crash();
     assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (7, 11));
     assert_eq!(s.term(6).unwrap(), 1);
     // A compaction with nothing to drop reaches no crash point.
     s.crash_at(Some(CrashPoint::BeforeCompaction));
-    s.compact(3).unwrap();
+    s.compact(LogIndex(3)).unwrap();
 }

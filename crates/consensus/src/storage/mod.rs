@@ -69,6 +69,7 @@ use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState};
 
 use crate::hard_state::{HardStateFile, PersistentState};
+use crate::types::LogIndex;
 
 pub use crate::hard_state::{SlotError, SlotProblems};
 pub use bulwark_wal::TornTail;
@@ -95,7 +96,7 @@ pub trait RaftStorage: raft::Storage {
     /// Log compaction after the state machine checkpointed at `through` (applied): entries `<= through` are
     /// dropped; `term(through)` stays answerable. Syncs earlier writes first; durable when it returns.
     /// `through` at or below the compaction point is a no-op; past the last index an error.
-    fn compact(&mut self, through: u64) -> Result<(), StorageError>;
+    fn compact(&mut self, through: LogIndex) -> Result<(), StorageError>;
     /// A snapshot was installed: drop every entry; the log continues at `meta.index + 1`;
     /// `first_index = meta.index + 1`; `term(meta.index) = meta.term`. As `MemStorage::apply_snapshot`: the
     /// hard state's term becomes `max(term, meta.term)`, its commit `meta.index`, and the conf state
@@ -109,12 +110,13 @@ pub trait RaftStorage: raft::Storage {
     fn set_snapshot_offer(&mut self, snapshot: Option<Snapshot>);
     /// The last index up to which what Raft sees is also durable (synced and not since replaced):
     /// nothing beyond it may be answered as written.
-    fn durable_last_index(&self) -> u64 {
-        let last = raft::Storage::last_index(self).unwrap_or(0);
-        self.dirty_from().map_or(last, |from| last.min(from - 1))
+    fn durable_last_index(&self) -> LogIndex {
+        let last = LogIndex(raft::Storage::last_index(self).unwrap_or(0));
+        self.dirty_from()
+            .map_or(last, |from| last.min(from.saturating_sub(1)))
     }
     /// The first index whose entry may differ from the durable log (appended since the last sync).
-    fn dirty_from(&self) -> Option<u64>;
+    fn dirty_from(&self) -> Option<LogIndex>;
 }
 
 /// Errors of the Raft storage. (Raft's own read errors are `raft::StorageError`, inside `raft::Error`.)

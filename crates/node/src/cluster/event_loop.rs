@@ -7,6 +7,7 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bulwark_consensus::replica::{Output, ReplicaError};
+use bulwark_consensus::LogIndex;
 use bulwark_ledger::Timestamp;
 use bulwark_limits::{DISK_FULL_RETRY, INSTALL_RETRY, KEEP_ENTRIES, MAX_REQUESTS_PER_ROUND};
 use bulwark_transport::{NodeId, Transport};
@@ -26,7 +27,7 @@ impl ClusterLoop {
             return outcome;
         }
         self.replica.state_mut().checkpoint_now()?;
-        let checkpoint = self.replica.state().checkpointed_index();
+        let checkpoint = LogIndex(self.replica.state().checkpointed_index());
         self.offer_checkpoint(checkpoint)?;
         tracing::info!(
             applied_index = self.replica.state().applied_index(),
@@ -282,7 +283,7 @@ impl ClusterLoop {
         }
         let conf = self.replica.raw().raft.prs().conf().to_conf_state();
         self.update_members(&conf);
-        let snapshot_index = self.replica.raw().raft.raft_log.first_index() - 1;
+        let snapshot_index = LogIndex(self.replica.raw().raft.raft_log.first_index() - 1);
         self.offer_checkpoint(snapshot_index)
     }
 
@@ -290,7 +291,7 @@ impl ClusterLoop {
     /// the checkpoint covers) as the snapshot for lagging followers, and drops the Raft log behind
     /// it but for [`KEEP_ENTRIES`] (none on a node alone in its configuration: a node added later
     /// starts from a snapshot anyway).
-    pub(super) fn offer_checkpoint(&mut self, index: u64) -> Result<(), NodeError> {
+    pub(super) fn offer_checkpoint(&mut self, index: LogIndex) -> Result<(), NodeError> {
         let conf = self.replica.raw().raft.prs().conf().to_conf_state();
         let alone = conf.voters.len() + conf.learners.len() <= 1;
         let keep = if alone { 0 } else { KEEP_ENTRIES };
@@ -309,13 +310,13 @@ impl ClusterLoop {
         let leader = self.replica.is_leader();
         if leader != self.was_leader {
             tracing::info!(
-                term = self.replica.term(),
+                term = self.replica.term().0,
                 role = ?self.replica.role(),
                 "role changed"
             );
             self.was_leader = leader;
         }
-        let applied = self.replica.state().applied_index();
+        let applied = LogIndex(self.replica.state().applied_index());
         // A follower may never apply its whole log (a new leader can replace its tail): once it
         // has applied what the leader says is committed, it has recovered too.
         let caught_up =
@@ -323,9 +324,9 @@ impl ClusterLoop {
         let done = |r: &Recovering| applied >= r.log_last_index || caught_up;
         if let Some(r) = self.recovering.filter(done) {
             tracing::info!(
-                checkpoint = r.checkpoint,
-                replayed = applied.min(r.log_last_index).saturating_sub(r.checkpoint),
-                applied_index = applied.min(r.log_last_index).max(r.checkpoint),
+                checkpoint = r.checkpoint.0,
+                replayed = applied.min(r.log_last_index).entries_since(r.checkpoint),
+                applied_index = applied.min(r.log_last_index).max(r.checkpoint).0,
                 elapsed_ms = r.started.elapsed().as_millis() as u64,
                 "recovered"
             );
@@ -444,7 +445,7 @@ impl ClusterLoop {
         let store = self.replica.state_mut();
         if let Some(done) = store.poll_checkpoint()? {
             // The checkpoint is durable: offer it to lagging followers and drop the log behind.
-            self.offer_checkpoint(done.applied_index)?;
+            self.offer_checkpoint(LogIndex(done.applied_index))?;
             self.metrics
                 .checkpoint_seconds
                 .observe(done.duration.as_secs_f64());

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use bulwark_consensus::membership::{members_of, plan_change, MembershipRequest};
-use bulwark_transport::NodeId;
+use bulwark_consensus::{LogIndex, NodeId};
 use raft::eraftpb::ConfState;
 use tokio::sync::oneshot;
 
@@ -19,16 +19,16 @@ impl ClusterLoop {
     pub(super) fn propose_membership(
         &mut self,
         change: MembershipChange,
-        reply: oneshot::Sender<Result<u64, NodeError>>,
+        reply: oneshot::Sender<Result<LogIndex, NodeError>>,
     ) {
         let conf = self.replica.raw().raft.prs().conf().to_conf_state();
         let (request, details) = match &change {
             MembershipChange::AddLearner(m) => (
-                MembershipRequest::AddLearner(m.id),
+                MembershipRequest::AddLearner(NodeId(m.id)),
                 m.to_spec().into_bytes(),
             ),
-            MembershipChange::Promote(ids) => (MembershipRequest::Promote(ids.clone()), vec![]),
-            MembershipChange::Remove(ids) => (MembershipRequest::Remove(ids.clone()), vec![]),
+            MembershipChange::Promote(ids) => (MembershipRequest::Promote(node_ids(ids)), vec![]),
+            MembershipChange::Remove(ids) => (MembershipRequest::Remove(node_ids(ids)), vec![]),
         };
         let cc = match plan_change(&conf, &request) {
             Ok(cc) => cc,
@@ -67,7 +67,7 @@ impl ClusterLoop {
         }
         let removed = self.update_members(&conf);
         tracing::info!(
-            index = change.index,
+            index = change.index.0,
             voters = ?conf.voters,
             learners = ?conf.learners,
             removed,
@@ -93,7 +93,9 @@ impl ClusterLoop {
     /// `conf`; returns whether this node is no longer among them.
     pub(super) fn update_members(&mut self, conf: &ConfState) -> bool {
         let in_config = members_of(conf);
-        self.cluster.members.retain(|m| in_config.contains(&m.id));
+        self.cluster
+            .members
+            .retain(|m| in_config.contains(&NodeId(m.id)));
         if let Err(e) = save_members(&self.config.data_dir, &self.cluster.members) {
             tracing::error!(error = %e, "cannot save the member address book");
         }
@@ -105,14 +107,14 @@ impl ClusterLoop {
             .map(|m| (NodeId(m.id), m.peer_addr))
             .collect();
         self.transport.set_peers(&peers);
-        let removed = !in_config.contains(&self.cluster.node_id);
+        let removed = !in_config.contains(&NodeId(self.cluster.node_id));
         {
             let mut view = self.view.write().expect("cluster view lock");
             view.http_addrs = self
                 .cluster
                 .members
                 .iter()
-                .map(|m| (m.id, m.http_addr))
+                .map(|m| (NodeId(m.id), m.http_addr))
                 .collect();
             view.removed = removed;
         }
@@ -144,4 +146,10 @@ pub(super) fn learn_snapshot_members(
             .map_err(|e| format!("cannot save the member address book: {e}"))?;
     }
     Ok(())
+}
+
+/// The ids of an operator's request (parsed from the command line and the API as numbers, in
+/// `config.rs`) as the node ids `consensus::membership` checks.
+fn node_ids(ids: &[u64]) -> Vec<NodeId> {
+    ids.iter().map(|&id| NodeId(id)).collect()
 }

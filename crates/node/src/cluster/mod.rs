@@ -36,6 +36,7 @@ use std::time::Instant;
 
 use bulwark_consensus::replica::Replica;
 use bulwark_consensus::storage::DiskRaftStorage;
+use bulwark_consensus::{LogIndex, NodeId};
 use bulwark_store::StateStore;
 use bulwark_transport::Transport;
 use tokio::sync::oneshot;
@@ -53,7 +54,7 @@ pub use start::start_cluster;
 #[derive(Debug, Default)]
 pub struct ClusterView {
     /// HTTP address of every known member, by id.
-    pub http_addrs: std::collections::HashMap<u64, SocketAddr>,
+    pub http_addrs: std::collections::HashMap<NodeId, SocketAddr>,
     /// This node was removed from the cluster: it serves nothing any more.
     pub removed: bool,
     /// A leader (this node, or one heard from within an election timeout) is there to serve.
@@ -71,7 +72,7 @@ pub(crate) enum Reply {
         oneshot::Sender<Result<ReadOutcome, NodeError>>,
         Permit,
     ),
-    Membership(oneshot::Sender<Result<u64, NodeError>>),
+    Membership(oneshot::Sender<Result<LogIndex, NodeError>>),
 }
 
 type Permit = tokio::sync::OwnedSemaphorePermit;
@@ -90,7 +91,7 @@ struct ClusterLoop {
     /// and whether it is in sync.
     replication: bulwark_consensus::replication::ReplicationTracker,
     /// Membership changes applied in a joint configuration, answered once it is left.
-    joint_replies: Vec<oneshot::Sender<Result<u64, NodeError>>>,
+    joint_replies: Vec<oneshot::Sender<Result<LogIndex, NodeError>>>,
     /// Writes with `ack=all` waiting until every in-sync member has their index.
     /// `ack=all` waiters, each holding its permit until it is settled.
     waiting_all: crate::ack_all::AckAllWaiters<(oneshot::Sender<Result<(), NodeError>>, Permit)>,
@@ -125,8 +126,8 @@ enum Stall {
 
 #[derive(Clone, Copy, Debug)]
 struct Recovering {
-    checkpoint: u64,
-    log_last_index: u64,
+    checkpoint: LogIndex,
+    log_last_index: LogIndex,
     started: Instant,
 }
 

@@ -14,12 +14,12 @@ impl ClusterLoop {
         let replication = self.replication.observe(raft, monotonic_clock());
         for follower in &replication.followers {
             let labels = crate::metrics::MemberLabels {
-                member: follower.id,
+                member: follower.id.0,
             };
             self.metrics
                 .member_match_index
                 .get_or_create(&labels)
-                .set(follower.matched as i64);
+                .set(follower.matched.0 as i64);
             self.metrics
                 .member_lag_entries
                 .get_or_create(&labels)

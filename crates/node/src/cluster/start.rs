@@ -10,6 +10,7 @@ use std::time::Instant;
 use bulwark_consensus::recovery::{align_log_with_state, Alignment};
 use bulwark_consensus::replica::{Replica, ReplicaConfig};
 use bulwark_consensus::storage::{DiskRaftStorage, RaftStorage};
+use bulwark_consensus::LogIndex;
 use bulwark_limits::KEEP_ENTRIES;
 use bulwark_store::StateStore;
 use bulwark_transport::{NodeId, Transport};
@@ -95,8 +96,8 @@ pub fn start_cluster(
         .collect();
     transport.set_peers(&peers);
     let recovering = Recovering {
-        checkpoint: replica.state().checkpointed_index(),
-        log_last_index,
+        checkpoint: LogIndex(replica.state().checkpointed_index()),
+        log_last_index: LogIndex(log_last_index),
         started,
     };
     spawn_loop(config, cluster, replica, transport, metrics, recovering)
@@ -123,8 +124,8 @@ fn check_state_against_log(
     match align_log_with_state(storage, store)? {
         Alignment::Within => {}
         Alignment::LogMovedTo { index, term } => tracing::warn!(
-            index,
-            term,
+            index = index.0,
+            term = term.0,
             "the state store was ahead of the Raft log (a crash right after installing a newer \
              checkpoint): the log now starts after it"
         ),
@@ -141,7 +142,7 @@ fn start_replica(
     store: StateStore,
 ) -> Result<ClusterReplica, RecoveryError> {
     // Election and read timeouts: the defaults, from `bulwark-limits`.
-    let replica_config = ReplicaConfig::new(cluster.node_id, boot_nonce());
+    let replica_config = ReplicaConfig::new(NodeId(cluster.node_id), boot_nonce());
     let mut replica =
         Replica::new(replica_config, storage, store).map_err(RecoveryError::Replica)?;
     let checkpoint = replica.state().checkpointed_index();
@@ -149,7 +150,7 @@ fn start_replica(
         // Offer the checkpoint we restarted from, so that a lagging follower need not wait for
         // the next one.
         replica
-            .compact(checkpoint, KEEP_ENTRIES, snapshot_data(cluster))
+            .compact(LogIndex(checkpoint), KEEP_ENTRIES, snapshot_data(cluster))
             .map_err(RecoveryError::OfferCheckpoint)?;
     }
     let conf = replica.raw().raft.prs().conf().to_conf_state();
@@ -255,7 +256,7 @@ fn spawn_loop(
         http_addrs: cluster
             .members
             .iter()
-            .map(|m| (m.id, m.http_addr))
+            .map(|m| (NodeId(m.id), m.http_addr))
             .collect(),
         removed: false,
         ready: false,

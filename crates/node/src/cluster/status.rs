@@ -1,5 +1,6 @@
 //! `/v1/status` as the loop sees it: the state, the log, and Raft's view of the members.
 
+use bulwark_consensus::{LogIndex, NodeId};
 use bulwark_ledger::StateMachine;
 use raft::StateRole;
 
@@ -28,13 +29,13 @@ impl ClusterLoop {
                 };
                 let lag = raft.raft_log.last_index().saturating_sub(match_index);
                 let caught_up = m.id == self.cluster.node_id || lag == 0;
-                let lag_ms = self.replication.lag_ms(m.id, caught_up, now);
+                let lag_ms = self.replication.lag_ms(NodeId(m.id), caught_up, now);
                 crate::MemberStatus {
                     lag_ms: self.replica.is_leader().then_some(lag_ms).flatten(),
-                    id: m.id,
+                    id: NodeId(m.id),
                     learner: conf.learners.contains(&m.id),
                     http_addr: m.http_addr,
-                    match_index: self.replica.is_leader().then_some(match_index),
+                    match_index: self.replica.is_leader().then_some(LogIndex(match_index)),
                     lag: self.replica.is_leader().then_some(lag),
                     recent_active: self.replica.is_leader().then(|| {
                         m.id == self.cluster.node_id
@@ -45,16 +46,16 @@ impl ClusterLoop {
             .collect();
         ReadOutcome {
             answer: crate::Answer::Status(crate::NodeStatus {
-                applied_index: store.applied_index(),
-                checkpointed_index: store.checkpointed_index(),
+                applied_index: LogIndex(store.applied_index()),
+                checkpointed_index: LogIndex(store.checkpointed_index()),
                 last_timestamp: store.last_timestamp(),
                 accounts: store.account_count(),
-                log_first_index: raft.raft_log.first_index(),
-                log_last_index: raft.raft_log.last_index(),
+                log_first_index: LogIndex(raft.raft_log.first_index()),
+                log_last_index: LogIndex(raft.raft_log.last_index()),
                 log_bytes,
                 log_segments,
                 cluster: Some(crate::ClusterStatus {
-                    node_id: self.cluster.node_id,
+                    node_id: NodeId(self.cluster.node_id),
                     role: role_name(self.replica.role()),
                     term: self.replica.term(),
                     leader,
@@ -62,7 +63,7 @@ impl ClusterLoop {
                     members,
                 }),
             }),
-            applied_index: store.applied_index(),
+            applied_index: LogIndex(store.applied_index()),
         }
     }
 }
