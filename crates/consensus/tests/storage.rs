@@ -1125,7 +1125,10 @@ mod model {
                 }
                 Op::Sync => {
                     let (d, c) = (&model.durable, &model.cur);
-                    if (d.hs.0, d.hs.1, &d.voters) != (c.hs.0, c.hs.1, &c.voters) {
+                    // A full write records the storage's own commit, which after a crash
+                    // (until a hard state is set) is known only within the bounds.
+                    let forced = (d.hs.0, d.hs.1, &d.voters) != (c.hs.0, c.hs.1, &c.voters);
+                    if forced && !model.commit_unsure {
                         model.commit_floor = c.hs.2;
                     }
                     model.durable = model.cur.clone();
