@@ -50,3 +50,38 @@ fn a_leader_clock_jumping_an_hour_ahead_does_not_expire_a_pending_transfer_early
     );
     sim.converge().unwrap();
 }
+
+#[test]
+fn a_node_that_starts_with_its_clock_an_hour_ahead_and_leads_does_not_move_ledger_time() {
+    let mut sim = Sim::scripted(3);
+    assert!(sim.run_until(500, |s| s.leader().is_some()).unwrap());
+    let first = sim.leader().unwrap();
+    let accounts = sim.write(first);
+    commit(&mut sim, accounts);
+    let pending = sim.write_pending(first, 3);
+    commit(&mut sim, pending);
+    let created = sim.elapsed_nanos();
+
+    // Another node restarts with its wall clock an hour ahead: its first reading anchors to
+    // it, so its own rule cannot tell. It then leads.
+    let wrong = (1..=3).find(|id| *id != first).unwrap();
+    sim.jump_clock(wrong, 3600 * SECOND as i64);
+    sim.crash(wrong);
+    sim.run_steps(5).unwrap();
+    sim.restart(wrong);
+    sim.run_steps(20).unwrap();
+    sim.transfer_leader(wrong);
+    assert!(sim.run_until(500, |s| s.leader() == Some(wrong)).unwrap());
+    while sim.elapsed_nanos() < created + 2 * SECOND {
+        let token = sim.write(wrong);
+        commit(&mut sim, token);
+        assert_eq!(
+            sim.pending_status(wrong, pending),
+            Some(PendingStatus::Pending),
+            "expired {} ms after it was created",
+            (sim.elapsed_nanos() - created) / 1_000_000
+        );
+    }
+    assert_eq!(sim.leader(), Some(wrong), "the same leader all along");
+    sim.converge().unwrap();
+}

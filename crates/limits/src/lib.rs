@@ -257,6 +257,11 @@ pub const SPACE_RETRY: Duration = Duration::from_secs(1);
 /// (seconds).
 pub const MAX_CLOCK_STEP: Duration = Duration::from_millis(250);
 
+/// How long a peer's reported time counts toward the cap on a proposer's time (the clock rule
+/// in `consensus::clock`): a few heartbeats; a peer silent for longer may be down or cut off,
+/// and its last report says nothing about its clock now.
+pub const PEER_CLOCK_FRESHNESS: Duration = Duration::from_secs(2);
+
 /// Smallest reconnect backoff cap of the transport; the cap doubles per consecutive failure.
 pub const PEER_BACKOFF_MIN: Duration = Duration::from_millis(50);
 
@@ -350,6 +355,9 @@ const _: () = assert!(ticks_ms(MAX_ELECTION_TICKS as u64) <= ms(IN_SYNC_WITHIN))
 // The clock step is below the read deadline, and above a tick (ordinary scheduling delay).
 const _: () = assert!(ms(DEFAULT_TICK) < ms(MAX_CLOCK_STEP));
 const _: () = assert!(ms(MAX_CLOCK_STEP) < ticks_ms(READ_TIMEOUT_TICKS));
+// A peer's report stays fresh across several heartbeats, and across an election.
+const _: () = assert!(ticks_ms(4 * HEARTBEAT_TICKS as u64) < ms(PEER_CLOCK_FRESHNESS));
+const _: () = assert!(ticks_ms(MAX_ELECTION_TICKS as u64) < ms(PEER_CLOCK_FRESHNESS));
 // A dead snapshot source is given up (connect) before a paused one is (read).
 const _: () = assert!(ms(SNAPSHOT_CONNECT_TIMEOUT) < ms(SNAPSHOT_READ_TIMEOUT));
 const _: () = assert!(ms(SNAPSHOT_READ_TIMEOUT) <= ms(SNAPSHOT_STALL_TIMEOUT));

@@ -27,6 +27,7 @@ pub mod faults;
 pub mod identity;
 mod install;
 pub mod metrics;
+pub mod peer_frame;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -227,8 +228,8 @@ pub(crate) enum Request {
         /// Held until the read is answered: bounds the reads in the inbox and the replica.
         permit: OwnedSemaphorePermit,
     },
-    /// A Raft message from a peer (cluster mode).
-    Peer(raft::eraftpb::Message),
+    /// A Raft message from a peer, with its sender's time.
+    Peer(peer_frame::PeerMessage),
     /// Resolves once every in-sync member holds log `index` (a write with `ack=all`).
     WaitReplicated {
         index: LogIndex,
@@ -442,7 +443,7 @@ impl NodeHandle {
     /// Hands a peer's Raft message to the event loop, never waiting: while the inbox holds
     /// [`INBOX_PEER_MESSAGES`] of them (or is full) the message is dropped and counted in
     /// `bulwark_peer_messages_dropped_total`. Raft tolerates lost messages; peers resend.
-    pub fn deliver_peer_message(&self, message: raft::eraftpb::Message) {
+    pub fn deliver_peer_message(&self, message: peer_frame::PeerMessage) {
         if self.peers_queued.fetch_add(1, Ordering::AcqRel) >= INBOX_PEER_MESSAGES {
             self.peers_queued.fetch_sub(1, Ordering::AcqRel);
             self.metrics.peer_messages_dropped.inc();
@@ -571,7 +572,10 @@ mod tests {
         let (handle, inbox) = detached();
         let extra = 10;
         for _ in 0..INBOX_PEER_MESSAGES + extra {
-            handle.deliver_peer_message(raft::eraftpb::Message::default());
+            handle.deliver_peer_message(peer_frame::PeerMessage {
+                message: raft::eraftpb::Message::default(),
+                sender_time: bulwark_ledger::Timestamp(0),
+            });
         }
         assert_eq!(handle.metrics.peer_messages_dropped.get(), extra as u64);
         assert!(handle
@@ -585,7 +589,10 @@ mod tests {
         }
         assert_eq!(queued, INBOX_PEER_MESSAGES);
         // Once the loop has taken them, peer messages are admitted again.
-        handle.deliver_peer_message(raft::eraftpb::Message::default());
+        handle.deliver_peer_message(peer_frame::PeerMessage {
+            message: raft::eraftpb::Message::default(),
+            sender_time: bulwark_ledger::Timestamp(0),
+        });
         assert!(matches!(inbox.try_recv(), Some(Request::Peer(_))));
         assert_eq!(handle.metrics.peer_messages_dropped.get(), extra as u64);
     }
@@ -642,7 +649,10 @@ mod tests {
     async fn requests_holding_permits_find_room_in_an_inbox_flooded_by_peers() {
         let (handle, inbox) = detached();
         for _ in 0..INBOX_PEER_MESSAGES * 2 {
-            handle.deliver_peer_message(raft::eraftpb::Message::default());
+            handle.deliver_peer_message(peer_frame::PeerMessage {
+                message: raft::eraftpb::Message::default(),
+                sender_time: bulwark_ledger::Timestamp(0),
+            });
         }
         let mut tasks = Vec::new();
         for i in 0..MAX_INFLIGHT_WRITES.max(MAX_INFLIGHT_READS) {

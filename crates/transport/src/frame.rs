@@ -12,8 +12,9 @@ pub const FRAME_HEADER_LEN: usize = 8;
 /// The magic that opens a hello payload.
 pub const HELLO_MAGIC: [u8; 4] = *b"BWTP";
 
-/// The wire protocol version this crate speaks (and the only one it accepts).
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The wire protocol version this crate speaks (and the only one it accepts). 2: the node's
+/// frame payloads carry the sender's time before the Raft message (`node::peer_frame`).
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Length of a hello payload: magic, version, cluster id, node id.
 pub const HELLO_PAYLOAD_LEN: usize = 4 + 2 + 8 + 8;
@@ -363,7 +364,8 @@ mod tests {
         bad[0] = b'X';
         assert_eq!(Hello::decode(&bad), Err(HelloError::BadMagic(*b"XWTP")));
         let mut bad = payload;
-        bad[4..6].copy_from_slice(&2u16.to_le_bytes());
-        assert_eq!(Hello::decode(&bad), Err(HelloError::UnsupportedVersion(2)));
+        // A peer of the previous version (whose frames carry no sender time) is refused.
+        bad[4..6].copy_from_slice(&1u16.to_le_bytes());
+        assert_eq!(Hello::decode(&bad), Err(HelloError::UnsupportedVersion(1)));
     }
 }

@@ -306,9 +306,16 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
         self.clock.observe(wall, monotonic);
     }
 
-    /// The time the next proposal is stamped no earlier than.
+    /// This node's proposer time: what its peer messages carry (see `crate::clock`).
     pub fn proposer_now(&self) -> Timestamp {
         self.clock.now()
+    }
+
+    /// The time the next proposal is stamped no earlier than: this node's time, capped by the
+    /// voters' (the clock rule of `crate::clock`).
+    pub fn proposal_time(&self) -> Timestamp {
+        let voters = self.raw.raft.prs().conf().to_conf_state().voters;
+        self.clock.proposal_time(&voters, self.config.id.0)
     }
 
     /// True while a Ready could not be persisted: Raft is paused (see the module documentation)
@@ -360,6 +367,20 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
         self.raw
             .campaign()
             .map_err(|e| ReplicaError::Raft(e.to_string()))
+    }
+
+    /// Hands leadership to `to` (Raft's leader transfer: `to` campaigns at once once it holds
+    /// the leader's log). Ignored by a node that does not lead.
+    pub fn transfer_leader(&mut self, to: NodeId) {
+        if self.held.is_none() && self.is_leader() {
+            self.raw.transfer_leader(to.0);
+        }
+    }
+
+    /// A peer's message with the proposer time its sender stamped it with when it left.
+    pub fn step_timed(&mut self, message: Message, sender_time: Timestamp) {
+        self.clock.note_peer(message.from, sender_time);
+        self.step(message);
     }
 
     pub fn step(&mut self, message: Message) {

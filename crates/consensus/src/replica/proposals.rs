@@ -145,7 +145,7 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
 
     /// Proposes one entry holding `group`'s batches, each stamped after the one before it.
     fn propose_group(&mut self, group: Vec<(Operation, T)>) {
-        let now = self.clock.now();
+        let now = self.proposal_time();
         let mut last = self.last_proposed;
         let mut batches = Vec::with_capacity(group.len());
         let mut tokens = Vec::with_capacity(group.len());

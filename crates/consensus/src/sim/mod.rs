@@ -206,6 +206,8 @@ struct InFlight {
     /// Held in the sender's queue because the addressee was down: lost if the sender crashes.
     queued: bool,
     message: Message,
+    /// The sender's proposer time when it sent the message, as the node's peer frames carry it.
+    sender_time: Timestamp,
 }
 
 /// One simulated cluster.

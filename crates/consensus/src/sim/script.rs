@@ -75,6 +75,13 @@ impl Sim {
     }
 
     /// Makes node `id` start an election now (with a pre-vote first, as configured).
+    /// The current leader hands leadership to `to`.
+    pub fn transfer_leader(&mut self, to: u64) {
+        let leader = self.leader().expect("a leader to transfer from");
+        self.replica_mut(leader)
+            .transfer_leader(crate::types::NodeId(to));
+    }
+
     pub fn campaign(&mut self, id: u64) {
         self.replica_mut(id)
             .campaign()

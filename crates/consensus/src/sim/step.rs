@@ -5,7 +5,8 @@ use super::*;
 /// What one round of Ready handling produced across the cluster.
 #[derive(Default)]
 struct Round {
-    outbox: Vec<Message>,
+    /// Messages sent this round, with their sender's proposer time when they left.
+    outbox: Vec<(Message, Timestamp)>,
     /// Answers, with the node that gave them and its applied index when it gave them.
     outputs: Vec<(u64, u64, Output<u64>)>,
 }
@@ -23,8 +24,8 @@ impl Sim {
             self.process_node(i, chaos, &mut round);
             self.maybe_checkpoint(i, chaos);
         }
-        for message in round.outbox {
-            self.send(message);
+        for (message, sender_time) in round.outbox {
+            self.send(message, sender_time);
         }
         for (node, applied, output) in round.outputs {
             self.handle_output(node, applied, output)?;
@@ -50,7 +51,7 @@ impl Sim {
                 if node.boots != m.to_boot {
                     self.report.messages_across_restart += 1;
                 }
-                replica.step(m.message);
+                replica.step_timed(m.message, m.sender_time);
                 self.report.messages_delivered += 1;
             } else if m.sent_at + QUEUE_STEPS > now
                 && (m.queued || self.rng.chance(self.queue_per_mille))
@@ -149,8 +150,13 @@ impl Sim {
         let disk_full = replica.storage().is_disk_full();
         let mut install = InstallCall::default();
         let snapshots = &self.snapshots;
+        let sent_at = replica.proposer_now();
         let result = replica.process_ready(
-            &mut |messages| round.outbox.extend(messages),
+            &mut |messages| {
+                round
+                    .outbox
+                    .extend(messages.into_iter().map(|m| (m, sent_at)))
+            },
             &mut |state, snapshot| {
                 install_checkpoint(snapshots, plan, disk_full, &mut install, state, snapshot)
             },
@@ -291,7 +297,7 @@ impl Sim {
         }
     }
 
-    pub(super) fn send(&mut self, message: Message) {
+    pub(super) fn send(&mut self, message: Message, sender_time: Timestamp) {
         let (from, to) = (message.from, message.to);
         if !self.nodes[(from - 1) as usize].members.contains(&to) {
             // Not in the sender's address book: its transport has no such peer.
@@ -318,6 +324,7 @@ impl Sim {
                 sent_at: self.step,
                 queued: false,
                 message: message.clone(),
+                sender_time,
             });
         }
     }

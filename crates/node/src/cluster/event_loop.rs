@@ -11,7 +11,6 @@ use bulwark_consensus::LogIndex;
 use bulwark_ledger::Timestamp;
 use bulwark_limits::{DISK_FULL_RETRY, INSTALL_RETRY, KEEP_ENTRIES, MAX_REQUESTS_PER_ROUND};
 use bulwark_transport::{NodeId, Transport};
-use protobuf::Message as _;
 use raft::eraftpb::Message;
 
 use super::config::{snapshot_data, snapshot_members, Member};
@@ -102,9 +101,9 @@ impl ClusterLoop {
             } => self.take_read(query, stale, reply, permit),
             // While the node is paused, Raft takes no messages (the replica drops them too while
             // it holds a Ready); peers resend.
-            Request::Peer(message) => {
+            Request::Peer(peer) => {
                 if !self.paused() {
-                    self.replica.step(message)
+                    self.replica.step_timed(peer.message, peer.sender_time)
                 }
             }
             Request::Membership { reply, .. } if self.is_disk_full() => {
@@ -171,13 +170,14 @@ impl ClusterLoop {
         }
         let started = Instant::now();
         let transport = self.transport.clone();
+        let sent_at = self.replica.proposer_now();
         let (cluster, snapshots) = (&mut self.cluster, &self.snapshots);
         let data_dir = &self.config.data_dir;
         let downloader = &mut self.downloader;
         let mut installed = None;
         let (mut install_disk_full, mut install_pending) = (false, false);
         let outcome = self.replica.process_ready(
-            &mut |messages| send_all(&*transport, messages),
+            &mut |messages| send_all(&*transport, messages, sent_at),
             &mut |store, snapshot| {
                 super::membership::learn_snapshot_members(cluster, data_dir, &snapshot.data)?;
                 crate::install::install_snapshot(cluster, data_dir, store, snapshot, downloader)
@@ -477,31 +477,11 @@ impl ClusterLoop {
     }
 }
 
-fn send_all(transport: &dyn Transport, messages: Vec<Message>) {
+fn send_all(transport: &dyn Transport, messages: Vec<Message>, sent_at: Timestamp) {
     for message in messages {
-        match message.write_to_bytes() {
+        match crate::peer_frame::encode(&message, sent_at) {
             Ok(bytes) => transport.send(NodeId(message.to), bytes),
             Err(e) => tracing::error!(error = %e, "cannot encode a Raft message"),
-        }
-    }
-}
-
-/// Decodes a peer's frame into a Raft message; frames that do not decode are dropped (the
-/// transport already checked their checksum, so this is a peer of another version).
-pub fn decode_peer_message(from: u64, payload: &[u8]) -> Option<Message> {
-    match Message::parse_from_bytes(payload) {
-        Ok(message) if message.from == from => Some(message),
-        Ok(message) => {
-            tracing::warn!(
-                from,
-                claimed = message.from,
-                "dropped a Raft message whose sender does not match its connection"
-            );
-            None
-        }
-        Err(e) => {
-            tracing::warn!(from, error = %e, "dropped a peer frame that is not a Raft message");
-            None
         }
     }
 }

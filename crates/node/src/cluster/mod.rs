@@ -43,11 +43,11 @@ use tokio::sync::oneshot;
 
 use crate::{Metrics, NodeConfig, NodeError, Query, ReadOutcome, WriteOutcome};
 
+pub use crate::peer_frame::decode as decode_peer_message;
 pub use config::{
     check_voter_count, load_members, AddressBookError, ClusterConfig, ConfigError, Member,
     MemberSpecError, MembershipChange, VoterCountError,
 };
-pub use event_loop::decode_peer_message;
 pub use start::start_cluster;
 
 /// What the API needs to know of the cluster, kept current by the event loop.
