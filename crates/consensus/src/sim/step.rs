@@ -222,7 +222,7 @@ impl Sim {
 
     /// Counts the power loss node `i` just had inside its Ready (nothing it did in that
     /// `process_ready` reached anyone but the messages sent before the crash point).
-    fn count_crash_point(&mut self, i: usize, before_swap: bool) {
+    fn count_crash_point(&mut self, i: usize, in_install_steps: bool) {
         let point = self.nodes[i]
             .replica
             .as_ref()
@@ -235,7 +235,7 @@ impl Sim {
             Some(CrashPoint::BeforeInstall | CrashPoint::AfterInstall) => {
                 self.report.install_crashes += 1
             }
-            _ if before_swap => self.report.install_crashes += 1,
+            _ if in_install_steps => self.report.install_crashes += 1,
             _ => {}
         }
     }
