@@ -2,7 +2,8 @@
 //! Raft state (`storage`: the log in our own write-ahead log, term, vote, commit, conf state and the
 //! compaction point in a crash-safe hard-state file, plus an in-memory twin for the simulation), the
 //! sans-IO `replica` (proposals grouped into entries, ReadIndex reads, applying, Ready handling), the
-//! proposer's clock rule (`clock`), the start-time alignment of the log with a state ahead of it
+//! proposer's clock rule (`clock`), the crash-safe order of a snapshot install's durable steps and
+//! what a start decides about an interrupted one (`install`, sans-IO), the start-time alignment of the log with a state ahead of it
 //! (`recovery`, shared by the node and the simulation), the membership checks and the
 //! address book's members (`membership`) and the in-sync rule (`replication`), both decided here
 //! for the node loop and the simulation alike, and a seeded whole-cluster simulation (`sim`). It
@@ -14,6 +15,7 @@
 
 pub mod clock;
 mod hard_state;
+pub mod install;
 pub mod membership;
 pub mod recovery;
 pub mod replica;

@@ -1,25 +1,20 @@
-//! Installing a snapshot on a follower, crash-safely at every step.
-//!
-//! A snapshot replaces the state store with another node's checkpoint (at or after the
-//! snapshot's index) and resets the Raft log to the snapshot's index. Those are two files that
-//! cannot change in one step, so an intent file, `installing-snapshot` (the snapshot's metadata,
-//! checksummed), is made durable before the state is swapped and removed once the log is reset:
-//!
-//! 1. the checkpoint is downloaded and imported into a side file, fsynced;
-//! 2. the intent is written (write-temp, fsync, rename, fsync-dir);
-//! 3. the side file is renamed over `state.redb`, the directory fsynced;
-//! 4. the Raft log is reset to the snapshot (its own crash-safe step);
-//! 5. the intent is removed.
-//!
-//! A start that finds the intent ([`finish_interrupted`]) looks at the state store: if it holds
-//! the snapshot's index or more, step 3 happened and the start does step 4 itself; otherwise the
-//! old state is still in place and the intent is dropped (Raft sends the snapshot again). Without
-//! the intent, a crash between 3 and 4 left a state ahead of its log, and every start refused.
+//! Installing a snapshot on a follower: the filesystem, redb and download worker under the
+//! shared, sans-IO steps of `bulwark_consensus::install` (their order, the crash points, and what
+//! a start decides about an interrupted install are decided there, for the node and the
+//! simulation alike). Here: the intent is the file `installing-snapshot` (the snapshot's metadata,
+//! checksummed, written write-temp, fsync, rename, fsync-dir); the checkpoint is downloaded into a
+//! side file `state.redb.incoming.N` (fsynced) by the download worker; the swap renames it over
+//! `state.redb` and fsyncs the directory; the reopen opens it as the new `StateStore`; a crash
+//! point is `BULWARK_CRASH_AT`.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use bulwark_consensus::storage::{DiskRaftStorage, RaftStorage};
+use bulwark_consensus::install::{
+    FinishError, InstallIo, InstallPoint, InstallStop, IntentIo, Interrupted, StartDecision,
+};
+use bulwark_consensus::storage::DiskRaftStorage;
+use bulwark_store::snapshot::SnapshotInfo;
 use bulwark_store::StateStore;
 use protobuf::Message as _;
 use raft::eraftpb::SnapshotMetadata;
@@ -55,6 +50,19 @@ impl InstallFailure {
             disk_full: false,
             pending: true,
             message: format!("the snapshot at {index} is still downloading"),
+        }
+    }
+
+    fn intent(e: InstallError) -> Self {
+        let disk_full = match &e {
+            InstallError::WriteIntent(e) => e.is_disk_full(),
+            InstallError::RemoveIntent { source, .. } => bulwark_fs::is_disk_full(source),
+            _ => false,
+        };
+        InstallFailure {
+            disk_full,
+            pending: false,
+            message: e.to_string(),
         }
     }
 
@@ -105,6 +113,8 @@ pub enum InstallError {
         index: u64,
         source: bulwark_consensus::storage::StorageError,
     },
+    #[error("{0}")]
+    WriteIntent(bulwark_fs::FsError),
     #[error("remove {}: {source}", path.display())]
     RemoveIntent {
         path: PathBuf,
@@ -145,53 +155,164 @@ fn remove_intent(data_dir: &Path) -> std::io::Result<()> {
     }
 }
 
-/// At start: completes or drops an install that a crash interrupted (see the module docs).
+/// The intent file in the data directory.
+struct IntentFile<'a> {
+    data_dir: &'a Path,
+}
+
+impl IntentIo for IntentFile<'_> {
+    type Error = InstallError;
+
+    fn write_intent(&mut self, meta: &SnapshotMetadata) -> Result<(), InstallError> {
+        bulwark_fs::write_file_atomically(&intent_path(self.data_dir), &encode_intent(meta))
+            .map_err(InstallError::WriteIntent)
+    }
+
+    fn read_intent(&mut self) -> Result<Option<SnapshotMetadata>, InstallError> {
+        let path = intent_path(self.data_dir);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(InstallError::ReadIntent { path, source }),
+        };
+        match decode_intent(&bytes) {
+            Ok(meta) => Ok(Some(meta)),
+            Err(source) => Err(InstallError::CorruptIntent { path, source }),
+        }
+    }
+
+    fn remove_intent(&mut self) -> Result<(), InstallError> {
+        remove_intent(self.data_dir).map_err(|source| InstallError::RemoveIntent {
+            path: intent_path(self.data_dir),
+            source,
+        })
+    }
+
+    fn crash_point(&mut self, point: InstallPoint) -> Result<(), InstallError> {
+        crash_point(point.name());
+        Ok(())
+    }
+}
+
+/// At start: completes or drops an install that a crash interrupted
+/// (`bulwark_consensus::install::finish_interrupted` decides which).
 pub(crate) fn finish_interrupted(
     data_dir: &Path,
     storage: &mut DiskRaftStorage,
     store: &StateStore,
 ) -> Result<(), InstallError> {
-    let path = intent_path(data_dir);
-    let bytes = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => return Err(InstallError::ReadIntent { path, source }),
+    let found = bulwark_consensus::install::finish_interrupted(
+        &mut IntentFile { data_dir },
+        storage,
+        store,
+    )
+    .map_err(|e| match e {
+        FinishError::Io(e) => e,
+        FinishError::ResetLog { index, source } => InstallError::ResetLog { index, source },
+    })?;
+    let Interrupted::Decided { index, decision } = found else {
+        return Ok(());
     };
-    let meta = match decode_intent(&bytes) {
-        Ok(meta) => meta,
-        Err(source) => return Err(InstallError::CorruptIntent { path, source }),
-    };
-    let log_snapshot = raft::Storage::first_index(storage).unwrap_or(1) - 1;
-    if store.applied_index() >= meta.index && log_snapshot < meta.index {
-        storage
-            .install_snapshot(&meta)
-            .map_err(|source| InstallError::ResetLog {
-                index: meta.index,
-                source,
-            })?;
-        tracing::warn!(
-            index = meta.index,
-            state = store.applied_index(),
+    let state = store.applied_index();
+    match decision {
+        StartDecision::ResetLog => tracing::warn!(
+            index,
+            state,
             "finished a snapshot install a crash interrupted: the Raft log now starts after it"
-        );
-    } else if store.applied_index() < meta.index {
-        tracing::warn!(
-            index = meta.index,
-            state = store.applied_index(),
+        ),
+        StartDecision::Drop => tracing::warn!(
+            index,
+            state,
             "dropped a snapshot install a crash interrupted before the state was replaced"
-        );
+        ),
+        StartDecision::AlreadyDone => {}
     }
-    remove_intent(data_dir).map_err(|source| InstallError::RemoveIntent { path, source })
+    Ok(())
 }
 
-/// After the Raft log was reset to an installed snapshot: the install is complete.
+/// After the Raft log was reset to an installed snapshot: the install is complete (step 5).
 pub(crate) fn finished(data_dir: &Path) -> std::io::Result<()> {
-    remove_intent(data_dir)
+    bulwark_consensus::install::finished(&mut IntentFile { data_dir }).map_err(|e| match e {
+        InstallError::RemoveIntent { source, .. } => source,
+        e => std::io::Error::other(e),
+    })
 }
 
-/// Replaces this follower's state with the leader's checkpoint, streamed over HTTP from the
-/// node named in the snapshot's data, through steps 1–3 of the module docs; the replica then
-/// resets the Raft log (step 4) and the loop calls [`finished`] (step 5).
+/// A snapshot install on this node: the download worker fetches, the intent is a file, the
+/// state is `state.redb`.
+struct NodeInstall<'a> {
+    cluster: &'a ClusterConfig,
+    intent: IntentFile<'a>,
+    /// `state.redb`.
+    path: PathBuf,
+    downloader: &'a mut Downloader,
+    /// What the swapped-in checkpoint held, for the log line.
+    info: Option<SnapshotInfo>,
+}
+
+impl IntentIo for NodeInstall<'_> {
+    type Error = InstallFailure;
+
+    fn write_intent(&mut self, meta: &SnapshotMetadata) -> Result<(), InstallFailure> {
+        self.intent
+            .write_intent(meta)
+            .map_err(InstallFailure::intent)
+    }
+
+    fn read_intent(&mut self) -> Result<Option<SnapshotMetadata>, InstallFailure> {
+        self.intent.read_intent().map_err(InstallFailure::intent)
+    }
+
+    fn remove_intent(&mut self) -> Result<(), InstallFailure> {
+        self.intent.remove_intent().map_err(InstallFailure::intent)
+    }
+
+    fn crash_point(&mut self, point: InstallPoint) -> Result<(), InstallFailure> {
+        crash_point(point.name());
+        Ok(())
+    }
+}
+
+impl InstallIo<StateStore> for NodeInstall<'_> {
+    type Fetched = (SnapshotInfo, PathBuf);
+
+    fn fetch_checkpoint(
+        &mut self,
+        snapshot: &raft::eraftpb::Snapshot,
+    ) -> Result<Option<Self::Fetched>, InstallFailure> {
+        let index = snapshot.get_metadata().index;
+        let from = snapshot
+            .data
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+            .ok_or_else(|| InstallFailure::other("the snapshot does not name its node"))?;
+        match self.downloader.poll(self.cluster, &self.path, from, index) {
+            Poll::Pending => Ok(None),
+            Poll::Failed(failure) => Err(failure),
+            Poll::Done { info, incoming } => Ok(Some((info, incoming))),
+        }
+    }
+
+    fn checkpoint_index((info, _): &Self::Fetched) -> u64 {
+        info.applied_index
+    }
+
+    fn swap_state(&mut self, (info, incoming): Self::Fetched) -> Result<(), InstallFailure> {
+        bulwark_store::snapshot::swap_in(&incoming, &self.path).map_err(InstallFailure::store)?;
+        self.info = Some(info);
+        Ok(())
+    }
+
+    fn reopen_state(&mut self, store: &mut StateStore) -> Result<(), InstallFailure> {
+        *store = StateStore::open(&self.path).map_err(InstallFailure::store)?;
+        Ok(())
+    }
+}
+
+/// Replaces this follower's state with the checkpoint of the node named in the snapshot's data
+/// (or another member's), streamed over HTTP: steps 1–3 of `bulwark_consensus::install`; the
+/// replica then resets the Raft log (step 4) and the loop calls [`finished`] (step 5).
 pub(crate) fn install_snapshot(
     cluster: &ClusterConfig,
     data_dir: &Path,
@@ -199,43 +320,36 @@ pub(crate) fn install_snapshot(
     snapshot: &raft::eraftpb::Snapshot,
     downloader: &mut Downloader,
 ) -> Result<(), InstallFailure> {
-    let meta = snapshot.get_metadata();
-    let index = meta.index;
-    let from = snapshot
-        .data
-        .get(..8)
-        .and_then(|b| b.try_into().ok())
-        .map(u64::from_le_bytes)
-        .ok_or_else(|| InstallFailure::other("the snapshot does not name its node"))?;
+    // The checkpoint being written must not race the swap of the file under it.
     store.wait_checkpoint().map_err(InstallFailure::store)?;
-    let path = store.path().to_path_buf();
     let started = Instant::now();
-    let (info, incoming) = match downloader.poll(cluster, &path, from, index) {
-        Poll::Pending => return Err(InstallFailure::pending(index)),
-        Poll::Failed(failure) => return Err(failure),
-        Poll::Done { info, incoming } => (info, incoming),
+    let mut io = NodeInstall {
+        cluster,
+        intent: IntentFile { data_dir },
+        path: store.path().to_path_buf(),
+        downloader,
+        info: None,
     };
-    crash_point("install-before-intent");
-    bulwark_fs::write_file_atomically(&intent_path(data_dir), &encode_intent(meta)).map_err(
-        |e| InstallFailure {
-            disk_full: bulwark_fs::is_disk_full(&e.source),
-            pending: false,
-            message: e.to_string(),
-        },
-    )?;
-    crash_point("install-before-swap");
-    bulwark_store::snapshot::swap_in(&incoming, &path).map_err(InstallFailure::store)?;
-    crash_point("install-after-swap");
-    let fresh = StateStore::open(&path).map_err(InstallFailure::store)?;
-    *store = fresh;
-    crash_point("install-after-reopen");
-    tracing::info!(
-        index,
-        checkpoint = info.applied_index,
-        rows = info.rows,
-        ms = started.elapsed().as_millis() as u64,
-        "snapshot installed"
-    );
+    let index = snapshot.get_metadata().index;
+    match bulwark_consensus::install::install_state(&mut io, store, snapshot) {
+        Ok(_) => {}
+        Err(InstallStop::Io(failure)) => return Err(failure),
+        Err(InstallStop::Pending { index }) => return Err(InstallFailure::pending(index)),
+        Err(InstallStop::Stale { index, checkpoint }) => {
+            return Err(InstallFailure::other(format!(
+                "the checkpoint at {checkpoint} is older than the snapshot at {index}"
+            )))
+        }
+    }
+    if let Some(info) = io.info {
+        tracing::info!(
+            index,
+            checkpoint = info.applied_index,
+            rows = info.rows,
+            ms = started.elapsed().as_millis() as u64,
+            "snapshot installed"
+        );
+    }
     Ok(())
 }
 

@@ -14,11 +14,19 @@ impl Sim {
     pub(super) fn start_node(&mut self, i: usize) {
         let node = &mut self.nodes[i];
         let mut storage = node.durable.take().expect("a stopped node has its storage");
-        let intent = node.install_intent.take();
-        if let Some(meta) = &intent {
-            if finish_interrupted(&mut storage, &node.checkpoint, meta) {
-                self.report.installs_finished_at_start += 1;
-            }
+        let intent = node.install_intent.as_ref().map(|m| m.index);
+        let finished = crate::install::finish_interrupted(
+            &mut super::step::SimIntent(&mut node.install_intent),
+            &mut storage,
+            &node.checkpoint,
+        )
+        .expect("the intent is in memory; a snapshot at or past the log's start installs");
+        if let crate::install::Interrupted::Decided {
+            decision: crate::install::StartDecision::ResetLog,
+            ..
+        } = finished
+        {
+            self.report.installs_finished_at_start += 1;
         }
         match crate::recovery::align_log_with_state(&mut storage, &node.checkpoint) {
             Ok(crate::recovery::Alignment::Within) => {}
@@ -26,7 +34,6 @@ impl Sim {
                 self.report.logs_moved_to_state += 1
             }
             Err(reason) => {
-                let intent = intent.map(|m| m.index);
                 self.failure = Some(format!(
                     "node {} cannot start: {reason} (install intent at {intent:?})",
                     node.id
@@ -108,21 +115,4 @@ impl Sim {
             }
         }
     }
-}
-
-/// `install::finish_interrupted`: if the state was swapped (it holds the snapshot's index) and
-/// the log not yet reset, reset it now; either way the intent is gone. True if it reset the log.
-fn finish_interrupted(
-    storage: &mut MemRaftStorage,
-    state: &Recorder,
-    meta: &SnapshotMetadata,
-) -> bool {
-    let log_snapshot = raft::Storage::first_index(storage).unwrap_or(1) - 1;
-    if state.applied_index() >= meta.index && log_snapshot < meta.index {
-        storage
-            .install_snapshot(meta)
-            .expect("a snapshot at or past the log's start installs");
-        return true;
-    }
-    false
 }

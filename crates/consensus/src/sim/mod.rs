@@ -84,8 +84,8 @@ pub struct SimReport {
     pub ready_crashes: u64,
     /// Of those, torn syncs: the log kept only a prefix of the new entries.
     pub torn_writes: u64,
-    /// Crashes while installing a snapshot: after the intent, before or after the state swap,
-    /// or after the log reset.
+    /// Crashes while installing a snapshot: after the intent and before the state swap (a point
+    /// of `consensus::install`'s steps), or before or after the log reset.
     pub install_crashes: u64,
     /// Starts that found an install intent and finished the install (reset the log) themselves.
     pub installs_finished_at_start: u64,
@@ -172,7 +172,7 @@ struct Node {
     clock_jump: i64,
     /// How many times the node has started: its incarnation.
     boots: u64,
-    /// The durable snapshot-install intent (`node/src/install.rs`): written before the state is
+    /// The durable snapshot-install intent (`consensus::install`): written before the state is
     /// swapped, removed once the Raft log is reset to the snapshot.
     install_intent: Option<SnapshotMetadata>,
     /// While the step is below this, the node's disk is full.

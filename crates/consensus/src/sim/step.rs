@@ -1,6 +1,7 @@
 //! One tick of simulated time.
 
 use super::*;
+use crate::install::{InstallIo, InstallPoint, InstallStop, IntentIo};
 
 /// What one round of Ready handling produced across the cluster.
 #[derive(Default)]
@@ -122,7 +123,7 @@ impl Sim {
             plan.newer = self.rng.chance(500);
             if may_crash && self.rng.chance(300) {
                 match self.rng.below(3) {
-                    0 => plan.crash_before_swap = true,
+                    0 => plan.crash_at = Some(InstallPoint::BeforeSwap),
                     1 => point = Some(CrashPoint::BeforeInstall),
                     _ => point = Some(CrashPoint::AfterInstall),
                 }
@@ -148,9 +149,10 @@ impl Sim {
         let replica = node.replica.as_mut().expect("the node is up");
         let was_leader = replica.role() == StateRole::Leader;
         let disk_full = replica.storage().is_disk_full();
-        let mut install = InstallCall::default();
+        let mut call = InstallCall::default();
         let snapshots = &self.snapshots;
         let sent_at = replica.proposer_now();
+        let (intent, checkpoint) = (&mut node.install_intent, &mut node.checkpoint);
         let result = replica.process_ready(
             &mut |messages| {
                 round
@@ -158,22 +160,27 @@ impl Sim {
                     .extend(messages.into_iter().map(|m| (m, sent_at)))
             },
             &mut |state, snapshot| {
-                install_checkpoint(snapshots, plan, disk_full, &mut install, state, snapshot)
+                let mut io = SimInstall {
+                    snapshots,
+                    plan,
+                    disk_full,
+                    intent: &mut *intent,
+                    checkpoint: &mut *checkpoint,
+                    call: &mut call,
+                    snapshot_index: 0,
+                };
+                install_checkpoint(&mut io, state, snapshot)
             },
         );
-        if let Some(meta) = install.intent {
-            node.install_intent = Some(meta);
-        }
         // Saved before the state swap: kept whatever happens next.
-        node.members.extend(install.members.iter().copied());
-        let installed = install.installed.is_some();
-        if let Some((state, newer)) = install.installed {
-            node.checkpoint = state;
+        node.members.extend(call.members.iter().copied());
+        let installed = call.installed.is_some();
+        if let Some(newer) = call.installed {
             self.report.snapshots_installed += 1;
             self.report.newer_checkpoints_installed += u64::from(newer);
         }
-        if install.crashed || replica.storage().has_crashed() {
-            self.count_crash_point(i, install.crashed);
+        if call.crashed || replica.storage().has_crashed() {
+            self.count_crash_point(i, call.crashed);
             let restart_at = self.step + 5 + self.rng.below(100);
             self.take_down(i, restart_at);
             return false;
@@ -184,7 +191,9 @@ impl Sim {
             .as_ref()
             .is_some_and(|m| m.index <= reset_to)
         {
-            node.install_intent = None; // the log is reset: the install is complete
+            // The log is reset: the install is complete.
+            crate::install::finished(&mut SimIntent(&mut node.install_intent))
+                .expect("the simulation's intent is in memory");
         }
         let (id, applied) = (node.id, replica.state().applied_index());
         round
@@ -219,7 +228,7 @@ impl Sim {
 
     /// Counts the power loss node `i` just had inside its Ready (nothing it did in that
     /// `process_ready` reached anyone but the messages sent before the crash point).
-    fn count_crash_point(&mut self, i: usize, before_swap: bool) {
+    fn count_crash_point(&mut self, i: usize, in_install_steps: bool) {
         let point = self.nodes[i]
             .replica
             .as_ref()
@@ -232,7 +241,7 @@ impl Sim {
             Some(CrashPoint::BeforeInstall | CrashPoint::AfterInstall) => {
                 self.report.install_crashes += 1
             }
-            _ if before_swap => self.report.install_crashes += 1,
+            _ if in_install_steps => self.report.install_crashes += 1,
             _ => {}
         }
     }
@@ -342,72 +351,151 @@ struct InstallPlan {
     /// Serve the newest checkpoint there is, not the one at the snapshot's index (a source
     /// serves its latest checkpoint).
     newer: bool,
-    /// Lose power once the intent is written, before the state is swapped.
-    crash_before_swap: bool,
+    /// Lose power at this point of the install's steps.
+    crash_at: Option<InstallPoint>,
 }
 
-/// What the shell's install callback did.
+/// What the shell's install callback did, beyond its durable steps.
 #[derive(Default)]
 struct InstallCall {
-    /// The intent it wrote (durable).
-    intent: Option<SnapshotMetadata>,
     /// The members the snapshot told of, saved into the address book first (durable).
     members: BTreeSet<u64>,
-    /// The checkpoint it swapped in (durable), and whether it was newer than the snapshot.
-    installed: Option<(Recorder, bool)>,
+    /// It swapped a checkpoint in (durable), and whether that was newer than the snapshot.
+    installed: Option<bool>,
     /// It lost power.
     crashed: bool,
 }
 
-/// The shell's side of installing a snapshot, as the node loop and `node/src/install.rs` do it:
-/// the snapshot's members are saved into the address book; a full disk fails the import;
-/// otherwise the intent is written, then the downloaded checkpoint (at or after the snapshot's
-/// index) replaces the state.
-fn install_checkpoint(
-    snapshots: &BTreeMap<u64, Recorder>,
-    plan: &InstallPlan,
+/// The simulation's side of `consensus::install`: the intent and the checkpoint are the node's
+/// durable fields, a fetch serves a checkpoint taken by another node, and the power fails at the
+/// point the plan drew.
+struct SimInstall<'a> {
+    snapshots: &'a BTreeMap<u64, Recorder>,
+    plan: &'a InstallPlan,
     disk_full: bool,
-    call: &mut InstallCall,
+    intent: &'a mut Option<SnapshotMetadata>,
+    /// The node's durable checkpoint: the state a restart finds.
+    checkpoint: &'a mut Recorder,
+    call: &'a mut InstallCall,
+    /// The index of the snapshot being installed, once its checkpoint is fetched.
+    snapshot_index: u64,
+}
+
+impl IntentIo for SimInstall<'_> {
+    type Error = String;
+
+    fn write_intent(&mut self, meta: &SnapshotMetadata) -> Result<(), String> {
+        SimIntent(self.intent).write_intent(meta)
+    }
+
+    fn read_intent(&mut self) -> Result<Option<SnapshotMetadata>, String> {
+        SimIntent(self.intent).read_intent()
+    }
+
+    fn remove_intent(&mut self) -> Result<(), String> {
+        SimIntent(self.intent).remove_intent()
+    }
+
+    fn crash_point(&mut self, point: InstallPoint) -> Result<(), String> {
+        if self.plan.crash_at == Some(point) {
+            self.call.crashed = true;
+            return Err(format!("the power failed at {}", point.name()));
+        }
+        Ok(())
+    }
+}
+
+impl InstallIo<Recorder> for SimInstall<'_> {
+    type Fetched = Recorder;
+
+    /// A full disk fails the import; otherwise the checkpoint the snapshot names, or with
+    /// `newer` the newest there is (every checkpoint holds only committed entries).
+    fn fetch_checkpoint(
+        &mut self,
+        snapshot: &raft::eraftpb::Snapshot,
+    ) -> Result<Option<Recorder>, String> {
+        if self.disk_full {
+            return Err("no space left on device (simulated)".into());
+        }
+        let index = u64::from_le_bytes(
+            snapshot.data[..8]
+                .try_into()
+                .map_err(|_| "short snapshot data")?,
+        );
+        let found = if self.plan.newer {
+            self.snapshots.range(index..).next_back().map(|(_, r)| r)
+        } else {
+            self.snapshots.get(&index)
+        };
+        let copy = found.ok_or_else(|| format!("no checkpoint at {index}"))?;
+        self.snapshot_index = snapshot.get_metadata().index;
+        Ok(Some(copy.clone()))
+    }
+
+    fn checkpoint_index(fetched: &Recorder) -> u64 {
+        fetched.applied_index()
+    }
+
+    fn swap_state(&mut self, fetched: Recorder) -> Result<(), String> {
+        let newer = fetched.applied_index() > self.snapshot_index;
+        *self.checkpoint = fetched;
+        self.call.installed = Some(newer);
+        Ok(())
+    }
+
+    fn reopen_state(&mut self, state: &mut Recorder) -> Result<(), String> {
+        *state = self.checkpoint.clone();
+        Ok(())
+    }
+}
+
+/// A node's durable install intent, outside an install: its removal once the log is reset, and
+/// what a start finds.
+pub(super) struct SimIntent<'a>(pub(super) &'a mut Option<SnapshotMetadata>);
+
+impl IntentIo for SimIntent<'_> {
+    type Error = String;
+
+    fn write_intent(&mut self, meta: &SnapshotMetadata) -> Result<(), String> {
+        *self.0 = Some(meta.clone());
+        Ok(())
+    }
+
+    fn read_intent(&mut self) -> Result<Option<SnapshotMetadata>, String> {
+        Ok(self.0.clone())
+    }
+
+    fn remove_intent(&mut self) -> Result<(), String> {
+        *self.0 = None;
+        Ok(())
+    }
+
+    fn crash_point(&mut self, _: InstallPoint) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// The shell's side of installing a snapshot, as the node loop does it: the snapshot's members
+/// are saved into the address book (the node's `learn_snapshot_members`), then the shared
+/// install steps run.
+fn install_checkpoint(
+    io: &mut SimInstall<'_>,
     state: &mut Recorder,
     snapshot: &raft::eraftpb::Snapshot,
 ) -> Result<(), String> {
-    if disk_full {
+    if io.disk_full {
         return Err("no space left on device (simulated)".into());
     }
-    // The snapshot tells of its members (here: its configuration's) before anything else, as
-    // the node's `learn_snapshot_members`.
-    call.members = crate::membership::members_of(snapshot.get_metadata().get_conf_state())
+    io.call.members = crate::membership::members_of(snapshot.get_metadata().get_conf_state())
         .iter()
         .map(|id| id.0)
         .collect();
-    let copy = checkpoint_for(snapshots, snapshot, plan.newer)?;
-    call.intent = Some(snapshot.get_metadata().clone());
-    if plan.crash_before_swap {
-        call.crashed = true;
-        return Err("the power failed before the state was swapped".into());
+    match crate::install::install_state(io, state, snapshot) {
+        Ok(_) => Ok(()),
+        Err(InstallStop::Io(e)) => Err(e),
+        Err(InstallStop::Pending { index }) => Err(format!("the snapshot at {index} is pending")),
+        Err(InstallStop::Stale { index, checkpoint }) => Err(format!(
+            "the checkpoint at {checkpoint} is older than the snapshot at {index}"
+        )),
     }
-    *state = copy.clone();
-    let newer = copy.applied_index() > snapshot.get_metadata().index;
-    call.installed = Some((copy.clone(), newer));
-    Ok(())
-}
-
-/// The checkpoint a snapshot names (its data is the index, little-endian), or with `newer` the
-/// newest checkpoint there is (every checkpoint holds only committed entries).
-fn checkpoint_for<'a>(
-    snapshots: &'a BTreeMap<u64, Recorder>,
-    snapshot: &raft::eraftpb::Snapshot,
-    newer: bool,
-) -> Result<&'a Recorder, String> {
-    let index = u64::from_le_bytes(
-        snapshot.data[..8]
-            .try_into()
-            .map_err(|_| "short snapshot data")?,
-    );
-    let found = if newer {
-        snapshots.range(index..).next_back().map(|(_, r)| r)
-    } else {
-        snapshots.get(&index)
-    };
-    found.ok_or_else(|| format!("no checkpoint at {index}"))
 }

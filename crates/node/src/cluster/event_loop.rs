@@ -15,7 +15,6 @@ use raft::eraftpb::Message;
 
 use super::config::{snapshot_data, snapshot_members, Member};
 use super::{ClusterLoop, Recovering, Reply, Stall};
-use crate::faults::crash_point;
 use crate::{answer_query, Inbox, NodeError, Query, Request, WriteOutcome};
 
 impl ClusterLoop {
@@ -268,7 +267,6 @@ impl ClusterLoop {
             path: self.config.data_dir.clone(),
             source,
         })?;
-        crash_point("install-after-intent-removed");
         tracing::info!(
             applied_index = self.replica.state().applied_index(),
             "caught up by installing a snapshot"
