@@ -185,16 +185,8 @@ impl Sim {
             self.take_down(i, restart_at);
             return false;
         }
-        let reset_to = raft::Storage::first_index(replica.storage()).unwrap_or(1) - 1;
-        if node
-            .install_intent
-            .as_ref()
-            .is_some_and(|m| m.index <= reset_to)
-        {
-            // The log is reset: the install is complete.
-            crate::install::finished(&mut SimIntent(&mut node.install_intent))
-                .expect("the simulation's intent is in memory");
-        }
+        finish_install_once_log_reset(node);
+        let replica = node.replica.as_mut().expect("the node is up");
         let (id, applied) = (node.id, replica.state().applied_index());
         round
             .outputs
@@ -336,6 +328,21 @@ impl Sim {
                 sender_time,
             });
         }
+    }
+}
+
+/// Step 5 of a snapshot install, once the log is reset to the snapshot (the Ready that
+/// carried it is persisted): the install is complete and its intent goes.
+fn finish_install_once_log_reset(node: &mut Node) {
+    let replica = node.replica.as_ref().expect("the node is up");
+    let reset_to = raft::Storage::first_index(replica.storage()).unwrap_or(1) - 1;
+    if node
+        .install_intent
+        .as_ref()
+        .is_some_and(|m| m.index <= reset_to)
+    {
+        crate::install::finished(&mut SimIntent(&mut node.install_intent))
+            .expect("the simulation's intent is in memory");
     }
 }
 
