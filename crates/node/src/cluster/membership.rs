@@ -33,7 +33,7 @@ impl ClusterLoop {
         let cc = match plan_change(&conf, &request) {
             Ok(cc) => cc,
             Err(reason) => {
-                let _ = reply.send(Err(NodeError::Membership(reason)));
+                let _ = reply.send(Err(NodeError::Membership(reason.to_string())));
                 return;
             }
         };
@@ -52,7 +52,7 @@ impl ClusterLoop {
             Ok(conf) => conf,
             Err(reason) => {
                 if let Some(Reply::Membership(reply)) = change.token {
-                    let _ = reply.send(Err(NodeError::Membership(reason)));
+                    let _ = reply.send(Err(NodeError::Membership(reason.to_string())));
                 }
                 return;
             }
