@@ -17,10 +17,10 @@ use raft::eraftpb::Message;
 use super::config::{snapshot_data, snapshot_members, Member};
 use super::{ClusterLoop, Recovering, Reply, Stall};
 use crate::faults::crash_point;
-use crate::{answer_query, Inbox, NodeError, Query, Request, WriteOutcome};
+use crate::{answer_query, Inbox, NodeFault, Query, Request, RequestError, WriteOutcome};
 
 impl ClusterLoop {
-    pub(super) fn run(mut self, inbox: Inbox) -> Result<(), NodeError> {
+    pub(super) fn run(mut self, inbox: Inbox) -> Result<(), NodeFault> {
         let outcome = self.serve(&inbox);
         if let Err(e) = &outcome {
             tracing::error!(error = %e, "cluster loop stopped on a fatal error");
@@ -36,7 +36,7 @@ impl ClusterLoop {
         Ok(())
     }
 
-    fn serve(&mut self, inbox: &Inbox) -> Result<(), NodeError> {
+    fn serve(&mut self, inbox: &Inbox) -> Result<(), NodeFault> {
         loop {
             let wait = self.next_tick.saturating_duration_since(Instant::now());
             let first = match inbox.recv_timeout(wait) {
@@ -125,7 +125,7 @@ impl ClusterLoop {
         &mut self,
         query: Query,
         stale: bool,
-        reply: tokio::sync::oneshot::Sender<Result<crate::ReadOutcome, NodeError>>,
+        reply: tokio::sync::oneshot::Sender<Result<crate::ReadOutcome, RequestError>>,
         permit: super::Permit,
     ) {
         if matches!(query, Query::Status) {
@@ -161,7 +161,7 @@ impl ClusterLoop {
 
     /// Raft's Ready, or the held one again when its retry is due; then what an installed
     /// snapshot leaves to do.
-    fn ready_round(&mut self) -> Result<(), NodeError> {
+    fn ready_round(&mut self) -> Result<(), NodeFault> {
         // A state store closed after a failed checkpoint must be reopened before anything is
         // applied; a held Ready is retried at a modest pace.
         let run = !self.replica.state().is_unavailable()
@@ -219,16 +219,16 @@ impl ClusterLoop {
         e: bulwark_consensus::storage::StorageError,
         install_disk_full: bool,
         install_pending: bool,
-    ) -> Result<(), NodeError> {
+    ) -> Result<(), NodeFault> {
         let install_failed = matches!(
             e,
             bulwark_consensus::storage::StorageError::SnapshotInstall { .. }
         );
         if !self.replica.is_stalled() || !(e.is_disk_full() || install_disk_full || install_failed)
         {
-            return Err(NodeError::Recovery {
+            return Err(NodeFault::RaftLog {
                 dir: self.config.data_dir.clone(),
-                reason: format!("the Raft log failed: {e}"),
+                source: e,
             });
         }
         if e.is_disk_full() || install_disk_full {
@@ -262,8 +262,8 @@ impl ClusterLoop {
     /// The Raft log was reset to the installed snapshot: the install is whole. Learn the members
     /// the snapshot covers, and offer the new checkpoint in turn (a node that leads before its
     /// next checkpoint must not offer one below its own log).
-    fn snapshot_installed(&mut self, members: Vec<Member>) -> Result<(), NodeError> {
-        crate::install::finished(&self.config.data_dir).map_err(|source| NodeError::Io {
+    fn snapshot_installed(&mut self, members: Vec<Member>) -> Result<(), NodeFault> {
+        crate::install::finished(&self.config.data_dir).map_err(|source| NodeFault::Io {
             what: "remove the snapshot install intent in",
             path: self.config.data_dir.clone(),
             source,
@@ -291,16 +291,16 @@ impl ClusterLoop {
     /// the checkpoint covers) as the snapshot for lagging followers, and drops the Raft log behind
     /// it but for [`KEEP_ENTRIES`] (none on a node alone in its configuration: a node added later
     /// starts from a snapshot anyway).
-    pub(super) fn offer_checkpoint(&mut self, index: LogIndex) -> Result<(), NodeError> {
+    pub(super) fn offer_checkpoint(&mut self, index: LogIndex) -> Result<(), NodeFault> {
         let conf = self.replica.raw().raft.prs().conf().to_conf_state();
         let alone = conf.voters.len() + conf.learners.len() <= 1;
         let keep = if alone { 0 } else { KEEP_ENTRIES };
         let data = snapshot_data(&self.cluster);
         self.replica
             .compact(index, keep, data)
-            .map_err(|e| NodeError::Recovery {
+            .map_err(|source| NodeFault::Compact {
                 dir: self.config.data_dir.clone(),
-                reason: format!("compacting the Raft log failed: {e}"),
+                source,
             })
     }
 
@@ -338,8 +338,8 @@ impl ClusterLoop {
         self.disk_full.load(Ordering::Acquire)
     }
 
-    fn disk_full_error(&self) -> NodeError {
-        NodeError::DiskFull {
+    fn disk_full_error(&self) -> RequestError {
+        RequestError::DiskFull {
             dir: self.config.data_dir.clone(),
         }
     }
@@ -401,19 +401,19 @@ impl ClusterLoop {
             }
             Output::WriteFailed { token, error } | Output::ReadFailed { token, error } => {
                 let error = match error {
-                    ReplicaError::NotLeader { leader } => NodeError::NotLeader { leader },
-                    ReplicaError::Dropped => NodeError::Dropped,
-                    ReplicaError::Indeterminate => NodeError::OutcomeUnknown,
-                    ReplicaError::ReadTimeout => NodeError::NotLeader { leader: None },
+                    ReplicaError::NotLeader { leader } => RequestError::NotLeader { leader },
+                    ReplicaError::Dropped => RequestError::Dropped,
+                    ReplicaError::Indeterminate => RequestError::OutcomeUnknown,
+                    ReplicaError::ReadTimeout => RequestError::NotLeader { leader: None },
                     // A follower fetching a snapshot holds its Ready too: its writes go to
                     // the leader, as any follower's.
                     ReplicaError::Stalled if self.stall == Stall::Installing => {
-                        NodeError::NotLeader {
+                        RequestError::NotLeader {
                             leader: self.replica.leader(),
                         }
                     }
                     ReplicaError::Stalled => self.disk_full_error(),
-                    ReplicaError::Raft(reason) => NodeError::NotLeader {
+                    ReplicaError::Raft(reason) => RequestError::NotLeader {
                         leader: {
                             tracing::debug!(%reason, "raft refused a request");
                             self.replica.leader()
@@ -440,7 +440,7 @@ impl ClusterLoop {
         }
     }
 
-    fn housekeeping(&mut self) -> Result<(), NodeError> {
+    fn housekeeping(&mut self) -> Result<(), NodeFault> {
         self.track_replication();
         let store = self.replica.state_mut();
         if let Some(done) = store.poll_checkpoint()? {

@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 
 use super::config::{save_members, snapshot_members, ClusterConfig, Member, MembershipChange};
 use super::{ClusterLoop, Reply};
-use crate::NodeError;
+use crate::RequestError;
 
 impl ClusterLoop {
     /// Checks an operator's membership change against the current configuration and proposes
@@ -19,7 +19,7 @@ impl ClusterLoop {
     pub(super) fn propose_membership(
         &mut self,
         change: MembershipChange,
-        reply: oneshot::Sender<Result<LogIndex, NodeError>>,
+        reply: oneshot::Sender<Result<LogIndex, RequestError>>,
     ) {
         let conf = self.replica.raw().raft.prs().conf().to_conf_state();
         let (request, details) = match &change {
@@ -32,8 +32,8 @@ impl ClusterLoop {
         };
         let cc = match plan_change(&conf, &request) {
             Ok(cc) => cc,
-            Err(reason) => {
-                let _ = reply.send(Err(NodeError::Membership(reason.to_string())));
+            Err(refusal) => {
+                let _ = reply.send(Err(RequestError::Membership(refusal.into())));
                 return;
             }
         };
@@ -50,9 +50,9 @@ impl ClusterLoop {
     ) {
         let conf = match change.conf_state {
             Ok(conf) => conf,
-            Err(reason) => {
+            Err(refusal) => {
                 if let Some(Reply::Membership(reply)) = change.token {
-                    let _ = reply.send(Err(NodeError::Membership(reason.to_string())));
+                    let _ = reply.send(Err(RequestError::Membership(refusal.into())));
                 }
                 return;
             }
