@@ -7,6 +7,7 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bulwark_consensus::replica::{Output, ReplicaError};
+use bulwark_consensus::storage::{SnapshotInstallError, StorageError};
 use bulwark_consensus::LogIndex;
 use bulwark_ledger::Timestamp;
 use bulwark_limits::{DISK_FULL_RETRY, INSTALL_RETRY, KEEP_ENTRIES, MAX_REQUESTS_PER_ROUND};
@@ -175,20 +176,16 @@ impl ClusterLoop {
         let data_dir = &self.config.data_dir;
         let downloader = &mut self.downloader;
         let mut installed = None;
-        let (mut install_disk_full, mut install_pending) = (false, false);
         let outcome = self.replica.process_ready(
             &mut |messages| send_all(&*transport, messages),
             &mut |store, snapshot| {
-                super::membership::learn_snapshot_members(cluster, data_dir, &snapshot.data)?;
+                super::membership::learn_snapshot_members(cluster, data_dir, &snapshot.data)
+                    .map_err(|e| SnapshotInstallError::Failed(e.into()))?;
                 crate::install::install_snapshot(cluster, data_dir, store, snapshot, downloader)
-                    .map_err(|f| {
-                        install_disk_full = f.disk_full;
-                        install_pending = f.pending;
-                        f.message
-                    })?;
+                    .map_err(install_error)?;
                 *snapshots.lock().expect("snapshot source lock") = Some(store.snapshot_source());
                 installed = Some(snapshot_members(&snapshot.data));
-                Ok(())
+                Ok::<(), SnapshotInstallError>(())
             },
         );
         if installed.is_some() {
@@ -200,7 +197,7 @@ impl ClusterLoop {
             .observe(started.elapsed().as_secs_f64());
         match outcome {
             Ok(()) => self.stall = Stall::None,
-            Err(e) => self.held(e, install_disk_full, install_pending)?,
+            Err(e) => self.held(e)?,
         }
         self.update_disk_full();
         if !self.replica.is_stalled() {
@@ -214,24 +211,22 @@ impl ClusterLoop {
     /// A Ready could not be persisted and is held: for lack of space (retried until there is
     /// space), or because a snapshot could not be installed (fetched again, from any member, a
     /// little later). Anything else is fatal: the log or the state may not be what they say.
-    fn held(
-        &mut self,
-        e: bulwark_consensus::storage::StorageError,
-        install_disk_full: bool,
-        install_pending: bool,
-    ) -> Result<(), NodeFault> {
-        let install_failed = matches!(
+    fn held(&mut self, e: StorageError) -> Result<(), NodeFault> {
+        let install_failed = matches!(e, StorageError::SnapshotInstall { .. });
+        let install_pending = matches!(
             e,
-            bulwark_consensus::storage::StorageError::SnapshotInstall { .. }
+            StorageError::SnapshotInstall {
+                source: SnapshotInstallError::Pending,
+                ..
+            }
         );
-        if !self.replica.is_stalled() || !(e.is_disk_full() || install_disk_full || install_failed)
-        {
+        if !self.replica.is_stalled() || !(e.is_disk_full() || install_failed) {
             return Err(NodeFault::RaftLog {
                 dir: self.config.data_dir.clone(),
                 source: e,
             });
         }
-        if e.is_disk_full() || install_disk_full {
+        if e.is_disk_full() {
             self.retry_at = Instant::now() + DISK_FULL_RETRY;
             tracing::debug!(error = %e, "persisting a Raft Ready failed for lack of space; retrying");
             if !self.is_disk_full() {
@@ -474,6 +469,18 @@ impl ClusterLoop {
             .accounts
             .set(self.replica.state().account_count() as i64);
         Ok(())
+    }
+}
+
+/// What a failed install means for the held Ready: look again shortly (the download runs),
+/// retry once space is freed, or fetch again a little later.
+fn install_error(failure: crate::install::InstallFailure) -> SnapshotInstallError {
+    if failure.pending {
+        SnapshotInstallError::Pending
+    } else if failure.disk_full {
+        SnapshotInstallError::DiskFull(failure.message.into())
+    } else {
+        SnapshotInstallError::Failed(failure.message.into())
     }
 }
 

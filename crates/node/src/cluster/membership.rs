@@ -122,6 +122,12 @@ impl ClusterLoop {
     }
 }
 
+/// The address book could not be saved before a snapshot's install: the install fails (and is
+/// tried again), since the swap must not happen before the members are on disk.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot save the member address book: {0}")]
+pub(super) struct SaveMembersFailed(#[source] std::io::Error);
+
 /// Before a snapshot's state replaces ours: the members it tells of go into the address book, on
 /// disk. A crash after the swap restarts with the snapshot's configuration, and without their
 /// addresses a member added in the entries the snapshot covers would never hear from this node
@@ -131,7 +137,7 @@ pub(super) fn learn_snapshot_members(
     cluster: &mut ClusterConfig,
     data_dir: &std::path::Path,
     data: &[u8],
-) -> Result<(), String> {
+) -> Result<(), SaveMembersFailed> {
     let mut changed = false;
     for m in snapshot_members(data) {
         match cluster.members.iter_mut().find(|x| x.id == m.id) {
@@ -142,8 +148,7 @@ pub(super) fn learn_snapshot_members(
         changed = true;
     }
     if changed {
-        save_members(data_dir, &cluster.members)
-            .map_err(|e| format!("cannot save the member address book: {e}"))?;
+        save_members(data_dir, &cluster.members).map_err(SaveMembersFailed)?;
     }
     Ok(())
 }
