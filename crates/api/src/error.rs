@@ -3,7 +3,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use bulwark_node::NodeError;
+use bulwark_node::RequestError;
 use serde::Serialize;
 
 #[derive(Debug)]
@@ -69,32 +69,34 @@ impl ApiError {
     }
 }
 
-impl From<NodeError> for ApiError {
-    fn from(e: NodeError) -> Self {
+/// Every outcome has its own status and word, matched without a catch-all so that a new
+/// outcome must be given one; the node loop's fatal faults are not outcomes and never reach here.
+impl From<RequestError> for ApiError {
+    fn from(e: RequestError) -> Self {
         match e {
-            e @ NodeError::AckAllUnconfirmed { .. } => ApiError {
+            e @ RequestError::AckAllUnconfirmed { .. } => ApiError {
                 status: StatusCode::GATEWAY_TIMEOUT,
                 code: "ack_all_timeout",
                 message: e.to_string(),
             },
-            NodeError::Stopped => ApiError {
+            RequestError::Stopped => ApiError {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 code: "unavailable",
                 message: "the node is shutting down or has stopped".into(),
             },
-            NodeError::NotLeader { .. } => ApiError {
+            RequestError::NotLeader { .. } => ApiError {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 code: "no_leader",
                 message: "no leader is known right now; retry shortly".into(),
             },
-            NodeError::Dropped => ApiError {
+            RequestError::Dropped => ApiError {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 code: "write_dropped",
                 message: "a leader change dropped the write before it committed: it was not \
                           applied; retry it (ids make the retry safe)"
                     .into(),
             },
-            NodeError::OutcomeUnknown => ApiError {
+            RequestError::OutcomeUnknown => ApiError {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 code: "outcome_unknown",
                 message: "the leader lost its majority before the write committed: it may or may \
@@ -102,24 +104,31 @@ impl From<NodeError> for ApiError {
                     .into(),
             },
             // Refused before it reached the node loop: nothing of it was done.
-            e @ NodeError::Overloaded { .. } => ApiError {
+            e @ RequestError::Overloaded { .. } => ApiError {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 code: "overloaded",
                 message: e.to_string(),
             },
             // 507: the node cannot store anything until space is freed; the message names the
             // data directory.
-            e @ NodeError::DiskFull { .. } => ApiError {
+            e @ RequestError::DiskFull { .. } => ApiError {
                 status: StatusCode::INSUFFICIENT_STORAGE,
                 code: "disk_full",
                 message: e.to_string(),
             },
-            other => {
-                tracing::error!(error = %other, "request failed in the node");
+            // The words of the refusal alone, without the variant's "membership change
+            // refused: " prefix: the status and word already say so.
+            RequestError::Membership(refusal) => ApiError {
+                status: StatusCode::CONFLICT,
+                code: "membership_refused",
+                message: refusal.to_string(),
+            },
+            e @ RequestError::Store(_) => {
+                tracing::error!(error = %e, "request failed in the node");
                 ApiError {
                     status: StatusCode::INTERNAL_SERVER_ERROR,
                     code: "storage_error",
-                    message: other.to_string(),
+                    message: e.to_string(),
                 }
             }
         }
@@ -150,15 +159,36 @@ mod tests {
 
     #[test]
     fn an_overloaded_node_answers_503_overloaded_with_retry_after() {
-        let response = ApiError::from(NodeError::Overloaded { what: "reads" }).into_response();
+        let response = ApiError::from(RequestError::Overloaded { what: "reads" }).into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[header::RETRY_AFTER], "1");
-        let error = ApiError::from(NodeError::Overloaded { what: "reads" });
+        let error = ApiError::from(RequestError::Overloaded { what: "reads" });
         assert_eq!(error.code, "overloaded");
         assert!(
             error.message.contains("too many reads"),
             "{}",
             error.message
         );
+    }
+
+    #[test]
+    fn a_refused_membership_change_answers_409_with_the_refusal_words_alone() {
+        use bulwark_node::{MembershipRefusal, NodeId};
+        let refused = RequestError::Membership(MembershipRefusal::NotALearner(NodeId(5)).into());
+        let error = ApiError::from(refused);
+        assert_eq!(error.status, StatusCode::CONFLICT);
+        assert_eq!(error.code, "membership_refused");
+        assert_eq!(
+            error.message,
+            "node 5 is not a learner; add it as one first"
+        );
+    }
+
+    #[test]
+    fn a_stopped_node_answers_503_unavailable() {
+        let error = ApiError::from(RequestError::Stopped);
+        assert_eq!(error.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(error.code, "unavailable");
+        assert_eq!(error.message, "the node is shutting down or has stopped");
     }
 }

@@ -27,7 +27,9 @@ use bulwark_limits::{
 };
 use bulwark_node::cluster::{Member, MembershipChange};
 use bulwark_node::metrics::{RequestLabels, RouteLabels};
-use bulwark_node::{Answer, LogIndex, Metrics, NodeError, NodeHandle, NodeId, Query as NodeQuery};
+use bulwark_node::{
+    Answer, LogIndex, Metrics, NodeHandle, NodeId, Query as NodeQuery, RequestError,
+};
 use serde::Deserialize;
 use serde_json::json;
 use std::net::SocketAddr;
@@ -335,7 +337,7 @@ async fn write(
     };
     let outcome = match state.node.write(operation).await {
         Ok(outcome) => outcome,
-        Err(NodeError::NotLeader {
+        Err(RequestError::NotLeader {
             leader: Some(leader),
         }) if leader != state.node_id && !headers.contains_key(FORWARDED) => {
             let path = if ack == Ack::All {
@@ -345,7 +347,7 @@ async fn write(
             };
             return forward(state, leader, &path, raw).await;
         }
-        Err(NodeError::NotLeader { .. }) => return Err(no_leader()),
+        Err(RequestError::NotLeader { .. }) => return Err(no_leader()),
         Err(e) => return Err(e.into()),
     };
     if let Some(permit) = ack_all {
@@ -683,17 +685,12 @@ async fn membership(
                 .insert("bulwark-commit-index", index.0.into());
             Ok(response)
         }
-        Err(NodeError::NotLeader {
+        Err(RequestError::NotLeader {
             leader: Some(leader),
         }) if leader != state.node_id && !headers.contains_key(FORWARDED) => {
             forward(state, leader, path, raw).await
         }
-        Err(NodeError::NotLeader { .. }) => Err(no_leader()),
-        Err(NodeError::Membership(reason)) => Err(ApiError {
-            status: StatusCode::CONFLICT,
-            code: "membership_refused",
-            message: reason,
-        }),
+        Err(RequestError::NotLeader { .. }) => Err(no_leader()),
         Err(e) => Err(e.into()),
     }
 }

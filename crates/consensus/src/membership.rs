@@ -47,34 +47,68 @@ pub fn check_voter_count(voters: usize) -> Result<(), VoterCountError> {
     Ok(())
 }
 
-/// The Raft change that carries out `request` on the configuration `conf` (the leader's), or the
-/// reason it is refused, in the words the API answers with.
-pub fn plan_change(conf: &ConfState, request: &MembershipRequest) -> Result<ConfChangeV2, String> {
-    // raft-rs would silently turn a change proposed before the previous one is left into an
-    // empty entry (answered `write_dropped` once it commits): say why at once instead.
+/// Why an operator's membership change is refused. Its `Display` is what the API answers with
+/// (409 `membership_refused`) and what the tests and docs/operations.md quote: the words must not
+/// change.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// raft-rs would silently turn a change proposed before the previous one is left into an
+    /// empty entry (answered `write_dropped` once it commits): refused at once instead.
+    #[error(
+        "a membership change is still being completed (its joint configuration is being left); \
+         try again in a moment"
+    )]
+    JointInProgress,
+    #[error("node {0} is already a member")]
+    AlreadyMember(NodeId),
+    #[error("node id 0 is reserved")]
+    ReservedId,
+    #[error("node {0} is not a learner; add it as one first")]
+    NotALearner(NodeId),
+    #[error("node {0} is not a member")]
+    NotAMember(NodeId),
+    #[error("promoting {} would leave {count}", plain(.ids))]
+    PromoteLeaves {
+        ids: Vec<NodeId>,
+        count: VoterCountError,
+    },
+    #[error("removing {} would leave {count}", plain(.ids))]
+    RemoveLeaves {
+        ids: Vec<NodeId>,
+        count: VoterCountError,
+    },
+    /// An empty promotion or removal is Raft's request to leave a joint configuration.
+    #[error("no node ids given")]
+    NoIds,
+    #[error("node {0} is named more than once")]
+    NamedTwice(NodeId),
+}
+
+/// The Raft change that carries out `request` on the configuration `conf` (the leader's), or why
+/// it is refused.
+pub fn plan_change(conf: &ConfState, request: &MembershipRequest) -> Result<ConfChangeV2, Refusal> {
     if !conf.voters_outgoing.is_empty() {
-        return Err(
-            "a membership change is still being completed (its joint configuration is being \
-             left); try again in a moment"
-                .into(),
-        );
+        return Err(Refusal::JointInProgress);
     }
     let is_voter = |id: &NodeId| conf.voters.contains(&id.0);
     let is_learner = |id: &NodeId| conf.learners.contains(&id.0);
     check_ids(request)?;
     let steps = match request {
         MembershipRequest::AddLearner(id) if is_voter(id) || is_learner(id) => {
-            return Err(format!("node {id} is already a member"))
+            return Err(Refusal::AlreadyMember(*id))
         }
-        MembershipRequest::AddLearner(NodeId(0)) => return Err("node id 0 is reserved".into()),
+        MembershipRequest::AddLearner(NodeId(0)) => return Err(Refusal::ReservedId),
         MembershipRequest::AddLearner(id) => vec![(ConfChangeType::AddLearnerNode, *id)],
         MembershipRequest::Promote(ids) => {
             if let Some(id) = ids.iter().find(|id| !is_learner(id)) {
-                return Err(format!("node {id} is not a learner; add it as one first"));
+                return Err(Refusal::NotALearner(*id));
             }
-            if let Err(e) = check_voter_count(conf.voters.len() + ids.len()) {
-                return Err(format!("promoting {} would leave {e}", plain(ids)));
-            }
+            check_voter_count(conf.voters.len() + ids.len()).map_err(|count| {
+                Refusal::PromoteLeaves {
+                    ids: ids.clone(),
+                    count,
+                }
+            })?;
             ids.iter()
                 .map(|id| (ConfChangeType::AddNode, *id))
                 .collect()
@@ -86,11 +120,12 @@ pub fn plan_change(conf: &ConfState, request: &MembershipRequest) -> Result<Conf
                 .filter(|v| !ids.contains(&NodeId(**v)))
                 .count();
             if let Some(id) = ids.iter().find(|id| !is_voter(id) && !is_learner(id)) {
-                return Err(format!("node {id} is not a member"));
+                return Err(Refusal::NotAMember(*id));
             }
-            if let Err(e) = check_voter_count(voters_left) {
-                return Err(format!("removing {} would leave {e}", plain(ids)));
-            }
+            check_voter_count(voters_left).map_err(|count| Refusal::RemoveLeaves {
+                ids: ids.clone(),
+                count,
+            })?;
             ids.iter()
                 .map(|id| (ConfChangeType::RemoveNode, *id))
                 .collect()
@@ -102,20 +137,20 @@ pub fn plan_change(conf: &ConfState, request: &MembershipRequest) -> Result<Conf
 /// A promotion or removal names each node once, and at least one: the voter count is checked
 /// per id named, so a node named twice would let `[4, 4]` make an even number of voters (found by
 /// the simulation), and an empty change is Raft's request to leave a joint configuration.
-fn check_ids(request: &MembershipRequest) -> Result<(), String> {
+fn check_ids(request: &MembershipRequest) -> Result<(), Refusal> {
     let ids = match request {
         MembershipRequest::AddLearner(_) => return Ok(()),
         MembershipRequest::Promote(ids) | MembershipRequest::Remove(ids) => ids,
     };
     if ids.is_empty() {
-        return Err("no node ids given".into());
+        return Err(Refusal::NoIds);
     }
     if let Some((_, id)) = ids
         .iter()
         .enumerate()
         .find(|(i, id)| ids[..*i].contains(id))
     {
-        return Err(format!("node {id} is named more than once"));
+        return Err(Refusal::NamedTwice(*id));
     }
     Ok(())
 }
@@ -150,8 +185,11 @@ mod tests {
         ids.iter().map(|&id| NodeId(id)).collect()
     }
 
+    /// The refusal's words: what the API answers with.
     fn refused(conf: &ConfState, request: MembershipRequest) -> String {
-        plan_change(conf, &request).expect_err("refused")
+        plan_change(conf, &request)
+            .expect_err("refused")
+            .to_string()
     }
 
     #[test]
@@ -183,6 +221,23 @@ mod tests {
         assert!(refused(&one, Remove(ids(&[1]))).starts_with("removing [1] would leave 0 voters"));
         let seven = conf(&[1, 2, 3, 4, 5, 6, 7], &[8, 9]);
         assert!(refused(&seven, Promote(ids(&[8, 9]))).contains("at most 7 are allowed"));
+    }
+
+    #[test]
+    fn refusals_name_the_nodes_they_are_about() {
+        let three = conf(&[1, 2, 3], &[4]);
+        use MembershipRequest::*;
+        assert_eq!(
+            plan_change(&three, &Promote(ids(&[5]))),
+            Err(Refusal::NotALearner(NodeId(5)))
+        );
+        assert_eq!(
+            plan_change(&three, &Remove(ids(&[1]))),
+            Err(Refusal::RemoveLeaves {
+                ids: ids(&[1]),
+                count: VoterCountError::NotOdd { voters: 2 }
+            })
+        );
     }
 
     #[test]

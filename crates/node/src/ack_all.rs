@@ -4,7 +4,7 @@
 
 use bulwark_consensus::LogIndex;
 
-use crate::NodeError;
+use crate::RequestError;
 
 /// Waiters by the log index they wait for, each with a reply token `R`.
 pub(crate) struct AckAllWaiters<R> {
@@ -37,12 +37,12 @@ impl<R> AckAllWaiters<R> {
         &mut self,
         leading: bool,
         in_sync_floor: LogIndex,
-    ) -> Vec<(R, Result<(), NodeError>)> {
+    ) -> Vec<(R, Result<(), RequestError>)> {
         let mut settled = Vec::new();
         let mut still = Vec::new();
         for (index, reply) in self.waiting.drain(..) {
             if !leading {
-                settled.push((reply, Err(NodeError::AckAllUnconfirmed { index })));
+                settled.push((reply, Err(RequestError::AckAllUnconfirmed { index })));
             } else if in_sync_floor >= index {
                 settled.push((reply, Ok(())));
             } else {
@@ -87,7 +87,7 @@ mod tests {
         let settled = w.settle(false, LogIndex(0));
         assert_eq!(settled.len(), 1);
         match &settled[0].1 {
-            Err(NodeError::AckAllUnconfirmed { index: LogIndex(5) }) => {}
+            Err(RequestError::AckAllUnconfirmed { index: LogIndex(5) }) => {}
             other => panic!("a committed write must not be refused: {other:?}"),
         }
         assert_eq!(w.len(), 0);

@@ -1,8 +1,9 @@
-//! Why a node did not start: a [`Refusal`] (the directory, the flags and the cluster disagree;
+//! Why a node did not start, or stopped: a [`Refusal`] (the directory, the flags and the cluster disagree;
 //! nothing was changed, and only the operator can settle it) kept apart from the faults (I/O,
 //! damaged files) that a [`StartError`] also carries, so that a caller can tell one from the
 //! other without reading the message. The refusals' words are quoted by the binary's tests and
-//! by docs/operations.md: their `Display` must not change.
+//! by docs/operations.md: their `Display` must not change. A running loop's fatal faults are
+//! [`NodeFault`]s.
 
 use std::path::PathBuf;
 
@@ -143,6 +144,33 @@ impl StartError {
             _ => None,
         }
     }
+}
+
+/// Why a running node loop stopped: a fault after which the node must not go on (the log or the
+/// state may not be what they say, and a failed fsync may have lost pages). Only the loop's
+/// `run` returns one, through [`crate::Node::shutdown`]; requests never carry it (they are
+/// answered [`crate::RequestError::Stopped`] once the loop is gone).
+#[derive(Debug, thiserror::Error)]
+pub enum NodeFault {
+    /// A checkpoint failed (other than for lack of space, which the store survives).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A Raft Ready could not be persisted for another reason than a full disk or a snapshot
+    /// still to install.
+    #[error("{}: the Raft log failed: {source}", dir.display())]
+    RaftLog { dir: PathBuf, source: StorageError },
+    /// Compacting the Raft log behind a checkpoint (or an installed snapshot) failed.
+    #[error("{}: compacting the Raft log failed: {source}", dir.display())]
+    Compact { dir: PathBuf, source: StorageError },
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The loop's thread panicked (an invariant check failed); its message is in the log.
+    #[error("the node loop panicked")]
+    Panicked,
 }
 
 /// What went wrong while opening and checking a directory's Raft log and state store.

@@ -11,11 +11,11 @@
 //!
 //! The loop's inbox is bounded (`Inbox`): writes, reads and `ack=all` waiters hold a permit
 //! (bounds in `bulwark-limits`) until they are answered, and one that gets none within
-//! `PERMIT_WAIT` is refused as [`NodeError::Overloaded`]; peer messages beyond their share of the
+//! `PERMIT_WAIT` is refused as [`RequestError::Overloaded`]; peer messages beyond their share of the
 //! inbox are dropped and counted, never waited for.
 //!
 //! A full disk: the node stays up, refuses writes and linearizable reads with
-//! [`NodeError::DiskFull`], and goes on by itself once space is freed (see `cluster.rs`).
+//! [`RequestError::DiskFull`], and goes on by itself once space is freed (see `cluster.rs`).
 
 #![warn(clippy::too_many_lines)]
 
@@ -27,6 +27,7 @@ pub mod faults;
 pub mod identity;
 mod install;
 pub mod metrics;
+mod outcome;
 pub mod peer_frame;
 
 use std::path::PathBuf;
@@ -46,12 +47,16 @@ use bulwark_limits::{
 };
 // Re-exported: the API names the indexes and ids of the answers without depending on consensus.
 pub use bulwark_consensus::{LogIndex, NodeId, Term};
-use bulwark_store::{StateStore, StoreError};
+// Re-exported: the API can name why a membership change was refused without depending on
+// consensus.
+pub use bulwark_consensus::membership::Refusal as MembershipRefusal;
+use bulwark_store::StateStore;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
-pub use error::{RecoveryError, Refusal, StartError};
+pub use error::{NodeFault, RecoveryError, Refusal, StartError};
 pub use install::{InstallError, IntentError};
 pub use metrics::Metrics;
+pub use outcome::{MembershipRefused, RequestError};
 
 /// Where the node keeps its data and when it checkpoints.
 #[derive(Clone, Debug)]
@@ -62,7 +67,7 @@ pub struct NodeConfig {
     /// grown well past what is kept behind a checkpoint).
     pub checkpoint_transfers: usize,
     /// Write requests in flight at once, from the API to their answer; more wait for a permit
-    /// for at most `bulwark_limits::PERMIT_WAIT`, then are refused as [`NodeError::Overloaded`].
+    /// for at most `bulwark_limits::PERMIT_WAIT`, then are refused as [`RequestError::Overloaded`].
     pub max_inflight_writes: usize,
 }
 
@@ -84,59 +89,6 @@ impl NodeConfig {
     pub fn state_path(&self) -> PathBuf {
         self.data_dir.join("state.redb")
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum NodeError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("recovery of {dir}: {reason}")]
-    Recovery { dir: PathBuf, reason: String },
-    #[error("{what} {path}: {source}")]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("the node has stopped")]
-    Stopped,
-    /// Only the leader takes writes; `leader` is the one this node last heard of.
-    // The leader as a plain number (`Some(2)`), as before the id had its own type.
-    #[error("this node is not the leader (leader: {:?})", .leader.map(|l| l.0))]
-    NotLeader { leader: Option<NodeId> },
-    /// The write was replaced in the log by a leader change before it committed: it was not
-    /// applied and never will be; the client may retry.
-    #[error("the write was dropped by a leader change before it committed; retry it")]
-    Dropped,
-    /// The leader lost leadership before the write committed: it may still commit under the
-    /// next leader, or not. Retrying with the same ids is safe.
-    #[error("leadership changed before the write committed; its outcome is unknown")]
-    OutcomeUnknown,
-    /// An `ack=all` write committed (on a majority) and applied, but this node stopped leading
-    /// before every in-sync member confirmed it: it is not lost, only unconfirmed everywhere.
-    #[error(
-        "the write committed at index {index} on a majority and was applied, but this node \
-         stopped leading before every in-sync replica confirmed it"
-    )]
-    AckAllUnconfirmed { index: LogIndex },
-    /// A membership change that would leave the cluster in a configuration it refuses.
-    #[error("membership change refused: {0}")]
-    Membership(String),
-    /// The disk under the data directory is full: this node cannot persist anything, so it
-    /// refuses writes (and reads that need Raft) until space is freed; nothing of the request was
-    /// done.
-    #[error(
-        "no space left on device under {}: this node refuses writes until space is freed",
-        dir.display()
-    )]
-    DiskFull { dir: PathBuf },
-    /// Too many requests of this kind are in flight on this node (or its inbox is full): the
-    /// request was refused before it reached the node loop, so nothing of it was done.
-    #[error(
-        "this node is overloaded: too many {what} in flight; nothing of the request was done, \
-         retry shortly"
-    )]
-    Overloaded { what: &'static str },
 }
 
 /// The outcome of a write: one result per event, and the log index that made it durable.
@@ -216,7 +168,7 @@ pub struct MemberStatus {
 pub(crate) enum Request {
     Write {
         operation: Operation,
-        reply: oneshot::Sender<Result<WriteOutcome, NodeError>>,
+        reply: oneshot::Sender<Result<WriteOutcome, RequestError>>,
         /// Held until the write is answered: bounds the writes in the inbox and the replica.
         permit: OwnedSemaphorePermit,
     },
@@ -224,7 +176,7 @@ pub(crate) enum Request {
         query: Query,
         /// Answer from this node's state at once, without confirming it is current.
         stale: bool,
-        reply: oneshot::Sender<Result<ReadOutcome, NodeError>>,
+        reply: oneshot::Sender<Result<ReadOutcome, RequestError>>,
         /// Held until the read is answered: bounds the reads in the inbox and the replica.
         permit: OwnedSemaphorePermit,
     },
@@ -233,7 +185,7 @@ pub(crate) enum Request {
     /// Resolves once every in-sync member holds log `index` (a write with `ack=all`).
     WaitReplicated {
         index: LogIndex,
-        reply: oneshot::Sender<Result<(), NodeError>>,
+        reply: oneshot::Sender<Result<(), RequestError>>,
         /// Held until the waiter is settled: bounds the loop's list of waiters, even when the
         /// client has stopped waiting.
         permit: OwnedSemaphorePermit,
@@ -241,7 +193,7 @@ pub(crate) enum Request {
     /// An operator's membership change (cluster mode); answered with its log index.
     Membership {
         change: cluster::MembershipChange,
-        reply: oneshot::Sender<Result<LogIndex, NodeError>>,
+        reply: oneshot::Sender<Result<LogIndex, RequestError>>,
     },
     Shutdown,
 }
@@ -343,15 +295,15 @@ impl NodeHandle {
         self.disk_full.load(Ordering::Acquire)
     }
 
-    /// [`NodeError::DiskFull`] while the disk is full.
-    pub fn disk_full_error(&self) -> Option<NodeError> {
-        self.is_disk_full().then(|| NodeError::DiskFull {
+    /// [`RequestError::DiskFull`] while the disk is full.
+    pub fn disk_full_error(&self) -> Option<RequestError> {
+        self.is_disk_full().then(|| RequestError::DiskFull {
             dir: self.data_dir.clone(),
         })
     }
 
     /// Submits a batch; resolves once it is durable and applied.
-    pub async fn write(&self, operation: Operation) -> Result<WriteOutcome, NodeError> {
+    pub async fn write(&self, operation: Operation) -> Result<WriteOutcome, RequestError> {
         let permit = permit(&self.write_permits, "writes").await?;
         let (reply, answer) = oneshot::channel();
         self.submit(Request::Write {
@@ -359,15 +311,15 @@ impl NodeHandle {
             reply,
             permit,
         })?;
-        answer.await.map_err(|_| NodeError::Stopped)?
+        answer.await.map_err(|_| RequestError::Stopped)?
     }
 
     /// Queues `request` for the loop without waiting: a full inbox (which a request holding a
     /// permit never meets, by the inbox's capacity) refuses it as overloaded.
-    fn submit(&self, request: Request) -> Result<(), NodeError> {
+    fn submit(&self, request: Request) -> Result<(), RequestError> {
         self.requests.try_send(request).map_err(|e| match e {
-            mpsc::TrySendError::Full(_) => NodeError::Overloaded { what: "requests" },
-            mpsc::TrySendError::Disconnected(_) => NodeError::Stopped,
+            mpsc::TrySendError::Full(_) => RequestError::Overloaded { what: "requests" },
+            mpsc::TrySendError::Disconnected(_) => RequestError::Stopped,
         })
     }
 
@@ -399,7 +351,7 @@ impl NodeHandle {
     }
 
     /// A place among the `?ack=all` waiters; take it before the write.
-    pub async fn ack_all_permit(&self) -> Result<AckAllPermit, NodeError> {
+    pub async fn ack_all_permit(&self) -> Result<AckAllPermit, RequestError> {
         Ok(AckAllPermit(
             permit(&self.ack_all_permits, "ack=all waiters").await?,
         ))
@@ -410,7 +362,7 @@ impl NodeHandle {
         &self,
         index: LogIndex,
         permit: AckAllPermit,
-    ) -> Result<(), NodeError> {
+    ) -> Result<(), RequestError> {
         let (reply, answer) = oneshot::channel();
         self.submit(Request::WaitReplicated {
             index,
@@ -419,10 +371,10 @@ impl NodeHandle {
         })
         .map_err(|e| match e {
             // The write is committed: never answer it with a refusal.
-            NodeError::Overloaded { .. } => NodeError::AckAllUnconfirmed { index },
+            RequestError::Overloaded { .. } => RequestError::AckAllUnconfirmed { index },
             e => e,
         })?;
-        answer.await.map_err(|_| NodeError::Stopped)?
+        answer.await.map_err(|_| RequestError::Stopped)?
     }
 
     /// True once this node has been removed from its cluster: it must serve nothing.
@@ -434,10 +386,10 @@ impl NodeHandle {
     pub async fn change_membership(
         &self,
         change: cluster::MembershipChange,
-    ) -> Result<LogIndex, NodeError> {
+    ) -> Result<LogIndex, RequestError> {
         let (reply, answer) = oneshot::channel();
         self.submit(Request::Membership { change, reply })?;
-        answer.await.map_err(|_| NodeError::Stopped)?
+        answer.await.map_err(|_| RequestError::Stopped)?
     }
 
     /// Hands a peer's Raft message to the event loop, never waiting: while the inbox holds
@@ -458,16 +410,16 @@ impl NodeHandle {
     }
 
     /// Answers a query from the state every acknowledged write is in (linearizable).
-    pub async fn read(&self, query: Query) -> Result<ReadOutcome, NodeError> {
+    pub async fn read(&self, query: Query) -> Result<ReadOutcome, RequestError> {
         self.read_with(query, false).await
     }
 
     /// Answers a query from this node's state as it is, which may lag the leader.
-    pub async fn read_stale(&self, query: Query) -> Result<ReadOutcome, NodeError> {
+    pub async fn read_stale(&self, query: Query) -> Result<ReadOutcome, RequestError> {
         self.read_with(query, true).await
     }
 
-    async fn read_with(&self, query: Query, stale: bool) -> Result<ReadOutcome, NodeError> {
+    async fn read_with(&self, query: Query, stale: bool) -> Result<ReadOutcome, RequestError> {
         let permit = permit(&self.read_permits, "reads").await?;
         let (reply, answer) = oneshot::channel();
         self.submit(Request::Read {
@@ -476,7 +428,7 @@ impl NodeHandle {
             reply,
             permit,
         })?;
-        answer.await.map_err(|_| NodeError::Stopped)?
+        answer.await.map_err(|_| RequestError::Stopped)?
     }
 }
 
@@ -485,18 +437,18 @@ impl NodeHandle {
 async fn permit(
     permits: &Arc<Semaphore>,
     what: &'static str,
-) -> Result<OwnedSemaphorePermit, NodeError> {
+) -> Result<OwnedSemaphorePermit, RequestError> {
     match tokio::time::timeout(PERMIT_WAIT, permits.clone().acquire_owned()).await {
         Ok(Ok(permit)) => Ok(permit),
-        Ok(Err(_closed)) => Err(NodeError::Stopped),
-        Err(_elapsed) => Err(NodeError::Overloaded { what }),
+        Ok(Err(_closed)) => Err(RequestError::Stopped),
+        Err(_elapsed) => Err(RequestError::Overloaded { what }),
     }
 }
 
 /// A running node: its handle and its event-loop thread.
 pub struct Node {
     pub(crate) handle: NodeHandle,
-    pub(crate) thread: JoinHandle<Result<(), NodeError>>,
+    pub(crate) thread: JoinHandle<Result<(), NodeFault>>,
 }
 
 impl Node {
@@ -504,24 +456,25 @@ impl Node {
         self.handle.clone()
     }
 
-    /// True once the event loop has ended (after a shutdown or a fatal error).
+    /// True once the event loop has ended (after a shutdown or a [`NodeFault`]).
     pub fn is_finished(&self) -> bool {
         self.thread.is_finished()
     }
 
-    /// Finishes every request already queued, writes a checkpoint and stops.
-    pub fn shutdown(self) -> Result<(), NodeError> {
+    /// Finishes every request already queued, writes a checkpoint and stops; the fault that
+    /// stopped the loop, if one did.
+    pub fn shutdown(self) -> Result<(), NodeFault> {
         // A blocking send: the loop makes room as it takes requests.
         let _ = self.handle.requests.send(Request::Shutdown);
         self.handle.write_permits.close();
         self.handle.read_permits.close();
         self.handle.ack_all_permits.close();
-        self.thread.join().unwrap_or(Err(NodeError::Stopped))
+        self.thread.join().unwrap_or(Err(NodeFault::Panicked))
     }
 }
 
 /// Answers an account, transfer or history query from the state store.
-pub(crate) fn answer_query(store: &StateStore, query: Query) -> Result<ReadOutcome, NodeError> {
+pub(crate) fn answer_query(store: &StateStore, query: Query) -> Result<ReadOutcome, RequestError> {
     use bulwark_ledger::LedgerStore;
     let answer = match query {
         Query::Account(id) => Answer::Account(store.account(id)),
@@ -534,7 +487,11 @@ pub(crate) fn answer_query(store: &StateStore, query: Query) -> Result<ReadOutco
             limit,
         } => Answer::AccountTransfers(match store.account(account) {
             None => None,
-            Some(_) => Some(store.account_transfers(account, after, limit)?),
+            Some(_) => Some(
+                store
+                    .account_transfers(account, after, limit)
+                    .map_err(RequestError::Store)?,
+            ),
         }),
         Query::Status => unreachable!("each event loop answers status itself"),
     };
@@ -598,9 +555,9 @@ mod tests {
     }
 
     fn is_overloaded<T>(
-        outcome: Result<Result<T, NodeError>, tokio::time::error::Elapsed>,
+        outcome: Result<Result<T, RequestError>, tokio::time::error::Elapsed>,
     ) -> bool {
-        matches!(outcome, Ok(Err(NodeError::Overloaded { .. })))
+        matches!(outcome, Ok(Err(RequestError::Overloaded { .. })))
     }
 
     #[tokio::test]
@@ -639,8 +596,28 @@ mod tests {
             is_overloaded(ack_all),
             "an ack=all waiter waited without bound"
         );
-        let word = NodeError::Overloaded { what: "reads" }.to_string();
+        let word = RequestError::Overloaded { what: "reads" }.to_string();
         assert!(word.contains("overloaded"), "{word}");
+    }
+
+    /// A request that meets a stopped loop, whether before it was queued or while it waited in
+    /// the inbox, is answered `Stopped`: never left hanging, never told a fault's internals.
+    #[tokio::test]
+    async fn a_request_to_a_stopped_loop_is_answered_stopped() {
+        let (handle, inbox) = detached();
+        let queued = {
+            let h = handle.clone();
+            tokio::spawn(async move { h.read_stale(Query::Status).await.map(drop) })
+        };
+        while inbox.requests.try_recv().is_err() {
+            tokio::task::yield_now().await;
+        }
+        // The loop took the read and stopped without answering it.
+        drop(inbox);
+        let outcome = queued.await.unwrap();
+        assert!(matches!(outcome, Err(RequestError::Stopped)), "{outcome:?}");
+        let after = handle.write(Operation::CreateAccounts(Vec::new())).await;
+        assert!(matches!(after, Err(RequestError::Stopped)), "{after:?}");
     }
 
     /// The inbox's capacity: with every peer message it admits queued, every write, read and

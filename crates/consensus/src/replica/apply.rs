@@ -5,7 +5,7 @@ use bulwark_ledger::{codec, effective_timestamp, StateMachine, Timestamp};
 use raft::eraftpb::{ConfChangeV2, ConfState, Entry, EntryType};
 
 use super::proposals::parse_context;
-use super::{AppliedConfChange, Output, Replica, ReplicaError, Written};
+use super::{AppliedConfChange, ConfChangeRefused, Output, Replica, ReplicaError, Written};
 use crate::storage::RaftStorage;
 use crate::types::LogIndex;
 
@@ -133,7 +133,7 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
         let token = self.own_proposal(entry).and_then(|t| t.into_iter().next());
         self.conf_changes.push(AppliedConfChange {
             index: LogIndex(index),
-            conf_state: applied.map_err(|e| e.to_string()),
+            conf_state: applied.map_err(ConfChangeRefused),
             details: entry.context.get(16..).unwrap_or_default().to_vec(),
             token,
         });

@@ -156,12 +156,19 @@ pub enum Output<T> {
     },
 }
 
+/// A committed membership change that Raft would not apply to its configuration (it was checked
+/// when proposed, but the configuration may have moved since). Its `Display` is raft-rs's, the
+/// words the API answers with.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct ConfChangeRefused(pub raft::Error);
+
 /// A membership change as applied: the new configuration (or why Raft refused it), the details
 /// proposed with it, and the proposer's token on the node that proposed it.
 #[derive(Debug)]
 pub struct AppliedConfChange<T> {
     pub index: LogIndex,
-    pub conf_state: Result<raft::eraftpb::ConfState, String>,
+    pub conf_state: Result<raft::eraftpb::ConfState, ConfChangeRefused>,
     pub details: Vec<u8>,
     pub token: Option<T>,
 }

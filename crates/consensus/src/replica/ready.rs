@@ -8,7 +8,7 @@ use raft::eraftpb::{Message, Snapshot};
 use raft::StateRole;
 
 use super::{Output, Replica, ReplicaError};
-use crate::storage::{RaftStorage, StorageError};
+use crate::storage::{RaftStorage, SnapshotInstallError, StorageError};
 use crate::types::NodeId;
 
 /// How far the handling of a held Ready got: the stage it resumes at.
@@ -34,13 +34,17 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
     /// Handles Raft's Ready: sends, applies, persists and syncs in the order Raft requires.
     /// `send` is called with messages as soon as they may leave this node.
     ///
+    /// `install` replaces the state machine with the snapshot's; its error (anything that becomes
+    /// a [`SnapshotInstallError`]) says when to try again: shortly (`Pending`), once space is
+    /// freed (`DiskFull`, and [`StorageError::is_disk_full`]), or a little later (`Failed`).
+    ///
     /// If installing the snapshot or persisting fails, the Ready is kept and the error returned;
     /// the next call resumes that Ready (and takes no new one) until it is persisted: see the
     /// module documentation. Retry at a modest pace while [`Replica::is_stalled`].
-    pub fn process_ready(
+    pub fn process_ready<E: Into<SnapshotInstallError>>(
         &mut self,
         send: &mut impl FnMut(Vec<Message>),
-        install: &mut impl FnMut(&mut M, &Snapshot) -> Result<(), String>,
+        install: &mut impl FnMut(&mut M, &Snapshot) -> Result<(), E>,
     ) -> Result<(), StorageError> {
         if let Some(held) = self.held.take() {
             return self.handle_ready(held, send, install);
@@ -95,11 +99,11 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
 
     /// The rest of a Ready's handling from `held.stage` on; each stage is done once, so that a
     /// Ready held after a failure resumes where it stopped.
-    fn handle_ready(
+    fn handle_ready<E: Into<SnapshotInstallError>>(
         &mut self,
         mut held: HeldReady,
         send: &mut impl FnMut(Vec<Message>),
-        install: &mut impl FnMut(&mut M, &Snapshot) -> Result<(), String>,
+        install: &mut impl FnMut(&mut M, &Snapshot) -> Result<(), E>,
     ) -> Result<(), StorageError> {
         if let Err(e) = self.install_snapshot(&mut held, install) {
             return Err(self.hold(held, e));
@@ -154,10 +158,10 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
 
     /// The Ready's snapshot, into the state machine then the Raft storage (stages
     /// `InstallState` and `InstallStorage`).
-    fn install_snapshot(
+    fn install_snapshot<E: Into<SnapshotInstallError>>(
         &mut self,
         held: &mut HeldReady,
-        install: &mut impl FnMut(&mut M, &Snapshot) -> Result<(), String>,
+        install: &mut impl FnMut(&mut M, &Snapshot) -> Result<(), E>,
     ) -> Result<(), StorageError> {
         let has_snapshot = !held.ready.snapshot().is_empty();
         if held.stage == Stage::InstallState {
@@ -165,11 +169,9 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
                 // The shell replaces the state with the leader's checkpoint (at or after the
                 // snapshot's index); entries up to the state's applied index are then skipped.
                 let snapshot = held.ready.snapshot().clone();
-                install(&mut self.state, &snapshot).map_err(|reason| {
-                    StorageError::SnapshotInstall {
-                        index: snapshot.get_metadata().index,
-                        reason,
-                    }
+                install(&mut self.state, &snapshot).map_err(|e| StorageError::SnapshotInstall {
+                    index: snapshot.get_metadata().index,
+                    source: e.into(),
                 })?;
                 assert!(
                     self.state.applied_index() >= snapshot.get_metadata().index,

@@ -11,7 +11,7 @@ use raft::eraftpb::{ConfState, HardState, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState};
 
 use super::*;
-use crate::storage::{MemRaftStorage, StorageError};
+use crate::storage::{MemRaftStorage, SnapshotInstallError, StorageError};
 use bulwark_ledger::Timestamp;
 use raft::eraftpb::Entry;
 
@@ -160,9 +160,11 @@ impl Cluster {
             let mut out = Vec::new();
             for _ in 0..4 {
                 let node = &mut self.nodes[(id - 1) as usize];
-                let result = node
-                    .process_ready(&mut |messages| out.extend(messages), &mut |_, _| {
-                        Err("no snapshots in this test".into())
+                let result =
+                    node.process_ready(&mut |messages| out.extend(messages), &mut |_, _| {
+                        Err(SnapshotInstallError::Failed(
+                            "no snapshots in this test".into(),
+                        ))
                     });
                 match result {
                     Ok(()) => {}

@@ -124,3 +124,18 @@ fn a_failed_sync_after_a_conflict_keeps_the_durable_cut_and_never_a_commit_past_
     assert_eq!(s.last_index().unwrap(), 50);
     assert_eq!(s.term(6), Ok(2));
 }
+
+/// A snapshot install that found no space holds its Ready as a full disk does; one still
+/// downloading or failed otherwise does not make the node disk-full.
+#[test]
+fn only_an_install_without_space_counts_as_a_full_disk() {
+    let install = |source| StorageError::SnapshotInstall { index: 7, source };
+    let no_space = std::io::Error::from_raw_os_error(28);
+    assert!(install(SnapshotInstallError::DiskFull(no_space.into())).is_disk_full());
+    assert!(!install(SnapshotInstallError::Pending).is_disk_full());
+    assert!(!install(SnapshotInstallError::from("gone".to_string())).is_disk_full());
+    assert_eq!(
+        install(SnapshotInstallError::Pending).to_string(),
+        "installing the snapshot at index 7 failed: the snapshot is still being fetched"
+    );
+}

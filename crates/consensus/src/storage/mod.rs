@@ -119,11 +119,40 @@ pub trait RaftStorage: raft::Storage {
     fn dirty_from(&self) -> Option<LogIndex>;
 }
 
+/// An error of the shell's, carried as it is (its `Display` and sources are the shell's).
+pub type ShellError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why the shell could not install a snapshot into its state machine (`Replica::process_ready`'s
+/// `install`). The Ready is held either way; the variant says when to try again.
+#[derive(thiserror::Error, Debug)]
+pub enum SnapshotInstallError {
+    /// Not a failure yet: the snapshot is still being fetched (try again shortly).
+    #[error("the snapshot is still being fetched")]
+    Pending,
+    /// No space for it: retried, as a held Ready's persistence is, once space is freed.
+    #[error(transparent)]
+    DiskFull(ShellError),
+    /// Anything else (a dead source, a damaged download): fetched again a little later.
+    #[error(transparent)]
+    Failed(ShellError),
+}
+
+/// A failure known only by its words (the simulation's, the tests'): [`SnapshotInstallError::Failed`].
+impl From<String> for SnapshotInstallError {
+    fn from(reason: String) -> Self {
+        SnapshotInstallError::Failed(reason.into())
+    }
+}
+
 /// Errors of the Raft storage. (Raft's own read errors are `raft::StorageError`, inside `raft::Error`.)
 #[derive(thiserror::Error, Debug)]
 pub enum StorageError {
-    #[error("installing the snapshot at index {index} failed: {reason}")]
-    SnapshotInstall { index: u64, reason: String },
+    #[error("installing the snapshot at index {index} failed: {source}")]
+    SnapshotInstall {
+        index: u64,
+        #[source]
+        source: SnapshotInstallError,
+    },
     #[error(transparent)]
     Wal(#[from] WalError),
     #[error("raft storage I/O error: {op} {}: {source}", path.display())]
@@ -174,8 +203,9 @@ pub enum StorageError {
 }
 
 impl StorageError {
-    /// True when the failure is a full disk (or quota) on a write that was undone: see the module
-    /// documentation. The same writes may be retried once space is freed.
+    /// True when the failure is a full disk (or quota) on a write that was undone, or a snapshot
+    /// install that found no space: see the module documentation. The same writes may be retried
+    /// once space is freed.
     pub fn is_disk_full(&self) -> bool {
         match self {
             StorageError::Wal(e) => e.is_disk_full(),
@@ -184,6 +214,10 @@ impl StorageError {
                 source,
                 ..
             } => bulwark_fs::is_disk_full(source),
+            StorageError::SnapshotInstall {
+                source: SnapshotInstallError::DiskFull(_),
+                ..
+            } => true,
             _ => false,
         }
     }

@@ -7,6 +7,7 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bulwark_consensus::replica::{Output, ReplicaError};
+use bulwark_consensus::storage::{SnapshotInstallError, StorageError};
 use bulwark_consensus::LogIndex;
 use bulwark_ledger::Timestamp;
 use bulwark_limits::{DISK_FULL_RETRY, INSTALL_RETRY, KEEP_ENTRIES, MAX_REQUESTS_PER_ROUND};
@@ -15,10 +16,10 @@ use raft::eraftpb::Message;
 
 use super::config::{snapshot_data, snapshot_members, Member};
 use super::{ClusterLoop, Recovering, Reply, Stall};
-use crate::{answer_query, Inbox, NodeError, Query, Request, WriteOutcome};
+use crate::{answer_query, Inbox, NodeFault, Query, Request, RequestError, WriteOutcome};
 
 impl ClusterLoop {
-    pub(super) fn run(mut self, inbox: Inbox) -> Result<(), NodeError> {
+    pub(super) fn run(mut self, inbox: Inbox) -> Result<(), NodeFault> {
         let outcome = self.serve(&inbox);
         if let Err(e) = &outcome {
             tracing::error!(error = %e, "cluster loop stopped on a fatal error");
@@ -34,7 +35,7 @@ impl ClusterLoop {
         Ok(())
     }
 
-    fn serve(&mut self, inbox: &Inbox) -> Result<(), NodeError> {
+    fn serve(&mut self, inbox: &Inbox) -> Result<(), NodeFault> {
         loop {
             let wait = self.next_tick.saturating_duration_since(Instant::now());
             let first = match inbox.recv_timeout(wait) {
@@ -123,7 +124,7 @@ impl ClusterLoop {
         &mut self,
         query: Query,
         stale: bool,
-        reply: tokio::sync::oneshot::Sender<Result<crate::ReadOutcome, NodeError>>,
+        reply: tokio::sync::oneshot::Sender<Result<crate::ReadOutcome, RequestError>>,
         permit: super::Permit,
     ) {
         if matches!(query, Query::Status) {
@@ -159,7 +160,7 @@ impl ClusterLoop {
 
     /// Raft's Ready, or the held one again when its retry is due; then what an installed
     /// snapshot leaves to do.
-    fn ready_round(&mut self) -> Result<(), NodeError> {
+    fn ready_round(&mut self) -> Result<(), NodeFault> {
         // A state store closed after a failed checkpoint must be reopened before anything is
         // applied; a held Ready is retried at a modest pace.
         let run = !self.replica.state().is_unavailable()
@@ -174,20 +175,16 @@ impl ClusterLoop {
         let data_dir = &self.config.data_dir;
         let downloader = &mut self.downloader;
         let mut installed = None;
-        let (mut install_disk_full, mut install_pending) = (false, false);
         let outcome = self.replica.process_ready(
             &mut |messages| send_all(&*transport, messages, sent_at),
             &mut |store, snapshot| {
-                super::membership::learn_snapshot_members(cluster, data_dir, &snapshot.data)?;
+                super::membership::learn_snapshot_members(cluster, data_dir, &snapshot.data)
+                    .map_err(|e| SnapshotInstallError::Failed(e.into()))?;
                 crate::install::install_snapshot(cluster, data_dir, store, snapshot, downloader)
-                    .map_err(|f| {
-                        install_disk_full = f.disk_full;
-                        install_pending = f.pending;
-                        f.message
-                    })?;
+                    .map_err(install_error)?;
                 *snapshots.lock().expect("snapshot source lock") = Some(store.snapshot_source());
                 installed = Some(snapshot_members(&snapshot.data));
-                Ok(())
+                Ok::<(), SnapshotInstallError>(())
             },
         );
         if installed.is_some() {
@@ -199,7 +196,7 @@ impl ClusterLoop {
             .observe(started.elapsed().as_secs_f64());
         match outcome {
             Ok(()) => self.stall = Stall::None,
-            Err(e) => self.held(e, install_disk_full, install_pending)?,
+            Err(e) => self.held(e)?,
         }
         self.update_disk_full();
         if !self.replica.is_stalled() {
@@ -213,24 +210,22 @@ impl ClusterLoop {
     /// A Ready could not be persisted and is held: for lack of space (retried until there is
     /// space), or because a snapshot could not be installed (fetched again, from any member, a
     /// little later). Anything else is fatal: the log or the state may not be what they say.
-    fn held(
-        &mut self,
-        e: bulwark_consensus::storage::StorageError,
-        install_disk_full: bool,
-        install_pending: bool,
-    ) -> Result<(), NodeError> {
-        let install_failed = matches!(
+    fn held(&mut self, e: StorageError) -> Result<(), NodeFault> {
+        let install_failed = matches!(e, StorageError::SnapshotInstall { .. });
+        let install_pending = matches!(
             e,
-            bulwark_consensus::storage::StorageError::SnapshotInstall { .. }
+            StorageError::SnapshotInstall {
+                source: SnapshotInstallError::Pending,
+                ..
+            }
         );
-        if !self.replica.is_stalled() || !(e.is_disk_full() || install_disk_full || install_failed)
-        {
-            return Err(NodeError::Recovery {
+        if !self.replica.is_stalled() || !(e.is_disk_full() || install_failed) {
+            return Err(NodeFault::RaftLog {
                 dir: self.config.data_dir.clone(),
-                reason: format!("the Raft log failed: {e}"),
+                source: e,
             });
         }
-        if e.is_disk_full() || install_disk_full {
+        if e.is_disk_full() {
             self.retry_at = Instant::now() + DISK_FULL_RETRY;
             tracing::debug!(error = %e, "persisting a Raft Ready failed for lack of space; retrying");
             if !self.is_disk_full() {
@@ -261,8 +256,8 @@ impl ClusterLoop {
     /// The Raft log was reset to the installed snapshot: the install is whole. Learn the members
     /// the snapshot covers, and offer the new checkpoint in turn (a node that leads before its
     /// next checkpoint must not offer one below its own log).
-    fn snapshot_installed(&mut self, members: Vec<Member>) -> Result<(), NodeError> {
-        crate::install::finished(&self.config.data_dir).map_err(|source| NodeError::Io {
+    fn snapshot_installed(&mut self, members: Vec<Member>) -> Result<(), NodeFault> {
+        crate::install::finished(&self.config.data_dir).map_err(|source| NodeFault::Io {
             what: "remove the snapshot install intent in",
             path: self.config.data_dir.clone(),
             source,
@@ -289,16 +284,16 @@ impl ClusterLoop {
     /// the checkpoint covers) as the snapshot for lagging followers, and drops the Raft log behind
     /// it but for [`KEEP_ENTRIES`] (none on a node alone in its configuration: a node added later
     /// starts from a snapshot anyway).
-    pub(super) fn offer_checkpoint(&mut self, index: LogIndex) -> Result<(), NodeError> {
+    pub(super) fn offer_checkpoint(&mut self, index: LogIndex) -> Result<(), NodeFault> {
         let conf = self.replica.raw().raft.prs().conf().to_conf_state();
         let alone = conf.voters.len() + conf.learners.len() <= 1;
         let keep = if alone { 0 } else { KEEP_ENTRIES };
         let data = snapshot_data(&self.cluster);
         self.replica
             .compact(index, keep, data)
-            .map_err(|e| NodeError::Recovery {
+            .map_err(|source| NodeFault::Compact {
                 dir: self.config.data_dir.clone(),
-                reason: format!("compacting the Raft log failed: {e}"),
+                source,
             })
     }
 
@@ -336,8 +331,8 @@ impl ClusterLoop {
         self.disk_full.load(Ordering::Acquire)
     }
 
-    fn disk_full_error(&self) -> NodeError {
-        NodeError::DiskFull {
+    fn disk_full_error(&self) -> RequestError {
+        RequestError::DiskFull {
             dir: self.config.data_dir.clone(),
         }
     }
@@ -399,19 +394,19 @@ impl ClusterLoop {
             }
             Output::WriteFailed { token, error } | Output::ReadFailed { token, error } => {
                 let error = match error {
-                    ReplicaError::NotLeader { leader } => NodeError::NotLeader { leader },
-                    ReplicaError::Dropped => NodeError::Dropped,
-                    ReplicaError::Indeterminate => NodeError::OutcomeUnknown,
-                    ReplicaError::ReadTimeout => NodeError::NotLeader { leader: None },
+                    ReplicaError::NotLeader { leader } => RequestError::NotLeader { leader },
+                    ReplicaError::Dropped => RequestError::Dropped,
+                    ReplicaError::Indeterminate => RequestError::OutcomeUnknown,
+                    ReplicaError::ReadTimeout => RequestError::NotLeader { leader: None },
                     // A follower fetching a snapshot holds its Ready too: its writes go to
                     // the leader, as any follower's.
                     ReplicaError::Stalled if self.stall == Stall::Installing => {
-                        NodeError::NotLeader {
+                        RequestError::NotLeader {
                             leader: self.replica.leader(),
                         }
                     }
                     ReplicaError::Stalled => self.disk_full_error(),
-                    ReplicaError::Raft(reason) => NodeError::NotLeader {
+                    ReplicaError::Raft(reason) => RequestError::NotLeader {
                         leader: {
                             tracing::debug!(%reason, "raft refused a request");
                             self.replica.leader()
@@ -438,7 +433,7 @@ impl ClusterLoop {
         }
     }
 
-    fn housekeeping(&mut self) -> Result<(), NodeError> {
+    fn housekeeping(&mut self) -> Result<(), NodeFault> {
         self.track_replication();
         let store = self.replica.state_mut();
         if let Some(done) = store.poll_checkpoint()? {
@@ -472,6 +467,18 @@ impl ClusterLoop {
             .accounts
             .set(self.replica.state().account_count() as i64);
         Ok(())
+    }
+}
+
+/// What a failed install means for the held Ready: look again shortly (the download runs),
+/// retry once space is freed, or fetch again a little later.
+fn install_error(failure: crate::install::InstallFailure) -> SnapshotInstallError {
+    if failure.pending {
+        SnapshotInstallError::Pending
+    } else if failure.disk_full {
+        SnapshotInstallError::DiskFull(failure.message.into())
+    } else {
+        SnapshotInstallError::Failed(failure.message.into())
     }
 }
 

@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 
 use super::config::{save_members, snapshot_members, ClusterConfig, Member, MembershipChange};
 use super::{ClusterLoop, Reply};
-use crate::NodeError;
+use crate::RequestError;
 
 impl ClusterLoop {
     /// Checks an operator's membership change against the current configuration and proposes
@@ -19,7 +19,7 @@ impl ClusterLoop {
     pub(super) fn propose_membership(
         &mut self,
         change: MembershipChange,
-        reply: oneshot::Sender<Result<LogIndex, NodeError>>,
+        reply: oneshot::Sender<Result<LogIndex, RequestError>>,
     ) {
         let conf = self.replica.raw().raft.prs().conf().to_conf_state();
         let (request, details) = match &change {
@@ -32,8 +32,8 @@ impl ClusterLoop {
         };
         let cc = match plan_change(&conf, &request) {
             Ok(cc) => cc,
-            Err(reason) => {
-                let _ = reply.send(Err(NodeError::Membership(reason)));
+            Err(refusal) => {
+                let _ = reply.send(Err(RequestError::Membership(refusal.into())));
                 return;
             }
         };
@@ -50,9 +50,9 @@ impl ClusterLoop {
     ) {
         let conf = match change.conf_state {
             Ok(conf) => conf,
-            Err(reason) => {
+            Err(refusal) => {
                 if let Some(Reply::Membership(reply)) = change.token {
-                    let _ = reply.send(Err(NodeError::Membership(reason)));
+                    let _ = reply.send(Err(RequestError::Membership(refusal.into())));
                 }
                 return;
             }
@@ -122,6 +122,12 @@ impl ClusterLoop {
     }
 }
 
+/// The address book could not be saved before a snapshot's install: the install fails (and is
+/// tried again), since the swap must not happen before the members are on disk.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot save the member address book: {0}")]
+pub(super) struct SaveMembersFailed(#[source] std::io::Error);
+
 /// Before a snapshot's state replaces ours: the members it tells of go into the address book, on
 /// disk. A crash after the swap restarts with the snapshot's configuration, and without their
 /// addresses a member added in the entries the snapshot covers would never hear from this node
@@ -131,7 +137,7 @@ pub(super) fn learn_snapshot_members(
     cluster: &mut ClusterConfig,
     data_dir: &std::path::Path,
     data: &[u8],
-) -> Result<(), String> {
+) -> Result<(), SaveMembersFailed> {
     let mut changed = false;
     for m in snapshot_members(data) {
         match cluster.members.iter_mut().find(|x| x.id == m.id) {
@@ -142,8 +148,7 @@ pub(super) fn learn_snapshot_members(
         changed = true;
     }
     if changed {
-        save_members(data_dir, &cluster.members)
-            .map_err(|e| format!("cannot save the member address book: {e}"))?;
+        save_members(data_dir, &cluster.members).map_err(SaveMembersFailed)?;
     }
     Ok(())
 }

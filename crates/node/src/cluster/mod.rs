@@ -17,7 +17,7 @@
 //! fails with `ENOSPC`/`EDQUOT`, undone by the storage) or its state store is closed after a
 //! checkpoint met a full disk, the loop does not stop: it marks the node disk-full (a shared flag
 //! the API reads, `bulwark_disk_full` 1, `/health/ready` 503, a warning in the log), refuses
-//! writes, linearizable reads and membership changes with [`NodeError::DiskFull`] (507
+//! writes, linearizable reads and membership changes with [`RequestError::DiskFull`] (507
 //! `disk_full`), keeps answering status and stale reads, and retries the held Ready every
 //! [`bulwark_limits::DISK_FULL_RETRY`] (Raft is paused meanwhile: see `consensus::replica`). Once the retry
 //! succeeds, the node catches up by itself and serves again (an info in the log).
@@ -41,7 +41,7 @@ use bulwark_store::StateStore;
 use bulwark_transport::Transport;
 use tokio::sync::oneshot;
 
-use crate::{Metrics, NodeConfig, NodeError, Query, ReadOutcome, WriteOutcome};
+use crate::{Metrics, NodeConfig, Query, ReadOutcome, RequestError, WriteOutcome};
 
 pub use crate::peer_frame::decode as decode_peer_message;
 pub use config::{
@@ -66,13 +66,13 @@ pub struct ClusterView {
 /// What a proposal or read carries back to its caller.
 /// A write's and a read's permit travel with their reply and are released when it is answered.
 pub(crate) enum Reply {
-    Write(oneshot::Sender<Result<WriteOutcome, NodeError>>, Permit),
+    Write(oneshot::Sender<Result<WriteOutcome, RequestError>>, Permit),
     Read(
         Query,
-        oneshot::Sender<Result<ReadOutcome, NodeError>>,
+        oneshot::Sender<Result<ReadOutcome, RequestError>>,
         Permit,
     ),
-    Membership(oneshot::Sender<Result<LogIndex, NodeError>>),
+    Membership(oneshot::Sender<Result<LogIndex, RequestError>>),
 }
 
 type Permit = tokio::sync::OwnedSemaphorePermit;
@@ -91,10 +91,10 @@ struct ClusterLoop {
     /// and whether it is in sync.
     replication: bulwark_consensus::replication::ReplicationTracker,
     /// Membership changes applied in a joint configuration, answered once it is left.
-    joint_replies: Vec<oneshot::Sender<Result<LogIndex, NodeError>>>,
+    joint_replies: Vec<oneshot::Sender<Result<LogIndex, RequestError>>>,
     /// Writes with `ack=all` waiting until every in-sync member has their index.
     /// `ack=all` waiters, each holding its permit until it is settled.
-    waiting_all: crate::ack_all::AckAllWaiters<(oneshot::Sender<Result<(), NodeError>>, Permit)>,
+    waiting_all: crate::ack_all::AckAllWaiters<(oneshot::Sender<Result<(), RequestError>>, Permit)>,
     /// Shared with the API: this node cannot persist right now (see the module documentation).
     disk_full: Arc<AtomicBool>,
     /// Since when the disk is full (for the recovery log line).
