@@ -52,8 +52,8 @@ impl Sim {
         self.ask(leader, &conf, request);
     }
 
-    /// Two voters to remove (the leader among them now and then), if the cluster has them.
-    fn removal(&mut self, leader: u64, conf: &ConfState) -> Option<MembershipRequest> {
+    /// The voters other than `leader`, in a random order, if there are at least two.
+    fn other_voters_shuffled(&mut self, leader: u64, conf: &ConfState) -> Option<Vec<u64>> {
         let mut others: Vec<u64> = conf
             .voters
             .iter()
@@ -64,6 +64,12 @@ impl Sim {
             return None;
         }
         shuffle(&mut self.rng, &mut others);
+        Some(others)
+    }
+
+    /// Two voters to remove (the leader among them now and then), if the cluster has them.
+    fn removal(&mut self, leader: u64, conf: &ConfState) -> Option<MembershipRequest> {
+        let mut others = self.other_voters_shuffled(leader, conf)?;
         if self.rng.chance(400) {
             others[1] = leader;
         }
@@ -130,16 +136,9 @@ impl Sim {
     /// itself among them: not an operator request, Raft's own change.
     fn demote(&mut self, leader: u64, conf: &ConfState) {
         use raft::eraftpb::ConfChangeType;
-        let mut others: Vec<u64> = conf
-            .voters
-            .iter()
-            .copied()
-            .filter(|v| *v != leader)
-            .collect();
-        if others.len() < 2 {
+        let Some(mut others) = self.other_voters_shuffled(leader, conf) else {
             return;
-        }
-        shuffle(&mut self.rng, &mut others);
+        };
         if self.rng.chance(300) {
             others[1] = leader;
             self.report.leader_demotions += 1;
