@@ -155,6 +155,36 @@ fn check_ids(request: &MembershipRequest) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// Operator changes waiting for their answer. A change made by joint consensus (several voters
+/// promoted or removed at once) is answered only once the joint configuration is left (the
+/// automatic next change): only then does the new majority alone decide, so only then is the
+/// change done.
+#[derive(Debug)]
+pub struct JointReplies<R> {
+    waiting: Vec<R>,
+}
+
+impl<R> Default for JointReplies<R> {
+    fn default() -> Self {
+        JointReplies {
+            waiting: Vec::new(),
+        }
+    }
+}
+
+impl<R> JointReplies<R> {
+    /// A configuration `conf` was applied, with the reply of the operator change it came from,
+    /// if this node proposed it: the replies that may be answered now.
+    pub fn applied(&mut self, conf: &ConfState, reply: Option<R>) -> Vec<R> {
+        self.waiting.extend(reply);
+        if conf.voters_outgoing.is_empty() {
+            std::mem::take(&mut self.waiting)
+        } else {
+            Vec::new()
+        }
+    }
+}
+
 /// Every node `conf` names (voters and learners, incoming and outgoing): the members an address
 /// book keeps once `conf` is applied. A node that is not among them was removed.
 pub fn members_of(conf: &ConfState) -> BTreeSet<NodeId> {

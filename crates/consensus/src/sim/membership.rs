@@ -161,9 +161,9 @@ impl Sim {
         let Ok(conf) = change.conf_state else {
             return;
         };
-        if let Some(token) = change.token {
+        for token in self.nodes[i].joint_replies.applied(&conf, change.token) {
             self.report.membership_changes += 1;
-            self.count_change(i, token);
+            self.answer_change(i, token, &conf);
         }
         if let Ok(bytes) = <[u8; 8]>::try_from(&change.details[..]) {
             self.nodes[i].members.insert(u64::from_le_bytes(bytes));
@@ -194,17 +194,31 @@ impl Sim {
         node.removed = !keep.contains(&NodeId(node.id));
     }
 
-    /// Counts what an operator's request did once applied at its proposer `i`.
-    fn count_change(&mut self, i: usize, token: u64) {
+    /// An operator's request answered at its proposer `i`, with `conf` applied: the change it
+    /// asked for must be done (a joint configuration left), and is counted.
+    fn answer_change(&mut self, i: usize, token: u64, conf: &ConfState) {
         let me = self.nodes[i].id;
-        match self.requests.remove(&token) {
-            Some(MembershipRequest::AddLearner(_)) => self.report.learners_added += 1,
-            Some(MembershipRequest::Promote(_)) => self.report.promotions += 1,
+        let request = self.requests.remove(&token);
+        let done = match &request {
+            Some(MembershipRequest::AddLearner(id)) => {
+                self.report.learners_added += 1;
+                conf.learners.contains(&id.0) || conf.voters.contains(&id.0)
+            }
+            Some(MembershipRequest::Promote(ids)) => {
+                self.report.promotions += 1;
+                ids.iter().all(|id| conf.voters.contains(&id.0))
+            }
             Some(MembershipRequest::Remove(ids)) => {
                 self.report.removals += 1;
                 self.report.leader_removals += u64::from(ids.contains(&NodeId(me)));
+                !ids.iter().any(|id| members_of(conf).contains(id))
             }
-            None => {}
+            None => true,
+        };
+        if !done || !conf.voters_outgoing.is_empty() {
+            self.failure = Some(format!(
+                "node {me} answered {request:?} with configuration {conf:?}, which has not done it"
+            ));
         }
     }
 

@@ -155,6 +155,8 @@ type SimReplica = Replica<MemRaftStorage, Recorder, u64>;
 struct Node {
     id: u64,
     replica: Option<SimReplica>,
+    /// Operator changes this node proposed, waiting to be answered (as the node loop's).
+    joint_replies: crate::membership::JointReplies<u64>,
     /// The node's last durable checkpoint of its state: what it restarts from.
     checkpoint: Recorder,
     /// What survives a crash: the synced storage. Set while the node is down.
@@ -401,6 +403,7 @@ impl Node {
             down_since: 0,
             stalled_at: 0,
             joined: false,
+            joint_replies: Default::default(),
         }
     }
 

@@ -73,15 +73,12 @@ impl ClusterLoop {
             removed,
             "membership changed"
         );
-        // A change made by joint consensus is done only once the joint configuration is left
-        // (the automatic next change): only then does the new majority alone decide.
-        if let Some(Reply::Membership(reply)) = change.token {
-            self.joint_replies.push(reply);
-        }
-        if conf.voters_outgoing.is_empty() {
-            for reply in self.joint_replies.drain(..) {
-                let _ = reply.send(Ok(change.index));
-            }
+        let reply = match change.token {
+            Some(Reply::Membership(reply)) => Some(reply),
+            _ => None,
+        };
+        for reply in self.joint_replies.applied(&conf, reply) {
+            let _ = reply.send(Ok(change.index));
         }
         // A new member starts from a snapshot: make sure a checkpoint is there to offer.
         if self.replica.is_leader() {

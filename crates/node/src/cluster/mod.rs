@@ -34,6 +34,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bulwark_consensus::membership::JointReplies;
 use bulwark_consensus::replica::Replica;
 use bulwark_consensus::storage::DiskRaftStorage;
 use bulwark_consensus::{LogIndex, NodeId};
@@ -91,7 +92,7 @@ struct ClusterLoop {
     /// and whether it is in sync.
     replication: bulwark_consensus::replication::ReplicationTracker,
     /// Membership changes applied in a joint configuration, answered once it is left.
-    joint_replies: Vec<oneshot::Sender<Result<LogIndex, RequestError>>>,
+    joint_replies: JointReplies<oneshot::Sender<Result<LogIndex, RequestError>>>,
     /// Writes with `ack=all` waiting until every in-sync member has their index.
     /// `ack=all` waiters, each holding its permit until it is settled.
     waiting_all: crate::ack_all::AckAllWaiters<(oneshot::Sender<Result<(), RequestError>>, Permit)>,

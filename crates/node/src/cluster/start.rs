@@ -286,7 +286,7 @@ fn spawn_loop(
         view,
         replication: Default::default(),
         waiting_all: crate::ack_all::AckAllWaiters::default(),
-        joint_replies: Vec::new(),
+        joint_replies: Default::default(),
         stall: Stall::None,
         installed: None,
         next_tick: Instant::now() + tick,
