@@ -21,7 +21,9 @@
 //!   and counted for [`PEER_CLOCK_FRESHNESS`]). A leader whose clock is far ahead of the
 //!   others' therefore stamps at most `MAX_CLOCK_STEP` past what the majority's clocks say;
 //!   with no majority of fresh reports (a sole voter, a leader cut off) its own time counts.
-//!   A majority of wrong clocks wins, as a majority decides everything else.
+//!   With an even number of reports the lower middle one is taken: one slow clock among them
+//!   may make a pending transfer expire late, never one fast clock early. A majority of wrong
+//!   clocks wins, as a majority decides everything else.
 
 use std::time::Duration;
 
