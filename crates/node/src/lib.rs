@@ -507,6 +507,13 @@ mod tests {
     use bulwark_limits::INBOX_PEER_MESSAGES;
 
     /// A handle whose inbox no loop serves: what it queues stays there.
+    fn empty_peer_message() -> peer_frame::PeerMessage {
+        peer_frame::PeerMessage {
+            message: raft::eraftpb::Message::default(),
+            sender_time: bulwark_ledger::Timestamp(0),
+        }
+    }
+
     fn detached() -> (NodeHandle, Inbox) {
         let view = cluster::ClusterView {
             http_addrs: Default::default(),
@@ -529,10 +536,7 @@ mod tests {
         let (handle, inbox) = detached();
         let extra = 10;
         for _ in 0..INBOX_PEER_MESSAGES + extra {
-            handle.deliver_peer_message(peer_frame::PeerMessage {
-                message: raft::eraftpb::Message::default(),
-                sender_time: bulwark_ledger::Timestamp(0),
-            });
+            handle.deliver_peer_message(empty_peer_message());
         }
         assert_eq!(handle.metrics.peer_messages_dropped.get(), extra as u64);
         assert!(handle
@@ -546,10 +550,7 @@ mod tests {
         }
         assert_eq!(queued, INBOX_PEER_MESSAGES);
         // Once the loop has taken them, peer messages are admitted again.
-        handle.deliver_peer_message(peer_frame::PeerMessage {
-            message: raft::eraftpb::Message::default(),
-            sender_time: bulwark_ledger::Timestamp(0),
-        });
+        handle.deliver_peer_message(empty_peer_message());
         assert!(matches!(inbox.try_recv(), Some(Request::Peer(_))));
         assert_eq!(handle.metrics.peer_messages_dropped.get(), extra as u64);
     }
@@ -626,10 +627,7 @@ mod tests {
     async fn requests_holding_permits_find_room_in_an_inbox_flooded_by_peers() {
         let (handle, inbox) = detached();
         for _ in 0..INBOX_PEER_MESSAGES * 2 {
-            handle.deliver_peer_message(peer_frame::PeerMessage {
-                message: raft::eraftpb::Message::default(),
-                sender_time: bulwark_ledger::Timestamp(0),
-            });
+            handle.deliver_peer_message(empty_peer_message());
         }
         let mut tasks = Vec::new();
         for i in 0..MAX_INFLIGHT_WRITES.max(MAX_INFLIGHT_READS) {

@@ -4,6 +4,7 @@
 use bulwark_tmpfs::{fill, Tmpfs};
 use raft::Storage as _;
 
+use super::test_support::{all_entries, hard_state};
 use super::*;
 
 fn mount() -> Tmpfs {
@@ -19,21 +20,6 @@ fn entries(range: std::ops::RangeInclusive<u64>, term: u64, len: usize) -> Vec<E
             ..Entry::default()
         })
         .collect()
-}
-
-fn hard_state(term: u64, commit: u64) -> HardState {
-    HardState {
-        term,
-        vote: 1,
-        commit,
-        ..HardState::default()
-    }
-}
-
-fn all_entries(s: &DiskRaftStorage) -> Vec<Entry> {
-    let (first, last) = (s.first_index().unwrap(), s.last_index().unwrap());
-    s.entries(first, last + 1, None, GetEntriesContext::empty(false))
-        .unwrap()
 }
 
 #[test]

@@ -3,6 +3,7 @@
 
 use raft::Storage as _;
 
+use super::test_support::{all_entries, hard_state};
 use super::*;
 
 fn entries(range: std::ops::RangeInclusive<u64>, term: u64) -> Vec<Entry> {
@@ -13,21 +14,6 @@ fn entries(range: std::ops::RangeInclusive<u64>, term: u64) -> Vec<Entry> {
             ..Entry::default()
         })
         .collect()
-}
-
-fn hard_state(term: u64, commit: u64) -> HardState {
-    HardState {
-        term,
-        vote: 1,
-        commit,
-        ..HardState::default()
-    }
-}
-
-fn all_entries(s: &MemRaftStorage) -> Vec<Entry> {
-    let (first, last) = (s.first_index().unwrap(), s.last_index().unwrap());
-    s.entries(first, last + 1, None, GetEntriesContext::empty(false))
-        .unwrap()
 }
 
 fn synced(range: std::ops::RangeInclusive<u64>, commit: u64) -> MemRaftStorage {

@@ -440,6 +440,8 @@ mod disk_full_tests;
 mod mem;
 #[cfg(test)]
 mod mem_fault_tests;
+#[cfg(test)]
+mod test_support;
 
 pub use disk::{DiskRaftStorage, Recovered};
 pub use mem::{CrashPoint, MemRaftStorage};
