@@ -13,6 +13,21 @@ fn commit(sim: &mut Sim, token: u64) {
     assert!(done, "write {token} was not acknowledged");
 }
 
+/// Writes through `via` for two seconds after `created`: each batch's timestamp would expire
+/// the 3-second pending transfer if ledger time had followed a clock an hour ahead.
+fn writes_keep_it_pending(sim: &mut Sim, via: u64, pending: u64, created: u64) {
+    while sim.elapsed_nanos() < created + 2 * SECOND {
+        let token = sim.write(via);
+        commit(sim, token);
+        assert_eq!(
+            sim.pending_status(via, pending),
+            Some(PendingStatus::Pending),
+            "expired {} ms after it was created",
+            (sim.elapsed_nanos() - created) / 1_000_000
+        );
+    }
+}
+
 #[test]
 fn a_leader_clock_jumping_an_hour_ahead_does_not_expire_a_pending_transfer_early() {
     let mut sim = Sim::scripted(3);
@@ -25,18 +40,7 @@ fn a_leader_clock_jumping_an_hour_ahead_does_not_expire_a_pending_transfer_early
     let created = sim.elapsed_nanos();
 
     sim.jump_clock(leader, 3600 * SECOND as i64);
-    // Writes through the leader for the next two seconds: each batch's timestamp would expire
-    // the transfer if ledger time had followed the jump.
-    while sim.elapsed_nanos() < created + 2 * SECOND {
-        let token = sim.write(leader);
-        commit(&mut sim, token);
-        assert_eq!(
-            sim.pending_status(leader, pending),
-            Some(PendingStatus::Pending),
-            "expired {} ms after it was created",
-            (sim.elapsed_nanos() - created) / 1_000_000
-        );
-    }
+    writes_keep_it_pending(&mut sim, leader, pending, created);
     assert_eq!(sim.leader(), Some(leader), "the same leader all along");
     // Once its timeout has really passed (plus what a step within the bound may add), it
     // expires: expiry still works by ledger time.
@@ -72,16 +76,7 @@ fn a_node_that_starts_with_its_clock_an_hour_ahead_and_leads_does_not_move_ledge
     sim.run_steps(20).unwrap();
     sim.transfer_leader(wrong);
     assert!(sim.run_until(500, |s| s.leader() == Some(wrong)).unwrap());
-    while sim.elapsed_nanos() < created + 2 * SECOND {
-        let token = sim.write(wrong);
-        commit(&mut sim, token);
-        assert_eq!(
-            sim.pending_status(wrong, pending),
-            Some(PendingStatus::Pending),
-            "expired {} ms after it was created",
-            (sim.elapsed_nanos() - created) / 1_000_000
-        );
-    }
+    writes_keep_it_pending(&mut sim, wrong, pending, created);
     assert_eq!(sim.leader(), Some(wrong), "the same leader all along");
     sim.converge().unwrap();
 }
