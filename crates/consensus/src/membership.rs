@@ -159,15 +159,33 @@ fn check_ids(request: &MembershipRequest) -> Result<(), Refusal> {
 /// promoted or removed at once) is answered only once the joint configuration is left (the
 /// automatic next change): only then does the new majority alone decide, so only then is the
 /// change done.
+///
+/// A node may not apply that next change itself: a snapshot can cover it. Raft refuses every
+/// change while a configuration is joint, so any configuration applied after the joint one, or
+/// a snapshot's configuration that is not joint, shows the change done.
 #[derive(Debug)]
 pub struct JointReplies<R> {
+    /// Waiting for the joint configuration they entered to be left.
     waiting: Vec<R>,
+    /// Their joint configuration may have been left inside an installed snapshot (whose own
+    /// configuration was joint, perhaps a later one): the next configuration applied answers.
+    covered: Vec<R>,
+}
+
+/// A reply to send now: the change it waited for is done.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Answer<R> {
+    pub reply: R,
+    /// The configuration applied now is the one that completed the change. Otherwise an
+    /// earlier one did, inside a snapshot, and members may have changed again since.
+    pub completed_now: bool,
 }
 
 impl<R> Default for JointReplies<R> {
     fn default() -> Self {
         JointReplies {
             waiting: Vec::new(),
+            covered: Vec::new(),
         }
     }
 }
@@ -175,13 +193,45 @@ impl<R> Default for JointReplies<R> {
 impl<R> JointReplies<R> {
     /// A configuration `conf` was applied, with the reply of the operator change it came from,
     /// if this node proposed it: the replies that may be answered now.
-    pub fn applied(&mut self, conf: &ConfState, reply: Option<R>) -> Vec<R> {
-        self.waiting.extend(reply);
-        if conf.voters_outgoing.is_empty() {
-            std::mem::take(&mut self.waiting)
+    pub fn applied(&mut self, conf: &ConfState, reply: Option<R>) -> Vec<Answer<R>> {
+        let joint = !conf.voters_outgoing.is_empty();
+        let mut answers: Vec<Answer<R>> = std::mem::take(&mut self.covered)
+            .into_iter()
+            .map(|reply| Answer {
+                reply,
+                completed_now: false,
+            })
+            .collect();
+        if joint {
+            // Whatever still waits entered an earlier joint configuration, left unseen.
+            answers.extend(self.waiting.drain(..).map(|reply| Answer {
+                reply,
+                completed_now: false,
+            }));
+            self.waiting.extend(reply);
         } else {
-            Vec::new()
+            answers.extend(self.waiting.drain(..).chain(reply).map(|reply| Answer {
+                reply,
+                completed_now: true,
+            }));
         }
+        answers
+    }
+
+    /// A snapshot with configuration `conf` was installed: the replies it shows done.
+    pub fn installed(&mut self, conf: &ConfState) -> Vec<Answer<R>> {
+        if conf.voters_outgoing.is_empty() {
+            let done = self.covered.drain(..).chain(self.waiting.drain(..));
+            return done
+                .map(|reply| Answer {
+                    reply,
+                    completed_now: false,
+                })
+                .collect();
+        }
+        // The same joint configuration, or a later one: the next change applied tells.
+        self.covered.append(&mut self.waiting);
+        Vec::new()
     }
 }
 
@@ -220,6 +270,70 @@ mod tests {
         plan_change(conf, &request)
             .expect_err("refused")
             .to_string()
+    }
+
+    fn joint(incoming: &[u64], outgoing: &[u64]) -> ConfState {
+        let mut c = conf(incoming, &[]);
+        c.voters_outgoing = outgoing.to_vec();
+        c
+    }
+
+    fn replies(answers: Vec<Answer<u32>>) -> Vec<(u32, bool)> {
+        answers
+            .into_iter()
+            .map(|a| (a.reply, a.completed_now))
+            .collect()
+    }
+
+    #[test]
+    fn a_joint_change_is_answered_when_its_joint_configuration_is_left() {
+        let mut r = JointReplies::default();
+        assert_eq!(
+            replies(r.applied(&conf(&[1, 2, 3], &[4]), Some(1))),
+            [(1, true)]
+        );
+        assert!(r
+            .applied(&joint(&[1, 2, 3, 4, 5], &[1, 2, 3]), Some(2))
+            .is_empty());
+        assert_eq!(
+            replies(r.applied(&conf(&[1, 2, 3, 4, 5], &[]), None)),
+            [(2, true)]
+        );
+    }
+
+    #[test]
+    fn a_snapshot_that_covers_the_end_of_a_joint_configuration_answers() {
+        let mut r = JointReplies::default();
+        assert!(r
+            .applied(&joint(&[1, 2, 3, 4, 5], &[1, 2, 3]), Some(7))
+            .is_empty());
+        assert_eq!(
+            replies(r.installed(&conf(&[1, 2, 3, 4, 5], &[]))),
+            [(7, false)]
+        );
+        // A snapshot whose configuration is joint (perhaps a later joint change): the next
+        // configuration applied answers, whatever it is.
+        assert!(r
+            .applied(&joint(&[1, 2, 3, 4, 5], &[1, 2, 3]), Some(8))
+            .is_empty());
+        assert!(r.installed(&joint(&[2, 3, 4], &[1, 2, 3, 4, 5])).is_empty());
+        assert_eq!(
+            replies(r.applied(&conf(&[2, 3, 4], &[]), None)),
+            [(8, false)]
+        );
+        // A joint configuration applied after one left unseen: the earlier change is done.
+        assert!(r
+            .applied(&joint(&[1, 2, 3, 4, 5], &[1, 2, 3]), Some(9))
+            .is_empty());
+        assert!(r.installed(&joint(&[1, 2, 3, 4, 5], &[1, 2, 3])).is_empty());
+        assert_eq!(
+            replies(r.applied(&joint(&[2, 3, 4], &[1, 2, 3, 4, 5]), Some(10))),
+            [(9, false)]
+        );
+        assert_eq!(
+            replies(r.applied(&conf(&[2, 3, 4], &[]), None)),
+            [(10, true)]
+        );
     }
 
     #[test]

@@ -68,6 +68,7 @@ impl Sim {
         node.replica = Some(replica);
         node.boot_step = self.step;
         node.boots += 1;
+        node.heard_from.clear();
         node.doomed = false;
         // A new process: not yet told it was removed, and no follower known caught up.
         node.removed = false;

@@ -184,6 +184,10 @@ struct Node {
     /// The address book: the members this node's transport sends to, kept as the node loop keeps
     /// it (`consensus::membership::members_of` on every configuration applied).
     members: BTreeSet<u64>,
+    /// The nodes this incarnation heard from: its transport replies to each at the address its
+    /// hello announced, even one its address book lacks (a follower lagging behind the entry
+    /// that added its leader).
+    heard_from: BTreeSet<u64>,
     /// This incarnation applied a configuration without itself: it takes no part any more (no
     /// ticks), as a removed node.
     removed: bool,
@@ -398,6 +402,7 @@ impl Node {
             disk_full_until: 0,
             doomed: false,
             members: members.iter().copied().chain([id]).collect(),
+            heard_from: BTreeSet::new(),
             removed: false,
             replication: Default::default(),
             down_since: 0,

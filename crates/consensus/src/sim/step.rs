@@ -52,6 +52,7 @@ impl Sim {
                 if node.boots != m.to_boot {
                     self.report.messages_across_restart += 1;
                 }
+                node.heard_from.insert(m.from);
                 replica.step_timed(m.message, m.sender_time);
                 self.report.messages_delivered += 1;
             } else if m.sent_at + QUEUE_STEPS > now
@@ -122,9 +123,12 @@ impl Sim {
         if snapshot_pending {
             plan.newer = self.rng.chance(500);
             if may_crash && self.rng.chance(300) {
-                match self.rng.below(3) {
-                    0 => plan.crash_at = Some(InstallPoint::BeforeSwap),
-                    1 => point = Some(CrashPoint::BeforeInstall),
+                match self.rng.below(6) {
+                    0 => plan.crash_at = Some(InstallPoint::BeforeIntent),
+                    1 => plan.crash_at = Some(InstallPoint::BeforeSwap),
+                    2 => plan.crash_at = Some(InstallPoint::AfterSwap),
+                    3 => plan.crash_at = Some(InstallPoint::AfterReopen),
+                    4 => point = Some(CrashPoint::BeforeInstall),
                     _ => point = Some(CrashPoint::AfterInstall),
                 }
             }
@@ -204,6 +208,11 @@ impl Sim {
                 .members
                 .extend(crate::membership::members_of(&conf).iter().map(|id| id.0));
             self.keep_members(i, &conf);
+            // A joint configuration the snapshot shows left answers its waiting request.
+            for answer in self.nodes[i].joint_replies.installed(&conf) {
+                self.report.membership_changes += 1;
+                self.answer_change(i, answer, &conf);
+            }
         }
         for change in changes {
             self.membership_applied(i, change);
@@ -300,8 +309,9 @@ impl Sim {
 
     pub(super) fn send(&mut self, message: Message, sender_time: Timestamp) {
         let (from, to) = (message.from, message.to);
-        if !self.nodes[(from - 1) as usize].members.contains(&to) {
-            // Not in the sender's address book: its transport has no such peer.
+        let sender = &self.nodes[(from - 1) as usize];
+        if !sender.members.contains(&to) && !sender.heard_from.contains(&to) {
+            // Neither in the sender's address book nor heard from: its transport has no such peer.
             return;
         }
         if self.cut.contains(&(from, to)) || self.rng.chance(self.drop_per_mille) {

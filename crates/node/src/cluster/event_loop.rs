@@ -277,6 +277,10 @@ impl ClusterLoop {
         let conf = self.replica.raw().raft.prs().conf().to_conf_state();
         self.update_members(&conf);
         let snapshot_index = LogIndex(self.replica.raw().raft.raft_log.first_index() - 1);
+        // A change of ours the snapshot shows done is answered (done by that index).
+        for answer in self.joint_replies.installed(&conf) {
+            let _ = answer.reply.send(Ok(snapshot_index));
+        }
         self.offer_checkpoint(snapshot_index)
     }
 

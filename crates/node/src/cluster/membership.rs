@@ -77,8 +77,8 @@ impl ClusterLoop {
             Some(Reply::Membership(reply)) => Some(reply),
             _ => None,
         };
-        for reply in self.joint_replies.applied(&conf, reply) {
-            let _ = reply.send(Ok(change.index));
+        for answer in self.joint_replies.applied(&conf, reply) {
+            let _ = answer.reply.send(Ok(change.index));
         }
         // A new member starts from a snapshot: make sure a checkpoint is there to offer.
         if self.replica.is_leader() {
