@@ -202,17 +202,7 @@ impl Sim {
         }
         let more = result.is_ok() && replica.raw().has_ready();
         if installed {
-            // As the node loop's `snapshot_installed`: the snapshot told of the members it
-            // covers; the address book keeps the configuration's.
-            self.nodes[i]
-                .members
-                .extend(crate::membership::members_of(&conf).iter().map(|id| id.0));
-            self.keep_members(i, &conf);
-            // A joint configuration the snapshot shows left answers its waiting request.
-            for answer in self.nodes[i].joint_replies.installed(&conf) {
-                self.report.membership_changes += 1;
-                self.answer_change(i, answer, &conf);
-            }
+            self.snapshot_installed(i, &conf);
         }
         for change in changes {
             self.membership_applied(i, change);
@@ -225,6 +215,20 @@ impl Sim {
             return false;
         }
         more
+    }
+
+    /// As the node loop's `snapshot_installed`: the snapshot told of the members it covers (the
+    /// address book keeps the configuration's), and a change of the node's own that it shows
+    /// done is answered.
+    fn snapshot_installed(&mut self, i: usize, conf: &ConfState) {
+        self.nodes[i]
+            .members
+            .extend(crate::membership::members_of(conf).iter().map(|id| id.0));
+        self.keep_members(i, conf);
+        for answer in self.nodes[i].joint_replies.installed(conf) {
+            self.report.membership_changes += 1;
+            self.answer_change(i, answer, conf);
+        }
     }
 
     /// Counts the power loss node `i` just had inside its Ready (nothing it did in that
