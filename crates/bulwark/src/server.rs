@@ -137,6 +137,9 @@ async fn serve(args: StartArgs) -> anyhow::Result<()> {
 struct Plan {
     cluster: ClusterConfig,
     peer_listen: SocketAddr,
+    /// Where the other members reach our peer listener (our own `--member` address, which a
+    /// proxy may stand behind); `None`: where it listens.
+    peer_advertised: Option<SocketAddr>,
     http_listen: SocketAddr,
     /// The peer port was not chosen by anyone: if it is taken, any free port will do.
     peer_port_derived: bool,
@@ -158,6 +161,7 @@ fn plan_alone(args: &StartArgs, identity: &Identity) -> anyhow::Result<Plan> {
     Ok(Plan {
         cluster: cluster_config(args, identity, vec![]),
         peer_listen: peer_listen.unwrap_or(derived),
+        peer_advertised: own.map(|m| m.peer_addr),
         http_listen,
         peer_port_derived: peer_listen.is_none(),
     })
@@ -173,6 +177,7 @@ fn plan_member(args: &StartArgs, identity: &Identity) -> anyhow::Result<Plan> {
     Ok(Plan {
         cluster,
         peer_listen: args.peer_listen.unwrap_or(me.peer_addr),
+        peer_advertised: Some(me.peer_addr),
         http_listen: args.http_listen.or(args.listen).unwrap_or(me.http_addr),
         peer_port_derived: false,
     })
@@ -287,20 +292,22 @@ async fn start_transport(
     plan: &Plan,
     inbox: tokio::sync::mpsc::Sender<(bulwark_transport::NodeId, Vec<u8>)>,
 ) -> anyhow::Result<bulwark_transport::TcpTransport> {
-    let options = || bulwark_transport::TransportOptions {
+    let options = |advertised_addr| bulwark_transport::TransportOptions {
         source_ip: plan.cluster.source_ip,
+        advertised_addr,
         ..Default::default()
     };
     let me = bulwark_transport::NodeId(plan.cluster.node_id);
     let id = plan.cluster.cluster_id;
-    match bulwark_transport::TcpTransport::start(me, id, plan.peer_listen, inbox.clone(), options())
+    let planned = options(plan.peer_advertised);
+    match bulwark_transport::TcpTransport::start(me, id, plan.peer_listen, inbox.clone(), planned)
         .await
     {
         Ok(transport) => Ok(transport),
         Err(e) if plan.peer_port_derived => {
             let any = SocketAddr::new(plan.peer_listen.ip(), 0);
             tracing::warn!(port = plan.peer_listen.port(), error = %e, "the peer port is taken; listening for peers on a free one (pass --peer-listen to choose)");
-            bulwark_transport::TcpTransport::start(me, id, any, inbox, options())
+            bulwark_transport::TcpTransport::start(me, id, any, inbox, options(None))
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen for peers on {any}: {e}"))
         }

@@ -767,6 +767,59 @@ async fn membership_survives_restart() {
     }
 }
 
+/// A follower down while the node that now leads was added knows no address for it: its log
+/// ends before that node's `AddLearner`, and its address book is older still. It must answer
+/// the leader anyway (at the address the leader's handshake names) and catch up; before the
+/// handshake named one, it never could, and stayed behind for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_that_missed_its_leaders_addition_catches_up() {
+    let mut cluster = Cluster::start(3, &[]).await;
+    let leader = cluster.wait_leader(PATIENCE).await;
+    let http = cluster.node(leader).http.clone();
+    create_accounts(&http).await;
+    write_transfer(&http, &transfer(1, 1, 2, 10)).await;
+    cluster.wait_converged(PATIENCE).await;
+    let status = cluster.node_mut(3).sigterm();
+    assert!(status.success(), "node 3 stopped with {status}");
+
+    // Without node 3: 4 and 5 join and become voters, then 1 and 2 leave. Voters 3, 4, 5.
+    let http = cluster
+        .node(if leader == 3 { 1 } else { leader })
+        .http
+        .clone();
+    for id in [4, 5] {
+        cluster.start_joining(id, &[]).await;
+        change_ok(&http, "/v1/cluster/learners", &learner_body(&cluster, id)).await;
+        let target = http.applied_index().await;
+        wait_applied(&cluster, id, target).await;
+    }
+    change_ok(&http, "/v1/cluster/promote", &json!({"ids": [4, 5]})).await;
+    change_ok(&http, "/v1/cluster/remove", &json!({"ids": [1, 2]})).await;
+    let leader = wait_leader_among(&cluster, &[4, 5]).await;
+    let leader_http = cluster.node(leader).http.clone();
+    write_transfer(&leader_http, &transfer(2, 2, 3, 20)).await;
+    for id in [1, 2] {
+        let status = cluster.node_mut(id).sigterm();
+        assert!(status.success(), "node {id} stopped with {status}");
+    }
+
+    // Node 3 comes back knowing only 1, 2 and itself.
+    let book = std::fs::read_to_string(cluster.node(3).data_dir.join("members")).unwrap();
+    assert!(
+        !book.contains(&cluster.node(leader).member_addr().arg()),
+        "node 3 already knows the leader's address:\n{book}"
+    );
+    cluster.node_mut(3).restart().await;
+    let target = leader_http.applied_index().await;
+    wait_applied(&cluster, 3, target).await;
+    let ids: Vec<u64> = all_transfers(&cluster.node(3).http)
+        .await
+        .keys()
+        .copied()
+        .collect();
+    assert_eq!(ids, [1, 2], "node 3's transfers");
+}
+
 // ---------------------------------------------------------------------------------------------
 // 3. Replication status, member metrics and `?ack=all`.
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bulwark_chaos::proxy::{bridge, one_way, partition, Proxy};
 use bulwark_transport::{
     encode_frame, encode_frame_into, FrameDecoder, Hello, NodeId, TcpTransport, Transport,
-    TransportOptions,
+    TransportOptions, HELLO_PAYLOAD_LEN,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -63,6 +63,7 @@ async fn dial(proxy: SocketAddr, from: u64) -> TcpStream {
         &Hello {
             cluster_id: CLUSTER,
             from: NodeId(from),
+            addr: "127.0.0.1:7170".parse().unwrap(),
         }
         .encode_frame(),
     )
@@ -106,13 +107,8 @@ impl Reader {
     /// Reads the hello and checks who it names.
     async fn hello(&mut self, from: u64) {
         let f = self.frame().await.expect("hello");
-        assert_eq!(
-            Hello::decode(&f).unwrap(),
-            Hello {
-                cluster_id: CLUSTER,
-                from: NodeId(from)
-            }
-        );
+        let hello = Hello::decode(&f).unwrap();
+        assert_eq!((hello.cluster_id, hello.from), (CLUSTER, NodeId(from)));
     }
 }
 
@@ -163,7 +159,7 @@ async fn frames_pass_intact_and_are_counted() {
     // One big frame, larger than the proxy's copy buffer.
     let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
     encode_frame_into(&mut wire, &big);
-    let expected_bytes = (wire.len() + encode_frame(&[0; 22]).len()) as u64;
+    let expected_bytes = (wire.len() + encode_frame(&[0; HELLO_PAYLOAD_LEN]).len()) as u64;
     // Written in odd-sized pieces so frames straddle reads.
     let writer = tokio::spawn(async move {
         for piece in wire.chunks(7919) {
@@ -375,6 +371,7 @@ async fn garbage_instead_of_a_hello_is_closed_and_never_reaches_the_target() {
     let hello = Hello {
         cluster_id: CLUSTER,
         from: NodeId(1),
+        addr: "127.0.0.1:7170".parse().unwrap(),
     }
     .encode_frame();
     let mut bad_crc = hello.clone();

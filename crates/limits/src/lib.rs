@@ -95,6 +95,10 @@ pub const SNAPSHOT_HTTP_CHUNK: usize = 256 << 10;
 // Queues, inboxes and permits
 // ---------------------------------------------------------------------------------------------
 
+/// Peers a node sends to that are not in its address book but connected to it (replies to a
+/// leader added while this node lagged): a few at once, however many ids connect.
+pub const REPLY_ONLY_PEERS: usize = 8;
+
 /// Frames queued (or being written) per peer in the transport; `send` drops beyond it. Raft
 /// sends at most [`RAFT_MAX_INFLIGHT_MSGS`] appends per follower, plus heartbeats and votes.
 pub const PEER_QUEUE_FRAMES: usize = 1024;

@@ -2,7 +2,11 @@
 //!
 //! A frame is `len u32 LE | crc32c u32 LE | payload[len]`, where `crc32c` (Castagnoli) covers the payload
 //! only. The first frame a dialer sends is a hello whose payload is
-//! `magic "BWTP" | version u16 LE | cluster_id u64 LE | from u64 LE` (22 bytes).
+//! `magic "BWTP" | version u16 LE | cluster_id u64 LE | from u64 LE | family u8 | ip [u8; 16] |
+//! port u16 LE` (41 bytes): the last three are where the dialer's own peer listener is reached
+//! (`family` 4 or 6; an IPv4 address fills the first 4 bytes of `ip`, the rest are 0).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::NodeId;
 
@@ -13,11 +17,12 @@ pub const FRAME_HEADER_LEN: usize = 8;
 pub const HELLO_MAGIC: [u8; 4] = *b"BWTP";
 
 /// The wire protocol version this crate speaks (and the only one it accepts). 2: the node's
-/// frame payloads carry the sender's time before the Raft message (`node::peer_frame`).
-pub const PROTOCOL_VERSION: u16 = 2;
+/// frame payloads carry the sender's time before the Raft message (`node::peer_frame`). 3: the
+/// hello carries the dialer's peer address.
+pub const PROTOCOL_VERSION: u16 = 3;
 
-/// Length of a hello payload: magic, version, cluster id, node id.
-pub const HELLO_PAYLOAD_LEN: usize = 4 + 2 + 8 + 8;
+/// Length of a hello payload: magic, version, cluster id, node id, peer address.
+pub const HELLO_PAYLOAD_LEN: usize = 4 + 2 + 8 + 8 + 1 + 16 + 2;
 
 /// A frame the decoder refuses. Either one means the byte stream can no longer be trusted: the
 /// connection it came from must be closed and nothing more read from it.
@@ -41,6 +46,8 @@ pub enum HelloError {
     BadMagic([u8; 4]),
     #[error("unsupported protocol version {0}, this node speaks {PROTOCOL_VERSION}")]
     UnsupportedVersion(u16),
+    #[error("address family {0}, expected 4 or 6")]
+    BadFamily(u8),
 }
 
 /// Appends one frame carrying `payload` to `out`.
@@ -72,6 +79,9 @@ pub struct Hello {
     pub cluster_id: u64,
     /// Who is dialing: every frame on this connection is delivered as coming from this node.
     pub from: NodeId,
+    /// Where the dialer's peer listener is reached. The acceptor replies there while it knows
+    /// no address of its own for the dialer (it lags behind the entry that added it).
+    pub addr: SocketAddr,
 }
 
 impl Hello {
@@ -82,6 +92,17 @@ impl Hello {
         out[4..6].copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());
         out[6..14].copy_from_slice(&self.cluster_id.to_le_bytes());
         out[14..22].copy_from_slice(&self.from.0.to_le_bytes());
+        match self.addr.ip() {
+            IpAddr::V4(ip) => {
+                out[22] = 4;
+                out[23..27].copy_from_slice(&ip.octets());
+            }
+            IpAddr::V6(ip) => {
+                out[22] = 6;
+                out[23..39].copy_from_slice(&ip.octets());
+            }
+        }
+        out[39..41].copy_from_slice(&self.addr.port().to_le_bytes());
         out
     }
 
@@ -104,11 +125,22 @@ impl Hello {
         if version != PROTOCOL_VERSION {
             return Err(HelloError::UnsupportedVersion(version));
         }
+        let ip = match payload[22] {
+            4 => IpAddr::V4(Ipv4Addr::from(
+                <[u8; 4]>::try_from(&payload[23..27]).expect("4 bytes"),
+            )),
+            6 => IpAddr::V6(Ipv6Addr::from(
+                <[u8; 16]>::try_from(&payload[23..39]).expect("16 bytes"),
+            )),
+            family => return Err(HelloError::BadFamily(family)),
+        };
+        let port = u16::from_le_bytes(payload[39..41].try_into().expect("2 bytes"));
         Ok(Hello {
             cluster_id: u64::from_le_bytes(payload[6..14].try_into().expect("8 bytes")),
             from: NodeId(u64::from_le_bytes(
                 payload[14..22].try_into().expect("8 bytes"),
             )),
+            addr: SocketAddr::new(ip, port),
         })
     }
 }
@@ -335,6 +367,7 @@ mod tests {
         let hello = Hello {
             cluster_id: 42,
             from: NodeId(7),
+            addr: "127.0.0.1:7170".parse().unwrap(),
         };
         let mut wire = hello.encode_frame();
         encode_frame_into(&mut wire, &[1u8; 1000]);
@@ -351,21 +384,30 @@ mod tests {
         let hello = Hello {
             cluster_id: u64::MAX - 3,
             from: NodeId(123_456),
+            addr: "[2001:db8::7]:65535".parse().unwrap(),
         };
         let payload = hello.encode_payload();
         assert_eq!(&payload[0..4], b"BWTP");
         assert_eq!(Hello::decode(&payload), Ok(hello));
+        let v4 = Hello {
+            addr: "10.1.2.3:7170".parse().unwrap(),
+            ..hello
+        };
+        assert_eq!(Hello::decode(&v4.encode_payload()), Ok(v4));
 
         assert_eq!(
             Hello::decode(&payload[..21]),
             Err(HelloError::BadLength(21))
         );
         let mut bad = payload;
+        bad[22] = 5;
+        assert_eq!(Hello::decode(&bad), Err(HelloError::BadFamily(5)));
+        let mut bad = payload;
         bad[0] = b'X';
         assert_eq!(Hello::decode(&bad), Err(HelloError::BadMagic(*b"XWTP")));
         let mut bad = payload;
-        // A peer of the previous version (whose frames carry no sender time) is refused.
-        bad[4..6].copy_from_slice(&1u16.to_le_bytes());
-        assert_eq!(Hello::decode(&bad), Err(HelloError::UnsupportedVersion(1)));
+        // A peer of the previous version (whose hello names no address) is refused.
+        bad[4..6].copy_from_slice(&2u16.to_le_bytes());
+        assert_eq!(Hello::decode(&bad), Err(HelloError::UnsupportedVersion(2)));
     }
 }

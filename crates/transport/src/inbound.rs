@@ -22,14 +22,24 @@ pub(crate) struct InboundCtx {
     pub(crate) cluster_id: u64,
     pub(crate) opts: Arc<TransportOptions>,
     pub(crate) inbox: mpsc::Sender<(NodeId, Vec<u8>)>,
+    pub(crate) registry: Arc<Mutex<Registry>>,
 }
 
 /// Live inbound connections, so that a newer connection from a peer replaces (aborts) the older one:
 /// at most one authenticated connection per peer, however many half-open ones the network leaves behind.
 #[derive(Default)]
-struct Registry {
+pub(crate) struct Registry {
     handles: HashMap<u64, AbortHandle>,
     by_peer: HashMap<NodeId, u64>,
+    /// The peer address each connected peer's hello announced, while its connection lasts.
+    announced: HashMap<NodeId, SocketAddr>,
+}
+
+impl Registry {
+    /// Where `peer`, connected to us now, said its listener is reached.
+    pub(crate) fn announced(&self, peer: NodeId) -> Option<SocketAddr> {
+        self.announced.get(&peer).copied()
+    }
 }
 
 /// Removes a connection from the registry however its task ends (including by abort).
@@ -46,6 +56,7 @@ impl Drop for Registration {
         if let Some(peer) = self.peer {
             if reg.by_peer.get(&peer) == Some(&self.conn) {
                 reg.by_peer.remove(&peer);
+                reg.announced.remove(&peer);
             }
         }
     }
@@ -58,7 +69,7 @@ pub(crate) async fn accept_loop(
     ctx: Arc<InboundCtx>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let registry = Arc::new(Mutex::new(Registry::default()));
+    let registry = ctx.registry.clone();
     let mut conns = JoinSet::new();
     let mut next_conn: u64 = 0;
     loop {
@@ -180,9 +191,15 @@ async fn serve(
         }
     };
     let from = hello.from;
+    // A listener on every interface announces an unspecified IP: the connection's is the one.
+    let announced = match hello.addr.ip().is_unspecified() {
+        true => SocketAddr::new(remote.ip(), hello.addr.port()),
+        false => hello.addr,
+    };
     let replaced = {
         let mut reg = lock(&registration.registry);
         registration.peer = Some(from);
+        reg.announced.insert(from, announced);
         let old = reg.by_peer.insert(from, registration.conn);
         old.and_then(|old| reg.handles.get(&old).cloned())
     };
@@ -190,7 +207,7 @@ async fn serve(
         debug!(peer = from.0, %remote, "new connection from peer replaces its older one");
         old.abort();
     }
-    info!(peer = from.0, %remote, "accepted connection from peer");
+    info!(peer = from.0, %remote, %announced, "accepted connection from peer");
     decoder.set_max_frame_bytes(ctx.opts.max_frame_bytes);
     loop {
         match read_frame(&mut stream, &mut decoder, &mut chunk).await {

@@ -14,13 +14,15 @@
 //! `max_frame_bytes`, an inbound connection that does not finish its hello within `connect_timeout` is
 //! closed, and a newer connection from the same peer replaces the older one.
 //!
-//! # Wire protocol (version 1; integers little-endian, checksums CRC32C)
+//! # Wire protocol (version 3; integers little-endian, checksums CRC32C)
 //!
 //! Every frame is `len u32 | crc32c u32 (over the payload) | payload[len]`. On each connection the
-//! dialer speaks first with a hello frame whose 22-byte payload is
-//! `magic "BWTP" | version u16 | cluster_id u64 | from u64`, then sends frames; the acceptor never writes.
-//! Connections are one-way: node A's messages to B travel on the connection A dialed, B's replies on
-//! the connection B dialed. Messages from one node to another are delivered in the order they were
+//! dialer speaks first with a hello frame whose 41-byte payload is
+//! `magic "BWTP" | version u16 | cluster_id u64 | from u64 | family u8 | ip [u8; 16] | port u16`
+//! (the last three: where the dialer's peer listener is reached), then sends frames; the acceptor
+//! never writes. Connections are one-way: node A's messages to B travel on the connection A dialed,
+//! B's replies on the connection B dialed. B replies to a node missing from its peers (one added
+//! while B lagged) at the address that node's hello announced, while its connection lasts. Messages from one node to another are delivered in the order they were
 //! sent as long as one connection lasts; on a reconnect, frames that were being written may be lost.
 
 mod frame;
@@ -118,6 +120,9 @@ pub struct TransportOptions {
     /// anything in between, like `bulwark chaos`'s fault-injecting proxy — see its connections come
     /// from its own address. Ignored for a peer of the other address family.
     pub source_ip: Option<IpAddr>,
+    /// Where other nodes reach this node's peer listener, told to every peer in the hello (a
+    /// peer that does not know our address yet replies there); `None`: the address bound.
+    pub advertised_addr: Option<SocketAddr>,
 }
 
 impl Default for TransportOptions {
@@ -130,6 +135,7 @@ impl Default for TransportOptions {
             backoff_max: limits::PEER_BACKOFF_MAX,
             connect_timeout: limits::PEER_CONNECT_TIMEOUT,
             source_ip: None,
+            advertised_addr: None,
         }
     }
 }

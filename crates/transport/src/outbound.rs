@@ -163,11 +163,13 @@ pub(crate) async fn run_peer(
     peer: Arc<Peer>,
     me: NodeId,
     cluster_id: u64,
+    advertised: SocketAddr,
     opts: Arc<TransportOptions>,
 ) {
     let hello = Hello {
         cluster_id,
         from: me,
+        addr: advertised,
     }
     .encode_frame();
     let mut rng = Jitter::new(peer.id.0);

@@ -5,13 +5,14 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use bulwark_limits::REPLY_ONLY_PEERS;
 use tokio::net::TcpSocket;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, trace};
 
-use crate::inbound::{accept_loop, InboundCtx};
+use crate::inbound::{accept_loop, InboundCtx, Registry};
 use crate::outbound::{lock, run_peer, Peer};
 use crate::{NodeId, PeerStats, Transport, TransportOptions};
 
@@ -21,6 +22,10 @@ pub struct TcpTransport {
     cluster_id: u64,
     opts: Arc<TransportOptions>,
     local_addr: SocketAddr,
+    /// Where our hellos say our listener is reached.
+    advertised: SocketAddr,
+    /// The inbound side's connections, with the address each connected peer announced.
+    registry: Arc<Mutex<Registry>>,
     /// Where peer tasks are spawned, so `set_peers` works from threads outside the runtime.
     runtime: Handle,
     peers: Mutex<HashMap<NodeId, PeerEntry>>,
@@ -32,6 +37,10 @@ pub struct TcpTransport {
 struct PeerEntry {
     peer: Arc<Peer>,
     task: JoinHandle<()>,
+    /// Not one of `set_peers`'s: a peer that connected to us, sent to at the address its hello
+    /// announced until the next `set_peers` (a node lagging behind the entry that added its
+    /// leader must still answer it, or it never catches up).
+    reply_only: bool,
 }
 
 impl TcpTransport {
@@ -56,13 +65,16 @@ impl TcpTransport {
         socket.bind(listen)?;
         let listener = socket.listen(1024)?;
         let local_addr = listener.local_addr()?;
+        let advertised = opts.advertised_addr.unwrap_or(local_addr);
         let opts = Arc::new(opts);
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let registry = Arc::new(Mutex::new(Registry::default()));
         let ctx = Arc::new(InboundCtx {
             me,
             cluster_id,
             opts: opts.clone(),
             inbox,
+            registry: registry.clone(),
         });
         let accept_task = tokio::spawn(accept_loop(listener, ctx, shutdown_rx));
         info!(node = me.0, cluster_id, addr = %local_addr, "transport listening");
@@ -71,6 +83,8 @@ impl TcpTransport {
             cluster_id,
             opts,
             local_addr,
+            advertised,
+            registry,
             runtime: Handle::current(),
             peers: Mutex::new(HashMap::new()),
             unknown_peer_drops: AtomicU64::new(0),
@@ -105,6 +119,42 @@ impl TcpTransport {
     }
 }
 
+impl TcpTransport {
+    fn spawn_peer(&self, id: NodeId, addr: SocketAddr, reply_only: bool) -> PeerEntry {
+        let peer = Arc::new(Peer::new(id, addr));
+        let task = self.runtime.spawn(run_peer(
+            peer.clone(),
+            self.me,
+            self.cluster_id,
+            self.advertised,
+            self.opts.clone(),
+        ));
+        PeerEntry {
+            peer,
+            task,
+            reply_only,
+        }
+    }
+
+    /// A peer for `to`, which is not one of ours but is connected to us now: at the address its
+    /// hello announced. At most [`REPLY_ONLY_PEERS`] such peers at once.
+    fn reply_peer(&self, to: NodeId) -> Option<Arc<Peer>> {
+        let addr = lock(&self.registry).announced(to)?;
+        let mut current = lock(&self.peers);
+        if let Some(entry) = current.get(&to) {
+            return Some(entry.peer.clone());
+        }
+        if current.values().filter(|e| e.reply_only).count() >= REPLY_ONLY_PEERS {
+            return None;
+        }
+        let entry = self.spawn_peer(to, addr, true);
+        let peer = entry.peer.clone();
+        current.insert(to, entry);
+        info!(peer = to.0, %addr, "replying to a peer not in the address book, at the address it announced");
+        Some(peer)
+    }
+}
+
 impl Drop for TcpTransport {
     /// Dropping without [`shutdown`](TcpTransport::shutdown) still stops every task, without waiting.
     fn drop(&mut self) {
@@ -121,7 +171,7 @@ impl Drop for TcpTransport {
 impl Transport for TcpTransport {
     fn send(&self, to: NodeId, payload: Vec<u8>) {
         let peer = lock(&self.peers).get(&to).map(|e| e.peer.clone());
-        match peer {
+        match peer.or_else(|| self.reply_peer(to)) {
             Some(peer) => peer.enqueue(payload, &self.opts),
             None => {
                 self.unknown_peer_drops.fetch_add(1, Ordering::Relaxed);
@@ -140,25 +190,19 @@ impl Transport for TcpTransport {
         let mut current = lock(&self.peers);
         current.retain(|id, entry| {
             let keep = wanted.get(id) == Some(&entry.peer.addr);
-            if !keep {
+            if keep {
+                entry.reply_only = false;
+            } else {
                 entry.task.abort();
                 info!(peer = id.0, addr = %entry.peer.addr, "peer removed");
             }
             keep
         });
         for (id, addr) in wanted {
-            if current.contains_key(&id) {
-                continue;
+            if let std::collections::hash_map::Entry::Vacant(slot) = current.entry(id) {
+                slot.insert(self.spawn_peer(id, addr, false));
+                info!(peer = id.0, %addr, "peer added");
             }
-            let peer = Arc::new(Peer::new(id, addr));
-            let task = self.runtime.spawn(run_peer(
-                peer.clone(),
-                self.me,
-                self.cluster_id,
-                self.opts.clone(),
-            ));
-            current.insert(id, PeerEntry { peer, task });
-            info!(peer = id.0, %addr, "peer added");
         }
     }
 

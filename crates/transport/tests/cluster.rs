@@ -304,6 +304,7 @@ async fn a_node_of_another_cluster_is_refused() {
     let mut wire = Hello {
         cluster_id: CLUSTER + 1,
         from: NodeId(8),
+        addr: "127.0.0.1:7170".parse().unwrap(),
     }
     .encode_frame();
     wire.extend(encode_frame(b"injected"));
@@ -315,6 +316,7 @@ async fn a_node_of_another_cluster_is_refused() {
         let mut payload = Hello {
             cluster_id: CLUSTER,
             from: NodeId(8),
+            addr: "127.0.0.1:7170".parse().unwrap(),
         }
         .encode_payload();
         payload[corrupt] ^= 0xFF;
@@ -346,6 +348,7 @@ async fn a_corrupted_frame_closes_the_connection_and_delivers_nothing() {
     let hello = Hello {
         cluster_id: CLUSTER,
         from: NodeId(5),
+        addr: "127.0.0.1:7170".parse().unwrap(),
     }
     .encode_frame();
 
@@ -404,4 +407,35 @@ async fn removing_a_peer_stops_sending_to_it() {
     let a = std::sync::Arc::into_inner(a).unwrap();
     a.shutdown().await;
     b.shutdown().await;
+}
+
+/// A node that does not know a peer yet (it lags behind the entry that added it) still answers
+/// it while the peer is connected, at the address the peer's hello announced: its advertised
+/// address, not the one it listens on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_connected_is_answered_at_the_address_it_announced() {
+    let (a, mut a_inbox) = start(1, CLUSTER, any_port(), opts()).await;
+    // B listens on one port and advertises another, as behind a proxy: the advertised one must
+    // be where A answers. Here a second transport stands in for the proxy's target.
+    let (b_advertised, mut b_inbox) = start(2, CLUSTER, any_port(), opts()).await;
+    let b_options = TransportOptions {
+        advertised_addr: Some(b_advertised.local_addr()),
+        ..opts()
+    };
+    let (b, _b_listen_inbox) = start(2, CLUSTER, any_port(), b_options).await;
+    // A knows nobody: before B connects, a frame for B goes nowhere.
+    a.send(NodeId(2), b"too early".to_vec());
+    assert_eq!(a.unknown_peer_drops(), 1);
+    b.set_peers(&[(NodeId(1), a.local_addr())]);
+    b.send(NodeId(1), b"append".to_vec());
+    assert_eq!(recv(&mut a_inbox).await, (NodeId(2), b"append".to_vec()));
+    a.send(NodeId(2), b"reply".to_vec());
+    assert_eq!(recv(&mut b_inbox).await, (NodeId(1), b"reply".to_vec()));
+    assert_eq!(a.unknown_peer_drops(), 1);
+    // Its own address book wins from the next `set_peers` on.
+    a.set_peers(&[(NodeId(3), free_addr())]);
+    assert_eq!(
+        a.stats().iter().map(|s| s.peer).collect::<Vec<_>>(),
+        [NodeId(3)]
+    );
 }

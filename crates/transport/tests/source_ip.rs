@@ -67,7 +67,8 @@ async fn dials_come_from_the_source_ip() {
         hello,
         Hello {
             cluster_id: CLUSTER,
-            from: NodeId(1)
+            from: NodeId(1),
+            addr: t.local_addr(),
         }
     );
     t.shutdown().await;
