@@ -1,8 +1,9 @@
 //! Replication status on the leader, with no IO: per follower its lag in entries and in time, and
 //! the in-sync rule (the Kafka ISR idea): a follower is in sync when the leader heard from it
 //! within an election timeout (`recent_active`) and its match index reached the leader's last
-//! index within [`IN_SYNC_WITHIN`]. The node loop answers `?ack=all` writes and reports status
-//! from it; the simulation checks the rule against the followers' real logs.
+//! index within [`IN_SYNC_WITHIN`]. The node loop answers `?ack=all` writes ([`AckAllWaiters`])
+//! and reports status from it; the simulation does the same and checks the rule, and every
+//! `ack=all` confirmation, against the followers' real logs.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -97,5 +98,104 @@ impl ReplicationTracker {
         self.caught_up_at
             .get(&id)
             .map(|t| now.saturating_sub(*t).as_millis() as u64)
+    }
+}
+
+/// How an `?ack=all` waiter is settled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AckAll {
+    /// Every in-sync member (and the leader) holds the write.
+    Confirmed,
+    /// This node stopped leading: the write, which did commit at `index`, cannot be confirmed
+    /// here any more. Never a refusal: that would tell a client a durable write failed.
+    Unconfirmed { index: LogIndex },
+}
+
+/// `?ack=all` waiters: writes already committed and applied whose clients also want every
+/// in-sync member to hold them (Kafka's acks=all), by the log index they wait for, each with a
+/// reply token `R`. The shell tells them what the leader knows each round; they say which are
+/// settled and how.
+#[derive(Debug)]
+pub struct AckAllWaiters<R> {
+    waiting: Vec<(LogIndex, R)>,
+}
+
+impl<R> Default for AckAllWaiters<R> {
+    fn default() -> Self {
+        AckAllWaiters {
+            waiting: Vec::new(),
+        }
+    }
+}
+
+impl<R> AckAllWaiters<R> {
+    pub fn push(&mut self, index: LogIndex, reply: R) {
+        self.waiting.push((index, reply));
+    }
+
+    pub fn len(&self) -> usize {
+        self.waiting.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.waiting.is_empty()
+    }
+
+    /// Settles what can be: with `leading`, every waiter whose index every in-sync member holds
+    /// (`in_sync_floor`, [`Replication::in_sync_floor`]) is confirmed; without it, nothing more
+    /// can be, and every waiter is left unconfirmed.
+    pub fn settle(&mut self, leading: bool, in_sync_floor: LogIndex) -> Vec<(LogIndex, R, AckAll)> {
+        let mut settled = Vec::new();
+        let mut still = Vec::new();
+        for (index, reply) in self.waiting.drain(..) {
+            if !leading {
+                settled.push((index, reply, AckAll::Unconfirmed { index }));
+            } else if in_sync_floor >= index {
+                settled.push((index, reply, AckAll::Confirmed));
+            } else {
+                still.push((index, reply));
+            }
+        }
+        self.waiting = still;
+        settled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waiters_settle_when_the_in_sync_floor_reaches_them() {
+        let mut w = AckAllWaiters::default();
+        w.push(LogIndex(5), "a");
+        w.push(LogIndex(9), "b");
+        assert_eq!(
+            w.settle(true, LogIndex(7)),
+            [(LogIndex(5), "a", AckAll::Confirmed)]
+        );
+        assert_eq!(w.len(), 1);
+        assert!(
+            w.settle(true, LogIndex(8)).is_empty(),
+            "index 9 is not held by all yet"
+        );
+        // Held by every in-sync member exactly at its index: settled.
+        assert_eq!(
+            w.settle(true, LogIndex(9)),
+            [(LogIndex(9), "b", AckAll::Confirmed)]
+        );
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn a_step_down_leaves_committed_writes_unconfirmed_not_refused() {
+        let mut w = AckAllWaiters::default();
+        w.push(LogIndex(5), "a");
+        let unconfirmed = AckAll::Unconfirmed { index: LogIndex(5) };
+        assert_eq!(
+            w.settle(false, LogIndex(0)),
+            [(LogIndex(5), "a", unconfirmed)]
+        );
+        assert!(w.is_empty());
     }
 }

@@ -69,6 +69,8 @@ fn add(total: &mut SimReport, r: &SimReport) {
     total.new_nodes_caught_up += r.new_nodes_caught_up;
     total.compaction_crashes += r.compaction_crashes;
     total.in_sync_checked += r.in_sync_checked;
+    total.ack_all_confirmed += r.ack_all_confirmed;
+    total.ack_all_unconfirmed += r.ack_all_unconfirmed;
 }
 
 fn assert_faults_happened(nodes: u64, total: &SimReport) {
@@ -130,6 +132,10 @@ fn assert_faults_happened(nodes: u64, total: &SimReport) {
         total.in_sync_checked >= n,
         "too few in-sync reports checked: {total:?}"
     );
+    assert!(
+        total.ack_all_confirmed >= n,
+        "too few ack=all writes confirmed: {total:?}"
+    );
     if nodes == 1 {
         return;
     }
@@ -171,6 +177,10 @@ fn assert_faults_happened(nodes: u64, total: &SimReport) {
     assert!(
         total.messages_across_restart >= n,
         "too few messages delivered across a restart: {total:?}"
+    );
+    assert!(
+        total.ack_all_unconfirmed >= n / 100,
+        "too few ack=all writes left unconfirmed by a leader that stopped leading: {total:?}"
     );
     // Leaders that demoted themselves and stopped leading.
     assert!(

@@ -19,7 +19,6 @@
 
 #![warn(clippy::too_many_lines)]
 
-mod ack_all;
 pub mod cluster;
 mod download;
 mod error;

@@ -73,6 +73,7 @@ impl Sim {
         // A new process: not yet told it was removed, and no follower known caught up.
         node.removed = false;
         node.replication = Default::default();
+        node.ack_all = Default::default();
     }
 
     /// Node `i` loses power: it keeps only what its storage had made durable (at the crash point

@@ -121,6 +121,10 @@ pub struct SimReport {
     pub compaction_crashes: u64,
     /// Followers a leader reported in sync, each checked against the follower's log.
     pub in_sync_checked: u64,
+    /// `ack=all` waiters confirmed (each checked against the in-sync followers' logs), and left
+    /// unconfirmed by a leader that stopped leading.
+    pub ack_all_confirmed: u64,
+    pub ack_all_unconfirmed: u64,
 }
 
 /// splitmix64: small, fast and good enough to drive fault choices.
@@ -193,6 +197,8 @@ struct Node {
     removed: bool,
     /// The in-sync rule as the node loop applies it, for this incarnation.
     replication: crate::replication::ReplicationTracker,
+    /// The `ack=all` waiters of this incarnation, by write token, as the node loop keeps them.
+    ack_all: crate::replication::AckAllWaiters<u64>,
     /// The step it last lost power at.
     down_since: u64,
     /// The last step it led while holding a Ready (Raft does not tick meanwhile).
@@ -405,6 +411,7 @@ impl Node {
             heard_from: BTreeSet::new(),
             removed: false,
             replication: Default::default(),
+            ack_all: Default::default(),
             down_since: 0,
             stalled_at: 0,
             joined: false,

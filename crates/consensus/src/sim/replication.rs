@@ -3,6 +3,7 @@
 //! the slack, and is not one that has been down for longer than the leader can take to notice.
 
 use super::*;
+use crate::replication::{AckAll, Replication};
 
 /// Steps of simulated time the in-sync slack (`IN_SYNC_WITHIN`) spans.
 const SLACK_STEPS: u64 = bulwark_limits::IN_SYNC_WITHIN.as_nanos() as u64 / STEP_NANOS;
@@ -20,6 +21,8 @@ impl Sim {
                 continue;
             };
             if !replica.is_leader() {
+                let unconfirmed = node.ack_all.settle(false, LogIndex(0)).len();
+                self.report.ack_all_unconfirmed += unconfirmed as u64;
                 continue;
             }
             let (_, monotonic) = node.clocks(self.step);
@@ -33,11 +36,11 @@ impl Sim {
             }
             let stalled_at = node.stalled_at;
             let (leader, boots) = (node.id, node.boots);
-            for follower in replication.followers {
+            for follower in &replication.followers {
                 // The simulation's node ids are raft-rs's plain numbers.
                 let id = follower.id.0;
                 let key = (leader, boots, id);
-                if self.holds(id, last, last_term) {
+                if self.holds(id, last, Some(last_term)) {
                     self.caught_up.insert(key, self.step);
                 }
                 if !follower.in_sync {
@@ -53,6 +56,32 @@ impl Sim {
                     )));
                 }
                 self.check_heard_from(leader, stalled_at, election_timeout, id)?;
+            }
+            self.check_ack_all(i, &replication)?;
+        }
+        Ok(())
+    }
+
+    /// Leader `i` settles its `ack=all` waiters as the node loop does: every write it confirms
+    /// must be in the durable log of every follower it reports in sync.
+    fn check_ack_all(&mut self, i: usize, replication: &Replication) -> Result<(), Violation> {
+        let node = &mut self.nodes[i];
+        let settled = node.ack_all.settle(true, replication.in_sync_floor());
+        let leader = node.id;
+        for (index, token, how) in settled {
+            let storage = self.nodes[i].replica.as_ref().expect("a leader").storage();
+            // `None` when the leader's own log no longer holds it (compacted into a checkpoint).
+            let term = raft::Storage::term(storage, index.0).ok();
+            assert_eq!(how, AckAll::Confirmed, "a leader confirms or waits");
+            self.report.ack_all_confirmed += 1;
+            for follower in replication.followers.iter().filter(|f| f.in_sync) {
+                if !self.holds(follower.id.0, index.0, term) {
+                    return Err(self.violation(format!(
+                        "leader {leader} confirmed write {token} at {index} to every in-sync \
+                         member, but in-sync node {} does not hold it (term {term:?})",
+                        follower.id
+                    )));
+                }
             }
         }
         Ok(())
@@ -81,9 +110,9 @@ impl Sim {
         Ok(())
     }
 
-    /// Whether node `id`'s durable log (up or down) holds the entry at `index` of `term`, or a
-    /// snapshot past it.
-    fn holds(&self, id: u64, index: u64, term: u64) -> bool {
+    /// Whether node `id`'s durable log (up or down) holds the entry at `index` of `term` (of
+    /// any term if `None`), or a snapshot past it.
+    fn holds(&self, id: u64, index: u64, term: Option<u64>) -> bool {
         let node = &self.nodes[(id - 1) as usize];
         let storage = match (&node.replica, &node.durable) {
             (Some(replica), _) => replica.storage(),
@@ -95,6 +124,6 @@ impl Sim {
             return true;
         }
         LogIndex(index) <= storage.durable_last_index()
-            && raft::Storage::term(storage, index) == Ok(term)
+            && term.is_none_or(|term| raft::Storage::term(storage, index) == Ok(term))
     }
 }

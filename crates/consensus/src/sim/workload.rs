@@ -112,6 +112,12 @@ impl Sim {
                 if !self.acknowledged_indexes.insert(written.index.0) {
                     self.report.grouped_writes += 1;
                 }
+                if self.rng.chance(300) {
+                    // The client asked for `?ack=all`: the write waits on its node.
+                    self.nodes[(node - 1) as usize]
+                        .ack_all
+                        .push(written.index, token);
+                }
                 if let Some(previous) = self.acknowledged.insert(token, written.index.0) {
                     if previous != written.index.0 {
                         return Err(self.violation(format!(

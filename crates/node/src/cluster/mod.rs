@@ -95,7 +95,10 @@ struct ClusterLoop {
     joint_replies: JointReplies<oneshot::Sender<Result<LogIndex, RequestError>>>,
     /// Writes with `ack=all` waiting until every in-sync member has their index.
     /// `ack=all` waiters, each holding its permit until it is settled.
-    waiting_all: crate::ack_all::AckAllWaiters<(oneshot::Sender<Result<(), RequestError>>, Permit)>,
+    waiting_all: bulwark_consensus::replication::AckAllWaiters<(
+        oneshot::Sender<Result<(), RequestError>>,
+        Permit,
+    )>,
     /// Shared with the API: this node cannot persist right now (see the module documentation).
     disk_full: Arc<AtomicBool>,
     /// Since when the disk is full (for the recovery log line).

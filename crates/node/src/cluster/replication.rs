@@ -2,8 +2,11 @@
 //! in sync (the rule is `consensus::replication`'s, shared with the simulation), the `ack=all`
 //! waiters that this settles, and readiness for the API.
 
+use bulwark_consensus::replication::AckAll;
+
 use super::event_loop::monotonic_clock;
 use super::ClusterLoop;
+use crate::RequestError;
 
 impl ClusterLoop {
     /// Tracks followers' lag in time, answers `ack=all` writes every in-sync member now has,
@@ -31,8 +34,11 @@ impl ClusterLoop {
         }
         // ack=all: every in-sync follower (and this leader) holds the write's index.
         let floor = replication.in_sync_floor();
-        for ((reply, _permit), result) in self.waiting_all.settle(leading, floor) {
-            let _ = reply.send(result);
+        for (_, (reply, _permit), settled) in self.waiting_all.settle(leading, floor) {
+            let _ = reply.send(match settled {
+                AckAll::Confirmed => Ok(()),
+                AckAll::Unconfirmed { index } => Err(RequestError::AckAllUnconfirmed { index }),
+            });
         }
         let heard_recently = raft.election_elapsed < raft.election_timeout();
         let ready = leading || (self.replica.leader().is_some() && heard_recently);

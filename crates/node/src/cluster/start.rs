@@ -285,7 +285,7 @@ fn spawn_loop(
         snapshots,
         view,
         replication: Default::default(),
-        waiting_all: crate::ack_all::AckAllWaiters::default(),
+        waiting_all: Default::default(),
         joint_replies: Default::default(),
         stall: Stall::None,
         installed: None,
