@@ -18,7 +18,7 @@
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// What a temp file's name adds to its target's name.
@@ -151,11 +151,13 @@ pub fn create_file_atomically(path: &Path, parts: &[&[u8]]) -> Result<File, Writ
             WriteFailure::Unsure(e)
         }
     };
+    // Private to the owner: a ledger's files (and keys) are nobody else's to read.
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(true)
+        .mode(0o600)
         .open(&tmp)
         .map_err(step("create", &tmp))
         .map_err(undo)?;

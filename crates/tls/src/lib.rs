@@ -1,0 +1,302 @@
+//! `bulwark-tls` owns the cluster's certificates: a cluster CA, node certificates that name their
+//! node and cluster, the files they live in, and the rustls configurations of the peer transport
+//! (TLS 1.3 only, both sides authenticated by the cluster CA).
+//!
+//! A node's certificate names it as the DNS name `node-<id>.c<cluster id in hex>.bulwark`
+//! ([`peer_name`]). A dialer verifies that the node it dials holds that name for the id it meant
+//! to reach; an acceptor verifies the dialer's certificate chains to the cluster CA, and then that
+//! it names the node id the dialer claims (the transport drops everything from a connection whose
+//! claim does not match). A certificate of another cluster names another cluster id, so it never
+//! passes for one of ours even under the same CA.
+//!
+//! # Files (a directory, by default `<data-dir>/tls`; mode 0700, files 0600)
+//! - `ca.crt`: the cluster CA's certificate (PEM), on every node;
+//! - `ca.key`: the CA's private key, only where certificates are issued (`bulwark cert`, or the
+//!   first start of a single node, which is its own CA);
+//! - `node.crt`, `node.key`: this node's certificate and private key.
+//!
+//! Keys are ECDSA P-256. Every file is replaced crash-safely (`bulwark_fs`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bulwark_ids::NodeId;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+
+/// The CA's certificate, on every node.
+pub const CA_CERT: &str = "ca.crt";
+/// The CA's private key, only where certificates are issued.
+pub const CA_KEY: &str = "ca.key";
+/// This node's certificate.
+pub const NODE_CERT: &str = "node.crt";
+/// This node's private key.
+pub const NODE_KEY: &str = "node.key";
+
+/// Years a cluster CA is valid for.
+const CA_YEARS: i32 = 10;
+/// Years a node certificate is valid for (rotate with `bulwark cert issue`).
+const NODE_YEARS: i32 = 2;
+
+/// Why certificates could not be created, read or used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: not a PEM {what}", path.display())]
+    Pem { path: PathBuf, what: &'static str },
+    #[error("{} already exists: refusing to replace a cluster CA", path.display())]
+    CaExists { path: PathBuf },
+    #[error("generating a certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("building the TLS configuration: {0}")]
+    Config(#[from] rustls::Error),
+    #[error("the CA certificate is not usable: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+    #[error("{} does not name {name} (node {node} of cluster {cluster_id}): {reason}", path.display())]
+    WrongOwner {
+        path: PathBuf,
+        name: String,
+        node: u64,
+        cluster_id: u64,
+        reason: webpki::Error,
+    },
+    #[error(
+        "the peer's certificate does not name node {claimed} of cluster {cluster_id}: {reason}"
+    )]
+    PeerMismatch {
+        claimed: u64,
+        cluster_id: u64,
+        reason: webpki::Error,
+    },
+    #[error("the peer presented no certificate")]
+    NoPeerCertificate,
+}
+
+/// The DNS name a node's certificate holds: `node-<id>.c<cluster id in hex>.bulwark`.
+pub fn peer_name(cluster_id: u64, node: NodeId) -> String {
+    format!("node-{}.c{cluster_id:x}.bulwark", node.0)
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
+    move |source| TlsError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Creates `dir` private to its owner (0700), if it is not there yet.
+fn create_private_dir(dir: &Path) -> Result<(), TlsError> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
+        Ok(()) => Ok(()),
+        Err(e) => Err(io_error(dir)(e)),
+    }
+}
+
+fn write_private(path: &Path, text: &str) -> Result<(), TlsError> {
+    bulwark_fs::write_file_atomically(path, text.as_bytes())
+        .map_err(|e| io_error(path)(std::io::Error::from(e)))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(io_error(path))
+}
+
+/// This year (UTC), for certificate validity; `not_before` starts a year earlier, so that a
+/// node whose clock is somewhat behind still accepts a fresh certificate.
+fn this_year() -> i32 {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    1970 + (secs / 31_556_952) as i32
+}
+
+/// The CA's parameters: the same for a cluster id every time, so that a CA loaded from its key
+/// signs as the one that was created (same subject, same key).
+fn ca_params(cluster_id: u64) -> Result<CertificateParams, TlsError> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name.push(
+        DnType::CommonName,
+        format!("Bulwark cluster {cluster_id:x} CA"),
+    );
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.not_before = rcgen::date_time_ymd(this_year() - 1, 1, 1);
+    params.not_after = rcgen::date_time_ymd(this_year() + CA_YEARS, 1, 1);
+    Ok(params)
+}
+
+/// Creates a new cluster CA in `dir` (`ca.crt`, `ca.key`). Refuses to replace an existing one:
+/// every certificate it issued would stop working.
+pub fn create_ca(dir: &Path, cluster_id: u64) -> Result<(), TlsError> {
+    create_private_dir(dir)?;
+    let key_path = dir.join(CA_KEY);
+    if key_path.exists() || dir.join(CA_CERT).exists() {
+        return Err(TlsError::CaExists { path: key_path });
+    }
+    let key = KeyPair::generate()?;
+    let cert = ca_params(cluster_id)?.self_signed(&key)?;
+    write_private(&key_path, &key.serialize_pem())?;
+    write_private(&dir.join(CA_CERT), &cert.pem())
+}
+
+/// Issues node `node`'s certificate with the CA in `ca_dir` and writes it, its key and the CA's
+/// certificate into `out` (created 0700 if missing; `out` may be `ca_dir`). A certificate
+/// already in `out` is replaced: that is how a certificate is rotated.
+pub fn issue_node(
+    ca_dir: &Path,
+    cluster_id: u64,
+    node: NodeId,
+    out: &Path,
+) -> Result<(), TlsError> {
+    let ca_key_path = ca_dir.join(CA_KEY);
+    let ca_key_pem = String::from_utf8_lossy(&read(&ca_key_path)?).into_owned();
+    let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(|_| TlsError::Pem {
+        path: ca_key_path,
+        what: "private key",
+    })?;
+    let ca_cert_path = ca_dir.join(CA_CERT);
+    let ca_cert_pem = read(&ca_cert_path)?;
+    let ca = ca_params(cluster_id)?.self_signed(&ca_key)?;
+    let name = peer_name(cluster_id, node);
+    let mut params = CertificateParams::new(vec![name.clone()])?;
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.not_before = rcgen::date_time_ymd(this_year() - 1, 1, 1);
+    params.not_after = rcgen::date_time_ymd(this_year() + NODE_YEARS, 1, 1);
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, &ca, &ca_key)?;
+    create_private_dir(out)?;
+    if out != ca_dir {
+        write_private(&out.join(CA_CERT), &String::from_utf8_lossy(&ca_cert_pem))?;
+    }
+    write_private(&out.join(NODE_KEY), &key.serialize_pem())?;
+    write_private(&out.join(NODE_CERT), &cert.pem())
+}
+
+/// Whether `dir` holds a node certificate.
+pub fn has_node_cert(dir: &Path) -> bool {
+    dir.join(NODE_CERT).exists()
+}
+
+/// The peer transport's TLS: this node's certificate and key, the cluster CA as the only root,
+/// TLS 1.3 only, client certificates required.
+#[derive(Clone)]
+pub struct PeerTls {
+    cluster_id: u64,
+    pub server: Arc<ServerConfig>,
+    pub client: Arc<ClientConfig>,
+}
+
+impl std::fmt::Debug for PeerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerTls")
+            .field("cluster_id", &self.cluster_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PeerTls {
+    /// Loads node `node`'s certificate, key and the cluster CA from `dir`, and checks that the
+    /// certificate names this node of this cluster.
+    pub fn load(dir: &Path, cluster_id: u64, node: NodeId) -> Result<PeerTls, TlsError> {
+        let ca = load_cert(&dir.join(CA_CERT))?;
+        let cert_path = dir.join(NODE_CERT);
+        let cert = load_cert(&cert_path)?;
+        let key_path = dir.join(NODE_KEY);
+        let key = PrivateKeyDer::from_pem_slice(&read(&key_path)?).map_err(|_| TlsError::Pem {
+            path: key_path,
+            what: "private key",
+        })?;
+        check_names(&cert, cluster_id, node).map_err(|(name, reason)| TlsError::WrongOwner {
+            path: cert_path,
+            name,
+            node: node.0,
+            cluster_id,
+            reason,
+        })?;
+        let mut roots = RootCertStore::empty();
+        roots.add(ca)?;
+        let roots = Arc::new(roots);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone()).build()?;
+        let server = ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(vec![cert.clone()], key.clone_key())?;
+        let client = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(vec![cert], key)?;
+        Ok(PeerTls {
+            cluster_id,
+            server: Arc::new(server),
+            client: Arc::new(client),
+        })
+    }
+
+    /// The name a dialer expects node `peer`'s certificate to hold.
+    pub fn server_name(&self, peer: NodeId) -> ServerName<'static> {
+        ServerName::try_from(peer_name(self.cluster_id, peer)).expect("a valid DNS name")
+    }
+
+    /// Checks that a dialer's certificate (already verified to chain to the cluster CA by the
+    /// handshake) names the node it `claimed` to be.
+    pub fn check_peer(
+        &self,
+        certs: Option<&[CertificateDer<'_>]>,
+        claimed: NodeId,
+    ) -> Result<(), TlsError> {
+        let cert = certs
+            .and_then(|c| c.first())
+            .ok_or(TlsError::NoPeerCertificate)?;
+        check_names(cert, self.cluster_id, claimed).map_err(|(_, reason)| TlsError::PeerMismatch {
+            claimed: claimed.0,
+            cluster_id: self.cluster_id,
+            reason,
+        })
+    }
+}
+
+fn load_cert(path: &Path) -> Result<CertificateDer<'static>, TlsError> {
+    CertificateDer::from_pem_slice(&read(path)?).map_err(|_| TlsError::Pem {
+        path: path.to_path_buf(),
+        what: "certificate",
+    })
+}
+
+/// Whether `cert` names node `node` of cluster `cluster_id`.
+fn check_names(
+    cert: &CertificateDer<'_>,
+    cluster_id: u64,
+    node: NodeId,
+) -> Result<(), (String, webpki::Error)> {
+    let name = peer_name(cluster_id, node);
+    let server_name = ServerName::try_from(name.as_str()).expect("a valid DNS name");
+    webpki::EndEntityCert::try_from(cert)
+        .and_then(|c| c.verify_is_valid_for_subject_name(&server_name))
+        .map_err(|e| (name, e))
+}
+
+#[cfg(test)]
+mod tests;

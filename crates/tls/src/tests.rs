@@ -1,0 +1,93 @@
+use std::os::unix::fs::PermissionsExt;
+
+use super::*;
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+fn cert_of(dir: &Path) -> CertificateDer<'static> {
+    load_cert(&dir.join(NODE_CERT)).unwrap()
+}
+
+#[test]
+fn a_node_certificate_names_its_node_and_cluster_and_nothing_else() {
+    let root = tempfile::tempdir().unwrap();
+    let ca = root.path().join("ca");
+    create_ca(&ca, 0xC1).unwrap();
+    let (one, two) = (root.path().join("1"), root.path().join("2"));
+    issue_node(&ca, 0xC1, NodeId(1), &one).unwrap();
+    issue_node(&ca, 0xC1, NodeId(2), &two).unwrap();
+    let tls = PeerTls::load(&one, 0xC1, NodeId(1)).unwrap();
+    let cert = [cert_of(&two)];
+    tls.check_peer(Some(&cert), NodeId(2)).unwrap();
+    let claim = tls.check_peer(Some(&cert), NodeId(3)).unwrap_err();
+    assert!(
+        matches!(claim, TlsError::PeerMismatch { claimed: 3, .. }),
+        "{claim}"
+    );
+    assert!(matches!(
+        tls.check_peer(None, NodeId(2)),
+        Err(TlsError::NoPeerCertificate)
+    ));
+    // The same CA, another cluster id: node 2 of cluster 0xC2 is not node 2 of ours.
+    let other = root.path().join("other");
+    issue_node(&ca, 0xC2, NodeId(2), &other).unwrap();
+    let foreign = [cert_of(&other)];
+    assert!(tls.check_peer(Some(&foreign), NodeId(2)).is_err());
+}
+
+#[test]
+fn a_node_refuses_a_certificate_that_is_not_its_own() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("tls");
+    create_ca(&dir, 7).unwrap();
+    issue_node(&dir, 7, NodeId(1), &dir).unwrap();
+    let e = PeerTls::load(&dir, 7, NodeId(2)).unwrap_err();
+    assert!(e.to_string().contains("node-2.c7.bulwark"), "{e}");
+    let e = PeerTls::load(&dir, 8, NodeId(1)).unwrap_err();
+    assert!(
+        matches!(e, TlsError::WrongOwner { cluster_id: 8, .. }),
+        "{e}"
+    );
+    PeerTls::load(&dir, 7, NodeId(1)).unwrap();
+}
+
+#[test]
+fn keys_are_private_and_a_ca_is_never_replaced() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("tls");
+    create_ca(&dir, 1).unwrap();
+    issue_node(&dir, 1, NodeId(1), &dir).unwrap();
+    assert_eq!(mode(&dir), 0o700);
+    for file in [CA_CERT, CA_KEY, NODE_CERT, NODE_KEY] {
+        assert_eq!(mode(&dir.join(file)), 0o600, "{file}");
+    }
+    let before = std::fs::read(dir.join(CA_KEY)).unwrap();
+    assert!(matches!(create_ca(&dir, 1), Err(TlsError::CaExists { .. })));
+    assert_eq!(std::fs::read(dir.join(CA_KEY)).unwrap(), before);
+    // Rotation: a new certificate for the same node replaces the old, and still loads.
+    let old = std::fs::read(dir.join(NODE_CERT)).unwrap();
+    issue_node(&dir, 1, NodeId(1), &dir).unwrap();
+    assert_ne!(std::fs::read(dir.join(NODE_CERT)).unwrap(), old);
+    PeerTls::load(&dir, 1, NodeId(1)).unwrap();
+}
+
+#[test]
+fn unreadable_files_are_named() {
+    let root = tempfile::tempdir().unwrap();
+    let e = PeerTls::load(root.path(), 1, NodeId(1)).unwrap_err();
+    assert!(e.to_string().contains(CA_CERT), "{e}");
+    std::fs::write(root.path().join(CA_CERT), "not pem").unwrap();
+    let e = PeerTls::load(root.path(), 1, NodeId(1)).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            TlsError::Pem {
+                what: "certificate",
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
