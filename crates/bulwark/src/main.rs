@@ -7,6 +7,7 @@
 
 mod bench;
 mod bench_failover;
+mod certs;
 mod chaos_cmd;
 mod client;
 mod cluster_cmd;
@@ -50,6 +51,9 @@ enum Command {
     /// Jepsen-style bank test: run a local cluster of real processes under a workload and faults,
     /// check the history, write an HTML report (or `chaos check HISTORY`).
     Chaos(chaos_cmd::ChaosArgs),
+    /// Make the certificates nodes authenticate each other with: a cluster CA, node certificates.
+    #[command(subcommand)]
+    Cert(certs::CertCommand),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +78,7 @@ fn main() -> ExitCode {
             Command::BenchFailover(args) => bench_failover::run(args).await,
             Command::Cluster(cmd) => cluster_cmd::run(cmd).await,
             Command::Chaos(args) => chaos_cmd::run_command(args).await,
+            Command::Cert(cmd) => certs::run(cmd),
         }
     })
 }

@@ -54,6 +54,10 @@ pub struct StartArgs {
     /// still reach it at HTTP_ADDR (`bulwark chaos` proxies that too).
     #[arg(long, requires = "node_id")]
     pub http_listen: Option<SocketAddr>,
+    /// Where this node's certificates are (`ca.crt`, `node.crt`, `node.key`; see `bulwark
+    /// cert`) [default: <data-dir>/tls; a new single node creates them there].
+    #[arg(long, env = "BULWARK_TLS_DIR")]
+    pub tls_dir: Option<PathBuf>,
 }
 
 pub fn init_logging() {
@@ -212,8 +216,9 @@ async fn start_node(
     // stands between the nodes (`bulwark chaos`'s proxy, which tells nodes apart by source IP)
     // then sees which node connects, so a partition cuts all node-to-node traffic.
     plan.cluster.source_ip = Some(plan.http_listen.ip()).filter(|ip| !ip.is_unspecified());
+    let tls = crate::certs::peer_tls(args, identity)?;
     let (inbox_tx, mut inbox) = tokio::sync::mpsc::channel(bulwark_limits::TRANSPORT_INBOX_FRAMES);
-    let transport = start_transport(&plan, inbox_tx).await?;
+    let transport = start_transport(&plan, inbox_tx, tls).await?;
     if alone {
         // Its own entry: where it listens now (recorded in the address book by the node loop).
         plan.cluster.members.push(Member {
@@ -291,6 +296,7 @@ async fn check_not_a_lost_voter(plan: &Plan) -> anyhow::Result<()> {
 async fn start_transport(
     plan: &Plan,
     inbox: tokio::sync::mpsc::Sender<(bulwark_transport::NodeId, Vec<u8>)>,
+    tls: bulwark_tls::PeerTls,
 ) -> anyhow::Result<bulwark_transport::TcpTransport> {
     let options = |advertised_addr| bulwark_transport::TransportOptions {
         source_ip: plan.cluster.source_ip,
@@ -300,14 +306,22 @@ async fn start_transport(
     let me = bulwark_transport::NodeId(plan.cluster.node_id);
     let id = plan.cluster.cluster_id;
     let planned = options(plan.peer_advertised);
-    match bulwark_transport::TcpTransport::start(me, id, plan.peer_listen, inbox.clone(), planned)
-        .await
+    let listen = plan.peer_listen;
+    match bulwark_transport::TcpTransport::start(
+        me,
+        id,
+        listen,
+        inbox.clone(),
+        tls.clone(),
+        planned,
+    )
+    .await
     {
         Ok(transport) => Ok(transport),
         Err(e) if plan.peer_port_derived => {
             let any = SocketAddr::new(plan.peer_listen.ip(), 0);
             tracing::warn!(port = plan.peer_listen.port(), error = %e, "the peer port is taken; listening for peers on a free one (pass --peer-listen to choose)");
-            bulwark_transport::TcpTransport::start(me, id, any, inbox, options(None))
+            bulwark_transport::TcpTransport::start(me, id, any, inbox, tls, options(None))
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen for peers on {any}: {e}"))
         }

@@ -46,6 +46,12 @@ async fn a_single_node_grows_into_three_with_add_and_promote() {
         .map(String::from)
         .to_vec();
         let data = dirs.path().join(format!("node-{id}"));
+        // Its certificate comes from the single node's CA, as the runbook says.
+        let (ca, out) = (single.data_dir.join("tls"), data.join("tls"));
+        let (ca, out) = (ca.to_str().unwrap(), out.to_str().unwrap());
+        let issue = ["cert", "issue", "--ca", ca, "--node-id", &id.to_string(), "--out", out];
+        let (code, stdout, err) = cli(&issue).await;
+        assert_eq!(code, 0, "cert issue {id}: {stdout}{err}");
         let mut node = ClusterNode::unstarted(id, data, peer, http, args);
         node.restart().await;
         let (code, out, err) = cli(&[

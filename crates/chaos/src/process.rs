@@ -115,6 +115,7 @@ impl NodeProcess {
             banner: Some(format!("chaos: node {}", addrs.id)),
         };
         let process = bulwark_harness::NodeProcess::new(bin, data_dir.join("data"), args, logs)
+            .with_cluster_ca(run_dir.join("ca"))
             .with_env("RUST_LOG", "info");
         Ok(NodeProcess {
             addrs,

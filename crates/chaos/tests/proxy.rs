@@ -474,9 +474,19 @@ fn transport_opts() -> TransportOptions {
 
 type Inbox = mpsc::Receiver<(NodeId, Vec<u8>)>;
 
+/// Node `id`'s peer TLS, from one CA for every transport of these tests.
+fn peer_tls(id: u64) -> bulwark_tls::PeerTls {
+    static ROOT: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let root = ROOT.get_or_init(|| tempfile::tempdir().unwrap()).path();
+    let dir = root.join(format!("node-{id}"));
+    bulwark_tls::provision_node(&root.join("ca"), CLUSTER, NodeId(id), &dir).unwrap();
+    bulwark_tls::PeerTls::load(&dir, CLUSTER, NodeId(id)).unwrap()
+}
+
 async fn start_transport(id: u64) -> (TcpTransport, Inbox) {
     let (tx, rx) = mpsc::channel(1024);
-    let t = TcpTransport::start(NodeId(id), CLUSTER, any_port(), tx, transport_opts())
+    let tls = peer_tls(id);
+    let t = TcpTransport::start(NodeId(id), CLUSTER, any_port(), tx, tls, transport_opts())
         .await
         .unwrap();
     (t, rx)

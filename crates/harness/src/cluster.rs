@@ -123,7 +123,7 @@ impl LocalCluster {
             let mut args = member_args(m.id, &members);
             args.extend(extra.iter().cloned());
             let logs = Logs::append(dir.join("node.log"));
-            nodes.push(NodeProcess::new(bin, dir, args, logs));
+            nodes.push(NodeProcess::new(bin, dir, args, logs).with_cluster_ca(root.join("ca")));
         }
         Ok(LocalCluster {
             members,

@@ -112,6 +112,8 @@ pub struct NodeProcess {
     runs: usize,
     /// Where the latest run's log begins in its file (an appended log holds earlier runs).
     log_start: u64,
+    /// The CA that issues this node's peer certificate before its first run as a member.
+    cluster_ca: Option<PathBuf>,
 }
 
 impl NodeProcess {
@@ -128,7 +130,47 @@ impl NodeProcess {
             paused: false,
             runs: 0,
             log_start: 0,
+            cluster_ca: None,
         }
+    }
+
+    /// A member whose TLS directory has no certificate gets one from the CA in `dir` (created
+    /// there on first use) before it starts: a local cluster's one-command setup.
+    pub fn with_cluster_ca(mut self, dir: PathBuf) -> NodeProcess {
+        self.cluster_ca = Some(dir);
+        self
+    }
+
+    /// The value of the `start` option `name`, if given.
+    fn arg_value(&self, name: &str) -> Option<&str> {
+        let at = self.args.iter().position(|a| a == name)?;
+        self.args.get(at + 1).map(String::as_str)
+    }
+
+    /// Issues this member's peer certificate from the cluster CA if it has none yet.
+    fn provision_certificate(&self) -> std::io::Result<()> {
+        let (Some(ca), Some(node)) = (&self.cluster_ca, self.arg_value("--node-id")) else {
+            return Ok(());
+        };
+        let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+        let node: u64 = node
+            .parse()
+            .map_err(|_| invalid(format!("--node-id {node}")))?;
+        let cluster: u64 = match self.arg_value("--cluster-id") {
+            Some(c) => c
+                .parse()
+                .map_err(|_| invalid(format!("--cluster-id {c}")))?,
+            None => 1,
+        };
+        let dir = match self.arg_value("--tls-dir") {
+            Some(dir) => PathBuf::from(dir),
+            None => self.data_dir.join("tls"),
+        };
+        if bulwark_tls::has_node_cert(&dir) {
+            return Ok(());
+        }
+        bulwark_tls::provision_node(ca, cluster, bulwark_ids::NodeId(node), &dir)
+            .map_err(|e| std::io::Error::other(e.to_string()))
     }
 
     /// Sets an environment variable of every run.
@@ -198,6 +240,7 @@ impl NodeProcess {
     /// Starts the process without waiting for it; its stderr goes to the log.
     pub fn spawn(&mut self) -> std::io::Result<()> {
         assert!(self.child.is_none(), "the node is already running");
+        self.provision_certificate()?;
         self.runs += 1;
         let log = self.logs.open(self.runs)?;
         self.log_start = log.metadata()?.len();

@@ -95,6 +95,10 @@ pub const SNAPSHOT_HTTP_CHUNK: usize = 256 << 10;
 // Queues, inboxes and permits
 // ---------------------------------------------------------------------------------------------
 
+/// Inbound peer connections open at once (authenticated or still in their handshake): a
+/// member holds one to each other member; strangers get no more than the rest.
+pub const MAX_PEER_CONNECTIONS: usize = 64;
+
 /// Peers a node sends to that are not in its address book but connected to it (replies to a
 /// leader added while this node lagged): a few at once, however many ids connect.
 pub const REPLY_ONLY_PEERS: usize = 8;

@@ -193,6 +193,25 @@ pub fn issue_node(
     write_private(&out.join(NODE_CERT), &cert.pem())
 }
 
+/// The CA in `ca_dir`, created if it is not there yet (callers of one process never race to
+/// create two), and node `node`'s certificate issued into `out`: how a cluster started by one
+/// command (`bulwark cluster local`, the test and chaos harness) gets its certificates.
+pub fn provision_node(
+    ca_dir: &Path,
+    cluster_id: u64,
+    node: NodeId,
+    out: &Path,
+) -> Result<(), TlsError> {
+    static CREATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    {
+        let _one_at_a_time = CREATING.lock().unwrap_or_else(|e| e.into_inner());
+        if !ca_dir.join(CA_KEY).exists() {
+            create_ca(ca_dir, cluster_id)?;
+        }
+    }
+    issue_node(ca_dir, cluster_id, node, out)
+}
+
 /// Whether `dir` holds a node certificate.
 pub fn has_node_cert(dir: &Path) -> bool {
     dir.join(NODE_CERT).exists()

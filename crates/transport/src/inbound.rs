@@ -6,11 +6,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bulwark_limits::{ACCEPT_RETRY, PEER_READ_CHUNK};
-use tokio::io::AsyncReadExt;
+use bulwark_limits::{ACCEPT_RETRY, MAX_PEER_CONNECTIONS, PEER_READ_CHUNK};
+use bulwark_tls::{PeerTls, TlsError};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{AbortHandle, JoinSet};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use crate::frame::{FrameDecoder, FrameError, Hello, HelloError, HELLO_PAYLOAD_LEN};
@@ -23,6 +26,7 @@ pub(crate) struct InboundCtx {
     pub(crate) opts: Arc<TransportOptions>,
     pub(crate) inbox: mpsc::Sender<(NodeId, Vec<u8>)>,
     pub(crate) registry: Arc<Mutex<Registry>>,
+    pub(crate) tls: PeerTls,
 }
 
 /// Live inbound connections, so that a newer connection from a peer replaces (aborts) the older one:
@@ -79,6 +83,12 @@ pub(crate) async fn accept_loop(
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, remote)) => {
+                    if lock(&registry).handles.len() >= MAX_PEER_CONNECTIONS {
+                        // Strangers cannot hold more: the members' own connections are few.
+                        warn!(%remote, limit = MAX_PEER_CONNECTIONS, "refusing inbound connection: too many open");
+                        drop(stream);
+                        continue;
+                    }
                     next_conn += 1;
                     let conn = next_conn;
                     let registration = Registration { registry: registry.clone(), conn, peer: None };
@@ -111,7 +121,7 @@ enum ConnError {
 
 /// Reads the next frame: `Ok(None)` on a clean end of stream between frames.
 async fn read_frame(
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncRead + Unpin),
     decoder: &mut FrameDecoder,
     chunk: &mut [u8],
 ) -> Result<Option<Vec<u8>>, ConnError> {
@@ -132,8 +142,12 @@ async fn read_frame(
 
 #[derive(Debug, thiserror::Error)]
 enum Refusal {
-    #[error("no hello within {0:?}")]
+    #[error("no TLS handshake and hello within {0:?}")]
     Timeout(Duration),
+    #[error("TLS handshake failed: {0}")]
+    Tls(io::Error),
+    #[error("hello from node {from}: {source}")]
+    Certificate { from: u64, source: TlsError },
     #[error("connection closed before the hello")]
     Closed,
     #[error("bad hello frame: {0}")]
@@ -146,16 +160,19 @@ enum Refusal {
     OwnId(u64),
 }
 
-async fn handshake(
-    stream: &mut TcpStream,
+/// The TLS handshake (the dialer's certificate must chain to the cluster CA), then the hello,
+/// whose claimed node id its certificate must name: nothing is read in the clear, and nothing
+/// from a dialer that is not who it says.
+async fn authenticate(
+    stream: TcpStream,
     decoder: &mut FrameDecoder,
     chunk: &mut [u8],
     ctx: &InboundCtx,
-) -> Result<Hello, Refusal> {
-    let timeout = ctx.opts.connect_timeout;
-    let frame = tokio::time::timeout(timeout, read_frame(stream, decoder, chunk))
-        .await
-        .map_err(|_| Refusal::Timeout(timeout))??
+) -> Result<(TlsStream<TcpStream>, Hello), Refusal> {
+    let acceptor = TlsAcceptor::from(ctx.tls.server.clone());
+    let mut stream = acceptor.accept(stream).await.map_err(Refusal::Tls)?;
+    let frame = read_frame(&mut stream, decoder, chunk)
+        .await?
         .ok_or(Refusal::Closed)?;
     let hello = Hello::decode(&frame)?;
     if hello.cluster_id != ctx.cluster_id {
@@ -168,11 +185,18 @@ async fn handshake(
     if hello.from == ctx.me {
         return Err(Refusal::OwnId(hello.from.0));
     }
-    Ok(hello)
+    let certificates = stream.get_ref().1.peer_certificates();
+    ctx.tls
+        .check_peer(certificates, hello.from)
+        .map_err(|source| Refusal::Certificate {
+            from: hello.from.0,
+            source,
+        })?;
+    Ok((stream, hello))
 }
 
 async fn serve(
-    mut stream: TcpStream,
+    stream: TcpStream,
     remote: SocketAddr,
     ctx: Arc<InboundCtx>,
     mut registration: Registration,
@@ -183,10 +207,19 @@ async fn serve(
     let mut chunk = vec![0u8; PEER_READ_CHUNK];
     // The hello is read with a limit of its own size: a stranger cannot make us buffer more.
     let mut decoder = FrameDecoder::new(HELLO_PAYLOAD_LEN);
-    let hello = match handshake(&mut stream, &mut decoder, &mut chunk, &ctx).await {
-        Ok(hello) => hello,
-        Err(e) => {
+    let timeout = ctx.opts.connect_timeout;
+    let authenticated = tokio::time::timeout(
+        timeout,
+        authenticate(stream, &mut decoder, &mut chunk, &ctx),
+    );
+    let (mut stream, hello) = match authenticated.await {
+        Ok(Ok(authenticated)) => authenticated,
+        Ok(Err(e)) => {
             warn!(%remote, "refusing inbound connection: {e}");
+            return;
+        }
+        Err(_) => {
+            warn!(%remote, "refusing inbound connection: {}", Refusal::Timeout(timeout));
             return;
         }
     };

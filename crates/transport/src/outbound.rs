@@ -8,9 +8,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bulwark_limits::KEEP_WRITE_BUFFER;
+use bulwark_tls::PeerTls;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Notify;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
 use tracing::{debug, info, warn};
 
 use crate::frame::{encode_frame_into, Hello};
@@ -164,6 +167,7 @@ pub(crate) async fn run_peer(
     me: NodeId,
     cluster_id: u64,
     advertised: SocketAddr,
+    tls: PeerTls,
     opts: Arc<TransportOptions>,
 ) {
     let hello = Hello {
@@ -181,7 +185,7 @@ pub(crate) async fn run_peer(
         if failures > 0 {
             tokio::time::sleep(rng.backoff(failures, opts.backoff_min, opts.backoff_max)).await;
         }
-        let stream = match dial(peer.addr, opts.source_ip, opts.connect_timeout).await {
+        let stream = match connect(&peer, &tls, &opts).await {
             Ok(s) => s,
             Err(e) => {
                 failures = failures.saturating_add(1);
@@ -194,7 +198,7 @@ pub(crate) async fn run_peer(
                 continue;
             }
         };
-        let (mut reader, mut writer) = stream.into_split();
+        let (mut reader, mut writer) = tokio::io::split(stream);
         peer.set_connected();
         info!(peer = peer.id.0, addr = %peer.addr, "connected to peer");
         let connected_at = Instant::now();
@@ -223,8 +227,8 @@ pub(crate) async fn run_peer(
                     Err(e) => break e,
                 }
             }
-            // Idle: wait for frames, and notice at once when the peer closes (the acceptor never
-            // writes, so any read result means the connection is over).
+            // Idle: wait for frames, and notice at once when the peer closes (the acceptor writes
+            // nothing after the handshake, so any read result means the connection is over).
             tokio::select! {
                 () = peer.wake.notified() => {}
                 r = reader.read(&mut probe) => break match r {
@@ -244,6 +248,25 @@ pub(crate) async fn run_peer(
         let msg = format!("connection to {}: {error}", peer.addr);
         peer.record_failure(msg.clone(), false);
         warn!(peer = peer.id.0, addr = %peer.addr, "{msg}; reconnecting");
+    }
+}
+
+/// Dials `peer` and completes a TLS handshake in which it proves to be that node of our cluster
+/// (and we prove who we are), all within the connect timeout.
+async fn connect(
+    peer: &Peer,
+    tls: &PeerTls,
+    opts: &TransportOptions,
+) -> io::Result<TlsStream<TcpStream>> {
+    let tcp = dial(peer.addr, opts.source_ip, opts.connect_timeout).await?;
+    let handshake = TlsConnector::from(tls.client.clone()).connect(tls.server_name(peer.id), tcp);
+    match tokio::time::timeout(opts.connect_timeout, handshake).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(e)) => Err(io::Error::new(e.kind(), format!("TLS handshake: {e}"))),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("TLS handshake timed out after {:?}", opts.connect_timeout),
+        )),
     }
 }
 

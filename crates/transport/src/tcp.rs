@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bulwark_limits::REPLY_ONLY_PEERS;
+use bulwark_tls::PeerTls;
 use tokio::net::TcpSocket;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
@@ -26,6 +27,8 @@ pub struct TcpTransport {
     advertised: SocketAddr,
     /// The inbound side's connections, with the address each connected peer announced.
     registry: Arc<Mutex<Registry>>,
+    /// Our certificate and the cluster CA: every connection, either way, is mutual TLS.
+    tls: PeerTls,
     /// Where peer tasks are spawned, so `set_peers` works from threads outside the runtime.
     runtime: Handle,
     peers: Mutex<HashMap<NodeId, PeerEntry>>,
@@ -45,13 +48,16 @@ struct PeerEntry {
 
 impl TcpTransport {
     /// Binds `listen` (port 0 picks a free port; see [`local_addr`](Self::local_addr)), accepts inbound
-    /// connections and delivers every valid inbound frame as `(from, payload)` on `inbox`. Must be called
-    /// inside a tokio runtime. Starts with no peers: call [`Transport::set_peers`].
+    /// connections and delivers every valid inbound frame as `(from, payload)` on `inbox`. Every
+    /// connection, inbound or outbound, is TLS 1.3 with `tls`'s certificate and cluster CA, both
+    /// sides authenticated. Must be called inside a tokio runtime. Starts with no peers: call
+    /// [`Transport::set_peers`].
     pub async fn start(
         me: NodeId,
         cluster_id: u64,
         listen: SocketAddr,
         inbox: mpsc::Sender<(NodeId, Vec<u8>)>,
+        tls: PeerTls,
         opts: TransportOptions,
     ) -> std::io::Result<TcpTransport> {
         opts.validate()?;
@@ -75,6 +81,7 @@ impl TcpTransport {
             opts: opts.clone(),
             inbox,
             registry: registry.clone(),
+            tls: tls.clone(),
         });
         let accept_task = tokio::spawn(accept_loop(listener, ctx, shutdown_rx));
         info!(node = me.0, cluster_id, addr = %local_addr, "transport listening");
@@ -85,6 +92,7 @@ impl TcpTransport {
             local_addr,
             advertised,
             registry,
+            tls,
             runtime: Handle::current(),
             peers: Mutex::new(HashMap::new()),
             unknown_peer_drops: AtomicU64::new(0),
@@ -127,6 +135,7 @@ impl TcpTransport {
             self.me,
             self.cluster_id,
             self.advertised,
+            self.tls.clone(),
             self.opts.clone(),
         ));
         PeerEntry {

@@ -1,13 +1,19 @@
-//! Real transports on 127.0.0.1: delivery, reconnects, bounded queues, refused strangers and corrupt frames.
+//! Real transports on 127.0.0.1: delivery, reconnects, bounded queues, refused strangers (plain
+//! TCP, another CA, a certificate of another node) and corrupt frames.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
+use bulwark_tls::PeerTls;
 use bulwark_transport::{encode_frame, Hello, NodeId, TcpTransport, Transport, TransportOptions};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
 
 const CLUSTER: u64 = 0xB0_1A_4C;
 /// Generous bound for anything to happen; never a performance assertion.
@@ -27,6 +33,21 @@ fn any_port() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
+/// Node `id`'s certificate, freshly issued by `ca`'s CA for `cluster` (one CA per name, made on
+/// first use): the CA named after the cluster is the cluster's own, any other is a stranger's.
+fn tls_of(ca: &str, cluster: u64, id: u64) -> PeerTls {
+    static ROOT: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static ISSUED: AtomicU64 = AtomicU64::new(0);
+    let root = ROOT.get_or_init(|| tempfile::tempdir().unwrap()).path();
+    let out = root.join(format!("{}", ISSUED.fetch_add(1, Ordering::Relaxed)));
+    bulwark_tls::provision_node(&root.join(ca), cluster, NodeId(id), &out).unwrap();
+    PeerTls::load(&out, cluster, NodeId(id)).unwrap()
+}
+
+fn tls(cluster: u64, id: u64) -> PeerTls {
+    tls_of(&format!("ca-{cluster:x}"), cluster, id)
+}
+
 async fn start(
     id: u64,
     cluster: u64,
@@ -34,10 +55,22 @@ async fn start(
     options: TransportOptions,
 ) -> (TcpTransport, Inbox) {
     let (tx, rx) = mpsc::channel(1024);
-    let t = TcpTransport::start(NodeId(id), cluster, listen, tx, options)
+    let t = TcpTransport::start(NodeId(id), cluster, listen, tx, tls(cluster, id), options)
         .await
         .expect("start transport");
     (t, rx)
+}
+
+/// A hand-driven TLS connection to node `to` at `addr`, with `tls`'s certificate.
+async fn dial_tls(
+    addr: SocketAddr,
+    tls: &PeerTls,
+    to: u64,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    TlsConnector::from(tls.client.clone())
+        .connect(tls.server_name(NodeId(to)), tcp)
+        .await
 }
 
 /// An address with nothing listening on it (bound once by the OS, then released).
@@ -67,8 +100,9 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// Waits until the acceptor closes a raw connection (EOF or reset); it must never write to it.
-async fn wait_closed(stream: &mut TcpStream) {
+/// Waits until the acceptor closes a connection (EOF, reset or a TLS alert); it must never send
+/// data on it.
+async fn wait_closed(stream: &mut (impl AsyncRead + Unpin)) {
     let mut buf = [0u8; 64];
     match tokio::time::timeout(PATIENCE, stream.read(&mut buf)).await {
         Ok(Ok(0)) | Ok(Err(_)) => {}
@@ -202,7 +236,7 @@ async fn a_restarted_peer_on_the_same_port_is_reconnected() {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     let (b, mut b_inbox) = loop {
         let (tx, rx) = mpsc::channel(1024);
-        match TcpTransport::start(NodeId(2), CLUSTER, b_addr, tx, opts()).await {
+        match TcpTransport::start(NodeId(2), CLUSTER, b_addr, tx, tls(CLUSTER, 2), opts()).await {
             Ok(t) => break (t, rx),
             Err(e) => {
                 assert!(
@@ -295,21 +329,44 @@ async fn a_node_of_another_cluster_is_refused() {
     eventually("the stranger is refused repeatedly", || {
         stranger.send(NodeId(1), msg(7, seq));
         seq += 1;
-        stranger.stats()[0].reconnects >= 2
+        let s = &stranger.stats()[0];
+        s.reconnects + s.connect_failures >= 2
     })
     .await;
 
-    // Raw bytes: a valid frame behind a hello of another cluster.
+    let hello = |cluster_id, from| {
+        let mut wire = Hello {
+            cluster_id,
+            from: NodeId(from),
+            addr: "127.0.0.1:7170".parse().unwrap(),
+        }
+        .encode_frame();
+        wire.extend(encode_frame(b"injected"));
+        wire
+    };
+    // Plain TCP: a valid hello and frame, never read.
     let mut raw = TcpStream::connect(a.local_addr()).await.unwrap();
-    let mut wire = Hello {
-        cluster_id: CLUSTER + 1,
-        from: NodeId(8),
-        addr: "127.0.0.1:7170".parse().unwrap(),
+    raw.write_all(&hello(CLUSTER, 8)).await.unwrap();
+    // The TLS side answers with an alert at most, then closes.
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, raw.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "plain TCP was not closed");
+    assert!(answer.len() < 64, "more than an alert: {answer:?}");
+
+    // TLS with a certificate for node 8 of our cluster id, from another CA.
+    let forged = tls_of("another-ca", CLUSTER, 8);
+    if let Ok(mut conn) = dial_tls(a.local_addr(), &forged, 1).await {
+        let _ = conn.write_all(&hello(CLUSTER, 8)).await;
+        wait_closed(&mut conn).await;
     }
-    .encode_frame();
-    wire.extend(encode_frame(b"injected"));
-    raw.write_all(&wire).await.unwrap();
-    wait_closed(&mut raw).await;
+
+    // Our CA's certificate for node 8, claiming to be node 2, or naming another cluster.
+    let eight = tls(CLUSTER, 8);
+    for wire in [hello(CLUSTER, 2), hello(CLUSTER + 1, 8)] {
+        let mut conn = dial_tls(a.local_addr(), &eight, 1).await.unwrap();
+        conn.write_all(&wire).await.unwrap();
+        wait_closed(&mut conn).await;
+    }
 
     // Bad magic and bad version are refused as well.
     for corrupt in [0usize, 4] {
@@ -322,9 +379,9 @@ async fn a_node_of_another_cluster_is_refused() {
         payload[corrupt] ^= 0xFF;
         let mut wire = encode_frame(&payload);
         wire.extend(encode_frame(b"injected"));
-        let mut raw = TcpStream::connect(a.local_addr()).await.unwrap();
-        raw.write_all(&wire).await.unwrap();
-        wait_closed(&mut raw).await;
+        let mut conn = dial_tls(a.local_addr(), &eight, 1).await.unwrap();
+        conn.write_all(&wire).await.unwrap();
+        wait_closed(&mut conn).await;
     }
 
     // A legitimate peer still gets through, and its frame is the first (and only) one delivered.
@@ -345,6 +402,7 @@ async fn a_corrupted_frame_closes_the_connection_and_delivers_nothing() {
         ..opts()
     };
     let (a, mut a_inbox) = start(1, CLUSTER, any_port(), options).await;
+    let five = tls(CLUSTER, 5);
     let hello = Hello {
         cluster_id: CLUSTER,
         from: NodeId(5),
@@ -359,7 +417,7 @@ async fn a_corrupted_frame_closes_the_connection_and_delivers_nothing() {
     let mut wire = hello.clone();
     wire.extend(bad);
     wire.extend(encode_frame(b"after the bad frame"));
-    let mut raw = TcpStream::connect(a.local_addr()).await.unwrap();
+    let mut raw = dial_tls(a.local_addr(), &five, 1).await.unwrap();
     raw.write_all(&wire).await.unwrap();
     wait_closed(&mut raw).await;
 
@@ -367,14 +425,14 @@ async fn a_corrupted_frame_closes_the_connection_and_delivers_nothing() {
     let mut wire = hello.clone();
     wire.extend_from_slice(&(1u32 << 30).to_le_bytes());
     wire.extend_from_slice(&0u32.to_le_bytes());
-    let mut raw = TcpStream::connect(a.local_addr()).await.unwrap();
+    let mut raw = dial_tls(a.local_addr(), &five, 1).await.unwrap();
     raw.write_all(&wire).await.unwrap();
     wait_closed(&mut raw).await;
 
     // Control: a clean connection from the same peer is delivered, and it is the first thing delivered.
     let mut wire = hello.clone();
     wire.extend(encode_frame(b"clean"));
-    let mut raw = TcpStream::connect(a.local_addr()).await.unwrap();
+    let mut raw = dial_tls(a.local_addr(), &five, 1).await.unwrap();
     raw.write_all(&wire).await.unwrap();
     assert_eq!(recv(&mut a_inbox).await, (NodeId(5), b"clean".to_vec()));
     assert!(a_inbox.try_recv().is_err());

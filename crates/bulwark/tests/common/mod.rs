@@ -44,6 +44,15 @@ fn localhost(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
+/// The CA of every cluster these tests start (one per test binary: their clusters never meet,
+/// each on its own ports).
+fn cluster_ca() -> PathBuf {
+    static CA: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    CA.get_or_init(|| tempfile::tempdir().expect("a CA directory"))
+        .path()
+        .join("ca")
+}
+
 /// A `bulwark start` process of the tests on `data_dir`: `--listen` on `port`, then `args`; a
 /// log file per run; no colours.
 fn test_process(data_dir: PathBuf, port: u16, args: &[String]) -> NodeProcess {
@@ -51,6 +60,7 @@ fn test_process(data_dir: PathBuf, port: u16, args: &[String]) -> NodeProcess {
     all.extend(args.iter().cloned());
     let logs = Logs::per_run().expect("a log directory");
     NodeProcess::new(Path::new(bin()), data_dir, all, logs)
+        .with_cluster_ca(cluster_ca())
         .with_env("NO_COLOR", "1")
         .with_env("RUST_LOG", "info")
 }
