@@ -49,7 +49,16 @@ async fn a_single_node_grows_into_three_with_add_and_promote() {
         // Its certificate comes from the single node's CA, as the runbook says.
         let (ca, out) = (single.data_dir.join("tls"), data.join("tls"));
         let (ca, out) = (ca.to_str().unwrap(), out.to_str().unwrap());
-        let issue = ["cert", "issue", "--ca", ca, "--node-id", &id.to_string(), "--out", out];
+        let issue = [
+            "cert",
+            "issue",
+            "--ca",
+            ca,
+            "--node-id",
+            &id.to_string(),
+            "--out",
+            out,
+        ];
         let (code, stdout, err) = cli(&issue).await;
         assert_eq!(code, 0, "cert issue {id}: {stdout}{err}");
         let mut node = ClusterNode::unstarted(id, data, peer, http, args);

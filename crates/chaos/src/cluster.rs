@@ -45,9 +45,9 @@ impl Cluster {
         options: NodeOptions,
     ) -> anyhow::Result<Cluster> {
         // Every node (spares too) listens on its own loopback IP, and its connections to other
-        // nodes leave from it: the proxy knows the dialer of a peer connection from its hello, and
-        // of an HTTP connection (forwarded writes, snapshot fetches) from that IP. The workload and
-        // the harness connect from 127.0.0.1, no node's IP, and are never blocked.
+        // nodes leave from it: the proxy knows the dialer of a connection (peer, or HTTP: forwarded
+        // writes, snapshot fetches) from that IP alone. The workload and the harness connect from
+        // 127.0.0.1, no node's IP, and are never blocked.
         let total = (n + spares) as u64;
         let mut real = Vec::new();
         let mut sources = BTreeMap::new();

@@ -1,12 +1,21 @@
 //! A fault-injecting TCP proxy in front of every node's peer transport and HTTP API: the chaos
 //! harness's network nemesis.
 //!
-//! The harness starts each node with its real peer listener on a private port and advertises to the
-//! other nodes a proxy address that forwards to it. Because every transport connection is one-way in
-//! practice (node A dials B, sends a hello naming itself, then only A→B frames), a proxy listener that
-//! stands for B learns from the hello which node is dialing, and so which directed link `from → to`
-//! the connection carries. That is all a partition needs: the proxy cuts links, it never parses or
-//! edits Raft messages.
+//! The harness starts each node with its real peer and HTTP listeners on private ports and advertises
+//! to the other nodes proxy addresses that forward to them, so that all node-to-node traffic crosses
+//! the proxy: Raft messages, a follower's forwarded writes and membership changes, snapshot fetches.
+//! The proxy knows which node is dialing by the connection's **source IP**: the harness gives every
+//! node its own loopback IP, and a node binds every connection it makes to another member (transport
+//! dials, its HTTP clients) to that IP. A listener that stands for node `to`, accepting a connection
+//! from node `from`'s IP, thus knows which directed link `from → to` the connection carries. That is
+//! all a partition needs: the proxy never reads, parses or edits what it forwards (the peer transport
+//! may be encrypted), it only cuts links.
+//!
+//! Bytes are copied **both ways** on every connection: an HTTP connection carries requests and their
+//! answers, a peer connection its TLS handshake before the dialer's frames. A connection belongs to
+//! the link of the node that dialed it, whichever way its bytes flow: blocking `from → to` cuts what
+//! `from` opened into `to` (so `from` can no longer deliver anything to `to`), and leaves alone what
+//! `to` opened into `from` (that is `to → from`).
 //!
 //! Blocking is done by **closing** connections, never by holding or trimming bytes:
 //! - when a link `from → to` becomes blocked, every open proxied connection from `from` into `to` is
@@ -14,25 +23,20 @@
 //!   the target gets an end of stream (so a frame cut in half is discarded by its decoder as truncated,
 //!   and frames fully forwarded before the block are still delivered, like packets already on the
 //!   wire);
-//! - while the link stays blocked, a new connection from `from` into `to` is accepted, its hello read,
-//!   and then reset. The target never sees it.
+//! - while the link stays blocked, a new connection from `from` into `to` is reset right after the
+//!   accept. The target never sees it.
 //!
 //! Raft tolerates lost messages and the transport reconnects by itself, so this is indistinguishable
 //! from a network that drops everything on the link, minus the long TCP timeouts a silent drop would
 //! cost (which would slow the test without testing anything more).
 //!
-//! # HTTP between nodes
+//! # Connections from an IP of no node
 //!
-//! Nodes also talk over HTTP: a follower forwards writes (and membership changes) to the leader, and a
-//! node catching up fetches a snapshot from the node that offered it. HTTP has no hello, so the proxy
-//! has a second kind of route ([`Proxy::start_with`]) that knows the dialing node by the connection's
-//! **source IP**: the harness gives every node its own loopback IP, and a node binds all its
-//! connections to other members to the IP it listens on. A connection into node `to`'s HTTP listener
-//! from an IP that maps to node `from` obeys the same blocked links as the peer routes (blocking
-//! `from → to` cuts the open ones and resets new ones right after the accept); bytes are copied both
-//! ways, since an HTTP connection carries both the request and its answer, and cutting the requests of
-//! `from` into `to` is what a partition needs. A connection from an IP that maps to no node (the
-//! workload's clients, the harness) is never blocked.
+//! Only nodes dial peer ports, so a connection into a **peer** route from an IP that maps to no node is
+//! reset right after the accept, whatever the links, and counted ([`ProxyStats::peer_strangers`]): the
+//! target never sees it (a node started without its own source IP would show up there). Into an
+//! **HTTP** route it is a client (the workload, the harness, which connect from 127.0.0.1): forwarded,
+//! and never blocked.
 //!
 //! Link control ([`Links`]) is a cheap, cloneable, synchronous handle: the nemesis can flip links from
 //! any thread, and when [`Links::block`] returns no byte read afterwards from a cut connection is
@@ -45,23 +49,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bulwark_transport::{FrameDecoder, Hello, FRAME_HEADER_LEN, HELLO_PAYLOAD_LEN};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
-/// How long a dialer has to send its hello. The transport sends it right after connecting, so this only
-/// bounds how long a stranger (or a frozen node) can hold a proxy connection; it matches the transport's
-/// default `connect_timeout`.
-pub const HELLO_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// Limit on connecting to a node's real peer listener. A node that is down refuses at once; this only
-/// bounds a node that is paused (SIGSTOP) with a full accept backlog.
+/// Limit on connecting to a node's real peer (or HTTP) listener. A node that is down refuses at once;
+/// this only bounds a node that is paused (SIGSTOP) with a full accept backlog.
 pub const TARGET_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// Bytes of a hello frame on the wire: header and payload.
-const HELLO_FRAME_LEN: usize = FRAME_HEADER_LEN + HELLO_PAYLOAD_LEN;
 
 /// Size of each read when copying (per direction per connection).
 const COPY_CHUNK: usize = 64 << 10;
@@ -81,15 +76,6 @@ pub struct Proxy {
     http_addrs: Vec<(u64, SocketAddr)>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
-}
-
-/// How a listener learns which node is connecting.
-#[derive(Clone)]
-enum Mode {
-    /// From the hello (the peer transport).
-    Peer,
-    /// From the source IP (HTTP between nodes); an IP of no node is never blocked.
-    Http(Arc<BTreeMap<IpAddr, u64>>),
 }
 
 /// Binds a listener that a restarted harness can bind again while old connections sit in TIME_WAIT.
@@ -120,21 +106,21 @@ fn check_unique(routes: &[Route], kind: &str) -> io::Result<()> {
 }
 
 impl Proxy {
-    /// Binds one listener per route (`(node id, listen address, target address)`; port 0 picks a free
-    /// port, see [`Proxy::listen_addr`]) and serves them on the current tokio runtime. Returns once every
-    /// listener is bound, so the addresses can be handed to the nodes right away. Starts with no link
-    /// blocked.
+    /// Binds one listener per peer route (`(node id, listen address, target address)`; port 0 picks a
+    /// free port, see [`Proxy::listen_addr`]) and serves them on the current tokio runtime. The dialing
+    /// node is known by its source IP through `sources` (IP → node id); a connection from an IP missing
+    /// from it is refused. Returns once every listener is bound, so the addresses can be handed to the
+    /// nodes right away. Starts with no link blocked.
     ///
     /// Fails if a listen address cannot be bound, or if a node id appears in two routes (a node has one
     /// proxy address, and the node id is what names the link).
-    pub async fn start(routes: Vec<Route>) -> io::Result<Proxy> {
-        Proxy::start_with(routes, Vec::new(), BTreeMap::new()).await
+    pub async fn start(routes: Vec<Route>, sources: BTreeMap<IpAddr, u64>) -> io::Result<Proxy> {
+        Proxy::start_with(routes, Vec::new(), sources).await
     }
 
     /// [`Proxy::start`] with HTTP routes as well: each forwards connections to node `node`'s real HTTP
-    /// listener, and knows the dialing node by its source IP through `sources` (IP → node id). The
-    /// blocked links apply to both kinds of routes; a connection from an IP missing from `sources` is
-    /// never blocked. See [`Proxy::http_listen_addr`].
+    /// listener. The blocked links apply to both kinds of routes; a connection into an HTTP route from
+    /// an IP missing from `sources` is a client, never blocked. See [`Proxy::http_listen_addr`].
     pub async fn start_with(
         peer_routes: Vec<Route>,
         http_routes: Vec<Route>,
@@ -142,36 +128,31 @@ impl Proxy {
     ) -> io::Result<Proxy> {
         check_unique(&peer_routes, "peer")?;
         check_unique(&http_routes, "HTTP")?;
-        let http = Mode::Http(Arc::new(
-            sources
-                .into_iter()
-                .map(|(ip, node)| (ip.to_canonical(), node))
-                .collect(),
-        ));
         let mut listeners = Vec::with_capacity(peer_routes.len() + http_routes.len());
         let mut addrs = Vec::with_capacity(peer_routes.len());
         let mut http_addrs = Vec::with_capacity(http_routes.len());
-        for (mode, routes) in [(Mode::Peer, peer_routes), (http, http_routes)] {
+        for (http, routes) in [(false, peer_routes), (true, http_routes)] {
             for (node, listen, target) in routes {
                 let listener = bind(listen)?;
                 let bound = (node, listener.local_addr()?);
-                match mode {
-                    Mode::Peer => addrs.push(bound),
-                    Mode::Http(_) => http_addrs.push(bound),
+                if http {
+                    http_addrs.push(bound);
+                } else {
+                    addrs.push(bound);
                 }
-                listeners.push((node, listener, target, mode.clone()));
+                listeners.push((node, listener, target, http));
             }
         }
-        let links = Links::new();
+        let links = Links::new(sources);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let tasks = listeners
             .into_iter()
-            .map(|(node, listener, target, mode)| {
+            .map(|(node, listener, target, http)| {
                 tokio::spawn(accept_loop(
                     node,
                     listener,
                     target,
-                    mode,
+                    http,
                     links.shared.clone(),
                     shutdown_rx.clone(),
                 ))
@@ -247,8 +228,10 @@ pub struct Links {
 
 struct Shared {
     state: Mutex<State>,
-    /// Connections closed because their first bytes were not a valid hello (or came too late).
-    bad_hellos: AtomicU64,
+    /// Which node each source IP stands for (canonical IPs).
+    sources: BTreeMap<IpAddr, u64>,
+    /// Peer connections from an IP of no node (reset right after the accept).
+    peer_strangers: AtomicU64,
     /// HTTP connections from an IP of no node (never blocked).
     unmapped: Arc<LinkCounters>,
 }
@@ -299,20 +282,20 @@ struct LinkCounters {
 pub struct LinkStats {
     pub from: u64,
     pub to: u64,
-    /// Connections whose hello passed (HTTP: that came from `from`'s IP) while the link was open
-    /// (forwarded to the target, or tried to be).
+    /// Connections from `from`'s IP accepted while the link was open (forwarded to the target, or
+    /// tried to be).
     pub accepted: u64,
-    /// Connections reset right after their hello (HTTP: right after the accept) because the link was
-    /// blocked.
+    /// Connections from `from`'s IP reset right after the accept because the link was blocked.
     pub refused: u64,
     /// Open connections closed by a block.
     pub cut: u64,
     /// Accepted connections closed because the target node could not be reached (down or paused).
     pub target_failures: u64,
-    /// Bytes written to the target, hello frames included.
+    /// Bytes forwarded from the dialer (`from`) to the target (`to`) only; the other direction is
+    /// `bytes_back`.
     pub bytes: u64,
-    /// Bytes written back to the dialer (the transport's acceptor never writes, so on a peer link this
-    /// should stay 0; on an HTTP link these are the answers).
+    /// Bytes forwarded from the target back to the dialer: on an HTTP link the answers, on a peer link
+    /// whatever the transport's acceptor sends (e.g. its half of a TLS handshake).
     pub bytes_back: u64,
     /// Proxied connections open right now.
     pub open: usize,
@@ -327,8 +310,9 @@ pub struct ProxyStats {
     pub http_links: Vec<LinkStats>,
     /// HTTP connections from an IP of no node (clients, the harness: never blocked).
     pub http_unmapped: u64,
-    /// Connections closed because they did not open with a valid hello within [`HELLO_TIMEOUT`].
-    pub bad_hellos: u64,
+    /// Peer connections from an IP of no node, reset right after the accept (only nodes dial peer
+    /// ports). Not part of any link.
+    pub peer_strangers: u64,
 }
 
 impl ProxyStats {
@@ -356,11 +340,15 @@ fn find_link(links: &[LinkStats], from: u64, to: u64) -> LinkStats {
 }
 
 impl Links {
-    fn new() -> Links {
+    fn new(sources: BTreeMap<IpAddr, u64>) -> Links {
         Links {
             shared: Arc::new(Shared {
                 state: Mutex::new(State::default()),
-                bad_hellos: AtomicU64::new(0),
+                sources: sources
+                    .into_iter()
+                    .map(|(ip, node)| (ip.to_canonical(), node))
+                    .collect(),
+                peer_strangers: AtomicU64::new(0),
                 unmapped: Arc::default(),
             }),
         }
@@ -440,7 +428,7 @@ impl Links {
             links: links(false, &st.counters),
             http_links: links(true, &st.http_counters),
             http_unmapped: self.shared.unmapped.accepted.load(Ordering::Relaxed),
-            bad_hellos: self.shared.bad_hellos.load(Ordering::Relaxed),
+            peer_strangers: self.shared.peer_strangers.load(Ordering::Relaxed),
         }
     }
 }
@@ -452,20 +440,29 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Admits a connection that comes from `from` (its hello, or for HTTP its source IP, says so), or
-    /// refuses it if `from → to` is blocked. Checking and registering under one lock is what makes a
-    /// concurrent block either refuse the connection here or find it registered and cut it.
-    fn admit(
-        self: &Arc<Self>,
-        from: u64,
-        to: u64,
-        http: bool,
-    ) -> Result<Admitted, Arc<LinkCounters>> {
+    /// Admits a connection from `source` into node `to`'s HTTP (`http`) or peer listener, or refuses it
+    /// (`None`: to be reset at once). A node's IP obeys the blocked links; any other IP is a client on
+    /// an HTTP route (never blocked) and a stranger on a peer route (always refused).
+    fn identify(self: &Arc<Self>, source: IpAddr, to: u64, http: bool) -> Option<Admitted> {
+        match self.sources.get(&source.to_canonical()) {
+            Some(&from) => self.admit(from, to, http),
+            None if http => Some(self.admit_unmapped()),
+            None => {
+                self.peer_strangers.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Admits a connection that comes from node `from` (its source IP says so), or refuses it if
+    /// `from → to` is blocked. Checking and registering under one lock is what makes a concurrent block
+    /// either refuse the connection here or find it registered and cut it.
+    fn admit(self: &Arc<Self>, from: u64, to: u64, http: bool) -> Option<Admitted> {
         let mut st = self.lock();
         let counters = st.counters(http).entry((from, to)).or_default().clone();
         if st.blocked.contains(&(from, to)) {
             counters.refused.fetch_add(1, Ordering::Relaxed);
-            return Err(counters);
+            return None;
         }
         counters.accepted.fetch_add(1, Ordering::Relaxed);
         st.next_conn += 1;
@@ -480,13 +477,13 @@ impl Shared {
                 cut,
             },
         );
-        Ok(Admitted {
-            registration: Some(Registration {
+        Some(Admitted {
+            _registration: Some(Registration {
                 shared: self.clone(),
                 id,
             }),
             cut: cut_rx,
-            uncuttable: None,
+            _uncuttable: None,
             counters,
         })
     }
@@ -496,9 +493,9 @@ impl Shared {
         self.unmapped.accepted.fetch_add(1, Ordering::Relaxed);
         let (never, cut) = watch::channel(false);
         Admitted {
-            registration: None,
+            _registration: None,
             cut,
-            uncuttable: Some(never),
+            _uncuttable: Some(never),
             counters: self.unmapped.clone(),
         }
     }
@@ -573,22 +570,25 @@ impl Drop for Registration {
     }
 }
 
+/// A connection let through: dropping it deregisters it.
 struct Admitted {
-    /// `None` for an unmapped HTTP source: not known to the link control.
-    registration: Option<Registration>,
+    /// Held until the connection is closed. `None` for an unmapped HTTP source: not known to the link
+    /// control.
+    _registration: Option<Registration>,
     cut: watch::Receiver<bool>,
     /// Keeps `cut` open (a dropped sender reads as a cut) for a connection no block can reach.
-    uncuttable: Option<watch::Sender<bool>>,
+    _uncuttable: Option<watch::Sender<bool>>,
     counters: Arc<LinkCounters>,
 }
 
-/// Accepts connections for node `to` until `shutdown` fires, then closes the listener and every
-/// connection it spawned (and waits for their tasks).
+/// Accepts connections for node `to` (into its HTTP listener if `http`, else its peer listener) until
+/// `shutdown` fires, then closes the listener and every connection it spawned (and waits for their
+/// tasks).
 async fn accept_loop(
     to: u64,
     listener: TcpListener,
     target: SocketAddr,
-    mode: Mode,
+    http: bool,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -600,8 +600,7 @@ async fn accept_loop(
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, dialer)) => {
-                    let mode = mode.clone();
-                    conns.spawn(serve(stream, dialer, to, target, mode, shared.clone()));
+                    conns.spawn(serve(stream, dialer, to, target, http, shared.clone()));
                 }
                 // E.g. out of file descriptors: back off instead of spinning.
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
@@ -619,121 +618,76 @@ fn reset(stream: TcpStream) {
     drop(stream);
 }
 
-/// Reads and checks the hello: exactly one hello frame's worth of bytes, so nothing of the stream after
-/// it is consumed here. Returns the raw frame (forwarded as is) and the dialer's node id.
-async fn read_hello(dialer: &mut TcpStream) -> Option<([u8; HELLO_FRAME_LEN], u64)> {
-    let mut wire = [0u8; HELLO_FRAME_LEN];
-    let read = async {
-        dialer.read_exact(&mut wire[..FRAME_HEADER_LEN]).await?;
-        // Refuse from the header alone a frame that is not hello-sized, rather than wait (up to the
-        // timeout) for bytes a stranger may never send.
-        let len = u32::from_le_bytes(wire[..4].try_into().expect("4 bytes")) as usize;
-        if len != HELLO_PAYLOAD_LEN {
-            return Err(io::Error::from(io::ErrorKind::InvalidData));
-        }
-        dialer.read_exact(&mut wire[FRAME_HEADER_LEN..]).await?;
-        Ok::<_, io::Error>(())
-    };
-    tokio::time::timeout(HELLO_TIMEOUT, read).await.ok()?.ok()?;
-    // The transport's own decoder checks the checksum, and Hello::decode the magic and version.
-    let mut decoder = FrameDecoder::new(HELLO_PAYLOAD_LEN);
-    decoder.extend(&wire);
-    let payload = decoder.next_frame().ok()??;
-    let hello = Hello::decode(&payload).ok()?;
-    Some((wire, hello.from.0))
-}
-
-/// One proxied connection into node `to`, from `dialer_addr`.
+/// One proxied connection into node `to`, from `dialer_addr`: identified by its source IP alone (no
+/// byte is read before the decision), then forwarded both ways until either side closes or a block
+/// cuts it. The same for peer and HTTP routes.
 async fn serve(
     mut dialer: TcpStream,
     dialer_addr: SocketAddr,
     to: u64,
     target: SocketAddr,
-    mode: Mode,
+    http: bool,
     shared: Arc<Shared>,
 ) {
-    let _ = dialer.set_nodelay(true);
-    let (hello, admitted) = match mode {
-        Mode::Peer => {
-            let Some((hello, from)) = read_hello(&mut dialer).await else {
-                shared.bad_hellos.fetch_add(1, Ordering::Relaxed);
-                reset(dialer);
-                return;
-            };
-            (Some(hello), shared.admit(from, to, false))
-        }
-        Mode::Http(sources) => match sources.get(&dialer_addr.ip().to_canonical()) {
-            Some(&from) => (None, shared.admit(from, to, true)),
-            None => (None, Ok(shared.admit_unmapped())),
-        },
-    };
-    let Admitted {
-        registration,
-        mut cut,
-        uncuttable,
-        counters,
-    } = match admitted {
-        Ok(admitted) => admitted,
-        Err(_refused) => {
-            reset(dialer);
-            return;
-        }
-    };
-    let hello: &[u8] = match &hello {
-        Some(h) => h,
-        None => &[],
+    let Some(admitted) = shared.identify(dialer_addr.ip(), to, http) else {
+        reset(dialer);
+        return;
     };
     let target =
         match tokio::time::timeout(TARGET_CONNECT_TIMEOUT, TcpStream::connect(target)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(_)) | Err(_) => {
-                counters.target_failures.fetch_add(1, Ordering::Relaxed);
+                admitted
+                    .counters
+                    .target_failures
+                    .fetch_add(1, Ordering::Relaxed);
                 reset(dialer);
                 return;
             }
         };
-    let _ = target.set_nodelay(true);
-    let outcome = {
-        let (mut dialer_r, mut dialer_w) = dialer.split();
-        let mut target = target;
-        let (mut target_r, mut target_w) = target.split();
-        let cut_fwd = cut.clone();
-        let cut_back = cut.clone();
-        let forward = async {
-            write_unless_cut(&mut target_w, hello, &cut_fwd, &counters.bytes).await?;
-            copy(&mut dialer_r, &mut target_w, &cut_fwd, &counters.bytes).await?;
-            // The dialer closed its side: pass the end of stream on, keep relaying the other way.
-            target_w.shutdown().await
-        };
-        let back = async {
-            copy(
-                &mut target_r,
-                &mut dialer_w,
-                &cut_back,
-                &counters.bytes_back,
-            )
-            .await?;
-            dialer_w.shutdown().await
-        };
-        tokio::select! {
-            biased;
-            // A dropped sender means the proxy is going away: close all the same.
-            _ = cut.wait_for(|c| *c) => Outcome::Cut,
-            r = async { tokio::try_join!(forward, back) } => match r {
-                Ok(_) => Outcome::Ended,
-                Err(_) => Outcome::Failed,
-            },
-        }
-        // `target` is dropped here: a normal close, so the target sees an end of stream and discards any
-        // partial frame as truncated.
-    };
-    match outcome {
+    match relay(&mut dialer, target, &admitted).await {
         // The dialer must notice at once.
         Outcome::Cut | Outcome::Failed => reset(dialer),
         Outcome::Ended => drop(dialer),
     }
-    drop(registration);
-    drop(uncuttable);
+    // Deregisters the connection, now closed.
+    drop(admitted);
+}
+
+/// Copies bytes both ways between `dialer` and `target` until both sides have closed, one fails, or
+/// the connection is cut. Drops `target` with a normal close, so the target sees an end of stream (and
+/// discards any partial frame as truncated); what happens to `dialer` is the caller's, by the outcome.
+async fn relay(dialer: &mut TcpStream, mut target: TcpStream, admitted: &Admitted) -> Outcome {
+    let _ = dialer.set_nodelay(true);
+    let _ = target.set_nodelay(true);
+    let (mut dialer_r, mut dialer_w) = dialer.split();
+    let (mut target_r, mut target_w) = target.split();
+    let counters = &admitted.counters;
+    let forward = async {
+        copy(&mut dialer_r, &mut target_w, &admitted.cut, &counters.bytes).await?;
+        // The dialer closed its side: pass the end of stream on, keep relaying the other way.
+        target_w.shutdown().await
+    };
+    let back = async {
+        copy(
+            &mut target_r,
+            &mut dialer_w,
+            &admitted.cut,
+            &counters.bytes_back,
+        )
+        .await?;
+        dialer_w.shutdown().await
+    };
+    let mut cut = admitted.cut.clone();
+    tokio::select! {
+        biased;
+        // A dropped sender means the proxy is going away: close all the same.
+        _ = cut.wait_for(|c| *c) => Outcome::Cut,
+        r = async { tokio::try_join!(forward, back) } => match r {
+            Ok(_) => Outcome::Ended,
+            Err(_) => Outcome::Failed,
+        },
+    }
 }
 
 enum Outcome {

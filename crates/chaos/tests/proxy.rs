@@ -1,18 +1,16 @@
-//! The network nemesis's proxy on real TCP (127.0.0.1, port 0): bytes pass intact, blocks cut open
-//! connections and refuse new ones per direction, heals let connections through again, garbage is
-//! closed, and two real transports talk through it. HTTP routes know the dialer by its source IP
-//! (any 127.x.y.z can be bound on Linux): a node's connections obey the blocks, others pass.
+//! The network nemesis's proxy on real TCP (port 0, any 127.x.y.z can be bound on Linux): every
+//! route knows the dialing node by its source IP alone and never reads what it forwards; bytes pass
+//! intact both ways; blocks cut open connections and refuse new ones per direction, heals let
+//! connections through again; a peer connection from an IP of no node is refused, an HTTP one is a
+//! client and never blocked; and two real transports talk through it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use bulwark_chaos::proxy::{bridge, one_way, partition, Proxy};
-use bulwark_transport::{
-    encode_frame, encode_frame_into, FrameDecoder, Hello, NodeId, TcpTransport, Transport,
-    TransportOptions, HELLO_PAYLOAD_LEN,
-};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bulwark_chaos::proxy::{bridge, one_way, partition, LinkStats, Proxy};
+use bulwark_transport::{Hello, NodeId, TcpTransport, Transport, TransportOptions};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 
@@ -34,7 +32,19 @@ fn free_addr() -> SocketAddr {
         .unwrap()
 }
 
-/// A fake node's peer listener.
+/// Node `id`'s own loopback IP, as `bulwark chaos` places nodes: 127.0.0.(10+id).
+fn node_ip(id: u64) -> String {
+    format!("127.0.0.{}", 10 + id)
+}
+
+/// Nodes 1, 2 and 3 at 127.0.0.11, .12 and .13.
+fn sources() -> BTreeMap<IpAddr, u64> {
+    (1..=3u64)
+        .map(|id| (node_ip(id).parse().unwrap(), id))
+        .collect()
+}
+
+/// A fake node's real (peer or HTTP) listener.
 async fn acceptor() -> (TcpListener, SocketAddr) {
     let l = TcpListener::bind(any_port()).await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -56,68 +66,65 @@ async fn assert_no_connection(l: &TcpListener) {
     }
 }
 
-/// A fake dialer: connects to the proxy and sends the hello of `from`.
-async fn dial(proxy: SocketAddr, from: u64) -> TcpStream {
-    let mut s = TcpStream::connect(proxy).await.unwrap();
-    s.write_all(
-        &Hello {
-            cluster_id: CLUSTER,
-            from: NodeId(from),
-            addr: "127.0.0.1:7170".parse().unwrap(),
-        }
-        .encode_frame(),
-    )
-    .await
-    .unwrap();
+/// A connection to `addr` from `ip` (a node's own loopback IP, or another for a client or stranger).
+async fn connect_from(ip: &str, addr: SocketAddr) -> TcpStream {
+    let ip: IpAddr = ip.parse().unwrap();
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(ip, 0)).unwrap();
+    let s = socket.connect(addr).await.unwrap();
+    assert_eq!(s.local_addr().unwrap().ip(), ip);
     s
 }
 
-/// Reads frames from a connection the proxy opened to a fake acceptor.
-struct Reader {
-    stream: TcpStream,
-    decoder: FrameDecoder,
+/// Node `from`'s connection to the proxy listener at `addr`, the proxy's connection to the target
+/// (accepted from `target`), and one exchange both ways to prove the pair is connected.
+async fn dial(from: u64, addr: SocketAddr, target: &TcpListener) -> (TcpStream, TcpStream) {
+    let mut dialer = connect_from(&node_ip(from), addr).await;
+    let mut accepted = accept(target).await;
+    exchange(&mut dialer, &mut accepted, REQUEST, ANSWER).await;
+    (dialer, accepted)
 }
 
-impl Reader {
-    fn new(stream: TcpStream) -> Reader {
-        Reader {
-            stream,
-            decoder: FrameDecoder::new(16 << 20),
+/// A connection from `ip` that the proxy must reset right after the accept: the reset may even come
+/// before the connect returns. Nothing may be written back.
+async fn assert_reset_from(ip: &str, addr: SocketAddr) {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(ip.parse().unwrap(), 0))
+        .unwrap();
+    match socket.connect(addr).await {
+        Ok(mut s) => {
+            let _ = s.write_all(REQUEST).await;
+            wait_closed(&mut s).await;
         }
-    }
-
-    /// The next frame, or `None` once the proxy closed the connection (between frames or not).
-    async fn frame(&mut self) -> Option<Vec<u8>> {
-        let mut chunk = [0u8; 4096];
-        loop {
-            if let Some(f) = self.decoder.next_frame().expect("corrupt frame") {
-                return Some(f);
-            }
-            let n = tokio::time::timeout(PATIENCE, self.stream.read(&mut chunk))
-                .await
-                .expect("timed out waiting for a frame")
-                .unwrap_or(0);
-            if n == 0 {
-                return None;
-            }
-            self.decoder.extend(&chunk[..n]);
-        }
-    }
-
-    /// Reads the hello and checks who it names.
-    async fn hello(&mut self, from: u64) {
-        let f = self.frame().await.expect("hello");
-        let hello = Hello::decode(&f).unwrap();
-        assert_eq!((hello.cluster_id, hello.from), (CLUSTER, NodeId(from)));
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
     }
 }
 
-/// Waits until the proxy closes a dialer's connection. It must never write to it.
+async fn read_n(s: &mut (impl AsyncRead + Unpin), n: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; n];
+    tokio::time::timeout(PATIENCE, s.read_exact(&mut buf))
+        .await
+        .expect("timed out waiting for bytes")
+        .expect("connection closed");
+    buf
+}
+
+/// One exchange on a proxied connection: `request` reaches the target, `answer` comes back.
+async fn exchange(client: &mut TcpStream, server: &mut TcpStream, request: &[u8], answer: &[u8]) {
+    client.write_all(request).await.unwrap();
+    assert_eq!(read_n(server, request.len()).await, request);
+    server.write_all(answer).await.unwrap();
+    assert_eq!(read_n(client, answer.len()).await, answer);
+}
+
+/// Waits until the proxy closes its side of a connection, the dialer's or the target's (end of
+/// stream or reset). Not one more byte may arrive first.
 async fn wait_closed(stream: &mut TcpStream) {
     let mut buf = [0u8; 64];
     match tokio::time::timeout(PATIENCE, stream.read(&mut buf)).await {
         Ok(Ok(0)) | Ok(Err(_)) => {}
-        Ok(Ok(_)) => panic!("the proxy wrote to a dialer"),
+        Ok(Ok(n)) => panic!("{n} bytes arrived on a connection the proxy should close"),
         Err(_) => panic!("the proxy did not close the connection"),
     }
 }
@@ -134,16 +141,25 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-fn payload(seq: u32) -> Vec<u8> {
-    let mut p = seq.to_le_bytes().to_vec();
-    p.extend((0..(seq as usize * 37) % 5000).map(|i| (i as u8) ^ (seq as u8)));
-    p
+const REQUEST: &[u8] = b"POST /v1/transfers HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n[]";
+const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
+
+/// `n` bytes of a pattern seeded by `seed` (no framing: the proxy must not care).
+fn pattern(n: usize, seed: u8) -> Vec<u8> {
+    (0..n).map(|i| ((i % 251) as u8) ^ seed).collect()
+}
+
+/// Writes `bytes` in odd-sized pieces, so that they straddle the proxy's reads.
+async fn write_pieces(w: &mut (impl AsyncWrite + Unpin), bytes: &[u8]) {
+    for piece in bytes.chunks(7919) {
+        w.write_all(piece).await.unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn frames_pass_intact_and_are_counted() {
+async fn bytes_pass_both_ways_intact_and_are_counted() {
     let (target, target_addr) = acceptor().await;
-    let proxy = Proxy::start(vec![(2, any_port(), target_addr)])
+    let proxy = Proxy::start(vec![(2, any_port(), target_addr)], sources())
         .await
         .unwrap();
     let addr = proxy.listen_addr(2).unwrap();
@@ -151,48 +167,51 @@ async fn frames_pass_intact_and_are_counted() {
     assert_eq!(proxy.listen_addrs(), vec![(2, addr)]);
     assert_eq!(proxy.listen_addr(1), None);
 
-    let mut dialer = dial(addr, 1).await;
-    let mut wire = Vec::new();
-    for seq in 0..200 {
-        encode_frame_into(&mut wire, &payload(seq));
-    }
-    // One big frame, larger than the proxy's copy buffer.
-    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-    encode_frame_into(&mut wire, &big);
-    let expected_bytes = (wire.len() + encode_frame(&[0; HELLO_PAYLOAD_LEN]).len()) as u64;
-    // Written in odd-sized pieces so frames straddle reads.
-    let writer = tokio::spawn(async move {
-        for piece in wire.chunks(7919) {
-            dialer.write_all(piece).await.unwrap();
-        }
-        dialer
-    });
-
-    let mut r = Reader::new(accept(&target).await);
-    r.hello(1).await;
-    for seq in 0..200 {
-        assert_eq!(r.frame().await.unwrap(), payload(seq), "frame {seq}");
-    }
-    assert_eq!(r.frame().await.unwrap(), big);
-    let mut dialer = writer.await.unwrap();
+    let mut dialer = connect_from(&node_ip(1), addr).await;
+    let mut accepted = accept(&target).await;
+    // Larger than the proxy's copy buffer, written both ways at once in odd-sized pieces.
+    let (up, down) = (pattern(3_000_000, 0x5A), pattern(2_000_000, 0xA5));
+    let (mut dialer_r, mut dialer_w) = dialer.split();
+    let (mut target_r, mut target_w) = accepted.split();
+    let (_, _, got_up, got_down) = tokio::join!(
+        write_pieces(&mut dialer_w, &up),
+        write_pieces(&mut target_w, &down),
+        read_n(&mut target_r, up.len()),
+        read_n(&mut dialer_r, down.len()),
+    );
+    assert!(got_up == up, "dialer → target bytes changed");
+    assert!(got_down == down, "target → dialer bytes changed");
 
     let link = proxy.stats().link(1, 2);
     assert_eq!(
-        (link.accepted, link.refused, link.cut, link.bytes, link.open),
-        (1, 0, 0, expected_bytes, 1),
+        (link.accepted, link.refused, link.cut, link.open),
+        (1, 0, 0, 1),
+        "{link:?}"
+    );
+    assert_eq!(
+        (link.bytes, link.bytes_back),
+        (up.len() as u64, down.len() as u64),
         "{link:?}"
     );
 
-    // The dialer closes: the target sees the end of stream, and the connection is gone.
+    // The dialer closes its side: the target sees the end of stream and can still answer; then the
+    // target closes, the dialer sees it, and the connection is gone.
     dialer.shutdown().await.unwrap();
-    assert_eq!(r.frame().await, None);
-    drop(r);
+    wait_closed(&mut accepted).await;
+    accepted.write_all(ANSWER).await.unwrap();
+    assert_eq!(read_n(&mut dialer, ANSWER.len()).await, ANSWER);
+    drop(accepted);
     wait_closed(&mut dialer).await;
     eventually("connection deregistered", || {
         proxy.stats().link(1, 2).open == 0
     })
     .await;
-    assert_eq!(proxy.stats().bad_hellos, 0);
+    let stats = proxy.stats();
+    assert_eq!(stats.peer_strangers, 0, "{stats:?}");
+    assert_eq!(
+        stats.link(1, 2).bytes_back,
+        (down.len() + ANSWER.len()) as u64
+    );
     proxy.shutdown().await;
 }
 
@@ -200,103 +219,94 @@ async fn frames_pass_intact_and_are_counted() {
 async fn a_block_cuts_one_direction_and_refuses_new_connections_until_heal() {
     let (target1, target1_addr) = acceptor().await;
     let (target2, target2_addr) = acceptor().await;
-    let proxy = Proxy::start(vec![
-        (1, any_port(), target1_addr),
-        (2, any_port(), target2_addr),
-    ])
+    let proxy = Proxy::start(
+        vec![(1, any_port(), target1_addr), (2, any_port(), target2_addr)],
+        sources(),
+    )
     .await
     .unwrap();
     let (p1, p2) = (proxy.listen_addr(1).unwrap(), proxy.listen_addr(2).unwrap());
     let links = proxy.links();
 
-    // 1 → 2 and 2 → 1, each on its own connection, plus 3 → 2.
-    let mut a = dial(p2, 1).await;
-    let mut a_in = Reader::new(accept(&target2).await);
-    a_in.hello(1).await;
-    let mut b = dial(p1, 2).await;
-    let mut b_in = Reader::new(accept(&target1).await);
-    b_in.hello(2).await;
-    let mut c = dial(p2, 3).await;
-    let mut c_in = Reader::new(accept(&target2).await);
-    c_in.hello(3).await;
-    for (s, r) in [
-        (&mut a, &mut a_in),
-        (&mut b, &mut b_in),
-        (&mut c, &mut c_in),
-    ] {
-        s.write_all(&encode_frame(b"before")).await.unwrap();
-        assert_eq!(r.frame().await.unwrap(), b"before");
-    }
+    // 1 → 2 and 2 → 1, each on its own connection, plus 3 → 2: only the source IP tells 1 → 2 and
+    // 3 → 2 apart.
+    let (mut a, mut a_in) = dial(1, p2, &target2).await;
+    let (mut b, mut b_in) = dial(2, p1, &target1).await;
+    let (mut c, mut c_in) = dial(3, p2, &target2).await;
 
     links.block(1, 2);
     assert!(links.is_blocked(1, 2));
     assert!(!links.is_blocked(2, 1));
-    // The open 1 → 2 connection is closed on both sides, and nothing written after the block arrives.
-    let _ = a.write_all(&encode_frame(b"after the block")).await;
+    // The open 1 → 2 connection is closed on both sides, and nothing written after the block gets
+    // across, either way.
+    let _ = a.write_all(b"after the block").await;
+    let _ = a_in.write_all(b"after the block").await;
     wait_closed(&mut a).await;
-    assert_eq!(a_in.frame().await, None);
+    wait_closed(&mut a_in).await;
     // 2 → 1 and 3 → 2 are untouched.
-    for (s, r) in [(&mut b, &mut b_in), (&mut c, &mut c_in)] {
-        s.write_all(&encode_frame(b"still open")).await.unwrap();
-        assert_eq!(r.frame().await.unwrap(), b"still open");
-    }
+    exchange(&mut b, &mut b_in, REQUEST, ANSWER).await;
+    exchange(&mut c, &mut c_in, REQUEST, ANSWER).await;
 
-    // A new 1 → 2 connection is accepted, its hello read, then reset; the target never sees it.
-    let mut again = dial(p2, 1).await;
-    wait_closed(&mut again).await;
+    // A new 1 → 2 connection is reset right after the accept; the target never sees it.
+    assert_reset_from(&node_ip(1), p2).await;
     assert_no_connection(&target2).await;
-    // A new 2 → 1 connection goes through.
-    let mut b2 = dial(p1, 2).await;
-    let mut b2_in = Reader::new(accept(&target1).await);
-    b2_in.hello(2).await;
-    b2.write_all(&encode_frame(b"new reverse")).await.unwrap();
-    assert_eq!(b2_in.frame().await.unwrap(), b"new reverse");
+    // New 2 → 1 and 3 → 2 connections go through.
+    let (_b2, _b2_in) = dial(2, p1, &target1).await;
+    let (_c2, _c2_in) = dial(3, p2, &target2).await;
 
+    // A cut connection deregisters just after the proxy closed it.
+    eventually("the cut connection deregistered", || {
+        proxy.stats().link(1, 2).open == 0
+    })
+    .await;
     let stats = proxy.stats();
     let l12 = stats.link(1, 2);
-    assert_eq!((l12.accepted, l12.refused, l12.cut, l12.open), (1, 1, 1, 0));
+    assert_eq!(
+        (l12.accepted, l12.refused, l12.cut, l12.open),
+        (1, 1, 1, 0),
+        "{stats:?}"
+    );
     let l21 = stats.link(2, 1);
-    assert_eq!((l21.accepted, l21.refused, l21.cut, l21.open), (2, 0, 0, 2));
-    assert_eq!(stats.link(3, 2).open, 1);
-    assert_eq!(stats.link(1, 2).bytes_back, 0);
+    assert_eq!(
+        (l21.accepted, l21.refused, l21.cut, l21.open),
+        (2, 0, 0, 2),
+        "{stats:?}"
+    );
+    let l32 = stats.link(3, 2);
+    assert_eq!((l32.accepted, l32.cut, l32.open), (2, 0, 2), "{stats:?}");
 
-    // Unblocking (or healing) lets new connections through; the cut one stays closed.
+    // Healing (or unblocking) lets new connections through; the cut one stays closed.
     links.heal();
     assert!(links.blocked().is_empty());
-    let mut a2 = dial(p2, 1).await;
-    let mut a2_in = Reader::new(accept(&target2).await);
-    a2_in.hello(1).await;
-    a2.write_all(&encode_frame(b"healed")).await.unwrap();
-    assert_eq!(a2_in.frame().await.unwrap(), b"healed");
-
+    let (mut a2, _a2_in) = dial(1, p2, &target2).await;
     links.block(1, 2);
     wait_closed(&mut a2).await;
     links.unblock(1, 2);
-    let mut a3 = dial(p2, 1).await;
-    let mut a3_in = Reader::new(accept(&target2).await);
-    a3_in.hello(1).await;
-    a3.write_all(&encode_frame(b"unblocked")).await.unwrap();
-    assert_eq!(a3_in.frame().await.unwrap(), b"unblocked");
-    assert_eq!(proxy.stats().link(1, 2).cut, 2);
-
+    let (_a3, _a3_in) = dial(1, p2, &target2).await;
+    eventually("the cut connection deregistered", || {
+        proxy.stats().link(1, 2).open == 1
+    })
+    .await;
+    let l12 = proxy.stats().link(1, 2);
+    assert_eq!(
+        (l12.accepted, l12.refused, l12.cut, l12.open),
+        (3, 1, 2, 1),
+        "{l12:?}"
+    );
     proxy.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn set_blocked_replaces_the_set_and_cuts_only_newly_blocked_links() {
     let (target, target_addr) = acceptor().await;
-    let proxy = Proxy::start(vec![(3, any_port(), target_addr)])
+    let proxy = Proxy::start(vec![(3, any_port(), target_addr)], sources())
         .await
         .unwrap();
     let p3 = proxy.listen_addr(3).unwrap();
     let links = proxy.links();
 
-    let mut from1 = dial(p3, 1).await;
-    let mut from1_in = Reader::new(accept(&target).await);
-    from1_in.hello(1).await;
-    let mut from2 = dial(p3, 2).await;
-    let mut from2_in = Reader::new(accept(&target).await);
-    from2_in.hello(2).await;
+    let (mut from1, mut from1_in) = dial(1, p3, &target).await;
+    let (mut from2, mut from2_in) = dial(2, p3, &target).await;
 
     // Self-links are ignored; (2, 3) is blocked, (1, 3) is not.
     links.set_blocked([(2, 3), (3, 3), (3, 1)]);
@@ -304,20 +314,128 @@ async fn set_blocked_replaces_the_set_and_cuts_only_newly_blocked_links() {
     links.block(3, 3);
     assert!(!links.is_blocked(3, 3));
     wait_closed(&mut from2).await;
-    assert_eq!(from2_in.frame().await, None);
-    from1.write_all(&encode_frame(b"x")).await.unwrap();
-    assert_eq!(from1_in.frame().await.unwrap(), b"x");
+    wait_closed(&mut from2_in).await;
+    exchange(&mut from1, &mut from1_in, REQUEST, ANSWER).await;
 
     // Replacing the set unblocks what is no longer in it.
     links.set_blocked(one_way(&[1], &[3]));
     assert_eq!(links.blocked(), BTreeSet::from([(1, 3)]));
     wait_closed(&mut from1).await;
-    let mut from2 = dial(p3, 2).await;
-    let mut from2_in = Reader::new(accept(&target).await);
-    from2_in.hello(2).await;
-    from2.write_all(&encode_frame(b"y")).await.unwrap();
-    assert_eq!(from2_in.frame().await.unwrap(), b"y");
+    wait_closed(&mut from1_in).await;
+    let (_from2, _from2_in) = dial(2, p3, &target).await;
     proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_routes_refuse_strangers_and_never_read_what_they_forward() {
+    let (target, target_addr) = acceptor().await;
+    let proxy = Proxy::start(vec![(2, any_port(), target_addr)], sources())
+        .await
+        .unwrap();
+    let addr = proxy.listen_addr(2).unwrap();
+    let links = proxy.links();
+
+    // Only nodes dial peer ports: 127.0.0.1 (no node's IP) and a neighbour of the nodes' IPs are
+    // reset right after the accept, blocked links or not, and the target never sees them.
+    assert_reset_from("127.0.0.1", addr).await;
+    assert_reset_from("127.0.0.14", addr).await;
+    assert_no_connection(&target).await;
+    // So is a real transport that dials without its source IP (from 127.0.0.1).
+    let (stray, _inbox) = start_transport(1, None).await;
+    stray.set_peers(&[(NodeId(2), addr)]);
+    let mut i = 0u64;
+    eventually("the stray transport is refused again and again", || {
+        stray.send(NodeId(2), i.to_le_bytes().to_vec());
+        i += 1;
+        proxy.stats().peer_strangers >= 4
+    })
+    .await;
+    assert_no_connection(&target).await;
+    stray.shutdown().await;
+    assert!(proxy.stats().links.is_empty(), "{:?}", proxy.stats());
+
+    // The proxy reads nothing: node 3's connection opening with a hello that names node 1 is node
+    // 3's, and anything at all passes intact.
+    let mut from3 = connect_from(&node_ip(3), addr).await;
+    let mut from3_in = accept(&target).await;
+    let lie = Hello {
+        cluster_id: CLUSTER,
+        from: NodeId(1),
+        addr: "127.0.0.1:7170".parse().unwrap(),
+    }
+    .encode_frame();
+    exchange(
+        &mut from3,
+        &mut from3_in,
+        &lie,
+        b"\x16\x03\x03 server hello",
+    )
+    .await;
+    exchange(
+        &mut from3,
+        &mut from3_in,
+        b"GET / HTTP/1.1\r\n\r\n",
+        &[0; 30],
+    )
+    .await;
+    links.block(1, 2);
+    exchange(&mut from3, &mut from3_in, REQUEST, ANSWER).await;
+    links.block(3, 2);
+    wait_closed(&mut from3).await;
+    wait_closed(&mut from3_in).await;
+    let stats = proxy.stats();
+    // Node 1 never dialed: its link saw nothing.
+    let nothing = LinkStats {
+        from: 1,
+        to: 2,
+        ..LinkStats::default()
+    };
+    assert_eq!(stats.link(1, 2), nothing, "{stats:?}");
+    assert_eq!(stats.link(3, 2).cut, 1, "{stats:?}");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_down_target_resets_the_dialer_and_is_counted() {
+    let proxy = Proxy::start(vec![(2, any_port(), free_addr())], sources())
+        .await
+        .unwrap();
+    assert_reset_from(&node_ip(1), proxy.listen_addr(2).unwrap()).await;
+    eventually("target failure counted", || {
+        proxy.stats().link(1, 2).target_failures == 1
+    })
+    .await;
+    assert_eq!(proxy.stats().link(1, 2).open, 0);
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_connections_and_listeners() {
+    let (target, target_addr) = acceptor().await;
+    // The same node twice is refused.
+    assert!(Proxy::start(
+        vec![(2, any_port(), target_addr), (2, any_port(), target_addr)],
+        sources()
+    )
+    .await
+    .is_err());
+
+    let proxy = Proxy::start(vec![(2, any_port(), target_addr)], sources())
+        .await
+        .unwrap();
+    let addr = proxy.listen_addr(2).unwrap();
+    let (mut s, mut s_in) = dial(1, addr, &target).await;
+    proxy.shutdown().await;
+    wait_closed(&mut s).await;
+    wait_closed(&mut s_in).await;
+    assert!(TcpStream::connect(addr).await.is_err());
+
+    // The port can be bound again at once (a restarted harness).
+    let again = Proxy::start(vec![(2, addr, target_addr)], sources())
+        .await
+        .unwrap();
+    assert_eq!(again.listen_addr(2), Some(addr));
+    drop(again);
 }
 
 #[test]
@@ -360,118 +478,6 @@ fn partition_bridge_and_one_way_block_the_right_links() {
     assert!(one_way(&[1], &[]).is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn garbage_instead_of_a_hello_is_closed_and_never_reaches_the_target() {
-    let (target, target_addr) = acceptor().await;
-    let proxy = Proxy::start(vec![(2, any_port(), target_addr)])
-        .await
-        .unwrap();
-    let addr = proxy.listen_addr(2).unwrap();
-
-    let hello = Hello {
-        cluster_id: CLUSTER,
-        from: NodeId(1),
-        addr: "127.0.0.1:7170".parse().unwrap(),
-    }
-    .encode_frame();
-    let mut bad_crc = hello.clone();
-    bad_crc[10] ^= 0x40;
-    let mut bad_magic_payload = hello[8..].to_vec();
-    bad_magic_payload[0] = b'X';
-    let huge_len = {
-        let mut w = u32::MAX.to_le_bytes().to_vec();
-        w.resize(64, 0);
-        w
-    };
-    // A valid frame that is not a hello, followed by more bytes.
-    let mut short_frame = encode_frame(b"not a hello");
-    short_frame.extend_from_slice(&[0xEE; 40]);
-    let garbage: Vec<Vec<u8>> = vec![
-        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
-        bad_crc,
-        encode_frame(&bad_magic_payload),
-        huge_len,
-        short_frame,
-        vec![0; 30],
-    ];
-    let n = garbage.len() as u64;
-    for g in garbage {
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(&g).await.unwrap();
-        wait_closed(&mut s).await;
-    }
-    // A dialer that gives up before finishing its hello.
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(&hello[..10]).await.unwrap();
-    drop(s);
-    assert_no_connection(&target).await;
-    eventually("every bad hello counted", || {
-        proxy.stats().bad_hellos == n + 1
-    })
-    .await;
-    assert!(proxy.stats().links.is_empty());
-
-    // The proxy still serves a proper dialer.
-    let mut good = dial(addr, 1).await;
-    let mut r = Reader::new(accept(&target).await);
-    r.hello(1).await;
-    good.write_all(&encode_frame(b"fine")).await.unwrap();
-    assert_eq!(r.frame().await.unwrap(), b"fine");
-    proxy.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_down_target_resets_the_dialer_and_is_counted() {
-    let proxy = Proxy::start(vec![(2, any_port(), free_addr())])
-        .await
-        .unwrap();
-    let mut s = dial(proxy.listen_addr(2).unwrap(), 1).await;
-    wait_closed(&mut s).await;
-    eventually("target failure counted", || {
-        proxy.stats().link(1, 2).target_failures == 1
-    })
-    .await;
-    assert_eq!(proxy.stats().link(1, 2).open, 0);
-    proxy.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_closes_connections_and_listeners() {
-    let (target, target_addr) = acceptor().await;
-    // The same node twice is refused.
-    assert!(Proxy::start(vec![
-        (2, any_port(), target_addr),
-        (2, any_port(), target_addr)
-    ])
-    .await
-    .is_err());
-
-    let proxy = Proxy::start(vec![(2, any_port(), target_addr)])
-        .await
-        .unwrap();
-    let addr = proxy.listen_addr(2).unwrap();
-    let mut s = dial(addr, 1).await;
-    let mut r = Reader::new(accept(&target).await);
-    r.hello(1).await;
-    proxy.shutdown().await;
-    wait_closed(&mut s).await;
-    assert_eq!(r.frame().await, None);
-    assert!(TcpStream::connect(addr).await.is_err());
-
-    // The port can be bound again at once (a restarted harness).
-    let again = Proxy::start(vec![(2, addr, target_addr)]).await.unwrap();
-    assert_eq!(again.listen_addr(2), Some(addr));
-    drop(again);
-}
-
-fn transport_opts() -> TransportOptions {
-    TransportOptions {
-        backoff_min: Duration::from_millis(10),
-        backoff_max: Duration::from_millis(200),
-        ..TransportOptions::default()
-    }
-}
-
 type Inbox = mpsc::Receiver<(NodeId, Vec<u8>)>;
 
 /// Node `id`'s peer TLS, from one CA for every transport of these tests.
@@ -483,10 +489,16 @@ fn peer_tls(id: u64) -> bulwark_tls::PeerTls {
     bulwark_tls::PeerTls::load(&dir, CLUSTER, NodeId(id)).unwrap()
 }
 
-async fn start_transport(id: u64) -> (TcpTransport, Inbox) {
+/// A real transport for node `id`, dialing from `source_ip` (`None`: the OS picks, 127.0.0.1).
+async fn start_transport(id: u64, source_ip: Option<&str>) -> (TcpTransport, Inbox) {
     let (tx, rx) = mpsc::channel(1024);
-    let tls = peer_tls(id);
-    let t = TcpTransport::start(NodeId(id), CLUSTER, any_port(), tx, tls, transport_opts())
+    let opts = TransportOptions {
+        backoff_min: Duration::from_millis(10),
+        backoff_max: Duration::from_millis(200),
+        source_ip: source_ip.map(|ip| ip.parse().unwrap()),
+        ..TransportOptions::default()
+    };
+    let t = TcpTransport::start(NodeId(id), CLUSTER, any_port(), tx, peer_tls(id), opts)
         .await
         .unwrap();
     (t, rx)
@@ -516,12 +528,16 @@ async fn send_until_delivered(t: &TcpTransport, to: u64, inbox: &mut Inbox, firs
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_real_transports_through_the_proxy() {
-    let (t1, mut in1) = start_transport(1).await;
-    let (t2, mut in2) = start_transport(2).await;
-    let proxy = Proxy::start(vec![
-        (1, any_port(), t1.local_addr()),
-        (2, any_port(), t2.local_addr()),
-    ])
+    // Each node dials from its own IP, as `bulwark chaos` starts them.
+    let (t1, mut in1) = start_transport(1, Some(&node_ip(1))).await;
+    let (t2, mut in2) = start_transport(2, Some(&node_ip(2))).await;
+    let proxy = Proxy::start(
+        vec![
+            (1, any_port(), t1.local_addr()),
+            (2, any_port(), t2.local_addr()),
+        ],
+        sources(),
+    )
     .await
     .unwrap();
     let links = proxy.links();
@@ -562,7 +578,7 @@ async fn two_real_transports_through_the_proxy() {
             .unwrap();
         assert_eq!(m, (2000 + i).to_le_bytes().to_vec());
     }
-    // Node 1 redials (it has frames queued) and is refused after each hello.
+    // Node 1 redials (it has frames queued) and is refused right after each accept.
     let mut i = 50;
     eventually("node 1 is refused again and again", || {
         t1.send(NodeId(2), (cut_at + i).to_le_bytes().to_vec());
@@ -587,74 +603,11 @@ async fn two_real_transports_through_the_proxy() {
         stats.link(1, 2).open >= 1 && stats.link(2, 1).open >= 1,
         "{stats:?}"
     );
-    assert_eq!(stats.link(1, 2).bytes_back + stats.link(2, 1).bytes_back, 0);
+    assert_eq!(stats.peer_strangers, 0, "{stats:?}");
 
     proxy.shutdown().await;
     t1.shutdown().await;
     t2.shutdown().await;
-}
-
-/// A connection to `addr` from `ip` (a node's own loopback IP, or 127.0.0.1 for a client).
-async fn connect_from(ip: &str, addr: SocketAddr) -> TcpStream {
-    let ip: IpAddr = ip.parse().unwrap();
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(SocketAddr::new(ip, 0)).unwrap();
-    let s = socket.connect(addr).await.unwrap();
-    assert_eq!(s.local_addr().unwrap().ip(), ip);
-    s
-}
-
-/// A connection from `ip` that the proxy must reset right after the accept: the reset may even come
-/// before the connect returns. Nothing may be written back.
-async fn assert_reset_from(ip: &str, addr: SocketAddr) {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket
-        .bind(SocketAddr::new(ip.parse().unwrap(), 0))
-        .unwrap();
-    match socket.connect(addr).await {
-        Ok(mut s) => {
-            let _ = s.write_all(REQUEST).await;
-            wait_closed(&mut s).await;
-        }
-        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
-    }
-}
-
-/// One HTTP-like exchange on a proxied connection: `request` reaches the target, `answer` comes
-/// back.
-async fn exchange(client: &mut TcpStream, server: &mut TcpStream, request: &[u8], answer: &[u8]) {
-    async fn read_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
-        let mut buf = vec![0u8; n];
-        tokio::time::timeout(PATIENCE, s.read_exact(&mut buf))
-            .await
-            .expect("timed out waiting for bytes")
-            .expect("connection closed");
-        buf
-    }
-    client.write_all(request).await.unwrap();
-    assert_eq!(read_n(server, request.len()).await, request);
-    server.write_all(answer).await.unwrap();
-    assert_eq!(read_n(client, answer.len()).await, answer);
-}
-
-/// Waits until the proxy closes the target's side of a connection (end of stream or reset).
-async fn wait_target_closed(stream: &mut TcpStream) {
-    let mut buf = [0u8; 64];
-    match tokio::time::timeout(PATIENCE, stream.read(&mut buf)).await {
-        Ok(Ok(0)) | Ok(Err(_)) => {}
-        Ok(Ok(n)) => panic!("{n} bytes reached the target after a cut"),
-        Err(_) => panic!("the proxy did not close the target's side"),
-    }
-}
-
-const REQUEST: &[u8] = b"POST /v1/transfers HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n[]";
-const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
-
-/// Nodes 1, 2 and 3 at 127.0.0.11, .12 and .13, as `bulwark chaos` places them.
-fn sources() -> BTreeMap<IpAddr, u64> {
-    (1..=3u64)
-        .map(|id| (format!("127.0.0.{}", 10 + id).parse().unwrap(), id))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -692,17 +645,15 @@ async fn http_routes_block_a_node_by_its_source_ip_and_never_block_others() {
         exchange(c, s, REQUEST, ANSWER).await;
         exchange(c, s, REQUEST, ANSWER).await;
     }
-    let mut peer1 = dial(p2, 1).await;
-    let mut peer1_in = Reader::new(accept(&peer2).await);
-    peer1_in.hello(1).await;
+    let (mut peer1, mut peer1_in) = dial(1, p2, &peer2).await;
 
     // Blocking 1 → 2 cuts node 1's HTTP connection as well as its peer connection; node 3 and the
     // client keep theirs.
     links.block(1, 2);
     wait_closed(&mut from1).await;
-    wait_target_closed(&mut from1_in).await;
+    wait_closed(&mut from1_in).await;
     wait_closed(&mut peer1).await;
-    assert_eq!(peer1_in.frame().await, None);
+    wait_closed(&mut peer1_in).await;
     exchange(&mut from3, &mut from3_in, REQUEST, ANSWER).await;
     exchange(&mut client, &mut client_in, REQUEST, ANSWER).await;
 
@@ -731,6 +682,11 @@ async fn http_routes_block_a_node_by_its_source_ip_and_never_block_others() {
     let mut from1_in = accept(&http2).await;
     exchange(&mut from1, &mut from1_in, REQUEST, ANSWER).await;
 
+    eventually("the cut connections deregistered", || {
+        let stats = proxy.stats();
+        stats.http_link(1, 2).open == 1 && stats.http_link(3, 2).open == 0
+    })
+    .await;
     let stats = proxy.stats();
     let l12 = stats.http_link(1, 2);
     assert_eq!(
