@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,9 +25,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bulwark_harness::{Logs, NodeProcess, StartError};
 use bulwark_limits::MAX_BATCH_EVENTS;
 use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::client::conn::http1;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, StatusCode, Uri};
+use hyper_util::rt::TokioIo;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Deserialize;
 use serde_json::json;
+use tokio::net::TcpStream;
 
 /// Failed requests after which the clients give up (the node is probably gone).
 const MAX_FAILED_REQUESTS: u64 = 100;
@@ -172,9 +180,16 @@ async fn bench(
         process_cpu_seconds("self"),
         node.and_then(|p| process_cpu_seconds(&p.to_string())),
     );
+    let target = match Target::parse(&format!("{base}/v1/transfers")) {
+        Ok(target) => target,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let started = Instant::now();
     let plan = Arc::new(Plan {
-        url: format!("{base}/v1/transfers"),
+        target,
         accounts: args.accounts,
         account_base: id_base,
         transfer_base: id_base,
@@ -188,13 +203,10 @@ async fn bench(
     });
     let mut tasks = Vec::with_capacity(args.concurrency);
     for c in 0..args.concurrency {
-        let client = client.clone();
         let plan = plan.clone();
         let shared = shared.clone();
         let seed = id_base ^ ((c as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        tasks.push(tokio::spawn(async move {
-            client_loop(client, plan, shared, seed).await
-        }));
+        tasks.push(tokio::spawn(client_loop(plan, shared, seed)));
     }
     let mut stats = ClientStats::new();
     for task in tasks {
@@ -367,7 +379,7 @@ async fn create_accounts(
 // Load
 
 struct Plan {
-    url: String,
+    target: Target,
     accounts: u64,
     account_base: u64,
     transfer_base: u64,
@@ -509,16 +521,114 @@ impl Plan {
     }
 }
 
-async fn client_loop(
-    client: reqwest::Client,
-    plan: Arc<Plan>,
-    shared: Arc<Shared>,
-    seed: u64,
-) -> ClientStats {
+/// One keep-alive HTTP/1.1 connection, driven inside its client's own task: hyper's
+/// connection future is polled beside each request, so that a request and its answer cost no
+/// wake-up of another task (reqwest's pool, URL parsing and retry layers cost the client about
+/// as much CPU per one-transfer request as the node's whole HTTP side).
+struct Connection {
+    sender: http1::SendRequest<Full<Bytes>>,
+    driver: Pin<Box<http1::Connection<TokioIo<TcpStream>, Full<Bytes>>>>,
+}
+
+impl Connection {
+    async fn open(authority: &str) -> Result<Connection, String> {
+        let stream = TcpStream::connect(authority)
+            .await
+            .map_err(|e| format!("cannot connect to {authority}: {e}"))?;
+        // One small request at a time per connection: do not let Nagle hold it back.
+        stream
+            .set_nodelay(true)
+            .map_err(|e| format!("cannot set TCP_NODELAY: {e}"))?;
+        let (sender, driver) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("HTTP handshake with {authority}: {e}"))?;
+        Ok(Connection {
+            sender,
+            driver: Box::pin(driver),
+        })
+    }
+
+    /// Sends `request` and reads the whole answer.
+    async fn exchange(
+        &mut self,
+        request: hyper::Request<Full<Bytes>>,
+    ) -> Result<(StatusCode, Bytes), String> {
+        let sender = &mut self.sender;
+        let work = async {
+            sender.ready().await.map_err(|e| format!("request: {e}"))?;
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|e| format!("request: {e}"))?;
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| format!("reading the answer: {e}"))?;
+            Ok((status, body.to_bytes()))
+        };
+        tokio::select! {
+            answer = work => answer,
+            closed = &mut self.driver => Err(match closed {
+                Ok(()) => "request: the node closed the connection".to_string(),
+                Err(e) => format!("request: {e}"),
+            }),
+        }
+    }
+}
+
+/// Where the load goes: the address to connect to, and the request line's target and `Host`.
+struct Target {
+    authority: String,
+    host: HeaderValue,
+    path: Uri,
+}
+
+impl Target {
+    fn parse(url: &str) -> Result<Target, String> {
+        let uri: Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
+        if uri.scheme_str() != Some("http") {
+            return Err(format!("{url}: only http:// URLs are supported"));
+        }
+        let authority = uri
+            .authority()
+            .ok_or_else(|| format!("{url}: no host"))?
+            .as_str()
+            .to_string();
+        let host = HeaderValue::from_str(&authority).map_err(|e| format!("{url}: {e}"))?;
+        let path = uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .parse()
+            .map_err(|e| format!("{url}: {e}"))?;
+        Ok(Target {
+            authority,
+            host,
+            path,
+        })
+    }
+
+    fn request(&self, body: String) -> hyper::Request<Full<Bytes>> {
+        let mut request = hyper::Request::new(Full::new(Bytes::from(body)));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = self.path.clone();
+        let headers = request.headers_mut();
+        headers.insert(header::HOST, self.host.clone());
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        request
+    }
+}
+
+async fn client_loop(plan: Arc<Plan>, shared: Arc<Shared>, seed: u64) -> ClientStats {
     let mut stats = ClientStats::new();
     let mut rng = Rng::new(seed);
     let capacity = plan.batch as usize * 128;
     let mut body = String::with_capacity(capacity);
+    let mut connection = None;
     let mut ticker = (plan.rate > 0.0).then(|| {
         let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / plan.rate));
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -536,70 +646,85 @@ async fn client_loop(
         let k = shared.next_batch.fetch_add(1, Ordering::Relaxed);
         let Some(n) = plan.batch_len(k) else { break };
         plan.write_batch(&mut body, &mut rng, k, n);
-        let request = client
-            .post(&plan.url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(std::mem::replace(
-                &mut body,
-                String::with_capacity(capacity),
-            ));
+        let request = plan.target.request(std::mem::replace(
+            &mut body,
+            String::with_capacity(capacity),
+        ));
         let sent = Instant::now();
-        let outcome = match request.send().await {
-            Ok(response) => {
-                let status = response.status();
-                match response.bytes().await {
-                    Ok(bytes) if status.is_success() => Ok(bytes),
-                    Ok(bytes) => Err(format!(
-                        "HTTP {status}: {}",
-                        String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
-                    )),
-                    Err(e) => Err(format!("reading the answer: {e}")),
-                }
-            }
-            Err(e) => Err(format!("request: {e}")),
-        };
+        let outcome = send(&mut connection, &plan.target, request).await;
         let latency = sent.elapsed();
         stats.requests += 1;
-        let bytes = match outcome {
-            Ok(bytes) => bytes,
+        match outcome {
+            Ok(bytes) => {
+                let _ = stats.latency_us.record((latency.as_micros() as u64).max(1));
+                check_answer(&bytes, n, &mut stats, &shared);
+            }
             Err(e) => {
+                // The connection may be broken: the next request opens a new one.
+                connection = None;
                 stats.failed_requests += 1;
                 shared.failed_requests.fetch_add(1, Ordering::Relaxed);
                 shared.record(format!("failed request: {e}"), 1);
                 // Do not spin on a node that is down.
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let _ = stats.latency_us.record((latency.as_micros() as u64).max(1));
-        match serde_json::from_slice::<Answer>(&bytes) {
-            Ok(answer) => {
-                let mut not_ok = 0;
-                for r in &answer.results {
-                    if r.result != "ok" {
-                        not_ok += 1;
-                        shared.record(r.result.to_string(), 1);
-                    }
-                }
-                let missing = n.saturating_sub(answer.results.len() as u64);
-                if missing > 0 {
-                    shared.record("missing result".into(), missing);
-                }
-                stats.transfers += n;
-                stats.not_ok += not_ok + missing;
-                shared.progress.inc(n);
-            }
-            Err(e) => {
-                stats.failed_requests += 1;
-                shared.failed_requests.fetch_add(1, Ordering::Relaxed);
-                shared.record(
-                    format!("failed request: answer is not a batch answer: {e}"),
-                    1,
-                );
             }
         }
     }
     stats
+}
+
+/// Sends `request` on `connection`, opening it first if there is none; the answer's body if it
+/// is a success.
+async fn send(
+    connection: &mut Option<Connection>,
+    target: &Target,
+    request: hyper::Request<Full<Bytes>>,
+) -> Result<Bytes, String> {
+    if connection.is_none() {
+        *connection = Some(Connection::open(&target.authority).await?);
+    }
+    let Some(open) = connection.as_mut() else {
+        unreachable!("opened above");
+    };
+    let (status, bytes) = open.exchange(request).await?;
+    if status.is_success() {
+        Ok(bytes)
+    } else {
+        Err(format!(
+            "HTTP {status}: {}",
+            String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+        ))
+    }
+}
+
+/// Counts the results of a batch answer of `n` transfers that are not `ok`.
+fn check_answer(bytes: &[u8], n: u64, stats: &mut ClientStats, shared: &Shared) {
+    match serde_json::from_slice::<Answer>(bytes) {
+        Ok(answer) => {
+            let mut not_ok = 0;
+            for r in &answer.results {
+                if r.result != "ok" {
+                    not_ok += 1;
+                    shared.record(r.result.to_string(), 1);
+                }
+            }
+            let missing = n.saturating_sub(answer.results.len() as u64);
+            if missing > 0 {
+                shared.record("missing result".into(), missing);
+            }
+            stats.transfers += n;
+            stats.not_ok += not_ok + missing;
+            shared.progress.inc(n);
+        }
+        Err(e) => {
+            stats.failed_requests += 1;
+            shared.failed_requests.fetch_add(1, Ordering::Relaxed);
+            shared.record(
+                format!("failed request: answer is not a batch answer: {e}"),
+                1,
+            );
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
