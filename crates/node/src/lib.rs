@@ -437,6 +437,10 @@ async fn permit(
     permits: &Arc<Semaphore>,
     what: &'static str,
 ) -> Result<OwnedSemaphorePermit, RequestError> {
+    // Most requests find a permit free: take it without arming a timer.
+    if let Ok(permit) = permits.clone().try_acquire_owned() {
+        return Ok(permit);
+    }
     match tokio::time::timeout(PERMIT_WAIT, permits.clone().acquire_owned()).await {
         Ok(Ok(permit)) => Ok(permit),
         Ok(Err(_closed)) => Err(RequestError::Stopped),
