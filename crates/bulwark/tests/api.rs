@@ -776,3 +776,56 @@ async fn a_wrong_method_answers_405_with_a_json_error() {
     }
     assert_eq!(snapshot(&http).await, before);
 }
+
+/// A write whose body is not declared JSON is refused with 415 and changes nothing: the shape a
+/// web page on another site can send without a preflight (`text/plain`, a form, no type) never
+/// reaches the ledger; `application/json` with parameters does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_not_declared_json_is_refused_and_changes_nothing() {
+    let node = Node::start(&[]).await;
+    let http = node.http.clone();
+    setup(&http).await;
+    let before = snapshot(&http).await;
+    let client = reqwest::Client::new();
+    let body = json_body(json!([good_transfer(500)]));
+    let long = format!("text/{}", "x".repeat(5000));
+    let declared = [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+        Some("application/jsonp"),
+        Some(long.as_str()),
+        None,
+    ];
+    for path in ["/v1/transfers", "/v1/accounts", "/v1/cluster/remove"] {
+        for content_type in declared {
+            let mut request = client
+                .post(format!("{}{path}", node.base_url()))
+                .header("origin", "http://evil.example")
+                .body(body.clone());
+            if let Some(t) = content_type {
+                request = request.header("content-type", t);
+            }
+            let r = Http::answer(request.send().await.expect("send"))
+                .await
+                .unwrap();
+            let what = format!("POST {path} as {content_type:?}");
+            assert_refused(&what, &r, 415, "unsupported_media_type", "application/json");
+            assert!(
+                r.text.len() < 400,
+                "{what}: the answer echoes the input: {}",
+                r.text
+            );
+        }
+    }
+    assert_eq!(snapshot(&http).await, before);
+    let r = client
+        .post(format!("{}/v1/transfers", node.base_url()))
+        .header("content-type", "Application/JSON; charset=utf-8")
+        .body(body)
+        .send()
+        .await
+        .expect("send");
+    let r = Http::answer(r).await.unwrap();
+    assert_eq!(r.results(), ["ok"], "{}", r.text);
+}

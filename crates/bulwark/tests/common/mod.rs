@@ -299,7 +299,7 @@ impl Http {
         Http { client, base }
     }
 
-    async fn answer(response: reqwest::Response) -> Result<Resp, reqwest::Error> {
+    pub async fn answer(response: reqwest::Response) -> Result<Resp, reqwest::Error> {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let text = response.text().await?;
