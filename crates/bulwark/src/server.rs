@@ -70,6 +70,12 @@ pub fn init_logging() {
 
 pub async fn start(args: StartArgs) -> ExitCode {
     init_logging();
+    // Every file and directory the node creates (the data directory, the Raft log, the state
+    // store, its keys) is its owner's alone: balances are nobody else's to read.
+    // SAFETY: umask only sets this process's file mode creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
     match serve(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -78,6 +84,23 @@ pub async fn start(args: StartArgs) -> ExitCode {
             ExitCode::from(5)
         }
     }
+}
+
+/// A data directory made by someone else (an operator's `mkdir`, a temporary directory) may be
+/// open to other users: it becomes 0700, as one the node makes itself is.
+fn make_private(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(data_dir) else {
+        return Ok(());
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700)).map_err(
+            |e| anyhow::anyhow!("cannot make {} private (0700): {e}", data_dir.display()),
+        )?;
+        tracing::warn!(data_dir = %data_dir.display(), was = format!("{mode:o}"), "the data directory was open to other users; it is 0700 now");
+    }
+    Ok(())
 }
 
 async fn serve(args: StartArgs) -> anyhow::Result<()> {
@@ -89,6 +112,7 @@ async fn serve(args: StartArgs) -> anyhow::Result<()> {
         node_id: args.node_id,
         cluster_id: args.cluster_id,
     };
+    make_private(&args.data_dir)?;
     // Held until the process exits: no second node touches this directory meanwhile.
     let (identity, _dir_lock) = bulwark_node::identity::resolve(&args.data_dir, &requested)
         .map_err(|e| anyhow::anyhow!("cannot start: {e}"))?;

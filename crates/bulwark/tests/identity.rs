@@ -142,3 +142,26 @@ async fn a_voter_whose_directory_was_wiped_does_not_come_back_as_that_voter() {
         "the refused start bootstrapped a log"
     );
 }
+
+/// Nothing a node creates is readable by other local users: directories 0700, files 0600.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_is_private_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let node = Node::start(&[]).await;
+    let accounts = serde_json::json!([{"id": 1, "ledger": 1, "code": 1}]);
+    assert_eq!(node.http.write("/v1/accounts", &accounts).await, ["ok"]);
+    let mut seen = 0;
+    let mut pending = vec![node.data_dir.clone()];
+    while let Some(path) = pending.pop() {
+        let meta = std::fs::metadata(&path).unwrap();
+        let mode = meta.permissions().mode() & 0o777;
+        assert_eq!(mode & 0o077, 0, "{} is {mode:o}", path.display());
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path).unwrap() {
+                pending.push(entry.unwrap().path());
+            }
+        }
+        seen += 1;
+    }
+    assert!(seen >= 8, "only {seen} paths under the data directory");
+}
