@@ -156,16 +156,18 @@ fn not_json(request: &Request) -> Option<ApiError> {
     if request.method() != axum::http::Method::POST || !takes_a_body {
         return None;
     }
-    let declared = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let essence = declared.as_deref().and_then(|d| d.split(';').next());
+    let declared = request.headers().get(header::CONTENT_TYPE);
+    let essence = declared
+        .and_then(|v| v.to_str().ok())
+        .and_then(|d| d.split(';').next());
     if essence.is_some_and(|e| e.trim().eq_ignore_ascii_case("application/json")) {
         return None;
     }
-    let shown = match &declared {
-        Some(d) => format!("`{}`", d.chars().take(64).collect::<String>()),
+    let shown = match declared {
+        Some(d) => {
+            let text = String::from_utf8_lossy(d.as_bytes());
+            format!("`{}`", text.chars().take(64).collect::<String>())
+        }
         None => "none".to_string(),
     };
     Some(ApiError {
