@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -481,23 +481,43 @@ fn query<T: serde::de::DeserializeOwned>(
     q: Result<Query<T>, axum::extract::rejection::QueryRejection>,
 ) -> Result<T, ApiError> {
     q.map(|Query(t)| t)
-        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+        .map_err(|e| ApiError::bad_request("invalid_query", quoted(&e.body_text())))
 }
 
-fn path_id(raw: &str, what: &str) -> Result<u64, ApiError> {
+/// At most this many characters of a client's own input are quoted back in an error: enough
+/// to recognise it, never a whole oversized query or path.
+const QUOTED_CHARS: usize = 160;
+
+fn quoted(text: &str) -> String {
+    match text.char_indices().nth(QUOTED_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
+/// A path id as written by a client: decimal digits only, no sign, no leading zero, 1 to
+/// `u64::MAX` (so that `+1`, `01` and `1` are never three spellings of one account).
+fn path_id(raw: Result<Path<String>, PathRejection>, what: &str) -> Result<u64, ApiError> {
+    let invalid = |shown: &str| {
+        ApiError::bad_request(
+            "invalid_id",
+            format!(
+                "{what} id `{shown}` is not an integer between 1 and {} (digits only, no sign or leading zero)",
+                u64::MAX
+            ),
+        )
+    };
+    let Ok(Path(raw)) = raw else {
+        return Err(invalid("(not UTF-8)"));
+    };
+    let digits_only = !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit());
     match raw.parse::<u64>() {
-        Ok(0) => Err(ApiError::bad_request(
+        Ok(0) if digits_only => Err(ApiError::bad_request(
             "invalid_id",
             format!("{what} id must not be 0"),
         )),
-        Ok(id) => Ok(id),
-        Err(_) => Err(ApiError::bad_request(
-            "invalid_id",
-            format!(
-                "{what} id `{raw}` is not an integer between 1 and {}",
-                u64::MAX
-            ),
-        )),
+        Ok(id) if digits_only && !raw.starts_with('0') => Ok(id),
+        _ => Err(invalid(&quoted(&raw))),
     }
 }
 
@@ -511,11 +531,11 @@ fn read_response(body: impl serde::Serialize, applied_index: LogIndex) -> Respon
 
 async fn get_account(
     State(state): State<Arc<AppState>>,
-    Path(raw): Path<String>,
+    raw: Result<Path<String>, PathRejection>,
     params: Result<Query<ReadParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let consistency = query(params)?.consistency;
-    let id = AccountId(path_id(&raw, "account")?);
+    let id = AccountId(path_id(raw, "account")?);
     let read = read(&state, NodeQuery::Account(id), consistency).await?;
     match read.answer {
         Answer::Account(Some(a)) => {
@@ -531,11 +551,11 @@ async fn get_account(
 
 async fn get_transfer(
     State(state): State<Arc<AppState>>,
-    Path(raw): Path<String>,
+    raw: Result<Path<String>, PathRejection>,
     params: Result<Query<ReadParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let consistency = query(params)?.consistency;
-    let id = TransferId(path_id(&raw, "transfer")?);
+    let id = TransferId(path_id(raw, "transfer")?);
     let read = read(&state, NodeQuery::Transfer(id), consistency).await?;
     match read.answer {
         Answer::Transfer(Some((t, status))) => Ok(read_response(
@@ -552,12 +572,12 @@ async fn get_transfer(
 
 async fn get_account_transfers(
     State(state): State<Arc<AppState>>,
-    Path(raw): Path<String>,
+    raw: Result<Path<String>, PathRejection>,
     params: Result<Query<HistoryParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let params = query(params)?;
     let consistency = params.consistency;
-    let id = AccountId(path_id(&raw, "account")?);
+    let id = AccountId(path_id(raw, "account")?);
     let limit = params.limit.unwrap_or(DEFAULT_HISTORY_PAGE);
     if limit == 0 || limit > MAX_HISTORY_PAGE {
         return Err(ApiError::bad_request(

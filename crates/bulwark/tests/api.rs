@@ -327,6 +327,12 @@ async fn bad_paths_and_queries_are_refused_with_the_right_word() {
     let cases: &[(&str, u16, &str, &str)] = &[
         ("/v1/accounts/abc", 400, "invalid_id", "abc"),
         ("/v1/accounts/0", 400, "invalid_id", "0"),
+        // One spelling per id: no sign, no leading zero, no encoded bytes that are not UTF-8.
+        ("/v1/accounts/+1", 400, "invalid_id", "+1"),
+        ("/v1/accounts/01", 400, "invalid_id", "01"),
+        ("/v1/transfers/010", 400, "invalid_id", "010"),
+        ("/v1/accounts/%ff", 400, "invalid_id", "not UTF-8"),
+        ("/v1/accounts/%2B1/transfers", 400, "invalid_id", "+1"),
         ("/v1/accounts/-1", 400, "invalid_id", "-1"),
         (
             "/v1/accounts/18446744073709551616",
@@ -399,6 +405,18 @@ async fn bad_paths_and_queries_are_refused_with_the_right_word() {
     for (path, status, word, place) in cases {
         let r = http.get(path).await;
         assert_refused(path, &r, *status, word, place);
+    }
+    // Oversized input is quoted back only in part.
+    let long_id = format!("/v1/accounts/{}", "9".repeat(4000));
+    let long_query = format!("/v1/accounts/1?{}=1", "x".repeat(4000));
+    for path in [long_id, long_query] {
+        let r = http.get(&path).await;
+        assert_eq!(r.status, 400, "{}", r.text);
+        assert!(
+            r.text.len() < 600,
+            "the answer echoes the input: {}",
+            r.text
+        );
     }
     // Both consistencies are accepted on reads.
     for path in [
