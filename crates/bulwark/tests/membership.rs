@@ -673,22 +673,34 @@ async fn add_promote_and_remove_under_load() {
 // ---------------------------------------------------------------------------------------------
 // 2. Membership survives a restart of every node on its original flags.
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn membership_survives_restart() {
-    let mut cluster = Cluster::start(3, &[]).await;
+/// Three nodes with the test's accounts and transfer 1; the leader's id.
+async fn three_nodes_with_a_transfer() -> (Cluster, u64) {
+    let cluster = Cluster::start(3, &[]).await;
     let leader = cluster.wait_leader(PATIENCE).await;
     let http = cluster.node(leader).http.clone();
     create_accounts(&http).await;
     write_transfer(&http, &transfer(1, 1, 2, 10)).await;
+    (cluster, leader)
+}
 
-    // 4 and 5 join and become voters; 6 joins and stays a learner.
+/// Nodes 4 and 5 start, join through `http` as learners, catch up, and become voters together.
+async fn add_and_promote_four_and_five(cluster: &mut Cluster, http: &Http) {
     for id in [4, 5] {
         cluster.start_joining(id, &[]).await;
-        change_ok(&http, "/v1/cluster/learners", &learner_body(&cluster, id)).await;
+        change_ok(http, "/v1/cluster/learners", &learner_body(cluster, id)).await;
         let target = http.applied_index().await;
-        wait_applied(&cluster, id, target).await;
+        wait_applied(cluster, id, target).await;
     }
-    change_ok(&http, "/v1/cluster/promote", &json!({"ids": [4, 5]})).await;
+    change_ok(http, "/v1/cluster/promote", &json!({"ids": [4, 5]})).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_survives_restart() {
+    let (mut cluster, leader) = three_nodes_with_a_transfer().await;
+    let http = cluster.node(leader).http.clone();
+
+    // 4 and 5 join and become voters; 6 joins and stays a learner.
+    add_and_promote_four_and_five(&mut cluster, &http).await;
     cluster.start_joining(6, &[]).await;
     change_ok(&http, "/v1/cluster/learners", &learner_body(&cluster, 6)).await;
     cluster.wait_leader(PATIENCE).await;
@@ -773,11 +785,7 @@ async fn membership_survives_restart() {
 /// handshake named one, it never could, and stayed behind for good.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_that_missed_its_leaders_addition_catches_up() {
-    let mut cluster = Cluster::start(3, &[]).await;
-    let leader = cluster.wait_leader(PATIENCE).await;
-    let http = cluster.node(leader).http.clone();
-    create_accounts(&http).await;
-    write_transfer(&http, &transfer(1, 1, 2, 10)).await;
+    let (mut cluster, leader) = three_nodes_with_a_transfer().await;
     cluster.wait_converged(PATIENCE).await;
     let status = cluster.node_mut(3).sigterm();
     assert!(status.success(), "node 3 stopped with {status}");
@@ -787,13 +795,7 @@ async fn a_follower_that_missed_its_leaders_addition_catches_up() {
         .node(if leader == 3 { 1 } else { leader })
         .http
         .clone();
-    for id in [4, 5] {
-        cluster.start_joining(id, &[]).await;
-        change_ok(&http, "/v1/cluster/learners", &learner_body(&cluster, id)).await;
-        let target = http.applied_index().await;
-        wait_applied(&cluster, id, target).await;
-    }
-    change_ok(&http, "/v1/cluster/promote", &json!({"ids": [4, 5]})).await;
+    add_and_promote_four_and_five(&mut cluster, &http).await;
     change_ok(&http, "/v1/cluster/remove", &json!({"ids": [1, 2]})).await;
     let leader = wait_leader_among(&cluster, &[4, 5]).await;
     let leader_http = cluster.node(leader).http.clone();
