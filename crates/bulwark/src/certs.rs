@@ -97,8 +97,7 @@ fn missing_certificate(dir: &Path, identity: &Identity) -> String {
         "no peer certificate in {dir}: a cluster member needs one from its cluster's CA. Make \
          one with `bulwark cert issue --ca CA_DIR --cluster-id {cluster} --node-id {node} --out \
          {dir}` (a new cluster's CA: `bulwark cert init --dir CA_DIR --cluster-id {cluster}`; a \
-         cluster grown from a single node: CA_DIR is that node's {}/tls)",
-        "<data-dir>",
+         cluster grown from a single node: CA_DIR is that node's <data-dir>/tls)",
         dir = dir.display(),
         cluster = identity.cluster_id,
         node = identity.node_id,

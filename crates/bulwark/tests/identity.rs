@@ -165,3 +165,34 @@ async fn a_data_directory_is_private_to_its_owner() {
     }
     assert!(seen >= 8, "only {seen} paths under the data directory");
 }
+
+/// A member started without a peer certificate is refused, with the command that makes one,
+/// and never joins its cluster unauthenticated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_without_a_certificate_is_refused_with_the_command_that_makes_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let member = format!("1=127.0.0.1:{}=127.0.0.1:{}", free_port(), free_port());
+    let mut child = std::process::Command::new(common::bin())
+        .args(["start", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--node-id", "1", "--member", &member])
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn bulwark start");
+    let status = bulwark_harness::wait_exit(&mut child, LIMIT).expect("the start was not refused");
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    assert_eq!(status.code(), Some(5), "{log}");
+    assert!(
+        log.contains("no peer certificate") && log.contains("bulwark cert issue --ca"),
+        "{log}"
+    );
+    assert!(!dir
+        .path()
+        .join("data")
+        .join("tls")
+        .join("node.crt")
+        .exists());
+}
