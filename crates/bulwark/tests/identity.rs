@@ -181,7 +181,11 @@ async fn a_member_without_a_certificate_is_refused_with_the_command_that_makes_o
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn bulwark start");
-    let status = bulwark_harness::wait_exit(&mut child, LIMIT).expect("the start was not refused");
+    let status = bulwark_harness::wait_exit(&mut child, LIMIT);
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    let status = status.expect("the start was not refused");
     let mut log = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
     assert_eq!(status.code(), Some(5), "{log}");
