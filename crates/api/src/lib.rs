@@ -6,6 +6,8 @@
 //! answer a write before the node has made it durable, and never let a malformed request reach
 //! the node: a bad batch is refused whole, with nothing changed.
 
+mod admin;
+pub mod auth;
 mod error;
 mod json;
 
@@ -14,14 +16,14 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Extension, FromRequestParts, MatchedPath, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use bulwark_ledger::{AccountId, BatchResults, Operation, Timestamp, TransferId};
+use bulwark_ledger::{AccountId, Operation, Timestamp, TransferId};
 use bulwark_limits::{
     ACK_ALL_TIMEOUT, DEFAULT_HISTORY_PAGE, FORWARD_TIMEOUT, IN_SYNC_WITHIN, MAX_BODY_BYTES,
     MAX_HISTORY_PAGE, SNAPSHOT_HTTP_CHUNK,
@@ -35,11 +37,26 @@ use std::net::SocketAddr;
 
 pub use error::ApiError;
 
-#[derive(Clone)]
 struct AppState {
     node: NodeHandle,
     node_id: NodeId,
     client: reqwest::Client,
+    limiter: auth::RateLimiter,
+}
+
+/// How the API treats its callers.
+#[derive(Clone, Copy, Debug)]
+pub struct ApiOptions {
+    /// Requests a second each token may send on average (bursts of one second's worth).
+    pub token_rate_limit: u32,
+}
+
+impl Default for ApiOptions {
+    fn default() -> Self {
+        ApiOptions {
+            token_rate_limit: bulwark_limits::DEFAULT_TOKEN_RATE_LIMIT,
+        }
+    }
 }
 
 /// Marks a request one node forwarded to the leader, so that it is never forwarded twice.
@@ -57,14 +74,26 @@ impl<S: Send + Sync> FromRequestParts<S> for Forwarded {
     }
 }
 
+/// The client's `authorization` header, relayed when a follower forwards its request: the
+/// leader checks the token itself.
+struct Credentials(Option<HeaderValue>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Credentials {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Credentials(parts.headers.get(header::AUTHORIZATION).cloned()))
+    }
+}
+
 /// The router of API v1 for a single node.
 pub fn router(node: NodeHandle) -> Router {
-    cluster_router(node, 1)
+    cluster_router(node, 1, ApiOptions::default())
 }
 
 /// The router of API v1 for a member of a cluster; the node's handle knows the other members'
 /// HTTP addresses, where a follower forwards writes.
-pub fn cluster_router(node: NodeHandle, node_id: u64) -> Router {
+pub fn cluster_router(node: NodeHandle, node_id: u64, options: ApiOptions) -> Router {
     // Forwarded requests leave from the IP this member listens on, like its peer transport's
     // connections, so that a partition (`bulwark chaos`'s proxy tells nodes apart by source IP)
     // cuts forwarding too.
@@ -78,6 +107,7 @@ pub fn cluster_router(node: NodeHandle, node_id: u64) -> Router {
         node,
         node_id: NodeId(node_id),
         client,
+        limiter: auth::RateLimiter::new(options.token_rate_limit),
     });
     Router::new()
         .route("/v1/accounts", post(create_accounts))
@@ -91,6 +121,9 @@ pub fn cluster_router(node: NodeHandle, node_id: u64) -> Router {
         .route("/v1/cluster/learners", post(add_learner))
         .route("/v1/cluster/promote", post(promote))
         .route("/v1/cluster/remove", post(remove))
+        .route("/v1/tokens", get(admin::list_tokens).post(admin::create_token))
+        .route("/v1/tokens/{id}/revoke", post(admin::revoke_token))
+        .route("/v1/audit", get(admin::audit))
         .route("/health/live", get(|| async { "ok" }))
         .route("/health/ready", get(ready))
         .fallback(not_found)
@@ -106,7 +139,7 @@ pub fn cluster_router(node: NodeHandle, node_id: u64) -> Router {
 /// one-transfer request pays for in full.
 async fn serve_request(
     State(state): State<Arc<AppState>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let route = route_label(&request);
@@ -124,7 +157,10 @@ async fn serve_request(
     } else if let Some(refused) = not_json(&request) {
         refused.into_response()
     } else {
-        next.run(request).await
+        match admit(&state, &mut request) {
+            Ok(()) => next.run(request).await,
+            Err(refusal) => refusal.into_response(),
+        }
     };
     let metrics = &state.node.metrics;
     metrics
@@ -141,6 +177,23 @@ async fn serve_request(
     response
 }
 
+/// Authenticates a request for the role its route needs and takes it from its token's rate;
+/// the handler finds who asked in the request's [`auth::Principal`] extension.
+fn admit(state: &AppState, request: &mut Request) -> Result<(), auth::Refusal> {
+    let Some(needs) = auth::required_role(request.method(), request.uri().path()) else {
+        return Ok(());
+    };
+    let access = state.node.access();
+    let principal = auth::authenticate(
+        request.headers().get(header::AUTHORIZATION),
+        &access,
+        needs,
+    )?;
+    state.limiter.take(principal.token, &access)?;
+    request.extensions_mut().insert(principal);
+    Ok(())
+}
+
 /// A POST whose body is not declared `application/json` is refused before anything reads it: a
 /// browser sends `text/plain` and form bodies cross-site without asking first, so any page an
 /// operator opens could otherwise move money. A declared type is quoted back only in part.
@@ -152,6 +205,7 @@ fn not_json(request: &Request) -> Option<ApiError> {
             | "/v1/cluster/learners"
             | "/v1/cluster/promote"
             | "/v1/cluster/remove"
+            | "/v1/tokens"
     );
     if request.method() != axum::http::Method::POST || !takes_a_body {
         return None;
@@ -261,6 +315,7 @@ enum Ack {
 async fn create_accounts(
     State(state): State<Arc<AppState>>,
     Forwarded(forwarded): Forwarded,
+    credentials: Credentials,
     params: Result<Query<WriteParams>, axum::extract::rejection::QueryRejection>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -268,12 +323,13 @@ async fn create_accounts(
     let raw = body(raw)?;
     let accounts = json::parse_accounts(&raw)?;
     let operation = Operation::CreateAccounts(accounts);
-    write(&state, operation, "/v1/accounts", ack, forwarded, raw).await
+    write(&state, operation, "/v1/accounts", ack, forwarded, raw, &credentials).await
 }
 
 async fn create_transfers(
     State(state): State<Arc<AppState>>,
     Forwarded(forwarded): Forwarded,
+    credentials: Credentials,
     params: Result<Query<WriteParams>, axum::extract::rejection::QueryRejection>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -281,7 +337,7 @@ async fn create_transfers(
     let raw = body(raw)?;
     let transfers = json::parse_transfers(&raw)?;
     let operation = Operation::CreateTransfers(transfers);
-    write(&state, operation, "/v1/transfers", ack, forwarded, raw).await
+    write(&state, operation, "/v1/transfers", ack, forwarded, raw, &credentials).await
 }
 
 fn no_leader() -> ApiError {
@@ -312,7 +368,12 @@ async fn forward(
     leader: NodeId,
     path: &str,
     raw: Bytes,
+    credentials: &Credentials,
 ) -> Result<Response, ApiError> {
+    let mut authorization = HeaderMap::new();
+    if let Some(value) = &credentials.0 {
+        authorization.insert(header::AUTHORIZATION, value.clone());
+    }
     let Some(addr) = state.node.member_http_addr(leader) else {
         return Err(no_leader());
     };
@@ -321,6 +382,7 @@ async fn forward(
         .post(format!("http://{addr}{path}"))
         .header(header::CONTENT_TYPE, "application/json")
         .header(FORWARDED, state.node_id.to_string())
+        .headers(authorization)
         .body(raw)
         .send()
         .await
@@ -370,6 +432,7 @@ async fn write(
     ack: Ack,
     forwarded: bool,
     raw: Bytes,
+    credentials: &Credentials,
 ) -> Result<Response, ApiError> {
     // A node whose disk is full refuses writes itself, and never forwards them either.
     if let Some(full) = state.node.disk_full_error() {
@@ -391,7 +454,7 @@ async fn write(
             } else {
                 path.to_string()
             };
-            return forward(state, leader, &path, raw).await;
+            return forward(state, leader, &path, raw, credentials).await;
         }
         Err(RequestError::NotLeader { .. }) => return Err(no_leader()),
         Err(e) => return Err(e.into()),
@@ -419,10 +482,7 @@ async fn write(
             }
         }
     }
-    let results = match &outcome.results {
-        BatchResults::Accounts(r) => r.iter().map(|r| r.name()).collect::<Vec<_>>(),
-        BatchResults::Transfers(r) => r.iter().map(|r| r.name()).collect(),
-    };
+    let results = outcome.results.names();
     let answer = json::BatchAnswer {
         results: results
             .into_iter()
@@ -701,6 +761,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(raw: &[u8], what: &str) -> Result<
 
 async fn add_learner(
     State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<auth::Principal>,
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -711,39 +772,43 @@ async fn add_learner(
         peer_addr: learner.peer_addr,
         http_addr: learner.http_addr,
     });
-    membership(&state, change, "/v1/cluster/learners", &headers, raw).await
+    membership(&state, change, principal, "/v1/cluster/learners", &headers, raw).await
 }
 
 async fn promote(
     State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<auth::Principal>,
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let raw = body(raw)?;
     let ids: IdsIn = parse_json(&raw, "node ids")?;
     let change = MembershipChange::Promote(ids.ids);
-    membership(&state, change, "/v1/cluster/promote", &headers, raw).await
+    membership(&state, change, principal, "/v1/cluster/promote", &headers, raw).await
 }
 
 async fn remove(
     State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<auth::Principal>,
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let raw = body(raw)?;
     let ids: IdsIn = parse_json(&raw, "node ids")?;
     let change = MembershipChange::Remove(ids.ids);
-    membership(&state, change, "/v1/cluster/remove", &headers, raw).await
+    membership(&state, change, principal, "/v1/cluster/remove", &headers, raw).await
 }
 
 async fn membership(
     state: &AppState,
     change: MembershipChange,
+    principal: auth::Principal,
     path: &str,
     headers: &HeaderMap,
     raw: Bytes,
 ) -> Result<Response, ApiError> {
-    match state.node.change_membership(change).await {
+    let actor = bulwark_ledger::access::Actor::Token(principal.token);
+    match state.node.change_membership(change, actor).await {
         Ok(index) => {
             let mut response = Json(json!({"result": "ok", "index": index.0})).into_response();
             response
@@ -754,7 +819,7 @@ async fn membership(
         Err(RequestError::NotLeader {
             leader: Some(leader),
         }) if leader != state.node_id && !headers.contains_key(FORWARDED) => {
-            forward(state, leader, path, raw).await
+            forward(state, leader, path, raw, &Credentials(headers.get(header::AUTHORIZATION).cloned())).await
         }
         Err(RequestError::NotLeader { .. }) => Err(no_leader()),
         Err(e) => Err(e.into()),

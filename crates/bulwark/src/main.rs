@@ -5,6 +5,7 @@
 //! reached or failed (5xx, connection error); 5 the server itself failed to start or stopped on
 //! an error.
 
+mod admin_token;
 mod bench;
 mod bench_failover;
 mod certs;

@@ -58,6 +58,14 @@ pub struct StartArgs {
     /// cert`) [default: <data-dir>/tls; a new single node creates them there].
     #[arg(long, env = "BULWARK_TLS_DIR")]
     pub tls_dir: Option<PathBuf>,
+    /// A file holding the cluster's first admin token (give every member of a new cluster the
+    /// same one) [default: a new single node, or the lowest id among the `--member`s, makes one
+    /// in <data-dir>/admin.token and prints it].
+    #[arg(long, env = "BULWARK_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Requests a second each API token may send (bursts of one second's worth); past it, 429.
+    #[arg(long, default_value_t = bulwark_limits::DEFAULT_TOKEN_RATE_LIMIT)]
+    pub token_rate_limit: u32,
 }
 
 pub fn init_logging() {
@@ -278,7 +286,26 @@ async fn start_node(
         source_ip = ?plan.cluster.source_ip,
         "node started"
     );
-    let app = bulwark_api::cluster_router(node.handle(), identity.node_id);
+    let bootstraps =
+        !args.join && plan.cluster.members.iter().map(|m| m.id).min() == Some(identity.node_id);
+    let candidate = crate::admin_token::candidate(
+        args.admin_token_file.as_deref(),
+        &args.data_dir,
+        bootstraps,
+    )?;
+    if let Some(candidate) = candidate {
+        let http = plan.http_listen.to_string();
+        tokio::spawn(crate::admin_token::register(
+            node.handle(),
+            candidate,
+            identity.node_id,
+            http,
+        ));
+    }
+    let options = bulwark_api::ApiOptions {
+        token_rate_limit: args.token_rate_limit,
+    };
+    let app = bulwark_api::cluster_router(node.handle(), identity.node_id, options);
     Ok((node, app, plan.http_listen))
 }
 

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::access::{AccessChange, AuditRecord, Control, ControlResult};
 use crate::IdMap;
 
 use crate::results::{CreateAccountResult, CreateTransferResult};
@@ -20,6 +21,8 @@ use crate::types::{
 pub enum Operation {
     CreateAccounts(Vec<NewAccount>),
     CreateTransfers(Vec<NewTransfer>),
+    /// A change to the API tokens: one event, with a timestamp of its own like any other.
+    Control(Box<Control>),
 }
 
 impl Operation {
@@ -27,6 +30,7 @@ impl Operation {
         match self {
             Operation::CreateAccounts(a) => a.len(),
             Operation::CreateTransfers(t) => t.len(),
+            Operation::Control(_) => 1,
         }
     }
 
@@ -63,6 +67,7 @@ pub fn effective_timestamp(last: Timestamp, batch: &Batch) -> Timestamp {
 pub enum BatchResults {
     Accounts(Vec<CreateAccountResult>),
     Transfers(Vec<CreateTransferResult>),
+    Control(ControlResult),
 }
 
 impl BatchResults {
@@ -70,7 +75,21 @@ impl BatchResults {
         match self {
             BatchResults::Accounts(r) => r.iter().map(|r| r.name()).collect(),
             BatchResults::Transfers(r) => r.iter().map(|r| r.name()).collect(),
+            BatchResults::Control(r) => vec![r.name()],
         }
+    }
+
+    /// How many events the batch held.
+    pub fn len(&self) -> usize {
+        match self {
+            BatchResults::Accounts(r) => r.len(),
+            BatchResults::Transfers(r) => r.len(),
+            BatchResults::Control(_) => 1,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -81,6 +100,12 @@ impl BatchResults {
 /// The move depends only on the log, so every replica makes the same one, and timestamps stay
 /// strictly increasing whatever the clocks did.
 pub fn apply<S: LedgerStore>(store: &mut S, batch: &Batch) -> BatchResults {
+    apply_at(store, batch, 0)
+}
+
+/// [`apply`] for a batch at log `index`, which the audit trail records (`apply` is for callers
+/// without a log: they get index 0).
+pub fn apply_at<S: LedgerStore>(store: &mut S, batch: &Batch, index: u64) -> BatchResults {
     let n = batch.operation.len() as u64;
     assert!(n > 0, "a batch must hold at least one event");
     let last_event = effective_timestamp(store.last_timestamp(), batch);
@@ -108,6 +133,13 @@ pub fn apply<S: LedgerStore>(store: &mut S, batch: &Batch) -> BatchResults {
                 CreateTransferResult::LinkedEventFailed,
                 CreateTransferResult::LinkedEventChainOpen,
             )),
+            Operation::Control(control) => {
+                let (result, access, audit) =
+                    crate::access::apply_control(overlay.store, control, first, index);
+                overlay.access.extend(access);
+                overlay.audit.extend(audit);
+                BatchResults::Control(result)
+            }
         };
         (results, overlay.into_changes(last_event))
     };
@@ -521,6 +553,8 @@ struct Overlay<'s, S> {
     expiries_added: BTreeSet<(Timestamp, TransferId)>,
     expiries_removed: BTreeSet<(Timestamp, TransferId)>,
     history: Vec<(AccountId, Timestamp, crate::types::Balances)>,
+    access: Vec<AccessChange>,
+    audit: Vec<AuditRecord>,
     undo: Vec<Undo>,
 }
 
@@ -536,6 +570,8 @@ impl<'s, S: LedgerStore> Overlay<'s, S> {
             expiries_added: BTreeSet::new(),
             expiries_removed: BTreeSet::new(),
             history: Vec::new(),
+            access: Vec::new(),
+            audit: Vec::new(),
             undo: Vec::new(),
         }
     }
@@ -703,6 +739,8 @@ impl<'s, S: LedgerStore> Overlay<'s, S> {
             expiries_added: self.expiries_added.into_iter().collect(),
             expiries_removed: self.expiries_removed.into_iter().collect(),
             balance_history: self.history,
+            access: self.access,
+            audit: self.audit,
             last_timestamp,
         }
     }

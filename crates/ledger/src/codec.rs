@@ -6,6 +6,7 @@
 //! account  = id:u64 | user_data:u64 | ledger:u32 | code:u16 | flags:u16                      (24 bytes)
 //! transfer = id:u64 | debit:u64 | credit:u64 | amount:u64 | pending_id:u64 | user_data:u64
 //!            | timeout:u32 | ledger:u32 | code:u16 | flags:u16                                  (60 bytes)
+//! control  = len:u32 | command (access::encoding; operation 3, count 1)
 //! group    = marker:u8 (=2) | count:u32 | (len:u32 | batch)*                                  (count >= 1)
 //! ```
 //! A Raft entry holds either one `batch` (its first byte is the batch version, 1) or a `group` of
@@ -14,6 +15,7 @@
 //!
 //! Checksums are the log's business; this layer only refuses bytes that do not parse.
 
+use crate::access::{encoding, Control};
 use crate::apply::{Batch, Operation};
 use crate::types::{
     AccountFlags, AccountId, FlagSet, NewAccount, NewTransfer, Timestamp, TransferFlags, TransferId,
@@ -25,6 +27,8 @@ const GROUP_MARKER: u8 = 2;
 const GROUP_HEADER: usize = 1 + 4;
 const OP_ACCOUNTS: u8 = 1;
 const OP_TRANSFERS: u8 = 2;
+/// A control command (`access::Control`): count is 1 and the event is `len:u32 | command`.
+const OP_CONTROL: u8 = 3;
 const HEADER: usize = 1 + 1 + 8 + 4;
 const ACCOUNT_BYTES: usize = 24;
 const TRANSFER_BYTES: usize = 60;
@@ -47,6 +51,8 @@ pub enum CodecError {
     Length { expected: usize, found: usize },
     #[error("batch group: {0}")]
     Group(&'static str),
+    #[error("control command: {0}")]
+    Control(&'static str),
 }
 
 /// The encoded size of `operation` as one batch, without encoding it.
@@ -55,7 +61,14 @@ pub fn encoded_len(operation: &Operation) -> usize {
         + match operation {
             Operation::CreateAccounts(a) => a.len() * ACCOUNT_BYTES,
             Operation::CreateTransfers(t) => t.len() * TRANSFER_BYTES,
+            Operation::Control(c) => 4 + control_bytes(c).len(),
         }
+}
+
+fn control_bytes(control: &Control) -> Vec<u8> {
+    let mut out = Vec::new();
+    encoding::encode_control(control, &mut out);
+    out
 }
 
 /// The encoded size of a group entry holding batches of these encoded sizes.
@@ -131,6 +144,7 @@ pub fn encode(batch: &Batch, out: &mut Vec<u8>) {
     let (op, count) = match &batch.operation {
         Operation::CreateAccounts(a) => (OP_ACCOUNTS, a.len()),
         Operation::CreateTransfers(t) => (OP_TRANSFERS, t.len()),
+        Operation::Control(_) => (OP_CONTROL, 1),
     };
     out.push(VERSION);
     out.push(op);
@@ -166,6 +180,12 @@ pub fn encode(batch: &Batch, out: &mut Vec<u8>) {
                 out.extend_from_slice(&t.flags.bits().to_le_bytes());
             }
         }
+        Operation::Control(control) => {
+            let bytes = control_bytes(control);
+            let len = u32::try_from(bytes.len()).expect("a control command fits u32");
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(&bytes);
+        }
     }
 }
 
@@ -182,6 +202,9 @@ pub fn decode(bytes: &[u8]) -> Result<Batch, CodecError> {
     let op = bytes[1];
     let timestamp = Timestamp(u64_at(bytes, 2));
     let count = u32_at(bytes, 10) as usize;
+    if op == OP_CONTROL {
+        return decode_control(bytes, timestamp, count);
+    }
     let width = match op {
         OP_ACCOUNTS => ACCOUNT_BYTES,
         OP_TRANSFERS => TRANSFER_BYTES,
@@ -228,6 +251,29 @@ pub fn decode(bytes: &[u8]) -> Result<Batch, CodecError> {
     Ok(Batch {
         timestamp,
         operation,
+    })
+}
+
+fn decode_control(bytes: &[u8], timestamp: Timestamp, count: usize) -> Result<Batch, CodecError> {
+    if count != 1 {
+        return Err(CodecError::Control("a control batch holds one command"));
+    }
+    let body = &bytes[HEADER..];
+    let len = body
+        .get(..4)
+        .map(|b| u32_at(b, 0) as usize)
+        .ok_or(CodecError::Control("no command length"))?;
+    if body.len() != 4 + len {
+        return Err(CodecError::Length {
+            expected: HEADER + 4 + len,
+            found: bytes.len(),
+        });
+    }
+    let control = encoding::decode_control(&body[4..])
+        .map_err(|_| CodecError::Control("the command does not decode"))?;
+    Ok(Batch {
+        timestamp,
+        operation: Operation::Control(Box::new(control)),
     })
 }
 

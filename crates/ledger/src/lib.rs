@@ -7,15 +7,16 @@
 //! state. It must never do IO, read a clock, draw a random number or iterate a hash map in an
 //! order that reaches its output.
 
+pub mod access;
 mod apply;
 pub mod codec;
 mod results;
 mod store;
 mod types;
 
-pub use apply::{apply, effective_timestamp, Batch, BatchResults, Operation};
+pub use apply::{apply, apply_at, effective_timestamp, Batch, BatchResults, Operation};
 pub use results::{CreateAccountResult, CreateTransferResult};
-pub use store::{Changes, LedgerStore, MemoryStateMachine, MemoryStore, StateMachine};
+pub use store::{apply_access_changes, Changes, LedgerStore, MemoryStateMachine, MemoryStore, StateMachine};
 /// A hash map keyed by ids. foldhash, not std's SipHash: hashing ids was an eighth of the node
 /// loop's time. Its seed is random per map, so clients cannot choose ids that collide.
 pub type IdMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use crate::access::{AccessChange, AuditRecord, TokenId, TokenRecord};
 use crate::types::{Account, AccountId, Balances, PendingStatus, Timestamp, Transfer, TransferId};
 
 /// Read access to the ledger's state, plus the one way to change it: committing the
@@ -16,6 +17,10 @@ pub trait LedgerStore {
     fn expired_pending(&self, now: Timestamp) -> Vec<(Timestamp, TransferId)>;
     /// The timestamp of the last event applied; 0 for an empty ledger.
     fn last_timestamp(&self) -> Timestamp;
+    fn token(&self, id: TokenId) -> Option<TokenRecord>;
+    fn token_count(&self) -> usize;
+    /// Whether the cluster's first admin token was created (ever: revoking it does not undo this).
+    fn admin_bootstrapped(&self) -> bool;
     fn commit(&mut self, changes: Changes);
 }
 
@@ -32,6 +37,10 @@ pub struct Changes {
     pub expiries_removed: Vec<(Timestamp, TransferId)>,
     /// Balances after each transfer, for accounts with the `history` flag, in timestamp order.
     pub balance_history: Vec<(AccountId, Timestamp, Balances)>,
+    /// Changes to the tokens, in order.
+    pub access: Vec<AccessChange>,
+    /// The audit trail's new records, in order.
+    pub audit: Vec<AuditRecord>,
     pub last_timestamp: Timestamp,
 }
 
@@ -58,6 +67,8 @@ pub trait StateMachine {
     /// changes on the configuration they were made against.
     fn membership(&self) -> Option<Vec<u8>>;
     fn set_membership(&mut self, encoded: Vec<u8>);
+    /// Adds a record to the audit trail that no batch made (a membership change, at its index).
+    fn record_audit(&mut self, record: AuditRecord);
 }
 
 /// A [`MemoryStore`] that knows which log index it has applied.
@@ -77,7 +88,7 @@ impl StateMachine for MemoryStateMachine {
             self.applied_index
         );
         self.applied_index = index;
-        crate::apply(&mut self.store, batch)
+        crate::apply_at(&mut self.store, batch, index)
     }
 
     fn apply_group(&mut self, index: u64, batches: &[crate::Batch]) -> Vec<crate::BatchResults> {
@@ -89,7 +100,7 @@ impl StateMachine for MemoryStateMachine {
         self.applied_index = index;
         batches
             .iter()
-            .map(|batch| crate::apply(&mut self.store, batch))
+            .map(|batch| crate::apply_at(&mut self.store, batch, index))
             .collect()
     }
 
@@ -125,6 +136,10 @@ impl StateMachine for MemoryStateMachine {
     fn set_membership(&mut self, encoded: Vec<u8>) {
         self.membership = Some(encoded);
     }
+
+    fn record_audit(&mut self, record: AuditRecord) {
+        self.store.audit.push(record);
+    }
 }
 
 /// A whole ledger in memory: the reference store of the tests and the simulation.
@@ -135,7 +150,29 @@ pub struct MemoryStore {
     pub pending: HashMap<TransferId, PendingStatus>,
     pub expiries: BTreeSet<(Timestamp, TransferId)>,
     pub balance_history: Vec<(AccountId, Timestamp, Balances)>,
+    pub tokens: BTreeMap<TokenId, TokenRecord>,
+    pub admin_bootstrapped: bool,
+    pub audit: Vec<AuditRecord>,
     pub last_timestamp: Timestamp,
+}
+
+/// Applies token changes in order to a map of tokens (every store keeps them the same way).
+pub fn apply_access_changes(
+    tokens: &mut BTreeMap<TokenId, TokenRecord>,
+    bootstrapped: &mut bool,
+    changes: &[AccessChange],
+) {
+    for change in changes {
+        match change {
+            AccessChange::Put(t) => {
+                tokens.insert(t.id, t.clone());
+            }
+            AccessChange::Remove(id) => {
+                tokens.remove(id);
+            }
+            AccessChange::Bootstrapped => *bootstrapped = true,
+        }
+    }
 }
 
 impl LedgerStore for MemoryStore {
@@ -163,7 +200,25 @@ impl LedgerStore for MemoryStore {
         self.last_timestamp
     }
 
+    fn token(&self, id: TokenId) -> Option<TokenRecord> {
+        self.tokens.get(&id).cloned()
+    }
+
+    fn token_count(&self) -> usize {
+        self.tokens.len()
+    }
+
+    fn admin_bootstrapped(&self) -> bool {
+        self.admin_bootstrapped
+    }
+
     fn commit(&mut self, changes: Changes) {
+        apply_access_changes(
+            &mut self.tokens,
+            &mut self.admin_bootstrapped,
+            &changes.access,
+        );
+        self.audit.extend(changes.audit);
         for account in changes.accounts {
             self.accounts.insert(account.id, account);
         }

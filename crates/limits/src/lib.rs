@@ -39,6 +39,23 @@ pub const DEFAULT_HISTORY_PAGE: usize = 100;
 /// that a page costs no more to build and send than the largest write.
 pub const MAX_HISTORY_PAGE: usize = MAX_BATCH_EVENTS;
 
+/// Most API tokens that may exist at once. Every node holds them all in memory and the state
+/// store rewrites the set at a checkpoint where it changed: a thousand is far more than a
+/// deployment's services and operators, and small enough for both.
+pub const MAX_TOKENS: usize = 1000;
+
+/// Longest token name, in bytes (`[A-Za-z0-9._-]`): a service or a person, not a description.
+pub const MAX_TOKEN_NAME: usize = 64;
+
+/// Requests a second one token may send by default (`--token-rate-limit`), in bursts of up to a
+/// second's worth: far above what one client of a 2-core node can drive (about 30,000 one-event
+/// requests a second), so only a runaway or hostile client meets it.
+pub const DEFAULT_TOKEN_RATE_LIMIT: u32 = 100_000;
+
+/// Largest page of the audit trail (`GET /v1/audit`): one screenful of lines many times over,
+/// and a small answer.
+pub const MAX_AUDIT_PAGE: usize = 1000;
+
 // ---------------------------------------------------------------------------------------------
 // Entries, messages, frames, records
 // ---------------------------------------------------------------------------------------------

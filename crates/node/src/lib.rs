@@ -19,6 +19,7 @@
 
 #![warn(clippy::too_many_lines)]
 
+pub mod access;
 pub mod cluster;
 mod download;
 mod error;
@@ -108,6 +109,13 @@ pub enum Query {
         limit: usize,
     },
     Status,
+    /// Every API token (admin only: the API checks).
+    Tokens,
+    /// The replicated audit trail after `(timestamp, index)`, at most `limit` records.
+    Audit {
+        after: Option<(Timestamp, u64)>,
+        limit: usize,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -118,6 +126,8 @@ pub enum Answer {
     /// `None` if the account does not exist.
     AccountTransfers(Option<Vec<(Transfer, Option<Balances>)>>),
     Status(NodeStatus),
+    Tokens(Vec<bulwark_ledger::access::TokenRecord>),
+    Audit(Vec<bulwark_ledger::access::AuditRecord>),
 }
 
 #[derive(Clone, Debug)]
@@ -192,6 +202,7 @@ pub(crate) enum Request {
     /// An operator's membership change (cluster mode); answered with its log index.
     Membership {
         change: cluster::MembershipChange,
+        actor: bulwark_ledger::access::Actor,
         reply: oneshot::Sender<Result<LogIndex, RequestError>>,
     },
     Shutdown,
@@ -251,6 +262,8 @@ pub struct NodeHandle {
     /// Set by the node loop while its disk is full (it cannot persist its Raft log or its state
     /// store).
     pub(crate) disk_full: Arc<AtomicBool>,
+    /// The tokens, as the node loop last published them.
+    pub(crate) access: access::SharedAccess,
     pub(crate) data_dir: PathBuf,
     pub metrics: Arc<Metrics>,
 }
@@ -276,6 +289,7 @@ impl NodeHandle {
             snapshots,
             cluster,
             disk_full,
+            access: Default::default(),
             data_dir,
             metrics,
         };
@@ -377,6 +391,11 @@ impl NodeHandle {
     }
 
     /// True once this node has been removed from its cluster: it must serve nothing.
+    /// The API tokens as of the last change this node applied.
+    pub fn access(&self) -> Arc<access::AccessView> {
+        self.access.read().expect("access view lock").clone()
+    }
+
     pub fn is_removed(&self) -> bool {
         self.cluster.read().expect("cluster view lock").removed
     }
@@ -385,9 +404,14 @@ impl NodeHandle {
     pub async fn change_membership(
         &self,
         change: cluster::MembershipChange,
+        actor: bulwark_ledger::access::Actor,
     ) -> Result<LogIndex, RequestError> {
         let (reply, answer) = oneshot::channel();
-        self.submit(Request::Membership { change, reply })?;
+        self.submit(Request::Membership {
+            change,
+            actor,
+            reply,
+        })?;
         answer.await.map_err(|_| RequestError::Stopped)?
     }
 
@@ -496,6 +520,10 @@ pub(crate) fn answer_query(store: &StateStore, query: Query) -> Result<ReadOutco
                     .map_err(RequestError::Store)?,
             ),
         }),
+        Query::Tokens => Answer::Tokens(store.tokens().cloned().collect()),
+        Query::Audit { after, limit } => {
+            Answer::Audit(store.audit_page(after, limit).map_err(RequestError::Store)?)
+        }
         Query::Status => unreachable!("each event loop answers status itself"),
     };
     Ok(ReadOutcome {

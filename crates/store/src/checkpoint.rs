@@ -154,6 +154,9 @@ impl StateStore {
             applied_term: self.applied_term,
             last_timestamp: self.last_timestamp,
             membership: self.membership.clone(),
+            tokens: std::mem::take(&mut self.tokens_dirty)
+                .then(|| self.tokens.values().cloned().collect()),
+            admin_bootstrapped: self.admin_bootstrapped,
         });
         self.frozen = Some(frozen.clone());
         frozen
@@ -346,5 +349,6 @@ fn write_tables(txn: &redb::WriteTransaction, frozen: &Frozen) -> Result<(), red
         let mut table = txn.open_table(MEMBERSHIP)?;
         table.insert(MEMBERSHIP_KEY, membership.as_slice())?;
     }
+    crate::access::write_access(txn, frozen)?;
     Ok(())
 }

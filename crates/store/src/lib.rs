@@ -35,6 +35,7 @@
 
 #![warn(clippy::too_many_lines)]
 
+mod access;
 mod checkpoint;
 mod disk;
 mod error;

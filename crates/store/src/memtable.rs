@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use bulwark_ledger::access::{AuditRecord, TokenRecord};
 use bulwark_ledger::{
     Account, AccountId, Balances, Changes, IdMap, PendingStatus, Timestamp, Transfer, TransferId,
 };
@@ -21,6 +22,8 @@ pub(crate) struct Memtable {
     pub(crate) expiry_changes: BTreeMap<(Timestamp, TransferId), bool>,
     /// The highest transfer id in `transfers` (0 when empty).
     pub(crate) max_transfer_id: u64,
+    /// New audit records, oldest first.
+    pub(crate) audit: Vec<AuditRecord>,
 }
 
 /// A memtable being written as a checkpoint, with everything else that checkpoint records.
@@ -31,6 +34,9 @@ pub(crate) struct Frozen {
     pub(crate) applied_term: u64,
     pub(crate) last_timestamp: Timestamp,
     pub(crate) membership: Option<Vec<u8>>,
+    /// Every token, if they changed since the last freeze (the table is rewritten whole).
+    pub(crate) tokens: Option<Vec<TokenRecord>>,
+    pub(crate) admin_bootstrapped: bool,
 }
 
 impl StateStore {
@@ -71,6 +77,16 @@ impl StateStore {
         }
         for (account, ts, balances) in changes.balance_history {
             m.balance_history.insert((account, ts), balances);
+        }
+        m.audit.extend(changes.audit);
+        if !changes.access.is_empty() {
+            bulwark_ledger::apply_access_changes(
+                &mut self.tokens,
+                &mut self.admin_bootstrapped,
+                &changes.access,
+            );
+            self.tokens_dirty = true;
+            self.tokens_generation += 1;
         }
         self.last_timestamp = changes.last_timestamp;
     }

@@ -1,6 +1,7 @@
 //! Reads: an account's history (its transfers in timestamp order, with balances for accounts that
 //! keep `history`), and the lookups the ledger's `apply` makes, memtables first, then the checkpoint.
 
+use bulwark_ledger::access::{TokenId, TokenRecord};
 use bulwark_ledger::{
     Account, AccountId, Balances, Changes, LedgerStore, PendingStatus, Timestamp, Transfer,
     TransferId,
@@ -197,6 +198,18 @@ impl LedgerStore for StateStore {
 
     fn last_timestamp(&self) -> Timestamp {
         self.last_timestamp
+    }
+
+    fn token(&self, id: TokenId) -> Option<TokenRecord> {
+        self.tokens.get(&id).cloned()
+    }
+
+    fn token_count(&self) -> usize {
+        self.tokens.len()
+    }
+
+    fn admin_bootstrapped(&self) -> bool {
+        self.admin_bootstrapped
     }
 
     fn commit(&mut self, changes: Changes) {

@@ -8,7 +8,7 @@
 //! header = "BWSNAP" | version u16
 //! row    = table u8 | key_len u32 | key | value_len u32 | value
 //!          (tables: 0 meta, 1 accounts, 2 transfers, 3 pending_status, 4 pending_expiries,
-//!           5 account_transfers, 6 balance_history, 7 membership; keys and values in redb's
+//!           5 account_transfers, 6 balance_history, 7 membership, 8 tokens, 9 audit; keys and values in redb's
 //!           own encoding)
 //! trailer= 0xFF | rows u64 | applied_index u64
 //! ```
@@ -134,6 +134,8 @@ impl SnapshotSource {
         export_table(&read, crate::tables::ACCOUNT_TRANSFERS, 5, &mut sink)?;
         export_table(&read, crate::tables::BALANCE_HISTORY, 6, &mut sink)?;
         export_table(&read, crate::tables::MEMBERSHIP, 7, &mut sink)?;
+        export_table(&read, crate::tables::TOKENS, 8, &mut sink)?;
+        export_table(&read, crate::tables::AUDIT, 9, &mut sink)?;
         let mut body = Vec::new();
         body.clear();
         body.push(TRAILER);
@@ -341,6 +343,8 @@ fn import_frame(txn: &redb::WriteTransaction, body: &[u8]) -> Result<(), RowErro
         5 => import_row(txn, crate::tables::ACCOUNT_TRANSFERS, key, value),
         6 => import_row(txn, crate::tables::BALANCE_HISTORY, key, value),
         7 => import_row(txn, crate::tables::MEMBERSHIP, key, value),
+        8 => import_row(txn, crate::tables::TOKENS, key, value),
+        9 => import_row(txn, crate::tables::AUDIT, key, value),
         tag => Err(RowError::Invalid(SnapshotError::UnknownTable { tag })),
     }
 }

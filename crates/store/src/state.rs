@@ -2,11 +2,12 @@
 //! expiries loaded into memory), and the state machine the replica drives.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
+use bulwark_ledger::access::{AuditRecord, TokenId, TokenRecord};
 use bulwark_ledger::{
     Account, AccountId, Batch, BatchResults, IdMap, IdSet, StateMachine, Timestamp, TransferId,
 };
@@ -20,7 +21,7 @@ use crate::memtable::{Frozen, Memtable};
 use crate::records;
 use crate::snapshot;
 use crate::tables::{
-    ACCOUNTS, ACCOUNT_TRANSFERS, BALANCE_HISTORY, EXPIRIES, FORMAT_VERSION, MEMBERSHIP,
+    ACCOUNTS, ACCOUNT_TRANSFERS, AUDIT, TOKENS, BALANCE_HISTORY, EXPIRIES, FORMAT_VERSION, MEMBERSHIP,
     MEMBERSHIP_KEY, META, META_APPLIED_INDEX, META_APPLIED_TERM, META_FORMAT, META_LAST_TIMESTAMP,
     PENDING, TRANSFERS,
 };
@@ -56,6 +57,11 @@ pub struct StateStore {
     /// looked up before it is created; ids above this one are in no checkpoint, so that lookup
     /// skips redb for ids that grow, as time-based ids do.
     pub(crate) stored_max_transfer_id: u64,
+    pub(crate) tokens: BTreeMap<TokenId, TokenRecord>,
+    pub(crate) admin_bootstrapped: bool,
+    /// The tokens changed since the last freeze.
+    pub(crate) tokens_dirty: bool,
+    pub(crate) tokens_generation: u64,
 }
 
 impl StateStore {
@@ -103,6 +109,10 @@ impl StateStore {
             checkpointed_index: loaded.applied_index,
             membership: loaded.membership,
             stored_max_transfer_id: loaded.max_transfer_id,
+            tokens: loaded.tokens,
+            admin_bootstrapped: loaded.admin_bootstrapped,
+            tokens_dirty: false,
+            tokens_generation: next_tokens_generation(),
         })
     }
 
@@ -170,6 +180,13 @@ impl StateStore {
     }
 }
 
+/// A process-wide counter, so that a store opened anew (an installed snapshot) never repeats a
+/// generation an earlier store of this process gave out.
+fn next_tokens_generation() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1 << 32, std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Checks the format version (writing it into a new file) and creates every table a new file lacks.
 fn create_tables(path: &Path, db: &Database) -> Result<(), StoreError> {
     let txn = db.begin_write().map_err(redb_err(path, "begin write"))?;
@@ -206,6 +223,10 @@ fn create_tables(path: &Path, db: &Database) -> Result<(), StoreError> {
             .map_err(redb_err(path, "create tables"))?;
         txn.open_table(MEMBERSHIP)
             .map_err(redb_err(path, "create tables"))?;
+        txn.open_table(TOKENS)
+            .map_err(redb_err(path, "create tables"))?;
+        txn.open_table(AUDIT)
+            .map_err(redb_err(path, "create tables"))?;
     }
     txn.commit().map_err(redb_err(path, "commit"))?;
     Ok(())
@@ -220,6 +241,8 @@ struct Loaded {
     accounts: IdMap<AccountId, Account>,
     expiries: BTreeSet<(Timestamp, TransferId)>,
     max_transfer_id: u64,
+    tokens: BTreeMap<TokenId, TokenRecord>,
+    admin_bootstrapped: bool,
 }
 
 fn load(path: &Path, db: &Database) -> Result<Loaded, StoreError> {
@@ -241,7 +264,10 @@ fn load(path: &Path, db: &Database) -> Result<Loaded, StoreError> {
         .get(MEMBERSHIP_KEY)
         .map_err(redb_err(path, "read membership"))?
         .map(|v| v.value().to_vec());
+    let (tokens, admin_bootstrapped) = crate::access::load_tokens(path, &read)?;
     Ok(Loaded {
+        tokens,
+        admin_bootstrapped,
         applied_index,
         applied_term,
         last_timestamp,
@@ -305,7 +331,7 @@ impl StateMachine for StateStore {
             "log index {index} applied after {}",
             self.applied_index
         );
-        let results = bulwark_ledger::apply(self, batch);
+        let results = bulwark_ledger::apply_at(self, batch, index);
         self.applied_index = index;
         results
     }
@@ -318,7 +344,7 @@ impl StateMachine for StateStore {
         );
         let results = batches
             .iter()
-            .map(|batch| bulwark_ledger::apply(self, batch))
+            .map(|batch| bulwark_ledger::apply_at(self, batch, index))
             .collect();
         self.applied_index = index;
         results
@@ -351,5 +377,9 @@ impl StateMachine for StateStore {
 
     fn set_membership(&mut self, encoded: Vec<u8>) {
         self.membership = Some(encoded);
+    }
+
+    fn record_audit(&mut self, record: AuditRecord) {
+        self.active.audit.push(record);
     }
 }

@@ -19,6 +19,11 @@ pub(crate) const ACCOUNT_TRANSFERS: TableDefinition<(u64, u64), &[u8]> =
 pub(crate) const BALANCE_HISTORY: TableDefinition<(u64, u64), &[u8]> =
     TableDefinition::new("balance_history");
 
+/// API tokens by id (`ledger::access::encoding::encode_token`); the whole set as of the checkpoint.
+pub(crate) const TOKENS: TableDefinition<u64, &[u8]> = TableDefinition::new("tokens");
+/// The audit trail, keyed by (timestamp, log index) (`encoding::encode_audit`); appended only.
+pub(crate) const AUDIT: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("audit");
+
 pub(crate) const FORMAT_VERSION: u64 = 1;
 pub(crate) const META_FORMAT: &str = "format_version";
 /// The cluster configuration as of the checkpoint (opaque bytes of the consensus layer).
@@ -28,3 +33,5 @@ pub(crate) const META_APPLIED_INDEX: &str = "applied_index";
 pub(crate) const META_LAST_TIMESTAMP: &str = "last_timestamp";
 /// The Raft term of the entry at `applied_index` (absent in stores written before it existed).
 pub(crate) const META_APPLIED_TERM: &str = "applied_term";
+/// 1 once the cluster's first admin token was created (absent before).
+pub(crate) const META_ADMIN_BOOTSTRAPPED: &str = "admin_bootstrapped";

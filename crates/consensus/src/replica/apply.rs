@@ -1,11 +1,13 @@
 //! Committed entries into the state machine, in log order, and the answers they give to this
 //! node's proposals.
 
+use bulwark_ledger::access::{Actor, AuditEvent, AuditRecord, ControlResult};
 use bulwark_ledger::{codec, effective_timestamp, StateMachine, Timestamp};
 use raft::eraftpb::{ConfChangeV2, ConfState, Entry, EntryType};
 
 use super::proposals::parse_context;
 use super::{AppliedConfChange, ConfChangeRefused, Output, Replica, ReplicaError, Written};
+use crate::membership;
 use crate::storage::RaftStorage;
 use crate::types::LogIndex;
 
@@ -127,15 +129,40 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
             self.adopt_conf_state(index, conf_state);
         }
         self.last_conf_change = LogIndex(index);
+        let (actor, details) = membership::split_actor(entry.context.get(16..).unwrap_or_default());
         if index > self.state.applied_index() {
             self.state.skip_index(index);
+            self.audit_conf_change(index, &change, actor, details, applied.as_ref().err());
         }
         let token = self.own_proposal(entry).and_then(|t| t.into_iter().next());
         self.conf_changes.push(AppliedConfChange {
             index: LogIndex(index),
             conf_state: applied.map_err(ConfChangeRefused),
-            details: entry.context.get(16..).unwrap_or_default().to_vec(),
+            details: details.to_vec(),
             token,
+        });
+    }
+
+    /// Every membership change goes into the replicated audit trail, at its own index: who
+    /// asked (when the proposer said), what changed, and whether Raft took it.
+    fn audit_conf_change(
+        &mut self,
+        index: u64,
+        change: &ConfChangeV2,
+        actor: Option<Actor>,
+        details: &[u8],
+        refused: Option<&raft::Error>,
+    ) {
+        let mut text = membership::describe_change(change, details);
+        if let Some(e) = refused {
+            text.push_str(&format!("; refused: {e}"));
+        }
+        self.state.record_audit(AuditRecord {
+            timestamp: self.state.last_timestamp(),
+            index,
+            actor,
+            event: AuditEvent::Membership { details: text },
+            result: ControlResult::Ok,
         });
     }
 

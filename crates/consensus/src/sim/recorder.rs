@@ -71,6 +71,12 @@ impl StateMachine for Recorder {
     fn set_membership(&mut self, encoded: Vec<u8>) {
         self.inner.set_membership(encoded)
     }
+
+    fn record_audit(&mut self, record: bulwark_ledger::access::AuditRecord) {
+        let index = record.index;
+        self.extend(index, format!("{record:?}"));
+        self.inner.record_audit(record);
+    }
 }
 
 /// The simulation identifies each client write by the id of its first event.
@@ -78,5 +84,10 @@ pub(super) fn write_id(batch: &Batch) -> u64 {
     match &batch.operation {
         Operation::CreateAccounts(a) => a[0].id.0,
         Operation::CreateTransfers(t) => t[0].id.0,
+        Operation::Control(c) => match c.command {
+            bulwark_ledger::access::ControlCommand::CreateToken { id, .. }
+            | bulwark_ledger::access::ControlCommand::RevokeToken { id }
+            | bulwark_ledger::access::ControlCommand::BootstrapAdmin { id, .. } => id.0,
+        },
     }
 }

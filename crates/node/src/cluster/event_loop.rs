@@ -109,7 +109,11 @@ impl ClusterLoop {
             Request::Membership { reply, .. } if self.is_disk_full() => {
                 let _ = reply.send(Err(self.disk_full_error()));
             }
-            Request::Membership { change, reply } => self.propose_membership(change, reply),
+            Request::Membership {
+                change,
+                actor,
+                reply,
+            } => self.propose_membership(change, actor, reply),
             Request::WaitReplicated {
                 index,
                 reply,
@@ -199,6 +203,7 @@ impl ClusterLoop {
             Err(e) => self.held(e)?,
         }
         self.update_disk_full();
+        crate::access::publish(&self.access, self.replica.state());
         if !self.replica.is_stalled() {
             if let Some(members) = self.installed.take() {
                 self.snapshot_installed(members)?;
@@ -384,10 +389,9 @@ impl ClusterLoop {
     fn deliver(&mut self, output: Output<Reply>) {
         match output {
             Output::Written { token, written } => {
-                self.metrics.events_applied.inc_by(match &written.results {
-                    bulwark_ledger::BatchResults::Accounts(r) => r.len() as u64,
-                    bulwark_ledger::BatchResults::Transfers(r) => r.len() as u64,
-                });
+                self.metrics
+                    .events_applied
+                    .inc_by(written.results.len() as u64);
                 if let Reply::Write(reply, _permit) = token {
                     let _ = reply.send(Ok(WriteOutcome {
                         results: written.results,

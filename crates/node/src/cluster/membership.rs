@@ -19,6 +19,7 @@ impl ClusterLoop {
     pub(super) fn propose_membership(
         &mut self,
         change: MembershipChange,
+        actor: bulwark_ledger::access::Actor,
         reply: oneshot::Sender<Result<LogIndex, RequestError>>,
     ) {
         let conf = self.replica.raw().raft.prs().conf().to_conf_state();
@@ -37,7 +38,8 @@ impl ClusterLoop {
                 return;
             }
         };
-        tracing::info!(?change, "proposing a membership change");
+        tracing::info!(?change, %actor, "proposing a membership change");
+        let details = bulwark_consensus::membership::details_with_actor(actor, &details);
         self.replica
             .propose_conf_change(cc, details, Reply::Membership(reply));
     }

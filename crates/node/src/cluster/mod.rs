@@ -88,6 +88,8 @@ struct ClusterLoop {
     metrics: Arc<Metrics>,
     snapshots: Arc<std::sync::Mutex<Option<bulwark_store::snapshot::SnapshotSource>>>,
     view: Arc<std::sync::RwLock<ClusterView>>,
+    /// The API's copy of the tokens, republished whenever the state's change.
+    access: crate::access::SharedAccess,
     /// Per follower, when its match index last reached the leader's last index: its lag in time
     /// and whether it is in sync.
     replication: bulwark_consensus::replication::ReplicationTracker,

@@ -284,6 +284,7 @@ fn spawn_loop(
         metrics,
         snapshots,
         view,
+        access: handle.access.clone(),
         replication: Default::default(),
         waiting_all: Default::default(),
         joint_replies: Default::default(),

@@ -1,0 +1,260 @@
+//! The admin routes: API tokens (created, listed and revoked through the replicated log, so that
+//! every node agrees on them) and the replicated audit trail.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bulwark_ledger::access::{
+    valid_token_name, Actor, AuditEvent, AuditRecord, Control, ControlCommand, ControlResult,
+    Role, TokenId,
+};
+use bulwark_ledger::{BatchResults, Operation, Timestamp};
+use bulwark_limits::MAX_AUDIT_PAGE;
+use bulwark_node::{Answer, Query as NodeQuery, RequestError};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::auth::Principal;
+use crate::{body, forward, no_leader, parse_json, query, quoted, AppState, ApiError, Credentials};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenIn {
+    name: String,
+    role: String,
+}
+
+/// `POST /v1/tokens {"name","role"}`: a new token; its text is in this answer and nowhere else.
+pub(crate) async fn create_token(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+    credentials: Credentials,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let raw = body(raw)?;
+    let input: TokenIn = parse_json(&raw, "a token")?;
+    if !valid_token_name(&input.name) {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            format!(
+                "at .name: {} is not a token name (1 to {} characters of A-Z a-z 0-9 . _ -)",
+                quoted(&input.name),
+                bulwark_limits::MAX_TOKEN_NAME
+            ),
+        ));
+    }
+    let role = Role::from_name(&input.role).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_field",
+            format!(
+                "at .role: {} is not a role (read, write or admin)",
+                quoted(&input.role)
+            ),
+        )
+    })?;
+    let new = bulwark_token::generate();
+    let id = TokenId(new.id);
+    let command = ControlCommand::CreateToken {
+        id,
+        name: input.name.clone(),
+        role,
+        secret_hash: new.secret_hash,
+    };
+    let index = match control(&state, principal, command, "/v1/tokens", raw, &credentials).await? {
+        Ok(index) => index,
+        Err(response) => return Ok(response),
+    };
+    let answer = json!({
+        "id": id.to_string(), "name": input.name, "role": role.name(), "token": new.text,
+    });
+    Ok(with_index(Json(answer).into_response(), index))
+}
+
+/// `POST /v1/tokens/{id}/revoke`: the token stops working on every node as the change applies.
+pub(crate) async fn revoke_token(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+    credentials: Credentials,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = token_id(id)?;
+    let path = format!("/v1/tokens/{id}/revoke");
+    let command = ControlCommand::RevokeToken { id };
+    let index = match control(&state, principal, command, &path, Bytes::new(), &credentials).await?
+    {
+        Ok(index) => index,
+        Err(response) => return Ok(response),
+    };
+    Ok(with_index(
+        Json(json!({"result": "ok", "id": id.to_string()})).into_response(),
+        index,
+    ))
+}
+
+/// Proposes a control command: `Ok(Ok(index))` once applied with `ok`; `Ok(Err(response))` with
+/// the leader's answer when this node forwarded it; `Err` when the command was refused.
+async fn control(
+    state: &AppState,
+    principal: Principal,
+    command: ControlCommand,
+    path: &str,
+    raw: Bytes,
+    credentials: &Credentials,
+) -> Result<Result<u64, Response>, ApiError> {
+    let id = match &command {
+        ControlCommand::CreateToken { id, .. }
+        | ControlCommand::RevokeToken { id }
+        | ControlCommand::BootstrapAdmin { id, .. } => *id,
+    };
+    let operation = Operation::Control(Box::new(Control {
+        actor: Actor::Token(principal.token),
+        command,
+    }));
+    if let Some(full) = state.node.disk_full_error() {
+        return Err(full.into());
+    }
+    let outcome = match state.node.write(operation).await {
+        Ok(outcome) => outcome,
+        Err(RequestError::NotLeader {
+            leader: Some(leader),
+        }) if leader != state.node_id => {
+            return forward(state, leader, path, raw, credentials)
+                .await
+                .map(Err);
+        }
+        Err(RequestError::NotLeader { .. }) => return Err(no_leader()),
+        Err(e) => return Err(e.into()),
+    };
+    let BatchResults::Control(result) = outcome.results else {
+        unreachable!("a control command answers a control result");
+    };
+    match result {
+        ControlResult::Ok => Ok(Ok(outcome.commit_index.0)),
+        ControlResult::NotFound => Err(ApiError::not_found(
+            "token_not_found",
+            format!("no token {id}"),
+        )),
+        other => Err(ApiError {
+            status: StatusCode::CONFLICT,
+            code: other.name(),
+            message: format!("token {id}: {}", other.name().replace('_', " ")),
+        }),
+    }
+}
+
+fn with_index(mut response: Response, index: u64) -> Response {
+    response
+        .headers_mut()
+        .insert("bulwark-commit-index", index.into());
+    response
+}
+
+fn token_id(raw: Result<Path<String>, PathRejection>) -> Result<TokenId, ApiError> {
+    let text = raw.map(|Path(t)| t).unwrap_or_default();
+    let plain = text.len() == 16 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    match u64::from_str_radix(&text, 16) {
+        Ok(id) if plain => Ok(TokenId(id)),
+        _ => Err(ApiError::bad_request(
+            "invalid_id",
+            format!("{} is not a token id (16 hex digits)", quoted(&text)),
+        )),
+    }
+}
+
+/// `GET /v1/tokens`: every token's id, name, role and origin (never a secret or its hash).
+pub(crate) async fn list_tokens(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let outcome = state.node.read(NodeQuery::Tokens).await?;
+    let Answer::Tokens(tokens) = outcome.answer else {
+        unreachable!("a tokens query answers tokens");
+    };
+    let tokens: Vec<Value> = tokens
+        .iter()
+        .map(|t| {
+            json!({
+                "id": t.id.to_string(), "name": t.name, "role": t.role.name(),
+                "created_at": t.created_at.0, "created_by": t.created_by.to_string(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "tokens": tokens })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AuditParams {
+    /// `<timestamp>:<index>` of the last record of the previous page.
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/audit?after=&limit=`: the replicated audit trail, oldest first, a page at a time.
+pub(crate) async fn audit(
+    State(state): State<Arc<AppState>>,
+    params: Result<Query<AuditParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let params = query(params)?;
+    let limit = params.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_AUDIT_PAGE {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("limit must be 1 to {MAX_AUDIT_PAGE}"),
+        ));
+    }
+    let after = params.after.as_deref().map(parse_after).transpose()?;
+    let outcome = state.node.read(NodeQuery::Audit { after, limit }).await?;
+    let Answer::Audit(records) = outcome.answer else {
+        unreachable!("an audit query answers audit records");
+    };
+    let next = (records.len() == limit)
+        .then(|| records.last().map(|r| format!("{}:{}", r.timestamp.0, r.index)))
+        .flatten();
+    let records: Vec<Value> = records.iter().map(audit_json).collect();
+    Ok(Json(json!({ "records": records, "next_after": next })).into_response())
+}
+
+fn parse_after(text: &str) -> Result<(Timestamp, u64), ApiError> {
+    let bad = || {
+        ApiError::bad_request(
+            "invalid_after",
+            format!(
+                "after={} is not <timestamp>:<index> (from next_after)",
+                quoted(text)
+            ),
+        )
+    };
+    let (ts, index) = text.split_once(':').ok_or_else(bad)?;
+    let number = |s: &str| {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse::<u64>().ok())
+            .flatten()
+    };
+    Ok((
+        Timestamp(number(ts).ok_or_else(bad)?),
+        number(index).ok_or_else(bad)?,
+    ))
+}
+
+pub(crate) fn audit_json(r: &AuditRecord) -> Value {
+    let (action, detail) = match &r.event {
+        AuditEvent::TokenCreated { id, name, role } => (
+            "token_created",
+            json!({"id": id.to_string(), "name": name, "role": role.name()}),
+        ),
+        AuditEvent::TokenRevoked { id } => ("token_revoked", json!({"id": id.to_string()})),
+        AuditEvent::AdminBootstrapped { id } => {
+            ("admin_token_bootstrapped", json!({"id": id.to_string()}))
+        }
+        AuditEvent::Membership { details } => ("membership_changed", json!({"change": details})),
+    };
+    json!({
+        "timestamp": r.timestamp.0, "index": r.index,
+        "actor": r.actor.map(|a| a.to_string()), "action": action, "detail": detail,
+        "result": r.result.name(),
+    })
+}
+
