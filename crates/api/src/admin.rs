@@ -10,8 +10,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bulwark_ledger::access::{
-    valid_token_name, Actor, AuditEvent, AuditRecord, Control, ControlCommand, ControlResult,
-    Role, TokenId,
+    valid_token_name, Actor, AuditEvent, AuditRecord, Control, ControlCommand, ControlResult, Role,
+    TokenId,
 };
 use bulwark_ledger::{BatchResults, Operation, Timestamp};
 use bulwark_limits::MAX_AUDIT_PAGE;
@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::auth::Principal;
-use crate::{body, forward, no_leader, parse_json, query, quoted, AppState, ApiError, Credentials};
+use crate::{body, forward, no_leader, parse_json, query, quoted, ApiError, AppState, Credentials};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -85,7 +85,15 @@ pub(crate) async fn revoke_token(
     let id = token_id(id)?;
     let path = format!("/v1/tokens/{id}/revoke");
     let command = ControlCommand::RevokeToken { id };
-    let index = match control(&state, principal, command, &path, Bytes::new(), &credentials).await?
+    let index = match control(
+        &state,
+        principal,
+        command,
+        &path,
+        Bytes::new(),
+        &credentials,
+    )
+    .await?
     {
         Ok(index) => index,
         Err(response) => return Ok(response),
@@ -211,7 +219,11 @@ pub(crate) async fn audit(
         unreachable!("an audit query answers audit records");
     };
     let next = (records.len() == limit)
-        .then(|| records.last().map(|r| format!("{}:{}", r.timestamp.0, r.index)))
+        .then(|| {
+            records
+                .last()
+                .map(|r| format!("{}:{}", r.timestamp.0, r.index))
+        })
         .flatten();
     let records: Vec<Value> = records.iter().map(audit_json).collect();
     Ok(Json(json!({ "records": records, "next_after": next })).into_response())
@@ -257,4 +269,3 @@ pub(crate) fn audit_json(r: &AuditRecord) -> Value {
         "result": r.result.name(),
     })
 }
-

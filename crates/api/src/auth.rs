@@ -48,7 +48,11 @@ pub enum Refusal {
     /// 401: no token, or one that is not valid.
     Unauthenticated(&'static str),
     /// 403: a valid token without the role.
-    Forbidden { token: TokenId, has: Role, needs: Role },
+    Forbidden {
+        token: TokenId,
+        has: Role,
+        needs: Role,
+    },
     /// 429: the token sent more requests than its rate allows.
     RateLimited { token: TokenId, retry_after_ms: u64 },
 }
@@ -122,7 +126,10 @@ pub fn authenticate(
     let text = value
         .to_str()
         .ok()
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .ok_or(Refusal::Unauthenticated(
             "the authorization header must be 'Bearer <token>'",
         ))?;
@@ -241,10 +248,22 @@ mod tests {
     #[test]
     fn routes_need_the_role_their_effect_needs() {
         assert_eq!(required_role(&Method::GET, "/health/live"), None);
-        assert_eq!(required_role(&Method::GET, "/v1/accounts/1"), Some(Role::Read));
-        assert_eq!(required_role(&Method::POST, "/v1/transfers"), Some(Role::Write));
-        assert_eq!(required_role(&Method::GET, "/v1/transfers"), Some(Role::Read));
-        assert_eq!(required_role(&Method::POST, "/v1/cluster/remove"), Some(Role::Admin));
+        assert_eq!(
+            required_role(&Method::GET, "/v1/accounts/1"),
+            Some(Role::Read)
+        );
+        assert_eq!(
+            required_role(&Method::POST, "/v1/transfers"),
+            Some(Role::Write)
+        );
+        assert_eq!(
+            required_role(&Method::GET, "/v1/transfers"),
+            Some(Role::Read)
+        );
+        assert_eq!(
+            required_role(&Method::POST, "/v1/cluster/remove"),
+            Some(Role::Admin)
+        );
         assert_eq!(required_role(&Method::GET, "/v1/tokens"), Some(Role::Admin));
         assert_eq!(required_role(&Method::GET, "/v1/audit"), Some(Role::Admin));
         assert_eq!(required_role(&Method::GET, "/nowhere"), Some(Role::Read));
@@ -256,12 +275,16 @@ mod tests {
         let access = view(&[(&a, Role::Read), (&b, Role::Read)]);
         let limiter = RateLimiter::new(3);
         for _ in 0..3 {
-            limiter.take(TokenId(a.id), &access).expect("within the burst");
+            limiter
+                .take(TokenId(a.id), &access)
+                .expect("within the burst");
         }
         assert!(matches!(
             limiter.take(TokenId(a.id), &access),
             Err(Refusal::RateLimited { .. })
         ));
-        limiter.take(TokenId(b.id), &access).expect("another token has its own bucket");
+        limiter
+            .take(TokenId(b.id), &access)
+            .expect("another token has its own bucket");
     }
 }

@@ -16,7 +16,9 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{DefaultBodyLimit, Extension, FromRequestParts, MatchedPath, Path, Query, Request, State};
+use axum::extract::{
+    DefaultBodyLimit, Extension, FromRequestParts, MatchedPath, Path, Query, Request, State,
+};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -82,7 +84,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Credentials {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Credentials(parts.headers.get(header::AUTHORIZATION).cloned()))
+        Ok(Credentials(
+            parts.headers.get(header::AUTHORIZATION).cloned(),
+        ))
     }
 }
 
@@ -121,7 +125,10 @@ pub fn cluster_router(node: NodeHandle, node_id: u64, options: ApiOptions) -> Ro
         .route("/v1/cluster/learners", post(add_learner))
         .route("/v1/cluster/promote", post(promote))
         .route("/v1/cluster/remove", post(remove))
-        .route("/v1/tokens", get(admin::list_tokens).post(admin::create_token))
+        .route(
+            "/v1/tokens",
+            get(admin::list_tokens).post(admin::create_token),
+        )
         .route("/v1/tokens/{id}/revoke", post(admin::revoke_token))
         .route("/v1/audit", get(admin::audit))
         .route("/health/live", get(|| async { "ok" }))
@@ -184,11 +191,8 @@ fn admit(state: &AppState, request: &mut Request) -> Result<(), auth::Refusal> {
         return Ok(());
     };
     let access = state.node.access();
-    let principal = auth::authenticate(
-        request.headers().get(header::AUTHORIZATION),
-        &access,
-        needs,
-    )?;
+    let principal =
+        auth::authenticate(request.headers().get(header::AUTHORIZATION), &access, needs)?;
     state.limiter.take(principal.token, &access)?;
     request.extensions_mut().insert(principal);
     Ok(())
@@ -323,7 +327,16 @@ async fn create_accounts(
     let raw = body(raw)?;
     let accounts = json::parse_accounts(&raw)?;
     let operation = Operation::CreateAccounts(accounts);
-    write(&state, operation, "/v1/accounts", ack, forwarded, raw, &credentials).await
+    write(
+        &state,
+        operation,
+        "/v1/accounts",
+        ack,
+        forwarded,
+        raw,
+        &credentials,
+    )
+    .await
 }
 
 async fn create_transfers(
@@ -337,7 +350,16 @@ async fn create_transfers(
     let raw = body(raw)?;
     let transfers = json::parse_transfers(&raw)?;
     let operation = Operation::CreateTransfers(transfers);
-    write(&state, operation, "/v1/transfers", ack, forwarded, raw, &credentials).await
+    write(
+        &state,
+        operation,
+        "/v1/transfers",
+        ack,
+        forwarded,
+        raw,
+        &credentials,
+    )
+    .await
 }
 
 fn no_leader() -> ApiError {
@@ -772,7 +794,15 @@ async fn add_learner(
         peer_addr: learner.peer_addr,
         http_addr: learner.http_addr,
     });
-    membership(&state, change, principal, "/v1/cluster/learners", &headers, raw).await
+    membership(
+        &state,
+        change,
+        principal,
+        "/v1/cluster/learners",
+        &headers,
+        raw,
+    )
+    .await
 }
 
 async fn promote(
@@ -784,7 +814,15 @@ async fn promote(
     let raw = body(raw)?;
     let ids: IdsIn = parse_json(&raw, "node ids")?;
     let change = MembershipChange::Promote(ids.ids);
-    membership(&state, change, principal, "/v1/cluster/promote", &headers, raw).await
+    membership(
+        &state,
+        change,
+        principal,
+        "/v1/cluster/promote",
+        &headers,
+        raw,
+    )
+    .await
 }
 
 async fn remove(
@@ -796,7 +834,15 @@ async fn remove(
     let raw = body(raw)?;
     let ids: IdsIn = parse_json(&raw, "node ids")?;
     let change = MembershipChange::Remove(ids.ids);
-    membership(&state, change, principal, "/v1/cluster/remove", &headers, raw).await
+    membership(
+        &state,
+        change,
+        principal,
+        "/v1/cluster/remove",
+        &headers,
+        raw,
+    )
+    .await
 }
 
 async fn membership(
@@ -819,7 +865,14 @@ async fn membership(
         Err(RequestError::NotLeader {
             leader: Some(leader),
         }) if leader != state.node_id && !headers.contains_key(FORWARDED) => {
-            forward(state, leader, path, raw, &Credentials(headers.get(header::AUTHORIZATION).cloned())).await
+            forward(
+                state,
+                leader,
+                path,
+                raw,
+                &Credentials(headers.get(header::AUTHORIZATION).cloned()),
+            )
+            .await
         }
         Err(RequestError::NotLeader { .. }) => Err(no_leader()),
         Err(e) => Err(e.into()),

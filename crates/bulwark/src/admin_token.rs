@@ -109,7 +109,9 @@ fn already_bootstrapped(candidate: &Candidate) {
             tracing::warn!(path = %candidate.path.display(), error = %e, "cannot remove an unused admin token file");
         }
     }
-    tracing::info!("the cluster has its first admin token already; `bulwark token create` makes more");
+    tracing::info!(
+        "the cluster has its first admin token already; `bulwark token create` makes more"
+    );
 }
 
 fn announce(candidate: &Candidate, http: &str) {

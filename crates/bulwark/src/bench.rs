@@ -39,6 +39,9 @@ pub struct BenchArgs {
     /// Base URL of a running node; without it, a node is started on a temporary directory.
     #[arg(long)]
     pub addr: Option<String>,
+    /// With `--addr`: a file holding a token with the write role [default: $BULWARK_TOKEN].
+    #[arg(long, env = "BULWARK_TOKEN_FILE", requires = "addr")]
+    pub token_file: Option<std::path::PathBuf>,
     /// Accounts to create before the load phase.
     #[arg(long, default_value_t = 10_000)]
     pub accounts: u64,
@@ -90,7 +93,22 @@ pub async fn run(args: BenchArgs) -> ExitCode {
             }
         },
     };
+    let token = match &node {
+        Some(node) => Some(node.token.clone()),
+        None => match bench_token(&args) {
+            Ok(token) => token,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let headers = token
+        .as_deref()
+        .map(bulwark_harness::bearer_headers)
+        .unwrap_or_default();
     let client = match reqwest::Client::builder()
+        .default_headers(headers)
         .no_proxy()
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(120))
@@ -102,7 +120,14 @@ pub async fn run(args: BenchArgs) -> ExitCode {
             return ExitCode::from(5);
         }
     };
-    let code = bench(&args, &client, &base_url, node.as_ref().map(|n| n.pid)).await;
+    let code = bench(
+        &args,
+        &client,
+        token.as_deref(),
+        &base_url,
+        node.as_ref().map(|n| n.pid),
+    )
+    .await;
     if let Some(node) = node {
         node.stop();
     }
@@ -139,9 +164,23 @@ fn validate(args: &BenchArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// The token to send to a running node: `--token-file`'s, else `$BULWARK_TOKEN`.
+fn bench_token(args: &BenchArgs) -> Result<Option<String>, String> {
+    if let Some(path) = &args.token_file {
+        return bulwark_token::read_file(path)
+            .map(Some)
+            .map_err(|e| format!("--token-file: {e}"));
+    }
+    Ok(std::env::var("BULWARK_TOKEN")
+        .ok()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty()))
+}
+
 async fn bench(
     args: &BenchArgs,
     client: &reqwest::Client,
+    token: Option<&str>,
     base: &str,
     node: Option<u32>,
 ) -> ExitCode {
@@ -176,7 +215,7 @@ async fn bench(
         node.and_then(|p| process_cpu_seconds(&p.to_string())),
     );
     let target = match Target::parse(&format!("{base}/v1/transfers")) {
-        Ok(target) => target,
+        Ok(target) => target.with_token(token),
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
@@ -793,6 +832,7 @@ struct SpawnedNode {
     process: NodeProcess,
     pid: u32,
     url: String,
+    token: String,
     _dir: tempfile::TempDir,
 }
 
@@ -806,12 +846,15 @@ impl SpawnedNode {
         let port =
             bulwark_harness::free_port().map_err(|e| format!("cannot find a free port: {e}"))?;
         let http = SocketAddr::from(([127, 0, 0, 1], port));
+        let (token_path, token) = bulwark_harness::admin_token(dir.path())
+            .map_err(|e| format!("cannot make an admin token: {e}"))?;
         let mut process = NodeProcess::new(
             &exe,
             dir.path().join("data"),
             vec!["--listen".into(), http.to_string()],
             Logs::append(dir.path().join("node.log")),
-        );
+        )
+        .with_admin_token(&token_path);
         let limit = Duration::from_secs(30);
         if let Err(e) = process.start_live(http, limit).await {
             return Err(match e {
@@ -829,6 +872,7 @@ impl SpawnedNode {
             pid: process.pid().unwrap_or(0),
             process,
             url: format!("http://{http}"),
+            token,
             _dir: dir,
         })
     }

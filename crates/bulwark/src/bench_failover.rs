@@ -119,7 +119,7 @@ pub async fn run(args: FailoverArgs) -> ExitCode {
 }
 
 async fn measure(args: &FailoverArgs, cluster: &mut LocalCluster) -> ExitCode {
-    let status_client = StatusClient::new(Duration::from_secs(1));
+    let status_client = StatusClient::new(Duration::from_secs(1), &cluster.token);
     let started = Instant::now();
     if let Err(e) = cluster
         .wait_in_sync(&status_client, SYNC_SLACK, SYNC_LIMIT)
@@ -259,8 +259,9 @@ async fn kill_once(
     })
 }
 
-fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
+fn http_client(timeout: Duration, token: &str) -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
+        .default_headers(bulwark_harness::bearer_headers(token))
         .no_proxy()
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(1))
@@ -324,7 +325,7 @@ impl Drop for Writer {
 impl Writer {
     /// Creates the two accounts, then starts writing.
     async fn start(cluster: &LocalCluster, id_base: u64) -> Result<Writer, String> {
-        let client = http_client(WRITE_TIMEOUT)?;
+        let client = http_client(WRITE_TIMEOUT, &cluster.token)?;
         let urls: Vec<String> = cluster
             .members
             .iter()

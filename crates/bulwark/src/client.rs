@@ -18,6 +18,37 @@ pub struct Target {
     /// Print the server's JSON answer instead of readable text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// A file holding the API token to send [default: the token in $BULWARK_TOKEN].
+    #[arg(long, env = "BULWARK_TOKEN_FILE", global = true)]
+    pub token_file: Option<std::path::PathBuf>,
+}
+
+impl Target {
+    /// The token to send: `--token-file`'s, else `$BULWARK_TOKEN`, else none (the node answers
+    /// 401, which says how to send one).
+    pub fn token(&self) -> Result<Option<String>, String> {
+        if let Some(path) = &self.token_file {
+            return bulwark_token::read_file(path)
+                .map(Some)
+                .map_err(|e| format!("--token-file: {e}"));
+        }
+        match std::env::var("BULWARK_TOKEN") {
+            Ok(t) if !t.trim().is_empty() => Ok(Some(t.trim().to_string())),
+            _ => Ok(None),
+        }
+    }
+
+    /// An HTTP client that sends the token, if there is one.
+    pub fn client(&self) -> Result<reqwest::Client, String> {
+        let headers = match self.token()? {
+            Some(token) => bulwark_harness::bearer_headers(&token),
+            None => Default::default(),
+        };
+        reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .map_err(|e| format!("cannot build an HTTP client: {e}"))
+    }
 }
 
 #[derive(clap::Subcommand)]
@@ -92,13 +123,21 @@ pub struct HistoryArgs {
     pub target: Target,
 }
 
-enum Outcome {
+pub(crate) enum Outcome {
     Answered(reqwest::StatusCode, Value),
     Unreachable(String),
 }
 
-async fn call(method: reqwest::Method, url: String, body: Option<Value>) -> Outcome {
-    let client = reqwest::Client::new();
+pub(crate) async fn call(
+    target: &Target,
+    method: reqwest::Method,
+    url: String,
+    body: Option<Value>,
+) -> Outcome {
+    let client = match target.client() {
+        Ok(client) => client,
+        Err(e) => return Outcome::Unreachable(e),
+    };
     let mut request = client.request(method, &url);
     if let Some(body) = body {
         request = request.json(&body);
@@ -118,7 +157,7 @@ async fn call(method: reqwest::Method, url: String, body: Option<Value>) -> Outc
 }
 
 /// Prints an error answer and returns the exit code it maps to, or `None` for a 2xx answer.
-fn refused(outcome: &Outcome, as_json: bool) -> Option<ExitCode> {
+pub(crate) fn refused(outcome: &Outcome, as_json: bool) -> Option<ExitCode> {
     match outcome {
         Outcome::Unreachable(message) => {
             eprintln!("error: {message}");
@@ -175,12 +214,12 @@ pub async fn account(cmd: AccountCommand) -> ExitCode {
                 "flags": a.flags, "user_data": a.user_data,
             }]);
             let url = format!("{}/v1/accounts", a.target.addr);
-            let outcome = call(reqwest::Method::POST, url, Some(body)).await;
+            let outcome = call(&a.target, reqwest::Method::POST, url, Some(body)).await;
             single_result(outcome, a.target.json, "account", a.id)
         }
         AccountCommand::Get(a) => {
             let url = format!("{}/v1/accounts/{}", a.target.addr, a.id);
-            let outcome = call(reqwest::Method::GET, url, None).await;
+            let outcome = call(&a.target, reqwest::Method::GET, url, None).await;
             if let Some(code) = refused(&outcome, a.target.json) {
                 return code;
             }
@@ -221,7 +260,7 @@ pub async fn transfer(t: TransferArgs) -> ExitCode {
         "pending_id": t.pending_id, "timeout": t.timeout, "user_data": t.user_data,
     }]);
     let url = format!("{}/v1/transfers", t.target.addr);
-    let outcome = call(reqwest::Method::POST, url, Some(body)).await;
+    let outcome = call(&t.target, reqwest::Method::POST, url, Some(body)).await;
     single_result(outcome, t.target.json, "transfer", t.id)
 }
 
@@ -230,7 +269,7 @@ pub async fn history(h: HistoryArgs) -> ExitCode {
         "{}/v1/accounts/{}/transfers?limit={}&after={}",
         h.target.addr, h.account, h.limit, h.after
     );
-    let outcome = call(reqwest::Method::GET, url, None).await;
+    let outcome = call(&h.target, reqwest::Method::GET, url, None).await;
     if let Some(code) = refused(&outcome, h.target.json) {
         return code;
     }

@@ -101,7 +101,14 @@ pub async fn run(command: ClusterCommand) -> ExitCode {
 /// Sends a membership change to a node (it forwards to the leader) and waits until applied.
 async fn change(target: &Target, path: &str, body: serde_json::Value) -> ExitCode {
     let url = format!("{}{path}", target.addr);
-    let answer = match reqwest::Client::new().post(&url).json(&body).send().await {
+    let client = match target.client() {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let answer = match client.post(&url).json(&body).send().await {
         Ok(a) => a,
         Err(e) => {
             eprintln!("error: cannot reach {url}: {e}");
@@ -176,7 +183,16 @@ async fn local(args: LocalArgs) -> ExitCode {
             node.log_path().display()
         );
     }
-    println!("try: curl -s localhost:{}/v1/status", args.http_port);
+    let token_path = cluster.root.join("admin.token");
+    println!("admin token (every node knows it): {}", cluster.token);
+    println!(
+        "try:\n  export BULWARK_TOKEN=$(cat {})",
+        token_path.display()
+    );
+    println!(
+        "  curl -s -H \"authorization: Bearer $BULWARK_TOKEN\" localhost:{}/v1/status",
+        args.http_port
+    );
     println!("Ctrl-C stops every node.");
     let mut stopped_early = false;
     loop {
@@ -203,7 +219,14 @@ async fn local(args: LocalArgs) -> ExitCode {
 
 async fn status(args: StatusArgs) -> ExitCode {
     let url = format!("{}/v1/status", args.target.addr);
-    let answer = match reqwest::get(&url).await {
+    let client = match args.target.client() {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let answer = match client.get(&url).send().await {
         Ok(a) => a,
         Err(e) => {
             eprintln!("error: cannot reach {url}: {e}");

@@ -13,6 +13,7 @@ mod chaos_cmd;
 mod client;
 mod cluster_cmd;
 mod server;
+mod token_cmd;
 
 use std::process::ExitCode;
 
@@ -55,6 +56,11 @@ enum Command {
     /// Make the certificates nodes authenticate each other with: a cluster CA, node certificates.
     #[command(subcommand)]
     Cert(certs::CertCommand),
+    /// Create, list and revoke API tokens (an admin token is needed).
+    #[command(subcommand)]
+    Token(token_cmd::TokenCommand),
+    /// List the replicated audit trail: token changes and membership changes, who and when.
+    Audit(token_cmd::AuditArgs),
 }
 
 fn main() -> ExitCode {
@@ -80,6 +86,8 @@ fn main() -> ExitCode {
             Command::Cluster(cmd) => cluster_cmd::run(cmd).await,
             Command::Chaos(args) => chaos_cmd::run_command(args).await,
             Command::Cert(cmd) => certs::run(cmd),
+            Command::Token(cmd) => token_cmd::token(cmd).await,
+            Command::Audit(args) => token_cmd::audit(args).await,
         }
     })
 }

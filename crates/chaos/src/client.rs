@@ -34,9 +34,11 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(timeout: Duration) -> Client {
+    /// A client whose requests carry `token` and give up after `timeout`.
+    pub fn new(timeout: Duration, token: &str) -> Client {
         Client {
             http: reqwest::Client::builder()
+                .default_headers(bulwark_harness::bearer_headers(token))
                 .timeout(timeout)
                 .connect_timeout(Duration::from_millis(500))
                 .pool_max_idle_per_host(4)

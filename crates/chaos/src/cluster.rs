@@ -33,6 +33,8 @@ pub struct Cluster {
     pub control: Client,
     /// Status requests, with the same timeout.
     status: StatusClient,
+    /// The cluster's admin token, which every client of the run sends.
+    pub token: String,
 }
 
 impl Cluster {
@@ -73,6 +75,7 @@ impl Cluster {
             })
             .collect();
         let members: Vec<String> = addrs[..n].iter().map(NodeAddrs::member_spec).collect();
+        let (_, token) = bulwark_harness::admin_token(run_dir)?;
         let mut nodes = BTreeMap::new();
         for a in &addrs[..n] {
             let mut node = NodeProcess::new(bin, run_dir, a.clone(), &members, false, options)?;
@@ -87,8 +90,9 @@ impl Cluster {
             bin: bin.to_path_buf(),
             run_dir: run_dir.to_path_buf(),
             options,
-            control: Client::new(CONTROL_TIMEOUT),
-            status: StatusClient::new(CONTROL_TIMEOUT),
+            control: Client::new(CONTROL_TIMEOUT, &token),
+            status: StatusClient::new(CONTROL_TIMEOUT, &token),
+            token,
         })
     }
 

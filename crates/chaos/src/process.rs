@@ -116,6 +116,7 @@ impl NodeProcess {
         };
         let process = bulwark_harness::NodeProcess::new(bin, data_dir.join("data"), args, logs)
             .with_cluster_ca(run_dir.join("ca"))
+            .with_admin_token(&run_dir.join("admin.token"))
             .with_env("RUST_LOG", "info");
         Ok(NodeProcess {
             addrs,

@@ -90,7 +90,7 @@ async fn drive(
     let start = Instant::now();
     let recorder = Arc::new(Recorder::new(start));
     let nodes = cluster.http_addrs();
-    let client = Client::new(Duration::from_secs(3));
+    let client = Client::new(Duration::from_secs(3), &cluster.token);
     tracing::info!(
         nodes = config.nodes,
         seed = config.seed,

@@ -91,6 +91,8 @@ pub struct LocalCluster {
     /// One process per member, in the order of `members`.
     pub nodes: Vec<NodeProcess>,
     pub root: PathBuf,
+    /// The cluster's first admin token (`ROOT/admin.token`), given to every member.
+    pub token: String,
     /// The temporary directory holding `root`, removed on drop (after the nodes are killed).
     _temp: Option<tempfile::TempDir>,
 }
@@ -115,6 +117,8 @@ impl LocalCluster {
                 (temp.path().to_path_buf(), Some(temp))
             }
         };
+        let (token_path, token) = crate::token::admin_token(&root)
+            .map_err(|e| format!("cannot make the admin token: {e}"))?;
         let mut nodes = Vec::with_capacity(members.len());
         for m in &members {
             let dir = root.join(format!("node-{}", m.id));
@@ -123,12 +127,16 @@ impl LocalCluster {
             let mut args = member_args(m.id, &members);
             args.extend(extra.iter().cloned());
             let logs = Logs::append(dir.join("node.log"));
-            nodes.push(NodeProcess::new(bin, dir, args, logs).with_cluster_ca(root.join("ca")));
+            let node = NodeProcess::new(bin, dir, args, logs)
+                .with_cluster_ca(root.join("ca"))
+                .with_admin_token(&token_path);
+            nodes.push(node);
         }
         Ok(LocalCluster {
             members,
             nodes,
             root,
+            token,
             _temp: temp,
         })
     }

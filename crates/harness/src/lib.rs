@@ -16,8 +16,10 @@ pub mod cluster;
 pub mod ports;
 pub mod process;
 pub mod status;
+pub mod token;
 
 pub use cluster::{free_members, member_args, members, ports_from, LocalCluster, Member};
 pub use ports::{free_addrs, free_port, free_port_range};
 pub use process::{strip_ansi, wait_exit, Logs, NodeProcess, StartError};
 pub use status::{wait_for, StatusClient, View};
+pub use token::{admin_token, bearer_headers};

@@ -134,6 +134,14 @@ impl NodeProcess {
         }
     }
 
+    /// Every run gets `--admin-token-file path`: the cluster's first admin token, the same for
+    /// every member.
+    pub fn with_admin_token(mut self, path: &Path) -> NodeProcess {
+        self.args.push("--admin-token-file".into());
+        self.args.push(path.display().to_string());
+        self
+    }
+
     /// A member whose TLS directory has no certificate gets one from the CA in `dir` (created
     /// there on first use) before it starts: a local cluster's one-command setup.
     pub fn with_cluster_ca(mut self, dir: PathBuf) -> NodeProcess {

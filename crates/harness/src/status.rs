@@ -12,9 +12,10 @@ use serde_json::Value;
 pub struct StatusClient(reqwest::Client);
 
 impl StatusClient {
-    /// A client whose requests give up after `timeout`.
-    pub fn new(timeout: Duration) -> StatusClient {
+    /// A client whose requests give up after `timeout`, sending `token` (status needs `read`).
+    pub fn new(timeout: Duration, token: &str) -> StatusClient {
         let client = reqwest::Client::builder()
+            .default_headers(crate::token::bearer_headers(token))
             .no_proxy()
             .tcp_nodelay(true)
             .connect_timeout(timeout.min(Duration::from_secs(5)))

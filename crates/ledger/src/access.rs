@@ -149,11 +149,21 @@ pub enum AccessChange {
 /// What happened, in the audit trail.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AuditEvent {
-    TokenCreated { id: TokenId, name: String, role: Role },
-    TokenRevoked { id: TokenId },
-    AdminBootstrapped { id: TokenId },
+    TokenCreated {
+        id: TokenId,
+        name: String,
+        role: Role,
+    },
+    TokenRevoked {
+        id: TokenId,
+    },
+    AdminBootstrapped {
+        id: TokenId,
+    },
     /// A membership change as applied, in words (`details`).
-    Membership { details: String },
+    Membership {
+        details: String,
+    },
 }
 
 /// One line of the replicated audit trail. Keyed by `(timestamp, index)`: a control event has a

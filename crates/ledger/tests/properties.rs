@@ -269,6 +269,7 @@ fn chain_open(results: &BatchResults, i: usize) -> bool {
     match results {
         BatchResults::Accounts(r) => r[i] == CreateAccountResult::LinkedEventChainOpen,
         BatchResults::Transfers(r) => r[i] == CreateTransferResult::LinkedEventChainOpen,
+        BatchResults::Control(_) => unreachable!("the properties generate no control commands"),
     }
 }
 
@@ -304,6 +305,7 @@ fn created_at(before: &MemoryStore, after: &MemoryStore, batch: &Batch) -> BTree
             .filter(|t| !before.transfers.contains_key(&t.id))
             .map(|t| (t.timestamp.0, t.id.0))
             .collect(),
+        Operation::Control(_) => unreachable!("the properties generate no control commands"),
     }
 }
 
@@ -311,6 +313,7 @@ fn event_id(batch: &Batch, i: usize) -> u64 {
     match &batch.operation {
         Operation::CreateAccounts(a) => a[i].id.0,
         Operation::CreateTransfers(t) => t[i].id.0,
+        Operation::Control(_) => unreachable!("the properties generate no control commands"),
     }
 }
 
@@ -639,6 +642,7 @@ fn generated_batches_reach_the_interesting_cases() {
                 BatchResults::Transfers(r) => r
                     .into_iter()
                     .for_each(|r| *transfer_codes.entry(r).or_default() += 1),
+                BatchResults::Control(_) => unreachable!("no control commands here"),
             }
         }
         for s in store.pending.values() {

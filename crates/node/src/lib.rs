@@ -521,9 +521,11 @@ pub(crate) fn answer_query(store: &StateStore, query: Query) -> Result<ReadOutco
             ),
         }),
         Query::Tokens => Answer::Tokens(store.tokens().cloned().collect()),
-        Query::Audit { after, limit } => {
-            Answer::Audit(store.audit_page(after, limit).map_err(RequestError::Store)?)
-        }
+        Query::Audit { after, limit } => Answer::Audit(
+            store
+                .audit_page(after, limit)
+                .map_err(RequestError::Store)?,
+        ),
         Query::Status => unreachable!("each event loop answers status itself"),
     };
     Ok(ReadOutcome {

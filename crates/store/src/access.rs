@@ -62,7 +62,10 @@ pub(crate) fn write_access(
     }
     let mut audit = txn.open_table(AUDIT)?;
     for a in &frozen.memtable.audit {
-        audit.insert((a.timestamp.0, a.index), encoding::encode_audit(a).as_slice())?;
+        audit.insert(
+            (a.timestamp.0, a.index),
+            encoding::encode_audit(a).as_slice(),
+        )?;
     }
     Ok(())
 }
@@ -106,7 +109,9 @@ impl StateStore {
         limit: usize,
     ) -> Result<Vec<AuditRecord>, StoreError> {
         let db = self.db()?;
-        let read = db.begin_read().map_err(redb_err(&self.path, "begin read"))?;
+        let read = db
+            .begin_read()
+            .map_err(redb_err(&self.path, "begin read"))?;
         let table = read
             .open_table(AUDIT)
             .map_err(redb_err(&self.path, "open audit"))?;
@@ -125,13 +130,14 @@ impl StateStore {
             if page.len() >= limit {
                 break;
             }
-            let record = encoding::decode_audit(Timestamp(ts), index, value.value()).map_err(
-                |_| StoreError::Corrupt {
-                    path: self.path.clone(),
-                    table: "audit",
-                    key: format!("({ts}, {index})"),
-                },
-            )?;
+            let record =
+                encoding::decode_audit(Timestamp(ts), index, value.value()).map_err(|_| {
+                    StoreError::Corrupt {
+                        path: self.path.clone(),
+                        table: "audit",
+                        key: format!("({ts}, {index})"),
+                    }
+                })?;
             page.push(record);
         }
         Ok(page)

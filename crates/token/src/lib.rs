@@ -20,7 +20,8 @@ pub fn generate() -> NewToken {
     let mut id = [0u8; 8];
     let mut secret = [0u8; 32];
     rng.fill(&mut id).expect("the system random source works");
-    rng.fill(&mut secret).expect("the system random source works");
+    rng.fill(&mut secret)
+        .expect("the system random source works");
     let id = u64::from_be_bytes(id);
     let secret_hex = hex(&secret);
     NewToken {
@@ -83,7 +84,13 @@ mod tests {
         assert_eq!(parse(&t.text), Some((t.id, t.secret_hash)));
         assert_ne!(generate().text, t.text);
         let longer = format!("{}0", t.text);
-        for bad in ["", "bulwark_", &t.text[1..], &t.text.to_uppercase(), &longer] {
+        for bad in [
+            "",
+            "bulwark_",
+            &t.text[1..],
+            &t.text.to_uppercase(),
+            &longer,
+        ] {
             assert_eq!(parse(bad), None, "{bad}");
         }
     }

@@ -106,6 +106,8 @@ fn body_framing(headers: &[httparse::Header<'_>]) -> Result<(usize, bool), Strin
 pub(super) struct Target {
     pub(super) authority: String,
     path: String,
+    /// `authorization: Bearer <token>\r\n`, or nothing.
+    authorization: String,
 }
 
 impl Target {
@@ -123,7 +125,16 @@ impl Target {
         Ok(Target {
             authority: authority.to_string(),
             path: path.to_string(),
+            authorization: String::new(),
         })
+    }
+
+    /// Every request carries `token`.
+    pub(super) fn with_token(mut self, token: Option<&str>) -> Target {
+        self.authorization = token
+            .map(|t| format!("authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        self
     }
 
     /// The whole request for `body` into `out`, to be written at once.
@@ -132,9 +143,10 @@ impl Target {
         let _ = write!(
             out,
             "POST {} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\n\
-             content-length: {}\r\n\r\n",
+             {}content-length: {}\r\n\r\n",
             self.path,
             self.authority,
+            self.authorization,
             body.len()
         );
         out.extend_from_slice(body.as_bytes());

@@ -53,6 +53,19 @@ fn cluster_ca() -> PathBuf {
         .join("ca")
 }
 
+/// The first admin token of every node and cluster these tests start (one per test binary,
+/// given to each with `--admin-token-file`), which [`Http`] sends unless told otherwise.
+pub fn test_token() -> &'static (PathBuf, String) {
+    static TOKEN: std::sync::OnceLock<(tempfile::TempDir, (PathBuf, String))> =
+        std::sync::OnceLock::new();
+    let (_, token) = TOKEN.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("a token directory");
+        let token = bulwark_harness::admin_token(dir.path()).expect("an admin token");
+        (dir, token)
+    });
+    token
+}
+
 /// A `bulwark start` process of the tests on `data_dir`: `--listen` on `port`, then `args`; a
 /// log file per run; no colours.
 fn test_process(data_dir: PathBuf, port: u16, args: &[String]) -> NodeProcess {
@@ -61,6 +74,7 @@ fn test_process(data_dir: PathBuf, port: u16, args: &[String]) -> NodeProcess {
     let logs = Logs::per_run().expect("a log directory");
     NodeProcess::new(Path::new(bin()), data_dir, all, logs)
         .with_cluster_ca(cluster_ca())
+        .with_admin_token(&test_token().0)
         .with_env("NO_COLOR", "1")
         .with_env("RUST_LOG", "info")
 }
@@ -290,7 +304,16 @@ impl Http {
     }
 
     pub fn with_base(base: String) -> Http {
+        Http::with_token(base, Some(&test_token().1))
+    }
+
+    /// A client of `base` that sends `token`, or no token at all.
+    pub fn with_token(base: String, token: Option<&str>) -> Http {
+        let headers = token
+            .map(bulwark_harness::bearer_headers)
+            .unwrap_or_default();
         let client = reqwest::Client::builder()
+            .default_headers(headers)
             .timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(5))
             .no_proxy()
@@ -674,7 +697,7 @@ impl Cluster {
         Cluster {
             nodes,
             members,
-            status: StatusClient::new(Duration::from_secs(30)),
+            status: StatusClient::new(Duration::from_secs(30), &test_token().1),
             _data: data,
         }
     }

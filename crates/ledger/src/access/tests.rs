@@ -42,13 +42,22 @@ fn roles_include_the_ones_below() {
 #[test]
 fn tokens_are_created_once_revoked_and_audited_with_their_own_timestamps() {
     let mut store = MemoryStore::default();
-    assert_eq!(result(&mut store, &create(7, "ci", Role::Write), 3), ControlResult::Ok);
+    assert_eq!(
+        result(&mut store, &create(7, "ci", Role::Write), 3),
+        ControlResult::Ok
+    );
     assert_eq!(store.tokens[&TokenId(7)].role, Role::Write);
     assert_eq!(store.tokens[&TokenId(7)].secret_hash, [7; 32]);
     // The same id again, even with other fields, does not replace the token.
-    assert_eq!(result(&mut store, &create(7, "other", Role::Admin), 4), ControlResult::Exists);
+    assert_eq!(
+        result(&mut store, &create(7, "other", Role::Admin), 4),
+        ControlResult::Exists
+    );
     assert_eq!(store.tokens[&TokenId(7)].name, "ci");
-    let revoke = control(Actor::Node(1), ControlCommand::RevokeToken { id: TokenId(7) });
+    let revoke = control(
+        Actor::Node(1),
+        ControlCommand::RevokeToken { id: TokenId(7) },
+    );
     assert_eq!(result(&mut store, &revoke, 5), ControlResult::Ok);
     assert!(store.tokens.is_empty());
     assert_eq!(result(&mut store, &revoke, 6), ControlResult::NotFound);
@@ -80,7 +89,10 @@ fn the_first_admin_token_is_made_once_in_a_clusters_life() {
     };
     assert_eq!(result(&mut store, &bootstrap(5), 1), ControlResult::Ok);
     assert_eq!(store.tokens[&TokenId(5)].role, Role::Admin);
-    let revoke = control(Actor::Node(1), ControlCommand::RevokeToken { id: TokenId(5) });
+    let revoke = control(
+        Actor::Node(1),
+        ControlCommand::RevokeToken { id: TokenId(5) },
+    );
     assert_eq!(result(&mut store, &revoke, 2), ControlResult::Ok);
     // A node restarted with the old token file proposes it again: nothing comes back.
     assert_eq!(
@@ -96,17 +108,28 @@ fn the_first_admin_token_is_made_once_in_a_clusters_life() {
 fn no_more_than_the_bound_of_tokens() {
     let mut store = MemoryStore::default();
     for id in 0..bulwark_limits::MAX_TOKENS as u64 {
-        assert_eq!(result(&mut store, &create(id, "t", Role::Read), id + 1), ControlResult::Ok);
+        assert_eq!(
+            result(&mut store, &create(id, "t", Role::Read), id + 1),
+            ControlResult::Ok
+        );
     }
     let past = create(u64::MAX, "t", Role::Read);
-    assert_eq!(result(&mut store, &past, 99_999), ControlResult::TooManyTokens);
+    assert_eq!(
+        result(&mut store, &past, 99_999),
+        ControlResult::TooManyTokens
+    );
 }
 
 #[test]
 fn records_round_trip_and_damaged_ones_are_refused() {
     let commands = [
         create(3, "svc.payments-1", Role::Admin),
-        control(Actor::Node(2), ControlCommand::RevokeToken { id: TokenId(u64::MAX) }),
+        control(
+            Actor::Node(2),
+            ControlCommand::RevokeToken {
+                id: TokenId(u64::MAX),
+            },
+        ),
         control(
             Actor::Token(TokenId(4)),
             ControlCommand::BootstrapAdmin {
@@ -133,7 +156,10 @@ fn records_round_trip_and_damaged_ones_are_refused() {
     }
     for a in &store.audit {
         let bytes = encode_audit(a);
-        assert_eq!(&decode_audit(a.timestamp, a.index, &bytes).expect("decodes"), a);
+        assert_eq!(
+            &decode_audit(a.timestamp, a.index, &bytes).expect("decodes"),
+            a
+        );
         assert!(decode_audit(a.timestamp, a.index, &bytes[..bytes.len() - 1]).is_err());
     }
     let membership = AuditRecord {
@@ -146,13 +172,22 @@ fn records_round_trip_and_damaged_ones_are_refused() {
         result: ControlResult::Ok,
     };
     let bytes = encode_audit(&membership);
-    assert_eq!(decode_audit(Timestamp(5), 9, &bytes).expect("decodes"), membership);
+    assert_eq!(
+        decode_audit(Timestamp(5), 9, &bytes).expect("decodes"),
+        membership
+    );
 }
 
 #[test]
 fn names_are_short_and_plain() {
     assert!(valid_token_name("ci-runner_2.prod"));
-    for bad in ["", "a b", "ä", "x/y", &"n".repeat(bulwark_limits::MAX_TOKEN_NAME + 1)] {
+    for bad in [
+        "",
+        "a b",
+        "ä",
+        "x/y",
+        &"n".repeat(bulwark_limits::MAX_TOKEN_NAME + 1),
+    ] {
         assert!(!valid_token_name(bad), "{bad:?}");
     }
 }
