@@ -269,3 +269,41 @@ pub(crate) fn audit_json(r: &AuditRecord) -> Value {
         "result": r.result.name(),
     })
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LocalAuditParams {
+    /// Records to skip (`next_skip` of the previous page).
+    skip: Option<usize>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/audit/local?skip=&limit=`: this node's own log of refused requests, oldest first.
+pub(crate) async fn local_audit(
+    State(state): State<Arc<AppState>>,
+    params: Result<Query<LocalAuditParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let params = query(params)?;
+    let limit = params.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_AUDIT_PAGE {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("limit must be 1 to {MAX_AUDIT_PAGE}"),
+        ));
+    }
+    let Some(log) = state.refusals.clone() else {
+        return Ok(Json(json!({ "records": [], "next_skip": null })).into_response());
+    };
+    let skip = params.skip.unwrap_or(0);
+    let records = tokio::task::spawn_blocking(move || log.read(skip, limit))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::internal(format!("cannot read the refusals log: {e}")))?;
+    let next = (records.len() == limit).then_some(skip + limit);
+    Ok(Json(json!({
+        "records": records,
+        "next_skip": next,
+        "dropped": state.refusals.as_ref().map_or(0, |l| l.dropped()),
+    }))
+    .into_response())
+}

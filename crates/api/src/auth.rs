@@ -66,9 +66,19 @@ impl Refusal {
     }
 }
 
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
+impl Refusal {
+    /// The error word of the answer.
+    pub fn code(&self) -> &'static str {
         match self {
+            Refusal::Unauthenticated(_) => "unauthorized",
+            Refusal::Forbidden { .. } => "forbidden",
+            Refusal::RateLimited { .. } => "rate_limited",
+        }
+    }
+
+    /// The answer, leaving the refusal for the refusals log.
+    pub fn into_response_ref(&self) -> Response {
+        match *self {
             Refusal::Unauthenticated(why) => {
                 let mut response = ApiError {
                     status: StatusCode::UNAUTHORIZED,

@@ -28,6 +28,15 @@ impl ApiError {
         }
     }
 
+    /// 500: something in this node failed (never a client's fault).
+    pub fn internal(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal",
+            message: message.into(),
+        }
+    }
+
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status: StatusCode::NOT_FOUND,

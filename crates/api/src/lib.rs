@@ -44,19 +44,23 @@ struct AppState {
     node_id: NodeId,
     client: reqwest::Client,
     limiter: auth::RateLimiter,
+    refusals: Option<bulwark_refusals::RefusalLog>,
 }
 
 /// How the API treats its callers.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone)]
 pub struct ApiOptions {
     /// Requests a second each token may send on average (bursts of one second's worth).
     pub token_rate_limit: u32,
+    /// Where refused requests are recorded (`None`: nowhere, as in unit tests).
+    pub refusals: Option<bulwark_refusals::RefusalLog>,
 }
 
 impl Default for ApiOptions {
     fn default() -> Self {
         ApiOptions {
             token_rate_limit: bulwark_limits::DEFAULT_TOKEN_RATE_LIMIT,
+            refusals: None,
         }
     }
 }
@@ -112,6 +116,7 @@ pub fn cluster_router(node: NodeHandle, node_id: u64, options: ApiOptions) -> Ro
         node_id: NodeId(node_id),
         client,
         limiter: auth::RateLimiter::new(options.token_rate_limit),
+        refusals: options.refusals,
     });
     Router::new()
         .route("/v1/accounts", post(create_accounts))
@@ -131,6 +136,7 @@ pub fn cluster_router(node: NodeHandle, node_id: u64, options: ApiOptions) -> Ro
         )
         .route("/v1/tokens/{id}/revoke", post(admin::revoke_token))
         .route("/v1/audit", get(admin::audit))
+        .route("/v1/audit/local", get(admin::local_audit))
         .route("/health/live", get(|| async { "ok" }))
         .route("/health/ready", get(ready))
         .fallback(not_found)
@@ -162,11 +168,17 @@ async fn serve_request(
         }
         .into_response()
     } else if let Some(refused) = not_json(&request) {
+        record_refusal(&state, &request, refused.code, refused.status, None);
         refused.into_response()
     } else {
         match admit(&state, &mut request) {
             Ok(()) => next.run(request).await,
-            Err(refusal) => refusal.into_response(),
+            Err(refusal) => {
+                let response = refusal.into_response_ref();
+                let who = refusal.token().map(|t| format!("token {t}"));
+                record_refusal(&state, &request, refusal.code(), response.status(), who);
+                response
+            }
         }
     };
     let metrics = &state.node.metrics;
@@ -182,6 +194,32 @@ async fn serve_request(
         })
         .inc();
     response
+}
+
+/// Puts a refused request in the node's local refusals log: what was asked, by whom (a valid
+/// token's id), from where.
+fn record_refusal(
+    state: &AppState,
+    request: &Request,
+    code: &str,
+    status: StatusCode,
+    who: Option<String>,
+) {
+    let Some(log) = &state.refusals else {
+        return;
+    };
+    let from = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.to_string());
+    let what = format!("{} {}", request.method(), request.uri().path());
+    log.record(bulwark_refusals::Refusal::now(
+        code,
+        status.as_u16(),
+        who,
+        what,
+        from,
+    ));
 }
 
 /// Authenticates a request for the role its route needs and takes it from its token's rate;

@@ -302,8 +302,16 @@ async fn start_node(
             http,
         ));
     }
+    let refusals_dir = args.data_dir.join("audit");
+    let refusals = bulwark_refusals::RefusalLog::open(&refusals_dir).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open the refusals log in {}: {e}",
+            refusals_dir.display()
+        )
+    })?;
     let options = bulwark_api::ApiOptions {
         token_rate_limit: args.token_rate_limit,
+        refusals: Some(refusals),
     };
     let app = bulwark_api::cluster_router(node.handle(), identity.node_id, options);
     Ok((node, app, plan.http_listen))

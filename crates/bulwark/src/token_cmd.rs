@@ -51,9 +51,14 @@ pub struct AuditArgs {
     /// Records per page.
     #[arg(long, default_value_t = 100)]
     pub limit: usize,
-    /// Only records whose action is this (token_created, token_revoked, membership_changed, ...).
+    /// Only records whose action is this (token_created, token_revoked, membership_changed, ...;
+    /// with --local: unauthorized, forbidden, rate_limited, unsupported_media_type, peer_refused).
     #[arg(long)]
     pub action: Option<String>,
+    /// This node's own log of refused requests and connections instead of the replicated trail
+    /// (`--after` is then the number of records to skip).
+    #[arg(long)]
+    pub local: bool,
     #[command(flatten)]
     pub target: Target,
 }
@@ -105,6 +110,9 @@ pub async fn token(command: TokenCommand) -> ExitCode {
 }
 
 pub async fn audit(a: AuditArgs) -> ExitCode {
+    if a.local {
+        return local_audit(a).await;
+    }
     let mut url = format!("{}/v1/audit?limit={}", a.target.addr, a.limit);
     if let Some(after) = &a.after {
         url.push_str(&format!("&after={after}"));
@@ -128,6 +136,34 @@ pub async fn audit(a: AuditArgs) -> ExitCode {
         }
         if let Some(next) = v["next_after"].as_str() {
             println!("more: --after {next}");
+        }
+    })
+}
+
+async fn local_audit(a: AuditArgs) -> ExitCode {
+    let mut url = format!("{}/v1/audit/local?limit={}", a.target.addr, a.limit);
+    if let Some(skip) = &a.after {
+        url.push_str(&format!("&skip={skip}"));
+    }
+    let outcome = call(&a.target, reqwest::Method::GET, url, None).await;
+    let wanted = a.action.clone();
+    answered(outcome, a.target.json, |v| {
+        for r in v["records"].as_array().into_iter().flatten() {
+            if wanted.as_deref().is_some_and(|w| r["code"] != w) {
+                continue;
+            }
+            println!(
+                "{}  {:<3} {:<22} {:<24} {:<22} {}",
+                r["at"],
+                r["status"],
+                text(&r["code"]),
+                r["who"].as_str().unwrap_or("-"),
+                r["from"].as_str().unwrap_or("-"),
+                text(&r["what"])
+            );
+        }
+        if let Some(next) = v["next_skip"].as_u64() {
+            println!("more: --local --after {next}");
         }
     })
 }

@@ -52,6 +52,14 @@ pub const MAX_TOKEN_NAME: usize = 64;
 /// requests a second), so only a runaway or hostile client meets it.
 pub const DEFAULT_TOKEN_RATE_LIMIT: u32 = 100_000;
 
+/// Most bytes a node's local log of refused requests keeps (two files of half each): about
+/// 100,000 refusals, days of a steady attacker, and nothing a disk notices.
+pub const MAX_REFUSALS_LOG_BYTES: u64 = 32 << 20;
+
+/// Refusals waiting for the refusals log's writer; past it they are counted and dropped, so a
+/// flood of refused requests never waits on a disk.
+pub const REFUSALS_QUEUE: usize = 4096;
+
 /// Largest page of the audit trail (`GET /v1/audit`): one screenful of lines many times over,
 /// and a small answer.
 pub const MAX_AUDIT_PAGE: usize = 1000;

@@ -235,10 +235,22 @@ pub fn start_expecting_exit(
     (status, process.last_log())
 }
 
-/// Runs a `bulwark` client command; returns its exit code, stdout and stderr.
+/// Runs a `bulwark` client command with the tests' admin token in `BULWARK_TOKEN`; returns
+/// its exit code, stdout and stderr.
 pub async fn cli(args: &[&str]) -> (i32, String, String) {
-    let out = tokio::process::Command::new(bin())
+    cli_with_token(args, Some(&test_token().1)).await
+}
+
+/// Runs a `bulwark` client command with `token` (or none) in `BULWARK_TOKEN`.
+pub async fn cli_with_token(args: &[&str], token: Option<&str>) -> (i32, String, String) {
+    let mut command = tokio::process::Command::new(bin());
+    match token {
+        Some(token) => command.env("BULWARK_TOKEN", token),
+        None => command.env_remove("BULWARK_TOKEN"),
+    };
+    let out = command
         .args(args)
+        .env_remove("BULWARK_TOKEN_FILE")
         .env_remove("BULWARK_ADDR")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
