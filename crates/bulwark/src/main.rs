@@ -11,6 +11,8 @@ mod certs;
 mod chaos_cmd;
 mod client;
 mod cluster_cmd;
+mod fds;
+mod serve;
 mod server;
 
 use std::process::ExitCode;

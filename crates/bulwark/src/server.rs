@@ -116,13 +116,19 @@ async fn serve(args: StartArgs) -> anyhow::Result<()> {
     // Held until the process exits: no second node touches this directory meanwhile.
     let (identity, _dir_lock) = bulwark_node::identity::resolve(&args.data_dir, &requested)
         .map_err(|e| anyhow::anyhow!("cannot start: {e}"))?;
+    // Before the log and the store open files: their descriptors are reserved from this limit.
+    let fd_limit = crate::fds::raise_limit()?;
+    let max_connections = crate::fds::client_connections(fd_limit)?;
     let (node, app, listen) = start_node(&args, &identity, config, metrics).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let options = crate::serve::ServeOptions::new(max_connections, None);
     tracing::info!(
         listen = %listen,
         data_dir = %args.data_dir.display(),
+        max_connections = options.max_connections,
+        fd_limit,
         "bulwark is serving HTTP API v1"
     );
     let node = Arc::new(std::sync::Mutex::new(Some(node)));
@@ -146,9 +152,7 @@ async fn serve(args: StartArgs) -> anyhow::Result<()> {
             _ = stopped_on_error => tracing::error!("the node stopped; shutting the API down"),
         }
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    crate::serve::serve(listener, app, options, shutdown).await;
     let node = node.lock().expect("node lock").take();
     if let Some(node) = node {
         tokio::task::spawn_blocking(move || node.shutdown())
