@@ -167,3 +167,209 @@ async fn past_the_connection_limit_a_new_connection_is_answered_503() {
     }
     node.assert_running();
 }
+
+/// The node's file-descriptor limit in the exhaustion test: client connections get what the
+/// reserve leaves (`FD_LIMIT - FD_RESERVE - MAX_CLIENT_REJECTIONS`).
+const FD_LIMIT: usize = 700;
+/// Sockets the test opens at once: more than the node has descriptors.
+const FLOOD: usize = 900;
+
+/// Raises this test process's own soft descriptor limit to its hard one (it opens `FLOOD`).
+fn raise_own_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct we own.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        limit.rlim_cur = limit.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+    }
+    assert!(
+        limit.rlim_cur as usize > FLOOD + 200,
+        "this test needs a descriptor limit above {}",
+        FLOOD + 200
+    );
+}
+
+/// `bulwark` behind `ulimit -n FD_LIMIT` (soft and hard: the node cannot raise it).
+fn low_fd_wrapper(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let script = dir.join("bulwark-low-fds");
+    let text = format!(
+        "#!/bin/sh\nulimit -n {FD_LIMIT} || exit 97\nexec '{}' \"$@\"\n",
+        common::bin()
+    );
+    std::fs::write(&script, text).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+/// Writes transfers of 1 from account 1 to 2 one after another on one kept-alive connection
+/// until `stop`; returns the ids acknowledged.
+fn spawn_writer(
+    base: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acked: std::sync::Arc<std::sync::Mutex<Vec<u64>>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let mut id = 1000u64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            id += 1;
+            let body = serde_json::json!([{"id": id, "debit_account_id": 1,
+                "credit_account_id": 2, "amount": 1, "ledger": 1, "code": 1}]);
+            let answer = client
+                .post(format!("{base}/v1/transfers"))
+                .json(&body)
+                .send()
+                .await;
+            let Ok(answer) = answer else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let ok = answer.status().is_success();
+            let json: serde_json::Value = answer.json().await.unwrap_or_default();
+            if ok && json["results"][0]["result"] == "ok" {
+                acked.lock().unwrap().push(id);
+            }
+        }
+    })
+}
+
+/// Opens up to `FLOOD` connections to `addr` and holds them (each connect given a second).
+async fn flood(addr: SocketAddr) -> Vec<TcpStream> {
+    let mut held = Vec::new();
+    for _ in 0..FLOOD {
+        let connect = TcpStream::connect(addr);
+        if let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_secs(1), connect).await {
+            held.push(stream);
+        }
+    }
+    held
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_descriptors_for_clients_the_node_keeps_its_log_and_serves_again() {
+    raise_own_fd_limit();
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let listen = SocketAddr::from(([127, 0, 0, 1], port));
+    let base = format!("http://{listen}");
+    // Small segments and checkpoints: the log rolls over and the store checkpoints (new files)
+    // while the sockets are held.
+    let args = [
+        "--listen",
+        &listen.to_string(),
+        "--segment-bytes",
+        "65536",
+        "--checkpoint-transfers",
+        "300",
+    ];
+    let mut node = bulwark_harness::NodeProcess::new(
+        &low_fd_wrapper(dir.path()),
+        dir.path().join("d"),
+        args.iter().map(|a| a.to_string()).collect(),
+        bulwark_harness::Logs::per_run().unwrap(),
+    )
+    .with_env("NO_COLOR", "1")
+    .with_env("RUST_LOG", "info");
+    node.start_live(listen, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let expected = FD_LIMIT - bulwark_limits::FD_RESERVE - bulwark_limits::MAX_CLIENT_REJECTIONS;
+    let log = node.last_log();
+    assert!(
+        log.contains(&format!("max_connections={expected}")),
+        "{log}"
+    );
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let accounts = serde_json::json!([{"id": 1, "ledger": 1, "code": 1},
+        {"id": 2, "ledger": 1, "code": 1}]);
+    let created = client
+        .post(format!("{base}/v1/accounts"))
+        .json(&accounts)
+        .send()
+        .await;
+    assert!(created.unwrap().status().is_success());
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let writer = spawn_writer(base.clone(), stop.clone(), acked.clone());
+    while acked.lock().unwrap().len() < 50 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(node.exited().is_none(), "{}", node.last_log());
+    }
+    let segments_before = common::wal_segments(&dir.path().join("d").join("raft")).len();
+    let held = flood(listen).await;
+    let acked_before = acked.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let acked_during = acked.lock().unwrap().len() - acked_before;
+    assert!(
+        node.exited().is_none(),
+        "the node stopped:\n{}",
+        node.last_log()
+    );
+    assert!(held.len() > expected, "only {} sockets opened", held.len());
+    // The writer's connection was open before the flood: its writes went on, and the log
+    // created new segments meanwhile (descriptors from the reserve).
+    assert!(
+        acked_during > 0,
+        "no write acknowledged while the sockets were held"
+    );
+    drop(held);
+
+    // Served again once the sockets are gone: a fresh client gets through.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let fresh = reqwest::Client::builder().no_proxy().build().unwrap();
+    while !matches!(fresh.get(format!("{base}/health/live")).send().await, Ok(r) if r.status().is_success())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "not served again:\n{}",
+            node.last_log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.await.unwrap();
+    let segments_after = common::wal_segments(&dir.path().join("d").join("raft")).len();
+    let acked = acked.lock().unwrap().clone();
+    for id in &acked {
+        let answer = fresh
+            .get(format!("{base}/v1/transfers/{id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            answer.status(),
+            200,
+            "acknowledged transfer {id} is missing"
+        );
+    }
+    let account: serde_json::Value = fresh
+        .get(format!("{base}/v1/accounts/2"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(account["credits_posted"], acked.len() as u64);
+    assert!(
+        node.exited().is_none(),
+        "the node stopped:\n{}",
+        node.last_log()
+    );
+    eprintln!(
+        "{} writes acknowledged ({acked_during} while {FLOOD} sockets were opened), WAL \
+         segments {segments_before} -> {segments_after}",
+        acked.len()
+    );
+    node.terminate(Duration::from_secs(30));
+}
