@@ -18,6 +18,9 @@ pub struct Target {
     /// Print the server's JSON answer instead of readable text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// The cluster's CA certificate (`ca.crt`), the only one trusted for an `https://` address.
+    #[arg(long, env = "BULWARK_CA", global = true)]
+    pub ca: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::Subcommand)]
@@ -97,7 +100,15 @@ enum Outcome {
     Unreachable(String),
 }
 
-async fn call(method: reqwest::Method, url: String, body: Option<Value>) -> Outcome {
+async fn call(
+    target: &Target,
+    method: reqwest::Method,
+    url: String,
+    body: Option<Value>,
+) -> Outcome {
+    if url.starts_with("https://") {
+        return call_https(target, method, url, body).await;
+    }
     let client = reqwest::Client::new();
     let mut request = client.request(method, &url);
     if let Some(body) = body {
@@ -114,6 +125,28 @@ async fn call(method: reqwest::Method, url: String, body: Option<Value>) -> Outc
                 }
             }
         }
+    }
+}
+
+async fn call_https(
+    target: &Target,
+    method: reqwest::Method,
+    url: String,
+    body: Option<Value>,
+) -> Outcome {
+    let Some(ca) = &target.ca else {
+        return Outcome::Unreachable(format!(
+            "{url}: an https:// address needs the cluster's CA certificate: --ca PATH (or \
+             BULWARK_CA; a single node's is <data-dir>/tls/ca.crt)"
+        ));
+    };
+    let body = body.map(|b| b.to_string().into_bytes());
+    match crate::https::request(ca, method, &url, body).await {
+        Err(e) => Outcome::Unreachable(format!("cannot reach {url}: {e}")),
+        Ok((status, bytes)) => match serde_json::from_slice::<Value>(&bytes) {
+            Ok(v) => Outcome::Answered(status, v),
+            Err(e) => Outcome::Unreachable(format!("{url} answered {status} without JSON: {e}")),
+        },
     }
 }
 
@@ -175,12 +208,12 @@ pub async fn account(cmd: AccountCommand) -> ExitCode {
                 "flags": a.flags, "user_data": a.user_data,
             }]);
             let url = format!("{}/v1/accounts", a.target.addr);
-            let outcome = call(reqwest::Method::POST, url, Some(body)).await;
+            let outcome = call(&a.target, reqwest::Method::POST, url, Some(body)).await;
             single_result(outcome, a.target.json, "account", a.id)
         }
         AccountCommand::Get(a) => {
             let url = format!("{}/v1/accounts/{}", a.target.addr, a.id);
-            let outcome = call(reqwest::Method::GET, url, None).await;
+            let outcome = call(&a.target, reqwest::Method::GET, url, None).await;
             if let Some(code) = refused(&outcome, a.target.json) {
                 return code;
             }
@@ -221,7 +254,7 @@ pub async fn transfer(t: TransferArgs) -> ExitCode {
         "pending_id": t.pending_id, "timeout": t.timeout, "user_data": t.user_data,
     }]);
     let url = format!("{}/v1/transfers", t.target.addr);
-    let outcome = call(reqwest::Method::POST, url, Some(body)).await;
+    let outcome = call(&t.target, reqwest::Method::POST, url, Some(body)).await;
     single_result(outcome, t.target.json, "transfer", t.id)
 }
 
@@ -230,7 +263,7 @@ pub async fn history(h: HistoryArgs) -> ExitCode {
         "{}/v1/accounts/{}/transfers?limit={}&after={}",
         h.target.addr, h.account, h.limit, h.after
     );
-    let outcome = call(reqwest::Method::GET, url, None).await;
+    let outcome = call(&h.target, reqwest::Method::GET, url, None).await;
     if let Some(code) = refused(&outcome, h.target.json) {
         return code;
     }

@@ -12,6 +12,7 @@ mod chaos_cmd;
 mod client;
 mod cluster_cmd;
 mod fds;
+mod https;
 mod serve;
 mod server;
 

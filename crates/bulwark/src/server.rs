@@ -58,6 +58,14 @@ pub struct StartArgs {
     /// cert`) [default: <data-dir>/tls; a new single node creates them there].
     #[arg(long, env = "BULWARK_TLS_DIR")]
     pub tls_dir: Option<PathBuf>,
+    /// Serve the client API over TLS on a loopback address too (`api.crt`, `api.key` in the TLS
+    /// directory; a single node that is its own CA issues them). Beyond loopback TLS is always on.
+    #[arg(long)]
+    pub api_tls: bool,
+    /// Serve the client API in plain HTTP beyond loopback, without certificates. Anyone on the
+    /// network reads and changes the ledger's traffic: for a private test network only.
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 pub fn init_logging() {
@@ -120,12 +128,14 @@ async fn serve(args: StartArgs) -> anyhow::Result<()> {
     let fd_limit = crate::fds::raise_limit()?;
     let max_connections = crate::fds::client_connections(fd_limit)?;
     let (node, app, listen) = start_node(&args, &identity, config, metrics).await?;
+    let tls = crate::certs::api_tls(&args, &identity, listen)?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-    let options = crate::serve::ServeOptions::new(max_connections, None);
+    let options = crate::serve::ServeOptions::new(max_connections, tls);
     tracing::info!(
         listen = %listen,
+        tls = options.tls.is_some(),
         data_dir = %args.data_dir.display(),
         max_connections = options.max_connections,
         fd_limit,
