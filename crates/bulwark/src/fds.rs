@@ -44,7 +44,7 @@ pub fn raise_limit() -> Result<u64, FdError> {
             tracing::warn!(soft = limit.rlim_cur, hard = limit.rlim_max, error = %e, "cannot raise the file-descriptor limit");
         }
     }
-    Ok(limit.rlim_cur as u64)
+    Ok(limit.rlim_cur)
 }
 
 /// Client connections that fit under `fd_limit` with the reserve and the refusals beside them.
