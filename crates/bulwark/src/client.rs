@@ -18,6 +18,9 @@ pub struct Target {
     /// Print the server's JSON answer instead of readable text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// The cluster's CA certificate (`ca.crt`), the only one trusted for an `https://` address.
+    #[arg(long, env = "BULWARK_CA", global = true)]
+    pub ca: Option<std::path::PathBuf>,
     /// A file holding the API token to send [default: the token in $BULWARK_TOKEN].
     #[arg(long, env = "BULWARK_TOKEN_FILE", global = true)]
     pub token_file: Option<std::path::PathBuf>,
@@ -134,6 +137,9 @@ pub(crate) async fn call(
     url: String,
     body: Option<Value>,
 ) -> Outcome {
+    if url.starts_with("https://") {
+        return call_https(target, method, url, body).await;
+    }
     let client = match target.client() {
         Ok(client) => client,
         Err(e) => return Outcome::Unreachable(e),
@@ -153,6 +159,32 @@ pub(crate) async fn call(
                 }
             }
         }
+    }
+}
+
+async fn call_https(
+    target: &Target,
+    method: reqwest::Method,
+    url: String,
+    body: Option<Value>,
+) -> Outcome {
+    let Some(ca) = &target.ca else {
+        return Outcome::Unreachable(format!(
+            "{url}: an https:// address needs the cluster's CA certificate: --ca PATH (or \
+             BULWARK_CA; a single node's is <data-dir>/tls/ca.crt)"
+        ));
+    };
+    let body = body.map(|b| b.to_string().into_bytes());
+    let token = match target.token() {
+        Ok(token) => token,
+        Err(e) => return Outcome::Unreachable(e),
+    };
+    match crate::https::request(ca, method, &url, body, token.as_deref()).await {
+        Err(e) => Outcome::Unreachable(format!("cannot reach {url}: {e}")),
+        Ok((status, bytes)) => match serde_json::from_slice::<Value>(&bytes) {
+            Ok(v) => Outcome::Answered(status, v),
+            Err(e) => Outcome::Unreachable(format!("{url} answered {status} without JSON: {e}")),
+        },
     }
 }
 

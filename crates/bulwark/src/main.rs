@@ -12,6 +12,9 @@ mod certs;
 mod chaos_cmd;
 mod client;
 mod cluster_cmd;
+mod fds;
+mod https;
+mod serve;
 mod server;
 mod token_cmd;
 

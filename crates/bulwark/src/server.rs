@@ -66,6 +66,14 @@ pub struct StartArgs {
     /// Requests a second each API token may send (bursts of one second's worth); past it, 429.
     #[arg(long, default_value_t = bulwark_limits::DEFAULT_TOKEN_RATE_LIMIT)]
     pub token_rate_limit: u32,
+    /// Serve the client API over TLS on a loopback address too (`api.crt`, `api.key` in the TLS
+    /// directory; a single node that is its own CA issues them). Beyond loopback TLS is always on.
+    #[arg(long)]
+    pub api_tls: bool,
+    /// Serve the client API in plain HTTP beyond loopback, without certificates. Anyone on the
+    /// network reads and changes the ledger's traffic: for a private test network only.
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 pub fn init_logging() {
@@ -124,13 +132,21 @@ async fn serve(args: StartArgs) -> anyhow::Result<()> {
     // Held until the process exits: no second node touches this directory meanwhile.
     let (identity, _dir_lock) = bulwark_node::identity::resolve(&args.data_dir, &requested)
         .map_err(|e| anyhow::anyhow!("cannot start: {e}"))?;
+    // Before the log and the store open files: their descriptors are reserved from this limit.
+    let fd_limit = crate::fds::raise_limit()?;
+    let max_connections = crate::fds::client_connections(fd_limit)?;
     let (node, app, listen) = start_node(&args, &identity, config, metrics).await?;
+    let tls = crate::certs::api_tls(&args, &identity, listen)?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let options = crate::serve::ServeOptions::new(max_connections, tls);
     tracing::info!(
         listen = %listen,
+        tls = options.tls.is_some(),
         data_dir = %args.data_dir.display(),
+        max_connections = options.max_connections,
+        fd_limit,
         "bulwark is serving HTTP API v1"
     );
     let node = Arc::new(std::sync::Mutex::new(Some(node)));
@@ -154,9 +170,7 @@ async fn serve(args: StartArgs) -> anyhow::Result<()> {
             _ = stopped_on_error => tracing::error!("the node stopped; shutting the API down"),
         }
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    crate::serve::serve(listener, app, options, shutdown).await;
     let node = node.lock().expect("node lock").take();
     if let Some(node) = node {
         tokio::task::spawn_blocking(move || node.shutdown())

@@ -40,6 +40,11 @@ pub const NODE_CERT: &str = "node.crt";
 /// This node's private key.
 pub const NODE_KEY: &str = "node.key";
 
+/// The client API's certificate (its subject alternative names: the addresses clients use).
+pub const API_CERT: &str = "api.crt";
+/// The client API certificate's private key.
+pub const API_KEY: &str = "api.key";
+
 /// Years a cluster CA is valid for.
 const CA_YEARS: i32 = 10;
 /// Years a node certificate is valid for (rotate with `bulwark cert issue`).
@@ -81,6 +86,8 @@ pub enum TlsError {
     },
     #[error("the peer presented no certificate")]
     NoPeerCertificate,
+    #[error("an API certificate needs at least one name (an IP address or a DNS name)")]
+    NoApiNames,
 }
 
 /// The DNS name a node's certificate holds: `node-<id>.c<cluster id in hex>.bulwark`.
@@ -155,6 +162,90 @@ pub fn create_ca(dir: &Path, cluster_id: u64) -> Result<(), TlsError> {
     write_private(&dir.join(CA_CERT), &cert.pem())
 }
 
+/// The CA of `ca_dir`, loaded to sign with: its key, and its certificate rebuilt from the same
+/// parameters (same subject, same key), plus the certificate's PEM as written.
+fn load_ca(
+    ca_dir: &Path,
+    cluster_id: u64,
+) -> Result<(rcgen::Certificate, KeyPair, Vec<u8>), TlsError> {
+    let ca_key_path = ca_dir.join(CA_KEY);
+    let ca_key_pem = String::from_utf8_lossy(&read(&ca_key_path)?).into_owned();
+    let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(|_| TlsError::Pem {
+        path: ca_key_path,
+        what: "private key",
+    })?;
+    let ca_cert_pem = read(&ca_dir.join(CA_CERT))?;
+    let ca = ca_params(cluster_id)?.self_signed(&ca_key)?;
+    Ok((ca, ca_key, ca_cert_pem))
+}
+
+/// Issues the client API's certificate with the CA in `ca_dir`, naming `names` (IP addresses
+/// and DNS names: every address clients reach the node at), into `out` as `api.crt`/`api.key`,
+/// with the CA's certificate beside it (clients are given that one). Replaces one already there.
+pub fn issue_api(
+    ca_dir: &Path,
+    cluster_id: u64,
+    names: &[String],
+    out: &Path,
+) -> Result<(), TlsError> {
+    let first = names.first().ok_or(TlsError::NoApiNames)?;
+    let (ca, ca_key, ca_cert_pem) = load_ca(ca_dir, cluster_id)?;
+    let mut params = CertificateParams::new(names.to_vec())?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, first.clone());
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.not_before = rcgen::date_time_ymd(this_year() - 1, 1, 1);
+    params.not_after = rcgen::date_time_ymd(this_year() + NODE_YEARS, 1, 1);
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, &ca, &ca_key)?;
+    create_private_dir(out)?;
+    if out != ca_dir {
+        write_private(&out.join(CA_CERT), &String::from_utf8_lossy(&ca_cert_pem))?;
+    }
+    write_private(&out.join(API_KEY), &key.serialize_pem())?;
+    write_private(&out.join(API_CERT), &cert.pem())
+}
+
+/// Whether `dir` holds the client API's certificate.
+pub fn has_api_cert(dir: &Path) -> bool {
+    dir.join(API_CERT).exists()
+}
+
+/// The client API's TLS server configuration from `dir`'s `api.crt` and `api.key`: TLS 1.2 and
+/// 1.3 (clients are not ours to choose), no client certificates (clients authenticate with
+/// requests, not connections), HTTP/1.1 only.
+pub fn api_server_config(dir: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    let cert = load_cert(&dir.join(API_CERT))?;
+    let key_path = dir.join(API_KEY);
+    let key = PrivateKeyDer::from_pem_slice(&read(&key_path)?).map_err(|_| TlsError::Pem {
+        path: key_path,
+        what: "private key",
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A client configuration that trusts only the CA certificate in `ca_file` (`ca.crt`): what the
+/// command-line client uses for an `https://` node.
+pub fn api_client_config(ca_file: &Path) -> Result<Arc<ClientConfig>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    roots.add(load_cert(ca_file)?)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// Issues node `node`'s certificate with the CA in `ca_dir` and writes it, its key and the CA's
 /// certificate into `out` (created 0700 if missing; `out` may be `ca_dir`). A certificate
 /// already in `out` is replaced: that is how a certificate is rotated.
@@ -164,15 +255,7 @@ pub fn issue_node(
     node: NodeId,
     out: &Path,
 ) -> Result<(), TlsError> {
-    let ca_key_path = ca_dir.join(CA_KEY);
-    let ca_key_pem = String::from_utf8_lossy(&read(&ca_key_path)?).into_owned();
-    let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(|_| TlsError::Pem {
-        path: ca_key_path,
-        what: "private key",
-    })?;
-    let ca_cert_path = ca_dir.join(CA_CERT);
-    let ca_cert_pem = read(&ca_cert_path)?;
-    let ca = ca_params(cluster_id)?.self_signed(&ca_key)?;
+    let (ca, ca_key, ca_cert_pem) = load_ca(ca_dir, cluster_id)?;
     let name = peer_name(cluster_id, node);
     let mut params = CertificateParams::new(vec![name.clone()])?;
     params.distinguished_name.push(DnType::CommonName, name);

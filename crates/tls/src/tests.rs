@@ -91,3 +91,34 @@ fn unreadable_files_are_named() {
         "{e}"
     );
 }
+
+#[test]
+fn an_api_certificate_names_the_addresses_it_was_issued_for() {
+    let root = tempfile::tempdir().unwrap();
+    let ca = root.path().join("ca");
+    create_ca(&ca, 0xC1).unwrap();
+    let out = root.path().join("node");
+    assert!(matches!(
+        issue_api(&ca, 0xC1, &[], &out),
+        Err(TlsError::NoApiNames)
+    ));
+    let names = ["10.1.2.3".to_string(), "db.example".to_string()];
+    issue_api(&ca, 0xC1, &names, &out).unwrap();
+    assert!(has_api_cert(&out) && !has_node_cert(&out));
+    assert_eq!(mode(&out.join(API_KEY)), 0o600);
+    api_server_config(&out).unwrap();
+    api_client_config(&out.join(CA_CERT)).unwrap();
+    let cert = load_cert(&out.join(API_CERT)).unwrap();
+    let cert = webpki::EndEntityCert::try_from(&cert).unwrap();
+    for good in ["10.1.2.3", "db.example"] {
+        let name = ServerName::try_from(good).unwrap();
+        cert.verify_is_valid_for_subject_name(&name).unwrap();
+    }
+    for bad in ["10.1.2.4", "other.example", "localhost"] {
+        let name = ServerName::try_from(bad).unwrap();
+        assert!(
+            cert.verify_is_valid_for_subject_name(&name).is_err(),
+            "{bad}"
+        );
+    }
+}
