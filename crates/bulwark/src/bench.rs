@@ -868,6 +868,13 @@ impl SpawnedNode {
                 }
             });
         }
+        let status = bulwark_harness::StatusClient::new(Duration::from_secs(5), &token);
+        if !status.wait_authorized(http, limit).await {
+            return Err(format!(
+                "the node never took its admin token: {}",
+                process.log_tail(10)
+            ));
+        }
         Ok(SpawnedNode {
             pid: process.pid().unwrap_or(0),
             process,

@@ -25,6 +25,23 @@ impl StatusClient {
         StatusClient(client)
     }
 
+    /// Waits up to `limit` until the node takes this client's token (`/v1/status` answers
+    /// anything but 401): a new cluster's first admin token works once the log has applied it,
+    /// a moment after the node first serves HTTP. False if it never did.
+    pub async fn wait_authorized(&self, http: SocketAddr, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            let answer = self.0.get(format!("http://{http}/v1/status")).send().await;
+            if matches!(&answer, Ok(a) if a.status() != reqwest::StatusCode::UNAUTHORIZED) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The node's `/v1/status`, or `None` if it does not answer it with 200 and JSON.
     pub async fn status(&self, http: SocketAddr) -> Option<Value> {
         let answer = self

@@ -195,7 +195,14 @@ impl Node {
                 .start_live(localhost(self.port), Duration::from_secs(60))
                 .await
             {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    // A new node's admin token works once its log applied it.
+                    let status = StatusClient::new(Duration::from_secs(5), &test_token().1);
+                    status
+                        .wait_authorized(localhost(self.port), Duration::from_secs(30))
+                        .await;
+                    return Ok(());
+                }
                 // Someone took the port in the meantime: use another one.
                 Err(StartError::PortTaken(_)) => self.port = free_port(),
                 Err(StartError::Exited(status, log)) => return Err((status, log)),
