@@ -343,9 +343,8 @@ impl PeerTls {
 
 /// A node id as `peer_name` writes it: decimal digits, no sign or leading zero, not 0.
 fn parse_node_id(text: &str) -> Option<NodeId> {
-    let canonical = !text.is_empty()
-        && text.bytes().all(|b| b.is_ascii_digit())
-        && !text.starts_with('0');
+    let canonical =
+        !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) && !text.starts_with('0');
     canonical.then(|| text.parse().ok().map(NodeId)).flatten()
 }
 

@@ -123,7 +123,10 @@ fn the_peer_port_offers_raft_and_h2_and_each_dialer_asks_for_one() {
     create_ca(&dir, 3).unwrap();
     issue_node(&dir, 3, NodeId(1), &dir).unwrap();
     let tls = PeerTls::load(&dir, 3, NodeId(1)).unwrap();
-    assert_eq!(tls.server.alpn_protocols, vec![ALPN_RAFT.to_vec(), ALPN_H2.to_vec()]);
+    assert_eq!(
+        tls.server.alpn_protocols,
+        vec![ALPN_RAFT.to_vec(), ALPN_H2.to_vec()]
+    );
     assert_eq!(tls.client.alpn_protocols, vec![ALPN_RAFT.to_vec()]);
     assert_eq!(tls.http_client.alpn_protocols, vec![ALPN_H2.to_vec()]);
 }
