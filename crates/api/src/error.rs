@@ -36,6 +36,15 @@ impl ApiError {
         }
     }
 
+    /// A fault of this node's own (an answer it could not build), never the client's.
+    pub fn internal(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal",
+            message: message.into(),
+        }
+    }
+
     /// Classifies a serde_json error found at `path` (e.g. `[3].amount`) in a batch of `what`.
     pub fn from_json(e: &serde_json::Error, path: String, what: &str) -> Self {
         use serde_json::error::Category;

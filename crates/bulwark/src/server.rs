@@ -219,6 +219,7 @@ fn cluster_config(args: &StartArgs, identity: &Identity, members: Vec<Member>) -
         tick: Duration::from_millis(args.tick_ms.max(1)),
         join: args.join,
         source_ip: None,
+        peer_http: None,
     }
 }
 
@@ -241,8 +242,19 @@ async fn start_node(
     // then sees which node connects, so a partition cuts all node-to-node traffic.
     plan.cluster.source_ip = Some(plan.http_listen.ip()).filter(|ip| !ip.is_unspecified());
     let tls = crate::certs::peer_tls(args, identity)?;
+    // Internal HTTP (snapshots, forwarded writes) goes to the other members' peer ports, inside
+    // the same mutual TLS as Raft, from the same source IP.
+    plan.cluster.peer_http = Some(bulwark_transport::PeerHttpClient::new(
+        tls.clone(),
+        plan.cluster.source_ip,
+        bulwark_limits::PEER_HTTP_CONNECT_TIMEOUT,
+    ));
     let (inbox_tx, mut inbox) = tokio::sync::mpsc::channel(bulwark_limits::TRANSPORT_INBOX_FRAMES);
-    let transport = start_transport(&plan, inbox_tx, tls).await?;
+    // Internal connections wait here until the node is up to serve them.
+    let (internal_tx, mut internal) =
+        tokio::sync::mpsc::channel(bulwark_limits::MAX_PEER_CONNECTIONS);
+    let sink = bulwark_transport::InternalSink(internal_tx);
+    let transport = start_transport(&plan, inbox_tx, tls, sink).await?;
     if alone {
         // Its own entry: where it listens now (recorded in the address book by the node loop).
         plan.cluster.members.push(Member {
@@ -278,7 +290,16 @@ async fn start_node(
         source_ip = ?plan.cluster.source_ip,
         "node started"
     );
-    let app = bulwark_api::cluster_router(node.handle(), identity.node_id);
+    let internal_app = bulwark_api::internal_router(node.handle(), identity.node_id);
+    tokio::spawn(async move {
+        while let Some(connection) = internal.recv().await {
+            tokio::spawn(bulwark_api::serve_internal(
+                internal_app.clone(),
+                connection,
+            ));
+        }
+    });
+    let app = bulwark_api::cluster_router(node.handle(), identity.node_id, plan.cluster.peer_http);
     Ok((node, app, plan.http_listen))
 }
 
@@ -321,10 +342,12 @@ async fn start_transport(
     plan: &Plan,
     inbox: tokio::sync::mpsc::Sender<(bulwark_transport::NodeId, Vec<u8>)>,
     tls: bulwark_tls::PeerTls,
+    internal: bulwark_transport::InternalSink,
 ) -> anyhow::Result<bulwark_transport::TcpTransport> {
     let options = |advertised_addr| bulwark_transport::TransportOptions {
         source_ip: plan.cluster.source_ip,
         advertised_addr,
+        internal: Some(internal.clone()),
         ..Default::default()
     };
     let me = bulwark_transport::NodeId(plan.cluster.node_id);
