@@ -332,9 +332,11 @@ pub struct BlockingBody {
 impl std::io::Read for BlockingBody {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.pending.is_empty() {
+            // The timer is made inside the runtime: this thread is not one of its own.
+            let (read_timeout, body) = (self.read_timeout, &mut self.body);
             let next = self
                 .runtime
-                .block_on(tokio::time::timeout(self.read_timeout, self.body.frame()));
+                .block_on(async move { tokio::time::timeout(read_timeout, body.frame()).await });
             let frame = match next {
                 Err(_) => {
                     return Err(std::io::Error::new(

@@ -103,6 +103,21 @@ async fn a_member_gets_internal_http_with_its_certificate_named_as_the_sender() 
     for (i, answer) in futures_join_all(many).await.into_iter().enumerate() {
         assert_eq!(answer.unwrap(), format!("node 2 asked for /{i}"));
     }
+    // A thread outside the runtime (the snapshot download worker) reads a body too.
+    let blocking = client.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        std::thread::spawn(move || {
+            let mut body = blocking
+                .blocking_get(NodeId(1), addr, "/snapshot", PATIENCE, PATIENCE)
+                .unwrap();
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut body, &mut text).unwrap();
+            text
+        })
+        .join()
+        .unwrap()
+    });
+    assert_eq!(read.await.unwrap(), "node 2 asked for /snapshot");
     // Raft streams share the port.
     let (raft, _raft_inbox) = {
         let (tx, rx) = mpsc::channel(64);
