@@ -331,7 +331,7 @@ impl PeerTls {
         let node = parsed
             .valid_dns_names()
             .filter_map(|name| name.strip_prefix("node-")?.strip_suffix(suffix.as_str()))
-            .find_map(|id| parse_node_id(id))
+            .find_map(parse_node_id)
             .ok_or(TlsError::NoNodeName {
                 cluster_id: self.cluster_id,
             })?;
