@@ -20,7 +20,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::auth::Principal;
-use crate::{body, forward, no_leader, parse_json, query, quoted, ApiError, AppState, Credentials};
+use crate::{
+    body, forward, no_leader, parse_json, query, quoted, ApiError, AppState, Authorization, Hop,
+    Write,
+};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,11 +36,20 @@ struct TokenIn {
 pub(crate) async fn create_token(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Principal>,
-    credentials: Credentials,
+    Authorization(authorization): Authorization,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let raw = body(raw)?;
-    let input: TokenIn = parse_json(&raw, "a token")?;
+    let request = Write::membership(Hop::Client, authorization, body(raw)?);
+    create_token_with(&state, principal, request).await
+}
+
+/// Creates a token for a client's request, or for one a follower forwarded.
+pub(crate) async fn create_token_with(
+    state: &AppState,
+    principal: Principal,
+    request: Write,
+) -> Result<Response, ApiError> {
+    let input: TokenIn = parse_json(&request.raw, "a token")?;
     if !valid_token_name(&input.name) {
         return Err(ApiError::bad_request(
             "invalid_field",
@@ -65,7 +77,7 @@ pub(crate) async fn create_token(
         role,
         secret_hash: new.secret_hash,
     };
-    let index = match control(&state, principal, command, "/v1/tokens", raw, &credentials).await? {
+    let index = match control(state, principal, command, "tokens".into(), request).await? {
         Ok(index) => index,
         Err(response) => return Ok(response),
     };
@@ -79,22 +91,23 @@ pub(crate) async fn create_token(
 pub(crate) async fn revoke_token(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Principal>,
-    credentials: Credentials,
+    Authorization(authorization): Authorization,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let id = token_id(id)?;
-    let path = format!("/v1/tokens/{id}/revoke");
+    let request = Write::membership(Hop::Client, authorization, Bytes::new());
+    revoke_token_with(&state, principal, token_id(id)?, request).await
+}
+
+/// Revokes a token for a client's request, or for one a follower forwarded.
+pub(crate) async fn revoke_token_with(
+    state: &AppState,
+    principal: Principal,
+    id: TokenId,
+    request: Write,
+) -> Result<Response, ApiError> {
+    let route = format!("tokens/{id}/revoke");
     let command = ControlCommand::RevokeToken { id };
-    let index = match control(
-        &state,
-        principal,
-        command,
-        &path,
-        Bytes::new(),
-        &credentials,
-    )
-    .await?
-    {
+    let index = match control(state, principal, command, route, request).await? {
         Ok(index) => index,
         Err(response) => return Ok(response),
     };
@@ -110,9 +123,8 @@ async fn control(
     state: &AppState,
     principal: Principal,
     command: ControlCommand,
-    path: &str,
-    raw: Bytes,
-    credentials: &Credentials,
+    route: String,
+    request: Write,
 ) -> Result<Result<u64, Response>, ApiError> {
     let id = match &command {
         ControlCommand::CreateToken { id, .. }
@@ -130,10 +142,8 @@ async fn control(
         Ok(outcome) => outcome,
         Err(RequestError::NotLeader {
             leader: Some(leader),
-        }) if leader != state.node_id => {
-            return forward(state, leader, path, raw, credentials)
-                .await
-                .map(Err);
+        }) if leader != state.node_id && request.hop == Hop::Client => {
+            return forward(state, leader, &route, request).await.map(Err);
         }
         Err(RequestError::NotLeader { .. }) => return Err(no_leader()),
         Err(e) => return Err(e.into()),
@@ -162,7 +172,7 @@ fn with_index(mut response: Response, index: u64) -> Response {
     response
 }
 
-fn token_id(raw: Result<Path<String>, PathRejection>) -> Result<TokenId, ApiError> {
+pub(crate) fn token_id(raw: Result<Path<String>, PathRejection>) -> Result<TokenId, ApiError> {
     let text = raw.map(|Path(t)| t).unwrap_or_default();
     let plain = text.len() == 16 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
     match u64::from_str_radix(&text, 16) {

@@ -28,19 +28,19 @@ impl ApiError {
         }
     }
 
-    /// 500: something in this node failed (never a client's fault).
-    pub fn internal(message: impl Into<String>) -> Self {
-        ApiError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            code: "internal",
-            message: message.into(),
-        }
-    }
-
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status: StatusCode::NOT_FOUND,
             code,
+            message: message.into(),
+        }
+    }
+
+    /// A fault of this node's own (an answer it could not build), never the client's.
+    pub fn internal(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal",
             message: message.into(),
         }
     }

@@ -9,6 +9,7 @@
 mod admin;
 pub mod auth;
 mod error;
+mod internal;
 mod json;
 
 use std::sync::Arc;
@@ -16,15 +17,15 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{
-    DefaultBodyLimit, Extension, FromRequestParts, MatchedPath, Path, Query, Request, State,
-};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use axum::extract::Extension;
+use bulwark_ledger::access::Actor;
 use bulwark_ledger::{AccountId, Operation, Timestamp, TransferId};
 use bulwark_limits::{
     ACK_ALL_TIMEOUT, DEFAULT_HISTORY_PAGE, FORWARD_TIMEOUT, IN_SYNC_WITHIN, MAX_BODY_BYTES,
@@ -37,23 +38,31 @@ use serde::Deserialize;
 use serde_json::json;
 use std::net::SocketAddr;
 
+use bulwark_transport::PeerHttpClient;
+use http_body_util::{BodyExt, Full};
+
 pub use error::ApiError;
+pub use internal::{internal_router, serve_internal};
 
 struct AppState {
     node: NodeHandle,
     node_id: NodeId,
-    client: reqwest::Client,
+    /// Internal HTTP to the other members' peer ports, where a follower forwards writes
+    /// (`None`: it cannot, and answers `no_leader`).
+    peers: Option<PeerHttpClient>,
     limiter: auth::RateLimiter,
     refusals: Option<bulwark_refusals::RefusalLog>,
 }
 
-/// How the API treats its callers.
+/// How the API treats its callers and reaches the other members.
 #[derive(Clone)]
 pub struct ApiOptions {
     /// Requests a second each token may send on average (bursts of one second's worth).
     pub token_rate_limit: u32,
     /// Where refused requests are recorded (`None`: nowhere, as in unit tests).
     pub refusals: Option<bulwark_refusals::RefusalLog>,
+    /// Internal HTTP to the other members (`None`: a follower cannot forward; tests).
+    pub peers: Option<PeerHttpClient>,
 }
 
 impl Default for ApiOptions {
@@ -61,60 +70,48 @@ impl Default for ApiOptions {
         ApiOptions {
             token_rate_limit: bulwark_limits::DEFAULT_TOKEN_RATE_LIMIT,
             refusals: None,
+            peers: None,
         }
     }
 }
 
-/// Marks a request one node forwarded to the leader, so that it is never forwarded twice.
-const FORWARDED: &str = "bulwark-forwarded";
-
-/// Whether a request carries [`FORWARDED`]; read in place, where the `HeaderMap` extractor
-/// would copy every header of every write.
-struct Forwarded(bool);
-
-impl<S: Send + Sync> FromRequestParts<S> for Forwarded {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Forwarded(parts.headers.contains_key(FORWARDED)))
-    }
+/// Where a write comes from: a client's may be forwarded to the leader; one a follower already
+/// forwarded is never forwarded again (two nodes that each think the other leads would
+/// otherwise pass it back and forth).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hop {
+    Client,
+    Forwarded,
 }
 
-/// The client's `authorization` header, relayed when a follower forwards its request: the
-/// leader checks the token itself.
-struct Credentials(Option<HeaderValue>);
+/// The `authorization` header a client sent, relayed unchanged when its write is forwarded;
+/// read in place, where the `HeaderMap` extractor would copy every header of every write.
+struct Authorization(Option<HeaderValue>);
 
-impl<S: Send + Sync> FromRequestParts<S> for Credentials {
+impl<S: Send + Sync> FromRequestParts<S> for Authorization {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Credentials(
+        Ok(Authorization(
             parts.headers.get(header::AUTHORIZATION).cloned(),
         ))
     }
 }
 
-/// The router of API v1 for a single node.
+/// The router of API v1 for a single node that never forwards (tests).
 pub fn router(node: NodeHandle) -> Router {
     cluster_router(node, 1, ApiOptions::default())
 }
 
-/// The router of API v1 for a member of a cluster; the node's handle knows the other members'
-/// HTTP addresses, where a follower forwards writes.
+/// The router of API v1 for a member of a cluster. A follower forwards writes to the leader
+/// over `peers` (internal HTTP on the leader's peer port, whose address the node's handle
+/// knows). It serves no internal route and reads no `bulwark-*` header a client sends.
 pub fn cluster_router(node: NodeHandle, node_id: u64, options: ApiOptions) -> Router {
-    // Forwarded requests leave from the IP this member listens on, like its peer transport's
-    // connections, so that a partition (`bulwark chaos`'s proxy tells nodes apart by source IP)
-    // cuts forwarding too.
-    let client = reqwest::Client::builder()
-        .timeout(FORWARD_TIMEOUT)
-        .local_address(node.source_ip())
-        .build()
-        .expect("an HTTP client without TLS builds");
     // Shared, not cloned per request: a handle holds a path and several counted references.
     let state = Arc::new(AppState {
         node,
         node_id: NodeId(node_id),
-        client,
+        peers: options.peers,
         limiter: auth::RateLimiter::new(options.token_rate_limit),
         refusals: options.refusals,
     });
@@ -126,14 +123,10 @@ pub fn cluster_router(node: NodeHandle, node_id: u64, options: ApiOptions) -> Ro
         .route("/v1/accounts/{id}/transfers", get(get_account_transfers))
         .route("/v1/status", get(status))
         .route("/metrics", get(metrics_text))
-        .route("/internal/v1/snapshot", get(snapshot))
         .route("/v1/cluster/learners", post(add_learner))
         .route("/v1/cluster/promote", post(promote))
         .route("/v1/cluster/remove", post(remove))
-        .route(
-            "/v1/tokens",
-            get(admin::list_tokens).post(admin::create_token),
-        )
+        .route("/v1/tokens", get(admin::list_tokens).post(admin::create_token))
         .route("/v1/tokens/{id}/revoke", post(admin::revoke_token))
         .route("/v1/audit", get(admin::audit))
         .route("/v1/audit/local", get(admin::local_audit))
@@ -356,46 +349,67 @@ enum Ack {
 
 async fn create_accounts(
     State(state): State<Arc<AppState>>,
-    Forwarded(forwarded): Forwarded,
-    credentials: Credentials,
+    Authorization(authorization): Authorization,
     params: Result<Query<WriteParams>, axum::extract::rejection::QueryRejection>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let ack = query(params)?.ack.unwrap_or(Ack::Majority);
-    let raw = body(raw)?;
-    let accounts = json::parse_accounts(&raw)?;
-    let operation = Operation::CreateAccounts(accounts);
-    write(
-        &state,
-        operation,
-        "/v1/accounts",
-        ack,
-        forwarded,
-        raw,
-        &credentials,
-    )
-    .await
+    let write = Write::new(Hop::Client, authorization, params, raw)?;
+    write_accounts(&state, write).await
 }
 
 async fn create_transfers(
     State(state): State<Arc<AppState>>,
-    Forwarded(forwarded): Forwarded,
-    credentials: Credentials,
+    Authorization(authorization): Authorization,
     params: Result<Query<WriteParams>, axum::extract::rejection::QueryRejection>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let ack = query(params)?.ack.unwrap_or(Ack::Majority);
-    let raw = body(raw)?;
-    let transfers = json::parse_transfers(&raw)?;
-    let operation = Operation::CreateTransfers(transfers);
+    let write = Write::new(Hop::Client, authorization, params, raw)?;
+    write_transfers(&state, write).await
+}
+
+/// A write request as read from the wire, before its body is parsed.
+struct Write {
+    hop: Hop,
+    authorization: Option<HeaderValue>,
+    ack: Ack,
+    raw: Bytes,
+}
+
+impl Write {
+    fn new(
+        hop: Hop,
+        authorization: Option<HeaderValue>,
+        params: Result<Query<WriteParams>, axum::extract::rejection::QueryRejection>,
+        raw: Result<Bytes, BytesRejection>,
+    ) -> Result<Write, ApiError> {
+        let ack = query(params)?.ack.unwrap_or(Ack::Majority);
+        Ok(Write {
+            hop,
+            authorization,
+            ack,
+            raw: body(raw)?,
+        })
+    }
+}
+
+async fn write_accounts(state: &AppState, request: Write) -> Result<Response, ApiError> {
+    let accounts = json::parse_accounts(&request.raw)?;
     write(
-        &state,
-        operation,
-        "/v1/transfers",
-        ack,
-        forwarded,
-        raw,
-        &credentials,
+        state,
+        Operation::CreateAccounts(accounts),
+        "accounts",
+        request,
+    )
+    .await
+}
+
+async fn write_transfers(state: &AppState, request: Write) -> Result<Response, ApiError> {
+    let transfers = json::parse_transfers(&request.raw)?;
+    write(
+        state,
+        Operation::CreateTransfers(transfers),
+        "transfers",
+        request,
     )
     .await
 }
@@ -411,7 +425,7 @@ fn no_leader() -> ApiError {
 }
 
 /// A forwarded write whose answer was lost: the leader may or may not have applied it.
-fn forwarded_outcome_unknown(leader: NodeId, e: &reqwest::Error) -> ApiError {
+fn forwarded_outcome_unknown(leader: NodeId, e: &dyn std::fmt::Display) -> ApiError {
     ApiError {
         status: StatusCode::SERVICE_UNAVAILABLE,
         code: "outcome_unknown",
@@ -422,32 +436,37 @@ fn forwarded_outcome_unknown(leader: NodeId, e: &reqwest::Error) -> ApiError {
     }
 }
 
-/// Sends a write this follower cannot take to the leader, and relays the leader's answer.
+/// Sends a write this follower cannot take to the leader's internal route
+/// `/internal/v1/forward/{route}` (over internal HTTP on its peer port), and relays the
+/// leader's answer; the whole exchange within `FORWARD_TIMEOUT`.
 async fn forward(
     state: &AppState,
     leader: NodeId,
-    path: &str,
-    raw: Bytes,
-    credentials: &Credentials,
+    route: &str,
+    request: Write,
 ) -> Result<Response, ApiError> {
-    let mut authorization = HeaderMap::new();
-    if let Some(value) = &credentials.0 {
-        authorization.insert(header::AUTHORIZATION, value.clone());
-    }
-    let Some(addr) = state.node.member_http_addr(leader) else {
+    let (Some(peers), Some(addr)) = (&state.peers, state.node.member_peer_addr(leader)) else {
         return Err(no_leader());
     };
-    let answer = state
-        .client
-        .post(format!("http://{addr}{path}"))
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(FORWARDED, state.node_id.to_string())
-        .headers(authorization)
-        .body(raw)
-        .send()
+    let query = if request.ack == Ack::All {
+        "?ack=all"
+    } else {
+        ""
+    };
+    let mut outgoing = axum::http::Request::post(format!("/internal/v1/forward/{route}{query}"))
+        .header(header::CONTENT_TYPE, "application/json");
+    if let Some(authorization) = request.authorization {
+        outgoing = outgoing.header(header::AUTHORIZATION, authorization);
+    }
+    let outgoing = outgoing
+        .body(Full::new(request.raw))
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let started = Instant::now();
+    let answer = peers
+        .send(leader, addr, outgoing, FORWARD_TIMEOUT)
         .await
         .map_err(|e| {
-            if e.is_connect() {
+            if e.never_sent() {
                 // Never reached the leader: the write was certainly not applied.
                 ApiError {
                     status: StatusCode::SERVICE_UNAVAILABLE,
@@ -461,38 +480,33 @@ async fn forward(
                 forwarded_outcome_unknown(leader, &e)
             }
         })?;
-    let status = answer.status();
-    let mut response = Response::builder().status(status.as_u16());
+    let (head, body) = answer.into_parts();
+    let rest = FORWARD_TIMEOUT.saturating_sub(started.elapsed());
+    let bytes = match tokio::time::timeout(rest, body.collect()).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) => return Err(forwarded_outcome_unknown(leader, &e)),
+        Err(_) => return Err(forwarded_outcome_unknown(leader, &"the answer timed out")),
+    };
+    let mut response = Response::builder().status(head.status);
     for name in [header::CONTENT_TYPE, header::RETRY_AFTER] {
-        if let Some(v) = answer.headers().get(name.as_str()) {
-            response = response.header(name.as_str(), v.as_bytes());
+        if let Some(v) = head.headers.get(&name) {
+            response = response.header(name, v);
         }
     }
-    if let Some(v) = answer.headers().get("bulwark-commit-index") {
-        response = response.header("bulwark-commit-index", v.as_bytes());
+    if let Some(v) = head.headers.get("bulwark-commit-index") {
+        response = response.header("bulwark-commit-index", v);
     }
-    let bytes = answer
-        .bytes()
-        .await
-        .map_err(|e| forwarded_outcome_unknown(leader, &e))?;
     response
         .header("bulwark-forwarded-to", leader.to_string())
         .body(axum::body::Body::from(bytes))
-        .map_err(|e| ApiError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            code: "internal",
-            message: e.to_string(),
-        })
+        .map_err(|e| ApiError::internal(e.to_string()))
 }
 
 async fn write(
     state: &AppState,
     operation: Operation,
-    path: &str,
-    ack: Ack,
-    forwarded: bool,
-    raw: Bytes,
-    credentials: &Credentials,
+    route: &str,
+    request: Write,
 ) -> Result<Response, ApiError> {
     // A node whose disk is full refuses writes itself, and never forwards them either.
     if let Some(full) = state.node.disk_full_error() {
@@ -500,7 +514,7 @@ async fn write(
     }
     // An ack=all write takes its place among the waiters first: a node too busy to wait refuses
     // the write before it enters the log (503 `overloaded`), never after it committed.
-    let ack_all = match ack {
+    let ack_all = match request.ack {
         Ack::All => Some(state.node.ack_all_permit().await?),
         Ack::Majority => None,
     };
@@ -508,13 +522,8 @@ async fn write(
         Ok(outcome) => outcome,
         Err(RequestError::NotLeader {
             leader: Some(leader),
-        }) if leader != state.node_id && !forwarded => {
-            let path = if ack == Ack::All {
-                format!("{path}?ack=all")
-            } else {
-                path.to_string()
-            };
-            return forward(state, leader, &path, raw, credentials).await;
+        }) if leader != state.node_id && request.hop == Hop::Client => {
+            return forward(state, leader, route, request).await;
         }
         Err(RequestError::NotLeader { .. }) => return Err(no_leader()),
         Err(e) => return Err(e.into()),
@@ -739,7 +748,7 @@ async fn get_account_transfers(
     }
 }
 
-async fn status(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let read = state.node.read(NodeQuery::Status).await?;
     let Answer::Status(s) = read.answer else {
         unreachable!("the node answers a status query with its status")
@@ -822,76 +831,102 @@ fn parse_json<T: serde::de::DeserializeOwned>(raw: &[u8], what: &str) -> Result<
 async fn add_learner(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<auth::Principal>,
-    headers: HeaderMap,
+    Authorization(authorization): Authorization,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let raw = body(raw)?;
-    let learner: LearnerIn = parse_json(&raw, "a learner")?;
-    let change = MembershipChange::AddLearner(Member {
-        id: learner.id,
-        peer_addr: learner.peer_addr,
-        http_addr: learner.http_addr,
-    });
-    membership(
-        &state,
-        change,
-        principal,
-        "/v1/cluster/learners",
-        &headers,
-        raw,
-    )
-    .await
+    let request = Write::membership(Hop::Client, authorization, body(raw)?);
+    change_learners(&state, principal, request).await
 }
 
 async fn promote(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<auth::Principal>,
-    headers: HeaderMap,
+    Authorization(authorization): Authorization,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let raw = body(raw)?;
-    let ids: IdsIn = parse_json(&raw, "node ids")?;
-    let change = MembershipChange::Promote(ids.ids);
-    membership(
-        &state,
-        change,
-        principal,
-        "/v1/cluster/promote",
-        &headers,
-        raw,
-    )
-    .await
+    let request = Write::membership(Hop::Client, authorization, body(raw)?);
+    change_promote(&state, principal, request).await
 }
 
 async fn remove(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<auth::Principal>,
-    headers: HeaderMap,
+    Authorization(authorization): Authorization,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let raw = body(raw)?;
-    let ids: IdsIn = parse_json(&raw, "node ids")?;
-    let change = MembershipChange::Remove(ids.ids);
+    let request = Write::membership(Hop::Client, authorization, body(raw)?);
+    change_remove(&state, principal, request).await
+}
+
+async fn change_learners(
+    state: &AppState,
+    principal: auth::Principal,
+    request: Write,
+) -> Result<Response, ApiError> {
+    let raw = &request.raw;
+    let learner: LearnerIn = parse_json(raw, "a learner")?;
+    let change = MembershipChange::AddLearner(Member {
+        id: learner.id,
+        peer_addr: learner.peer_addr,
+        http_addr: learner.http_addr,
+    });
+    membership(state, change, principal, "cluster/learners", request).await
+}
+
+async fn change_promote(
+    state: &AppState,
+    principal: auth::Principal,
+    request: Write,
+) -> Result<Response, ApiError> {
+    let raw = &request.raw;
+    let ids: IdsIn = parse_json(raw, "node ids")?;
     membership(
-        &state,
-        change,
+        state,
+        MembershipChange::Promote(ids.ids),
         principal,
-        "/v1/cluster/remove",
-        &headers,
-        raw,
+        "cluster/promote",
+        request,
     )
     .await
+}
+
+async fn change_remove(
+    state: &AppState,
+    principal: auth::Principal,
+    request: Write,
+) -> Result<Response, ApiError> {
+    let raw = &request.raw;
+    let ids: IdsIn = parse_json(raw, "node ids")?;
+    membership(
+        state,
+        MembershipChange::Remove(ids.ids),
+        principal,
+        "cluster/remove",
+        request,
+    )
+    .await
+}
+
+impl Write {
+    /// A membership change: no `ack` (it is answered once its configuration is applied).
+    fn membership(hop: Hop, authorization: Option<HeaderValue>, raw: Bytes) -> Write {
+        Write {
+            hop,
+            authorization,
+            ack: Ack::Majority,
+            raw,
+        }
+    }
 }
 
 async fn membership(
     state: &AppState,
     change: MembershipChange,
     principal: auth::Principal,
-    path: &str,
-    headers: &HeaderMap,
-    raw: Bytes,
+    route: &str,
+    request: Write,
 ) -> Result<Response, ApiError> {
-    let actor = bulwark_ledger::access::Actor::Token(principal.token);
+    let actor = Actor::Token(principal.token);
     match state.node.change_membership(change, actor).await {
         Ok(index) => {
             let mut response = Json(json!({"result": "ok", "index": index.0})).into_response();
@@ -902,23 +937,17 @@ async fn membership(
         }
         Err(RequestError::NotLeader {
             leader: Some(leader),
-        }) if leader != state.node_id && !headers.contains_key(FORWARDED) => {
-            forward(
-                state,
-                leader,
-                path,
-                raw,
-                &Credentials(headers.get(header::AUTHORIZATION).cloned()),
-            )
-            .await
+        }) if leader != state.node_id && request.hop == Hop::Client => {
+            forward(state, leader, route, request).await
         }
         Err(RequestError::NotLeader { .. }) => Err(no_leader()),
         Err(e) => Err(e.into()),
     }
 }
 
-/// Streams a consistent snapshot of this node's last checkpoint (a follower catching up).
-async fn snapshot(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+/// Streams a consistent snapshot of this node's last checkpoint to `peer` (a follower catching
+/// up; served on the internal router only).
+async fn snapshot(state: &AppState, peer: NodeId) -> Result<Response, ApiError> {
     let Some(source) = state.node.snapshot_source() else {
         return Err(ApiError::not_found(
             "no_snapshot",
@@ -933,12 +962,13 @@ async fn snapshot(State(state): State<Arc<AppState>>) -> Result<Response, ApiErr
         };
         match source.export(&mut writer) {
             Ok(info) => tracing::info!(
+                peer = peer.0,
                 applied_index = info.applied_index,
                 rows = info.rows,
                 "sent a snapshot"
             ),
             Err(e) => {
-                tracing::warn!(error = %e, "sending a snapshot failed");
+                tracing::warn!(peer = peer.0, error = %e, "sending a snapshot failed");
                 let _ = writer.tx.blocking_send(Err(std::io::Error::other(e)));
             }
         }

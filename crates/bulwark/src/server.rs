@@ -241,6 +241,7 @@ fn cluster_config(args: &StartArgs, identity: &Identity, members: Vec<Member>) -
         tick: Duration::from_millis(args.tick_ms.max(1)),
         join: args.join,
         source_ip: None,
+        peer_http: None,
     }
 }
 
@@ -263,8 +264,19 @@ async fn start_node(
     // then sees which node connects, so a partition cuts all node-to-node traffic.
     plan.cluster.source_ip = Some(plan.http_listen.ip()).filter(|ip| !ip.is_unspecified());
     let tls = crate::certs::peer_tls(args, identity)?;
+    // Internal HTTP (snapshots, forwarded writes) goes to the other members' peer ports, inside
+    // the same mutual TLS as Raft, from the same source IP.
+    plan.cluster.peer_http = Some(bulwark_transport::PeerHttpClient::new(
+        tls.clone(),
+        plan.cluster.source_ip,
+        bulwark_limits::PEER_HTTP_CONNECT_TIMEOUT,
+    ));
     let (inbox_tx, mut inbox) = tokio::sync::mpsc::channel(bulwark_limits::TRANSPORT_INBOX_FRAMES);
-    let transport = start_transport(&plan, inbox_tx, tls).await?;
+    // Internal connections wait here until the node is up to serve them.
+    let (internal_tx, mut internal) =
+        tokio::sync::mpsc::channel(bulwark_limits::MAX_PEER_CONNECTIONS);
+    let sink = bulwark_transport::InternalSink(internal_tx);
+    let transport = start_transport(&plan, inbox_tx, tls, sink).await?;
     if alone {
         // Its own entry: where it listens now (recorded in the address book by the node loop).
         plan.cluster.members.push(Member {
@@ -300,6 +312,15 @@ async fn start_node(
         source_ip = ?plan.cluster.source_ip,
         "node started"
     );
+    let internal_app = bulwark_api::internal_router(node.handle(), identity.node_id);
+    tokio::spawn(async move {
+        while let Some(connection) = internal.recv().await {
+            tokio::spawn(bulwark_api::serve_internal(
+                internal_app.clone(),
+                connection,
+            ));
+        }
+    });
     let bootstraps =
         !args.join && plan.cluster.members.iter().map(|m| m.id).min() == Some(identity.node_id);
     let candidate = crate::admin_token::candidate(
@@ -326,6 +347,7 @@ async fn start_node(
     let options = bulwark_api::ApiOptions {
         token_rate_limit: args.token_rate_limit,
         refusals: Some(refusals),
+        peers: plan.cluster.peer_http.clone(),
     };
     let app = bulwark_api::cluster_router(node.handle(), identity.node_id, options);
     Ok((node, app, plan.http_listen))
@@ -337,16 +359,26 @@ async fn start_node(
 /// a new cluster's members start in any order.
 async fn check_not_a_lost_voter(plan: &Plan) -> anyhow::Result<()> {
     let me = plan.cluster.node_id;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(1))
-        .build()?;
+    let peers = plan
+        .cluster
+        .peer_http
+        .as_ref()
+        .expect("the peer HTTP client is made before this check");
     let mut views = Vec::new();
     for member in plan.cluster.members.iter().filter(|m| m.id != me) {
-        let url = format!("http://{}/v1/status", member.http_addr);
-        let Ok(response) = client.get(&url).send().await else {
+        let request = axum::http::Request::get("/internal/v1/status")
+            .body(http_body_util::Full::new(axum::body::Bytes::new()))
+            .expect("a GET without a body builds");
+        let peer = bulwark_transport::NodeId(member.id);
+        let timeout = Duration::from_secs(1);
+        let Ok(response) = peers.send(peer, member.peer_addr, request, timeout).await else {
             continue;
         };
-        let Ok(status) = response.json::<serde_json::Value>().await else {
+        let body = http_body_util::BodyExt::collect(response.into_body());
+        let Ok(Ok(body)) = tokio::time::timeout(timeout, body).await else {
+            continue;
+        };
+        let Ok(status) = serde_json::from_slice::<serde_json::Value>(&body.to_bytes()) else {
             continue;
         };
         let match_index_of_us = status["members"].as_array().and_then(|members| {
@@ -370,10 +402,12 @@ async fn start_transport(
     plan: &Plan,
     inbox: tokio::sync::mpsc::Sender<(bulwark_transport::NodeId, Vec<u8>)>,
     tls: bulwark_tls::PeerTls,
+    internal: bulwark_transport::InternalSink,
 ) -> anyhow::Result<bulwark_transport::TcpTransport> {
     let options = |advertised_addr| bulwark_transport::TransportOptions {
         source_ip: plan.cluster.source_ip,
         advertised_addr,
+        internal: Some(internal.clone()),
         ..Default::default()
     };
     let me = bulwark_transport::NodeId(plan.cluster.node_id);

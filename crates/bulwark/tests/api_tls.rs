@@ -20,17 +20,19 @@ fn node(dir: &Path, args: &[&str]) -> NodeProcess {
         args.iter().map(|a| a.to_string()).collect(),
         Logs::per_run().unwrap(),
     )
+    .with_admin_token(&common::test_token().0)
     .with_env("NO_COLOR", "1")
     .with_env("RUST_LOG", "info")
 }
 
-/// Waits until `bulwark account get 1` over HTTPS reaches the node (404: not created yet).
+/// Waits until `bulwark account get 1` over HTTPS reaches the node and it takes the tests'
+/// token (404: not created yet).
 async fn wait_https(process: &mut NodeProcess, https: &str, ca: &Path) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let ca = ca.to_str().unwrap();
         let (code, _, err) = cli(&["account", "get", "1", "--addr", https, "--ca", ca]).await;
-        if code != 4 {
+        if code != 4 && !err.contains("unauthorized") {
             return;
         }
         assert!(process.exited().is_none(), "{}", process.last_log());

@@ -875,6 +875,88 @@ async fn followers_forward_and_reads_are_linearizable() {
     );
 }
 
+/// Internal HTTP is on the peer port only, for certificates of the cluster's CA: a client gets
+/// 404 for it on the client port, a `bulwark-forwarded` header a client sends changes nothing
+/// (the follower still forwards), and a stranger on the peer port gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_http_is_for_members_on_the_peer_port_only() {
+    let cluster = Cluster::start(3, &[]).await;
+    let leader = cluster.wait_leader(PATIENCE).await;
+    create_accounts(&cluster.node(leader).http).await;
+    for n in &cluster.nodes {
+        let r = n.http.get("/internal/v1/snapshot").await;
+        assert_eq!(
+            (r.status, r.error()),
+            (404, "not_found"),
+            "node {}: {}",
+            n.id,
+            r.text
+        );
+    }
+    let follower = cluster.nodes.iter().find(|n| n.id != leader).unwrap();
+    let body = serde_json::to_vec(&json!([transfer(3_000, 1, 2, 5, 1)])).unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    let r = loop {
+        let sent =
+            follower
+                .http
+                .try_post_with("/v1/transfers", body.clone(), ("bulwark-forwarded", "1"));
+        match sent.await {
+            Ok(r) if r.status == 200 => break r,
+            other if Instant::now() > deadline => panic!("a forged header: {other:?}"),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    assert_eq!(r.results(), ["ok"], "{}", r.text);
+    assert!(
+        r.header("bulwark-forwarded-to").is_some(),
+        "{:?}",
+        r.headers
+    );
+    let applied = cluster.node(leader).http.get("/v1/transfers/3000").await;
+    assert_eq!(applied.status, 200, "{}", applied.text);
+
+    // The peer port: a member's certificate gets a snapshot; another CA's, nothing.
+    let peer_addr: std::net::SocketAddr =
+        format!("127.0.0.1:{}", follower.peer_port).parse().unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let id = bulwark_transport::NodeId(follower.id);
+    let fetch = |tls: bulwark_tls::PeerTls| {
+        let client = bulwark_transport::PeerHttpClient::new(tls, None, PATIENCE);
+        async move {
+            let request = http::Request::get("/internal/v1/snapshot")
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap();
+            client
+                .send(id, peer_addr, request, PATIENCE)
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    };
+    let member = certs.path().join("member");
+    bulwark_tls::issue_node(
+        &common::cluster_ca(),
+        1,
+        bulwark_transport::NodeId(9),
+        &member,
+    )
+    .unwrap();
+    let member = bulwark_tls::PeerTls::load(&member, 1, bulwark_transport::NodeId(9)).unwrap();
+    assert_eq!(fetch(member).await.unwrap(), 200);
+    let (foreign_ca, foreign) = (
+        certs.path().join("foreign-ca"),
+        certs.path().join("foreign"),
+    );
+    bulwark_tls::create_ca(&foreign_ca, 1).unwrap();
+    bulwark_tls::issue_node(&foreign_ca, 1, bulwark_transport::NodeId(9), &foreign).unwrap();
+    let foreign = bulwark_tls::PeerTls::load(&foreign, 1, bulwark_transport::NodeId(9)).unwrap();
+    let refused = fetch(foreign).await;
+    assert!(refused.is_err(), "another CA's certificate: {refused:?}");
+    let plain = Http::with_base(format!("http://{peer_addr}"));
+    let r = plain.try_get("/internal/v1/snapshot").await;
+    assert!(r.is_err(), "plain HTTP on the peer port: {r:?}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // 5. Voter sets a cluster cannot run on are refused at start.
 

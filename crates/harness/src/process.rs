@@ -114,6 +114,8 @@ pub struct NodeProcess {
     log_start: u64,
     /// The CA that issues this node's peer certificate before its first run as a member.
     cluster_ca: Option<PathBuf>,
+    /// `--admin-token-file` of every run, kept apart from `args` so that `set_args` keeps it.
+    admin_token: Option<PathBuf>,
 }
 
 impl NodeProcess {
@@ -131,14 +133,14 @@ impl NodeProcess {
             runs: 0,
             log_start: 0,
             cluster_ca: None,
+            admin_token: None,
         }
     }
 
     /// Every run gets `--admin-token-file path`: the cluster's first admin token, the same for
     /// every member.
     pub fn with_admin_token(mut self, path: &Path) -> NodeProcess {
-        self.args.push("--admin-token-file".into());
-        self.args.push(path.display().to_string());
+        self.admin_token = Some(path.to_path_buf());
         self
     }
 
@@ -258,6 +260,11 @@ impl NodeProcess {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(&self.args)
+            .args(
+                self.admin_token
+                    .iter()
+                    .flat_map(|t| [std::ffi::OsStr::new("--admin-token-file"), t.as_os_str()]),
+            )
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())

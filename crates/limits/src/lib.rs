@@ -265,9 +265,10 @@ pub const INSTALL_RETRY: Duration = Duration::from_millis(1000);
 /// How often a node whose disk is full tries again to persist what it holds.
 pub const DISK_FULL_RETRY: Duration = Duration::from_millis(200);
 
-/// Limit on connecting to a member for a snapshot download: a dead member is given up quickly
-/// and another one tried.
-pub const SNAPSHOT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Limit on connecting to a member for internal HTTP (dial and mutual TLS handshake on its peer
+/// port): a dead snapshot source is given up quickly and another one tried, and a forwarded
+/// write to a dead leader answers `no_leader` (never sent) well within the forward's bound.
+pub const PEER_HTTP_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Limit on each read of a snapshot download: a paused member is given up and another one tried
 /// (the source writes continuously; a checkpoint's integrity check at open can take seconds).
@@ -452,7 +453,8 @@ const _: () = assert!(ms(MAX_CLOCK_STEP) < ticks_ms(READ_TIMEOUT_TICKS));
 const _: () = assert!(ticks_ms(4 * HEARTBEAT_TICKS as u64) < ms(PEER_CLOCK_FRESHNESS));
 const _: () = assert!(ticks_ms(MAX_ELECTION_TICKS as u64) < ms(PEER_CLOCK_FRESHNESS));
 // A dead snapshot source is given up (connect) before a paused one is (read).
-const _: () = assert!(ms(SNAPSHOT_CONNECT_TIMEOUT) < ms(SNAPSHOT_READ_TIMEOUT));
+const _: () = assert!(ms(PEER_HTTP_CONNECT_TIMEOUT) < ms(SNAPSHOT_READ_TIMEOUT));
+const _: () = assert!(ms(PEER_HTTP_CONNECT_TIMEOUT) < ms(FORWARD_TIMEOUT));
 const _: () = assert!(ms(SNAPSHOT_READ_TIMEOUT) <= ms(SNAPSHOT_STALL_TIMEOUT));
 // The loop retries persisting on a full disk at least as often as the store looks for space again
 // or reopens its file, so it notices freed space no later than they do.

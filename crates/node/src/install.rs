@@ -23,6 +23,9 @@ use crate::cluster::ClusterConfig;
 use crate::download::{Downloader, Poll};
 use crate::faults::crash_point;
 
+/// The internal route a member's checkpoint is streamed from (on its peer port).
+pub const SNAPSHOT_PATH: &str = "/internal/v1/snapshot";
+
 /// The intent file's name in the data directory.
 pub const INTENT_FILE: &str = "installing-snapshot";
 
@@ -401,25 +404,26 @@ fn fetch_from(
     index: u64,
     wrap: &impl Fn(Box<dyn std::io::Read>) -> Box<dyn std::io::Read>,
 ) -> Result<bulwark_store::snapshot::SnapshotInfo, InstallFailure> {
-    let url = format!("http://{}/internal/v1/snapshot", member.http_addr);
-    tracing::info!(index, %url, "fetching a snapshot to catch up");
-    // The client must outlive the body: its runtime thread is what reads the stream.
-    let client = reqwest::blocking::Client::builder()
-        .connect_timeout(bulwark_limits::SNAPSHOT_CONNECT_TIMEOUT)
-        .timeout(bulwark_limits::SNAPSHOT_READ_TIMEOUT)
-        .local_address(cluster.source_ip)
-        .build()
-        .map_err(|e| InstallFailure::other(e.to_string()))?;
+    let addr = member.peer_addr;
+    tracing::info!(index, source = member.id, %addr, "fetching a snapshot to catch up");
+    let client = cluster
+        .peer_http
+        .as_ref()
+        .ok_or_else(|| InstallFailure::other("this node has no peer HTTP client"))?;
+    // Over internal HTTP on the source's peer port: only a member's certificate gets a snapshot.
     let response = client
-        .get(&url)
-        .send()
-        .and_then(|r| r.error_for_status())
-        .map_err(|e| InstallFailure::other(format!("fetch {url}: {e}")))?;
+        .blocking_get(
+            bulwark_transport::NodeId(member.id),
+            addr,
+            SNAPSHOT_PATH,
+            bulwark_limits::SNAPSHOT_READ_TIMEOUT,
+            bulwark_limits::SNAPSHOT_READ_TIMEOUT,
+        )
+        .map_err(|e| InstallFailure::other(format!("fetch the snapshot: {e}")))?;
     let mut body = wrap(Box::new(response));
     let info = bulwark_store::snapshot::import_beside(path, incoming, &mut body)
         .map_err(InstallFailure::store)?;
     drop(body);
-    drop(client);
     if info.applied_index < index {
         let _ = std::fs::remove_file(incoming);
         return Err(InstallFailure::other(format!(

@@ -351,6 +351,16 @@ impl NodeHandle {
             .copied()
     }
 
+    /// The peer address of member `id`, as this node knows it: where internal HTTP reaches it.
+    pub fn member_peer_addr(&self, id: NodeId) -> Option<std::net::SocketAddr> {
+        self.cluster
+            .read()
+            .expect("cluster view lock")
+            .peer_addrs
+            .get(&id)
+            .copied()
+    }
+
     /// The local IP this member's connections to other members come from
     /// ([`cluster::ClusterConfig::source_ip`]); `None` when the OS picks.
     pub fn source_ip(&self) -> Option<std::net::IpAddr> {
@@ -550,6 +560,7 @@ mod tests {
     fn detached() -> (NodeHandle, Inbox) {
         let view = cluster::ClusterView {
             http_addrs: Default::default(),
+            peer_addrs: Default::default(),
             removed: false,
             ready: true,
             source_ip: None,

@@ -44,6 +44,12 @@ pub const NODE_KEY: &str = "node.key";
 pub const API_CERT: &str = "api.crt";
 /// The client API certificate's private key.
 pub const API_KEY: &str = "api.key";
+/// The ALPN protocol of the framed Raft stream on the peer port (its wire version is the
+/// transport's `PROTOCOL_VERSION`; a dialer of another version finds no common protocol).
+pub const ALPN_RAFT: &[u8] = b"bulwark-raft/3";
+/// The ALPN protocol of the internal HTTP (HTTP/2) on the peer port: snapshots and forwarded
+/// writes, only between holders of the cluster's certificates.
+pub const ALPN_H2: &[u8] = b"h2";
 
 /// Years a cluster CA is valid for.
 const CA_YEARS: i32 = 10;
@@ -88,6 +94,8 @@ pub enum TlsError {
     NoPeerCertificate,
     #[error("an API certificate needs at least one name (an IP address or a DNS name)")]
     NoApiNames,
+    #[error("the peer's certificate names no node of cluster {cluster_id}")]
+    NoNodeName { cluster_id: u64 },
 }
 
 /// The DNS name a node's certificate holds: `node-<id>.c<cluster id in hex>.bulwark`.
@@ -301,12 +309,16 @@ pub fn has_node_cert(dir: &Path) -> bool {
 }
 
 /// The peer transport's TLS: this node's certificate and key, the cluster CA as the only root,
-/// TLS 1.3 only, client certificates required.
+/// TLS 1.3 only, client certificates required. The server offers both protocols of the peer
+/// port ([`ALPN_RAFT`], [`ALPN_H2`]); each client configuration asks for one.
 #[derive(Clone)]
 pub struct PeerTls {
     cluster_id: u64,
     pub server: Arc<ServerConfig>,
+    /// For the Raft stream ([`ALPN_RAFT`]).
     pub client: Arc<ClientConfig>,
+    /// For internal HTTP ([`ALPN_H2`]).
+    pub http_client: Arc<ClientConfig>,
 }
 
 impl std::fmt::Debug for PeerTls {
@@ -342,18 +354,23 @@ impl PeerTls {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let verifier =
             WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone()).build()?;
-        let server = ServerConfig::builder_with_provider(provider.clone())
+        let mut server = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(verifier)
             .with_single_cert(vec![cert.clone()], key.clone_key())?;
-        let client = ClientConfig::builder_with_provider(provider)
+        server.alpn_protocols = vec![ALPN_RAFT.to_vec(), ALPN_H2.to_vec()];
+        let mut client = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_root_certificates(roots)
             .with_client_auth_cert(vec![cert], key)?;
+        let mut http_client = client.clone();
+        client.alpn_protocols = vec![ALPN_RAFT.to_vec()];
+        http_client.alpn_protocols = vec![ALPN_H2.to_vec()];
         Ok(PeerTls {
             cluster_id,
             server: Arc::new(server),
             client: Arc::new(client),
+            http_client: Arc::new(http_client),
         })
     }
 
@@ -378,6 +395,39 @@ impl PeerTls {
             reason,
         })
     }
+}
+
+impl PeerTls {
+    /// The node a dialer's certificate (already verified to chain to the cluster CA by the
+    /// handshake) names: a connection without a hello (internal HTTP) is the node its
+    /// certificate says, and only a node of this cluster.
+    pub fn peer_node(&self, certs: Option<&[CertificateDer<'_>]>) -> Result<NodeId, TlsError> {
+        let cert = certs
+            .and_then(|c| c.first())
+            .ok_or(TlsError::NoPeerCertificate)?;
+        let no_name = TlsError::NoNodeName {
+            cluster_id: self.cluster_id,
+        };
+        let parsed = webpki::EndEntityCert::try_from(cert).map_err(|_| no_name)?;
+        let suffix = format!(".c{:x}.bulwark", self.cluster_id);
+        let node = parsed
+            .valid_dns_names()
+            .filter_map(|name| name.strip_prefix("node-")?.strip_suffix(suffix.as_str()))
+            .find_map(parse_node_id)
+            .ok_or(TlsError::NoNodeName {
+                cluster_id: self.cluster_id,
+            })?;
+        // The name as this node would check a claim of it: the same rule as `check_peer`.
+        self.check_peer(certs, node)?;
+        Ok(node)
+    }
+}
+
+/// A node id as `peer_name` writes it: decimal digits, no sign or leading zero, not 0.
+fn parse_node_id(text: &str) -> Option<NodeId> {
+    let canonical =
+        !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) && !text.starts_with('0');
+    canonical.then(|| text.parse().ok().map(NodeId)).flatten()
 }
 
 fn load_cert(path: &Path) -> Result<CertificateDer<'static>, TlsError> {

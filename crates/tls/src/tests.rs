@@ -122,3 +122,42 @@ fn an_api_certificate_names_the_addresses_it_was_issued_for() {
         );
     }
 }
+
+#[test]
+fn the_node_a_certificate_names_is_read_from_it_only_for_our_cluster() {
+    let root = tempfile::tempdir().unwrap();
+    let ca = root.path().join("ca");
+    create_ca(&ca, 0xC1).unwrap();
+    let (one, two) = (root.path().join("1"), root.path().join("2"));
+    issue_node(&ca, 0xC1, NodeId(1), &one).unwrap();
+    issue_node(&ca, 0xC1, NodeId(27), &two).unwrap();
+    let tls = PeerTls::load(&one, 0xC1, NodeId(1)).unwrap();
+    assert_eq!(tls.peer_node(Some(&[cert_of(&two)])).unwrap(), NodeId(27));
+    assert!(matches!(
+        tls.peer_node(None),
+        Err(TlsError::NoPeerCertificate)
+    ));
+    // Node 27 of cluster 0xC2 (same CA) is no node of ours.
+    let other = root.path().join("other");
+    issue_node(&ca, 0xC2, NodeId(27), &other).unwrap();
+    let foreign = tls.peer_node(Some(&[cert_of(&other)])).unwrap_err();
+    assert!(
+        matches!(foreign, TlsError::NoNodeName { cluster_id: 0xC1 }),
+        "{foreign}"
+    );
+}
+
+#[test]
+fn the_peer_port_offers_raft_and_h2_and_each_dialer_asks_for_one() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("tls");
+    create_ca(&dir, 3).unwrap();
+    issue_node(&dir, 3, NodeId(1), &dir).unwrap();
+    let tls = PeerTls::load(&dir, 3, NodeId(1)).unwrap();
+    assert_eq!(
+        tls.server.alpn_protocols,
+        vec![ALPN_RAFT.to_vec(), ALPN_H2.to_vec()]
+    );
+    assert_eq!(tls.client.alpn_protocols, vec![ALPN_RAFT.to_vec()]);
+    assert_eq!(tls.http_client.alpn_protocols, vec![ALPN_H2.to_vec()]);
+}

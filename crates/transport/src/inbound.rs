@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bulwark_limits::{ACCEPT_RETRY, MAX_PEER_CONNECTIONS, PEER_READ_CHUNK};
-use bulwark_tls::{PeerTls, TlsError};
+use bulwark_tls::{PeerTls, TlsError, ALPN_H2, ALPN_RAFT};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -17,6 +17,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use crate::frame::{FrameDecoder, FrameError, Hello, HelloError, HELLO_PAYLOAD_LEN};
+use crate::internal::InternalConnection;
 use crate::outbound::lock;
 use crate::{NodeId, TransportOptions};
 
@@ -46,8 +47,9 @@ impl Registry {
     }
 }
 
-/// Removes a connection from the registry however its task ends (including by abort).
-struct Registration {
+/// Removes a connection from the registry however its task ends (including by abort), or,
+/// for an internal-HTTP connection, whenever whoever serves it drops it.
+pub(crate) struct Registration {
     registry: Arc<Mutex<Registry>>,
     conn: u64,
     peer: Option<NodeId>,
@@ -158,19 +160,57 @@ enum Refusal {
     WrongCluster { from: u64, ours: u64, theirs: u64 },
     #[error("hello claims this node's own id {0}")]
     OwnId(u64),
+    #[error("no ALPN protocol negotiated (a dialer must ask for bulwark-raft/3 or h2)")]
+    NoProtocol,
+    #[error("internal HTTP: {0}")]
+    HttpCertificate(TlsError),
+    #[error("internal HTTP from node {0}: this node serves none")]
+    NoInternalHttp(u64),
 }
 
-/// The TLS handshake (the dialer's certificate must chain to the cluster CA), then the hello,
-/// whose claimed node id its certificate must name: nothing is read in the clear, and nothing
+/// What an authenticated connection carries, by its negotiated ALPN protocol.
+enum Accepted {
+    Raft(TlsStream<TcpStream>, Hello),
+    Http(TlsStream<TcpStream>, NodeId),
+}
+
+/// The TLS handshake (the dialer's certificate must chain to the cluster CA), then by the
+/// negotiated protocol: for Raft the hello, whose claimed node id its certificate must name;
+/// for internal HTTP the node its certificate names. Nothing is read in the clear, and nothing
 /// from a dialer that is not who it says.
 async fn authenticate(
     stream: TcpStream,
     decoder: &mut FrameDecoder,
     chunk: &mut [u8],
     ctx: &InboundCtx,
-) -> Result<(TlsStream<TcpStream>, Hello), Refusal> {
+) -> Result<Accepted, Refusal> {
     let acceptor = TlsAcceptor::from(ctx.tls.server.clone());
-    let mut stream = acceptor.accept(stream).await.map_err(Refusal::Tls)?;
+    let stream = acceptor.accept(stream).await.map_err(Refusal::Tls)?;
+    // rustls refuses a dialer that offers only protocols we do not speak in the handshake.
+    match stream.get_ref().1.alpn_protocol() {
+        Some(ALPN_RAFT) => read_hello(stream, decoder, chunk, ctx).await,
+        Some(ALPN_H2) => {
+            let certificates = stream.get_ref().1.peer_certificates();
+            let peer = ctx
+                .tls
+                .peer_node(certificates)
+                .map_err(Refusal::HttpCertificate)?;
+            if ctx.opts.internal.is_none() {
+                return Err(Refusal::NoInternalHttp(peer.0));
+            }
+            Ok(Accepted::Http(stream, peer))
+        }
+        _ => Err(Refusal::NoProtocol),
+    }
+}
+
+/// A Raft stream's hello: our cluster, not our own id, and named by the dialer's certificate.
+async fn read_hello(
+    mut stream: TlsStream<TcpStream>,
+    decoder: &mut FrameDecoder,
+    chunk: &mut [u8],
+    ctx: &InboundCtx,
+) -> Result<Accepted, Refusal> {
     let frame = read_frame(&mut stream, decoder, chunk)
         .await?
         .ok_or(Refusal::Closed)?;
@@ -192,14 +232,14 @@ async fn authenticate(
             from: hello.from.0,
             source,
         })?;
-    Ok((stream, hello))
+    Ok(Accepted::Raft(stream, hello))
 }
 
 async fn serve(
     stream: TcpStream,
     remote: SocketAddr,
     ctx: Arc<InboundCtx>,
-    mut registration: Registration,
+    registration: Registration,
 ) {
     if let Err(e) = stream.set_nodelay(true) {
         debug!(%remote, error = %e, "set_nodelay failed");
@@ -212,17 +252,38 @@ async fn serve(
         timeout,
         authenticate(stream, &mut decoder, &mut chunk, &ctx),
     );
-    let (mut stream, hello) = match authenticated.await {
-        Ok(Ok(authenticated)) => authenticated,
-        Ok(Err(e)) => {
-            warn!(%remote, "refusing inbound connection: {e}");
-            return;
+    match authenticated.await {
+        Ok(Ok(Accepted::Raft(stream, hello))) => {
+            serve_raft(stream, hello, remote, &ctx, registration, decoder, chunk).await
         }
-        Err(_) => {
-            warn!(%remote, "refusing inbound connection: {}", Refusal::Timeout(timeout));
-            return;
+        Ok(Ok(Accepted::Http(stream, peer))) => {
+            let Some(sink) = ctx.opts.internal.as_ref() else {
+                return;
+            };
+            info!(peer = peer.0, %remote, "accepted internal HTTP connection from peer");
+            let connection = InternalConnection::new(peer, remote, stream, registration);
+            if sink.0.send(connection).await.is_err() {
+                debug!(
+                    peer = peer.0,
+                    "internal HTTP is no longer served; dropping connection"
+                );
+            }
         }
-    };
+        Ok(Err(e)) => warn!(%remote, "refusing inbound connection: {e}"),
+        Err(_) => warn!(%remote, "refusing inbound connection: {}", Refusal::Timeout(timeout)),
+    }
+}
+
+/// A peer's Raft stream after its hello: every valid frame goes to the inbox, as from `hello.from`.
+async fn serve_raft(
+    mut stream: TlsStream<TcpStream>,
+    hello: Hello,
+    remote: SocketAddr,
+    ctx: &InboundCtx,
+    mut registration: Registration,
+    mut decoder: FrameDecoder,
+    mut chunk: Vec<u8>,
+) {
     let from = hello.from;
     // A listener on every interface announces an unspecified IP: the connection's is the one.
     let announced = match hello.addr.ip().is_unspecified() {

@@ -27,7 +27,9 @@
 
 mod frame;
 mod inbound;
+mod internal;
 mod outbound;
+pub mod peer_http;
 mod tcp;
 
 use std::net::{IpAddr, SocketAddr};
@@ -40,6 +42,8 @@ pub use frame::{
     encode_frame, encode_frame_into, FrameDecoder, FrameError, Hello, HelloError, FRAME_HEADER_LEN,
     HELLO_MAGIC, HELLO_PAYLOAD_LEN, PROTOCOL_VERSION,
 };
+pub use internal::{InternalConnection, InternalSink};
+pub use peer_http::{PeerHttpClient, PeerHttpError};
 pub use tcp::TcpTransport;
 
 /// A node of the cluster (the Raft node id): the one definition in `bulwark-ids`, shared with
@@ -123,6 +127,11 @@ pub struct TransportOptions {
     /// Where other nodes reach this node's peer listener, told to every peer in the hello (a
     /// peer that does not know our address yet replies there); `None`: the address bound.
     pub advertised_addr: Option<SocketAddr>,
+    /// Where inbound connections that negotiated `h2` (internal HTTP) are handed, with the node
+    /// their certificate names; `None`: such connections are refused. They count against
+    /// `MAX_PEER_CONNECTIONS` like Raft streams, until whoever serves them drops them (the
+    /// transport's shutdown does not close them).
+    pub internal: Option<InternalSink>,
 }
 
 impl Default for TransportOptions {
@@ -136,6 +145,7 @@ impl Default for TransportOptions {
             connect_timeout: limits::PEER_CONNECT_TIMEOUT,
             source_ip: None,
             advertised_addr: None,
+            internal: None,
         }
     }
 }

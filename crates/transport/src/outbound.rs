@@ -272,7 +272,7 @@ async fn connect(
 
 /// Dials `addr`, from `source` (any port) when it is of the same address family: a node's
 /// connections come from the IP it listens on, so a peer or a proxy can tell which node dialed.
-async fn dial(
+pub(crate) async fn dial(
     addr: SocketAddr,
     source: Option<IpAddr>,
     timeout: Duration,

@@ -46,7 +46,7 @@ fn localhost(port: u16) -> SocketAddr {
 
 /// The CA of every cluster these tests start (one per test binary: their clusters never meet,
 /// each on its own ports).
-fn cluster_ca() -> PathBuf {
+pub fn cluster_ca() -> PathBuf {
     static CA: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
     CA.get_or_init(|| tempfile::tempdir().expect("a CA directory"))
         .path()
@@ -358,6 +358,24 @@ impl Http {
         let response = self
             .client
             .get(format!("{}{path}", self.base))
+            .send()
+            .await?;
+        Http::answer(response).await
+    }
+
+    /// A JSON POST with one more header of the client's choosing.
+    pub async fn try_post_with(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        (name, value): (&str, &str),
+    ) -> Result<Resp, reqwest::Error> {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .header(name, value)
+            .body(body)
             .send()
             .await?;
         Http::answer(response).await

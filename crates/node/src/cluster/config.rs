@@ -29,6 +29,9 @@ pub struct ClusterConfig {
     /// peer transport (configured by whoever starts it). Whoever sits between the nodes — a
     /// firewall, or `bulwark chaos`'s proxy — can then tell which node a connection comes from.
     pub source_ip: Option<IpAddr>,
+    /// Internal HTTP to the other members (mutual TLS on their peer ports), where a snapshot
+    /// is downloaded from; `None`: no snapshot can be fetched (a node that never has peers).
+    pub peer_http: Option<bulwark_transport::PeerHttpClient>,
 }
 
 /// A configuration a cluster cannot run safely on.

@@ -115,6 +115,12 @@ impl ClusterLoop {
                 .iter()
                 .map(|m| (NodeId(m.id), m.http_addr))
                 .collect();
+            view.peer_addrs = self
+                .cluster
+                .members
+                .iter()
+                .map(|m| (NodeId(m.id), m.peer_addr))
+                .collect();
             view.removed = removed;
         }
         removed

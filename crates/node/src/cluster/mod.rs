@@ -56,6 +56,8 @@ pub use start::start_cluster;
 pub struct ClusterView {
     /// HTTP address of every known member, by id.
     pub http_addrs: std::collections::HashMap<NodeId, SocketAddr>,
+    /// Peer address of every known member, by id: where internal HTTP (forwarded writes) goes.
+    pub peer_addrs: std::collections::HashMap<NodeId, SocketAddr>,
     /// This node was removed from the cluster: it serves nothing any more.
     pub removed: bool,
     /// A leader (this node, or one heard from within an election timeout) is there to serve.

@@ -258,6 +258,11 @@ fn spawn_loop(
             .iter()
             .map(|m| (NodeId(m.id), m.http_addr))
             .collect(),
+        peer_addrs: cluster
+            .members
+            .iter()
+            .map(|m| (NodeId(m.id), m.peer_addr))
+            .collect(),
         removed: false,
         ready: false,
         source_ip: cluster.source_ip,
