@@ -46,7 +46,7 @@ fn localhost(port: u16) -> SocketAddr {
 
 /// The CA of every cluster these tests start (one per test binary: their clusters never meet,
 /// each on its own ports).
-fn cluster_ca() -> PathBuf {
+pub fn cluster_ca() -> PathBuf {
     static CA: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
     CA.get_or_init(|| tempfile::tempdir().expect("a CA directory"))
         .path()

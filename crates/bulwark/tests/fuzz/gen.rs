@@ -91,12 +91,13 @@ pub fn route(rng: &mut Rng, made: &[String]) -> (String, Vec<u8>, Shape) {
             ("POST".to_string(), target, Shape::Other)
         }
         70..=74 => {
-            let paths = [
+            let paths: [&str; 3] = [
                 "/v1/cluster/learners",
                 "/v1/cluster/promote",
                 "/v1/cluster/remove",
             ];
-            post(*rng.pick(&paths), Shape::Membership)
+            let path = paths[rng.below(3) as usize];
+            post(path, Shape::Membership)
         }
         75..=84 => unknown_route(rng),
         85..=90 => long_route(rng),
