@@ -189,9 +189,6 @@ impl Node {
             self.http = Http::new(self.port);
             let mut args = vec!["--listen".to_string(), localhost(self.port).to_string()];
             args.extend(self.args.iter().cloned());
-            // `set_args` replaces what `test_process` added: the tests' admin token too.
-            args.push("--admin-token-file".into());
-            args.push(test_token().0.display().to_string());
             self.process.set_args(args);
             match self
                 .process
