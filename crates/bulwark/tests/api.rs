@@ -758,7 +758,10 @@ async fn a_wrong_method_answers_405_with_a_json_error() {
     let http = node.http.clone();
     setup(&http).await;
     let before = snapshot(&http).await;
-    let client = reqwest::Client::new();
+    let client = reqwest::Client::builder()
+        .default_headers(bulwark_harness::bearer_headers(&common::test_token().1))
+        .build()
+        .expect("a client");
     let cases = [
         (reqwest::Method::GET, "/v1/transfers"),
         (reqwest::Method::PUT, "/v1/accounts"),
@@ -804,7 +807,10 @@ async fn a_body_not_declared_json_is_refused_and_changes_nothing() {
     let http = node.http.clone();
     setup(&http).await;
     let before = snapshot(&http).await;
-    let client = reqwest::Client::new();
+    let client = reqwest::Client::builder()
+        .default_headers(bulwark_harness::bearer_headers(&common::test_token().1))
+        .build()
+        .expect("a client");
     let body = json_body(json!([good_transfer(500)]));
     let long = format!("text/{}", "x".repeat(5000));
     let declared = [
