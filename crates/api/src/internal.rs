@@ -54,11 +54,17 @@ pub fn internal_router(node: NodeHandle, node_id: u64) -> Router {
         .route("/internal/v1/forward/cluster/promote", post(promote))
         .route("/internal/v1/forward/cluster/remove", post(remove))
         .route("/internal/v1/forward/tokens", post(create_token))
-        .route("/internal/v1/forward/tokens/{id}/revoke", post(revoke_token))
+        .route(
+            "/internal/v1/forward/tokens/{id}/revoke",
+            post(revoke_token),
+        )
         .fallback(crate::not_found)
         .method_not_allowed_fallback(crate::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn_with_state(state.clone(), admit_forwarded))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            admit_forwarded,
+        ))
         .with_state(state)
 }
 

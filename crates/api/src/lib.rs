@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::Extension;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -24,7 +25,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use axum::extract::Extension;
 use bulwark_ledger::access::Actor;
 use bulwark_ledger::{AccountId, Operation, Timestamp, TransferId};
 use bulwark_limits::{
@@ -126,7 +126,10 @@ pub fn cluster_router(node: NodeHandle, node_id: u64, options: ApiOptions) -> Ro
         .route("/v1/cluster/learners", post(add_learner))
         .route("/v1/cluster/promote", post(promote))
         .route("/v1/cluster/remove", post(remove))
-        .route("/v1/tokens", get(admin::list_tokens).post(admin::create_token))
+        .route(
+            "/v1/tokens",
+            get(admin::list_tokens).post(admin::create_token),
+        )
         .route("/v1/tokens/{id}/revoke", post(admin::revoke_token))
         .route("/v1/audit", get(admin::audit))
         .route("/v1/audit/local", get(admin::local_audit))

@@ -264,6 +264,13 @@ async fn start_node(
     // then sees which node connects, so a partition cuts all node-to-node traffic.
     plan.cluster.source_ip = Some(plan.http_listen.ip()).filter(|ip| !ip.is_unspecified());
     let tls = crate::certs::peer_tls(args, identity)?;
+    let refusals_dir = args.data_dir.join("audit");
+    let refusals = bulwark_refusals::RefusalLog::open(&refusals_dir).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open the refusals log in {}: {e}",
+            refusals_dir.display()
+        )
+    })?;
     // Internal HTTP (snapshots, forwarded writes) goes to the other members' peer ports, inside
     // the same mutual TLS as Raft, from the same source IP.
     plan.cluster.peer_http = Some(bulwark_transport::PeerHttpClient::new(
@@ -276,7 +283,7 @@ async fn start_node(
     let (internal_tx, mut internal) =
         tokio::sync::mpsc::channel(bulwark_limits::MAX_PEER_CONNECTIONS);
     let sink = bulwark_transport::InternalSink(internal_tx);
-    let transport = start_transport(&plan, inbox_tx, tls, sink).await?;
+    let transport = start_transport(&plan, inbox_tx, tls, sink, refusals.clone()).await?;
     if alone {
         // Its own entry: where it listens now (recorded in the address book by the node loop).
         plan.cluster.members.push(Member {
@@ -337,13 +344,6 @@ async fn start_node(
             http,
         ));
     }
-    let refusals_dir = args.data_dir.join("audit");
-    let refusals = bulwark_refusals::RefusalLog::open(&refusals_dir).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot open the refusals log in {}: {e}",
-            refusals_dir.display()
-        )
-    })?;
     let options = bulwark_api::ApiOptions {
         token_rate_limit: args.token_rate_limit,
         refusals: Some(refusals),
@@ -403,11 +403,13 @@ async fn start_transport(
     inbox: tokio::sync::mpsc::Sender<(bulwark_transport::NodeId, Vec<u8>)>,
     tls: bulwark_tls::PeerTls,
     internal: bulwark_transport::InternalSink,
+    refusals: bulwark_refusals::RefusalLog,
 ) -> anyhow::Result<bulwark_transport::TcpTransport> {
     let options = |advertised_addr| bulwark_transport::TransportOptions {
         source_ip: plan.cluster.source_ip,
         advertised_addr,
         internal: Some(internal.clone()),
+        refusals: Some(refusals.clone()),
         ..Default::default()
     };
     let me = bulwark_transport::NodeId(plan.cluster.node_id);

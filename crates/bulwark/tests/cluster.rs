@@ -955,6 +955,18 @@ async fn internal_http_is_for_members_on_the_peer_port_only() {
     let plain = Http::with_base(format!("http://{peer_addr}"));
     let r = plain.try_get("/internal/v1/snapshot").await;
     assert!(r.is_err(), "plain HTTP on the peer port: {r:?}");
+    // Both refusals are in the follower's own refusals log, with where they came from.
+    let logged = bulwark_harness::wait_for(PATIENCE, Duration::from_millis(50), || async {
+        let r = follower.http.get("/v1/audit/local?limit=1000").await;
+        let records = r.json["records"].as_array().cloned().unwrap_or_default();
+        let peers: Vec<_> = records
+            .iter()
+            .filter(|r| r["code"] == "peer_refused" && r["from"].is_string())
+            .collect();
+        (peers.len() >= 2).then_some(()).ok_or(r.text)
+    })
+    .await;
+    logged.unwrap_or_else(|last| panic!("refused peers not in the refusals log: {last}"));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -117,6 +117,21 @@ impl RefusalLog {
     }
 }
 
+impl std::fmt::Debug for RefusalLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RefusalLog({})", self.dir.display())
+    }
+}
+
+/// Two handles are equal when they write the same log.
+impl PartialEq for RefusalLog {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.dir, &other.dir)
+    }
+}
+
+impl Eq for RefusalLog {}
+
 fn current_path(dir: &Path) -> PathBuf {
     dir.join("refusals.log")
 }

@@ -168,6 +168,19 @@ enum Refusal {
     NoInternalHttp(u64),
 }
 
+impl Refusal {
+    /// The node the refused connection claimed to be, when it got as far as saying.
+    fn claimed(&self) -> Option<u64> {
+        match self {
+            Refusal::Certificate { from, .. }
+            | Refusal::WrongCluster { from, .. }
+            | Refusal::NoInternalHttp(from) => Some(*from),
+            Refusal::OwnId(id) => Some(*id),
+            _ => None,
+        }
+    }
+}
+
 /// What an authenticated connection carries, by its negotiated ALPN protocol.
 enum Accepted {
     Raft(TlsStream<TcpStream>, Hello),
@@ -269,8 +282,22 @@ async fn serve(
                 );
             }
         }
-        Ok(Err(e)) => warn!(%remote, "refusing inbound connection: {e}"),
-        Err(_) => warn!(%remote, "refusing inbound connection: {}", Refusal::Timeout(timeout)),
+        Ok(Err(e)) => refused(&ctx, remote, &e),
+        Err(_) => refused(&ctx, remote, &Refusal::Timeout(timeout)),
+    }
+}
+
+/// A refused inbound connection: logged, and kept in the node's refusals log.
+fn refused(ctx: &InboundCtx, remote: SocketAddr, why: &Refusal) {
+    warn!(%remote, "refusing inbound connection: {why}");
+    if let Some(log) = &ctx.opts.refusals {
+        log.record(bulwark_refusals::Refusal::now(
+            "peer_refused",
+            0,
+            why.claimed().map(|id| format!("node {id}")),
+            format!("peer connection: {why}"),
+            Some(remote.to_string()),
+        ));
     }
 }
 

@@ -132,6 +132,9 @@ pub struct TransportOptions {
     /// `MAX_PEER_CONNECTIONS` like Raft streams, until whoever serves them drops them (the
     /// transport's shutdown does not close them).
     pub internal: Option<InternalSink>,
+    /// Where refused inbound connections are recorded (who they claimed, why, from where), as
+    /// well as logged; `None`: logged only.
+    pub refusals: Option<bulwark_refusals::RefusalLog>,
 }
 
 impl Default for TransportOptions {
@@ -146,6 +149,7 @@ impl Default for TransportOptions {
             source_ip: None,
             advertised_addr: None,
             internal: None,
+            refusals: None,
         }
     }
 }
