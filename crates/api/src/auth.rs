@@ -55,12 +55,14 @@ pub enum Refusal {
     },
     /// 429: the token sent more requests than its rate allows.
     RateLimited { token: TokenId, retry_after_ms: u64 },
+    /// 503: the node has not loaded its tokens yet (it is starting).
+    Starting,
 }
 
 impl Refusal {
     pub fn token(&self) -> Option<TokenId> {
         match self {
-            Refusal::Unauthenticated(_) => None,
+            Refusal::Unauthenticated(_) | Refusal::Starting => None,
             Refusal::Forbidden { token, .. } | Refusal::RateLimited { token, .. } => Some(*token),
         }
     }
@@ -73,6 +75,7 @@ impl Refusal {
             Refusal::Unauthenticated(_) => "unauthorized",
             Refusal::Forbidden { .. } => "forbidden",
             Refusal::RateLimited { .. } => "rate_limited",
+            Refusal::Starting => "starting",
         }
     }
 
@@ -102,6 +105,20 @@ impl Refusal {
                 ),
             }
             .into_response(),
+            Refusal::Starting => {
+                let mut response = ApiError {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    code: "starting",
+                    message: "this node is starting and has not loaded its tokens yet; retry \
+                              shortly"
+                        .into(),
+                }
+                .into_response();
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(1));
+                response
+            }
             Refusal::RateLimited {
                 token,
                 retry_after_ms,
@@ -130,6 +147,9 @@ pub fn authenticate(
     access: &AccessView,
     needs: Role,
 ) -> Result<Principal, Refusal> {
+    if !access.is_loaded() {
+        return Err(Refusal::Starting);
+    }
     let value = header_value.ok_or(Refusal::Unauthenticated(
         "this request needs a token: send the header 'authorization: Bearer <token>'",
     ))?;

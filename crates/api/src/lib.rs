@@ -171,8 +171,10 @@ async fn serve_request(
             Ok(()) => next.run(request).await,
             Err(refusal) => {
                 let response = refusal.into_response_ref();
-                let who = refusal.token().map(|t| format!("token {t}"));
-                record_refusal(&state, &request, refusal.code(), response.status(), who);
+                if !matches!(refusal, auth::Refusal::Starting) {
+                    let who = refusal.token().map(|t| format!("token {t}"));
+                    record_refusal(&state, &request, refusal.code(), response.status(), who);
+                }
                 response
             }
         }

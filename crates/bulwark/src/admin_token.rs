@@ -71,6 +71,11 @@ pub async fn register(node: NodeHandle, candidate: Candidate, node_id: u64, http
     let id = TokenId(id);
     loop {
         let access = node.access();
+        if !access.is_loaded() {
+            // The state is not loaded yet: whether the cluster has its first token is unknown.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
         if access.admin_bootstrapped {
             if access.tokens.contains_key(&id) {
                 tracing::info!(token = %id, path = %candidate.path.display(), "the admin token is registered");

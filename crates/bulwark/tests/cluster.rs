@@ -229,7 +229,10 @@ async fn client(
                 }
                 Ok(r) if r.status == 503 => {
                     assert!(
-                        matches!(r.error(), "no_leader" | "write_dropped" | "outcome_unknown"),
+                        matches!(
+                            r.error(),
+                            "no_leader" | "write_dropped" | "outcome_unknown" | "starting"
+                        ),
                         "503 with {}",
                         r.text
                     );
@@ -658,7 +661,10 @@ async fn minority_partition_cannot_acknowledge() {
                 );
                 assert_eq!(r.status, 503, "{}", r.text);
                 assert!(
-                    matches!(r.error(), "no_leader" | "write_dropped" | "outcome_unknown"),
+                    matches!(
+                        r.error(),
+                        "no_leader" | "write_dropped" | "outcome_unknown" | "starting"
+                    ),
                     "{}",
                     r.text
                 );
@@ -1040,8 +1046,17 @@ async fn cluster_local_starts_and_stops() {
         .expect("spawn bulwark cluster local");
     let mut local = Local(Some(child));
 
-    let https: Vec<Http> = (0..3).map(|i| Http::new(http_port + i)).collect();
+    // `cluster local` makes the cluster's admin token beside the nodes' directories.
+    let token_path = data.path().join("cluster").join("admin.token");
     let deadline = Instant::now() + PATIENCE;
+    while !token_path.exists() {
+        assert!(Instant::now() < deadline, "no {}", token_path.display());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let token = bulwark_token::read_file(&token_path).expect("the admin token");
+    let https: Vec<Http> = (0..3)
+        .map(|i| Http::with_token(format!("http://127.0.0.1:{}", http_port + i), Some(&token)))
+        .collect();
     let leader = loop {
         let mut found = None;
         for h in &https {

@@ -215,6 +215,7 @@ fn spawn_writer(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let client = reqwest::Client::builder()
+            .default_headers(bulwark_harness::bearer_headers(&common::test_token().1))
             .no_proxy()
             .timeout(Duration::from_secs(5))
             .build()
@@ -277,6 +278,7 @@ async fn out_of_descriptors_for_clients_the_node_keeps_its_log_and_serves_again(
         args.iter().map(|a| a.to_string()).collect(),
         bulwark_harness::Logs::per_run().unwrap(),
     )
+    .with_admin_token(&common::test_token().0)
     .with_env("NO_COLOR", "1")
     .with_env("RUST_LOG", "info");
     node.start_live(listen, Duration::from_secs(60))
@@ -288,7 +290,18 @@ async fn out_of_descriptors_for_clients_the_node_keeps_its_log_and_serves_again(
         log.contains(&format!("max_connections={expected}")),
         "{log}"
     );
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let status =
+        bulwark_harness::StatusClient::new(Duration::from_secs(5), &common::test_token().1);
+    assert!(
+        status
+            .wait_authorized(listen, Duration::from_secs(30))
+            .await
+    );
+    let client = reqwest::Client::builder()
+        .default_headers(bulwark_harness::bearer_headers(&common::test_token().1))
+        .no_proxy()
+        .build()
+        .unwrap();
     let accounts = serde_json::json!([{"id": 1, "ledger": 1, "code": 1},
         {"id": 2, "ledger": 1, "code": 1}]);
     let created = client

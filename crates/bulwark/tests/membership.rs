@@ -413,7 +413,10 @@ async fn load(
                 }
                 Ok(r) if r.status == 503 => {
                     assert!(
-                        matches!(r.error(), "no_leader" | "write_dropped" | "outcome_unknown"),
+                        matches!(
+                            r.error(),
+                            "no_leader" | "write_dropped" | "outcome_unknown" | "starting"
+                        ),
                         "503 with {}",
                         r.text
                     );

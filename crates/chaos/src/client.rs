@@ -25,8 +25,14 @@ pub struct Answer {
 }
 
 /// Error words that guarantee a write was not applied (`overloaded`: refused before it reached
-/// the node loop).
-const DEFINITE_REFUSALS: [&str; 4] = ["no_leader", "write_dropped", "disk_full", "overloaded"];
+/// the node loop; `starting`: refused before its token could be checked).
+const DEFINITE_REFUSALS: [&str; 5] = [
+    "no_leader",
+    "write_dropped",
+    "disk_full",
+    "overloaded",
+    "starting",
+];
 
 #[derive(Clone)]
 pub struct Client {

@@ -18,6 +18,14 @@ pub struct AccessView {
     pub admin_bootstrapped: bool,
 }
 
+impl AccessView {
+    /// Whether the loop published the store's tokens yet: until then a node that just started
+    /// knows no token, and must say it is starting rather than call a valid token invalid.
+    pub fn is_loaded(&self) -> bool {
+        self.generation != 0
+    }
+}
+
 pub(crate) type SharedAccess = Arc<RwLock<Arc<AccessView>>>;
 
 /// Copies the store's tokens into `shared` if they changed since it was last published.
