@@ -1089,12 +1089,15 @@ async fn cluster_local_starts_and_stops() {
             .await
             .results();
     assert!(results.iter().all(|r| r == "ok"), "{results:?}");
-    let (code, stdout, stderr) = common::cli(&[
-        "cluster",
-        "status",
-        "--addr",
-        &format!("http://127.0.0.1:{http_port}"),
-    ])
+    let (code, stdout, stderr) = common::cli_with_token(
+        &[
+            "cluster",
+            "status",
+            "--addr",
+            &format!("http://127.0.0.1:{http_port}"),
+        ],
+        Some(&token),
+    )
     .await;
     assert_eq!(code, 0, "cluster status: {stdout}{stderr}");
     assert!(stdout.contains(&format!("leader {leader}")), "{stdout}");

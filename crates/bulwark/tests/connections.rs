@@ -339,7 +339,11 @@ async fn out_of_descriptors_for_clients_the_node_keeps_its_log_and_serves_again(
 
     // Served again once the sockets are gone: a fresh client gets through.
     let deadline = Instant::now() + Duration::from_secs(20);
-    let fresh = reqwest::Client::builder().no_proxy().build().unwrap();
+    let fresh = reqwest::Client::builder()
+        .default_headers(bulwark_harness::bearer_headers(&common::test_token().1))
+        .no_proxy()
+        .build()
+        .unwrap();
     while !matches!(fresh.get(format!("{base}/health/live")).send().await, Ok(r) if r.status().is_success())
     {
         assert!(

@@ -780,7 +780,16 @@ async fn kill9_under_load_loses_no_acknowledged_transfer() {
     assert!(status.success(), "SIGTERM: {status}\n{}", node.last_log());
     node.restart().await;
     let status = node.http.status().await;
-    assert_eq!(status["checkpoint_index"], status["applied_index"]);
+    // Everything was checkpointed; past it at most this term's empty entry (the restart waits
+    // until the node serves its token, by when it may have won its election).
+    let (checkpoint, applied) = (
+        status["checkpoint_index"].as_u64().unwrap(),
+        status["applied_index"].as_u64().unwrap(),
+    );
+    assert!(
+        applied == checkpoint || applied == checkpoint + 1,
+        "checkpoint {checkpoint}, applied {applied}"
+    );
     let checking = std::time::Instant::now();
     let present = verify(&node.http, &mut clients, &funding, &mut seen_present, true).await;
     eprintln!("final check in {} ms", checking.elapsed().as_millis());

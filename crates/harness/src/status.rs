@@ -26,13 +26,18 @@ impl StatusClient {
     }
 
     /// Waits up to `limit` until the node takes this client's token (`/v1/status` answers
-    /// anything but 401): a new cluster's first admin token works once the log has applied it,
-    /// a moment after the node first serves HTTP. False if it never did.
+    /// anything but 401 or 503): a new cluster's first admin token works once the log has
+    /// applied it, a moment after the node first serves HTTP. False if it never did.
     pub async fn wait_authorized(&self, http: SocketAddr, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
         loop {
             let answer = self.0.get(format!("http://{http}/v1/status")).send().await;
-            if matches!(&answer, Ok(a) if a.status() != reqwest::StatusCode::UNAUTHORIZED) {
+            // 401: the token is not registered yet; 503: not loaded, or no leader yet.
+            let waiting = [
+                reqwest::StatusCode::UNAUTHORIZED,
+                reqwest::StatusCode::SERVICE_UNAVAILABLE,
+            ];
+            if matches!(&answer, Ok(a) if !waiting.contains(&a.status())) {
                 return true;
             }
             if Instant::now() >= deadline {
