@@ -254,6 +254,67 @@ fn plain(ids: &[NodeId]) -> String {
     format!("{:?}", ids.iter().map(|id| id.0).collect::<Vec<_>>())
 }
 
+/// The first byte of a membership change's details that name who asked for it (changes logged
+/// before the audit trail existed carry only the new member's address, which never starts so).
+const ACTOR_MARKER: u8 = 0x01;
+
+/// A membership change's details as proposed: who asked, then `rest` (a new member's addresses).
+pub fn details_with_actor(actor: Actor, rest: &[u8]) -> Vec<u8> {
+    let (kind, id) = match actor {
+        Actor::Token(t) => (1u8, t.0),
+        Actor::Node(n) => (2u8, n),
+    };
+    let mut out = Vec::with_capacity(10 + rest.len());
+    out.push(ACTOR_MARKER);
+    out.push(kind);
+    out.extend_from_slice(&id.to_le_bytes());
+    out.extend_from_slice(rest);
+    out
+}
+
+/// Splits a membership change's details into who asked (if they say) and the rest.
+pub fn split_actor(details: &[u8]) -> (Option<Actor>, &[u8]) {
+    if details.len() >= 10 && details[0] == ACTOR_MARKER {
+        let id = u64::from_le_bytes(details[2..10].try_into().expect("8 bytes"));
+        let actor = match details[1] {
+            1 => Some(Actor::Token(bulwark_ledger::access::TokenId(id))),
+            2 => Some(Actor::Node(id)),
+            _ => None,
+        };
+        if actor.is_some() {
+            return (actor, &details[10..]);
+        }
+    }
+    (None, details)
+}
+
+/// A membership change in words, for the audit trail: each step and the new member's addresses.
+pub fn describe_change(change: &ConfChangeV2, rest: &[u8]) -> String {
+    let steps: Vec<String> = change
+        .changes
+        .iter()
+        .map(|c| {
+            let what = match c.get_change_type() {
+                raft::eraftpb::ConfChangeType::AddNode => "add voter",
+                raft::eraftpb::ConfChangeType::AddLearnerNode => "add learner",
+                raft::eraftpb::ConfChangeType::RemoveNode => "remove",
+            };
+            format!("{what} {}", c.node_id)
+        })
+        .collect();
+    let mut text = if steps.is_empty() {
+        "leave joint configuration".to_string()
+    } else {
+        steps.join(", ")
+    };
+    if let Ok(addresses) = std::str::from_utf8(rest) {
+        if !addresses.is_empty() {
+            text.push_str(&format!(" ({addresses})"));
+        }
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -445,65 +506,4 @@ mod tests {
         );
         assert!(!members_of(&conf(&[1, 2, 3], &[])).contains(&NodeId(4)));
     }
-}
-
-/// The first byte of a membership change's details that name who asked for it (changes logged
-/// before the audit trail existed carry only the new member's address, which never starts so).
-const ACTOR_MARKER: u8 = 0x01;
-
-/// A membership change's details as proposed: who asked, then `rest` (a new member's addresses).
-pub fn details_with_actor(actor: Actor, rest: &[u8]) -> Vec<u8> {
-    let (kind, id) = match actor {
-        Actor::Token(t) => (1u8, t.0),
-        Actor::Node(n) => (2u8, n),
-    };
-    let mut out = Vec::with_capacity(10 + rest.len());
-    out.push(ACTOR_MARKER);
-    out.push(kind);
-    out.extend_from_slice(&id.to_le_bytes());
-    out.extend_from_slice(rest);
-    out
-}
-
-/// Splits a membership change's details into who asked (if they say) and the rest.
-pub fn split_actor(details: &[u8]) -> (Option<Actor>, &[u8]) {
-    if details.len() >= 10 && details[0] == ACTOR_MARKER {
-        let id = u64::from_le_bytes(details[2..10].try_into().expect("8 bytes"));
-        let actor = match details[1] {
-            1 => Some(Actor::Token(bulwark_ledger::access::TokenId(id))),
-            2 => Some(Actor::Node(id)),
-            _ => None,
-        };
-        if actor.is_some() {
-            return (actor, &details[10..]);
-        }
-    }
-    (None, details)
-}
-
-/// A membership change in words, for the audit trail: each step and the new member's addresses.
-pub fn describe_change(change: &ConfChangeV2, rest: &[u8]) -> String {
-    let steps: Vec<String> = change
-        .changes
-        .iter()
-        .map(|c| {
-            let what = match c.get_change_type() {
-                raft::eraftpb::ConfChangeType::AddNode => "add voter",
-                raft::eraftpb::ConfChangeType::AddLearnerNode => "add learner",
-                raft::eraftpb::ConfChangeType::RemoveNode => "remove",
-            };
-            format!("{what} {}", c.node_id)
-        })
-        .collect();
-    let mut text = if steps.is_empty() {
-        "leave joint configuration".to_string()
-    } else {
-        steps.join(", ")
-    };
-    if let Ok(addresses) = std::str::from_utf8(rest) {
-        if !addresses.is_empty() {
-            text.push_str(&format!(" ({addresses})"));
-        }
-    }
-    text
 }
