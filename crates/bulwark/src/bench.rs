@@ -39,6 +39,9 @@ pub struct BenchArgs {
     /// Base URL of a running node; without it, a node is started on a temporary directory.
     #[arg(long)]
     pub addr: Option<String>,
+    /// With an `https://` `--addr`: the cluster's CA certificate.
+    #[arg(long, env = "BULWARK_CA", requires = "addr")]
+    pub ca: Option<std::path::PathBuf>,
     /// With `--addr`: a file holding a token with the write role [default: $BULWARK_TOKEN].
     #[arg(long, env = "BULWARK_TOKEN_FILE", requires = "addr")]
     pub token_file: Option<std::path::PathBuf>,
@@ -103,26 +106,8 @@ pub async fn run(args: BenchArgs) -> ExitCode {
             }
         },
     };
-    let headers = token
-        .as_deref()
-        .map(bulwark_harness::bearer_headers)
-        .unwrap_or_default();
-    let client = match reqwest::Client::builder()
-        .default_headers(headers)
-        .no_proxy()
-        .tcp_nodelay(true)
-        .timeout(Duration::from_secs(120))
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: cannot build the HTTP client: {e}");
-            return ExitCode::from(5);
-        }
-    };
     let code = bench(
         &args,
-        &client,
         token.as_deref(),
         &base_url,
         node.as_ref().map(|n| n.pid),
@@ -177,13 +162,7 @@ fn bench_token(args: &BenchArgs) -> Result<Option<String>, String> {
         .filter(|t| !t.is_empty()))
 }
 
-async fn bench(
-    args: &BenchArgs,
-    client: &reqwest::Client,
-    token: Option<&str>,
-    base: &str,
-    node: Option<u32>,
-) -> ExitCode {
+async fn bench(args: &BenchArgs, token: Option<&str>, base: &str, node: Option<u32>) -> ExitCode {
     let id_base = args.id_base.unwrap_or_else(default_id_base);
     let needed = args.accounts.max(args.transfers);
     if id_base.checked_add(needed).is_none() || id_base.checked_add(1 << 40).is_none() {
@@ -192,7 +171,8 @@ async fn bench(
     }
 
     // Setup: the accounts.
-    if let Err(e) = create_accounts(args, client, base, id_base).await {
+    let ca = args.ca.as_deref();
+    if let Err(e) = create_accounts(args, token, ca, base, id_base).await {
         eprintln!("error: {e}");
         return ExitCode::from(4);
     }
@@ -214,8 +194,11 @@ async fn bench(
         process_cpu_seconds("self"),
         node.and_then(|p| process_cpu_seconds(&p.to_string())),
     );
-    let target = match Target::parse(&format!("{base}/v1/transfers")) {
-        Ok(target) => target.with_token(token),
+    let target = Target::parse(&format!("{base}/v1/transfers"))
+        .and_then(|t| t.with_ca(args.ca.as_deref()))
+        .map(|t| t.with_token(token));
+    let target = match target {
+        Ok(target) => target,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
@@ -343,15 +326,17 @@ struct EventResult<'a> {
 
 async fn create_accounts(
     args: &BenchArgs,
-    client: &reqwest::Client,
+    token: Option<&str>,
+    ca: Option<&std::path::Path>,
     base: &str,
     id_base: u64,
 ) -> Result<(), String> {
     let url = format!("{base}/v1/accounts");
+    let target = Target::parse(&url)?.with_ca(ca)?.with_token(token);
     let bar = progress_bar(Some(args.accounts));
     bar.set_message("accounts");
-    let mut first = 0u64;
-    let mut body = String::new();
+    let (mut first, mut body, mut request) = (0u64, String::new(), Vec::new());
+    let mut connection = None;
     while first < args.accounts {
         let n = (args.accounts - first).min(MAX_BATCH_EVENTS as u64);
         body.clear();
@@ -364,48 +349,40 @@ async fn create_accounts(
             let _ = write!(body, r#"{{"id":{id},"ledger":{},"code":1}}"#, args.ledger);
         }
         body.push(']');
-        let response = client
-            .post(&url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.clone())
-            .send()
+        target.request(&body, &mut request);
+        let answer = send(&mut connection, &target, &request)
             .await
-            .map_err(|e| format!("cannot create accounts at {url}: {e}"))?;
-        let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| format!("cannot read the answer of {url}: {e}"))?;
-        if !status.is_success() {
-            return Err(format!(
-                "creating accounts: {url} answered {status}: {}",
-                String::from_utf8_lossy(&bytes)
-            ));
-        }
-        let answer: Answer = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("creating accounts at {url}: {e}"))?;
+        let answer: Answer = serde_json::from_slice(answer)
             .map_err(|e| format!("creating accounts: bad answer: {e}"))?;
-        if answer.results.len() != n as usize {
-            return Err(format!(
-                "creating accounts: {} results for {n} accounts",
-                answer.results.len()
-            ));
-        }
-        if let Some((i, r)) = answer
-            .results
-            .iter()
-            .enumerate()
-            .find(|(_, r)| r.result != "ok" && r.result != "exists")
-        {
-            return Err(format!(
-                "creating account {}: {} (use another --id-base?)",
-                id_base + first + i as u64 + 1,
-                r.result
-            ));
-        }
+        check_accounts(&answer, n, id_base + first)?;
         first += n;
         bar.set_position(first);
     }
     bar.finish_and_clear();
+    Ok(())
+}
+
+/// Every account of a batch created (or there already, from an earlier run).
+fn check_accounts(answer: &Answer, n: u64, first_id: u64) -> Result<(), String> {
+    if answer.results.len() != n as usize {
+        return Err(format!(
+            "creating accounts: {} results for {n} accounts",
+            answer.results.len()
+        ));
+    }
+    if let Some((i, r)) = answer
+        .results
+        .iter()
+        .enumerate()
+        .find(|(_, r)| r.result != "ok" && r.result != "exists")
+    {
+        return Err(format!(
+            "creating account {}: {} (use another --id-base?)",
+            first_id + i as u64 + 1,
+            r.result
+        ));
+    }
     Ok(())
 }
 
@@ -610,7 +587,7 @@ async fn send<'c>(
     request: &[u8],
 ) -> Result<&'c [u8], String> {
     if connection.as_ref().is_none_or(|c| c.closing) {
-        *connection = Some(Connection::open(&target.authority).await?);
+        *connection = Some(Connection::open(target).await?);
     }
     let Some(open) = connection.as_mut() else {
         unreachable!("opened above");

@@ -1,11 +1,61 @@
 //! The benchmark's own HTTP/1.1 client: one keep-alive connection per client, a request
-//! written whole in one write, the answer parsed in place (`httparse`). Only `http://` targets
-//! and answers with a `content-length` (every answer of API v1 has one).
+//! written whole in one write, the answer parsed in place (`httparse`). `http://` targets, and
+//! `https://` ones with the cluster's CA (a node whose client API serves TLS); answers with a
+//! `content-length` (every answer of API v1 has one).
 
 use std::io::Write as _;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+
+/// A connection's bytes: in the clear, or inside TLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, data),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, data),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
 
 /// One keep-alive HTTP/1.1 connection of one client: a request is written whole in one write,
 /// and its answer read into a buffer the connection keeps. Client and node share the cores in
@@ -14,7 +64,7 @@ use tokio::net::TcpStream;
 /// per one-transfer request and hyper's own client about 11 µs, most of it beside the two
 /// system calls a request needs.
 pub(super) struct Connection {
-    stream: TcpStream,
+    stream: Stream,
     /// The answer being read; its body is handed out borrowed.
     answer: Vec<u8>,
     /// The last answer said the node closes the connection after it.
@@ -25,14 +75,31 @@ pub(super) struct Connection {
 const MAX_ANSWER_HEADERS: usize = 32;
 
 impl Connection {
-    pub(super) async fn open(authority: &str) -> Result<Connection, String> {
-        let stream = TcpStream::connect(authority)
+    pub(super) async fn open(target: &Target) -> Result<Connection, String> {
+        let authority = &target.authority;
+        let tcp = TcpStream::connect(authority)
             .await
             .map_err(|e| format!("cannot connect to {authority}: {e}"))?;
         // One small request at a time per connection: do not let Nagle hold it back.
-        stream
-            .set_nodelay(true)
+        tcp.set_nodelay(true)
             .map_err(|e| format!("cannot set TCP_NODELAY: {e}"))?;
+        let stream = match &target.tls {
+            None => Stream::Plain(tcp),
+            Some(config) => {
+                let host = authority
+                    .rsplit_once(':')
+                    .map_or(authority.as_str(), |(h, _)| h)
+                    .trim_start_matches('[')
+                    .trim_end_matches(']');
+                let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                    .map_err(|e| format!("{host}: {e}"))?;
+                let tls = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| format!("TLS with {authority}: {e}"))?;
+                Stream::Tls(Box::new(tls))
+            }
+        };
         Ok(Connection {
             stream,
             answer: Vec::with_capacity(4096),
@@ -108,13 +175,22 @@ pub(super) struct Target {
     path: String,
     /// `authorization: Bearer <token>\r\n`, or nothing.
     authorization: String,
+    /// `https://`: the TLS configuration trusting the cluster's CA (set by [`Target::with_ca`]).
+    tls: Option<Arc<rustls::ClientConfig>>,
+    https: bool,
 }
 
 impl Target {
     pub(super) fn parse(url: &str) -> Result<Target, String> {
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("{url}: only http:// URLs are supported"))?;
+        let (rest, https) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+            (Some(rest), _) => (rest, false),
+            (_, Some(rest)) => (rest, true),
+            _ => {
+                return Err(format!(
+                    "{url}: only http:// and https:// URLs are supported"
+                ))
+            }
+        };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
@@ -126,7 +202,20 @@ impl Target {
             authority: authority.to_string(),
             path: path.to_string(),
             authorization: String::new(),
+            tls: None,
+            https,
         })
+    }
+
+    /// An `https://` target trusts the CA certificate in `ca` (none: refused); `http://` ignores it.
+    pub(super) fn with_ca(mut self, ca: Option<&std::path::Path>) -> Result<Target, String> {
+        if !self.https {
+            return Ok(self);
+        }
+        let ca = ca.ok_or("an https:// address needs the cluster's CA certificate: --ca PATH")?;
+        let config = bulwark_tls::api_client_config(ca).map_err(|e| format!("--ca: {e}"))?;
+        self.tls = Some(config);
+        Ok(self)
     }
 
     /// Every request carries `token`.
@@ -172,7 +261,9 @@ mod tests {
             (t.authority.as_str(), t.path.as_str()),
             ("localhost:7070", "/")
         );
-        assert!(Target::parse("https://localhost:7070/v1/transfers").is_err());
+        let https = Target::parse("https://localhost:7070/v1/transfers").unwrap();
+        assert!(https.with_ca(None).is_err(), "https without a CA");
+        assert!(Target::parse("ftp://localhost:7070/v1/transfers").is_err());
         assert!(Target::parse("http:///v1/transfers").is_err());
     }
 
