@@ -82,6 +82,21 @@ async fn a_single_node_grows_into_three_with_add_and_promote() {
     let (code, out, err) = cli(&["cluster", "promote", "--addr", &addr, "--ids", "2,3"]).await;
     assert_eq!(code, 0, "cluster promote: {out}{err}");
 
+    // A node added a moment ago learns the tokens as it catches up (its state comes from the
+    // leader); until then it refuses them as unknown.
+    for joiner in &joiners {
+        let http = joiner.http.clone();
+        bulwark_harness::wait_for(Duration::from_secs(30), Duration::from_millis(50), || {
+            let http = http.clone();
+            async move {
+                let r = http.get("/v1/status").await;
+                (r.status == 200).then_some(()).ok_or(r.text)
+            }
+        })
+        .await
+        .unwrap_or_else(|last| panic!("node {} never took the token: {last}", joiner.id));
+    }
+
     // The three take writes through any of them and agree.
     let after = json!([{"id": 11, "debit_account_id": 1, "credit_account_id": 2, "amount": 7,
                         "ledger": 1, "code": 1}]);
