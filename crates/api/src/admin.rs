@@ -202,6 +202,18 @@ pub(crate) async fn list_tokens(State(state): State<Arc<AppState>>) -> Result<Re
     Ok(Json(json!({ "tokens": tokens })).into_response())
 }
 
+/// A page of either audit log: 100 records unless asked, at most `MAX_AUDIT_PAGE`.
+fn audit_page_limit(asked: Option<usize>) -> Result<usize, ApiError> {
+    let limit = asked.unwrap_or(100);
+    if limit == 0 || limit > MAX_AUDIT_PAGE {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("limit must be 1 to {MAX_AUDIT_PAGE}"),
+        ));
+    }
+    Ok(limit)
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AuditParams {
@@ -216,13 +228,7 @@ pub(crate) async fn audit(
     params: Result<Query<AuditParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let params = query(params)?;
-    let limit = params.limit.unwrap_or(100);
-    if limit == 0 || limit > MAX_AUDIT_PAGE {
-        return Err(ApiError::bad_request(
-            "invalid_limit",
-            format!("limit must be 1 to {MAX_AUDIT_PAGE}"),
-        ));
-    }
+    let limit = audit_page_limit(params.limit)?;
     let after = params.after.as_deref().map(parse_after).transpose()?;
     let outcome = state.node.read(NodeQuery::Audit { after, limit }).await?;
     let Answer::Audit(records) = outcome.answer else {
@@ -294,13 +300,7 @@ pub(crate) async fn local_audit(
     params: Result<Query<LocalAuditParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let params = query(params)?;
-    let limit = params.limit.unwrap_or(100);
-    if limit == 0 || limit > MAX_AUDIT_PAGE {
-        return Err(ApiError::bad_request(
-            "invalid_limit",
-            format!("limit must be 1 to {MAX_AUDIT_PAGE}"),
-        ));
-    }
+    let limit = audit_page_limit(params.limit)?;
     let Some(log) = state.refusals.clone() else {
         return Ok(Json(json!({ "records": [], "next_skip": null })).into_response());
     };
