@@ -39,7 +39,7 @@ pub(crate) async fn create_token(
     Authorization(authorization): Authorization,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let request = Write::membership(Hop::Client, authorization, body(raw)?);
+    let request = Write::plain(Hop::Client, authorization, body(raw)?);
     create_token_with(&state, principal, request).await
 }
 
@@ -94,7 +94,7 @@ pub(crate) async fn revoke_token(
     Authorization(authorization): Authorization,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let request = Write::membership(Hop::Client, authorization, Bytes::new());
+    let request = Write::plain(Hop::Client, authorization, Bytes::new());
     revoke_token_with(&state, principal, token_id(id)?, request).await
 }
 

@@ -182,7 +182,7 @@ fn forwarded_plain(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Write, ApiError> {
     let authorization = headers.get(header::AUTHORIZATION).cloned();
-    Ok(Write::membership(Hop::Forwarded, authorization, body(raw)?))
+    Ok(Write::plain(Hop::Forwarded, authorization, body(raw)?))
 }
 
 async fn create_token(

@@ -839,7 +839,7 @@ async fn add_learner(
     Authorization(authorization): Authorization,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let request = Write::membership(Hop::Client, authorization, body(raw)?);
+    let request = Write::plain(Hop::Client, authorization, body(raw)?);
     change_learners(&state, principal, request).await
 }
 
@@ -849,7 +849,7 @@ async fn promote(
     Authorization(authorization): Authorization,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let request = Write::membership(Hop::Client, authorization, body(raw)?);
+    let request = Write::plain(Hop::Client, authorization, body(raw)?);
     change_promote(&state, principal, request).await
 }
 
@@ -859,7 +859,7 @@ async fn remove(
     Authorization(authorization): Authorization,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let request = Write::membership(Hop::Client, authorization, body(raw)?);
+    let request = Write::plain(Hop::Client, authorization, body(raw)?);
     change_remove(&state, principal, request).await
 }
 
@@ -878,21 +878,25 @@ async fn change_learners(
     membership(state, change, principal, "cluster/learners", request).await
 }
 
+/// Promote or remove (`make` says which) the node ids a request's body lists.
+async fn change_ids(
+    state: &AppState,
+    principal: auth::Principal,
+    request: Write,
+    make: fn(Vec<u64>) -> MembershipChange,
+    route: &str,
+) -> Result<Response, ApiError> {
+    let ids: IdsIn = parse_json(&request.raw, "node ids")?;
+    membership(state, make(ids.ids), principal, route, request).await
+}
+
 async fn change_promote(
     state: &AppState,
     principal: auth::Principal,
     request: Write,
 ) -> Result<Response, ApiError> {
-    let raw = &request.raw;
-    let ids: IdsIn = parse_json(raw, "node ids")?;
-    membership(
-        state,
-        MembershipChange::Promote(ids.ids),
-        principal,
-        "cluster/promote",
-        request,
-    )
-    .await
+    let make = MembershipChange::Promote;
+    change_ids(state, principal, request, make, "cluster/promote").await
 }
 
 async fn change_remove(
@@ -900,21 +904,13 @@ async fn change_remove(
     principal: auth::Principal,
     request: Write,
 ) -> Result<Response, ApiError> {
-    let raw = &request.raw;
-    let ids: IdsIn = parse_json(raw, "node ids")?;
-    membership(
-        state,
-        MembershipChange::Remove(ids.ids),
-        principal,
-        "cluster/remove",
-        request,
-    )
-    .await
+    let make = MembershipChange::Remove;
+    change_ids(state, principal, request, make, "cluster/remove").await
 }
 
 impl Write {
-    /// A membership change: no `ack` (it is answered once its configuration is applied).
-    fn membership(hop: Hop, authorization: Option<HeaderValue>, raw: Bytes) -> Write {
+    /// A request without `ack` (membership, tokens: answered once applied).
+    fn plain(hop: Hop, authorization: Option<HeaderValue>, raw: Bytes) -> Write {
         Write {
             hop,
             authorization,
