@@ -659,6 +659,20 @@ async fn happy_paths_answer_as_documented() {
         "/metrics counts requests by route:\n{}",
         r.text
     );
+    // Every write above went through a Ready round of the leader: the group-commit histogram
+    // counted them (at least one request per observation).
+    let sample = |name: &str| -> f64 {
+        r.text
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("/metrics lacks {name}:\n{}", r.text))
+    };
+    let rounds = sample("bulwark_group_commit_requests_count");
+    let requests = sample("bulwark_group_commit_requests_sum");
+    assert!(
+        rounds >= 1.0 && requests >= rounds,
+        "group commit: {requests} requests in {rounds} rounds"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -72,7 +72,7 @@ impl Default for Metrics {
         let group_commit_requests = register(
             &mut registry,
             "group_commit_requests",
-            "Write requests made durable by one fsync",
+            "Client write requests a leader proposed in one round of its loop (made durable by one log sync)",
             Histogram::new(exponential_buckets(1.0, 2.0, 12)),
         );
         let batch_events = register(

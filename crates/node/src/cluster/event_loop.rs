@@ -91,6 +91,7 @@ impl ClusterLoop {
                 permit,
             } => {
                 self.metrics.batch_events.observe(operation.len() as f64);
+                self.round_writes += 1;
                 self.replica.write(operation, Reply::Write(reply, permit));
             }
             Request::Read {
@@ -198,6 +199,12 @@ impl ClusterLoop {
         self.metrics
             .fsync_seconds
             .observe(started.elapsed().as_secs_f64());
+        let proposed = std::mem::take(&mut self.round_writes);
+        if outcome.is_ok() && proposed > 0 && self.replica.is_leader() {
+            self.metrics
+                .group_commit_requests
+                .observe(f64::from(proposed));
+        }
         match outcome {
             Ok(()) => self.stall = Stall::None,
             Err(e) => self.held(e)?,

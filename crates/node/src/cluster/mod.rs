@@ -113,6 +113,9 @@ struct ClusterLoop {
     stall: Stall,
     /// The members an installed snapshot told of, until its Ready is persisted whole.
     installed: Option<Vec<Member>>,
+    /// Client writes taken since the last Ready round: proposed together, made durable by one
+    /// log sync (the `group_commit_requests` metric).
+    round_writes: u32,
     /// When Raft is next ticked.
     next_tick: Instant,
     was_leader: bool,

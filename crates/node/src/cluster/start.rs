@@ -295,6 +295,7 @@ fn spawn_loop(
         joint_replies: Default::default(),
         stall: Stall::None,
         installed: None,
+        round_writes: 0,
         next_tick: Instant::now() + tick,
         was_leader: false,
         recovering: Some(recovering),
