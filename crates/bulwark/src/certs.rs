@@ -206,12 +206,20 @@ fn host_name() -> Option<String> {
 }
 
 fn missing_api_certificate(dir: &Path, identity: &Identity, listen: SocketAddr) -> String {
+    let why = if listen.ip().is_loopback() {
+        format!("--api-tls serves the client API on {listen} over TLS")
+    } else {
+        format!("the client API listens on {listen}, beyond loopback, and is served only over TLS there")
+    };
+    let otherwise = if listen.ip().is_loopback() {
+        "or start without --api-tls to serve plain HTTP on loopback"
+    } else {
+        "or start with --insecure to serve plain HTTP (a private test network only)"
+    };
     format!(
-        "no client API certificate in {dir}: the client API listens on {listen}, beyond \
-         loopback, and is served only over TLS there. Make one with `bulwark cert issue --ca \
+        "no client API certificate in {dir}: {why}. Make one with `bulwark cert issue --ca \
          CA_DIR --cluster-id {cluster} --api-san ADDRESS --out {dir}` (repeat --api-san for \
-         every IP address or DNS name clients use), or start with --insecure to serve plain \
-         HTTP (a private test network only)",
+         every IP address or DNS name clients use), {otherwise}",
         dir = dir.display(),
         cluster = identity.cluster_id,
     )

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bulwark_harness::{members, ports_from, LocalCluster};
 
-use crate::client::Target;
+use crate::client::{call, refused, Outcome, Target};
 
 #[derive(clap::Subcommand)]
 pub enum ClusterCommand {
@@ -61,6 +61,10 @@ pub struct LocalArgs {
     /// Node i's peer transport listens on this port + i - 1.
     #[arg(long, default_value_t = 7170)]
     pub peer_port: u16,
+    /// Serve the client API over TLS too (certificates from the cluster CA in
+    /// `<data-dir>/ca`); on loopback it is plain HTTP otherwise.
+    #[arg(long)]
+    pub api_tls: bool,
 }
 
 #[derive(clap::Args)]
@@ -101,39 +105,19 @@ pub async fn run(command: ClusterCommand) -> ExitCode {
 /// Sends a membership change to a node (it forwards to the leader) and waits until applied.
 async fn change(target: &Target, path: &str, body: serde_json::Value) -> ExitCode {
     let url = format!("{}{path}", target.addr);
-    let client = match target.client() {
-        Ok(client) => client,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+    let outcome = call(target, reqwest::Method::POST, url, Some(body)).await;
+    if let Some(code) = refused(&outcome, target.json) {
+        return code;
+    }
+    let Outcome::Answered(_, v) = outcome else {
+        unreachable!("refused() answers every other outcome")
     };
-    let answer = match client.post(&url).json(&body).send().await {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("error: cannot reach {url}: {e}");
-            return ExitCode::from(4);
-        }
-    };
-    let status = answer.status();
-    let v: serde_json::Value = answer.json().await.unwrap_or_default();
     if target.json {
         println!("{v}");
-    } else if status.is_success() {
-        println!("done: applied at log index {}", v["index"]);
     } else {
-        eprintln!(
-            "error: {} {}: {}",
-            status.as_u16(),
-            v["error"].as_str().unwrap_or("?"),
-            v["message"].as_str().unwrap_or("")
-        );
+        println!("done: applied at log index {}", v["index"]);
     }
-    match status.as_u16() {
-        200..=299 => ExitCode::SUCCESS,
-        400..=499 => ExitCode::from(3),
-        _ => ExitCode::from(4),
-    }
+    ExitCode::SUCCESS
 }
 
 async fn local(args: LocalArgs) -> ExitCode {
@@ -159,7 +143,13 @@ async fn local(args: LocalArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut cluster = match LocalCluster::new(&exe, Some(args.data_dir.clone()), members, &[]) {
+    let extra = if args.api_tls {
+        vec!["--api-tls".to_string()]
+    } else {
+        Vec::new()
+    };
+    let scheme = if args.api_tls { "https" } else { "http" };
+    let mut cluster = match LocalCluster::new(&exe, Some(args.data_dir.clone()), members, &extra) {
         Ok(cluster) => cluster,
         Err(e) => {
             eprintln!("error: {e}");
@@ -175,7 +165,7 @@ async fn local(args: LocalArgs) -> ExitCode {
         }
         let (m, node) = (&cluster.members[i], &cluster.nodes[i]);
         println!(
-            "  node {}: http://{}  peers {}  data {}  log {}",
+            "  node {}: {scheme}://{}  peers {}  data {}  log {}",
             m.id,
             m.http,
             m.peer,
@@ -189,8 +179,14 @@ async fn local(args: LocalArgs) -> ExitCode {
         "try:\n  export BULWARK_TOKEN=$(cat {})",
         token_path.display()
     );
+    let ca = if args.api_tls {
+        let ca = cluster.root.join("ca").join(bulwark_tls::CA_CERT);
+        format!(" --cacert {}", ca.display())
+    } else {
+        String::new()
+    };
     println!(
-        "  curl -s -H \"authorization: Bearer $BULWARK_TOKEN\" localhost:{}/v1/status",
+        "  curl -s{ca} -H \"authorization: Bearer $BULWARK_TOKEN\" {scheme}://localhost:{}/v1/status",
         args.http_port
     );
     println!("Ctrl-C stops every node.");
@@ -219,26 +215,12 @@ async fn local(args: LocalArgs) -> ExitCode {
 
 async fn status(args: StatusArgs) -> ExitCode {
     let url = format!("{}/v1/status", args.target.addr);
-    let client = match args.target.client() {
-        Ok(client) => client,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let answer = match client.get(&url).send().await {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("error: cannot reach {url}: {e}");
-            return ExitCode::from(4);
-        }
-    };
-    let v: serde_json::Value = match answer.json().await {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("error: {url} answered without JSON: {e}");
-            return ExitCode::from(4);
-        }
+    let outcome = call(&args.target, reqwest::Method::GET, url, None).await;
+    if let Some(code) = refused(&outcome, args.target.json) {
+        return code;
+    }
+    let Outcome::Answered(_, v) = outcome else {
+        unreachable!("refused() answers every other outcome")
     };
     if args.target.json {
         println!("{v}");

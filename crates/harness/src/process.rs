@@ -157,7 +157,8 @@ impl NodeProcess {
         self.args.get(at + 1).map(String::as_str)
     }
 
-    /// Issues this member's peer certificate from the cluster CA if it has none yet.
+    /// Issues this member's peer certificate from the cluster CA if it has none yet, and with
+    /// `--api-tls` its client API certificate.
     fn provision_certificate(&self) -> std::io::Result<()> {
         let (Some(ca), Some(node)) = (&self.cluster_ca, self.arg_value("--node-id")) else {
             return Ok(());
@@ -176,11 +177,27 @@ impl NodeProcess {
             Some(dir) => PathBuf::from(dir),
             None => self.data_dir.join("tls"),
         };
-        if bulwark_tls::has_node_cert(&dir) {
-            return Ok(());
+        if !bulwark_tls::has_node_cert(&dir) {
+            bulwark_tls::provision_node(ca, cluster, bulwark_ids::NodeId(node), &dir)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
         }
-        bulwark_tls::provision_node(ca, cluster, bulwark_ids::NodeId(node), &dir)
-            .map_err(|e| std::io::Error::other(e.to_string()))
+        let api_tls = self.args.iter().any(|a| a == "--api-tls");
+        if api_tls && !bulwark_tls::has_api_cert(&dir) {
+            // The client API's certificate names the loopback addresses, `localhost`, and the
+            // address this member's entry gives clients (`--member ID=PEER=HTTP`).
+            let mut names: Vec<String> = ["127.0.0.1", "::1", "localhost"].map(String::from).into();
+            let own = format!("{node}=");
+            let http_host = self
+                .args
+                .windows(2)
+                .filter(|w| w[0] == "--member" && w[1].starts_with(&own))
+                .find_map(|w| w[1].rsplit_once('=')?.1.rsplit_once(':'))
+                .map(|(host, _)| host.trim_matches(['[', ']']).to_string());
+            names.extend(http_host.filter(|h| !names.contains(h)));
+            bulwark_tls::issue_api(ca, cluster, &names, &dir)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+        }
+        Ok(())
     }
 
     /// Sets an environment variable of every run.
