@@ -949,6 +949,22 @@ async fn membership(
 /// Streams a consistent snapshot of this node's last checkpoint to `peer` (a follower catching
 /// up; served on the internal router only).
 async fn snapshot(state: &AppState, peer: NodeId) -> Result<Response, ApiError> {
+    // A certificate from the cluster's CA proves who a node is, not that it still belongs: a
+    // removed member (or one issued a certificate but never added) gets no copy of the ledger.
+    if state.node.member_peer_addr(peer).is_none() {
+        tracing::warn!(
+            peer = peer.0,
+            "refused a snapshot to a node that is not a member"
+        );
+        return Err(ApiError {
+            status: axum::http::StatusCode::FORBIDDEN,
+            code: "not_a_member",
+            message: format!(
+                "node {} is not a member of this cluster: it gets no snapshot",
+                peer.0
+            ),
+        });
+    }
     let Some(source) = state.node.snapshot_source() else {
         return Err(ApiError::not_found(
             "no_snapshot",

@@ -922,7 +922,8 @@ async fn internal_http_is_for_members_on_the_peer_port_only() {
     let applied = cluster.node(leader).http.get("/v1/transfers/3000").await;
     assert_eq!(applied.status, 200, "{}", applied.text);
 
-    // The peer port: a member's certificate gets a snapshot; another CA's, nothing.
+    // The peer port: a member's certificate gets a snapshot; a certificate of the same CA for a
+    // node that is not a member gets a 403; another CA's, nothing.
     let peer_addr: std::net::SocketAddr =
         format!("127.0.0.1:{}", follower.peer_port).parse().unwrap();
     let certs = tempfile::tempdir().unwrap();
@@ -939,16 +940,18 @@ async fn internal_http_is_for_members_on_the_peer_port_only() {
                 .map(|r| r.status().as_u16())
         }
     };
-    let member = certs.path().join("member");
-    bulwark_tls::issue_node(
-        &common::cluster_ca(),
-        1,
-        bulwark_transport::NodeId(9),
-        &member,
-    )
-    .unwrap();
-    let member = bulwark_tls::PeerTls::load(&member, 1, bulwark_transport::NodeId(9)).unwrap();
-    assert_eq!(fetch(member).await.unwrap(), 200);
+    let certificate = |node: u64| {
+        let dir = certs.path().join(format!("node-{node}"));
+        let node = bulwark_transport::NodeId(node);
+        bulwark_tls::issue_node(&common::cluster_ca(), 1, node, &dir).unwrap();
+        bulwark_tls::PeerTls::load(&dir, 1, node).unwrap()
+    };
+    assert_eq!(fetch(certificate(leader)).await.unwrap(), 200);
+    assert_eq!(
+        fetch(certificate(9)).await.unwrap(),
+        403,
+        "node 9 is no member"
+    );
     let (foreign_ca, foreign) = (
         certs.path().join("foreign-ca"),
         certs.path().join("foreign"),
