@@ -936,6 +936,11 @@ fn compaction_keeps_working_with_many_segments() {
     }
 }
 
+/// An I/O error that is not a full disk poisons the storage: every later write fails until it is
+/// reopened, which finds only what was synced. The error is real and needs no privileges to
+/// cause (so it happens as root too, as on CI): a directory stands where the next segment goes,
+/// and renaming the new segment over it fails (`EISDIR`); the log undoes its write, the storage
+/// still stops.
 #[test]
 fn writes_fail_after_an_io_error() {
     let tmp = tempfile::tempdir().unwrap();
@@ -943,26 +948,27 @@ fn writes_fail_after_an_io_error() {
     let mut s = open(&dir);
     s.append(&ents(1..=2, 1)).unwrap();
     s.sync().unwrap();
-    // Make the next segment creation fail: the directory becomes read-only.
-    let mut perms = fs::metadata(&dir).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o500);
-    fs::set_permissions(&dir, perms.clone()).unwrap();
-    let probe = fs::File::create(dir.join("probe"));
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o700);
-    if probe.is_ok() {
-        // Running as root: permissions are not enforced; nothing to test here.
-        fs::set_permissions(&dir, perms).unwrap();
-        return;
-    }
+    let in_the_way = dir.join(bulwark_wal::segment_file_name(3));
+    fs::create_dir(&in_the_way).unwrap();
+    fs::write(in_the_way.join("keep"), b"not a segment").unwrap();
     // Big enough to need a new segment.
     let mut big = ent(3, 1);
     big.data = vec![1; SEGMENT_BYTES as usize].into();
     s.append(&[big]).unwrap();
-    assert!(s.sync().is_err());
-    fs::set_permissions(&dir, perms).unwrap();
+    let err = s
+        .sync()
+        .expect_err("the new segment cannot be renamed into place");
+    assert!(!err.is_disk_full(), "{err}");
+    assert!(err.to_string().contains("rename"), "{err}");
+    // The obstacle goes; the storage still refuses, as the node must stop and reopen.
+    fs::remove_dir_all(&in_the_way).unwrap();
     assert!(matches!(s.sync(), Err(StorageError::Poisoned)));
     assert!(matches!(
         s.append(&[ent(4, 1)]),
+        Err(StorageError::Poisoned)
+    ));
+    assert!(matches!(
+        s.compact(LogIndex(1)),
         Err(StorageError::Poisoned)
     ));
     drop(s);
