@@ -127,7 +127,9 @@ impl LoopDisk {
         let backing = Tmpfs::mount_temp(prefix, 2 * LOOP_DISK_BYTES + (8 << 20))?;
         let image = backing.path().join("image.0");
         std::fs::File::create(&image)?.set_len(LOOP_DISK_BYTES)?;
-        run(Command::new("mkfs.ext4").args(["-q", "-F", "-E", "nodiscard"]).arg(&image))?;
+        run(Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-E", "nodiscard"])
+            .arg(&image))?;
         let mount = tempfile::Builder::new().prefix(prefix).tempdir()?;
         let device = attach_and_mount(&image, mount.path())?;
         Ok(LoopDisk {
@@ -182,7 +184,10 @@ impl LoopDisk {
 impl Drop for LoopDisk {
     fn drop(&mut self) {
         if self.unmount_and_detach().is_err() {
-            let _ = Command::new("umount").arg("-l").arg(self.mount.path()).status();
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(self.mount.path())
+                .status();
             let _ = Command::new("losetup").args(["-d", &self.device]).status();
         }
     }
@@ -263,8 +268,10 @@ mod tests {
         let mut file = std::fs::File::create(disk.path().join("f")).unwrap();
         file.sync_all().unwrap();
         disk.fail_writes().unwrap();
-        file.write_all(&[7u8; 1 << 20]).expect("the write only reaches the page cache");
-        file.sync_data().expect_err("the device fails the writeback");
+        file.write_all(&[7u8; 1 << 20])
+            .expect("the write only reaches the page cache");
+        file.sync_data()
+            .expect_err("the device fails the writeback");
         disk.heal_writes().unwrap();
     }
 
