@@ -128,7 +128,9 @@ impl LoopDisk {
         let image = backing.path().join("image.0");
         std::fs::File::create(&image)?.set_len(LOOP_DISK_BYTES)?;
         run(Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-E", "nodiscard"])
+            // The journal is left unwritten (holes in the image), so that every journal commit
+            // after `fail_writes` needs new space under the device and fails.
+            .args(["-q", "-F", "-E", "nodiscard,lazy_journal_init=1"])
             .arg(&image))?;
         let mount = tempfile::Builder::new().prefix(prefix).tempdir()?;
         let device = attach_and_mount(&image, mount.path())?;
@@ -165,8 +167,12 @@ impl LoopDisk {
         Ok(())
     }
 
-    /// From now on the device's writes fail (see the type's documentation).
+    /// From now on the device's writes fail (see the type's documentation): its free blocks are
+    /// given back (`fstrim`: holes in the image), then the space under the image is filled, so
+    /// that a write to a new block, and every journal commit, fails. (A rewrite of a block the
+    /// image already holds still succeeds, as a dying disk may still take some writes.)
     pub fn fail_writes(&self) -> io::Result<()> {
+        run(Command::new("fstrim").arg(self.path()))?;
         fill(self.backing.path()).map(|_| ())
     }
 
@@ -208,7 +214,11 @@ fn attach_and_mount(image: &Path, at: &Path) -> io::Result<String> {
         }
     };
     let mounted = run(Command::new("mount")
-        .args(["-o", "noauto_da_alloc,commit=600,errors=continue", &device])
+        .args([
+            "-o",
+            "noauto_da_alloc,commit=600,errors=continue,noinit_itable",
+            &device,
+        ])
         .arg(at));
     if let Err(e) = mounted {
         let _ = Command::new("losetup").args(["-d", &device]).status();
@@ -262,13 +272,15 @@ mod tests {
         assert!(!disk.path().join("never synced").exists());
     }
 
+    /// Even a small append into the block the file already holds: its size must be committed.
     #[test]
     fn failed_writes_fail_the_fsync_not_the_write() {
         let disk = LoopDisk::new("bulwark-loopdisk-test").expect("loop disk (needs root)");
         let mut file = std::fs::File::create(disk.path().join("f")).unwrap();
-        file.sync_all().unwrap();
+        file.write_all(b"first record").unwrap();
+        file.sync_data().unwrap();
         disk.fail_writes().unwrap();
-        file.write_all(&[7u8; 1 << 20])
+        file.write_all(b"second")
             .expect("the write only reaches the page cache");
         file.sync_data()
             .expect_err("the device fails the writeback");
