@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use bulwark_consensus::sim::{run_config, run_seed, SimConfig, SimReport};
+use bulwark_consensus::sim::{run_config, run_seed, Defect, SimConfig, SimReport, Violation};
 
 fn seeds() -> u64 {
     std::env::var("BULWARK_SIM_SEEDS")
@@ -68,6 +68,7 @@ fn add(total: &mut SimReport, r: &SimReport) {
     total.membership_refused += r.membership_refused;
     total.new_nodes_caught_up += r.new_nodes_caught_up;
     total.compaction_crashes += r.compaction_crashes;
+    total.unsynced_entries_lost += r.unsynced_entries_lost;
     total.in_sync_checked += r.in_sync_checked;
     total.ack_all_confirmed += r.ack_all_confirmed;
     total.ack_all_unconfirmed += r.ack_all_unconfirmed;
@@ -136,9 +137,25 @@ fn assert_faults_happened(nodes: u64, total: &SimReport) {
         total.ack_all_confirmed >= n,
         "too few ack=all writes confirmed: {total:?}"
     );
+    // Operator membership changes answered as done, and crashes that really lost entries
+    // appended and not yet synced (each checked to keep none of them).
+    assert!(
+        total.membership_changes >= n / 2,
+        "too few membership changes answered: {total:?}"
+    );
+    assert!(
+        total.unsynced_entries_lost > 0,
+        "no crash lost an unsynced entry: {total:?}"
+    );
     if nodes == 1 {
         return;
     }
+    // Proposals replaced by another leader's entries, answered `Dropped` (a sole voter's are
+    // never replaced, so only clusters).
+    assert!(
+        total.dropped_writes >= n / 50,
+        "too few writes dropped: {total:?}"
+    );
     assert!(
         total.removals >= n / 20 && total.leader_removals >= n / 50,
         "too few removals (of the leader): {total:?}"
@@ -244,4 +261,56 @@ fn a_seed_replays_exactly() {
     let a = format!("{:?}", run_seed(42, 5));
     let b = format!("{:?}", run_seed(42, 5));
     assert_eq!(a, b);
+}
+
+/// The first violation among `seeds` of `nodes`-node clusters run with `defect` planted.
+fn first_violation(nodes: u64, seeds: std::ops::Range<u64>, defect: Defect) -> Option<Violation> {
+    seeds.into_iter().find_map(|seed| {
+        let mut config = SimConfig::new(seed, nodes);
+        config.defect = Some(defect);
+        run_config(config).err()
+    })
+}
+
+/// Mutation test: a storage whose power loss keeps entries that were never synced (so the
+/// crashes would test nothing) is caught at the crash.
+#[test]
+fn the_checks_catch_a_crash_that_keeps_unsynced_entries() {
+    let violation = first_violation(5, 0..20, Defect::CrashKeepsUnsynced)
+        .expect("no seed caught a crash that keeps unsynced entries");
+    assert!(
+        violation.what.contains("but kept entries up to"),
+        "{violation}"
+    );
+}
+
+/// Mutation test: nodes that acknowledge entries before their fsync finished (a power loss
+/// takes back their last sync) lose writes, and the checks of what was applied and
+/// acknowledged see it as a client would.
+#[test]
+fn the_checks_catch_acknowledging_before_the_fsync() {
+    let violation = first_violation(1, 0..20, Defect::AckBeforeSync)
+        .expect("no seed caught a write acknowledged before its fsync");
+    assert!(
+        violation.what.contains("applied something else")
+            || violation.what.contains("was acknowledged at index"),
+        "{violation}"
+    );
+    // In a cluster a follower's lost entries may instead trip raft-rs's own assertion (a commit
+    // index past its log), which is a violation too.
+    assert!(first_violation(3, 0..20, Defect::AckBeforeSync).is_some());
+}
+
+/// Mutation test: linearizable reads served from the local state without a read index (below
+/// the commit index on a lagging node) break the read check.
+#[test]
+fn the_checks_catch_a_read_served_below_the_commit_index() {
+    for nodes in [1, 3, 5] {
+        let violation = first_violation(nodes, 0..20, Defect::ReadWithoutReadIndex)
+            .expect("no seed caught a read served below the commit index");
+        assert!(
+            violation.what.contains("served at applied index"),
+            "{violation}"
+        );
+    }
 }

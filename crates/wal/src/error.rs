@@ -119,8 +119,13 @@ impl WalError {
     /// True for an I/O error caused by a full disk (or quota). After a failed
     /// [`Wal::sync`](crate::Wal::sync) with such an error the log is as before the call (see the crate
     /// documentation), so the caller may wait for space and retry instead of stopping.
+    ///
+    /// Never for a failed `fsync`/`fdatasync`, whatever its error number (a thin-provisioned or
+    /// loop device answers `ENOSPC` there): what the kernel could not write back may already be
+    /// dropped, the log is poisoned, and waiting for space would not bring it back.
     pub fn is_disk_full(&self) -> bool {
-        matches!(self, WalError::Io { source, .. } if is_disk_full_io(source))
+        matches!(self, WalError::Io { op, source, .. }
+            if !matches!(*op, "fsync" | "fdatasync") && is_disk_full_io(source))
     }
 }
 
@@ -182,5 +187,13 @@ mod tests {
         assert!(err(122).is_disk_full(), "EDQUOT");
         assert!(!err(5).is_disk_full(), "EIO");
         assert!(!WalError::Poisoned.is_disk_full());
+        for op in ["fsync", "fdatasync"] {
+            let failed_sync = WalError::Io {
+                op,
+                path: PathBuf::from("x"),
+                source: io::Error::from_raw_os_error(28),
+            };
+            assert!(!failed_sync.is_disk_full(), "ENOSPC from {op}");
+        }
     }
 }

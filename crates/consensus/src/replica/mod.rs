@@ -147,8 +147,11 @@ pub enum Output<T> {
         error: ReplicaError,
     },
     /// Every write committed before the read arrived is now applied: answer it from the state.
+    /// `applied` is the state's applied index when the read was served (at least its read
+    /// index), so that a checker can hold the answer to the index it was really served at.
     ReadReady {
         token: T,
+        applied: LogIndex,
     },
     ReadFailed {
         token: T,

@@ -173,7 +173,7 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
         for round in done {
             let r = self.read_rounds.remove(&round).expect("listed above");
             for (token, _) in r.tokens {
-                self.outputs.push(Output::ReadReady { token });
+                self.outputs.push(Output::ReadReady { token, applied });
             }
         }
     }

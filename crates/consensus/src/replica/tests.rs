@@ -235,7 +235,7 @@ impl Cluster {
         let mut rest = Vec::new();
         for (node, output) in std::mem::take(&mut self.outputs) {
             match output {
-                Output::ReadReady { token: t } if t == token => found.push(Ok(node)),
+                Output::ReadReady { token: t, .. } if t == token => found.push(Ok(node)),
                 Output::ReadFailed { token: t, error } if t == token => found.push(Err(error)),
                 other => rest.push((node, other)),
             }
@@ -480,7 +480,7 @@ fn a_follower_that_cannot_sync_pauses_refuses_and_catches_up_after() {
     let read = c
         .outputs
         .iter()
-        .any(|(node, o)| *node == 3 && matches!(o, Output::ReadReady { token: 997 }));
+        .any(|(node, o)| *node == 3 && matches!(o, Output::ReadReady { token: 997, .. }));
     assert!(read, "node 3 serves linearizable reads again");
 }
 

@@ -14,6 +14,11 @@ impl Sim {
     pub(super) fn start_node(&mut self, i: usize) {
         let node = &mut self.nodes[i];
         let mut storage = node.durable.take().expect("a stopped node has its storage");
+        storage.plant_defect(match self.config.defect {
+            Some(Defect::CrashKeepsUnsynced) => Some(StorageDefect::CrashKeepsUnsynced),
+            Some(Defect::AckBeforeSync) => Some(StorageDefect::SyncReturnsEarly),
+            _ => None,
+        });
         let intent = node.install_intent.as_ref().map(|m| m.index);
         let finished = crate::install::finish_interrupted(
             &mut super::step::SimIntent(&mut node.install_intent),
@@ -85,7 +90,19 @@ impl Sim {
             return;
         };
         let mut storage = replica.storage_mut().clone();
+        // A power loss keeps nothing that was not durable: the entries appended since are gone,
+        // or the crashes test nothing. (Losing what was durable is left to the checks of what
+        // was acknowledged, which see it as a client would.)
+        let durable_last = storage.durable_last_and_commit().0;
+        let last = raft::Storage::last_index(&storage).unwrap_or(0);
         storage.crash();
+        let kept = raft::Storage::last_index(&storage).unwrap_or(0);
+        let kept_unsynced = (kept > durable_last).then(|| {
+            format!(
+                "node {} lost power with its log durable up to {durable_last}, but kept entries up to {kept}",
+                node.id
+            )
+        });
         // Space is freed while the node is down.
         storage.set_disk_full(false);
         node.disk_full_until = 0;
@@ -96,6 +113,10 @@ impl Sim {
         let id = node.id;
         self.network.retain(|m| !(m.queued && m.from == id));
         self.report.crashes += 1;
+        self.report.unsynced_entries_lost += last.saturating_sub(durable_last);
+        if kept_unsynced.is_some() {
+            self.failure = kept_unsynced;
+        }
     }
 
     /// Whether node `i` may lose power now: not while its state is ahead of its durable log

@@ -20,7 +20,7 @@ use raft::eraftpb::{ConfState, Message, SnapshotMetadata};
 use raft::StateRole;
 
 use crate::replica::{Output, Replica, ReplicaConfig, ReplicaError};
-use crate::storage::{CrashPoint, MemRaftStorage, RaftStorage};
+use crate::storage::{CrashPoint, MemRaftStorage, RaftStorage, StorageDefect};
 use crate::types::{LogIndex, NodeId};
 
 mod boot;
@@ -47,6 +47,22 @@ pub struct SimConfig {
     /// newer than the snapshot's index, and the log has not caught up yet) may crash. On by
     /// default; the start moves the log to the state (`recovery::align_log_with_state`).
     pub crash_ahead_of_log: bool,
+    /// A defect planted on purpose, for the tests that show the checks catch it: a run with one
+    /// must end in a violation. `None` in every real run.
+    pub defect: Option<Defect>,
+}
+
+/// A broken build, simulated: what the simulation's checks must catch (mutation tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Defect {
+    /// A power loss keeps what was appended and never synced, so a crash would test nothing.
+    CrashKeepsUnsynced,
+    /// Every node acknowledges entries (to its leader, and a leader to its clients) before
+    /// their fsync finished: a power loss takes back the last sync that had entries.
+    AckBeforeSync,
+    /// Linearizable reads are served at once from the local state, with no read index: below
+    /// the commit index on a lagging or cut-off node.
+    ReadWithoutReadIndex,
 }
 
 impl SimConfig {
@@ -57,6 +73,7 @@ impl SimConfig {
             chaos_steps: 600,
             heal_steps: 400,
             crash_ahead_of_log: true,
+            defect: None,
         }
     }
 }
@@ -119,6 +136,9 @@ pub struct SimReport {
     pub new_nodes_caught_up: u64,
     /// Power losses inside a log compaction.
     pub compaction_crashes: u64,
+    /// Log entries that were appended and not yet synced when their node lost power (each
+    /// crash is checked to keep exactly what was durable).
+    pub unsynced_entries_lost: u64,
     /// Followers a leader reported in sync, each checked against the follower's log.
     pub in_sync_checked: u64,
     /// `ack=all` waiters confirmed (each checked against the in-sync followers' logs), and left
@@ -254,6 +274,9 @@ pub struct Sim {
     workload: bool,
     /// Read token -> the highest index acknowledged when the read was issued.
     reads: BTreeMap<u64, u64>,
+    /// Answers given outside a Ready (only with [`Defect::ReadWithoutReadIndex`]), checked with
+    /// the next step's.
+    early_answers: Vec<(u64, Output<u64>)>,
     /// Every checkpoint taken, by index: what a snapshot at that index installs (all replicas
     /// hold the same state at the same index, as the checks verify).
     snapshots: BTreeMap<u64, Recorder>,
@@ -337,6 +360,7 @@ impl Sim {
             accounts_created: false,
             workload: true,
             reads: BTreeMap::new(),
+            early_answers: Vec::new(),
             snapshots: BTreeMap::new(),
             caught_up: BTreeMap::new(),
             requests: BTreeMap::new(),

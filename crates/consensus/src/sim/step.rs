@@ -8,8 +8,8 @@ use crate::install::{InstallIo, InstallPoint, InstallStop, IntentIo};
 struct Round {
     /// Messages sent this round, with their sender's proposer time when they left.
     outbox: Vec<(Message, Timestamp)>,
-    /// Answers, with the node that gave them and its applied index when it gave them.
-    outputs: Vec<(u64, u64, Output<u64>)>,
+    /// Answers, with the node that gave them.
+    outputs: Vec<(u64, Output<u64>)>,
 }
 
 impl Sim {
@@ -28,8 +28,9 @@ impl Sim {
         for (message, sender_time) in round.outbox {
             self.send(message, sender_time);
         }
-        for (node, applied, output) in round.outputs {
-            self.handle_output(node, applied, output)?;
+        let early = std::mem::take(&mut self.early_answers);
+        for (node, output) in early.into_iter().chain(round.outputs) {
+            self.handle_output(node, output)?;
         }
         self.check()
     }
@@ -191,10 +192,10 @@ impl Sim {
         }
         finish_install_once_log_reset(node);
         let replica = node.replica.as_mut().expect("the node is up");
-        let (id, applied) = (node.id, replica.state().applied_index());
+        let id = node.id;
         round
             .outputs
-            .extend(replica.take_outputs().into_iter().map(|o| (id, applied, o)));
+            .extend(replica.take_outputs().into_iter().map(|o| (id, o)));
         let changes = replica.take_conf_changes();
         let conf = replica.raw().raft.prs().conf().to_conf_state();
         if was_leader && replica.role() != StateRole::Leader {

@@ -55,7 +55,18 @@ impl Sim {
         if read {
             let read_id = READ_TOKENS + self.reads.len() as u64;
             self.reads.insert(read_id, must_see);
-            replica.read(read_id);
+            if self.config.defect == Some(Defect::ReadWithoutReadIndex) {
+                let applied = LogIndex(replica.state().applied_index());
+                self.early_answers.push((
+                    target,
+                    Output::ReadReady {
+                        token: read_id,
+                        applied,
+                    },
+                ));
+            } else {
+                replica.read(read_id);
+            }
         } else {
             replica.write(operation, token);
         }
@@ -97,11 +108,10 @@ impl Sim {
         Operation::CreateTransfers(transfers)
     }
 
-    /// Checks an answer node `node` gave at applied index `applied`.
+    /// Checks an answer node `node` gave.
     pub(super) fn handle_output(
         &mut self,
         node: u64,
-        applied: u64,
         output: Output<u64>,
     ) -> Result<(), Violation> {
         match output {
@@ -132,11 +142,13 @@ impl Sim {
                 ReplicaError::Dropped => self.report.dropped_writes += 1,
                 _ => self.report.refused_writes += 1,
             },
-            Output::ReadReady { token } => {
-                // Linearizable: the state the read is served from holds every write that was
+            Output::ReadReady { token, applied } => {
+                // Linearizable: the state the read is served from (its applied index when it
+                // was served, not when its answer is handled) holds every write that was
                 // acknowledged before the read was issued.
                 self.report.reads_served += 1;
                 let must_see = self.reads.get(&token).copied().unwrap_or(0);
+                let applied = applied.0;
                 if applied < must_see {
                     return Err(self.violation(format!(
                         "read {token} on node {node} served at applied index {applied}, \

@@ -26,6 +26,23 @@ pub struct MemRaftStorage {
     crash_at: Option<CrashPoint>,
     /// Set when `crash_at` was reached: the point, and what was durable at that instant.
     crashed: Option<(CrashPoint, Box<LogCore>)>,
+    /// A defect planted by a mutation test of the simulation's checks; never set otherwise.
+    defect: Option<StorageDefect>,
+    /// With [`StorageDefect::SyncReturnsEarly`]: what was durable before the last sync that had
+    /// entries to write, which a crash returns to.
+    before_last_sync: Option<Box<LogCore>>,
+}
+
+/// A deliberately wrong storage, for tests that show the simulation's checks catch it
+/// ([`MemRaftStorage::plant_defect`]).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StorageDefect {
+    /// A crash keeps everything appended and set, synced or not.
+    CrashKeepsUnsynced,
+    /// A sync returns before its entries are durable: a crash loses the last sync that had
+    /// entries, after Raft was told they were persisted (and the node acknowledged them).
+    SyncReturnsEarly,
 }
 
 /// Where, inside the writes of a `Ready`, a [`MemRaftStorage`] loses power (see
@@ -76,6 +93,19 @@ impl MemRaftStorage {
     /// snapshot offer. After a crash point was reached, the storage returns to what was durable then.
     /// An armed crash point is disarmed; a full disk stays full.
     pub fn crash(&mut self) {
+        match self.defect {
+            Some(StorageDefect::CrashKeepsUnsynced) => {
+                self.crashed = None;
+                self.durable = self.core.clone();
+            }
+            Some(StorageDefect::SyncReturnsEarly) => {
+                if let Some(before) = self.before_last_sync.take() {
+                    self.crashed = None;
+                    self.durable = *before;
+                }
+            }
+            None => {}
+        }
         if let Some((_, image)) = self.crashed.take() {
             self.durable = *image;
         }
@@ -94,6 +124,12 @@ impl MemRaftStorage {
 
     pub fn is_disk_full(&self) -> bool {
         self.disk_full
+    }
+
+    /// Makes this storage wrong on purpose (see [`StorageDefect`]); kept across crashes.
+    #[doc(hidden)]
+    pub fn plant_defect(&mut self, defect: Option<StorageDefect>) {
+        self.defect = defect;
     }
 
     /// Arms (or with `None` disarms) a power loss at `point`; see [`CrashPoint`].
@@ -193,6 +229,9 @@ impl MemRaftStorage {
             }
         }
         if let Some(from) = self.dirty_from.take() {
+            if self.defect == Some(StorageDefect::SyncReturnsEarly) {
+                self.before_last_sync = Some(Box::new(self.durable.clone()));
+            }
             let changed = &self.core.entries[(from - self.core.first_index()) as usize..];
             self.durable
                 .check_append(changed)

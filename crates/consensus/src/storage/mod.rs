@@ -444,4 +444,4 @@ mod mem_fault_tests;
 mod test_support;
 
 pub use disk::{DiskRaftStorage, Recovered};
-pub use mem::{CrashPoint, MemRaftStorage};
+pub use mem::{CrashPoint, MemRaftStorage, StorageDefect};

@@ -440,7 +440,7 @@ impl ClusterLoop {
                     }
                 }
             }
-            Output::ReadReady { token } => {
+            Output::ReadReady { token, .. } => {
                 if let Reply::Read(query, reply, _permit) = token {
                     let _ = reply.send(answer_query(self.replica.state(), query));
                 }
