@@ -193,6 +193,38 @@ mod tests {
         );
     }
 
+    /// A committed `ack=all` write its leader could not confirm (it stopped leading while
+    /// waiting) is 504 `ack_all_timeout`, never a refusal: it did commit.
+    #[test]
+    fn an_unconfirmed_ack_all_write_answers_504_ack_all_timeout() {
+        let unconfirmed = RequestError::AckAllUnconfirmed {
+            index: bulwark_node::LogIndex(42),
+        };
+        let error = ApiError::from(unconfirmed);
+        assert_eq!(error.status, StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(error.code, "ack_all_timeout");
+        assert!(error.message.contains("42"), "{}", error.message);
+        let response = error.into_response();
+        assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert!(response.headers().get(header::RETRY_AFTER).is_none());
+    }
+
+    /// A full disk is 507 `disk_full` naming the data directory, with `Retry-After`: the node
+    /// takes writes again by itself once space is freed.
+    #[test]
+    fn a_full_disk_answers_507_with_retry_after() {
+        let full = RequestError::DiskFull {
+            dir: "/data/node-1".into(),
+        };
+        let error = ApiError::from(full);
+        assert_eq!(error.status, StatusCode::INSUFFICIENT_STORAGE);
+        assert_eq!(error.code, "disk_full");
+        assert!(error.message.contains("/data/node-1"), "{}", error.message);
+        let response = error.into_response();
+        assert_eq!(response.status(), StatusCode::INSUFFICIENT_STORAGE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+    }
+
     #[test]
     fn a_stopped_node_answers_503_unavailable() {
         let error = ApiError::from(RequestError::Stopped);

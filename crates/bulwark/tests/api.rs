@@ -48,6 +48,8 @@ fn json_body(v: Value) -> Vec<u8> {
 
 /// Asserts an error answer: status, word, and that the message contains `place`.
 fn assert_refused(what: &str, r: &Resp, status: u16, word: &str, place: &str) {
+    // An empty place is contained in every message: the check would hold whatever it says.
+    assert!(!place.is_empty(), "{what}: a case must name a place");
     assert_eq!(r.status, status, "{what}: status of {}", r.text);
     assert_eq!(r.error(), word, "{what}: error word of {}", r.text);
     assert!(
@@ -105,7 +107,8 @@ async fn bad_write_bodies_are_refused_whole_with_the_right_word_and_change_nothi
             Vec::new(),
             400,
             "malformed_json",
-            "",
+            // serde_json's place for a body that ends before any value.
+            "EOF while parsing a value at line 1 column 0",
         ),
         (
             "an unknown field in the second transfer",
@@ -237,7 +240,7 @@ async fn bad_write_bodies_are_refused_whole_with_the_right_word_and_change_nothi
             b"[]".to_vec(),
             400,
             "empty_batch",
-            "",
+            "holds no transfers",
         ),
         (
             "an empty batch of accounts",
@@ -245,7 +248,7 @@ async fn bad_write_bodies_are_refused_whole_with_the_right_word_and_change_nothi
             b"[ ]".to_vec(),
             400,
             "empty_batch",
-            "",
+            "holds no accounts",
         ),
         (
             "a JSON object instead of an array",
@@ -298,7 +301,7 @@ async fn bad_write_bodies_are_refused_whole_with_the_right_word_and_change_nothi
         huge,
         413,
         "body_too_large",
-        "",
+        "larger than 8388608 bytes",
     ));
 
     for (what, path, body, status, word, place) in cases {
@@ -400,7 +403,12 @@ async fn bad_paths_and_queries_are_refused_with_the_right_word() {
             "999",
         ),
         ("/v1/transfers/999", 404, "transfer_not_found", "999"),
-        ("/v2/accounts/1", 404, "not_found", ""),
+        (
+            "/v2/accounts/1",
+            404,
+            "not_found",
+            "no such route in API v1",
+        ),
     ];
     for (path, status, word, place) in cases {
         let r = http.get(path).await;
@@ -762,6 +770,73 @@ async fn cli_exit_codes() {
     let (code, _, err) = cli(&["account", "create", "--id", "5", "--addr", addr]).await;
     assert_eq!(code, 2, "a bad command line: {err}");
     assert!(node.http.account(5).await.is_none());
+}
+
+/// A server on a free port that answers every request with `status` and a JSON error, until
+/// dropped; returns its base URL.
+async fn failing_server(
+    status: &'static str,
+    word: &'static str,
+) -> (String, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            // The whole request head (a client command's request is small), then the answer.
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let body = format!(r#"{{"error":"{word}","message":"a test server failing"}}"#);
+            let answer = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+                 connection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(answer.as_bytes()).await;
+        }
+    });
+    (base, task)
+}
+
+/// A server that answers 5xx is failing: exit 4, as for one that cannot be reached (a 4xx is
+/// exit 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_exits_4_when_the_server_answers_5xx() {
+    for (status, word) in [
+        ("500 Internal Server Error", "storage_error"),
+        ("503 Service Unavailable", "no_leader"),
+        ("507 Insufficient Storage", "disk_full"),
+    ] {
+        let (addr, server) = failing_server(status, word).await;
+        let addr = addr.as_str();
+        for args in [
+            vec!["account", "get", "1", "--addr", addr],
+            vec![
+                "transfer", "--id", "1", "--debit", "1", "--credit", "2", "--amount", "1",
+                "--ledger", "1", "--code", "1", "--addr", addr,
+            ],
+        ] {
+            let (code, out, err) = cli(&args).await;
+            assert_eq!(code, 4, "{status} to {args:?}: {out} {err}");
+            assert!(err.contains(word), "the error names the answer: {err}");
+        }
+        server.abort();
+    }
+    // The same server answering 4xx is a refusal, not a failure: the exit code follows the
+    // status.
+    let (addr, server) = failing_server("409 Conflict", "membership_refused").await;
+    let (code, _, err) = cli(&["account", "get", "1", "--addr", &addr]).await;
+    assert_eq!(code, 3, "a 4xx: {err}");
+    server.abort();
 }
 
 /// The API's promise is one JSON shape per answer: a 4xx carries `{"error", "message"}`. A

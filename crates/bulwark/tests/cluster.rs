@@ -776,6 +776,29 @@ async fn stale_reads_are_served_without_a_leader() {
         }
     }
     let http = cluster.node(survivor).http.clone();
+    // Until an election timeout passes, the survivor still names the old leader: wait until it
+    // knows none, so that the reads below really are served without a leader.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let status = http.status().await;
+        if status["leader_id"].is_null() {
+            assert_ne!(status["role"], "leader", "{status}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the survivor still names a leader after {PATIENCE:?}: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A linearizable read needs a leader: refused, which shows there is none.
+    let refused = http.get("/v1/accounts/1").await;
+    assert_eq!(
+        (refused.status, refused.error()),
+        (503, "no_leader"),
+        "a linearizable read without a leader: {}",
+        refused.text
+    );
     let r = tokio::time::timeout(
         Duration::from_secs(20),
         http.try_get("/v1/accounts/1?consistency=stale"),
@@ -798,6 +821,10 @@ async fn stale_reads_are_served_without_a_leader() {
     .expect("a stale read answers within 20 s without a leader")
     .expect("a stale read gets an answer");
     assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["amount"].as_u64(), Some(10), "{}", r.text);
+    // Still no leader: both reads were served without one.
+    let status = http.status().await;
+    assert!(status["leader_id"].is_null(), "{status}");
 }
 
 // ---------------------------------------------------------------------------------------------

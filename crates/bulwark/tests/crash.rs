@@ -692,6 +692,45 @@ async fn verify(
     present.len()
 }
 
+/// What a restart's `recovered` log line says: the checkpoint it started from and how many log
+/// records it replayed after it.
+struct Recovery {
+    checkpoint: u64,
+    replayed: u64,
+}
+
+/// The number after `field=` in a log line.
+fn log_field(line: &str, field: &str) -> Option<u64> {
+    let at = line.find(&format!(" {field}="))? + field.len() + 2;
+    let digits: String = line[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// The `recovered` line of the node's latest run, waited for (it is logged once the log is
+/// replayed, which may be just after the node starts answering).
+async fn recovery_of(node: &Node) -> Recovery {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = node.last_log();
+        if let Some(line) = log.lines().find(|l| l.contains("recovered")) {
+            let field =
+                |name| log_field(line, name).unwrap_or_else(|| panic!("no {name}= in `{line}`"));
+            return Recovery {
+                checkpoint: field("checkpoint"),
+                replayed: field("replayed"),
+            };
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no `recovered` line in the restart's log:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_under_load_loses_no_acknowledged_transfer() {
     let seed = common::seed(0x5eed_b01a);
@@ -750,19 +789,11 @@ async fn kill9_under_load_loses_no_acknowledged_transfer() {
 
         node.restart().await;
         let status = node.http.status().await;
-        if status["checkpoint_index"].as_u64().unwrap() > 0 {
+        let recovery = recovery_of(&node).await;
+        if recovery.checkpoint > 0 {
             recovered_from_checkpoint += 1;
         }
-        let log = node.last_log();
-        if let Some(line) = log.lines().find(|l| l.contains("recovered")) {
-            if let Some(at) = line.find("replayed=") {
-                let digits: String = line[at + 9..]
-                    .chars()
-                    .take_while(|c| c.is_ascii_digit())
-                    .collect();
-                replayed_total += digits.parse::<u64>().unwrap_or(0);
-            }
-        }
+        replayed_total += recovery.replayed;
         let checking = std::time::Instant::now();
         let present = verify(&node.http, &mut clients, &funding, &mut seen_present, false).await;
         eprintln!(
@@ -808,6 +839,13 @@ async fn kill9_under_load_loses_no_acknowledged_transfer() {
          restarts recovered from a checkpoint; {replayed_total} log records replayed"
     );
     assert!(total.ok > 0 && total.refused > 0, "{total:?}");
+    // Both halves of recovery were exercised: starting from a checkpoint, and replaying the log
+    // written after one.
+    assert!(
+        recovered_from_checkpoint > 0,
+        "no restart recovered from a checkpoint"
+    );
+    assert!(replayed_total > 0, "no restart replayed a log record");
     assert_eq!(
         total.batches_lost,
         ROUNDS as u64 * CLIENTS,

@@ -71,20 +71,40 @@ async fn create_accounts(http: &Http) {
     }
 }
 
-/// One client sending single transfers, round robin to `targets`, until stopped; records the
-/// acknowledged ids.
+/// One client sending single transfers, round robin to `targets` (healthy members), until
+/// stopped; records the acknowledged ids, and every answer that is neither 200 nor one of the
+/// `(status, error word)` pairs the test expects (a timeout or a connection error is never
+/// expected: the targets stay up).
 struct Workload {
     stop: Arc<AtomicBool>,
     acked: Arc<Mutex<Vec<u64>>>,
+    unexpected: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
+/// The answers of a healthy member while no leader has a full disk: 200 only.
+const ONLY_OK: &[(u16, &str)] = &[];
+
+/// The answers of a healthy follower while the leader's disk is full and until another leads:
+/// the full leader's own refusal (forwarded), and the words of a leader change.
+const WHILE_A_LEADER_IS_FULL: &[(u16, &str)] = &[
+    (507, "disk_full"),
+    (503, "no_leader"),
+    (503, "write_dropped"),
+    (503, "outcome_unknown"),
+];
+
 impl Workload {
-    fn start(targets: Vec<Http>, next_id: Arc<AtomicU64>) -> Workload {
+    fn start(
+        targets: Vec<Http>,
+        next_id: Arc<AtomicU64>,
+        expected: &'static [(u16, &'static str)],
+    ) -> Workload {
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(Mutex::new(Vec::new()));
+        let unexpected = Arc::new(Mutex::new(Vec::new()));
         let task = {
-            let (stop, acked) = (stop.clone(), acked.clone());
+            let (stop, acked, unexpected) = (stop.clone(), acked.clone(), unexpected.clone());
             tokio::spawn(async move {
                 let mut i = 0usize;
                 while !stop.load(Ordering::Relaxed) {
@@ -97,27 +117,44 @@ impl Workload {
                         target.try_post("/v1/transfers", body),
                     )
                     .await;
-                    match answer {
+                    let odd = match answer {
                         Ok(Ok(r)) if r.status == 200 => {
                             let result = &r.results()[0];
                             assert!(result == "ok" || result == "exists", "{id}: {result}");
                             acked.lock().unwrap().push(id);
+                            continue;
                         }
-                        _ => tokio::time::sleep(Duration::from_millis(20)).await,
-                    }
+                        Ok(Ok(r)) if expected.contains(&(r.status, r.error())) => None,
+                        Ok(Ok(r)) => Some(format!("{}: {} {}", target.base, r.status, r.text)),
+                        Ok(Err(e)) => Some(format!("{}: {e}", target.base)),
+                        Err(_) => Some(format!("{}: no answer within 5 s", target.base)),
+                    };
+                    unexpected.lock().unwrap().extend(odd);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             })
         };
-        Workload { stop, acked, task }
+        Workload {
+            stop,
+            acked,
+            unexpected,
+            task,
+        }
     }
 
     fn acked(&self) -> usize {
         self.acked.lock().unwrap().len()
     }
 
+    /// Stops the client; panics if a healthy member answered anything unexpected.
     async fn finish(self) -> Vec<u64> {
         self.stop.store(true, Ordering::Relaxed);
         self.task.await.expect("the workload task");
+        let unexpected = self.unexpected.lock().unwrap().clone();
+        assert!(
+            unexpected.is_empty(),
+            "healthy members answered unexpectedly: {unexpected:#?}"
+        );
         Arc::try_unwrap(self.acked)
             .expect("the task is done")
             .into_inner()
@@ -153,6 +190,12 @@ async fn assert_refuses_while_full(http: &Http, data_dir: &Path) {
     let check_507 = |what: &str, r: &common::Resp| {
         assert_eq!(r.status, 507, "{what}: {}", r.text);
         assert_eq!(r.error(), "disk_full", "{what}: {}", r.text);
+        assert_eq!(
+            r.header("retry-after"),
+            Some("1"),
+            "{what}: a 507 says when to retry: {:?}",
+            r.headers
+        );
         assert!(
             r.message().contains("no space left on device") && r.message().contains(&dir),
             "{what}: the message names the data directory {dir}: {}",
@@ -260,6 +303,33 @@ async fn assert_same_everywhere(cluster: &Cluster, acked: &[u64]) {
     assert_eq!(posted, amounts, "balances are the sums of the transfers");
 }
 
+/// The match index the leader's status gives member `id`.
+async fn match_index(leader: &Http, id: u64) -> u64 {
+    let status = leader.status().await;
+    let members = status["members"].as_array().expect("members");
+    let member = members.iter().find(|m| m["id"] == id).expect("the member");
+    member["match_index"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no match index for {id}: {status}"))
+}
+
+/// Waits until `leader`'s log begins after index `held` + 1, that is until it checkpointed and
+/// dropped the entries a member holding up to `held` needs next.
+async fn wait_compacted_past(cluster: &Cluster, leader: u64, held: u64) {
+    let http = &cluster.node(leader).http;
+    wait_for(
+        cluster,
+        Duration::from_secs(120),
+        &format!("node {leader} did not compact its log past index {held}"),
+        || async {
+            let status = http.status().await;
+            assert_eq!(status["role"], "leader", "node {leader}: {status}");
+            status["log"]["first_index"].as_u64().expect("first_index") > held + 1
+        },
+    )
+    .await;
+}
+
 async fn leader_among(cluster: &Cluster, ids: &[u64]) -> Option<u64> {
     let mut leaders = Vec::new();
     for id in ids {
@@ -288,6 +358,7 @@ async fn a_follower_with_a_full_disk_refuses_writes_and_recovers_by_itself() {
             cluster.node(other).http.clone(),
         ],
         next_id.clone(),
+        ONLY_OK,
     );
     wait_for(
         cluster,
@@ -308,24 +379,12 @@ async fn a_follower_with_a_full_disk_refuses_writes_and_recovers_by_itself() {
     .await;
     assert_refuses_while_full(&node.http, &node.data_dir).await;
 
-    // The other two go on committing.
+    // The other two go on committing until the leader has checkpointed and compacted its log
+    // past what the full follower holds, which then can catch up only by snapshot.
     let acked = workload.acked();
-    let commit = cluster.node(leader).http.status().await["commit_index"]
-        .as_u64()
-        .unwrap();
-    // Long enough for the leader to checkpoint and compact its log past the full follower, which
-    // then catches up by snapshot.
-    wait_for(
-        cluster,
-        Duration::from_secs(30),
-        "the healthy majority stopped committing",
-        || async { workload.acked() >= acked + 1500 },
-    )
-    .await;
-    let later = cluster.node(leader).http.status().await["commit_index"]
-        .as_u64()
-        .unwrap();
-    assert!(later > commit);
+    let held = match_index(&cluster.node(leader).http, victim).await;
+    wait_compacted_past(cluster, leader, held).await;
+    assert!(workload.acked() > acked, "the healthy majority committed");
     // Still refusing (it retries and fails again).
     assert_refuses_while_full(&node.http, &node.data_dir).await;
     assert!(node.last_log().contains("no space left on device"));
@@ -359,6 +418,7 @@ async fn a_leader_with_a_full_disk_is_replaced_and_rejoins_after() {
             .map(|id| cluster.node(*id).http.clone())
             .collect(),
         next_id.clone(),
+        WHILE_A_LEADER_IS_FULL,
     );
     wait_for(
         cluster,
@@ -393,14 +453,14 @@ async fn a_leader_with_a_full_disk_is_replaced_and_rejoins_after() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_ne!(new_leader, leader);
+    // The new leader commits until it has checkpointed and compacted its log past all the old
+    // leader holds, which then can rejoin only by snapshot.
     let acked = workload.acked();
-    wait_for(
-        cluster,
-        Duration::from_secs(30),
-        "the new leader does not commit",
-        || async { workload.acked() >= acked + 1500 },
-    )
-    .await;
+    let held = node.http.status().await["log"]["last_index"]
+        .as_u64()
+        .expect("log last_index");
+    wait_compacted_past(cluster, new_leader, held).await;
+    assert!(workload.acked() > acked, "the new leader committed");
     assert_refuses_while_full(&node.http, &node.data_dir).await;
 
     std::fs::remove_file(filler).unwrap();
@@ -417,4 +477,78 @@ async fn a_leader_with_a_full_disk_is_replaced_and_rejoins_after() {
     .await;
     let acked = workload.finish().await;
     assert_same_everywhere(cluster, &acked).await;
+}
+
+/// A single node is a cluster of one voter and runs the same engine: on a full disk it does not
+/// stop (no exit 5), it refuses writes with 507 and takes them again by itself once space is
+/// freed, with every write acknowledged before still there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_node_with_a_full_disk_stays_up_and_recovers_by_itself() {
+    let data = tempfile::tempdir().expect("a data directory");
+    let _mount = Tmpfs::mount_at(data.path(), 64 << 20).expect("mount a tmpfs (needs root)");
+    let mut node = common::Node::unstarted(data.path().to_path_buf(), &[]);
+    node.restart().await;
+    let http = node.http.clone();
+    create_accounts(&http).await;
+    let mut acked = Vec::new();
+    for id in 1_000..1_050 {
+        let r = http.post("/v1/transfers", &json!([transfer(id)])).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        acked.push(id);
+    }
+
+    let filler = fill_disk(&node.data_dir);
+    // The next write meets the full disk; until then writes may still fit in what was left.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut id = 2_000;
+    loop {
+        id += 1;
+        let r = http.post("/v1/transfers", &json!([transfer(id)])).await;
+        match r.status {
+            200 => acked.push(id),
+            507 => break,
+            // The write that met the full disk: it may or may not be in the log.
+            503 if r.error() == "outcome_unknown" => {}
+            other => panic!("a write on a filling disk: {other} {}", r.text),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a single node on a full disk still takes writes"
+        );
+    }
+    assert_refuses_while_full(&http, &node.data_dir).await;
+    // Still refusing a moment later, and still running: a full disk never stops the node.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_refuses_while_full(&http, &node.data_dir).await;
+    node.assert_running();
+
+    std::fs::remove_file(filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        id += 1;
+        let r = http.post("/v1/transfers", &json!([transfer(id)])).await;
+        match r.status {
+            200 => {
+                acked.push(id);
+                break;
+            }
+            507 => assert!(
+                Instant::now() < deadline,
+                "no write taken within 20 s of freeing space"
+            ),
+            other => panic!("a write after space was freed: {other} {}", r.text),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(disk_full_in_status(&http).await, Some(false));
+    assert_eq!(http.get("/health/ready").await.status, 200);
+    for id in &acked {
+        assert!(
+            http.transfer(*id).await.is_some(),
+            "acknowledged transfer {id} lost"
+        );
+    }
+    // A graceful stop still checkpoints and exits 0.
+    let status = node.sigterm();
+    assert!(status.success(), "{status}\n{}", node.last_log());
 }

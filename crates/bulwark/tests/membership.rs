@@ -1059,3 +1059,48 @@ async fn readiness_follows_the_leader() {
         .await;
     }
 }
+
+/// A running cluster never grows past 7 voters: a promotion that would make more is refused with
+/// 409, naming the limit, and changes nothing. A single node (one voter) with eight learners
+/// (never started: a learner need not be up to be added) asked to promote them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_to_more_than_seven_voters_is_refused() {
+    let node = common::Node::start(&[]).await;
+    let http = node.http.clone();
+    let learners: Vec<u64> = (2..=9).collect();
+    for &id in &learners {
+        let base = common::free_port_range(2);
+        let body = json!({
+            "id": id,
+            "peer_addr": format!("127.0.0.1:{base}"),
+            "http_addr": format!("127.0.0.1:{}", base + 1),
+        });
+        change_ok(&http, "/v1/cluster/learners", &body).await;
+    }
+    let before = http.status().await;
+    let message = change_refused(&http, "/v1/cluster/promote", &json!({"ids": learners})).await;
+    assert!(message.contains("at most 7"), "{message}");
+    let after = http.status().await;
+    assert_eq!(member_roles(&after), member_roles(&before));
+    assert_eq!(
+        member_roles(&after)
+            .values()
+            .filter(|r| *r != "learner")
+            .count(),
+        1,
+        "{after}"
+    );
+    assert_eq!(after["applied_index"], before["applied_index"], "{after}");
+    // Through the CLI too: refused, exit 3 (a 4xx).
+    let (code, out, err) = common::cli(&[
+        "cluster",
+        "promote",
+        "--ids",
+        "2,3,4,5,6,7,8,9",
+        "--addr",
+        &node.base_url(),
+    ])
+    .await;
+    assert_eq!(code, 3, "{out} {err}");
+    assert!(err.contains("at most 7"), "{err}");
+}

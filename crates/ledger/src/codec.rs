@@ -351,6 +351,129 @@ mod tests {
         assert_eq!(decode(&wrong), Err(CodecError::Version(3)));
     }
 
+    /// Hex of `bytes`, two digits a byte, no separators.
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Asserts that `batches` encode as one entry to exactly `golden` (hex, whitespace ignored:
+    /// it only lays the fields out for the reader) and that those bytes decode back to them. A
+    /// failure here is a change to the log's format: every node and every log written before
+    /// reads these bytes, so a change must be deliberate (a new version byte, and a reader of the
+    /// old one).
+    fn assert_golden(batches: &[Batch], golden: &str) {
+        let golden: String = golden.split_whitespace().collect();
+        let mut entry = Vec::new();
+        encode_entry(batches, &mut entry);
+        assert_eq!(hex(&entry), golden, "the encoding of {batches:?} changed");
+        let bytes: Vec<u8> = (0..golden.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&golden[i..i + 2], 16).expect("hex"))
+            .collect();
+        assert_eq!(decode_entry(&bytes).as_deref(), Ok(batches));
+    }
+
+    #[test]
+    fn an_accounts_batch_has_its_golden_bytes() {
+        let batch = Batch {
+            timestamp: Timestamp(0x0102_0304_0506_0708),
+            operation: Operation::CreateAccounts(vec![NewAccount {
+                id: AccountId(0x1112_1314_1516_1718),
+                user_data: 0x2122_2324_2526_2728,
+                ledger: 0x3132_3334,
+                code: 0x4142,
+                flags: AccountFlags::HISTORY | AccountFlags::LINKED,
+            }]),
+        };
+        assert_golden(
+            &[batch],
+            "01 01 0807060504030201 01000000
+             1817161514131211 2827262524232221 34333231 4241 0900",
+        );
+    }
+
+    #[test]
+    fn a_transfers_batch_has_its_golden_bytes() {
+        let transfer = NewTransfer {
+            id: TransferId(0x1112_1314_1516_1718),
+            debit_account_id: AccountId(0x2122_2324_2526_2728),
+            credit_account_id: AccountId(0x3132_3334_3536_3738),
+            amount: 0x4142_4344_4546_4748,
+            pending_id: TransferId(0x5152_5354_5556_5758),
+            user_data: 0x6162_6364_6566_6768,
+            timeout: 0x7172_7374,
+            ledger: 0x8182_8384,
+            code: 0x9192,
+            flags: TransferFlags::PENDING | TransferFlags::VOID_PENDING_TRANSFER,
+        };
+        let batch = Batch {
+            timestamp: Timestamp(0x0102_0304_0506_0708),
+            operation: Operation::CreateTransfers(vec![transfer, NewTransfer::default()]),
+        };
+        assert_golden(
+            &[batch],
+            "01 02 0807060504030201 02000000
+             1817161514131211 2827262524232221 3837363534333231 4847464544434241
+             5857565554535251 6867666564636261 74737271 84838281 9291 0a00
+             0000000000000000 0000000000000000 0000000000000000 0000000000000000
+             0000000000000000 0000000000000000 00000000 00000000 0000 0000",
+        );
+    }
+
+    #[test]
+    fn a_control_batch_has_its_golden_bytes() {
+        use crate::access::{Actor, ControlCommand, Role, TokenId};
+        let create = Control {
+            actor: Actor::Token(TokenId(0x1112_1314_1516_1718)),
+            command: ControlCommand::CreateToken {
+                id: TokenId(0x2122_2324_2526_2728),
+                name: "ops".into(),
+                role: Role::Write,
+                secret_hash: [0xab; 32],
+            },
+        };
+        let revoke = Control {
+            actor: Actor::Node(7),
+            command: ControlCommand::RevokeToken {
+                id: TokenId(0x3132_3334_3536_3738),
+            },
+        };
+        let control = |timestamp: u64, control: Control| Batch {
+            timestamp: Timestamp(timestamp),
+            operation: Operation::Control(Box::new(control)),
+        };
+        assert_golden(
+            &[control(0x0102_0304_0506_0708, create)],
+            "01 03 0807060504030201 01000000 38000000
+             01 1817161514131211 01 2827262524232221 02
+             abababababababababababababababababababababababababababababababab 0300 6f7073",
+        );
+        assert_golden(
+            &[control(5, revoke)],
+            "01 03 0500000000000000 01000000 12000000
+             02 0700000000000000 02 3837363534333231",
+        );
+    }
+
+    #[test]
+    fn a_group_entry_has_its_golden_bytes() {
+        let accounts = Batch {
+            timestamp: Timestamp(3),
+            operation: Operation::CreateAccounts(vec![NewAccount {
+                id: AccountId(1),
+                ..NewAccount::default()
+            }]),
+        };
+        let empty_transfer = transfers(4, &[]);
+        assert_golden(
+            &[accounts, empty_transfer],
+            "02 02000000
+             26000000 01 01 0300000000000000 01000000
+                      0100000000000000 0000000000000000 00000000 0000 0000
+             0e000000 01 02 0400000000000000 00000000",
+        );
+    }
+
     fn transfers(timestamp: u64, ids: &[u64]) -> Batch {
         Batch {
             timestamp: Timestamp(timestamp),

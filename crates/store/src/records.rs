@@ -122,6 +122,84 @@ fn u16_at(b: &[u8], at: usize) -> u16 {
 mod tests {
     use super::*;
 
+    /// Hex of `bytes`, two digits a byte; `golden` with its whitespace (which only lays the
+    /// fields out for the reader) removed.
+    fn hex_pair(bytes: &[u8], golden: &str) -> (String, String) {
+        let bytes = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        (bytes, golden.split_whitespace().collect())
+    }
+
+    fn unhex(golden: &str) -> Vec<u8> {
+        let golden: String = golden.split_whitespace().collect();
+        (0..golden.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&golden[i..i + 2], 16).expect("hex"))
+            .collect()
+    }
+
+    /// Every record kept in `state.redb` encodes to these exact bytes, and they decode back: a
+    /// failure is a change of the store's format (every store written before holds these
+    /// bytes), which must be deliberate (a new `FORMAT_VERSION` and a reader of the old one).
+    #[test]
+    fn records_have_their_golden_bytes() {
+        let account = Account {
+            id: AccountId(0x1112_1314_1516_1718),
+            user_data: 0x2122_2324_2526_2728,
+            debits_pending: 0x3132_3334_3536_3738,
+            debits_posted: 0x4142_4344_4546_4748,
+            credits_pending: 0x5152_5354_5556_5758,
+            credits_posted: 0x6162_6364_6566_6768,
+            timestamp: Timestamp(0x7172_7374_7576_7778),
+            ledger: 0x8182_8384,
+            code: 0x9192,
+            flags: AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS | AccountFlags::HISTORY,
+        };
+        let golden = "1817161514131211 2827262524232221 3837363534333231 4847464544434241
+                      5857565554535251 6867666564636261 7877767574737271 84838281 9291 0a00";
+        let (bytes, expected) = hex_pair(&encode_account(&account), golden);
+        assert_eq!(bytes, expected, "the account record changed");
+        assert_eq!(decode_account(&unhex(golden)), Some(account));
+
+        let transfer = Transfer {
+            id: TransferId(0x1112_1314_1516_1718),
+            debit_account_id: AccountId(0x2122_2324_2526_2728),
+            credit_account_id: AccountId(0x3132_3334_3536_3738),
+            amount: 0x4142_4344_4546_4748,
+            pending_id: TransferId(0x5152_5354_5556_5758),
+            user_data: 0x6162_6364_6566_6768,
+            timestamp: Timestamp(0x7172_7374_7576_7778),
+            timeout: 0x8182_8384,
+            ledger: 0x9192_9394,
+            code: 0xa1a2,
+            flags: TransferFlags::LINKED | TransferFlags::POST_PENDING_TRANSFER,
+        };
+        let golden = "1817161514131211 2827262524232221 3837363534333231 4847464544434241
+                      5857565554535251 6867666564636261 7877767574737271 84838281 94939291
+                      a2a1 0500";
+        let (bytes, expected) = hex_pair(&encode_transfer(&transfer), golden);
+        assert_eq!(bytes, expected, "the transfer record changed");
+        assert_eq!(decode_transfer(&unhex(golden)), Some(transfer));
+
+        let balances = account.balances();
+        let golden = "3837363534333231 4847464544434241 5857565554535251 6867666564636261";
+        let (bytes, expected) = hex_pair(&encode_balances(&balances), golden);
+        assert_eq!(bytes, expected, "the balances record changed");
+        assert_eq!(decode_balances(&unhex(golden)), Some(balances));
+
+        let run = [
+            (
+                Timestamp(0x0102_0304_0506_0708),
+                TransferId(0x1112_1314_1516_1718),
+            ),
+            (Timestamp(9), TransferId(10)),
+        ];
+        let golden = "0807060504030201 1817161514131211 0900000000000000 0a00000000000000";
+        let (bytes, expected) = hex_pair(&encode_run(&run), golden);
+        assert_eq!(bytes, expected, "the account index run changed");
+        let decoded: Vec<_> = decode_run(&unhex(golden)).expect("a run").collect();
+        assert_eq!(decoded, run);
+    }
+
     #[test]
     fn records_round_trip() {
         let a = Account {
