@@ -214,6 +214,7 @@ pub fn transfer_from_json(v: &Value) -> Option<Transfer> {
             .collect(),
         pending_id: v["pending_id"].as_u64().unwrap_or(0),
         timeout: v["timeout"].as_u64().unwrap_or(0) as u32,
+        timestamp: v["timestamp"].as_u64().unwrap_or(0),
     })
 }
 

@@ -136,7 +136,8 @@ async fn a_refused_connection_is_fail_and_a_lost_one_is_info() {
     assert_eq!(c.get(addr, "/v1/accounts/1").await.phase, Phase::Fail);
 
     // An answer cut off in its body: the status came, the outcome did not.
-    let cut = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"res";
+    let cut =
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"res";
     let answer = c.transfers(server(cut).await, &one_transfer()).await;
     assert_eq!(answer.phase, Phase::Info, "{answer:?}");
     assert_eq!(answer.status, Some(200));
