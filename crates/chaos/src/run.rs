@@ -143,6 +143,15 @@ async fn drive(
             node.start()?;
         }
     }
+    // One write must get through after healing (before settling: the final states are read from
+    // a cluster that no longer writes).
+    let nodes_now = cluster.http_addrs();
+    match probe_after_heal(&recorder, &cluster.control, &nodes_now, HEAL_PROBE_LIMIT).await {
+        Some(note) => findings.notes.push(note),
+        None => findings.violations.push(format!(
+            "no write succeeded within {HEAL_PROBE_LIMIT:?} after healing"
+        )),
+    }
     eprintln!("healed; waiting for the cluster to settle");
     let settled = cluster.settle(Duration::from_secs(90)).await;
     let final_index = match &settled {
@@ -154,13 +163,6 @@ async fn drive(
             None
         }
     };
-    let nodes_now = cluster.http_addrs();
-    match probe_after_heal(&recorder, &cluster.control, &nodes_now, HEAL_PROBE_LIMIT).await {
-        Some(note) => findings.notes.push(note),
-        None => findings.violations.push(format!(
-            "no write succeeded within {HEAL_PROBE_LIMIT:?} after healing"
-        )),
-    }
     let mut states = Vec::new();
     for id in cluster.originals.clone() {
         match read_final_state(cluster, id).await {
