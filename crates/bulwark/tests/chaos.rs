@@ -220,7 +220,7 @@ fn a_run_whose_check_fails_exits_1() {
     // `faults_handled` fails, and so does the run.
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("run");
-    let mut child = Command::new(bin())
+    let child = Command::new(bin())
         .args([
             "chaos",
             "--nodes",
