@@ -677,63 +677,71 @@ fn acknowledged_indexes_against_the_apply_order_are_caught() {
     );
 }
 
-#[test]
-fn an_expired_pending_counts_once_its_expiry_is_certain() {
-    // Pending 20 (2 -> 3, 50, 1 s timeout) at index 7, never resolved; transfer 21 at index 8,
-    // stamped 2 s later: by index 8 the pending had expired.
+/// Pending 20 (2 -> 3, 50, 1 s timeout) at index 7, never resolved; transfer 21 (2 -> 3, 1) at
+/// index 8, stamped 2 s later: by index 8, and before transfer 21, the pending had expired. A
+/// balance read of account 3 at index 8 and a history read of it after the pending give
+/// `credits_pending` as given.
+fn expiry_run(read_pending: u64, history_pending: u64) -> History {
     let second = 1_000_000_000;
     let pending = Transfer {
         timeout: 1,
-        timestamp: 2000,
         ..t(20, 2, 3, 50, &["pending"])
     };
-    let later = Transfer {
+    let later = t(21, 2, 3, 1, &[]);
+    let mut b = clean_ops();
+    b.ok(1, vec![pending.clone()], 7);
+    b.ok(1, vec![later.clone()], 8);
+    // Account 3 at index 8: 30 + 10 + 20 (posted) + 7 + 1 in, 5 out.
+    let account_3 = |credits_pending| Balance {
+        id: 3,
+        debits_posted: 5,
+        credits_posted: 68,
+        credits_pending,
+        ..Balance::default()
+    };
+    b.read(4, 8, vec![account_3(read_pending)]);
+    let stored_later = Transfer {
         timestamp: 2000 + 2 * second,
-        ..t(21, 2, 1, 1, &[])
+        ..later
     };
-    let build = |credits_pending| {
-        let mut b = clean_ops();
-        b.ok(1, vec![t(20, 2, 3, 50, &["pending"])], 7);
-        b.ok(1, vec![t(21, 2, 1, 1, &[])], 8);
-        // Account 3 at index 8: 30 + 10 + 20 (posted) + 7 in, 5 out, nothing pending.
-        b.read(
-            4,
-            8,
-            vec![Balance {
-                id: 3,
-                debits_posted: 5,
-                credits_posted: 67,
-                credits_pending,
-                ..Balance::default()
-            }],
-        );
-        let mut transfers = clean_transfers();
-        transfers.push(pending.clone());
-        transfers.push(later.clone());
-        let mut sent = b;
-        // The sent pending has its timeout too.
-        for op in sent.ops.iter_mut() {
-            for x in op.transfers.iter_mut().filter(|x| x.id == 20) {
-                x.timeout = 1;
-            }
-        }
-        history(sent, transfers)
-    };
-    let report = check(&build(0));
+    b.history_read(
+        4,
+        3,
+        2000,
+        8,
+        vec![stored_later.clone()],
+        vec![account_3(history_pending)],
+    );
+    let mut transfers = clean_transfers();
+    transfers.push(Transfer {
+        timestamp: 2000,
+        ..pending
+    });
+    transfers.push(stored_later);
+    history(b, transfers)
+}
+
+#[test]
+fn an_expired_pending_counts_once_its_expiry_is_certain() {
+    let report = check(&expiry_run(0, 0));
     assert!(report.ok, "{report:#?}");
     assert!(
         report.reads.accounts_checked.contains(&3),
         "{:?}",
         report.reads
     );
-    let h = build(50);
-    assert_only(&h, "linearizable_reads");
-    let report = check(&h);
-    let v = &report.verdict("linearizable_reads").unwrap().violations[0];
-    assert!(
-        v.contains("account 3 returned debits_pending 0, debits_posted 5, credits_pending 50"),
-        "{v}"
-    );
+    assert_eq!(report.reads.history_balances_checked, 1);
+    for (read, page) in [(50, 0), (0, 50)] {
+        let h = expiry_run(read, page);
+        assert_only(&h, "linearizable_reads");
+        let report = check(&h);
+        let v = &report.verdict("linearizable_reads").unwrap().violations;
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(
+            v[0].contains("returned debits_pending 0, debits_posted 5, credits_pending 50"),
+            "{v:?}"
+        );
+    }
 }
 
 #[test]

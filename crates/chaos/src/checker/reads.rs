@@ -220,11 +220,38 @@ struct Line {
     positions: Vec<usize>,
     /// Its sums right after each of them (expiries left out).
     after: Vec<Sums>,
-    /// Unresolved pending transfers with a timeout touching it: position, deadline (ns) and what
-    /// their expiry does to it.
-    expiring: Vec<(usize, u64, Sums)>,
-    /// Transfers without a place in the timeline: commit index if known, effect.
-    unplaced: Vec<(Option<u64>, Sums)>,
+    /// Unresolved pending transfers with a timeout touching it, by deadline (ns): deadline,
+    /// position, and what their expiry does to it.
+    expiring: Vec<(u64, usize, Sums)>,
+    /// The sums of the first 1, 2, ... expiries of `expiring`.
+    expired_sums: Vec<Sums>,
+    /// Transfers without a place in the timeline but with a known commit index, by that index.
+    unplaced: Vec<(u64, Sums)>,
+    /// The sums of the first 1, 2, ... of `unplaced`.
+    unplaced_sums: Vec<Sums>,
+    /// Touched by a transfer whose index (or effect) is unknown: never compared.
+    undecidable: bool,
+}
+
+impl Line {
+    /// Sorts what was gathered and sums it up, so that each read costs a few binary searches.
+    fn finish(&mut self) {
+        self.expiring
+            .sort_by_key(|(deadline, p, _)| (*deadline, *p));
+        self.expired_sums = running_sums(self.expiring.iter().map(|(_, _, e)| e));
+        self.unplaced.sort_by_key(|(ci, _)| *ci);
+        self.unplaced_sums = running_sums(self.unplaced.iter().map(|(_, e)| e));
+    }
+}
+
+fn running_sums<'a>(effects: impl Iterator<Item = &'a Sums>) -> Vec<Sums> {
+    let mut total = Sums::default();
+    effects
+        .map(|e| {
+            total.add(e);
+            total
+        })
+        .collect()
 }
 
 struct Lines {
@@ -276,12 +303,15 @@ impl Lines {
                     Some(&p) => {
                         let deadline =
                             t.timestamp + u64::from(t.timeout).saturating_mul(NANOS_PER_SECOND);
-                        line.expiring.push((p, deadline, e.negated()));
+                        line.expiring.push((deadline, p, e.negated()));
                     }
-                    // Its own effect is already unplaced; its expiry is unknown too.
-                    None => line.unplaced.push((None, Sums::default())),
+                    // Its own effect has no place; its expiry has none either.
+                    None => line.undecidable = true,
                 }
             }
+        }
+        for line in lines.values_mut() {
+            line.finish();
         }
         Lines {
             lines,
@@ -298,71 +328,73 @@ impl Lines {
     fn at(&self, account: u64, index: u64, (a, b): (usize, usize), tl: &Timeline) -> Option<Sums> {
         let line = self.line(account);
         let k = line.positions.partition_point(|&p| p < a);
-        if line.positions.get(k).is_some_and(|&p| p < b) {
+        if line.undecidable || line.positions.get(k).is_some_and(|&p| p < b) {
             return None;
         }
         let mut sums = k.checked_sub(1).map_or(Sums::default(), |k| line.after[k]);
-        for (known, e) in &line.unplaced {
-            match known {
-                Some(ci) if *ci <= index => sums.add(e),
-                Some(_) => {}
-                None => return None,
-            }
+        let u = line.unplaced.partition_point(|(ci, _)| *ci <= index);
+        if let Some(e) = u.checked_sub(1).map(|u| &line.unplaced_sums[u]) {
+            sums.add(e);
         }
-        for (p, deadline, e) in &line.expiring {
-            if *p >= a {
-                continue; // not applied yet (an undecided one returned above)
-            }
-            let expired = a > 0 && tl.timestamp(a - 1) >= deadline.saturating_add(ENTRY_SPAN_NS);
-            let not_yet = b < tl.seq.len() && tl.timestamp(b) <= *deadline;
-            match (expired, not_yet) {
-                (true, _) => sums.add(e),
-                (false, true) => {}
-                (false, false) => return None,
-            }
+        // Expired: the transfer before `a` was applied and lies in an entry past the deadline
+        // (so the pending itself, stamped before its deadline, was applied too).
+        let expired = match a.checked_sub(1) {
+            Some(last) => line.expiring.partition_point(|(deadline, _, _)| {
+                deadline.saturating_add(ENTRY_SPAN_NS) <= tl.timestamp(last)
+            }),
+            None => 0,
+        };
+        if let Some(e) = expired.checked_sub(1).map(|e| &line.expired_sums[e]) {
+            sums.add(e);
         }
-        Some(sums)
+        // Not expired yet: a transfer applied after `index` is stamped at or before the deadline.
+        let not_before = tl.seq.get(b).map_or(u64::MAX, |t| t.timestamp);
+        let undecided = line.expiring[expired..]
+            .iter()
+            .take_while(|(deadline, _, _)| *deadline < not_before)
+            .any(|(_, p, _)| *p < a);
+        (!undecided).then_some(sums)
     }
 
     /// The account's sums right after the transfer at `position`, or `None` if undecided.
     fn after_transfer(&self, account: u64, position: usize, tl: &Timeline) -> Option<Sums> {
         let line = self.line(account);
-        if !line.unplaced.is_empty() {
+        if line.undecidable || !line.unplaced.is_empty() {
             return None;
         }
         let k = line.positions.binary_search(&position).ok()?;
         let mut sums = line.after[k];
         let stamped = tl.timestamp(position);
-        for (p, deadline, e) in &line.expiring {
-            if *p >= position {
-                continue;
-            }
-            if stamped >= deadline.saturating_add(ENTRY_SPAN_NS) {
-                sums.add(e);
-            } else if stamped >= *deadline {
-                return None;
-            }
+        let expired = line
+            .expiring
+            .partition_point(|(deadline, _, _)| deadline.saturating_add(ENTRY_SPAN_NS) <= stamped);
+        if let Some(e) = expired.checked_sub(1).map(|e| &line.expired_sums[e]) {
+            sums.add(e);
         }
-        Some(sums)
+        // A deadline at or before the transfer's timestamp but within an entry's span of it: its
+        // entry may or may not have started past the deadline.
+        let undecided = line.expiring[expired..]
+            .iter()
+            .take_while(|(deadline, _, _)| *deadline <= stamped)
+            .any(|(_, p, _)| *p < position);
+        (!undecided).then_some(sums)
     }
 }
 
+/// Records a transfer without a place in the timeline on the accounts it touches: at its commit
+/// index if known, else the accounts are never compared.
 fn unplaced(lines: &mut HashMap<u64, Line>, t: &Transfer, known: Option<u64>, e: &[(u64, Sums)]) {
     if e.is_empty() {
         for account in [t.debit, t.credit].into_iter().filter(|a| *a != 0) {
-            lines
-                .entry(account)
-                .or_default()
-                .unplaced
-                .push((None, Sums::default()));
+            lines.entry(account).or_default().undecidable = true;
         }
     }
     for (account, sums) in e {
-        lines
-            .entry(*account)
-            .or_default()
-            .unplaced
-            .push((known, *sums));
+        let line = lines.entry(*account).or_default();
+        match known {
+            Some(ci) => line.unplaced.push((ci, *sums)),
+            None => line.undecidable = true,
+        }
     }
 }
 
