@@ -112,6 +112,10 @@ fn a_short_run_with_every_fault_is_valid_and_its_history_checks() {
     let history_path = out.join("history.jsonl").display().to_string();
     let (code, stdout, stderr) = chaos(&["check", &history_path]);
     assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("reads compared with the replay: "),
+        "{stdout}"
+    );
 
     // ...and catches a lost acknowledged write.
     let mut lines: Vec<String> = history.lines().map(str::to_string).collect();
