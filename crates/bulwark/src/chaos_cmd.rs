@@ -79,6 +79,8 @@ pub async fn run_command(args: ChaosArgs) -> ExitCode {
         return match check_file(&history) {
             Ok(report) => {
                 println!("{}", report.details(10));
+                // How much the verdict rests on: a VALID that compared no read says little.
+                println!("{}", report.reads.summary());
                 ExitCode::from(if report.ok { 0 } else { 1 })
             }
             Err(e) => {

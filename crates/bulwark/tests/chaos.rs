@@ -1,14 +1,29 @@
 //! `bulwark chaos` end to end: a short run of a real 3-node cluster with every fault kind at
-//! least once must come out VALID, with a report and a history that `bulwark chaos check` also
-//! passes; the same history with one acknowledged transfer removed from the final state must
-//! fail the check, naming the property. Bad command lines get exit 2 and a message.
+//! least once must come out VALID, having done and compared enough (floors on operations,
+//! acknowledged writes and reads checked against the replay), with a report and a history that
+//! `bulwark chaos check` also passes; the same history with one acknowledged transfer removed from
+//! the final state must fail the check, naming the property. A run with a node killed behind the
+//! nemesis's back exits 1. Bad command lines get exit 2 and a message.
 
 mod common;
 
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
+use bulwark_chaos::{Kind, Phase};
 use common::bin;
 use serde_json::Value;
+
+/// Floors of what the CI run must have done and compared (see [`assert_the_run_tested_enough`]).
+/// Seed 20261125 gave 9471 operations, 19367 transfers acknowledged, 1743 balance reads (1720
+/// compared, every one of the 12 accounts) and 828 history reads (all compared: 16462 transfers,
+/// 3001 running balances).
+const OPERATIONS_FLOOR: usize = 2400;
+const ACKNOWLEDGED_FLOOR: usize = 4000;
+const READS_FLOOR: usize = 400;
+const CHECKED_READS_FLOOR: usize = 400;
+const CHECKED_ACCOUNTS_FLOOR: usize = 8;
 
 fn chaos(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(bin())
@@ -91,11 +106,16 @@ fn a_short_run_with_every_fault_is_valid_and_its_history_checks() {
     }
     let report = std::fs::read_to_string(out.join("report.html")).expect("report written");
     assert!(report.contains("VALID") && report.contains("<svg"));
+    assert_the_run_tested_enough(&out.join("history.jsonl"));
 
     // The checker on its own agrees...
     let history_path = out.join("history.jsonl").display().to_string();
     let (code, stdout, stderr) = chaos(&["check", &history_path]);
     assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("reads compared with the replay: "),
+        "{stdout}"
+    );
 
     // ...and catches a lost acknowledged write.
     let mut lines: Vec<String> = history.lines().map(str::to_string).collect();
@@ -142,6 +162,127 @@ fn a_short_run_with_every_fault_is_valid_and_its_history_checks() {
     assert!(stdout.contains("INVALID"), "{stdout}");
     assert!(stdout.contains("acknowledged_present_once"), "{stdout}");
     assert!(stdout.contains(&victim.to_string()), "{stdout}");
+}
+
+/// A VALID that checked little says little: the run must have done and compared enough. The
+/// floors are well under what this seed gives (about 4 times), so that a slower machine still
+/// meets them, and far above what a run with a dead client or a checker that skips its reads
+/// would show.
+fn assert_the_run_tested_enough(history_path: &Path) {
+    let history = bulwark_chaos::read_history(history_path).expect("the history reads");
+    let completed = |kind: Kind, phase: Phase| {
+        history
+            .ops
+            .iter()
+            .filter(|o| o.kind == kind && o.phase == phase)
+            .count()
+    };
+    let operations = history
+        .ops
+        .iter()
+        .filter(|o| o.kind != Kind::Nemesis && o.phase != Phase::Invoke)
+        .count();
+    let acknowledged: usize = history
+        .ops
+        .iter()
+        .filter(|o| o.kind == Kind::TransferBatch && o.phase == Phase::Ok)
+        .map(|o| o.results.iter().filter(|r| *r == "ok").count())
+        .sum();
+    let balance_reads = completed(Kind::ReadBalances, Phase::Ok);
+    let history_reads = completed(Kind::ReadHistory, Phase::Ok);
+    let reads = bulwark_chaos::check(&history).reads;
+    let figures = format!(
+        "{operations} operations, {acknowledged} transfers acknowledged, {balance_reads} balance reads and {history_reads} history reads ok; {}",
+        reads.summary()
+    );
+    eprintln!("{figures}");
+    assert!(operations >= OPERATIONS_FLOOR, "{figures}");
+    assert!(acknowledged >= ACKNOWLEDGED_FLOOR, "{figures}");
+    assert!(
+        balance_reads >= READS_FLOOR && history_reads >= READS_FLOOR / 2,
+        "{figures}"
+    );
+    assert!(
+        reads.balance_reads_checked >= CHECKED_READS_FLOOR,
+        "{figures}"
+    );
+    assert!(
+        reads.accounts_checked.len() >= CHECKED_ACCOUNTS_FLOOR,
+        "{figures}"
+    );
+    assert!(
+        reads.history_reads_checked >= CHECKED_READS_FLOOR / 2
+            && reads.history_transfers_checked >= CHECKED_READS_FLOOR
+            && reads.history_balances_checked >= CHECKED_READS_FLOOR / 4,
+        "{figures}"
+    );
+}
+
+#[test]
+fn a_run_whose_check_fails_exits_1() {
+    // A node killed behind the nemesis's back: the harness finds that it exited on its own, so
+    // `faults_handled` fails, and so does the run.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("run");
+    let child = Command::new(bin())
+        .args([
+            "chaos",
+            "--nodes",
+            "3",
+            "--duration",
+            "12",
+            "--rate",
+            "40",
+            "--nemesis",
+            "pause",
+            "--hold-ms",
+            "1000-2000",
+            "--quiet-ms",
+            "1000-2000",
+            "--seed",
+            "7",
+            "--out",
+        ])
+        .arg(&out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start bulwark chaos");
+    let node = wait_for_node(child.id(), &out);
+    std::thread::sleep(Duration::from_secs(3));
+    // SAFETY: kill(2) on a process this test started (a child of its child).
+    assert_eq!(unsafe { libc::kill(node, libc::SIGKILL) }, 0);
+    let result = child.wait_with_output().expect("bulwark chaos finishes");
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.starts_with("INVALID"), "{stdout}");
+    assert!(stdout.contains("violated: faults_handled"), "{stdout}");
+    assert!(stderr.contains("exited on its own"), "{stderr}");
+}
+
+/// The pid of a node that the chaos run `parent` started in `out`.
+fn wait_for_node(parent: u32, out: &Path) -> i32 {
+    let wanted = out.join("nodes").display().to_string();
+    for _ in 0..300 {
+        for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            // The parent pid is the 2nd field after the parenthesised command name.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            if ppid == Some(parent) && String::from_utf8_lossy(&cmdline).contains(&wanted) {
+                return pid;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("bulwark chaos started no node in {wanted} within 30 s");
 }
 
 #[test]

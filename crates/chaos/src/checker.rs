@@ -8,16 +8,19 @@
 //! indefinite outcome (that earlier attempt may legitimately have been applied); such an id is checked
 //! by `acknowledged_present_once` or `indefinite_at_most_once` instead.
 //!
-//! Rule of `linearizable_reads` (balances): a transfer's commit index is the `commit_index` of the
-//! first `ok` batch in which its event result was `ok`. The replay set is every transfer present in the
-//! final state (stored fields) plus every acknowledged one missing from it (sent fields). An account is
-//! checked only if every transfer of the replay set touching it has a known commit index and no
-//! pending transfer touching it with a timeout is left unresolved (its expiry index is unknown). The
-//! read's returned balances for checked accounts must equal the replay, in commit-index order (batch
-//! order within one index), of the transfers with commit index <= the read's `applied_index`.
+//! `linearizable_reads` (see `checker/reads.rs`) places every present transfer in the order the
+//! cluster applied it, by its stored timestamp, and bounds the log index of each by the commit
+//! indexes of the acknowledged transfers around it. A read at applied index `i` must return exactly
+//! what that replay gives at `i`: balances, and for history reads the page of transfers (and their
+//! running balances). An account is left out of one read only when a transfer touching it may or may
+//! not have been applied at `i` (its index is not bounded tightly enough) or a pending transfer's
+//! expiry may or may not have happened by then; `Report::reads` says how many reads were compared.
 
 use crate::history::{Balance, History, Kind, NemesisAction, Op, Phase, Transfer};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+mod reads;
+pub use reads::ReadCoverage;
 
 const MAX_VIOLATIONS: usize = 20;
 
@@ -33,10 +36,13 @@ pub struct Verdict {
 }
 
 /// All verdicts.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Report {
     pub verdicts: Vec<Verdict>,
     pub ok: bool,
+    /// How many reads the checker could compare with the replay (a VALID that checked no read
+    /// says little).
+    pub reads: ReadCoverage,
 }
 
 impl Report {
@@ -121,25 +127,27 @@ impl Collector {
 }
 
 /// An invoke paired with its completion.
-struct Call<'a> {
-    index: usize,
-    process: u64,
-    kind: Kind,
-    invoke_ns: u64,
-    complete_ns: Option<u64>,
-    phase: Phase,
-    transfers: &'a [Transfer],
-    results: &'a [String],
-    commit_index: Option<u64>,
-    applied_index: Option<u64>,
-    balances: &'a [Balance],
+pub(crate) struct Call<'a> {
+    pub(crate) process: u64,
+    pub(crate) kind: Kind,
+    pub(crate) invoke_ns: u64,
+    pub(crate) complete_ns: Option<u64>,
+    pub(crate) phase: Phase,
+    pub(crate) transfers: &'a [Transfer],
+    pub(crate) results: &'a [String],
+    pub(crate) commit_index: Option<u64>,
+    pub(crate) applied_index: Option<u64>,
+    pub(crate) balances: &'a [Balance],
+    /// History reads: the account, the timestamp the page starts after, and the page's limit.
+    pub(crate) account: Option<u64>,
+    pub(crate) after: Option<u64>,
+    pub(crate) limit: Option<u64>,
 }
 
 impl<'a> Call<'a> {
     /// A call as its invoke opens it.
-    fn invoked(index: usize, op: &'a Op) -> Call<'a> {
+    fn invoked(op: &'a Op) -> Call<'a> {
         Call {
-            index,
             process: op.process,
             kind: op.kind,
             invoke_ns: op.time_ns,
@@ -150,11 +158,14 @@ impl<'a> Call<'a> {
             commit_index: None,
             applied_index: None,
             balances: &[],
+            account: op.account,
+            after: op.after,
+            limit: op.limit,
         }
     }
 
     /// The outcome of event `i`.
-    fn outcome(&self, i: usize) -> Outcome {
+    pub(crate) fn outcome(&self, i: usize) -> Outcome {
         match self.phase {
             Phase::Fail => Outcome::Refused,
             Phase::Info | Phase::Invoke => Outcome::Indefinite,
@@ -168,7 +179,7 @@ impl<'a> Call<'a> {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Outcome {
+pub(crate) enum Outcome {
     Acknowledged,
     Refused,
     Indefinite,
@@ -180,13 +191,13 @@ fn pair(ops: &[Op]) -> Vec<Call<'_>> {
     for op in ops.iter().filter(|o| o.kind != Kind::Nemesis) {
         if op.phase == Phase::Invoke {
             open.insert(op.process, calls.len());
-            calls.push(Call::invoked(calls.len(), op));
+            calls.push(Call::invoked(op));
         } else {
             let at = match open.remove(&op.process) {
                 Some(at) => at,
                 None => {
                     // A completion without invoke (only in hand-built histories): stands alone.
-                    calls.push(Call::invoked(calls.len(), op));
+                    calls.push(Call::invoked(op));
                     calls.len() - 1
                 }
             };
@@ -200,6 +211,9 @@ fn pair(ops: &[Op]) -> Vec<Call<'_>> {
             call.commit_index = op.commit_index;
             call.applied_index = op.applied_index;
             call.balances = &op.balances;
+            call.account = op.account.or(call.account);
+            call.after = op.after.or(call.after);
+            call.limit = op.limit.or(call.limit);
         }
     }
     calls
@@ -310,11 +324,16 @@ pub fn check(history: &History) -> Report {
 
     verdicts.push(linked_chains_whole(&writes, &present));
     verdicts.push(pending_resolved_once(history));
-    verdicts.push(linearizable_reads(&calls, &writes, &present, &acked));
+    let (reads_verdict, reads) = reads::linearizable_reads(&calls, &writes, &present, &acked);
+    verdicts.push(reads_verdict);
     verdicts.push(availability(history, &calls));
 
     let ok = verdicts.iter().all(|v| v.ok);
-    Report { verdicts, ok }
+    Report {
+        verdicts,
+        ok,
+        reads,
+    }
 }
 
 fn fmt_index(i: Option<u64>) -> String {
@@ -475,175 +494,11 @@ fn pending_resolved_once(history: &History) -> Verdict {
     v.finish()
 }
 
-fn linearizable_reads(
-    calls: &[Call],
-    writes: &[&Call],
-    present: &BTreeMap<u64, Vec<&Transfer>>,
-    acked: &BTreeMap<u64, Vec<(&Call, &Transfer)>>,
-) -> Verdict {
-    let mut v = Collector::new("linearizable_reads");
-    // Commit index of each transfer: the first ok batch where its result was "ok".
-    let mut commit: HashMap<u64, (u64, usize, usize)> = HashMap::new();
-    for c in writes.iter().filter(|c| c.phase == Phase::Ok) {
-        let Some(ci) = c.commit_index else { continue };
-        for (i, t) in c.transfers.iter().enumerate() {
-            if c.results.get(i).map(String::as_str) == Some("ok") {
-                let key = (ci, c.index, i);
-                let e = commit.entry(t.id).or_insert(key);
-                if key < *e {
-                    *e = key;
-                }
-            }
-        }
-    }
-    // The replay set: present transfers (stored fields) plus acknowledged missing ones (sent fields).
-    let mut replay: BTreeMap<u64, Transfer> = BTreeMap::new();
-    for (id, ts) in present {
-        replay.insert(*id, ts[0].clone());
-    }
-    for (id, sends) in acked {
-        replay.entry(*id).or_insert_with(|| sends[0].1.clone());
-    }
-    let resolved: BTreeSet<u64> = replay
-        .values()
-        .filter(|t| t.is_post() || t.is_void())
-        .map(|t| t.pending_id)
-        .collect();
-    let touched = |t: &Transfer, replay: &BTreeMap<u64, Transfer>| -> Vec<u64> {
-        if (t.is_post() || t.is_void()) && (t.debit == 0 || t.credit == 0) {
-            if let Some(p) = replay.get(&t.pending_id) {
-                return vec![p.debit, p.credit];
-            }
-        }
-        vec![t.debit, t.credit]
-    };
-    let mut unchecked: BTreeSet<u64> = BTreeSet::new();
-    let mut ordered: Vec<((u64, usize, usize), &Transfer)> = Vec::new();
-    for t in replay.values() {
-        let accounts = touched(t, &replay);
-        match commit.get(&t.id) {
-            Some(k) => ordered.push((*k, t)),
-            None => unchecked.extend(accounts.iter().copied()),
-        }
-        if (t.is_post() || t.is_void()) && !replay.contains_key(&t.pending_id) {
-            unchecked.extend(accounts.iter().copied());
-        }
-        if t.is_pending() && t.timeout > 0 && !resolved.contains(&t.id) {
-            unchecked.extend(accounts);
-        }
-    }
-    ordered.sort_by_key(|(k, _)| *k);
-
-    // Acknowledged writes by completion time, with the running maximum of their commit index:
-    // the latest a read invoked at time t must have seen is the maximum over the acks done
-    // before t (a binary search, not a scan per read: a 20-minute run has ~10^5 of each).
-    let mut acks: Vec<(u64, u64, u64)> = writes
-        .iter()
-        .filter(|c| c.phase == Phase::Ok)
-        .filter_map(|c| Some((c.complete_ns?, c.commit_index?, c.process)))
-        .collect();
-    acks.sort();
-    let mut highest: Vec<(u64, u64, u64)> = Vec::with_capacity(acks.len());
-    for &(done, ci, p) in &acks {
-        match highest.last() {
-            Some(&(_, best, _)) if best >= ci => highest.push(*highest.last().expect("one")),
-            _ => highest.push((done, ci, p)),
-        }
-    }
-
-    let reads: Vec<&Call> = calls
-        .iter()
-        .filter(|c| {
-            matches!(c.kind, Kind::ReadBalances | Kind::ReadHistory) && c.phase == Phase::Ok
-        })
-        .collect();
-    // Violations keyed by the read's position, so that they come out in history order.
-    let mut found: Vec<(usize, String)> = Vec::new();
-    let mut balance_reads: Vec<(u64, usize, &Call)> = Vec::new();
-    for (pos, r) in reads.iter().enumerate() {
-        let Some(applied) = r.applied_index else {
-            found.push((
-                pos,
-                format!(
-                    "read by process {} at {} ns completed ok without an applied index",
-                    r.process, r.invoke_ns
-                ),
-            ));
-            continue;
-        };
-        let before = acks.partition_point(|(done, _, _)| *done < r.invoke_ns);
-        if let Some(&(done, ci, p)) = before.checked_sub(1).map(|i| &highest[i]) {
-            if applied < ci {
-                found.push((pos, format!(
-                    "stale read by process {} invoked at {} ns: applied index {applied} < commit index {ci} of a write by process {p} acknowledged at {done} ns",
-                    r.process, r.invoke_ns
-                )));
-            }
-        }
-        if !r.balances.is_empty() {
-            balance_reads.push((applied, pos, r));
-        }
-    }
-    // Balances: one replay, in commit order, visiting the reads in applied-index order.
-    balance_reads.sort_by_key(|(applied, pos, _)| (*applied, *pos));
-    let mut computed: HashMap<u64, Balance> = HashMap::new();
-    let mut next = 0usize;
-    for (applied, pos, r) in balance_reads {
-        while next < ordered.len() && ordered[next].0 .0 <= applied {
-            apply(&mut computed, ordered[next].1, &replay);
-            next += 1;
-        }
-        for b in r.balances.iter().filter(|b| !unchecked.contains(&b.id)) {
-            let want = computed.get(&b.id).copied().unwrap_or(Balance {
-                id: b.id,
-                ..Balance::default()
-            });
-            if want != *b {
-                found.push((pos, format!(
-                    "read by process {} at applied index {applied}: account {} returned {:?}, replay gives {:?}",
-                    r.process, b.id, b, want
-                )));
-            }
-        }
-    }
-    found.sort_by_key(|(pos, _)| *pos);
-    for (_, violation) in found {
-        v.add(violation);
-    }
-    v.finish()
-}
-
-fn apply(balances: &mut HashMap<u64, Balance>, t: &Transfer, replay: &BTreeMap<u64, Transfer>) {
-    fn entry(balances: &mut HashMap<u64, Balance>, id: u64) -> &mut Balance {
-        balances.entry(id).or_insert(Balance {
-            id,
-            ..Balance::default()
-        })
-    }
-    if t.is_post() || t.is_void() {
-        let Some(p) = replay.get(&t.pending_id) else {
-            return;
-        };
-        let d = entry(balances, p.debit);
-        d.debits_pending = d.debits_pending.saturating_sub(p.amount);
-        let c = entry(balances, p.credit);
-        c.credits_pending = c.credits_pending.saturating_sub(p.amount);
-        if t.is_post() {
-            let amount = if t.amount == 0 { p.amount } else { t.amount };
-            entry(balances, p.debit).debits_posted += amount;
-            entry(balances, p.credit).credits_posted += amount;
-        }
-    } else if t.is_pending() {
-        entry(balances, t.debit).debits_pending += t.amount;
-        entry(balances, t.credit).credits_pending += t.amount;
-    } else {
-        entry(balances, t.debit).debits_posted += t.amount;
-        entry(balances, t.credit).credits_posted += t.amount;
-    }
-}
-
 /// Share of ok ops among completed client ops invoked inside vs outside nemesis windows, and the
-/// time to recover after each fault (see [`recovery_times`]). A figure, never a failure.
+/// time to recover after each fault (see [`recovery_times`]), as figures. It fails for a window
+/// after which no transfer batch ever completed ok (after its stop; after its start if it never
+/// stopped): a cluster that never recovered. A run ends with a probe write after healing, so every
+/// window of a healthy run has one.
 fn availability(history: &History, calls: &[Call]) -> Verdict {
     let windows = nemesis_windows(history);
     let inside = |t: u64| windows.iter().any(|w| w.start_ns <= t && t <= w.stop_ns);
@@ -698,12 +553,33 @@ fn availability(history: &History, calls: &[Call]) -> Verdict {
     if !recoveries.is_empty() {
         notes.push(recovery_summary(&recoveries));
     }
-    Verdict {
-        property: "availability",
-        ok: true,
-        violations: Vec::new(),
-        notes,
+    let mut verdict = never_recovered(&recoveries).finish();
+    verdict.notes.splice(0..0, notes);
+    verdict
+}
+
+/// The windows after which no transfer batch ever completed ok.
+fn never_recovered(recoveries: &[Recovery]) -> Collector {
+    let mut v = Collector::new("availability");
+    for (i, r) in recoveries.iter().enumerate() {
+        let w = &r.window;
+        if w.closed && r.first_ok_after_stop_ns.is_none() {
+            v.add(format!(
+                "no ok transfer batch completed after window {} {:?} stopped at {}: the cluster never recovered",
+                i + 1,
+                w.description,
+                fmt_seconds(w.stop_ns)
+            ));
+        } else if !w.closed && r.first_ok_after_start_ns.is_none() {
+            v.add(format!(
+                "window {} {:?} started at {} and never stopped, and no ok transfer batch completed after its start",
+                i + 1,
+                w.description,
+                fmt_seconds(w.start_ns)
+            ));
+        }
     }
+    v
 }
 
 /// A nemesis fault window: from a `start` op to the `stop` op that closes it.

@@ -26,7 +26,7 @@ pub struct Answer {
 
 /// Error words that guarantee a write was not applied (`overloaded`: refused before it reached
 /// the node loop; `starting`: refused before its token could be checked).
-const DEFINITE_REFUSALS: [&str; 5] = [
+pub const DEFINITE_REFUSALS: [&str; 5] = [
     "no_leader",
     "write_dropped",
     "disk_full",
@@ -57,14 +57,7 @@ impl Client {
         let response = match request.send().await {
             Ok(r) => r,
             Err(e) => {
-                // A write that never connected was certainly not sent.
-                let phase = if e.is_connect() && write {
-                    Phase::Fail
-                } else if write {
-                    Phase::Info
-                } else {
-                    Phase::Fail
-                };
+                let phase = phase_of_lost_answer(e.is_connect(), write);
                 return Answer {
                     phase,
                     status: None,
@@ -89,7 +82,7 @@ impl Client {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or(Value::Null),
             Err(e) => {
                 return Answer {
-                    phase: if write { Phase::Info } else { Phase::Fail },
+                    phase: phase_of_lost_answer(false, write),
                     status: Some(status),
                     body: Value::Null,
                     commit_index,
@@ -99,13 +92,7 @@ impl Client {
             }
         };
         let word = body["error"].as_str().unwrap_or("").to_string();
-        let phase = if (200..300).contains(&status) {
-            Phase::Ok
-        } else if !write || (400..500).contains(&status) || DEFINITE_REFUSALS.contains(&&*word) {
-            Phase::Fail
-        } else {
-            Phase::Info
-        };
+        let phase = phase_of_answer(status, &word, write);
         let error = (phase != Phase::Ok).then(|| {
             format!(
                 "{status} {word}: {}",
@@ -157,6 +144,31 @@ impl Client {
     }
 }
 
+/// The phase of a request that got an answer with `status` and error word `word`: a 2xx is `ok`;
+/// a read that did not succeed changed nothing, so it is `fail`; a write is `fail` only when the
+/// answer proves it was not applied (a 4xx: judged before it reached the log; or a word of
+/// [`DEFINITE_REFUSALS`]), else `info`.
+pub fn phase_of_answer(status: u16, word: &str, write: bool) -> Phase {
+    if (200..300).contains(&status) {
+        Phase::Ok
+    } else if !write || (400..500).contains(&status) || DEFINITE_REFUSALS.contains(&word) {
+        Phase::Fail
+    } else {
+        Phase::Info
+    }
+}
+
+/// The phase of a request whose answer never came (or was cut off): a write that never connected
+/// was certainly not sent (`fail`); one that was sent may have been applied (`info`); a read
+/// changed nothing either way (`fail`).
+pub fn phase_of_lost_answer(never_connected: bool, write: bool) -> Phase {
+    if write && !never_connected {
+        Phase::Info
+    } else {
+        Phase::Fail
+    }
+}
+
 fn describe(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         "timed out".into()
@@ -202,6 +214,7 @@ pub fn transfer_from_json(v: &Value) -> Option<Transfer> {
             .collect(),
         pending_id: v["pending_id"].as_u64().unwrap_or(0),
         timeout: v["timeout"].as_u64().unwrap_or(0) as u32,
+        timestamp: v["timestamp"].as_u64().unwrap_or(0),
     })
 }
 

@@ -70,6 +70,11 @@ pub struct Transfer {
     /// Pending timeout in seconds (0 = none).
     #[serde(default, skip_serializing_if = "is_zero32")]
     pub timeout: u32,
+    /// The cluster's timestamp (ns), as stored: known for a transfer read back from the cluster
+    /// (the final state, a history read), 0 in what the client sent. Timestamps increase in the
+    /// order the log applied the transfers, which places every present transfer in that order.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub timestamp: u64,
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -157,9 +162,18 @@ pub struct Op {
     pub commit_index: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_index: Option<u64>,
-    /// Reads: the balances returned per account.
+    /// Balance reads: the balances returned per account. History reads of an account that keeps
+    /// `history`: its balances right after each returned transfer, one per entry of `transfers`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub balances: Vec<Balance>,
+    /// History reads: the account read, the timestamp the page starts after, and the page's limit.
+    /// The completion's `transfers` are the transfers returned, as stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
     /// Nemesis ops: whether a fault window opens or closes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<NemesisAction>,
@@ -181,6 +195,9 @@ impl Op {
             commit_index: None,
             applied_index: None,
             balances: Vec::new(),
+            account: None,
+            after: None,
+            limit: None,
             action: None,
             description: None,
         }

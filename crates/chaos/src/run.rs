@@ -109,11 +109,8 @@ async fn drive(
     let mut workers = Vec::new();
     for process in 1..=config.clients as u64 {
         let worker = Worker::new(process, config.seed, nodes.clone(), interval);
-        workers.push(tokio::spawn(worker.run(
-            recorder.clone(),
-            client.clone(),
-            stop.clone(),
-        )));
+        let task = tokio::spawn(worker.run(recorder.clone(), client.clone(), stop.clone()));
+        workers.push((process, task));
     }
     let current = Arc::new(Mutex::new(String::from("quiet")));
     let progress = spawn_progress(config.duration, recorder.clone(), current.clone());
@@ -127,14 +124,13 @@ async fn drive(
     let nemesis_result = nemesis.run(cluster, &recorder, deadline, &current).await;
     tokio::time::sleep(deadline.saturating_duration_since(Instant::now())).await;
     stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        let _ = w.await;
-    }
+    let client_failures = join_clients(workers).await;
     progress.abort();
     nemesis_result?;
 
     // Heal and settle.
     let mut findings = std::mem::take(&mut nemesis.findings);
+    findings.violations.extend(client_failures);
     cluster.heal_all()?;
     for (id, node) in cluster.nodes.iter_mut() {
         if let Some(status) = node.exited() {
@@ -146,6 +142,15 @@ async fn drive(
         if !node.is_running() {
             node.start()?;
         }
+    }
+    // One write must get through after healing (before settling: the final states are read from
+    // a cluster that no longer writes).
+    let nodes_now = cluster.http_addrs();
+    match probe_after_heal(&recorder, &cluster.control, &nodes_now, HEAL_PROBE_LIMIT).await {
+        Some(note) => findings.notes.push(note),
+        None => findings.violations.push(format!(
+            "no write succeeded within {HEAL_PROBE_LIMIT:?} after healing"
+        )),
     }
     eprintln!("healed; waiting for the cluster to settle");
     let settled = cluster.settle(Duration::from_secs(90)).await;
@@ -178,27 +183,8 @@ async fn drive(
             }
         }
     }
-    let (first_id, state) = states[0].clone();
-    let mut replicas = Verdict {
-        property: "replicas_identical",
-        ok: true,
-        violations: Vec::new(),
-        notes: vec![format!(
-            "{} nodes compared after healing, at applied index {}",
-            states.len(),
-            final_index.map_or("unknown".into(), |i| i.to_string())
-        )],
-    };
-    for (id, s) in &states[1..] {
-        if *s != state {
-            replicas.ok = false;
-            replicas.violations.push(format!(
-                "node {id} holds {} transfers and node {first_id} {}, or their accounts differ",
-                s.transfers.len(),
-                state.transfers.len()
-            ));
-        }
-    }
+    let replicas = replicas_verdict(&states, final_index);
+    let state = states[0].1.clone();
 
     let history = History {
         ops: recorder.take_ops(),
@@ -292,9 +278,111 @@ async fn read_final_state(
     )))
 }
 
+/// How long the healed cluster has to take a write before the run counts it as never recovered.
+const HEAL_PROBE_LIMIT: Duration = Duration::from_secs(30);
+
+/// The process number of the probe writes after healing (its transfer ids are its own).
+pub const HEAL_PROBE_PROCESS: u64 = 1_000_002;
+
+/// Waits for every client task. A client that panicked stopped issuing operations, and a run with
+/// fewer operations could still come out valid: each panic is a finding.
+pub async fn join_clients(clients: Vec<(u64, tokio::task::JoinHandle<()>)>) -> Vec<String> {
+    let mut failures = Vec::new();
+    for (process, task) in clients {
+        if let Err(e) = task.await {
+            let why = if e.is_panic() {
+                let payload = e.into_panic();
+                let text = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "(no message)".into());
+                format!("panicked: {text}")
+            } else {
+                format!("did not finish: {e}")
+            };
+            failures.push(format!("client process {process} {why}"));
+        }
+    }
+    failures
+}
+
+/// After healing, one write (1 -> 2, recorded in the history as [`HEAL_PROBE_PROCESS`]) must be
+/// acknowledged within `limit`, through any node: the history then shows that the cluster
+/// recovered after the last fault. A note on success, `None` if no write got through.
+pub async fn probe_after_heal(
+    recorder: &Recorder,
+    client: &Client,
+    nodes: &[std::net::SocketAddr],
+    limit: Duration,
+) -> Option<String> {
+    let started = Instant::now();
+    let mut attempt = 0u64;
+    while started.elapsed() < limit {
+        attempt += 1;
+        let probe = [crate::history::Transfer {
+            id: (HEAL_PROBE_PROCESS << 36) | attempt,
+            debit: 1,
+            credit: 2,
+            amount: 1,
+            ledger: crate::workload::LEDGER,
+            ..Default::default()
+        }];
+        let node = nodes[(attempt as usize - 1) % nodes.len()];
+        let answer =
+            crate::workload::record_write(recorder, client, HEAL_PROBE_PROCESS, node, &probe).await;
+        if answer.phase == crate::history::Phase::Ok && answer.body["results"][0]["result"] == "ok"
+        {
+            return Some(format!(
+                "after healing, a probe write was acknowledged at attempt {attempt}, {:.1} s after the first",
+                started.elapsed().as_secs_f64()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    None
+}
+
+/// The final states read from every original node after healing must be identical.
+pub fn replicas_verdict(
+    states: &[(u64, crate::history::FinalState)],
+    final_index: Option<u64>,
+) -> Verdict {
+    let mut replicas = Verdict {
+        property: "replicas_identical",
+        ok: true,
+        violations: Vec::new(),
+        notes: vec![format!(
+            "{} nodes compared after healing, at applied index {}",
+            states.len(),
+            final_index.map_or("unknown".into(), |i| i.to_string())
+        )],
+    };
+    let Some(((first_id, first), rest)) = states.split_first() else {
+        replicas.ok = false;
+        replicas
+            .violations
+            .push("no node gave its final state".into());
+        return replicas;
+    };
+    for (id, s) in rest {
+        if s != first {
+            replicas.ok = false;
+            replicas.violations.push(format!(
+                "node {id} holds {} transfers and {} accounts, node {first_id} {} and {}, and they differ",
+                s.transfers.len(),
+                s.accounts.len(),
+                first.transfers.len(),
+                first.accounts.len()
+            ));
+        }
+    }
+    replicas
+}
+
 /// The harness's own findings as a verdict: every fault kind asked for ran, disk-full nodes
-/// refused writes, membership changes finished, no node died by itself.
-fn nemesis_verdict(findings: &Findings) -> Verdict {
+/// refused writes, membership changes finished, no node died by itself, no client panicked.
+pub fn nemesis_verdict(findings: &Findings) -> Verdict {
     let mut notes: Vec<String> = findings
         .windows
         .iter()

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::client::{balance_from_json, Answer, Client};
-use crate::history::{Kind, Op, Phase, Transfer};
+use crate::client::{balance_from_json, transfer_from_json, Answer, Client};
+use crate::history::{Balance, Kind, Op, Phase, Transfer};
 use crate::rng::Rng;
 
 /// The ledger every account of the test lives in.
@@ -26,6 +26,9 @@ pub const WITH_HISTORY: std::ops::RangeInclusive<u64> = 9..=10;
 pub const OPENING_BALANCE: u64 = 2_000;
 /// Attempts of one batch, the first included, before the client gives up on it.
 const ATTEMPTS: u32 = 6;
+/// Transfers per history read: small, so that pages fill and the reads follow each account's
+/// recent transfers.
+const HISTORY_PAGE: u64 = 20;
 /// The process number of the setup client.
 pub const SETUP_PROCESS: u64 = 0;
 
@@ -124,6 +127,27 @@ pub async fn record_write(
     Answer { phase, ..answer }
 }
 
+/// The transfers of a history page as stored, and the balances after each when every one of
+/// them carries `account`'s (an account with `history`); `None` if the body is not a page.
+fn history_page(body: &Value, account: u64) -> Option<(Vec<Transfer>, Vec<Balance>)> {
+    let page = body["transfers"].as_array()?;
+    let transfers: Vec<Transfer> = page.iter().map(transfer_from_json).collect::<Option<_>>()?;
+    let balances: Option<Vec<Balance>> = page
+        .iter()
+        .map(|t| {
+            let b = &t["balances"];
+            Some(Balance {
+                id: account,
+                debits_pending: b["debits_pending"].as_u64()?,
+                debits_posted: b["debits_posted"].as_u64()?,
+                credits_pending: b["credits_pending"].as_u64()?,
+                credits_posted: b["credits_posted"].as_u64()?,
+            })
+        })
+        .collect();
+    Some((transfers, balances.unwrap_or_default()))
+}
+
 fn parse_results(body: &Value, events: usize) -> Option<Vec<String>> {
     let results = body["results"].as_array()?;
     if results.len() != events {
@@ -219,6 +243,8 @@ pub struct Worker {
     next_id: u64,
     /// Pending transfers this client created and saw acknowledged `ok`, not yet resolved by it.
     pending: Vec<(u64, u64)>,
+    /// Per account, the timestamp this client's last full page of its history ended at.
+    history_cursor: std::collections::HashMap<u64, u64>,
 }
 
 impl Worker {
@@ -230,6 +256,7 @@ impl Worker {
             interval,
             next_id: 1,
             pending: Vec::new(),
+            history_cursor: std::collections::HashMap::new(),
         }
     }
 
@@ -374,24 +401,50 @@ impl Worker {
         });
     }
 
+    /// Reads a page of an account's history, following it: from where this client's last full
+    /// page of it ended, so that reads see recent transfers (the checker compares every page with
+    /// the replay), and from the start now and then.
     async fn read_history(&mut self, recorder: &Recorder, client: &Client) {
         let account = 1 + self.rng.below(ACCOUNTS);
         let node = self.pick_node();
+        if self.rng.chance(10) {
+            self.history_cursor.remove(&account);
+        }
+        let after = self.history_cursor.get(&account).copied().unwrap_or(0);
         recorder.record(Op {
             description: Some(format!("history of account {account} at {node}")),
+            account: Some(account),
+            after: Some(after),
+            limit: Some(HISTORY_PAGE),
             ..Op::new(self.process, Kind::ReadHistory, Phase::Invoke, 0)
         });
         let answer = client
-            .get(node, &format!("/v1/accounts/{account}/transfers?limit=20"))
+            .get(
+                node,
+                &format!("/v1/accounts/{account}/transfers?limit={HISTORY_PAGE}&after={after}"),
+            )
             .await;
-        let phase = if answer.phase == Phase::Ok && !answer.body["transfers"].is_array() {
+        let page = history_page(&answer.body, account);
+        let phase = if answer.phase == Phase::Ok && page.is_none() {
             Phase::Fail
         } else {
             answer.phase
         };
+        let (transfers, balances) = page.unwrap_or_default();
+        if let Some(last) = transfers
+            .last()
+            .filter(|_| transfers.len() as u64 == HISTORY_PAGE)
+        {
+            self.history_cursor.insert(account, last.timestamp);
+        }
         recorder.record(Op {
             applied_index: answer.applied_index,
+            transfers,
+            balances,
             description: answer.error,
+            account: Some(account),
+            after: Some(after),
+            limit: Some(HISTORY_PAGE),
             ..Op::new(self.process, Kind::ReadHistory, phase, 0)
         });
     }

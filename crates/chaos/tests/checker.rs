@@ -26,6 +26,7 @@ fn t(id: u64, debit: u64, credit: u64, amount: u64, flags: &[&str]) -> Transfer 
         flags: flags.iter().map(|f| f.to_string()).collect(),
         pending_id: 0,
         timeout: 0,
+        timestamp: 0,
     }
 }
 
@@ -86,6 +87,50 @@ impl Builder {
         });
     }
 
+    fn history_read(
+        &mut self,
+        process: u64,
+        account: u64,
+        after: u64,
+        applied: u64,
+        page: Vec<Transfer>,
+        balances: Vec<Balance>,
+    ) {
+        self.history_invoke(process, account, after);
+        self.history_done(process, account, after, applied, page, balances);
+    }
+
+    fn history_invoke(&mut self, process: u64, account: u64, after: u64) {
+        let at = self.tick();
+        self.ops.push(Op {
+            account: Some(account),
+            after: Some(after),
+            limit: Some(20),
+            ..Op::new(process, Kind::ReadHistory, Phase::Invoke, at)
+        });
+    }
+
+    fn history_done(
+        &mut self,
+        process: u64,
+        account: u64,
+        after: u64,
+        applied: u64,
+        page: Vec<Transfer>,
+        balances: Vec<Balance>,
+    ) {
+        let at = self.tick();
+        self.ops.push(Op {
+            applied_index: Some(applied),
+            transfers: page,
+            balances,
+            account: Some(account),
+            after: Some(after),
+            limit: Some(20),
+            ..Op::new(process, Kind::ReadHistory, Phase::Ok, at)
+        });
+    }
+
     fn nemesis(&mut self, action: NemesisAction, what: &str) {
         let at = self.tick();
         self.ops.push(Op {
@@ -97,7 +142,14 @@ impl Builder {
 }
 
 /// The final state holding `transfers`, with balances computed from them (accounts 1..=3, 1 guarded).
-fn state(transfers: Vec<Transfer>) -> FinalState {
+/// Transfers without a timestamp get one by their place in the list (the order the cluster applied
+/// them): 1000, 1010, ...
+fn state(mut transfers: Vec<Transfer>) -> FinalState {
+    for (i, x) in transfers.iter_mut().enumerate() {
+        if x.timestamp == 0 {
+            x.timestamp = 1000 + 10 * i as u64;
+        }
+    }
     let mut accounts: Vec<Account> = (1..=3)
         .map(|id| Account {
             id,
@@ -462,4 +514,260 @@ fn incomplete_histories_are_refused() {
     // A missing file names its path.
     let err = read_history("/nonexistent/history.jsonl").unwrap_err();
     assert!(err.to_string().contains("/nonexistent/history.jsonl"));
+}
+
+/// The clean run's transfers touching account 2, as the final state stores them (with timestamps).
+fn stored(ids: &[u64]) -> Vec<Transfer> {
+    let all = state(clean_transfers()).transfers;
+    ids.iter()
+        .map(|id| all.iter().find(|x| x.id == *id).unwrap().clone())
+        .collect()
+}
+
+#[test]
+fn the_clean_run_compares_its_reads_and_says_how_many() {
+    let mut b = clean_ops();
+    // Account 2 at index 6: transfers 1, 3, 4, 5 and 6 applied; 8 (indefinite) undecided, so a
+    // page with or without it is right.
+    b.history_read(4, 2, 0, 6, stored(&[1, 3, 4, 5, 6]), Vec::new());
+    b.history_read(4, 2, 0, 6, stored(&[1, 3, 4, 5, 6, 8]), Vec::new());
+    // A page after transfer 4's timestamp starts at transfer 5.
+    b.history_read(4, 2, 1030, 6, stored(&[5, 6]), Vec::new());
+    // Account 3 at index 6: undecided (transfer 8 touches it), so it is not compared.
+    b.read(
+        4,
+        6,
+        vec![Balance {
+            id: 3,
+            credits_posted: 999,
+            ..Balance::default()
+        }],
+    );
+    let report = check(&history(b, clean_transfers()));
+    assert!(report.ok, "{report:#?}");
+    let reads = &report.reads;
+    assert_eq!((reads.balance_reads, reads.balance_reads_checked), (3, 2));
+    assert_eq!(
+        reads.accounts_checked.iter().copied().collect::<Vec<_>>(),
+        [1]
+    );
+    assert_eq!((reads.history_reads, reads.history_reads_checked), (3, 3));
+    assert_eq!(reads.history_transfers_checked, 13);
+    let notes = &report.verdict("linearizable_reads").unwrap().notes;
+    assert!(
+        notes[0].starts_with("reads compared with the replay: 2 of 3 balance reads (accounts {1}), 3 of 3 history reads"),
+        "{notes:?}"
+    );
+}
+
+/// The clean run plus one history read of account 2; the violations of `linearizable_reads`.
+fn page_violations(
+    after: u64,
+    applied: u64,
+    page: Vec<Transfer>,
+    balances: Vec<Balance>,
+) -> Vec<String> {
+    let mut b = clean_ops();
+    b.history_read(4, 2, after, applied, page, balances);
+    let h = history(b, clean_transfers());
+    let report = check(&h);
+    if report.ok {
+        return Vec::new();
+    }
+    assert_eq!(report.failed(), ["linearizable_reads"], "{report:#?}");
+    report
+        .verdict("linearizable_reads")
+        .unwrap()
+        .violations
+        .clone()
+}
+
+#[test]
+fn a_history_page_that_skips_or_invents_a_transfer_is_caught() {
+    let v = page_violations(0, 6, stored(&[1, 4, 5, 6]), Vec::new());
+    assert!(
+        v[0].contains("returned transfers [1, 4, 5, 6] where the account's next transfers in apply order are [1, 3, 4, 5]"),
+        "{v:?}"
+    );
+    let mut page = stored(&[1, 3]);
+    page.push(t(99, 2, 3, 1, &[]));
+    let v = page_violations(0, 6, page, Vec::new());
+    assert!(
+        v[0].contains("returned transfer 99, which is not in the final state"),
+        "{v:?}"
+    );
+    let mut page = stored(&[1, 3]);
+    page[1].amount += 1;
+    let v = page_violations(0, 6, page, Vec::new());
+    assert!(v[0].contains("returned transfer 3 as"), "{v:?}");
+}
+
+#[test]
+fn a_history_page_from_the_future_or_cut_short_is_caught() {
+    // A read served at index 2 while transfer 3 (index 3) was being written returned it.
+    let mut b = Builder::default();
+    b.ok(1, vec![t(1, 2, 1, 100, &[])], 1);
+    b.ok(2, vec![t(2, 1, 3, 30, &[])], 2);
+    b.history_invoke(4, 2, 0);
+    b.ok(1, vec![t(3, 2, 3, 10, &["linked"]), t(4, 3, 2, 5, &[])], 3);
+    let page = state(clean_transfers()).transfers[..3].to_vec();
+    let page: Vec<Transfer> = page.into_iter().filter(|x| x.id != 2).collect();
+    b.history_done(4, 2, 0, 2, page, Vec::new());
+    let transfers = clean_transfers()[..4].to_vec();
+    let h = history(b, transfers);
+    assert_only(&h, "linearizable_reads");
+    let r = check(&h);
+    let v = &r.verdict("linearizable_reads").unwrap().violations;
+    assert!(
+        v[0].contains("returned transfer 3, applied at index 3 or later"),
+        "{v:?}"
+    );
+    // At index 6 a page with room left must hold transfer 5 (index 4).
+    let v = page_violations(0, 6, stored(&[1, 3, 4]), Vec::new());
+    assert!(
+        v[0].contains(
+            "the page of 3 transfers (limit 20) ends before transfer 5, applied by index 4"
+        ),
+        "{v:?}"
+    );
+}
+
+#[test]
+fn a_wrong_running_balance_in_a_history_page_is_caught() {
+    let after = |debits_pending, debits_posted, credits_posted| Balance {
+        id: 2,
+        debits_pending,
+        debits_posted,
+        credits_posted,
+        ..Balance::default()
+    };
+    // Account 2 after 1 (2 -> 1, 100), 3 (2 -> 3, 10), 4 (3 -> 2, 5), 5 (2 -> 3, 20 pending) and
+    // 6 (its post).
+    let right = vec![
+        after(0, 100, 0),
+        after(0, 110, 0),
+        after(0, 110, 5),
+        after(20, 110, 5),
+        after(0, 130, 5),
+    ];
+    let page = stored(&[1, 3, 4, 5, 6]);
+    assert!(page_violations(0, 6, page.clone(), right.clone()).is_empty());
+    let mut wrong = right;
+    wrong[4].debits_pending = 20; // the post did not release the pending amount
+    let v = page_violations(0, 6, page, wrong);
+    assert!(
+        v[0].contains(
+            "balances right after transfer 6 returned debits_pending 20, debits_posted 130"
+        ),
+        "{v:?}"
+    );
+}
+
+#[test]
+fn acknowledged_indexes_against_the_apply_order_are_caught() {
+    let mut transfers = clean_transfers();
+    transfers[0].timestamp = 1015; // transfer 1 (index 1) after transfer 2 (index 2)
+    let h = history(clean_ops(), transfers);
+    assert_only(&h, "linearizable_reads");
+    let r = check(&h);
+    let v = &r.verdict("linearizable_reads").unwrap().violations[0];
+    assert!(
+        v.contains("transfer 1 (timestamp 1015) was acknowledged at commit index 1, below commit index 2 of transfer 2"),
+        "{v}"
+    );
+}
+
+/// Pending 20 (2 -> 3, 50, 1 s timeout) at index 7, never resolved; transfer 21 (2 -> 3, 1) at
+/// index 8, stamped 2 s later: by index 8, and before transfer 21, the pending had expired. A
+/// balance read of account 3 at index 8 and a history read of it after the pending give
+/// `credits_pending` as given.
+fn expiry_run(read_pending: u64, history_pending: u64) -> History {
+    let second = 1_000_000_000;
+    let pending = Transfer {
+        timeout: 1,
+        ..t(20, 2, 3, 50, &["pending"])
+    };
+    let later = t(21, 2, 3, 1, &[]);
+    let mut b = clean_ops();
+    b.ok(1, vec![pending.clone()], 7);
+    b.ok(1, vec![later.clone()], 8);
+    // Account 3 at index 8: 30 + 10 + 20 (posted) + 7 + 1 in, 5 out.
+    let account_3 = |credits_pending| Balance {
+        id: 3,
+        debits_posted: 5,
+        credits_posted: 68,
+        credits_pending,
+        ..Balance::default()
+    };
+    b.read(4, 8, vec![account_3(read_pending)]);
+    let stored_later = Transfer {
+        timestamp: 2000 + 2 * second,
+        ..later
+    };
+    b.history_read(
+        4,
+        3,
+        2000,
+        8,
+        vec![stored_later.clone()],
+        vec![account_3(history_pending)],
+    );
+    let mut transfers = clean_transfers();
+    transfers.push(Transfer {
+        timestamp: 2000,
+        ..pending
+    });
+    transfers.push(stored_later);
+    history(b, transfers)
+}
+
+#[test]
+fn an_expired_pending_counts_once_its_expiry_is_certain() {
+    let report = check(&expiry_run(0, 0));
+    assert!(report.ok, "{report:#?}");
+    assert!(
+        report.reads.accounts_checked.contains(&3),
+        "{:?}",
+        report.reads
+    );
+    assert_eq!(report.reads.history_balances_checked, 1);
+    for (read, page) in [(50, 0), (0, 50)] {
+        let h = expiry_run(read, page);
+        assert_only(&h, "linearizable_reads");
+        let report = check(&h);
+        let v = &report.verdict("linearizable_reads").unwrap().violations;
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(
+            v[0].contains("returned debits_pending 0, debits_posted 5, credits_pending 50"),
+            "{v:?}"
+        );
+    }
+}
+
+#[test]
+fn a_window_with_no_later_ok_write_fails_availability() {
+    let mut b = clean_ops();
+    b.nemesis(NemesisAction::Start, "kill -9 node 2 (the leader)");
+    b.batch(1, vec![t(30, 2, 3, 1, &[])], Phase::Fail, &[], None);
+    b.nemesis(NemesisAction::Stop, "kill: node 2 restarted");
+    b.batch(1, vec![t(31, 2, 3, 1, &[])], Phase::Fail, &[], None);
+    let h = history(b, clean_transfers());
+    assert_only(&h, "availability");
+    let r = check(&h);
+    let v = &r.verdict("availability").unwrap().violations;
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert!(
+        v[0].contains("window 2 \"kill -9 node 2 (the leader)\"")
+            && v[0].contains("never recovered"),
+        "{v:?}"
+    );
+
+    // The same window followed by one ok write passes.
+    let mut b = clean_ops();
+    b.nemesis(NemesisAction::Start, "kill -9 node 2 (the leader)");
+    b.nemesis(NemesisAction::Stop, "kill: node 2 restarted");
+    b.ok(1, vec![t(32, 2, 3, 1, &[])], 9);
+    let mut transfers = clean_transfers();
+    transfers.push(t(32, 2, 3, 1, &[]));
+    assert!(check(&history(b, transfers)).ok);
 }

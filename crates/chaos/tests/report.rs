@@ -236,7 +236,13 @@ fn median_and_max_over_several_windows() {
     );
     let report = check(&h);
     let avail = report.verdict("availability").unwrap();
-    assert!(avail.ok);
+    // The cluster never came back after window 4: a failure, not only a figure.
+    assert!(!avail.ok);
+    assert_eq!(report.failed(), vec!["availability"]);
+    assert_eq!(
+        avail.violations,
+        vec!["no ok transfer batch completed after window 4 \"partition [1, 2] | [3, 4, 5]\" stopped at 45.000 s: the cluster never recovered"]
+    );
     assert_eq!(
         avail.notes.last().unwrap(),
         "time to recover: median 900 ms, max 1.50 s (3 of 4 windows recovered)"
@@ -246,6 +252,22 @@ fn median_and_max_over_several_windows() {
     let html = render_html(&h, &report, &meta());
     let row = section(&html, "<tr class=\"window\" data-window=\"4\">", "</tr>");
     assert!(row.contains("not recovered"), "{row}");
+    let row = section(&html, "id=\"property-availability\"", "</tr>");
+    assert!(
+        row.contains("FAIL") && row.contains("never recovered"),
+        "{row}"
+    );
+
+    // One ok write after window 4 is enough for the property.
+    let mut b = Builder {
+        ops: h.ops,
+        next_id: 100,
+    };
+    let late = b.batch(1, 50 * S, Some(10 * MS), Phase::Ok);
+    let mut acked: Vec<_> = h.state.transfers.clone();
+    acked.push(late);
+    let report = check(&b.history(acked));
+    assert!(report.ok, "{report:#?}");
 }
 
 #[test]
@@ -500,10 +522,7 @@ fn empty_history_renders() {
     assert!(html.contains("<dt>bulwark version</dt><dd>unknown</dd>"));
     assert!(html.ends_with("</html>\n"));
     // And a report without verdicts at all.
-    let bare = Report {
-        verdicts: Vec::new(),
-        ok: false,
-    };
+    let bare = Report::default();
     let html = render_html(&h, &bare, &RunMeta::default());
     assert!(html.contains("id=\"verdict\">INVALID</div>"));
 }
@@ -746,8 +765,8 @@ fn huge_history_stays_small() {
     let h = synthetic(1200.0, 8, 11, false);
     assert!(h.ops.len() > 400_000, "{} ops", h.ops.len());
     let report = Report {
-        verdicts: Vec::new(),
         ok: true,
+        ..Report::default()
     };
     let started = std::time::Instant::now();
     let html = render_html(&h, &report, &meta());
