@@ -1,7 +1,7 @@
 //! `bulwark-fs` holds the file-system steps every durable file of Bulwark goes through, in one
 //! copy: a file replaced crash-safely ([`write_file_atomically`], [`create_file_atomically`]: write a
 //! temp file, fsync it, rename it over the target, fsync the directory), a directory entry made
-//! durable ([`fsync_dir`], [`rename_durably`]), and a full disk told apart from other I/O errors
+//! durable ([`fsync_dir`], [`rename_durably`], [`create_dir_all_durably`]), and a full disk told apart from other I/O errors
 //! ([`is_disk_full`]). Used by the WAL (new segments), the Raft hard-state file, the state store
 //! (snapshot import) and the node (the member address book).
 //!
@@ -80,6 +80,31 @@ pub fn fsync_dir(dir: &Path) -> Result<(), FsError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(step("fsync directory", dir))
+}
+
+/// Creates `dir` and each missing ancestor (mode 0700), fsyncing the parent of every directory it
+/// created: without that, a power cut soon after can take the new directory, and every file the
+/// caller made durable in it, with it. An existing `dir` is left as it is.
+pub fn create_dir_all_durably(dir: &Path) -> Result<(), FsError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(path) = at.filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
+        missing.push(path);
+        at = path.parent();
+    }
+    for path in missing.into_iter().rev() {
+        match fs::DirBuilder::new().mode(0o700).create(path) {
+            Ok(()) => {}
+            // Another process (or thread) made it meanwhile: its parent still gets our fsync.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => {}
+            Err(e) => return Err(step("create directory", path)(e)),
+        }
+        if let Some(parent) = parent_dir(path) {
+            fsync_dir(parent)?;
+        }
+    }
+    Ok(())
 }
 
 /// The directory holding `path` (`.` for a bare file name), if it has one.

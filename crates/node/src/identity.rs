@@ -196,7 +196,8 @@ pub fn resolve(data_dir: &Path, requested: &Requested) -> Result<(Identity, DirL
         let path = path.to_path_buf();
         move |source| StartError::Io { what, path, source }
     };
-    std::fs::create_dir_all(data_dir).map_err(io("create data directory", data_dir))?;
+    bulwark_fs::create_dir_all_durably(data_dir)
+        .map_err(|e| io("create data directory", data_dir)(e.into()))?;
     let lock_path = data_dir.join(LOCK_FILE);
     let file = std::fs::OpenOptions::new()
         .create(true)

@@ -82,8 +82,10 @@ impl RefusalLog {
     }
 
     fn open_bounded(dir: &Path, max_bytes: u64) -> std::io::Result<RefusalLog> {
-        std::fs::create_dir_all(dir)?;
+        bulwark_fs::create_dir_all_durably(dir)?;
         let file = open_current(dir)?;
+        // The file's entry, if it was just created, must survive a power cut like its records.
+        bulwark_fs::fsync_dir(dir)?;
         let (queue, records) = sync_channel(REFUSALS_QUEUE);
         let writer_dir = dir.to_path_buf();
         std::thread::Builder::new()
@@ -188,8 +190,7 @@ fn rotate(dir: &Path, out: &mut BufWriter<File>) -> std::io::Result<()> {
     out.get_ref().sync_data()?;
     std::fs::rename(current_path(dir), older_path(dir))?;
     *out = BufWriter::new(open_current(dir)?);
-    let parent = File::open(dir)?;
-    parent.sync_all()
+    Ok(bulwark_fs::fsync_dir(dir)?)
 }
 
 fn read_dir(dir: &Path, skip: usize, limit: usize) -> std::io::Result<Vec<Refusal>> {

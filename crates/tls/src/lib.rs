@@ -112,15 +112,7 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
 
 /// Creates `dir` private to its owner (0700), if it is not there yet.
 fn create_private_dir(dir: &Path) -> Result<(), TlsError> {
-    use std::os::unix::fs::DirBuilderExt;
-    match std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-    {
-        Ok(()) => Ok(()),
-        Err(e) => Err(io_error(dir)(e)),
-    }
+    bulwark_fs::create_dir_all_durably(dir).map_err(|e| io_error(dir)(e.into()))
 }
 
 fn write_private(path: &Path, text: &str) -> Result<(), TlsError> {

@@ -91,13 +91,7 @@ impl Wal {
 /// The first indexes of the segments in `dir`, sorted, after creating `dir` if missing and removing
 /// leftover temp files (a crash while a segment was created).
 fn list_segments(dir: &Path) -> Result<Vec<u64>, WalError> {
-    if !dir.exists() {
-        fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
-        // Make the new directory's own entry durable.
-        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fsync_dir(parent)?;
-        }
-    }
+    bulwark_fs::create_dir_all_durably(dir).map_err(crate::error::fs_err)?;
     let mut names = Vec::new();
     let mut removed_temp = false;
     for entry in fs::read_dir(dir).map_err(io_err("list directory", dir))? {

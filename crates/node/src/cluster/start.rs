@@ -39,10 +39,10 @@ pub fn start_cluster(
     cluster
         .validate()
         .map_err(|e| recovery(Refusal::Config(e).into()))?;
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::Io {
+    bulwark_fs::create_dir_all_durably(&config.data_dir).map_err(|e| StartError::Io {
         what: "create data directory",
         path: config.data_dir.clone(),
-        source,
+        source: e.into(),
     })?;
     let flagged: Vec<u64> = cluster.members.iter().map(|m| m.id).collect();
     merge_address_book(&config, &mut cluster).map_err(|e| recovery(e.into()))?;
