@@ -271,7 +271,7 @@ fn a_torn_cut_keeps_a_page_aligned_prefix_in_write_order() {
         let kept = fs::read(&path).unwrap();
         let len = kept.len() as u64;
         assert!(
-            len % PAGE == 0 || len == 50_000,
+            len.is_multiple_of(PAGE) || len == 50_000,
             "seed {seed}: {len} bytes kept, not a page boundary"
         );
         // The prefix of the writes in their order: the last write only once all others are in.
