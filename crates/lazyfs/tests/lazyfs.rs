@@ -4,7 +4,8 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -121,9 +122,43 @@ fn fsynced_and_fdatasynced_data_survive_a_cut() {
     file_a.write_all(b" three").unwrap();
     assert_eq!(m.fs.stats().fsyncs, fsyncs_before + 3);
 
+    // Opened O_DSYNC: every write is durable when it returns.
+    let dsync = m.path("dsync");
+    durable_file(&dsync, b"");
+    let file = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DSYNC)
+        .open(&dsync)
+        .unwrap();
+    file.write_all_at(b"at once", 0).unwrap();
+
     m.fs.power_cut();
     assert_eq!(fs::read(&a).unwrap(), b"one two");
     assert_eq!(fs::read(&b).unwrap(), b"fdata");
+    assert_eq!(fs::read(&dsync).unwrap(), b"at once");
+}
+
+#[test]
+fn fallocate_grows_a_file_until_a_cut_unless_fsynced() {
+    let m = Mounted::new();
+    let path = m.path("preallocated");
+    durable_file(&path, b"head");
+    let file = OpenOptions::new().write(true).open(&path).unwrap();
+    let allocate = |len: i64| {
+        // SAFETY: fallocate on an open descriptor; no memory is passed.
+        let r = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+        assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+    };
+    allocate(1 << 20);
+    assert_eq!(fs::metadata(&path).unwrap().len(), 1 << 20);
+    m.fs.power_cut();
+    assert_eq!(fs::read(&path).unwrap(), b"head");
+    allocate(1 << 16);
+    file.sync_all().unwrap();
+    m.fs.power_cut();
+    let kept = fs::read(&path).unwrap();
+    assert_eq!(kept.len(), 1 << 16);
+    assert!(kept.starts_with(b"head") && kept[4..].iter().all(|b| *b == 0));
 }
 
 #[test]
