@@ -271,6 +271,29 @@ fn bulwark_fs_replacement_survives_a_cut_and_without_the_directory_fsync_does_no
     assert_eq!(fs::read(&path).unwrap(), b"version 2");
 }
 
+/// A directory tree made with `create_dir_all_durably` (a node's data directory, its WAL
+/// directory) keeps a file made durable in it across a cut; made with `create_dir_all`, the
+/// whole tree and the file are gone, however well the file itself was written.
+#[test]
+fn a_new_directory_survives_a_cut_only_when_created_durably() {
+    let m = Mounted::new();
+    let durable = m.path("data-a").join("wal");
+    bulwark_fs::create_dir_all_durably(&durable).unwrap();
+    bulwark_fs::write_file_atomically(&durable.join("identity"), b"node 1").unwrap();
+    let plain = m.path("data-b").join("wal");
+    fs::create_dir_all(&plain).unwrap();
+    bulwark_fs::write_file_atomically(&plain.join("identity"), b"node 1").unwrap();
+    m.fs.power_cut();
+    assert_eq!(fs::read(durable.join("identity")).unwrap(), b"node 1");
+    assert!(
+        !m.path("data-b").exists(),
+        "a directory whose parent was never fsynced outlived the cut"
+    );
+    // An existing directory is left as it is, and is no error.
+    bulwark_fs::create_dir_all_durably(&durable).unwrap();
+    assert_eq!(fs::read(durable.join("identity")).unwrap(), b"node 1");
+}
+
 /// The bytes `writes` leave in a file that was empty.
 fn model(writes: &[(u64, Vec<u8>)]) -> Vec<u8> {
     let mut bytes = Vec::new();
