@@ -1,9 +1,10 @@
 //! `bulwark-fs` holds the file-system steps every durable file of Bulwark goes through, in one
 //! copy: a file replaced crash-safely ([`write_file_atomically`], [`create_file_atomically`]: write a
 //! temp file, fsync it, rename it over the target, fsync the directory), a directory entry made
-//! durable ([`fsync_dir`], [`rename_durably`], [`create_dir_all_durably`]), and a full disk told apart from other I/O errors
-//! ([`is_disk_full`]). Used by the WAL (new segments), the Raft hard-state file, the state store
-//! (snapshot import) and the node (the member address book).
+//! durable ([`fsync_dir`], [`rename_durably`], [`create_dir_all_durably`]), and a full disk told
+//! apart from other I/O errors ([`is_disk_full`]). Used by the WAL (new segments and its
+//! directory), the Raft hard-state file, the state store (snapshot import), the node (the data
+//! directory, the member address book), the TLS files and the refusals log.
 //!
 //! Why each step: without the fsync before the rename, a power cut can leave the new name pointing
 //! at a file whose data never reached the disk (ext4 with `data=writeback`, xfs); without the fsync
