@@ -1039,42 +1039,19 @@ fn even_or_oversized_voter_sets_are_refused() {
 // ---------------------------------------------------------------------------------------------
 // 6. `bulwark cluster local`.
 
-/// The `bulwark cluster local` process; interrupted and reaped on drop if a test fails.
-struct Local(Option<std::process::Child>);
-
-impl Drop for Local {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            // SAFETY: kill(2) on our own unreaped child.
-            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
-            if wait_exit(&mut child, Duration::from_secs(30)).is_none() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_local_starts_and_stops() {
     let data = tempfile::tempdir().expect("tempdir");
     let base = free_port_range(6);
     let (http_port, peer_port) = (base, base + 3);
     let out_path = data.path().join("local.out");
-    let out = std::fs::File::create(&out_path).expect("create");
-    let child = std::process::Command::new(common::bin())
-        .args(["cluster", "local", "--nodes", "3", "--data-dir"])
-        .arg(data.path().join("cluster"))
-        .args(["--http-port", &http_port.to_string()])
-        .args(["--peer-port", &peer_port.to_string()])
-        .env("NO_COLOR", "1")
-        .env("RUST_LOG", "info")
-        .stdin(std::process::Stdio::null())
-        .stdout(out.try_clone().expect("clone"))
-        .stderr(out)
-        .spawn()
-        .expect("spawn bulwark cluster local");
-    let mut local = Local(Some(child));
+    let mut local = common::cluster_local(
+        &data.path().join("cluster"),
+        http_port,
+        peer_port,
+        &[],
+        &out_path,
+    );
 
     // `cluster local` makes the cluster's admin token beside the nodes' directories.
     let token_path = data.path().join("cluster").join("admin.token");

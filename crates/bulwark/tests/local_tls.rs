@@ -10,22 +10,6 @@ use common::{cli_with_token, free_port_range, strip_ansi, wait_exit};
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
-/// The `cluster local` process; interrupted and reaped on drop if the test fails.
-struct Local(Option<std::process::Child>);
-
-impl Drop for Local {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            // SAFETY: kill(2) on our own unreaped child.
-            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
-            if wait_exit(&mut child, Duration::from_secs(30)).is_none() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_local_serves_the_api_over_tls() {
     let data = tempfile::tempdir().expect("tempdir");
@@ -33,26 +17,7 @@ async fn cluster_local_serves_the_api_over_tls() {
     let base = free_port_range(6);
     let (http_port, peer_port) = (base, base + 3);
     let out_path = data.path().join("local.out");
-    let out = std::fs::File::create(&out_path).expect("create");
-    let child = std::process::Command::new(common::bin())
-        .args([
-            "cluster",
-            "local",
-            "--nodes",
-            "3",
-            "--api-tls",
-            "--data-dir",
-        ])
-        .arg(&root)
-        .args(["--http-port", &http_port.to_string()])
-        .args(["--peer-port", &peer_port.to_string()])
-        .env("NO_COLOR", "1")
-        .stdin(std::process::Stdio::null())
-        .stdout(out.try_clone().expect("clone"))
-        .stderr(out)
-        .spawn()
-        .expect("spawn bulwark cluster local");
-    let mut local = Local(Some(child));
+    let mut local = common::cluster_local(&root, http_port, peer_port, &["--api-tls"], &out_path);
     let output = || strip_ansi(&std::fs::read_to_string(&out_path).unwrap_or_default());
 
     let token_path = root.join("admin.token");

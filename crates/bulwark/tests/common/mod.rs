@@ -975,3 +975,45 @@ pub async fn write_until_answered(
     );
     r
 }
+
+/// A running `bulwark cluster local`; interrupted (SIGINT) and reaped on drop if a test fails.
+pub struct Local(pub Option<std::process::Child>);
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            // SAFETY: kill(2) on our own unreaped child.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+            if wait_exit(&mut child, Duration::from_secs(30)).is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// Starts `bulwark cluster local --nodes 3` with its data under `root`, HTTP ports from
+/// `http_port`, peer ports from `peer_port`, and `extra` options; its output goes to `out`.
+pub fn cluster_local(
+    root: &Path,
+    http_port: u16,
+    peer_port: u16,
+    extra: &[&str],
+    out: &Path,
+) -> Local {
+    let out = std::fs::File::create(out).expect("create the output file");
+    let child = std::process::Command::new(bin())
+        .args(["cluster", "local", "--nodes", "3", "--data-dir"])
+        .arg(root)
+        .args(["--http-port", &http_port.to_string()])
+        .args(["--peer-port", &peer_port.to_string()])
+        .args(extra)
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("clone"))
+        .stderr(out)
+        .spawn()
+        .expect("spawn bulwark cluster local");
+    Local(Some(child))
+}
