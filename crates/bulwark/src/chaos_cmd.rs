@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bulwark_chaos::nemesis::{parse_mix, Fault};
 use bulwark_chaos::run::{check_file, run, ChaosConfig};
+use bulwark_fs::test_faults::{self, Skip};
 
 #[derive(clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -41,7 +42,10 @@ struct RunArgs {
     #[arg(long, default_value_t = 8)]
     clients: usize,
     /// Faults to inject: `all`, or a comma-separated list of kill, kill-leader, pause, partition,
-    /// bridge, one-way, membership, disk (disk needs root, to mount a small tmpfs per node).
+    /// bridge, one-way, membership, disk, power, power-all, torn, composed, clock, slow-disk.
+    /// disk needs root (a small tmpfs per node); power, power-all, torn, composed and slow-disk
+    /// need root and /dev/fuse (a lazy filesystem per node); clock needs a test build
+    /// (`--features test-faults`) and is in `all` only there.
     #[arg(long, default_value = "all", value_parser = parse_mix)]
     nemesis: std::vec::Vec<Fault>,
     /// How long each fault lasts, in ms: MIN-MAX.
@@ -60,6 +64,23 @@ struct RunArgs {
     /// Folder for the history, the report and the nodes' data and logs.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// UNSAFE, a test build only: every node skips a durability step (`log-fdatasync`: the Raft log's
+    /// fdatasyncs (WAL appends, hard state); `dir-fsync`: every directory fsync), so that a run with power
+    /// faults must come out INVALID. Shows that the harness can fail.
+    #[arg(long, hide = true, value_parser = parse_skip)]
+    unsafe_skip_fsync: Option<Skip>,
+}
+
+fn parse_skip(text: &str) -> Result<Skip, String> {
+    if !test_faults::ENABLED {
+        return Err("needs a test build of bulwark (`--features test-faults`)".into());
+    }
+    let expected = || format!("expected one of {}", Skip::ALL.map(Skip::name).join(", "));
+    match test_faults::parse(text).as_deref() {
+        Ok([one]) => Ok(*one),
+        Ok(_) => Err(expected()),
+        Err(word) => Err(format!("unknown step {word:?}: {}", expected())),
+    }
 }
 
 fn parse_range(text: &str) -> Result<(u64, u64), String> {
@@ -125,7 +146,10 @@ pub async fn run_command(args: ChaosArgs) -> ExitCode {
         a.quiet_ms.1,
         a.checkpoint_transfers,
         out.display()
-    );
+    ) + &a
+        .unsafe_skip_fsync
+        .map(|s| format!(" --unsafe-skip-fsync {}", s.name()))
+        .unwrap_or_default();
     let bin = match std::env::current_exe() {
         Ok(bin) => bin,
         Err(e) => {
@@ -153,6 +177,7 @@ pub async fn run_command(args: ChaosArgs) -> ExitCode {
         quiet_ms: a.quiet_ms,
         checkpoint_transfers: a.checkpoint_transfers,
         replay,
+        unsafe_skip_fsync: a.unsafe_skip_fsync,
     };
     match run(config).await {
         Ok(outcome) => {

@@ -1,5 +1,5 @@
-//! `bulwark chaos` end to end: a short run of a real 3-node cluster with every fault kind at
-//! least once must come out VALID, having done and compared enough (floors on operations,
+//! `bulwark chaos` end to end: a short run of a real 3-node cluster with each process, network,
+//! membership and disk-full fault at least once (power faults: `chaos_power.rs`) must come out VALID, having done and compared enough (floors on operations,
 //! acknowledged writes and reads checked against the replay), with a report and a history that
 //! `bulwark chaos check` also passes; the same history with one acknowledged transfer removed from
 //! the final state must fail the check, naming the property. A run with a node killed behind the
@@ -46,6 +46,8 @@ fn a_short_run_with_every_fault_is_valid_and_its_history_checks() {
     let (code, stdout, stderr) = chaos(&[
         "--nodes",
         "3",
+        "--nemesis",
+        "kill,kill-leader,pause,partition,bridge,one-way,membership,disk",
         "--duration",
         "100",
         "--rate",
@@ -59,23 +61,7 @@ fn a_short_run_with_every_fault_is_valid_and_its_history_checks() {
         "--out",
         &out_arg,
     ]);
-    let logs = std::fs::read_dir(out.join("nodes"))
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
-                .map(|e| {
-                    let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-                    let tail: Vec<&str> = text.lines().rev().take(15).collect();
-                    format!(
-                        "--- {}\n{}",
-                        e.path().display(),
-                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
-        .unwrap_or_default();
+    let logs = node_logs(&out);
     assert_eq!(
         code, 0,
         "chaos run failed\nstdout:\n{stdout}\nstderr:\n{stderr}\nnode logs:\n{logs}"
@@ -84,12 +70,7 @@ fn a_short_run_with_every_fault_is_valid_and_its_history_checks() {
 
     // Every fault kind ran at least once, as the history's nemesis windows show.
     let history = std::fs::read_to_string(out.join("history.jsonl")).expect("history written");
-    let windows: Vec<String> = history
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["kind"] == "nemesis" && v["action"] == "start")
-        .map(|v| v["description"].as_str().unwrap_or("").to_string())
-        .collect();
+    let windows = window_starts(&history);
     for fault in [
         "kill -9",
         "pause",
@@ -107,7 +88,43 @@ fn a_short_run_with_every_fault_is_valid_and_its_history_checks() {
     let report = std::fs::read_to_string(out.join("report.html")).expect("report written");
     assert!(report.contains("VALID") && report.contains("<svg"));
     assert_the_run_tested_enough(&out.join("history.jsonl"));
+    check_catches_a_lost_write(dir.path(), &out, &history);
+}
 
+/// The last lines of every node's log of a run, for a failure's message.
+fn node_logs(out: &Path) -> String {
+    std::fs::read_dir(out.join("nodes"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+                .map(|e| {
+                    let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                    let tail: Vec<&str> = text.lines().rev().take(15).collect();
+                    format!(
+                        "--- {}\n{}",
+                        e.path().display(),
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default()
+}
+
+/// The descriptions of a history's nemesis windows (their starts).
+fn window_starts(history: &str) -> Vec<String> {
+    history
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["kind"] == "nemesis" && v["action"] == "start")
+        .map(|v| v["description"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// `bulwark chaos check` agrees with the run's verdict on its history, and fails the same history
+/// with one acknowledged transfer removed from the final state, naming it.
+fn check_catches_a_lost_write(dir: &Path, out: &Path, history: &str) {
     // The checker on its own agrees...
     let history_path = out.join("history.jsonl").display().to_string();
     let (code, stdout, stderr) = chaos(&["check", &history_path]);
@@ -155,7 +172,7 @@ fn a_short_run_with_every_fault_is_valid_and_its_history_checks() {
         "transfer {victim} was in the state"
     );
     lines.push(serde_json::to_string(&state).expect("json"));
-    let tampered = dir.path().join("tampered.jsonl");
+    let tampered = dir.join("tampered.jsonl");
     std::fs::write(&tampered, lines.join("\n") + "\n").expect("write");
     let (code, stdout, _) = chaos(&["check", &tampered.display().to_string()]);
     assert_eq!(code, 1, "{stdout}");

@@ -12,6 +12,13 @@ use crate::proxy;
 use crate::rng::Rng;
 use crate::workload::{record_write, Recorder, LEDGER};
 
+mod clock;
+mod composed;
+mod power;
+mod slow_disk;
+
+pub use slow_disk::SlowDiskWindow;
+
 /// The process number of the nemesis in the history.
 pub const NEMESIS_PROCESS: u64 = 1_000_000;
 /// The process number of the disk-full probe writes.
@@ -35,10 +42,23 @@ pub enum Fault {
     Membership,
     /// A node's disk fills to the last byte, then space returns.
     Disk,
+    /// One node (usually the leader) loses power: kill -9, then what it did not fsync is lost.
+    Power,
+    /// Every node loses power at once.
+    PowerAll,
+    /// A power cut of one node that keeps a torn, page-aligned prefix of its last unsynced writes.
+    Torn,
+    /// Two faults at once: a partition and a kill of the new leader, a pause and a full disk, or
+    /// a power cut of a follower while it installs a snapshot.
+    Composed,
+    /// One node's wall clock jumps ahead or behind, or drifts (a `test-faults` build only).
+    Clock,
+    /// One node's disk turns slow: every fsync takes 50 to 1,000 ms longer.
+    SlowDisk,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 8] = [
+    pub const ALL: [Fault; 14] = [
         Fault::Kill,
         Fault::KillLeader,
         Fault::Pause,
@@ -47,7 +67,31 @@ impl Fault {
         Fault::OneWay,
         Fault::Membership,
         Fault::Disk,
+        Fault::Power,
+        Fault::PowerAll,
+        Fault::Torn,
+        Fault::Composed,
+        Fault::Clock,
+        Fault::SlowDisk,
     ];
+
+    /// Whether this build of bulwark can inject the fault (the clock needs a `test-faults` build).
+    pub fn available(self) -> bool {
+        self != Fault::Clock || bulwark_fs::test_faults::ENABLED
+    }
+
+    /// Whether the fault needs each node's data on a lazy filesystem.
+    pub fn needs_lazy_disk(self) -> bool {
+        matches!(
+            self,
+            Fault::Power | Fault::PowerAll | Fault::Torn | Fault::Composed | Fault::SlowDisk
+        )
+    }
+
+    /// Whether the fault needs each node on a tmpfs of its own (to fill).
+    pub fn needs_own_disk(self) -> bool {
+        matches!(self, Fault::Disk | Fault::Composed)
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -59,6 +103,12 @@ impl Fault {
             Fault::OneWay => "one-way",
             Fault::Membership => "membership",
             Fault::Disk => "disk",
+            Fault::Power => "power",
+            Fault::PowerAll => "power-all",
+            Fault::Torn => "torn",
+            Fault::Composed => "composed",
+            Fault::Clock => "clock",
+            Fault::SlowDisk => "slow-disk",
         }
     }
 }
@@ -79,14 +129,21 @@ impl FromStr for Fault {
     }
 }
 
-/// Parses `all` or a comma-separated list of fault names.
+/// Parses `all` (every fault this build can inject) or a comma-separated list of fault names.
 pub fn parse_mix(text: &str) -> Result<Vec<Fault>, String> {
     if text.trim() == "all" {
-        return Ok(Fault::ALL.to_vec());
+        return Ok(Fault::ALL.into_iter().filter(|f| f.available()).collect());
     }
     let mut out = Vec::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let f: Fault = part.parse()?;
+        if !f.available() {
+            return Err(format!(
+                "the {} nemesis needs a test build of bulwark \
+                 (`cargo build --release --features test-faults`)",
+                f.name()
+            ));
+        }
         if !out.contains(&f) {
             out.push(f);
         }
@@ -106,6 +163,21 @@ pub struct Findings {
     pub violations: Vec<String>,
     /// Facts worth a line in the report.
     pub notes: Vec<String>,
+    /// Nodes that lost power (a `power-all` counts each node).
+    pub power_cuts: u32,
+    /// Power cuts that hit a node while it fetched or installed a snapshot.
+    pub installs_cut: u32,
+    /// What each slow-disk window saw.
+    pub slow_disk: Vec<SlowDiskWindow>,
+}
+
+/// " (the leader)" when `node` led as the fault began, else nothing.
+fn role_of(node: u64, leader: Option<u64>) -> &'static str {
+    if Some(node) == leader {
+        " (the leader)"
+    } else {
+        ""
+    }
 }
 
 pub struct Nemesis {
@@ -295,6 +367,27 @@ impl Nemesis {
                 );
             }
             Fault::Membership => self.membership(cluster, recorder, hold).await?,
+            Fault::Power | Fault::Torn => {
+                let victim = leader_or_random(&mut self.rng);
+                let torn = fault == Fault::Torn;
+                self.power_one(cluster, recorder, (victim, leader), torn, (hold, deadline))
+                    .await?
+            }
+            Fault::PowerAll => self.power_all(cluster, recorder, (hold, deadline)).await?,
+            Fault::Composed => {
+                self.composed(cluster, recorder, leader, (hold, deadline))
+                    .await?
+            }
+            Fault::Clock => {
+                let victim = leader_or_random(&mut self.rng);
+                self.clock(cluster, recorder, (victim, leader), (hold, deadline))
+                    .await?
+            }
+            Fault::SlowDisk => {
+                let victim = leader_or_random(&mut self.rng);
+                self.slow_disk(cluster, recorder, (victim, leader), (hold, deadline))
+                    .await?
+            }
             Fault::Disk => {
                 let victim = leader_or_random(&mut self.rng);
                 let filled = {

@@ -2,14 +2,18 @@
 //! process handling is `bulwark_harness`'s), each on its own loopback IP, and the small per-node
 //! filesystem that the disk-full fault fills.
 //!
-//! Each node's data directory is its own tmpfs when the disk nemesis is on, so that filling it
-//! fills only that node's disk (and never the machine's).
+//! Each node's directory is its own tmpfs when the disk nemesis is on, so that filling it fills
+//! only that node's disk (and never the machine's). With a power nemesis (or the slow disk) the
+//! node's data lives on a lazy filesystem (`bulwark-lazyfs`) over that directory: a power cut then
+//! loses what the node did not fsync, as a real one would.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use bulwark_fs::test_faults::{self, Skip};
 use bulwark_harness::{Logs, Member};
+use bulwark_lazyfs::{CutReport, LazyFs};
 use bulwark_tmpfs::Tmpfs;
 
 /// How every node of a run is started.
@@ -18,6 +22,13 @@ pub struct NodeOptions {
     pub cluster_id: u64,
     /// A tmpfs of its own per node (for the disk fault).
     pub own_disk: bool,
+    /// The data on a lazy filesystem of its own per node (power cuts, torn writes, a slow disk).
+    pub lazy_disk: bool,
+    /// A wall clock the harness can move (the clock fault; a `test-faults` build only).
+    pub settable_clock: bool,
+    /// A durability step every node skips (`--unsafe-skip-fsync`; a `test-faults` build only):
+    /// to show that a run then fails.
+    pub unsafe_skip_fsync: Option<Skip>,
     /// `--checkpoint-transfers`: small, so that every run checkpoints, compacts its log and
     /// catches followers up by snapshot many times.
     pub checkpoint_transfers: usize,
@@ -62,10 +73,14 @@ pub struct NodeProcess {
     pub addrs: NodeAddrs,
     /// The node's own directory (its tmpfs mount point); its data lives in `data` below it.
     pub data_dir: PathBuf,
-    /// Declared before `disk`: the process is gone before its disk is unmounted.
+    /// Declared before `lazy` and `disk`: the process is gone before its disks are unmounted.
     process: bulwark_harness::NodeProcess,
+    /// The lazy filesystem the data lives on, when a power fault is on (over `disk`, if any).
+    lazy: Option<LazyFs>,
     /// The node's own disk, when the disk fault is on (unmounted after the process is gone).
     disk: Option<Tmpfs>,
+    /// The file holding the offset of its wall clock in ms, when the clock fault is on.
+    clock_file: Option<PathBuf>,
 }
 
 /// Size of each node's tmpfs when the disk nemesis is on: room for a long run's log and state.
@@ -91,6 +106,15 @@ impl NodeProcess {
         } else {
             None
         };
+        let lazy = if options.lazy_disk {
+            Some(mount_lazy(&data_dir)?)
+        } else {
+            None
+        };
+        let data = match &lazy {
+            Some(fs) => fs.mountpoint().join("data"),
+            None => data_dir.join("data"),
+        };
         let mut args = vec![
             "--node-id".to_string(),
             addrs.id.to_string(),
@@ -114,15 +138,31 @@ impl NodeProcess {
             path: run_dir.join(format!("node-{}.log", addrs.id)),
             banner: Some(format!("chaos: node {}", addrs.id)),
         };
-        let process = bulwark_harness::NodeProcess::new(bin, data_dir.join("data"), args, logs)
+        let mut process = bulwark_harness::NodeProcess::new(bin, data, args, logs)
             .with_cluster_ca(run_dir.join("ca"))
             .with_admin_token(&run_dir.join("admin.token"))
             .with_env("RUST_LOG", "info");
+        let clock_file = options
+            .settable_clock
+            .then(|| run_dir.join(format!("node-{}.clock-offset-ms", addrs.id)));
+        if let Some(path) = &clock_file {
+            anyhow::ensure!(test_faults::ENABLED, "{TEST_BUILD_ONLY}");
+            process = process.with_env(
+                test_faults::CLOCK_OFFSET_FILE_ENV,
+                &path.display().to_string(),
+            );
+        }
+        if let Some(skip) = options.unsafe_skip_fsync {
+            anyhow::ensure!(test_faults::ENABLED, "{TEST_BUILD_ONLY}");
+            process = process.with_env(test_faults::SKIP_FSYNC_ENV, skip.name());
+        }
         Ok(NodeProcess {
             addrs,
             data_dir,
             process,
+            lazy,
             disk,
+            clock_file,
         })
     }
 
@@ -195,6 +235,65 @@ impl NodeProcess {
     pub fn log_path(&self) -> PathBuf {
         self.process.log_path()
     }
+
+    /// A power cut: kill -9, then everything the node did not fsync is lost (a torn cut, with
+    /// `torn_seed`, keeps a page-aligned prefix of the last unsynced writes). The node stays down.
+    pub fn power_cut(&mut self, torn_seed: Option<u64>) -> anyhow::Result<CutReport> {
+        let id = self.id();
+        let lazy = self
+            .lazy
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("node {id} has no lazy filesystem to cut"))?;
+        // The process is reaped before the cut: nothing it wrote can land after it.
+        self.process.kill9();
+        let control = lazy.controller();
+        Ok(match torn_seed {
+            Some(seed) => control.power_cut_torn(seed),
+            None => control.power_cut(),
+        })
+    }
+
+    /// A slow disk: every fsync of the node's data first sleeps `delay` (zero: off).
+    pub fn set_fsync_delay(&self, delay: Duration) -> anyhow::Result<()> {
+        let lazy = self
+            .lazy
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("node {} has no lazy filesystem to slow", self.id()))?;
+        lazy.controller().set_fsync_delay(delay);
+        Ok(())
+    }
+
+    /// Moves the node's wall clock `offset_ms` away from the machine's (0: back to it).
+    pub fn set_clock_offset(&self, offset_ms: i64) -> anyhow::Result<()> {
+        let path = self.clock_file.as_ref().ok_or_else(|| {
+            anyhow::anyhow!("node {} was started without a settable clock", self.id())
+        })?;
+        // Renamed into place: the node never reads half a number. Not a durable file.
+        let temp = path.with_extension("tmp");
+        std::fs::write(&temp, offset_ms.to_string())?;
+        std::fs::rename(&temp, path)?;
+        Ok(())
+    }
+}
+
+/// Why a fault that needs a test build cannot run.
+const TEST_BUILD_ONLY: &str = "the clock fault and --unsafe-skip-fsync need a test build of \
+     bulwark (`cargo build --release --features test-faults`)";
+
+/// Mounts a lazy filesystem for a node's data: backed by `node_dir/backing` (on the node's own
+/// tmpfs when it has one, so that the disk fault still fills it), at `node_dir/mnt`.
+fn mount_lazy(node_dir: &Path) -> anyhow::Result<LazyFs> {
+    let backing = node_dir.join("backing");
+    let mountpoint = node_dir.join("mnt");
+    std::fs::create_dir_all(&backing)?;
+    std::fs::create_dir_all(&mountpoint)?;
+    LazyFs::mount(&backing, &mountpoint).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot mount a lazy filesystem on {}: {e} (run as root with /dev/fuse, or leave \
+             power, power-all, torn and slow-disk out of --nemesis)",
+            mountpoint.display()
+        )
+    })
 }
 
 /// Node `id`'s own loopback IP, 127.0.0.(10 + id): Linux routes all of 127.0.0.0/8 to `lo`, so it

@@ -36,6 +36,8 @@ pub struct ChaosConfig {
     pub checkpoint_transfers: usize,
     /// The command line that replays this run, for the report.
     pub replay: String,
+    /// A durability step every node skips (a `test-faults` build only): the run should fail.
+    pub unsafe_skip_fsync: Option<bulwark_fs::test_faults::Skip>,
 }
 
 /// What a run came to.
@@ -67,7 +69,10 @@ pub async fn run(config: ChaosConfig) -> anyhow::Result<Outcome> {
     std::fs::create_dir_all(&run_dir)?;
     let options = NodeOptions {
         cluster_id: config.seed | 1,
-        own_disk: config.mix.contains(&Fault::Disk),
+        own_disk: config.mix.iter().any(|f| f.needs_own_disk()),
+        lazy_disk: config.mix.iter().any(|f| f.needs_lazy_disk()),
+        settable_clock: config.mix.contains(&Fault::Clock),
+        unsafe_skip_fsync: config.unsafe_skip_fsync,
         checkpoint_transfers: config.checkpoint_transfers,
     };
     let started_at = chrono_like_now();
@@ -146,14 +151,22 @@ async fn drive(
     // One write must get through after healing (before settling: the final states are read from
     // a cluster that no longer writes).
     let nodes_now = cluster.http_addrs();
-    match probe_after_heal(&recorder, &cluster.control, &nodes_now, HEAL_PROBE_LIMIT).await {
-        Some(note) => findings.notes.push(note),
-        None => findings.violations.push(format!(
-            "no write succeeded within {HEAL_PROBE_LIMIT:?} after healing"
-        )),
-    }
+    let settle_limit =
+        match probe_after_heal(&recorder, &cluster.control, &nodes_now, HEAL_PROBE_LIMIT).await {
+            Some(note) => {
+                findings.notes.push(note);
+                Duration::from_secs(90)
+            }
+            None => {
+                findings.violations.push(format!(
+                    "no write succeeded within {HEAL_PROBE_LIMIT:?} after healing"
+                ));
+                // A cluster that takes no write will hardly settle: do not wait long for it.
+                Duration::from_secs(10)
+            }
+        };
     eprintln!("healed; waiting for the cluster to settle");
-    let settled = cluster.settle(Duration::from_secs(90)).await;
+    let settled = cluster.settle(settle_limit).await;
     let final_index = match &settled {
         Ok(index) => Some(*index),
         Err(last) => {
@@ -164,27 +177,38 @@ async fn drive(
         }
     };
     let mut states = Vec::new();
+    let mut unread = Vec::new();
     for id in cluster.originals.clone() {
+        if cluster.node(id).exited().is_some() {
+            unread.push(format!(
+                "node {id} cannot give its final state: it does not stay up (see {})",
+                cluster.nodes[&id].log_path().display()
+            ));
+            continue;
+        }
         match read_final_state(cluster, id).await {
             Ok(state) => states.push((id, state)),
-            Err(e) => {
-                // Keep what the clients saw: it is the evidence of what went wrong.
-                let partial = config.out.join("history.partial.jsonl");
-                let mut text = String::new();
-                for op in recorder.take_ops() {
-                    text.push_str(&serde_json::to_string(&crate::history::Record::Op(op))?);
-                    text.push('\n');
-                }
-                std::fs::write(&partial, text)?;
-                anyhow::bail!(
-                    "{e:#}; the operations so far (no final state) are in {}",
-                    partial.display()
-                );
-            }
+            Err(e) => unread.push(format!("{e:#}")),
         }
     }
-    let replicas = replicas_verdict(&states, final_index);
-    let state = states[0].1.clone();
+    let mut replicas = replicas_verdict(&states, final_index);
+    // A node that cannot give its final state fails the run; with none, the acknowledged writes
+    // are checked against an empty ledger: a client can read back none of them.
+    if !unread.is_empty() {
+        replicas.ok = false;
+        replicas.violations.extend(unread);
+    }
+    let state = match states.first() {
+        Some((_, state)) => state.clone(),
+        None => {
+            replicas.violations.push(
+                "no node gave its final state: the acknowledged writes are checked against an \
+                 empty ledger"
+                    .into(),
+            );
+            crate::history::FinalState::default()
+        }
+    };
 
     let history = History {
         ops: recorder.take_ops(),

@@ -170,9 +170,11 @@ impl HardStateFile {
         self.file
             .write_all_at(&bytes, offset)
             .map_err(io_err("write", &self.path))?;
-        self.file
-            .sync_data()
-            .map_err(io_err("fdatasync", &self.path))?;
+        if !bulwark_fs::test_faults::skipping(bulwark_fs::test_faults::Skip::LogFdatasync) {
+            self.file
+                .sync_data()
+                .map_err(io_err("fdatasync", &self.path))?;
+        }
         self.seq = seq;
         Ok(())
     }

@@ -146,9 +146,11 @@ impl Wal {
             let e = io_err("write", &seg.path)(e);
             return Err(self.undo_sync(&[], Some(seg.len), e));
         }
-        file.sync_data()
-            .map_err(io_err("fdatasync", &seg.path))
-            .map_err(Failure::Fatal)?;
+        if !bulwark_fs::test_faults::skipping(bulwark_fs::test_faults::Skip::LogFdatasync) {
+            file.sync_data()
+                .map_err(io_err("fdatasync", &seg.path))
+                .map_err(Failure::Fatal)?;
+        }
         Ok(seg.len)
     }
 

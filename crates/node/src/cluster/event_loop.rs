@@ -513,11 +513,12 @@ pub(super) fn monotonic_clock() -> Duration {
     START.get_or_init(Instant::now).elapsed()
 }
 
+/// The wall clock (plus the offset a test build may be given: `bulwark_fs::test_faults`).
 pub(super) fn wall_clock() -> Timestamp {
-    Timestamp(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0),
-    )
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let offset_ns = bulwark_fs::test_faults::wall_clock_offset_ms().saturating_mul(1_000_000);
+    Timestamp(nanos.saturating_add_signed(offset_ns))
 }
