@@ -8,19 +8,65 @@
 //! `Failed` once it failed or made no progress for [`STALL_TIMEOUT`] (the next try starts
 //! another). Each attempt imports into a side file of its own, so that an abandoned one that
 //! wakes up later cannot touch the next one's.
+//!
+//! Where the bytes come from is the worker's one IO edge, [`CheckpointSource`]: internal HTTP
+//! to a member's peer port in the node ([`PeerHttpCheckpoints`]), sources that never answer or
+//! cut their stream in the tests (`download/tests.rs`).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bulwark_store::snapshot::SnapshotInfo;
 
-use crate::cluster::ClusterConfig;
-use crate::install::{fetch_any, InstallFailure};
+use crate::cluster::{ClusterConfig, Member};
+use crate::install::{fetch_any, InstallFailure, SNAPSHOT_PATH};
 
 use bulwark_limits::SNAPSHOT_STALL_TIMEOUT as STALL_TIMEOUT;
+
+#[cfg(test)]
+mod tests;
+
+/// Where a download reads a member's last checkpoint from.
+pub(crate) trait CheckpointSource: Send + Sync {
+    /// `member`'s checkpoint as a stream. A read may block for as long as the source stays
+    /// silent: the [`Downloader`] gives up on an attempt that makes no progress.
+    fn open(
+        &self,
+        cluster: &ClusterConfig,
+        member: &Member,
+    ) -> Result<Box<dyn Read>, InstallFailure>;
+}
+
+/// The node's source: internal HTTP on the member's peer port (only a member's certificate gets
+/// a snapshot), the answer's head and then each read of the stream within
+/// `SNAPSHOT_READ_TIMEOUT`, so that a paused or partitioned member is passed over for another.
+pub(crate) struct PeerHttpCheckpoints;
+
+impl CheckpointSource for PeerHttpCheckpoints {
+    fn open(
+        &self,
+        cluster: &ClusterConfig,
+        member: &Member,
+    ) -> Result<Box<dyn Read>, InstallFailure> {
+        let client = cluster
+            .peer_http
+            .as_ref()
+            .ok_or_else(|| InstallFailure::other("this node has no peer HTTP client"))?;
+        let response = client
+            .blocking_get(
+                bulwark_transport::NodeId(member.id),
+                member.peer_addr,
+                SNAPSHOT_PATH,
+                bulwark_limits::SNAPSHOT_READ_TIMEOUT,
+                bulwark_limits::SNAPSHOT_READ_TIMEOUT,
+            )
+            .map_err(|e| InstallFailure::other(format!("fetch the snapshot: {e}")))?;
+        Ok(Box::new(response))
+    }
+}
 
 /// Where a download stands.
 pub(crate) enum Poll {
@@ -45,13 +91,32 @@ struct Download {
     abandoned: Arc<AtomicBool>,
 }
 
-#[derive(Default)]
 pub(crate) struct Downloader {
     attempts: u64,
     current: Option<Download>,
+    source: Arc<dyn CheckpointSource>,
+    /// An attempt that received nothing for this long is given up on.
+    stall_timeout: Duration,
+}
+
+impl Default for Downloader {
+    /// The node's: from the members over internal HTTP, given up on after
+    /// `SNAPSHOT_STALL_TIMEOUT` without progress.
+    fn default() -> Self {
+        Downloader::new(Arc::new(PeerHttpCheckpoints), STALL_TIMEOUT)
+    }
 }
 
 impl Downloader {
+    pub(crate) fn new(source: Arc<dyn CheckpointSource>, stall_timeout: Duration) -> Self {
+        Downloader {
+            attempts: 0,
+            current: None,
+            source,
+            stall_timeout,
+        }
+    }
+
     /// The download of the checkpoint covering `index` from the node `from` names (or any other
     /// member): started if none runs for that index.
     pub(crate) fn poll(
@@ -82,11 +147,11 @@ impl Downloader {
         let received = download.received.load(Ordering::Relaxed);
         if received != download.seen.0 {
             download.seen = (received, Instant::now());
-        } else if download.seen.1.elapsed() > STALL_TIMEOUT {
+        } else if download.seen.1.elapsed() > self.stall_timeout {
             self.abandon();
             return Poll::Failed(InstallFailure::other(format!(
                 "the snapshot download made no progress for {} s",
-                STALL_TIMEOUT.as_secs()
+                self.stall_timeout.as_secs_f64()
             )));
         }
         Poll::Pending
@@ -104,6 +169,7 @@ impl Downloader {
             abandoned: Arc::new(AtomicBool::new(false)),
         };
         let (cluster, path) = (cluster.clone(), state_path.to_path_buf());
+        let source = self.source.clone();
         let (received, outcome) = (download.received.clone(), download.outcome.clone());
         let abandoned = download.abandoned.clone();
         let spawned = std::thread::Builder::new()
@@ -115,7 +181,7 @@ impl Downloader {
                         received: received.clone(),
                     })
                 };
-                let result = fetch_any(&cluster, from, &path, &incoming, index, counted);
+                let result = fetch_any(&cluster, &*source, from, &path, &incoming, index, counted);
                 if abandoned.load(Ordering::Acquire) {
                     let _ = std::fs::remove_file(&incoming);
                 }

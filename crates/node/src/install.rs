@@ -20,7 +20,7 @@ use protobuf::Message as _;
 use raft::eraftpb::SnapshotMetadata;
 
 use crate::cluster::ClusterConfig;
-use crate::download::{Downloader, Poll};
+use crate::download::{CheckpointSource, Downloader, Poll};
 use crate::faults::crash_point;
 
 /// The internal route a member's checkpoint is streamed from (on its peer port).
@@ -360,6 +360,7 @@ pub(crate) fn install_snapshot(
 /// away, not in our address book yet), from any other member whose checkpoint covers the index.
 pub(crate) fn fetch_any(
     cluster: &ClusterConfig,
+    source: &dyn CheckpointSource,
     from: u64,
     path: &Path,
     incoming: &Path,
@@ -375,7 +376,7 @@ pub(crate) fn fetch_any(
             .filter(|m| m.id != from && m.id != cluster.node_id),
     );
     for member in sources {
-        match fetch_from(cluster, member, path, incoming, index, &wrap) {
+        match fetch_from(cluster, source, member, path, incoming, index, &wrap) {
             Ok(info) => return Ok(info),
             Err(f) if f.disk_full => return Err(f),
             Err(f) => {
@@ -394,10 +395,11 @@ pub(crate) fn fetch_any(
 }
 
 /// Streams `member`'s checkpoint into `incoming` (step 1); it must cover `index`. A connect or a
-/// read of the stream that takes longer than its bound fails the fetch: a paused or partitioned
-/// source must not hold the follower forever.
+/// read of the stream that takes longer than its bound fails the fetch (the node's
+/// `CheckpointSource`): a paused or partitioned source must not hold the follower forever.
 fn fetch_from(
     cluster: &ClusterConfig,
+    source: &dyn CheckpointSource,
     member: &crate::cluster::Member,
     path: &Path,
     incoming: &Path,
@@ -406,21 +408,7 @@ fn fetch_from(
 ) -> Result<bulwark_store::snapshot::SnapshotInfo, InstallFailure> {
     let addr = member.peer_addr;
     tracing::info!(index, source = member.id, %addr, "fetching a snapshot to catch up");
-    let client = cluster
-        .peer_http
-        .as_ref()
-        .ok_or_else(|| InstallFailure::other("this node has no peer HTTP client"))?;
-    // Over internal HTTP on the source's peer port: only a member's certificate gets a snapshot.
-    let response = client
-        .blocking_get(
-            bulwark_transport::NodeId(member.id),
-            addr,
-            SNAPSHOT_PATH,
-            bulwark_limits::SNAPSHOT_READ_TIMEOUT,
-            bulwark_limits::SNAPSHOT_READ_TIMEOUT,
-        )
-        .map_err(|e| InstallFailure::other(format!("fetch the snapshot: {e}")))?;
-    let mut body = wrap(Box::new(response));
+    let mut body = wrap(source.open(cluster, member)?);
     let info = bulwark_store::snapshot::import_beside(path, incoming, &mut body)
         .map_err(InstallFailure::store)?;
     drop(body);
