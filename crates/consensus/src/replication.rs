@@ -52,6 +52,7 @@ impl Replication {
 #[derive(Clone, Debug, Default)]
 pub struct ReplicationTracker {
     caught_up_at: HashMap<NodeId, Duration>,
+    heard_at: HashMap<NodeId, Duration>,
 }
 
 impl ReplicationTracker {
@@ -77,13 +78,20 @@ impl ReplicationTracker {
                 self.caught_up_at.insert(id, now);
             }
             let lag_ms = self.lag_ms(id, caught_up, now).unwrap_or(u64::MAX);
+            if progress.recent_active {
+                self.heard_at.insert(id, now);
+            }
+            let heard = self
+                .heard_at
+                .get(&id)
+                .is_some_and(|t| now.saturating_sub(*t) <= IN_SYNC_WITHIN);
             replication.followers.push(FollowerReplication {
                 id,
                 matched: LogIndex(progress.matched),
                 lag_entries: last.saturating_sub(progress.matched),
                 lag_ms,
                 recent_active: progress.recent_active,
-                in_sync: progress.recent_active && lag_ms <= IN_SYNC_WITHIN.as_millis() as u64,
+                in_sync: heard && lag_ms <= IN_SYNC_WITHIN.as_millis() as u64,
             });
         }
         replication
