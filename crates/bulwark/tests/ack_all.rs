@@ -109,8 +109,6 @@ async fn an_ack_all_answer_means_every_in_sync_follower_holds_the_write() {
     cluster.node_mut(frozen).pause();
     let id = MARK + 100;
     let in_sync = write_and_check(&cluster, leader, &http, id).await;
-    // (The running follower may be missing too for a moment: the leader's "recently active"
-    // marks are cleared at each quorum check until the next answer.)
     assert!(
         !in_sync.contains(&frozen),
         "a frozen follower stays in sync: {in_sync:?}"

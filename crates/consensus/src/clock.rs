@@ -77,6 +77,13 @@ impl ProposerClock {
         self.peers.insert(peer, (time.0, self.mono));
     }
 
+    /// The monotonic clock when the last message of `peer` arrived (None: none yet).
+    pub fn heard_at(&self, peer: u64) -> Option<Duration> {
+        self.peers
+            .get(&peer)
+            .map(|(_, at)| Duration::from_nanos(*at))
+    }
+
     /// The time a batch proposed now is stamped no earlier than: this node's time, capped at
     /// the median of a majority of `voters`' times plus [`MAX_CLOCK_STEP`] (see the module
     /// documentation). `me` counts with its own time.

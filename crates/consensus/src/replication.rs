@@ -1,7 +1,8 @@
 //! Replication status on the leader, with no IO: per follower its lag in entries and in time, and
 //! the in-sync rule (the Kafka ISR idea): a follower is in sync when the leader heard from it
-//! within an election timeout (`recent_active`) and its match index reached the leader's last
-//! index within [`IN_SYNC_WITHIN`]. The node loop answers `?ack=all` writes ([`AckAllWaiters`])
+//! within an election timeout (its last message, not raft-rs's `recent_active`, which every
+//! quorum check clears until the follower's next answer) and its match index reached
+//! the leader's last index within [`IN_SYNC_WITHIN`]. The node loop answers `?ack=all` writes ([`AckAllWaiters`])
 //! and reports status from it; the simulation does the same and checks the rule, and every
 //! `ack=all` confirmation, against the followers' real logs.
 
@@ -47,20 +48,38 @@ impl Replication {
     }
 }
 
-/// Remembers, per follower, when its match index last reached the leader's last index. `now` is
-/// the shell's monotonic clock (any fixed origin, never going back).
-#[derive(Clone, Debug, Default)]
+/// Remembers, per follower, when its match index last reached the leader's last index and when
+/// the leader last saw it active. `now` is the shell's monotonic clock (any fixed origin, never
+/// going back).
+#[derive(Clone, Debug)]
 pub struct ReplicationTracker {
     caught_up_at: HashMap<NodeId, Duration>,
-    heard_at: HashMap<NodeId, Duration>,
+    /// One Raft tick of the shell, to tell an election timeout in time.
+    tick: Duration,
+}
+
+impl Default for ReplicationTracker {
+    fn default() -> Self {
+        ReplicationTracker::with_tick(bulwark_limits::DEFAULT_TICK)
+    }
 }
 
 impl ReplicationTracker {
+    /// A tracker for a shell whose Raft tick is `tick`.
+    pub fn with_tick(tick: Duration) -> Self {
+        ReplicationTracker {
+            caught_up_at: HashMap::new(),
+            tick,
+        }
+    }
+
     /// Looks at the leader's progress of every follower at `now` and applies the in-sync rule;
     /// on a node that does not lead, nothing.
+    /// `heard_at` tells when a follower's last message arrived (`Replica::heard_at`).
     pub fn observe<S: raft::Storage>(
         &mut self,
         raft: &raft::Raft<S>,
+        heard_at: impl Fn(NodeId) -> Option<Duration>,
         now: Duration,
     ) -> Replication {
         let mut replication = Replication::default();
@@ -78,13 +97,12 @@ impl ReplicationTracker {
                 self.caught_up_at.insert(id, now);
             }
             let lag_ms = self.lag_ms(id, caught_up, now).unwrap_or(u64::MAX);
-            if progress.recent_active {
-                self.heard_at.insert(id, now);
-            }
-            let heard = self
-                .heard_at
-                .get(&id)
-                .is_some_and(|t| now.saturating_sub(*t) <= IN_SYNC_WITHIN);
+            // Heard within an election timeout: what raft-rs's `recent_active` means, but that
+            // flag is cleared at every quorum check until the follower's next answer, which
+            // would empty the in-sync set for a moment each time and confirm every `ack=all`
+            // waiter with it. So the time of the follower's last message is used instead.
+            let heard_within = self.tick * raft.election_timeout() as u32;
+            let heard = heard_at(id).is_some_and(|t| now.saturating_sub(t) <= heard_within);
             replication.followers.push(FollowerReplication {
                 id,
                 matched: LogIndex(progress.matched),

@@ -387,6 +387,11 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
         }
     }
 
+    /// The shell's monotonic clock when the last message of `peer` arrived.
+    pub fn heard_at(&self, peer: NodeId) -> Option<Duration> {
+        self.clock.heard_at(peer.0)
+    }
+
     /// A peer's message with the proposer time its sender stamped it with when it left.
     pub fn step_timed(&mut self, message: Message, sender_time: Timestamp) {
         self.clock.note_peer(message.from, sender_time);

@@ -77,7 +77,7 @@ impl Sim {
         node.doomed = false;
         // A new process: not yet told it was removed, and no follower known caught up.
         node.removed = false;
-        node.replication = Default::default();
+        node.replication = super::ReplicationTracker::with_tick(super::STEP);
         node.ack_all = Default::default();
     }
 

@@ -12,6 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
+use crate::replication::ReplicationTracker;
+
 use bulwark_ledger::{
     AccountFlags, AccountId, Batch, BatchResults, MemoryStateMachine, NewAccount, NewTransfer,
     Operation, PendingStatus, StateMachine, Timestamp, TransferFlags, TransferId,
@@ -311,6 +313,8 @@ impl std::fmt::Display for Violation {
 const ACCOUNTS: u64 = 8;
 /// Simulated time per step.
 const STEP_NANOS: u64 = 10_000_000;
+/// One step as a duration: a tick of every replica.
+const STEP: Duration = Duration::from_nanos(STEP_NANOS);
 const EPOCH_NANOS: u64 = 1_000_000_000;
 const ACCOUNT_TOKENS: u64 = 1 << 45;
 const CONF_TOKENS: u64 = 1 << 48;
@@ -434,7 +438,7 @@ impl Node {
             members: members.iter().copied().chain([id]).collect(),
             heard_from: BTreeSet::new(),
             removed: false,
-            replication: Default::default(),
+            replication: ReplicationTracker::with_tick(STEP),
             ack_all: Default::default(),
             down_since: 0,
             stalled_at: 0,

@@ -27,7 +27,9 @@ impl Sim {
             }
             let (_, monotonic) = node.clocks(self.step);
             let raft = &replica.raw().raft;
-            let replication = node.replication.observe(raft, monotonic);
+            let replication = node
+                .replication
+                .observe(raft, |id| replica.heard_at(id), monotonic);
             let last = raft.raft_log.last_index();
             let last_term = raft.raft_log.last_term();
             let election_timeout = raft.election_timeout() as u64;
@@ -104,7 +106,7 @@ impl Sim {
         if node.replica.is_none() && self.step - since > 2 * election_timeout + DELAY_STEPS {
             return Err(self.violation(format!(
                 "leader {leader} reports node {follower} in sync, but it has been down for \
-                 {down_for} steps"
+                 {down_for} steps (election timeout {election_timeout} steps)"
             )));
         }
         Ok(())

@@ -14,7 +14,8 @@ impl ClusterLoop {
     pub(super) fn track_replication(&mut self) {
         let raft = &self.replica.raw().raft;
         let leading = self.replica.is_leader();
-        let replication = self.replication.observe(raft, monotonic_clock());
+        let heard_at = |id| self.replica.heard_at(id);
+        let replication = self.replication.observe(raft, heard_at, monotonic_clock());
         for follower in &replication.followers {
             let labels = crate::metrics::MemberLabels {
                 member: follower.id.0,

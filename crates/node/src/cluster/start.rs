@@ -290,7 +290,7 @@ fn spawn_loop(
         snapshots,
         view,
         access: handle.access.clone(),
-        replication: Default::default(),
+        replication: bulwark_consensus::replication::ReplicationTracker::with_tick(tick),
         waiting_all: Default::default(),
         joint_replies: Default::default(),
         stall: Stall::None,
