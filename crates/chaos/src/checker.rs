@@ -19,6 +19,7 @@
 use crate::history::{Balance, History, Kind, NemesisAction, Op, Phase, Transfer};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+mod clock;
 mod reads;
 pub use reads::ReadCoverage;
 
@@ -327,6 +328,7 @@ pub fn check(history: &History) -> Report {
     let (reads_verdict, reads) = reads::linearizable_reads(&calls, &writes, &present, &acked);
     verdicts.push(reads_verdict);
     verdicts.push(availability(history, &calls));
+    verdicts.push(clock::ledger_time_not_ahead(history, &calls));
 
     let ok = verdicts.iter().all(|v| v.ok);
     Report {

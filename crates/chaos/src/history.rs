@@ -215,6 +215,11 @@ pub struct FinalState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Record {
+    /// The first line of a run's history: the machine's wall clock when the run's time 0 was,
+    /// so that a transfer's timestamp can be set against the real time of its answer.
+    Start {
+        unix_ns: u64,
+    },
     Op(Op),
     State(FinalState),
 }
@@ -222,6 +227,9 @@ pub enum Record {
 /// A whole history: the ops in file order and the final state.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct History {
+    /// The machine's wall clock at the run's time 0, in ns since the Unix epoch (None in a
+    /// history written before it was recorded).
+    pub started_unix_ns: Option<u64>,
     pub ops: Vec<Op>,
     pub state: FinalState,
 }
@@ -230,6 +238,10 @@ impl History {
     /// The JSON-lines text of this history (ops, then the state record).
     pub fn to_jsonl(&self) -> String {
         let mut out = String::new();
+        if let Some(unix_ns) = self.started_unix_ns {
+            out.push_str(&serde_json::to_string(&Record::Start { unix_ns }).expect("serializes"));
+            out.push('\n');
+        }
         for op in &self.ops {
             out.push_str(&serde_json::to_string(&Record::Op(op.clone())).expect("op serializes"));
             out.push('\n');
@@ -245,6 +257,7 @@ impl History {
     pub fn parse(text: &str) -> Result<History, Error> {
         let mut ops = Vec::new();
         let mut state = None;
+        let mut started_unix_ns = None;
         let mut open: HashMap<u64, Kind> = HashMap::new();
         for (i, raw) in text.lines().enumerate() {
             let line = i + 1;
@@ -262,6 +275,13 @@ impl History {
                 });
             }
             match record {
+                Record::Start { unix_ns } if line == 1 => started_unix_ns = Some(unix_ns),
+                Record::Start { .. } => {
+                    return Err(Error::Invalid {
+                        line,
+                        message: "a \"start\" record is only ever the first line".into(),
+                    })
+                }
                 Record::State(s) => state = Some(s),
                 Record::Op(op) => {
                     if op.kind != Kind::Nemesis {
@@ -304,6 +324,7 @@ impl History {
             }
         }
         Ok(History {
+            started_unix_ns,
             ops,
             state: state.ok_or(Error::MissingState)?,
         })

@@ -211,6 +211,7 @@ async fn drive(
     };
 
     let history = History {
+        started_unix_ns: Some(recorder.started_unix_ns),
         ops: recorder.take_ops(),
         state,
     };

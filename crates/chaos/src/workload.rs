@@ -35,6 +35,8 @@ pub const SETUP_PROCESS: u64 = 0;
 /// The history as it is being written, shared by every client and the nemesis.
 pub struct Recorder {
     start: Instant,
+    /// The wall clock at `start`, in ns since the Unix epoch.
+    pub started_unix_ns: u64,
     ops: Mutex<Vec<Op>>,
     pub counts: Counts,
 }
@@ -50,8 +52,13 @@ pub struct Counts {
 
 impl Recorder {
     pub fn new(start: Instant) -> Recorder {
+        let since_start = start.elapsed();
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         Recorder {
             start,
+            started_unix_ns: wall.saturating_sub(since_start).as_nanos() as u64,
             ops: Mutex::new(Vec::new()),
             counts: Counts::default(),
         }

@@ -4,7 +4,7 @@ use bulwark_chaos::{
 };
 use std::collections::HashMap;
 
-const PROPERTIES: [&str; 9] = [
+const PROPERTIES: [&str; 10] = [
     "ledgers_balance",
     "no_overdraft",
     "acknowledged_present_once",
@@ -14,6 +14,7 @@ const PROPERTIES: [&str; 9] = [
     "pending_resolved_once",
     "linearizable_reads",
     "availability",
+    "ledger_time_not_ahead",
 ];
 
 fn t(id: u64, debit: u64, credit: u64, amount: u64, flags: &[&str]) -> Transfer {
@@ -259,6 +260,7 @@ fn clean_ops() -> Builder {
 
 fn history(b: Builder, transfers: Vec<Transfer>) -> History {
     History {
+        started_unix_ns: None,
         ops: b.ops,
         state: state(transfers),
     }
@@ -770,4 +772,46 @@ fn a_window_with_no_later_ok_write_fails_availability() {
     let mut transfers = clean_transfers();
     transfers.push(t(32, 2, 3, 1, &[]));
     assert!(check(&history(b, transfers)).ok);
+}
+
+#[test]
+fn a_transfer_stamped_past_the_real_time_of_its_answer_fails_ledger_time() {
+    // The run's time 0 at the Unix epoch: the clean run's stamps (about 1 µs) are at or before
+    // every answer, so ledger time was never ahead, and the history says how far it was compared.
+    let mut h = history(clean_ops(), clean_transfers());
+    h.started_unix_ns = Some(0);
+    let report = check(&h);
+    assert!(report.ok, "{report:#?}");
+    let notes = &report.verdict("ledger_time_not_ahead").unwrap().notes;
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("6 acknowledged transfers")),
+        "{notes:?}"
+    );
+    // Every stamp 2 s later (the order, and so every other property, unchanged): a leader whose
+    // fast clock set ledger time.
+    for t in &mut h.state.transfers {
+        t.timestamp += 2_000_000_000;
+    }
+    assert_only(&h, "ledger_time_not_ahead");
+    let report = check(&h);
+    let violations = &report.verdict("ledger_time_not_ahead").unwrap().violations;
+    assert!(violations[0].contains("past that moment"), "{violations:?}");
+    // A history without a start time is not compared (an older run's).
+    h.started_unix_ns = None;
+    assert!(check(&h).ok);
+}
+
+#[test]
+fn the_start_record_is_the_first_line_or_nothing() {
+    let mut h = history(clean_ops(), clean_transfers());
+    h.started_unix_ns = Some(1_764_000_000_000_000_000);
+    let text = h.to_jsonl();
+    assert!(text.starts_with("{\"type\":\"start\""), "{text}");
+    assert_eq!(History::parse(&text).expect("parses"), h);
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.swap(0, 1);
+    let err = History::parse(&lines.join("\n")).expect_err("a start record on line 2");
+    assert!(err.to_string().contains("line 2"), "{err}");
 }

@@ -82,6 +82,7 @@ impl Builder {
     fn history(mut self, transfers: Vec<Transfer>) -> History {
         self.ops.sort_by_key(|o| o.time_ns);
         History {
+            started_unix_ns: None,
             ops: self.ops,
             state: state(transfers),
         }
@@ -703,6 +704,7 @@ fn synthetic(duration_s: f64, clients: u64, seed: u64, leave_last_open: bool) ->
         }
     }
     History {
+        started_unix_ns: None,
         ops,
         state: state(present),
     }
