@@ -274,9 +274,11 @@ pub const PEER_HTTP_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// (the source writes continuously; a checkpoint's integrity check at open can take seconds).
 pub const SNAPSHOT_READ_TIMEOUT: Duration = Duration::from_secs(20);
 /// A snapshot download that received nothing for this long is given up on, and another started
-/// from any member: a paused or cut-off source must not hold a follower's catch-up forever. At
-/// least one read timeout, so that a source that is only slow gets its chance.
-pub const SNAPSHOT_STALL_TIMEOUT: Duration = Duration::from_secs(20);
+/// from any member: a paused or cut-off source must not hold a follower's catch-up forever. Longer
+/// than two read timeouts and a connect: when the first source goes silent, the attempt passes
+/// over it to the next member, which gets a whole read timeout before the attempt is abandoned
+/// (with the two equal, every new attempt began with the same silent source again).
+pub const SNAPSHOT_STALL_TIMEOUT: Duration = Duration::from_secs(50);
 
 /// How often a closed state store is tried to be reopened.
 pub const STORE_REOPEN_RETRY: Duration = Duration::from_millis(250);
@@ -455,7 +457,9 @@ const _: () = assert!(ticks_ms(MAX_ELECTION_TICKS as u64) < ms(PEER_CLOCK_FRESHN
 // A dead snapshot source is given up (connect) before a paused one is (read).
 const _: () = assert!(ms(PEER_HTTP_CONNECT_TIMEOUT) < ms(SNAPSHOT_READ_TIMEOUT));
 const _: () = assert!(ms(PEER_HTTP_CONNECT_TIMEOUT) < ms(FORWARD_TIMEOUT));
-const _: () = assert!(ms(SNAPSHOT_READ_TIMEOUT) <= ms(SNAPSHOT_STALL_TIMEOUT));
+const _: () = assert!(
+    2 * ms(SNAPSHOT_READ_TIMEOUT) + ms(PEER_HTTP_CONNECT_TIMEOUT) < ms(SNAPSHOT_STALL_TIMEOUT)
+);
 // The loop retries persisting on a full disk at least as often as the store looks for space again
 // or reopens its file, so it notices freed space no later than they do.
 const _: () = assert!(ms(DISK_FULL_RETRY) <= ms(SPACE_RETRY));
