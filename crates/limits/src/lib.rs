@@ -278,6 +278,36 @@ pub const SNAPSHOT_READ_TIMEOUT: Duration = Duration::from_secs(20);
 /// least one read timeout, so that a source that is only slow gets its chance.
 pub const SNAPSHOT_STALL_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// A node's disk is slow when the median of its recent Raft log syncs (append + fdatasync) is at
+/// least this long: a healthy disk syncs in a few milliseconds (tens on a busy spinning one), and
+/// at this latency every write a slow leader commits waits at least as long while its loop, which
+/// ticks and heartbeats between syncs, starts to stall toward an election timeout.
+pub const SLOW_SYNC_THRESHOLD: Duration = Duration::from_millis(100);
+
+/// The slow-disk verdict looks at this many of the newest log syncs: more than half of them
+/// (three) must reach [`SLOW_SYNC_THRESHOLD`], so a single stall is a hiccup, while a disk that
+/// turned slow is judged after three slow syncs, about a second at 300 ms each (a count, not a
+/// span of time: a busy node's many fast syncs from before the slowness do not delay it).
+pub const SLOW_DISK_RECENT_SYNCS: usize = 5;
+
+/// Fewer recent log syncs than this is no verdict (a node that barely writes says little
+/// about its disk): a majority of [`SLOW_DISK_RECENT_SYNCS`].
+pub const SLOW_DISK_MIN_SAMPLES: usize = SLOW_DISK_RECENT_SYNCS / 2 + 1;
+
+/// Only log syncs of this recent window count: a node that stopped writing keeps no verdict
+/// beyond it, and it holds [`SLOW_DISK_MIN_SAMPLES`] syncs of a second each.
+pub const SLOW_DISK_WINDOW: Duration = Duration::from_secs(5);
+
+/// A leader on a slow disk hands leadership over at most once per this long: if it leads again
+/// while still slow (every other voter is slow too, or the new leader died), the cluster is not
+/// thrown into a leader change every few seconds.
+pub const SLOW_DISK_EVICTION_COOLDOWN: Duration = Duration::from_secs(30);
+
+/// A leader on a slow disk that still leads this long after it asked Raft to transfer
+/// leadership tries again (raft-rs gives a transfer one election timeout, counted in the slow
+/// leader's own, stretched, ticks).
+pub const SLOW_DISK_TRANSFER_RETRY: Duration = Duration::from_secs(3);
+
 /// How often a closed state store is tried to be reopened.
 pub const STORE_REOPEN_RETRY: Duration = Duration::from_millis(250);
 
@@ -460,6 +490,14 @@ const _: () = assert!(ms(SNAPSHOT_READ_TIMEOUT) <= ms(SNAPSHOT_STALL_TIMEOUT));
 // or reopens its file, so it notices freed space no later than they do.
 const _: () = assert!(ms(DISK_FULL_RETRY) <= ms(SPACE_RETRY));
 const _: () = assert!(ms(STORE_REOPEN_RETRY) <= ms(SPACE_RETRY));
+// A slow disk is judged before its slowness alone would stall a leader into an election; the
+// window holds enough syncs of a second each for a verdict; a transfer gets longer than Raft's
+// own timeout for it before it is tried again, and is tried again well within the cool-down.
+const _: () = assert!(ms(SLOW_SYNC_THRESHOLD) < ticks_ms(ELECTION_TICKS as u64));
+const _: () = assert!(1000 * (SLOW_DISK_MIN_SAMPLES as u128) < ms(SLOW_DISK_WINDOW));
+const _: () = assert!(2 * SLOW_DISK_MIN_SAMPLES > SLOW_DISK_RECENT_SYNCS);
+const _: () = assert!(ticks_ms(MAX_ELECTION_TICKS as u64) < ms(SLOW_DISK_TRANSFER_RETRY));
+const _: () = assert!(ms(SLOW_DISK_TRANSFER_RETRY) < ms(SLOW_DISK_EVICTION_COOLDOWN));
 // The transport's backoff grows from its floor to its cap.
 const _: () = assert!(ms(PEER_BACKOFF_MIN) < ms(PEER_BACKOFF_MAX));
 // Client connections: a request waiting for its answer (a permit, then a forwarded write at
