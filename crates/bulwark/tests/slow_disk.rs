@@ -208,7 +208,8 @@ async fn create_accounts(http: &Http) {
         .iter()
         .map(|id| json!({"id": id, "ledger": 1, "code": 1}))
         .collect::<Vec<_>>());
-    let r = common::write_until_answered(http, "/v1/accounts", &body, Duration::from_secs(20)).await;
+    let r =
+        common::write_until_answered(http, "/v1/accounts", &body, Duration::from_secs(20)).await;
     assert!(r.results().iter().all(|r| r == "ok"), "{}", r.text);
 }
 
@@ -299,7 +300,10 @@ async fn a_leader_on_a_slow_disk_hands_over_without_an_election_storm() {
     );
 
     let log = cluster.node(slow).last_log();
-    for line in log.lines().filter(|l| l.contains("slow") || l.contains("role changed")) {
+    for line in log
+        .lines()
+        .filter(|l| l.contains("slow") || l.contains("role changed"))
+    {
         println!("node {slow}: {line}");
     }
     let (leader, _) = trail.current().expect("a leader");

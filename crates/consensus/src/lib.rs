@@ -20,8 +20,8 @@ pub mod membership;
 pub mod recovery;
 pub mod replica;
 pub mod replication;
-pub mod slow_disk;
 pub mod sim;
+pub mod slow_disk;
 pub mod storage;
 pub mod types;
 

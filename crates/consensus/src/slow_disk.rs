@@ -13,9 +13,8 @@
 //!   raft-rs's voters refuse a candidate of lower priority than their own unless its log is
 //!   longer, so a slow node is not elected back while a healthy voter can be, yet can still be
 //!   elected when it holds the longest log (safety and liveness are Raft's as before).
-//! - **A slow leader** hands leadership ([`Eviction`]) to an in-sync voter (the rule of
-//!   `crate::replication`) with the highest match index, so that Raft's transfer completes at
-//!   once; if it still leads [`SLOW_DISK_TRANSFER_RETRY`] later it asks again; and once
+//! - **A slow leader** hands leadership ([`Eviction`]) to a voter it hears from, in sync (the
+//!   rule of `crate::replication`) if one is, with the highest match index ([`successor`]); if it still leads [`SLOW_DISK_TRANSFER_RETRY`] later it asks again; and once
 //!   leadership has moved away, it hands it over again at most [`SLOW_DISK_EVICTION_COOLDOWN`]
 //!   later (if it leads again while still slow: no ping-pong, no storm).
 
@@ -23,7 +22,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use bulwark_limits::{
-    SLOW_DISK_EVICTION_COOLDOWN, SLOW_DISK_RECENT_SYNCS, SLOW_DISK_MIN_SAMPLES,
+    SLOW_DISK_EVICTION_COOLDOWN, SLOW_DISK_MIN_SAMPLES, SLOW_DISK_RECENT_SYNCS,
     SLOW_DISK_TRANSFER_RETRY, SLOW_DISK_WINDOW, SLOW_SYNC_THRESHOLD,
 };
 
@@ -153,16 +152,20 @@ impl SlowDisk {
     }
 }
 
-/// The voter to hand leadership to: in sync, and the furthest along (the transfer completes at
-/// once when it holds the leader's whole log); the lowest id among equals.
+/// The voter to hand leadership to: one the leader heard from within an election timeout
+/// (`recent_active`), in sync if any is, then the furthest along (the transfer completes at
+/// once when it holds the leader's whole log); the lowest id among equals. A voter that is only
+/// active, not in sync, still qualifies: under steady writes a slow leader appends new entries
+/// every round before its followers' acknowledgements arrive, so at its round's end they are
+/// rarely seen caught up, and Raft's transfer sends the target what it lacks before it lets it
+/// campaign.
 pub fn successor(followers: &[FollowerReplication], voters: &[NodeId]) -> Option<NodeId> {
     followers
         .iter()
-        .filter(|f| f.in_sync && voters.contains(&f.id))
-        .max_by_key(|f| (f.matched, std::cmp::Reverse(f.id)))
+        .filter(|f| f.recent_active && voters.contains(&f.id))
+        .max_by_key(|f| (f.in_sync, f.matched, std::cmp::Reverse(f.id)))
         .map(|f| f.id)
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -184,6 +187,15 @@ mod tests {
         }
     }
 
+    /// A follower the leader hears from that is not in sync (it lags in time).
+    fn lagging(id: u64, matched: u64) -> FollowerReplication {
+        FollowerReplication {
+            recent_active: true,
+            lag_ms: 5_000,
+            ..follower(id, matched, false)
+        }
+    }
+
     fn voters(ids: &[u64]) -> Vec<NodeId> {
         ids.iter().map(|&id| NodeId(id)).collect()
     }
@@ -201,11 +213,13 @@ mod tests {
     fn the_verdict_needs_enough_recent_syncs_more_than_half_of_them_slow() {
         let now = Duration::from_secs(100);
         // (sync latencies, one every 100 ms ending at `now`, slow?)
+        const AT: u64 = SLOW_SYNC_THRESHOLD.as_millis() as u64;
+        const UNDER: u64 = AT - 1;
         let cases: &[(&[u64], bool)] = &[
             (&[], false),
             (&[900, 900], false),           // too few to judge
-            (&[100, 100, 100], true),       // at the threshold
-            (&[99, 99, 99], false),         // just under it
+            (&[AT, AT, AT], true),          // at the threshold
+            (&[UNDER, 2, UNDER], false),    // just under it
             (&[5, 300, 300], true),         // two of three slow
             (&[5, 5, 900], false),          // one stall is a hiccup
             (&[5, 5, 300, 300], false),     // half is not more than half
@@ -222,7 +236,11 @@ mod tests {
                 disk.observe_sync(at, MS * *ms as u32);
             }
             assert_eq!(disk.slow(now).is_some(), *slow, "{latencies:?}");
-            let priority = if *slow { SLOW_PRIORITY } else { HEALTHY_PRIORITY };
+            let priority = if *slow {
+                SLOW_PRIORITY
+            } else {
+                HEALTHY_PRIORITY
+            };
             assert_eq!(disk.election_priority(now), priority, "{latencies:?}");
         }
     }
@@ -244,7 +262,7 @@ mod tests {
     }
 
     #[test]
-    fn only_a_slow_leader_evicts_itself_to_the_furthest_in_sync_voter() {
+    fn only_a_slow_leader_evicts_itself_to_an_active_voter_in_sync_first() {
         let now = Duration::from_secs(100);
         let slow = || disk_with(5, 300 * MS, 300 * MS, now);
         let healthy = || disk_with(50, 3 * MS, 10 * MS, now);
@@ -255,15 +273,48 @@ mod tests {
         ];
         let all = voters(&[1, 2, 3, 4]);
         // (disk, leading, followers, voters, eviction target)
-        type Case = (SlowDisk, bool, Vec<FollowerReplication>, Vec<NodeId>, Option<u64>);
+        type Case = (
+            SlowDisk,
+            bool,
+            Vec<FollowerReplication>,
+            Vec<NodeId>,
+            Option<u64>,
+        );
         let cases: Vec<Case> = vec![
             (slow(), true, followers.to_vec(), all.clone(), Some(3)),
             (healthy(), true, followers.to_vec(), all.clone(), None),
             (slow(), false, followers.to_vec(), all.clone(), None),
             // Node 3 is a learner: the furthest voter in sync is node 2.
-            (slow(), true, followers.to_vec(), voters(&[1, 2, 4]), Some(2)),
-            // Nobody in sync: nobody to hand over to (a lone leader stays).
-            (slow(), true, vec![follower(2, 40, false)], all.clone(), None),
+            (
+                slow(),
+                true,
+                followers.to_vec(),
+                voters(&[1, 2, 4]),
+                Some(2),
+            ),
+            // Nobody heard from: nobody to hand over to (a lone leader stays).
+            (
+                slow(),
+                true,
+                vec![follower(2, 40, false)],
+                all.clone(),
+                None,
+            ),
+            // An in-sync voter before one further along that is not; one heard from will do.
+            (
+                slow(),
+                true,
+                vec![lagging(3, 45), follower(2, 40, true)],
+                all.clone(),
+                Some(2),
+            ),
+            (
+                slow(),
+                true,
+                vec![lagging(3, 45), lagging(2, 44)],
+                all.clone(),
+                Some(3),
+            ),
             (slow(), true, vec![], voters(&[1]), None),
             // Equals: the lowest id.
             (
@@ -299,7 +350,9 @@ mod tests {
             now += 100 * MS;
         }
         disk.observe_sync(now, 300 * MS);
-        let again = disk.decide(now, true, &followers, &voters).expect("asked again");
+        let again = disk
+            .decide(now, true, &followers, &voters)
+            .expect("asked again");
         assert!(again.retry);
     }
 
@@ -319,7 +372,9 @@ mod tests {
             now += 250 * MS;
         }
         disk.observe_sync(now, 300 * MS);
-        let again = disk.decide(now, true, &followers, &voters).expect("evicts again");
+        let again = disk
+            .decide(now, true, &followers, &voters)
+            .expect("evicts again");
         assert!(!again.retry, "a new slow period's first transfer");
     }
 
@@ -333,20 +388,28 @@ mod tests {
     }
 
     fn step() -> impl Strategy<Value = Step> {
-        let sync = prop_oneof![Just(None), (0u64..20).prop_map(Some), (80u64..1500).prop_map(Some)];
-        (1u64..1500, sync, proptest::bool::weighted(0.8), any::<bool>()).prop_map(
-            |(advance_ms, sync_ms, leading, in_sync)| Step {
+        let sync = prop_oneof![
+            Just(None),
+            (0u64..20).prop_map(Some),
+            (50u64..1500).prop_map(Some)
+        ];
+        (
+            1u64..1500,
+            sync,
+            proptest::bool::weighted(0.8),
+            any::<bool>(),
+        )
+            .prop_map(|(advance_ms, sync_ms, leading, in_sync)| Step {
                 advance_ms,
                 sync_ms,
                 leading,
                 in_sync,
-            },
-        )
+            })
     }
 
     proptest! {
         /// Whatever happens, a node hands leadership over only while it leads on a slow disk, to
-        /// an in-sync voter, never twice within the retry interval, and never again within the
+        /// a voter it hears from, never twice within the retry interval, and never again within the
         /// cool-down once leadership moved away after a transfer.
         #[test]
         fn evictions_respect_the_verdict_the_retry_and_the_cool_down(
@@ -363,6 +426,7 @@ mod tests {
                     disk.observe_sync(now, MS * ms as u32);
                 }
                 let followers = [follower(2, 7, s.in_sync), follower(5, 9, true)];
+                // Node 5 is no voter; node 2 is heard from only while in sync here.
                 let slow = disk.slow(now);
                 let eviction = disk.decide(now, s.leading, &followers, &voters);
                 if !s.leading && asks.last().is_some_and(|a| moved_after_ask.is_none_or(|m| m < *a)) {
