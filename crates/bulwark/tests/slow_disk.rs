@@ -306,16 +306,16 @@ async fn a_leader_on_a_slow_disk_hands_over_without_an_election_storm() {
     {
         println!("node {slow}: {line}");
     }
+    assert!(
+        in_window.len() <= 1,
+        "more than one leader change while node {slow}'s disk was slow: {in_window:?}\n{}",
+        cluster.logs()
+    );
     let (leader, _) = trail.current().expect("a leader");
     assert_ne!(
         leader,
         slow,
         "the slow leader did not hand over within {HAND_OFF_POLLS} polls\n{}",
-        cluster.logs()
-    );
-    assert!(
-        in_window.len() <= 1,
-        "more than one leader change while node {slow}'s disk was slow: {in_window:?}\n{}",
         cluster.logs()
     );
     assert_eq!(
