@@ -21,6 +21,7 @@ pub mod recovery;
 pub mod replica;
 pub mod replication;
 pub mod sim;
+pub mod slow_disk;
 pub mod storage;
 pub mod types;
 

@@ -280,6 +280,37 @@ pub const SNAPSHOT_READ_TIMEOUT: Duration = Duration::from_secs(20);
 /// (with the two equal, every new attempt began with the same silent source again).
 pub const SNAPSHOT_STALL_TIMEOUT: Duration = Duration::from_secs(50);
 
+/// A node's disk is slow when the median of its recent Raft log syncs (append + fdatasync) is at
+/// least this long: a healthy disk syncs in well under 10 ms (SSDs, cloud volumes), a spinning
+/// one in about 10 to 20 ms, while every write a leader commits waits for two to three of its
+/// syncs (so 50 ms added to each, the mildest slow disk the chaos nemesis injects, turns a 2 ms
+/// write into 150 ms that a healthy voter would serve in 2).
+pub const SLOW_SYNC_THRESHOLD: Duration = Duration::from_millis(40);
+
+/// The slow-disk verdict looks at this many of the newest log syncs: more than half of them
+/// (three) must reach [`SLOW_SYNC_THRESHOLD`], so a single stall is a hiccup, while a disk that
+/// turned slow is judged after three slow syncs, about a second at 300 ms each (a count, not a
+/// span of time: a busy node's many fast syncs from before the slowness do not delay it).
+pub const SLOW_DISK_RECENT_SYNCS: usize = 5;
+
+/// Fewer recent log syncs than this is no verdict (a node that barely writes says little
+/// about its disk): a majority of [`SLOW_DISK_RECENT_SYNCS`].
+pub const SLOW_DISK_MIN_SAMPLES: usize = SLOW_DISK_RECENT_SYNCS / 2 + 1;
+
+/// Only log syncs of this recent window count: a node that stopped writing keeps no verdict
+/// beyond it, and it holds [`SLOW_DISK_MIN_SAMPLES`] syncs of a second each.
+pub const SLOW_DISK_WINDOW: Duration = Duration::from_secs(5);
+
+/// A leader on a slow disk hands leadership over at most once per this long: if it leads again
+/// while still slow (every other voter is slow too, or the new leader died), the cluster is not
+/// thrown into a leader change every few seconds.
+pub const SLOW_DISK_EVICTION_COOLDOWN: Duration = Duration::from_secs(30);
+
+/// A leader on a slow disk that still leads this long after it asked Raft to transfer
+/// leadership tries again (raft-rs gives a transfer one election timeout, counted in the slow
+/// leader's own, stretched, ticks).
+pub const SLOW_DISK_TRANSFER_RETRY: Duration = Duration::from_secs(3);
+
 /// How often a closed state store is tried to be reopened.
 pub const STORE_REOPEN_RETRY: Duration = Duration::from_millis(250);
 
@@ -464,6 +495,14 @@ const _: () = assert!(
 // or reopens its file, so it notices freed space no later than they do.
 const _: () = assert!(ms(DISK_FULL_RETRY) <= ms(SPACE_RETRY));
 const _: () = assert!(ms(STORE_REOPEN_RETRY) <= ms(SPACE_RETRY));
+// A slow disk is judged before its slowness alone would stall a leader into an election; the
+// window holds enough syncs of a second each for a verdict; a transfer gets longer than Raft's
+// own timeout for it before it is tried again, and is tried again well within the cool-down.
+const _: () = assert!(ms(SLOW_SYNC_THRESHOLD) < ticks_ms(ELECTION_TICKS as u64));
+const _: () = assert!(1000 * (SLOW_DISK_MIN_SAMPLES as u128) < ms(SLOW_DISK_WINDOW));
+const _: () = assert!(2 * SLOW_DISK_MIN_SAMPLES > SLOW_DISK_RECENT_SYNCS);
+const _: () = assert!(ticks_ms(MAX_ELECTION_TICKS as u64) < ms(SLOW_DISK_TRANSFER_RETRY));
+const _: () = assert!(ms(SLOW_DISK_TRANSFER_RETRY) < ms(SLOW_DISK_EVICTION_COOLDOWN));
 // The transport's backoff grows from its floor to its cap.
 const _: () = assert!(ms(PEER_BACKOFF_MIN) < ms(PEER_BACKOFF_MAX));
 // Client connections: a request waiting for its answer (a permit, then a forwarded write at

@@ -42,6 +42,10 @@ pub struct Metrics {
     pub disk_full: Gauge,
     /// Peer messages dropped because the node's inbox held its bound of them (Raft resends).
     pub peer_messages_dropped: Counter,
+    /// 1 while this node judges its own disk slow (`consensus::slow_disk`).
+    pub slow_disk: Gauge,
+    /// Leadership transfers this node asked for because its disk was slow.
+    pub leader_evictions: Counter,
 }
 
 impl Default for Metrics {
@@ -66,7 +70,7 @@ impl Default for Metrics {
         let fsync_seconds = register(
             &mut registry,
             "wal_fsync_duration_seconds",
-            "Latency of one write-ahead log sync (write + fdatasync)",
+            "Latency of one Raft log sync that writes entries (write + fdatasync)",
             Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
         );
         let group_commit_requests = register(
@@ -142,8 +146,22 @@ impl Default for Metrics {
             "Raft messages from peers dropped because the node's inbox was full (peers resend)",
             Counter::default(),
         );
+        let slow_disk = register(
+            &mut registry,
+            "slow_disk",
+            "1 while the median of this node's recent log syncs is over the slow-disk threshold: it hands leadership over and is not preferred in elections",
+            Gauge::default(),
+        );
+        let leader_evictions = register(
+            &mut registry,
+            "leader_evictions",
+            "Leadership transfers this node asked for because its disk was slow",
+            Counter::default(),
+        );
         Metrics {
             registry,
+            slow_disk,
+            leader_evictions,
             disk_full,
             peer_messages_dropped,
             member_match_index,

@@ -207,6 +207,11 @@ pub struct Replica<S: RaftStorage, M: StateMachine, T> {
     last_conf_change: LogIndex,
     /// A Ready whose persistence failed, to be resumed by the next `process_ready`.
     held: Option<HeldReady>,
+    /// The shell's monotonic clock, read around each log sync that writes entries when the
+    /// shell asked for their durations ([`Replica::time_log_syncs`]).
+    sync_clock: Option<fn() -> Duration>,
+    /// Those durations, until the shell takes them.
+    log_syncs: Vec<Duration>,
 }
 
 impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
@@ -257,6 +262,8 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
             conf_changes: Vec::new(),
             snapshots_sent: HashMap::new(),
             held: None,
+            sync_clock: None,
+            log_syncs: Vec::new(),
         })
     }
 
@@ -390,6 +397,25 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
     /// The shell's monotonic clock when the last message of `peer` arrived.
     pub fn heard_at(&self, peer: NodeId) -> Option<Duration> {
         self.clock.heard_at(peer.0)
+    }
+
+    /// Times every log sync that writes entries with the shell's monotonic `clock` (the replica
+    /// reads no clock of its own); [`Replica::take_log_syncs`] hands the durations over.
+    pub fn time_log_syncs(&mut self, clock: fn() -> Duration) {
+        self.sync_clock = Some(clock);
+    }
+
+    /// The durations of the log syncs timed since the last call (see `crate::slow_disk`).
+    pub fn take_log_syncs(&mut self) -> Vec<Duration> {
+        std::mem::take(&mut self.log_syncs)
+    }
+
+    /// Raft's election priority of this node: voters refuse a candidate of lower priority than
+    /// their own unless its log is longer (see `crate::slow_disk`).
+    pub fn set_election_priority(&mut self, priority: i64) {
+        if self.raw.raft.priority != priority {
+            self.raw.set_priority(priority);
+        }
     }
 
     /// A peer's message with the proposer time its sender stamped it with when it left.

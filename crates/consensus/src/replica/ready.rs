@@ -191,6 +191,7 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
     }
 
     /// The Ready's entries and hard state, appended and synced (stage `Persist`).
+    /// A sync that writes entries is timed when the shell asked for it.
     fn persist(&mut self, ready: &raft::Ready) -> Result<(), StorageError> {
         let store = self.raw.mut_store();
         if !ready.entries().is_empty() {
@@ -199,7 +200,13 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
         if let Some(hs) = ready.hs() {
             store.set_hard_state(hs);
         }
-        store.sync()
+        let clock = self.sync_clock.filter(|_| store.dirty_from().is_some());
+        let started = clock.map(|now| now());
+        store.sync()?;
+        if let (Some(now), Some(started)) = (clock, started) {
+            self.log_syncs.push(now().saturating_sub(started));
+        }
+        Ok(())
     }
 
     /// Keeps a Ready that could not be persisted, and answers what waits on this node: its

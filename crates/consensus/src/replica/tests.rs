@@ -100,6 +100,11 @@ struct Cluster {
 
 impl Cluster {
     fn new() -> Cluster {
+        Cluster::at_term(0)
+    }
+
+    /// Three voters that have no leader yet, at `term`.
+    fn at_term(term: u64) -> Cluster {
         let voters = vec![1, 2, 3];
         let conf = ConfState::from((voters.clone(), vec![]));
         let mut nodes = Vec::new();
@@ -108,6 +113,10 @@ impl Cluster {
             let flag = Rc::new(Cell::new(false));
             let mut inner = MemRaftStorage::new();
             inner.set_conf_state(&conf);
+            inner.set_hard_state(&HardState {
+                term,
+                ..HardState::default()
+            });
             let storage = FullableStorage {
                 inner,
                 full: flag.clone(),
@@ -524,4 +533,56 @@ fn a_leader_that_cannot_sync_is_replaced_and_rejoins_after() {
     for id in (1..=5).chain(10..=20) {
         assert!(accounts.contains(&id), "account {id} on node 1");
     }
+}
+
+#[test]
+fn a_node_of_lowered_election_priority_is_not_elected_while_a_healthy_voter_can_be() {
+    // Node 1 times out first and wins when all are equal. No leader yet, so no voter ignores
+    // it for a lease: only its priority makes them refuse it. (At term 1, as every real node
+    // starts, the bootstrap snapshot's: raft-rs panics when it refuses a vote at term 0.)
+    let mut c = Cluster::at_term(1);
+    c.node(1)
+        .set_election_priority(crate::slow_disk::SLOW_PRIORITY);
+    c.rounds(60);
+    assert_eq!(c.leader(), Some(2), "node 2 times out next, and is elected");
+    // Node 1 votes and follows as before: writes commit everywhere.
+    c.write_account(2, 7);
+    c.rounds(10);
+    assert_eq!(c.outcome(7).len(), 1);
+    c.assert_converged();
+    // Equal priorities again: node 1 is elected when it times out first.
+    let mut c = Cluster::at_term(1);
+    c.node(1)
+        .set_election_priority(crate::slow_disk::HEALTHY_PRIORITY);
+    c.rounds(60);
+    assert_eq!(c.leader(), Some(1));
+}
+
+/// A clock that moves 7 ms every time it is read: each timed sync takes 7 ms.
+fn clock_of_7ms_steps() -> Duration {
+    static READS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    Duration::from_millis(7 * READS.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+}
+
+#[test]
+fn log_syncs_that_write_entries_are_timed_with_the_shells_clock_when_asked() {
+    let mut c = Cluster::new();
+    c.node(1).time_log_syncs(clock_of_7ms_steps);
+    c.node(2).time_log_syncs(clock_of_7ms_steps);
+    c.rounds(60);
+    assert_eq!(c.leader(), Some(1));
+    let _ = (c.node(1).take_log_syncs(), c.node(2).take_log_syncs());
+    c.write_account(1, 8);
+    c.rounds(10);
+    assert_eq!(c.outcome(8).len(), 1);
+    for id in [1, 2] {
+        let syncs = c.node(id).take_log_syncs();
+        assert!(!syncs.is_empty(), "node {id} synced the entry");
+        assert!(
+            syncs.iter().all(|d| *d == Duration::from_millis(7)),
+            "node {id}: {syncs:?}"
+        );
+        assert!(c.node(id).take_log_syncs().is_empty(), "taken once");
+    }
+    assert!(c.node(3).take_log_syncs().is_empty(), "node 3 did not ask");
 }

@@ -173,7 +173,6 @@ impl ClusterLoop {
         if !run {
             return Ok(());
         }
-        let started = Instant::now();
         let transport = self.transport.clone();
         let sent_at = self.replica.proposer_now();
         let (cluster, snapshots) = (&mut self.cluster, &self.snapshots);
@@ -196,9 +195,6 @@ impl ClusterLoop {
             self.installed = installed;
         }
 
-        self.metrics
-            .fsync_seconds
-            .observe(started.elapsed().as_secs_f64());
         let proposed = std::mem::take(&mut self.round_writes);
         if outcome.is_ok() && proposed > 0 && self.replica.is_leader() {
             self.metrics

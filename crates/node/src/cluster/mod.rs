@@ -2,7 +2,7 @@
 //! [`Replica`] over the durable Raft log, with the peer transport for messages. Writes are
 //! proposed on the leader and answered once committed on a majority and applied; reads wait for
 //! a Raft read index (linearizable). `start` opens and checks the directory, `event_loop` runs
-//! the rounds, `membership`, `replication` and `status` own their concerns, `config` the
+//! the rounds, `membership`, `replication`, `slow_disk` and `status` own their concerns, `config` the
 //! members and the address book.
 //!
 //! # A snapshot install
@@ -26,6 +26,7 @@ mod config;
 mod event_loop;
 mod membership;
 mod replication;
+mod slow_disk;
 mod start;
 mod status;
 
@@ -123,6 +124,9 @@ struct ClusterLoop {
     recovering: Option<Recovering>,
     /// The snapshot download running on its worker thread, if any.
     downloader: crate::download::Downloader,
+    /// This node's own log syncs and what they decide: whether its disk is slow, and whether, as
+    /// leader, it hands leadership over (`slow_disk`).
+    slow_disk: bulwark_consensus::slow_disk::SlowDisk,
 }
 
 /// Why the replica holds a Ready (see `consensus::replica`).

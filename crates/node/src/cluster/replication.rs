@@ -1,6 +1,7 @@
 //! Replication status on the leader: per follower its lag in entries and in time, whether it is
 //! in sync (the rule is `consensus::replication`'s, shared with the simulation), the `ack=all`
-//! waiters that this settles, and readiness for the API.
+//! waiters that this settles, readiness for the API, and the slow-disk check, which needs the
+//! followers' in-sync status.
 
 use bulwark_consensus::replication::AckAll;
 
@@ -48,5 +49,7 @@ impl ClusterLoop {
         // A node holding a Ready (a full disk, a snapshot still downloading) cannot serve
         // linearizable reads: not ready, whatever it last heard.
         view.ready = ready && !view.removed && !full && !self.replica.is_stalled();
+        drop(view);
+        self.watch_disk(&replication.followers);
     }
 }

@@ -244,11 +244,13 @@ fn check_flags_against_configuration(
 fn spawn_loop(
     config: NodeConfig,
     cluster: ClusterConfig,
-    replica: ClusterReplica,
+    mut replica: ClusterReplica,
     transport: Arc<dyn Transport>,
     metrics: Arc<Metrics>,
     recovering: Recovering,
 ) -> Result<Node, StartError> {
+    // Each log sync is timed for the slow-disk verdict (`consensus::slow_disk`).
+    replica.time_log_syncs(super::event_loop::monotonic_clock);
     let snapshots = Arc::new(std::sync::Mutex::new(Some(
         replica.state().snapshot_source(),
     )));
@@ -300,6 +302,7 @@ fn spawn_loop(
         was_leader: false,
         recovering: Some(recovering),
         downloader: crate::download::Downloader::default(),
+        slow_disk: Default::default(),
     };
     let thread = std::thread::Builder::new()
         .name("cluster-loop".into())
