@@ -1,5 +1,6 @@
 //! `bulwark chaos` with power faults, each node's data on a lazy filesystem (root and /dev/fuse):
-//! a short run with `power`, `power-all`, `torn`, `composed` and `clock` must come out VALID; and
+//! a short run with `power`, `power-all`, `torn`, `composed`, `clock` and `slow-disk` must come out
+//! VALID; and
 //! the harness must be able to fail: a test build told to skip the Raft log's fdatasync, or every
 //! directory fsync, must turn a short `power,power-all` run INVALID, with acknowledged transfers
 //! missing from what the cluster holds afterwards.
@@ -35,7 +36,7 @@ fn window_starts(history: &str) -> Vec<String> {
 }
 
 #[test]
-fn a_short_run_with_power_cuts_torn_writes_composed_and_clock_faults_is_valid() {
+fn a_short_run_with_power_cuts_torn_writes_composed_clock_and_slow_disk_faults_is_valid() {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("run");
     let out_arg = out.display().to_string();
@@ -43,9 +44,9 @@ fn a_short_run_with_power_cuts_torn_writes_composed_and_clock_faults_is_valid() 
         "--nodes",
         "3",
         "--nemesis",
-        "power,power-all,torn,composed,clock",
+        "power,power-all,torn,composed,clock,slow-disk",
         "--duration",
-        "75",
+        "90",
         "--rate",
         "150",
         "--hold-ms",
@@ -66,6 +67,7 @@ fn a_short_run_with_power_cuts_torn_writes_composed_and_clock_faults_is_valid() 
         "power-all: every node lost power",
         "torn power cut of node",
         "clock: node",
+        "slow-disk: every fsync of node",
     ] {
         assert!(
             windows.iter().any(|w| w.starts_with(fault)),
