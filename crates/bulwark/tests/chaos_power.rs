@@ -55,6 +55,8 @@ fn a_short_run_with_power_cuts_torn_writes_composed_clock_and_slow_disk_faults_i
         "2000-3000",
         "--seed",
         "20261202",
+        "--checkpoint-transfers",
+        "2000",
         "--out",
         &out_arg,
     ]);

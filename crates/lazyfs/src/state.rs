@@ -163,7 +163,7 @@ impl Shared {
 
     /// An fsync or fdatasync of `ino`, after the slow disk's delay.
     pub fn fsync(&self, ino: u64) -> Result<(), Errno> {
-        self.sleep_fsync_delay();
+        self.sleep_fsync_delay()?;
         let Some(file) = self.file(ino) else {
             // Nothing unsynced (a file opened read-only and never written): still counts.
             self.fsyncs.fetch_add(1, Ordering::Relaxed);
@@ -175,7 +175,7 @@ impl Shared {
 
     /// An fsync of directory `ino`: its pending entry changes become durable.
     pub fn fsync_dir(&self, ino: u64) -> Result<(), Errno> {
-        self.sleep_fsync_delay();
+        self.sleep_fsync_delay()?;
         let mut state = self.state();
         let path = state.tree.full(&state.tree.path(ino)?);
         state.tree.commit_dir(ino);
@@ -184,11 +184,21 @@ impl Shared {
         Ok(())
     }
 
-    fn sleep_fsync_delay(&self) {
+    /// The slow disk's delay before an fsync. A cut that comes during it fails the fsync (EIO)
+    /// instead of letting it finish after the cut: the power went before the disk was done, and
+    /// the process that asked (killed first, as the harness does) would otherwise have its last
+    /// writes made durable behind the cut's back.
+    fn sleep_fsync_delay(&self) -> Result<(), Errno> {
         let delay = self.fsync_delay();
-        if !delay.is_zero() {
-            std::thread::sleep(delay);
+        if delay.is_zero() {
+            return Ok(());
         }
+        let cuts_before = self.cuts.load(Ordering::SeqCst);
+        std::thread::sleep(delay);
+        if self.cuts.load(Ordering::SeqCst) != cuts_before {
+            return Err(Errno::EIO);
+        }
+        Ok(())
     }
 
     /// A power cut: drops every unsynced write (keeping, when `torn_seed` is given, a random
@@ -222,7 +232,7 @@ impl Shared {
             }
         }
         report.changes_undone = state.tree.undo_all() as u64;
-        self.cuts.fetch_add(1, Ordering::Relaxed);
+        self.cuts.fetch_add(1, Ordering::SeqCst);
         report
     }
 

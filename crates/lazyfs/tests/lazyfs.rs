@@ -528,3 +528,21 @@ fn the_control_file_drives_the_filesystem_from_another_process() {
         .collect();
     assert_eq!(names, ["f"]);
 }
+
+#[test]
+fn an_fsync_still_in_the_slow_disks_delay_when_the_power_goes_keeps_nothing() {
+    let m = Mounted::new();
+    durable_file(&m.path("f"), b"durable");
+    let file = OpenOptions::new().write(true).open(m.path("f")).unwrap();
+    file.write_all_at(b"in flight", 0).unwrap();
+    let control = m.fs.controller();
+    control.set_fsync_delay(std::time::Duration::from_millis(300));
+    let syncing = std::thread::spawn(move || file.sync_all());
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let report = control.power_cut();
+    assert_eq!(report.files_with_lost_writes, 1, "{report:?}");
+    let synced = syncing.join().unwrap();
+    assert!(synced.is_err(), "the fsync the cut interrupted succeeded");
+    control.set_fsync_delay(std::time::Duration::ZERO);
+    assert_eq!(fs::read(m.path("f")).unwrap(), b"durable");
+}

@@ -167,6 +167,7 @@ impl Nemesis {
             format!("partition [{victim}] | rest (composed: cut off until it needs a snapshot, then a power cut)"),
         );
         sleep_until_or(hold, deadline).await;
+        let compacted = self.wait_compacted_past(cluster, victim, deadline).await;
         let log = cluster.node(victim).log_path();
         let log_before = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
         cluster.proxy.links().heal();
@@ -180,10 +181,10 @@ impl Nemesis {
         // Somewhere in the download, the swap or the reopen.
         tokio::time::sleep(self.rng.millis(0, 400)).await;
         let report = cluster.node(victim).power_cut(None)?;
-        let during = if fetching {
-            "while it installs a snapshot"
-        } else {
-            "(it fetched no snapshot within 5 s)"
+        let during = match (fetching, compacted) {
+            (true, _) => "while it installs a snapshot",
+            (false, true) => "(it fetched no snapshot within 5 s)",
+            (false, false) => "(the leader did not compact past it in time)",
         };
         self.window(
             recorder,
@@ -204,6 +205,35 @@ impl Nemesis {
         Ok(())
     }
 }
+
+impl Nemesis {
+    /// Waits (at most [`COMPACTION_WAIT`], and not past `deadline`) until the leader's log starts
+    /// after `victim`'s applied index, so that it can only catch up by snapshot.
+    async fn wait_compacted_past(&self, cluster: &Cluster, victim: u64, deadline: Instant) -> bool {
+        let until = (Instant::now() + COMPACTION_WAIT).min(deadline);
+        while Instant::now() < until {
+            let statuses = cluster.statuses().await;
+            let applied = statuses
+                .get(&victim)
+                .and_then(|s| s["applied_index"].as_u64());
+            let first = statuses
+                .values()
+                .find(|s| s["role"] == "leader")
+                .and_then(|s| s["log"]["first_index"].as_u64());
+            if let (Some(applied), Some(first)) = (applied, first) {
+                if first > applied + 1 {
+                    return true;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        false
+    }
+}
+
+/// How long a follower cut off for a snapshot install waits at most for the leader to compact
+/// past it (a checkpoint every `--checkpoint-transfers` transfers).
+const COMPACTION_WAIT: Duration = Duration::from_secs(90);
 
 /// Whether the log at `path` holds `needle` past its first `from` bytes (false if unreadable).
 fn logged_since(path: &std::path::Path, from: u64, needle: &str) -> bool {

@@ -22,7 +22,9 @@ impl Nemesis {
         (hold, deadline): (Duration, Instant),
     ) -> anyhow::Result<()> {
         let torn_seed = torn.then(|| self.rng.next_u64());
+        self.catch_in_flight(cluster, &[victim]).await?;
         let report = cluster.node(victim).power_cut(torn_seed)?;
+        cluster.node(victim).set_fsync_delay(Duration::ZERO)?;
         let kind = if torn { "torn" } else { "power" };
         let cut = if torn { "torn power cut" } else { "power cut" };
         self.window(
@@ -53,12 +55,14 @@ impl Nemesis {
         (hold, deadline): (Duration, Instant),
     ) -> anyhow::Result<()> {
         let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
+        self.catch_in_flight(cluster, &ids).await?;
         for id in &ids {
             cluster.node(*id).kill9();
         }
         let mut lost_parts = Vec::new();
         for id in &ids {
             let report = cluster.node(*id).power_cut(None)?;
+            cluster.node(*id).set_fsync_delay(Duration::ZERO)?;
             lost_parts.push(format!("node {id} {}", lost(&report)));
         }
         self.window(
@@ -79,6 +83,20 @@ impl Nemesis {
             NemesisAction::Stop,
             "power-all: every node restarted".to_string(),
         );
+        Ok(())
+    }
+}
+
+impl Nemesis {
+    /// Slows the fsyncs of `ids` for a moment before their power goes, as a cut often finds a
+    /// disk: busy, with the last writes not yet synced. Without it a cut almost always lands
+    /// between two of a node's fsyncs and drops nothing (a run of 73 cuts dropped data once).
+    async fn catch_in_flight(&mut self, cluster: &mut Cluster, ids: &[u64]) -> anyhow::Result<()> {
+        let delay = self.rng.millis(20, 200);
+        for id in ids {
+            cluster.node(*id).set_fsync_delay(delay)?;
+        }
+        tokio::time::sleep(delay + self.rng.millis(0, 50)).await;
         Ok(())
     }
 }
