@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bulwark_chaos::{Kind, Phase};
-use common::bin;
+use common::{bin, chaos, window_starts};
 use serde_json::Value;
 
 /// Floors of what the CI run must have done and compared (see [`assert_the_run_tested_enough`]).
@@ -24,19 +24,6 @@ const ACKNOWLEDGED_FLOOR: usize = 4000;
 const READS_FLOOR: usize = 400;
 const CHECKED_READS_FLOOR: usize = 400;
 const CHECKED_ACCOUNTS_FLOOR: usize = 8;
-
-fn chaos(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(bin())
-        .arg("chaos")
-        .args(args)
-        .output()
-        .expect("run bulwark chaos");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[test]
 fn a_short_run_with_every_fault_is_valid_and_its_history_checks() {
@@ -110,16 +97,6 @@ fn node_logs(out: &Path) -> String {
                 .join("\n")
         })
         .unwrap_or_default()
-}
-
-/// The descriptions of a history's nemesis windows (their starts).
-fn window_starts(history: &str) -> Vec<String> {
-    history
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["kind"] == "nemesis" && v["action"] == "start")
-        .map(|v| v["description"].as_str().unwrap_or("").to_string())
-        .collect()
 }
 
 /// `bulwark chaos check` agrees with the run's verdict on its history, and fails the same history

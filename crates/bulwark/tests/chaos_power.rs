@@ -7,33 +7,8 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::bin;
+use common::{chaos, window_starts};
 use serde_json::Value;
-
-fn chaos(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(bin())
-        .arg("chaos")
-        .args(args)
-        .output()
-        .expect("run bulwark chaos");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// The descriptions of a history's nemesis windows (their starts).
-fn window_starts(history: &str) -> Vec<String> {
-    history
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["kind"] == "nemesis" && v["action"] == "start")
-        .map(|v| v["description"].as_str().unwrap_or("").to_string())
-        .collect()
-}
 
 #[test]
 fn a_short_run_with_power_cuts_torn_writes_composed_clock_and_slow_disk_faults_is_valid() {

@@ -1017,3 +1017,27 @@ pub fn cluster_local(
         .expect("spawn bulwark cluster local");
     Local(Some(child))
 }
+
+/// `bulwark chaos ARGS`: its exit code, stdout and stderr.
+pub fn chaos(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(bin())
+        .arg("chaos")
+        .args(args)
+        .output()
+        .expect("run bulwark chaos");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The descriptions of a history's nemesis windows (their starts).
+pub fn window_starts(history: &str) -> Vec<String> {
+    history
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["kind"] == "nemesis" && v["action"] == "start")
+        .map(|v| v["description"].as_str().unwrap_or("").to_string())
+        .collect()
+}
