@@ -176,39 +176,7 @@ async fn drive(
             None
         }
     };
-    let mut states = Vec::new();
-    let mut unread = Vec::new();
-    for id in cluster.originals.clone() {
-        if cluster.node(id).exited().is_some() {
-            unread.push(format!(
-                "node {id} cannot give its final state: it does not stay up (see {})",
-                cluster.nodes[&id].log_path().display()
-            ));
-            continue;
-        }
-        match read_final_state(cluster, id).await {
-            Ok(state) => states.push((id, state)),
-            Err(e) => unread.push(format!("{e:#}")),
-        }
-    }
-    let mut replicas = replicas_verdict(&states, final_index);
-    // A node that cannot give its final state fails the run; with none, the acknowledged writes
-    // are checked against an empty ledger: a client can read back none of them.
-    if !unread.is_empty() {
-        replicas.ok = false;
-        replicas.violations.extend(unread);
-    }
-    let state = match states.first() {
-        Some((_, state)) => state.clone(),
-        None => {
-            replicas.violations.push(
-                "no node gave its final state: the acknowledged writes are checked against an \
-                 empty ledger"
-                    .into(),
-            );
-            crate::history::FinalState::default()
-        }
-    };
+    let (replicas, state) = final_states(cluster, final_index).await;
 
     let history = History {
         started_unix_ns: Some(recorder.started_unix_ns),
@@ -286,6 +254,47 @@ async fn drive(
 
 /// A node's final state, asked again for a while: a node that just restarted or caught up may
 /// be slow to answer its first reads.
+/// Every original member's final state, and the `replicas_identical` verdict on them. A node that
+/// cannot give its final state fails the verdict; with none, the acknowledged writes are checked
+/// against an empty ledger: a client can read back none of them.
+async fn final_states(
+    cluster: &mut Cluster,
+    final_index: Option<u64>,
+) -> (Verdict, crate::history::FinalState) {
+    let mut states = Vec::new();
+    let mut unread = Vec::new();
+    for id in cluster.originals.clone() {
+        if cluster.node(id).exited().is_some() {
+            unread.push(format!(
+                "node {id} cannot give its final state: it does not stay up (see {})",
+                cluster.nodes[&id].log_path().display()
+            ));
+            continue;
+        }
+        match read_final_state(cluster, id).await {
+            Ok(state) => states.push((id, state)),
+            Err(e) => unread.push(format!("{e:#}")),
+        }
+    }
+    let mut replicas = replicas_verdict(&states, final_index);
+    if !unread.is_empty() {
+        replicas.ok = false;
+        replicas.violations.extend(unread);
+    }
+    let state = match states.first() {
+        Some((_, state)) => state.clone(),
+        None => {
+            replicas.violations.push(
+                "no node gave its final state: the acknowledged writes are checked against an \
+                 empty ledger"
+                    .into(),
+            );
+            crate::history::FinalState::default()
+        }
+    };
+    (replicas, state)
+}
+
 async fn read_final_state(
     cluster: &Cluster,
     id: u64,
