@@ -300,7 +300,7 @@ impl NodeProcess {
                 });
             }
         }
-        self.child = Some(command.spawn()?);
+        self.child = Some(spawn_retrying_busy(&mut command)?);
         self.paused = false;
         Ok(())
     }
@@ -486,6 +486,22 @@ pub fn strip_ansi(text: &str) -> String {
         }
     }
     out
+}
+
+/// Spawns `command`, retrying for a moment while its executable is busy (ETXTBSY): a file just
+/// written (a test's script, a binary cargo just linked) stays busy while another thread's fork
+/// still holds its write descriptor, until that child execs.
+fn spawn_retrying_busy(command: &mut Command) -> std::io::Result<Child> {
+    let mut tries = 0;
+    loop {
+        match command.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
 }
 
 #[cfg(test)]
