@@ -3,7 +3,7 @@
 
 use bulwark_ledger::{
     Account, AccountId, Balances, FlagSet, NewAccount, NewTransfer, PendingStatus, Transfer,
-    TransferId,
+    TransferFlags, TransferId, AMOUNT_MAX,
 };
 use bulwark_limits::MAX_BATCH_EVENTS;
 use serde::{Deserialize, Serialize};
@@ -30,8 +30,9 @@ pub struct TransferIn {
     debit_account_id: u64,
     #[serde(default)]
     credit_account_id: u64,
+    /// Required, except on a post (absent: the full pending amount) or a void.
     #[serde(default)]
-    amount: u64,
+    amount: Option<u64>,
     #[serde(default)]
     pending_id: u64,
     #[serde(default)]
@@ -129,20 +130,37 @@ pub fn parse_transfers(body: &[u8]) -> Result<Vec<NewTransfer>, ApiError> {
         .into_iter()
         .enumerate()
         .map(|(i, t)| {
+            let flags: TransferFlags = parse_flags(&t.flags, i)?;
             Ok(NewTransfer {
                 id: TransferId(nonzero_id(t.id, i)?),
                 debit_account_id: AccountId(t.debit_account_id),
                 credit_account_id: AccountId(t.credit_account_id),
-                amount: t.amount,
+                amount: transfer_amount(t.amount, flags, i)?,
                 pending_id: TransferId(t.pending_id),
                 timeout: t.timeout,
                 ledger: t.ledger,
                 code: t.code,
-                flags: parse_flags(&t.flags, i)?,
+                flags,
                 user_data: t.user_data,
             })
         })
         .collect()
+}
+
+/// A transfer's amount: required (0 is a valid amount, so a forgotten one must not pass as 0),
+/// except on a post, where absent means the full pending amount, and on a void.
+fn transfer_amount(amount: Option<u64>, flags: TransferFlags, at: usize) -> Result<u64, ApiError> {
+    match amount {
+        Some(amount) => Ok(amount),
+        None if flags.contains(TransferFlags::POST_PENDING_TRANSFER) => Ok(AMOUNT_MAX),
+        None if flags.contains(TransferFlags::VOID_PENDING_TRANSFER) => Ok(0),
+        None => Err(ApiError::bad_request(
+            "missing_field",
+            format!(
+                "[{at}].amount is required (0 is allowed; on a balancing transfer it means no cap)"
+            ),
+        )),
+    }
 }
 
 #[derive(Serialize)]
@@ -253,4 +271,39 @@ pub struct HistoryOut {
     /// Pass as `after` to get the next page; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_after: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(body: &str) -> Result<NewTransfer, ApiError> {
+        parse_transfers(body.as_bytes()).map(|t| t[0])
+    }
+
+    #[test]
+    fn amount_is_required_except_on_a_post_or_a_void() {
+        let missing =
+            one(r#"[{"id":1,"debit_account_id":1,"credit_account_id":2,"ledger":1,"code":1}]"#)
+                .unwrap_err();
+        assert!(
+            format!("{missing:?}").contains("[0].amount is required"),
+            "{missing:?}"
+        );
+        let zero = one(
+            r#"[{"id":1,"debit_account_id":1,"credit_account_id":2,"amount":0,"ledger":1,"code":1}]"#,
+        );
+        assert_eq!(zero.unwrap().amount, 0);
+        let post = one(r#"[{"id":2,"pending_id":1,"flags":["post_pending_transfer"]}]"#);
+        assert_eq!(
+            post.unwrap().amount,
+            AMOUNT_MAX,
+            "a post without amount posts it all"
+        );
+        let post_zero =
+            one(r#"[{"id":2,"pending_id":1,"amount":0,"flags":["post_pending_transfer"]}]"#);
+        assert_eq!(post_zero.unwrap().amount, 0);
+        let void = one(r#"[{"id":3,"pending_id":1,"flags":["void_pending_transfer"]}]"#);
+        assert_eq!(void.unwrap().amount, 0);
+    }
 }

@@ -94,13 +94,16 @@ pub struct TransferArgs {
     pub debit: u64,
     #[arg(long, default_value_t = 0)]
     pub credit: u64,
-    #[arg(long, default_value_t = 0)]
-    pub amount: u64,
+    /// Required except on a post (absent: the full pending amount) or a void. On a balancing
+    /// transfer it is the most to move (0: no cap).
+    #[arg(long)]
+    pub amount: Option<u64>,
     #[arg(long, default_value_t = 0)]
     pub ledger: u32,
     #[arg(long, default_value_t = 0)]
     pub code: u16,
-    /// Comma-separated: linked, pending, post_pending_transfer, void_pending_transfer.
+    /// Comma-separated: linked, pending, post_pending_transfer, void_pending_transfer,
+    /// balancing_debit, balancing_credit, closing_debit, closing_credit.
     #[arg(long, value_delimiter = ',')]
     pub flags: Vec<String>,
     #[arg(long, default_value_t = 0)]
@@ -286,11 +289,15 @@ pub async fn account(cmd: AccountCommand) -> ExitCode {
 }
 
 pub async fn transfer(t: TransferArgs) -> ExitCode {
-    let body = json!([{
+    let mut transfer = json!({
         "id": t.id, "debit_account_id": t.debit, "credit_account_id": t.credit,
-        "amount": t.amount, "ledger": t.ledger, "code": t.code, "flags": t.flags,
+        "ledger": t.ledger, "code": t.code, "flags": t.flags,
         "pending_id": t.pending_id, "timeout": t.timeout, "user_data": t.user_data,
-    }]);
+    });
+    if let Some(amount) = t.amount {
+        transfer["amount"] = json!(amount);
+    }
+    let body = json!([transfer]);
     let url = format!("{}/v1/transfers", t.target.addr);
     let outcome = call(&t.target, reqwest::Method::POST, url, Some(body)).await;
     single_result(outcome, t.target.json, "transfer", t.id)

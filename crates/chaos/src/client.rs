@@ -184,9 +184,10 @@ fn describe(e: &reqwest::Error) -> String {
     }
 }
 
-/// The JSON the API takes for one transfer.
+/// The JSON the API takes for one transfer. A post of amount 0 in the history means the full
+/// pending amount, which the API takes as a post without an amount.
 pub fn transfer_json(t: &Transfer) -> Value {
-    serde_json::json!({
+    let mut json = serde_json::json!({
         "id": t.id,
         "debit_account_id": t.debit,
         "credit_account_id": t.credit,
@@ -196,7 +197,13 @@ pub fn transfer_json(t: &Transfer) -> Value {
         "flags": t.flags,
         "pending_id": t.pending_id,
         "timeout": t.timeout,
-    })
+    });
+    if t.is_post() && t.amount == 0 {
+        json.as_object_mut()
+            .expect("a transfer is an object")
+            .remove("amount");
+    }
+    json
 }
 
 /// A transfer as the API shows it, in the history's terms.

@@ -7,6 +7,7 @@
 //! transfer = id:u64 | debit:u64 | credit:u64 | amount:u64 | pending_id:u64 | user_data:u64
 //!            | timeout:u32 | ledger:u32 | code:u16 | flags:u16                                  (60 bytes)
 //! control  = len:u32 | command (access::encoding; operation 3, count 1)
+//! expire   = (nothing; operation 4, count 1: expire the pending transfers due by the timestamp)
 //! group    = marker:u8 (=2) | count:u32 | (len:u32 | batch)*                                  (count >= 1)
 //! ```
 //! A Raft entry holds either one `batch` (its first byte is the batch version, 1) or a `group` of
@@ -29,6 +30,8 @@ const OP_ACCOUNTS: u8 = 1;
 const OP_TRANSFERS: u8 = 2;
 /// A control command (`access::Control`): count is 1 and the event is `len:u32 | command`.
 const OP_CONTROL: u8 = 3;
+/// `Operation::ExpirePending`: count is 1 and there are no event bytes.
+const OP_EXPIRE: u8 = 4;
 const HEADER: usize = 1 + 1 + 8 + 4;
 const ACCOUNT_BYTES: usize = 24;
 const TRANSFER_BYTES: usize = 60;
@@ -62,6 +65,7 @@ pub fn encoded_len(operation: &Operation) -> usize {
             Operation::CreateAccounts(a) => a.len() * ACCOUNT_BYTES,
             Operation::CreateTransfers(t) => t.len() * TRANSFER_BYTES,
             Operation::Control(c) => 4 + control_bytes(c).len(),
+            Operation::ExpirePending => 0,
         }
 }
 
@@ -145,6 +149,7 @@ pub fn encode(batch: &Batch, out: &mut Vec<u8>) {
         Operation::CreateAccounts(a) => (OP_ACCOUNTS, a.len()),
         Operation::CreateTransfers(t) => (OP_TRANSFERS, t.len()),
         Operation::Control(_) => (OP_CONTROL, 1),
+        Operation::ExpirePending => (OP_EXPIRE, 1),
     };
     out.push(VERSION);
     out.push(op);
@@ -186,6 +191,7 @@ pub fn encode(batch: &Batch, out: &mut Vec<u8>) {
             out.extend_from_slice(&len.to_le_bytes());
             out.extend_from_slice(&bytes);
         }
+        Operation::ExpirePending => {}
     }
 }
 
@@ -204,6 +210,18 @@ pub fn decode(bytes: &[u8]) -> Result<Batch, CodecError> {
     let count = u32_at(bytes, 10) as usize;
     if op == OP_CONTROL {
         return decode_control(bytes, timestamp, count);
+    }
+    if op == OP_EXPIRE {
+        if count != 1 || bytes.len() != HEADER {
+            return Err(CodecError::Length {
+                expected: HEADER,
+                found: bytes.len(),
+            });
+        }
+        return Ok(Batch {
+            timestamp,
+            operation: Operation::ExpirePending,
+        });
     }
     let width = match op {
         OP_ACCOUNTS => ACCOUNT_BYTES,

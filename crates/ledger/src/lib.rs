@@ -27,7 +27,7 @@ pub type IdSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 pub use types::{
     Account, AccountFlags, AccountId, Balances, FlagSet, NewAccount, NewTransfer, PendingStatus,
-    Timestamp, Transfer, TransferFlags, TransferId, NANOS_PER_SECOND,
+    Timestamp, Transfer, TransferFlags, TransferId, AMOUNT_MAX, NANOS_PER_SECOND,
 };
 
 /// A ledger whose debits and credits differ: double entry was broken.

@@ -28,9 +28,9 @@ macro_rules! result_enum {
                 matches!(self, $name::Ok)
             }
 
-            /// `ok` and `exists` keep a linked chain alive: a retried chain answers `exists` throughout.
-            pub fn keeps_chain(self) -> bool {
-                matches!(self, $name::Ok | $name::Exists)
+            /// `exists`: the event was already applied (a retry), nothing changed.
+            pub fn is_exists(self) -> bool {
+                matches!(self, $name::Exists)
             }
         }
 
@@ -67,21 +67,27 @@ result_enum!(
         LinkedEventChainOpen => "linked_event_chain_open",
         IdMustNotBeZero => "id_must_not_be_zero",
         IdMustNotBeIntMax => "id_must_not_be_int_max",
+        IdAlreadyFailed => "id_already_failed",
         ReservedFlag => "reserved_flag",
         FlagsAreMutuallyExclusive => "flags_are_mutually_exclusive",
         DebitAccountIdMustNotBeZero => "debit_account_id_must_not_be_zero",
+        DebitAccountIdMustNotBeIntMax => "debit_account_id_must_not_be_int_max",
         CreditAccountIdMustNotBeZero => "credit_account_id_must_not_be_zero",
+        CreditAccountIdMustNotBeIntMax => "credit_account_id_must_not_be_int_max",
         AccountsMustBeDifferent => "accounts_must_be_different",
         PendingIdMustBeZero => "pending_id_must_be_zero",
         PendingIdMustNotBeZero => "pending_id_must_not_be_zero",
+        PendingIdMustNotBeIntMax => "pending_id_must_not_be_int_max",
         PendingIdMustBeDifferent => "pending_id_must_be_different",
         TimeoutReservedForPendingTransfer => "timeout_reserved_for_pending_transfer",
+        ClosingTransferMustBePending => "closing_transfer_must_be_pending",
         LedgerMustNotBeZero => "ledger_must_not_be_zero",
         CodeMustNotBeZero => "code_must_not_be_zero",
-        AmountMustNotBeZero => "amount_must_not_be_zero",
         DebitAccountNotFound => "debit_account_not_found",
         CreditAccountNotFound => "credit_account_not_found",
         LedgerMustMatch => "ledger_must_match",
+        DebitAccountAlreadyClosed => "debit_account_already_closed",
+        CreditAccountAlreadyClosed => "credit_account_already_closed",
         PendingTransferNotFound => "pending_transfer_not_found",
         PendingTransferNotPending => "pending_transfer_not_pending",
         PendingTransferHasDifferentDebitAccountId => "pending_transfer_has_different_debit_account_id",
@@ -106,3 +112,23 @@ result_enum!(
         ExceedsDebits => "exceeds_debits",
     }
 );
+
+impl CreateTransferResult {
+    /// A refusal that depends on the ledger's state at the time (an account or pending transfer
+    /// missing, a balance limit, a closed account): a later retry with the same id could succeed,
+    /// so the id is reserved as failed (`id_already_failed`) rather than left free. Refusals
+    /// that depend on the event alone answer the same on every retry and reserve nothing.
+    pub fn is_transient(self) -> bool {
+        use CreateTransferResult as R;
+        matches!(
+            self,
+            R::DebitAccountNotFound
+                | R::CreditAccountNotFound
+                | R::PendingTransferNotFound
+                | R::ExceedsCredits
+                | R::ExceedsDebits
+                | R::DebitAccountAlreadyClosed
+                | R::CreditAccountAlreadyClosed
+        )
+    }
+}

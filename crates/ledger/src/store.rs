@@ -13,6 +13,9 @@ pub trait LedgerStore {
     fn transfer(&self, id: TransferId) -> Option<Transfer>;
     /// The status of a transfer created with the `pending` flag; `None` for any other id.
     fn pending_status(&self, id: TransferId) -> Option<PendingStatus>;
+    /// When a transfer with this id was refused for a reason of the ledger's state at the time
+    /// (`CreateTransferResult::is_transient`); `None` if it never was.
+    fn failed_transfer(&self, id: TransferId) -> Option<Timestamp>;
     /// Pending transfers still pending whose expiry is at or before `now`, earliest first.
     fn expired_pending(&self, now: Timestamp) -> Vec<(Timestamp, TransferId)>;
     /// The timestamp of the last event applied; 0 for an empty ledger.
@@ -33,6 +36,9 @@ pub struct Changes {
     pub transfers: Vec<Transfer>,
     /// New status of pending transfers, ordered by id.
     pub pending_status: Vec<(TransferId, PendingStatus)>,
+    /// Ids of transfers refused for a transient reason, with the refused event's timestamp,
+    /// ordered by id.
+    pub failed_transfers: Vec<(TransferId, Timestamp)>,
     pub expiries_added: Vec<(Timestamp, TransferId)>,
     pub expiries_removed: Vec<(Timestamp, TransferId)>,
     /// Balances after each transfer, for accounts with the `history` flag, in timestamp order.
@@ -50,8 +56,13 @@ pub trait StateMachine {
     /// Applies the batch at log `index` (which must be above `applied_index`).
     fn apply_batch(&mut self, index: u64, batch: &crate::Batch) -> crate::BatchResults;
     /// Applies the batches of one log entry (a group a leader proposed together) at log `index`,
-    /// one after another exactly as if each had its own entry; one result list per batch.
-    fn apply_group(&mut self, index: u64, batches: &[crate::Batch]) -> Vec<crate::BatchResults>;
+    /// one after another exactly as if each had its own entry; per batch, its results and the
+    /// timestamp its last event got.
+    fn apply_group(
+        &mut self,
+        index: u64,
+        batches: &[crate::Batch],
+    ) -> Vec<(crate::BatchResults, Timestamp)>;
     /// Records that log `index` held no batch (a leader's empty entry, a membership change).
     fn skip_index(&mut self, index: u64);
     fn applied_index(&self) -> u64;
@@ -62,6 +73,9 @@ pub trait StateMachine {
     /// Records the term of the entry just applied (or skipped) at `applied_index`.
     fn set_applied_term(&mut self, term: u64);
     fn last_timestamp(&self) -> Timestamp;
+    /// The earliest deadline of a pending transfer still pending (`None`: none will expire): a
+    /// leader proposes an `ExpirePending` batch once its clock passes it.
+    fn next_expiry(&self) -> Option<Timestamp>;
     /// The cluster configuration as of `applied_index`, in the consensus layer's encoding
     /// (opaque here); it is checkpointed with the state so that a restart replays membership
     /// changes on the configuration they were made against.
@@ -91,7 +105,11 @@ impl StateMachine for MemoryStateMachine {
         crate::apply_at(&mut self.store, batch, index)
     }
 
-    fn apply_group(&mut self, index: u64, batches: &[crate::Batch]) -> Vec<crate::BatchResults> {
+    fn apply_group(
+        &mut self,
+        index: u64,
+        batches: &[crate::Batch],
+    ) -> Vec<(crate::BatchResults, Timestamp)> {
         assert!(
             index > self.applied_index,
             "log index {index} applied after {}",
@@ -100,7 +118,10 @@ impl StateMachine for MemoryStateMachine {
         self.applied_index = index;
         batches
             .iter()
-            .map(|batch| crate::apply_at(&mut self.store, batch, index))
+            .map(|batch| {
+                let results = crate::apply_at(&mut self.store, batch, index);
+                (results, self.store.last_timestamp)
+            })
             .collect()
     }
 
@@ -129,6 +150,10 @@ impl StateMachine for MemoryStateMachine {
         self.store.last_timestamp
     }
 
+    fn next_expiry(&self) -> Option<Timestamp> {
+        self.store.expiries.first().map(|(at, _)| *at)
+    }
+
     fn membership(&self) -> Option<Vec<u8>> {
         self.membership.clone()
     }
@@ -148,6 +173,7 @@ pub struct MemoryStore {
     pub accounts: BTreeMap<AccountId, Account>,
     pub transfers: HashMap<TransferId, Transfer>,
     pub pending: HashMap<TransferId, PendingStatus>,
+    pub failed_transfers: HashMap<TransferId, Timestamp>,
     pub expiries: BTreeSet<(Timestamp, TransferId)>,
     pub balance_history: Vec<(AccountId, Timestamp, Balances)>,
     pub tokens: BTreeMap<TokenId, TokenRecord>,
@@ -188,6 +214,10 @@ impl LedgerStore for MemoryStore {
         self.pending.get(&id).copied()
     }
 
+    fn failed_transfer(&self, id: TransferId) -> Option<Timestamp> {
+        self.failed_transfers.get(&id).copied()
+    }
+
     fn expired_pending(&self, now: Timestamp) -> Vec<(Timestamp, TransferId)> {
         self.expiries
             .iter()
@@ -226,6 +256,7 @@ impl LedgerStore for MemoryStore {
             self.transfers.insert(transfer.id, transfer);
         }
         self.pending.extend(changes.pending_status);
+        self.failed_transfers.extend(changes.failed_transfers);
         for key in changes.expiries_removed {
             self.expiries.remove(&key);
         }

@@ -107,6 +107,7 @@ flags_newtype!(AccountFlags {
     DEBITS_MUST_NOT_EXCEED_CREDITS = 2 => "debits_must_not_exceed_credits",
     CREDITS_MUST_NOT_EXCEED_DEBITS = 4 => "credits_must_not_exceed_debits",
     HISTORY = 8 => "history",
+    CLOSED = 16 => "closed",
 });
 
 flags_newtype!(TransferFlags {
@@ -114,6 +115,10 @@ flags_newtype!(TransferFlags {
     PENDING = 2 => "pending",
     POST_PENDING_TRANSFER = 4 => "post_pending_transfer",
     VOID_PENDING_TRANSFER = 8 => "void_pending_transfer",
+    BALANCING_DEBIT = 16 => "balancing_debit",
+    BALANCING_CREDIT = 32 => "balancing_credit",
+    CLOSING_DEBIT = 64 => "closing_debit",
+    CLOSING_CREDIT = 128 => "closing_credit",
 });
 
 /// An account as a client submits it: balances and timestamp are the server's.
@@ -162,7 +167,9 @@ pub struct Balances {
 }
 
 /// A transfer as a client submits it. For `post_pending_transfer` and `void_pending_transfer`,
-/// zero accounts, ledger and code mean "as the pending transfer", and amount 0 means its full amount.
+/// zero accounts, ledger, code and user data mean "as the pending transfer"; a post's amount
+/// [`AMOUNT_MAX`] and a void's amount 0 mean the pending transfer's full amount. For
+/// `balancing_debit`/`balancing_credit`, `amount` is the most to move, 0 or [`AMOUNT_MAX`] for no cap.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NewTransfer {
     pub id: TransferId,
@@ -208,6 +215,10 @@ impl Transfer {
 }
 
 pub const NANOS_PER_SECOND: u64 = 1_000_000_000;
+
+/// The largest amount: as a post's amount it means "the pending transfer's full amount", as a
+/// balancing transfer's amount "no cap".
+pub const AMOUNT_MAX: u64 = u64::MAX;
 
 /// What became of a pending transfer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -39,6 +39,16 @@ pub const DEFAULT_HISTORY_PAGE: usize = 100;
 /// that a page costs no more to build and send than the largest write.
 pub const MAX_HISTORY_PAGE: usize = MAX_BATCH_EVENTS;
 
+/// How long the id of a transfer refused for a transient reason (an account missing, a balance
+/// limit, a closed account) stays reserved, in ledger time: a retry with that id within it answers
+/// `id_already_failed`, later it is a new transfer. A week outlasts any client's retries while
+/// bounding the reservations kept to the refusals of the last week (each a 16-byte record).
+pub const FAILED_TRANSFER_ID_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// Most expired failed-id reservations one checkpoint forgets: the purge never makes a
+/// checkpoint much longer, and a backlog (after a burst of refusals) drains over the next ones.
+pub const FAILED_TRANSFERS_PURGE: usize = 100_000;
+
 /// Most API tokens that may exist at once. Every node holds them all in memory and the state
 /// store rewrites the set at a checkpoint where it changed: a thousand is far more than a
 /// deployment's services and operators, and small enough for both.

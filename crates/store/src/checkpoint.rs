@@ -6,9 +6,11 @@ use std::path::Path;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use bulwark_ledger::{Account, Transfer};
-use bulwark_limits::{ACCOUNT_TRANSFERS_RUN, SPACE_RETRY};
-use redb::Database;
+use bulwark_ledger::{Account, Timestamp, Transfer};
+use bulwark_limits::{
+    ACCOUNT_TRANSFERS_RUN, FAILED_TRANSFERS_PURGE, FAILED_TRANSFER_ID_RETENTION, SPACE_RETRY,
+};
+use redb::{Database, ReadableTable};
 
 use crate::disk::open_reader;
 use crate::error::{redb_err, StoreError};
@@ -16,8 +18,9 @@ use crate::memtable::{Frozen, Memtable};
 use crate::records;
 use crate::state::StateStore;
 use crate::tables::{
-    ACCOUNTS, ACCOUNT_TRANSFERS, BALANCE_HISTORY, EXPIRIES, MEMBERSHIP, MEMBERSHIP_KEY, META,
-    META_APPLIED_INDEX, META_APPLIED_TERM, META_LAST_TIMESTAMP, PENDING, TRANSFERS,
+    ACCOUNTS, ACCOUNT_TRANSFERS, BALANCE_HISTORY, EXPIRIES, FAILED_TRANSFERS,
+    FAILED_TRANSFERS_BY_TIME, MEMBERSHIP, MEMBERSHIP_KEY, META, META_APPLIED_INDEX,
+    META_APPLIED_TERM, META_LAST_TIMESTAMP, PENDING, TRANSFERS,
 };
 
 /// Bytes the file system holding `dir` has free for an unprivileged writer, if statvfs answers.
@@ -259,6 +262,10 @@ impl StateStore {
             self.stored_max_transfer_id = self
                 .stored_max_transfer_id
                 .max(frozen.memtable.max_transfer_id);
+            let max_failed = frozen.memtable.failed_transfers.keys().max();
+            self.stored_max_failed_id = self
+                .stored_max_failed_id
+                .max(max_failed.map_or(0, |id| id.0));
         }
         self.frozen = None;
         self.retry_after = None;
@@ -298,6 +305,40 @@ fn write_checkpoint(path: &Path, db: &Database, frozen: &Frozen) -> FlushOutcome
     })
 }
 
+/// Records the ids refused since the last checkpoint, and forgets those refused longer ago than
+/// the retention (the ledger no longer reserves them, so no answer changes): the table holds
+/// the refusals of the last `FAILED_TRANSFER_ID_RETENTION` and no more.
+fn write_failed_transfers(
+    txn: &redb::WriteTransaction,
+    m: &Memtable,
+    last_timestamp: Timestamp,
+) -> Result<(), redb::Error> {
+    let mut failed = txn.open_table(FAILED_TRANSFERS)?;
+    let mut by_time = txn.open_table(FAILED_TRANSFERS_BY_TIME)?;
+    for (id, at) in &m.failed_transfers {
+        failed.insert(id.0, at.0)?;
+        by_time.insert((at.0, id.0), ())?;
+    }
+    let retention = u64::try_from(FAILED_TRANSFER_ID_RETENTION.as_nanos()).unwrap_or(u64::MAX);
+    let Some(horizon) = last_timestamp.0.checked_sub(retention) else {
+        return Ok(());
+    };
+    let expired: Vec<(u64, u64)> = by_time
+        .range(..(horizon, 0))?
+        .take(FAILED_TRANSFERS_PURGE)
+        .map(|row| row.map(|(key, _)| key.value()))
+        .collect::<Result<_, _>>()?;
+    for (at, id) in expired {
+        by_time.remove((at, id))?;
+        // The id may have been refused again since, with a newer timestamp: keep that one.
+        let current = failed.get(id)?.map(|v| v.value());
+        if current == Some(at) {
+            failed.remove(id)?;
+        }
+    }
+    Ok(())
+}
+
 fn write_tables(txn: &redb::WriteTransaction, frozen: &Frozen) -> Result<(), redb::Error> {
     let m = &frozen.memtable;
     let mut accounts = txn.open_table(ACCOUNTS)?;
@@ -316,6 +357,7 @@ fn write_tables(txn: &redb::WriteTransaction, frozen: &Frozen) -> Result<(), red
     for (id, status) in &m.pending {
         pending.insert(id.0, status.to_byte())?;
     }
+    write_failed_transfers(txn, m, frozen.last_timestamp)?;
     let mut index = txn.open_table(ACCOUNT_TRANSFERS)?;
     let mut accounts: Vec<(u64, &Vec<_>)> = m
         .account_transfers

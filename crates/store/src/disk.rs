@@ -10,12 +10,13 @@ use redb::{Database, ReadOnlyTable, ReadableDatabase};
 
 use crate::error::{redb_err, StoreError};
 use crate::state::StateStore;
-use crate::tables::{ACCOUNT_TRANSFERS, BALANCE_HISTORY, PENDING, TRANSFERS};
+use crate::tables::{ACCOUNT_TRANSFERS, BALANCE_HISTORY, FAILED_TRANSFERS, PENDING, TRANSFERS};
 
 /// Read handles on the last committed checkpoint.
 pub(crate) struct Reader {
     pub(crate) transfers: ReadOnlyTable<u64, &'static [u8]>,
     pub(crate) pending: ReadOnlyTable<u64, u8>,
+    pub(crate) failed_transfers: ReadOnlyTable<u64, u64>,
     pub(crate) account_transfers: ReadOnlyTable<(u64, u64), &'static [u8]>,
     pub(crate) balance_history: ReadOnlyTable<(u64, u64), &'static [u8]>,
 }
@@ -154,6 +155,9 @@ pub(crate) fn open_reader(path: &Path, db: &Database) -> Result<Reader, StoreErr
         pending: read
             .open_table(PENDING)
             .map_err(redb_err(path, "open pending"))?,
+        failed_transfers: read
+            .open_table(FAILED_TRANSFERS)
+            .map_err(redb_err(path, "open failed transfers"))?,
         account_transfers: read
             .open_table(ACCOUNT_TRANSFERS)
             .map_err(redb_err(path, "open account transfers"))?,

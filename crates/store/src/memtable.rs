@@ -15,6 +15,7 @@ use crate::state::StateStore;
 pub(crate) struct Memtable {
     pub(crate) transfers: IdMap<TransferId, Transfer>,
     pub(crate) pending: IdMap<TransferId, PendingStatus>,
+    pub(crate) failed_transfers: IdMap<TransferId, Timestamp>,
     /// Per account, its transfers in timestamp order (appends only: timestamps increase).
     pub(crate) account_transfers: IdMap<AccountId, Vec<(Timestamp, TransferId)>>,
     pub(crate) balance_history: BTreeMap<(AccountId, Timestamp), Balances>,
@@ -67,6 +68,7 @@ impl StateStore {
             m.transfers.insert(t.id, t);
         }
         m.pending.extend(changes.pending_status);
+        m.failed_transfers.extend(changes.failed_transfers);
         for key in changes.expiries_removed {
             self.expiries.remove(&key);
             m.expiry_changes.insert(key, false);

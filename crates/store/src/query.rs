@@ -188,6 +188,25 @@ impl LedgerStore for StateStore {
         read.unwrap_or_else(|e| panic!("read pending {id}: {e}"))
     }
 
+    fn failed_transfer(&self, id: TransferId) -> Option<Timestamp> {
+        for memtable in self.memtables() {
+            if let Some(at) = memtable.failed_transfers.get(&id) {
+                return Some(*at);
+            }
+        }
+        if id.0 > self.stored_max_failed_id {
+            return None;
+        }
+        let read = self.read_waiting(|reader| {
+            Ok(reader
+                .failed_transfers
+                .get(id.0)
+                .map_err(redb_err(&self.path, "read failed transfer"))?
+                .map(|v| Timestamp(v.value())))
+        });
+        read.unwrap_or_else(|e| panic!("read failed transfer {id}: {e}"))
+    }
+
     fn expired_pending(&self, now: Timestamp) -> Vec<(Timestamp, TransferId)> {
         self.expiries
             .iter()

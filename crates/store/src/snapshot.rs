@@ -136,6 +136,13 @@ impl SnapshotSource {
         export_table(&read, crate::tables::MEMBERSHIP, 7, &mut sink)?;
         export_table(&read, crate::tables::TOKENS, 8, &mut sink)?;
         export_table(&read, crate::tables::AUDIT, 9, &mut sink)?;
+        export_table(&read, crate::tables::FAILED_TRANSFERS, 10, &mut sink)?;
+        export_table(
+            &read,
+            crate::tables::FAILED_TRANSFERS_BY_TIME,
+            11,
+            &mut sink,
+        )?;
         let mut body = Vec::new();
         body.clear();
         body.push(TRAILER);
@@ -345,6 +352,8 @@ fn import_frame(txn: &redb::WriteTransaction, body: &[u8]) -> Result<(), RowErro
         7 => import_row(txn, crate::tables::MEMBERSHIP, key, value),
         8 => import_row(txn, crate::tables::TOKENS, key, value),
         9 => import_row(txn, crate::tables::AUDIT, key, value),
+        10 => import_row(txn, crate::tables::FAILED_TRANSFERS, key, value),
+        11 => import_row(txn, crate::tables::FAILED_TRANSFERS_BY_TIME, key, value),
         tag => Err(RowError::Invalid(SnapshotError::UnknownTable { tag })),
     }
 }

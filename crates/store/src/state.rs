@@ -21,9 +21,9 @@ use crate::memtable::{Frozen, Memtable};
 use crate::records;
 use crate::snapshot;
 use crate::tables::{
-    ACCOUNTS, ACCOUNT_TRANSFERS, AUDIT, BALANCE_HISTORY, EXPIRIES, FORMAT_VERSION, MEMBERSHIP,
-    MEMBERSHIP_KEY, META, META_APPLIED_INDEX, META_APPLIED_TERM, META_FORMAT, META_LAST_TIMESTAMP,
-    PENDING, TOKENS, TRANSFERS,
+    ACCOUNTS, ACCOUNT_TRANSFERS, AUDIT, BALANCE_HISTORY, EXPIRIES, FAILED_TRANSFERS,
+    FAILED_TRANSFERS_BY_TIME, FORMAT_VERSION, MEMBERSHIP, MEMBERSHIP_KEY, META, META_APPLIED_INDEX,
+    META_APPLIED_TERM, META_FORMAT, META_LAST_TIMESTAMP, PENDING, TOKENS, TRANSFERS,
 };
 
 pub struct StateStore {
@@ -57,6 +57,9 @@ pub struct StateStore {
     /// looked up before it is created; ids above this one are in no checkpoint, so that lookup
     /// skips redb for ids that grow, as time-based ids do.
     pub(crate) stored_max_transfer_id: u64,
+    /// The highest failed transfer id in the database (0: none): the same shortcut for the
+    /// `id_already_failed` lookup every new transfer makes.
+    pub(crate) stored_max_failed_id: u64,
     pub(crate) tokens: BTreeMap<TokenId, TokenRecord>,
     pub(crate) admin_bootstrapped: bool,
     /// The tokens changed since the last freeze.
@@ -109,6 +112,7 @@ impl StateStore {
             checkpointed_index: loaded.applied_index,
             membership: loaded.membership,
             stored_max_transfer_id: loaded.max_transfer_id,
+            stored_max_failed_id: loaded.max_failed_id,
             tokens: loaded.tokens,
             admin_bootstrapped: loaded.admin_bootstrapped,
             tokens_dirty: false,
@@ -217,6 +221,10 @@ fn create_tables(path: &Path, db: &Database) -> Result<(), StoreError> {
             .map_err(redb_err(path, "create tables"))?;
         txn.open_table(EXPIRIES)
             .map_err(redb_err(path, "create tables"))?;
+        txn.open_table(FAILED_TRANSFERS)
+            .map_err(redb_err(path, "create tables"))?;
+        txn.open_table(FAILED_TRANSFERS_BY_TIME)
+            .map_err(redb_err(path, "create tables"))?;
         txn.open_table(ACCOUNT_TRANSFERS)
             .map_err(redb_err(path, "create tables"))?;
         txn.open_table(BALANCE_HISTORY)
@@ -241,6 +249,7 @@ struct Loaded {
     accounts: IdMap<AccountId, Account>,
     expiries: BTreeSet<(Timestamp, TransferId)>,
     max_transfer_id: u64,
+    max_failed_id: u64,
     tokens: BTreeMap<TokenId, TokenRecord>,
     admin_bootstrapped: bool,
 }
@@ -274,15 +283,21 @@ fn load(path: &Path, db: &Database) -> Result<Loaded, StoreError> {
         membership,
         accounts: load_accounts(path, &read)?,
         expiries: load_expiries(path, &read)?,
-        max_transfer_id: load_max_transfer_id(path, &read)?,
+        max_transfer_id: load_max_key(path, &read, TRANSFERS)?,
+        max_failed_id: load_max_key(path, &read, FAILED_TRANSFERS)?,
     })
 }
 
-fn load_max_transfer_id(path: &Path, read: &ReadTransaction) -> Result<u64, StoreError> {
+/// The highest key of a table keyed by transfer id (0 when it is empty).
+fn load_max_key<V: redb::Value + 'static>(
+    path: &Path,
+    read: &ReadTransaction,
+    table: redb::TableDefinition<u64, V>,
+) -> Result<u64, StoreError> {
     let table = read
-        .open_table(TRANSFERS)
-        .map_err(redb_err(path, "open transfers"))?;
-    let last = table.last().map_err(redb_err(path, "read transfers"))?;
+        .open_table(table)
+        .map_err(redb_err(path, "open table"))?;
+    let last = table.last().map_err(redb_err(path, "read table"))?;
     Ok(last.map_or(0, |(key, _)| key.value()))
 }
 
@@ -336,7 +351,7 @@ impl StateMachine for StateStore {
         results
     }
 
-    fn apply_group(&mut self, index: u64, batches: &[Batch]) -> Vec<BatchResults> {
+    fn apply_group(&mut self, index: u64, batches: &[Batch]) -> Vec<(BatchResults, Timestamp)> {
         assert!(
             index > self.applied_index,
             "log index {index} applied after {}",
@@ -344,7 +359,10 @@ impl StateMachine for StateStore {
         );
         let results = batches
             .iter()
-            .map(|batch| bulwark_ledger::apply_at(self, batch, index))
+            .map(|batch| {
+                let results = bulwark_ledger::apply_at(self, batch, index);
+                (results, self.last_timestamp)
+            })
             .collect();
         self.applied_index = index;
         results
@@ -369,6 +387,10 @@ impl StateMachine for StateStore {
 
     fn last_timestamp(&self) -> Timestamp {
         self.last_timestamp
+    }
+
+    fn next_expiry(&self) -> Option<Timestamp> {
+        self.expiries.first().map(|(at, _)| *at)
     }
 
     fn membership(&self) -> Option<Vec<u8>> {

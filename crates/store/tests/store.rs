@@ -93,6 +93,9 @@ fn assert_same(store: &StateStore, reference: &MemoryStore) {
             reference.pending.get(id).copied()
         );
     }
+    for (id, at) in &reference.failed_transfers {
+        assert_eq!(store.failed_transfer(*id), Some(*at), "failed id {id}");
+    }
     assert_eq!(store.last_timestamp(), reference.last_timestamp);
     assert_eq!(
         store.expired_pending(Timestamp(u64::MAX)),
@@ -199,6 +202,58 @@ fn reopen_without_checkpoint_returns_to_the_last_checkpoint() {
     assert_eq!(reopened.applied_index(), 1);
     assert_eq!(reopened.transfer(TransferId(1)), None);
     assert_eq!(reopened.account(AccountId(2)).unwrap().debits_posted, 0);
+}
+
+fn transfers_batch(ts: u64, transfers: Vec<NewTransfer>) -> Batch {
+    Batch {
+        timestamp: Timestamp(ts),
+        operation: Operation::CreateTransfers(transfers),
+    }
+}
+
+#[test]
+fn a_failed_id_is_kept_across_reopen_and_forgotten_after_the_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    let mut store = StateStore::open(&path).unwrap();
+    store.apply_batch(1, &accounts_batch(10));
+    let to_nowhere = NewTransfer {
+        id: TransferId(50),
+        debit_account_id: AccountId(2),
+        credit_account_id: AccountId(99),
+        amount: 5,
+        ledger: 1,
+        code: 1,
+        ..NewTransfer::default()
+    };
+    let refused = store.apply_batch(2, &transfers_batch(100, vec![to_nowhere]));
+    assert_eq!(refused.names(), ["credit_account_not_found"]);
+    store.checkpoint_now().unwrap();
+    drop(store);
+    let mut store = StateStore::open(&path).unwrap();
+    assert_eq!(store.failed_transfer(TransferId(50)), Some(Timestamp(100)));
+    let fixed = NewTransfer {
+        credit_account_id: AccountId(3),
+        ..to_nowhere
+    };
+    let retried = store.apply_batch(3, &transfers_batch(200, vec![fixed]));
+    assert_eq!(retried.names(), ["id_already_failed"]);
+    // A checkpoint past the retention forgets the reservation, on disk too.
+    let retention = bulwark_limits::FAILED_TRANSFER_ID_RETENTION.as_nanos() as u64;
+    let other = NewTransfer {
+        id: TransferId(51),
+        credit_account_id: AccountId(3),
+        ..to_nowhere
+    };
+    let later = 100 + retention + 1;
+    let ok = store.apply_batch(4, &transfers_batch(later, vec![other]));
+    assert_eq!(ok.names(), ["ok"]);
+    store.checkpoint_now().unwrap();
+    drop(store);
+    let mut store = StateStore::open(&path).unwrap();
+    assert_eq!(store.failed_transfer(TransferId(50)), None);
+    let retried = store.apply_batch(5, &transfers_batch(later + 10, vec![fixed]));
+    assert_eq!(retried.names(), ["ok"]);
 }
 
 #[test]

@@ -55,25 +55,28 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
         let index = entry.index;
         let batches = codec::decode_entry(&entry.data)
             .unwrap_or_else(|e| panic!("committed log entry {index} does not decode: {e}"));
-        // Each batch's last timestamp, as `apply` will give it: from the log alone.
-        let mut last = self.state.last_timestamp();
-        let stamps: Vec<Timestamp> = batches
-            .iter()
-            .map(|b| {
-                last = effective_timestamp(last, b);
-                last
-            })
-            .collect();
-        let results = match &batches[..] {
-            [one] => vec![self.state.apply_batch(index, one)],
+        let before = self.state.last_timestamp();
+        let applied = match &batches[..] {
+            [one] => {
+                let results = self.state.apply_batch(index, one);
+                vec![(results, self.state.last_timestamp())]
+            }
             many => self.state.apply_group(index, many),
         };
-        assert_eq!(results.len(), batches.len(), "one result list per batch");
-        assert_eq!(
-            self.state.last_timestamp(),
-            last,
-            "timestamps as the log says"
-        );
+        assert_eq!(applied.len(), batches.len(), "one result list per batch");
+        let (results, stamps): (Vec<_>, Vec<Timestamp>) = applied.into_iter().unzip();
+        // Each batch's last event comes after everything before it (the proposer's stamp, moved
+        // up past the state's last one and past the expiries due at its start).
+        let mut previous = before;
+        for (batch, stamp) in batches.iter().zip(&stamps) {
+            assert!(
+                *stamp >= effective_timestamp(previous, batch),
+                "entry {index}: a batch stamped {stamp:?} before its place in the log"
+            );
+            previous = *stamp;
+        }
+        let last = self.state.last_timestamp();
+        assert_eq!(last, previous, "the state ends at the entry's last stamp");
         self.last_proposed = self.last_proposed.max(last);
         let Some(proposal) = self.own_proposal(entry) else {
             return;

@@ -192,6 +192,8 @@ pub struct Replica<S: RaftStorage, M: StateMachine, T> {
     /// committed entry and its timestamps can be trusted for new proposals.
     leader_ready: bool,
     waiting_writes: VecDeque<(Operation, T)>,
+    /// The index of this leader's `ExpirePending` proposal not yet applied: one at a time.
+    expiry_proposed: Option<LogIndex>,
     new_reads: Vec<T>,
     read_rounds: BTreeMap<u64, ReadRound<T>>,
     next_read_round: u64,
@@ -253,6 +255,7 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
             last_proposed: last,
             leader_ready: false,
             waiting_writes: VecDeque::new(),
+            expiry_proposed: None,
             new_reads: Vec::new(),
             read_rounds: BTreeMap::new(),
             next_read_round: 1,

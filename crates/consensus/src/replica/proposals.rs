@@ -113,6 +113,7 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
                     error: ReplicaError::NotLeader { leader },
                 });
             }
+            self.expiry_proposed = None;
             return;
         }
         if !self.leader_ready {
@@ -121,6 +122,36 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
         while !self.waiting_writes.is_empty() {
             let group = self.take_group();
             self.propose_group(group);
+        }
+        self.propose_due_expiry();
+    }
+
+    /// Proposes an `ExpirePending` batch once the proposer's clock has passed the earliest
+    /// deadline of a pending transfer, so that an idle ledger releases the reservation on time
+    /// (any batch would expire it, but none may come). Deterministic on every replica: the
+    /// expiry happens where the batch lands in the log, at its timestamp.
+    fn propose_due_expiry(&mut self) {
+        let applied = LogIndex(self.state.applied_index());
+        if self.expiry_proposed.is_some_and(|index| index > applied) {
+            return;
+        }
+        self.expiry_proposed = None;
+        let now = self.proposal_time();
+        if !self.state.next_expiry().is_some_and(|at| at <= now) {
+            return;
+        }
+        let batch = Batch {
+            timestamp: Batch::next_timestamp(self.last_proposed, now, 1),
+            operation: Operation::ExpirePending,
+        };
+        let mut data = Vec::new();
+        codec::encode_entry(std::slice::from_ref(&batch), &mut data);
+        // An id of its own so that no client proposal is matched to it; untracked, since no
+        // client waits for it.
+        let context = proposal_context(self.config.id, self.next_proposal_id());
+        if self.raw.propose(context, data).is_ok() {
+            self.last_proposed = batch.timestamp;
+            self.expiry_proposed = Some(LogIndex(self.raw.raft.raft_log.last_index()));
         }
     }
 

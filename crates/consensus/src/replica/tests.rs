@@ -586,3 +586,55 @@ fn log_syncs_that_write_entries_are_timed_with_the_shells_clock_when_asked() {
     }
     assert!(c.node(3).take_log_syncs().is_empty(), "node 3 did not ask");
 }
+
+#[test]
+fn an_idle_leader_expires_a_pending_transfer_on_time_on_every_replica() {
+    use bulwark_ledger::{NewTransfer, PendingStatus, TransferFlags, TransferId};
+    let mut c = Cluster::new();
+    c.rounds(60);
+    assert_eq!(c.leader(), Some(1));
+    c.write_account(1, 1);
+    c.write_account(1, 2);
+    c.rounds(10);
+    let pending = NewTransfer {
+        id: TransferId(10),
+        debit_account_id: AccountId(1),
+        credit_account_id: AccountId(2),
+        amount: 5,
+        timeout: 1,
+        ledger: 1,
+        code: 1,
+        flags: TransferFlags::PENDING,
+        ..NewTransfer::default()
+    };
+    c.node(1)
+        .write(Operation::CreateTransfers(vec![pending]), 10);
+    c.rounds(10);
+    assert!(matches!(c.outcome(10)[..], [Ok(_)]));
+    let status = |c: &Cluster, node: u64| {
+        let store = &c.nodes[(node - 1) as usize].state().store;
+        (
+            store.pending.get(&TransferId(10)).copied(),
+            store.accounts[&AccountId(1)].debits_pending,
+        )
+    };
+    let before = c.node(1).raw().raft.raft_log.last_index();
+    // A round is a millisecond: half the timeout, nothing expires.
+    c.rounds(500);
+    assert_eq!(status(&c, 1), (Some(PendingStatus::Pending), 5));
+    // Past the deadline, with no write at all: the leader proposes the expiry.
+    c.rounds(600);
+    for node in 1..=3 {
+        assert_eq!(
+            status(&c, node),
+            (Some(PendingStatus::Expired), 0),
+            "node {node}"
+        );
+    }
+    assert_eq!(
+        c.node(1).raw().raft.raft_log.last_index(),
+        before + 1,
+        "one expiry entry, not one per round"
+    );
+    c.assert_converged();
+}

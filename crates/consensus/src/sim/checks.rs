@@ -153,7 +153,39 @@ impl Sim {
         for _ in 0..50 {
             self.step(false)?;
         }
+        // A leader still proposes expiries of pending transfers as their deadlines pass: wait
+        // for a moment when every replica has applied the leader's whole log.
+        for _ in 0..200 {
+            if self.all_caught_up() {
+                break;
+            }
+            self.step(false)?;
+        }
         self.compare_replicas()
+    }
+
+    /// Every member has applied the current leader's last log entry.
+    fn all_caught_up(&self) -> bool {
+        let Some(leader) = self.current_leader() else {
+            return false;
+        };
+        let Some(raft) = self.nodes[(leader - 1) as usize]
+            .replica
+            .as_ref()
+            .map(|r| &r.raw().raft)
+        else {
+            return false;
+        };
+        let last = raft.raft_log.last_index();
+        let members = crate::membership::members_of(&raft.prs().conf().to_conf_state());
+        self.nodes
+            .iter()
+            .filter(|n| members.contains(&NodeId(n.id)))
+            .all(|n| {
+                n.replica
+                    .as_ref()
+                    .is_some_and(|r| r.state().applied_index() == last)
+            })
     }
 
     /// Healed, a leader must emerge within a few election timeouts (one may be under way).

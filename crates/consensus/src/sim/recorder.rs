@@ -33,10 +33,10 @@ impl StateMachine for Recorder {
         results
     }
 
-    fn apply_group(&mut self, index: u64, batches: &[Batch]) -> Vec<BatchResults> {
+    fn apply_group(&mut self, index: u64, batches: &[Batch]) -> Vec<(BatchResults, Timestamp)> {
         let results = self.inner.apply_group(index, batches);
         let ts = self.inner.last_timestamp();
-        let names: Vec<_> = results.iter().map(|r| r.names()).collect();
+        let names: Vec<_> = results.iter().map(|(r, _)| r.names()).collect();
         self.extend(index, (format!("{batches:?}"), names, ts.0));
         self.batches
             .insert(index, batches.iter().map(write_id).collect());
@@ -64,6 +64,10 @@ impl StateMachine for Recorder {
         self.inner.last_timestamp()
     }
 
+    fn next_expiry(&self) -> Option<Timestamp> {
+        self.inner.next_expiry()
+    }
+
     fn membership(&self) -> Option<Vec<u8>> {
         self.inner.membership()
     }
@@ -79,7 +83,8 @@ impl StateMachine for Recorder {
     }
 }
 
-/// The simulation identifies each client write by the id of its first event.
+/// The simulation identifies each client write by the id of its first event; a leader's own
+/// expiry batch, no client's write, is 0.
 pub(super) fn write_id(batch: &Batch) -> u64 {
     match &batch.operation {
         Operation::CreateAccounts(a) => a[0].id.0,
@@ -89,5 +94,6 @@ pub(super) fn write_id(batch: &Batch) -> u64 {
             | bulwark_ledger::access::ControlCommand::RevokeToken { id }
             | bulwark_ledger::access::ControlCommand::BootstrapAdmin { id, .. } => id.0,
         },
+        Operation::ExpirePending => 0,
     }
 }

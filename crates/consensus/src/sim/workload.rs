@@ -44,7 +44,9 @@ impl Sim {
                 ACCOUNT_TOKENS + id
             }
             Operation::CreateTransfers(t) => t[0].id.0,
-            Operation::Control(_) => unreachable!("the workload writes no control commands"),
+            Operation::Control(_) | Operation::ExpirePending => {
+                unreachable!("the workload writes no control or expiry batches")
+            }
         };
         let read = self.rng.chance(200);
         let must_see = self.acknowledged.values().copied().max().unwrap_or(0);

@@ -1,0 +1,311 @@
+//! [`Overlay`]: a batch's view of the ledger, its own changes over the store's state, with an undo
+//! journal so that a failed linked chain rolls back exactly what it did.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::access::{AccessChange, AuditRecord};
+use crate::store::{Changes, LedgerStore};
+use crate::types::{
+    Account, AccountFlags, AccountId, FlagSet, PendingStatus, Timestamp, Transfer, TransferFlags,
+    TransferId,
+};
+use crate::IdMap;
+
+/// One change the overlay can take back.
+enum Undo {
+    Account(AccountId, Option<Account>),
+    Transfer(TransferId),
+    Pending(TransferId, Option<PendingStatus>),
+    ExpiryAdded((Timestamp, TransferId)),
+    /// An expiry was removed; `true` if it had been added in this batch.
+    ExpiryRemoved((Timestamp, TransferId), bool),
+    History,
+}
+
+/// The batch's view of the ledger: its own changes over the store's state.
+pub(super) struct Overlay<'s, S> {
+    pub(super) store: &'s S,
+    accounts: IdMap<AccountId, Account>,
+    transfers: IdMap<TransferId, Transfer>,
+    transfer_order: Vec<TransferId>,
+    pending: IdMap<TransferId, PendingStatus>,
+    expiries_added: BTreeSet<(Timestamp, TransferId)>,
+    expiries_removed: BTreeSet<(Timestamp, TransferId)>,
+    history: Vec<(AccountId, Timestamp, crate::types::Balances)>,
+    /// Ids refused for a transient reason in this batch. Not journaled: a chain rolled back
+    /// keeps the reservation of the event that broke it.
+    failed: IdMap<TransferId, Timestamp>,
+    pub(super) access: Vec<AccessChange>,
+    pub(super) audit: Vec<AuditRecord>,
+    undo: Vec<Undo>,
+}
+
+impl<'s, S: LedgerStore> Overlay<'s, S> {
+    /// An overlay sized for a batch of `events` (each touches at most two accounts).
+    pub(super) fn new(store: &'s S, events: usize) -> Self {
+        Overlay {
+            store,
+            accounts: IdMap::with_capacity_and_hasher(2 * events, Default::default()),
+            transfers: IdMap::with_capacity_and_hasher(events, Default::default()),
+            transfer_order: Vec::with_capacity(events),
+            pending: IdMap::default(),
+            expiries_added: BTreeSet::new(),
+            expiries_removed: BTreeSet::new(),
+            history: Vec::new(),
+            failed: IdMap::default(),
+            access: Vec::new(),
+            audit: Vec::new(),
+            undo: Vec::new(),
+        }
+    }
+
+    pub(super) fn account(&self, id: AccountId) -> Option<Account> {
+        self.accounts
+            .get(&id)
+            .copied()
+            .or_else(|| self.store.account(id))
+    }
+
+    pub(super) fn transfer(&self, id: TransferId) -> Option<Transfer> {
+        self.transfers
+            .get(&id)
+            .copied()
+            .or_else(|| self.store.transfer(id))
+    }
+
+    pub(super) fn pending_status(&self, id: TransferId) -> Option<PendingStatus> {
+        self.pending
+            .get(&id)
+            .copied()
+            .or_else(|| self.store.pending_status(id))
+    }
+
+    /// The two accounts of a pending transfer, which exist because it was created.
+    pub(super) fn pending_accounts(&self, p: &Transfer) -> (Account, Account) {
+        let dr = self
+            .account(p.debit_account_id)
+            .expect("a pending transfer's debit account exists");
+        let cr = self
+            .account(p.credit_account_id)
+            .expect("a pending transfer's credit account exists");
+        assert!(
+            dr.debits_pending >= p.amount,
+            "debits_pending covers a pending transfer"
+        );
+        assert!(
+            cr.credits_pending >= p.amount,
+            "credits_pending covers a pending transfer"
+        );
+        (dr, cr)
+    }
+
+    /// When `id` was refused for a transient reason, in this batch or before.
+    pub(super) fn failed_transfer(&self, id: TransferId) -> Option<Timestamp> {
+        self.failed
+            .get(&id)
+            .copied()
+            .or_else(|| self.store.failed_transfer(id))
+    }
+
+    /// Reserves the id of a transfer refused for a transient reason at `timestamp`.
+    pub(super) fn fail_transfer(&mut self, id: TransferId, timestamp: Timestamp) {
+        self.failed.insert(id, timestamp);
+    }
+
+    pub(super) fn savepoint(&self) -> usize {
+        self.undo.len()
+    }
+
+    pub(super) fn rollback(&mut self, savepoint: usize) {
+        while self.undo.len() > savepoint {
+            match self.undo.pop().expect("length checked") {
+                Undo::Account(id, previous) => match previous {
+                    Some(a) => {
+                        self.accounts.insert(id, a);
+                    }
+                    None => {
+                        self.accounts.remove(&id);
+                    }
+                },
+                Undo::Transfer(id) => {
+                    self.transfers.remove(&id);
+                    let popped = self.transfer_order.pop();
+                    assert_eq!(popped, Some(id), "transfers roll back in reverse order");
+                }
+                Undo::Pending(id, previous) => match previous {
+                    Some(s) => {
+                        self.pending.insert(id, s);
+                    }
+                    None => {
+                        self.pending.remove(&id);
+                    }
+                },
+                Undo::ExpiryAdded(key) => {
+                    self.expiries_added.remove(&key);
+                }
+                Undo::ExpiryRemoved(key, was_added) => {
+                    if was_added {
+                        self.expiries_added.insert(key);
+                    } else {
+                        self.expiries_removed.remove(&key);
+                    }
+                }
+                Undo::History => {
+                    self.history.pop();
+                }
+            }
+        }
+    }
+
+    pub(super) fn put_account(&mut self, account: Account) {
+        let previous = self.accounts.insert(account.id, account);
+        self.undo.push(Undo::Account(account.id, previous));
+    }
+
+    /// Records a transfer together with the two accounts it changed, so that no code path
+    /// can move money on one side only.
+    pub(super) fn put_transfer(&mut self, transfer: Transfer, dr: Account, cr: Account) {
+        assert_eq!(dr.id, transfer.debit_account_id);
+        assert_eq!(cr.id, transfer.credit_account_id);
+        assert_eq!(dr.ledger, cr.ledger, "a transfer stays within one ledger");
+        self.put_account(dr);
+        self.put_account(cr);
+        let previous = self.transfers.insert(transfer.id, transfer);
+        assert!(previous.is_none(), "transfer ids are unique");
+        self.transfer_order.push(transfer.id);
+        self.undo.push(Undo::Transfer(transfer.id));
+        self.record_history(&[dr, cr], transfer.timestamp);
+    }
+
+    /// The balances after a change at `timestamp`, for the accounts that keep a history.
+    fn record_history(&mut self, accounts: &[Account], timestamp: Timestamp) {
+        for account in accounts {
+            if account.flags.contains(AccountFlags::HISTORY) {
+                self.history
+                    .push((account.id, timestamp, account.balances()));
+                self.undo.push(Undo::History);
+            }
+        }
+    }
+
+    pub(super) fn set_pending_status(&mut self, id: TransferId, status: PendingStatus) {
+        let previous = self.pending.insert(id, status);
+        self.undo.push(Undo::Pending(id, previous));
+    }
+
+    pub(super) fn add_expiry(&mut self, at: Timestamp, id: TransferId) {
+        self.expiries_added.insert((at, id));
+        self.undo.push(Undo::ExpiryAdded((at, id)));
+    }
+
+    pub(super) fn remove_expiry(&mut self, at: Timestamp, id: TransferId) {
+        let was_added = self.expiries_added.remove(&(at, id));
+        if !was_added {
+            self.expiries_removed.insert((at, id));
+        }
+        self.undo.push(Undo::ExpiryRemoved((at, id), was_added));
+    }
+
+    /// Expires the pending transfers `due` (deadline, id), the i-th at timestamp `first + i`:
+    /// releases its amount, reopens the accounts it was closing and records the balances after
+    /// it. Returns how many expired.
+    pub(super) fn expire(&mut self, due: &[(Timestamp, TransferId)], first: Timestamp) -> usize {
+        for (i, &(at, id)) in due.iter().enumerate() {
+            let now = Timestamp(first.0 + i as u64);
+            assert!(at <= first, "only what is due expires");
+            assert_eq!(self.pending_status(id), Some(PendingStatus::Pending));
+            let p = self.transfer(id).expect("an expiring transfer exists");
+            let (mut dr, mut cr) = self.pending_accounts(&p);
+            dr.debits_pending -= p.amount;
+            cr.credits_pending -= p.amount;
+            reopen_closed_by(&p, &mut dr, &mut cr);
+            self.put_account(dr);
+            self.put_account(cr);
+            self.record_history(&[dr, cr], now);
+            self.set_pending_status(id, PendingStatus::Expired);
+            self.remove_expiry(at, id);
+        }
+        due.len()
+    }
+
+    pub(super) fn into_changes(self, last_timestamp: Timestamp) -> Changes {
+        self.assert_conservation();
+        let mut accounts: Vec<Account> = self.accounts.into_values().collect();
+        accounts.sort_by_key(|a| a.id);
+        let transfers = self
+            .transfer_order
+            .iter()
+            .map(|id| self.transfers[id])
+            .collect();
+        let mut pending_status: Vec<_> = self.pending.into_iter().collect();
+        pending_status.sort_by_key(|(id, _)| *id);
+        let mut failed_transfers: Vec<_> = self.failed.into_iter().collect();
+        failed_transfers.sort_by_key(|(id, _)| *id);
+        Changes {
+            accounts,
+            transfers,
+            pending_status,
+            failed_transfers,
+            expiries_added: self.expiries_added.into_iter().collect(),
+            expiries_removed: self.expiries_removed.into_iter().collect(),
+            balance_history: self.history,
+            access: self.access,
+            audit: self.audit,
+            last_timestamp,
+        }
+    }
+
+    /// Double entry: within each ledger, what the batch added to debits it added to credits,
+    /// pending and posted alike.
+    fn assert_conservation(&self) {
+        let mut deltas: BTreeMap<u32, [i128; 2]> = BTreeMap::new();
+        for account in self.accounts.values() {
+            let before = self.store.account(account.id).unwrap_or(Account {
+                ledger: account.ledger,
+                ..Account::default()
+            });
+            assert_eq!(
+                before.ledger, account.ledger,
+                "an account never changes ledger"
+            );
+            let d = deltas.entry(account.ledger).or_default();
+            d[0] += i128::from(account.debits_posted)
+                - i128::from(before.debits_posted)
+                - (i128::from(account.credits_posted) - i128::from(before.credits_posted));
+            d[1] += i128::from(account.debits_pending)
+                - i128::from(before.debits_pending)
+                - (i128::from(account.credits_pending) - i128::from(before.credits_pending));
+        }
+        for (ledger, [posted, pending]) in deltas {
+            assert_eq!(
+                posted, 0,
+                "ledger {ledger}: posted debits and credits diverged"
+            );
+            assert_eq!(
+                pending, 0,
+                "ledger {ledger}: pending debits and credits diverged"
+            );
+        }
+    }
+}
+
+/// Voiding or expiring a pending closing transfer reopens the accounts it closed.
+pub(super) fn reopen_closed_by(p: &Transfer, dr: &mut Account, cr: &mut Account) {
+    let open = |a: &mut Account| {
+        a.flags = AccountFlags::from_bits_retain(a.flags.bits() & !AccountFlags::CLOSED.bits());
+    };
+    if p.flags.contains(TransferFlags::CLOSING_DEBIT) {
+        assert!(
+            dr.flags.contains(AccountFlags::CLOSED),
+            "a closing debit closed its account"
+        );
+        open(dr);
+    }
+    if p.flags.contains(TransferFlags::CLOSING_CREDIT) {
+        assert!(
+            cr.flags.contains(AccountFlags::CLOSED),
+            "a closing credit closed its account"
+        );
+        open(cr);
+    }
+}
