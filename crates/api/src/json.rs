@@ -2,8 +2,8 @@
 //! that names what is wrong and where (`[3].amount`), before anything reaches the ledger.
 
 use bulwark_ledger::{
-    Account, AccountId, Balances, FlagSet, NewAccount, NewTransfer, PendingStatus, Transfer,
-    TransferFlags, TransferId, AMOUNT_MAX,
+    Account, AccountId, Balances, FlagSet, NewAccount, NewTransfer, PendingStatus, Timestamp,
+    Transfer, TransferFlags, TransferId, AMOUNT_MAX,
 };
 use bulwark_limits::MAX_BATCH_EVENTS;
 use serde::{Deserialize, Serialize};
@@ -20,6 +20,9 @@ pub struct AccountIn {
     flags: Vec<String>,
     #[serde(default)]
     user_data: u64,
+    /// Only with the `imported` flag: the account's timestamp where it comes from.
+    #[serde(default)]
+    timestamp: u64,
 }
 
 #[derive(Deserialize)]
@@ -45,6 +48,9 @@ pub struct TransferIn {
     flags: Vec<String>,
     #[serde(default)]
     user_data: u64,
+    /// Only with the `imported` flag: the transfer's timestamp where it comes from.
+    #[serde(default)]
+    timestamp: u64,
 }
 
 /// Parses a JSON array body strictly. The fast path parses without tracking positions; only a
@@ -120,6 +126,7 @@ pub fn parse_accounts(body: &[u8]) -> Result<Vec<NewAccount>, ApiError> {
                 code: a.code,
                 flags: parse_flags(&a.flags, i)?,
                 user_data: a.user_data,
+                timestamp: Timestamp(a.timestamp),
             })
         })
         .collect()
@@ -142,6 +149,7 @@ pub fn parse_transfers(body: &[u8]) -> Result<Vec<NewTransfer>, ApiError> {
                 code: t.code,
                 flags,
                 user_data: t.user_data,
+                timestamp: Timestamp(t.timestamp),
             })
         })
         .collect()

@@ -6,14 +6,16 @@
 //! rules of one account are in `account`, of one transfer in `transfer`.
 
 mod account;
+mod import;
 mod overlay;
 mod transfer;
 
 use crate::access::{Control, ControlResult};
 use crate::results::{CreateAccountResult, CreateTransferResult};
 use crate::store::LedgerStore;
-use crate::types::{AccountFlags, NewAccount, NewTransfer, Timestamp, TransferFlags};
+use crate::types::{NewAccount, NewTransfer, Timestamp};
 use account::create_account;
+use import::{check_import, Event};
 use overlay::Overlay;
 use transfer::create_transfer;
 
@@ -53,6 +55,16 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// Whether the batch imports events with their own timestamps: its first event decides
+    /// (every other event must agree).
+    pub fn is_imported(&self) -> bool {
+        match &self.operation {
+            Operation::CreateAccounts(a) => a.first().is_some_and(Event::is_imported),
+            Operation::CreateTransfers(t) => t.first().is_some_and(Event::is_imported),
+            Operation::Control(_) | Operation::ExpirePending => false,
+        }
+    }
+
     /// The timestamp a proposer must give a batch of `events` events so that it lands after
     /// everything applied up to `last` and no earlier than the wall clock `now`.
     pub fn next_timestamp(last: Timestamp, now: Timestamp, events: usize) -> Timestamp {
@@ -124,25 +136,32 @@ pub fn apply_at<S: LedgerStore>(store: &mut S, batch: &Batch, index: u64) -> Bat
     let unshifted_last = effective_timestamp(store.last_timestamp(), batch);
     let start = Timestamp(unshifted_last.0 - (n - 1));
     assert!(start > store.last_timestamp(), "timestamps must increase");
-    let due = store.expired_pending(start);
+    // An imported batch expires nothing: its events take their own (past) timestamps, and the
+    // ledger's time moves only to the newest of them.
+    let imported = batch.is_imported();
+    let due = if imported {
+        Vec::new()
+    } else {
+        store.expired_pending(start)
+    };
     let last_event = Timestamp(unshifted_last.0 + due.len() as u64);
     let first = Timestamp(last_event.0 - (n - 1));
     let (results, changes) = {
         let mut overlay = Overlay::new(&*store, batch.operation.len());
         let expired = overlay.expire(&due, start);
+        let stamps = Stamps {
+            first,
+            last: last_event,
+            imported,
+        };
         let results = match &batch.operation {
-            Operation::CreateAccounts(accounts) => BatchResults::Accounts(run_chains(
-                &mut overlay,
-                accounts,
-                first,
-                |a| a.flags.contains(AccountFlags::LINKED),
-                create_account,
-            )),
+            Operation::CreateAccounts(accounts) => {
+                BatchResults::Accounts(run_chains(&mut overlay, accounts, stamps, create_account))
+            }
             Operation::CreateTransfers(transfers) => BatchResults::Transfers(run_chains(
                 &mut overlay,
                 transfers,
-                first,
-                |t| t.flags.contains(TransferFlags::LINKED),
+                stamps,
                 create_transfer,
             )),
             Operation::Control(control) => {
@@ -154,7 +173,12 @@ pub fn apply_at<S: LedgerStore>(store: &mut S, batch: &Batch, index: u64) -> Bat
             }
             Operation::ExpirePending => BatchResults::Expired(expired),
         };
-        (results, overlay.into_changes(last_event))
+        let ledger_time = if imported {
+            overlay.newest()
+        } else {
+            last_event
+        };
+        (results, overlay.into_changes(ledger_time))
     };
     store.commit(changes);
     results
@@ -168,17 +192,16 @@ pub fn apply_at<S: LedgerStore>(store: &mut S, batch: &Batch, index: u64) -> Bat
 /// was applied, and answers `exists` throughout (nothing changes). A chain that mixes `ok` and
 /// `exists` (an event applied earlier on its own, or the chain naming one event twice) is
 /// malformed: it fails at its first `exists` event, which keeps that result.
-fn run_chains<S: LedgerStore, E, R: Copy + ChainResult>(
+fn run_chains<S: LedgerStore, E: Event, R: Copy + ChainResult>(
     overlay: &mut Overlay<'_, S>,
     events: &[E],
-    first: Timestamp,
-    is_linked: impl Fn(&E) -> bool,
+    stamps: Stamps,
     mut execute: impl FnMut(&mut Overlay<'_, S>, &E, Timestamp) -> R,
 ) -> Vec<R> {
     let mut results = Vec::with_capacity(events.len());
     let mut chain: Option<Chain> = None;
     for (i, event) in events.iter().enumerate() {
-        let linked = is_linked(event);
+        let linked = event.is_linked();
         if linked && chain.is_none() {
             chain = Some(Chain::new(i, overlay.savepoint()));
         }
@@ -186,8 +209,12 @@ fn run_chains<S: LedgerStore, E, R: Copy + ChainResult>(
             R::LINKED_EVENT_CHAIN_OPEN
         } else if chain.as_ref().is_some_and(|c| c.broken_at.is_some()) {
             R::LINKED_EVENT_FAILED
+        } else if let Some(refused) = check_import(event, stamps.imported, stamps.last) {
+            refused
+        } else if event.is_imported() {
+            execute(overlay, event, event.timestamp())
         } else {
-            execute(overlay, event, Timestamp(first.0 + i as u64))
+            execute(overlay, event, Timestamp(stamps.first.0 + i as u64))
         };
         results.push(result);
         if let Some(c) = chain.as_mut() {
@@ -201,6 +228,14 @@ fn run_chains<S: LedgerStore, E, R: Copy + ChainResult>(
         }
     }
     results
+}
+
+/// The timestamps of a batch's events: `first + i` for event `i`, or an imported event's own.
+#[derive(Clone, Copy)]
+struct Stamps {
+    first: Timestamp,
+    last: Timestamp,
+    imported: bool,
 }
 
 /// The linked chain being run: where it starts, and where it broke.
@@ -268,6 +303,11 @@ impl Chain {
 trait ChainResult: Copy {
     const LINKED_EVENT_FAILED: Self;
     const LINKED_EVENT_CHAIN_OPEN: Self;
+    const IMPORTED_EVENT_EXPECTED: Self;
+    const IMPORTED_EVENT_NOT_EXPECTED: Self;
+    const TIMESTAMP_MUST_BE_ZERO: Self;
+    const IMPORTED_EVENT_TIMESTAMP_OUT_OF_RANGE: Self;
+    const IMPORTED_EVENT_TIMESTAMP_MUST_NOT_ADVANCE: Self;
     fn is_ok(self) -> bool;
     fn is_exists(self) -> bool;
 }
@@ -277,6 +317,13 @@ macro_rules! chain_result {
         impl ChainResult for $t {
             const LINKED_EVENT_FAILED: Self = <$t>::LinkedEventFailed;
             const LINKED_EVENT_CHAIN_OPEN: Self = <$t>::LinkedEventChainOpen;
+            const IMPORTED_EVENT_EXPECTED: Self = <$t>::ImportedEventExpected;
+            const IMPORTED_EVENT_NOT_EXPECTED: Self = <$t>::ImportedEventNotExpected;
+            const TIMESTAMP_MUST_BE_ZERO: Self = <$t>::TimestampMustBeZero;
+            const IMPORTED_EVENT_TIMESTAMP_OUT_OF_RANGE: Self =
+                <$t>::ImportedEventTimestampOutOfRange;
+            const IMPORTED_EVENT_TIMESTAMP_MUST_NOT_ADVANCE: Self =
+                <$t>::ImportedEventTimestampMustNotAdvance;
             fn is_ok(self) -> bool {
                 <$t>::is_ok(self)
             }

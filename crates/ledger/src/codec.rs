@@ -2,17 +2,18 @@
 //! fields, so that decoding is a bounds check and a few loads, and the format is obvious.
 //!
 //! ```text
-//! batch    = version:u8 (=1) | operation:u8 (1 accounts, 2 transfers) | timestamp:u64 | count:u32 | event*
-//! account  = id:u64 | user_data:u64 | ledger:u32 | code:u16 | flags:u16                      (24 bytes)
+//! batch    = version:u8 (=3) | operation:u8 (1 accounts, 2 transfers) | timestamp:u64 | count:u32 | event*
+//! account  = id:u64 | user_data:u64 | ledger:u32 | code:u16 | flags:u16 | timestamp:u64     (32 bytes)
 //! transfer = id:u64 | debit:u64 | credit:u64 | amount:u64 | pending_id:u64 | user_data:u64
-//!            | timeout:u32 | ledger:u32 | code:u16 | flags:u16                                  (60 bytes)
+//!            | timeout:u32 | ledger:u32 | code:u16 | flags:u16 | timestamp:u64                  (68 bytes)
 //! control  = len:u32 | command (access::encoding; operation 3, count 1)
 //! expire   = (nothing; operation 4, count 1: expire the pending transfers due by the timestamp)
 //! group    = marker:u8 (=2) | count:u32 | (len:u32 | batch)*                                  (count >= 1)
 //! ```
-//! A Raft entry holds either one `batch` (its first byte is the batch version, 1) or a `group` of
-//! batches that a leader proposed together (first byte 2): the marker byte keeps every entry
-//! written before groups existed decodable. [`decode_entry`] reads both.
+//! A Raft entry holds either one `batch` (its first byte is the batch version, 3) or a `group` of
+//! batches that a leader proposed together (first byte 2). [`decode_entry`] reads both. Version 1
+//! (events without their client timestamp) is refused: a log written before imported events
+//! existed belongs to a state store of the previous format, which the store refuses too.
 //!
 //! Checksums are the log's business; this layer only refuses bytes that do not parse.
 
@@ -22,7 +23,7 @@ use crate::types::{
     AccountFlags, AccountId, FlagSet, NewAccount, NewTransfer, Timestamp, TransferFlags, TransferId,
 };
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 3;
 /// First byte of an entry holding a group of batches; distinct from every batch version.
 const GROUP_MARKER: u8 = 2;
 const GROUP_HEADER: usize = 1 + 4;
@@ -33,8 +34,8 @@ const OP_CONTROL: u8 = 3;
 /// `Operation::ExpirePending`: count is 1 and there are no event bytes.
 const OP_EXPIRE: u8 = 4;
 const HEADER: usize = 1 + 1 + 8 + 4;
-const ACCOUNT_BYTES: usize = 24;
-const TRANSFER_BYTES: usize = 60;
+const ACCOUNT_BYTES: usize = 32;
+const TRANSFER_BYTES: usize = 68;
 
 // The largest batch (transfers are the wider events) fits a group entry on its own: a group
 // header, its length prefix, the batch header and every event.
@@ -168,6 +169,7 @@ pub fn encode(batch: &Batch, out: &mut Vec<u8>) {
                 out.extend_from_slice(&a.ledger.to_le_bytes());
                 out.extend_from_slice(&a.code.to_le_bytes());
                 out.extend_from_slice(&a.flags.bits().to_le_bytes());
+                out.extend_from_slice(&a.timestamp.0.to_le_bytes());
             }
         }
         Operation::CreateTransfers(transfers) => {
@@ -183,6 +185,7 @@ pub fn encode(batch: &Batch, out: &mut Vec<u8>) {
                 out.extend_from_slice(&t.ledger.to_le_bytes());
                 out.extend_from_slice(&t.code.to_le_bytes());
                 out.extend_from_slice(&t.flags.bits().to_le_bytes());
+                out.extend_from_slice(&t.timestamp.0.to_le_bytes());
             }
         }
         Operation::Control(control) => {
@@ -245,6 +248,7 @@ pub fn decode(bytes: &[u8]) -> Result<Batch, CodecError> {
                     ledger: u32_at(e, 16),
                     code: u16_at(e, 20),
                     flags: AccountFlags::from_bits_retain(u16_at(e, 22)),
+                    timestamp: Timestamp(u64_at(e, 24)),
                 })
                 .collect(),
         )
@@ -262,6 +266,7 @@ pub fn decode(bytes: &[u8]) -> Result<Batch, CodecError> {
                     ledger: u32_at(e, 52),
                     code: u16_at(e, 56),
                     flags: TransferFlags::from_bits_retain(u16_at(e, 58)),
+                    timestamp: Timestamp(u64_at(e, 60)),
                 })
                 .collect(),
         )
@@ -322,6 +327,7 @@ mod tests {
                     code: 3,
                     flags: AccountFlags::HISTORY | AccountFlags::LINKED,
                     user_data: u64::MAX,
+                    timestamp: Timestamp(12),
                 }]),
             },
             Batch {
@@ -338,6 +344,7 @@ mod tests {
                         code: 6,
                         flags: TransferFlags::PENDING,
                         user_data: 3,
+                        timestamp: Timestamp(13),
                     };
                     3
                 ]),
@@ -365,8 +372,12 @@ mod tests {
         let mut wrong = bytes.clone();
         wrong[1] = 9;
         assert_eq!(decode(&wrong), Err(CodecError::Operation(9)));
-        wrong[0] = 3;
-        assert_eq!(decode(&wrong), Err(CodecError::Version(3)));
+        wrong[0] = 1;
+        assert_eq!(
+            decode(&wrong),
+            Err(CodecError::Version(1)),
+            "a batch of the format before client timestamps is refused"
+        );
     }
 
     /// Hex of `bytes`, two digits a byte, no separators.
@@ -401,12 +412,13 @@ mod tests {
                 ledger: 0x3132_3334,
                 code: 0x4142,
                 flags: AccountFlags::HISTORY | AccountFlags::LINKED,
+                timestamp: Timestamp(0x5152_5354_5556_5758),
             }]),
         };
         assert_golden(
             &[batch],
-            "01 01 0807060504030201 01000000
-             1817161514131211 2827262524232221 34333231 4241 0900",
+            "03 01 0807060504030201 01000000
+             1817161514131211 2827262524232221 34333231 4241 0900 5857565554535251",
         );
     }
 
@@ -423,6 +435,7 @@ mod tests {
             ledger: 0x8182_8384,
             code: 0x9192,
             flags: TransferFlags::PENDING | TransferFlags::VOID_PENDING_TRANSFER,
+            timestamp: Timestamp(0xa1a2_a3a4_a5a6_a7a8),
         };
         let batch = Batch {
             timestamp: Timestamp(0x0102_0304_0506_0708),
@@ -430,11 +443,11 @@ mod tests {
         };
         assert_golden(
             &[batch],
-            "01 02 0807060504030201 02000000
+            "03 02 0807060504030201 02000000
              1817161514131211 2827262524232221 3837363534333231 4847464544434241
-             5857565554535251 6867666564636261 74737271 84838281 9291 0a00
+             5857565554535251 6867666564636261 74737271 84838281 9291 0a00 a8a7a6a5a4a3a2a1
              0000000000000000 0000000000000000 0000000000000000 0000000000000000
-             0000000000000000 0000000000000000 00000000 00000000 0000 0000",
+             0000000000000000 0000000000000000 00000000 00000000 0000 0000 0000000000000000",
         );
     }
 
@@ -462,13 +475,13 @@ mod tests {
         };
         assert_golden(
             &[control(0x0102_0304_0506_0708, create)],
-            "01 03 0807060504030201 01000000 38000000
+            "03 03 0807060504030201 01000000 38000000
              01 1817161514131211 01 2827262524232221 02
              abababababababababababababababababababababababababababababababab 0300 6f7073",
         );
         assert_golden(
             &[control(5, revoke)],
-            "01 03 0500000000000000 01000000 12000000
+            "03 03 0500000000000000 01000000 12000000
              02 0700000000000000 02 3837363534333231",
         );
     }
@@ -486,9 +499,9 @@ mod tests {
         assert_golden(
             &[accounts, empty_transfer],
             "02 02000000
-             26000000 01 01 0300000000000000 01000000
-                      0100000000000000 0000000000000000 00000000 0000 0000
-             0e000000 01 02 0400000000000000 00000000",
+             2e000000 03 01 0300000000000000 01000000
+                      0100000000000000 0000000000000000 00000000 0000 0000 0000000000000000
+             0e000000 03 02 0400000000000000 00000000",
         );
     }
 

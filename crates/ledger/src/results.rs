@@ -48,6 +48,11 @@ result_enum!(
         Ok => "ok",
         LinkedEventFailed => "linked_event_failed",
         LinkedEventChainOpen => "linked_event_chain_open",
+        ImportedEventExpected => "imported_event_expected",
+        ImportedEventNotExpected => "imported_event_not_expected",
+        TimestampMustBeZero => "timestamp_must_be_zero",
+        ImportedEventTimestampOutOfRange => "imported_event_timestamp_out_of_range",
+        ImportedEventTimestampMustNotAdvance => "imported_event_timestamp_must_not_advance",
         IdMustNotBeZero => "id_must_not_be_zero",
         IdMustNotBeIntMax => "id_must_not_be_int_max",
         ReservedFlag => "reserved_flag",
@@ -56,6 +61,7 @@ result_enum!(
         CodeMustNotBeZero => "code_must_not_be_zero",
         Exists => "exists",
         ExistsWithDifferentFields => "exists_with_different_fields",
+        ImportedEventTimestampMustNotRegress => "imported_event_timestamp_must_not_regress",
     }
 );
 
@@ -65,6 +71,11 @@ result_enum!(
         Ok => "ok",
         LinkedEventFailed => "linked_event_failed",
         LinkedEventChainOpen => "linked_event_chain_open",
+        ImportedEventExpected => "imported_event_expected",
+        ImportedEventNotExpected => "imported_event_not_expected",
+        TimestampMustBeZero => "timestamp_must_be_zero",
+        ImportedEventTimestampOutOfRange => "imported_event_timestamp_out_of_range",
+        ImportedEventTimestampMustNotAdvance => "imported_event_timestamp_must_not_advance",
         IdMustNotBeZero => "id_must_not_be_zero",
         IdMustNotBeIntMax => "id_must_not_be_int_max",
         IdAlreadyFailed => "id_already_failed",
@@ -110,6 +121,8 @@ result_enum!(
         OverflowsTimeout => "overflows_timeout",
         ExceedsCredits => "exceeds_credits",
         ExceedsDebits => "exceeds_debits",
+        ImportedEventTimestampMustNotRegress => "imported_event_timestamp_must_not_regress",
+        ImportedEventTimeoutMustBeZero => "imported_event_timeout_must_be_zero",
     }
 );
 

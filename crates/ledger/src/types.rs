@@ -108,6 +108,7 @@ flags_newtype!(AccountFlags {
     CREDITS_MUST_NOT_EXCEED_DEBITS = 4 => "credits_must_not_exceed_debits",
     HISTORY = 8 => "history",
     CLOSED = 16 => "closed",
+    IMPORTED = 32 => "imported",
 });
 
 flags_newtype!(TransferFlags {
@@ -119,6 +120,7 @@ flags_newtype!(TransferFlags {
     BALANCING_CREDIT = 32 => "balancing_credit",
     CLOSING_DEBIT = 64 => "closing_debit",
     CLOSING_CREDIT = 128 => "closing_credit",
+    IMPORTED = 256 => "imported",
 });
 
 /// An account as a client submits it: balances and timestamp are the server's.
@@ -129,6 +131,8 @@ pub struct NewAccount {
     pub code: u16,
     pub flags: AccountFlags,
     pub user_data: u64,
+    /// 0, unless `imported`: then the account's timestamp in the system it is migrated from.
+    pub timestamp: Timestamp,
 }
 
 /// An account as stored, with the balances only transfers change.
@@ -182,6 +186,8 @@ pub struct NewTransfer {
     pub code: u16,
     pub flags: TransferFlags,
     pub user_data: u64,
+    /// 0, unless `imported`: then the transfer's timestamp in the system it is migrated from.
+    pub timestamp: Timestamp,
 }
 
 /// A transfer as stored: the submitted fields with those inherited from a pending transfer

@@ -178,6 +178,7 @@ pub(super) fn new_accounts() -> Operation {
                     AccountFlags::empty()
                 },
                 user_data: 0,
+                timestamp: Timestamp(0),
             })
             .collect(),
     )

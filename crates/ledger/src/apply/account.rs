@@ -25,6 +25,9 @@ pub(super) fn create_account<S: LedgerStore>(
     if let Some(e) = overlay.account(a.id) {
         return account_exists(a, &e);
     }
+    if a.flags.contains(AccountFlags::IMPORTED) && timestamp <= overlay.newest() {
+        return R::ImportedEventTimestampMustNotRegress;
+    }
     if a.flags
         .contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
         && a.flags
@@ -38,6 +41,7 @@ pub(super) fn create_account<S: LedgerStore>(
     if a.code == 0 {
         return R::CodeMustNotBeZero;
     }
+    overlay.note_created(timestamp);
     overlay.put_account(Account {
         id: a.id,
         ledger: a.ledger,
@@ -54,10 +58,12 @@ pub(super) fn create_account<S: LedgerStore>(
 /// with: a retry of the creation of an account closed since answers `exists`.
 fn account_exists(a: &NewAccount, e: &Account) -> CreateAccountResult {
     let creation_flags = |f: AccountFlags| f.bits() & !AccountFlags::CLOSED.bits();
+    let imported = a.flags.contains(AccountFlags::IMPORTED);
     let same = e.ledger == a.ledger
         && e.code == a.code
         && creation_flags(e.flags) == creation_flags(a.flags)
-        && e.user_data == a.user_data;
+        && e.user_data == a.user_data
+        && (!imported || e.timestamp == a.timestamp);
     if same {
         CreateAccountResult::Exists
     } else {

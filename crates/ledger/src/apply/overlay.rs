@@ -20,6 +20,7 @@ enum Undo {
     /// An expiry was removed; `true` if it had been added in this batch.
     ExpiryRemoved((Timestamp, TransferId), bool),
     History,
+    Newest(Timestamp),
 }
 
 /// The batch's view of the ledger: its own changes over the store's state.
@@ -35,6 +36,9 @@ pub(super) struct Overlay<'s, S> {
     /// Ids refused for a transient reason in this batch. Not journaled: a chain rolled back
     /// keeps the reservation of the event that broke it.
     failed: IdMap<TransferId, Timestamp>,
+    /// The timestamp of the newest account or transfer, in the store or created since: an
+    /// imported event must come after it.
+    newest: Timestamp,
     pub(super) access: Vec<AccessChange>,
     pub(super) audit: Vec<AuditRecord>,
     undo: Vec<Undo>,
@@ -53,6 +57,7 @@ impl<'s, S: LedgerStore> Overlay<'s, S> {
             expiries_removed: BTreeSet::new(),
             history: Vec::new(),
             failed: IdMap::default(),
+            newest: store.last_timestamp(),
             access: Vec::new(),
             audit: Vec::new(),
             undo: Vec::new(),
@@ -153,7 +158,21 @@ impl<'s, S: LedgerStore> Overlay<'s, S> {
                 Undo::History => {
                     self.history.pop();
                 }
+                Undo::Newest(previous) => self.newest = previous,
             }
+        }
+    }
+
+    /// The timestamp of the newest account or transfer (see the field).
+    pub(super) fn newest(&self) -> Timestamp {
+        self.newest
+    }
+
+    /// Notes a new account or transfer stamped `timestamp`.
+    pub(super) fn note_created(&mut self, timestamp: Timestamp) {
+        if timestamp > self.newest {
+            self.undo.push(Undo::Newest(self.newest));
+            self.newest = timestamp;
         }
     }
 
@@ -174,6 +193,7 @@ impl<'s, S: LedgerStore> Overlay<'s, S> {
         assert!(previous.is_none(), "transfer ids are unique");
         self.transfer_order.push(transfer.id);
         self.undo.push(Undo::Transfer(transfer.id));
+        self.note_created(transfer.timestamp);
         self.record_history(&[dr, cr], transfer.timestamp);
     }
 

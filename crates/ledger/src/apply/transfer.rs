@@ -69,6 +69,9 @@ fn check_and_create<S: LedgerStore>(
     if dr.ledger != cr.ledger || t.ledger != dr.ledger {
         return R::LedgerMustMatch;
     }
+    if let Some(refused) = check_imported(overlay, t, timestamp, (&dr, &cr)) {
+        return refused;
+    }
     if dr.flags.contains(AccountFlags::CLOSED) {
         return R::DebitAccountAlreadyClosed;
     }
@@ -76,6 +79,28 @@ fn check_and_create<S: LedgerStore>(
         return R::CreditAccountAlreadyClosed;
     }
     create_new(overlay, t, timestamp, dr, cr)
+}
+
+/// The rules of an imported transfer's own timestamp: after every account and transfer the
+/// ledger holds (so after its own accounts: TigerBeetle's `..._must_postdate_..._account` cannot
+/// arise), and no timeout (its deadline would be measured from the past).
+fn check_imported<S: LedgerStore>(
+    overlay: &Overlay<'_, S>,
+    t: &NewTransfer,
+    timestamp: Timestamp,
+    (dr, cr): (&Account, &Account),
+) -> Option<CreateTransferResult> {
+    if !t.flags.contains(TransferFlags::IMPORTED) {
+        return None;
+    }
+    assert!(overlay.newest() >= dr.timestamp.max(cr.timestamp));
+    Some(if timestamp <= overlay.newest() {
+        R::ImportedEventTimestampMustNotRegress
+    } else if t.timeout != 0 {
+        R::ImportedEventTimeoutMustBeZero
+    } else {
+        return None;
+    })
 }
 
 fn retention_ns() -> u64 {
@@ -238,7 +263,12 @@ fn transfer_exists<S: LedgerStore>(
 ) -> CreateTransferResult {
     let post = t.flags.contains(TransferFlags::POST_PENDING_TRANSFER);
     let void = t.flags.contains(TransferFlags::VOID_PENDING_TRANSFER);
-    if t.flags != e.flags || t.pending_id != e.pending_id || t.timeout != e.timeout {
+    let imported = t.flags.contains(TransferFlags::IMPORTED);
+    if t.flags != e.flags
+        || t.pending_id != e.pending_id
+        || t.timeout != e.timeout
+        || (imported && t.timestamp != e.timestamp)
+    {
         return R::ExistsWithDifferentFields;
     }
     let same = if post || void {
@@ -379,6 +409,9 @@ fn post_or_void_pending<S: LedgerStore>(
     }
     let post = t.flags.contains(TransferFlags::POST_PENDING_TRANSFER);
     let (dr, cr) = overlay.pending_accounts(&p);
+    if t.flags.contains(TransferFlags::IMPORTED) && timestamp <= overlay.newest() {
+        return R::ImportedEventTimestampMustNotRegress;
+    }
     // The only movement a closed account allows is voiding a pending transfer.
     if post && dr.flags.contains(AccountFlags::CLOSED) {
         return R::DebitAccountAlreadyClosed;
