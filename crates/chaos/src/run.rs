@@ -165,6 +165,10 @@ async fn drive(
                 Duration::from_secs(10)
             }
         };
+    // The leader expires pending transfers on time, writing entries of its own: the final
+    // states are read once the last of them has expired (with a second for clocks and commit).
+    let expiries_done = Duration::from_secs(u64::from(crate::workload::MAX_PENDING_TIMEOUT_S) + 2);
+    tokio::time::sleep(expiries_done).await;
     eprintln!("healed; waiting for the cluster to settle");
     let settled = cluster.settle(settle_limit).await;
     let final_index = match &settled {

@@ -8,6 +8,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The longest timeout the workload gives a pending transfer, in seconds: once it has passed
+/// after the last write, the leader has nothing left to expire and the cluster stays still.
+pub const MAX_PENDING_TIMEOUT_S: u32 = 3;
+
 use serde_json::{json, Value};
 
 use crate::client::{balance_from_json, transfer_from_json, Answer, Client};
@@ -324,7 +328,7 @@ impl Worker {
         t.flags.push("pending".into());
         // Half never time out (posted or voided later), half expire after 1-3 s unless resolved.
         if self.rng.chance(50) {
-            t.timeout = 1 + self.rng.below(3) as u32;
+            t.timeout = 1 + self.rng.below(u64::from(MAX_PENDING_TIMEOUT_S)) as u32;
         }
         vec![t]
     }
