@@ -276,7 +276,8 @@ impl Chain {
     }
 
     /// Ends the chain at event `last`: rolls it back if it broke, every event but the one that
-    /// broke it answering `linked_event_failed`.
+    /// broke it answering `linked_event_failed` (and a last event that left the chain open
+    /// keeping `linked_event_chain_open`, which says what is wrong with the batch).
     fn finish<S: LedgerStore, R: ChainResult>(
         self,
         overlay: &mut Overlay<'_, S>,
@@ -293,14 +294,15 @@ impl Chain {
             .take(last + 1)
             .skip(self.start)
         {
-            if j != failed {
+            let left_open = j == last && *r == R::LINKED_EVENT_CHAIN_OPEN;
+            if j != failed && !left_open {
                 *r = R::LINKED_EVENT_FAILED;
             }
         }
     }
 }
 
-trait ChainResult: Copy {
+trait ChainResult: Copy + PartialEq {
     const LINKED_EVENT_FAILED: Self;
     const LINKED_EVENT_CHAIN_OPEN: Self;
     const IMPORTED_EVENT_EXPECTED: Self;

@@ -27,13 +27,13 @@ fn failure_in_the_middle_rolls_back_the_whole_chain() {
         l.transfers(vec![
             linked(tr(10, 2, 3, 10)),
             linked(tr(11, 3, 4, 5)),
-            linked(tr(12, 4, 2, 0)),
+            linked(tr(12, 4, 4, 5)),
             tr(13, 4, 2, 1),
         ]),
         vec![
             T::LinkedEventFailed,
             T::LinkedEventFailed,
-            T::AmountMustNotBeZero,
+            T::AccountsMustBeDifferent,
             T::LinkedEventFailed
         ]
     );
@@ -182,8 +182,10 @@ fn retry_of_a_successful_chain_answers_exists_for_all() {
     assert_eq!(l.store.transfers, transfers);
 }
 
+/// A chain mixing an event applied before (`exists`) with new ones is no retry: it fails at the
+/// `exists` event and applies none of the new ones.
 #[test]
-fn a_retried_prefix_keeps_a_chain_alive_for_new_events() {
+fn a_retried_prefix_with_new_events_fails_the_chain() {
     let mut l = ledger();
     assert_eq!(
         l.transfers(vec![linked(tr(10, 2, 3, 5)), tr(11, 3, 4, 1)]),
@@ -191,16 +193,17 @@ fn a_retried_prefix_keeps_a_chain_alive_for_new_events() {
     );
     assert_eq!(
         l.transfers(vec![linked(tr(10, 2, 3, 5)), tr(20, 3, 4, 5)]),
-        vec![T::Exists, T::Ok]
+        vec![T::Exists, T::LinkedEventFailed]
     );
-    assert_eq!(l.balances(3), (0, 6, 0, 5));
+    assert_eq!(l.balances(3), (0, 1, 0, 5));
+    assert!(l.transfer(20).is_none());
     // The linked flag is one of the fields: the same transfer without it is different,
     // and an exists_with_different_fields breaks the chain.
     assert_eq!(
         l.transfers(vec![linked(tr(12, 3, 4, 1)), tr(10, 2, 3, 5)]),
         vec![T::LinkedEventFailed, T::ExistsWithDifferentFields]
     );
-    assert_eq!(l.balances(3), (0, 6, 0, 5));
+    assert_eq!(l.balances(3), (0, 1, 0, 5));
     assert!(l.transfer(12).is_none());
 }
 
@@ -210,7 +213,7 @@ fn rolled_back_post_leaves_the_pending_transfer_pending() {
     assert_eq!(l.transfer1(pending(10, 2, 3, 50, 60)), T::Ok);
     let expiries = l.store.expiries.clone();
     assert_eq!(
-        l.transfers(vec![linked(post(11, 10, 0)), tr(12, 3, 3, 1)]),
+        l.transfers(vec![linked(post_full(11, 10)), tr(12, 3, 3, 1)]),
         vec![T::LinkedEventFailed, T::AccountsMustBeDifferent]
     );
     assert_eq!(l.status(10), Some(PendingStatus::Pending));
@@ -237,7 +240,7 @@ fn rolled_back_pending_registers_no_status_and_no_expiry() {
     assert_eq!(
         l.transfers(vec![
             linked(pending(10, 2, 3, 50, 1)),
-            linked(post(11, 10, 0)),
+            linked(post_full(11, 10)),
             tr(12, 2, 9, 1),
         ]),
         vec![
@@ -262,20 +265,23 @@ fn pending_and_post_in_one_chain_with_history() {
     assert_eq!(
         l.transfers(vec![
             linked(pending(10, 1, 2, 8, 0)),
-            linked(post(11, 10, 0)),
-            tr(12, 1, 2, 0),
+            linked(post_full(11, 10)),
+            NewTransfer {
+                code: 0,
+                ..tr(12, 1, 2, 2)
+            },
         ]),
         vec![
             T::LinkedEventFailed,
             T::LinkedEventFailed,
-            T::AmountMustNotBeZero
+            T::CodeMustNotBeZero
         ]
     );
     assert!(l.store.balance_history.is_empty(), "history rolls back too");
     assert_eq!(
         l.transfers(vec![
             linked(pending(10, 1, 2, 8, 0)),
-            linked(post(11, 10, 0)),
+            linked(post_full(11, 10)),
             NewTransfer {
                 user_data: 1,
                 ..tr(12, 1, 2, 2)

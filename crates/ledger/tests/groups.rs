@@ -1,8 +1,8 @@
 //! A group of batches in one log entry means exactly what the same batches mean one entry each.
 
 use bulwark_ledger::{
-    AccountFlags, AccountId, Batch, MemoryStateMachine, NewAccount, NewTransfer, Operation,
-    StateMachine, Timestamp, TransferFlags, TransferId, NANOS_PER_SECOND,
+    AccountFlags, AccountId, Batch, BatchResults, MemoryStateMachine, NewAccount, NewTransfer,
+    Operation, StateMachine, Timestamp, TransferFlags, TransferId, NANOS_PER_SECOND,
 };
 
 fn transfer(id: u64, debit: u64, credit: u64, amount: u64) -> NewTransfer {
@@ -28,7 +28,7 @@ fn batches() -> Vec<Batch> {
             } else {
                 AccountFlags::empty()
             },
-            user_data: 0,
+            ..NewAccount::default()
         })
         .collect();
     let pending = NewTransfer {
@@ -65,11 +65,22 @@ fn batches() -> Vec<Batch> {
         // Past the pending transfer's timeout: it expires at the start of this batch.
         Batch {
             timestamp: Timestamp(3 * second),
-            operation: Operation::CreateTransfers(vec![NewTransfer {
-                pending_id: TransferId(10),
-                flags: TransferFlags::POST_PENDING_TRANSFER,
-                ..transfer(14, 2, 3, 0)
-            }]),
+            operation: Operation::CreateTransfers(vec![
+                NewTransfer {
+                    pending_id: TransferId(10),
+                    flags: TransferFlags::POST_PENDING_TRANSFER,
+                    ..transfer(14, 2, 3, 0)
+                },
+                NewTransfer {
+                    id: TransferId(15),
+                    ..pending
+                },
+            ]),
+        },
+        // An idle ledger's expiry: only what is due by its timestamp.
+        Batch {
+            timestamp: Timestamp(5 * second),
+            operation: Operation::ExpirePending,
         },
     ]
 }
@@ -81,7 +92,10 @@ fn a_group_applies_like_its_batches_one_entry_each() {
     let one_each: Vec<_> = batches
         .iter()
         .enumerate()
-        .map(|(i, b)| separate.apply_batch(i as u64 + 1, b))
+        .map(|(i, b)| {
+            let results = separate.apply_batch(i as u64 + 1, b);
+            (results, separate.last_timestamp())
+        })
         .collect();
     let mut grouped = MemoryStateMachine::default();
     let together = grouped.apply_group(1, &batches);
@@ -92,10 +106,12 @@ fn a_group_applies_like_its_batches_one_entry_each() {
     assert_eq!(a.transfers, b.transfers);
     assert_eq!(a.pending, b.pending);
     assert_eq!(a.expiries, b.expiries);
+    assert_eq!(a.failed_transfers, b.failed_transfers);
+    assert_eq!(a.balance_history, b.balance_history);
     assert_eq!(a.last_timestamp, b.last_timestamp);
     bulwark_ledger::check_balanced(a.accounts.values()).unwrap();
     // The batches really exercised expiry, an open chain and a rejected duplicate.
-    let names: Vec<Vec<&str>> = together.iter().map(|r| r.names()).collect();
+    let names: Vec<Vec<&str>> = together.iter().map(|(r, _)| r.names()).collect();
     assert!(
         names.concat().contains(&"pending_transfer_expired"),
         "{names:?}"
@@ -103,6 +119,13 @@ fn a_group_applies_like_its_batches_one_entry_each() {
     assert!(
         names.concat().contains(&"linked_event_chain_open"),
         "{names:?}"
+    );
+    // Transfer 11 exceeded account 1's credits: its retry in a later batch finds it reserved.
+    assert!(names.concat().contains(&"id_already_failed"), "{names:?}");
+    assert!(!a.failed_transfers.is_empty());
+    assert_eq!(
+        together.last().map(|(r, _)| r),
+        Some(&BatchResults::Expired(1))
     );
 }
 

@@ -37,7 +37,7 @@ fn pending_reserves_debits_and_credits_pending() {
 }
 
 #[test]
-fn full_post_with_amount_zero_posts_the_pending_amount() {
+fn full_post_with_amount_max_posts_the_pending_amount() {
     let mut l = two_accounts();
     let p = NewTransfer {
         code: 7,
@@ -46,7 +46,7 @@ fn full_post_with_amount_zero_posts_the_pending_amount() {
     };
     assert_eq!(l.transfer1(p), T::Ok);
     let ts = l.next_event();
-    assert_eq!(l.transfer1(post(11, 10, 0)), T::Ok);
+    assert_eq!(l.transfer1(post_full(11, 10)), T::Ok);
     assert_eq!(l.balances(1), (0, 100, 0, 0));
     assert_eq!(l.balances(2), (0, 0, 0, 100));
     assert_eq!(l.status(10), Some(PendingStatus::Posted));
@@ -132,7 +132,7 @@ fn void_releases_everything() {
     assert_eq!(l.transfer(20).unwrap().debit_account_id, AccountId(1));
     assert!(l.store.expiries.is_empty());
     assert_eq!(
-        l.transfers(vec![post(22, 10, 0), void(23, 11, 0)]),
+        l.transfers(vec![post_full(22, 10), void(23, 11, 0)]),
         vec![
             T::PendingTransferAlreadyVoided,
             T::PendingTransferAlreadyVoided
@@ -178,7 +178,7 @@ fn expiry_at_the_start_of_the_first_batch_at_or_after_the_instant() {
     assert_eq!(l.status(11), Some(PendingStatus::Pending));
 
     assert_eq!(
-        l.transfers(vec![post(22, 10, 0), void(23, 10, 0), post(24, 10, 5)]),
+        l.transfers(vec![post_full(22, 10), void(23, 10, 0), post(24, 10, 5)]),
         vec![
             T::PendingTransferExpired,
             T::PendingTransferExpired,
@@ -213,7 +213,7 @@ fn post_whose_own_timestamp_reaches_the_expiry_answers_expired() {
     let mut early = base.clone();
     early.first_event_at(at - 2);
     assert_eq!(
-        early.transfers(vec![tr(20, 3, 4, 1), post(21, 10, 0)]),
+        early.transfers(vec![tr(20, 3, 4, 1), post_full(21, 10)]),
         vec![T::Ok, T::Ok]
     );
     assert_eq!(early.balances(1), (0, 100, 0, 0));
@@ -223,7 +223,7 @@ fn post_whose_own_timestamp_reaches_the_expiry_answers_expired() {
     let mut late = base.clone();
     late.first_event_at(at - 1);
     assert_eq!(
-        late.transfers(vec![tr(20, 3, 4, 1), post(21, 10, 0), void(22, 10, 0)]),
+        late.transfers(vec![tr(20, 3, 4, 1), post_full(21, 10), void(22, 10, 0)]),
         vec![T::Ok, T::PendingTransferExpired, T::PendingTransferExpired]
     );
     assert!(late.transfer(21).is_none());
@@ -284,7 +284,7 @@ fn pending_and_its_post_in_one_batch_then_void_answers_already_posted() {
             pending(10, 1, 2, 50, 1),
             post(11, 10, 20),
             void(12, 10, 0),
-            post(13, 10, 0),
+            post_full(13, 10),
         ]),
         vec![
             T::Ok,
@@ -329,7 +329,7 @@ fn retry_of_a_post_answers_exists_and_moves_nothing() {
     assert_eq!(l.store.accounts, before);
 }
 
-/// Amount 0 on a post means "the full pending amount". A retry that asks for the full
+/// Amount AMOUNT_MAX on a post means "the full pending amount". A retry that asks for the full
 /// amount under the id of a stored partial post asks for something else than what was done,
 /// and must not be told `exists` (the client would believe 100 was posted when 30 was).
 #[test]
@@ -337,16 +337,16 @@ fn retry_asking_for_the_full_amount_of_a_partial_post_is_different() {
     let mut l = two_accounts();
     assert_eq!(l.transfer1(pending(10, 1, 2, 100, 0)), T::Ok);
     assert_eq!(l.transfer1(post(11, 10, 30)), T::Ok);
-    assert_eq!(l.transfer1(post(11, 10, 0)), T::ExistsWithDifferentFields);
+    assert_eq!(l.transfer1(post_full(11, 10)), T::ExistsWithDifferentFields);
 }
 
 #[test]
-fn retry_of_the_full_post_with_amount_zero_is_exists() {
+fn retry_of_the_full_post_with_amount_max_is_exists() {
     let mut l = two_accounts();
     assert_eq!(l.transfer1(pending(10, 1, 2, 100, 0)), T::Ok);
-    assert_eq!(l.transfer1(post(11, 10, 0)), T::Ok);
+    assert_eq!(l.transfer1(post_full(11, 10)), T::Ok);
     assert_eq!(
-        l.transfers(vec![post(11, 10, 0), post(11, 10, 100)]),
+        l.transfers(vec![post_full(11, 10), post(11, 10, 100)]),
         vec![T::Exists, T::Exists]
     );
     assert_eq!(l.balances(1), (0, 100, 0, 0));

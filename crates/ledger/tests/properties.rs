@@ -1,13 +1,14 @@
-//! Properties of random batch sequences: double entry, account limits, idempotent retry,
-//! whole-or-absent chains, balances equal to a replay of the stored transfers, and
-//! determinism.
+//! Properties of random batch sequences: double entry, account limits, balancing and closing,
+//! failed ids, idempotent retry, whole-or-absent chains, balances equal to a replay of the
+//! stored transfers, balance history, and determinism.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bulwark_ledger::{
-    apply, check_balanced, AccountFlags, AccountId, Batch, BatchResults, CreateAccountResult,
-    CreateTransferResult, LedgerStore, MemoryStore, NewAccount, NewTransfer, Operation,
-    PendingStatus, Timestamp, TransferFlags, TransferId, NANOS_PER_SECOND,
+    apply, check_balanced, effective_timestamp, Account, AccountFlags, AccountId, Batch,
+    BatchResults, CreateAccountResult, CreateTransferResult, FlagSet, LedgerStore, MemoryStore,
+    NewAccount, NewTransfer, Operation, PendingStatus, Timestamp, Transfer, TransferFlags,
+    TransferId, AMOUNT_MAX, NANOS_PER_SECOND,
 };
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -26,16 +27,18 @@ fn account_with(ids: impl Strategy<Value = u64>, linked: f64) -> impl Strategy<V
         prop::bool::weighted(0.2),
         prop::bool::weighted(0.15),
         prop::bool::weighted(0.2),
+        prop::bool::weighted(0.04),
         prop_oneof![6 => Just(0u64), 1 => Just(1u64)],
     )
         .prop_map(
-            |(id, ledger, code, linked, dmnec, cmned, history, user_data)| {
+            |(id, ledger, code, linked, dmnec, cmned, history, closed, user_data)| {
                 let mut flags = AccountFlags::empty();
                 for (on, f) in [
                     (linked, AccountFlags::LINKED),
                     (dmnec, AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS),
                     (cmned, AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS),
                     (history, AccountFlags::HISTORY),
+                    (closed, AccountFlags::CLOSED),
                 ] {
                     if on {
                         flags = flags | f;
@@ -47,6 +50,7 @@ fn account_with(ids: impl Strategy<Value = u64>, linked: f64) -> impl Strategy<V
                     code,
                     flags,
                     user_data,
+                    ..NewAccount::default()
                 }
             },
         )
@@ -79,20 +83,45 @@ enum Kind {
     Post,
     Void,
     Clash,
+    Balancing,
+    Closing,
 }
 
-fn transfer() -> impl Strategy<Value = NewTransfer> {
-    let kind = prop_oneof![
-        35 => Just(Kind::Posted),
-        30 => Just(Kind::Pending),
+fn kind() -> impl Strategy<Value = Kind> {
+    prop_oneof![
+        30 => Just(Kind::Posted),
+        26 => Just(Kind::Pending),
         18 => Just(Kind::Post),
         12 => Just(Kind::Void),
         2 => Just(Kind::Clash),
-    ];
+        10 => Just(Kind::Balancing),
+        4 => Just(Kind::Closing),
+    ]
+}
+
+/// The random parts of a transfer, before its kind shapes them.
+#[derive(Clone, Copy, Debug)]
+struct Draw {
+    kind: Kind,
+    linked: bool,
+    id: u64,
+    dr: u64,
+    cr: u64,
+    amount: u64,
+    pending_id: u64,
+    timeout: u32,
+    ledger: Option<u32>,
+    noise: bool,
+    user_data: u64,
+    /// Picks among a kind's variants (which balancing or closing flags, which post amount).
+    pick: u8,
+}
+
+fn draw() -> impl Strategy<Value = Draw> {
     (
-        kind,
+        kind(),
         prop::bool::weighted(0.15),
-        1u64..=12,
+        1u64..=40,
         prop_oneof![
             30 => (1u64..=6, 1u64..=2).prop_map(|(dr, k)| {
                 // Another account of the same parity, so mostly of the same ledger.
@@ -103,68 +132,116 @@ fn transfer() -> impl Strategy<Value = NewTransfer> {
         ],
         amount(),
         1u64..=7,
-        0u32..=3,
+        prop_oneof![Just(0u32), 1u32..=3],
         prop_oneof![20 => Just(None), 1 => (1u32..=2).prop_map(Some)],
         prop::bool::weighted(0.08),
         0u64..=1,
+        any::<u8>(),
     )
         .prop_map(
-            |(kind, linked, id, (dr, cr), amount, pending_id, timeout, ledger, noise, ud)| {
-                // Pending transfers take ids 1..=6, others 5..=14: enough overlap for
-                // collisions, enough apart for posts and voids to find their pending transfer.
-                let id = match kind {
-                    Kind::Pending => 1 + (id - 1) % 6,
-                    Kind::Post | Kind::Void => 8 + id % 7,
-                    Kind::Posted | Kind::Clash => 4 + id % 9,
-                };
-                let mut t = NewTransfer {
-                    id: TransferId(id),
-                    debit_account_id: AccountId(dr),
-                    credit_account_id: AccountId(cr),
+            |(kind, linked, id, (dr, cr), amount, pending_id, timeout, ledger, noise, ud, pick)| {
+                Draw {
+                    kind,
+                    linked,
+                    id,
+                    dr,
+                    cr,
                     amount,
-                    pending_id: TransferId(0),
-                    timeout: 0,
-                    ledger: ledger.unwrap_or(1 + (dr % 2) as u32),
-                    code: 1,
-                    flags: TransferFlags::empty(),
+                    pending_id,
+                    timeout,
+                    ledger,
+                    noise,
                     user_data: ud,
-                };
-                match kind {
-                    Kind::Posted => {
-                        if noise {
-                            t.timeout = timeout;
-                            t.pending_id = TransferId(pending_id);
-                        }
-                    }
-                    Kind::Pending => {
-                        t.flags = TransferFlags::PENDING;
-                        t.timeout = timeout;
-                    }
-                    Kind::Post | Kind::Void => {
-                        t.flags = if matches!(kind, Kind::Post) {
-                            TransferFlags::POST_PENDING_TRANSFER
-                        } else {
-                            TransferFlags::VOID_PENDING_TRANSFER
-                        };
-                        t.pending_id = TransferId(pending_id);
-                        t.amount = if amount % 2 == 0 { 0 } else { amount };
-                        if !noise {
-                            t.debit_account_id = AccountId(0);
-                            t.credit_account_id = AccountId(0);
-                            t.ledger = 0;
-                            t.code = 0;
-                        }
-                    }
-                    Kind::Clash => {
-                        t.flags = TransferFlags::PENDING | TransferFlags::VOID_PENDING_TRANSFER;
-                    }
+                    pick,
                 }
-                if linked {
-                    t.flags = t.flags | TransferFlags::LINKED;
-                }
-                t
             },
         )
+}
+
+fn transfer() -> impl Strategy<Value = NewTransfer> {
+    draw().prop_map(shape_transfer)
+}
+
+/// Turns a draw into a transfer of its kind. Pending and closing transfers take ids 1..=6, for
+/// posts and voids (pending ids 1..=7) to find them; the others take ids 5..=48, overlapping
+/// for collisions but many enough that reserved ids leave room for new transfers.
+fn shape_transfer(d: Draw) -> NewTransfer {
+    use TransferFlags as F;
+    let pending_range = 1 + (d.id - 1) % 6;
+    let mut t = NewTransfer {
+        id: TransferId(4 + d.id),
+        debit_account_id: AccountId(d.dr),
+        credit_account_id: AccountId(d.cr),
+        amount: d.amount,
+        ledger: d.ledger.unwrap_or(1 + (d.dr % 2) as u32),
+        code: 1,
+        user_data: d.user_data,
+        ..NewTransfer::default()
+    };
+    match d.kind {
+        Kind::Posted if d.noise => {
+            t.timeout = d.timeout;
+            t.pending_id = TransferId(d.pending_id);
+        }
+        Kind::Posted => {}
+        Kind::Pending => {
+            t.id = TransferId(pending_range);
+            t.flags = F::PENDING;
+            t.timeout = d.timeout;
+        }
+        Kind::Post | Kind::Void => shape_resolution(&mut t, d),
+        Kind::Clash => t.flags = F::PENDING | F::VOID_PENDING_TRANSFER,
+        Kind::Balancing => {
+            t.flags = [
+                F::BALANCING_DEBIT,
+                F::BALANCING_CREDIT,
+                F::BALANCING_DEBIT | F::BALANCING_CREDIT,
+            ][usize::from(d.pick % 3)];
+            // The cap: none (0 or AMOUNT_MAX) or a small one.
+            t.amount = [0, AMOUNT_MAX, d.amount % 50][usize::from(d.pick / 3 % 3)];
+            if d.pick >= 192 {
+                t.id = TransferId(pending_range);
+                t.flags = t.flags | F::PENDING;
+                t.timeout = d.timeout;
+            }
+        }
+        Kind::Closing => {
+            t.flags = [
+                F::CLOSING_DEBIT,
+                F::CLOSING_CREDIT,
+                F::CLOSING_DEBIT | F::CLOSING_CREDIT,
+            ][usize::from(d.pick % 3)];
+            if !d.noise {
+                t.id = TransferId(pending_range);
+                t.flags = t.flags | F::PENDING;
+                t.timeout = d.timeout;
+            }
+        }
+    }
+    if d.linked {
+        t.flags = t.flags | F::LINKED;
+    }
+    t
+}
+
+/// A post (amount: the full one, 0, or a literal) or a void (0 or a literal), mostly leaving
+/// the accounts, ledger and code to the pending transfer.
+fn shape_resolution(t: &mut NewTransfer, d: Draw) {
+    t.id = TransferId(8 + d.id);
+    t.pending_id = TransferId(d.pending_id);
+    t.flags = if matches!(d.kind, Kind::Post) {
+        t.amount = [AMOUNT_MAX, 0, d.amount][usize::from(d.pick % 3)];
+        TransferFlags::POST_PENDING_TRANSFER
+    } else {
+        t.amount = [0, d.amount][usize::from(d.pick % 2)];
+        TransferFlags::VOID_PENDING_TRANSFER
+    };
+    if !d.noise {
+        t.debit_account_id = AccountId(0);
+        t.credit_account_id = AccountId(0);
+        t.ledger = 0;
+        t.code = 0;
+    }
 }
 
 fn gap() -> impl Strategy<Value = u64> {
@@ -190,6 +267,9 @@ fn step() -> impl Strategy<Value = Step> {
             .prop_map(|(gap, a)| Step::Batch { gap, op: Operation::CreateAccounts(a) }),
         10 => (gap(), prop::collection::vec(transfer(), 1..10))
             .prop_map(|(gap, t)| Step::Batch { gap, op: Operation::CreateTransfers(t) }),
+        // An idle ledger's expiry, mostly once something is due.
+        1 => (NANOS_PER_SECOND..4 * NANOS_PER_SECOND)
+            .prop_map(|gap| Step::Batch { gap, op: Operation::ExpirePending }),
         2 => (gap(), 0usize..8).prop_map(|(gap, back)| Step::Retry { gap, back }),
     ]
 }
@@ -227,49 +307,92 @@ fn batches(steps: &[Step]) -> Vec<Batch> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Checks
+// One batch, as the checks see it
 
-fn first_event(batch: &Batch) -> u64 {
-    batch.timestamp.0 - (batch.operation.len() as u64 - 1)
+/// When a batch's parts happen on the state `before` it: the pending transfers due at its start
+/// expire first, one timestamp each from `start` on, then its events from `first` to `last`.
+struct Timeline {
+    start: u64,
+    due: Vec<(Timestamp, TransferId)>,
+    first: u64,
+    last: u64,
 }
 
-/// Per event: its linked flag and whether its result keeps a chain alive.
-fn shape(batch: &Batch, results: &BatchResults) -> Vec<(bool, bool, bool, bool)> {
-    // (linked, ok, keeps_chain, is linked_event_failed / chain_open)
-    match (&batch.operation, results) {
-        (Operation::CreateAccounts(a), BatchResults::Accounts(r)) => a
-            .iter()
-            .zip(r)
-            .map(|(a, r)| {
-                (
-                    a.flags.contains(AccountFlags::LINKED),
-                    r.is_ok(),
-                    r.keeps_chain(),
-                    *r == CreateAccountResult::LinkedEventFailed,
-                )
-            })
-            .collect(),
-        (Operation::CreateTransfers(t), BatchResults::Transfers(r)) => t
-            .iter()
-            .zip(r)
-            .map(|(t, r)| {
-                (
-                    t.flags.contains(TransferFlags::LINKED),
-                    r.is_ok(),
-                    r.keeps_chain(),
-                    *r == CreateTransferResult::LinkedEventFailed,
-                )
-            })
-            .collect(),
-        _ => panic!("results of the wrong kind"),
+fn timeline(before: &MemoryStore, batch: &Batch) -> Timeline {
+    let n = batch.operation.len() as u64;
+    let start = effective_timestamp(before.last_timestamp, batch).0 - (n - 1);
+    let due = before.expired_pending(Timestamp(start));
+    let first = start + due.len() as u64;
+    Timeline {
+        start,
+        due,
+        first,
+        last: first + n - 1,
     }
 }
 
-fn chain_open(results: &BatchResults, i: usize) -> bool {
-    match results {
-        BatchResults::Accounts(r) => r[i] == CreateAccountResult::LinkedEventChainOpen,
-        BatchResults::Transfers(r) => r[i] == CreateTransferResult::LinkedEventChainOpen,
-        BatchResults::Control(_) => unreachable!("the properties generate no control commands"),
+/// One event's result, whichever operation it belongs to.
+#[derive(Clone, Copy, Debug)]
+struct Event {
+    id: u64,
+    /// Whether `id` names a transfer (else an account).
+    transfer: bool,
+    linked: bool,
+    name: &'static str,
+    ok: bool,
+    exists: bool,
+    link_failed: bool,
+    chain_open: bool,
+    transient: bool,
+    id_already_failed: bool,
+    overflow: bool,
+}
+
+fn account_event(a: &NewAccount, r: CreateAccountResult) -> Event {
+    Event {
+        id: a.id.0,
+        transfer: false,
+        linked: a.flags.contains(AccountFlags::LINKED),
+        name: r.name(),
+        ok: r.is_ok(),
+        exists: r.is_exists(),
+        link_failed: r == CreateAccountResult::LinkedEventFailed,
+        chain_open: r == CreateAccountResult::LinkedEventChainOpen,
+        transient: false,
+        id_already_failed: false,
+        overflow: false,
+    }
+}
+
+fn transfer_event(t: &NewTransfer, r: CreateTransferResult) -> Event {
+    use CreateTransferResult as T;
+    Event {
+        id: t.id.0,
+        transfer: true,
+        linked: t.flags.contains(TransferFlags::LINKED),
+        name: r.name(),
+        ok: r.is_ok(),
+        exists: r.is_exists(),
+        link_failed: r == T::LinkedEventFailed,
+        chain_open: r == T::LinkedEventChainOpen,
+        transient: r.is_transient(),
+        id_already_failed: r == T::IdAlreadyFailed,
+        overflow: r.name().starts_with("overflows_"),
+    }
+}
+
+fn events(batch: &Batch, results: &BatchResults) -> Vec<Event> {
+    match (&batch.operation, results) {
+        (Operation::CreateAccounts(a), BatchResults::Accounts(r)) => {
+            a.iter().zip(r).map(|(a, r)| account_event(a, *r)).collect()
+        }
+        (Operation::CreateTransfers(t), BatchResults::Transfers(r)) => t
+            .iter()
+            .zip(r)
+            .map(|(t, r)| transfer_event(t, *r))
+            .collect(),
+        (Operation::ExpirePending, BatchResults::Expired(_)) => Vec::new(),
+        (op, r) => panic!("{op:?} answered {r:?}"),
     }
 }
 
@@ -290,7 +413,7 @@ fn chains(linked: &[bool]) -> Vec<std::ops::Range<usize>> {
     out
 }
 
-/// The event timestamps of objects the batch stored.
+/// The objects the batch stored, by the timestamp they were stored under.
 fn created_at(before: &MemoryStore, after: &MemoryStore, batch: &Batch) -> BTreeMap<u64, u64> {
     match batch.operation {
         Operation::CreateAccounts(_) => after
@@ -299,32 +422,90 @@ fn created_at(before: &MemoryStore, after: &MemoryStore, batch: &Batch) -> BTree
             .filter(|a| !before.accounts.contains_key(&a.id))
             .map(|a| (a.timestamp.0, a.id.0))
             .collect(),
-        Operation::CreateTransfers(_) => after
+        _ => after
             .transfers
             .values()
             .filter(|t| !before.transfers.contains_key(&t.id))
             .map(|t| (t.timestamp.0, t.id.0))
             .collect(),
-        Operation::Control(_) => unreachable!("the properties generate no control commands"),
     }
 }
 
-fn event_id(batch: &Batch, i: usize) -> u64 {
-    match &batch.operation {
-        Operation::CreateAccounts(a) => a[i].id.0,
-        Operation::CreateTransfers(t) => t[i].id.0,
-        Operation::Control(_) => unreachable!("the properties generate no control commands"),
+/// Pending transfers the batch voided or expired (pending before, voided or expired after).
+fn released(before: &MemoryStore, after: &MemoryStore) -> Vec<Transfer> {
+    let mut out: Vec<Transfer> = after
+        .pending
+        .iter()
+        .filter(|(id, s)| {
+            matches!(s, PendingStatus::Voided | PendingStatus::Expired)
+                && before.pending.get(*id) == Some(&PendingStatus::Pending)
+        })
+        .map(|(id, _)| after.transfers[id])
+        .collect();
+    out.sort_by_key(|t| t.id);
+    out
+}
+
+/// The accounts a closing transfer closes.
+fn closes(t: &Transfer) -> Vec<AccountId> {
+    let mut out = Vec::new();
+    if t.flags.contains(TransferFlags::CLOSING_DEBIT) {
+        out.push(t.debit_account_id);
+    }
+    if t.flags.contains(TransferFlags::CLOSING_CREDIT) {
+        out.push(t.credit_account_id);
+    }
+    out
+}
+
+fn is_closed(a: &Account) -> bool {
+    a.flags.contains(AccountFlags::CLOSED)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checks of one batch
+
+/// What the checks know besides the stores: the accounts created closed (a state cannot tell
+/// them from accounts closed by a closing transfer, but for the closing transfers).
+#[derive(Clone, Debug, Default)]
+struct Model {
+    created_closed: BTreeSet<AccountId>,
+}
+
+impl Model {
+    fn learn(&mut self, before: &MemoryStore, after: &MemoryStore) {
+        for a in after.accounts.values() {
+            if !before.accounts.contains_key(&a.id) && is_closed(a) {
+                self.created_closed.insert(a.id);
+            }
+        }
     }
 }
 
 /// Everything that must hold after one batch, given the state before it.
-fn check_batch(before: &MemoryStore, after: &MemoryStore, batch: &Batch, results: &BatchResults) {
-    let n = batch.operation.len();
-    let first = first_event(batch);
-    assert_eq!(results.names().len(), n, "one result per event");
-    assert_eq!(after.last_timestamp, batch.timestamp);
+fn check_batch(
+    before: &MemoryStore,
+    after: &MemoryStore,
+    batch: &Batch,
+    results: &BatchResults,
+    model: &Model,
+) {
+    let tl = timeline(before, batch);
+    let events = events(batch, results);
+    assert_eq!(results.len(), batch.operation.len(), "one result per event");
+    assert_eq!(after.last_timestamp, Timestamp(tl.last));
+    check_accounts(before, after);
+    check_closing(before, after, batch);
+    check_stored(before, after, batch, &events, tl.first);
+    check_chains(&events);
+    check_failed_ids(before, after, &events, tl.first);
+    check_expiry(before, after, batch, results, &tl);
+    check_history(before, after, &tl);
+    check_state(after, tl.first, model);
+}
 
-    // Double entry, and account limits.
+/// Double entry, balance limits, and accounts changing nothing but balances and `closed`.
+fn check_accounts(before: &MemoryStore, after: &MemoryStore) {
     check_balanced(after.accounts.values()).unwrap();
     for a in after.accounts.values() {
         let debits = u128::from(a.debits_pending) + u128::from(a.debits_posted);
@@ -347,121 +528,285 @@ fn check_batch(before: &MemoryStore, after: &MemoryStore, batch: &Batch, results
         }
         assert!(debits <= u128::from(u64::MAX) && credits <= u128::from(u64::MAX));
     }
-    // Accounts never disappear or change anything but balances.
+    let creation_flags = |a: &Account| a.flags.union(AccountFlags::CLOSED);
     for (id, a) in &before.accounts {
         let b = after.accounts[id];
         assert_eq!(
-            (a.ledger, a.code, a.flags, a.user_data, a.timestamp),
-            (b.ledger, b.code, b.flags, b.user_data, b.timestamp)
+            (
+                a.ledger,
+                a.code,
+                creation_flags(a),
+                a.user_data,
+                a.timestamp
+            ),
+            (
+                b.ledger,
+                b.code,
+                creation_flags(&b),
+                b.user_data,
+                b.timestamp
+            )
         );
         assert!(b.debits_posted >= a.debits_posted && b.credits_posted >= a.credits_posted);
     }
     for (id, t) in &before.transfers {
         assert_eq!(after.transfers.get(id), Some(t), "transfers are immutable");
     }
+}
 
-    // An event answered ok if and only if the object it created is stored under its timestamp.
-    let created = created_at(before, after, batch);
-    let shape = shape(batch, results);
-    for (i, (_, ok, _, _)) in shape.iter().enumerate() {
-        let ts = first + i as u64;
-        if *ok {
-            assert_eq!(
-                created.get(&ts),
-                Some(&event_id(batch, i)),
-                "event {i} ok but not stored"
-            );
-        } else {
-            assert_eq!(created.get(&ts), None, "event {i} failed but stored");
+/// An account closes only by a closing transfer the batch created (or at its creation), reopens
+/// only by the void or expiry of its closing transfer, and while closed its balances change only
+/// by the release of pending transfers.
+fn check_closing(before: &MemoryStore, after: &MemoryStore, batch: &Batch) {
+    let released = released(before, after);
+    let reopened: BTreeSet<AccountId> = released.iter().flat_map(closes).collect();
+    let closed_now: BTreeSet<AccountId> = after
+        .transfers
+        .values()
+        .filter(|t| !before.transfers.contains_key(&t.id))
+        .filter(|t| after.pending.get(&t.id) == Some(&PendingStatus::Pending))
+        .flat_map(closes)
+        .collect();
+    for b in after.accounts.values() {
+        match before.accounts.get(&b.id) {
+            None => assert!(
+                !is_closed(b) || matches!(batch.operation, Operation::CreateAccounts(_)),
+                "{b:?} closed at creation"
+            ),
+            Some(a) if !is_closed(a) && is_closed(b) => {
+                assert!(
+                    closed_now.contains(&b.id),
+                    "{b:?} closed by no closing transfer"
+                );
+            }
+            Some(a) if is_closed(a) && !is_closed(b) => {
+                assert!(
+                    reopened.contains(&b.id),
+                    "{b:?} reopened by no void or expiry"
+                );
+            }
+            Some(a) if is_closed(a) && !reopened.contains(&a.id) => {
+                closed_balances(a, b, &released);
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+/// `a` closed throughout the batch that made it `b`: no posting, and its pending balances less
+/// exactly what the voids and expiries of its pending transfers released.
+fn closed_balances(a: &Account, b: &Account, released: &[Transfer]) {
+    let (mut debits_pending, mut credits_pending) = (a.debits_pending, a.credits_pending);
+    for p in released {
+        if p.debit_account_id == a.id {
+            debits_pending -= p.amount;
+        }
+        if p.credit_account_id == a.id {
+            credits_pending -= p.amount;
         }
     }
     assert_eq!(
-        created.len(),
-        shape.iter().filter(|s| s.1).count(),
-        "nothing is stored without an ok"
+        (
+            b.debits_pending,
+            b.debits_posted,
+            b.credits_pending,
+            b.credits_posted
+        ),
+        (
+            debits_pending,
+            a.debits_posted,
+            credits_pending,
+            a.credits_posted
+        ),
+        "closed account {} moved",
+        a.id
     );
+}
 
-    // Linked chains: whole, or absent with one event keeping its own code.
-    let linked: Vec<bool> = shape.iter().map(|s| s.0).collect();
-    let chain_ranges = chains(&linked);
-    let mut in_chain = vec![false; n];
-    for range in &chain_ranges {
-        in_chain[range.clone()].iter_mut().for_each(|c| *c = true);
-        let open = linked[range.end - 1];
-        let whole = range.clone().all(|i| shape[i].2);
-        if whole {
+/// An event answered ok if and only if the object it created is stored under its timestamp.
+fn check_stored(
+    before: &MemoryStore,
+    after: &MemoryStore,
+    batch: &Batch,
+    events: &[Event],
+    first: u64,
+) {
+    let created = created_at(before, after, batch);
+    for (i, e) in events.iter().enumerate() {
+        let stored = created.get(&(first + i as u64));
+        if e.ok {
+            assert_eq!(stored, Some(&e.id), "event {i} ok but not stored");
+        } else {
+            assert_eq!(stored, None, "event {i} answered {} but stored", e.name);
+        }
+    }
+    let oks = events.iter().filter(|e| e.ok).count();
+    assert_eq!(created.len(), oks, "nothing is stored without an ok");
+}
+
+/// Linked chains: applied whole (all ok), a retry (all exists), or failed: one event keeps its
+/// result, the others answer linked_event_failed, and an open chain's last event answers
+/// linked_event_chain_open.
+fn check_chains(events: &[Event]) {
+    let linked: Vec<bool> = events.iter().map(|e| e.linked).collect();
+    for range in chains(&linked) {
+        let chain = &events[range.clone()];
+        let open = chain[chain.len() - 1].linked;
+        if chain.iter().all(|e| e.ok) || chain.iter().all(|e| e.exists) {
             assert!(!open, "an open chain cannot succeed");
             continue;
         }
-        let own: Vec<usize> = range.clone().filter(|&i| !shape[i].3).collect();
-        assert_eq!(
-            own.len(),
-            1,
-            "exactly one event of a failed chain keeps its code"
+        let body = if open {
+            let last = &chain[chain.len() - 1];
+            assert!(
+                last.chain_open,
+                "open chain's last event answered {}",
+                last.name
+            );
+            &chain[..chain.len() - 1]
+        } else {
+            chain
+        };
+        let kept: Vec<&Event> = body.iter().filter(|e| !e.link_failed).collect();
+        assert!(kept.len() == 1 || (open && kept.is_empty()), "{chain:?}");
+        assert!(kept.iter().all(|e| !e.ok), "{chain:?}");
+    }
+    for (e, in_chain) in events.iter().zip(in_chains(events)) {
+        assert!(
+            in_chain || !(e.link_failed || e.chain_open),
+            "{e:?} outside chains"
         );
-        assert!(!shape[own[0]].2);
-        if open {
-            assert!(
-                chain_open(results, range.end - 1) || shape[range.end - 1].3,
-                "an open chain's last event answers chain_open or linked_event_failed"
-            );
-        }
-        for i in range.clone() {
-            assert_eq!(
-                created.get(&(first + i as u64)),
-                None,
-                "failed chain stored event {i}"
-            );
-        }
     }
-    for i in 0..n {
-        if !in_chain[i] {
-            assert!(
-                !shape[i].3 && !chain_open(results, i),
-                "event {i} outside chains"
-            );
-        }
-    }
-
-    check_state(after, first);
 }
 
-/// Balances equal a replay of the stored transfers, and pending bookkeeping is consistent.
-fn check_state(store: &MemoryStore, first_event: u64) {
+/// Per event, whether it belongs to a chain that failed (neither all ok nor all exists).
+fn in_failed_chains(events: &[Event]) -> Vec<bool> {
+    let linked: Vec<bool> = events.iter().map(|e| e.linked).collect();
+    let mut failed = vec![false; events.len()];
+    for range in chains(&linked) {
+        let chain = &events[range.clone()];
+        let whole = chain.iter().all(|e| e.ok) || chain.iter().all(|e| e.exists);
+        failed[range].iter_mut().for_each(|f| *f = !whole);
+    }
+    failed
+}
+
+/// Per event, whether it belongs to a chain (the event closing a chain has no linked flag).
+fn in_chains(events: &[Event]) -> Vec<bool> {
+    let linked: Vec<bool> = events.iter().map(|e| e.linked).collect();
+    let mut in_chain = vec![false; events.len()];
+    for range in chains(&linked) {
+        in_chain[range].iter_mut().for_each(|c| *c = true);
+    }
+    in_chain
+}
+
+/// Exactly the transient refusals reserve their ids, at their timestamps; a reserved id never
+/// answers ok, and id_already_failed answers only for a reserved id.
+fn check_failed_ids(before: &MemoryStore, after: &MemoryStore, events: &[Event], first: u64) {
+    let mut expected = before.failed_transfers.clone();
+    for (i, e) in events.iter().enumerate().filter(|(_, e)| e.transfer) {
+        if e.ok {
+            assert!(
+                !expected.contains_key(&TransferId(e.id)),
+                "reserved {} ok",
+                e.id
+            );
+        }
+        if e.id_already_failed {
+            assert!(
+                expected.contains_key(&TransferId(e.id)),
+                "{} not reserved",
+                e.id
+            );
+        }
+        if e.transient {
+            let again = expected.insert(TransferId(e.id), Timestamp(first + i as u64));
+            assert_eq!(
+                again, None,
+                "a reserved id was refused again for {}",
+                e.name
+            );
+        }
+    }
+    assert_eq!(after.failed_transfers, expected);
+}
+
+/// What a batch expires is exactly what is due at its start; an ExpirePending batch does
+/// nothing else and answers how many.
+fn check_expiry(
+    before: &MemoryStore,
+    after: &MemoryStore,
+    batch: &Batch,
+    results: &BatchResults,
+    tl: &Timeline,
+) {
+    let expired: BTreeSet<TransferId> = after
+        .pending
+        .iter()
+        .filter(|(id, s)| **s == PendingStatus::Expired && before.pending.get(*id) != Some(*s))
+        .map(|(id, _)| *id)
+        .collect();
+    let due: BTreeSet<TransferId> = tl.due.iter().map(|(_, id)| *id).collect();
+    assert_eq!(expired, due);
+    if let Operation::ExpirePending = batch.operation {
+        assert_eq!(results, &BatchResults::Expired(due.len()));
+        assert_eq!(after.transfers.len(), before.transfers.len());
+        assert_eq!(after.failed_transfers, before.failed_transfers);
+    }
+}
+
+/// Balance history only grows, by records of accounts with `history`, within the batch's time,
+/// one for each account whose balances changed, the last of which are its balances now.
+fn check_history(before: &MemoryStore, after: &MemoryStore, tl: &Timeline) {
+    let old = before.balance_history.len();
+    assert_eq!(after.balance_history[..old], before.balance_history[..]);
+    let new = &after.balance_history[old..];
+    assert!(
+        new.windows(2).all(|w| w[0].1 <= w[1].1),
+        "history in time order"
+    );
+    let mut last = HashMap::new();
+    for (id, at, balances) in new {
+        assert!(after.accounts[id].flags.contains(AccountFlags::HISTORY));
+        assert!((tl.start..=tl.last).contains(&at.0), "history at {at:?}");
+        last.insert(*id, *balances);
+    }
+    for a in after.accounts.values() {
+        let moved = before
+            .accounts
+            .get(&a.id)
+            .is_some_and(|b| b.balances() != a.balances());
+        if moved && a.flags.contains(AccountFlags::HISTORY) {
+            assert_eq!(last.get(&a.id), Some(&a.balances()), "history of {}", a.id);
+        }
+    }
+}
+
+/// Balances equal a replay of the stored transfers, pending bookkeeping is consistent, and an
+/// account is closed exactly when created so or named by a pending closing transfer.
+fn check_state(store: &MemoryStore, first_event: u64, model: &Model) {
     let mut sums: HashMap<AccountId, [u128; 4]> = HashMap::new();
-    let mut resolutions: HashMap<TransferId, Vec<TransferFlags>> = HashMap::new();
+    let mut closers: HashMap<AccountId, usize> = HashMap::new();
     for t in store.transfers.values() {
-        assert!(t.amount > 0);
         let dr = store.accounts[&t.debit_account_id];
         let cr = store.accounts[&t.credit_account_id];
         assert!(dr.ledger == t.ledger && cr.ledger == t.ledger && dr.id != cr.id);
-        if t.flags.contains(TransferFlags::PENDING) {
-            let status = store.pending[&t.id];
-            if status == PendingStatus::Pending {
-                sums.entry(dr.id).or_default()[0] += u128::from(t.amount);
-                sums.entry(cr.id).or_default()[2] += u128::from(t.amount);
+        let (side, amount) = if t.flags.contains(TransferFlags::PENDING) {
+            if store.pending[&t.id] != PendingStatus::Pending {
+                continue;
             }
-            continue;
-        }
-        let resolves = t.flags.contains(TransferFlags::POST_PENDING_TRANSFER)
-            || t.flags.contains(TransferFlags::VOID_PENDING_TRANSFER);
-        if resolves {
-            let p = store.transfers[&t.pending_id];
-            assert!(t.amount <= p.amount);
-            assert_eq!(
-                (t.debit_account_id, t.credit_account_id, t.ledger, t.code),
-                (p.debit_account_id, p.credit_account_id, p.ledger, p.code)
-            );
-            resolutions.entry(p.id).or_default().push(t.flags);
+            closes(t)
+                .into_iter()
+                .for_each(|id| *closers.entry(id).or_default() += 1);
+            (0, t.amount)
         } else {
-            assert_eq!(store.pending.get(&t.id), None);
-        }
-        if t.flags.contains(TransferFlags::VOID_PENDING_TRANSFER) {
-            assert_eq!(t.amount, store.transfers[&t.pending_id].amount);
-        } else {
-            sums.entry(dr.id).or_default()[1] += u128::from(t.amount);
-            sums.entry(cr.id).or_default()[3] += u128::from(t.amount);
-        }
+            check_resolution(store, t);
+            let voided = t.flags.contains(TransferFlags::VOID_PENDING_TRANSFER);
+            (1, if voided { 0 } else { t.amount })
+        };
+        sums.entry(dr.id).or_default()[side] += u128::from(amount);
+        sums.entry(cr.id).or_default()[side + 2] += u128::from(amount);
     }
     for a in store.accounts.values() {
         let s = sums.get(&a.id).copied().unwrap_or_default();
@@ -477,6 +822,45 @@ fn check_state(store: &MemoryStore, first_event: u64) {
             "account {} balances differ from the replay",
             a.id
         );
+        let closers = closers.get(&a.id).copied().unwrap_or(0);
+        let created_closed = model.created_closed.contains(&a.id);
+        assert!(
+            closers <= usize::from(!created_closed),
+            "{a:?} closed twice"
+        );
+        assert_eq!(is_closed(a), created_closed || closers == 1, "{a:?}");
+    }
+    check_pending(store, first_event);
+}
+
+/// A post or void names a pending transfer with its accounts, ledger and code, moves at most
+/// its amount (a void exactly it), and never posts a closing transfer.
+fn check_resolution(store: &MemoryStore, t: &Transfer) {
+    let post = t.flags.contains(TransferFlags::POST_PENDING_TRANSFER);
+    let void = t.flags.contains(TransferFlags::VOID_PENDING_TRANSFER);
+    if !post && !void {
+        assert_eq!(store.pending.get(&t.id), None);
+        return;
+    }
+    let p = store.transfers[&t.pending_id];
+    assert!(t.amount <= p.amount);
+    assert_eq!(
+        (t.debit_account_id, t.credit_account_id, t.ledger, t.code),
+        (p.debit_account_id, p.credit_account_id, p.ledger, p.code)
+    );
+    if void {
+        assert_eq!(t.amount, p.amount);
+    } else {
+        assert!(closes(&p).is_empty(), "closing transfer {} posted", p.id);
+    }
+}
+
+fn check_pending(store: &MemoryStore, first_event: u64) {
+    let mut resolutions: HashMap<TransferId, Vec<TransferFlags>> = HashMap::new();
+    for t in store.transfers.values() {
+        if !t.pending_id.is_zero() {
+            resolutions.entry(t.pending_id).or_default().push(t.flags);
+        }
     }
     for (id, status) in &store.pending {
         let p = store.transfers[id];
@@ -503,8 +887,7 @@ fn check_state(store: &MemoryStore, first_event: u64) {
                 assert!(!indexed);
             }
             PendingStatus::Expired => {
-                assert!(res.is_empty());
-                assert!(!indexed);
+                assert!(res.is_empty() && !indexed);
                 assert!(expiry.is_some_and(|(at, _)| at.0 <= first_event));
             }
         }
@@ -515,63 +898,181 @@ fn check_state(store: &MemoryStore, first_event: u64) {
         .all(|(_, id)| store.pending.get(id) == Some(&PendingStatus::Pending)));
 }
 
-/// `store` with what the start of a batch at `first` expires done by hand.
-fn expired_by_hand(store: &MemoryStore, first: u64) -> MemoryStore {
+// ---------------------------------------------------------------------------------------------
+// Retry
+
+/// `store` with the expiries due at `start` done by hand: released, reopening what they closed,
+/// the i-th recorded in history at `start + i`.
+fn expired_by_hand(store: &MemoryStore, start: u64) -> MemoryStore {
     let mut s = store.clone();
-    for (at, id) in store.expired_pending(Timestamp(first)) {
+    for (i, (at, id)) in store
+        .expired_pending(Timestamp(start))
+        .into_iter()
+        .enumerate()
+    {
         let p = s.transfers[&id];
-        s.accounts
-            .get_mut(&p.debit_account_id)
-            .unwrap()
-            .debits_pending -= p.amount;
-        s.accounts
-            .get_mut(&p.credit_account_id)
-            .unwrap()
-            .credits_pending -= p.amount;
+        let closing = closes(&p);
+        for (account, debit) in [(p.debit_account_id, true), (p.credit_account_id, false)] {
+            let a = s.accounts.get_mut(&account).unwrap();
+            if debit {
+                a.debits_pending -= p.amount;
+            } else {
+                a.credits_pending -= p.amount;
+            }
+            if closing.contains(&account) {
+                a.flags =
+                    AccountFlags::from_bits_retain(a.flags.bits() & !AccountFlags::CLOSED.bits());
+            }
+        }
+        for account in [p.debit_account_id, p.credit_account_id] {
+            let a = s.accounts[&account];
+            if a.flags.contains(AccountFlags::HISTORY) {
+                s.balance_history
+                    .push((account, Timestamp(start + i as u64), a.balances()));
+            }
+        }
         s.pending.insert(id, PendingStatus::Expired);
         s.expiries.remove(&(at, id));
     }
     s
 }
 
-/// Applies `batch` again, later, to a copy of `store` (which it was just applied to).
-fn check_retry(store: &MemoryStore, batch: &Batch, first: &BatchResults, later: u64) {
-    let mut copy = store.clone();
-    let retry = Batch {
-        timestamp: Timestamp(batch.timestamp.0 + later + batch.operation.len() as u64),
-        operation: batch.operation.clone(),
-    };
-    let expected = expired_by_hand(store, first_event(&retry));
-    let again = apply(&mut copy, &retry);
-    let before = shape(batch, first);
-    let after = shape(&retry, &again);
-    for (i, (b, a)) in before.iter().zip(&after).enumerate() {
-        if b.2 {
-            assert!(
-                a.2 && !a.1,
-                "event {i} answered {} then {} on retry",
-                first.names()[i],
-                again.names()[i]
-            );
+/// How an event of a batch stands for the batch's retry.
+#[derive(Clone, Copy, Debug)]
+struct Standing {
+    in_chain: bool,
+    /// In a chain that failed (neither all ok nor all exists): it applied nothing.
+    failed_chain: bool,
+    /// Its outcome may change with the ledger's state: an overflow (a void can release what
+    /// overflowed), or any event of a closed chain that failed at a refusal which depended on
+    /// what the chain itself did (a void of a balancing pending transfer made in the chain,
+    /// say). A retry may apply such an event.
+    unsettled: bool,
+    /// Its id is stored or reserved as failed by the time the retry reaches it (now, or by an
+    /// earlier event of the retry whose outcome may differ): that answers first.
+    taken: bool,
+    reserved: bool,
+}
+
+/// A refusal that a chain's retry meets again: the id's own state, not the chain's doing.
+fn stable_refusal(e: &Event) -> bool {
+    e.transient
+        || e.id_already_failed
+        || e.exists
+        || e.chain_open
+        || e.name == "exists_with_different_fields"
+}
+
+fn standings(store: &MemoryStore, events: &[Event]) -> Vec<Standing> {
+    let in_chain = in_chains(events);
+    let failed_chain = in_failed_chains(events);
+    let linked: Vec<bool> = events.iter().map(|e| e.linked).collect();
+    let mut unsettled: Vec<bool> = events.iter().map(|e| e.overflow).collect();
+    for range in chains(&linked) {
+        let kept = events[range.clone()].iter().find(|e| !e.link_failed);
+        if failed_chain[range.start] && kept.is_some_and(|e| !stable_refusal(e)) {
+            unsettled[range].iter_mut().for_each(|u| *u = true);
         }
     }
-    if before.iter().all(|b| b.2) {
+    let earlier = |i: usize, may: &dyn Fn(usize) -> bool| {
+        (0..i).any(|j| {
+            events[j].id == events[i].id && events[j].transfer == events[i].transfer && may(j)
+        })
+    };
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| Standing {
+            in_chain: in_chain[i],
+            failed_chain: failed_chain[i],
+            unsettled: unsettled[i],
+            taken: earlier(i, &|j| unsettled[j])
+                || if e.transfer {
+                    store.transfers.contains_key(&TransferId(e.id))
+                } else {
+                    store.accounts.contains_key(&AccountId(e.id))
+                },
+            reserved: e.transfer
+                && (earlier(i, &|j| unsettled[j] || events[j].link_failed)
+                    || store.failed_transfers.contains_key(&TransferId(e.id))),
+        })
+        .collect()
+}
+
+/// Whether an event first answered `b` may answer `a` on its retry: what was applied answers
+/// exists, what was refused for a transient reason id_already_failed, any other refusal the
+/// same (unless a later event took or reserved its id: the existing or failed id answers
+/// first), and in a failed chain an event may meet the chain's failure earlier.
+fn retry_answer_allowed(b: &Event, a: &Event, s: Standing) -> bool {
+    if s.unsettled || b.link_failed {
+        true
+    } else if b.ok || b.exists {
+        a.exists || (s.failed_chain && a.link_failed)
+    } else if b.transient {
+        a.id_already_failed || (s.in_chain && a.link_failed)
+    } else {
+        a.name == b.name
+            || (s.in_chain && a.link_failed)
+            || (s.taken && (a.exists || a.name == "exists_with_different_fields"))
+            || (s.reserved && a.id_already_failed)
+    }
+}
+
+/// Applies `batch` again, `later`, to a copy of `store` (which it was just applied to). Unless
+/// some outcome was unsettled, the retry applies nothing and changes nothing but expiries due
+/// and reservations of ids that were never run.
+fn check_retry(
+    store: &MemoryStore,
+    batch: &Batch,
+    first: &BatchResults,
+    later: u64,
+    model: &Model,
+) {
+    let mut copy = store.clone();
+    let retry = Batch {
+        timestamp: Timestamp(store.last_timestamp.0 + later + batch.operation.len() as u64),
+        operation: batch.operation.clone(),
+    };
+    let expected = expired_by_hand(store, timeline(store, &retry).start);
+    let again = apply(&mut copy, &retry);
+    let before = events(batch, first);
+    let after = events(&retry, &again);
+    let standings = standings(store, &before);
+    for ((b, a), s) in before.iter().zip(&after).zip(&standings) {
+        assert!(
+            retry_answer_allowed(b, a, *s),
+            "{} answered {} on retry",
+            b.name,
+            a.name
+        );
+    }
+    if standings.iter().all(|s| !s.unsettled) {
+        assert!(after.iter().all(|a| !a.ok), "a retry applied something");
         assert_eq!(copy.accounts, expected.accounts, "a retry moved money");
         assert_eq!(copy.transfers, expected.transfers);
         assert_eq!(copy.pending, expected.pending);
         assert_eq!(copy.expiries, expected.expiries);
+        assert_eq!(copy.balance_history, expected.balance_history);
+        for (id, at) in &copy.failed_transfers {
+            if expected.failed_transfers.get(id) != Some(at) {
+                let never_run = before.iter().any(|b| b.id == id.0 && b.link_failed);
+                assert!(never_run, "the retry reserved {id}");
+            }
+        }
     }
-    check_batch(store, &copy, &retry, &again);
+    check_batch(store, &copy, &retry, &again, model);
 }
 
 fn run(batches: &[Batch], retry_later: u64) -> (Vec<BatchResults>, MemoryStore) {
     let mut store = MemoryStore::default();
+    let mut model = Model::default();
     let mut all = Vec::new();
     for batch in batches {
         let before = store.clone();
         let results = apply(&mut store, batch);
-        check_batch(&before, &store, batch, &results);
-        check_retry(&store, batch, &results, retry_later);
+        model.learn(&before, &store);
+        check_batch(&before, &store, batch, &results, &model);
+        check_retry(&store, batch, &results, retry_later, &model);
         all.push(results);
     }
     (all, store)
@@ -581,15 +1082,88 @@ fn same_state(a: &MemoryStore, b: &MemoryStore) {
     assert_eq!(a.accounts, b.accounts);
     assert_eq!(a.transfers, b.transfers);
     assert_eq!(a.pending, b.pending);
+    assert_eq!(a.failed_transfers, b.failed_transfers);
     assert_eq!(a.expiries, b.expiries);
     assert_eq!(a.balance_history, b.balance_history);
     assert_eq!(a.last_timestamp, b.last_timestamp);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Balancing, one event at a time
+
+/// What a balancing transfer may move from `dr` to `cr`: its cap (0 or AMOUNT_MAX: none), at
+/// most what the debit account holds (balancing_debit) and owes the credit account
+/// (balancing_credit).
+fn balancing_amount(t: &NewTransfer, dr: &Account, cr: &Account) -> u64 {
+    let mut amount = if t.amount == 0 { AMOUNT_MAX } else { t.amount };
+    if t.flags.contains(TransferFlags::BALANCING_DEBIT) {
+        let debits = dr.debits_posted.saturating_add(dr.debits_pending);
+        amount = amount.min(dr.credits_posted.saturating_sub(debits));
+    }
+    if t.flags.contains(TransferFlags::BALANCING_CREDIT) {
+        let credits = cr.credits_posted.saturating_add(cr.credits_pending);
+        amount = amount.min(cr.debits_posted.saturating_sub(credits));
+    }
+    amount
+}
+
+/// Applies every generated transfer in a batch of its own (unlinked), checking each balancing
+/// one moved exactly what its accounts allowed and overdrew neither.
+fn run_one_by_one(batches: &[Batch]) -> usize {
+    let mut store = MemoryStore::default();
+    let mut balanced = 0;
+    for batch in batches {
+        let Operation::CreateTransfers(transfers) = &batch.operation else {
+            apply(&mut store, batch);
+            continue;
+        };
+        for t in transfers {
+            let t = NewTransfer {
+                flags: TransferFlags::from_bits_retain(
+                    t.flags.bits() & !TransferFlags::LINKED.bits(),
+                ),
+                ..*t
+            };
+            let one = Batch {
+                timestamp: Timestamp(store.last_timestamp.0 + 1),
+                operation: Operation::CreateTransfers(vec![t]),
+            };
+            let seen = expired_by_hand(&store, timeline(&store, &one).start);
+            let result = apply(&mut store, &one);
+            let balancing = t.flags.contains(TransferFlags::BALANCING_DEBIT)
+                || t.flags.contains(TransferFlags::BALANCING_CREDIT);
+            if balancing && result == BatchResults::Transfers(vec![CreateTransferResult::Ok]) {
+                check_balancing(&seen, &store, &t);
+                balanced += 1;
+            }
+        }
+    }
+    balanced
+}
+
+fn check_balancing(seen: &MemoryStore, after: &MemoryStore, t: &NewTransfer) {
+    let (dr, cr) = (t.debit_account_id, t.credit_account_id);
+    let want = balancing_amount(t, &seen.accounts[&dr], &seen.accounts[&cr]);
+    assert_eq!(after.transfers[&t.id].amount, want, "{t:?}");
+    let holds = |a: &Account| {
+        u128::from(a.debits_posted) + u128::from(a.debits_pending) <= u128::from(a.credits_posted)
+    };
+    let owes = |a: &Account| {
+        u128::from(a.credits_posted) + u128::from(a.credits_pending) <= u128::from(a.debits_posted)
+    };
+    if t.flags.contains(TransferFlags::BALANCING_DEBIT) && holds(&seen.accounts[&dr]) {
+        assert!(holds(&after.accounts[&dr]), "balancing_debit overdrew {dr}");
+    }
+    if t.flags.contains(TransferFlags::BALANCING_CREDIT) && owes(&seen.accounts[&cr]) {
+        assert!(owes(&after.accounts[&cr]), "balancing_credit overpaid {cr}");
+    }
+}
+
 proptest! {
     #![proptest_config(Config { cases: 2000, ..Config::default() })]
 
-    /// Conservation, limits, replay, chains and retries, checked after every batch.
+    /// Conservation, limits, closing, failed ids, replay, history, chains and retries, checked
+    /// after every batch.
     #[test]
     fn invariants_hold_after_every_batch(
         steps in steps(),
@@ -620,6 +1194,113 @@ proptest! {
         };
         run(&[batch], 0);
     }
+
+    #[test]
+    fn balancing_moves_what_the_accounts_allow(steps in steps()) {
+        run_one_by_one(&batches(&steps));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The generators reach what the properties are about
+
+#[derive(Default)]
+struct Reached {
+    transfer_codes: HashMap<CreateTransferResult, usize>,
+    account_codes: HashMap<CreateAccountResult, usize>,
+    statuses: HashMap<PendingStatus, usize>,
+    expired_batches: usize,
+    zero_amounts: usize,
+    reopened: usize,
+    balanced: usize,
+}
+
+impl Reached {
+    fn count(&mut self, results: Vec<BatchResults>, store: &MemoryStore) {
+        for r in results {
+            match r {
+                BatchResults::Accounts(r) => r
+                    .into_iter()
+                    .for_each(|r| *self.account_codes.entry(r).or_default() += 1),
+                BatchResults::Transfers(r) => r
+                    .into_iter()
+                    .for_each(|r| *self.transfer_codes.entry(r).or_default() += 1),
+                BatchResults::Expired(n) => self.expired_batches += usize::from(n > 0),
+                BatchResults::Control(_) => unreachable!("no control commands here"),
+            }
+        }
+        for (id, s) in &store.pending {
+            *self.statuses.entry(*s).or_default() += 1;
+            let closing = !closes(&store.transfers[id]).is_empty();
+            self.reopened += usize::from(closing && *s != PendingStatus::Pending);
+        }
+        self.zero_amounts += store.transfers.values().filter(|t| t.amount == 0).count();
+    }
+}
+
+impl Reached {
+    /// Fails unless every outcome the properties are about was reached.
+    fn assert_all(&self) {
+        use CreateTransferResult as T;
+        for code in [
+            T::Ok,
+            T::Exists,
+            T::ExistsWithDifferentFields,
+            T::LinkedEventFailed,
+            T::LinkedEventChainOpen,
+            T::IdAlreadyFailed,
+            T::PendingTransferExpired,
+            T::PendingTransferAlreadyPosted,
+            T::PendingTransferAlreadyVoided,
+            T::ExceedsCredits,
+            T::ExceedsDebits,
+            T::ExceedsPendingTransferAmount,
+            T::LedgerMustMatch,
+            T::OverflowsDebitsPosted,
+            T::OverflowsDebitsPending,
+            T::PendingTransferHasDifferentAmount,
+            T::DebitAccountAlreadyClosed,
+            T::CreditAccountAlreadyClosed,
+            T::ClosingTransferMustBePending,
+        ] {
+            let n = self.transfer_codes.get(&code).copied().unwrap_or(0);
+            assert!(
+                n > 0,
+                "no generated transfer answered {code}; seen {:?}",
+                self.transfer_codes
+            );
+        }
+        for code in [
+            CreateAccountResult::Ok,
+            CreateAccountResult::Exists,
+            CreateAccountResult::ExistsWithDifferentFields,
+            CreateAccountResult::LinkedEventFailed,
+        ] {
+            assert!(
+                self.account_codes.get(&code).copied().unwrap_or(0) > 0,
+                "no {code}"
+            );
+        }
+        for s in [
+            PendingStatus::Pending,
+            PendingStatus::Posted,
+            PendingStatus::Voided,
+            PendingStatus::Expired,
+        ] {
+            assert!(
+                self.statuses.get(&s).copied().unwrap_or(0) > 0,
+                "no {}",
+                s.name()
+            );
+        }
+        assert!(
+            self.expired_batches > 0,
+            "no ExpirePending batch expired anything"
+        );
+        assert!(self.zero_amounts > 0, "no transfer of 0 stored");
+        assert!(self.reopened > 0, "no closing transfer voided or expired");
+        assert!(self.balanced > 0, "no balancing transfer applied");
+    }
 }
 
 /// The generators must actually reach the interesting outcomes, or the properties above
@@ -628,71 +1309,12 @@ proptest! {
 fn generated_batches_reach_the_interesting_cases() {
     let mut runner = TestRunner::deterministic();
     let strategy = steps();
-    let mut transfer_codes: HashMap<CreateTransferResult, usize> = HashMap::new();
-    let mut account_codes: HashMap<CreateAccountResult, usize> = HashMap::new();
-    let mut statuses: HashMap<PendingStatus, usize> = HashMap::new();
+    let mut reached = Reached::default();
     for _ in 0..500 {
         let steps = strategy.new_tree(&mut runner).unwrap().current();
         let (results, store) = run(&batches(&steps), 0);
-        for r in results {
-            match r {
-                BatchResults::Accounts(r) => r
-                    .into_iter()
-                    .for_each(|r| *account_codes.entry(r).or_default() += 1),
-                BatchResults::Transfers(r) => r
-                    .into_iter()
-                    .for_each(|r| *transfer_codes.entry(r).or_default() += 1),
-                BatchResults::Control(_) => unreachable!("no control commands here"),
-            }
-        }
-        for s in store.pending.values() {
-            *statuses.entry(*s).or_default() += 1;
-        }
+        reached.count(results, &store);
+        reached.balanced += run_one_by_one(&batches(&steps));
     }
-    use CreateTransferResult as T;
-    for code in [
-        T::Ok,
-        T::Exists,
-        T::ExistsWithDifferentFields,
-        T::LinkedEventFailed,
-        T::LinkedEventChainOpen,
-        T::PendingTransferExpired,
-        T::PendingTransferAlreadyPosted,
-        T::PendingTransferAlreadyVoided,
-        T::ExceedsCredits,
-        T::ExceedsDebits,
-        T::ExceedsPendingTransferAmount,
-        T::LedgerMustMatch,
-        T::OverflowsDebitsPosted,
-        T::OverflowsDebitsPending,
-        T::PendingTransferHasDifferentAmount,
-    ] {
-        assert!(
-            transfer_codes.get(&code).copied().unwrap_or(0) > 0,
-            "no generated transfer answered {code}; seen {transfer_codes:?}"
-        );
-    }
-    for code in [
-        CreateAccountResult::Ok,
-        CreateAccountResult::Exists,
-        CreateAccountResult::ExistsWithDifferentFields,
-        CreateAccountResult::LinkedEventFailed,
-    ] {
-        assert!(
-            account_codes.get(&code).copied().unwrap_or(0) > 0,
-            "no {code}"
-        );
-    }
-    for s in [
-        PendingStatus::Pending,
-        PendingStatus::Posted,
-        PendingStatus::Voided,
-        PendingStatus::Expired,
-    ] {
-        assert!(
-            statuses.get(&s).copied().unwrap_or(0) > 0,
-            "no {}",
-            s.name()
-        );
-    }
+    reached.assert_all();
 }

@@ -1,8 +1,8 @@
 //! Timestamps stay strictly increasing whatever the proposer's clock says.
 
 use bulwark_ledger::{
-    apply, effective_timestamp, AccountFlags, AccountId, Batch, LedgerStore, MemoryStore,
-    NewAccount, Operation, Timestamp,
+    apply, effective_timestamp, AccountId, Batch, LedgerStore, MemoryStore, NewAccount, Operation,
+    Timestamp,
 };
 
 fn accounts(ids: std::ops::RangeInclusive<u64>, ts: u64) -> Batch {
@@ -13,8 +13,7 @@ fn accounts(ids: std::ops::RangeInclusive<u64>, ts: u64) -> Batch {
                 id: AccountId(id),
                 ledger: 1,
                 code: 1,
-                flags: AccountFlags::empty(),
-                user_data: 0,
+                ..NewAccount::default()
             })
             .collect(),
         ),
