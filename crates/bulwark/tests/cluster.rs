@@ -406,7 +406,12 @@ async fn kill9_the_leader_under_load_repeatedly() {
                         "transfer {id}: a retry with the same fields"
                     );
                     if t["amount"].as_u64() == Some(OVERDRAFT) {
-                        assert_eq!(word, "exceeds_credits", "transfer {id}");
+                        // A retry after a lost answer finds the refused id reserved.
+                        let reserved = word == "id_already_failed" && *attempt > 0;
+                        assert!(
+                            word == "exceeds_credits" || reserved,
+                            "transfer {id}: {word}"
+                        );
                     }
                     refused.insert(id, word.to_string());
                 }

@@ -332,7 +332,10 @@ impl Client {
                 Kind::MustFail(expected) => {
                     assert!(!ok, "event {} must be refused, got {word}", e.body);
                     if let Some(expected) = expected {
-                        assert_eq!(word, expected, "{}", e.body);
+                        // A batch resent after a lost answer finds the id of a refusal that
+                        // depended on the ledger's state reserved (and only such a one).
+                        let reserved = word == "id_already_failed" && expected == "exceeds_credits";
+                        assert!(word == expected || reserved, "{}: {word}", e.body);
                     }
                 }
                 Kind::Normal => {}
