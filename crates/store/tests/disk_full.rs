@@ -48,6 +48,7 @@ fn transfers(store: &mut StateStore, mut index: u64, first: u64, n: u64) -> u64 
                         code: 1,
                         flags: TransferFlags::empty(),
                         user_data: t,
+                        ..NewTransfer::default()
                     })
                     .collect(),
             ),

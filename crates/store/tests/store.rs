@@ -21,6 +21,7 @@ fn accounts_batch(ts: u64) -> Batch {
                 AccountFlags::empty()
             },
             user_data: i,
+            ..NewAccount::default()
         })
         .collect();
     Batch {
@@ -77,7 +78,7 @@ fn transfer(raw: &(u64, u64, u64, u64, u8, u32)) -> NewTransfer {
         ledger: if plain { 1 } else { 0 },
         code: if plain { 1 } else { 0 },
         flags,
-        user_data: 0,
+        ..NewTransfer::default()
     }
 }
 
@@ -367,6 +368,7 @@ fn a_snapshot_of_more_rows_than_one_import_transaction_imports_whole() {
                     code: 1,
                     flags: AccountFlags::empty(),
                     user_data: i,
+                    ..NewAccount::default()
                 })
                 .collect(),
         ),

@@ -137,7 +137,7 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
         }
         self.expiry_proposed = None;
         let now = self.proposal_time();
-        if !self.state.next_expiry().is_some_and(|at| at <= now) {
+        if self.state.next_expiry().is_none_or(|at| at > now) {
             return;
         }
         let batch = Batch {
