@@ -27,6 +27,15 @@ pub trait LedgerStore {
     fn commit(&mut self, changes: Changes);
 }
 
+/// Refusals at or before this timestamp no longer reserve their id for an event at `now`
+/// (`FAILED_TRANSFER_ID_RETENTION` of ledger time has passed): the ledger answers by it, and a
+/// store may forget them.
+pub fn failed_transfer_horizon(now: Timestamp) -> Timestamp {
+    let retention = u64::try_from(bulwark_limits::FAILED_TRANSFER_ID_RETENTION.as_nanos())
+        .expect("the retention fits u64 nanoseconds");
+    Timestamp(now.0.saturating_sub(retention))
+}
+
 /// The write set of one batch: everything a store must persist for it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Changes {

@@ -7,9 +7,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use bulwark_ledger::{Account, Timestamp, Transfer};
-use bulwark_limits::{
-    ACCOUNT_TRANSFERS_RUN, FAILED_TRANSFERS_PURGE, FAILED_TRANSFER_ID_RETENTION, SPACE_RETRY,
-};
+use bulwark_limits::{ACCOUNT_TRANSFERS_RUN, FAILED_TRANSFERS_PURGE, SPACE_RETRY};
 use redb::{Database, ReadableTable};
 
 use crate::disk::open_reader;
@@ -319,12 +317,9 @@ fn write_failed_transfers(
         failed.insert(id.0, at.0)?;
         by_time.insert((at.0, id.0), ())?;
     }
-    let retention = u64::try_from(FAILED_TRANSFER_ID_RETENTION.as_nanos()).unwrap_or(u64::MAX);
-    let Some(horizon) = last_timestamp.0.checked_sub(retention) else {
-        return Ok(());
-    };
+    let horizon = bulwark_ledger::failed_transfer_horizon(last_timestamp);
     let expired: Vec<(u64, u64)> = by_time
-        .range(..(horizon, 0))?
+        .range(..=(horizon.0, u64::MAX))?
         .take(FAILED_TRANSFERS_PURGE)
         .map(|row| row.map(|(key, _)| key.value()))
         .collect::<Result<_, _>>()?;

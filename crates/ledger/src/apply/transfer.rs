@@ -5,12 +5,11 @@
 use super::overlay::reopen_closed_by;
 use super::Overlay;
 use crate::results::CreateTransferResult;
-use crate::store::LedgerStore;
+use crate::store::{failed_transfer_horizon, LedgerStore};
 use crate::types::{
     Account, AccountFlags, FlagSet, NewTransfer, PendingStatus, Timestamp, Transfer, TransferFlags,
     TransferId, AMOUNT_MAX, NANOS_PER_SECOND,
 };
-use bulwark_limits::FAILED_TRANSFER_ID_RETENTION;
 
 use CreateTransferResult as R;
 
@@ -48,7 +47,7 @@ fn check_and_create<S: LedgerStore>(
     }
     if overlay
         .failed_transfer(t.id)
-        .is_some_and(|at| timestamp.0 < at.0.saturating_add(retention_ns()))
+        .is_some_and(|at| at > failed_transfer_horizon(timestamp))
     {
         return R::IdAlreadyFailed;
     }
@@ -101,10 +100,6 @@ fn check_imported<S: LedgerStore>(
     } else {
         return None;
     })
-}
-
-fn retention_ns() -> u64 {
-    u64::try_from(FAILED_TRANSFER_ID_RETENTION.as_nanos()).expect("retention fits u64 nanoseconds")
 }
 
 /// The checks of a single or pending transfer that need nothing but the event.
@@ -275,7 +270,7 @@ fn transfer_exists<S: LedgerStore>(
         let p = overlay
             .transfer(e.pending_id)
             .expect("a post or void names an existing pending transfer");
-        post_or_void_matches(t, e, &p, post)
+        post_or_void_matches(t, e, &p)
     } else {
         let balancing = t.flags.contains(TransferFlags::BALANCING_DEBIT)
             || t.flags.contains(TransferFlags::BALANCING_CREDIT);
@@ -302,21 +297,23 @@ fn transfer_exists<S: LedgerStore>(
 /// A post or void may leave accounts, ledger, code and user data at zero to mean "as the
 /// pending transfer", and its amount at the "full amount" value; a retry that does so still
 /// matches what was stored.
-fn post_or_void_matches(t: &NewTransfer, e: &Transfer, p: &Transfer, post: bool) -> bool {
+fn post_or_void_matches(t: &NewTransfer, e: &Transfer, p: &Transfer) -> bool {
     let matches = |given: u64, stored: u64| given == 0 || given == stored;
-    let full = if post { AMOUNT_MAX } else { 0 };
-    let amount = if t.amount == full { p.amount } else { t.amount };
-    let user_data = if t.user_data == 0 {
+    matches(t.debit_account_id.0, e.debit_account_id.0)
+        && matches(t.credit_account_id.0, e.credit_account_id.0)
+        && resolved_amount(t, p) == e.amount
+        && matches(u64::from(t.ledger), u64::from(e.ledger))
+        && matches(u64::from(t.code), u64::from(e.code))
+        && inherited_user_data(t, p) == e.user_data
+}
+
+/// A post's or void's `user_data`: its own, or the pending transfer's when it gives 0.
+fn inherited_user_data(t: &NewTransfer, p: &Transfer) -> u64 {
+    if t.user_data == 0 {
         p.user_data
     } else {
         t.user_data
-    };
-    matches(t.debit_account_id.0, e.debit_account_id.0)
-        && matches(t.credit_account_id.0, e.credit_account_id.0)
-        && amount == e.amount
-        && matches(u64::from(t.ledger), u64::from(e.ledger))
-        && matches(u64::from(t.code), u64::from(e.code))
-        && user_data == e.user_data
+    }
 }
 
 /// The checks of a post or void that need only the event and the pending transfer.
@@ -461,11 +458,7 @@ fn resolve_pending<S: LedgerStore>(
         ledger: p.ledger,
         code: p.code,
         flags: t.flags,
-        user_data: if t.user_data == 0 {
-            p.user_data
-        } else {
-            t.user_data
-        },
+        user_data: inherited_user_data(t, p),
         timestamp,
     };
     overlay.put_transfer(transfer, dr, cr);
