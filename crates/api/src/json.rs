@@ -2,42 +2,47 @@
 //! that names what is wrong and where (`[3].amount`), before anything reaches the ledger.
 
 use bulwark_ledger::{
-    Account, AccountId, Balances, FlagSet, NewAccount, NewTransfer, PendingStatus, Timestamp,
-    Transfer, TransferFlags, TransferId, AMOUNT_MAX,
+    Account, AccountId, Amount, Balances, FlagSet, NewAccount, NewTransfer, PendingStatus,
+    Timestamp, Transfer, TransferFlags, TransferId, AMOUNT_MAX,
 };
 use bulwark_limits::MAX_BATCH_EVENTS;
 use serde::{Deserialize, Serialize};
 
+use crate::decimal::Dec;
 use crate::error::ApiError;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccountIn {
-    id: u64,
+    id: Dec<u128>,
     ledger: u32,
     code: u16,
     #[serde(default)]
     flags: Vec<String>,
     #[serde(default)]
-    user_data: u64,
+    user_data_128: Dec<u128>,
+    #[serde(default)]
+    user_data_64: Dec<u64>,
+    #[serde(default)]
+    user_data_32: u32,
     /// Only with the `imported` flag: the account's timestamp where it comes from.
     #[serde(default)]
-    timestamp: u64,
+    timestamp: Dec<u64>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TransferIn {
-    id: u64,
+    id: Dec<u128>,
     #[serde(default)]
-    debit_account_id: u64,
+    debit_account_id: Dec<u128>,
     #[serde(default)]
-    credit_account_id: u64,
+    credit_account_id: Dec<u128>,
     /// Required, except on a post (absent: the full pending amount) or a void.
     #[serde(default)]
-    amount: Option<u64>,
+    amount: Option<Dec<u128>>,
     #[serde(default)]
-    pending_id: u64,
+    pending_id: Dec<u128>,
     #[serde(default)]
     timeout: u32,
     #[serde(default)]
@@ -47,10 +52,14 @@ pub struct TransferIn {
     #[serde(default)]
     flags: Vec<String>,
     #[serde(default)]
-    user_data: u64,
+    user_data_128: Dec<u128>,
+    #[serde(default)]
+    user_data_64: Dec<u64>,
+    #[serde(default)]
+    user_data_32: u32,
     /// Only with the `imported` flag: the transfer's timestamp where it comes from.
     #[serde(default)]
-    timestamp: u64,
+    timestamp: Dec<u64>,
 }
 
 /// Parses a JSON array body strictly. The fast path parses without tracking positions; only a
@@ -104,7 +113,8 @@ fn parse_flags<F: FlagSet>(names: &[String], at: usize) -> Result<F, ApiError> {
     Ok(F::from_bits_retain(bits))
 }
 
-fn nonzero_id(id: u64, at: usize) -> Result<u64, ApiError> {
+fn nonzero_id(id: Dec<u128>, at: usize) -> Result<u128, ApiError> {
+    let Dec(id) = id;
     if id == 0 {
         Err(ApiError::bad_request(
             "invalid_id",
@@ -125,8 +135,10 @@ pub fn parse_accounts(body: &[u8]) -> Result<Vec<NewAccount>, ApiError> {
                 ledger: a.ledger,
                 code: a.code,
                 flags: parse_flags(&a.flags, i)?,
-                user_data: a.user_data,
-                timestamp: Timestamp(a.timestamp),
+                user_data_128: a.user_data_128.0,
+                user_data_64: a.user_data_64.0,
+                user_data_32: a.user_data_32,
+                timestamp: Timestamp(a.timestamp.0),
             })
         })
         .collect()
@@ -140,16 +152,18 @@ pub fn parse_transfers(body: &[u8]) -> Result<Vec<NewTransfer>, ApiError> {
             let flags: TransferFlags = parse_flags(&t.flags, i)?;
             Ok(NewTransfer {
                 id: TransferId(nonzero_id(t.id, i)?),
-                debit_account_id: AccountId(t.debit_account_id),
-                credit_account_id: AccountId(t.credit_account_id),
-                amount: transfer_amount(t.amount, flags, i)?,
-                pending_id: TransferId(t.pending_id),
+                debit_account_id: AccountId(t.debit_account_id.0),
+                credit_account_id: AccountId(t.credit_account_id.0),
+                amount: transfer_amount(t.amount.map(|a| a.0), flags, i)?,
+                pending_id: TransferId(t.pending_id.0),
                 timeout: t.timeout,
                 ledger: t.ledger,
                 code: t.code,
                 flags,
-                user_data: t.user_data,
-                timestamp: Timestamp(t.timestamp),
+                user_data_128: t.user_data_128.0,
+                user_data_64: t.user_data_64.0,
+                user_data_32: t.user_data_32,
+                timestamp: Timestamp(t.timestamp.0),
             })
         })
         .collect()
@@ -157,7 +171,11 @@ pub fn parse_transfers(body: &[u8]) -> Result<Vec<NewTransfer>, ApiError> {
 
 /// A transfer's amount: required (0 is a valid amount, so a forgotten one must not pass as 0),
 /// except on a post, where absent means the full pending amount, and on a void.
-fn transfer_amount(amount: Option<u64>, flags: TransferFlags, at: usize) -> Result<u64, ApiError> {
+fn transfer_amount(
+    amount: Option<u128>,
+    flags: TransferFlags,
+    at: usize,
+) -> Result<Amount, ApiError> {
     match amount {
         Some(amount) => Ok(amount),
         None if flags.contains(TransferFlags::POST_PENDING_TRANSFER) => Ok(AMOUNT_MAX),
@@ -182,50 +200,58 @@ pub struct BatchAnswer {
     pub results: Vec<EventResult>,
 }
 
+/// An account as answered: every field wider than 32 bits as a decimal string (`decimal.rs`).
 #[derive(Serialize)]
 pub struct AccountOut {
-    id: u64,
+    id: Dec<u128>,
     ledger: u32,
     code: u16,
     flags: Vec<&'static str>,
-    user_data: u64,
-    debits_pending: u64,
-    debits_posted: u64,
-    credits_pending: u64,
-    credits_posted: u64,
-    timestamp: u64,
+    user_data_128: Dec<u128>,
+    user_data_64: Dec<u64>,
+    user_data_32: u32,
+    debits_pending: Dec<u128>,
+    debits_posted: Dec<u128>,
+    credits_pending: Dec<u128>,
+    credits_posted: Dec<u128>,
+    timestamp: Dec<u64>,
 }
 
 impl From<Account> for AccountOut {
     fn from(a: Account) -> Self {
         AccountOut {
-            id: a.id.0,
+            id: Dec(a.id.0),
             ledger: a.ledger,
             code: a.code,
             flags: a.flags.names(),
-            user_data: a.user_data,
-            debits_pending: a.debits_pending,
-            debits_posted: a.debits_posted,
-            credits_pending: a.credits_pending,
-            credits_posted: a.credits_posted,
-            timestamp: a.timestamp.0,
+            user_data_128: Dec(a.user_data_128),
+            user_data_64: Dec(a.user_data_64),
+            user_data_32: a.user_data_32,
+            debits_pending: Dec(a.debits_pending),
+            debits_posted: Dec(a.debits_posted),
+            credits_pending: Dec(a.credits_pending),
+            credits_posted: Dec(a.credits_posted),
+            timestamp: Dec(a.timestamp.0),
         }
     }
 }
 
+/// A transfer as answered: every field wider than 32 bits as a decimal string.
 #[derive(Serialize)]
 pub struct TransferOut {
-    id: u64,
-    debit_account_id: u64,
-    credit_account_id: u64,
-    amount: u64,
-    pending_id: u64,
+    id: Dec<u128>,
+    debit_account_id: Dec<u128>,
+    credit_account_id: Dec<u128>,
+    amount: Dec<u128>,
+    pending_id: Dec<u128>,
     timeout: u32,
     ledger: u32,
     code: u16,
     flags: Vec<&'static str>,
-    user_data: u64,
-    timestamp: u64,
+    user_data_128: Dec<u128>,
+    user_data_64: Dec<u64>,
+    user_data_32: u32,
+    timestamp: Dec<u64>,
     /// For a transfer created `pending`: pending, posted, voided or expired.
     #[serde(skip_serializing_if = "Option::is_none")]
     pending_status: Option<&'static str>,
@@ -237,17 +263,19 @@ pub struct TransferOut {
 impl TransferOut {
     pub fn new(t: Transfer, status: Option<PendingStatus>, balances: Option<Balances>) -> Self {
         TransferOut {
-            id: t.id.0,
-            debit_account_id: t.debit_account_id.0,
-            credit_account_id: t.credit_account_id.0,
-            amount: t.amount,
-            pending_id: t.pending_id.0,
+            id: Dec(t.id.0),
+            debit_account_id: Dec(t.debit_account_id.0),
+            credit_account_id: Dec(t.credit_account_id.0),
+            amount: Dec(t.amount),
+            pending_id: Dec(t.pending_id.0),
             timeout: t.timeout,
             ledger: t.ledger,
             code: t.code,
             flags: t.flags.names(),
-            user_data: t.user_data,
-            timestamp: t.timestamp.0,
+            user_data_128: Dec(t.user_data_128),
+            user_data_64: Dec(t.user_data_64),
+            user_data_32: t.user_data_32,
+            timestamp: Dec(t.timestamp.0),
             pending_status: status.map(PendingStatus::name),
             balances: balances.map(BalancesOut::from),
         }
@@ -256,19 +284,19 @@ impl TransferOut {
 
 #[derive(Serialize)]
 pub struct BalancesOut {
-    debits_pending: u64,
-    debits_posted: u64,
-    credits_pending: u64,
-    credits_posted: u64,
+    debits_pending: Dec<u128>,
+    debits_posted: Dec<u128>,
+    credits_pending: Dec<u128>,
+    credits_posted: Dec<u128>,
 }
 
 impl From<Balances> for BalancesOut {
     fn from(b: Balances) -> Self {
         BalancesOut {
-            debits_pending: b.debits_pending,
-            debits_posted: b.debits_posted,
-            credits_pending: b.credits_pending,
-            credits_posted: b.credits_posted,
+            debits_pending: Dec(b.debits_pending),
+            debits_posted: Dec(b.debits_posted),
+            credits_pending: Dec(b.credits_pending),
+            credits_posted: Dec(b.credits_posted),
         }
     }
 }
@@ -278,7 +306,7 @@ pub struct HistoryOut {
     pub transfers: Vec<TransferOut>,
     /// Pass as `after` to get the next page; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_after: Option<u64>,
+    pub next_after: Option<Dec<u64>>,
 }
 
 #[cfg(test)]

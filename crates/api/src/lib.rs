@@ -8,6 +8,7 @@
 
 mod admin;
 pub mod auth;
+mod decimal;
 mod error;
 mod internal;
 mod json;
@@ -630,28 +631,24 @@ fn quoted(text: &str) -> String {
 }
 
 /// A path id as written by a client: decimal digits only, no sign, no leading zero, 1 to
-/// `u64::MAX` (so that `+1`, `01` and `1` are never three spellings of one account).
-fn path_id(raw: Result<Path<String>, PathRejection>, what: &str) -> Result<u64, ApiError> {
-    let invalid = |shown: &str| {
-        ApiError::bad_request(
-            "invalid_id",
-            format!(
-                "{what} id `{shown}` is not an integer between 1 and {} (digits only, no sign or leading zero)",
-                u64::MAX
-            ),
-        )
-    };
+/// `u128::MAX` (so that `+1`, `01` and `1` are never three spellings of one account).
+fn path_id(raw: Result<Path<String>, PathRejection>, what: &str) -> Result<u128, ApiError> {
     let Ok(Path(raw)) = raw else {
-        return Err(invalid("(not UTF-8)"));
+        return Err(ApiError::bad_request(
+            "invalid_id",
+            format!("{what} id is not UTF-8"),
+        ));
     };
-    let digits_only = !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit());
-    match raw.parse::<u64>() {
-        Ok(0) if digits_only => Err(ApiError::bad_request(
+    match decimal::parse_strict::<u128>(&raw) {
+        Ok(0) => Err(ApiError::bad_request(
             "invalid_id",
             format!("{what} id must not be 0"),
         )),
-        Ok(id) if digits_only && !raw.starts_with('0') => Ok(id),
-        _ => Err(invalid(&quoted(&raw))),
+        Ok(id) => Ok(id),
+        Err(why) => Err(ApiError::bad_request(
+            "invalid_id",
+            format!("{what} id {why}"),
+        )),
     }
 }
 
@@ -732,7 +729,8 @@ async fn get_account_transfers(
     .await?;
     match read.answer {
         Answer::AccountTransfers(Some(page)) => {
-            let next_after = (page.len() == limit).then(|| page[page.len() - 1].0.timestamp.0);
+            let next_after =
+                (page.len() == limit).then(|| decimal::Dec(page[page.len() - 1].0.timestamp.0));
             let transfers = page
                 .into_iter()
                 .map(|(t, balances)| json::TransferOut::new(t, None, balances))

@@ -28,7 +28,7 @@ use raft::eraftpb::MessageType;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-const ACCOUNT: u64 = 77;
+const ACCOUNT: u128 = 77;
 
 /// Waits until the leader reports every follower caught up (no lag) and recently active.
 async fn wait_all_in_sync(cluster: &InProcess, leader: u64) -> ClusterStatus {

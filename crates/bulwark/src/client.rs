@@ -64,8 +64,9 @@ pub enum AccountCommand {
 
 #[derive(clap::Args)]
 pub struct AccountCreateArgs {
+    /// 1 to 2^128 - 2 (a ULID or UUID as its 128-bit integer).
     #[arg(long)]
-    pub id: u64,
+    pub id: u128,
     #[arg(long)]
     pub ledger: u32,
     #[arg(long)]
@@ -74,14 +75,18 @@ pub struct AccountCreateArgs {
     #[arg(long, value_delimiter = ',')]
     pub flags: Vec<String>,
     #[arg(long, default_value_t = 0)]
-    pub user_data: u64,
+    pub user_data_128: u128,
+    #[arg(long, default_value_t = 0)]
+    pub user_data_64: u64,
+    #[arg(long, default_value_t = 0)]
+    pub user_data_32: u32,
     #[command(flatten)]
     pub target: Target,
 }
 
 #[derive(clap::Args)]
 pub struct AccountGetArgs {
-    pub id: u64,
+    pub id: u128,
     #[command(flatten)]
     pub target: Target,
 }
@@ -89,15 +94,15 @@ pub struct AccountGetArgs {
 #[derive(clap::Args)]
 pub struct TransferArgs {
     #[arg(long)]
-    pub id: u64,
+    pub id: u128,
     #[arg(long, default_value_t = 0)]
-    pub debit: u64,
+    pub debit: u128,
     #[arg(long, default_value_t = 0)]
-    pub credit: u64,
+    pub credit: u128,
     /// Required except on a post (absent: the full pending amount) or a void. On a balancing
     /// transfer it is the most to move (0: no cap).
     #[arg(long)]
-    pub amount: Option<u64>,
+    pub amount: Option<u128>,
     #[arg(long, default_value_t = 0)]
     pub ledger: u32,
     #[arg(long, default_value_t = 0)]
@@ -107,19 +112,23 @@ pub struct TransferArgs {
     #[arg(long, value_delimiter = ',')]
     pub flags: Vec<String>,
     #[arg(long, default_value_t = 0)]
-    pub pending_id: u64,
+    pub pending_id: u128,
     /// Seconds before a pending transfer expires (0: never).
     #[arg(long, default_value_t = 0)]
     pub timeout: u32,
     #[arg(long, default_value_t = 0)]
-    pub user_data: u64,
+    pub user_data_128: u128,
+    #[arg(long, default_value_t = 0)]
+    pub user_data_64: u64,
+    #[arg(long, default_value_t = 0)]
+    pub user_data_32: u32,
     #[command(flatten)]
     pub target: Target,
 }
 
 #[derive(clap::Args)]
 pub struct HistoryArgs {
-    pub account: u64,
+    pub account: u128,
     #[arg(long, default_value_t = 100)]
     pub limit: usize,
     /// Show transfers after this timestamp (from a previous page's `next_after`).
@@ -216,7 +225,7 @@ pub(crate) fn refused(outcome: &Outcome, as_json: bool) -> Option<ExitCode> {
 }
 
 /// Prints the one result of a single-event write; exit 1 unless it is `ok`.
-fn single_result(outcome: Outcome, as_json: bool, what: &str, id: u64) -> ExitCode {
+fn single_result(outcome: Outcome, as_json: bool, what: &str, id: u128) -> ExitCode {
     if let Some(code) = refused(&outcome, as_json) {
         return code;
     }
@@ -244,9 +253,11 @@ fn single_result(outcome: Outcome, as_json: bool, what: &str, id: u64) -> ExitCo
 pub async fn account(cmd: AccountCommand) -> ExitCode {
     match cmd {
         AccountCommand::Create(a) => {
+            // Wide integers as decimal strings: the API takes JSON integers only up to u64::MAX.
             let body = json!([{
-                "id": a.id, "ledger": a.ledger, "code": a.code,
-                "flags": a.flags, "user_data": a.user_data,
+                "id": a.id.to_string(), "ledger": a.ledger, "code": a.code, "flags": a.flags,
+                "user_data_128": a.user_data_128.to_string(),
+                "user_data_64": a.user_data_64.to_string(), "user_data_32": a.user_data_32,
             }]);
             let url = format!("{}/v1/accounts", a.target.addr);
             let outcome = call(&a.target, reqwest::Method::POST, url, Some(body)).await;
@@ -265,22 +276,24 @@ pub async fn account(cmd: AccountCommand) -> ExitCode {
                 println!("{v}");
             } else {
                 println!(
-                    "account {}  ledger {}  code {}  flags [{}]  user_data {}",
-                    v["id"],
+                    "account {}  ledger {}  code {}  flags [{}]  user_data_128 {}  user_data_64 {}  user_data_32 {}",
+                    text(&v["id"]),
                     v["ledger"],
                     v["code"],
                     flags_text(&v["flags"]),
-                    v["user_data"]
+                    text(&v["user_data_128"]),
+                    text(&v["user_data_64"]),
+                    v["user_data_32"],
                 );
                 println!(
                     "  debits   pending {:>20}  posted {:>20}",
-                    v["debits_pending"].to_string(),
-                    v["debits_posted"].to_string()
+                    text(&v["debits_pending"]),
+                    text(&v["debits_posted"])
                 );
                 println!(
                     "  credits  pending {:>20}  posted {:>20}",
-                    v["credits_pending"].to_string(),
-                    v["credits_posted"].to_string()
+                    text(&v["credits_pending"]),
+                    text(&v["credits_posted"])
                 );
             }
             ExitCode::SUCCESS
@@ -290,12 +303,14 @@ pub async fn account(cmd: AccountCommand) -> ExitCode {
 
 pub async fn transfer(t: TransferArgs) -> ExitCode {
     let mut transfer = json!({
-        "id": t.id, "debit_account_id": t.debit, "credit_account_id": t.credit,
-        "ledger": t.ledger, "code": t.code, "flags": t.flags,
-        "pending_id": t.pending_id, "timeout": t.timeout, "user_data": t.user_data,
+        "id": t.id.to_string(), "debit_account_id": t.debit.to_string(),
+        "credit_account_id": t.credit.to_string(), "ledger": t.ledger, "code": t.code,
+        "flags": t.flags, "pending_id": t.pending_id.to_string(), "timeout": t.timeout,
+        "user_data_128": t.user_data_128.to_string(), "user_data_64": t.user_data_64.to_string(),
+        "user_data_32": t.user_data_32,
     });
     if let Some(amount) = t.amount {
-        transfer["amount"] = json!(amount);
+        transfer["amount"] = json!(amount.to_string());
     }
     let body = json!([transfer]);
     let url = format!("{}/v1/transfers", t.target.addr);
@@ -328,19 +343,27 @@ pub async fn history(h: HistoryArgs) -> ExitCode {
     for t in transfers {
         println!(
             "{:>20}  {:>20}  {:>12}  {:>12}  {:>14}  [{}]",
-            t["timestamp"].to_string(),
-            t["id"].to_string(),
-            t["debit_account_id"].to_string(),
-            t["credit_account_id"].to_string(),
-            t["amount"].to_string(),
+            text(&t["timestamp"]),
+            text(&t["id"]),
+            text(&t["debit_account_id"]),
+            text(&t["credit_account_id"]),
+            text(&t["amount"]),
             flags_text(&t["flags"])
         );
     }
     match v.get("next_after") {
-        Some(next) => println!("more: bulwark history {} --after {next}", h.account),
+        Some(next) => println!("more: bulwark history {} --after {}", h.account, text(next)),
         None => println!("({} transfers)", transfers.len()),
     }
     ExitCode::SUCCESS
+}
+
+/// A field as a person reads it: a decimal string without its quotes, anything else as JSON.
+fn text(v: &Value) -> String {
+    match v.as_str() {
+        Some(s) => s.to_string(),
+        None => v.to_string(),
+    }
 }
 
 fn flags_text(v: &Value) -> String {

@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::DecField;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -45,7 +47,7 @@ fn in_sync_followers(status: &Value, leader: u64) -> Vec<u64> {
         .expect("members")
         .iter()
         .filter(|m| m["in_sync"] == true && m["id"] != leader)
-        .map(|m| m["id"].as_u64().expect("id"))
+        .map(|m| m["id"].dec().expect("id"))
         .collect()
 }
 

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::DecField;
+
 use common::{cli, Http, Node, Resp};
 use serde_json::{json, Value};
 
@@ -130,10 +132,10 @@ async fn bad_write_bodies_are_refused_whole_with_the_right_word_and_change_nothi
             "[1].balance",
         ),
         (
-            "a string amount",
+            "a string amount that is not a decimal",
             "/v1/transfers",
             json_body(json!([good, {
-                "id": 501, "debit_account_id": 1, "credit_account_id": 2, "amount": "5",
+                "id": 501, "debit_account_id": 1, "credit_account_id": 2, "amount": "5 USD",
                 "ledger": 1, "code": 1
             }])),
             400,
@@ -338,10 +340,10 @@ async fn bad_paths_and_queries_are_refused_with_the_right_word() {
         ("/v1/accounts/%2B1/transfers", 400, "invalid_id", "+1"),
         ("/v1/accounts/-1", 400, "invalid_id", "-1"),
         (
-            "/v1/accounts/18446744073709551616",
+            "/v1/accounts/340282366920938463463374607431768211456",
             400,
             "invalid_id",
-            "18446744073709551616",
+            "340282366920938463463374607431768211456",
         ),
         ("/v1/transfers/abc", 400, "invalid_id", "abc"),
         ("/v1/transfers/0", 400, "invalid_id", "0"),
@@ -446,7 +448,7 @@ async fn happy_paths_answer_as_documented() {
 
     // Accounts: ok, then exists on an identical retry, exists_with_different_fields otherwise.
     let accounts = json!([
-        {"id": 1, "ledger": 1, "code": 10, "user_data": 7},
+        {"id": 1, "ledger": 1, "code": 10, "user_data_64": 7},
         {"id": 2, "ledger": 1, "code": 20, "flags": ["debits_must_not_exceed_credits", "history"]},
         {"id": 3, "ledger": 2, "code": 10},
     ]);
@@ -466,14 +468,14 @@ async fn happy_paths_answer_as_documented() {
     assert_eq!(
         http.write(
             "/v1/accounts",
-            &json!([{"id": 1, "ledger": 1, "code": 11, "user_data": 7}])
+            &json!([{"id": 1, "ledger": 1, "code": 11, "user_data_64": 7}])
         )
         .await,
         ["exists_with_different_fields"]
     );
 
     let account = http.account(2).await.expect("account 2");
-    assert_eq!(account["id"], 2);
+    assert_eq!(account["id"], "2");
     assert_eq!(account["ledger"], 1);
     assert_eq!(account["code"], 20);
     let mut flags: Vec<&str> = account["flags"]
@@ -484,12 +486,12 @@ async fn happy_paths_answer_as_documented() {
         .collect();
     flags.sort();
     assert_eq!(flags, ["debits_must_not_exceed_credits", "history"]);
-    assert_eq!(http.account(1).await.unwrap()["user_data"], 7);
+    assert_eq!(http.account(1).await.unwrap()["user_data_64"], "7");
 
     // Transfers: a funding, an overdraft refused, a linked chain, a failing linked chain,
     // a pending transfer posted in part, mismatched ledgers.
     let transfers = json!([
-        {"id": 100, "debit_account_id": 1, "credit_account_id": 2, "amount": 5000, "ledger": 1, "code": 1, "user_data": 42},
+        {"id": 100, "debit_account_id": 1, "credit_account_id": 2, "amount": 5000, "ledger": 1, "code": 1, "user_data_64": 42},
         {"id": 101, "debit_account_id": 2, "credit_account_id": 1, "amount": 9000, "ledger": 1, "code": 1},
         {"id": 102, "debit_account_id": 2, "credit_account_id": 1, "amount": 100, "ledger": 1, "code": 1, "flags": ["linked"]},
         {"id": 103, "debit_account_id": 1, "credit_account_id": 2, "amount": 50, "ledger": 1, "code": 1},
@@ -565,7 +567,7 @@ async fn happy_paths_answer_as_documented() {
         common::transfer_fields(&t),
         common::transfer_fields(&transfers[0])
     );
-    assert!(t["timestamp"].as_u64().unwrap() > 0);
+    assert!(t["timestamp"].dec().unwrap() > 0);
     for refused in [101, 104, 105, 106] {
         assert!(
             http.transfer(refused).await.is_none(),
@@ -575,21 +577,21 @@ async fn happy_paths_answer_as_documented() {
     let pending = http.transfer(107).await.unwrap();
     assert_eq!(pending["pending_status"], "posted");
     let post = http.transfer(108).await.unwrap();
-    assert_eq!(post["amount"], 2500);
-    assert_eq!(post["pending_id"], 107);
-    assert_eq!(post["debit_account_id"], 2);
-    assert_eq!(post["credit_account_id"], 1);
+    assert_eq!(post["amount"], "2500");
+    assert_eq!(post["pending_id"], "107");
+    assert_eq!(post["debit_account_id"], "2");
+    assert_eq!(post["credit_account_id"], "1");
 
     // Balances: 2 got 5000 + 50, paid 100 and 2500 (of a 3000 pending, now released).
     let a2 = http.account(2).await.unwrap();
-    assert_eq!(a2["credits_posted"], 5050);
-    assert_eq!(a2["debits_posted"], 2600);
-    assert_eq!(a2["debits_pending"], 0);
-    assert_eq!(a2["credits_pending"], 0);
+    assert_eq!(a2["credits_posted"], "5050");
+    assert_eq!(a2["debits_posted"], "2600");
+    assert_eq!(a2["debits_pending"], "0");
+    assert_eq!(a2["credits_pending"], "0");
     let a1 = http.account(1).await.unwrap();
-    assert_eq!(a1["debits_posted"], 5050);
-    assert_eq!(a1["credits_posted"], 2600);
-    assert_eq!(http.account(3).await.unwrap()["credits_posted"], 0);
+    assert_eq!(a1["debits_posted"], "5050");
+    assert_eq!(a1["credits_posted"], "2600");
+    assert_eq!(http.account(3).await.unwrap()["credits_posted"], "0");
 
     // History of account 2: 100, 102, 103, 107, 108 in timestamp order, paged by 2.
     let mut ids = Vec::new();
@@ -607,16 +609,16 @@ async fn happy_paths_answer_as_documented() {
         let page = r.json["transfers"].as_array().unwrap();
         assert!(page.len() <= 2);
         for t in page {
-            ids.push(t["id"].as_u64().unwrap());
-            timestamps.push(t["timestamp"].as_u64().unwrap());
+            ids.push(t["id"].dec().unwrap());
+            timestamps.push(t["timestamp"].dec().unwrap());
             // Account 2 keeps history: each entry carries its balances after the transfer.
             assert!(t.get("balances").is_some(), "history balances: {t}");
         }
         match r.json.get("next_after") {
             Some(n) => {
                 assert_eq!(page.len(), 2, "only a full page has a next page");
-                assert_eq!(n.as_u64(), page.last().unwrap()["timestamp"].as_u64());
-                after = n.as_u64();
+                assert_eq!(n.dec(), page.last().unwrap()["timestamp"].dec());
+                after = n.dec();
             }
             None => break,
         }
@@ -738,7 +740,7 @@ async fn cli_exit_codes() {
     let (code, out, err) = cli(&["account", "get", "4", "--addr", addr, "--json"]).await;
     assert_eq!(code, 0, "{out} {err}");
     let account: Value = serde_json::from_str(out.trim()).expect("--json prints JSON");
-    assert_eq!(account["credits_posted"], 10);
+    assert_eq!(account["credits_posted"], "10");
     let (code, out, _) = cli(&["account", "get", "4", "--addr", addr]).await;
     assert_eq!(code, 0);
     assert!(out.contains("account 4"), "{out}");
@@ -746,7 +748,7 @@ async fn cli_exit_codes() {
     let (code, out, err) = cli(&["history", "4", "--addr", addr, "--json"]).await;
     assert_eq!(code, 0, "{out} {err}");
     let history: Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(history["transfers"][0]["id"], 50);
+    assert_eq!(history["transfers"][0]["id"], "50");
 
     let (code, out, err) = cli(&["account", "get", "999", "--addr", addr]).await;
     assert_eq!(code, 3, "an unknown account is a 4xx: {out} {err}");
@@ -941,4 +943,119 @@ async fn a_body_not_declared_json_is_refused_and_changes_nothing() {
         .expect("send");
     let r = Http::answer(r).await.unwrap();
     assert_eq!(r.results(), ["ok"], "{}", r.text);
+}
+
+/// 128-bit ids and amounts over HTTP: a UUID-sized id and an amount past `u64::MAX` go in as
+/// decimal strings and come back as decimal strings (never as JSON numbers, which a JavaScript
+/// client would round); the three `user_data` fields are stored and inherited by a post; a
+/// number or string outside the rules is refused with the field's place.
+#[tokio::test]
+async fn ids_amounts_and_user_data_are_128_bit_and_answered_as_decimal_strings() {
+    let node = Node::start(&[]).await;
+    let http = node.http.clone();
+    // A UUID (as its 128-bit integer) and one past u64::MAX.
+    let uuid = "281949768489412648962353822266799178366";
+    let big = "18446744073709551616";
+    let amount = "100000000000000000000000"; // 10^23, above u64::MAX
+    let accounts = json!([
+        {"id": uuid, "ledger": 1, "code": 1, "user_data_128": big, "user_data_64": "42", "user_data_32": 7},
+        {"id": big, "ledger": 1, "code": 1},
+    ]);
+    assert_eq!(http.write("/v1/accounts", &accounts).await, ["ok", "ok"]);
+    let a = http.get(&format!("/v1/accounts/{uuid}")).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(a.json["id"], json!(uuid), "{}", a.text);
+    assert_eq!(a.json["user_data_128"], json!(big));
+    assert_eq!(a.json["user_data_64"], json!("42"));
+    assert_eq!(a.json["user_data_32"], json!(7));
+    assert_eq!(
+        a.json["debits_posted"],
+        json!("0"),
+        "balances are strings too"
+    );
+    assert!(a.json["timestamp"].is_string(), "{}", a.text);
+
+    let transfers = json!([
+        {"id": big, "debit_account_id": uuid, "credit_account_id": big, "amount": amount,
+         "ledger": 1, "code": 1, "flags": ["pending"], "user_data_128": uuid, "user_data_32": 9},
+        {"id": uuid, "pending_id": big, "flags": ["post_pending_transfer"]},
+    ]);
+    assert_eq!(http.write("/v1/transfers", &transfers).await, ["ok", "ok"]);
+    let post = http.get(&format!("/v1/transfers/{uuid}")).await;
+    assert_eq!(post.json["amount"], json!(amount), "{}", post.text);
+    assert_eq!(post.json["pending_id"], json!(big));
+    assert_eq!(post.json["debit_account_id"], json!(uuid));
+    assert_eq!(
+        post.json["user_data_128"],
+        json!(uuid),
+        "inherited from the pending transfer"
+    );
+    assert_eq!(post.json["user_data_32"], json!(9));
+    let a = http.get(&format!("/v1/accounts/{uuid}")).await;
+    assert_eq!(a.json["debits_posted"], json!(amount), "{}", a.text);
+    let history = http.get(&format!("/v1/accounts/{big}/transfers")).await;
+    assert_eq!(
+        history.json["transfers"][1]["amount"],
+        json!(amount),
+        "{}",
+        history.text
+    );
+
+    // The same id written as a JSON integer and as a string is one id: the retry exists.
+    let again = json!([{"id": 18446744073709551615u64, "ledger": 1, "code": 1}]);
+    assert_eq!(http.write("/v1/accounts", &again).await, ["ok"]);
+    let again = json!([{"id": "18446744073709551615", "ledger": 1, "code": 1}]);
+    assert_eq!(http.write("/v1/accounts", &again).await, ["exists"]);
+
+    let before = http.applied_index().await;
+    for (body, word, place) in [
+        (
+            r#"[{"id":"01","ledger":1,"code":1}]"#,
+            "invalid_field",
+            "leading zero",
+        ),
+        (
+            r#"[{"id":"+1","ledger":1,"code":1}]"#,
+            "invalid_field",
+            "digits only",
+        ),
+        (
+            r#"[{"id":-1,"ledger":1,"code":1}]"#,
+            "invalid_field",
+            "negative",
+        ),
+        (
+            r#"[{"id":18446744073709551616,"ledger":1,"code":1}]"#,
+            "invalid_field",
+            "decimal string",
+        ),
+        (
+            r#"[{"id":"340282366920938463463374607431768211456","ledger":1,"code":1}]"#,
+            "invalid_field",
+            "above the largest value",
+        ),
+        (
+            r#"[{"id":1,"ledger":1,"code":1,"user_data_64":"18446744073709551616"}]"#,
+            "invalid_field",
+            "[0].user_data_64",
+        ),
+    ] {
+        let r = http
+            .post_raw("/v1/accounts", body.as_bytes().to_vec())
+            .await;
+        assert_refused(body, &r, 400, word, place);
+    }
+    let r = http.get("/v1/accounts/0340").await;
+    assert_refused(
+        "a path id with a leading zero",
+        &r,
+        400,
+        "invalid_id",
+        "leading zero",
+    );
+    assert_eq!(
+        http.applied_index().await,
+        before,
+        "a refused body changed nothing"
+    );
 }

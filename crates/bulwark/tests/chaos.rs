@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::DecField;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -124,7 +126,7 @@ fn check_catches_a_lost_write(dir: &Path, out: &Path, history: &str) {
                 .as_array()
                 .into_iter()
                 .flatten()
-                .filter_map(|t| t["id"].as_u64())
+                .filter_map(|t| t["id"].dec())
                 .collect();
             let results: Vec<String> = v["results"]
                 .as_array()
@@ -142,7 +144,7 @@ fn check_catches_a_lost_write(dir: &Path, out: &Path, history: &str) {
     let victim = *acked.last().expect("some acknowledged transfer");
     let transfers = state["transfers"].as_array_mut().expect("transfers");
     let before = transfers.len();
-    transfers.retain(|t| t["id"].as_u64() != Some(victim));
+    transfers.retain(|t| t["id"].dec() != Some(victim));
     assert_eq!(
         transfers.len(),
         before - 1,

@@ -9,6 +9,8 @@
 
 mod common;
 
+use common::DecField;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -69,7 +71,7 @@ fn transfer(id: u64, debit: u64, credit: u64, amount: u64, ledger: u32) -> Value
         "amount": amount,
         "ledger": ledger,
         "code": 1,
-        "user_data": id % 1000,
+        "user_data_64": id % 1000,
     })
 }
 
@@ -104,19 +106,19 @@ fn check_balances(node: u64, accounts: &BTreeMap<u64, Value>, transfers: &BTreeM
     let mut debits: HashMap<u64, u64> = HashMap::new();
     let mut credits: HashMap<u64, u64> = HashMap::new();
     for t in transfers.values() {
-        let amount = t["amount"].as_u64().expect("amount");
+        let amount = t["amount"].dec().expect("amount");
         *debits
-            .entry(t["debit_account_id"].as_u64().unwrap())
+            .entry(t["debit_account_id"].dec().unwrap())
             .or_default() += amount;
         *credits
-            .entry(t["credit_account_id"].as_u64().unwrap())
+            .entry(t["credit_account_id"].dec().unwrap())
             .or_default() += amount;
     }
     let mut per_ledger: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
     for (&(id, _, limited), a) in ACCOUNTS.iter().zip(accounts.values()) {
-        assert_eq!(a["id"].as_u64(), Some(id));
-        let dp = a["debits_posted"].as_u64().unwrap();
-        let cp = a["credits_posted"].as_u64().unwrap();
+        assert_eq!(a["id"].dec(), Some(id));
+        let dp = a["debits_posted"].dec().unwrap();
+        let cp = a["credits_posted"].dec().unwrap();
         assert_eq!(
             dp,
             debits.get(&id).copied().unwrap_or(0),
@@ -127,8 +129,8 @@ fn check_balances(node: u64, accounts: &BTreeMap<u64, Value>, transfers: &BTreeM
             credits.get(&id).copied().unwrap_or(0),
             "node {node}: account {id}'s credits_posted is not the sum of its transfers"
         );
-        assert_eq!(a["debits_pending"].as_u64(), Some(0), "node {node}: {a}");
-        assert_eq!(a["credits_pending"].as_u64(), Some(0), "node {node}: {a}");
+        assert_eq!(a["debits_pending"].dec(), Some(0), "node {node}: {a}");
+        assert_eq!(a["credits_pending"].dec(), Some(0), "node {node}: {a}");
         if limited {
             assert!(dp <= cp, "node {node}: limited account {id} overdrawn: {a}");
         }
@@ -380,7 +382,7 @@ async fn kill9_the_leader_under_load_repeatedly() {
     let mut unknown_batches = 0;
     for s in &sent {
         for t in &s.transfers {
-            sent_ids.insert(t["id"].as_u64().unwrap());
+            sent_ids.insert(t["id"].dec().unwrap());
         }
         let Some((results, attempt)) = &s.answer else {
             unknown_batches += 1;
@@ -388,7 +390,7 @@ async fn kill9_the_leader_under_load_repeatedly() {
         };
         assert_eq!(results.len(), s.transfers.len());
         for (t, r) in s.transfers.iter().zip(results) {
-            let id = t["id"].as_u64().unwrap();
+            let id = t["id"].dec().unwrap();
             match r.as_str() {
                 "ok" => {
                     acknowledged.insert(id, t.clone());
@@ -405,7 +407,7 @@ async fn kill9_the_leader_under_load_repeatedly() {
                         word, "exists_with_different_fields",
                         "transfer {id}: a retry with the same fields"
                     );
-                    if t["amount"].as_u64() == Some(OVERDRAFT) {
+                    if t["amount"].dec() == Some(OVERDRAFT) {
                         // A retry after a lost answer finds the refused id reserved.
                         let reserved = word == "id_already_failed" && *attempt > 0;
                         assert!(
@@ -419,12 +421,12 @@ async fn kill9_the_leader_under_load_repeatedly() {
         }
     }
     for p in &probes {
-        let id = p["id"].as_u64().unwrap();
+        let id = p["id"].dec().unwrap();
         sent_ids.insert(id);
         acknowledged.insert(id, p.clone());
     }
     for t in funding.as_array().expect("a batch") {
-        let id = t["id"].as_u64().unwrap();
+        let id = t["id"].dec().unwrap();
         sent_ids.insert(id);
         acknowledged.insert(id, t.clone());
     }
@@ -744,13 +746,13 @@ async fn minority_partition_cannot_acknowledge() {
             .as_array()
             .unwrap()
             .iter()
-            .filter(|t| t["id"] == 200)
+            .filter(|t| t["id"] == "200")
             .count();
         assert_eq!(count, 1, "node {}: transfer 200 in the history", n.id);
         let accounts = all_accounts(&n.http).await;
         check_balances(n.id, &accounts, &transfers);
-        assert_eq!(accounts[&1]["debits_posted"].as_u64(), Some(35));
-        assert_eq!(accounts[&2]["credits_posted"].as_u64(), Some(35));
+        assert_eq!(accounts[&1]["debits_posted"].dec(), Some(35));
+        assert_eq!(accounts[&2]["credits_posted"].dec(), Some(35));
     }
 }
 
@@ -816,7 +818,7 @@ async fn stale_reads_are_served_without_a_leader() {
         "a stale read on a follower cut off from the others: {} {}",
         r.status, r.text
     );
-    assert_eq!(r.json["debits_posted"].as_u64(), Some(10), "{}", r.text);
+    assert_eq!(r.json["debits_posted"].dec(), Some(10), "{}", r.text);
     assert!(r.header("bulwark-applied-index").is_some());
     let r = tokio::time::timeout(
         Duration::from_secs(20),
@@ -826,7 +828,7 @@ async fn stale_reads_are_served_without_a_leader() {
     .expect("a stale read answers within 20 s without a leader")
     .expect("a stale read gets an answer");
     assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(r.json["amount"].as_u64(), Some(10), "{}", r.text);
+    assert_eq!(r.json["amount"].dec(), Some(10), "{}", r.text);
     // Still no leader: both reads were served without one.
     let status = http.status().await;
     assert!(status["leader_id"].is_null(), "{status}");
@@ -889,7 +891,7 @@ async fn followers_forward_and_reads_are_linearizable() {
                 let a = n.http.get("/v1/accounts/2").await;
                 assert_eq!(a.status, 200, "{}", a.text);
                 assert_eq!(
-                    a.json["credits_posted"].as_u64(),
+                    a.json["credits_posted"].dec(),
                     Some(7 * (id - 1_000)),
                     "node {}: account 2 after transfer {id}",
                     n.id

@@ -16,6 +16,8 @@
 
 mod common;
 
+use common::DecField;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
@@ -167,7 +169,7 @@ impl Client {
             "amount": self.rng.range(1, 300),
             "ledger": ledger,
             "code": self.rng.range(1, 5),
-            "user_data": self.rng.next_u64(),
+            "user_data_64": self.rng.next_u64(),
         })
     }
 
@@ -187,7 +189,7 @@ impl Client {
     fn chain(&mut self, mut bodies: Vec<Value>, kinds: Vec<Kind>, out: &mut Vec<Event>) {
         let chain = self.chains.len();
         self.chains
-            .push(bodies.iter().map(|b| b["id"].as_u64().unwrap()).collect());
+            .push(bodies.iter().map(|b| b["id"].dec().unwrap()).collect());
         let last = bodies.len() - 1;
         for (i, (mut body, kind)) in bodies.drain(..).zip(kinds).enumerate() {
             if i < last {
@@ -243,7 +245,7 @@ impl Client {
                 88..=94 if !self.open_pendings.is_empty() => {
                     let at = self.rng.range(0, self.open_pendings.len() as u64 - 1) as usize;
                     let p = self.open_pendings.swap_remove(at);
-                    let full = p["amount"].as_u64().unwrap();
+                    let full = p["amount"].dec().unwrap();
                     let post = self.rng.chance(60);
                     let (flag, amount) = if post {
                         ("post_pending_transfer", self.rng.range(1, full))
@@ -259,7 +261,7 @@ impl Client {
                         "ledger": p["ledger"],
                         "code": p["code"],
                         "flags": [flag],
-                        "user_data": self.rng.next_u64(),
+                        "user_data_64": self.rng.next_u64(),
                     });
                     events.push(single(t, Kind::Normal));
                 }
@@ -282,7 +284,7 @@ impl Client {
         }
         for e in &events {
             if e.kind != Kind::Duplicate {
-                let id = e.body["id"].as_u64().unwrap();
+                let id = e.body["id"].dec().unwrap();
                 self.records.entry(id).or_insert_with(|| Record {
                     fields: transfer_fields(&e.body),
                     outcome: Outcome::Unknown,
@@ -321,7 +323,7 @@ impl Client {
     fn settle(&mut self, events: &[Event], results: &[String]) {
         let mut chain_ok: HashMap<usize, Vec<bool>> = HashMap::new();
         for (e, word) in events.iter().zip(results) {
-            let id = e.body["id"].as_u64().unwrap();
+            let id = e.body["id"].dec().unwrap();
             let ok = word == "ok" || word == "exists";
             match e.kind {
                 Kind::Duplicate => {
@@ -411,9 +413,7 @@ fn flag(t: &Value, name: &str) -> bool {
 }
 
 fn u(v: &Value, field: &str) -> u64 {
-    v[field]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{field} of {v}"))
+    v[field].dec().unwrap_or_else(|| panic!("{field} of {v}"))
 }
 
 /// GETs every id (a few at a time); `None` for a 404.

@@ -9,6 +9,8 @@
 
 mod common;
 
+use common::DecField;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -294,12 +296,9 @@ async fn assert_same_everywhere(cluster: &Cluster, acked: &[u64]) {
     }
     let posted: u64 = accounts
         .values()
-        .map(|a| a["debits_posted"].as_u64().unwrap())
+        .map(|a| a["debits_posted"].dec().unwrap())
         .sum();
-    let amounts: u64 = transfers
-        .values()
-        .map(|t| t["amount"].as_u64().unwrap())
-        .sum();
+    let amounts: u64 = transfers.values().map(|t| t["amount"].dec().unwrap()).sum();
     assert_eq!(posted, amounts, "balances are the sums of the transfers");
 }
 

@@ -30,7 +30,7 @@ async fn a_failed_fsync_stops_the_node_and_loses_nothing_acknowledged() {
     let transfers: Vec<_> = (1..=64)
         .map(|id| {
             json!({"id": id, "debit_account_id": 1, "credit_account_id": 2,
-            "amount": 5, "ledger": 1, "code": 1, "user_data": u64::MAX - id})
+            "amount": 5, "ledger": 1, "code": 1, "user_data_64": u64::MAX - id})
         })
         .collect();
     let transfer = json!(transfers);

@@ -14,6 +14,8 @@
 
 mod common;
 
+use common::DecField;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -496,22 +498,16 @@ impl Fuzz {
         let results = json["results"].as_array().cloned().unwrap_or_default();
         for r in results.iter().filter(|r| r["result"] == "ok") {
             let index = r["index"].as_u64().expect("an index") as usize;
-            let id = sent[index]["id"].as_u64().expect("an accepted event's id");
+            let id = sent[index]["id"].dec().expect("an accepted event's id");
             if accounts {
                 self.refresh_account(id).await;
                 continue;
             }
             let t = self.get_object(&format!("/v1/transfers/{id}")).await;
-            let mut touched = vec![
-                t["debit_account_id"].as_u64(),
-                t["credit_account_id"].as_u64(),
-            ];
-            let pending_id = t["pending_id"].as_u64().unwrap_or(0);
+            let mut touched = vec![t["debit_account_id"].dec(), t["credit_account_id"].dec()];
+            let pending_id = t["pending_id"].dec().unwrap_or(0);
             if let Some(p) = self.model.transfers.get(&pending_id) {
-                touched.extend([
-                    p["debit_account_id"].as_u64(),
-                    p["credit_account_id"].as_u64(),
-                ]);
+                touched.extend([p["debit_account_id"].dec(), p["credit_account_id"].dec()]);
             }
             let flags = t["flags"].to_string();
             let expires = flags.contains("\"pending\"") && t["timeout"].as_u64().unwrap_or(0) > 0;
@@ -581,7 +577,7 @@ impl Fuzz {
                 .await
                 .into_values()
             {
-                let id = t["id"].as_u64().expect("a transfer id");
+                let id = t["id"].dec().expect("a transfer id");
                 let t = comparable_transfer(t);
                 if self.model.transfers.get(&id) != Some(&t) {
                     let m = self.model.transfers.get(&id);

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::DecField;
+
 use std::time::{Duration, Instant};
 
 use common::{cli, free_port, ClusterNode, Node};
@@ -109,7 +111,7 @@ async fn a_single_node_grows_into_three_with_add_and_promote() {
             .chain(joiners.iter().map(|n| &n.http))
         {
             let r = http.get("/v1/accounts/2?consistency=stale").await;
-            credits.push(r.json["credits_posted"].as_u64());
+            credits.push(r.json["credits_posted"].dec());
         }
         if credits.iter().all(|c| *c == Some(12)) {
             break;

@@ -9,6 +9,8 @@
 
 mod common;
 
+use common::DecField;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -32,7 +34,7 @@ fn transfer(id: u64, debit: u64, credit: u64, amount: u64) -> Value {
         "amount": amount,
         "ledger": 1,
         "code": 1,
-        "user_data": id % 1000,
+        "user_data_64": id % 1000,
     })
 }
 
@@ -165,7 +167,7 @@ fn member_roles(status: &Value) -> BTreeMap<u64, String> {
         .iter()
         .map(|m| {
             (
-                m["id"].as_u64().expect("member id"),
+                m["id"].dec().expect("member id"),
                 m["role"].as_str().expect("member role").to_string(),
             )
         })
@@ -246,18 +248,18 @@ fn check_balances(node: u64, accounts: &BTreeMap<u64, Value>, transfers: &BTreeM
     let mut debits: BTreeMap<u64, u64> = BTreeMap::new();
     let mut credits: BTreeMap<u64, u64> = BTreeMap::new();
     for t in transfers.values() {
-        let amount = t["amount"].as_u64().expect("amount");
+        let amount = t["amount"].dec().expect("amount");
         *debits
-            .entry(t["debit_account_id"].as_u64().expect("debit"))
+            .entry(t["debit_account_id"].dec().expect("debit"))
             .or_default() += amount;
         *credits
-            .entry(t["credit_account_id"].as_u64().expect("credit"))
+            .entry(t["credit_account_id"].dec().expect("credit"))
             .or_default() += amount;
     }
     let (mut all_debits, mut all_credits) = (0u64, 0u64);
     for (&id, a) in accounts {
-        let dp = a["debits_posted"].as_u64().expect("debits_posted");
-        let cp = a["credits_posted"].as_u64().expect("credits_posted");
+        let dp = a["debits_posted"].dec().expect("debits_posted");
+        let cp = a["credits_posted"].dec().expect("credits_posted");
         assert_eq!(
             dp,
             debits.get(&id).copied().unwrap_or(0),
@@ -406,7 +408,7 @@ async fn load(
                             word == "ok" || (word == "exists" && attempt > 0),
                             "transfer {t} (attempt {attempt}): {word}"
                         );
-                        acknowledged.insert(t["id"].as_u64().expect("id"), t.clone());
+                        acknowledged.insert(t["id"].dec().expect("id"), t.clone());
                     }
                     acked.fetch_add(batch.len() as u64, Ordering::Relaxed);
                     break;

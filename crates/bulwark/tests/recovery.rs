@@ -9,6 +9,8 @@
 
 mod common;
 
+use common::DecField;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -42,7 +44,7 @@ fn transfer(id: u64) -> Value {
     let credit = if credit == debit { 4 } else { credit };
     json!({
         "id": id, "debit_account_id": debit, "credit_account_id": credit,
-        "amount": 1 + id % 97, "ledger": 1, "code": 7, "user_data": id * 3,
+        "amount": 1 + id % 97, "ledger": 1, "code": 7, "user_data_64": id * 3,
     })
 }
 
@@ -62,7 +64,7 @@ async fn write_transfers(http: &Http, ids: std::ops::Range<u64>, batch: usize) -
 async fn assert_present(http: &Http, sent: &[Value]) -> Vec<Value> {
     let mut read = Vec::new();
     for t in sent {
-        let id = t["id"].as_u64().unwrap();
+        let id = t["id"].dec().unwrap();
         let got = http
             .transfer(id)
             .await
@@ -78,28 +80,28 @@ async fn assert_balances(http: &Http, present: &[Value]) {
     let mut debits: BTreeMap<u64, u64> = BTreeMap::new();
     let mut credits: BTreeMap<u64, u64> = BTreeMap::new();
     for t in present {
-        let amount = t["amount"].as_u64().unwrap();
+        let amount = t["amount"].dec().unwrap();
         *debits
-            .entry(t["debit_account_id"].as_u64().unwrap())
+            .entry(t["debit_account_id"].dec().unwrap())
             .or_default() += amount;
         *credits
-            .entry(t["credit_account_id"].as_u64().unwrap())
+            .entry(t["credit_account_id"].dec().unwrap())
             .or_default() += amount;
     }
     for id in ACCOUNTS {
         let a = http.account(id).await.expect("account");
         assert_eq!(
-            a["debits_posted"].as_u64(),
+            a["debits_posted"].dec(),
             Some(debits.get(&id).copied().unwrap_or(0)),
             "debits of {id}"
         );
         assert_eq!(
-            a["credits_posted"].as_u64(),
+            a["credits_posted"].dec(),
             Some(credits.get(&id).copied().unwrap_or(0)),
             "credits of {id}"
         );
-        assert_eq!(a["debits_pending"], 0);
-        assert_eq!(a["credits_pending"], 0);
+        assert_eq!(a["debits_pending"], "0");
+        assert_eq!(a["credits_pending"], "0");
     }
 }
 
@@ -231,8 +233,8 @@ async fn restart_after_sigterm_keeps_everything() {
         .await
         .expect("the pending transfer");
     assert_eq!(p["pending_status"], "pending");
-    assert_eq!(node.http.account(3).await.unwrap()["credits_pending"], 77);
-    assert_eq!(node.http.account(1).await.unwrap()["debits_pending"], 77);
+    assert_eq!(node.http.account(3).await.unwrap()["credits_pending"], "77");
+    assert_eq!(node.http.account(1).await.unwrap()["debits_pending"], "77");
 
     // It keeps working: void the pending transfer, write more, and stop again.
     assert_eq!(
@@ -664,12 +666,7 @@ async fn sigterm_under_load_exits_0_and_keeps_every_acknowledged_write() {
     assert_present(&node.http, &acknowledged).await;
     let mut present = acknowledged.clone();
     for t in unknown {
-        if node
-            .http
-            .transfer(t["id"].as_u64().unwrap())
-            .await
-            .is_some()
-        {
+        if node.http.transfer(t["id"].dec().unwrap()).await.is_some() {
             present.push(t);
         }
     }
@@ -766,11 +763,11 @@ async fn an_expired_pending_transfer_stays_expired_across_replay() {
         );
         assert!(http.transfer(502).await.is_none());
         let a3 = http.account(3).await.unwrap();
-        assert_eq!(a3["credits_pending"], 0, "the expired amount is released");
+        assert_eq!(a3["credits_pending"], "0", "the expired amount is released");
         let a1 = http.account(1).await.unwrap();
-        assert_eq!(a1["debits_pending"], 0);
-        assert_eq!(http.account(4).await.unwrap()["credits_pending"], 60);
-        assert_eq!(http.account(2).await.unwrap()["debits_pending"], 60);
+        assert_eq!(a1["debits_pending"], "0");
+        assert_eq!(http.account(4).await.unwrap()["credits_pending"], "60");
+        assert_eq!(http.account(2).await.unwrap()["debits_pending"], "60");
     };
     expected(node.http.clone()).await;
     let accounts = accounts_snapshot(&node.http).await;

@@ -209,29 +209,35 @@ pub fn transfer_json(t: &Transfer) -> Value {
 /// A transfer as the API shows it, in the history's terms.
 pub fn transfer_from_json(v: &Value) -> Option<Transfer> {
     Some(Transfer {
-        id: v["id"].as_u64()?,
-        debit: v["debit_account_id"].as_u64()?,
-        credit: v["credit_account_id"].as_u64()?,
-        amount: v["amount"].as_u64()?,
+        id: dec(&v["id"])?,
+        debit: dec(&v["debit_account_id"])?,
+        credit: dec(&v["credit_account_id"])?,
+        amount: dec(&v["amount"])?,
         ledger: v["ledger"].as_u64()? as u32,
         flags: v["flags"]
             .as_array()?
             .iter()
             .filter_map(|f| f.as_str().map(str::to_string))
             .collect(),
-        pending_id: v["pending_id"].as_u64().unwrap_or(0),
+        pending_id: dec(&v["pending_id"]).unwrap_or(0),
         timeout: v["timeout"].as_u64().unwrap_or(0) as u32,
-        timestamp: v["timestamp"].as_u64().unwrap_or(0),
+        timestamp: dec(&v["timestamp"]).unwrap_or(0),
     })
 }
 
 /// The balances of an account as the API shows it.
 pub fn balance_from_json(v: &Value) -> Option<Balance> {
     Some(Balance {
-        id: v["id"].as_u64()?,
-        debits_pending: v["debits_pending"].as_u64()?,
-        debits_posted: v["debits_posted"].as_u64()?,
-        credits_pending: v["credits_pending"].as_u64()?,
-        credits_posted: v["credits_posted"].as_u64()?,
+        id: dec(&v["id"])?,
+        debits_pending: dec(&v["debits_pending"])?,
+        debits_posted: dec(&v["debits_posted"])?,
+        credits_pending: dec(&v["credits_pending"])?,
+        credits_posted: dec(&v["credits_posted"])?,
     })
+}
+
+/// A ledger field wider than 32 bits, which the API answers as a decimal string (the
+/// workload's values all fit u64).
+pub fn dec(v: &Value) -> Option<u64> {
+    v.as_str()?.parse().ok()
 }

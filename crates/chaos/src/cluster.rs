@@ -217,7 +217,7 @@ impl Cluster {
                     })?;
                     transfers.insert(t.id, t);
                 }
-                match page.body["next_after"].as_u64() {
+                match crate::client::dec(&page.body["next_after"]) {
                     Some(next) => after = Some(next),
                     None => break,
                 }

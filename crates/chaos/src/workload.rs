@@ -149,10 +149,10 @@ fn history_page(body: &Value, account: u64) -> Option<(Vec<Transfer>, Vec<Balanc
             let b = &t["balances"];
             Some(Balance {
                 id: account,
-                debits_pending: b["debits_pending"].as_u64()?,
-                debits_posted: b["debits_posted"].as_u64()?,
-                credits_pending: b["credits_pending"].as_u64()?,
-                credits_posted: b["credits_posted"].as_u64()?,
+                debits_pending: crate::client::dec(&b["debits_pending"])?,
+                debits_posted: crate::client::dec(&b["debits_posted"])?,
+                credits_pending: crate::client::dec(&b["credits_pending"])?,
+                credits_posted: crate::client::dec(&b["credits_posted"])?,
             })
         })
         .collect();

@@ -2,28 +2,32 @@
 //! fields, so that decoding is a bounds check and a few loads, and the format is obvious.
 //!
 //! ```text
-//! batch    = version:u8 (=3) | operation:u8 (1 accounts, 2 transfers) | timestamp:u64 | count:u32 | event*
-//! account  = id:u64 | user_data:u64 | ledger:u32 | code:u16 | flags:u16 | timestamp:u64     (32 bytes)
-//! transfer = id:u64 | debit:u64 | credit:u64 | amount:u64 | pending_id:u64 | user_data:u64
-//!            | timeout:u32 | ledger:u32 | code:u16 | flags:u16 | timestamp:u64                  (68 bytes)
+//! batch    = version:u8 (=4) | operation:u8 (1 accounts, 2 transfers) | timestamp:u64 | count:u32 | event*
+//! account  = id:u128 | user_data_128:u128 | user_data_64:u64 | user_data_32:u32 | ledger:u32
+//!            | code:u16 | flags:u16 | timestamp:u64                                          (60 bytes)
+//! transfer = id:u128 | debit:u128 | credit:u128 | amount:u128 | pending_id:u128
+//!            | user_data_128:u128 | user_data_64:u64 | user_data_32:u32 | timeout:u32
+//!            | ledger:u32 | code:u16 | flags:u16 | timestamp:u64                            (128 bytes)
 //! control  = len:u32 | command (access::encoding; operation 3, count 1)
 //! expire   = (nothing; operation 4, count 1: expire the pending transfers due by the timestamp)
 //! group    = marker:u8 (=2) | count:u32 | (len:u32 | batch)*                                  (count >= 1)
 //! ```
-//! A Raft entry holds either one `batch` (its first byte is the batch version, 3) or a `group` of
-//! batches that a leader proposed together (first byte 2). [`decode_entry`] reads both. Version 1
-//! (events without their client timestamp) is refused: a log written before imported events
-//! existed belongs to a state store of the previous format, which the store refuses too.
+//! A Raft entry holds either one `batch` (its first byte is the batch version, 4) or a `group` of
+//! batches that a leader proposed together (first byte 2). [`decode_entry`] reads both. Earlier
+//! versions (1: events without their client timestamp; 3: 64-bit ids, amounts and one user data)
+//! are refused: a log written by them belongs to a state store of an earlier format, which the
+//! store refuses too.
 //!
 //! Checksums are the log's business; this layer only refuses bytes that do not parse.
 
 use crate::access::{encoding, Control};
 use crate::apply::{Batch, Operation};
+use crate::le::{LeReader, LeWriter};
 use crate::types::{
     AccountFlags, AccountId, FlagSet, NewAccount, NewTransfer, Timestamp, TransferFlags, TransferId,
 };
 
-const VERSION: u8 = 3;
+const VERSION: u8 = 4;
 /// First byte of an entry holding a group of batches; distinct from every batch version.
 const GROUP_MARKER: u8 = 2;
 const GROUP_HEADER: usize = 1 + 4;
@@ -34,8 +38,8 @@ const OP_CONTROL: u8 = 3;
 /// `Operation::ExpirePending`: count is 1 and there are no event bytes.
 const OP_EXPIRE: u8 = 4;
 const HEADER: usize = 1 + 1 + 8 + 4;
-const ACCOUNT_BYTES: usize = 32;
-const TRANSFER_BYTES: usize = 68;
+const ACCOUNT_BYTES: usize = 60;
+const TRANSFER_BYTES: usize = 128;
 
 // The largest batch (transfers are the wider events) fits a group entry on its own: a group
 // header, its length prefix, the batch header and every event.
@@ -164,28 +168,32 @@ pub fn encode(batch: &Batch, out: &mut Vec<u8>) {
         Operation::CreateAccounts(accounts) => {
             out.reserve(accounts.len() * ACCOUNT_BYTES);
             for a in accounts {
-                out.extend_from_slice(&a.id.0.to_le_bytes());
-                out.extend_from_slice(&a.user_data.to_le_bytes());
-                out.extend_from_slice(&a.ledger.to_le_bytes());
-                out.extend_from_slice(&a.code.to_le_bytes());
-                out.extend_from_slice(&a.flags.bits().to_le_bytes());
-                out.extend_from_slice(&a.timestamp.0.to_le_bytes());
+                out.put_u128(a.id.0);
+                out.put_u128(a.user_data_128);
+                out.put_u64(a.user_data_64);
+                out.put_u32(a.user_data_32);
+                out.put_u32(a.ledger);
+                out.put_u16(a.code);
+                out.put_u16(a.flags.bits());
+                out.put_u64(a.timestamp.0);
             }
         }
         Operation::CreateTransfers(transfers) => {
             out.reserve(transfers.len() * TRANSFER_BYTES);
             for t in transfers {
-                out.extend_from_slice(&t.id.0.to_le_bytes());
-                out.extend_from_slice(&t.debit_account_id.0.to_le_bytes());
-                out.extend_from_slice(&t.credit_account_id.0.to_le_bytes());
-                out.extend_from_slice(&t.amount.to_le_bytes());
-                out.extend_from_slice(&t.pending_id.0.to_le_bytes());
-                out.extend_from_slice(&t.user_data.to_le_bytes());
-                out.extend_from_slice(&t.timeout.to_le_bytes());
-                out.extend_from_slice(&t.ledger.to_le_bytes());
-                out.extend_from_slice(&t.code.to_le_bytes());
-                out.extend_from_slice(&t.flags.bits().to_le_bytes());
-                out.extend_from_slice(&t.timestamp.0.to_le_bytes());
+                out.put_u128(t.id.0);
+                out.put_u128(t.debit_account_id.0);
+                out.put_u128(t.credit_account_id.0);
+                out.put_u128(t.amount);
+                out.put_u128(t.pending_id.0);
+                out.put_u128(t.user_data_128);
+                out.put_u64(t.user_data_64);
+                out.put_u32(t.user_data_32);
+                out.put_u32(t.timeout);
+                out.put_u32(t.ledger);
+                out.put_u16(t.code);
+                out.put_u16(t.flags.bits());
+                out.put_u64(t.timestamp.0);
             }
         }
         Operation::Control(control) => {
@@ -240,41 +248,51 @@ pub fn decode(bytes: &[u8]) -> Result<Batch, CodecError> {
     }
     let events = bytes[HEADER..].chunks_exact(width);
     let operation = if op == OP_ACCOUNTS {
-        Operation::CreateAccounts(
-            events
-                .map(|e| NewAccount {
-                    id: AccountId(u64_at(e, 0)),
-                    user_data: u64_at(e, 8),
-                    ledger: u32_at(e, 16),
-                    code: u16_at(e, 20),
-                    flags: AccountFlags::from_bits_retain(u16_at(e, 22)),
-                    timestamp: Timestamp(u64_at(e, 24)),
-                })
-                .collect(),
-        )
+        Operation::CreateAccounts(events.map(decode_account).collect())
     } else {
-        Operation::CreateTransfers(
-            events
-                .map(|e| NewTransfer {
-                    id: TransferId(u64_at(e, 0)),
-                    debit_account_id: AccountId(u64_at(e, 8)),
-                    credit_account_id: AccountId(u64_at(e, 16)),
-                    amount: u64_at(e, 24),
-                    pending_id: TransferId(u64_at(e, 32)),
-                    user_data: u64_at(e, 40),
-                    timeout: u32_at(e, 48),
-                    ledger: u32_at(e, 52),
-                    code: u16_at(e, 56),
-                    flags: TransferFlags::from_bits_retain(u16_at(e, 58)),
-                    timestamp: Timestamp(u64_at(e, 60)),
-                })
-                .collect(),
-        )
+        Operation::CreateTransfers(events.map(decode_transfer).collect())
     };
     Ok(Batch {
         timestamp,
         operation,
     })
+}
+
+fn decode_account(e: &[u8]) -> NewAccount {
+    let mut r = LeReader::new(e);
+    let account = NewAccount {
+        id: AccountId(r.u128()),
+        user_data_128: r.u128(),
+        user_data_64: r.u64(),
+        user_data_32: r.u32(),
+        ledger: r.u32(),
+        code: r.u16(),
+        flags: AccountFlags::from_bits_retain(r.u16()),
+        timestamp: Timestamp(r.u64()),
+    };
+    debug_assert_eq!(r.position(), ACCOUNT_BYTES);
+    account
+}
+
+fn decode_transfer(e: &[u8]) -> NewTransfer {
+    let mut r = LeReader::new(e);
+    let transfer = NewTransfer {
+        id: TransferId(r.u128()),
+        debit_account_id: AccountId(r.u128()),
+        credit_account_id: AccountId(r.u128()),
+        amount: r.u128(),
+        pending_id: TransferId(r.u128()),
+        user_data_128: r.u128(),
+        user_data_64: r.u64(),
+        user_data_32: r.u32(),
+        timeout: r.u32(),
+        ledger: r.u32(),
+        code: r.u16(),
+        flags: TransferFlags::from_bits_retain(r.u16()),
+        timestamp: Timestamp(r.u64()),
+    };
+    debug_assert_eq!(r.position(), TRANSFER_BYTES);
+    transfer
 }
 
 fn decode_control(bytes: &[u8], timestamp: Timestamp, count: usize) -> Result<Batch, CodecError> {
@@ -308,10 +326,6 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
 }
 
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes(b[at..at + 2].try_into().expect("2 bytes"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,7 +340,9 @@ mod tests {
                     ledger: 2,
                     code: 3,
                     flags: AccountFlags::HISTORY | AccountFlags::LINKED,
-                    user_data: u64::MAX,
+                    user_data_128: u128::MAX,
+                    user_data_64: u64::MAX,
+                    user_data_32: u32::MAX,
                     timestamp: Timestamp(12),
                 }]),
             },
@@ -343,7 +359,9 @@ mod tests {
                         ledger: 8,
                         code: 6,
                         flags: TransferFlags::PENDING,
-                        user_data: 3,
+                        user_data_128: 1 << 100,
+                        user_data_64: 3,
+                        user_data_32: 4,
                         timestamp: Timestamp(13),
                     };
                     3
@@ -372,12 +390,14 @@ mod tests {
         let mut wrong = bytes.clone();
         wrong[1] = 9;
         assert_eq!(decode(&wrong), Err(CodecError::Operation(9)));
-        wrong[0] = 1;
-        assert_eq!(
-            decode(&wrong),
-            Err(CodecError::Version(1)),
-            "a batch of the format before client timestamps is refused"
-        );
+        for old in [1, 3] {
+            wrong[0] = old;
+            assert_eq!(
+                decode(&wrong),
+                Err(CodecError::Version(old)),
+                "a batch of an earlier format (1: no client timestamps, 3: 64-bit fields) is refused"
+            );
+        }
     }
 
     /// Hex of `bytes`, two digits a byte, no separators.
@@ -407,35 +427,40 @@ mod tests {
         let batch = Batch {
             timestamp: Timestamp(0x0102_0304_0506_0708),
             operation: Operation::CreateAccounts(vec![NewAccount {
-                id: AccountId(0x1112_1314_1516_1718),
-                user_data: 0x2122_2324_2526_2728,
-                ledger: 0x3132_3334,
-                code: 0x4142,
+                id: AccountId(0x1112_1314_1516_1718_191a_1b1c_1d1e_1f10),
+                user_data_128: 0x2122_2324_2526_2728_292a_2b2c_2d2e_2f20,
+                user_data_64: 0x3132_3334_3536_3738,
+                user_data_32: 0x4142_4344,
+                ledger: 0x5152_5354,
+                code: 0x6162,
                 flags: AccountFlags::HISTORY | AccountFlags::LINKED,
-                timestamp: Timestamp(0x5152_5354_5556_5758),
+                timestamp: Timestamp(0x7172_7374_7576_7778),
             }]),
         };
         assert_golden(
             &[batch],
-            "03 01 0807060504030201 01000000
-             1817161514131211 2827262524232221 34333231 4241 0900 5857565554535251",
+            "04 01 0807060504030201 01000000
+             101f1e1d1c1b1a191817161514131211 202f2e2d2c2b2a292827262524232221 3837363534333231
+             44434241 54535251 6261 0900 7877767574737271",
         );
     }
 
     #[test]
     fn a_transfers_batch_has_its_golden_bytes() {
         let transfer = NewTransfer {
-            id: TransferId(0x1112_1314_1516_1718),
-            debit_account_id: AccountId(0x2122_2324_2526_2728),
-            credit_account_id: AccountId(0x3132_3334_3536_3738),
-            amount: 0x4142_4344_4546_4748,
-            pending_id: TransferId(0x5152_5354_5556_5758),
-            user_data: 0x6162_6364_6566_6768,
-            timeout: 0x7172_7374,
-            ledger: 0x8182_8384,
-            code: 0x9192,
+            id: TransferId(0x1112_1314_1516_1718_191a_1b1c_1d1e_1f10),
+            debit_account_id: AccountId(0x2122_2324_2526_2728_292a_2b2c_2d2e_2f20),
+            credit_account_id: AccountId(0x3132_3334_3536_3738_393a_3b3c_3d3e_3f30),
+            amount: 0x4142_4344_4546_4748_494a_4b4c_4d4e_4f40,
+            pending_id: TransferId(0x5152_5354_5556_5758_595a_5b5c_5d5e_5f50),
+            user_data_128: 0x6162_6364_6566_6768_696a_6b6c_6d6e_6f60,
+            user_data_64: 0x7172_7374_7576_7778,
+            user_data_32: 0x8182_8384,
+            timeout: 0x9192_9394,
+            ledger: 0xa1a2_a3a4,
+            code: 0xb1b2,
             flags: TransferFlags::PENDING | TransferFlags::VOID_PENDING_TRANSFER,
-            timestamp: Timestamp(0xa1a2_a3a4_a5a6_a7a8),
+            timestamp: Timestamp(0xc1c2_c3c4_c5c6_c7c8),
         };
         let batch = Batch {
             timestamp: Timestamp(0x0102_0304_0506_0708),
@@ -443,11 +468,15 @@ mod tests {
         };
         assert_golden(
             &[batch],
-            "03 02 0807060504030201 02000000
-             1817161514131211 2827262524232221 3837363534333231 4847464544434241
-             5857565554535251 6867666564636261 74737271 84838281 9291 0a00 a8a7a6a5a4a3a2a1
-             0000000000000000 0000000000000000 0000000000000000 0000000000000000
-             0000000000000000 0000000000000000 00000000 00000000 0000 0000 0000000000000000",
+            "04 02 0807060504030201 02000000
+             101f1e1d1c1b1a191817161514131211 202f2e2d2c2b2a292827262524232221
+             303f3e3d3c3b3a393837363534333231 404f4e4d4c4b4a494847464544434241
+             505f5e5d5c5b5a595857565554535251 606f6e6d6c6b6a696867666564636261
+             7877767574737271 84838281 94939291 a4a3a2a1 b2b1 0a00 c8c7c6c5c4c3c2c1
+             00000000000000000000000000000000 00000000000000000000000000000000
+             00000000000000000000000000000000 00000000000000000000000000000000
+             00000000000000000000000000000000 00000000000000000000000000000000
+             0000000000000000 00000000 00000000 00000000 0000 0000 0000000000000000",
         );
     }
 
@@ -475,13 +504,13 @@ mod tests {
         };
         assert_golden(
             &[control(0x0102_0304_0506_0708, create)],
-            "03 03 0807060504030201 01000000 38000000
+            "04 03 0807060504030201 01000000 38000000
              01 1817161514131211 01 2827262524232221 02
              abababababababababababababababababababababababababababababababab 0300 6f7073",
         );
         assert_golden(
             &[control(5, revoke)],
-            "03 03 0500000000000000 01000000 12000000
+            "04 03 0500000000000000 01000000 12000000
              02 0700000000000000 02 3837363534333231",
         );
     }
@@ -499,13 +528,14 @@ mod tests {
         assert_golden(
             &[accounts, empty_transfer],
             "02 02000000
-             2e000000 03 01 0300000000000000 01000000
-                      0100000000000000 0000000000000000 00000000 0000 0000 0000000000000000
-             0e000000 03 02 0400000000000000 00000000",
+             4a000000 04 01 0300000000000000 01000000
+                      01000000000000000000000000000000 00000000000000000000000000000000
+                      0000000000000000 00000000 00000000 0000 0000 0000000000000000
+             0e000000 04 02 0400000000000000 00000000",
         );
     }
 
-    fn transfers(timestamp: u64, ids: &[u64]) -> Batch {
+    fn transfers(timestamp: u64, ids: &[u128]) -> Batch {
         Batch {
             timestamp: Timestamp(timestamp),
             operation: Operation::CreateTransfers(

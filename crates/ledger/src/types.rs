@@ -3,13 +3,14 @@
 use std::fmt;
 
 macro_rules! id_newtype {
-    ($(#[$doc:meta])* $name:ident) => {
+    ($(#[$doc:meta])* $name:ident($int:ty)) => {
         $(#[$doc])*
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub struct $name(pub u64);
+        pub struct $name(pub $int);
 
         impl $name {
             pub const ZERO: $name = $name(0);
+            pub const MAX: $name = $name(<$int>::MAX);
             pub fn is_zero(self) -> bool {
                 self.0 == 0
             }
@@ -24,16 +25,17 @@ macro_rules! id_newtype {
 }
 
 id_newtype!(
-    /// Client-chosen account id; 0 and `u64::MAX` are reserved.
-    AccountId
+    /// Client-chosen account id, 128 bits so that ULIDs and UUIDs serve as ids; 0 and
+    /// `u128::MAX` are reserved.
+    AccountId(u128)
 );
 id_newtype!(
-    /// Client-chosen transfer id; 0 and `u64::MAX` are reserved.
-    TransferId
+    /// Client-chosen transfer id, 128 bits; 0 and `u128::MAX` are reserved.
+    TransferId(u128)
 );
 id_newtype!(
     /// Nanoseconds assigned by the leader when it proposes a batch; strictly increasing across the cluster.
-    Timestamp
+    Timestamp(u64)
 );
 
 /// A set of named flags stored as bits. Each flag type lists its names so that the API
@@ -130,7 +132,9 @@ pub struct NewAccount {
     pub ledger: u32,
     pub code: u16,
     pub flags: AccountFlags,
-    pub user_data: u64,
+    pub user_data_128: u128,
+    pub user_data_64: u64,
+    pub user_data_32: u32,
     /// 0, unless `imported`: then the account's timestamp in the system it is migrated from.
     pub timestamp: Timestamp,
 }
@@ -142,11 +146,13 @@ pub struct Account {
     pub ledger: u32,
     pub code: u16,
     pub flags: AccountFlags,
-    pub user_data: u64,
-    pub debits_pending: u64,
-    pub debits_posted: u64,
-    pub credits_pending: u64,
-    pub credits_posted: u64,
+    pub user_data_128: u128,
+    pub user_data_64: u64,
+    pub user_data_32: u32,
+    pub debits_pending: Amount,
+    pub debits_posted: Amount,
+    pub credits_pending: Amount,
+    pub credits_posted: Amount,
     pub timestamp: Timestamp,
 }
 
@@ -164,10 +170,10 @@ impl Account {
 /// The four balances of an account at one moment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Balances {
-    pub debits_pending: u64,
-    pub debits_posted: u64,
-    pub credits_pending: u64,
-    pub credits_posted: u64,
+    pub debits_pending: Amount,
+    pub debits_posted: Amount,
+    pub credits_pending: Amount,
+    pub credits_posted: Amount,
 }
 
 /// A transfer as a client submits it. For `post_pending_transfer` and `void_pending_transfer`,
@@ -179,13 +185,15 @@ pub struct NewTransfer {
     pub id: TransferId,
     pub debit_account_id: AccountId,
     pub credit_account_id: AccountId,
-    pub amount: u64,
+    pub amount: Amount,
     pub pending_id: TransferId,
     pub timeout: u32,
     pub ledger: u32,
     pub code: u16,
     pub flags: TransferFlags,
-    pub user_data: u64,
+    pub user_data_128: u128,
+    pub user_data_64: u64,
+    pub user_data_32: u32,
     /// 0, unless `imported`: then the transfer's timestamp in the system it is migrated from.
     pub timestamp: Timestamp,
 }
@@ -197,13 +205,15 @@ pub struct Transfer {
     pub id: TransferId,
     pub debit_account_id: AccountId,
     pub credit_account_id: AccountId,
-    pub amount: u64,
+    pub amount: Amount,
     pub pending_id: TransferId,
     pub timeout: u32,
     pub ledger: u32,
     pub code: u16,
     pub flags: TransferFlags,
-    pub user_data: u64,
+    pub user_data_128: u128,
+    pub user_data_64: u64,
+    pub user_data_32: u32,
     pub timestamp: Timestamp,
 }
 
@@ -224,7 +234,11 @@ pub const NANOS_PER_SECOND: u64 = 1_000_000_000;
 
 /// The largest amount: as a post's amount it means "the pending transfer's full amount", as a
 /// balancing transfer's amount "no cap".
-pub const AMOUNT_MAX: u64 = u64::MAX;
+pub const AMOUNT_MAX: Amount = Amount::MAX;
+
+/// An amount or a balance: 128 bits, so that no realistic ledger's sums can overflow (a
+/// balance of `u64::MAX` is 18 quintillion of the smallest unit; a sum of many such is not).
+pub type Amount = u128;
 
 /// What became of a pending transfer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -158,7 +158,7 @@ fn several_chains_in_one_batch() {
     assert_eq!(l.balances(2), (0, 120, 5, 2));
     assert_eq!(l.balances(3), (5, 40, 0, 120));
     assert_eq!(l.balances(4), (0, 2, 0, 40));
-    let mut stored: Vec<u64> = l.store.transfers.keys().map(|id| id.0).collect();
+    let mut stored: Vec<u128> = l.store.transfers.keys().map(|id| id.0).collect();
     stored.sort();
     assert_eq!(stored, vec![10, 11, 15, 16, 17, 18]);
 }
@@ -283,7 +283,7 @@ fn pending_and_post_in_one_chain_with_history() {
             linked(pending(10, 1, 2, 8, 0)),
             linked(post_full(11, 10)),
             NewTransfer {
-                user_data: 1,
+                user_data_64: 1,
                 ..tr(12, 1, 2, 2)
             },
         ]),

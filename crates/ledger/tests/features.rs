@@ -49,7 +49,7 @@ fn state(l: &Ledger) -> impl PartialEq + std::fmt::Debug {
     )
 }
 
-fn stored_amount(l: &Ledger, id: u64) -> u64 {
+fn stored_amount(l: &Ledger, id: u128) -> u128 {
     l.transfer(id)
         .unwrap_or_else(|| panic!("transfer {id} stored"))
         .amount
@@ -62,7 +62,7 @@ fn stored_amount(l: &Ledger, id: u64) -> u64 {
 fn an_existing_account_id_answers_before_the_field_checks() {
     let mut l = Ledger::default();
     let a = NewAccount {
-        user_data: 5,
+        user_data_64: 5,
         ..acct(1, 1)
     };
     l.open(vec![a]);
@@ -106,9 +106,9 @@ fn an_existing_transfer_id_answers_before_the_field_checks() {
     // Each of these alone would be refused for its fields; with a taken id it learns that.
     let retries = vec![
         tr(10, 0, 2, 5),
-        tr(10, u64::MAX, 2, 5),
+        tr(10, u128::MAX, 2, 5),
         tr(10, 1, 0, 5),
-        tr(10, 1, u64::MAX, 5),
+        tr(10, 1, u128::MAX, 5),
         tr(10, 1, 1, 5),
         tr(10, 99, 2, 5),
         tr(10, 1, 7, 5),
@@ -206,7 +206,7 @@ fn non_transient_refusals_reserve_nothing() {
     let mut l = ledger();
     assert_eq!(
         l.transfers(vec![
-            tr(1, 4, 3, u64::MAX),
+            tr(1, 4, 3, u128::MAX),
             pending(2, 1, 2, 10, 0),
             pending(3, 1, 2, 10, 0),
             post_full(4, 3),
@@ -445,14 +445,14 @@ fn the_last_linked_event_answers_chain_open_even_after_its_chain_failed() {
 #[test]
 fn int_max_ids_are_refused() {
     let mut l = ledger();
-    assert_eq!(l.account1(acct(u64::MAX, 1)), A::IdMustNotBeIntMax);
+    assert_eq!(l.account1(acct(u128::MAX, 1)), A::IdMustNotBeIntMax);
     assert_eq!(
         l.transfers(vec![
-            tr(u64::MAX, 1, 2, 5),
-            tr(10, u64::MAX, 2, 5),
-            tr(11, 1, u64::MAX, 5),
-            post(12, u64::MAX, 5),
-            void(13, u64::MAX, 0),
+            tr(u128::MAX, 1, 2, 5),
+            tr(10, u128::MAX, 2, 5),
+            tr(11, 1, u128::MAX, 5),
+            post(12, u128::MAX, 5),
+            void(13, u128::MAX, 0),
         ]),
         vec![
             T::IdMustNotBeIntMax,
@@ -491,7 +491,7 @@ fn a_void_must_name_the_full_amount_or_zero() {
 #[test]
 fn a_post_or_void_without_user_data_inherits_the_pending_transfers() {
     let mut l = ledger();
-    let ud = |user_data, t: NewTransfer| NewTransfer { user_data, ..t };
+    let ud = |user_data_64, t: NewTransfer| NewTransfer { user_data_64, ..t };
     assert_eq!(
         l.transfers(vec![
             ud(7, pending(10, 1, 2, 100, 0)),
@@ -503,7 +503,7 @@ fn a_post_or_void_without_user_data_inherits_the_pending_transfers() {
         ]),
         vec![T::Ok; 6]
     );
-    let stored = |id| l.transfer(id).map(|t| t.user_data);
+    let stored = |id| l.transfer(id).map(|t| t.user_data_64);
     assert_eq!(
         (stored(20), stored(21), stored(22)),
         (Some(7), Some(9), Some(7))
@@ -532,11 +532,11 @@ fn a_post_or_void_without_user_data_inherits_the_pending_transfers() {
 // ---------------------------------------------------------------------------------------------
 // Balancing transfers
 
-fn balancing_debit(id: u64, dr: u64, cr: u64, cap: u64) -> NewTransfer {
+fn balancing_debit(id: u128, dr: u128, cr: u128, cap: u128) -> NewTransfer {
     with(tr(id, dr, cr, cap), F::BALANCING_DEBIT)
 }
 
-fn balancing_credit(id: u64, dr: u64, cr: u64, cap: u64) -> NewTransfer {
+fn balancing_credit(id: u128, dr: u128, cr: u128, cap: u128) -> NewTransfer {
     with(tr(id, dr, cr, cap), F::BALANCING_CREDIT)
 }
 
@@ -684,11 +684,11 @@ fn a_balancing_retry_is_exists_while_its_cap_covers_the_stored_amount() {
 // ---------------------------------------------------------------------------------------------
 // Closing transfers
 
-fn closing_debit(id: u64, dr: u64, cr: u64, timeout: u32) -> NewTransfer {
+fn closing_debit(id: u128, dr: u128, cr: u128, timeout: u32) -> NewTransfer {
     with(pending(id, dr, cr, 0, timeout), F::CLOSING_DEBIT)
 }
 
-fn closing_credit(id: u64, dr: u64, cr: u64, timeout: u32) -> NewTransfer {
+fn closing_credit(id: u128, dr: u128, cr: u128, timeout: u32) -> NewTransfer {
     with(pending(id, dr, cr, 0, timeout), F::CLOSING_CREDIT)
 }
 
@@ -944,8 +944,8 @@ fn expire_pending_encodes_as_operation_4_without_event_bytes() {
     };
     let mut bytes = Vec::new();
     encode(&batch, &mut bytes);
-    // Version 3, operation 4, the timestamp, count 1.
-    let golden = [3, 4, 8, 7, 6, 5, 4, 3, 2, 1, 1, 0, 0, 0];
+    // Version 4, operation 4, the timestamp, count 1.
+    let golden = [4, 4, 8, 7, 6, 5, 4, 3, 2, 1, 1, 0, 0, 0];
     assert_eq!(bytes, golden);
     assert_eq!(encoded_len(&batch.operation), golden.len());
     assert_eq!(decode(&bytes), Ok(batch));
@@ -957,5 +957,86 @@ fn expire_pending_encodes_as_operation_4_without_event_bytes() {
     assert!(
         decode(&longer).is_err(),
         "an expiry batch has no event bytes"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 128-bit ids, amounts and user data
+
+/// Ids past `u64::MAX` are ordinary ids (only 0 and `u128::MAX` are reserved); amounts past
+/// `u64::MAX` add up exactly; the three user data fields are stored and compared on a retry.
+#[test]
+fn ids_amounts_and_user_data_are_128_bit() {
+    let uuid: u128 = 0x0193_6f3a_2b1c_7d4e_8f90_a1b2_c3d4_e5f6;
+    let big = u128::from(u64::MAX) + 1;
+    let mut l = Ledger::default();
+    let with_data = NewAccount {
+        user_data_128: uuid,
+        user_data_64: 64,
+        user_data_32: 32,
+        ..acct(uuid, 1)
+    };
+    l.open(vec![with_data, acct(big, 1)]);
+    assert_eq!(l.account1(with_data), A::Exists);
+    let changed = NewAccount {
+        user_data_32: 33,
+        ..with_data
+    };
+    assert_eq!(l.account1(changed), A::ExistsWithDifferentFields);
+
+    let amount = u128::from(u64::MAX) * 3;
+    let first = NewTransfer {
+        user_data_128: 7,
+        ..tr(big, uuid, big, amount)
+    };
+    assert_eq!(
+        l.transfers(vec![first, tr(big + 1, uuid, big, amount)]),
+        [T::Ok, T::Ok]
+    );
+    assert_eq!(l.balances(uuid), (0, 2 * amount, 0, 0), "no 64-bit wrap");
+    assert_eq!(l.balances(big), (0, 0, 0, 2 * amount));
+    assert_eq!(l.transfer(big).unwrap().user_data_128, 7);
+    let other_data = NewTransfer {
+        user_data_128: 8,
+        ..first
+    };
+    assert_eq!(l.transfer1(other_data), T::ExistsWithDifferentFields);
+    assert_eq!(
+        l.transfer1(tr(u128::MAX, uuid, big, 1)),
+        T::IdMustNotBeIntMax,
+        "u128::MAX is reserved, u64::MAX is not"
+    );
+    assert_eq!(l.transfer1(tr(u128::from(u64::MAX), uuid, big, 1)), T::Ok);
+}
+
+/// A post or void inherits each user data field it gives as 0, one by one.
+#[test]
+fn a_post_inherits_each_zero_user_data_field_on_its_own() {
+    let mut l = ledger();
+    let p = NewTransfer {
+        user_data_128: 1 << 100,
+        user_data_64: 64,
+        user_data_32: 32,
+        ..pending(10, 1, 2, 5, 0)
+    };
+    assert_eq!(l.transfer1(p), T::Ok);
+    let own_64 = NewTransfer {
+        user_data_64: 99,
+        ..post_full(11, 10)
+    };
+    assert_eq!(l.transfer1(own_64), T::Ok);
+    let posted = l.transfer(11).unwrap();
+    assert_eq!(
+        (
+            posted.user_data_128,
+            posted.user_data_64,
+            posted.user_data_32
+        ),
+        (1 << 100, 99, 32)
+    );
+    assert_eq!(
+        l.transfer1(own_64),
+        T::Exists,
+        "the retry matches what was stored"
     );
 }

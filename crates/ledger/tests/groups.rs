@@ -5,7 +5,7 @@ use bulwark_ledger::{
     Operation, StateMachine, Timestamp, TransferFlags, TransferId, NANOS_PER_SECOND,
 };
 
-fn transfer(id: u64, debit: u64, credit: u64, amount: u64) -> NewTransfer {
+fn transfer(id: u128, debit: u128, credit: u128, amount: u128) -> NewTransfer {
     NewTransfer {
         id: TransferId(id),
         debit_account_id: AccountId(debit),

@@ -20,7 +20,7 @@ fn run(store: &mut MemoryStore, at: u64, operation: Operation) -> Vec<&'static s
     results.names()
 }
 
-fn imported_account(id: u64, ts: u64) -> NewAccount {
+fn imported_account(id: u128, ts: u64) -> NewAccount {
     NewAccount {
         id: AccountId(id),
         ledger: 1,
@@ -31,7 +31,7 @@ fn imported_account(id: u64, ts: u64) -> NewAccount {
     }
 }
 
-fn imported_transfer(id: u64, dr: u64, cr: u64, ts: u64) -> NewTransfer {
+fn imported_transfer(id: u128, dr: u128, cr: u128, ts: u64) -> NewTransfer {
     NewTransfer {
         id: TransferId(id),
         debit_account_id: AccountId(dr),

@@ -41,7 +41,7 @@ fn full_post_with_amount_max_posts_the_pending_amount() {
     let mut l = two_accounts();
     let p = NewTransfer {
         code: 7,
-        user_data: 1,
+        user_data_64: 1,
         ..pending(10, 1, 2, 100, 30)
     };
     assert_eq!(l.transfer1(p), T::Ok);

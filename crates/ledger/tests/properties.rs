@@ -18,7 +18,10 @@ use proptest::test_runner::{Config, TestRunner};
 // Generators
 
 /// Accounts 1..=6; the odd ones mostly on ledger 2, the even ones mostly on ledger 1.
-fn account_with(ids: impl Strategy<Value = u64>, linked: f64) -> impl Strategy<Value = NewAccount> {
+fn account_with(
+    ids: impl Strategy<Value = u128>,
+    linked: f64,
+) -> impl Strategy<Value = NewAccount> {
     (
         ids,
         prop_oneof![30 => Just(None), 2 => (0u32..=3).prop_map(Some)],
@@ -31,7 +34,7 @@ fn account_with(ids: impl Strategy<Value = u64>, linked: f64) -> impl Strategy<V
         prop_oneof![6 => Just(0u64), 1 => Just(1u64)],
     )
         .prop_map(
-            |(id, ledger, code, linked, dmnec, cmned, history, closed, user_data)| {
+            |(id, ledger, code, linked, dmnec, cmned, history, closed, user_data_64)| {
                 let mut flags = AccountFlags::empty();
                 for (on, f) in [
                     (linked, AccountFlags::LINKED),
@@ -49,7 +52,7 @@ fn account_with(ids: impl Strategy<Value = u64>, linked: f64) -> impl Strategy<V
                     ledger: ledger.unwrap_or(1 + (id % 2) as u32),
                     code,
                     flags,
-                    user_data,
+                    user_data_64,
                     ..NewAccount::default()
                 }
             },
@@ -57,22 +60,22 @@ fn account_with(ids: impl Strategy<Value = u64>, linked: f64) -> impl Strategy<V
 }
 
 fn account() -> impl Strategy<Value = NewAccount> {
-    account_with(1u64..=7, 0.2)
+    account_with(1u128..=7, 0.2)
 }
 
 /// Accounts 1..=6 once each, unlinked: the ledger most batches start from.
 fn opening_accounts() -> impl Strategy<Value = Vec<NewAccount>> {
-    (1u64..=6)
+    (1u128..=6)
         .map(|id| account_with(Just(id), 0.0))
         .collect::<Vec<_>>()
 }
 
-fn amount() -> impl Strategy<Value = u64> {
+fn amount() -> impl Strategy<Value = u128> {
     prop_oneof![
-        4 => Just(0u64),
-        80 => 1u64..=40,
-        2 => Just(u64::MAX / 2),
-        1 => Just(u64::MAX),
+        4 => Just(0u128),
+        80 => 1u128..=40,
+        2 => Just(u128::MAX / 2),
+        1 => Just(u128::MAX),
     ]
 }
 
@@ -104,15 +107,15 @@ fn kind() -> impl Strategy<Value = Kind> {
 struct Draw {
     kind: Kind,
     linked: bool,
-    id: u64,
-    dr: u64,
-    cr: u64,
-    amount: u64,
-    pending_id: u64,
+    id: u128,
+    dr: u128,
+    cr: u128,
+    amount: u128,
+    pending_id: u128,
     timeout: u32,
     ledger: Option<u32>,
     noise: bool,
-    user_data: u64,
+    user_data_64: u64,
     /// Picks among a kind's variants (which balancing or closing flags, which post amount).
     pick: u8,
 }
@@ -121,17 +124,17 @@ fn draw() -> impl Strategy<Value = Draw> {
     (
         kind(),
         prop::bool::weighted(0.15),
-        1u64..=40,
+        1u128..=40,
         prop_oneof![
-            30 => (1u64..=6, 1u64..=2).prop_map(|(dr, k)| {
+            30 => (1u128..=6, 1u128..=2).prop_map(|(dr, k)| {
                 // Another account of the same parity, so mostly of the same ledger.
                 let parity = if dr % 2 == 1 { 1 } else { 2 };
                 (dr, ((dr - 1) / 2 + k) % 3 * 2 + parity)
             }),
-            3 => (0u64..=7, 0u64..=7),
+            3 => (0u128..=7, 0u128..=7),
         ],
         amount(),
-        1u64..=7,
+        1u128..=7,
         prop_oneof![Just(0u32), 1u32..=3],
         prop_oneof![20 => Just(None), 1 => (1u32..=2).prop_map(Some)],
         prop::bool::weighted(0.08),
@@ -151,7 +154,7 @@ fn draw() -> impl Strategy<Value = Draw> {
                     timeout,
                     ledger,
                     noise,
-                    user_data: ud,
+                    user_data_64: ud,
                     pick,
                 }
             },
@@ -175,7 +178,7 @@ fn shape_transfer(d: Draw) -> NewTransfer {
         amount: d.amount,
         ledger: d.ledger.unwrap_or(1 + (d.dr % 2) as u32),
         code: 1,
-        user_data: d.user_data,
+        user_data_64: d.user_data_64,
         ..NewTransfer::default()
     };
     match d.kind {
@@ -334,7 +337,7 @@ fn timeline(before: &MemoryStore, batch: &Batch) -> Timeline {
 /// One event's result, whichever operation it belongs to.
 #[derive(Clone, Copy, Debug)]
 struct Event {
-    id: u64,
+    id: u128,
     /// Whether `id` names a transfer (else an account).
     transfer: bool,
     linked: bool,
@@ -414,7 +417,7 @@ fn chains(linked: &[bool]) -> Vec<std::ops::Range<usize>> {
 }
 
 /// The objects the batch stored, by the timestamp they were stored under.
-fn created_at(before: &MemoryStore, after: &MemoryStore, batch: &Batch) -> BTreeMap<u64, u64> {
+fn created_at(before: &MemoryStore, after: &MemoryStore, batch: &Batch) -> BTreeMap<u64, u128> {
     match batch.operation {
         Operation::CreateAccounts(_) => after
             .accounts
@@ -508,25 +511,25 @@ fn check_batch(
 fn check_accounts(before: &MemoryStore, after: &MemoryStore) {
     check_balanced(after.accounts.values()).unwrap();
     for a in after.accounts.values() {
-        let debits = u128::from(a.debits_pending) + u128::from(a.debits_posted);
-        let credits = u128::from(a.credits_pending) + u128::from(a.credits_posted);
+        // `overflows_debits` / `overflows_credits` keep each sum within u128.
+        let debits = a
+            .debits_pending
+            .checked_add(a.debits_posted)
+            .expect("debits fit");
+        let credits = a
+            .credits_pending
+            .checked_add(a.credits_posted)
+            .expect("credits fit");
         if a.flags
             .contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
         {
-            assert!(
-                debits <= u128::from(a.credits_posted),
-                "{a:?} exceeds its credits"
-            );
+            assert!(debits <= a.credits_posted, "{a:?} exceeds its credits");
         }
         if a.flags
             .contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
         {
-            assert!(
-                credits <= u128::from(a.debits_posted),
-                "{a:?} exceeds its debits"
-            );
+            assert!(credits <= a.debits_posted, "{a:?} exceeds its debits");
         }
-        assert!(debits <= u128::from(u64::MAX) && credits <= u128::from(u64::MAX));
     }
     let creation_flags = |a: &Account| a.flags.union(AccountFlags::CLOSED);
     for (id, a) in &before.accounts {
@@ -536,14 +539,14 @@ fn check_accounts(before: &MemoryStore, after: &MemoryStore) {
                 a.ledger,
                 a.code,
                 creation_flags(a),
-                a.user_data,
+                a.user_data_64,
                 a.timestamp
             ),
             (
                 b.ledger,
                 b.code,
                 creation_flags(&b),
-                b.user_data,
+                b.user_data_64,
                 b.timestamp
             )
         );
@@ -805,8 +808,8 @@ fn check_state(store: &MemoryStore, first_event: u64, model: &Model) {
             let voided = t.flags.contains(TransferFlags::VOID_PENDING_TRANSFER);
             (1, if voided { 0 } else { t.amount })
         };
-        sums.entry(dr.id).or_default()[side] += u128::from(amount);
-        sums.entry(cr.id).or_default()[side + 2] += u128::from(amount);
+        sums.entry(dr.id).or_default()[side] += amount;
+        sums.entry(cr.id).or_default()[side + 2] += amount;
     }
     for a in store.accounts.values() {
         let s = sums.get(&a.id).copied().unwrap_or_default();
@@ -815,8 +818,7 @@ fn check_state(store: &MemoryStore, first_event: u64, model: &Model) {
             a.debits_posted,
             a.credits_pending,
             a.credits_posted,
-        ]
-        .map(u128::from);
+        ];
         assert_eq!(
             balances, s,
             "account {} balances differ from the replay",
@@ -1094,7 +1096,7 @@ fn same_state(a: &MemoryStore, b: &MemoryStore) {
 /// What a balancing transfer may move from `dr` to `cr`: its cap (0 or AMOUNT_MAX: none), at
 /// most what the debit account holds (balancing_debit) and owes the credit account
 /// (balancing_credit).
-fn balancing_amount(t: &NewTransfer, dr: &Account, cr: &Account) -> u64 {
+fn balancing_amount(t: &NewTransfer, dr: &Account, cr: &Account) -> u128 {
     let mut amount = if t.amount == 0 { AMOUNT_MAX } else { t.amount };
     if t.flags.contains(TransferFlags::BALANCING_DEBIT) {
         let debits = dr.debits_posted.saturating_add(dr.debits_pending);
@@ -1146,10 +1148,14 @@ fn check_balancing(seen: &MemoryStore, after: &MemoryStore, t: &NewTransfer) {
     let want = balancing_amount(t, &seen.accounts[&dr], &seen.accounts[&cr]);
     assert_eq!(after.transfers[&t.id].amount, want, "{t:?}");
     let holds = |a: &Account| {
-        u128::from(a.debits_posted) + u128::from(a.debits_pending) <= u128::from(a.credits_posted)
+        a.debits_posted
+            .checked_add(a.debits_pending)
+            .is_some_and(|d| d <= a.credits_posted)
     };
     let owes = |a: &Account| {
-        u128::from(a.credits_posted) + u128::from(a.credits_pending) <= u128::from(a.debits_posted)
+        a.credits_posted
+            .checked_add(a.credits_pending)
+            .is_some_and(|c| c <= a.debits_posted)
     };
     if t.flags.contains(TransferFlags::BALANCING_DEBIT) && holds(&seen.accounts[&dr]) {
         assert!(holds(&after.accounts[&dr]), "balancing_debit overdrew {dr}");

@@ -58,14 +58,19 @@ fn account_ok(s: &mut Seen) {
     let a = NewAccount {
         code: 3,
         flags: AccountFlags::HISTORY,
-        user_data: 99,
+        user_data_64: 99,
         ..acct(42, 7)
     };
     let ts = l.next_event();
     s.a(l.accounts(vec![a]), &[A::Ok]);
     let stored = l.account(42);
     assert_eq!(
-        (stored.ledger, stored.code, stored.flags, stored.user_data),
+        (
+            stored.ledger,
+            stored.code,
+            stored.flags,
+            stored.user_data_64
+        ),
         (7, 3, AccountFlags::HISTORY, 99)
     );
     assert_eq!(stored.timestamp, Timestamp(ts));
@@ -76,7 +81,7 @@ fn account_validation(s: &mut Seen) {
     let mut l = Ledger::default();
     let batch = vec![
         acct(0, 1),
-        acct(u64::MAX, 1),
+        acct(u128::MAX, 1),
         acct_flags(3, 1, unnamed_flag()),
         acct_flags(
             4,
@@ -117,7 +122,7 @@ fn account_validation(s: &mut Seen) {
 fn account_exists(s: &mut Seen) {
     let mut l = Ledger::default();
     let a = NewAccount {
-        user_data: 5,
+        user_data_64: 5,
         ..acct_flags(1, 1, AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
     };
     s.a(l.accounts(vec![a]), &[A::Ok]);
@@ -126,7 +131,10 @@ fn account_exists(s: &mut Seen) {
     let variants = [
         NewAccount { ledger: 2, ..a },
         NewAccount { code: 2, ..a },
-        NewAccount { user_data: 6, ..a },
+        NewAccount {
+            user_data_64: 6,
+            ..a
+        },
         NewAccount {
             flags: AccountFlags::empty(),
             ..a
@@ -212,7 +220,7 @@ fn account_chains(s: &mut Seen) {
 fn transfer_ok(s: &mut Seen) {
     let mut l = base();
     let t = NewTransfer {
-        user_data: 77,
+        user_data_64: 77,
         code: 9,
         ..tr(10, 1, 2, 250)
     };
@@ -228,7 +236,7 @@ fn transfer_ok(s: &mut Seen) {
             stored.amount,
             stored.ledger,
             stored.code,
-            stored.user_data,
+            stored.user_data_64,
             stored.flags,
             stored.timestamp,
         ),
@@ -252,7 +260,7 @@ fn invalid_transfers() -> Vec<(NewTransfer, T)> {
     let exclusive = |id, flags| with(tr(id, 1, 2, 1), flags);
     vec![
         (tr(0, 1, 2, 1), T::IdMustNotBeZero),
-        (tr(u64::MAX, 1, 2, 1), T::IdMustNotBeIntMax),
+        (tr(u128::MAX, 1, 2, 1), T::IdMustNotBeIntMax),
         (with(tr(10, 1, 2, 1), unnamed_flag()), T::ReservedFlag),
         (
             exclusive(11, F::PENDING | F::POST_PENDING_TRANSFER),
@@ -293,8 +301,8 @@ fn invalid_transfers() -> Vec<(NewTransfer, T)> {
             },
             T::CodeMustNotBeZero,
         ),
-        (tr(20, u64::MAX, 2, 1), T::DebitAccountIdMustNotBeIntMax),
-        (tr(21, 1, u64::MAX, 1), T::CreditAccountIdMustNotBeIntMax),
+        (tr(20, u128::MAX, 2, 1), T::DebitAccountIdMustNotBeIntMax),
+        (tr(21, 1, u128::MAX, 1), T::CreditAccountIdMustNotBeIntMax),
         (tr(22, 99, 2, 1), T::DebitAccountNotFound),
         (tr(23, 1, 99, 1), T::CreditAccountNotFound),
         (tr(24, 1, 3, 1), T::LedgerMustMatch),
@@ -358,7 +366,7 @@ type Fix = (fn(&mut NewTransfer), T);
 fn ladder(mut t: NewTransfer, fixes: Vec<Fix>) -> Vec<(NewTransfer, T)> {
     let mut out = Vec::new();
     for (i, (fix, result)) in fixes.into_iter().enumerate() {
-        t.id = TransferId(100 + i as u64);
+        t.id = TransferId(100 + i as u128);
         fix(&mut t);
         out.push((t, result));
     }
@@ -371,7 +379,7 @@ fn transfer_fixes() -> Vec<Fix> {
     vec![
         (|_| {}, T::DebitAccountIdMustNotBeZero),
         (
-            |t| t.debit_account_id = AccountId(u64::MAX),
+            |t| t.debit_account_id = AccountId(u128::MAX),
             T::DebitAccountIdMustNotBeIntMax,
         ),
         (
@@ -379,7 +387,7 @@ fn transfer_fixes() -> Vec<Fix> {
             T::CreditAccountIdMustNotBeZero,
         ),
         (
-            |t| t.credit_account_id = AccountId(u64::MAX),
+            |t| t.credit_account_id = AccountId(u128::MAX),
             T::CreditAccountIdMustNotBeIntMax,
         ),
         (
@@ -433,16 +441,16 @@ fn transfer_precedence(s: &mut Seen) {
     assert_eq!(l.balances(1), (0, 5, 0, 0));
 }
 
-/// The amount checks in precedence order, on accounts 1 and 2 holding half of u64::MAX pending
+/// The amount checks in precedence order, on accounts 1 and 2 holding half of u128::MAX pending
 /// and half posted, so that every overflow check of a large amount fails at once.
 fn amount_precedence(s: &mut Seen) {
-    let half = u64::MAX / 2;
+    let half = u128::MAX / 2;
     let mut l = base();
     s.t(
         l.transfers(vec![
             pending(10, 1, 2, half, 0),
             tr(11, 1, 2, half),
-            tr(12, 6, 7, u64::MAX - 1),
+            tr(12, 6, 7, u128::MAX - 1),
         ]),
         &[T::Ok; 3],
     );
@@ -526,7 +534,7 @@ fn invalid_posts_and_voids() -> Vec<(NewTransfer, T)> {
         ),
         (void(34, 99, 0), T::PendingTransferNotFound),
         (void(35, 11, 0), T::PendingTransferNotPending),
-        (post(36, u64::MAX, 1), T::PendingIdMustNotBeIntMax),
+        (post(36, u128::MAX, 1), T::PendingIdMustNotBeIntMax),
     ]
 }
 
@@ -602,7 +610,7 @@ fn post_fixes() -> Vec<Fix> {
             T::PendingIdMustNotBeZero,
         ),
         (
-            |t| t.pending_id = TransferId(u64::MAX),
+            |t| t.pending_id = TransferId(u128::MAX),
             T::PendingIdMustNotBeIntMax,
         ),
         (|t| t.pending_id = t.id, T::PendingIdMustBeDifferent),
@@ -783,7 +791,10 @@ fn closed_accounts(s: &mut Seen) {
 fn differing(t: NewTransfer) -> Vec<NewTransfer> {
     vec![
         NewTransfer { amount: 41, ..t },
-        NewTransfer { user_data: 4, ..t },
+        NewTransfer {
+            user_data_64: 4,
+            ..t
+        },
         NewTransfer { code: 2, ..t },
         NewTransfer {
             debit_account_id: AccountId(4),
@@ -814,7 +825,7 @@ fn differing(t: NewTransfer) -> Vec<NewTransfer> {
             ..t
         },
         NewTransfer {
-            credit_account_id: AccountId(u64::MAX),
+            credit_account_id: AccountId(u128::MAX),
             ..t
         },
         NewTransfer {
@@ -839,7 +850,7 @@ fn differing(t: NewTransfer) -> Vec<NewTransfer> {
 fn transfer_exists(s: &mut Seen) {
     let mut l = base();
     let t = NewTransfer {
-        user_data: 3,
+        user_data_64: 3,
         ..tr(10, 1, 2, 40)
     };
     s.t(l.transfers(vec![t]), &[T::Ok]);
@@ -882,7 +893,7 @@ fn post_exists(s: &mut Seen) {
             post_full(12, 11),
             post(12, 11, 10),
             NewTransfer {
-                user_data: 1,
+                user_data_64: 1,
                 ..post_full(12, 11)
             },
             post(12, 11, 9),
@@ -953,7 +964,7 @@ fn pending_expired(s: &mut Seen) {
 }
 
 fn overflows_posted_and_pending(s: &mut Seen) {
-    let max = u64::MAX;
+    let max = u128::MAX;
     let mut l = base();
     s.t(l.transfers(vec![tr(10, 1, 2, max)]), &[T::Ok]);
     let before = l.store.accounts.clone();
@@ -971,14 +982,14 @@ fn overflows_posted_and_pending(s: &mut Seen) {
         &[T::OverflowsDebitsPending, T::OverflowsCreditsPending],
     );
     assert_eq!(l.store.accounts, before);
-    // Posting the full pending amount moves u64::MAX without overflow.
+    // Posting the full pending amount moves u128::MAX without overflow.
     s.t(l.transfers(vec![post_full(13, 10)]), &[T::Ok]);
     assert_eq!(l.balances(1), (0, max, 0, 0));
     assert_eq!(l.balances(2), (0, 0, 0, max));
 }
 
 fn overflows_sum_of_pending_and_posted(s: &mut Seen) {
-    let max = u64::MAX;
+    let max = u128::MAX;
     let mut l = base();
     s.t(
         l.transfers(vec![
@@ -1121,7 +1132,7 @@ fn import_transfers(store: &mut MemoryStore, at: u64, transfers: Vec<NewTransfer
     }
 }
 
-fn imported_account(id: u64, ts: u64) -> NewAccount {
+fn imported_account(id: u128, ts: u64) -> NewAccount {
     NewAccount {
         flags: AccountFlags::IMPORTED,
         timestamp: Timestamp(ts),
@@ -1129,7 +1140,7 @@ fn imported_account(id: u64, ts: u64) -> NewAccount {
     }
 }
 
-fn imported_transfer(id: u64, ts: u64) -> NewTransfer {
+fn imported_transfer(id: u128, ts: u64) -> NewTransfer {
     NewTransfer {
         flags: TransferFlags::IMPORTED,
         timestamp: Timestamp(ts),

@@ -5,7 +5,7 @@ use bulwark_ledger::{
     Timestamp,
 };
 
-fn accounts(ids: std::ops::RangeInclusive<u64>, ts: u64) -> Batch {
+fn accounts(ids: std::ops::RangeInclusive<u128>, ts: u64) -> Batch {
     Batch {
         timestamp: Timestamp(ts),
         operation: Operation::CreateAccounts(

@@ -275,16 +275,16 @@ impl StateStore {
 /// A rough upper bound of the bytes a checkpoint of `memtable` (and `accounts` changed accounts)
 /// adds to the file: records, keys, index runs and B-tree overhead.
 fn estimate_bytes(memtable: &Memtable, accounts: usize) -> u64 {
-    let transfers = memtable.transfers.len() as u64 * 256;
+    let transfers = memtable.transfers.len() as u64 * 320;
     let index = memtable
         .account_transfers
         .values()
-        .map(|v| 64 + v.len() as u64 * 24)
+        .map(|v| 64 + v.len() as u64 * 32)
         .sum::<u64>();
-    let history = memtable.balance_history.len() as u64 * 80;
-    let pending = memtable.pending.len() as u64 * 32;
-    let expiries = memtable.expiry_changes.len() as u64 * 32;
-    let accounts = accounts as u64 * 128;
+    let history = memtable.balance_history.len() as u64 * 120;
+    let pending = memtable.pending.len() as u64 * 48;
+    let expiries = memtable.expiry_changes.len() as u64 * 48;
+    let accounts = accounts as u64 * 192;
     (1 << 20) + transfers + index + history + pending + expiries + accounts
 }
 
@@ -318,8 +318,8 @@ fn write_failed_transfers(
         by_time.insert((at.0, id.0), ())?;
     }
     let horizon = bulwark_ledger::failed_transfer_horizon(last_timestamp);
-    let expired: Vec<(u64, u64)> = by_time
-        .range(..=(horizon.0, u64::MAX))?
+    let expired: Vec<(u64, u128)> = by_time
+        .range(..=(horizon.0, u128::MAX))?
         .take(FAILED_TRANSFERS_PURGE)
         .map(|row| row.map(|(key, _)| key.value()))
         .collect::<Result<_, _>>()?;
@@ -343,7 +343,7 @@ fn write_tables(txn: &redb::WriteTransaction, frozen: &Frozen) -> Result<(), red
     let mut transfers = txn.open_table(TRANSFERS)?;
     // Pairs taken in the map's memory order and sorted by id: looking each id up in the map
     // again, in id order, missed the cache on almost every one.
-    let mut sorted: Vec<(u64, &Transfer)> = m.transfers.iter().map(|(id, t)| (id.0, t)).collect();
+    let mut sorted: Vec<(u128, &Transfer)> = m.transfers.iter().map(|(id, t)| (id.0, t)).collect();
     sorted.sort_unstable_by_key(|(id, _)| *id);
     for (id, t) in sorted {
         transfers.insert(id, records::encode_transfer(t).as_slice())?;
@@ -354,7 +354,7 @@ fn write_tables(txn: &redb::WriteTransaction, frozen: &Frozen) -> Result<(), red
     }
     write_failed_transfers(txn, m, frozen.last_timestamp)?;
     let mut index = txn.open_table(ACCOUNT_TRANSFERS)?;
-    let mut accounts: Vec<(u64, &Vec<_>)> = m
+    let mut accounts: Vec<(u128, &Vec<_>)> = m
         .account_transfers
         .iter()
         .map(|(id, runs)| (id.0, runs))

@@ -14,11 +14,11 @@ use crate::tables::{ACCOUNT_TRANSFERS, BALANCE_HISTORY, FAILED_TRANSFERS, PENDIN
 
 /// Read handles on the last committed checkpoint.
 pub(crate) struct Reader {
-    pub(crate) transfers: ReadOnlyTable<u64, &'static [u8]>,
-    pub(crate) pending: ReadOnlyTable<u64, u8>,
-    pub(crate) failed_transfers: ReadOnlyTable<u64, u64>,
-    pub(crate) account_transfers: ReadOnlyTable<(u64, u64), &'static [u8]>,
-    pub(crate) balance_history: ReadOnlyTable<(u64, u64), &'static [u8]>,
+    pub(crate) transfers: ReadOnlyTable<u128, &'static [u8]>,
+    pub(crate) pending: ReadOnlyTable<u128, u8>,
+    pub(crate) failed_transfers: ReadOnlyTable<u128, u64>,
+    pub(crate) account_transfers: ReadOnlyTable<(u128, u64), &'static [u8]>,
+    pub(crate) balance_history: ReadOnlyTable<(u128, u64), &'static [u8]>,
 }
 
 /// The open database and read handles on its last committed checkpoint.

@@ -22,7 +22,7 @@ pub(crate) struct Memtable {
     /// `true`: added since the freeze; `false`: removed.
     pub(crate) expiry_changes: BTreeMap<(Timestamp, TransferId), bool>,
     /// The highest transfer id in `transfers` (0 when empty).
-    pub(crate) max_transfer_id: u64,
+    pub(crate) max_transfer_id: u128,
     /// New audit records, oldest first.
     pub(crate) audit: Vec<AuditRecord>,
 }

@@ -1,121 +1,145 @@
 //! Fixed-width little-endian encodings of the records kept in the state store's tables.
 
+use bulwark_ledger::le::{LeReader, LeWriter};
 use bulwark_ledger::{
     Account, AccountFlags, AccountId, Balances, FlagSet, Timestamp, Transfer, TransferFlags,
     TransferId,
 };
 
-pub const ACCOUNT_BYTES: usize = 64;
-pub const TRANSFER_BYTES: usize = 68;
-pub const BALANCES_BYTES: usize = 32;
+pub const ACCOUNT_BYTES: usize = 128;
+pub const TRANSFER_BYTES: usize = 128;
+pub const BALANCES_BYTES: usize = 64;
+/// One `(timestamp, transfer id)` pair of an account's index run.
+const RUN_ENTRY_BYTES: usize = 8 + 16;
 
-pub fn encode_account(a: &Account) -> [u8; ACCOUNT_BYTES] {
-    let mut b = [0u8; ACCOUNT_BYTES];
-    put(&mut b, 0, &a.id.0.to_le_bytes());
-    put(&mut b, 8, &a.user_data.to_le_bytes());
-    put(&mut b, 16, &a.debits_pending.to_le_bytes());
-    put(&mut b, 24, &a.debits_posted.to_le_bytes());
-    put(&mut b, 32, &a.credits_pending.to_le_bytes());
-    put(&mut b, 40, &a.credits_posted.to_le_bytes());
-    put(&mut b, 48, &a.timestamp.0.to_le_bytes());
-    put(&mut b, 56, &a.ledger.to_le_bytes());
-    put(&mut b, 60, &a.code.to_le_bytes());
-    put(&mut b, 62, &a.flags.bits().to_le_bytes());
+/// `id | debits_pending | debits_posted | credits_pending | credits_posted | user_data_128`
+/// (u128 each) `| user_data_64:u64 | user_data_32:u32 | reserved:u32 | ledger:u32 | code:u16 |
+/// flags:u16 | timestamp:u64`: TigerBeetle's layout of an account.
+pub fn encode_account(a: &Account) -> Vec<u8> {
+    let mut b = Vec::with_capacity(ACCOUNT_BYTES);
+    b.put_u128(a.id.0);
+    b.put_u128(a.debits_pending);
+    b.put_u128(a.debits_posted);
+    b.put_u128(a.credits_pending);
+    b.put_u128(a.credits_posted);
+    b.put_u128(a.user_data_128);
+    b.put_u64(a.user_data_64);
+    b.put_u32(a.user_data_32);
+    b.put_u32(0);
+    b.put_u32(a.ledger);
+    b.put_u16(a.code);
+    b.put_u16(a.flags.bits());
+    b.put_u64(a.timestamp.0);
+    assert_eq!(b.len(), ACCOUNT_BYTES, "the account record's width");
     b
 }
 
 pub fn decode_account(b: &[u8]) -> Option<Account> {
-    (b.len() == ACCOUNT_BYTES).then(|| Account {
-        id: AccountId(u64_at(b, 0)),
-        user_data: u64_at(b, 8),
-        debits_pending: u64_at(b, 16),
-        debits_posted: u64_at(b, 24),
-        credits_pending: u64_at(b, 32),
-        credits_posted: u64_at(b, 40),
-        timestamp: Timestamp(u64_at(b, 48)),
-        ledger: u32::from_le_bytes(b[56..60].try_into().expect("4 bytes")),
-        code: u16_at(b, 60),
-        flags: AccountFlags::from_bits_retain(u16_at(b, 62)),
+    (b.len() == ACCOUNT_BYTES).then(|| {
+        let mut r = LeReader::new(b);
+        Account {
+            id: AccountId(r.u128()),
+            debits_pending: r.u128(),
+            debits_posted: r.u128(),
+            credits_pending: r.u128(),
+            credits_posted: r.u128(),
+            user_data_128: r.u128(),
+            user_data_64: r.u64(),
+            user_data_32: {
+                let v = r.u32();
+                r.skip(4);
+                v
+            },
+            ledger: r.u32(),
+            code: r.u16(),
+            flags: AccountFlags::from_bits_retain(r.u16()),
+            timestamp: Timestamp(r.u64()),
+        }
     })
 }
 
-pub fn encode_transfer(t: &Transfer) -> [u8; TRANSFER_BYTES] {
-    let mut b = [0u8; TRANSFER_BYTES];
-    put(&mut b, 0, &t.id.0.to_le_bytes());
-    put(&mut b, 8, &t.debit_account_id.0.to_le_bytes());
-    put(&mut b, 16, &t.credit_account_id.0.to_le_bytes());
-    put(&mut b, 24, &t.amount.to_le_bytes());
-    put(&mut b, 32, &t.pending_id.0.to_le_bytes());
-    put(&mut b, 40, &t.user_data.to_le_bytes());
-    put(&mut b, 48, &t.timestamp.0.to_le_bytes());
-    put(&mut b, 56, &t.timeout.to_le_bytes());
-    put(&mut b, 60, &t.ledger.to_le_bytes());
-    put(&mut b, 64, &t.code.to_le_bytes());
-    put(&mut b, 66, &t.flags.bits().to_le_bytes());
+/// `id | debit_account_id | credit_account_id | amount | pending_id | user_data_128` (u128 each)
+/// `| user_data_64:u64 | user_data_32:u32 | timeout:u32 | ledger:u32 | code:u16 | flags:u16 |
+/// timestamp:u64`: TigerBeetle's layout of a transfer.
+pub fn encode_transfer(t: &Transfer) -> Vec<u8> {
+    let mut b = Vec::with_capacity(TRANSFER_BYTES);
+    b.put_u128(t.id.0);
+    b.put_u128(t.debit_account_id.0);
+    b.put_u128(t.credit_account_id.0);
+    b.put_u128(t.amount);
+    b.put_u128(t.pending_id.0);
+    b.put_u128(t.user_data_128);
+    b.put_u64(t.user_data_64);
+    b.put_u32(t.user_data_32);
+    b.put_u32(t.timeout);
+    b.put_u32(t.ledger);
+    b.put_u16(t.code);
+    b.put_u16(t.flags.bits());
+    b.put_u64(t.timestamp.0);
+    assert_eq!(b.len(), TRANSFER_BYTES, "the transfer record's width");
     b
 }
 
 pub fn decode_transfer(b: &[u8]) -> Option<Transfer> {
-    (b.len() == TRANSFER_BYTES).then(|| Transfer {
-        id: TransferId(u64_at(b, 0)),
-        debit_account_id: AccountId(u64_at(b, 8)),
-        credit_account_id: AccountId(u64_at(b, 16)),
-        amount: u64_at(b, 24),
-        pending_id: TransferId(u64_at(b, 32)),
-        user_data: u64_at(b, 40),
-        timestamp: Timestamp(u64_at(b, 48)),
-        timeout: u32::from_le_bytes(b[56..60].try_into().expect("4 bytes")),
-        ledger: u32::from_le_bytes(b[60..64].try_into().expect("4 bytes")),
-        code: u16_at(b, 64),
-        flags: TransferFlags::from_bits_retain(u16_at(b, 66)),
+    (b.len() == TRANSFER_BYTES).then(|| {
+        let mut r = LeReader::new(b);
+        Transfer {
+            id: TransferId(r.u128()),
+            debit_account_id: AccountId(r.u128()),
+            credit_account_id: AccountId(r.u128()),
+            amount: r.u128(),
+            pending_id: TransferId(r.u128()),
+            user_data_128: r.u128(),
+            user_data_64: r.u64(),
+            user_data_32: r.u32(),
+            timeout: r.u32(),
+            ledger: r.u32(),
+            code: r.u16(),
+            flags: TransferFlags::from_bits_retain(r.u16()),
+            timestamp: Timestamp(r.u64()),
+        }
     })
 }
 
-pub fn encode_balances(x: &Balances) -> [u8; BALANCES_BYTES] {
-    let mut b = [0u8; BALANCES_BYTES];
-    put(&mut b, 0, &x.debits_pending.to_le_bytes());
-    put(&mut b, 8, &x.debits_posted.to_le_bytes());
-    put(&mut b, 16, &x.credits_pending.to_le_bytes());
-    put(&mut b, 24, &x.credits_posted.to_le_bytes());
+/// `debits_pending | debits_posted | credits_pending | credits_posted`, u128 each.
+pub fn encode_balances(x: &Balances) -> Vec<u8> {
+    let mut b = Vec::with_capacity(BALANCES_BYTES);
+    b.put_u128(x.debits_pending);
+    b.put_u128(x.debits_posted);
+    b.put_u128(x.credits_pending);
+    b.put_u128(x.credits_posted);
     b
 }
 
 pub fn decode_balances(b: &[u8]) -> Option<Balances> {
-    (b.len() == BALANCES_BYTES).then(|| Balances {
-        debits_pending: u64_at(b, 0),
-        debits_posted: u64_at(b, 8),
-        credits_pending: u64_at(b, 16),
-        credits_posted: u64_at(b, 24),
+    (b.len() == BALANCES_BYTES).then(|| {
+        let mut r = LeReader::new(b);
+        Balances {
+            debits_pending: r.u128(),
+            debits_posted: r.u128(),
+            credits_pending: r.u128(),
+            credits_posted: r.u128(),
+        }
     })
 }
 
-/// A run of an account's transfer index: `(timestamp, transfer id)` pairs, 16 bytes each.
+/// A run of an account's transfer index: `(timestamp u64, transfer id u128)` pairs, 24 bytes each.
 pub fn encode_run(run: &[(Timestamp, TransferId)]) -> Vec<u8> {
-    let mut b = Vec::with_capacity(run.len() * 16);
+    let mut b = Vec::with_capacity(run.len() * RUN_ENTRY_BYTES);
     for (ts, id) in run {
-        b.extend_from_slice(&ts.0.to_le_bytes());
-        b.extend_from_slice(&id.0.to_le_bytes());
+        b.put_u64(ts.0);
+        b.put_u128(id.0);
     }
     b
 }
 
 pub fn decode_run(b: &[u8]) -> Option<impl Iterator<Item = (Timestamp, TransferId)> + '_> {
-    (b.len().is_multiple_of(16) && !b.is_empty()).then(|| {
-        b.chunks_exact(16)
-            .map(|e| (Timestamp(u64_at(e, 0)), TransferId(u64_at(e, 8))))
+    (b.len().is_multiple_of(RUN_ENTRY_BYTES) && !b.is_empty()).then(|| {
+        b.chunks_exact(RUN_ENTRY_BYTES).map(|e| {
+            let mut r = LeReader::new(e);
+            (Timestamp(r.u64()), TransferId(r.u128()))
+        })
     })
-}
-
-fn put(b: &mut [u8], at: usize, bytes: &[u8]) {
-    b[at..at + bytes.len()].copy_from_slice(bytes);
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
-}
-
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes(b[at..at + 2].try_into().expect("2 bytes"))
 }
 
 #[cfg(test)]
@@ -143,45 +167,53 @@ mod tests {
     #[test]
     fn records_have_their_golden_bytes() {
         let account = Account {
-            id: AccountId(0x1112_1314_1516_1718),
-            user_data: 0x2122_2324_2526_2728,
-            debits_pending: 0x3132_3334_3536_3738,
-            debits_posted: 0x4142_4344_4546_4748,
-            credits_pending: 0x5152_5354_5556_5758,
-            credits_posted: 0x6162_6364_6566_6768,
-            timestamp: Timestamp(0x7172_7374_7576_7778),
-            ledger: 0x8182_8384,
-            code: 0x9192,
+            id: AccountId(0x1112_1314_1516_1718_191a_1b1c_1d1e_1f10),
+            debits_pending: 0x2122_2324_2526_2728_292a_2b2c_2d2e_2f20,
+            debits_posted: 0x3132_3334_3536_3738_393a_3b3c_3d3e_3f30,
+            credits_pending: 0x4142_4344_4546_4748_494a_4b4c_4d4e_4f40,
+            credits_posted: 0x5152_5354_5556_5758_595a_5b5c_5d5e_5f50,
+            user_data_128: 0x6162_6364_6566_6768_696a_6b6c_6d6e_6f60,
+            user_data_64: 0x7172_7374_7576_7778,
+            user_data_32: 0x8182_8384,
+            ledger: 0x9192_9394,
+            code: 0xa1a2,
             flags: AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS | AccountFlags::HISTORY,
+            timestamp: Timestamp(0xb1b2_b3b4_b5b6_b7b8),
         };
-        let golden = "1817161514131211 2827262524232221 3837363534333231 4847464544434241
-                      5857565554535251 6867666564636261 7877767574737271 84838281 9291 0a00";
+        let golden = "101f1e1d1c1b1a191817161514131211 202f2e2d2c2b2a292827262524232221
+                      303f3e3d3c3b3a393837363534333231 404f4e4d4c4b4a494847464544434241
+                      505f5e5d5c5b5a595857565554535251 606f6e6d6c6b6a696867666564636261
+                      7877767574737271 84838281 00000000 94939291 a2a1 0a00 b8b7b6b5b4b3b2b1";
         let (bytes, expected) = hex_pair(&encode_account(&account), golden);
         assert_eq!(bytes, expected, "the account record changed");
         assert_eq!(decode_account(&unhex(golden)), Some(account));
 
         let transfer = Transfer {
-            id: TransferId(0x1112_1314_1516_1718),
-            debit_account_id: AccountId(0x2122_2324_2526_2728),
-            credit_account_id: AccountId(0x3132_3334_3536_3738),
-            amount: 0x4142_4344_4546_4748,
-            pending_id: TransferId(0x5152_5354_5556_5758),
-            user_data: 0x6162_6364_6566_6768,
-            timestamp: Timestamp(0x7172_7374_7576_7778),
-            timeout: 0x8182_8384,
-            ledger: 0x9192_9394,
-            code: 0xa1a2,
-            flags: TransferFlags::LINKED | TransferFlags::POST_PENDING_TRANSFER,
+            id: TransferId(0x1112_1314_1516_1718_191a_1b1c_1d1e_1f10),
+            debit_account_id: AccountId(0x2122_2324_2526_2728_292a_2b2c_2d2e_2f20),
+            credit_account_id: AccountId(0x3132_3334_3536_3738_393a_3b3c_3d3e_3f30),
+            amount: 0x4142_4344_4546_4748_494a_4b4c_4d4e_4f40,
+            pending_id: TransferId(0x5152_5354_5556_5758_595a_5b5c_5d5e_5f50),
+            user_data_128: 0x6162_6364_6566_6768_696a_6b6c_6d6e_6f60,
+            user_data_64: 0x7172_7374_7576_7778,
+            user_data_32: 0x8182_8384,
+            timeout: 0x9192_9394,
+            ledger: 0xa1a2_a3a4,
+            code: 0xb1b2,
+            flags: TransferFlags::PENDING | TransferFlags::VOID_PENDING_TRANSFER,
+            timestamp: Timestamp(0xc1c2_c3c4_c5c6_c7c8),
         };
-        let golden = "1817161514131211 2827262524232221 3837363534333231 4847464544434241
-                      5857565554535251 6867666564636261 7877767574737271 84838281 94939291
-                      a2a1 0500";
+        let golden = "101f1e1d1c1b1a191817161514131211 202f2e2d2c2b2a292827262524232221
+                      303f3e3d3c3b3a393837363534333231 404f4e4d4c4b4a494847464544434241
+                      505f5e5d5c5b5a595857565554535251 606f6e6d6c6b6a696867666564636261
+                      7877767574737271 84838281 94939291 a4a3a2a1 b2b1 0a00 c8c7c6c5c4c3c2c1";
         let (bytes, expected) = hex_pair(&encode_transfer(&transfer), golden);
         assert_eq!(bytes, expected, "the transfer record changed");
         assert_eq!(decode_transfer(&unhex(golden)), Some(transfer));
 
         let balances = account.balances();
-        let golden = "3837363534333231 4847464544434241 5857565554535251 6867666564636261";
+        let golden = "202f2e2d2c2b2a292827262524232221 303f3e3d3c3b3a393837363534333231
+                      404f4e4d4c4b4a494847464544434241 505f5e5d5c5b5a595857565554535251";
         let (bytes, expected) = hex_pair(&encode_balances(&balances), golden);
         assert_eq!(bytes, expected, "the balances record changed");
         assert_eq!(decode_balances(&unhex(golden)), Some(balances));
@@ -189,11 +221,12 @@ mod tests {
         let run = [
             (
                 Timestamp(0x0102_0304_0506_0708),
-                TransferId(0x1112_1314_1516_1718),
+                TransferId(0x1112_1314_1516_1718_191a_1b1c_1d1e_1f10),
             ),
             (Timestamp(9), TransferId(10)),
         ];
-        let golden = "0807060504030201 1817161514131211 0900000000000000 0a00000000000000";
+        let golden = "0807060504030201 101f1e1d1c1b1a191817161514131211
+                      0900000000000000 0a000000000000000000000000000000";
         let (bytes, expected) = hex_pair(&encode_run(&run), golden);
         assert_eq!(bytes, expected, "the account index run changed");
         let decoded: Vec<_> = decode_run(&unhex(golden)).expect("a run").collect();
@@ -207,7 +240,9 @@ mod tests {
             ledger: 2,
             code: 3,
             flags: AccountFlags::HISTORY,
-            user_data: 4,
+            user_data_128: u128::MAX - 1,
+            user_data_64: 4,
+            user_data_32: 11,
             debits_pending: 5,
             debits_posted: 6,
             credits_pending: 7,
@@ -225,7 +260,9 @@ mod tests {
             ledger: 7,
             code: 8,
             flags: TransferFlags::PENDING,
-            user_data: 9,
+            user_data_128: 1 << 90,
+            user_data_64: 9,
+            user_data_32: 12,
             timestamp: Timestamp(10),
         };
         assert_eq!(decode_transfer(&encode_transfer(&t)), Some(t));

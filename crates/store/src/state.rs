@@ -56,10 +56,10 @@ pub struct StateStore {
     /// The highest transfer id in the database (0 when it holds none). A new transfer's id is
     /// looked up before it is created; ids above this one are in no checkpoint, so that lookup
     /// skips redb for ids that grow, as time-based ids do.
-    pub(crate) stored_max_transfer_id: u64,
+    pub(crate) stored_max_transfer_id: u128,
     /// The highest failed transfer id in the database (0: none): the same shortcut for the
     /// `id_already_failed` lookup every new transfer makes.
-    pub(crate) stored_max_failed_id: u64,
+    pub(crate) stored_max_failed_id: u128,
     pub(crate) tokens: BTreeMap<TokenId, TokenRecord>,
     pub(crate) admin_bootstrapped: bool,
     /// The tokens changed since the last freeze.
@@ -248,8 +248,8 @@ struct Loaded {
     membership: Option<Vec<u8>>,
     accounts: IdMap<AccountId, Account>,
     expiries: BTreeSet<(Timestamp, TransferId)>,
-    max_transfer_id: u64,
-    max_failed_id: u64,
+    max_transfer_id: u128,
+    max_failed_id: u128,
     tokens: BTreeMap<TokenId, TokenRecord>,
     admin_bootstrapped: bool,
 }
@@ -292,8 +292,8 @@ fn load(path: &Path, db: &Database) -> Result<Loaded, StoreError> {
 fn load_max_key<V: redb::Value + 'static>(
     path: &Path,
     read: &ReadTransaction,
-    table: redb::TableDefinition<u64, V>,
-) -> Result<u64, StoreError> {
+    table: redb::TableDefinition<u128, V>,
+) -> Result<u128, StoreError> {
     let table = read
         .open_table(table)
         .map_err(redb_err(path, "open table"))?;

@@ -1,29 +1,29 @@
-//! The schema of `state.redb` (format version 2): its tables and meta keys, and redb's cache size.
+//! The schema of `state.redb` (format version 3): its tables and meta keys, and redb's cache size.
 //! The table of the on-disk formats in ARCHITECTURE.md describes each.
 
 use redb::TableDefinition;
 
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-pub(crate) const ACCOUNTS: TableDefinition<u64, &[u8]> = TableDefinition::new("accounts");
-pub(crate) const TRANSFERS: TableDefinition<u64, &[u8]> = TableDefinition::new("transfers");
-pub(crate) const PENDING: TableDefinition<u64, u8> = TableDefinition::new("pending_status");
+pub(crate) const ACCOUNTS: TableDefinition<u128, &[u8]> = TableDefinition::new("accounts");
+pub(crate) const TRANSFERS: TableDefinition<u128, &[u8]> = TableDefinition::new("transfers");
+pub(crate) const PENDING: TableDefinition<u128, u8> = TableDefinition::new("pending_status");
 /// Ids of transfers refused for a transient reason (`id_already_failed`): id -> timestamp of the
 /// refusal.
-pub(crate) const FAILED_TRANSFERS: TableDefinition<u64, u64> =
+pub(crate) const FAILED_TRANSFERS: TableDefinition<u128, u64> =
     TableDefinition::new("failed_transfers");
 /// The same refusals by (timestamp, id), to forget those past the retention at a checkpoint.
-pub(crate) const FAILED_TRANSFERS_BY_TIME: TableDefinition<(u64, u64), ()> =
+pub(crate) const FAILED_TRANSFERS_BY_TIME: TableDefinition<(u64, u128), ()> =
     TableDefinition::new("failed_transfers_by_time");
-pub(crate) const EXPIRIES: TableDefinition<(u64, u64), ()> =
+pub(crate) const EXPIRIES: TableDefinition<(u64, u128), ()> =
     TableDefinition::new("pending_expiries");
 /// An account's transfers as packed runs: key (account, timestamp of the run's last entry),
-/// value `[(timestamp u64, transfer id u64)]` in timestamp order. One checkpoint writes one run
+/// value `[(timestamp u64, transfer id u128)]` in timestamp order. One checkpoint writes one run
 /// per account it touched (split at
 /// `bulwark_limits::ACCOUNT_TRANSFERS_RUN`), so indexing costs one B-tree insert per account per
 /// checkpoint rather than two per transfer.
-pub(crate) const ACCOUNT_TRANSFERS: TableDefinition<(u64, u64), &[u8]> =
+pub(crate) const ACCOUNT_TRANSFERS: TableDefinition<(u128, u64), &[u8]> =
     TableDefinition::new("account_transfers");
-pub(crate) const BALANCE_HISTORY: TableDefinition<(u64, u64), &[u8]> =
+pub(crate) const BALANCE_HISTORY: TableDefinition<(u128, u64), &[u8]> =
     TableDefinition::new("balance_history");
 
 /// API tokens by id (`ledger::access::encoding::encode_token`); the whole set as of the checkpoint.
@@ -31,7 +31,7 @@ pub(crate) const TOKENS: TableDefinition<u64, &[u8]> = TableDefinition::new("tok
 /// The audit trail, keyed by (timestamp, log index) (`encoding::encode_audit`); appended only.
 pub(crate) const AUDIT: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("audit");
 
-pub(crate) const FORMAT_VERSION: u64 = 2;
+pub(crate) const FORMAT_VERSION: u64 = 3;
 pub(crate) const META_FORMAT: &str = "format_version";
 /// The cluster configuration as of the checkpoint (opaque bytes of the consensus layer).
 pub(crate) const MEMBERSHIP: TableDefinition<&str, &[u8]> = TableDefinition::new("membership");

@@ -38,16 +38,16 @@ fn transfers(store: &mut StateStore, mut index: u64, first: u64, n: u64) -> u64 
             operation: Operation::CreateTransfers(
                 (id..id + count)
                     .map(|t| NewTransfer {
-                        id: TransferId(t),
-                        debit_account_id: AccountId(1 + t % 4),
-                        credit_account_id: AccountId(1 + (t + 1) % 4),
+                        id: TransferId(t.into()),
+                        debit_account_id: AccountId((1 + t % 4).into()),
+                        credit_account_id: AccountId((1 + (t + 1) % 4).into()),
                         amount: 1,
                         pending_id: TransferId(0),
                         timeout: 0,
                         ledger: 1,
                         code: 1,
                         flags: TransferFlags::empty(),
-                        user_data: t,
+                        user_data_64: t,
                         ..NewTransfer::default()
                     })
                     .collect(),
@@ -66,9 +66,9 @@ fn transfers(store: &mut StateStore, mut index: u64, first: u64, n: u64) -> u64 
 fn assert_has(store: &StateStore, ids: impl Iterator<Item = u64>) {
     for id in ids {
         let t = store
-            .transfer(TransferId(id))
+            .transfer(TransferId(id.into()))
             .unwrap_or_else(|| panic!("transfer {id} is missing"));
-        assert_eq!(t.user_data, id);
+        assert_eq!(t.user_data_64, id);
     }
 }
 

@@ -9,7 +9,7 @@ use bulwark_ledger::{
 use bulwark_store::snapshot::{import, incoming_path, SnapshotError};
 use bulwark_store::{StateStore, StoreError};
 
-fn accounts(ids: std::ops::RangeInclusive<u64>, ts: u64) -> Batch {
+fn accounts(ids: std::ops::RangeInclusive<u128>, ts: u64) -> Batch {
     Batch {
         timestamp: Timestamp(ts),
         operation: Operation::CreateAccounts(
@@ -17,7 +17,7 @@ fn accounts(ids: std::ops::RangeInclusive<u64>, ts: u64) -> Batch {
                 id: AccountId(i),
                 ledger: 1,
                 code: 1,
-                user_data: i,
+                user_data_64: i as u64,
                 ..NewAccount::default()
             })
             .collect(),
@@ -25,7 +25,7 @@ fn accounts(ids: std::ops::RangeInclusive<u64>, ts: u64) -> Batch {
     }
 }
 
-fn transfer(id: u64, amount: u64, ts: u64) -> Batch {
+fn transfer(id: u128, amount: u128, ts: u64) -> Batch {
     Batch {
         timestamp: Timestamp(ts),
         operation: Operation::CreateTransfers(vec![NewTransfer {

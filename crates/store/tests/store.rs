@@ -20,7 +20,7 @@ fn accounts_batch(ts: u64) -> Batch {
             } else {
                 AccountFlags::empty()
             },
-            user_data: i,
+            user_data_64: i as u64,
             ..NewAccount::default()
         })
         .collect();
@@ -32,7 +32,7 @@ fn accounts_batch(ts: u64) -> Batch {
 
 #[derive(Clone, Debug)]
 struct Step {
-    transfers: Vec<(u64, u64, u64, u64, u8, u32)>,
+    transfers: Vec<(u128, u128, u128, u128, u8, u32)>,
     gap: u64,
     checkpoint: u8,
 }
@@ -40,7 +40,7 @@ struct Step {
 fn step() -> impl Strategy<Value = Step> {
     (
         prop::collection::vec(
-            (1u64..60, 1u64..=6, 1u64..=6, 1u64..100, 0u8..4, 0u32..3),
+            (1u128..60, 1u128..=6, 1u128..=6, 1u128..100, 0u8..4, 0u32..3),
             1..12,
         ),
         1u64..3_000_000_000,
@@ -53,7 +53,7 @@ fn step() -> impl Strategy<Value = Step> {
         })
 }
 
-fn transfer(raw: &(u64, u64, u64, u64, u8, u32)) -> NewTransfer {
+fn transfer(raw: &(u128, u128, u128, u128, u8, u32)) -> NewTransfer {
     let (id, dr, cr, amount, kind, timeout) = *raw;
     let (flags, pending_id) = match kind {
         0 => (TransferFlags::empty(), 0),
@@ -266,8 +266,11 @@ fn a_damaged_state_file_is_refused_with_its_path() {
     store.checkpoint_now().unwrap();
     drop(store);
     let mut bytes = std::fs::read(&path).unwrap();
-    // Find an encoded account record (id 3 then user_data 3) and damage its balance field.
-    let needle = [3u8, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0];
+    // Find an encoded account record (id 3, zero balances and user_data_128, user_data_64 3)
+    // and damage its balance field.
+    let mut needle = vec![0u8; 16 + 4 * 16 + 16 + 8];
+    needle[0] = 3;
+    needle[16 + 4 * 16 + 16] = 3;
     let at = bytes
         .windows(needle.len())
         .position(|w| w == needle)
@@ -367,7 +370,7 @@ fn a_snapshot_of_more_rows_than_one_import_transaction_imports_whole() {
                     ledger: 1,
                     code: 1,
                     flags: AccountFlags::empty(),
-                    user_data: i,
+                    user_data_64: i as u64,
                     ..NewAccount::default()
                 })
                 .collect(),
@@ -385,7 +388,7 @@ fn a_snapshot_of_more_rows_than_one_import_transaction_imports_whole() {
     let copy = StateStore::open(&other).unwrap();
     assert_eq!(copy.applied_index(), 1);
     assert_eq!(copy.account_count(), 150_000);
-    for id in [1u64, 100_000, 150_000] {
+    for id in [1u128, 100_000, 150_000] {
         assert_eq!(
             copy.account(AccountId(id)),
             store.account(AccountId(id)),

@@ -276,7 +276,7 @@ pub fn accounts(rng: &mut Rng) -> Value {
                 a["flags"] = json!([flag]);
             }
             if rng.chance(20) {
-                a["user_data"] = json!(rng.next_u64());
+                a["user_data_64"] = json!(rng.next_u64());
             }
             a
         })

@@ -211,7 +211,7 @@ impl Cluster {
 
     fn write_account(&mut self, via: u64, id: u64) {
         let account = NewAccount {
-            id: AccountId(id),
+            id: AccountId(id.into()),
             ledger: 1,
             code: 1,
             ..NewAccount::default()
@@ -253,7 +253,7 @@ impl Cluster {
         found
     }
 
-    fn accounts(&self, id: u64) -> Vec<u64> {
+    fn accounts(&self, id: u64) -> Vec<u128> {
         let state = self.nodes[(id - 1) as usize].state();
         state.store.accounts.keys().map(|a| a.0).collect()
     }

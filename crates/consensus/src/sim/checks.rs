@@ -224,7 +224,7 @@ impl Sim {
     fn probe_write(&mut self, leader: u64) -> Result<(), Violation> {
         let probe = 1 << 40;
         let transfer = NewTransfer {
-            id: TransferId(probe),
+            id: TransferId(u128::from(probe)),
             debit_account_id: AccountId(2),
             credit_account_id: AccountId(1),
             amount: 1,

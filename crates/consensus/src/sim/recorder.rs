@@ -86,9 +86,12 @@ impl StateMachine for Recorder {
 /// The simulation identifies each client write by the id of its first event; a leader's own
 /// expiry batch, no client's write, is 0.
 pub(super) fn write_id(batch: &Batch) -> u64 {
+    fn sim_id(id: u128) -> u64 {
+        u64::try_from(id).expect("the simulation's ids fit u64")
+    }
     match &batch.operation {
-        Operation::CreateAccounts(a) => a[0].id.0,
-        Operation::CreateTransfers(t) => t[0].id.0,
+        Operation::CreateAccounts(a) => sim_id(a[0].id.0),
+        Operation::CreateTransfers(t) => sim_id(t[0].id.0),
         Operation::Control(c) => match c.command {
             bulwark_ledger::access::ControlCommand::CreateToken { id, .. }
             | bulwark_ledger::access::ControlCommand::RevokeToken { id }

@@ -139,10 +139,10 @@ impl Sim {
             // From an account that may go negative (even id) to the one before it.
             let debit = 2 + 2 * (id % (ACCOUNTS / 2));
             let transfer = NewTransfer {
-                id: TransferId(1_000 + id),
-                debit_account_id: AccountId(debit),
-                credit_account_id: AccountId(debit - 1),
-                amount: 1 + id % 50,
+                id: TransferId(u128::from(1_000 + id)),
+                debit_account_id: AccountId(u128::from(debit)),
+                credit_account_id: AccountId(u128::from(debit - 1)),
+                amount: u128::from(1 + id % 50),
                 ledger: 1,
                 code: 1,
                 ..NewTransfer::default()
@@ -160,7 +160,7 @@ impl Sim {
         let id = 1_000 + self.next_write;
         self.next_write += 1;
         let transfer = NewTransfer {
-            id: TransferId(id),
+            id: TransferId(u128::from(id)),
             debit_account_id: AccountId(2),
             credit_account_id: AccountId(1),
             amount: 1,
@@ -178,7 +178,10 @@ impl Sim {
     /// The status of the pending transfer `transfer` in node `id`'s state.
     pub fn pending_status(&self, id: u64, transfer: u64) -> Option<PendingStatus> {
         let state = &self.replica(id)?.state().inner.store;
-        state.pending.get(&TransferId(transfer)).copied()
+        state
+            .pending
+            .get(&TransferId(u128::from(transfer)))
+            .copied()
     }
 
     /// Moves node `id`'s wall clock `by` nanoseconds from true time (its skew stays); its

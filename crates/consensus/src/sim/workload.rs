@@ -43,7 +43,9 @@ impl Sim {
                 self.next_write += 1;
                 ACCOUNT_TOKENS + id
             }
-            Operation::CreateTransfers(t) => t[0].id.0,
+            Operation::CreateTransfers(t) => {
+                u64::try_from(t[0].id.0).expect("the simulation's ids fit u64")
+            }
             Operation::Control(_) | Operation::ExpirePending => {
                 unreachable!("the workload writes no control or expiry batches")
             }
@@ -92,10 +94,10 @@ impl Sim {
                 flags = flags | TransferFlags::PENDING;
             }
             transfers.push(NewTransfer {
-                id: TransferId(1_000 + id + k),
-                debit_account_id: AccountId(debit),
-                credit_account_id: AccountId(credit),
-                amount: 1 + self.rng.below(50),
+                id: TransferId(u128::from(1_000 + id + k)),
+                debit_account_id: AccountId(u128::from(debit)),
+                credit_account_id: AccountId(u128::from(credit)),
+                amount: u128::from(1 + self.rng.below(50)),
                 ledger: 1,
                 code: 1,
                 flags,
@@ -169,7 +171,7 @@ pub(super) fn new_accounts() -> Operation {
     Operation::CreateAccounts(
         (0..ACCOUNTS)
             .map(|i| NewAccount {
-                id: AccountId(1 + i),
+                id: AccountId(u128::from(1 + i)),
                 ledger: 1,
                 code: 1,
                 flags: if i % 2 == 0 {
@@ -177,8 +179,7 @@ pub(super) fn new_accounts() -> Operation {
                 } else {
                     AccountFlags::empty()
                 },
-                user_data: 0,
-                timestamp: Timestamp(0),
+                ..NewAccount::default()
             })
             .collect(),
     )

@@ -3,7 +3,7 @@
 use super::Overlay;
 use crate::results::CreateAccountResult;
 use crate::store::LedgerStore;
-use crate::types::{Account, AccountFlags, FlagSet, NewAccount, Timestamp};
+use crate::types::{Account, AccountFlags, AccountId, FlagSet, NewAccount, Timestamp};
 
 pub(super) fn create_account<S: LedgerStore>(
     overlay: &mut Overlay<'_, S>,
@@ -17,7 +17,7 @@ pub(super) fn create_account<S: LedgerStore>(
     if a.id.is_zero() {
         return R::IdMustNotBeZero;
     }
-    if a.id.0 == u64::MAX {
+    if a.id == AccountId::MAX {
         return R::IdMustNotBeIntMax;
     }
     // An existing id answers before any other check, so a retry with changed fields learns
@@ -47,7 +47,9 @@ pub(super) fn create_account<S: LedgerStore>(
         ledger: a.ledger,
         code: a.code,
         flags: a.flags,
-        user_data: a.user_data,
+        user_data_128: a.user_data_128,
+        user_data_64: a.user_data_64,
+        user_data_32: a.user_data_32,
         timestamp,
         ..Account::default()
     });
@@ -62,7 +64,9 @@ fn account_exists(a: &NewAccount, e: &Account) -> CreateAccountResult {
     let same = e.ledger == a.ledger
         && e.code == a.code
         && creation_flags(e.flags) == creation_flags(a.flags)
-        && e.user_data == a.user_data
+        && e.user_data_128 == a.user_data_128
+        && e.user_data_64 == a.user_data_64
+        && e.user_data_32 == a.user_data_32
         && (!imported || e.timestamp == a.timestamp);
     if same {
         CreateAccountResult::Exists

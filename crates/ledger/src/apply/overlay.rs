@@ -276,9 +276,11 @@ impl<'s, S: LedgerStore> Overlay<'s, S> {
     }
 
     /// Double entry: within each ledger, what the batch added to debits it added to credits,
-    /// pending and posted alike.
+    /// pending and posted alike. Sums wrap modulo 2^128 (balances are 128-bit, and a ledger's
+    /// sum of them may pass that): equal sums stay equal, and a broken batch would have to be off
+    /// by an exact multiple of 2^128 to pass.
     fn assert_conservation(&self) {
-        let mut deltas: BTreeMap<u32, [i128; 2]> = BTreeMap::new();
+        let mut deltas: BTreeMap<u32, [u128; 2]> = BTreeMap::new();
         for account in self.accounts.values() {
             let before = self.store.account(account.id).unwrap_or(Account {
                 ledger: account.ledger,
@@ -288,13 +290,14 @@ impl<'s, S: LedgerStore> Overlay<'s, S> {
                 before.ledger, account.ledger,
                 "an account never changes ledger"
             );
+            let change = |after: u128, before: u128| after.wrapping_sub(before);
             let d = deltas.entry(account.ledger).or_default();
-            d[0] += i128::from(account.debits_posted)
-                - i128::from(before.debits_posted)
-                - (i128::from(account.credits_posted) - i128::from(before.credits_posted));
-            d[1] += i128::from(account.debits_pending)
-                - i128::from(before.debits_pending)
-                - (i128::from(account.credits_pending) - i128::from(before.credits_pending));
+            d[0] = d[0]
+                .wrapping_add(change(account.debits_posted, before.debits_posted))
+                .wrapping_sub(change(account.credits_posted, before.credits_posted));
+            d[1] = d[1]
+                .wrapping_add(change(account.debits_pending, before.debits_pending))
+                .wrapping_sub(change(account.credits_pending, before.credits_pending));
         }
         for (ledger, [posted, pending]) in deltas {
             assert_eq!(

@@ -7,8 +7,8 @@ use super::Overlay;
 use crate::results::CreateTransferResult;
 use crate::store::{failed_transfer_horizon, LedgerStore};
 use crate::types::{
-    Account, AccountFlags, FlagSet, NewTransfer, PendingStatus, Timestamp, Transfer, TransferFlags,
-    TransferId, AMOUNT_MAX, NANOS_PER_SECOND,
+    Account, AccountFlags, AccountId, Amount, FlagSet, NewTransfer, PendingStatus, Timestamp,
+    Transfer, TransferFlags, TransferId, AMOUNT_MAX, NANOS_PER_SECOND,
 };
 
 use CreateTransferResult as R;
@@ -37,7 +37,7 @@ fn check_and_create<S: LedgerStore>(
     if t.id.is_zero() {
         return R::IdMustNotBeZero;
     }
-    if t.id.0 == u64::MAX {
+    if t.id == TransferId::MAX {
         return R::IdMustNotBeIntMax;
     }
     // An existing id answers before any other check: a retry with changed fields learns that
@@ -109,11 +109,11 @@ fn check_fields(t: &NewTransfer) -> Option<CreateTransferResult> {
         || t.flags.contains(TransferFlags::CLOSING_CREDIT);
     Some(if t.debit_account_id.is_zero() {
         R::DebitAccountIdMustNotBeZero
-    } else if t.debit_account_id.0 == u64::MAX {
+    } else if t.debit_account_id == AccountId::MAX {
         R::DebitAccountIdMustNotBeIntMax
     } else if t.credit_account_id.is_zero() {
         R::CreditAccountIdMustNotBeZero
-    } else if t.credit_account_id.0 == u64::MAX {
+    } else if t.credit_account_id == AccountId::MAX {
         R::CreditAccountIdMustNotBeIntMax
     } else if t.debit_account_id == t.credit_account_id {
         R::AccountsMustBeDifferent
@@ -135,7 +135,7 @@ fn check_fields(t: &NewTransfer) -> Option<CreateTransferResult> {
 /// The amount a transfer moves: its `amount`, or for a balancing transfer at most what the
 /// account can give (debit) or take (credit) within its posted balance, `amount` being the cap
 /// (0 or [`AMOUNT_MAX`]: none).
-fn actual_amount(t: &NewTransfer, dr: &Account, cr: &Account) -> u64 {
+fn actual_amount(t: &NewTransfer, dr: &Account, cr: &Account) -> Amount {
     let balancing_debit = t.flags.contains(TransferFlags::BALANCING_DEBIT);
     let balancing_credit = t.flags.contains(TransferFlags::BALANCING_CREDIT);
     if !balancing_debit && !balancing_credit {
@@ -158,13 +158,16 @@ fn check_overflows(
     t: &NewTransfer,
     dr: &Account,
     cr: &Account,
-    amount: u64,
+    amount: Amount,
     timestamp: Timestamp,
 ) -> Option<CreateTransferResult> {
     let pending = t.flags.contains(TransferFlags::PENDING);
-    let overflows = |a: u64, b: u64| a.checked_add(b).is_none();
-    let dr_debits = u128::from(dr.debits_pending) + u128::from(dr.debits_posted);
-    let cr_credits = u128::from(cr.credits_pending) + u128::from(cr.credits_posted);
+    let overflows = |a: Amount, b: Amount| a.checked_add(b).is_none();
+    let dr_debits = dr.debits_pending.checked_add(dr.debits_posted);
+    let cr_credits = cr.credits_pending.checked_add(cr.credits_posted);
+    // `None` when the sum overflows: refused as such before the limits are looked at.
+    let dr_debits_after = dr_debits.and_then(|d| d.checked_add(amount));
+    let cr_credits_after = cr_credits.and_then(|c| c.checked_add(amount));
     Some(if pending && overflows(dr.debits_pending, amount) {
         R::OverflowsDebitsPending
     } else if pending && overflows(cr.credits_pending, amount) {
@@ -173,9 +176,9 @@ fn check_overflows(
         R::OverflowsDebitsPosted
     } else if overflows(cr.credits_posted, amount) {
         R::OverflowsCreditsPosted
-    } else if dr_debits + u128::from(amount) > u128::from(u64::MAX) {
+    } else if dr_debits_after.is_none() {
         R::OverflowsDebits
-    } else if cr_credits + u128::from(amount) > u128::from(u64::MAX) {
+    } else if cr_credits_after.is_none() {
         R::OverflowsCredits
     } else if pending
         && u64::from(t.timeout)
@@ -187,13 +190,13 @@ fn check_overflows(
     } else if dr
         .flags
         .contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
-        && dr_debits + u128::from(amount) > u128::from(dr.credits_posted)
+        && dr_debits_after > Some(dr.credits_posted)
     {
         R::ExceedsCredits
     } else if cr
         .flags
         .contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
-        && cr_credits + u128::from(amount) > u128::from(cr.debits_posted)
+        && cr_credits_after > Some(cr.debits_posted)
     {
         R::ExceedsDebits
     } else {
@@ -237,7 +240,9 @@ fn create_new<S: LedgerStore>(
         ledger: t.ledger,
         code: t.code,
         flags: t.flags,
-        user_data: t.user_data,
+        user_data_128: t.user_data_128,
+        user_data_64: t.user_data_64,
+        user_data_32: t.user_data_32,
         timestamp,
     };
     overlay.put_transfer(transfer, dr, cr);
@@ -285,7 +290,9 @@ fn transfer_exists<S: LedgerStore>(
             && amount_same
             && t.ledger == e.ledger
             && t.code == e.code
-            && t.user_data == e.user_data
+            && t.user_data_128 == e.user_data_128
+            && t.user_data_64 == e.user_data_64
+            && t.user_data_32 == e.user_data_32
     };
     if same {
         R::Exists
@@ -298,22 +305,31 @@ fn transfer_exists<S: LedgerStore>(
 /// pending transfer", and its amount at the "full amount" value; a retry that does so still
 /// matches what was stored.
 fn post_or_void_matches(t: &NewTransfer, e: &Transfer, p: &Transfer) -> bool {
-    let matches = |given: u64, stored: u64| given == 0 || given == stored;
+    let matches = |given: u128, stored: u128| given == 0 || given == stored;
+    let user_data_64 = inherited_user_data_64(t, p);
     matches(t.debit_account_id.0, e.debit_account_id.0)
         && matches(t.credit_account_id.0, e.credit_account_id.0)
         && resolved_amount(t, p) == e.amount
-        && matches(u64::from(t.ledger), u64::from(e.ledger))
-        && matches(u64::from(t.code), u64::from(e.code))
-        && inherited_user_data(t, p) == e.user_data
+        && matches(u128::from(t.ledger), u128::from(e.ledger))
+        && matches(u128::from(t.code), u128::from(e.code))
+        && user_data_64 == (e.user_data_128, e.user_data_64, e.user_data_32)
 }
 
-/// A post's or void's `user_data`: its own, or the pending transfer's when it gives 0.
-fn inherited_user_data(t: &NewTransfer, p: &Transfer) -> u64 {
-    if t.user_data == 0 {
-        p.user_data
-    } else {
-        t.user_data
+/// A post's or void's `user_data_128`, `_64` and `_32`: each its own, or the pending transfer's
+/// when it gives 0.
+fn inherited_user_data_64(t: &NewTransfer, p: &Transfer) -> (u128, u64, u32) {
+    fn either<T: PartialEq + Default>(given: T, pending: T) -> T {
+        if given == T::default() {
+            pending
+        } else {
+            given
+        }
     }
+    (
+        either(t.user_data_128, p.user_data_128),
+        either(t.user_data_64, p.user_data_64),
+        either(t.user_data_32, p.user_data_32),
+    )
 }
 
 /// The checks of a post or void that need only the event and the pending transfer.
@@ -340,7 +356,7 @@ fn check_against_pending(t: &NewTransfer, p: &Transfer) -> Option<CreateTransfer
 }
 
 /// A post's amount ([`AMOUNT_MAX`]: the full pending amount) or a void's (0: the full amount).
-fn resolved_amount(t: &NewTransfer, p: &Transfer) -> u64 {
+fn resolved_amount(t: &NewTransfer, p: &Transfer) -> Amount {
     let post = t.flags.contains(TransferFlags::POST_PENDING_TRANSFER);
     let full = if post { AMOUNT_MAX } else { 0 };
     if t.amount == full {
@@ -366,7 +382,7 @@ fn check_post_or_void_fields(t: &NewTransfer) -> Option<CreateTransferResult> {
         R::FlagsAreMutuallyExclusive
     } else if t.pending_id.is_zero() {
         R::PendingIdMustNotBeZero
-    } else if t.pending_id.0 == u64::MAX {
+    } else if t.pending_id == TransferId::MAX {
         R::PendingIdMustNotBeIntMax
     } else if t.pending_id == t.id {
         R::PendingIdMustBeDifferent
@@ -434,6 +450,7 @@ fn resolve_pending<S: LedgerStore>(
 ) {
     let post = t.flags.contains(TransferFlags::POST_PENDING_TRANSFER);
     let amount = resolved_amount(t, p);
+    let (user_data_128, user_data_64, user_data_32) = inherited_user_data_64(t, p);
     assert!(
         amount <= p.amount,
         "a post moves at most the pending amount"
@@ -458,7 +475,9 @@ fn resolve_pending<S: LedgerStore>(
         ledger: p.ledger,
         code: p.code,
         flags: t.flags,
-        user_data: inherited_user_data(t, p),
+        user_data_128,
+        user_data_64,
+        user_data_32,
         timestamp,
     };
     overlay.put_transfer(transfer, dr, cr);

@@ -111,31 +111,31 @@ impl Ledger {
         assert_eq!(self.accounts(accounts), vec![CreateAccountResult::Ok; n]);
     }
 
-    pub fn account(&self, id: u64) -> Account {
+    pub fn account(&self, id: u128) -> Account {
         self.store
             .account(AccountId(id))
             .unwrap_or_else(|| panic!("account {id} exists"))
     }
 
-    pub fn transfer(&self, id: u64) -> Option<Transfer> {
+    pub fn transfer(&self, id: u128) -> Option<Transfer> {
         self.store.transfer(TransferId(id))
     }
 
     /// When transfer id `id` was refused for a transient reason, if it was.
-    pub fn failed(&self, id: u64) -> Option<Timestamp> {
+    pub fn failed(&self, id: u128) -> Option<Timestamp> {
         self.store.failed_transfer(TransferId(id))
     }
 
-    pub fn is_closed(&self, id: u64) -> bool {
+    pub fn is_closed(&self, id: u128) -> bool {
         self.account(id).flags.contains(AccountFlags::CLOSED)
     }
 
-    pub fn status(&self, id: u64) -> Option<PendingStatus> {
+    pub fn status(&self, id: u128) -> Option<PendingStatus> {
         self.store.pending_status(TransferId(id))
     }
 
     /// (debits_pending, debits_posted, credits_pending, credits_posted)
-    pub fn balances(&self, id: u64) -> (u64, u64, u64, u64) {
+    pub fn balances(&self, id: u128) -> (u128, u128, u128, u128) {
         let a = self.account(id);
         (
             a.debits_pending,
@@ -147,7 +147,7 @@ impl Ledger {
 }
 
 /// An account on `ledger` with code 1 and no flags.
-pub fn acct(id: u64, ledger: u32) -> NewAccount {
+pub fn acct(id: u128, ledger: u32) -> NewAccount {
     NewAccount {
         id: AccountId(id),
         ledger,
@@ -156,7 +156,7 @@ pub fn acct(id: u64, ledger: u32) -> NewAccount {
     }
 }
 
-pub fn acct_flags(id: u64, ledger: u32, flags: AccountFlags) -> NewAccount {
+pub fn acct_flags(id: u128, ledger: u32, flags: AccountFlags) -> NewAccount {
     NewAccount {
         flags,
         ..acct(id, ledger)
@@ -164,7 +164,7 @@ pub fn acct_flags(id: u64, ledger: u32, flags: AccountFlags) -> NewAccount {
 }
 
 /// A posted transfer on ledger 1 with code 1.
-pub fn tr(id: u64, dr: u64, cr: u64, amount: u64) -> NewTransfer {
+pub fn tr(id: u128, dr: u128, cr: u128, amount: u128) -> NewTransfer {
     NewTransfer {
         id: TransferId(id),
         debit_account_id: AccountId(dr),
@@ -195,7 +195,7 @@ pub fn linked(t: NewTransfer) -> NewTransfer {
 }
 
 /// A pending transfer on ledger 1 with code 1.
-pub fn pending(id: u64, dr: u64, cr: u64, amount: u64, timeout: u32) -> NewTransfer {
+pub fn pending(id: u128, dr: u128, cr: u128, amount: u128, timeout: u32) -> NewTransfer {
     NewTransfer {
         flags: TransferFlags::PENDING,
         timeout,
@@ -205,7 +205,7 @@ pub fn pending(id: u64, dr: u64, cr: u64, amount: u64, timeout: u32) -> NewTrans
 
 /// A post of `amount` (taken literally: 0 posts nothing) of `pending_id`, leaving accounts, ledger,
 /// code and user data to the pending transfer.
-pub fn post(id: u64, pending_id: u64, amount: u64) -> NewTransfer {
+pub fn post(id: u128, pending_id: u128, amount: u128) -> NewTransfer {
     NewTransfer {
         id: TransferId(id),
         pending_id: TransferId(pending_id),
@@ -216,7 +216,7 @@ pub fn post(id: u64, pending_id: u64, amount: u64) -> NewTransfer {
 }
 
 /// A post of the pending transfer's full amount ([`AMOUNT_MAX`]).
-pub fn post_full(id: u64, pending_id: u64) -> NewTransfer {
+pub fn post_full(id: u128, pending_id: u128) -> NewTransfer {
     post(id, pending_id, AMOUNT_MAX)
 }
 
@@ -228,7 +228,7 @@ pub fn with(t: NewTransfer, flags: TransferFlags) -> NewTransfer {
     }
 }
 
-pub fn void(id: u64, pending_id: u64, amount: u64) -> NewTransfer {
+pub fn void(id: u128, pending_id: u128, amount: u128) -> NewTransfer {
     NewTransfer {
         flags: TransferFlags::VOID_PENDING_TRANSFER,
         ..post(id, pending_id, amount)
