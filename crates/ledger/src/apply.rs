@@ -224,6 +224,7 @@ fn run_chains<S: LedgerStore, E: Event, R: Copy + ChainResult>(
         if chain_ends {
             if let Some(c) = chain.take() {
                 c.finish(overlay, &mut results, i);
+                overlay.end_chain();
             }
         }
     }

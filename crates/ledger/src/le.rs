@@ -64,3 +64,52 @@ impl LeWriter for Vec<u8> {
         self.extend_from_slice(&v.to_le_bytes());
     }
 }
+
+/// A record of exactly `N` bytes, written field by field without allocating: the store encodes
+/// every checkpointed record through it.
+pub struct LeArray<const N: usize> {
+    bytes: [u8; N],
+    at: usize,
+}
+
+impl<const N: usize> Default for LeArray<N> {
+    fn default() -> Self {
+        LeArray {
+            bytes: [0; N],
+            at: 0,
+        }
+    }
+}
+
+impl<const N: usize> LeArray<N> {
+    fn put(&mut self, field: &[u8]) {
+        self.bytes[self.at..self.at + field.len()].copy_from_slice(field);
+        self.at += field.len();
+    }
+
+    /// Skips `n` reserved bytes, left zero.
+    pub fn skip(&mut self, n: usize) {
+        self.at += n;
+    }
+
+    /// The record; every byte must have been written or skipped.
+    pub fn finish(self) -> [u8; N] {
+        assert_eq!(self.at, N, "a record is written to its full width");
+        self.bytes
+    }
+}
+
+impl<const N: usize> LeWriter for LeArray<N> {
+    fn put_u128(&mut self, v: u128) {
+        self.put(&v.to_le_bytes());
+    }
+    fn put_u64(&mut self, v: u64) {
+        self.put(&v.to_le_bytes());
+    }
+    fn put_u32(&mut self, v: u32) {
+        self.put(&v.to_le_bytes());
+    }
+    fn put_u16(&mut self, v: u16) {
+        self.put(&v.to_le_bytes());
+    }
+}

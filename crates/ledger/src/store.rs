@@ -39,7 +39,8 @@ pub fn failed_transfer_horizon(now: Timestamp) -> Timestamp {
 /// The write set of one batch: everything a store must persist for it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Changes {
-    /// The final version of every account the batch created or changed, ordered by id.
+    /// The final version of every account the batch created or changed, in the order the batch
+    /// first changed each (deterministic: the order of its events).
     pub accounts: Vec<Account>,
     /// New transfers in timestamp order.
     pub transfers: Vec<Transfer>,

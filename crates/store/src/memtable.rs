@@ -13,7 +13,7 @@ use crate::state::StateStore;
 /// Changes since the last freeze: new transfers and everything derived from them.
 #[derive(Default)]
 pub(crate) struct Memtable {
-    pub(crate) transfers: IdMap<TransferId, Transfer>,
+    pub(crate) transfers: MemTransfers,
     pub(crate) pending: IdMap<TransferId, PendingStatus>,
     pub(crate) failed_transfers: IdMap<TransferId, Timestamp>,
     /// Per account, its transfers in timestamp order (appends only: timestamps increase).
@@ -25,6 +25,38 @@ pub(crate) struct Memtable {
     pub(crate) max_transfer_id: u128,
     /// New audit records, oldest first.
     pub(crate) audit: Vec<AuditRecord>,
+}
+
+/// A memtable's transfers in the order they were applied, and where each id is among them. The
+/// transfers themselves are only appended (a cache-friendly copy); the id index holds small
+/// entries, so a lookup of a new id (every transfer's existence check) and the index's growth
+/// touch far less memory than a map of whole transfers would.
+#[derive(Default)]
+pub(crate) struct MemTransfers {
+    all: Vec<Transfer>,
+    at: IdMap<TransferId, u32>,
+}
+
+impl MemTransfers {
+    pub(crate) fn len(&self) -> usize {
+        self.all.len()
+    }
+
+    pub(crate) fn get(&self, id: &TransferId) -> Option<&Transfer> {
+        self.at.get(id).map(|&at| &self.all[at as usize])
+    }
+
+    pub(crate) fn insert(&mut self, t: Transfer) {
+        let at = u32::try_from(self.all.len()).expect("a memtable holds under 2^32 transfers");
+        let previous = self.at.insert(t.id, at);
+        assert!(previous.is_none(), "transfer {} is stored once", t.id);
+        self.all.push(t);
+    }
+
+    /// In the order they were applied.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Transfer> {
+        self.all.iter()
+    }
 }
 
 /// A memtable being written as a checkpoint, with everything else that checkpoint records.
@@ -65,7 +97,7 @@ impl StateStore {
                 entries.push((t.timestamp, t.id));
             }
             m.max_transfer_id = m.max_transfer_id.max(t.id.0);
-            m.transfers.insert(t.id, t);
+            m.transfers.insert(t);
         }
         m.pending.extend(changes.pending_status);
         m.failed_transfers.extend(changes.failed_transfers);

@@ -26,9 +26,14 @@ enum Undo {
 /// The batch's view of the ledger: its own changes over the store's state.
 pub(super) struct Overlay<'s, S> {
     pub(super) store: &'s S,
-    accounts: IdMap<AccountId, Account>,
-    transfers: IdMap<TransferId, Transfer>,
-    transfer_order: Vec<TransferId>,
+    /// Every account the batch changed, in the order it first changed each, and where each id
+    /// is in it: deterministic without a sort, and the batch's changes as it is.
+    accounts: Vec<Account>,
+    account_at: IdMap<AccountId, usize>,
+    /// The batch's new transfers in the order they were made, and where each id is in it: the
+    /// vector becomes the batch's changes as it is, without copying a transfer again.
+    transfers: Vec<Transfer>,
+    transfer_at: IdMap<TransferId, usize>,
     pending: IdMap<TransferId, PendingStatus>,
     expiries_added: BTreeSet<(Timestamp, TransferId)>,
     expiries_removed: BTreeSet<(Timestamp, TransferId)>,
@@ -42,6 +47,8 @@ pub(super) struct Overlay<'s, S> {
     pub(super) access: Vec<AccessChange>,
     pub(super) audit: Vec<AuditRecord>,
     undo: Vec<Undo>,
+    /// Whether changes are journaled in `undo`: only inside a linked chain.
+    journaling: bool,
 }
 
 impl<'s, S: LedgerStore> Overlay<'s, S> {
@@ -49,9 +56,10 @@ impl<'s, S: LedgerStore> Overlay<'s, S> {
     pub(super) fn new(store: &'s S, events: usize) -> Self {
         Overlay {
             store,
-            accounts: IdMap::with_capacity_and_hasher(2 * events, Default::default()),
-            transfers: IdMap::with_capacity_and_hasher(events, Default::default()),
-            transfer_order: Vec::with_capacity(events),
+            accounts: Vec::with_capacity(2 * events),
+            account_at: IdMap::with_capacity_and_hasher(2 * events, Default::default()),
+            transfers: Vec::with_capacity(events),
+            transfer_at: IdMap::with_capacity_and_hasher(events, Default::default()),
             pending: IdMap::default(),
             expiries_added: BTreeSet::new(),
             expiries_removed: BTreeSet::new(),
@@ -61,21 +69,22 @@ impl<'s, S: LedgerStore> Overlay<'s, S> {
             access: Vec::new(),
             audit: Vec::new(),
             undo: Vec::new(),
+            journaling: false,
         }
     }
 
     pub(super) fn account(&self, id: AccountId) -> Option<Account> {
-        self.accounts
-            .get(&id)
-            .copied()
-            .or_else(|| self.store.account(id))
+        match self.account_at.get(&id) {
+            Some(&at) => Some(self.accounts[at]),
+            None => self.store.account(id),
+        }
     }
 
     pub(super) fn transfer(&self, id: TransferId) -> Option<Transfer> {
-        self.transfers
-            .get(&id)
-            .copied()
-            .or_else(|| self.store.transfer(id))
+        match self.transfer_at.get(&id) {
+            Some(&at) => Some(self.transfers[at]),
+            None => self.store.transfer(id),
+        }
     }
 
     pub(super) fn pending_status(&self, id: TransferId) -> Option<PendingStatus> {
@@ -117,8 +126,24 @@ impl<'s, S: LedgerStore> Overlay<'s, S> {
         self.failed.insert(id, timestamp);
     }
 
-    pub(super) fn savepoint(&self) -> usize {
+    /// Starts journaling, for a linked chain that may have to be rolled back to here. Outside
+    /// chains nothing is journaled: an unlinked event is never rolled back, and copying every
+    /// account it changed into the journal was a good part of applying it.
+    pub(super) fn savepoint(&mut self) -> usize {
+        self.journaling = true;
         self.undo.len()
+    }
+
+    /// Ends a chain (after any rollback): its journal is no longer needed.
+    pub(super) fn end_chain(&mut self) {
+        self.journaling = false;
+        self.undo.clear();
+    }
+
+    fn journal(&mut self, undo: Undo) {
+        if self.journaling {
+            self.undo.push(undo);
+        }
     }
 
     pub(super) fn rollback(&mut self, savepoint: usize) {
@@ -126,15 +151,17 @@ impl<'s, S: LedgerStore> Overlay<'s, S> {
             match self.undo.pop().expect("length checked") {
                 Undo::Account(id, previous) => match previous {
                     Some(a) => {
-                        self.accounts.insert(id, a);
+                        self.accounts[self.account_at[&id]] = a;
                     }
                     None => {
-                        self.accounts.remove(&id);
+                        self.account_at.remove(&id);
+                        let popped = self.accounts.pop().map(|a| a.id);
+                        assert_eq!(popped, Some(id), "accounts roll back in reverse order");
                     }
                 },
                 Undo::Transfer(id) => {
-                    self.transfers.remove(&id);
-                    let popped = self.transfer_order.pop();
+                    self.transfer_at.remove(&id);
+                    let popped = self.transfers.pop().map(|t| t.id);
                     assert_eq!(popped, Some(id), "transfers roll back in reverse order");
                 }
                 Undo::Pending(id, previous) => match previous {
@@ -171,14 +198,21 @@ impl<'s, S: LedgerStore> Overlay<'s, S> {
     /// Notes a new account or transfer stamped `timestamp`.
     pub(super) fn note_created(&mut self, timestamp: Timestamp) {
         if timestamp > self.newest {
-            self.undo.push(Undo::Newest(self.newest));
+            self.journal(Undo::Newest(self.newest));
             self.newest = timestamp;
         }
     }
 
     pub(super) fn put_account(&mut self, account: Account) {
-        let previous = self.accounts.insert(account.id, account);
-        self.undo.push(Undo::Account(account.id, previous));
+        let previous = match self.account_at.get(&account.id) {
+            Some(&at) => Some(std::mem::replace(&mut self.accounts[at], account)),
+            None => {
+                self.account_at.insert(account.id, self.accounts.len());
+                self.accounts.push(account);
+                None
+            }
+        };
+        self.journal(Undo::Account(account.id, previous));
     }
 
     /// Records a transfer together with the two accounts it changed, so that no code path
@@ -189,10 +223,10 @@ impl<'s, S: LedgerStore> Overlay<'s, S> {
         assert_eq!(dr.ledger, cr.ledger, "a transfer stays within one ledger");
         self.put_account(dr);
         self.put_account(cr);
-        let previous = self.transfers.insert(transfer.id, transfer);
+        let previous = self.transfer_at.insert(transfer.id, self.transfers.len());
         assert!(previous.is_none(), "transfer ids are unique");
-        self.transfer_order.push(transfer.id);
-        self.undo.push(Undo::Transfer(transfer.id));
+        self.transfers.push(transfer);
+        self.journal(Undo::Transfer(transfer.id));
         self.note_created(transfer.timestamp);
         self.record_history(&[dr, cr], transfer.timestamp);
     }
@@ -203,19 +237,19 @@ impl<'s, S: LedgerStore> Overlay<'s, S> {
             if account.flags.contains(AccountFlags::HISTORY) {
                 self.history
                     .push((account.id, timestamp, account.balances()));
-                self.undo.push(Undo::History);
+                self.journal(Undo::History);
             }
         }
     }
 
     pub(super) fn set_pending_status(&mut self, id: TransferId, status: PendingStatus) {
         let previous = self.pending.insert(id, status);
-        self.undo.push(Undo::Pending(id, previous));
+        self.journal(Undo::Pending(id, previous));
     }
 
     pub(super) fn add_expiry(&mut self, at: Timestamp, id: TransferId) {
         self.expiries_added.insert((at, id));
-        self.undo.push(Undo::ExpiryAdded((at, id)));
+        self.journal(Undo::ExpiryAdded((at, id)));
     }
 
     pub(super) fn remove_expiry(&mut self, at: Timestamp, id: TransferId) {
@@ -223,7 +257,7 @@ impl<'s, S: LedgerStore> Overlay<'s, S> {
         if !was_added {
             self.expiries_removed.insert((at, id));
         }
-        self.undo.push(Undo::ExpiryRemoved((at, id), was_added));
+        self.journal(Undo::ExpiryRemoved((at, id), was_added));
     }
 
     /// Expires the pending transfers `due` (deadline, id), the i-th at timestamp `first + i`:
@@ -250,20 +284,13 @@ impl<'s, S: LedgerStore> Overlay<'s, S> {
 
     pub(super) fn into_changes(self, last_timestamp: Timestamp) -> Changes {
         self.assert_conservation();
-        let mut accounts: Vec<Account> = self.accounts.into_values().collect();
-        accounts.sort_by_key(|a| a.id);
-        let transfers = self
-            .transfer_order
-            .iter()
-            .map(|id| self.transfers[id])
-            .collect();
         let mut pending_status: Vec<_> = self.pending.into_iter().collect();
         pending_status.sort_by_key(|(id, _)| *id);
         let mut failed_transfers: Vec<_> = self.failed.into_iter().collect();
         failed_transfers.sort_by_key(|(id, _)| *id);
         Changes {
-            accounts,
-            transfers,
+            accounts: self.accounts,
+            transfers: self.transfers,
             pending_status,
             failed_transfers,
             expiries_added: self.expiries_added.into_iter().collect(),
@@ -281,7 +308,7 @@ impl<'s, S: LedgerStore> Overlay<'s, S> {
     /// by an exact multiple of 2^128 to pass.
     fn assert_conservation(&self) {
         let mut deltas: BTreeMap<u32, [u128; 2]> = BTreeMap::new();
-        for account in self.accounts.values() {
+        for account in &self.accounts {
             let before = self.store.account(account.id).unwrap_or(Account {
                 ledger: account.ledger,
                 ..Account::default()
