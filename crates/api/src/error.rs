@@ -36,6 +36,14 @@ impl ApiError {
         }
     }
 
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::CONFLICT,
+            code,
+            message: message.into(),
+        }
+    }
+
     /// A fault of this node's own (an answer it could not build), never the client's.
     pub fn internal(message: impl Into<String>) -> Self {
         ApiError {

@@ -301,6 +301,31 @@ impl From<Balances> for BalancesOut {
     }
 }
 
+/// An account's balances right after one change.
+#[derive(Serialize)]
+pub struct BalancesAt {
+    timestamp: Dec<u64>,
+    #[serde(flatten)]
+    balances: BalancesOut,
+}
+
+impl BalancesAt {
+    pub fn new(timestamp: Timestamp, balances: Balances) -> Self {
+        BalancesAt {
+            timestamp: Dec(timestamp.0),
+            balances: balances.into(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct BalancesPage {
+    pub balances: Vec<BalancesAt>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<Dec<u64>>,
+}
+
 #[derive(Serialize)]
 pub struct HistoryOut {
     pub transfers: Vec<TransferOut>,

@@ -122,6 +122,7 @@ pub fn cluster_router(node: NodeHandle, node_id: u64, options: ApiOptions) -> Ro
         .route("/v1/accounts/{id}", get(get_account))
         .route("/v1/transfers/{id}", get(get_transfer))
         .route("/v1/accounts/{id}/transfers", get(get_account_transfers))
+        .route("/v1/accounts/{id}/balances", get(get_account_balances))
         .route("/v1/status", get(status))
         .route("/metrics", get(metrics_text))
         .route("/v1/cluster/learners", post(add_learner))
@@ -709,13 +710,7 @@ async fn get_account_transfers(
     let params = query(params)?;
     let consistency = params.consistency;
     let id = AccountId(path_id(raw, "account")?);
-    let limit = params.limit.unwrap_or(DEFAULT_HISTORY_PAGE);
-    if limit == 0 || limit > MAX_HISTORY_PAGE {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            format!("limit must be between 1 and {MAX_HISTORY_PAGE}, got {limit}"),
-        ));
-    }
+    let limit = history_limit(params.limit)?;
     let after = Timestamp(params.after.unwrap_or(0));
     let read = read(
         &state,
@@ -749,6 +744,72 @@ async fn get_account_transfers(
         )),
         _ => unreachable!("the node answers a history query with a page"),
     }
+}
+
+/// The page size a history query asks for: 1 to `MAX_HISTORY_PAGE`, `DEFAULT_HISTORY_PAGE` if
+/// not given.
+fn history_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_HISTORY_PAGE);
+    if limit == 0 || limit > MAX_HISTORY_PAGE {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit must be between 1 and {MAX_HISTORY_PAGE}, got {limit}"),
+        ));
+    }
+    Ok(limit)
+}
+
+/// An account's balances after each change, oldest first and paged like its transfers: kept
+/// for accounts created with `history` (409 `history_not_kept` for the others, whose balances
+/// only the account itself shows).
+async fn get_account_balances(
+    State(state): State<Arc<AppState>>,
+    raw: Result<Path<String>, PathRejection>,
+    params: Result<Query<HistoryParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let params = query(params)?;
+    let id = AccountId(path_id(raw, "account")?);
+    let limit = history_limit(params.limit)?;
+    let after = Timestamp(params.after.unwrap_or(0));
+    let query = NodeQuery::AccountBalances {
+        account: id,
+        after,
+        limit,
+    };
+    let read = read(&state, query, params.consistency).await?;
+    let Answer::AccountBalances(found) = read.answer else {
+        unreachable!("the node answers a balances query with balances")
+    };
+    let Some((account, page)) = found else {
+        return Err(ApiError::not_found(
+            "account_not_found",
+            format!("no account with id {id}"),
+        ));
+    };
+    if !account
+        .flags
+        .contains(bulwark_ledger::AccountFlags::HISTORY)
+    {
+        return Err(ApiError::conflict(
+            "history_not_kept",
+            format!(
+                "account {id} was created without the `history` flag: only its current \
+                 balances are kept (GET /v1/accounts/{id})"
+            ),
+        ));
+    }
+    let next_after = (page.len() == limit).then(|| decimal::Dec(page[page.len() - 1].0 .0));
+    let balances = page
+        .into_iter()
+        .map(|(ts, b)| json::BalancesAt::new(ts, b))
+        .collect();
+    Ok(read_response(
+        json::BalancesPage {
+            balances,
+            next_after,
+        },
+        read.applied_index,
+    ))
 }
 
 pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {

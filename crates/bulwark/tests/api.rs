@@ -1059,3 +1059,82 @@ async fn ids_amounts_and_user_data_are_128_bit_and_answered_as_decimal_strings()
         "a refused body changed nothing"
     );
 }
+
+/// `GET /v1/accounts/{id}/balances`: an account with `history` answers its balances after every
+/// change, oldest first, in pages chained by `next_after`, including a pending transfer's post
+/// and void; an account without `history` answers 409, a missing one 404.
+#[tokio::test]
+async fn balance_history_pages_every_change_of_a_history_account() {
+    let node = Node::start(&[]).await;
+    let http = node.http.clone();
+    let accounts = json!([
+        {"id": 1, "ledger": 1, "code": 1, "flags": ["history"]},
+        {"id": 2, "ledger": 1, "code": 1},
+    ]);
+    assert_eq!(http.write("/v1/accounts", &accounts).await, ["ok", "ok"]);
+    let transfers = json!([
+        {"id": 10, "debit_account_id": 1, "credit_account_id": 2, "amount": 5, "ledger": 1, "code": 1},
+        {"id": 11, "debit_account_id": 2, "credit_account_id": 1, "amount": 7, "ledger": 1, "code": 1},
+        {"id": 12, "debit_account_id": 1, "credit_account_id": 2, "amount": 3, "ledger": 1, "code": 1, "flags": ["pending"]},
+        {"id": 13, "pending_id": 12, "flags": ["void_pending_transfer"]},
+    ]);
+    assert_eq!(http.write("/v1/transfers", &transfers).await, ["ok"; 4]);
+    // (debits_pending, debits_posted, credits_pending, credits_posted) of account 1 after each.
+    let expected = [
+        ("0", "5", "0", "0"),
+        ("0", "5", "0", "7"),
+        ("3", "5", "0", "7"),
+        ("0", "5", "0", "7"),
+    ];
+    let mut seen = Vec::new();
+    let mut after = String::from("0");
+    loop {
+        let r = http
+            .get(&format!("/v1/accounts/1/balances?limit=3&after={after}"))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        for b in r.json["balances"].as_array().expect("a balances array") {
+            let field = |name: &str| b[name].as_str().expect("a decimal string").to_string();
+            seen.push((
+                field("timestamp"),
+                field("debits_pending"),
+                field("debits_posted"),
+                field("credits_pending"),
+                field("credits_posted"),
+            ));
+        }
+        match r.json["next_after"].as_str() {
+            Some(next) => after = next.to_string(),
+            None => break,
+        }
+    }
+    let got: Vec<_> = seen
+        .iter()
+        .map(|(_, a, b, c, d)| (a.as_str(), b.as_str(), c.as_str(), d.as_str()))
+        .collect();
+    assert_eq!(got, expected);
+    let stamps: Vec<u64> = seen.iter().map(|s| s.0.parse().unwrap()).collect();
+    assert!(
+        stamps.windows(2).all(|w| w[0] < w[1]),
+        "oldest first: {stamps:?}"
+    );
+    let last = http.transfer(13).await.expect("transfer 13");
+    assert_eq!(
+        last["timestamp"],
+        seen[3].0.as_str(),
+        "the void's own timestamp"
+    );
+
+    let r = http.get("/v1/accounts/2/balances").await;
+    assert_refused(
+        "an account without history",
+        &r,
+        409,
+        "history_not_kept",
+        "history",
+    );
+    let r = http.get("/v1/accounts/3/balances").await;
+    assert_refused("a missing account", &r, 404, "account_not_found", "3");
+    let r = http.get("/v1/accounts/1/balances?limit=0").await;
+    assert_refused("a zero limit", &r, 400, "invalid_query", "limit");
+}

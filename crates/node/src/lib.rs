@@ -108,6 +108,12 @@ pub enum Query {
         after: Timestamp,
         limit: usize,
     },
+    /// An account's balances after each change after `after`, at most `limit`.
+    AccountBalances {
+        account: AccountId,
+        after: Timestamp,
+        limit: usize,
+    },
     Status,
     /// Every API token (admin only: the API checks).
     Tokens,
@@ -125,6 +131,8 @@ pub enum Answer {
     Transfer(Option<(Transfer, Option<PendingStatus>)>),
     /// `None` if the account does not exist.
     AccountTransfers(Option<Vec<(Transfer, Option<Balances>)>>),
+    /// `None` if the account does not exist; the account and a page of its balances otherwise.
+    AccountBalances(Option<(Account, Vec<(Timestamp, Balances)>)>),
     Status(NodeStatus),
     Tokens(Vec<bulwark_ledger::access::TokenRecord>),
     Audit(Vec<bulwark_ledger::access::AuditRecord>),
@@ -529,6 +537,19 @@ pub(crate) fn answer_query(store: &StateStore, query: Query) -> Result<ReadOutco
                     .account_transfers(account, after, limit)
                     .map_err(RequestError::Store)?,
             ),
+        }),
+        Query::AccountBalances {
+            account,
+            after,
+            limit,
+        } => Answer::AccountBalances(match store.account(account) {
+            None => None,
+            Some(a) => Some((
+                a,
+                store
+                    .account_balances(account, after, limit)
+                    .map_err(RequestError::Store)?,
+            )),
         }),
         Query::Tokens => Answer::Tokens(store.tokens().cloned().collect()),
         Query::Audit { after, limit } => Answer::Audit(

@@ -279,7 +279,7 @@ fn estimate_bytes(memtable: &Memtable, accounts: usize) -> u64 {
     let index = memtable
         .account_transfers
         .values()
-        .map(|v| 64 + v.len() as u64 * 32)
+        .map(|v| 64 + v.len() as u64 * 24)
         .sum::<u64>();
     let history = memtable.balance_history.len() as u64 * 120;
     let pending = memtable.pending.len() as u64 * 48;
@@ -379,8 +379,9 @@ fn write_tables(txn: &redb::WriteTransaction, frozen: &Frozen) -> Result<(), red
     accounts.sort_unstable_by_key(|(id, _)| *id);
     for (account, entries) in accounts {
         for run in entries.chunks(ACCOUNT_TRANSFERS_RUN) {
+            let run: Vec<_> = run.iter().map(|&p| m.transfers.key_at(p)).collect();
             let last = run.last().expect("chunks are not empty").0;
-            index.insert((account, last.0), records::encode_run(run).as_slice())?;
+            index.insert((account, last.0), records::encode_run(&run).as_slice())?;
         }
     }
     let mut history = txn.open_table(BALANCE_HISTORY)?;

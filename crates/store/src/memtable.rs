@@ -16,8 +16,9 @@ pub(crate) struct Memtable {
     pub(crate) transfers: MemTransfers,
     pub(crate) pending: IdMap<TransferId, PendingStatus>,
     pub(crate) failed_transfers: IdMap<TransferId, Timestamp>,
-    /// Per account, its transfers in timestamp order (appends only: timestamps increase).
-    pub(crate) account_transfers: IdMap<AccountId, Vec<(Timestamp, TransferId)>>,
+    /// Per account, its transfers in timestamp order (appends only: timestamps increase), as
+    /// positions in `transfers`: 4 bytes an entry where a (timestamp, id) pair takes 32.
+    pub(crate) account_transfers: IdMap<AccountId, Vec<u32>>,
     pub(crate) balance_history: BTreeMap<(AccountId, Timestamp), Balances>,
     /// `true`: added since the freeze; `false`: removed.
     pub(crate) expiry_changes: BTreeMap<(Timestamp, TransferId), bool>,
@@ -46,11 +47,24 @@ impl MemTransfers {
         self.at.get(id).map(|&at| &self.all[at as usize])
     }
 
-    pub(crate) fn insert(&mut self, t: Transfer) {
+    /// Appends `t`; its position.
+    pub(crate) fn insert(&mut self, t: Transfer) -> u32 {
         let at = u32::try_from(self.all.len()).expect("a memtable holds under 2^32 transfers");
         let previous = self.at.insert(t.id, at);
         assert!(previous.is_none(), "transfer {} is stored once", t.id);
         self.all.push(t);
+        at
+    }
+
+    /// The transfer at a position `insert` returned.
+    pub(crate) fn at(&self, position: u32) -> &Transfer {
+        &self.all[position as usize]
+    }
+
+    /// The (timestamp, id) of the transfer at `position`.
+    pub(crate) fn key_at(&self, position: u32) -> (Timestamp, TransferId) {
+        let t = self.at(position);
+        (t.timestamp, t.id)
     }
 
     /// In the order they were applied.
@@ -91,13 +105,17 @@ impl StateStore {
         }
         let m = &mut self.active;
         for t in changes.transfers {
-            for account in [t.debit_account_id, t.credit_account_id] {
-                let entries = m.account_transfers.entry(account).or_default();
-                assert!(entries.last().is_none_or(|(ts, _)| *ts < t.timestamp));
-                entries.push((t.timestamp, t.id));
-            }
+            let (timestamp, accounts) = (t.timestamp, [t.debit_account_id, t.credit_account_id]);
             m.max_transfer_id = m.max_transfer_id.max(t.id.0);
-            m.transfers.insert(t);
+            let position = m.transfers.insert(t);
+            for account in accounts {
+                let entries = m.account_transfers.entry(account).or_default();
+                let transfers = &m.transfers;
+                assert!(entries
+                    .last()
+                    .is_none_or(|&p| transfers.at(p).timestamp < timestamp));
+                entries.push(position);
+            }
         }
         m.pending.extend(changes.pending_status);
         m.failed_transfers.extend(changes.failed_transfers);

@@ -35,9 +35,15 @@ impl StateStore {
             let Some(entries) = memtable.account_transfers.get(&account) else {
                 continue;
             };
-            let start = entries.partition_point(|(ts, _)| *ts <= after);
+            let transfers = &memtable.transfers;
+            let start = entries.partition_point(|&p| transfers.at(p).timestamp <= after);
             let room = limit.saturating_sub(ids.len());
-            ids.extend(entries[start..].iter().take(room).copied());
+            ids.extend(
+                entries[start..]
+                    .iter()
+                    .take(room)
+                    .map(|&p| transfers.key_at(p)),
+            );
         }
         let keeps_history = self
             .accounts
@@ -58,6 +64,70 @@ impl StateStore {
             out.push((transfer, balances));
         }
         Ok(out)
+    }
+
+    /// An account's balances after each change after `after`, oldest first, at most `limit`:
+    /// the `balance_history` index, kept for accounts with `history` (for others it is empty).
+    pub fn account_balances(
+        &self,
+        account: AccountId,
+        after: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(Timestamp, Balances)>, StoreError> {
+        let mut page = Vec::new();
+        if after.0 < u64::MAX {
+            if self.is_unavailable() {
+                return Err(StoreError::Unavailable {
+                    path: self.path.clone(),
+                });
+            }
+            page = self.checkpointed_balances(account, after, limit)?;
+        }
+        // Memtables hold only later timestamps than the checkpoint, frozen before active.
+        let frozen = self.frozen.as_ref().map(|f| &f.memtable);
+        for memtable in frozen.into_iter().chain(std::iter::once(&self.active)) {
+            let room = limit.saturating_sub(page.len());
+            let from = (account, Timestamp(after.0.saturating_add(1)));
+            let to = (account, Timestamp(u64::MAX));
+            page.extend(
+                memtable
+                    .balance_history
+                    .range(from..=to)
+                    .take(room)
+                    .map(|((_, ts), b)| (*ts, *b)),
+            );
+        }
+        Ok(page)
+    }
+
+    fn checkpointed_balances(
+        &self,
+        account: AccountId,
+        after: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(Timestamp, Balances)>, StoreError> {
+        let start = (account.0, after.0 + 1);
+        let end = (account.0, u64::MAX);
+        self.read_waiting(|reader| {
+            let mut page = Vec::new();
+            for row in reader
+                .balance_history
+                .range(start..=end)
+                .map_err(redb_err(&self.path, "scan balance history"))?
+                .take(limit)
+            {
+                let (key, value) = row.map_err(redb_err(&self.path, "scan balance history"))?;
+                let (_, ts) = key.value();
+                let balances =
+                    records::decode_balances(value.value()).ok_or_else(|| StoreError::Corrupt {
+                        path: self.path.clone(),
+                        table: "balance_history",
+                        key: format!("({account}, {ts})"),
+                    })?;
+                page.push((Timestamp(ts), balances));
+            }
+            Ok(page)
+        })
     }
 
     /// The account's transfers after `after` (at most `limit`) in the last checkpoint's index.

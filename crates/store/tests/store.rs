@@ -135,6 +135,26 @@ fn assert_same(store: &StateStore, reference: &MemoryStore) {
         }
         assert_eq!(seen, expected, "history of account {id}");
     }
+    // Account 1 keeps its history: its balances after each change, read in pages of 3 across
+    // the checkpoint and the memtables, are the reference's, in order.
+    let expected: Vec<_> = reference
+        .balance_history
+        .iter()
+        .filter(|(a, _, _)| *a == AccountId(1))
+        .map(|(_, ts, b)| (*ts, *b))
+        .collect();
+    let mut seen = Vec::new();
+    let mut after = Timestamp(0);
+    loop {
+        let page = store.account_balances(AccountId(1), after, 3).unwrap();
+        assert!(page.len() <= 3, "a page holds at most its limit");
+        let Some(&(last, _)) = page.last() else {
+            break;
+        };
+        after = last;
+        seen.extend(page);
+    }
+    assert_eq!(seen, expected, "balance history of account 1");
 }
 
 proptest! {
