@@ -332,6 +332,9 @@ pub struct HistoryOut {
     /// Pass as `after` to get the next page; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_after: Option<Dec<u64>>,
+    /// With `reversed`: pass as `before` to get the next (older) page; absent on the last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_before: Option<Dec<u64>>,
 }
 
 #[cfg(test)]

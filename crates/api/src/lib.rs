@@ -587,6 +587,56 @@ struct HistoryParams {
     consistency: Option<Consistency>,
 }
 
+/// An account history's query string: the page, its time window and order, and filters on the
+/// transfers' own fields (0 or absent: any).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransfersParams {
+    limit: Option<usize>,
+    after: Option<decimal::Dec<u64>>,
+    before: Option<decimal::Dec<u64>>,
+    side: Option<Side>,
+    #[serde(default)]
+    reversed: bool,
+    code: Option<u16>,
+    user_data_128: Option<decimal::Dec<u128>>,
+    user_data_64: Option<decimal::Dec<u64>>,
+    user_data_32: Option<u32>,
+    consistency: Option<Consistency>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum Side {
+    Debits,
+    Credits,
+}
+
+impl TransfersParams {
+    fn filter(&self) -> Result<bulwark_node::HistoryFilter, ApiError> {
+        let after = self.after.map_or(0, |a| a.0);
+        let before = self.before.map_or(u64::MAX, |b| b.0);
+        if after >= before {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("after ({after}) must be below before ({before})"),
+            ));
+        }
+        Ok(bulwark_node::HistoryFilter {
+            after: Timestamp(after),
+            before: Timestamp(before),
+            debits: self.side != Some(Side::Credits),
+            credits: self.side != Some(Side::Debits),
+            reversed: self.reversed,
+            code: self.code.unwrap_or(0),
+            user_data_128: self.user_data_128.map_or(0, |u| u.0),
+            user_data_64: self.user_data_64.map_or(0, |u| u.0),
+            user_data_32: self.user_data_32.unwrap_or(0),
+            limit: history_limit(self.limit)?,
+        })
+    }
+}
+
 /// Linearizable (the default) reads wait for a Raft read index; `stale` reads answer from this
 /// node's state at once, even without a leader. A single node is its own leader: both are current.
 #[derive(Deserialize, Clone, Copy)]
@@ -705,45 +755,44 @@ async fn get_transfer(
 async fn get_account_transfers(
     State(state): State<Arc<AppState>>,
     raw: Result<Path<String>, PathRejection>,
-    params: Result<Query<HistoryParams>, axum::extract::rejection::QueryRejection>,
+    params: Result<Query<TransfersParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let params = query(params)?;
-    let consistency = params.consistency;
     let id = AccountId(path_id(raw, "account")?);
-    let limit = history_limit(params.limit)?;
-    let after = Timestamp(params.after.unwrap_or(0));
-    let read = read(
-        &state,
-        NodeQuery::AccountTransfers {
-            account: id,
-            after,
-            limit,
-        },
-        consistency,
-    )
-    .await?;
-    match read.answer {
-        Answer::AccountTransfers(Some(page)) => {
-            let next_after =
-                (page.len() == limit).then(|| decimal::Dec(page[page.len() - 1].0.timestamp.0));
-            let transfers = page
-                .into_iter()
-                .map(|(t, balances)| json::TransferOut::new(t, None, balances))
-                .collect();
-            Ok(read_response(
-                json::HistoryOut {
-                    transfers,
-                    next_after,
-                },
-                read.applied_index,
-            ))
-        }
-        Answer::AccountTransfers(None) => Err(ApiError::not_found(
+    let filter = params.filter()?;
+    let query = NodeQuery::AccountTransfers {
+        account: id,
+        filter,
+    };
+    let read = read(&state, query, params.consistency).await?;
+    let Answer::AccountTransfers(found) = read.answer else {
+        unreachable!("the node answers a history query with a page")
+    };
+    let Some(page) = found else {
+        return Err(ApiError::not_found(
             "account_not_found",
             format!("no account with id {id}"),
-        )),
-        _ => unreachable!("the node answers a history query with a page"),
-    }
+        ));
+    };
+    let next = page.next.map(|ts| decimal::Dec(ts.0));
+    let (next_after, next_before) = if filter.reversed {
+        (None, next)
+    } else {
+        (next, None)
+    };
+    let transfers = page
+        .transfers
+        .into_iter()
+        .map(|(t, balances)| json::TransferOut::new(t, None, balances))
+        .collect();
+    Ok(read_response(
+        json::HistoryOut {
+            transfers,
+            next_after,
+            next_before,
+        },
+        read.applied_index,
+    ))
 }
 
 /// The page size a history query asks for: 1 to `MAX_HISTORY_PAGE`, `DEFAULT_HISTORY_PAGE` if

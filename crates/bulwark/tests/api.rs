@@ -1138,3 +1138,100 @@ async fn balance_history_pages_every_change_of_a_history_account() {
     let r = http.get("/v1/accounts/1/balances?limit=0").await;
     assert_refused("a zero limit", &r, 400, "invalid_query", "limit");
 }
+
+/// An account's history filtered and ordered: only its debits or credits, by code or user data,
+/// inside a time window, newest first with `reversed` and `next_before`; every filter also in
+/// pages of one.
+#[tokio::test]
+async fn account_history_filters_sides_fields_windows_and_order() {
+    let node = Node::start(&[]).await;
+    let http = node.http.clone();
+    let accounts = json!([
+        {"id": 1, "ledger": 1, "code": 1},
+        {"id": 2, "ledger": 1, "code": 1},
+    ]);
+    assert_eq!(http.write("/v1/accounts", &accounts).await, ["ok", "ok"]);
+    let t = |id: u64, dr: u64, cr: u64, code: u64, ud: &str| {
+        json!({"id": id, "debit_account_id": dr, "credit_account_id": cr, "amount": id,
+               "ledger": 1, "code": code, "user_data_128": ud})
+    };
+    let transfers = json!([
+        t(10, 1, 2, 7, "0"),
+        t(11, 2, 1, 7, "99"),
+        t(12, 1, 2, 8, "99"),
+        t(13, 2, 1, 8, "0"),
+        t(14, 1, 2, 7, "0"),
+    ]);
+    assert_eq!(http.write("/v1/transfers", &transfers).await, ["ok"; 5]);
+    let ids = |path: String| {
+        let http = http.clone();
+        async move {
+            // Every page of the query, chained by its cursor; the ids in answer order.
+            let mut out = Vec::new();
+            let mut cursor = String::new();
+            loop {
+                let r = http.get(&format!("{path}{cursor}")).await;
+                assert_eq!(r.status, 200, "{path}: {}", r.text);
+                for t in r.json["transfers"].as_array().expect("transfers") {
+                    out.push(t["id"].as_str().expect("an id").parse::<u64>().unwrap());
+                }
+                if let Some(next) = r.json["next_after"].as_str() {
+                    cursor = format!("&after={next}");
+                } else if let Some(next) = r.json["next_before"].as_str() {
+                    cursor = format!("&before={next}");
+                } else {
+                    return out;
+                }
+            }
+        }
+    };
+    let base = "/v1/accounts/1/transfers?limit=1";
+    assert_eq!(ids(base.to_string()).await, [10, 11, 12, 13, 14]);
+    assert_eq!(
+        ids(format!("{base}&reversed=true")).await,
+        [14, 13, 12, 11, 10]
+    );
+    assert_eq!(ids(format!("{base}&side=debits")).await, [10, 12, 14]);
+    assert_eq!(
+        ids(format!("{base}&side=credits&reversed=true")).await,
+        [13, 11]
+    );
+    assert_eq!(ids(format!("{base}&code=8")).await, [12, 13]);
+    assert_eq!(ids(format!("{base}&user_data_128=99")).await, [11, 12]);
+    assert_eq!(
+        ids(format!("{base}&code=7&side=debits&reversed=true")).await,
+        [14, 10]
+    );
+    // A time window: strictly after transfer 10's timestamp and before 14's.
+    let stamp = |id: u64| {
+        let http = http.clone();
+        async move {
+            let t = http.transfer(id).await.expect("the transfer");
+            t["timestamp"].as_str().expect("a timestamp").to_string()
+        }
+    };
+    let (from, to) = (stamp(10).await, stamp(14).await);
+    let window = format!("/v1/accounts/1/transfers?after={from}&before={to}");
+    assert_eq!(ids(window.clone()).await, [11, 12, 13]);
+    assert_eq!(
+        ids(format!("{window}&reversed=true&limit=10")).await,
+        [13, 12, 11]
+    );
+
+    let r = http.get("/v1/accounts/1/transfers?side=both").await;
+    assert_refused("an unknown side", &r, 400, "invalid_query", "side");
+    let r = http
+        .get(&format!(
+            "/v1/accounts/1/transfers?after={to}&before={from}"
+        ))
+        .await;
+    assert_refused("an empty window", &r, 400, "invalid_query", "must be below");
+    let r = http.get("/v1/accounts/1/transfers?user_data_128=01").await;
+    assert_refused(
+        "a user data with a leading zero",
+        &r,
+        400,
+        "invalid_query",
+        "leading zero",
+    );
+}

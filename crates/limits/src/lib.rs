@@ -39,6 +39,11 @@ pub const DEFAULT_HISTORY_PAGE: usize = 100;
 /// that a page costs no more to build and send than the largest write.
 pub const MAX_HISTORY_PAGE: usize = MAX_BATCH_EVENTS;
 
+/// Most index entries one page of a filtered account history passes over: a page whose filters
+/// (side, code, user data) matched fewer than its limit among them answers what it found and a
+/// cursor to go on from, so that no query holds the node loop for a whole account's history.
+pub const MAX_HISTORY_SCAN: usize = 65_536;
+
 /// How long the id of a transfer refused for a transient reason (an account missing, a balance
 /// limit, a closed account) stays reserved, in ledger time: a retry with that id within it answers
 /// `id_already_failed`, later it is a new transfer. A week outlasts any client's retries while

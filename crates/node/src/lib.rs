@@ -47,6 +47,8 @@ use bulwark_limits::{
 };
 // Re-exported: the API names the indexes and ids of the answers without depending on consensus.
 pub use bulwark_consensus::{LogIndex, NodeId, Term};
+/// What an account history query asks for, and the page it answers (`bulwark_store::history`).
+pub use bulwark_store::{HistoryFilter, HistoryPage};
 // Re-exported: the API can name why a membership change was refused without depending on
 // consensus.
 pub use bulwark_consensus::membership::Refusal as MembershipRefusal;
@@ -103,10 +105,10 @@ pub struct WriteOutcome {
 pub enum Query {
     Account(AccountId),
     Transfer(TransferId),
+    /// A page of an account's history, as the filter asks.
     AccountTransfers {
         account: AccountId,
-        after: Timestamp,
-        limit: usize,
+        filter: HistoryFilter,
     },
     /// An account's balances after each change after `after`, at most `limit`.
     AccountBalances {
@@ -130,7 +132,7 @@ pub enum Answer {
     /// The transfer, and its status if it was created `pending`.
     Transfer(Option<(Transfer, Option<PendingStatus>)>),
     /// `None` if the account does not exist.
-    AccountTransfers(Option<Vec<(Transfer, Option<Balances>)>>),
+    AccountTransfers(Option<HistoryPage>),
     /// `None` if the account does not exist; the account and a page of its balances otherwise.
     AccountBalances(Option<(Account, Vec<(Timestamp, Balances)>)>),
     Status(NodeStatus),
@@ -526,18 +528,16 @@ pub(crate) fn answer_query(store: &StateStore, query: Query) -> Result<ReadOutco
         Query::Transfer(id) => {
             Answer::Transfer(store.transfer(id).map(|t| (t, store.pending_status(id))))
         }
-        Query::AccountTransfers {
-            account,
-            after,
-            limit,
-        } => Answer::AccountTransfers(match store.account(account) {
-            None => None,
-            Some(_) => Some(
-                store
-                    .account_transfers(account, after, limit)
-                    .map_err(RequestError::Store)?,
-            ),
-        }),
+        Query::AccountTransfers { account, filter } => {
+            Answer::AccountTransfers(match store.account(account) {
+                None => None,
+                Some(_) => Some(
+                    store
+                        .account_history(account, &filter)
+                        .map_err(RequestError::Store)?,
+                ),
+            })
+        }
         Query::AccountBalances {
             account,
             after,

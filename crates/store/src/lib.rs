@@ -39,6 +39,7 @@ mod access;
 mod checkpoint;
 mod disk;
 mod error;
+mod history;
 mod memtable;
 mod query;
 mod records;
@@ -48,4 +49,5 @@ mod tables;
 
 pub use checkpoint::{free_space, Checkpointed};
 pub use error::{is_disk_full_io, StoreError};
+pub use history::{HistoryFilter, HistoryPage};
 pub use state::StateStore;

@@ -20,50 +20,8 @@ impl StateStore {
         after: Timestamp,
         limit: usize,
     ) -> Result<Vec<(Transfer, Option<Balances>)>, StoreError> {
-        let mut ids: Vec<(Timestamp, TransferId)> = Vec::new();
-        if after.0 < u64::MAX {
-            if self.is_unavailable() {
-                return Err(StoreError::Unavailable {
-                    path: self.path.clone(),
-                });
-            }
-            ids = self.checkpointed_transfer_ids(account, after, limit)?;
-        }
-        // Memtables hold only later timestamps than the checkpoint, frozen before active.
-        let frozen = self.frozen.as_ref().map(|f| &f.memtable);
-        for memtable in frozen.into_iter().chain(std::iter::once(&self.active)) {
-            let Some(entries) = memtable.account_transfers.get(&account) else {
-                continue;
-            };
-            let transfers = &memtable.transfers;
-            let start = entries.partition_point(|&p| transfers.at(p).timestamp <= after);
-            let room = limit.saturating_sub(ids.len());
-            ids.extend(
-                entries[start..]
-                    .iter()
-                    .take(room)
-                    .map(|&p| transfers.key_at(p)),
-            );
-        }
-        let keeps_history = self
-            .accounts
-            .get(&account)
-            .is_some_and(|a| a.flags.contains(bulwark_ledger::AccountFlags::HISTORY));
-        let mut out = Vec::with_capacity(ids.len());
-        for (ts, id) in ids {
-            let transfer = self.transfer(id).ok_or_else(|| StoreError::Corrupt {
-                path: self.path.clone(),
-                table: "account_transfers",
-                key: format!("({account}, {ts}) names missing transfer {id}"),
-            })?;
-            let balances = if keeps_history {
-                self.balances_at(account, ts)?
-            } else {
-                None
-            };
-            out.push((transfer, balances));
-        }
-        Ok(out)
+        let filter = crate::HistoryFilter::after(after, limit);
+        Ok(self.account_history(account, &filter)?.transfers)
     }
 
     /// An account's balances after each change after `after`, oldest first, at most `limit`:
@@ -130,42 +88,7 @@ impl StateStore {
         })
     }
 
-    /// The account's transfers after `after` (at most `limit`) in the last checkpoint's index.
-    /// `after` must be below `u64::MAX`.
-    fn checkpointed_transfer_ids(
-        &self,
-        account: AccountId,
-        after: Timestamp,
-        limit: usize,
-    ) -> Result<Vec<(Timestamp, TransferId)>, StoreError> {
-        // Runs whose last entry is after `after`, in order; skip their entries up to `after`.
-        let start = (account.0, after.0.saturating_add(1));
-        let end = (account.0, u64::MAX);
-        self.read_waiting(|reader| {
-            let mut ids = Vec::new();
-            for row in reader
-                .account_transfers
-                .range(start..=end)
-                .map_err(redb_err(&self.path, "scan account transfers"))?
-            {
-                if ids.len() >= limit {
-                    break;
-                }
-                let (key, value) = row.map_err(redb_err(&self.path, "scan account transfers"))?;
-                let run =
-                    records::decode_run(value.value()).ok_or_else(|| StoreError::Corrupt {
-                        path: self.path.clone(),
-                        table: "account_transfers",
-                        key: format!("{:?}", key.value()),
-                    })?;
-                let room = limit - ids.len();
-                ids.extend(run.filter(|(ts, _)| *ts > after).take(room));
-            }
-            Ok(ids)
-        })
-    }
-
-    fn balances_at(
+    pub(crate) fn balances_at(
         &self,
         account: AccountId,
         ts: Timestamp,

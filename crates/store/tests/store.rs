@@ -6,7 +6,7 @@ use bulwark_ledger::{
     Operation, Timestamp, TransferFlags, TransferId,
 };
 use bulwark_store::snapshot::SnapshotError;
-use bulwark_store::{StateStore, StoreError};
+use bulwark_store::{HistoryFilter, StateStore, StoreError};
 use proptest::prelude::*;
 
 fn accounts_batch(ts: u64) -> Batch {
@@ -134,6 +134,39 @@ fn assert_same(store: &StateStore, reference: &MemoryStore) {
             }
         }
         assert_eq!(seen, expected, "history of account {id}");
+        // Newest first, in pages of 2 chained by `before`: the same, reversed.
+        let mut reversed = Vec::new();
+        let mut filter = HistoryFilter::after(Timestamp(0), 2);
+        filter.reversed = true;
+        loop {
+            let page = store.account_history(*id, &filter).unwrap();
+            assert!(page.transfers.len() <= 2);
+            reversed.extend(page.transfers.into_iter().map(|(t, _)| t));
+            match page.next {
+                Some(next) => filter.before = next,
+                None => break,
+            }
+        }
+        reversed.reverse();
+        assert_eq!(reversed, expected, "reversed history of account {id}");
+        // Only its debits, oldest first in pages of 2.
+        let debits: Vec<_> = expected
+            .iter()
+            .filter(|t| t.debit_account_id == *id)
+            .copied()
+            .collect();
+        let mut seen_debits = Vec::new();
+        let mut filter = HistoryFilter::after(Timestamp(0), 2);
+        filter.credits = false;
+        loop {
+            let page = store.account_history(*id, &filter).unwrap();
+            seen_debits.extend(page.transfers.into_iter().map(|(t, _)| t));
+            match page.next {
+                Some(next) => filter.after = next,
+                None => break,
+            }
+        }
+        assert_eq!(seen_debits, debits, "debits of account {id}");
     }
     // Account 1 keeps its history: its balances after each change, read in pages of 3 across
     // the checkpoint and the memtables, are the reference's, in order.
