@@ -10,6 +10,7 @@ mod admin;
 pub mod auth;
 mod decimal;
 mod error;
+mod history;
 mod internal;
 mod json;
 
@@ -27,10 +28,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bulwark_ledger::access::Actor;
-use bulwark_ledger::{AccountId, Operation, Timestamp, TransferId};
+use bulwark_ledger::{AccountId, Operation, TransferId};
 use bulwark_limits::{
-    ACK_ALL_TIMEOUT, DEFAULT_HISTORY_PAGE, FORWARD_TIMEOUT, IN_SYNC_WITHIN, MAX_BODY_BYTES,
-    MAX_HISTORY_PAGE, SNAPSHOT_HTTP_CHUNK,
+    ACK_ALL_TIMEOUT, FORWARD_TIMEOUT, IN_SYNC_WITHIN, MAX_BODY_BYTES, SNAPSHOT_HTTP_CHUNK,
 };
 use bulwark_node::cluster::{Member, MembershipChange};
 use bulwark_node::metrics::{RequestLabels, RouteLabels};
@@ -45,7 +45,7 @@ use http_body_util::{BodyExt, Full};
 pub use error::ApiError;
 pub use internal::{internal_router, serve_internal};
 
-struct AppState {
+pub(crate) struct AppState {
     node: NodeHandle,
     node_id: NodeId,
     /// Internal HTTP to the other members' peer ports, where a follower forwards writes
@@ -121,8 +121,14 @@ pub fn cluster_router(node: NodeHandle, node_id: u64, options: ApiOptions) -> Ro
         .route("/v1/transfers", post(create_transfers))
         .route("/v1/accounts/{id}", get(get_account))
         .route("/v1/transfers/{id}", get(get_transfer))
-        .route("/v1/accounts/{id}/transfers", get(get_account_transfers))
-        .route("/v1/accounts/{id}/balances", get(get_account_balances))
+        .route(
+            "/v1/accounts/{id}/transfers",
+            get(history::get_account_transfers),
+        )
+        .route(
+            "/v1/accounts/{id}/balances",
+            get(history::get_account_balances),
+        )
         .route("/v1/status", get(status))
         .route("/metrics", get(metrics_text))
         .route("/v1/cluster/learners", post(add_learner))
@@ -579,74 +585,16 @@ struct ReadParams {
     consistency: Option<Consistency>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HistoryParams {
-    limit: Option<usize>,
-    after: Option<u64>,
-    consistency: Option<Consistency>,
-}
-
-/// An account history's query string: the page, its time window and order, and filters on the
-/// transfers' own fields (0 or absent: any).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TransfersParams {
-    limit: Option<usize>,
-    after: Option<decimal::Dec<u64>>,
-    before: Option<decimal::Dec<u64>>,
-    side: Option<Side>,
-    #[serde(default)]
-    reversed: bool,
-    code: Option<u16>,
-    user_data_128: Option<decimal::Dec<u128>>,
-    user_data_64: Option<decimal::Dec<u64>>,
-    user_data_32: Option<u32>,
-    consistency: Option<Consistency>,
-}
-
-#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-enum Side {
-    Debits,
-    Credits,
-}
-
-impl TransfersParams {
-    fn filter(&self) -> Result<bulwark_node::HistoryFilter, ApiError> {
-        let after = self.after.map_or(0, |a| a.0);
-        let before = self.before.map_or(u64::MAX, |b| b.0);
-        if after >= before {
-            return Err(ApiError::bad_request(
-                "invalid_query",
-                format!("after ({after}) must be below before ({before})"),
-            ));
-        }
-        Ok(bulwark_node::HistoryFilter {
-            after: Timestamp(after),
-            before: Timestamp(before),
-            debits: self.side != Some(Side::Credits),
-            credits: self.side != Some(Side::Debits),
-            reversed: self.reversed,
-            code: self.code.unwrap_or(0),
-            user_data_128: self.user_data_128.map_or(0, |u| u.0),
-            user_data_64: self.user_data_64.map_or(0, |u| u.0),
-            user_data_32: self.user_data_32.unwrap_or(0),
-            limit: history_limit(self.limit)?,
-        })
-    }
-}
-
 /// Linearizable (the default) reads wait for a Raft read index; `stale` reads answer from this
 /// node's state at once, even without a leader. A single node is its own leader: both are current.
 #[derive(Deserialize, Clone, Copy)]
 #[serde(rename_all = "snake_case")]
-enum Consistency {
+pub(crate) enum Consistency {
     Linearizable,
     Stale,
 }
 
-async fn read(
+pub(crate) async fn read(
     state: &AppState,
     query: NodeQuery,
     consistency: Option<Consistency>,
@@ -663,7 +611,7 @@ async fn read(
     }
 }
 
-fn query<T: serde::de::DeserializeOwned>(
+pub(crate) fn query<T: serde::de::DeserializeOwned>(
     q: Result<Query<T>, axum::extract::rejection::QueryRejection>,
 ) -> Result<T, ApiError> {
     q.map(|Query(t)| t)
@@ -683,7 +631,10 @@ fn quoted(text: &str) -> String {
 
 /// A path id as written by a client: decimal digits only, no sign, no leading zero, 1 to
 /// `u128::MAX` (so that `+1`, `01` and `1` are never three spellings of one account).
-fn path_id(raw: Result<Path<String>, PathRejection>, what: &str) -> Result<u128, ApiError> {
+pub(crate) fn path_id(
+    raw: Result<Path<String>, PathRejection>,
+    what: &str,
+) -> Result<u128, ApiError> {
     let Ok(Path(raw)) = raw else {
         return Err(ApiError::bad_request(
             "invalid_id",
@@ -703,7 +654,7 @@ fn path_id(raw: Result<Path<String>, PathRejection>, what: &str) -> Result<u128,
     }
 }
 
-fn read_response(body: impl serde::Serialize, applied_index: LogIndex) -> Response {
+pub(crate) fn read_response(body: impl serde::Serialize, applied_index: LogIndex) -> Response {
     let mut response = Json(body).into_response();
     response
         .headers_mut()
@@ -750,115 +701,6 @@ async fn get_transfer(
         )),
         _ => unreachable!("the node answers a transfer query with a transfer"),
     }
-}
-
-async fn get_account_transfers(
-    State(state): State<Arc<AppState>>,
-    raw: Result<Path<String>, PathRejection>,
-    params: Result<Query<TransfersParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<Response, ApiError> {
-    let params = query(params)?;
-    let id = AccountId(path_id(raw, "account")?);
-    let filter = params.filter()?;
-    let query = NodeQuery::AccountTransfers {
-        account: id,
-        filter,
-    };
-    let read = read(&state, query, params.consistency).await?;
-    let Answer::AccountTransfers(found) = read.answer else {
-        unreachable!("the node answers a history query with a page")
-    };
-    let Some(page) = found else {
-        return Err(ApiError::not_found(
-            "account_not_found",
-            format!("no account with id {id}"),
-        ));
-    };
-    let next = page.next.map(|ts| decimal::Dec(ts.0));
-    let (next_after, next_before) = if filter.reversed {
-        (None, next)
-    } else {
-        (next, None)
-    };
-    let transfers = page
-        .transfers
-        .into_iter()
-        .map(|(t, balances)| json::TransferOut::new(t, None, balances))
-        .collect();
-    Ok(read_response(
-        json::HistoryOut {
-            transfers,
-            next_after,
-            next_before,
-        },
-        read.applied_index,
-    ))
-}
-
-/// The page size a history query asks for: 1 to `MAX_HISTORY_PAGE`, `DEFAULT_HISTORY_PAGE` if
-/// not given.
-fn history_limit(limit: Option<usize>) -> Result<usize, ApiError> {
-    let limit = limit.unwrap_or(DEFAULT_HISTORY_PAGE);
-    if limit == 0 || limit > MAX_HISTORY_PAGE {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            format!("limit must be between 1 and {MAX_HISTORY_PAGE}, got {limit}"),
-        ));
-    }
-    Ok(limit)
-}
-
-/// An account's balances after each change, oldest first and paged like its transfers: kept
-/// for accounts created with `history` (409 `history_not_kept` for the others, whose balances
-/// only the account itself shows).
-async fn get_account_balances(
-    State(state): State<Arc<AppState>>,
-    raw: Result<Path<String>, PathRejection>,
-    params: Result<Query<HistoryParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<Response, ApiError> {
-    let params = query(params)?;
-    let id = AccountId(path_id(raw, "account")?);
-    let limit = history_limit(params.limit)?;
-    let after = Timestamp(params.after.unwrap_or(0));
-    let query = NodeQuery::AccountBalances {
-        account: id,
-        after,
-        limit,
-    };
-    let read = read(&state, query, params.consistency).await?;
-    let Answer::AccountBalances(found) = read.answer else {
-        unreachable!("the node answers a balances query with balances")
-    };
-    let Some((account, page)) = found else {
-        return Err(ApiError::not_found(
-            "account_not_found",
-            format!("no account with id {id}"),
-        ));
-    };
-    if !account
-        .flags
-        .contains(bulwark_ledger::AccountFlags::HISTORY)
-    {
-        return Err(ApiError::conflict(
-            "history_not_kept",
-            format!(
-                "account {id} was created without the `history` flag: only its current \
-                 balances are kept (GET /v1/accounts/{id})"
-            ),
-        ));
-    }
-    let next_after = (page.len() == limit).then(|| decimal::Dec(page[page.len() - 1].0 .0));
-    let balances = page
-        .into_iter()
-        .map(|(ts, b)| json::BalancesAt::new(ts, b))
-        .collect();
-    Ok(read_response(
-        json::BalancesPage {
-            balances,
-            next_after,
-        },
-        read.applied_index,
-    ))
 }
 
 pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
