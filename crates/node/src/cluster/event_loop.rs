@@ -206,7 +206,12 @@ impl ClusterLoop {
             Err(e) => self.held(e)?,
         }
         self.update_disk_full();
-        crate::access::publish(&self.access, self.replica.state());
+        // Until the log held at start is applied again, the store's tokens are those of its
+        // checkpoint: a token created since would be called invalid (401). The API answers 503
+        // `starting` until the first publication instead.
+        if self.recovering.is_none() {
+            crate::access::publish(&self.access, self.replica.state());
+        }
         if !self.replica.is_stalled() {
             if let Some(members) = self.installed.take() {
                 self.snapshot_installed(members)?;
