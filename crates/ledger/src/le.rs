@@ -42,26 +42,28 @@ impl<'a> LeReader<'a> {
     }
 }
 
-/// Appends fields one after another.
+/// Appends fields one after another: an implementor says how bytes are appended, the widths
+/// are written once here.
 pub trait LeWriter {
-    fn put_u128(&mut self, v: u128);
-    fn put_u64(&mut self, v: u64);
-    fn put_u32(&mut self, v: u32);
-    fn put_u16(&mut self, v: u16);
+    fn put(&mut self, field: &[u8]);
+
+    fn put_u128(&mut self, v: u128) {
+        self.put(&v.to_le_bytes());
+    }
+    fn put_u64(&mut self, v: u64) {
+        self.put(&v.to_le_bytes());
+    }
+    fn put_u32(&mut self, v: u32) {
+        self.put(&v.to_le_bytes());
+    }
+    fn put_u16(&mut self, v: u16) {
+        self.put(&v.to_le_bytes());
+    }
 }
 
 impl LeWriter for Vec<u8> {
-    fn put_u128(&mut self, v: u128) {
-        self.extend_from_slice(&v.to_le_bytes());
-    }
-    fn put_u64(&mut self, v: u64) {
-        self.extend_from_slice(&v.to_le_bytes());
-    }
-    fn put_u32(&mut self, v: u32) {
-        self.extend_from_slice(&v.to_le_bytes());
-    }
-    fn put_u16(&mut self, v: u16) {
-        self.extend_from_slice(&v.to_le_bytes());
+    fn put(&mut self, field: &[u8]) {
+        self.extend_from_slice(field);
     }
 }
 
@@ -82,11 +84,6 @@ impl<const N: usize> Default for LeArray<N> {
 }
 
 impl<const N: usize> LeArray<N> {
-    fn put(&mut self, field: &[u8]) {
-        self.bytes[self.at..self.at + field.len()].copy_from_slice(field);
-        self.at += field.len();
-    }
-
     /// Skips `n` reserved bytes, left zero.
     pub fn skip(&mut self, n: usize) {
         self.at += n;
@@ -100,16 +97,8 @@ impl<const N: usize> LeArray<N> {
 }
 
 impl<const N: usize> LeWriter for LeArray<N> {
-    fn put_u128(&mut self, v: u128) {
-        self.put(&v.to_le_bytes());
-    }
-    fn put_u64(&mut self, v: u64) {
-        self.put(&v.to_le_bytes());
-    }
-    fn put_u32(&mut self, v: u32) {
-        self.put(&v.to_le_bytes());
-    }
-    fn put_u16(&mut self, v: u16) {
-        self.put(&v.to_le_bytes());
+    fn put(&mut self, field: &[u8]) {
+        self.bytes[self.at..self.at + field.len()].copy_from_slice(field);
+        self.at += field.len();
     }
 }
