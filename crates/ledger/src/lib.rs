@@ -28,7 +28,7 @@ pub type IdMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomSta
 pub type IdSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 pub use types::{
-    Account, AccountFlags, AccountId, Amount, Balances, FlagSet, NewAccount, NewTransfer,
+    Account, AccountFlags, AccountId, Amount, Balances, Change, FlagSet, NewAccount, NewTransfer,
     PendingStatus, Timestamp, Transfer, TransferFlags, TransferId, AMOUNT_MAX, NANOS_PER_SECOND,
 };
 

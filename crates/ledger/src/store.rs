@@ -53,6 +53,9 @@ pub struct Changes {
     pub expiries_removed: Vec<(Timestamp, TransferId)>,
     /// Balances after each transfer, for accounts with the `history` flag, in timestamp order.
     pub balance_history: Vec<(AccountId, Timestamp, Balances)>,
+    /// Every balance-changing event (transfers and expiries) in timestamp order, with both
+    /// accounts' balances after it: the change feed.
+    pub changes: Vec<crate::types::Change>,
     /// Changes to the tokens, in order.
     pub access: Vec<AccessChange>,
     /// The audit trail's new records, in order.
@@ -186,6 +189,8 @@ pub struct MemoryStore {
     pub failed_transfers: HashMap<TransferId, Timestamp>,
     pub expiries: BTreeSet<(Timestamp, TransferId)>,
     pub balance_history: Vec<(AccountId, Timestamp, Balances)>,
+    /// The change feed, oldest first.
+    pub changes: Vec<crate::types::Change>,
     pub tokens: BTreeMap<TokenId, TokenRecord>,
     pub admin_bootstrapped: bool,
     pub audit: Vec<AuditRecord>,
@@ -272,6 +277,7 @@ impl LedgerStore for MemoryStore {
         }
         self.expiries.extend(changes.expiries_added);
         self.balance_history.extend(changes.balance_history);
+        self.changes.extend(changes.changes);
         self.last_timestamp = changes.last_timestamp;
     }
 }

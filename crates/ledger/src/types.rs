@@ -176,6 +176,21 @@ pub struct Balances {
     pub credits_posted: Amount,
 }
 
+/// One balance-changing event, as the change feed gives it: a transfer (single-phase, pending,
+/// post or void) or the expiry of a pending transfer, with both accounts' balances right after
+/// it. The accounts are the transfer's (for an expiry, the pending transfer's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// The event's timestamp: the transfer's, or the expiry's own.
+    pub timestamp: Timestamp,
+    /// The transfer; for an expiry, the pending transfer that expired.
+    pub transfer: TransferId,
+    /// The event is the expiry of `transfer`.
+    pub expired: bool,
+    pub debit: Balances,
+    pub credit: Balances,
+}
+
 /// A transfer as a client submits it. For `post_pending_transfer` and `void_pending_transfer`,
 /// zero accounts, ledger, code and user data mean "as the pending transfer"; a post's amount
 /// [`AMOUNT_MAX`] and a void's amount 0 mean the pending transfer's full amount. For

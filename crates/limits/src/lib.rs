@@ -44,6 +44,21 @@ pub const MAX_HISTORY_PAGE: usize = MAX_BATCH_EVENTS;
 /// cursor to go on from, so that no query holds the node loop for a whole account's history.
 pub const MAX_HISTORY_SCAN: usize = 65_536;
 
+/// Most index seeks one page of `POST /v1/accounts/query` or `/v1/transfers/query` makes: where
+/// the lists of several filter fields interleave without meeting, a page answers what it found
+/// and a cursor to go on from rather than hold the node loop (a seek costs about a microsecond).
+pub const MAX_QUERY_SEEKS: usize = 65_536;
+
+/// Longest a change feed request waits for a change when it is caught up (`wait_ms`): long
+/// enough that a consumer idles on few requests, short enough for proxies' idle timeouts.
+pub const MAX_CHANGES_WAIT: Duration = Duration::from_secs(30);
+
+/// Most entries in one row of the `transfer_index` table (3 KiB of 24-byte entries): a row fits
+/// one 4 KiB B-tree page. With larger rows, a checkpoint that adds rows in key order just before
+/// a large row (one value's new transfers before the next value's list) split off a page per row:
+/// 31,000 rows of a unique `user_data_64` took 31,095 pages, 140 MB for 3 MB of entries.
+pub const TRANSFER_INDEX_RUN: usize = 128;
+
 /// How long the id of a transfer refused for a transient reason (an account missing, a balance
 /// limit, a closed account) stays reserved, in ledger time: a retry with that id within it answers
 /// `id_already_failed`, later it is a new transfer. A week outlasts any client's retries while

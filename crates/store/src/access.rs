@@ -91,8 +91,7 @@ impl StateStore {
     ) -> Result<Vec<AuditRecord>, StoreError> {
         let after_key = after.map(|(ts, index)| (ts.0, index));
         let mut page = self.checkpointed_audit(after_key, limit)?;
-        let frozen = self.frozen.as_ref().map(|f| &f.memtable);
-        for memtable in frozen.into_iter().chain(std::iter::once(&self.active)) {
+        for memtable in self.memtables_oldest_first() {
             let newer = memtable
                 .audit
                 .iter()

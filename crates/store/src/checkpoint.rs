@@ -6,19 +6,22 @@ use std::path::Path;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use bulwark_ledger::{Account, Timestamp};
-use bulwark_limits::{ACCOUNT_TRANSFERS_RUN, FAILED_TRANSFERS_PURGE, SPACE_RETRY};
+use bulwark_ledger::{Account, Timestamp, TransferId};
+use bulwark_limits::{
+    ACCOUNT_TRANSFERS_RUN, FAILED_TRANSFERS_PURGE, SPACE_RETRY, TRANSFER_INDEX_RUN,
+};
 use redb::{Database, ReadableTable};
 
 use crate::disk::open_reader;
 use crate::error::{redb_err, StoreError};
+use crate::field_index::{FieldIndex, EVERY_TRANSFER};
 use crate::memtable::{Frozen, Memtable};
 use crate::records;
 use crate::state::StateStore;
 use crate::tables::{
-    ACCOUNTS, ACCOUNT_TRANSFERS, BALANCE_HISTORY, EXPIRIES, FAILED_TRANSFERS,
+    ACCOUNTS, ACCOUNT_TRANSFERS, BALANCE_HISTORY, CHANGES, EXPIRIES, FAILED_TRANSFERS,
     FAILED_TRANSFERS_BY_TIME, MEMBERSHIP, MEMBERSHIP_KEY, META, META_APPLIED_INDEX,
-    META_APPLIED_TERM, META_LAST_TIMESTAMP, PENDING, TRANSFERS,
+    META_APPLIED_TERM, META_LAST_TIMESTAMP, PENDING, TRANSFERS, TRANSFER_INDEX,
 };
 
 /// Bytes the file system holding `dir` has free for an unprivileged writer, if statvfs answers.
@@ -282,10 +285,13 @@ fn estimate_bytes(memtable: &Memtable, accounts: usize) -> u64 {
         .map(|v| 64 + v.len() as u64 * 24)
         .sum::<u64>();
     let history = memtable.balance_history.len() as u64 * 120;
+    // The list of every transfer and about three field lists each, and the change feed.
+    let index = index + memtable.transfers.len() as u64 * 4 * 24;
+    let changes = memtable.changes.len() as u64 * 160;
     let pending = memtable.pending.len() as u64 * 48;
     let expiries = memtable.expiry_changes.len() as u64 * 48;
     let accounts = accounts as u64 * 192;
-    (1 << 20) + transfers + index + history + pending + expiries + accounts
+    (1 << 20) + transfers + index + history + changes + pending + expiries + accounts
 }
 
 fn write_checkpoint(path: &Path, db: &Database, frozen: &Frozen) -> FlushOutcome {
@@ -358,6 +364,37 @@ fn write_transfers(txn: &redb::WriteTransaction, m: &Memtable) -> Result<(), red
     Ok(())
 }
 
+/// The memtable's field index lists and its list of every transfer, each in runs of at most
+/// `TRANSFER_INDEX_RUN` (see `tables.rs`). The index is built here, off the node loop, rather than
+/// taken from the memtable, whose own is built only as far as queries needed it.
+fn write_transfer_index(txn: &redb::WriteTransaction, m: &Memtable) -> Result<(), redb::Error> {
+    let mut table = txn.open_table(TRANSFER_INDEX)?;
+    let mut write_runs =
+        |tag: u8, value: u128, keys: &mut dyn Iterator<Item = (Timestamp, TransferId)>| {
+            let mut run = Vec::with_capacity(TRANSFER_INDEX_RUN);
+            loop {
+                run.clear();
+                run.extend(keys.take(TRANSFER_INDEX_RUN));
+                let Some(&(last, _)) = run.last() else {
+                    return Ok::<_, redb::Error>(());
+                };
+                table.insert((tag, value, last.0), records::encode_run(&run).as_slice())?;
+            }
+        };
+    write_runs(
+        EVERY_TRANSFER,
+        0,
+        &mut m.transfers.iter().map(|t| (t.timestamp, t.id)),
+    )?;
+    let mut index = FieldIndex::default();
+    index.extend_to(m.transfers.len(), |p| m.transfers.at(p));
+    for (field, value, positions) in index.sorted_lists() {
+        let keys = &mut positions.iter().map(|&p| m.transfers.key_at(p));
+        write_runs(field.tag(), value, keys)?;
+    }
+    Ok(())
+}
+
 fn write_tables(txn: &redb::WriteTransaction, frozen: &Frozen) -> Result<(), redb::Error> {
     let m = &frozen.memtable;
     let mut accounts = txn.open_table(ACCOUNTS)?;
@@ -383,6 +420,11 @@ fn write_tables(txn: &redb::WriteTransaction, frozen: &Frozen) -> Result<(), red
             let last = run.last().expect("chunks are not empty").0;
             index.insert((account, last.0), records::encode_run(&run).as_slice())?;
         }
+    }
+    write_transfer_index(txn, m)?;
+    let mut changes = txn.open_table(CHANGES)?;
+    for c in &m.changes {
+        changes.insert(c.timestamp.0, records::encode_change(c).as_slice())?;
     }
     let mut history = txn.open_table(BALANCE_HISTORY)?;
     for ((account, ts), b) in &m.balance_history {

@@ -10,7 +10,10 @@ use redb::{Database, ReadOnlyTable, ReadableDatabase};
 
 use crate::error::{redb_err, StoreError};
 use crate::state::StateStore;
-use crate::tables::{ACCOUNT_TRANSFERS, BALANCE_HISTORY, FAILED_TRANSFERS, PENDING, TRANSFERS};
+use crate::tables::{
+    ACCOUNT_TRANSFERS, BALANCE_HISTORY, CHANGES, FAILED_TRANSFERS, PENDING, TRANSFERS,
+    TRANSFER_INDEX,
+};
 
 /// Read handles on the last committed checkpoint.
 pub(crate) struct Reader {
@@ -19,6 +22,8 @@ pub(crate) struct Reader {
     pub(crate) failed_transfers: ReadOnlyTable<u128, u64>,
     pub(crate) account_transfers: ReadOnlyTable<(u128, u64), &'static [u8]>,
     pub(crate) balance_history: ReadOnlyTable<(u128, u64), &'static [u8]>,
+    pub(crate) transfer_index: ReadOnlyTable<(u8, u128, u64), &'static [u8]>,
+    pub(crate) changes: ReadOnlyTable<u64, &'static [u8]>,
 }
 
 /// The open database and read handles on its last committed checkpoint.
@@ -164,5 +169,11 @@ pub(crate) fn open_reader(path: &Path, db: &Database) -> Result<Reader, StoreErr
         balance_history: read
             .open_table(BALANCE_HISTORY)
             .map_err(redb_err(path, "open balance history"))?,
+        transfer_index: read
+            .open_table(TRANSFER_INDEX)
+            .map_err(redb_err(path, "open transfer index"))?,
+        changes: read
+            .open_table(CHANGES)
+            .map_err(redb_err(path, "open changes"))?,
     })
 }

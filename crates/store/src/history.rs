@@ -134,11 +134,7 @@ impl StateStore {
         reversed: bool,
         max: usize,
     ) -> Result<Vec<(Timestamp, TransferId)>, StoreError> {
-        let frozen = self.frozen.as_ref().map(|f| &f.memtable);
-        let memtables: Vec<_> = frozen
-            .into_iter()
-            .chain(std::iter::once(&self.active))
-            .collect();
+        let memtables: Vec<_> = self.memtables_oldest_first().collect();
         let in_window = |ts: Timestamp| after < ts && ts < before;
         let mut keys = Vec::new();
         let from_memtables = |keys: &mut Vec<(Timestamp, TransferId)>, reversed: bool| {

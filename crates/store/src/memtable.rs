@@ -2,12 +2,15 @@
 //! and the frozen memtable a running (or failed) checkpoint writes. Reads look here before redb.
 
 use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
 
 use bulwark_ledger::access::{AuditRecord, TokenRecord};
 use bulwark_ledger::{
-    Account, AccountId, Balances, Changes, IdMap, PendingStatus, Timestamp, Transfer, TransferId,
+    Account, AccountId, Balances, Change, Changes, IdMap, PendingStatus, Timestamp, Transfer,
+    TransferId,
 };
 
+use crate::field_index::FieldIndex;
 use crate::state::StateStore;
 
 /// Changes since the last freeze: new transfers and everything derived from them.
@@ -26,6 +29,23 @@ pub(crate) struct Memtable {
     pub(crate) max_transfer_id: u128,
     /// New audit records, oldest first.
     pub(crate) audit: Vec<AuditRecord>,
+    /// The change feed's new events, in timestamp order.
+    pub(crate) changes: Vec<Change>,
+    /// The field indexes of `transfers`, built as far as the last query needed them (see
+    /// `field_index.rs`). A mutex because the frozen memtable is shared with its checkpoint.
+    pub(crate) query_index: Mutex<FieldIndex>,
+}
+
+impl Memtable {
+    /// The field indexes of every transfer here, locked for one query.
+    pub(crate) fn query_index(&self) -> MutexGuard<'_, FieldIndex> {
+        let mut index = self
+            .query_index
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        index.extend_to(self.transfers.len(), |p| self.transfers.at(p));
+        index
+    }
 }
 
 /// A memtable's transfers in the order they were applied, and where each id is among them. The
@@ -92,16 +112,32 @@ impl StateStore {
         self.active.transfers.len()
     }
 
+    /// The memtables, newest first.
     pub(crate) fn memtables(&self) -> impl Iterator<Item = &Memtable> {
         std::iter::once(&self.active).chain(self.frozen.as_ref().map(|f| &f.memtable))
+    }
+
+    /// The memtables, oldest first: the frozen one (if a checkpoint is writing it), the active.
+    /// Each holds only later timestamps than the checkpoint and the memtables before it.
+    pub(crate) fn memtables_oldest_first(&self) -> impl Iterator<Item = &Memtable> {
+        let frozen = self.frozen.as_ref().map(|f| &f.memtable);
+        frozen.into_iter().chain(std::iter::once(&self.active))
     }
 
     /// Records what a batch changed: accounts in memory (marked for the next checkpoint), the rest
     /// in the active memtable.
     pub(crate) fn record_changes(&mut self, changes: Changes) {
+        let known_accounts = self.accounts_by_time.len();
         for account in changes.accounts {
             self.dirty_accounts.insert(account.id);
-            self.accounts.insert(account.id, account);
+            if self.accounts.insert(account.id, account).is_none() {
+                self.add_to_account_index(&account);
+            }
+        }
+        if self.accounts_by_time.len() > known_accounts {
+            let (by_time, accounts) = (&self.accounts_by_time, &self.accounts);
+            self.account_index
+                .extend_to(by_time.len(), |p| &accounts[&by_time[p as usize].1]);
         }
         let m = &mut self.active;
         for t in changes.transfers {
@@ -131,6 +167,13 @@ impl StateStore {
             m.balance_history.insert((account, ts), balances);
         }
         m.audit.extend(changes.audit);
+        if let (Some(last), Some(first)) = (m.changes.last(), changes.changes.first()) {
+            assert!(
+                last.timestamp < first.timestamp,
+                "the change feed only grows"
+            );
+        }
+        m.changes.extend(changes.changes);
         if !changes.access.is_empty() {
             bulwark_ledger::apply_access_changes(
                 &mut self.tokens,
@@ -141,5 +184,18 @@ impl StateStore {
             self.tokens_generation += 1;
         }
         self.last_timestamp = changes.last_timestamp;
+    }
+}
+
+impl StateStore {
+    /// Places a new account last in timestamp order (accounts are created in it).
+    fn add_to_account_index(&mut self, account: &Account) {
+        if let Some(&(last, _)) = self.accounts_by_time.last() {
+            assert!(
+                last < account.timestamp,
+                "accounts are created in timestamp order"
+            );
+        }
+        self.accounts_by_time.push((account.timestamp, account.id));
     }
 }

@@ -42,8 +42,7 @@ impl StateStore {
             page = self.checkpointed_balances(account, after, limit)?;
         }
         // Memtables hold only later timestamps than the checkpoint, frozen before active.
-        let frozen = self.frozen.as_ref().map(|f| &f.memtable);
-        for memtable in frozen.into_iter().chain(std::iter::once(&self.active)) {
+        for memtable in self.memtables_oldest_first() {
             let room = limit.saturating_sub(page.len());
             let from = (account, Timestamp(after.0.saturating_add(1)));
             let to = (account, Timestamp(u64::MAX));
@@ -93,8 +92,7 @@ impl StateStore {
         account: AccountId,
         ts: Timestamp,
     ) -> Result<Option<Balances>, StoreError> {
-        let frozen = self.frozen.as_ref().map(|f| &f.memtable);
-        for memtable in std::iter::once(&self.active).chain(frozen) {
+        for memtable in self.memtables() {
             if let Some(b) = memtable.balance_history.get(&(account, ts)) {
                 return Ok(Some(*b));
             }
@@ -123,21 +121,18 @@ impl StateStore {
     }
 }
 
-impl LedgerStore for StateStore {
-    fn account(&self, id: AccountId) -> Option<Account> {
-        self.accounts.get(&id).copied()
-    }
-
-    fn transfer(&self, id: TransferId) -> Option<Transfer> {
+impl StateStore {
+    /// The transfer with `id`, from the memtables or the last checkpoint.
+    pub(crate) fn stored_transfer(&self, id: TransferId) -> Result<Option<Transfer>, StoreError> {
         for memtable in self.memtables() {
             if let Some(t) = memtable.transfers.get(&id) {
-                return Some(*t);
+                return Ok(Some(*t));
             }
         }
         if id.0 > self.stored_max_transfer_id {
-            return None;
+            return Ok(None);
         }
-        let read = self.read_waiting(|reader| {
+        self.read_waiting(|reader| {
             let Some(value) = reader
                 .transfers
                 .get(id.0)
@@ -152,8 +147,18 @@ impl LedgerStore for StateStore {
                     table: "transfers",
                     key: id.to_string(),
                 })
-        });
-        read.unwrap_or_else(|e| panic!("read transfer {id}: {e}"))
+        })
+    }
+}
+
+impl LedgerStore for StateStore {
+    fn account(&self, id: AccountId) -> Option<Account> {
+        self.accounts.get(&id).copied()
+    }
+
+    fn transfer(&self, id: TransferId) -> Option<Transfer> {
+        self.stored_transfer(id)
+            .unwrap_or_else(|e| panic!("read transfer {id}: {e}"))
     }
 
     fn pending_status(&self, id: TransferId) -> Option<PendingStatus> {

@@ -3,8 +3,8 @@
 
 use bulwark_ledger::le::{LeArray, LeReader, LeWriter};
 use bulwark_ledger::{
-    Account, AccountFlags, AccountId, Balances, FlagSet, Timestamp, Transfer, TransferFlags,
-    TransferId,
+    Account, AccountFlags, AccountId, Balances, Change, FlagSet, Timestamp, Transfer,
+    TransferFlags, TransferId,
 };
 
 pub const ACCOUNT_BYTES: usize = 128;
@@ -68,7 +68,7 @@ pub const TRANSFER_MAX_BYTES: usize = 4 + 6 * 16 + 2 * 8 + 5 * 4;
 /// bytes, 1 = 4 bytes, 2 = 8 bytes, 3 = 16 bytes). Transfers are the bulk of the store, and most
 /// of a 128-bit field is zero in most ledgers (pending id and user data unset, ids and amounts
 /// below 2^64): written whole, each checkpoint would write twice the bytes.
-pub fn encode_transfer(t: &Transfer) -> CompactRecord {
+pub fn encode_transfer(t: &Transfer) -> CompactRecord<TRANSFER_MAX_BYTES> {
     let mut r = CompactRecord::default();
     for v in [
         t.id.0,
@@ -114,18 +114,70 @@ fn narrow<T: TryFrom<u128>>(v: u128) -> Option<T> {
     T::try_from(v).ok()
 }
 
-/// A record of fields in the widths their values need; see [`encode_transfer`].
-pub struct CompactRecord {
-    bytes: [u8; TRANSFER_MAX_BYTES],
+/// The most bytes a change record takes: its widths word, the transfer id, the expiry mark and
+/// eight balances at their widest.
+pub const CHANGE_MAX_BYTES: usize = 4 + 16 + 4 + 8 * 16;
+
+/// A change of the feed (`changes`, keyed by the event's timestamp), in the compact form of a
+/// transfer record: `widths:u32`, then `transfer id, expired (0 or 1), the debit account's
+/// debits_pending, debits_posted, credits_pending, credits_posted, the credit account's four`.
+pub fn encode_change(c: &Change) -> CompactRecord<CHANGE_MAX_BYTES> {
+    let mut r = CompactRecord::default();
+    r.push(c.transfer.0);
+    r.push(u128::from(c.expired));
+    for b in [&c.debit, &c.credit] {
+        for v in [
+            b.debits_pending,
+            b.debits_posted,
+            b.credits_pending,
+            b.credits_posted,
+        ] {
+            r.push(v);
+        }
+    }
+    r.finish()
+}
+
+/// The change at `timestamp` (its key) from its record.
+pub fn decode_change(timestamp: Timestamp, b: &[u8]) -> Option<Change> {
+    let mut r = CompactReader::new(b)?;
+    let transfer = TransferId(r.next(16)?);
+    let expired = match r.next(1)? {
+        0 => false,
+        1 => true,
+        _ => return None,
+    };
+    let mut balances = || -> Option<Balances> {
+        Some(Balances {
+            debits_pending: r.next(16)?,
+            debits_posted: r.next(16)?,
+            credits_pending: r.next(16)?,
+            credits_posted: r.next(16)?,
+        })
+    };
+    let (debit, credit) = (balances()?, balances()?);
+    r.is_done().then_some(Change {
+        timestamp,
+        transfer,
+        expired,
+        debit,
+        credit,
+    })
+}
+
+/// A record of fields in the widths their values need, at most `N` bytes; see
+/// [`encode_transfer`].
+pub struct CompactRecord<const N: usize> {
+    bytes: [u8; N],
     len: usize,
     widths: u32,
     fields: u32,
 }
 
-impl Default for CompactRecord {
+impl<const N: usize> Default for CompactRecord<N> {
     fn default() -> Self {
         CompactRecord {
-            bytes: [0; TRANSFER_MAX_BYTES],
+            bytes: [0; N],
             len: 4,
             widths: 0,
             fields: 0,
@@ -133,7 +185,7 @@ impl Default for CompactRecord {
     }
 }
 
-impl CompactRecord {
+impl<const N: usize> CompactRecord<N> {
     fn push(&mut self, v: u128) {
         let (code, width) = if v == 0 {
             (0, 0)
@@ -227,6 +279,27 @@ pub fn encode_run(run: &[(Timestamp, TransferId)]) -> Vec<u8> {
         b.put_u128(id.0);
     }
     b
+}
+
+/// The entries of a run, for a binary search without decoding the whole run; `None` if its
+/// length is not a whole number of entries.
+pub(crate) fn run_entries(b: &[u8]) -> Option<RunEntries<'_>> {
+    (b.len().is_multiple_of(RUN_ENTRY_BYTES) && !b.is_empty()).then_some(RunEntries(b))
+}
+
+/// A run's entries, read one at a time.
+#[derive(Clone, Copy)]
+pub(crate) struct RunEntries<'a>(&'a [u8]);
+
+impl RunEntries<'_> {
+    pub fn len(&self) -> usize {
+        self.0.len() / RUN_ENTRY_BYTES
+    }
+
+    pub fn get(&self, i: usize) -> (Timestamp, TransferId) {
+        let mut r = LeReader::new(&self.0[i * RUN_ENTRY_BYTES..(i + 1) * RUN_ENTRY_BYTES]);
+        (Timestamp(r.u64()), TransferId(r.u128()))
+    }
 }
 
 pub fn decode_run(b: &[u8]) -> Option<impl Iterator<Item = (Timestamp, TransferId)> + '_> {

@@ -8,8 +8,9 @@
 //! header = "BWSNAP" | version u16
 //! row    = table u8 | key_len u32 | key | value_len u32 | value
 //!          (tables: 0 meta, 1 accounts, 2 transfers, 3 pending_status, 4 pending_expiries,
-//!           5 account_transfers, 6 balance_history, 7 membership, 8 tokens, 9 audit; keys and values in redb's
-//!           own encoding)
+//!           5 account_transfers, 6 balance_history, 7 membership, 8 tokens, 9 audit,
+//!           10 failed_transfers, 11 failed_transfers_by_time, 12 transfer_index, 13 changes;
+//!           keys and values in redb's own encoding)
 //! trailer= 0xFF | rows u64 | applied_index u64
 //! ```
 
@@ -17,7 +18,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-use bulwark_limits::{ACCOUNT_TRANSFERS_RUN, MAX_SNAPSHOT_FRAME};
+use bulwark_limits::{ACCOUNT_TRANSFERS_RUN, MAX_SNAPSHOT_FRAME, TRANSFER_INDEX_RUN};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 
 use crate::StoreError;
@@ -26,9 +27,10 @@ const MAGIC: &[u8; 6] = b"BWSNAP";
 const VERSION: u16 = 1;
 const TRAILER: u8 = 0xFF;
 
-// The largest row, a full run of the account index (`(timestamp u64, transfer id u64)` pairs)
-// with its table tag and key, fits one frame.
-const _: () = assert!(1 + 16 + ACCOUNT_TRANSFERS_RUN * 16 + 64 <= MAX_SNAPSHOT_FRAME);
+// The largest row, a full run of the account or transfer index (`(timestamp u64, transfer id
+// u128)` pairs) with its table tag and key, fits one frame.
+const _: () = assert!(1 + 64 + ACCOUNT_TRANSFERS_RUN * 24 + 64 <= MAX_SNAPSHOT_FRAME);
+const _: () = assert!(1 + 64 + TRANSFER_INDEX_RUN * 24 + 64 <= MAX_SNAPSHOT_FRAME);
 
 /// What a snapshot holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,6 +145,8 @@ impl SnapshotSource {
             11,
             &mut sink,
         )?;
+        export_table(&read, crate::tables::TRANSFER_INDEX, 12, &mut sink)?;
+        export_table(&read, crate::tables::CHANGES, 13, &mut sink)?;
         let mut body = Vec::new();
         body.clear();
         body.push(TRAILER);
@@ -354,6 +358,8 @@ fn import_frame(txn: &redb::WriteTransaction, body: &[u8]) -> Result<(), RowErro
         9 => import_row(txn, crate::tables::AUDIT, key, value),
         10 => import_row(txn, crate::tables::FAILED_TRANSFERS, key, value),
         11 => import_row(txn, crate::tables::FAILED_TRANSFERS_BY_TIME, key, value),
+        12 => import_row(txn, crate::tables::TRANSFER_INDEX, key, value),
+        13 => import_row(txn, crate::tables::CHANGES, key, value),
         tag => Err(RowError::Invalid(SnapshotError::UnknownTable { tag })),
     }
 }

@@ -17,13 +17,15 @@ use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
 use crate::checkpoint::Flushing;
 use crate::disk::{open_reader, Disk};
 use crate::error::{redb_err, StoreError};
+use crate::field_index::FieldIndex;
 use crate::memtable::{Frozen, Memtable};
 use crate::records;
 use crate::snapshot;
 use crate::tables::{
-    ACCOUNTS, ACCOUNT_TRANSFERS, AUDIT, BALANCE_HISTORY, EXPIRIES, FAILED_TRANSFERS,
+    ACCOUNTS, ACCOUNT_TRANSFERS, AUDIT, BALANCE_HISTORY, CHANGES, EXPIRIES, FAILED_TRANSFERS,
     FAILED_TRANSFERS_BY_TIME, FORMAT_VERSION, MEMBERSHIP, MEMBERSHIP_KEY, META, META_APPLIED_INDEX,
     META_APPLIED_TERM, META_FORMAT, META_LAST_TIMESTAMP, PENDING, TOKENS, TRANSFERS,
+    TRANSFER_INDEX,
 };
 
 pub struct StateStore {
@@ -43,6 +45,9 @@ pub struct StateStore {
     /// Free space a checkpoint leaves beyond twice its estimated size; `None`: no check.
     pub(crate) space_reserve: Option<u64>,
     pub(crate) accounts: IdMap<AccountId, Account>,
+    /// Every account, in timestamp (creation) order: the sequence `account_index` indexes.
+    pub(crate) accounts_by_time: Vec<(Timestamp, AccountId)>,
+    pub(crate) account_index: FieldIndex,
     pub(crate) dirty_accounts: IdSet<AccountId>,
     pub(crate) expiries: BTreeSet<(Timestamp, TransferId)>,
     pub(crate) active: Memtable,
@@ -87,6 +92,7 @@ impl StateStore {
             "state store opened at checkpoint"
         );
         let db = Arc::new(db);
+        let (accounts_by_time, account_index) = index_accounts(&loaded.accounts);
         Ok(StateStore {
             path: path.into(),
             shared_db: Arc::new(RwLock::new(Some(db.clone()))),
@@ -101,6 +107,8 @@ impl StateStore {
             short_of_space: false,
             space_reserve: Some(SPACE_RESERVE),
             accounts: loaded.accounts,
+            accounts_by_time,
+            account_index,
             dirty_accounts: IdSet::default(),
             expiries: loaded.expiries,
             active: Memtable::default(),
@@ -184,6 +192,17 @@ impl StateStore {
     }
 }
 
+/// The accounts in timestamp order and their field indexes.
+fn index_accounts(
+    accounts: &IdMap<AccountId, Account>,
+) -> (Vec<(Timestamp, AccountId)>, FieldIndex) {
+    let mut by_time: Vec<_> = accounts.values().map(|a| (a.timestamp, a.id)).collect();
+    by_time.sort_unstable();
+    let mut index = FieldIndex::default();
+    index.extend_to(by_time.len(), |p| &accounts[&by_time[p as usize].1]);
+    (by_time, index)
+}
+
 /// A process-wide counter, so that a store opened anew (an installed snapshot) never repeats a
 /// generation an earlier store of this process gave out.
 fn next_tokens_generation() -> u64 {
@@ -228,6 +247,10 @@ fn create_tables(path: &Path, db: &Database) -> Result<(), StoreError> {
         txn.open_table(ACCOUNT_TRANSFERS)
             .map_err(redb_err(path, "create tables"))?;
         txn.open_table(BALANCE_HISTORY)
+            .map_err(redb_err(path, "create tables"))?;
+        txn.open_table(TRANSFER_INDEX)
+            .map_err(redb_err(path, "create tables"))?;
+        txn.open_table(CHANGES)
             .map_err(redb_err(path, "create tables"))?;
         txn.open_table(MEMBERSHIP)
             .map_err(redb_err(path, "create tables"))?;

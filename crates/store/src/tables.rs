@@ -1,4 +1,4 @@
-//! The schema of `state.redb` (format version 3): its tables and meta keys, and redb's cache size.
+//! The schema of `state.redb` (format version 4): its tables and meta keys, and redb's cache size.
 //! The table of the on-disk formats in ARCHITECTURE.md describes each.
 
 use redb::TableDefinition;
@@ -23,6 +23,14 @@ pub(crate) const EXPIRIES: TableDefinition<(u64, u128), ()> =
 /// checkpoint rather than two per transfer.
 pub(crate) const ACCOUNT_TRANSFERS: TableDefinition<(u128, u64), &[u8]> =
     TableDefinition::new("account_transfers");
+/// The field indexes of transfers (`field_index.rs`) as packed runs: key (field tag, value,
+/// timestamp of the run's last entry), value `[(timestamp u64, transfer id u128)]` in timestamp
+/// order, as `account_transfers`. Tag 0 with value 0 lists every transfer. One checkpoint writes
+/// each of its lists split at `bulwark_limits::TRANSFER_INDEX_RUN`.
+pub(crate) const TRANSFER_INDEX: TableDefinition<(u8, u128, u64), &[u8]> =
+    TableDefinition::new("transfer_index");
+/// The change feed: the event's timestamp -> `records::encode_change`.
+pub(crate) const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("changes");
 pub(crate) const BALANCE_HISTORY: TableDefinition<(u128, u64), &[u8]> =
     TableDefinition::new("balance_history");
 
@@ -31,7 +39,7 @@ pub(crate) const TOKENS: TableDefinition<u64, &[u8]> = TableDefinition::new("tok
 /// The audit trail, keyed by (timestamp, log index) (`encoding::encode_audit`); appended only.
 pub(crate) const AUDIT: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("audit");
 
-pub(crate) const FORMAT_VERSION: u64 = 3;
+pub(crate) const FORMAT_VERSION: u64 = 4;
 pub(crate) const META_FORMAT: &str = "format_version";
 /// The cluster configuration as of the checkpoint (opaque bytes of the consensus layer).
 pub(crate) const MEMBERSHIP: TableDefinition<&str, &[u8]> = TableDefinition::new("membership");

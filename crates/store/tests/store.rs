@@ -6,7 +6,7 @@ use bulwark_ledger::{
     Operation, Timestamp, TransferFlags, TransferId,
 };
 use bulwark_store::snapshot::SnapshotError;
-use bulwark_store::{HistoryFilter, StateStore, StoreError};
+use bulwark_store::{HistoryFilter, QueryFilter, QueryPage, StateStore, StoreError};
 use proptest::prelude::*;
 
 fn accounts_batch(ts: u64) -> Batch {
@@ -76,13 +76,165 @@ fn transfer(raw: &(u128, u128, u128, u128, u8, u32)) -> NewTransfer {
         pending_id: TransferId(pending_id),
         timeout: if kind == 1 { timeout } else { 0 },
         ledger: if plain { 1 } else { 0 },
-        code: if plain { 1 } else { 0 },
+        // Values the queries filter on, spread over the transfers (posts and voids inherit them).
+        code: if plain { 1 + (id % 3) as u16 } else { 0 },
+        user_data_32: if plain { (id % 2) as u32 } else { 0 },
         flags,
         ..NewTransfer::default()
     }
 }
 
+/// Every page of a query, chained through its cursor.
+fn query_pages<T>(
+    mut filter: QueryFilter,
+    mut page: impl FnMut(&QueryFilter) -> QueryPage<T>,
+) -> Vec<T> {
+    let mut found = Vec::new();
+    loop {
+        let next = page(&filter);
+        assert!(
+            next.found.len() <= filter.limit,
+            "a page holds at most its limit"
+        );
+        found.extend(next.found);
+        match (next.next, filter.reversed) {
+            (None, _) => return found,
+            (Some(ts), false) => filter.timestamp_min = ts,
+            (Some(ts), true) => filter.timestamp_max = ts,
+        }
+    }
+}
+
+/// Queries of transfers and accounts, each field alone and together, either order, a window.
+fn assert_queries(store: &StateStore, reference: &MemoryStore) {
+    let any = QueryFilter {
+        user_data_128: 0,
+        user_data_64: 0,
+        user_data_32: 0,
+        ledger: 0,
+        code: 0,
+        timestamp_min: Timestamp(0),
+        timestamp_max: Timestamp(u64::MAX),
+        reversed: false,
+        limit: 2,
+    };
+    let mut by_time: Vec<_> = reference.transfers.values().copied().collect();
+    by_time.sort_by_key(|t| t.timestamp);
+    let middle = by_time.get(by_time.len() / 2).map_or(0, |t| t.timestamp.0);
+    let filters = [
+        any,
+        QueryFilter { code: 2, ..any },
+        QueryFilter {
+            ledger: 1,
+            code: 3,
+            ..any
+        },
+        QueryFilter {
+            user_data_32: 1,
+            code: 2,
+            ..any
+        },
+        QueryFilter {
+            user_data_32: 1,
+            ledger: 1,
+            timestamp_min: Timestamp(middle),
+            ..any
+        },
+        QueryFilter {
+            timestamp_max: Timestamp(middle),
+            ..any
+        },
+        QueryFilter { ledger: 2, ..any },
+    ];
+    for filter in filters {
+        for reversed in [false, true] {
+            let filter = QueryFilter { reversed, ..filter };
+            let mut expected: Vec<_> = by_time
+                .iter()
+                .filter(|t| {
+                    matches(
+                        &filter,
+                        t.timestamp,
+                        t.ledger,
+                        t.code,
+                        t.user_data_32,
+                        t.user_data_64,
+                    )
+                })
+                .copied()
+                .collect();
+            if reversed {
+                expected.reverse();
+            }
+            let found = query_pages(filter, |f| store.query_transfers(f).unwrap());
+            assert_eq!(found, expected, "transfers of {filter:?}");
+        }
+    }
+    let mut accounts: Vec<_> = reference.accounts.values().copied().collect();
+    accounts.sort_by_key(|a| a.timestamp);
+    for filter in [
+        any,
+        QueryFilter {
+            user_data_64: 3,
+            ..any
+        },
+        QueryFilter {
+            ledger: 1,
+            code: 1,
+            ..any
+        },
+    ] {
+        for reversed in [false, true] {
+            let filter = QueryFilter { reversed, ..filter };
+            let mut expected: Vec<_> = accounts
+                .iter()
+                .filter(|a| {
+                    matches(
+                        &filter,
+                        a.timestamp,
+                        a.ledger,
+                        a.code,
+                        a.user_data_32,
+                        a.user_data_64,
+                    )
+                })
+                .copied()
+                .collect();
+            if reversed {
+                expected.reverse();
+            }
+            let found = query_pages(filter, |f| store.query_accounts(f).unwrap());
+            assert_eq!(found, expected, "accounts of {filter:?}");
+        }
+    }
+}
+
+/// The reference's reading of a filter (the store's comes from its indexes).
+fn matches(f: &QueryFilter, ts: Timestamp, ledger: u32, code: u16, ud32: u32, ud64: u64) -> bool {
+    (f.timestamp_min..=f.timestamp_max).contains(&ts)
+        && (f.ledger == 0 || f.ledger == ledger)
+        && (f.code == 0 || f.code == code)
+        && (f.user_data_32 == 0 || f.user_data_32 == ud32)
+        && (f.user_data_64 == 0 || f.user_data_64 == ud64)
+}
+
+/// The change feed, read in pages of 3, is the reference's.
+fn assert_feed(store: &StateStore, reference: &MemoryStore) {
+    let mut seen = Vec::new();
+    let mut after = Timestamp(0);
+    loop {
+        let page = store.changes_after(after, 3).unwrap();
+        assert!(page.len() <= 3);
+        let Some(last) = page.last() else { break };
+        after = last.timestamp;
+        seen.extend(page);
+    }
+    assert_eq!(seen, reference.changes, "the change feed");
+}
+
 fn assert_same(store: &StateStore, reference: &MemoryStore) {
+    assert_queries(store, reference);
+    assert_feed(store, reference);
     for (id, a) in &reference.accounts {
         assert_eq!(store.account(*id), Some(*a));
     }
