@@ -49,7 +49,7 @@ pub(crate) async fn create_token_with(
     principal: Principal,
     request: Write,
 ) -> Result<Response, ApiError> {
-    let input: TokenIn = parse_json(&request.raw, "a token")?;
+    let input: TokenIn = parse_json(&request.raw, "a JSON object {name, role}")?;
     if !valid_token_name(&input.name) {
         return Err(ApiError::bad_request(
             "invalid_field",

@@ -53,8 +53,9 @@ impl ApiError {
         }
     }
 
-    /// Classifies a serde_json error found at `path` (e.g. `[3].amount`) in a batch of `what`.
-    pub fn from_json(e: &serde_json::Error, path: String, what: &str) -> Self {
+    /// Classifies a serde_json error found at `path` (e.g. `[3].amount`) in a body that must be
+    /// `shape` (e.g. "a JSON array of transfers").
+    pub fn from_json(e: &serde_json::Error, path: String, shape: &str) -> Self {
         use serde_json::error::Category;
         let place = if path.is_empty() || path == "." {
             String::new()
@@ -75,7 +76,7 @@ impl ApiError {
                 } else if place.is_empty() {
                     return ApiError::bad_request(
                         "invalid_body",
-                        format!("the body must be a JSON array of {what}: {detail}"),
+                        format!("the body must be {shape}: {detail}"),
                     );
                 } else {
                     "invalid_field"

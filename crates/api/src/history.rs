@@ -7,11 +7,11 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use bulwark_ledger::{AccountId, Timestamp};
-use bulwark_limits::{DEFAULT_HISTORY_PAGE, MAX_HISTORY_PAGE};
 use bulwark_node::{Answer, HistoryFilter, Query as NodeQuery};
 use serde::Deserialize;
 
 use crate::error::ApiError;
+use crate::search::page_limit;
 use crate::{decimal, json, path_id, query, read, read_response, AppState, Consistency};
 
 #[derive(Deserialize)]
@@ -67,7 +67,7 @@ impl TransfersParams {
             user_data_128: self.user_data_128.map_or(0, |u| u.0),
             user_data_64: self.user_data_64.map_or(0, |u| u.0),
             user_data_32: self.user_data_32.unwrap_or(0),
-            limit: history_limit(self.limit)?,
+            limit: page_limit(self.limit)?,
         })
     }
 }
@@ -115,19 +115,6 @@ pub(crate) async fn get_account_transfers(
     ))
 }
 
-/// The page size a history query asks for: 1 to `MAX_HISTORY_PAGE`, `DEFAULT_HISTORY_PAGE` if
-/// not given.
-fn history_limit(limit: Option<usize>) -> Result<usize, ApiError> {
-    let limit = limit.unwrap_or(DEFAULT_HISTORY_PAGE);
-    if limit == 0 || limit > MAX_HISTORY_PAGE {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            format!("limit must be between 1 and {MAX_HISTORY_PAGE}, got {limit}"),
-        ));
-    }
-    Ok(limit)
-}
-
 /// An account's balances after each change, oldest first and paged like its transfers: kept
 /// for accounts created with `history` (409 `history_not_kept` for the others, whose balances
 /// only the account itself shows).
@@ -138,7 +125,7 @@ pub(crate) async fn get_account_balances(
 ) -> Result<Response, ApiError> {
     let params = query(params)?;
     let id = AccountId(path_id(raw, "account")?);
-    let limit = history_limit(params.limit)?;
+    let limit = page_limit(params.limit)?;
     let after = Timestamp(params.after.unwrap_or(0));
     let query = NodeQuery::AccountBalances {
         account: id,

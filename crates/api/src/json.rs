@@ -70,11 +70,15 @@ fn parse_batch<'a, T: Deserialize<'a>>(body: &'a [u8], what: &str) -> Result<Vec
         Err(first) => {
             let de = &mut serde_json::Deserializer::from_slice(body);
             let err = match serde_path_to_error::deserialize::<_, Vec<T>>(de) {
-                Ok(_) => return Err(ApiError::from_json(&first, String::new(), what)),
+                Ok(_) => {
+                    let shape = format!("a JSON array of {what}");
+                    return Err(ApiError::from_json(&first, String::new(), &shape));
+                }
                 Err(e) => e,
             };
             let path = err.path().to_string();
-            return Err(ApiError::from_json(err.inner(), path, what));
+            let shape = format!("a JSON array of {what}");
+            return Err(ApiError::from_json(err.inner(), path, &shape));
         }
     };
     if items.is_empty() {

@@ -13,6 +13,7 @@ mod error;
 mod history;
 mod internal;
 mod json;
+mod search;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -129,6 +130,9 @@ pub fn cluster_router(node: NodeHandle, node_id: u64, options: ApiOptions) -> Ro
             "/v1/accounts/{id}/balances",
             get(history::get_account_balances),
         )
+        .route("/v1/accounts/query", post(search::query_accounts))
+        .route("/v1/transfers/query", post(search::query_transfers))
+        .route("/v1/changes", get(search::changes))
         .route("/v1/status", get(status))
         .route("/metrics", get(metrics_text))
         .route("/v1/cluster/learners", post(add_learner))
@@ -291,6 +295,10 @@ fn route_label(request: &Request) -> &'static str {
         Some("/v1/accounts/{id}") => "/v1/accounts/{id}",
         Some("/v1/transfers/{id}") => "/v1/transfers/{id}",
         Some("/v1/accounts/{id}/transfers") => "/v1/accounts/{id}/transfers",
+        Some("/v1/accounts/{id}/balances") => "/v1/accounts/{id}/balances",
+        Some("/v1/accounts/query") => "/v1/accounts/query",
+        Some("/v1/transfers/query") => "/v1/transfers/query",
+        Some("/v1/changes") => "/v1/changes",
         Some("/v1/status") => "/v1/status",
         Some("/metrics") => "/metrics",
         Some(_) => "other",
@@ -581,8 +589,8 @@ async fn write(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ReadParams {
-    consistency: Option<Consistency>,
+pub(crate) struct ReadParams {
+    pub(crate) consistency: Option<Consistency>,
 }
 
 /// Linearizable (the default) reads wait for a Raft read index; `stale` reads answer from this
@@ -775,11 +783,16 @@ struct IdsIn {
     ids: Vec<u64>,
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(raw: &[u8], what: &str) -> Result<T, ApiError> {
+/// Parses a JSON body that must be `shape` (e.g. "a JSON object {ids: [node id]}"), saying where
+/// it is not.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
+    raw: &[u8],
+    shape: &str,
+) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(raw);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        ApiError::from_json(e.inner(), path, what)
+        ApiError::from_json(e.inner(), path, shape)
     })
 }
 
@@ -819,7 +832,7 @@ async fn change_learners(
     request: Write,
 ) -> Result<Response, ApiError> {
     let raw = &request.raw;
-    let learner: LearnerIn = parse_json(raw, "a learner")?;
+    let learner: LearnerIn = parse_json(raw, "a JSON object {id, peer_addr, http_addr}")?;
     let change = MembershipChange::AddLearner(Member {
         id: learner.id,
         peer_addr: learner.peer_addr,
@@ -836,7 +849,7 @@ async fn change_ids(
     make: fn(Vec<u64>) -> MembershipChange,
     route: &str,
 ) -> Result<Response, ApiError> {
-    let ids: IdsIn = parse_json(&request.raw, "node ids")?;
+    let ids: IdsIn = parse_json(&request.raw, "a JSON object {ids: [node id]}")?;
     membership(state, make(ids.ids), principal, route, request).await
 }
 

@@ -8,6 +8,7 @@ use common::DecField;
 
 use common::{cli, Http, Node, Resp};
 use serde_json::{json, Value};
+use std::time::Duration;
 
 /// A transfer that would succeed in the ledger set up by [`setup`].
 fn good_transfer(id: u64) -> Value {
@@ -1234,4 +1235,235 @@ async fn account_history_filters_sides_fields_windows_and_order() {
         "invalid_query",
         "leading zero",
     );
+}
+
+/// Every page of a query, chained by its cursor: the ids of what it found, in answer order.
+async fn query_ids(http: &Http, path: &str, what: &str, filter: Value) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut filter = filter;
+    loop {
+        let r = http.post(path, &filter).await;
+        assert_eq!(r.status, 200, "{path} {filter}: {}", r.text);
+        for item in r.json[what].as_array().expect("a page") {
+            out.push(item["id"].as_str().expect("an id").parse().unwrap());
+        }
+        if let Some(next) = r.json["next_timestamp_min"].as_str() {
+            filter["timestamp_min"] = json!(next);
+        } else if let Some(next) = r.json["next_timestamp_max"].as_str() {
+            filter["timestamp_max"] = json!(next);
+        } else {
+            return out;
+        }
+    }
+}
+
+#[tokio::test]
+async fn queries_find_accounts_and_transfers_by_fields_and_time_either_way() {
+    // Checkpoints every 2 transfers: the queries read the checkpoint's index and the memtables'.
+    let node = Node::start(&["--checkpoint-transfers", "2"]).await;
+    let http = node.http.clone();
+    let accounts = json!([
+        {"id": 1, "ledger": 1, "code": 1, "user_data_64": 5},
+        {"id": 2, "ledger": 1, "code": 2, "user_data_64": 5},
+        {"id": 3, "ledger": 2, "code": 1},
+        {"id": 4, "ledger": 2, "code": 1, "user_data_128": "340282366920938463463374607431768211455"},
+    ]);
+    assert_eq!(http.write("/v1/accounts", &accounts).await, ["ok"; 4]);
+    let t = |id: u64, dr: u64, cr: u64, ledger: u64, code: u64, ud: &str| {
+        json!({"id": id, "debit_account_id": dr, "credit_account_id": cr, "amount": 1,
+               "ledger": ledger, "code": code, "user_data_128": ud})
+    };
+    for batch in [
+        json!([t(10, 1, 2, 1, 7, "0"), t(11, 3, 4, 2, 7, "99")]),
+        json!([t(12, 2, 1, 1, 8, "99"), t(13, 4, 3, 2, 8, "0")]),
+        json!([t(14, 1, 2, 1, 7, "99")]),
+    ] {
+        let n = batch.as_array().unwrap().len();
+        assert_eq!(http.write("/v1/transfers", &batch).await, vec!["ok"; n]);
+    }
+    let transfers = |filter: Value| query_ids(&http, "/v1/transfers/query", "transfers", filter);
+    assert_eq!(transfers(json!({"limit": 2})).await, [10, 11, 12, 13, 14]);
+    assert_eq!(transfers(json!({"ledger": 2})).await, [11, 13]);
+    assert_eq!(
+        transfers(json!({"ledger": 1, "code": 7, "limit": 1})).await,
+        [10, 14]
+    );
+    assert_eq!(
+        transfers(json!({"user_data_128": "99", "reversed": true, "limit": 1})).await,
+        [14, 12, 11]
+    );
+    assert_eq!(transfers(json!({"code": 8, "ledger": 1})).await, [12]);
+    assert!(transfers(json!({"code": 9})).await.is_empty());
+    // An inclusive window: from transfer 11's timestamp to 13's.
+    let stamp = |id: u64| {
+        let http = http.clone();
+        async move { http.transfer(id).await.expect("the transfer")["timestamp"].clone() }
+    };
+    let (from, to) = (stamp(11).await, stamp(13).await);
+    let window = json!({"timestamp_min": from, "timestamp_max": to});
+    assert_eq!(transfers(window.clone()).await, [11, 12, 13]);
+    let mut reversed = window.clone();
+    reversed["reversed"] = json!(true);
+    reversed["limit"] = json!(1);
+    assert_eq!(transfers(reversed).await, [13, 12, 11]);
+
+    let accounts = |filter: Value| query_ids(&http, "/v1/accounts/query", "accounts", filter);
+    assert_eq!(accounts(json!({})).await, [1, 2, 3, 4]);
+    assert_eq!(accounts(json!({"user_data_64": 5})).await, [1, 2]);
+    assert_eq!(
+        accounts(json!({"ledger": 2, "code": 1, "reversed": true, "limit": 1})).await,
+        [4, 3]
+    );
+    let max = "340282366920938463463374607431768211455";
+    assert_eq!(accounts(json!({"user_data_128": max})).await, [4]);
+
+    let refused = |body: &'static str| {
+        let http = http.clone();
+        async move { http.post_raw("/v1/transfers/query", body).await }
+    };
+    let r = refused(r#"{"ledgr": 1}"#).await;
+    assert_refused("an unknown field", &r, 400, "unknown_field", "ledgr");
+    let r = refused(r#"{"timestamp_min": 5, "timestamp_max": 4}"#).await;
+    assert_refused(
+        "an empty window",
+        &r,
+        400,
+        "invalid_query",
+        "timestamp_min (5)",
+    );
+    let r = refused(r#"{"limit": 0}"#).await;
+    assert_refused("a zero limit", &r, 400, "invalid_query", "limit");
+    let r = refused(r#"[{"ledger": 1}]"#).await;
+    assert_refused(
+        "an array",
+        &r,
+        400,
+        "invalid_body",
+        "JSON object of query fields",
+    );
+    let r = refused(r#"{"user_data_128": "01"}"#).await;
+    assert_refused("a leading zero", &r, 400, "invalid_field", "user_data_128");
+    let r = http.get("/v1/transfers/query").await;
+    assert_refused("a GET", &r, 405, "method_not_allowed", "GET");
+}
+
+#[tokio::test]
+async fn the_change_feed_gives_every_balance_change_in_order_and_waits_when_caught_up() {
+    let node = Node::start(&["--checkpoint-transfers", "3"]).await;
+    let http = node.http.clone();
+    let accounts = json!([{"id": 1, "ledger": 1, "code": 1}, {"id": 2, "ledger": 1, "code": 1}]);
+    assert_eq!(http.write("/v1/accounts", &accounts).await, ["ok", "ok"]);
+    let t = |id: u64, amount: u64, flags: &[&str], pending: u64, timeout: u64| {
+        json!({"id": id, "debit_account_id": if pending == 0 { 1 } else { 0 },
+               "credit_account_id": if pending == 0 { 2 } else { 0 }, "amount": amount,
+               "ledger": if pending == 0 { 1 } else { 0 }, "code": if pending == 0 { 1 } else { 0 },
+               "flags": flags, "pending_id": pending, "timeout": timeout})
+    };
+    let batch = json!([
+        t(10, 5, &[], 0, 0),
+        t(11, 7, &["pending"], 0, 1),
+        t(12, 3, &["pending"], 0, 0),
+        t(13, 3, &["post_pending_transfer"], 12, 0),
+        t(14, 2, &["pending"], 0, 0),
+        t(15, 0, &["void_pending_transfer"], 14, 0),
+    ]);
+    assert_eq!(http.write("/v1/transfers", &batch).await, ["ok"; 6]);
+    // Transfer 11 expires a second after it was made, with no write to trigger it.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    let mut feed = Vec::new();
+    let mut after = "0".to_string();
+    loop {
+        let r = http
+            .get(&format!("/v1/changes?after={after}&limit=2"))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let page = r.json["changes"].as_array().expect("changes").clone();
+        assert!(page.len() <= 2);
+        if page.is_empty() {
+            assert_eq!(r.json["next_after"].as_str(), Some(after.as_str()));
+            break;
+        }
+        after = r.json["next_after"]
+            .as_str()
+            .expect("next_after")
+            .to_string();
+        assert_eq!(
+            page.last().unwrap()["timestamp"].as_str(),
+            Some(after.as_str())
+        );
+        feed.extend(page);
+    }
+    let seen: Vec<(String, u64)> = feed
+        .iter()
+        .map(|c| {
+            let id = c["transfer"]["id"].as_str().unwrap().parse().unwrap();
+            (c["type"].as_str().unwrap().to_string(), id)
+        })
+        .collect();
+    let expected = [
+        ("single_phase", 10),
+        ("two_phase_pending", 11),
+        ("two_phase_pending", 12),
+        ("two_phase_posted", 13),
+        ("two_phase_pending", 14),
+        ("two_phase_voided", 15),
+        ("two_phase_expired", 11),
+    ];
+    let expected: Vec<(String, u64)> = expected
+        .iter()
+        .map(|(k, id)| (k.to_string(), *id))
+        .collect();
+    assert_eq!(seen, expected);
+    // Both accounts' balances right after each event: the single transfer, then the expiry.
+    let balances = |c: &Value, side: &str| {
+        let a = &c[side];
+        [
+            "debits_pending",
+            "debits_posted",
+            "credits_pending",
+            "credits_posted",
+        ]
+        .map(|f| a[f].as_str().unwrap().parse::<u64>().unwrap())
+    };
+    assert_eq!(feed[0]["debit_account"]["id"], "1");
+    assert_eq!(balances(&feed[0], "debit_account"), [0, 5, 0, 0]);
+    assert_eq!(balances(&feed[0], "credit_account"), [0, 0, 0, 5]);
+    assert_eq!(balances(&feed[1], "debit_account"), [7, 5, 0, 0]);
+    assert_eq!(balances(&feed[3], "credit_account"), [0, 0, 7, 8]);
+    assert_eq!(balances(&feed[6], "debit_account"), [0, 8, 0, 0]);
+    assert_eq!(balances(&feed[6], "credit_account"), [0, 0, 0, 8]);
+    let stamp = |c: &Value| c["timestamp"].as_str().unwrap().parse::<u64>().unwrap();
+    assert!(feed.windows(2).all(|w| stamp(&w[0]) < stamp(&w[1])));
+    assert!(
+        stamp(&feed[6])
+            > feed[6]["transfer"]["timestamp"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap()
+    );
+
+    // Caught up: a request that waits is answered by the next write, made after it began.
+    let waiting = {
+        let (http, after) = (http.clone(), after.clone());
+        tokio::spawn(async move {
+            http.get(&format!("/v1/changes?after={after}&wait_ms=20000"))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        http.write("/v1/transfers", &json!([t(16, 1, &[], 0, 0)]))
+            .await,
+        ["ok"]
+    );
+    let r = waiting.await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["changes"][0]["transfer"]["id"], "16", "{}", r.text);
+
+    let r = http.get("/v1/changes?wait_ms=30001").await;
+    assert_refused("a long wait", &r, 400, "invalid_query", "wait_ms");
+    let r = http.get("/v1/changes?after=-1").await;
+    assert_refused("a negative after", &r, 400, "invalid_query", "after");
 }

@@ -620,6 +620,37 @@ async fn a_node_restarted_after_missing_many_writes_catches_up() {
         "node {behind} and leader {leader} hold different transfers: {}",
         first_difference(&leader_transfers, &caught_up)
     );
+    // The change feed of the node that caught up by snapshot is the leader's, event for event
+    // and balance for balance: one event per transfer sent.
+    let behind_feed = all_changes(&node.http).await;
+    assert_eq!(behind_feed.len(), sent.len(), "node {behind}: change feed");
+    assert!(
+        behind_feed == all_changes(&cluster.node(leader).http).await,
+        "node {behind} and leader {leader} give different change feeds"
+    );
+}
+
+/// Every event of a node's change feed, in order.
+async fn all_changes(http: &Http) -> Vec<Value> {
+    let mut changes = Vec::new();
+    let mut after = "0".to_string();
+    loop {
+        let r = http
+            .get(&format!(
+                "/v1/changes?after={after}&limit=8190&consistency=stale"
+            ))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let page = r.json["changes"].as_array().expect("changes").clone();
+        if page.is_empty() {
+            return changes;
+        }
+        after = r.json["next_after"]
+            .as_str()
+            .expect("next_after")
+            .to_string();
+        changes.extend(page);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -38,8 +38,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bulwark_ledger::{
-    Account, AccountId, Balances, BatchResults, Operation, PendingStatus, Timestamp, Transfer,
-    TransferId,
+    Account, AccountId, Balances, BatchResults, Change, Operation, PendingStatus, Timestamp,
+    Transfer, TransferId,
 };
 use bulwark_limits::{
     INBOX_PEER_MESSAGES, MAX_ACK_ALL_WAITERS, MAX_INFLIGHT_READS, MAX_INFLIGHT_WRITES, NODE_INBOX,
@@ -48,7 +48,7 @@ use bulwark_limits::{
 // Re-exported: the API names the indexes and ids of the answers without depending on consensus.
 pub use bulwark_consensus::{LogIndex, NodeId, Term};
 /// What an account history query asks for, and the page it answers (`bulwark_store::history`).
-pub use bulwark_store::{HistoryFilter, HistoryPage};
+pub use bulwark_store::{HistoryFilter, HistoryPage, QueryFilter, QueryPage};
 // Re-exported: the API can name why a membership change was refused without depending on
 // consensus.
 pub use bulwark_consensus::membership::Refusal as MembershipRefusal;
@@ -116,6 +116,15 @@ pub enum Query {
         after: Timestamp,
         limit: usize,
     },
+    /// The accounts a filter asks for (`POST /v1/accounts/query`).
+    Accounts(QueryFilter),
+    /// The transfers a filter asks for (`POST /v1/transfers/query`).
+    Transfers(QueryFilter),
+    /// The change feed's events after `after`, at most `limit`.
+    Changes {
+        after: Timestamp,
+        limit: usize,
+    },
     Status,
     /// Every API token (admin only: the API checks).
     Tokens,
@@ -135,6 +144,10 @@ pub enum Answer {
     AccountTransfers(Option<HistoryPage>),
     /// `None` if the account does not exist; the account and a page of its balances otherwise.
     AccountBalances(Option<(Account, Vec<(Timestamp, Balances)>)>),
+    Accounts(QueryPage<Account>),
+    Transfers(QueryPage<Transfer>),
+    /// Each event with its transfer (for an expiry, the pending transfer).
+    Changes(Vec<(Change, Transfer)>),
     Status(NodeStatus),
     Tokens(Vec<bulwark_ledger::access::TokenRecord>),
     Audit(Vec<bulwark_ledger::access::AuditRecord>),
@@ -275,6 +288,9 @@ pub struct NodeHandle {
     /// The tokens, as the node loop last published them.
     pub(crate) access: access::SharedAccess,
     pub(crate) data_dir: PathBuf,
+    /// The timestamp of the last batch applied, as the node loop last published it: what a
+    /// caught-up change feed request waits on.
+    pub(crate) last_applied: Arc<tokio::sync::watch::Sender<Timestamp>>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -301,6 +317,7 @@ impl NodeHandle {
             disk_full,
             access: Default::default(),
             data_dir,
+            last_applied: Arc::new(tokio::sync::watch::Sender::new(Timestamp(0))),
             metrics,
         };
         (
@@ -452,6 +469,11 @@ impl NodeHandle {
         }
     }
 
+    /// Follows the timestamp of the last batch this node applied: changes once a batch moves it.
+    pub fn watch_applied(&self) -> tokio::sync::watch::Receiver<Timestamp> {
+        self.last_applied.subscribe()
+    }
+
     /// Answers a query from the state every acknowledged write is in (linearizable).
     pub async fn read(&self, query: Query) -> Result<ReadOutcome, RequestError> {
         self.read_with(query, false).await
@@ -551,6 +573,17 @@ pub(crate) fn answer_query(store: &StateStore, query: Query) -> Result<ReadOutco
                     .map_err(RequestError::Store)?,
             )),
         }),
+        Query::Accounts(filter) => {
+            Answer::Accounts(store.query_accounts(&filter).map_err(RequestError::Store)?)
+        }
+        Query::Transfers(filter) => Answer::Transfers(
+            store
+                .query_transfers(&filter)
+                .map_err(RequestError::Store)?,
+        ),
+        Query::Changes { after, limit } => {
+            Answer::Changes(changes_with_transfers(store, after, limit)?)
+        }
         Query::Tokens => Answer::Tokens(store.tokens().cloned().collect()),
         Query::Audit { after, limit } => Answer::Audit(
             store
@@ -563,6 +596,23 @@ pub(crate) fn answer_query(store: &StateStore, query: Query) -> Result<ReadOutco
         answer,
         applied_index: LogIndex(store.applied_index()),
     })
+}
+
+/// The feed's events after `after`, each with its transfer.
+fn changes_with_transfers(
+    store: &StateStore,
+    after: Timestamp,
+    limit: usize,
+) -> Result<Vec<(Change, Transfer)>, RequestError> {
+    use bulwark_ledger::LedgerStore;
+    let changes = store
+        .changes_after(after, limit)
+        .map_err(RequestError::Store)?;
+    let with_transfer = |c: Change| {
+        let transfer = store.transfer(c.transfer);
+        (c, transfer.expect("every change names a stored transfer"))
+    };
+    Ok(changes.into_iter().map(with_transfer).collect())
 }
 
 #[cfg(test)]

@@ -212,6 +212,12 @@ impl ClusterLoop {
         if self.recovering.is_none() {
             crate::access::publish(&self.access, self.replica.state());
         }
+        let last = bulwark_ledger::LedgerStore::last_timestamp(self.replica.state());
+        self.last_applied.send_if_modified(|published| {
+            let moved = *published != last;
+            *published = last;
+            moved
+        });
         if !self.replica.is_stalled() {
             if let Some(members) = self.installed.take() {
                 self.snapshot_installed(members)?;

@@ -93,6 +93,8 @@ struct ClusterLoop {
     view: Arc<std::sync::RwLock<ClusterView>>,
     /// The API's copy of the tokens, republished whenever the state's change.
     access: crate::access::SharedAccess,
+    /// Where the last applied batch's timestamp is published (see `NodeHandle::watch_applied`).
+    last_applied: Arc<tokio::sync::watch::Sender<bulwark_ledger::Timestamp>>,
     /// Per follower, when its match index last reached the leader's last index: its lag in time
     /// and whether it is in sync.
     replication: bulwark_consensus::replication::ReplicationTracker,

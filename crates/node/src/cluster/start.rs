@@ -292,6 +292,7 @@ fn spawn_loop(
         snapshots,
         view,
         access: handle.access.clone(),
+        last_applied: handle.last_applied.clone(),
         replication: bulwark_consensus::replication::ReplicationTracker::with_tick(tick),
         waiting_all: Default::default(),
         joint_replies: Default::default(),
