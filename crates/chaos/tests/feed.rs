@@ -573,3 +573,46 @@ fn a_history_without_a_feed_checks_the_rest() {
     h.state.changes = None;
     assert!(failed(&h).contains(&"balancing_capped"));
 }
+
+#[test]
+fn a_feed_page_parses_as_the_api_writes_it() {
+    let body = serde_json::json!({
+        "changes": [{
+            "type": "two_phase_expired",
+            "timestamp": "2000000123",
+            "transfer": {
+                "id": "7", "debit_account_id": "1", "credit_account_id": "2", "amount": "5",
+                "pending_id": "0", "timeout": 1, "ledger": 1, "code": 1,
+                "flags": ["pending", "closing_debit"], "user_data_128": "0",
+                "user_data_64": "0", "user_data_32": 0, "timestamp": "1000000100"
+            },
+            "debit_account": {"id": "1", "debits_pending": "0", "debits_posted": "5",
+                              "credits_pending": "0", "credits_posted": "9"},
+            "credit_account": {"id": "2", "debits_pending": "0", "debits_posted": "0",
+                               "credits_pending": "0", "credits_posted": "5"}
+        }],
+        "next_after": "2000000123"
+    });
+    let (page, next) = bulwark_chaos::feed::page_from_json(&body).expect("a page");
+    assert_eq!(next, 2_000_000_123);
+    let c = &page[0];
+    assert_eq!(c.kind, ChangeKind::TwoPhaseExpired);
+    assert_eq!(c.timestamp, 2_000_000_123);
+    assert_eq!(c.transfer.timestamp, 1_000_000_100);
+    assert_eq!(c.transfer.timeout, 1);
+    assert!(c.transfer.has_flag("closing_debit"));
+    assert_eq!((c.debit_account.id, c.debit_account.credits_posted), (1, 9));
+    assert_eq!(c.credit_account.credits_posted, 5);
+
+    let mut unknown = body.clone();
+    unknown["changes"][0]["type"] = "two_phase_maybe".into();
+    assert!(bulwark_chaos::feed::page_from_json(&unknown).is_none());
+    let mut unbalanced = body.clone();
+    unbalanced["changes"][0]["credit_account"] = serde_json::Value::Null;
+    assert!(bulwark_chaos::feed::page_from_json(&unbalanced).is_none());
+    let empty = serde_json::json!({"changes": [], "next_after": "42"});
+    assert_eq!(
+        bulwark_chaos::feed::page_from_json(&empty),
+        Some((vec![], 42))
+    );
+}
