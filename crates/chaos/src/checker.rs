@@ -15,6 +15,10 @@
 //! running balances). An account is left out of one read only when a transfer touching it may or may
 //! not have been applied at `i` (its index is not bounded tightly enough) or a pending transfer's
 //! expiry may or may not have happened by then; `Report::reads` says how many reads were compared.
+//!
+//! The change feed the history holds (every event the ledger applied, in order, with balances) is
+//! checked against the client's record and replayed (`checker/feed.rs`): `feed_matches_history`,
+//! `feed_balances_consistent`, `balancing_capped`, `closed_accounts_untouched`, `closing_reopens`.
 
 use crate::history::{Balance, History, Kind, NemesisAction, Op, Phase, Transfer};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
