@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use bulwark_chaos::{Kind, Phase};
+use bulwark_chaos::{ChangeKind, Kind, Phase};
 use common::{bin, chaos, window_starts};
 use serde_json::Value;
 
@@ -26,6 +26,10 @@ const ACKNOWLEDGED_FLOOR: usize = 4000;
 const READS_FLOOR: usize = 400;
 const CHECKED_READS_FLOOR: usize = 400;
 const CHECKED_ACCOUNTS_FLOOR: usize = 8;
+/// Balancing transfers and closing pending transfers the feed must show (each void or expiry
+/// reopens what a closing one closed).
+const BALANCING_FLOOR: usize = 100;
+const CLOSINGS_FLOOR: usize = 20;
 
 #[test]
 fn a_short_run_with_every_fault_is_valid_and_its_history_checks() {
@@ -78,6 +82,37 @@ fn a_short_run_with_every_fault_is_valid_and_its_history_checks() {
     assert!(report.contains("VALID") && report.contains("<svg"));
     assert_the_run_tested_enough(&out.join("history.jsonl"));
     check_catches_a_lost_write(dir.path(), &out, &history);
+    check_catches_a_gap_in_the_feed(dir.path(), &history);
+}
+
+/// `bulwark chaos check` fails the run's history with one acknowledged transfer's event taken
+/// out of the change feed it holds, naming the transfer.
+fn check_catches_a_gap_in_the_feed(dir: &Path, history: &str) {
+    let mut lines: Vec<String> = history.lines().map(str::to_string).collect();
+    let mut state: Value = serde_json::from_str(&lines.pop().expect("a state line")).expect("json");
+    let changes = state["changes"]
+        .as_array_mut()
+        .expect("the history holds the feed");
+    // A single-phase transfer near the end: its removal breaks no pending transfer's story.
+    let at = changes
+        .iter()
+        .rposition(|c| c["type"] == "single_phase")
+        .expect("a single-phase event");
+    let victim = changes.remove(at)["transfer"]["id"]
+        .as_u64()
+        .expect("an id");
+    lines.push(serde_json::to_string(&state).expect("json"));
+    let tampered = dir.join("feed-gap.jsonl");
+    std::fs::write(&tampered, lines.join("\n") + "\n").expect("write");
+    let (code, stdout, _) = chaos(&["check", &tampered.display().to_string()]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("feed_matches_history"), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "transfer {victim}, committed by the history, is missing"
+        )),
+        "{stdout}"
+    );
 }
 
 /// The last lines of every node's log of a run, for a failure's message.
@@ -185,15 +220,37 @@ fn assert_the_run_tested_enough(history_path: &Path) {
         .map(|o| o.results.iter().filter(|r| *r == "ok").count())
         .sum();
     let balance_reads = completed(Kind::ReadBalances, Phase::Ok);
+    let feed = history.state.changes.as_deref().unwrap_or_default();
+    let balancing = feed.iter().filter(|c| c.transfer.is_balancing()).count();
+    let closings = feed
+        .iter()
+        .filter(|c| c.kind == ChangeKind::TwoPhasePending)
+        .filter(|c| c.transfer.has_flag("closing_debit") || c.transfer.has_flag("closing_credit"))
+        .count();
+    let reopenings = feed
+        .iter()
+        .filter(|c| {
+            matches!(
+                c.kind,
+                ChangeKind::TwoPhaseVoided | ChangeKind::TwoPhaseExpired
+            )
+        })
+        .count();
     let history_reads = completed(Kind::ReadHistory, Phase::Ok);
     let reads = bulwark_chaos::check(&history).reads;
     let figures = format!(
-        "{operations} operations, {acknowledged} transfers acknowledged, {balance_reads} balance reads and {history_reads} history reads ok; {}",
-        reads.summary()
+        "{operations} operations, {acknowledged} transfers acknowledged, {balance_reads} balance reads and {history_reads} history reads ok; {}; feed: {} events, {balancing} balancing transfers, {closings} closing pending transfers, {reopenings} voids and expiries",
+        reads.summary(),
+        feed.len()
     );
     eprintln!("{figures}");
     assert!(operations >= OPERATIONS_FLOOR, "{figures}");
     assert!(acknowledged >= ACKNOWLEDGED_FLOOR, "{figures}");
+    assert!(feed.len() >= acknowledged, "{figures}");
+    assert!(
+        balancing >= BALANCING_FLOOR && closings >= CLOSINGS_FLOOR && reopenings >= CLOSINGS_FLOOR,
+        "{figures}"
+    );
     assert!(
         balance_reads >= READS_FLOOR && history_reads >= READS_FLOOR / 2,
         "{figures}"

@@ -15,11 +15,16 @@
 //! running balances). An account is left out of one read only when a transfer touching it may or may
 //! not have been applied at `i` (its index is not bounded tightly enough) or a pending transfer's
 //! expiry may or may not have happened by then; `Report::reads` says how many reads were compared.
+//!
+//! The change feed the history holds (every event the ledger applied, in order, with balances) is
+//! checked against the client's record and replayed (`checker/feed.rs`): `feed_matches_history`,
+//! `feed_balances_consistent`, `balancing_capped`, `closed_accounts_untouched`, `closing_reopens`.
 
 use crate::history::{Balance, History, Kind, NemesisAction, Op, Phase, Transfer};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 mod clock;
+pub mod feed;
 mod reads;
 pub use reads::ReadCoverage;
 
@@ -329,6 +334,7 @@ pub fn check(history: &History) -> Report {
     verdicts.push(reads_verdict);
     verdicts.push(availability(history, &calls));
     verdicts.push(clock::ledger_time_not_ahead(history, &calls));
+    verdicts.extend(feed_verdicts(history, &calls, &acked, present));
 
     let ok = verdicts.iter().all(|v| v.ok);
     Report {
@@ -336,6 +342,53 @@ pub fn check(history: &History) -> Report {
         ok,
         reads,
     }
+}
+
+/// The verdicts on the change feed and on balancing and closing transfers (see `checker/feed.rs`).
+fn feed_verdicts(
+    history: &History,
+    calls: &[Call],
+    acked: &BTreeMap<u64, Vec<(&Call, &Transfer)>>,
+    present: BTreeMap<u64, Vec<&Transfer>>,
+) -> Vec<Verdict> {
+    let mut sends: BTreeMap<u64, Vec<&Transfer>> = BTreeMap::new();
+    let mut committed: BTreeSet<u64> = acked.keys().copied().collect();
+    committed.extend(present.keys());
+    for c in calls {
+        match (c.kind, c.phase) {
+            (Kind::TransferBatch, _) => {
+                for t in c.transfers {
+                    sends.entry(t.id).or_default().push(t);
+                }
+            }
+            (Kind::ReadHistory, Phase::Ok) => committed.extend(c.transfers.iter().map(|t| t.id)),
+            _ => {}
+        }
+    }
+    let sent = feed::Sent {
+        sends,
+        committed,
+        present,
+    };
+    let changes = history.state.changes.as_deref();
+    let balancing = feed::balancing_capped(changes, &sent);
+    let Some(changes) = changes else {
+        return vec![
+            feed::no_feed("feed_matches_history"),
+            feed::no_feed("feed_balances_consistent"),
+            balancing,
+            feed::no_feed("closed_accounts_untouched"),
+            feed::no_feed("closing_reopens"),
+        ];
+    };
+    let accounts = &history.state.accounts;
+    vec![
+        feed::feed_matches_history(changes, &sent),
+        feed::feed_balances_consistent(changes, accounts),
+        balancing,
+        feed::closed_accounts_untouched(changes),
+        feed::closing_reopens(changes, accounts),
+    ]
 }
 
 fn fmt_index(i: Option<u64>) -> String {
@@ -385,6 +438,18 @@ fn no_overdraft(history: &History, calls: &[Call]) -> Verdict {
                 "account {} in the final state: debits_pending {} + debits_posted {} > credits_posted {}",
                 a.id, a.debits_pending, a.debits_posted, a.credits_posted
             ));
+        }
+    }
+    // Every event of the feed states both accounts' balances right after it: none may overdraw.
+    for c in history.state.changes.iter().flatten() {
+        for b in [&c.debit_account, &c.credit_account] {
+            if guarded.contains(&b.id) && over(b.debits_pending, b.debits_posted, b.credits_posted)
+            {
+                v.add(format!(
+                    "account {} after the feed's {:?} event at {} (transfer {}): debits_pending {} + debits_posted {} > credits_posted {}",
+                    b.id, c.kind, c.timestamp, c.transfer.id, b.debits_pending, b.debits_posted, b.credits_posted
+                ));
+            }
         }
     }
     for c in calls.iter().filter(|c| c.phase == Phase::Ok) {

@@ -226,6 +226,7 @@ impl Cluster {
         Ok(FinalState {
             accounts,
             transfers: transfers.into_values().collect(),
+            changes: None,
         })
     }
 

@@ -62,7 +62,8 @@ pub struct Transfer {
     pub credit: u64,
     pub amount: u64,
     pub ledger: u32,
-    /// Flag names: `linked`, `pending`, `post_pending_transfer`, `void_pending_transfer`.
+    /// Flag names: `linked`, `pending`, `post_pending_transfer`, `void_pending_transfer`,
+    /// `balancing_debit`, `balancing_credit`, `closing_debit`, `closing_credit`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub flags: Vec<String>,
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -97,11 +98,28 @@ impl Transfer {
     pub fn is_void(&self) -> bool {
         self.has_flag("void_pending_transfer")
     }
+    pub fn is_balancing(&self) -> bool {
+        self.has_flag("balancing_debit") || self.has_flag("balancing_credit")
+    }
+    /// The most a balancing transfer sent as `self` may move (its amount; 0 is no cap).
+    pub fn cap(&self) -> u64 {
+        if self.amount == 0 {
+            u64::MAX
+        } else {
+            self.amount
+        }
+    }
     /// Does a stored transfer match what was sent? For post/void transfers a zero debit, credit,
     /// ledger or amount in the sent record means "as the pending transfer" and matches anything.
+    /// A balancing transfer's sent amount is a cap: it stores what it moved, at most that.
     pub fn matches_sent(&self, sent: &Transfer) -> bool {
         let wild = sent.is_post() || sent.is_void();
         let eq64 = |stored: u64, sent: u64| stored == sent || (wild && sent == 0);
+        let amount_ok = if sent.is_balancing() {
+            self.amount <= sent.cap()
+        } else {
+            eq64(self.amount, sent.amount)
+        };
         let mut a = self.flags.clone();
         let mut b = sent.flags.clone();
         a.sort();
@@ -109,7 +127,7 @@ impl Transfer {
         self.id == sent.id
             && eq64(self.debit, sent.debit)
             && eq64(self.credit, sent.credit)
-            && eq64(self.amount, sent.amount)
+            && amount_ok
             && (self.ledger == sent.ledger || (wild && sent.ledger == 0))
             && a == b
             && self.pending_id == sent.pending_id
@@ -209,6 +227,58 @@ impl Op {
 pub struct FinalState {
     pub accounts: Vec<Account>,
     pub transfers: Vec<Transfer>,
+    /// The change feed (`GET /v1/changes`) of the first node that gave it whole, every event
+    /// from the start; `None` when no node gave one (the run reports that as `feed_identical`)
+    /// or the history predates the feed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<Vec<Change>>,
+}
+
+/// What one event of the change feed did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    SinglePhase,
+    TwoPhasePending,
+    TwoPhasePosted,
+    TwoPhaseVoided,
+    TwoPhaseExpired,
+}
+
+impl ChangeKind {
+    /// The kind of the event that creating `t` makes, by its flags (an expiry has no transfer
+    /// of its own).
+    pub fn of(t: &Transfer) -> ChangeKind {
+        if t.is_pending() {
+            ChangeKind::TwoPhasePending
+        } else if t.is_post() {
+            ChangeKind::TwoPhasePosted
+        } else if t.is_void() {
+            ChangeKind::TwoPhaseVoided
+        } else {
+            ChangeKind::SinglePhase
+        }
+    }
+
+    /// Does the event end a pending transfer (post, void or expiry)?
+    pub fn resolves(self) -> bool {
+        matches!(
+            self,
+            ChangeKind::TwoPhasePosted | ChangeKind::TwoPhaseVoided | ChangeKind::TwoPhaseExpired
+        )
+    }
+}
+
+/// One event of the change feed: the transfer (for an expiry, the pending transfer that
+/// expired), the event's own timestamp, and both accounts' balances right after it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    #[serde(rename = "type")]
+    pub kind: ChangeKind,
+    pub timestamp: u64,
+    pub transfer: Transfer,
+    pub debit_account: Balance,
+    pub credit_account: Balance,
 }
 
 /// One line of the file.

@@ -13,6 +13,7 @@
 pub mod checker;
 pub mod client;
 pub mod cluster;
+pub mod feed;
 pub mod history;
 pub mod nemesis;
 pub mod process;
@@ -24,6 +25,6 @@ pub mod workload;
 
 pub use checker::{check, Report, Verdict};
 pub use history::{
-    read_history, write_history, Account, Balance, Error, FinalState, History, Kind, NemesisAction,
-    Op, Phase, Record, Transfer,
+    read_history, write_history, Account, Balance, Change, ChangeKind, Error, FinalState, History,
+    Kind, NemesisAction, Op, Phase, Record, Transfer,
 };

@@ -180,7 +180,9 @@ async fn drive(
             None
         }
     };
-    let (replicas, state) = final_states(cluster, final_index).await;
+    let (replicas, mut state) = final_states(cluster, final_index).await;
+    let (feeds, changes) = final_feeds(cluster).await;
+    state.changes = changes;
 
     let history = History {
         started_unix_ns: Some(recorder.started_unix_ns),
@@ -191,6 +193,7 @@ async fn drive(
     write_history(&history_path, &history)?;
     let mut report = check(&history);
     report.verdicts.push(replicas);
+    report.verdicts.push(feeds);
     report.verdicts.push(nemesis_verdict(&findings));
     report.ok = report.verdicts.iter().all(|v| v.ok);
 
@@ -297,6 +300,40 @@ async fn final_states(
         }
     };
     (replicas, state)
+}
+
+/// Every original member's whole change feed, the `feed_identical` verdict on them, and the
+/// first one read (which the history keeps and the checker checks against it).
+async fn final_feeds(cluster: &mut Cluster) -> (Verdict, Option<Vec<crate::history::Change>>) {
+    let mut feeds = Vec::new();
+    for id in cluster.originals.clone() {
+        let feed = if cluster.node(id).exited().is_some() {
+            Err("it does not stay up".to_string())
+        } else {
+            read_whole_feed(cluster, id).await
+        };
+        feeds.push((id, feed));
+    }
+    let verdict = crate::checker::feed::feed_identical(&feeds);
+    let first = feeds.into_iter().find_map(|(_, f)| f.ok());
+    (verdict, first)
+}
+
+/// A node's feed, asked again for a while as its final state is (a node that just caught up
+/// may be slow to answer).
+async fn read_whole_feed(
+    cluster: &Cluster,
+    id: u64,
+) -> Result<Vec<crate::history::Change>, String> {
+    let mut last = String::new();
+    for _ in 0..5 {
+        match crate::feed::read_feed(&cluster.control, cluster.nodes[&id].addrs.http).await {
+            Ok(feed) => return Ok(feed),
+            Err(e) => last = format!("{e:#}"),
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    Err(last)
 }
 
 async fn read_final_state(

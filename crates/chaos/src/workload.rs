@@ -21,7 +21,13 @@ use crate::rng::Rng;
 /// The ledger every account of the test lives in.
 pub const LEDGER: u32 = 1;
 /// Accounts 1..=ACCOUNTS.
-pub const ACCOUNTS: u64 = 12;
+pub const ACCOUNTS: u64 = 16;
+/// Accounts 1..=REGULAR take the bulk of the workload; the rest are [`CLOSABLE`].
+pub const REGULAR: u64 = 12;
+/// Accounts that closing pending transfers close (and their void or expiry reopens). Only they
+/// are closed, so that closings never starve the rest of the workload; probe transfers between
+/// them and the regular accounts find them open or closed.
+pub const CLOSABLE: std::ops::RangeInclusive<u64> = 13..=16;
 /// Accounts that may never be overdrawn.
 pub const LIMITED: std::ops::RangeInclusive<u64> = 3..=8;
 /// Accounts that keep a balance history.
@@ -252,8 +258,9 @@ pub struct Worker {
     /// Seconds between two ops of this client.
     pub interval: Duration,
     next_id: u64,
-    /// Pending transfers this client created and saw acknowledged `ok`, not yet resolved by it.
-    pending: Vec<(u64, u64)>,
+    /// Pending transfers this client created and saw acknowledged `ok`, not yet resolved by it:
+    /// id, amount, and whether it closes accounts.
+    pending: Vec<(u64, u64, bool)>,
     /// Per account, the timestamp this client's last full page of its history ended at.
     history_cursor: std::collections::HashMap<u64, u64>,
 }
@@ -282,8 +289,8 @@ impl Worker {
     }
 
     fn pick_pair(&mut self) -> (u64, u64) {
-        let debit = 1 + self.rng.below(ACCOUNTS);
-        let mut credit = 1 + self.rng.below(ACCOUNTS - 1);
+        let debit = 1 + self.rng.below(REGULAR);
+        let mut credit = 1 + self.rng.below(REGULAR - 1);
         if credit >= debit {
             credit += 1;
         }
@@ -302,18 +309,105 @@ impl Worker {
         }
     }
 
-    /// A batch of plain transfers, sometimes with a linked chain inside.
+    /// A plain transfer, or now and then a balancing one.
+    fn plain_or_balancing(&mut self, max_amount: u64) -> Transfer {
+        if self.rng.chance(15) {
+            self.balancing()
+        } else {
+            self.plain(max_amount)
+        }
+    }
+
+    /// A balancing transfer: mostly a balancing debit from a limited account (whose room,
+    /// `credits_posted − debits`, is what caps it), sometimes a balancing credit (capped by the
+    /// credit account's `debits_posted − credits`, often 0 on the regular accounts) or both. The
+    /// amount is the cap, large enough now and then to cap; rarely 0, no cap at all (which takes
+    /// everything the account can give).
+    fn balancing(&mut self) -> Transfer {
+        let mut t = self.plain(900);
+        let roll = self.rng.below(10);
+        if roll < 7 {
+            let limited = LIMITED.start() + self.rng.below(LIMITED.end() - LIMITED.start() + 1);
+            if t.credit == limited {
+                t.credit = t.debit;
+            }
+            t.debit = limited;
+            t.flags.push("balancing_debit".into());
+        }
+        if roll >= 6 {
+            t.flags.push("balancing_credit".into());
+        }
+        if self.rng.chance(3) {
+            t.amount = 0;
+        }
+        t
+    }
+
+    /// A pending transfer between two closable accounts that closes one or both of them for a
+    /// second or two (it always times out, so every account is open again at the end, unless a
+    /// void comes first).
+    fn closing_batch(&mut self) -> Vec<Transfer> {
+        let span = CLOSABLE.end() - CLOSABLE.start() + 1;
+        let debit = CLOSABLE.start() + self.rng.below(span);
+        let credit =
+            CLOSABLE.start() + (debit - CLOSABLE.start() + 1 + self.rng.below(span - 1)) % span;
+        let mut flags = vec!["pending".to_string()];
+        match self.rng.below(3) {
+            0 => flags.push("closing_debit".into()),
+            1 => flags.push("closing_credit".into()),
+            _ => flags.extend(["closing_debit".into(), "closing_credit".into()]),
+        }
+        vec![Transfer {
+            id: self.new_id(),
+            debit,
+            credit,
+            amount: 1 + self.rng.below(50),
+            ledger: LEDGER,
+            flags,
+            timeout: 1 + self.rng.below(2) as u32,
+            ..Transfer::default()
+        }]
+    }
+
+    /// A transfer between a closable account and an unlimited regular one, either way: applied
+    /// while the closable account is open, refused `*_already_closed` while it is closed. Now and
+    /// then pending (then posted or voided like any other, voids being allowed on a closed account).
+    fn closable_probe(&mut self) -> Vec<Transfer> {
+        const UNLIMITED: [u64; 6] = [1, 2, 9, 10, 11, 12];
+        let closable = CLOSABLE.start() + self.rng.below(CLOSABLE.end() - CLOSABLE.start() + 1);
+        let regular = UNLIMITED[self.rng.below(UNLIMITED.len() as u64) as usize];
+        let (debit, credit) = if self.rng.chance(50) {
+            (closable, regular)
+        } else {
+            (regular, closable)
+        };
+        let mut t = Transfer {
+            id: self.new_id(),
+            debit,
+            credit,
+            amount: 1 + self.rng.below(100),
+            ledger: LEDGER,
+            ..Transfer::default()
+        };
+        if self.rng.chance(25) {
+            t.flags.push("pending".into());
+            t.timeout = self.rng.below(u64::from(MAX_PENDING_TIMEOUT_S) + 1) as u32;
+        }
+        vec![t]
+    }
+
+    /// A batch of plain transfers (some balancing), sometimes with a linked chain inside.
     fn transfer_batch(&mut self) -> Vec<Transfer> {
         let mut batch = Vec::new();
         let n = 1 + self.rng.below(5);
         for _ in 0..n {
-            batch.push(self.plain(300));
+            batch.push(self.plain_or_balancing(300));
         }
         if self.rng.chance(40) {
             let len = 2 + self.rng.below(2);
             for i in 0..len {
                 // Large amounts make some chains fail on a limited account: the whole chain must.
-                let mut t = self.plain(900);
+                let mut t = self.plain_or_balancing(900);
                 if i + 1 < len {
                     t.flags.push("linked".into());
                 }
@@ -338,8 +432,10 @@ impl Worker {
             return None;
         }
         let i = self.rng.below(self.pending.len() as u64) as usize;
-        let (pending_id, amount) = self.pending.swap_remove(i);
-        let post = self.rng.chance(60);
+        let (pending_id, amount, closing) = self.pending.swap_remove(i);
+        // A post of a closing transfer is refused (its account is closed): tried now and then,
+        // so that the checker would see one that got through.
+        let post = self.rng.chance(if closing { 20 } else { 60 });
         let mut t = Transfer {
             id: self.new_id(),
             pending_id,
@@ -388,6 +484,23 @@ impl Worker {
             }
         }
         None
+    }
+
+    /// Writes a one-transfer batch and, if it is a pending transfer acknowledged `ok`, keeps it
+    /// to resolve later.
+    async fn write_pending(
+        &mut self,
+        recorder: &Recorder,
+        client: &Client,
+        stop: &AtomicBool,
+        batch: &[Transfer],
+    ) {
+        let results = self.write(recorder, client, stop, batch).await;
+        let t = &batch[0];
+        if t.is_pending() && results.is_some_and(|r| r[0] == "ok") {
+            let closing = t.has_flag("closing_debit") || t.has_flag("closing_credit");
+            self.pending.push((t.id, t.amount, closing));
+        }
     }
 
     async fn read_balances(&mut self, recorder: &Recorder, client: &Client) {
@@ -472,17 +585,21 @@ impl Worker {
             }
             let roll = self.rng.below(100);
             match roll {
-                0..=49 => {
+                0..=44 => {
                     let batch = self.transfer_batch();
                     self.write(&recorder, &client, &stop, &batch).await;
                 }
+                45..=46 => {
+                    let batch = self.closing_batch();
+                    self.write_pending(&recorder, &client, &stop, &batch).await;
+                }
+                47..=49 => {
+                    let batch = self.closable_probe();
+                    self.write_pending(&recorder, &client, &stop, &batch).await;
+                }
                 50..=59 => {
                     let batch = self.pending_batch();
-                    if let Some(results) = self.write(&recorder, &client, &stop, &batch).await {
-                        if results[0] == "ok" {
-                            self.pending.push((batch[0].id, batch[0].amount));
-                        }
-                    }
+                    self.write_pending(&recorder, &client, &stop, &batch).await;
                 }
                 60..=69 => {
                     if let Some(batch) = self.resolve_batch() {
@@ -493,5 +610,62 @@ impl Worker {
                 _ => self.read_history(&recorder, &client).await,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn worker() -> Worker {
+        Worker::new(
+            1,
+            7,
+            vec!["127.0.0.1:1".parse().unwrap()],
+            Duration::from_millis(1),
+        )
+    }
+
+    #[test]
+    fn balancing_transfers_debit_limited_accounts_and_only_probes_touch_closable_ones() {
+        let mut w = worker();
+        let batches: Vec<Transfer> = (0..2_000).flat_map(|_| w.transfer_batch()).collect();
+        let debits: Vec<&Transfer> = batches
+            .iter()
+            .filter(|t| t.has_flag("balancing_debit"))
+            .collect();
+        assert!(debits.len() > 100, "{} balancing debits", debits.len());
+        assert!(debits.iter().all(|t| LIMITED.contains(&t.debit)));
+        assert!(debits.iter().any(|t| t.amount == 0), "no uncapped one");
+        assert!(batches.iter().any(|t| t.has_flag("balancing_credit")));
+        assert!(batches
+            .iter()
+            .all(|t| t.debit != t.credit && t.debit <= REGULAR && t.credit <= REGULAR));
+        let probes: Vec<Transfer> = (0..200).flat_map(|_| w.closable_probe()).collect();
+        assert!(probes.iter().all(|t| {
+            CLOSABLE.contains(&t.debit) != CLOSABLE.contains(&t.credit)
+                && !LIMITED.contains(&t.debit)
+                && t.timeout <= MAX_PENDING_TIMEOUT_S
+        }));
+        assert!(probes.iter().any(|t| t.is_pending()));
+    }
+
+    #[test]
+    fn closing_transfers_are_pending_between_closable_accounts_and_time_out() {
+        let mut w = worker();
+        let closings: Vec<Transfer> = (0..300).flat_map(|_| w.closing_batch()).collect();
+        for t in &closings {
+            assert!(t.is_pending() && (1..=2).contains(&t.timeout), "{t:?}");
+            assert!(
+                CLOSABLE.contains(&t.debit) && CLOSABLE.contains(&t.credit),
+                "{t:?}"
+            );
+            assert_ne!(t.debit, t.credit);
+        }
+        let has = |f: &str| closings.iter().filter(|t| t.has_flag(f)).count();
+        assert!(has("closing_debit") > 50 && has("closing_credit") > 50);
+        assert!(closings
+            .iter()
+            .any(|t| t.has_flag("closing_debit") && t.has_flag("closing_credit")));
     }
 }

@@ -4,7 +4,7 @@ use bulwark_chaos::{
 };
 use std::collections::HashMap;
 
-const PROPERTIES: [&str; 10] = [
+const PROPERTIES: [&str; 15] = [
     "ledgers_balance",
     "no_overdraft",
     "acknowledged_present_once",
@@ -15,6 +15,11 @@ const PROPERTIES: [&str; 10] = [
     "linearizable_reads",
     "availability",
     "ledger_time_not_ahead",
+    "feed_matches_history",
+    "feed_balances_consistent",
+    "balancing_capped",
+    "closed_accounts_untouched",
+    "closing_reopens",
 ];
 
 fn t(id: u64, debit: u64, credit: u64, amount: u64, flags: &[&str]) -> Transfer {
@@ -193,6 +198,7 @@ fn state(mut transfers: Vec<Transfer>) -> FinalState {
     FinalState {
         accounts,
         transfers,
+        changes: None,
     }
 }
 

@@ -111,6 +111,7 @@ fn state(transfers: Vec<Transfer>) -> FinalState {
     FinalState {
         accounts,
         transfers,
+        changes: None,
     }
 }
 

@@ -39,6 +39,7 @@ fn state() -> FinalState {
             timestamp: 1_000,
             ..Transfer::default()
         }],
+        changes: None,
     }
 }
 
