@@ -13,6 +13,7 @@
 //! 4 the node could not be reached; 5 the node could not be started.
 
 mod http1;
+mod queries;
 
 use http1::{Connection, Target};
 use std::collections::BTreeMap;
@@ -76,6 +77,15 @@ pub struct BenchArgs {
     /// repeated runs against one node never collide).
     #[arg(long)]
     pub id_base: Option<u64>,
+    /// Each transfer carries user data: `user_data_128` its own id (an invoice number, unique),
+    /// `user_data_64` its id / 1000 (a group of a thousand, a customer's payments, say).
+    #[arg(long)]
+    pub user_data: bool,
+    /// After the load, read this many query pages of 100 one at a time (transfers by ledger, by
+    /// ledger and code, in a window, by user data with --user-data; accounts by ledger; the
+    /// change feed) and report their latency.
+    #[arg(long, default_value_t = 0)]
+    pub queries: u64,
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -214,6 +224,7 @@ async fn bench(args: &BenchArgs, token: Option<&str>, base: &str, node: Option<u
         total,
         deadline: args.duration.map(|d| started + Duration::from_secs_f64(d)),
         ledger: args.ledger,
+        user_data: args.user_data,
         hot,
         hot_share: if hot > 0 { args.hot_share } else { 0.0 },
         rate: args.rate,
@@ -249,6 +260,23 @@ async fn bench(args: &BenchArgs, token: Option<&str>, base: &str, node: Option<u
     let server_cpu = cpu_share(cpu_before.1, cpu_after.1);
 
     let failures = std::mem::take(&mut *shared.failures.lock().expect("failures lock"));
+    let queries = if args.queries > 0 && stats.transfers > 0 {
+        let ledger = queries::Ledger {
+            ledger: args.ledger,
+            first_transfer: id_base + 1,
+            last_transfer: id_base + stats.transfers,
+            user_data: args.user_data,
+        };
+        match queries::run(args.queries, &ledger, base, args.ca.as_deref(), token).await {
+            Ok(report) => Some(report),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(4);
+            }
+        }
+    } else {
+        None
+    };
     let report = Report {
         args,
         id_base,
@@ -257,6 +285,7 @@ async fn bench(args: &BenchArgs, token: Option<&str>, base: &str, node: Option<u
         failures,
         client_cpu,
         server_cpu,
+        queries,
     };
     if args.json {
         println!("{}", report.json());
@@ -399,6 +428,7 @@ struct Plan {
     total: Option<u64>,
     deadline: Option<Instant>,
     ledger: u32,
+    user_data: bool,
     /// The accounts `1..=hot` (after the base) take `hot_share` of the picks.
     hot: u64,
     hot_share: f64,
@@ -507,15 +537,20 @@ impl Plan {
             if i > 0 {
                 body.push(',');
             }
+            let id = first + i + 1;
             let _ = write!(
                 body,
-                r#"{{"id":{},"debit_account_id":{},"credit_account_id":{},"amount":{},"ledger":{},"code":1}}"#,
-                first + i + 1,
+                r#"{{"id":{id},"debit_account_id":{},"credit_account_id":{},"amount":{},"ledger":{},"code":1"#,
                 self.account_base + debit + 1,
                 self.account_base + credit + 1,
                 1 + rng.below(1000),
                 self.ledger,
             );
+            if self.user_data {
+                let group = id / queries::USER_DATA_64_GROUP;
+                let _ = write!(body, r#","user_data_128":"{id}","user_data_64":"{group}""#);
+            }
+            body.push('}');
         }
         body.push(']');
     }
@@ -644,6 +679,8 @@ struct Report<'a> {
     /// CPU time of the bench process and of the node it started, in cores (1.0 = one core busy).
     client_cpu: Option<f64>,
     server_cpu: Option<f64>,
+    /// The query pages read after the load (`--queries`).
+    queries: Option<queries::QueryReport>,
 }
 
 impl Report<'_> {
@@ -694,6 +731,7 @@ impl Report<'_> {
             "not_ok_results": self.stats.not_ok,
             "failed_requests": self.stats.failed_requests,
             "failures": self.failures,
+            "queries": self.queries.as_ref().map(queries::QueryReport::json),
             "client_cpu_cores": self.client_cpu.map(round3),
             "server_cpu_cores": self.server_cpu.map(round3),
             "config": {
@@ -707,6 +745,7 @@ impl Report<'_> {
                 "hot_share": a.hot_share,
                 "ledger": a.ledger,
                 "rate": a.rate,
+                "user_data": a.user_data,
                 "id_base": self.id_base,
             },
         })
@@ -780,6 +819,9 @@ impl Report<'_> {
                 let _ = writeln!(out, "cpu            bench client {c:.2} cores");
             }
             _ => {}
+        }
+        if let Some(queries) = &self.queries {
+            out.push_str(&queries.text());
         }
         out
     }

@@ -29,6 +29,9 @@ async fn bench_sends_every_transfer_and_the_node_holds_them() {
         "2",
         "--id-base",
         &id_base.to_string(),
+        "--user-data",
+        "--queries",
+        "14",
         "--json",
     ])
     .await;
@@ -38,6 +41,47 @@ async fn bench_sends_every_transfer_and_the_node_holds_them() {
     assert_eq!(report["requests"], 20, "{report}");
     assert_eq!(report["failed_requests"], 0, "{report}");
     assert_eq!(report["not_ok_results"], 0, "{report}");
+    // Then 14 query pages, two of each of the seven shapes (a refused query fails the bench).
+    let queries = &report["queries"];
+    assert_eq!(queries["all"]["count"], 14, "{report}");
+    let shapes = queries["shapes"].as_object().expect("shapes");
+    assert_eq!(shapes.len(), 7, "{report}");
+    assert!(shapes.values().all(|s| s["count"] == 2), "{report}");
+    // The load set the user data: transfer id_base + 1000 is the only one with it as its
+    // user_data_128, and one of the 1000 of its user_data_64 group.
+    let one = node
+        .http
+        .post(
+            "/v1/transfers/query",
+            &serde_json::json!({"user_data_128": (id_base + 1000).to_string()}),
+        )
+        .await;
+    assert_eq!(
+        one.json["transfers"][0]["id"],
+        (id_base + 1000).to_string(),
+        "{}",
+        one.text
+    );
+    assert_eq!(
+        one.json["transfers"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        one.text
+    );
+    let group = (id_base + 1000) / 1000;
+    let members = node
+        .http
+        .post(
+            "/v1/transfers/query",
+            &serde_json::json!({"user_data_64": group.to_string(), "limit": 8190}),
+        )
+        .await;
+    assert_eq!(
+        members.json["transfers"].as_array().map(Vec::len),
+        Some(1000),
+        "{}",
+        members.text
+    );
     // The node holds what the report says was sent: 50 accounts, and as much debited as
     // credited over them, 2000 transfers' worth.
     let status = node.http.status().await;

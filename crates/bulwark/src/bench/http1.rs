@@ -240,6 +240,16 @@ impl Target {
         );
         out.extend_from_slice(body.as_bytes());
     }
+
+    /// A GET of `path` (with its query string) on this target's host, to be written at once.
+    pub(super) fn get(&self, path: &str, out: &mut Vec<u8>) {
+        out.clear();
+        let _ = write!(
+            out,
+            "GET {path} HTTP/1.1\r\nhost: {}\r\n{}\r\n",
+            self.authority, self.authorization
+        );
+    }
 }
 
 #[cfg(test)]
