@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bulwark_ledger::{
-    apply, check_balanced, effective_timestamp, Account, AccountFlags, AccountId, Batch,
+    apply, check_balanced, effective_timestamp, Account, AccountFlags, AccountId, Balances, Batch,
     BatchResults, CreateAccountResult, CreateTransferResult, FlagSet, LedgerStore, MemoryStore,
     NewAccount, NewTransfer, Operation, PendingStatus, Timestamp, Transfer, TransferFlags,
     TransferId, AMOUNT_MAX, NANOS_PER_SECOND,
@@ -504,6 +504,7 @@ fn check_batch(
     check_failed_ids(before, after, &events, tl.first);
     check_expiry(before, after, batch, results, &tl);
     check_history(before, after, &tl);
+    check_feed(before, after, &tl);
     check_state(after, tl.first, model);
 }
 
@@ -783,6 +784,69 @@ fn check_history(before: &MemoryStore, after: &MemoryStore, tl: &Timeline) {
         if moved && a.flags.contains(AccountFlags::HISTORY) {
             assert_eq!(last.get(&a.id), Some(&a.balances()), "history of {}", a.id);
         }
+    }
+}
+
+/// The change feed only grows, by one event per new transfer and per expiry, in time order within
+/// the batch's time; replaying each event's effect on the balances the accounts had reproduces
+/// every balance it states, and ends at the balances the accounts have.
+fn check_feed(before: &MemoryStore, after: &MemoryStore, tl: &Timeline) {
+    let old = before.changes.len();
+    assert_eq!(after.changes[..old], before.changes[..]);
+    let new = &after.changes[old..];
+    let created = after.transfers.len() - before.transfers.len();
+    let expired = new.iter().filter(|c| c.expired).count();
+    assert_eq!(new.len() - expired, created, "one event per new transfer");
+    assert!(new.windows(2).all(|w| w[0].timestamp < w[1].timestamp));
+    let mut balances: HashMap<AccountId, Balances> = before
+        .accounts
+        .values()
+        .map(|a| (a.id, a.balances()))
+        .collect();
+    for c in new {
+        assert!(
+            (tl.start..=tl.last).contains(&c.timestamp.0),
+            "event at {:?}",
+            c.timestamp
+        );
+        let t = after.transfers[&c.transfer];
+        assert_eq!(c.expired, before.transfers.contains_key(&t.id), "{c:?}");
+        let pending = |t: &Transfer| after.transfers[&t.pending_id].amount;
+        let (pending_delta, posted_delta) = if c.expired {
+            (Some(t.amount), 0)
+        } else if t.flags.contains(TransferFlags::PENDING) {
+            (None, 0)
+        } else if t.flags.contains(TransferFlags::POST_PENDING_TRANSFER) {
+            (Some(pending(&t)), t.amount)
+        } else if t.flags.contains(TransferFlags::VOID_PENDING_TRANSFER) {
+            (Some(pending(&t)), 0)
+        } else {
+            (Some(0), t.amount)
+        };
+        for (debit, id, stated) in [
+            (true, t.debit_account_id, c.debit),
+            (false, t.credit_account_id, c.credit),
+        ] {
+            let b = balances.entry(id).or_default();
+            let (pending_side, posted_side) = if debit {
+                (&mut b.debits_pending, &mut b.debits_posted)
+            } else {
+                (&mut b.credits_pending, &mut b.credits_posted)
+            };
+            match pending_delta {
+                None => *pending_side += t.amount,
+                Some(released) => *pending_side -= released,
+            }
+            *posted_side += posted_delta;
+            assert_eq!(*b, stated, "account {id} after {c:?}");
+        }
+    }
+    for (id, b) in &balances {
+        assert_eq!(
+            after.accounts[id].balances(),
+            *b,
+            "account {id} at the feed's end"
+        );
     }
 }
 
