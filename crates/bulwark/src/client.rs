@@ -359,14 +359,14 @@ pub async fn history(h: HistoryArgs) -> ExitCode {
 }
 
 /// A field as a person reads it: a decimal string without its quotes, anything else as JSON.
-fn text(v: &Value) -> String {
+pub(crate) fn text(v: &Value) -> String {
     match v.as_str() {
         Some(s) => s.to_string(),
         None => v.to_string(),
     }
 }
 
-fn flags_text(v: &Value) -> String {
+pub(crate) fn flags_text(v: &Value) -> String {
     v.as_array()
         .map(|a| {
             a.iter()

@@ -14,6 +14,7 @@ mod client;
 mod cluster_cmd;
 mod fds;
 mod https;
+mod query_cmd;
 mod serve;
 mod server;
 mod token_cmd;
@@ -44,6 +45,13 @@ enum Command {
     Transfer(client::TransferArgs),
     /// List an account's transfers in timestamp order.
     History(client::HistoryArgs),
+    /// Find transfers or accounts by ledger, code, user data and a timestamp window, a page at
+    /// a time.
+    #[command(subcommand)]
+    Query(query_cmd::QueryCommand),
+    /// List the change feed: every balance change with both accounts' balances right after it
+    /// (`--follow` to keep waiting for more).
+    Changes(query_cmd::ChangesArgs),
     /// Load-test a running node (or one started on a temporary directory).
     Bench(bench::BenchArgs),
     /// Measure leader failover: start a local cluster, kill its leader again and again, time
@@ -84,6 +92,8 @@ fn main() -> ExitCode {
             Command::Account(cmd) => client::account(cmd).await,
             Command::Transfer(args) => client::transfer(args).await,
             Command::History(args) => client::history(args).await,
+            Command::Query(cmd) => query_cmd::query(cmd).await,
+            Command::Changes(args) => query_cmd::changes(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::BenchFailover(args) => bench_failover::run(args).await,
             Command::Cluster(cmd) => cluster_cmd::run(cmd).await,

@@ -1467,3 +1467,251 @@ async fn the_change_feed_gives_every_balance_change_in_order_and_waits_when_caug
     let r = http.get("/v1/changes?after=-1").await;
     assert_refused("a negative after", &r, 400, "invalid_query", "after");
 }
+
+/// Runs a client command against `addr` that must exit 0; its stdout and stderr.
+async fn cli_ok(addr: &str, args: &[&str]) -> (String, String) {
+    let mut all = args.to_vec();
+    all.extend(["--addr", addr]);
+    let (code, out, err) = cli(&all).await;
+    assert_eq!(code, 0, "bulwark {all:?}: {out} {err}");
+    (out, err)
+}
+
+/// The words of a `more: bulwark ...` line after `bulwark` (the last line of `out`), checked to
+/// be one.
+fn more_line(out: &str) -> Vec<String> {
+    let last = out.lines().last().unwrap_or_default();
+    let rest = last
+        .strip_prefix("more: bulwark ")
+        .unwrap_or_else(|| panic!("a `more:` line last: {out}"));
+    rest.split_whitespace().map(str::to_string).collect()
+}
+
+/// `bulwark query` pages with the answer's cursor and prints the command of the next page;
+/// `bulwark changes` prints the feed, one line per event, and `--follow` prints events as they
+/// come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_and_changes_commands_page_and_print() {
+    let node = Node::start(&[]).await;
+    let http = node.http.clone();
+    let addr = node.base_url();
+    let addr = addr.as_str();
+    let accounts = json!([
+        {"id": 1, "ledger": 1, "code": 10}, {"id": 2, "ledger": 1, "code": 10},
+        {"id": 3, "ledger": 2, "code": 20}, {"id": 4, "ledger": 2, "code": 20},
+        {"id": 5, "ledger": 2, "code": 30},
+    ]);
+    assert_eq!(http.write("/v1/accounts", &accounts).await, ["ok"; 5]);
+    let t = |id: u64, debit: u64, credit: u64, ledger: u64, code: u64, flags: &[&str]| {
+        json!({"id": id, "debit_account_id": debit, "credit_account_id": credit, "amount": id - 99,
+               "ledger": ledger, "code": code, "flags": flags})
+    };
+    let post = json!({"id": 105, "pending_id": 104, "flags": ["post_pending_transfer"]});
+    let batch = json!([
+        t(100, 1, 2, 1, 1, &[]),
+        t(101, 3, 4, 2, 2, &[]),
+        t(102, 4, 3, 2, 3, &[]),
+        t(103, 3, 5, 2, 2, &[]),
+        t(104, 1, 2, 1, 1, &["pending"]),
+        post,
+    ]);
+    assert_eq!(http.write("/v1/transfers", &batch).await, ["ok"; 6]);
+
+    // --json, a page of one at a time, each next page asked for with the answer's cursor.
+    let mut args: Vec<String> = [
+        "query",
+        "transfers",
+        "--ledger",
+        "2",
+        "--limit",
+        "1",
+        "--json",
+    ]
+    .map(str::to_string)
+    .to_vec();
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        let (out, _) = cli_ok(addr, &args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+        let page: Value = serde_json::from_str(out.trim()).expect("--json prints the answer");
+        for t in page["transfers"].as_array().expect("transfers") {
+            ids.push(t["id"].as_str().unwrap().to_string());
+        }
+        let Some(next) = page["next_timestamp_min"].as_str() else {
+            break;
+        };
+        args.truncate(7);
+        args.extend(["--timestamp-min".to_string(), next.to_string()]);
+    }
+    assert_eq!(ids, ["101", "102", "103"]);
+
+    // The table: its rows, and the next page's command, which runs and gives the rest.
+    let (out, _) = cli_ok(
+        addr,
+        &["query", "transfers", "--ledger", "2", "--limit", "2"],
+    )
+    .await;
+    let (json_out, _) = cli_ok(
+        addr,
+        &[
+            "query",
+            "transfers",
+            "--ledger",
+            "2",
+            "--limit",
+            "2",
+            "--json",
+        ],
+    )
+    .await;
+    let page: Value = serde_json::from_str(json_out.trim()).unwrap();
+    let cursor = page["next_timestamp_min"].as_str().expect("a cursor");
+    assert_eq!(out.lines().count(), 4, "a header, two rows, `more:`: {out}");
+    assert!(out.lines().nth(1).unwrap().contains(" 101 "), "{out}");
+    assert!(out.lines().nth(2).unwrap().contains(" 102 "), "{out}");
+    let more = more_line(&out);
+    let expected = format!("query transfers --ledger 2 --timestamp-min {cursor} --limit 2");
+    assert_eq!(more.join(" "), expected, "{out}");
+    let (out, _) = cli_ok(addr, &more.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    assert!(out.lines().nth(1).unwrap().contains(" 103 "), "{out}");
+    assert_eq!(out.lines().last(), Some("(1 transfers)"), "{out}");
+    // Reversed: newest first, and the cursor is the window's upper end.
+    let (out, _) = cli_ok(
+        addr,
+        &[
+            "query",
+            "transfers",
+            "--ledger",
+            "2",
+            "--limit",
+            "2",
+            "--reversed",
+        ],
+    )
+    .await;
+    assert!(out.lines().nth(1).unwrap().contains(" 103 "), "{out}");
+    let more = more_line(&out).join(" ");
+    assert!(
+        more.contains("--timestamp-max ") && more.ends_with(" --reversed"),
+        "{out}"
+    );
+    assert!(!more.contains("--timestamp-min"), "{out}");
+
+    let (out, _) = cli_ok(addr, &["query", "accounts", "--code", "20", "--json"]).await;
+    let page: Value = serde_json::from_str(out.trim()).unwrap();
+    let ids: Vec<&str> = page["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["3", "4"]);
+    let (out, _) = cli_ok(addr, &["query", "accounts", "--code", "20"]).await;
+    assert!(out.lines().nth(2).unwrap().contains(" 4 "), "{out}");
+    assert_eq!(out.lines().last(), Some("(2 accounts)"), "{out}");
+
+    changes_command_prints_and_follows(&http, addr).await;
+}
+
+/// The second half of [`query_and_changes_commands_page_and_print`]: `bulwark changes`.
+async fn changes_command_prints_and_follows(http: &Http, addr: &str) {
+    use tokio::io::AsyncBufReadExt;
+    let events = |out: &str| -> Vec<(String, String)> {
+        out.lines()
+            .map(|line| {
+                let e: Value = serde_json::from_str(line).expect("one JSON event a line");
+                (text_of(&e["transfer"]["id"]), text_of(&e["type"]))
+            })
+            .collect()
+    };
+    let (out, err) = cli_ok(addr, &["changes", "--json"]).await;
+    let single = |id: &str| (id.to_string(), "single_phase".to_string());
+    let expected = [
+        single("100"),
+        single("101"),
+        single("102"),
+        single("103"),
+        ("104".to_string(), "two_phase_pending".to_string()),
+        ("105".to_string(), "two_phase_posted".to_string()),
+    ];
+    assert_eq!(events(&out), expected, "{out}");
+    assert!(!err.contains("more:"), "a page that is not full: {err}");
+    let first: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(first["credit_account"]["credits_posted"], "1", "{out}");
+
+    // A full page: its lines, then the command of the next page (on stderr with --json).
+    let (out, _) = cli_ok(addr, &["changes", "--limit", "2"]).await;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "a header, two events, `more:`: {out}");
+    assert!(
+        lines[1].contains("single_phase") && lines[1].contains(" 100 "),
+        "{out}"
+    );
+    assert!(
+        lines[1].contains("1 (1/0)") && lines[1].contains("2 (0/1)"),
+        "{out}"
+    );
+    let second_ts = lines[2].split_whitespace().next().unwrap();
+    let more = more_line(&out).join(" ");
+    assert_eq!(
+        more,
+        format!("changes --after {second_ts} --limit 2"),
+        "{out}"
+    );
+    let (out, err) = cli_ok(
+        addr,
+        &["changes", "--limit", "2", "--after", second_ts, "--json"],
+    )
+    .await;
+    assert_eq!(events(&out), expected[2..4], "{out}");
+    assert!(err.contains("more: bulwark changes --after "), "{err}");
+
+    // --follow: the feed so far, then a transfer made while it waits.
+    let mut follower = tokio::process::Command::new(common::bin())
+        .args([
+            "changes", "--follow", "--json", "--limit", "4", "--addr", addr,
+        ])
+        .env("BULWARK_TOKEN", &common::test_token().1)
+        .env_remove("BULWARK_TOKEN_FILE")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start bulwark changes --follow");
+    let mut lines = tokio::io::BufReader::new(follower.stdout.take().unwrap()).lines();
+    let mut seen = String::new();
+    let caught_up = read_until(&mut lines, &mut seen, "105").await;
+    assert_eq!(events(&caught_up), expected, "{caught_up}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let late = json!([{"id": 106, "debit_account_id": 5, "credit_account_id": 4, "amount": 1,
+                       "ledger": 2, "code": 2}]);
+    assert_eq!(http.write("/v1/transfers", &late).await, ["ok"]);
+    let all = read_until(&mut lines, &mut seen, "106").await;
+    let mut with_late = expected.to_vec();
+    with_late.push(single("106"));
+    assert_eq!(events(&all), with_late, "{all}");
+    follower.kill().await.expect("stop the follower");
+}
+
+/// Reads a follower's lines into `seen` until the event of transfer `id` is among them (30 s
+/// at most); all the lines read so far.
+async fn read_until(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    seen: &mut String,
+    id: &str,
+) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !seen.contains(&format!("\"id\":\"{id}\"")) {
+        let line = tokio::time::timeout_at(deadline, lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("no event of transfer {id} in 30 s: {seen}"))
+            .expect("read the follower's output")
+            .unwrap_or_else(|| panic!("the follower stopped: {seen}"));
+        seen.push_str(&line);
+        seen.push('\n');
+    }
+    seen.clone()
+}
+
+/// A JSON string's text, or the JSON of anything else.
+fn text_of(v: &Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_string)
+}
