@@ -18,7 +18,7 @@ use crate::{decimal, json, path_id, query, read, read_response, AppState, Consis
 #[serde(deny_unknown_fields)]
 pub(crate) struct HistoryParams {
     limit: Option<usize>,
-    after: Option<u64>,
+    after: Option<decimal::Dec<u64>>,
     consistency: Option<Consistency>,
 }
 
@@ -126,7 +126,7 @@ pub(crate) async fn get_account_balances(
     let params = query(params)?;
     let id = AccountId(path_id(raw, "account")?);
     let limit = page_limit(params.limit)?;
-    let after = Timestamp(params.after.unwrap_or(0));
+    let after = Timestamp(params.after.map_or(0, |a| a.0));
     let query = NodeQuery::AccountBalances {
         account: id,
         after,

@@ -1138,6 +1138,11 @@ async fn balance_history_pages_every_change_of_a_history_account() {
     assert_refused("a missing account", &r, 404, "account_not_found", "3");
     let r = http.get("/v1/accounts/1/balances?limit=0").await;
     assert_refused("a zero limit", &r, 400, "invalid_query", "limit");
+    // The cursor is a timestamp written as every other: no sign, no leading zero.
+    for after in ["%2B1", "01"] {
+        let r = http.get(&format!("/v1/accounts/1/balances?after={after}")).await;
+        assert_refused(after, &r, 400, "invalid_query", "after");
+    }
 }
 
 /// An account's history filtered and ordered: only its debits or credits, by code or user data,
