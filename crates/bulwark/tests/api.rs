@@ -1140,7 +1140,9 @@ async fn balance_history_pages_every_change_of_a_history_account() {
     assert_refused("a zero limit", &r, 400, "invalid_query", "limit");
     // The cursor is a timestamp written as every other: no sign, no leading zero.
     for after in ["%2B1", "01"] {
-        let r = http.get(&format!("/v1/accounts/1/balances?after={after}")).await;
+        let r = http
+            .get(&format!("/v1/accounts/1/balances?after={after}"))
+            .await;
         assert_refused(after, &r, 400, "invalid_query", "after");
     }
 }

@@ -10,6 +10,7 @@
 pub mod access;
 mod apply;
 pub mod codec;
+pub mod feed;
 pub mod le;
 mod results;
 mod store;

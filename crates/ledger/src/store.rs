@@ -53,9 +53,9 @@ pub struct Changes {
     pub expiries_removed: Vec<(Timestamp, TransferId)>,
     /// Balances after each transfer, for accounts with the `history` flag, in timestamp order.
     pub balance_history: Vec<(AccountId, Timestamp, Balances)>,
-    /// Every balance-changing event (transfers and expiries) in timestamp order, with both
-    /// accounts' balances after it: the change feed.
-    pub changes: Vec<crate::types::Change>,
+    /// The expiries of pending transfers: (the expiry's timestamp, the pending transfer), in
+    /// order. With the transfers, what a store replays the change feed from (`feed.rs`).
+    pub expired: Vec<(Timestamp, TransferId)>,
     /// Changes to the tokens, in order.
     pub access: Vec<AccessChange>,
     /// The audit trail's new records, in order.
@@ -189,12 +189,46 @@ pub struct MemoryStore {
     pub failed_transfers: HashMap<TransferId, Timestamp>,
     pub expiries: BTreeSet<(Timestamp, TransferId)>,
     pub balance_history: Vec<(AccountId, Timestamp, Balances)>,
-    /// The change feed, oldest first.
+    /// The change feed, oldest first (replayed from each batch's transfers and expiries).
     pub changes: Vec<crate::types::Change>,
     pub tokens: BTreeMap<TokenId, TokenRecord>,
     pub admin_bootstrapped: bool,
     pub audit: Vec<AuditRecord>,
     pub last_timestamp: Timestamp,
+}
+
+impl MemoryStore {
+    /// Appends a batch's events to the change feed, replayed from the balances before it.
+    fn replay_feed(&mut self, transfers: &[Transfer], expired: &[(Timestamp, TransferId)]) {
+        let new: HashMap<TransferId, &Transfer> = transfers.iter().map(|t| (t.id, t)).collect();
+        let find = |id: &TransferId| new.get(id).copied().or_else(|| self.transfers.get(id));
+        let mut balances: HashMap<AccountId, Balances> = HashMap::new();
+        for event in crate::feed::in_order(transfers.iter(), expired.iter()) {
+            let event = match event {
+                crate::feed::Stored::Transfer(t) => crate::feed::FeedEvent::Transfer {
+                    transfer: t,
+                    pending_amount: find(&t.pending_id).map_or(0, |p| p.amount),
+                },
+                crate::feed::Stored::Expiry(at, id) => crate::feed::FeedEvent::Expiry {
+                    at,
+                    pending: find(&id).expect("an expired transfer exists"),
+                },
+            };
+            let t = event.transfer();
+            let mut side = |id: AccountId| {
+                *balances.entry(id).or_insert_with(|| {
+                    self.accounts
+                        .get(&id)
+                        .map(Account::balances)
+                        .unwrap_or_default()
+                })
+            };
+            let (mut dr, mut cr) = (side(t.debit_account_id), side(t.credit_account_id));
+            self.changes.push(event.replay(&mut dr, &mut cr));
+            balances.insert(t.debit_account_id, dr);
+            balances.insert(t.credit_account_id, cr);
+        }
+    }
 }
 
 /// Applies token changes in order to a map of tokens (every store keeps them the same way).
@@ -264,6 +298,8 @@ impl LedgerStore for MemoryStore {
             &changes.access,
         );
         self.audit.extend(changes.audit);
+        // Before the accounts and transfers change: the replay starts from the balances before.
+        self.replay_feed(&changes.transfers, &changes.expired);
         for account in changes.accounts {
             self.accounts.insert(account.id, account);
         }
@@ -277,7 +313,6 @@ impl LedgerStore for MemoryStore {
         }
         self.expiries.extend(changes.expiries_added);
         self.balance_history.extend(changes.balance_history);
-        self.changes.extend(changes.changes);
         self.last_timestamp = changes.last_timestamp;
     }
 }

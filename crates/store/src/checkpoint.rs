@@ -14,6 +14,7 @@ use redb::{Database, ReadableTable};
 
 use crate::disk::open_reader;
 use crate::error::{redb_err, StoreError};
+use crate::feed::FeedCache;
 use crate::field_index::{FieldIndex, EVERY_TRANSFER};
 use crate::memtable::{Frozen, Memtable};
 use crate::records;
@@ -287,7 +288,7 @@ fn estimate_bytes(memtable: &Memtable, accounts: usize) -> u64 {
     let history = memtable.balance_history.len() as u64 * 120;
     // The list of every transfer and about three field lists each, and the change feed.
     let index = index + memtable.transfers.len() as u64 * 4 * 24;
-    let changes = memtable.changes.len() as u64 * 160;
+    let changes = (memtable.transfers.len() + memtable.expired.len()) as u64 * 80;
     let pending = memtable.pending.len() as u64 * 48;
     let expiries = memtable.expiry_changes.len() as u64 * 48;
     let accounts = accounts as u64 * 192;
@@ -395,6 +396,28 @@ fn write_transfer_index(txn: &redb::WriteTransaction, m: &Memtable) -> Result<()
     Ok(())
 }
 
+/// The memtable's change feed, replayed here (off the node loop) into the `changes` table. Every
+/// pending transfer an event names is in `transfers` by now: written by this checkpoint or an
+/// earlier one.
+fn write_changes(txn: &redb::WriteTransaction, m: &Memtable) -> Result<(), redb::Error> {
+    let mut feed = FeedCache::default();
+    {
+        let transfers = txn.open_table(TRANSFERS)?;
+        feed.extend(m, |id| -> Result<_, redb::Error> {
+            let value = transfers.get(id.0)?.ok_or_else(|| {
+                redb::StorageError::Corrupted(format!("pending transfer {id} of a change"))
+            })?;
+            records::decode_transfer(value.value())
+                .ok_or_else(|| redb::StorageError::Corrupted(format!("transfer {id}")).into())
+        })?;
+    }
+    let mut changes = txn.open_table(CHANGES)?;
+    for c in &feed.changes {
+        changes.insert(c.timestamp.0, records::encode_change(c).as_slice())?;
+    }
+    Ok(())
+}
+
 fn write_tables(txn: &redb::WriteTransaction, frozen: &Frozen) -> Result<(), redb::Error> {
     let m = &frozen.memtable;
     let mut accounts = txn.open_table(ACCOUNTS)?;
@@ -422,10 +445,7 @@ fn write_tables(txn: &redb::WriteTransaction, frozen: &Frozen) -> Result<(), red
         }
     }
     write_transfer_index(txn, m)?;
-    let mut changes = txn.open_table(CHANGES)?;
-    for c in &m.changes {
-        changes.insert(c.timestamp.0, records::encode_change(c).as_slice())?;
-    }
+    write_changes(txn, m)?;
     let mut history = txn.open_table(BALANCE_HISTORY)?;
     for ((account, ts), b) in &m.balance_history {
         history.insert((account.0, ts.0), records::encode_balances(b).as_slice())?;

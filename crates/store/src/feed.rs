@@ -1,12 +1,78 @@
 //! The change feed: every balance-changing event (a transfer, or the expiry of a pending one) in
-//! timestamp order, with both accounts' balances after it. The memtables hold the recent events
-//! (`Memtable::changes`); a checkpoint writes them to the `changes` table, keyed by timestamp.
+//! timestamp order, with both accounts' balances after it. Nothing is recorded for it as batches
+//! apply: a memtable replays its feed from its transfers and expiries, starting from the balances
+//! its accounts had before their first change in it (`Memtable::start_balances`), with the
+//! ledger's rule (`bulwark_ledger::feed`), as far as a read needs it ([`FeedCache`]); a
+//! checkpoint replays its memtable again, off the node loop, into the `changes` table.
 
-use bulwark_ledger::{Change, Timestamp};
+use bulwark_ledger::feed::{in_order, FeedEvent, Stored};
+use bulwark_ledger::{AccountId, Balances, Change, IdMap, Timestamp, Transfer, TransferId};
 
 use crate::error::{redb_err, StoreError};
+use crate::memtable::Memtable;
 use crate::records;
 use crate::state::StateStore;
+
+/// A memtable's feed, replayed up to its first `transfers` transfers and `expired` expiries.
+#[derive(Default)]
+pub(crate) struct FeedCache {
+    transfers: usize,
+    expired: usize,
+    /// Each account's balances after the last event replayed.
+    balances: IdMap<AccountId, Balances>,
+    pub(crate) changes: Vec<Change>,
+}
+
+impl FeedCache {
+    /// Replays the memtable's events not replayed yet. `transfer` finds a pending transfer that a
+    /// post, a void or an expiry names (in a memtable or the checkpoint).
+    pub(crate) fn extend<E>(
+        &mut self,
+        m: &Memtable,
+        mut transfer: impl FnMut(TransferId) -> Result<Transfer, E>,
+    ) -> Result<(), E> {
+        let transfers = m.transfers.iter().skip(self.transfers);
+        let expired = m.expired[self.expired..].iter();
+        for stored in in_order(transfers, expired) {
+            let pending;
+            let event = match stored {
+                Stored::Transfer(t) => {
+                    let resolves = !t.pending_id.is_zero();
+                    let pending_amount = if resolves {
+                        transfer(t.pending_id)?.amount
+                    } else {
+                        0
+                    };
+                    self.transfers += 1;
+                    FeedEvent::Transfer {
+                        transfer: t,
+                        pending_amount,
+                    }
+                }
+                Stored::Expiry(at, id) => {
+                    pending = transfer(id)?;
+                    self.expired += 1;
+                    FeedEvent::Expiry {
+                        at,
+                        pending: &pending,
+                    }
+                }
+            };
+            let t = event.transfer();
+            let mut side = |id: AccountId| -> Balances {
+                *self
+                    .balances
+                    .entry(id)
+                    .or_insert_with(|| m.start_balances[&id])
+            };
+            let (mut dr, mut cr) = (side(t.debit_account_id), side(t.credit_account_id));
+            self.changes.push(event.replay(&mut dr, &mut cr));
+            self.balances.insert(t.debit_account_id, dr);
+            self.balances.insert(t.credit_account_id, cr);
+        }
+        Ok(())
+    }
+}
 
 impl StateStore {
     /// The events after `after`, oldest first, at most `limit`.
@@ -22,9 +88,24 @@ impl StateStore {
         }
         // Memtables hold only later events than the checkpoint, frozen before active.
         for memtable in self.memtables_oldest_first() {
-            let changes = &memtable.changes;
+            if page.len() == limit {
+                break;
+            }
+            let mut feed = memtable
+                .feed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            feed.extend(memtable, |id| {
+                let found = self.stored_transfer(id)?;
+                found.ok_or_else(|| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    table: "transfers",
+                    key: format!("{id}, the pending transfer of an event of the change feed"),
+                })
+            })?;
+            let changes = &feed.changes;
             let from = changes.partition_point(|c| c.timestamp <= after);
-            let room = limit.saturating_sub(page.len());
+            let room = limit - page.len();
             page.extend(changes[from..].iter().take(room));
         }
         Ok(page)
@@ -37,12 +118,11 @@ impl StateStore {
     ) -> Result<Vec<Change>, StoreError> {
         self.read_waiting(|reader| {
             let mut page = Vec::new();
-            for row in reader
+            let rows = reader
                 .changes
                 .range(after.0 + 1..)
-                .map_err(redb_err(&self.path, "scan changes"))?
-                .take(limit)
-            {
+                .map_err(redb_err(&self.path, "scan changes"))?;
+            for row in rows.take(limit) {
                 let (key, value) = row.map_err(redb_err(&self.path, "scan changes"))?;
                 let ts = Timestamp(key.value());
                 let change = records::decode_change(ts, value.value()).ok_or_else(|| {

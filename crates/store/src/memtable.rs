@@ -6,10 +6,10 @@ use std::sync::{Mutex, MutexGuard};
 
 use bulwark_ledger::access::{AuditRecord, TokenRecord};
 use bulwark_ledger::{
-    Account, AccountId, Balances, Change, Changes, IdMap, PendingStatus, Timestamp, Transfer,
-    TransferId,
+    Account, AccountId, Balances, Changes, IdMap, PendingStatus, Timestamp, Transfer, TransferId,
 };
 
+use crate::feed::FeedCache;
 use crate::field_index::FieldIndex;
 use crate::state::StateStore;
 
@@ -29,8 +29,14 @@ pub(crate) struct Memtable {
     pub(crate) max_transfer_id: u128,
     /// New audit records, oldest first.
     pub(crate) audit: Vec<AuditRecord>,
-    /// The change feed's new events, in timestamp order.
-    pub(crate) changes: Vec<Change>,
+    /// The expiries of pending transfers here, (the expiry's timestamp, the pending transfer),
+    /// in order: with `transfers`, what the change feed is replayed from (`feed.rs`).
+    pub(crate) expired: Vec<(Timestamp, TransferId)>,
+    /// Each account changed here, with its balances before its first change here: where the
+    /// replay of the change feed starts.
+    pub(crate) start_balances: IdMap<AccountId, Balances>,
+    /// The change feed of this memtable, replayed as far as the last read needed it.
+    pub(crate) feed: Mutex<FeedCache>,
     /// The field indexes of `transfers`, built as far as the last query needed them (see
     /// `field_index.rs`). A mutex because the frozen memtable is shared with its checkpoint.
     pub(crate) query_index: Mutex<FieldIndex>,
@@ -129,8 +135,13 @@ impl StateStore {
     pub(crate) fn record_changes(&mut self, changes: Changes) {
         let known_accounts = self.accounts_by_time.len();
         for account in changes.accounts {
-            self.dirty_accounts.insert(account.id);
-            if self.accounts.insert(account.id, account).is_none() {
+            let first_change = self.dirty_accounts.insert(account.id);
+            let before = self.accounts.insert(account.id, account);
+            if first_change {
+                let balances = before.as_ref().map(Account::balances).unwrap_or_default();
+                self.active.start_balances.insert(account.id, balances);
+            }
+            if before.is_none() {
                 self.add_to_account_index(&account);
             }
         }
@@ -167,13 +178,7 @@ impl StateStore {
             m.balance_history.insert((account, ts), balances);
         }
         m.audit.extend(changes.audit);
-        if let (Some(last), Some(first)) = (m.changes.last(), changes.changes.first()) {
-            assert!(
-                last.timestamp < first.timestamp,
-                "the change feed only grows"
-            );
-        }
-        m.changes.extend(changes.changes);
+        m.expired.extend(changes.expired);
         if !changes.access.is_empty() {
             bulwark_ledger::apply_access_changes(
                 &mut self.tokens,

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::access::{AccessChange, AuditRecord};
 use crate::store::{Changes, LedgerStore};
 use crate::types::{
-    Account, AccountFlags, AccountId, Change, FlagSet, PendingStatus, Timestamp, Transfer,
-    TransferFlags, TransferId,
+    Account, AccountFlags, AccountId, FlagSet, PendingStatus, Timestamp, Transfer, TransferFlags,
+    TransferId,
 };
 use crate::IdMap;
 
@@ -20,7 +20,6 @@ enum Undo {
     /// An expiry was removed; `true` if it had been added in this batch.
     ExpiryRemoved((Timestamp, TransferId), bool),
     History,
-    Change,
     Newest(Timestamp),
 }
 
@@ -39,7 +38,7 @@ pub(super) struct Overlay<'s, S> {
     expiries_added: BTreeSet<(Timestamp, TransferId)>,
     expiries_removed: BTreeSet<(Timestamp, TransferId)>,
     history: Vec<(AccountId, Timestamp, crate::types::Balances)>,
-    changes: Vec<Change>,
+    expired: Vec<(Timestamp, TransferId)>,
     /// Ids refused for a transient reason in this batch. Not journaled: a chain rolled back
     /// keeps the reservation of the event that broke it.
     failed: IdMap<TransferId, Timestamp>,
@@ -66,7 +65,7 @@ impl<'s, S: LedgerStore> Overlay<'s, S> {
             expiries_added: BTreeSet::new(),
             expiries_removed: BTreeSet::new(),
             history: Vec::new(),
-            changes: Vec::with_capacity(events),
+            expired: Vec::new(),
             failed: IdMap::default(),
             newest: store.last_timestamp(),
             access: Vec::new(),
@@ -188,9 +187,7 @@ impl<'s, S: LedgerStore> Overlay<'s, S> {
                 Undo::History => {
                     self.history.pop();
                 }
-                Undo::Change => {
-                    self.changes.pop();
-                }
+
                 Undo::Newest(previous) => self.newest = previous,
             }
         }
@@ -235,26 +232,6 @@ impl<'s, S: LedgerStore> Overlay<'s, S> {
         self.journal(Undo::Transfer(transfer.id));
         self.note_created(transfer.timestamp);
         self.record_history(&[dr, cr], transfer.timestamp);
-        self.record_change(transfer.timestamp, transfer.id, false, &dr, &cr);
-    }
-
-    /// A balance-changing event for the change feed: every transfer and every expiry.
-    fn record_change(
-        &mut self,
-        timestamp: Timestamp,
-        transfer: TransferId,
-        expired: bool,
-        dr: &Account,
-        cr: &Account,
-    ) {
-        self.changes.push(Change {
-            timestamp,
-            transfer,
-            expired,
-            debit: dr.balances(),
-            credit: cr.balances(),
-        });
-        self.journal(Undo::Change);
     }
 
     /// The balances after a change at `timestamp`, for the accounts that keep a history.
@@ -302,7 +279,8 @@ impl<'s, S: LedgerStore> Overlay<'s, S> {
             self.put_account(dr);
             self.put_account(cr);
             self.record_history(&[dr, cr], now);
-            self.record_change(now, id, true, &dr, &cr);
+            // Expiries come first in a batch, never inside a chain: nothing to journal.
+            self.expired.push((now, id));
             self.set_pending_status(id, PendingStatus::Expired);
             self.remove_expiry(at, id);
         }
@@ -323,7 +301,7 @@ impl<'s, S: LedgerStore> Overlay<'s, S> {
             expiries_added: self.expiries_added.into_iter().collect(),
             expiries_removed: self.expiries_removed.into_iter().collect(),
             balance_history: self.history,
-            changes: self.changes,
+            expired: self.expired,
             access: self.access,
             audit: self.audit,
             last_timestamp,
