@@ -59,6 +59,11 @@ pub const MAX_CHANGES_WAIT: Duration = Duration::from_secs(30);
 /// 31,000 rows of a unique `user_data_64` took 31,095 pages, 140 MB for 3 MB of entries.
 pub const TRANSFER_INDEX_RUN: usize = 128;
 
+/// Most changes in one row of the `changes` table: about 3 KiB of compact records (at most 161
+/// bytes each, about 50 for a typical one), under a 4 KiB page for the reason given at
+/// [`TRANSFER_INDEX_RUN`].
+pub const CHANGES_RUN: usize = 64;
+
 /// How long the id of a transfer refused for a transient reason (an account missing, a balance
 /// limit, a closed account) stays reserved, in ledger time: a retry with that id within it answers
 /// `id_already_failed`, later it is a new transfer. A week outlasts any client's retries while

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bulwark_ledger::{Account, Timestamp, TransferId};
 use bulwark_limits::{
-    ACCOUNT_TRANSFERS_RUN, FAILED_TRANSFERS_PURGE, SPACE_RETRY, TRANSFER_INDEX_RUN,
+    ACCOUNT_TRANSFERS_RUN, CHANGES_RUN, FAILED_TRANSFERS_PURGE, SPACE_RETRY, TRANSFER_INDEX_RUN,
 };
 use redb::{Database, ReadableTable};
 
@@ -412,8 +412,9 @@ fn write_changes(txn: &redb::WriteTransaction, m: &Memtable) -> Result<(), redb:
         })?;
     }
     let mut changes = txn.open_table(CHANGES)?;
-    for c in &feed.changes {
-        changes.insert(c.timestamp.0, records::encode_change(c).as_slice())?;
+    for run in feed.changes.chunks(CHANGES_RUN) {
+        let last = run.last().expect("chunks are not empty").timestamp;
+        changes.insert(last.0, records::encode_change_run(run).as_slice())?;
     }
     Ok(())
 }

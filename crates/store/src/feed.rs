@@ -122,17 +122,21 @@ impl StateStore {
                 .changes
                 .range(after.0 + 1..)
                 .map_err(redb_err(&self.path, "scan changes"))?;
-            for row in rows.take(limit) {
+            // The first run read may begin at or before `after`.
+            for row in rows {
                 let (key, value) = row.map_err(redb_err(&self.path, "scan changes"))?;
-                let ts = Timestamp(key.value());
-                let change = records::decode_change(ts, value.value()).ok_or_else(|| {
+                let run = records::decode_change_run(value.value()).ok_or_else(|| {
                     StoreError::Corrupt {
                         path: self.path.clone(),
                         table: "changes",
-                        key: ts.to_string(),
+                        key: format!("run ending at {}", key.value()),
                     }
                 })?;
-                page.push(change);
+                let room = limit - page.len();
+                page.extend(run.into_iter().filter(|c| c.timestamp > after).take(room));
+                if page.len() == limit {
+                    break;
+                }
             }
             Ok(page)
         })

@@ -165,6 +165,32 @@ pub fn decode_change(timestamp: Timestamp, b: &[u8]) -> Option<Change> {
     })
 }
 
+/// A run of the change feed (a row of `changes`): per change `timestamp u64 | length u8 |` its
+/// record ([`encode_change`]), in timestamp order.
+pub fn encode_change_run(run: &[Change]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(run.len() * 64);
+    for c in run {
+        let record = encode_change(c);
+        let record = record.as_slice();
+        b.put_u64(c.timestamp.0);
+        b.push(u8::try_from(record.len()).expect("a change record is under 256 bytes"));
+        b.extend_from_slice(record);
+    }
+    b
+}
+
+/// The changes of a run; `None` if any is damaged, or the run is empty.
+pub fn decode_change_run(mut b: &[u8]) -> Option<Vec<Change>> {
+    let mut run = Vec::new();
+    while !b.is_empty() {
+        let ts = Timestamp(u64::from_le_bytes(b.get(..8)?.try_into().ok()?));
+        let len = usize::from(*b.get(8)?);
+        run.push(decode_change(ts, b.get(9..9 + len)?)?);
+        b = &b[9 + len..];
+    }
+    (!run.is_empty()).then_some(run)
+}
+
 /// A record of fields in the widths their values need, at most `N` bytes; see
 /// [`encode_transfer`].
 pub struct CompactRecord<const N: usize> {
@@ -497,5 +523,34 @@ mod tests {
         past[3] |= 0b01 << 2;
         assert_eq!(decode_transfer(&past), None, "a width past the last field");
         assert_eq!(decode_transfer(&[1, 2]), None, "no widths word");
+    }
+
+    #[test]
+    fn a_change_run_reads_back_and_a_damaged_one_is_refused() {
+        let change = |ts: u64, big: u128| Change {
+            timestamp: Timestamp(ts),
+            transfer: TransferId(u128::from(ts) * 3),
+            expired: ts % 2 == 0,
+            debit: Balances {
+                debits_pending: big,
+                debits_posted: 5,
+                credits_pending: 0,
+                credits_posted: 1,
+            },
+            credit: Balances {
+                credits_posted: u128::MAX,
+                ..Balances::default()
+            },
+        };
+        let run = vec![change(7, 0), change(8, 1 << 100), change(11, 300)];
+        let bytes = encode_change_run(&run);
+        assert_eq!(decode_change_run(&bytes), Some(run));
+        for cut in [1, 8, 9, bytes.len() - 1] {
+            assert_eq!(decode_change_run(&bytes[..cut]), None, "cut at {cut}");
+        }
+        let mut flipped = bytes.clone();
+        flipped[8] += 1; // the first record's length
+        assert_eq!(decode_change_run(&flipped), None);
+        assert_eq!(decode_change_run(&[]), None, "a run is never empty");
     }
 }
