@@ -259,6 +259,10 @@ pub(crate) async fn changes(
         let Answer::Changes(found) = read.answer else {
             unreachable!("the node answers a feed request with changes")
         };
+        // The node replays a large memtable's feed a step per read: read again until it is done.
+        let Some(found) = found else {
+            continue;
+        };
         let wait_more = found.is_empty() && tokio::time::Instant::now() < deadline;
         if wait_more {
             let woken = tokio::time::timeout_at(deadline, applied.changed()).await;

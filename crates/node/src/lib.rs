@@ -146,8 +146,9 @@ pub enum Answer {
     AccountBalances(Option<(Account, Vec<(Timestamp, Balances)>)>),
     Accounts(QueryPage<Account>),
     Transfers(QueryPage<Transfer>),
-    /// Each event with its transfer (for an expiry, the pending transfer).
-    Changes(Vec<(Change, Transfer)>),
+    /// Each event with its transfer (for an expiry, the pending transfer); `None` while the
+    /// feed is still being replayed: ask again.
+    Changes(Option<Vec<(Change, Transfer)>>),
     Status(NodeStatus),
     Tokens(Vec<bulwark_ledger::access::TokenRecord>),
     Audit(Vec<bulwark_ledger::access::AuditRecord>),
@@ -598,21 +599,24 @@ pub(crate) fn answer_query(store: &StateStore, query: Query) -> Result<ReadOutco
     })
 }
 
-/// The feed's events after `after`, each with its transfer.
+/// The feed's events after `after`, each with its transfer (`None`: not replayed yet).
 fn changes_with_transfers(
     store: &StateStore,
     after: Timestamp,
     limit: usize,
-) -> Result<Vec<(Change, Transfer)>, RequestError> {
+) -> Result<Option<Vec<(Change, Transfer)>>, RequestError> {
     use bulwark_ledger::LedgerStore;
-    let changes = store
+    let Some(changes) = store
         .changes_after(after, limit)
-        .map_err(RequestError::Store)?;
+        .map_err(RequestError::Store)?
+    else {
+        return Ok(None);
+    };
     let with_transfer = |c: Change| {
         let transfer = store.transfer(c.transfer);
         (c, transfer.expect("every change names a stored transfer"))
     };
-    Ok(changes.into_iter().map(with_transfer).collect())
+    Ok(Some(changes.into_iter().map(with_transfer).collect()))
 }
 
 #[cfg(test)]

@@ -403,7 +403,7 @@ fn write_changes(txn: &redb::WriteTransaction, m: &Memtable) -> Result<(), redb:
     let mut feed = FeedCache::default();
     {
         let transfers = txn.open_table(TRANSFERS)?;
-        feed.extend(m, |id| -> Result<_, redb::Error> {
+        feed.extend(m, usize::MAX, |id| -> Result<_, redb::Error> {
             let value = transfers.get(id.0)?.ok_or_else(|| {
                 redb::StorageError::Corrupted(format!("pending transfer {id} of a change"))
             })?;

@@ -8,6 +8,8 @@
 use bulwark_ledger::feed::{in_order, FeedEvent, Stored};
 use bulwark_ledger::{AccountId, Balances, Change, IdMap, Timestamp, Transfer, TransferId};
 
+use bulwark_limits::MAX_FEED_REPLAY;
+
 use crate::error::{redb_err, StoreError};
 use crate::memtable::Memtable;
 use crate::records;
@@ -24,16 +26,19 @@ pub(crate) struct FeedCache {
 }
 
 impl FeedCache {
-    /// Replays the memtable's events not replayed yet. `transfer` finds a pending transfer that a
-    /// post, a void or an expiry names (in a memtable or the checkpoint).
+    /// Replays at most `max` of the memtable's events not replayed yet; whether it replayed them
+    /// all. `transfer` finds a pending transfer that a post, a void or an expiry names (in a
+    /// memtable or the checkpoint).
     pub(crate) fn extend<E>(
         &mut self,
         m: &Memtable,
+        max: usize,
         mut transfer: impl FnMut(TransferId) -> Result<Transfer, E>,
-    ) -> Result<(), E> {
+    ) -> Result<bool, E> {
         let transfers = m.transfers.iter().skip(self.transfers);
         let expired = m.expired[self.expired..].iter();
-        for stored in in_order(transfers, expired) {
+        let mut events = in_order(transfers, expired);
+        for stored in events.by_ref().take(max) {
             let pending;
             let event = match stored {
                 Stored::Transfer(t) => {
@@ -70,13 +75,18 @@ impl FeedCache {
             self.balances.insert(t.debit_account_id, dr);
             self.balances.insert(t.credit_account_id, cr);
         }
-        Ok(())
+        Ok(self.transfers == m.transfers.len() && self.expired == m.expired.len())
     }
 }
 
 impl StateStore {
-    /// The events after `after`, oldest first, at most `limit`.
-    pub fn changes_after(&self, after: Timestamp, limit: usize) -> Result<Vec<Change>, StoreError> {
+    /// The events after `after`, oldest first, at most `limit`; `None` when a memtable's feed is
+    /// still being replayed (at most `MAX_FEED_REPLAY` events a call): ask again.
+    pub fn changes_after(
+        &self,
+        after: Timestamp,
+        limit: usize,
+    ) -> Result<Option<Vec<Change>>, StoreError> {
         let mut page = Vec::new();
         if after.0 < u64::MAX {
             if self.is_unavailable() {
@@ -95,7 +105,7 @@ impl StateStore {
                 .feed
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            feed.extend(memtable, |id| {
+            let replayed = feed.extend(memtable, MAX_FEED_REPLAY, |id| {
                 let found = self.stored_transfer(id)?;
                 found.ok_or_else(|| StoreError::Corrupt {
                     path: self.path.clone(),
@@ -103,12 +113,15 @@ impl StateStore {
                     key: format!("{id}, the pending transfer of an event of the change feed"),
                 })
             })?;
+            if !replayed {
+                return Ok(None);
+            }
             let changes = &feed.changes;
             let from = changes.partition_point(|c| c.timestamp <= after);
             let room = limit - page.len();
             page.extend(changes[from..].iter().take(room));
         }
-        Ok(page)
+        Ok(Some(page))
     }
 
     fn checkpointed_changes(

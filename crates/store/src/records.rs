@@ -530,7 +530,7 @@ mod tests {
         let change = |ts: u64, big: u128| Change {
             timestamp: Timestamp(ts),
             transfer: TransferId(u128::from(ts) * 3),
-            expired: ts % 2 == 0,
+            expired: ts.is_multiple_of(2),
             debit: Balances {
                 debits_pending: big,
                 debits_posted: 5,
