@@ -153,16 +153,22 @@ pub(crate) async fn query_transfers(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let (filter, consistency) = query_request(params, raw)?;
-    let read = read(&state, NodeQuery::Transfers(filter), consistency).await?;
-    let Answer::Transfers(QueryPage { found, next }) = read.answer else {
-        unreachable!("the node answers a transfer query with transfers")
+    // The node indexes a large memtable a step per read: read again until it is done.
+    let (read, QueryPage { found, next }) = loop {
+        let read = read(&state, NodeQuery::Transfers(filter), consistency).await?;
+        let Answer::Transfers(page) = read.answer else {
+            unreachable!("the node answers a transfer query with transfers")
+        };
+        if let Some(page) = page {
+            break (read.applied_index, page);
+        }
     };
     let transfers = found
         .into_iter()
         .map(|t| TransferOut::new(t, None, None))
         .collect();
     let page = QueryOut::new(TransfersOut { transfers }, next, filter.reversed);
-    Ok(read_response(page, read.applied_index))
+    Ok(read_response(page, read))
 }
 
 /// The change feed's query string.

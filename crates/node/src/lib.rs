@@ -145,7 +145,8 @@ pub enum Answer {
     /// `None` if the account does not exist; the account and a page of its balances otherwise.
     AccountBalances(Option<(Account, Vec<(Timestamp, Balances)>)>),
     Accounts(QueryPage<Account>),
-    Transfers(QueryPage<Transfer>),
+    /// `None` while the node is still indexing its memtable for the query: ask again.
+    Transfers(Option<QueryPage<Transfer>>),
     /// Each event with its transfer (for an expiry, the pending transfer); `None` while the
     /// feed is still being replayed: ask again.
     Changes(Option<Vec<(Change, Transfer)>>),

@@ -388,7 +388,7 @@ fn write_transfer_index(txn: &redb::WriteTransaction, m: &Memtable) -> Result<()
         &mut m.transfers.iter().map(|t| (t.timestamp, t.id)),
     )?;
     let mut index = FieldIndex::default();
-    index.extend_to(m.transfers.len(), |p| m.transfers.at(p));
+    index.extend_to(m.transfers.len(), usize::MAX, |p| m.transfers.at(p));
     for (field, value, positions) in index.sorted_lists() {
         let keys = &mut positions.iter().map(|&p| m.transfers.key_at(p));
         write_runs(field.tag(), value, keys)?;

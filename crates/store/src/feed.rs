@@ -8,7 +8,7 @@
 use bulwark_ledger::feed::{in_order, FeedEvent, Stored};
 use bulwark_ledger::{AccountId, Balances, Change, IdMap, Timestamp, Transfer, TransferId};
 
-use bulwark_limits::MAX_FEED_REPLAY;
+use bulwark_limits::MAX_LAZY_BUILD_STEP;
 
 use crate::error::{redb_err, StoreError};
 use crate::memtable::Memtable;
@@ -81,7 +81,7 @@ impl FeedCache {
 
 impl StateStore {
     /// The events after `after`, oldest first, at most `limit`; `None` when a memtable's feed is
-    /// still being replayed (at most `MAX_FEED_REPLAY` events a call): ask again.
+    /// still being replayed (at most `MAX_LAZY_BUILD_STEP` events a call): ask again.
     pub fn changes_after(
         &self,
         after: Timestamp,
@@ -105,7 +105,7 @@ impl StateStore {
                 .feed
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let replayed = feed.extend(memtable, MAX_FEED_REPLAY, |id| {
+            let replayed = feed.extend(memtable, MAX_LAZY_BUILD_STEP, |id| {
                 let found = self.stored_transfer(id)?;
                 found.ok_or_else(|| StoreError::Corrupt {
                     path: self.path.clone(),

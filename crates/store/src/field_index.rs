@@ -76,15 +76,17 @@ pub(crate) struct FieldIndex {
 }
 
 impl FieldIndex {
-    /// Indexes the items of the sequence after those indexed so far, up to `len`; `item` gives
-    /// the one at a position.
+    /// Indexes the items of the sequence after those indexed so far, up to `len`, at most `max`
+    /// of them; whether every item up to `len` is indexed. `item` gives the one at a position.
     pub(crate) fn extend_to<'a, T: Indexed + 'a>(
         &mut self,
         len: usize,
+        max: usize,
         item: impl Fn(u32) -> &'a T,
-    ) {
+    ) -> bool {
         assert!(self.built <= len, "an indexed sequence only grows");
-        for position in self.built..len {
+        let end = len.min(self.built.saturating_add(max));
+        for position in self.built..end {
             let position = u32::try_from(position).expect("an indexed sequence holds under 2^32");
             let fields = item(position).fields();
             for (field, value) in IndexField::ALL.into_iter().zip(fields) {
@@ -93,7 +95,8 @@ impl FieldIndex {
                 }
             }
         }
-        self.built = len;
+        self.built = end;
+        end == len
     }
 
     /// The positions of the items whose `field` is `value`, in timestamp order.
@@ -136,9 +139,13 @@ mod tests {
     fn lists_hold_each_value_but_zero_in_order_and_grow_by_extension() {
         let mut all = vec![transfer(1, 7, 1, 0), transfer(2, 7, 2, 5)];
         let mut index = FieldIndex::default();
-        index.extend_to(all.len(), |p| &all[p as usize]);
+        assert!(index.extend_to(all.len(), usize::MAX, |p| &all[p as usize]));
         all.push(transfer(3, 8, 1, 5));
-        index.extend_to(all.len(), |p| &all[p as usize]);
+        assert!(
+            !index.extend_to(all.len(), 0, |p| &all[p as usize]),
+            "a step of none"
+        );
+        assert!(index.extend_to(all.len(), 1, |p| &all[p as usize]));
         assert_eq!(index.positions(IndexField::Ledger, 7), &[0, 1]);
         assert_eq!(index.positions(IndexField::Ledger, 8), &[2]);
         assert_eq!(index.positions(IndexField::Code, 1), &[0, 2]);

@@ -9,6 +9,8 @@ use bulwark_ledger::{
     Account, AccountId, Balances, Changes, IdMap, PendingStatus, Timestamp, Transfer, TransferId,
 };
 
+use bulwark_limits::MAX_LAZY_BUILD_STEP;
+
 use crate::feed::FeedCache;
 use crate::field_index::FieldIndex;
 use crate::state::StateStore;
@@ -43,14 +45,17 @@ pub(crate) struct Memtable {
 }
 
 impl Memtable {
-    /// The field indexes of every transfer here, locked for one query.
-    pub(crate) fn query_index(&self) -> MutexGuard<'_, FieldIndex> {
+    /// The field indexes of the transfers here, locked for one query, built at most
+    /// `MAX_LAZY_BUILD_STEP` transfers further; `None` if they do not cover every transfer yet
+    /// (the query asks again).
+    pub(crate) fn query_index(&self) -> Option<MutexGuard<'_, FieldIndex>> {
         let mut index = self
             .query_index
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        index.extend_to(self.transfers.len(), |p| self.transfers.at(p));
-        index
+        let len = self.transfers.len();
+        let built = index.extend_to(len, MAX_LAZY_BUILD_STEP, |p| self.transfers.at(p));
+        built.then_some(index)
     }
 }
 
@@ -148,7 +153,9 @@ impl StateStore {
         if self.accounts_by_time.len() > known_accounts {
             let (by_time, accounts) = (&self.accounts_by_time, &self.accounts);
             self.account_index
-                .extend_to(by_time.len(), |p| &accounts[&by_time[p as usize].1]);
+                .extend_to(by_time.len(), usize::MAX, |p| {
+                    &accounts[&by_time[p as usize].1]
+                });
         }
         let m = &mut self.active;
         for t in changes.transfers {

@@ -264,8 +264,12 @@ fn intersect(
 }
 
 impl StateStore {
-    /// A page of the transfers `filter` asks for.
-    pub fn query_transfers(&self, filter: &QueryFilter) -> Result<QueryPage<Transfer>, StoreError> {
+    /// A page of the transfers `filter` asks for; `None` while a memtable's field indexes are
+    /// still being built (a step per call, see `Memtable::query_index`): ask again.
+    pub fn query_transfers(
+        &self,
+        filter: &QueryFilter,
+    ) -> Result<Option<QueryPage<Transfer>>, StoreError> {
         if self.is_unavailable() {
             return Err(StoreError::Unavailable {
                 path: self.path.clone(),
@@ -273,9 +277,16 @@ impl StateStore {
         }
         let keys = self.read_waiting(|reader| {
             let memtables: Vec<&Memtable> = self.memtables_oldest_first().collect();
-            let indexes: Vec<MutexGuard<'_, FieldIndex>> =
-                memtables.iter().map(|m| m.query_index()).collect();
             let fields = filter.fields();
+            // Only a query by fields needs the memtables' field indexes.
+            let indexes: Option<Vec<MutexGuard<'_, FieldIndex>>> = if fields.is_empty() {
+                Some(Vec::new())
+            } else {
+                memtables.iter().map(|m| m.query_index()).collect()
+            };
+            let Some(indexes) = indexes else {
+                return Ok(None);
+            };
             let lists: Vec<(u8, u128, Option<IndexField>)> = if fields.is_empty() {
                 vec![(EVERY_TRANSFER, 0, None)]
             } else {
@@ -291,9 +302,10 @@ impl StateStore {
                         tag,
                         value,
                     })];
-                    for (m, index) in memtables.iter().zip(&indexes) {
+                    for (i, m) in memtables.iter().enumerate() {
+                        let index = field.map(|f| (f, &indexes[i]));
                         tiers.push(Box::new(InMemory {
-                            positions: field.map(|f| index.positions(f, value)),
+                            positions: index.map(|(f, index)| index.positions(f, value)),
                             len: m.transfers.len(),
                             key: |p| {
                                 let (ts, id) = m.transfers.key_at(p);
@@ -306,8 +318,11 @@ impl StateStore {
                     }) as Box<dyn Postings>
                 })
                 .collect();
-            intersect(&lists, filter)
+            intersect(&lists, filter).map(Some)
         })?;
+        let Some(keys) = keys else {
+            return Ok(None);
+        };
         let mut found = Vec::with_capacity(keys.found.len());
         for (ts, id) in keys.found {
             let transfer = self.stored_transfer(TransferId(id))?;
@@ -317,10 +332,10 @@ impl StateStore {
                 key: format!("entry ({ts}, {id}) names a missing transfer"),
             })?);
         }
-        Ok(QueryPage {
+        Ok(Some(QueryPage {
             found,
             next: keys.next,
-        })
+        }))
     }
 
     /// A page of the accounts `filter` asks for (all in memory, with their index).

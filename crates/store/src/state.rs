@@ -199,7 +199,9 @@ fn index_accounts(
     let mut by_time: Vec<_> = accounts.values().map(|a| (a.timestamp, a.id)).collect();
     by_time.sort_unstable();
     let mut index = FieldIndex::default();
-    index.extend_to(by_time.len(), |p| &accounts[&by_time[p as usize].1]);
+    index.extend_to(by_time.len(), usize::MAX, |p| {
+        &accounts[&by_time[p as usize].1]
+    });
     (by_time, index)
 }
 
