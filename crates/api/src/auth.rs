@@ -31,7 +31,8 @@ pub fn required_role(method: &Method, path: &str) -> Option<Role> {
         || path == "/v1/tokens"
         || path.starts_with("/v1/tokens/")
         || path == "/v1/audit"
-        || path.starts_with("/v1/audit/");
+        || path.starts_with("/v1/audit/")
+        || path.starts_with("/v1/backup/");
     if admin {
         return Some(Role::Admin);
     }
@@ -296,6 +297,10 @@ mod tests {
         );
         assert_eq!(required_role(&Method::GET, "/v1/tokens"), Some(Role::Admin));
         assert_eq!(required_role(&Method::GET, "/v1/audit"), Some(Role::Admin));
+        assert_eq!(
+            required_role(&Method::GET, "/v1/backup/snapshot"),
+            Some(Role::Admin)
+        );
         assert_eq!(required_role(&Method::GET, "/nowhere"), Some(Role::Read));
     }
 

@@ -143,6 +143,7 @@ pub fn cluster_router(node: NodeHandle, node_id: u64, options: ApiOptions) -> Ro
             get(admin::list_tokens).post(admin::create_token),
         )
         .route("/v1/tokens/{id}/revoke", post(admin::revoke_token))
+        .route("/v1/backup/snapshot", get(backup_snapshot))
         .route("/v1/audit", get(admin::audit))
         .route("/v1/audit/local", get(admin::local_audit))
         .route("/health/live", get(|| async { "ok" }))
@@ -744,6 +745,7 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Result<Respons
             }],
         }),
         Some(c) => json!({
+            "cluster_id": c.cluster_id,
             "node_id": c.node_id.0,
             "role": c.role,
             "term": c.term.0,
@@ -764,6 +766,16 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Result<Respons
                 "lag_ms": m.lag_ms,
                 "in_sync": m.recent_active.map(|active| active && m.lag_ms.is_some_and(|ms| u128::from(ms) <= IN_SYNC_WITHIN.as_millis())),
             })).collect::<Vec<_>>(),
+            "archive": s.archive.as_ref().map(|a| json!({
+                "target": a.target,
+                "archiving": a.archiving,
+                "archived_index": a.archived_index,
+                "lag_entries": a.lag_entries,
+                "chunks_uploaded": a.chunks_uploaded,
+                "failures": a.failures,
+                "last_upload_ms": a.last_upload_ms,
+                "last_error": a.last_error,
+            })),
         }),
     };
     Ok(read_response(body, read.applied_index))
@@ -928,6 +940,32 @@ async fn snapshot(state: &AppState, peer: NodeId) -> Result<Response, ApiError> 
             ),
         });
     }
+    stream_checkpoint(state, format!("node {}", peer.0))
+}
+
+/// `GET /v1/backup/snapshot` (admin): this node's last checkpoint, streamed as a follower gets
+/// it, for `bulwark backup create`.
+/// First a checkpoint of everything applied so far, so that the backup is as recent as the node.
+async fn backup_snapshot(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let index = tokio::time::timeout(
+        bulwark_limits::BACKUP_CHECKPOINT_WAIT,
+        state.node.checkpoint(),
+    )
+    .await
+    .map_err(|_| ApiError {
+        status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        code: "checkpoint_timeout",
+        message: format!(
+            "no checkpoint was written within {} s (a full or slow disk?); retry later",
+            bulwark_limits::BACKUP_CHECKPOINT_WAIT.as_secs()
+        ),
+    })??;
+    tracing::info!(checkpoint = index.0, "a backup reads this checkpoint");
+    stream_checkpoint(&state, "a backup".into())
+}
+
+/// Streams a consistent snapshot of this node's last checkpoint to `to` (named in the log).
+fn stream_checkpoint(state: &AppState, to: String) -> Result<Response, ApiError> {
     let Some(source) = state.node.snapshot_source() else {
         return Err(ApiError::not_found(
             "no_snapshot",
@@ -942,13 +980,13 @@ async fn snapshot(state: &AppState, peer: NodeId) -> Result<Response, ApiError> 
         };
         match source.export(&mut writer) {
             Ok(info) => tracing::info!(
-                peer = peer.0,
+                to,
                 applied_index = info.applied_index,
                 rows = info.rows,
                 "sent a snapshot"
             ),
             Err(e) => {
-                tracing::warn!(peer = peer.0, error = %e, "sending a snapshot failed");
+                tracing::warn!(to, error = %e, "sending a snapshot failed");
                 let _ = writer.tx.blocking_send(Err(std::io::Error::other(e)));
             }
         }

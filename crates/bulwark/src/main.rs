@@ -6,6 +6,7 @@
 //! an error.
 
 mod admin_token;
+mod backup_cmd;
 mod bench;
 mod bench_failover;
 mod certs;
@@ -72,6 +73,11 @@ enum Command {
     Token(token_cmd::TokenCommand),
     /// List the replicated audit trail: token changes and membership changes, who and when.
     Audit(token_cmd::AuditArgs),
+    /// Back up a running cluster, list and verify backups and the archive.
+    #[command(subcommand)]
+    Backup(backup_cmd::BackupCommand),
+    /// Build a new cluster's data directory from a backup and the archive, to a time or index.
+    Restore(backup_cmd::RestoreArgs),
 }
 
 fn main() -> ExitCode {
@@ -101,6 +107,8 @@ fn main() -> ExitCode {
             Command::Cert(cmd) => certs::run(cmd),
             Command::Token(cmd) => token_cmd::token(cmd).await,
             Command::Audit(args) => token_cmd::audit(args).await,
+            Command::Backup(cmd) => backup_cmd::run(cmd).await,
+            Command::Restore(args) => backup_cmd::restore(args).await,
         }
     })
 }

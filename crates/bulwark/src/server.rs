@@ -19,6 +19,11 @@ pub struct StartArgs {
     /// Address of the HTTP API [default: the address book's, or 127.0.0.1:7070].
     #[arg(long, env = "BULWARK_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// Archive every committed entry to this target (a directory), in sealed chunks at least
+    /// once a second, for point-in-time restore (`bulwark restore --archive`). The leader
+    /// archives; every node given it keeps its log until the archive holds it.
+    #[arg(long, env = "BULWARK_ARCHIVE")]
+    pub archive: Option<String>,
     /// Transfers kept in memory before a checkpoint is written.
     #[arg(long, default_value_t = bulwark_limits::DEFAULT_CHECKPOINT_TRANSFERS)]
     pub checkpoint_transfers: usize,
@@ -123,6 +128,7 @@ async fn serve(args: StartArgs) -> anyhow::Result<()> {
     let mut config = NodeConfig::new(&args.data_dir);
     config.checkpoint_transfers = args.checkpoint_transfers;
     config.segment_bytes = args.segment_bytes;
+    config.archive = args.archive.clone();
     let metrics = Arc::new(Metrics::default());
     let requested = Requested {
         node_id: args.node_id,

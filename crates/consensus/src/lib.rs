@@ -18,6 +18,7 @@ mod hard_state;
 pub mod install;
 pub mod membership;
 pub mod recovery;
+pub mod replay;
 pub mod replica;
 pub mod replication;
 pub mod sim;

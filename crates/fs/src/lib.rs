@@ -210,6 +210,29 @@ pub fn create_file_atomically(path: &Path, parts: &[&[u8]]) -> Result<File, Writ
     Ok(file)
 }
 
+/// [`write_file_atomically`] of everything `reader` yields (a file too large to hold in memory:
+/// a backup's state). Answers the bytes written. The temp file is removed on failure.
+pub fn copy_file_atomically(path: &Path, reader: &mut dyn io::Read) -> Result<u64, FsError> {
+    let tmp = temp_path(path);
+    let written = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(step("create", &tmp))?;
+        let written = io::copy(reader, &mut file).map_err(step("write", &tmp))?;
+        file.sync_all().map_err(step("fsync", &tmp))?;
+        Ok(written)
+    })();
+    let written = written.inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })?;
+    rename_durably(&tmp, path)?;
+    Ok(written)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,8 +12,8 @@ mod transfer;
 
 use crate::access::{Control, ControlResult};
 use crate::results::{CreateAccountResult, CreateTransferResult};
-use crate::store::LedgerStore;
-use crate::types::{NewAccount, NewTransfer, Timestamp};
+use crate::store::{Changes, LedgerStore};
+use crate::types::{NewAccount, NewTransfer, Timestamp, TransferId};
 use account::create_account;
 use import::{check_import, Event};
 use overlay::Overlay;
@@ -128,6 +128,27 @@ pub fn apply<S: LedgerStore>(store: &mut S, batch: &Batch) -> BatchResults {
 /// [`apply`] for a batch at log `index`, which the audit trail records (`apply` is for callers
 /// without a log: they get index 0).
 pub fn apply_at<S: LedgerStore>(store: &mut S, batch: &Batch, index: u64) -> BatchResults {
+    let (results, changes) = plan_at(&*store, batch, index);
+    store.commit(changes);
+    results
+}
+
+/// The ledger time a batch would leave the store at, were it applied now: its last event's
+/// timestamp, or for an imported batch the newest of its events that would be applied. Nothing
+/// changes. A point-in-time restore stops before the first batch this puts past its target.
+pub fn stamp_after<S: LedgerStore>(store: &S, batch: &Batch) -> Timestamp {
+    if batch.is_imported() {
+        return plan_at(store, batch, 0).1.last_timestamp;
+    }
+    batch_times(store, batch).2
+}
+
+/// A batch's start (what its expiries are due by), the expiries due then (none for an imported
+/// batch), and its last event's timestamp, past those expiries'.
+fn batch_times<S: LedgerStore>(
+    store: &S,
+    batch: &Batch,
+) -> (Timestamp, Vec<(Timestamp, TransferId)>, Timestamp) {
     let n = batch.operation.len() as u64;
     assert!(n > 0, "a batch must hold at least one event");
     // The pending transfers whose deadline the batch's start reaches expire first, each at a
@@ -138,50 +159,51 @@ pub fn apply_at<S: LedgerStore>(store: &mut S, batch: &Batch, index: u64) -> Bat
     assert!(start > store.last_timestamp(), "timestamps must increase");
     // An imported batch expires nothing: its events take their own (past) timestamps, and the
     // ledger's time moves only to the newest of them.
-    let imported = batch.is_imported();
-    let due = if imported {
+    let due = if batch.is_imported() {
         Vec::new()
     } else {
         store.expired_pending(start)
     };
     let last_event = Timestamp(unshifted_last.0 + due.len() as u64);
+    (start, due, last_event)
+}
+
+/// What applying one batch would do: its results and the changes to commit. Reads the store
+/// only; [`apply_at`] commits the changes.
+pub fn plan_at<S: LedgerStore>(store: &S, batch: &Batch, index: u64) -> (BatchResults, Changes) {
+    let n = batch.operation.len() as u64;
+    let imported = batch.is_imported();
+    let (start, due, last_event) = batch_times(store, batch);
     let first = Timestamp(last_event.0 - (n - 1));
-    let (results, changes) = {
-        let mut overlay = Overlay::new(&*store, batch.operation.len());
-        let expired = overlay.expire(&due, start);
-        let stamps = Stamps {
-            first,
-            last: last_event,
-            imported,
-        };
-        let results = match &batch.operation {
-            Operation::CreateAccounts(accounts) => {
-                BatchResults::Accounts(run_chains(&mut overlay, accounts, stamps, create_account))
-            }
-            Operation::CreateTransfers(transfers) => BatchResults::Transfers(run_chains(
-                &mut overlay,
-                transfers,
-                stamps,
-                create_transfer,
-            )),
-            Operation::Control(control) => {
-                let (result, access, audit) =
-                    crate::access::apply_control(overlay.store, control, first, index);
-                overlay.access.extend(access);
-                overlay.audit.extend(audit);
-                BatchResults::Control(result)
-            }
-            Operation::ExpirePending => BatchResults::Expired(expired),
-        };
-        let ledger_time = if imported {
-            overlay.newest()
-        } else {
-            last_event
-        };
-        (results, overlay.into_changes(ledger_time))
+    let mut overlay = Overlay::new(store, batch.operation.len());
+    let expired = overlay.expire(&due, start);
+    let stamps = Stamps {
+        first,
+        last: last_event,
+        imported,
     };
-    store.commit(changes);
-    results
+    let results = match &batch.operation {
+        Operation::CreateAccounts(accounts) => {
+            BatchResults::Accounts(run_chains(&mut overlay, accounts, stamps, create_account))
+        }
+        Operation::CreateTransfers(transfers) => {
+            BatchResults::Transfers(run_chains(&mut overlay, transfers, stamps, create_transfer))
+        }
+        Operation::Control(control) => {
+            let (result, access, audit) =
+                crate::access::apply_control(overlay.store, control, first, index);
+            overlay.access.extend(access);
+            overlay.audit.extend(audit);
+            BatchResults::Control(result)
+        }
+        Operation::ExpirePending => BatchResults::Expired(expired),
+    };
+    let ledger_time = if imported {
+        overlay.newest()
+    } else {
+        last_event
+    };
+    (results, overlay.into_changes(ledger_time))
 }
 
 /// Runs events in order, honouring linked chains: a chain's events succeed together or all are

@@ -16,7 +16,9 @@ mod results;
 mod store;
 mod types;
 
-pub use apply::{apply, apply_at, effective_timestamp, Batch, BatchResults, Operation};
+pub use apply::{
+    apply, apply_at, effective_timestamp, plan_at, stamp_after, Batch, BatchResults, Operation,
+};
 pub use results::{CreateAccountResult, CreateTransferResult};
 pub use store::{
     apply_access_changes, failed_transfer_horizon, Changes, LedgerStore, MemoryStateMachine,

@@ -445,6 +445,39 @@ pub const ACCEPT_ERROR_LOG_EVERY: Duration = Duration::from_secs(1);
 pub const CLIENT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
 // ---------------------------------------------------------------------------------------------
+// Backups and the archive
+// ---------------------------------------------------------------------------------------------
+
+/// The archiver seals what it holds at least this often: the archive's recovery point (losing
+/// every node loses at most about this much of what was committed).
+pub const ARCHIVE_SEAL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A chunk is sealed early once its entries reach this size, so one chunk stays small enough to
+/// hold in memory on its way to the target and back.
+pub const MAX_ARCHIVE_CHUNK_BYTES: usize = 8 << 20;
+
+/// Offers of entries the archiver's queue holds; past it the loop keeps its place in its own log
+/// and offers again later (never waiting on the archiver).
+pub const ARCHIVE_QUEUE: usize = 64;
+
+/// Entries the loop reads from its log for one offer.
+pub const ARCHIVE_OFFER_ENTRIES: u64 = 4096;
+
+/// The longest wait between retries of a failed archive upload.
+pub const ARCHIVE_MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// How often a node that does not archive lists the archive, to learn how much of its log the
+/// archive holds (and so may be compacted).
+pub const ARCHIVE_RELIST_EVERY: Duration = Duration::from_secs(5);
+
+/// Checkpoint requests (backups) waiting at once in the node loop; more are refused as
+/// overloaded.
+pub const MAX_CHECKPOINT_WAITERS: usize = 16;
+
+/// How long a backup waits for the checkpoint it reads before it answers 503.
+pub const BACKUP_CHECKPOINT_WAIT: Duration = Duration::from_secs(120);
+
+// ---------------------------------------------------------------------------------------------
 // How the bounds relate
 // ---------------------------------------------------------------------------------------------
 
@@ -559,3 +592,7 @@ const _: () = assert!(ms(CLIENT_REJECT_LINGER) <= 1_000);
 const _: () = assert!(ms(ACCEPT_RETRY) < ms(ACCEPT_ERROR_LOG_EVERY));
 const _: () = assert!(MIN_CLIENT_CONNECTIONS <= MAX_CLIENT_CONNECTIONS);
 const _: () = assert!(MAX_CLIENT_REJECTIONS < FD_RESERVE);
+// A chunk is sealed by time well before a relisting node would notice it; retries back off to
+// at most a few seal intervals.
+const _: () = assert!(ms(ARCHIVE_SEAL_INTERVAL) < ms(ARCHIVE_RELIST_EVERY));
+const _: () = assert!(ms(ARCHIVE_MAX_BACKOFF) <= 5 * ms(ARCHIVE_SEAL_INTERVAL));

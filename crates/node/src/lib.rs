@@ -29,6 +29,7 @@ mod install;
 pub mod metrics;
 mod outcome;
 pub mod peer_frame;
+pub mod restore;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -71,6 +72,8 @@ pub struct NodeConfig {
     /// Write requests in flight at once, from the API to their answer; more wait for a permit
     /// for at most `bulwark_limits::PERMIT_WAIT`, then are refused as [`RequestError::Overloaded`].
     pub max_inflight_writes: usize,
+    /// `--archive`: where committed entries are archived (`None`: nowhere).
+    pub archive: Option<String>,
 }
 
 impl NodeConfig {
@@ -80,6 +83,7 @@ impl NodeConfig {
             segment_bytes: bulwark_limits::DEFAULT_SEGMENT_BYTES,
             checkpoint_transfers: bulwark_limits::DEFAULT_CHECKPOINT_TRANSFERS,
             max_inflight_writes: bulwark_limits::MAX_INFLIGHT_WRITES,
+            archive: None,
         }
     }
 
@@ -173,10 +177,29 @@ pub struct NodeStatus {
     pub log_segments: usize,
     /// Raft's view, in cluster mode.
     pub cluster: Option<ClusterStatus>,
+    /// With `--archive`.
+    pub archive: Option<ArchiveStatus>,
+}
+
+/// The continuous archive as this node sees it.
+#[derive(Clone, Debug)]
+pub struct ArchiveStatus {
+    pub target: String,
+    /// True on the node that ships entries (the leader).
+    pub archiving: bool,
+    /// The highest index the archive holds (`None`: not listed yet).
+    pub archived_index: Option<u64>,
+    /// Committed entries not yet in the archive.
+    pub lag_entries: Option<u64>,
+    pub chunks_uploaded: u64,
+    pub failures: u64,
+    pub last_upload_ms: Option<u64>,
+    pub last_error: Option<String>,
 }
 
 #[derive(Clone, Debug)]
 pub struct ClusterStatus {
+    pub cluster_id: u64,
     pub node_id: NodeId,
     pub role: &'static str,
     pub term: Term,
@@ -228,6 +251,11 @@ pub(crate) enum Request {
     Membership {
         change: cluster::MembershipChange,
         actor: bulwark_ledger::access::Actor,
+        reply: oneshot::Sender<Result<LogIndex, RequestError>>,
+    },
+    /// A checkpoint of everything applied so far (a backup reads it); answered with the
+    /// checkpoint's index once it is durable.
+    Checkpoint {
         reply: oneshot::Sender<Result<LogIndex, RequestError>>,
     },
     Shutdown,
@@ -426,6 +454,14 @@ impl NodeHandle {
             RequestError::Overloaded { .. } => RequestError::AckAllUnconfirmed { index },
             e => e,
         })?;
+        answer.await.map_err(|_| RequestError::Stopped)?
+    }
+
+    /// Writes a checkpoint of everything this node applied so far and answers its index once
+    /// durable: what [`NodeHandle::snapshot_source`] streams from then on.
+    pub async fn checkpoint(&self) -> Result<LogIndex, RequestError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Request::Checkpoint { reply })?;
         answer.await.map_err(|_| RequestError::Stopped)?
     }
 

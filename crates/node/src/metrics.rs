@@ -46,6 +46,11 @@ pub struct Metrics {
     pub slow_disk: Gauge,
     /// Leadership transfers this node asked for because its disk was slow.
     pub leader_evictions: Counter,
+    /// With `--archive`: the highest log index the archive holds, entries behind the commit
+    /// index, failed archive operations.
+    pub archive_index: Gauge,
+    pub archive_lag_entries: Gauge,
+    pub archive_failures: Gauge,
 }
 
 impl Default for Metrics {
@@ -158,8 +163,29 @@ impl Default for Metrics {
             "Leadership transfers this node asked for because its disk was slow",
             Counter::default(),
         );
+        let archive_index = register(
+            &mut registry,
+            "archive_index",
+            "With --archive: the highest log index the archive holds",
+            Gauge::default(),
+        );
+        let archive_lag_entries = register(
+            &mut registry,
+            "archive_lag_entries",
+            "With --archive, on the node that archives: committed entries not yet in the archive",
+            Gauge::default(),
+        );
+        let archive_failures = register(
+            &mut registry,
+            "archive_failures",
+            "With --archive: archive uploads and listings that failed since the node started (each is retried)",
+            Gauge::default(),
+        );
         Metrics {
             registry,
+            archive_index,
+            archive_lag_entries,
+            archive_failures,
             slow_disk,
             leader_evictions,
             disk_full,

@@ -155,6 +155,20 @@ impl StateStore {
     /// that a restart before the first checkpoint starts Raft from it.
     pub fn bootstrap_membership(&mut self, encoded: Vec<u8>) -> Result<(), StoreError> {
         assert_eq!(self.applied_index, 0, "only a new store is bootstrapped");
+        self.write_membership(encoded)
+    }
+
+    /// Gives a restored state the configuration of the new cluster made on it, durably. Only
+    /// on a store whose every applied entry is checkpointed (a restore's last step).
+    pub fn replace_membership(&mut self, encoded: Vec<u8>) -> Result<(), StoreError> {
+        assert!(
+            !self.is_checkpointing() && self.applied_index == self.checkpointed_index,
+            "a restored state is checkpointed before it gets its configuration"
+        );
+        self.write_membership(encoded)
+    }
+
+    fn write_membership(&mut self, encoded: Vec<u8>) -> Result<(), StoreError> {
         let db = self.db()?;
         let txn = db
             .begin_write()

@@ -1,9 +1,8 @@
 //! Committed entries into the state machine, in log order, and the answers they give to this
 //! node's proposals.
 
-use bulwark_ledger::access::{Actor, AuditEvent, AuditRecord, ControlResult};
-use bulwark_ledger::{codec, effective_timestamp, StateMachine, Timestamp};
-use raft::eraftpb::{ConfChangeV2, ConfState, Entry, EntryType};
+use bulwark_ledger::{codec, StateMachine, Timestamp};
+use raft::eraftpb::{ConfState, Entry, EntryType};
 
 use super::proposals::parse_context;
 use super::{AppliedConfChange, ConfChangeRefused, Output, Replica, ReplicaError, Written};
@@ -55,34 +54,9 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
         let index = entry.index;
         let batches = codec::decode_entry(&entry.data)
             .unwrap_or_else(|e| panic!("committed log entry {index} does not decode: {e}"));
-        let before = self.state.last_timestamp();
-        let applied = match &batches[..] {
-            [one] => {
-                let results = self.state.apply_batch(index, one);
-                vec![(results, self.state.last_timestamp())]
-            }
-            many => self.state.apply_group(index, many),
-        };
-        assert_eq!(applied.len(), batches.len(), "one result list per batch");
+        let applied = crate::replay::apply_batches(&mut self.state, index, &batches);
         let (results, stamps): (Vec<_>, Vec<Timestamp>) = applied.into_iter().unzip();
-        // Each batch's last event comes after everything before it (the proposer's stamp, moved
-        // up past the state's last one and past the expiries due at its start); an imported
-        // batch moves the ledger's time only to its newest event, if it moves it at all.
-        let mut previous = before;
-        for (batch, stamp) in batches.iter().zip(&stamps) {
-            let floor = if batch.is_imported() {
-                previous
-            } else {
-                effective_timestamp(previous, batch)
-            };
-            assert!(
-                *stamp >= floor,
-                "entry {index}: a batch stamped {stamp:?} before its place in the log"
-            );
-            previous = *stamp;
-        }
         let last = self.state.last_timestamp();
-        assert_eq!(last, previous, "the state ends at the entry's last stamp");
         self.last_proposed = self.last_proposed.max(last);
         let Some(proposal) = self.own_proposal(entry) else {
             return;
@@ -126,22 +100,24 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
 
     fn apply_conf_change(&mut self, entry: &Entry) {
         let index = entry.index;
-        let change: ConfChangeV2 = if entry.get_entry_type() == EntryType::EntryConfChange {
-            let cc: raft::eraftpb::ConfChange = protobuf::Message::parse_from_bytes(&entry.data)
-                .expect("committed conf change decodes");
-            raft_proto::ConfChangeI::into_v2(cc)
-        } else {
-            protobuf::Message::parse_from_bytes(&entry.data).expect("committed conf change decodes")
-        };
+        let change =
+            crate::replay::decode_conf_change(entry).expect("committed conf change decodes");
         let applied = self.raw.apply_conf_change(&change);
         if let Ok(conf_state) = &applied {
             self.adopt_conf_state(index, conf_state);
         }
         self.last_conf_change = LogIndex(index);
-        let (actor, details) = membership::split_actor(entry.context.get(16..).unwrap_or_default());
+        let (_, details) = membership::split_actor(entry.context.get(16..).unwrap_or_default());
         if index > self.state.applied_index() {
             self.state.skip_index(index);
-            self.audit_conf_change(index, &change, actor, details, applied.as_ref().err());
+            let record = crate::replay::conf_change_audit(
+                index,
+                self.state.last_timestamp(),
+                entry,
+                &change,
+                applied.as_ref().err(),
+            );
+            self.state.record_audit(record);
         }
         let token = self.own_proposal(entry).and_then(|t| t.into_iter().next());
         self.conf_changes.push(AppliedConfChange {
@@ -149,29 +125,6 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
             conf_state: applied.map_err(ConfChangeRefused),
             details: details.to_vec(),
             token,
-        });
-    }
-
-    /// Every membership change goes into the replicated audit trail, at its own index: who
-    /// asked (when the proposer said), what changed, and whether Raft took it.
-    fn audit_conf_change(
-        &mut self,
-        index: u64,
-        change: &ConfChangeV2,
-        actor: Option<Actor>,
-        details: &[u8],
-        refused: Option<&raft::Error>,
-    ) {
-        let mut text = membership::describe_change(change, details);
-        if let Some(e) = refused {
-            text.push_str(&format!("; refused: {e}"));
-        }
-        self.state.record_audit(AuditRecord {
-            timestamp: self.state.last_timestamp(),
-            index,
-            actor,
-            event: AuditEvent::Membership { details: text },
-            result: ControlResult::Ok,
         });
     }
 

@@ -55,6 +55,7 @@ impl ClusterLoop {
             }
             self.note_role_and_recovery();
             self.housekeeping()?;
+            self.feed_archive();
             if shutdown {
                 return Ok(());
             }
@@ -120,6 +121,7 @@ impl ClusterLoop {
                 reply,
                 permit,
             } => self.waiting_all.push(index, (reply, permit)),
+            Request::Checkpoint { reply } => self.checkpoint_asked(reply),
             Request::Shutdown => return true,
         }
         false
@@ -311,6 +313,7 @@ impl ClusterLoop {
         let conf = self.replica.raw().raft.prs().conf().to_conf_state();
         let alone = conf.voters.len() + conf.learners.len() <= 1;
         let keep = if alone { 0 } else { KEEP_ENTRIES };
+        let keep = keep.max(self.archive_keep(index.0));
         let data = snapshot_data(&self.cluster);
         self.replica
             .compact(index, keep, data)
@@ -464,6 +467,7 @@ impl ClusterLoop {
             self.metrics
                 .checkpoint_seconds
                 .observe(done.duration.as_secs_f64());
+            self.checkpoint_done(LogIndex(done.applied_index));
         }
         // Checkpoint when the memtable is full, or when the Raft log has grown well past what is
         // kept behind a checkpoint (account batches, small batches).
@@ -488,6 +492,7 @@ impl ClusterLoop {
         self.metrics
             .accounts
             .set(self.replica.state().account_count() as i64);
+        self.archive_metrics();
         Ok(())
     }
 }

@@ -22,6 +22,8 @@
 //! [`bulwark_limits::DISK_FULL_RETRY`] (Raft is paused meanwhile: see `consensus::replica`). Once the retry
 //! succeeds, the node catches up by itself and serves again (an info in the log).
 
+mod archive;
+mod checkpoints;
 mod config;
 mod event_loop;
 mod membership;
@@ -129,6 +131,10 @@ struct ClusterLoop {
     /// This node's own log syncs and what they decide: whether its disk is slow, and whether, as
     /// leader, it hands leadership over (`slow_disk`).
     slow_disk: bulwark_consensus::slow_disk::SlowDisk,
+    /// Checkpoints asked for (a backup), each answered once one covers the index it waits for.
+    checkpoint_waiters: Vec<(LogIndex, oneshot::Sender<Result<LogIndex, RequestError>>)>,
+    /// With `--archive`: the archiver and how far this node offered it entries.
+    archive: Option<archive::ArchiveFeed>,
 }
 
 /// Why the replica holds a Ready (see `consensus::replica`).

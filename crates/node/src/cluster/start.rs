@@ -269,6 +269,10 @@ fn spawn_loop(
         ready: false,
         source_ip: cluster.source_ip,
     }));
+    let archive = match &config.archive {
+        None => None,
+        Some(spec) => Some(start_archiver(spec, cluster.cluster_id)?),
+    };
     let disk_full = Arc::new(AtomicBool::new(false));
     let (handle, inbox) = NodeHandle::new(
         config.max_inflight_writes,
@@ -304,6 +308,8 @@ fn spawn_loop(
         recovering: Some(recovering),
         downloader: crate::download::Downloader::default(),
         slow_disk: Default::default(),
+        archive,
+        checkpoint_waiters: Vec::new(),
     };
     let thread = std::thread::Builder::new()
         .name("cluster-loop".into())
@@ -314,6 +320,21 @@ fn spawn_loop(
             source,
         })?;
     Ok(Node { handle, thread })
+}
+
+/// The archiver of `--archive`, on the target it names.
+fn start_archiver(spec: &str, cluster_id: u64) -> Result<super::archive::ArchiveFeed, StartError> {
+    let io = |what, source| StartError::Io {
+        what,
+        path: PathBuf::from(spec),
+        source,
+    };
+    let target = bulwark_backup::open_target(spec)
+        .map_err(|e| io("open the archive", std::io::Error::other(e.to_string())))?;
+    let archiver = bulwark_backup::archiver::Archiver::start(target, cluster_id)
+        .map_err(|e| io("start the archiver for", e))?;
+    tracing::info!(target = spec, cluster_id, "archiving committed entries");
+    Ok(super::archive::ArchiveFeed::new(archiver))
 }
 
 /// A number no other start of this node is likely to draw: it tells this boot's ReadIndex

@@ -55,6 +55,7 @@ impl ClusterLoop {
                 log_bytes,
                 log_segments,
                 cluster: Some(crate::ClusterStatus {
+                    cluster_id: self.cluster.cluster_id,
                     node_id: NodeId(self.cluster.node_id),
                     role: role_name(self.replica.role()),
                     term: self.replica.term(),
@@ -62,6 +63,7 @@ impl ClusterLoop {
                     commit_index: self.replica.commit_index(),
                     members,
                 }),
+                archive: self.archive_status(),
             }),
             applied_index: LogIndex(store.applied_index()),
         }
