@@ -87,6 +87,63 @@ pub(crate) async fn create_token_with(
     Ok(with_index(Json(answer).into_response(), index))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackupRecordIn {
+    backup: String,
+    applied_index: u64,
+    target: String,
+}
+
+/// `POST /v1/backup/record {"backup","applied_index","target"}`: a stored backup, into the
+/// replicated audit trail (`bulwark backup create` sends it once the backup is complete).
+pub(crate) async fn record_backup(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+    Authorization(authorization): Authorization,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let request = Write::plain(Hop::Client, authorization, body(raw)?);
+    record_backup_with(&state, principal, request).await
+}
+
+/// Records a backup for a client's request, or for one a follower forwarded.
+pub(crate) async fn record_backup_with(
+    state: &AppState,
+    principal: Principal,
+    request: Write,
+) -> Result<Response, ApiError> {
+    let input: BackupRecordIn = parse_json(
+        &request.raw,
+        "a JSON object {backup, applied_index, target}",
+    )?;
+    for (field, text) in [("backup", &input.backup), ("target", &input.target)] {
+        if text.is_empty() || text.len() > bulwark_limits::MAX_AUDIT_TEXT {
+            return Err(ApiError::bad_request(
+                "invalid_field",
+                format!(
+                    "at .{field}: 1 to {} bytes, found {}",
+                    bulwark_limits::MAX_AUDIT_TEXT,
+                    text.len()
+                ),
+            ));
+        }
+    }
+    let details = format!(
+        "backup {} of the ledger at index {} stored in {}",
+        input.backup, input.applied_index, input.target
+    );
+    let command = ControlCommand::RecordBackup { details };
+    let index = match control(state, principal, command, "backup/record".into(), request).await? {
+        Ok(index) => index,
+        Err(response) => return Ok(response),
+    };
+    Ok(with_index(
+        Json(json!({"result": "ok"})).into_response(),
+        index,
+    ))
+}
+
 /// `POST /v1/tokens/{id}/revoke`: the token stops working on every node as the change applies.
 pub(crate) async fn revoke_token(
     State(state): State<Arc<AppState>>,
@@ -126,10 +183,11 @@ async fn control(
     route: String,
     request: Write,
 ) -> Result<Result<u64, Response>, ApiError> {
-    let id = match &command {
+    let subject = match &command {
         ControlCommand::CreateToken { id, .. }
         | ControlCommand::RevokeToken { id }
-        | ControlCommand::BootstrapAdmin { id, .. } => *id,
+        | ControlCommand::BootstrapAdmin { id, .. } => format!("token {id}"),
+        ControlCommand::RecordBackup { .. } => "the backup record".to_string(),
     };
     let operation = Operation::Control(Box::new(Control {
         actor: Actor::Token(principal.token),
@@ -155,12 +213,12 @@ async fn control(
         ControlResult::Ok => Ok(Ok(outcome.commit_index.0)),
         ControlResult::NotFound => Err(ApiError::not_found(
             "token_not_found",
-            format!("no token {id}"),
+            format!("no {subject}"),
         )),
         other => Err(ApiError {
             status: StatusCode::CONFLICT,
             code: other.name(),
-            message: format!("token {id}: {}", other.name().replace('_', " ")),
+            message: format!("{subject}: {}", other.name().replace('_', " ")),
         }),
     }
 }
@@ -278,6 +336,8 @@ pub(crate) fn audit_json(r: &AuditRecord) -> Value {
             ("admin_token_bootstrapped", json!({"id": id.to_string()}))
         }
         AuditEvent::Membership { details } => ("membership_changed", json!({"change": details})),
+        AuditEvent::Backup { details } => ("backup_taken", json!({"backup": details})),
+        AuditEvent::Restored { details } => ("restored", json!({"restore": details})),
     };
     json!({
         "timestamp": r.timestamp.0, "index": r.index,

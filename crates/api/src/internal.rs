@@ -6,8 +6,9 @@
 //! - `GET /internal/v1/snapshot`: this node's last checkpoint, streamed (a follower catching up);
 //! - `GET /internal/v1/status`: `/v1/status`, for a member about to bootstrap that asks whether
 //!   the others know it to have lost its log;
-//! - `POST /internal/v1/forward/{accounts,transfers}` (`?ack=all` as the client asked) and
-//!   `POST /internal/v1/forward/cluster/{learners,promote,remove}`: a write a follower took
+//! - `POST /internal/v1/forward/{accounts,transfers}` (`?ack=all` as the client asked),
+//!   `POST /internal/v1/forward/cluster/{learners,promote,remove}`, `.../tokens`,
+//!   `.../tokens/{id}/revoke` and `.../backup/record`: a write a follower took
 //!   from a client, executed as the client route would, but never forwarded again (a node
 //!   that does not lead answers 503 `no_leader`).
 
@@ -54,6 +55,7 @@ pub fn internal_router(node: NodeHandle, node_id: u64) -> Router {
         .route("/internal/v1/forward/cluster/promote", post(promote))
         .route("/internal/v1/forward/cluster/remove", post(remove))
         .route("/internal/v1/forward/tokens", post(create_token))
+        .route("/internal/v1/forward/backup/record", post(record_backup))
         .route(
             "/internal/v1/forward/tokens/{id}/revoke",
             post(revoke_token),
@@ -192,6 +194,15 @@ async fn create_token(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     crate::admin::create_token_with(&state, principal, forwarded_plain(&headers, raw)?).await
+}
+
+async fn record_backup(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    crate::admin::record_backup_with(&state, principal, forwarded_plain(&headers, raw)?).await
 }
 
 async fn revoke_token(

@@ -144,6 +144,7 @@ pub fn cluster_router(node: NodeHandle, node_id: u64, options: ApiOptions) -> Ro
         )
         .route("/v1/tokens/{id}/revoke", post(admin::revoke_token))
         .route("/v1/backup/snapshot", get(backup_snapshot))
+        .route("/v1/backup/record", post(admin::record_backup))
         .route("/v1/audit", get(admin::audit))
         .route("/v1/audit/local", get(admin::local_audit))
         .route("/health/live", get(|| async { "ok" }))

@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use bulwark_consensus::replay::{replay_entry, Replayed};
+use bulwark_ledger::access::{AuditEvent, AuditRecord, ControlResult};
 use bulwark_ledger::{StateMachine, Timestamp};
 use bulwark_store::StateStore;
 
@@ -300,6 +301,26 @@ pub fn build_state(
         store.poll_checkpoint()?;
         progress(replayed, planned);
     }
+    let applied = StateMachine::applied_index(&store);
+    let time = StateMachine::last_timestamp(&store);
+    store.record_audit(AuditRecord {
+        // After the last event's time: an audit record is keyed by (time, index), and the
+        // entry at `applied` may have one of its own at that time.
+        timestamp: Timestamp(time.0 + 1),
+        index: applied,
+        actor: None,
+        event: AuditEvent::Restored {
+            details: format!(
+                "restored from backup {} of cluster {} (index {}) and {} archived entries: the ledger as of index {applied}, time {}",
+                plan.backup.name,
+                plan.backup.cluster_id,
+                plan.backup.applied_index,
+                replayed,
+                crate::format_time(time.0)
+            ),
+        },
+        result: ControlResult::Ok,
+    });
     store.checkpoint_now()?;
     assert_eq!(
         store.checkpointed_index(),

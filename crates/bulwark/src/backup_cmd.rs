@@ -212,6 +212,21 @@ async fn create(args: CreateArgs) -> Result<ExitCode, String> {
     }
     drop(tx);
     let manifest = writer.await.map_err(|e| e.to_string())??;
+    // Into the replicated audit trail (through the node asked, which forwards to the leader).
+    let record = serde_json::json!({
+        "backup": manifest.name, "applied_index": manifest.applied_index, "target": args.to,
+    });
+    let url = format!("{}/v1/backup/record", args.node.addr);
+    let recorded = client.post(&url).json(&record).send().await;
+    match recorded {
+        Ok(r) if r.status().is_success() => {}
+        Ok(r) => eprintln!(
+            "warning: the backup is complete, but the audit trail did not take it: {} {}",
+            r.status(),
+            r.text().await.unwrap_or_default()
+        ),
+        Err(e) => eprintln!("warning: the backup is complete, but {url}: {e}"),
+    }
     println!(
         "backup {} of cluster {} from node {}: index {}, ledger time {}, {} bytes, in {}",
         manifest.name,

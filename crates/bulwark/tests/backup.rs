@@ -141,6 +141,18 @@ async fn write_round(node: &Node, round: u64) {
     }
 }
 
+/// The audit trail's actions, oldest first.
+async fn actions(node: &Node) -> Vec<String> {
+    let r = node.http.get("/v1/audit?limit=1000").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.json["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .map(|a| a["action"].as_str().expect("action").to_string())
+        .collect()
+}
+
 async fn backup(node: &Node, to: &Path) {
     let (code, out, err) = cli(&[
         "backup",
@@ -194,6 +206,11 @@ async fn restore_and_read(
     node.restart().await;
     let moment = record(&node).await;
     let status = node.http.status().await;
+    let audit = actions(&node).await;
+    assert!(
+        audit.contains(&"restored".to_string()),
+        "the restore is in the audit trail: {audit:?}"
+    );
     node.sigterm();
     (moment, status)
 }
@@ -228,6 +245,12 @@ async fn a_restore_to_any_recorded_moment_gives_exactly_that_ledger() {
         moments.push(record(&node).await);
     }
     archive_caught_up(&node).await;
+    let taken = actions(&node)
+        .await
+        .iter()
+        .filter(|a| *a == "backup_taken")
+        .count();
+    assert_eq!(taken, 2, "each backup is in the audit trail");
     let cluster_id = node.http.status().await["cluster_id"]
         .as_u64()
         .expect("cluster id");

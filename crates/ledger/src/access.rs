@@ -103,6 +103,11 @@ pub enum ControlCommand {
         id: TokenId,
         secret_hash: [u8; 32],
     },
+    /// A backup was stored (`details`: which, of what, where), for the audit trail; changes
+    /// nothing else.
+    RecordBackup {
+        details: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -162,6 +167,15 @@ pub enum AuditEvent {
     },
     /// A membership change as applied, in words (`details`).
     Membership {
+        details: String,
+    },
+    /// A backup was taken (`details` in words).
+    Backup {
+        details: String,
+    },
+    /// This state was restored from a backup and the archive (written by the restore itself,
+    /// the first record of the new cluster).
+    Restored {
         details: String,
     },
 }
@@ -237,6 +251,13 @@ pub fn apply_control<S: LedgerStore + ?Sized>(
                 (result, changes, event)
             }
         }
+        ControlCommand::RecordBackup { details } => (
+            ControlResult::Ok,
+            vec![],
+            AuditEvent::Backup {
+                details: details.clone(),
+            },
+        ),
     };
     let audit = (result != ControlResult::AlreadyBootstrapped).then_some(AuditRecord {
         timestamp,
@@ -361,6 +382,10 @@ pub mod encoding {
                 out.extend_from_slice(&id.0.to_le_bytes());
                 out.extend_from_slice(secret_hash);
             }
+            ControlCommand::RecordBackup { details } => {
+                out.push(4);
+                put_text(out, details);
+            }
         }
     }
 
@@ -390,6 +415,7 @@ pub mod encoding {
                 id: TokenId(r.u64()?),
                 secret_hash: r.hash()?,
             },
+            4 => ControlCommand::RecordBackup { details: r.text()? },
             _ => return Err(DecodeError("unknown command")),
         };
         r.done()?;
@@ -469,6 +495,14 @@ pub mod encoding {
                 out.push(4);
                 put_text(&mut out, details);
             }
+            AuditEvent::Backup { details } => {
+                out.push(5);
+                put_text(&mut out, details);
+            }
+            AuditEvent::Restored { details } => {
+                out.push(6);
+                put_text(&mut out, details);
+            }
         }
         out
     }
@@ -499,6 +533,8 @@ pub mod encoding {
                 id: TokenId(r.u64()?),
             },
             4 => AuditEvent::Membership { details: r.text()? },
+            5 => AuditEvent::Backup { details: r.text()? },
+            6 => AuditEvent::Restored { details: r.text()? },
             _ => return Err(DecodeError("unknown audit event")),
         };
         r.done()?;

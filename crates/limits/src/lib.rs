@@ -474,6 +474,9 @@ pub const ARCHIVE_RELIST_EVERY: Duration = Duration::from_secs(5);
 /// overloaded.
 pub const MAX_CHECKPOINT_WAITERS: usize = 16;
 
+/// The longest name or target of a backup in its audit record (bytes): records stay small.
+pub const MAX_AUDIT_TEXT: usize = 512;
+
 /// How long a backup waits for the checkpoint it reads before it answers 503.
 pub const BACKUP_CHECKPOINT_WAIT: Duration = Duration::from_secs(120);
 

@@ -74,7 +74,11 @@ impl StateStore {
         if self.flushing.is_some() || !self.try_reopen() {
             return false;
         }
-        if self.frozen.is_none() && self.applied_index == self.checkpointed_index {
+        // An audit record with no index of its own (a restore's) still needs writing.
+        if self.frozen.is_none()
+            && self.applied_index == self.checkpointed_index
+            && self.active.audit.is_empty()
+        {
             return false;
         }
         let now = Instant::now();

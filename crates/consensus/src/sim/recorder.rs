@@ -96,6 +96,7 @@ pub(super) fn write_id(batch: &Batch) -> u64 {
             bulwark_ledger::access::ControlCommand::CreateToken { id, .. }
             | bulwark_ledger::access::ControlCommand::RevokeToken { id }
             | bulwark_ledger::access::ControlCommand::BootstrapAdmin { id, .. } => id.0,
+            bulwark_ledger::access::ControlCommand::RecordBackup { .. } => 0,
         },
         Operation::ExpirePending => 0,
     }
