@@ -10,9 +10,11 @@ use crate::target::{Target, TargetError};
 pub enum FoundBackup {
     Complete(Manifest),
     /// A directory without a manifest (a backup interrupted before it finished), or whose
-    /// manifest does not read: never restored from.
+    /// manifest does not read: never restored from. `object`: what is wrong (the manifest, or
+    /// the directory that lacks one).
     Unusable {
         name: String,
+        object: String,
         why: String,
     },
 }
@@ -31,6 +33,7 @@ pub fn backups(target: &dyn Target) -> Result<Vec<FoundBackup>, TargetError> {
         let object = Manifest::object(&name, MANIFEST_FILE);
         if !listed.iter().any(|l| l.name == object) {
             found.push(FoundBackup::Unusable {
+                object: format!("{BACKUPS_PREFIX}{name}/"),
                 name,
                 why: "no manifest: the backup did not finish".into(),
             });
@@ -41,11 +44,13 @@ pub fn backups(target: &dyn Target) -> Result<Vec<FoundBackup>, TargetError> {
             Ok(m) if m.name == name => FoundBackup::Complete(m),
             Ok(m) => FoundBackup::Unusable {
                 name,
-                why: format!("its manifest names backup {}", m.name),
+                object,
+                why: format!("it names backup {}", m.name),
             },
             Err(e) => FoundBackup::Unusable {
                 name,
-                why: format!("{object}: {e}"),
+                object,
+                why: e.to_string(),
             },
         });
     }

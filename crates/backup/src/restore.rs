@@ -41,7 +41,7 @@ pub enum RestoreError {
     BeforeBackups { target: String, earliest: String },
     #[error("the target {target} is past the end of the archive, which ends at {end}")]
     PastArchive { target: String, end: String },
-    #[error("the archive of cluster {cluster} has a gap: entries {from}..={to} are missing (needed after backup {backup} at index {after})")]
+    #[error("the archive of cluster {cluster} has a gap: entries {from}..={to} are missing (needed after backup {backup} at index {after}); restore to an index before it with --to-index")]
     Gap {
         cluster: u64,
         backup: String,
@@ -83,13 +83,13 @@ pub fn plan(
 ) -> Result<RestorePlan, RestoreError> {
     let found = crate::catalog::backups(backups)?;
     if let Some(name) = name {
-        if let Some(FoundBackup::Unusable { why, .. }) = found
+        if let Some(FoundBackup::Unusable { object, why, .. }) = found
             .iter()
             .find(|b| matches!(b, FoundBackup::Unusable { name: n, .. } if n == name))
         {
             return Err(RestoreError::Unusable {
                 name: name.into(),
-                why: why.clone(),
+                why: format!("{object}: {why}"),
             });
         }
     }
@@ -171,7 +171,11 @@ fn plan_archive(
         to,
     };
     let to_index = match to {
-        RestoreTo::End => end,
+        // Chunks past a gap would be lost without a word: the operator names an index before it.
+        RestoreTo::End => match gap {
+            Some(gap) => return Err(gap_error(gap)),
+            None => end,
+        },
         RestoreTo::Index(i) if i > end => {
             return Err(gap
                 .map(gap_error)

@@ -48,11 +48,8 @@ pub fn verify(
     for found in backups(target)? {
         let manifest = match found {
             FoundBackup::Complete(m) => m,
-            FoundBackup::Unusable { name, why } => {
-                report.problems.push(Problem {
-                    object: format!("backups/{name}"),
-                    what: why,
-                });
+            FoundBackup::Unusable { object, why, .. } => {
+                report.problems.push(Problem { object, what: why });
                 continue;
             }
         };

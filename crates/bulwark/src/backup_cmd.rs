@@ -282,7 +282,9 @@ fn list(args: ListArgs) -> Result<ExitCode, String> {
                     clusters.push((m.cluster_id, m.applied_index));
                 }
             }
-            FoundBackup::Unusable { name, why } => println!("backup {name}  UNUSABLE: {why}"),
+            FoundBackup::Unusable { name, object, why } => {
+                println!("backup {name}  UNUSABLE: {object}: {why}")
+            }
         }
     }
     let Some(archive) = archive else {
