@@ -319,3 +319,116 @@ async fn a_restore_to_any_recorded_moment_gives_exactly_that_ledger() {
         "a refused restore touches nothing"
     );
 }
+
+/// Writes one transfer at a time to whichever node answers, until `stop`; answers the ids
+/// acknowledged `ok` (a write refused or cut off by a kill may or may not be in the ledger).
+async fn write_until(
+    urls: Vec<String>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<u64> {
+    let http: Vec<common::Http> = urls.into_iter().map(common::Http::with_base).collect();
+    let mut acked = Vec::new();
+    let mut id = 5_000_000u64;
+    let mut node = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        id += 1;
+        let t = json!([{"id": id, "debit_account_id": 1 + id % ACCOUNTS,
+            "credit_account_id": 1 + (id + 1) % ACCOUNTS, "amount": 1, "ledger": 1, "code": 1}]);
+        match http[node]
+            .try_post("/v1/transfers", serde_json::to_vec(&t).unwrap())
+            .await
+        {
+            Ok(r) if r.status == 200 && r.results() == ["ok"] => acked.push(id),
+            _ => {
+                node = (node + 1) % http.len();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    acked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_archiver_moves_with_the_leader_and_the_archive_has_no_gap() {
+    let store = tempfile::tempdir().expect("tempdir");
+    let (backups, archive) = (store.path().join("backups"), store.path().join("archive"));
+    let mut cluster = common::Cluster::start(3, &["--archive", archive.to_str().unwrap()]).await;
+    let leader = cluster.wait_leader(Duration::from_secs(30)).await;
+    let accounts: Vec<Value> = (1..=ACCOUNTS)
+        .map(|id| json!({"id": id, "ledger": 1, "code": 1}))
+        .collect();
+    let written = cluster
+        .node(leader)
+        .http
+        .write("/v1/accounts", &json!(accounts))
+        .await;
+    assert!(written.iter().all(|w| w == "ok"));
+    let url = cluster.node(leader).base_url();
+    let (code, out, err) = cli(&[
+        "backup",
+        "create",
+        "--to",
+        backups.to_str().unwrap(),
+        "--addr",
+        &url,
+    ])
+    .await;
+    assert_eq!(code, 0, "backup create: {out}{err}");
+    assert!(
+        out.contains("from node") && !out.contains(&format!("from node {leader}:")),
+        "a follower's checkpoint is read: {out}"
+    );
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let urls = cluster.nodes.iter().map(|n| n.base_url()).collect();
+    let writer = tokio::spawn(write_until(urls, stop.clone()));
+    // Kill the leader (the archiver) twice mid-stream, each time bringing it back.
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let leader = cluster.wait_leader(Duration::from_secs(30)).await;
+        cluster.node_mut(leader).kill9();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        cluster.node_mut(leader).restart().await;
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = writer.await.expect("the writer");
+    assert!(
+        acked.len() > 20,
+        "the workload went on: {} writes",
+        acked.len()
+    );
+    let leader = cluster.wait_leader(Duration::from_secs(30)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = cluster.node(leader).http.status().await;
+        let archived = s["archive"]["archived_index"].as_u64().unwrap_or(0);
+        if s["archive"]["archiving"] == true && archived >= s["commit_index"].as_u64().unwrap() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new leader did not archive: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, out, err) = cli(&[
+        "backup",
+        "verify",
+        backups.to_str().unwrap(),
+        "--archive",
+        archive.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(code, 0, "verify: {out}{err}");
+    let dirs = tempfile::tempdir().expect("tempdir");
+    let (restored, _) = restore_and_read(&backups, &archive, &[], &dirs.path().join("r")).await;
+    let missing: Vec<_> = acked
+        .iter()
+        .filter(|id| !restored.transfers.contains(id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged transfers missing after the restore: {missing:?}"
+    );
+}
