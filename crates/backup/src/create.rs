@@ -32,9 +32,16 @@ pub fn create_backup(
     stream: &mut dyn Read,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Manifest, CreateError> {
-    let created_at_ms = crate::now_ms();
-    // Names sort by creation time; the node id keeps two backups of one millisecond apart.
-    let name = format!("{created_at_ms:015}-n{}", source.node_id);
+    // Names sort by creation time; never one that exists (two backups in one millisecond).
+    let mut created_at_ms = crate::now_ms();
+    let mut name = format!("{created_at_ms:015}-n{}", source.node_id);
+    while !target
+        .list(&format!("{}{name}/", crate::manifest::BACKUPS_PREFIX))?
+        .is_empty()
+    {
+        created_at_ms += 1;
+        name = format!("{created_at_ms:015}-n{}", source.node_id);
+    }
     let object = Manifest::object(&name, STATE_FILE);
     let mut counting = Progress {
         inner: stream,

@@ -7,7 +7,8 @@
 //! - `archiver`: the thread that seals and uploads chunks for a node (`--archive`);
 //! - `create`: a backup from a node's snapshot stream;
 //! - `restore`: a state rebuilt from a backup and the archive, to an index or a time;
-//! - `verify`: every check a restore makes, and a replay into a scratch store.
+//! - `verify`: every check a restore makes, and a replay into a scratch store;
+//! - `prune`: retention, dropping only what no kept restore point needs.
 //!
 //! It never decides what an entry means: replay goes through `consensus::replay`, the code a
 //! replica applies committed entries with.
@@ -17,6 +18,7 @@ pub mod catalog;
 pub mod chunk;
 pub mod create;
 pub mod manifest;
+pub mod prune;
 pub mod restore;
 pub mod target;
 pub mod verify;

@@ -7,92 +7,24 @@ use std::path::Path;
 
 use bulwark_backup::catalog::ArchiveListing;
 use bulwark_backup::chunk;
-use bulwark_backup::create::{create_backup, Source};
 use bulwark_backup::manifest::{Manifest, MANIFEST_FILE, STATE_FILE};
 use bulwark_backup::restore::{build_state, plan, RestoreError, RestoreTo};
 use bulwark_backup::target::DirTarget;
 use bulwark_backup::verify::{verify, Problem};
 use bulwark_backup::Target;
-use bulwark_consensus::replay::replay_entry;
-use bulwark_ledger::{codec, Batch, Operation, StateMachine, Timestamp};
-use bulwark_ledger::{AccountId, Amount, NewAccount, NewTransfer, TransferId};
-use bulwark_store::StateStore;
-use raft::eraftpb::Entry;
+use bulwark_ledger::{AccountId, Amount};
 
-const CLUSTER: u64 = 1;
+mod common;
 
-fn entry(index: u64, batches: &[Batch]) -> Entry {
-    let mut data = Vec::new();
-    codec::encode_entry(batches, &mut data);
-    Entry {
-        index,
-        term: 2,
-        data: data.into(),
-        ..Default::default()
-    }
-}
-
-/// Entry 2 creates two accounts; each later entry moves `index` units between them.
-fn entries(to: u64) -> Vec<Entry> {
-    let mut out = Vec::new();
-    for index in 2..=to {
-        let operation = if index == 2 {
-            Operation::CreateAccounts(
-                [1u128, 2]
-                    .map(|id| NewAccount {
-                        id: AccountId(id),
-                        ledger: 1,
-                        code: 1,
-                        ..Default::default()
-                    })
-                    .to_vec(),
-            )
-        } else {
-            Operation::CreateTransfers(vec![NewTransfer {
-                id: TransferId(index as u128),
-                debit_account_id: AccountId(1),
-                credit_account_id: AccountId(2),
-                amount: index as Amount,
-                ledger: 1,
-                code: 1,
-                ..Default::default()
-            }])
-        };
-        let batch = Batch {
-            timestamp: Timestamp(1_000_000_000 * index),
-            operation,
-        };
-        out.push(entry(index, &[batch]));
-    }
-    out
-}
+use common::{entries, CLUSTER};
 
 /// A backup of the state at index 6 in `backups`, and entries 2..=30 archived in chunks of ten
 /// (the first overlapping the backup) in `archive`. Answers the backup's name.
 fn make(backups: &dyn Target, archive: &dyn Target, scratch: &Path) -> String {
-    let all = entries(30);
-    let mut store = StateStore::open(&scratch.join("source.redb")).unwrap();
-    store.skip_index(1);
-    for e in &all[..5] {
-        replay_entry(&mut store, e, None).unwrap();
-    }
-    store.checkpoint_now().unwrap();
-    assert_eq!(StateMachine::applied_index(&store), 6);
-    let mut stream = Vec::new();
-    store.snapshot_source().export(&mut stream).unwrap();
-    let source = Source {
-        cluster_id: CLUSTER,
-        node_id: 1,
-    };
-    let manifest = create_backup(backups, source, &mut &stream[..], &mut |_| {}).unwrap();
-    for part in all.chunks(10) {
-        let (first, last) = (part[0].index, part[part.len() - 1].index);
-        let bytes = chunk::encode(CLUSTER, part, 1_000 * last);
-        archive
-            .put(&chunk::chunk_name(CLUSTER, first, last), &bytes)
-            .unwrap();
-    }
-    manifest.name
+    let store = common::store_at(scratch, 6);
+    let name = common::backup(backups, &store);
+    common::archive(archive, 30);
+    name
 }
 
 struct Fixture {

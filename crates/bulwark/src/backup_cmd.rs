@@ -24,6 +24,27 @@ pub enum BackupCommand {
     /// Check every backup and the archive (checksums, sizes, the chain of chunks, what each
     /// manifest claims) and replay them into a scratch store; names each problem's file.
     Verify(ListArgs),
+    /// Delete old backups and the archive chunks no kept backup needs.
+    Prune(PruneArgs),
+}
+
+#[derive(clap::Args)]
+pub struct PruneArgs {
+    /// The backup target.
+    pub target: String,
+    /// The archive target: chunks before the oldest kept backup are deleted too.
+    #[arg(long)]
+    pub archive: Option<String>,
+    /// Keep this many of the newest backups.
+    #[arg(long)]
+    pub keep_full: usize,
+    /// Keep every backup younger than this (90s, 15m, 24h, 7d): with the archive, the window
+    /// a point-in-time restore can reach.
+    #[arg(long, value_parser = bulwark_backup::prune::parse_duration)]
+    pub keep_within: std::time::Duration,
+    /// Say what would be deleted, delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(clap::Args)]
@@ -75,6 +96,7 @@ pub async fn run(cmd: BackupCommand) -> ExitCode {
         BackupCommand::Create(args) => create(args).await,
         BackupCommand::List(args) => blocking(move || list(args)).await,
         BackupCommand::Verify(args) => blocking(move || verify(args)).await,
+        BackupCommand::Prune(args) => blocking(move || prune(args)).await,
     };
     finish(result)
 }
@@ -330,6 +352,44 @@ fn verify(args: ListArgs) -> Result<ExitCode, String> {
     } else {
         ExitCode::from(1)
     })
+}
+
+fn prune(args: PruneArgs) -> Result<ExitCode, String> {
+    use bulwark_backup::prune::{apply_prune, plan_prune, Retention};
+    let target = open(&args.target)?;
+    let archive = args.archive.as_deref().map(open).transpose()?;
+    let retention = Retention {
+        keep_full: args.keep_full,
+        keep_within: args.keep_within,
+    };
+    let plan = plan_prune(
+        &*target,
+        archive.as_deref(),
+        retention,
+        bulwark_backup::now_ms(),
+    )
+    .map_err(|e| e.to_string())?;
+    let verb = if args.dry_run {
+        "would delete"
+    } else {
+        "deleted"
+    };
+    if !args.dry_run {
+        apply_prune(&*target, archive.as_deref(), &plan).map_err(|e| e.to_string())?;
+    }
+    for name in &plan.drop_backups {
+        println!("{verb} backup {name}");
+    }
+    for cluster in &plan.untouched_clusters {
+        println!("left the archive of cluster {cluster} alone: no backup of it is kept");
+    }
+    println!(
+        "kept {} backups; {verb} {} backups and {} archive chunks",
+        plan.kept.len(),
+        plan.drop_backups.len(),
+        plan.drop_chunks.len()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn restore_blocking(args: RestoreArgs) -> Result<ExitCode, String> {
