@@ -81,8 +81,12 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub backup: Option<String>,
     /// The state as of this time (RFC 3339): every batch the ledger stamped at or before it.
-    #[arg(long, conflicts_with = "to_index")]
+    #[arg(long, conflicts_with_all = ["to_index", "to_timestamp"])]
     pub to_time: Option<String>,
+    /// The same, as a ledger timestamp (ns since the Unix epoch, as the API shows them): one
+    /// less than a bad transfer's `timestamp` restores the ledger just before it.
+    #[arg(long, conflicts_with = "to_index")]
+    pub to_timestamp: Option<u64>,
     /// The state as of this log index.
     #[arg(long)]
     pub to_index: Option<u64>,
@@ -393,10 +397,11 @@ fn prune(args: PruneArgs) -> Result<ExitCode, String> {
 }
 
 fn restore_blocking(args: RestoreArgs) -> Result<ExitCode, String> {
-    let to = match (&args.to_time, args.to_index) {
-        (Some(t), _) => RestoreTo::Time(bulwark_backup::parse_time(t)?),
-        (None, Some(i)) => RestoreTo::Index(i),
-        (None, None) => RestoreTo::End,
+    let to = match (&args.to_time, args.to_timestamp, args.to_index) {
+        (Some(t), _, _) => RestoreTo::Time(bulwark_backup::parse_time(t)?),
+        (None, Some(ns), _) => RestoreTo::Time(ns),
+        (None, None, Some(i)) => RestoreTo::Index(i),
+        (None, None, None) => RestoreTo::End,
     };
     let backups_target = open(&args.from)?;
     let archive = args.archive.as_deref().map(open).transpose()?;

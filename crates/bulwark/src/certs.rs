@@ -28,8 +28,9 @@ pub enum CertCommand {
     Issue {
         #[arg(long = "ca")]
         ca_dir: PathBuf,
-        #[arg(long, default_value_t = 1)]
-        cluster_id: u64,
+        /// The cluster's id [default: the one the CA's certificate names].
+        #[arg(long)]
+        cluster_id: Option<u64>,
         #[arg(long, required_unless_present = "api_san")]
         node_id: Option<u64>,
         /// A name of the client API's certificate (`api.crt`): an IP address or DNS name
@@ -70,11 +71,18 @@ pub fn run(cmd: CertCommand) -> std::process::ExitCode {
 
 fn issue(
     ca_dir: &Path,
-    cluster_id: u64,
+    cluster_id: Option<u64>,
     node_id: Option<u64>,
     api_names: &[String],
     out: &Path,
 ) -> Result<(), bulwark_tls::TlsError> {
+    let cluster_id = match cluster_id {
+        Some(id) => {
+            bulwark_tls::check_ca_cluster(ca_dir, id)?;
+            id
+        }
+        None => bulwark_tls::ca_cluster_id(ca_dir)?,
+    };
     if let Some(node_id) = node_id {
         bulwark_tls::issue_node(ca_dir, cluster_id, NodeId(node_id), out)?;
         println!(
@@ -96,6 +104,16 @@ fn issue(
 }
 
 /// Where a node's certificates live: `--tls-dir`, else `<data-dir>/tls`.
+/// The cluster a joining node's certificates were issued for (`bulwark cert issue` put the
+/// CA's certificate beside them), so that `--cluster-id` need not repeat it: `None` without
+/// `--join`, or without certificates yet.
+pub fn issued_cluster(args: &StartArgs) -> Option<u64> {
+    let dir = tls_dir(args);
+    (args.join && dir.join(bulwark_tls::CA_CERT).exists())
+        .then(|| bulwark_tls::ca_cluster_id(&dir).ok())
+        .flatten()
+}
+
 pub fn tls_dir(args: &StartArgs) -> PathBuf {
     args.tls_dir
         .clone()

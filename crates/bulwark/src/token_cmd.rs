@@ -25,6 +25,10 @@ pub struct CreateArgs {
     /// read (queries), write (accounts and transfers too) or admin (everything).
     #[arg(long)]
     pub role: String,
+    /// Write the token's text into this file (created 0600, crash-safely) instead of printing
+    /// it: for `--token-file`, and for scripts that must not show it.
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub target: Target,
 }
@@ -69,6 +73,11 @@ pub async fn token(command: TokenCommand) -> ExitCode {
             let url = format!("{}/v1/tokens", a.target.addr);
             let body = json!({"name": a.name, "role": a.role});
             let outcome = call(&a.target, reqwest::Method::POST, url, Some(body)).await;
+            if let (Some(out), Outcome::Answered(status, body)) = (&a.out, &outcome) {
+                if status.is_success() {
+                    return write_token(out, body);
+                }
+            }
             answered(outcome, a.target.json, |v| {
                 println!(
                     "token {} ({}, role {}):\n{}",
@@ -169,6 +178,26 @@ async fn local_audit(a: AuditArgs) -> ExitCode {
 }
 
 /// Prints a 2xx answer with `show` (or as JSON) and exits 0; anything else as `refused` says.
+/// `token create --out`: the new token's text into `path` (0600), its id on stdout.
+fn write_token(path: &std::path::Path, body: &Value) -> ExitCode {
+    let line = format!("{}\n", text(&body["token"]));
+    if let Err(e) = bulwark_fs::write_file_atomically(path, line.as_bytes()) {
+        eprintln!(
+            "error: the token was created (id {}) but {e}; revoke it",
+            text(&body["id"])
+        );
+        return ExitCode::from(4);
+    }
+    println!(
+        "token {} ({}, role {}) written to {}",
+        text(&body["id"]),
+        text(&body["name"]),
+        text(&body["role"]),
+        path.display()
+    );
+    ExitCode::SUCCESS
+}
+
 fn answered(outcome: Outcome, as_json: bool, show: impl FnOnce(&Value)) -> ExitCode {
     if let Some(code) = refused(&outcome, as_json) {
         return code;

@@ -39,6 +39,13 @@ fn balances_of(account: &Value) -> [String; 4] {
     })
 }
 
+/// Double entry: across the ledger, debits equal credits, pending and posted alike.
+fn assert_balanced(balances: &[[String; 4]], what: &str) {
+    let sum = |i: usize| -> u128 { balances.iter().map(|b| b[i].parse::<u128>().unwrap()).sum() };
+    assert_eq!(sum(0), sum(2), "{what}: pending debits and credits");
+    assert_eq!(sum(1), sum(3), "{what}: posted debits and credits");
+}
+
 async fn balances(node: &Node) -> Vec<[String; 4]> {
     let mut out = Vec::new();
     for id in 1..=ACCOUNTS {
@@ -268,6 +275,7 @@ async fn a_restore_to_any_recorded_moment_gives_exactly_that_ledger() {
                 got.balances, expected.balances,
                 "moment {k} by {label}: balances"
             );
+            assert_balanced(&got.balances, &format!("moment {k} by {label}"));
             assert_eq!(
                 got.transfers, expected.transfers,
                 "moment {k} by {label}: transfers"

@@ -96,6 +96,14 @@ pub enum TlsError {
     NoApiNames,
     #[error("the peer's certificate names no node of cluster {cluster_id}")]
     NoNodeName { cluster_id: u64 },
+    #[error("{} is not a Bulwark cluster CA's certificate (its subject names no cluster)", path.display())]
+    NotAClusterCa { path: PathBuf },
+    #[error("{} is the CA of cluster {found}, not of cluster {asked}", path.display())]
+    OtherCluster {
+        path: PathBuf,
+        found: u64,
+        asked: u64,
+    },
 }
 
 /// The DNS name a node's certificate holds: `node-<id>.c<cluster id in hex>.bulwark`.
@@ -160,6 +168,45 @@ pub fn create_ca(dir: &Path, cluster_id: u64) -> Result<(), TlsError> {
     let cert = ca_params(cluster_id)?.self_signed(&key)?;
     write_private(&key_path, &key.serialize_pem())?;
     write_private(&dir.join(CA_CERT), &cert.pem())
+}
+
+/// The cluster whose CA `ca_dir` holds, read from its certificate's subject (`Bulwark cluster
+/// <id in hex> CA`, as [`create_ca`] writes it).
+pub fn ca_cluster_id(ca_dir: &Path) -> Result<u64, TlsError> {
+    let path = ca_dir.join(CA_CERT);
+    let pem = read(&path)?;
+    let der = CertificateDer::from_pem_slice(&pem).map_err(|_| TlsError::Pem {
+        path: path.clone(),
+        what: "certificate",
+    })?;
+    let not_ca = || TlsError::NotAClusterCa { path: path.clone() };
+    let prefix = b"Bulwark cluster ";
+    let at = der
+        .windows(prefix.len())
+        .position(|w| w == prefix)
+        .ok_or_else(not_ca)?;
+    let rest = &der[at + prefix.len()..];
+    let hex_len = rest.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if !rest[hex_len..].starts_with(b" CA") {
+        return Err(not_ca());
+    }
+    let hex = std::str::from_utf8(&rest[..hex_len]).map_err(|_| not_ca())?;
+    u64::from_str_radix(hex, 16).map_err(|_| not_ca())
+}
+
+/// Refuses a cluster id the CA in `ca_dir` is not for: certificates signed as another
+/// cluster's CA are trusted by no node of either (what `bulwark cert issue --cluster-id`
+/// checks).
+pub fn check_ca_cluster(ca_dir: &Path, cluster_id: u64) -> Result<(), TlsError> {
+    let found = ca_cluster_id(ca_dir)?;
+    if found != cluster_id {
+        return Err(TlsError::OtherCluster {
+            path: ca_dir.join(CA_CERT),
+            found,
+            asked: cluster_id,
+        });
+    }
+    Ok(())
 }
 
 /// The CA of `ca_dir`, loaded to sign with: its key, and its certificate rebuilt from the same

@@ -161,3 +161,19 @@ fn the_peer_port_offers_raft_and_h2_and_each_dialer_asks_for_one() {
     assert_eq!(tls.client.alpn_protocols, vec![ALPN_RAFT.to_vec()]);
     assert_eq!(tls.http_client.alpn_protocols, vec![ALPN_H2.to_vec()]);
 }
+
+#[test]
+fn a_ca_says_which_cluster_it_is_and_signs_for_no_other() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = tmp.path().join("ca");
+    // A restored cluster's id is random and wide: it must read back whole.
+    let id = 0x3f76_4433_7ac2_810a;
+    create_ca(&ca, id).unwrap();
+    assert_eq!(ca_cluster_id(&ca).unwrap(), id);
+    let refused = check_ca_cluster(&ca, 1).unwrap_err();
+    assert!(
+        matches!(refused, TlsError::OtherCluster { found, asked: 1, .. } if found == id),
+        "{refused}"
+    );
+    check_ca_cluster(&ca, id).unwrap();
+}
