@@ -30,24 +30,11 @@ pub fn create_backup(
     target: &dyn Target,
     source: Source,
     stream: &mut dyn Read,
-    progress: &mut dyn FnMut(u64),
+    progress: &mut (dyn FnMut(u64) + Send),
 ) -> Result<Manifest, CreateError> {
-    // Names sort by creation time; never one that exists (two backups in one millisecond).
-    let mut created_at_ms = crate::now_ms();
-    let mut name = format!("{created_at_ms:015}-n{}", source.node_id);
-    while !target
-        .list(&format!("{}{name}/", crate::manifest::BACKUPS_PREFIX))?
-        .is_empty()
-    {
-        created_at_ms += 1;
-        name = format!("{created_at_ms:015}-n{}", source.node_id);
-    }
+    let (name, created_at_ms) = new_name(target, source)?;
     let object = Manifest::object(&name, STATE_FILE);
-    let mut counting = Progress {
-        inner: stream,
-        done: 0,
-        report: progress,
-    };
+    let mut counting = Progress::new(stream, progress);
     target.put_reader(&object, &mut counting)?;
     // Read back what the target holds: the manifest describes what is there, not what was sent.
     let mut stored = target.open(&object)?;
@@ -70,18 +57,44 @@ pub fn create_backup(
             bytes: summary.bytes,
             crc32c: summary.crc32c,
         }],
+        parent: None,
     };
     target.put(&Manifest::object(&name, MANIFEST_FILE), &manifest.encode())?;
     Ok(manifest)
 }
 
-struct Progress<'a> {
-    inner: &'a mut dyn Read,
-    done: u64,
-    report: &'a mut dyn FnMut(u64),
+/// A new backup's name and creation time: names sort by creation time, and never repeat one
+/// that exists (two backups in one millisecond).
+pub(crate) fn new_name(target: &dyn Target, source: Source) -> Result<(String, u64), TargetError> {
+    let mut created_at_ms = crate::now_ms();
+    loop {
+        let name = format!("{created_at_ms:015}-n{}", source.node_id);
+        let prefix = format!("{}{name}/", crate::manifest::BACKUPS_PREFIX);
+        if target.list(&prefix)?.is_empty() {
+            return Ok((name, created_at_ms));
+        }
+        created_at_ms += 1;
+    }
 }
 
-impl Read for Progress<'_> {
+/// Reports the bytes read so far.
+pub(crate) struct Progress<'a, R: ?Sized> {
+    inner: &'a mut R,
+    done: u64,
+    report: &'a mut (dyn FnMut(u64) + Send),
+}
+
+impl<'a, R: ?Sized> Progress<'a, R> {
+    pub(crate) fn new(inner: &'a mut R, report: &'a mut (dyn FnMut(u64) + Send)) -> Self {
+        Progress {
+            inner,
+            done: 0,
+            report,
+        }
+    }
+}
+
+impl<R: Read + ?Sized> Read for Progress<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.done += n as u64;

@@ -6,6 +6,7 @@
 //! - `catalog`: what a target holds, and whether the archive chains without a gap;
 //! - `archiver`: the thread that seals and uploads chunks for a node (`--archive`);
 //! - `create`: a backup from a node's snapshot stream;
+//! - `incremental`: the rows changed since a previous backup, and a chain merged back whole;
 //! - `restore`: a state rebuilt from a backup and the archive, to an index or a time;
 //! - `verify`: every check a restore makes, and a replay into a scratch store;
 //! - `prune`: retention, dropping only what no kept restore point needs.
@@ -17,6 +18,7 @@ pub mod archiver;
 pub mod catalog;
 pub mod chunk;
 pub mod create;
+pub mod incremental;
 pub mod manifest;
 pub mod prune;
 pub mod restore;

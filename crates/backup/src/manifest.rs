@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 pub const MANIFEST_FORMAT: u32 = 1;
 pub const MANIFEST_FILE: &str = "manifest.json";
 pub const STATE_FILE: &str = "state.snap";
+/// An incremental backup's state: the changes since its parent (`incremental.rs`).
+pub const DIFF_FILE: &str = "state.diff";
 pub const BACKUPS_PREFIX: &str = "backups/";
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +33,9 @@ pub struct Manifest {
     pub last_timestamp: u64,
     pub created_at_ms: u64,
     pub files: Vec<FileEntry>,
+    /// An incremental backup: the backup whose state it changes (absent: a full backup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +101,7 @@ mod tests {
             last_timestamp: 99,
             created_at_ms: 5,
             files: vec![],
+            parent: None,
         };
         let bytes = m.encode();
         assert_eq!(Manifest::decode(&bytes).unwrap(), m);

@@ -1,5 +1,6 @@
 //! Retention: which backups and archive chunks a target may drop. Kept: the `keep_full` newest
-//! complete backups and every backup younger than `keep_within`; the archive from the oldest
+//! full backups, every backup younger than `keep_within`, and every backup a kept incremental
+//! follows; the archive from the oldest
 //! kept backup on (per cluster), so that every kept restore point can still be rolled forward to
 //! the archive's end. Dropped: older backups, chunks wholly before the oldest kept backup, and
 //! backups that never finished (no manifest) once older than `keep_within`. A backup is
@@ -67,14 +68,29 @@ pub fn plan_prune(
         }
     }
     complete.sort_by_key(|m| std::cmp::Reverse((m.created_at_ms, m.applied_index)));
-    let (mut kept, mut dropped) = (Vec::new(), Vec::new());
-    for (i, m) in complete.into_iter().enumerate() {
-        if i < retention.keep_full || m.created_at_ms >= cutoff {
-            kept.push(m);
-        } else {
-            dropped.push(m);
+    // The N newest full backups, everything in the window, and every backup a kept
+    // incremental follows.
+    let mut keep: std::collections::BTreeSet<String> = complete
+        .iter()
+        .filter(|m| m.parent.is_none())
+        .take(retention.keep_full)
+        .chain(complete.iter().filter(|m| m.created_at_ms >= cutoff))
+        .map(|m| m.name.clone())
+        .collect();
+    loop {
+        let parents: Vec<String> = complete
+            .iter()
+            .filter(|m| keep.contains(&m.name))
+            .filter_map(|m| m.parent.clone())
+            .filter(|p| !keep.contains(p))
+            .collect();
+        if parents.is_empty() {
+            break;
         }
+        keep.extend(parents);
     }
+    let (kept, dropped): (Vec<Manifest>, Vec<Manifest>) =
+        complete.into_iter().partition(|m| keep.contains(&m.name));
     plan.kept = kept.iter().map(|m| m.name.clone()).collect();
     plan.drop_backups
         .extend(dropped.iter().map(|m| m.name.clone()));

@@ -227,6 +227,79 @@ fn newest_seal_ns(
     Ok(header.sealed_at_ms.saturating_mul(1_000_000))
 }
 
+/// The backup's state into a new store file at `state_path`: a full backup's snapshot as it is,
+/// an incremental's chain merged into one (written into the import through a pipe); its
+/// applied index checked against the manifest.
+fn import_backup(
+    backups: &dyn Target,
+    backup: &Manifest,
+    state_path: &Path,
+) -> Result<(), RestoreError> {
+    let damaged = |object: &str, why: String| RestoreError::Damaged {
+        object: object.to_string(),
+        why,
+    };
+    let (object, info) = if backup.parent.is_none() {
+        let object = Manifest::object(&backup.name, STATE_FILE);
+        let mut reader = backups.open(&object)?;
+        let info = bulwark_store::snapshot::import(state_path, &mut reader)
+            .map_err(|e| damaged(&object, e.to_string()))?;
+        (object, info)
+    } else {
+        let object = Manifest::object(&backup.name, crate::manifest::DIFF_FILE);
+        let chain =
+            crate::incremental::chain_of(backups, backup).map_err(|e| damaged(&e.object, e.why))?;
+        let (mut reader, writer) = std::io::pipe().map_err(|e| damaged(&object, e.to_string()))?;
+        let (imported, merged) = std::thread::scope(|scope| {
+            let merging = scope.spawn(|| write_chain(backups, &chain, writer));
+            let imported = bulwark_store::snapshot::import(state_path, &mut reader);
+            drop(reader);
+            (
+                imported,
+                merging.join().expect("the merge thread does not panic"),
+            )
+        });
+        // A failed merge cut the stream short: its own error says where.
+        merged.map_err(|e| damaged(&e.object, e.why))?;
+        (
+            object.clone(),
+            imported.map_err(|e| damaged(&object, e.to_string()))?,
+        )
+    };
+    if info.applied_index != backup.applied_index {
+        return Err(damaged(
+            &object,
+            format!(
+                "the state is at index {}, the manifest says {}",
+                info.applied_index, backup.applied_index
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The chain's whole state as a snapshot stream into `out`.
+fn write_chain(
+    backups: &dyn Target,
+    chain: &[Manifest],
+    out: std::io::PipeWriter,
+) -> Result<(), crate::incremental::StreamError> {
+    let last = chain.last().expect("a chain");
+    let object = Manifest::object(&last.name, crate::manifest::DIFF_FILE);
+    let broken = |e: bulwark_store::snapshot::ExportError| crate::incremental::StreamError {
+        object: object.clone(),
+        why: e.to_string(),
+    };
+    let mut writer =
+        bulwark_store::snapshot::RowWriter::new(std::io::BufWriter::new(out)).map_err(&broken)?;
+    for row in crate::incremental::chain_rows(backups, chain)? {
+        let row = row?;
+        writer.row(row.tag, &row.key, &row.value).map_err(&broken)?;
+    }
+    writer.finish(last.applied_index).map_err(&broken)?;
+    Ok(())
+}
+
 /// What a restore replayed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Restored {
@@ -245,23 +318,7 @@ pub fn build_state(
     state_path: &Path,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(StateStore, Restored), RestoreError> {
-    let object = Manifest::object(&plan.backup.name, STATE_FILE);
-    let mut reader = backups.open(&object)?;
-    let info = bulwark_store::snapshot::import(state_path, &mut reader).map_err(|e| {
-        RestoreError::Damaged {
-            object: object.clone(),
-            why: e.to_string(),
-        }
-    })?;
-    if info.applied_index != plan.backup.applied_index {
-        return Err(RestoreError::Damaged {
-            object,
-            why: format!(
-                "the state is at index {}, the manifest says {}",
-                info.applied_index, plan.backup.applied_index
-            ),
-        });
-    }
+    import_backup(backups, &plan.backup, state_path)?;
     let mut store = StateStore::open(state_path)?;
     if StateMachine::applied_index(&store) < BOOTSTRAP_INDEX && !plan.chunks.is_empty() {
         store.skip_index(BOOTSTRAP_INDEX);

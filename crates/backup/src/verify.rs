@@ -7,7 +7,8 @@ use std::path::Path;
 
 use crate::catalog::{backups, ArchiveListing, FoundBackup};
 use crate::chunk;
-use crate::manifest::{Manifest, STATE_FILE};
+use crate::incremental::{Change, DiffReader};
+use crate::manifest::{Manifest, DIFF_FILE, STATE_FILE};
 use crate::restore::{build_state, plan, RestoreTo};
 use crate::target::{Target, TargetError};
 
@@ -104,34 +105,60 @@ fn check_backup(
                 what,
             })
         };
-        if file.name != STATE_FILE {
-            lie("a file this build does not know".into());
-            continue;
-        }
-        match bulwark_store::snapshot::inspect(&mut reader) {
-            Err(e) => lie(e.to_string()),
-            Ok(s) => {
-                if s.bytes != file.bytes || s.crc32c != file.crc32c {
+        let summary = match file.name.as_str() {
+            STATE_FILE => bulwark_store::snapshot::inspect(&mut reader)
+                .map(|s| (s.bytes, s.crc32c, s.applied_index, s.last_timestamp))
+                .map_err(|e| e.to_string()),
+            // A ledger time the incremental does not change is its parent's.
+            DIFF_FILE => inspect_diff(&mut reader, &object)
+                .map(|(b, c, i, t)| (b, c, i, if t == 0 { manifest.last_timestamp } else { t })),
+            _ => Err("a file this build does not know".to_string()),
+        };
+        match summary {
+            Err(e) => lie(e),
+            Ok((bytes, crc, index, time)) => {
+                if (bytes, crc) != (file.bytes, file.crc32c) {
                     lie(format!(
-                        "{} bytes with CRC32C {:08x}; the manifest says {} bytes, {:08x}",
-                        s.bytes, s.crc32c, file.bytes, file.crc32c
+                        "{bytes} bytes with CRC32C {crc:08x}; the manifest says {} bytes, {:08x}",
+                        file.bytes, file.crc32c
                     ));
                 }
-                if (s.applied_index, s.last_timestamp)
-                    != (manifest.applied_index, manifest.last_timestamp)
-                {
+                if (index, time) != (manifest.applied_index, manifest.last_timestamp) {
                     lie(format!(
-                        "holds index {} at time {}; the manifest says index {} at time {}",
-                        s.applied_index,
-                        s.last_timestamp,
-                        manifest.applied_index,
-                        manifest.last_timestamp
+                        "holds index {index} at time {time}; the manifest says index {} at time {}",
+                        manifest.applied_index, manifest.last_timestamp
                     ));
                 }
             }
         }
     }
+    if manifest.parent.is_some() {
+        if let Err(e) = crate::incremental::chain_of(target, manifest) {
+            problems.push(Problem {
+                object: e.object,
+                what: e.why,
+            });
+        }
+    }
     Ok(())
+}
+
+/// An incremental's changes read to the end: (bytes, CRC32C, applied index, ledger time).
+fn inspect_diff(
+    reader: &mut dyn std::io::Read,
+    object: &str,
+) -> Result<(u64, u32, u64, u64), String> {
+    let mut counted = bulwark_store::snapshot::ChecksumReader::new(reader);
+    let mut figures = bulwark_store::snapshot::MetaFigures::default();
+    let mut diff = DiffReader::new(&mut counted, object).map_err(|e| e.why)?;
+    for change in &mut diff {
+        if let Change::Put(row) = change.map_err(|e| e.why)? {
+            figures.note(&row);
+        }
+    }
+    let index = diff.applied_index().expect("read to its trailer");
+    drop(diff);
+    Ok((counted.bytes, counted.crc, index, figures.last_timestamp))
 }
 
 fn check_archive(

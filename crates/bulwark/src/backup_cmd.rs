@@ -56,6 +56,10 @@ pub struct CreateArgs {
     /// read, so the leader is not slowed).
     #[arg(long)]
     pub from_this_node: bool,
+    /// Store only what changed since this backup (a name from `bulwark backup list`, or
+    /// `latest`: the newest backup of the cluster in the target).
+    #[arg(long)]
+    pub incremental_from: Option<String>,
     #[command(flatten)]
     pub node: Node,
 }
@@ -201,6 +205,10 @@ async fn create(args: CreateArgs) -> Result<ExitCode, String> {
         return Ok(ExitCode::from(3));
     }
     let target = open(&args.to)?;
+    let parent = match &args.incremental_from {
+        None => None,
+        Some(name) => Some(find_backup(&*target, name, cluster_id)?),
+    };
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, String>>(16);
     let writer = tokio::task::spawn_blocking(move || {
         let progress = bar(
@@ -215,10 +223,19 @@ async fn create(args: CreateArgs) -> Result<ExitCode, String> {
             cluster_id,
             node_id,
         };
-        let manifest =
-            bulwark_backup::create::create_backup(&*target, source, &mut reader, &mut |done| {
-                progress.set_position(done)
-            });
+        let mut report = |done| progress.set_position(done);
+        let manifest = match &parent {
+            None => {
+                bulwark_backup::create::create_backup(&*target, source, &mut reader, &mut report)
+            }
+            Some(parent) => bulwark_backup::incremental::create_incremental(
+                &*target,
+                source,
+                &mut reader,
+                parent,
+                &mut report,
+            ),
+        };
         progress.finish_and_clear();
         manifest.map_err(|e| e.to_string())
     });
@@ -254,7 +271,11 @@ async fn create(args: CreateArgs) -> Result<ExitCode, String> {
         Err(e) => eprintln!("warning: the backup is complete, but {url}: {e}"),
     }
     println!(
-        "backup {} of cluster {} from node {}: index {}, ledger time {}, {} bytes, in {}",
+        "{} backup {} of cluster {} from node {}: index {}, ledger time {}, {} bytes, in {}",
+        match &manifest.parent {
+            Some(parent) => format!("incremental (after {parent})"),
+            None => "full".to_string(),
+        },
         manifest.name,
         manifest.cluster_id,
         manifest.source_node,
@@ -264,6 +285,34 @@ async fn create(args: CreateArgs) -> Result<ExitCode, String> {
         args.to
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The backup `name` (or the newest of the cluster, for `latest`) in `target`.
+fn find_backup(
+    target: &dyn Target,
+    name: &str,
+    cluster_id: u64,
+) -> Result<bulwark_backup::manifest::Manifest, String> {
+    let complete = backups(target).map_err(|e| e.to_string())?;
+    let mut found: Vec<_> = complete
+        .into_iter()
+        .filter_map(|b| match b {
+            FoundBackup::Complete(m) if m.cluster_id == cluster_id => Some(m),
+            _ => None,
+        })
+        .collect();
+    found.sort_by_key(|m| m.applied_index);
+    let hit = if name == "latest" {
+        found.pop()
+    } else {
+        found.into_iter().find(|m| m.name == name)
+    };
+    hit.ok_or_else(|| {
+        format!(
+            "--incremental-from {name}: no complete backup of cluster {cluster_id} by that name in {}",
+            target.describe()
+        )
+    })
 }
 
 /// The HTTP body, read on a blocking thread as it arrives.
@@ -295,8 +344,12 @@ fn list(args: ListArgs) -> Result<ExitCode, String> {
     for found in backups(&*target).map_err(|e| e.to_string())? {
         match found {
             FoundBackup::Complete(m) => {
+                let kind = match &m.parent {
+                    Some(parent) => format!("incremental after {parent}"),
+                    None => "full".to_string(),
+                };
                 println!(
-                    "backup {}  cluster {}  index {}  ledger time {}  {} bytes  from node {}",
+                    "backup {}  {kind}  cluster {}  index {}  ledger time {}  {} bytes  from node {}",
                     m.name,
                     m.cluster_id,
                     m.applied_index,

@@ -132,7 +132,9 @@ async fn serve(args: StartArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let requested = Requested {
         node_id: args.node_id,
-        cluster_id: args.cluster_id.or_else(|| crate::certs::issued_cluster(&args)),
+        cluster_id: args
+            .cluster_id
+            .or_else(|| crate::certs::issued_cluster(&args)),
     };
     make_private(&args.data_dir)?;
     // Held until the process exits: no second node touches this directory meanwhile.

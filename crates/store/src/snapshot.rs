@@ -32,6 +32,75 @@ const TRAILER: u8 = 0xFF;
 const _: () = assert!(1 + 64 + ACCOUNT_TRANSFERS_RUN * 24 + 64 <= MAX_SNAPSHOT_FRAME);
 const _: () = assert!(1 + 64 + TRANSFER_INDEX_RUN * 24 + 64 <= MAX_SNAPSHOT_FRAME);
 
+/// Runs `$body` with `$def` bound to the table a snapshot's tag names (the one mapping of tags to
+/// tables: export, import and key order all go through it); `$other` for an unknown tag.
+macro_rules! with_table {
+    ($tag:expr, $def:ident => $body:expr, $other:expr) => {
+        match $tag {
+            0 => {
+                let $def = crate::tables::META;
+                $body
+            }
+            1 => {
+                let $def = crate::tables::ACCOUNTS;
+                $body
+            }
+            2 => {
+                let $def = crate::tables::TRANSFERS;
+                $body
+            }
+            3 => {
+                let $def = crate::tables::PENDING;
+                $body
+            }
+            4 => {
+                let $def = crate::tables::EXPIRIES;
+                $body
+            }
+            5 => {
+                let $def = crate::tables::ACCOUNT_TRANSFERS;
+                $body
+            }
+            6 => {
+                let $def = crate::tables::BALANCE_HISTORY;
+                $body
+            }
+            7 => {
+                let $def = crate::tables::MEMBERSHIP;
+                $body
+            }
+            8 => {
+                let $def = crate::tables::TOKENS;
+                $body
+            }
+            9 => {
+                let $def = crate::tables::AUDIT;
+                $body
+            }
+            10 => {
+                let $def = crate::tables::FAILED_TRANSFERS;
+                $body
+            }
+            11 => {
+                let $def = crate::tables::FAILED_TRANSFERS_BY_TIME;
+                $body
+            }
+            12 => {
+                let $def = crate::tables::TRANSFER_INDEX;
+                $body
+            }
+            13 => {
+                let $def = crate::tables::CHANGES;
+                $body
+            }
+            _ => $other,
+        }
+    };
+}
+
+/// The highest table tag.
+const LAST_TAG: u8 = 13;
+
 /// What a snapshot holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SnapshotInfo {
@@ -119,34 +188,13 @@ impl SnapshotSource {
             if tag == 0 && key == crate::tables::META_APPLIED_INDEX.as_bytes() {
                 applied_index = u64::from_le_bytes(value.try_into().unwrap_or([0; 8]));
             }
-            body.clear();
-            body.push(tag);
-            body.extend_from_slice(&(key.len() as u32).to_le_bytes());
-            body.extend_from_slice(key);
-            body.extend_from_slice(&(value.len() as u32).to_le_bytes());
-            body.extend_from_slice(value);
+            encode_row(&mut body, tag, key, value);
             rows += 1;
             write_frame(out, &body)
         };
-        export_table(&read, crate::tables::META, 0, &mut sink)?;
-        export_table(&read, crate::tables::ACCOUNTS, 1, &mut sink)?;
-        export_table(&read, crate::tables::TRANSFERS, 2, &mut sink)?;
-        export_table(&read, crate::tables::PENDING, 3, &mut sink)?;
-        export_table(&read, crate::tables::EXPIRIES, 4, &mut sink)?;
-        export_table(&read, crate::tables::ACCOUNT_TRANSFERS, 5, &mut sink)?;
-        export_table(&read, crate::tables::BALANCE_HISTORY, 6, &mut sink)?;
-        export_table(&read, crate::tables::MEMBERSHIP, 7, &mut sink)?;
-        export_table(&read, crate::tables::TOKENS, 8, &mut sink)?;
-        export_table(&read, crate::tables::AUDIT, 9, &mut sink)?;
-        export_table(&read, crate::tables::FAILED_TRANSFERS, 10, &mut sink)?;
-        export_table(
-            &read,
-            crate::tables::FAILED_TRANSFERS_BY_TIME,
-            11,
-            &mut sink,
-        )?;
-        export_table(&read, crate::tables::TRANSFER_INDEX, 12, &mut sink)?;
-        export_table(&read, crate::tables::CHANGES, 13, &mut sink)?;
+        for tag in 0..=LAST_TAG {
+            with_table!(tag, def => export_table(&read, def, tag, &mut sink)?, unreachable!("tags up to LAST_TAG"));
+        }
         let mut body = Vec::new();
         body.clear();
         body.push(TRAILER);
@@ -345,23 +393,11 @@ fn parse_trailer(body: &[u8], rows: u64) -> Result<SnapshotInfo, SnapshotError> 
 /// One row frame into the table its tag names.
 fn import_frame(txn: &redb::WriteTransaction, body: &[u8]) -> Result<(), RowError> {
     let (tag, key, value) = parse_row(body).ok_or(RowError::Invalid(SnapshotError::BadRow))?;
-    match tag {
-        0 => import_row(txn, crate::tables::META, key, value),
-        1 => import_row(txn, crate::tables::ACCOUNTS, key, value),
-        2 => import_row(txn, crate::tables::TRANSFERS, key, value),
-        3 => import_row(txn, crate::tables::PENDING, key, value),
-        4 => import_row(txn, crate::tables::EXPIRIES, key, value),
-        5 => import_row(txn, crate::tables::ACCOUNT_TRANSFERS, key, value),
-        6 => import_row(txn, crate::tables::BALANCE_HISTORY, key, value),
-        7 => import_row(txn, crate::tables::MEMBERSHIP, key, value),
-        8 => import_row(txn, crate::tables::TOKENS, key, value),
-        9 => import_row(txn, crate::tables::AUDIT, key, value),
-        10 => import_row(txn, crate::tables::FAILED_TRANSFERS, key, value),
-        11 => import_row(txn, crate::tables::FAILED_TRANSFERS_BY_TIME, key, value),
-        12 => import_row(txn, crate::tables::TRANSFER_INDEX, key, value),
-        13 => import_row(txn, crate::tables::CHANGES, key, value),
-        tag => Err(RowError::Invalid(SnapshotError::UnknownTable { tag })),
-    }
+    with_table!(
+        tag,
+        def => import_row(txn, def, key, value),
+        Err(RowError::Invalid(SnapshotError::UnknownTable { tag }))
+    )
 }
 
 /// What a whole snapshot stream holds, checked frame by frame without importing it: what a
@@ -381,70 +417,214 @@ pub struct SnapshotSummary {
 /// Reads a snapshot stream to its end, checking every frame's checksum, that each row names a
 /// table, and the trailer's count, without writing anything.
 pub fn inspect(input: &mut impl Read) -> Result<SnapshotSummary, SnapshotError> {
-    let mut input = Counting {
-        inner: input,
-        bytes: 0,
-        crc: 0,
-    };
-    read_header(&mut input)?;
-    let mut rows = 0u64;
-    let mut meta = [0u64; 3];
-    loop {
-        let body = read_frame(&mut input)?.ok_or(SnapshotError::NoTrailer)?;
-        if body.first() == Some(&TRAILER) {
-            let info = parse_trailer(&body, rows)?;
-            let mut rest = [0u8; 1];
-            if input
-                .read(&mut rest)
-                .map_err(|source| SnapshotError::Read {
-                    what: "snapshot",
-                    source,
-                })?
-                != 0
-            {
-                return Err(SnapshotError::BadTrailer);
-            }
-            return Ok(SnapshotSummary {
-                applied_index: info.applied_index,
-                applied_term: meta[2],
-                last_timestamp: meta[1],
-                rows,
-                bytes: input.bytes,
-                crc32c: input.crc,
-            });
+    let mut counted = ChecksumReader::new(input);
+    let mut figures = MetaFigures::default();
+    let mut reader = RowReader::new(&mut counted)?;
+    for row in &mut reader {
+        figures.note(&row?);
+    }
+    let info = reader.finished().expect("the rows end at the trailer");
+    let mut rest = [0u8; 1];
+    let more = counted
+        .read(&mut rest)
+        .map_err(|source| SnapshotError::Read {
+            what: "snapshot",
+            source,
+        })?;
+    if more != 0 {
+        return Err(SnapshotError::BadTrailer);
+    }
+    Ok(SnapshotSummary {
+        applied_index: info.applied_index,
+        applied_term: figures.applied_term,
+        last_timestamp: figures.last_timestamp,
+        rows: info.rows,
+        bytes: counted.bytes,
+        crc32c: counted.crc,
+    })
+}
+
+/// What a state's `meta` rows say, noted as its rows go by.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MetaFigures {
+    pub applied_term: u64,
+    /// The ledger's time (0: an empty ledger).
+    pub last_timestamp: u64,
+}
+
+impl MetaFigures {
+    pub fn note(&mut self, row: &Row) {
+        if row.tag != 0 {
+            return;
         }
-        let (tag, key, value) = parse_row(&body).ok_or(SnapshotError::BadRow)?;
-        if tag > 13 {
-            return Err(SnapshotError::UnknownTable { tag });
+        let Ok(value) = <[u8; 8]>::try_from(row.value.as_slice()) else {
+            return;
+        };
+        let value = u64::from_le_bytes(value);
+        if row.key == crate::tables::META_LAST_TIMESTAMP.as_bytes() {
+            self.last_timestamp = value;
+        } else if row.key == crate::tables::META_APPLIED_TERM.as_bytes() {
+            self.applied_term = value;
         }
-        if tag == 0 {
-            let keys = [
-                crate::tables::META_APPLIED_INDEX,
-                crate::tables::META_LAST_TIMESTAMP,
-                crate::tables::META_APPLIED_TERM,
-            ];
-            if let Some(i) = keys.iter().position(|k| k.as_bytes() == key) {
-                meta[i] = u64::from_le_bytes(value.try_into().map_err(|_| SnapshotError::BadRow)?);
-            }
-        }
-        rows += 1;
     }
 }
 
-/// A reader that counts and checksums what passes through it.
-struct Counting<'a, R> {
-    inner: &'a mut R,
-    bytes: u64,
-    crc: u32,
+/// A reader that counts and checksums (CRC32C) what passes through it.
+pub struct ChecksumReader<R> {
+    inner: R,
+    pub bytes: u64,
+    pub crc: u32,
 }
 
-impl<R: Read> Read for Counting<'_, R> {
+impl<R> ChecksumReader<R> {
+    pub fn new(inner: R) -> ChecksumReader<R> {
+        ChecksumReader {
+            inner,
+            bytes: 0,
+            crc: 0,
+        }
+    }
+}
+
+impl<R: Read> Read for ChecksumReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.bytes += n as u64;
         self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
         Ok(n)
     }
+}
+
+/// One row of a snapshot stream: its table's tag, and key and value in redb's encoding.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Row {
+    pub tag: u8,
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+}
+
+/// How two rows are ordered in a snapshot stream: by table tag, then by the table's own key
+/// order (redb's, which is not the bytes' order for integers).
+pub fn row_order(a: (u8, &[u8]), b: (u8, &[u8])) -> std::cmp::Ordering {
+    a.0.cmp(&b.0)
+        .then_with(|| with_table!(a.0, def => key_order(def, a.1, b.1), a.1.cmp(b.1)))
+}
+
+fn key_order<K: redb::Key + 'static, V: redb::Value + 'static>(
+    _: TableDefinition<K, V>,
+    a: &[u8],
+    b: &[u8],
+) -> std::cmp::Ordering {
+    K::compare(a, b)
+}
+
+/// A snapshot stream read a row at a time, every frame checked; the trailer's figures once the
+/// rows are done ([`RowReader::finished`]).
+pub struct RowReader<R> {
+    input: R,
+    rows: u64,
+    finished: Option<SnapshotInfo>,
+    failed: bool,
+}
+
+impl<R: Read> RowReader<R> {
+    /// Reads the header: a stream this build reads.
+    pub fn new(mut input: R) -> Result<RowReader<R>, SnapshotError> {
+        read_header(&mut input)?;
+        Ok(RowReader {
+            input,
+            rows: 0,
+            finished: None,
+            failed: false,
+        })
+    }
+
+    /// The trailer, once every row was read.
+    pub fn finished(&self) -> Option<SnapshotInfo> {
+        self.finished
+    }
+}
+
+impl<R: Read> Iterator for RowReader<R> {
+    type Item = Result<Row, SnapshotError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.finished.is_some() || self.failed {
+            return None;
+        }
+        let result = (|| {
+            let body = read_frame(&mut self.input)?.ok_or(SnapshotError::NoTrailer)?;
+            if body.first() == Some(&TRAILER) {
+                self.finished = Some(parse_trailer(&body, self.rows)?);
+                return Ok(None);
+            }
+            let (tag, key, value) = parse_row(&body).ok_or(SnapshotError::BadRow)?;
+            if tag > LAST_TAG {
+                return Err(SnapshotError::UnknownTable { tag });
+            }
+            self.rows += 1;
+            Ok(Some(Row {
+                tag,
+                key: key.to_vec(),
+                value: value.to_vec(),
+            }))
+        })();
+        match result {
+            Ok(row) => row.map(Ok),
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// Writes a snapshot stream from rows given in stream order: what a restore from an
+/// incremental backup imports (its rows merged from a chain of backups).
+pub struct RowWriter<W> {
+    out: W,
+    rows: u64,
+    body: Vec<u8>,
+}
+
+impl<W: Write> RowWriter<W> {
+    pub fn new(mut out: W) -> Result<RowWriter<W>, ExportError> {
+        let mut header = Vec::with_capacity(8);
+        header.extend_from_slice(MAGIC);
+        header.extend_from_slice(&VERSION.to_le_bytes());
+        write_frame(&mut out, &header)?;
+        Ok(RowWriter {
+            out,
+            rows: 0,
+            body: Vec::new(),
+        })
+    }
+
+    pub fn row(&mut self, tag: u8, key: &[u8], value: &[u8]) -> Result<(), ExportError> {
+        encode_row(&mut self.body, tag, key, value);
+        self.rows += 1;
+        write_frame(&mut self.out, &self.body)
+    }
+
+    /// The trailer, naming the state's applied index; answers the writer.
+    pub fn finish(mut self, applied_index: u64) -> Result<W, ExportError> {
+        self.body.clear();
+        self.body.push(TRAILER);
+        self.body.extend_from_slice(&self.rows.to_le_bytes());
+        self.body.extend_from_slice(&applied_index.to_le_bytes());
+        write_frame(&mut self.out, &self.body)?;
+        self.out.flush().map_err(ExportError::Flush)?;
+        Ok(self.out)
+    }
+}
+
+fn encode_row(body: &mut Vec<u8>, tag: u8, key: &[u8], value: &[u8]) {
+    body.clear();
+    body.push(tag);
+    body.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    body.extend_from_slice(key);
+    body.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    body.extend_from_slice(value);
 }
 
 /// The second half of [`import`]: `incoming` replaces `path`, durably (rename, fsync-dir).
@@ -466,15 +646,17 @@ fn parse_row(body: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     (at + 4 + value_len == body.len()).then_some((tag, key, value))
 }
 
-fn write_frame(out: &mut impl Write, body: &[u8]) -> Result<(), ExportError> {
+/// One checksummed frame (`len u32 | crc32c u32 | body`): the framing of snapshot streams, and
+/// of the backup crate's incremental streams.
+pub fn write_frame(out: &mut (impl Write + ?Sized), body: &[u8]) -> Result<(), ExportError> {
     out.write_all(&(body.len() as u32).to_le_bytes())
         .and_then(|_| out.write_all(&crc32c::crc32c(body).to_le_bytes()))
         .and_then(|_| out.write_all(body))
         .map_err(ExportError::Write)
 }
 
-/// Reads one frame; `None` at a clean end of stream.
-fn read_frame(input: &mut impl Read) -> Result<Option<Vec<u8>>, SnapshotError> {
+/// Reads one frame written by [`write_frame`], checking it; `None` at a clean end of stream.
+pub fn read_frame(input: &mut impl Read) -> Result<Option<Vec<u8>>, SnapshotError> {
     let read = |what: &'static str| move |source| SnapshotError::Read { what, source };
     let mut head = [0u8; 8];
     match input.read_exact(&mut head[..1]) {
