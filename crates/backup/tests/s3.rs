@@ -31,15 +31,18 @@ fn pattern(len: usize, seed: u64) -> Vec<u8> {
 }
 
 /// Yields `bytes` in pieces of odd sizes, as a network stream would; fails once `fail_at`
-/// bytes are out, after looking (through `target`) at what is visible meanwhile.
+/// bytes are out, after looking (through `target`, and at the remains `leftovers` lists) at what
+/// is there meanwhile.
 struct Source<'a> {
     bytes: &'a [u8],
     at: usize,
     piece: usize,
     fail_at: Option<usize>,
-    peek: Option<(&'a dyn Target, &'a str)>,
+    peek: Option<(&'a dyn Target, &'a str, Leftovers<'a>)>,
     /// What `get` of the object answered while the write was under way.
     seen_meanwhile: Option<Result<usize, String>>,
+    /// The remains of unfinished writes then.
+    leftovers_meanwhile: Vec<String>,
 }
 
 impl<'a> Source<'a> {
@@ -51,12 +54,19 @@ impl<'a> Source<'a> {
             fail_at: None,
             peek: None,
             seen_meanwhile: None,
+            leftovers_meanwhile: Vec::new(),
         }
     }
 
-    fn failing_at(mut self, at: usize, target: &'a dyn Target, name: &'a str) -> Source<'a> {
+    fn failing_at(
+        mut self,
+        at: usize,
+        target: &'a dyn Target,
+        name: &'a str,
+        leftovers: Leftovers<'a>,
+    ) -> Source<'a> {
         self.fail_at = Some(at);
-        self.peek = Some((target, name));
+        self.peek = Some((target, name, leftovers));
         self
     }
 }
@@ -65,7 +75,8 @@ impl Read for Source<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if let Some(fail_at) = self.fail_at {
             if self.at >= fail_at {
-                if let Some((target, name)) = self.peek.take() {
+                if let Some((target, name, leftovers)) = self.peek.take() {
+                    self.leftovers_meanwhile = leftovers();
                     self.seen_meanwhile = Some(match target.get(name) {
                         Ok(bytes) => Ok(bytes.len()),
                         Err(e) => Err(e.to_string()),
@@ -113,10 +124,13 @@ fn read_all(mut reader: impl Read) -> Vec<u8> {
     }
 }
 
-/// What every target must do. `leftovers` lists the remains of unfinished writes the target
-/// keeps out of sight (a directory's temp files, S3's multipart uploads under way): none may
-/// outlast a failed write.
-fn contract(target: &dyn Target, leftovers: &dyn Fn() -> Vec<String>) {
+/// Lists the remains of unfinished writes a target keeps out of sight (a directory's temp
+/// files, S3's multipart uploads under way).
+type Leftovers<'a> = &'a dyn Fn() -> Vec<String>;
+
+/// What every target must do. A large write streams (its remains are there while it is under
+/// way), and none of them outlast a failed one.
+fn contract(target: &dyn Target, leftovers: Leftovers) {
     let what = target.describe();
 
     // A missing object.
@@ -246,7 +260,8 @@ fn contract(target: &dyn Target, leftovers: &dyn Fn() -> Vec<String>) {
 
     // A write whose source fails halfway leaves nothing: not while under way, not after.
     let name = "backups/b-3/data";
-    let mut source = Source::new(&large).failing_at(12 * MIB + 5, target, name);
+    // (Past two whole parts of an S3 multipart upload.)
+    let mut source = Source::new(&large).failing_at(18 * MIB + 5, target, name, leftovers);
     let e = target.put_reader(name, &mut source).unwrap_err();
     assert!(matches!(e, TargetError::Io { .. }), "{what}: {e}");
     assert!(
@@ -259,6 +274,10 @@ fn contract(target: &dyn Target, leftovers: &dyn Fn() -> Vec<String>) {
             .as_ref()
             .is_err_and(|e| e.contains("does not exist")),
         "{what}: while the write was under way, get answered {meanwhile:?}"
+    );
+    assert!(
+        !source.leftovers_meanwhile.is_empty(),
+        "{what}: a large write streams: it is under way before its source ends"
     );
     assert!(
         is_not_found(target.get(name)),
@@ -276,7 +295,7 @@ fn contract(target: &dyn Target, leftovers: &dyn Fn() -> Vec<String>) {
     );
     // ... and a failed replacement leaves the old object as it was.
     let name = "backups/b-2/part";
-    let mut source = Source::new(&large).failing_at(17 * MIB, target, name);
+    let mut source = Source::new(&large).failing_at(17 * MIB, target, name, leftovers);
     assert!(target.put_reader(name, &mut source).is_err());
     assert_eq!(
         source.seen_meanwhile,
