@@ -306,7 +306,12 @@ fn parse_spec(spec: &str) -> Result<(&str, &str), &'static str> {
     }
     let prefix = prefix.trim_end_matches('/');
     if !prefix.is_empty() {
-        check_name(prefix).map_err(|_| "the prefix has an empty, `.` or `..` part")?;
+        if prefix
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == "..")
+        {
+            return Err("the prefix has an empty, `.` or `..` part");
+        }
         Path::parse(prefix).map_err(|_| "the prefix has a control character")?;
     }
     Ok((bucket, prefix))
@@ -683,7 +688,9 @@ mod tests {
         assert_eq!(parse_spec("s3://my-bucket/a/b/"), Ok(("my-bucket", "a/b")));
         assert!(parse_spec("s3://").is_err());
         assert!(parse_spec("s3:///p").is_err());
+        assert_eq!(parse_spec("s3://b/p.tmp"), Ok(("b", "p.tmp")));
         assert!(parse_spec("s3://b/a//c").is_err());
+        assert!(parse_spec("s3://b//c").is_err());
         assert!(parse_spec("s3://b/../c").is_err());
         assert!(parse_spec("s3://b?x/c").is_err());
     }
