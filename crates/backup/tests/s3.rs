@@ -587,3 +587,62 @@ fn s3_meets_the_target_contract() {
     });
     assert_eq!(from_tasks, (2, Vec::new()));
 }
+
+/// Set for a child process of the S3 test (the environment is a process's): the spec to open.
+const CHILD_SPEC: &str = "BULWARK_TEST_S3_CHILD_SPEC";
+
+/// Opened as an operator would: `open_target` of an `s3://` spec, its settings from the
+/// environment and a credentials file. Runs only as a child of the S3 test, which checks what
+/// it stored.
+#[test]
+fn s3_child_opened_from_the_environment() {
+    let Some(spec) = std::env::var_os(CHILD_SPEC) else {
+        return;
+    };
+    let target = open_target(spec.to_str().unwrap()).unwrap();
+    assert_eq!(target.describe(), spec.to_str().unwrap());
+    target.put("from-the-environment", b"hello").unwrap();
+    assert_eq!(target.get("from-the-environment").unwrap(), b"hello");
+}
+
+#[test]
+fn s3_settings_come_from_the_environment_and_a_file() {
+    let Some(bin) = s3_server_bin() else {
+        return;
+    };
+    let server = S3Server::start(&bin, &["bulwark"]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s3.env");
+    // The environment goes first: the file's wrong key id is not used, its secret is.
+    std::fs::write(
+        &file,
+        format!(
+            "# test\nAWS_ACCESS_KEY_ID=not-this-one\nAWS_SECRET_ACCESS_KEY={}\n",
+            server.secret_key
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap());
+    child
+        .args([
+            "s3_child_opened_from_the_environment",
+            "--exact",
+            "--nocapture",
+        ])
+        .env(CHILD_SPEC, "s3://bulwark/from/env")
+        .env("AWS_ACCESS_KEY_ID", &server.access_key)
+        .env("AWS_ENDPOINT_URL", format!("http://{}", server.addr))
+        .env("BULWARK_S3_CREDENTIALS_FILE", &file);
+    for name in ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION"] {
+        child.env_remove(name);
+    }
+    let out = child.output().unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the child failed: {said}");
+    assert!(said.contains("1 passed"), "the child ran no test: {said}");
+    let stored = server
+        .target("s3://bulwark/from/env")
+        .get("from-the-environment");
+    assert_eq!(stored.unwrap(), b"hello");
+}
