@@ -1,6 +1,7 @@
 //! `bulwark-backup`: backups, the continuous archive and point-in-time restore.
 //!
-//! - `target`: where they go (a directory; every object written whole or not at all);
+//! - `target`: where they go (a directory, or `s3` object storage; every object written whole or
+//!   not at all);
 //! - `manifest`: a backup's description, checksummed, written last;
 //! - `chunk`: the archive's sealed chunks of committed Raft entries;
 //! - `catalog`: what a target holds, and whether the archive chains without a gap;
@@ -22,6 +23,7 @@ pub mod incremental;
 pub mod manifest;
 pub mod prune;
 pub mod restore;
+pub mod s3;
 pub mod target;
 pub mod verify;
 

@@ -1,6 +1,8 @@
-//! Where backups and the archive go: a directory (local or mounted). Every object is written
-//! whole or not at all (write-temp, fsync, rename, fsync-dir), so a reader never sees half of
-//! one; names are `/`-separated paths inside the target.
+//! Where backups and the archive go: a directory (local or mounted), or S3 and the servers that
+//! speak its protocol (`s3://bucket/prefix`, in [`crate::s3`]). Every object is written whole or
+//! not at all (a directory: write-temp, fsync, rename, fsync-dir; S3: one PUT, or a multipart
+//! upload completed or aborted), so a reader never sees half of one; names are `/`-separated
+//! paths inside the target.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -19,6 +21,9 @@ pub enum TargetError {
     },
     #[error("bad object name {name:?}: {why}")]
     BadName { name: String, why: &'static str },
+    /// The target cannot be opened as named (a bad `s3://` spec, missing credentials).
+    #[error("{target}: {why}")]
+    Setup { target: String, why: String },
 }
 
 /// An object a listing found.
@@ -43,9 +48,35 @@ pub trait Target: Send + Sync {
     fn delete(&self, name: &str) -> Result<(), TargetError>;
 }
 
-/// Opens the target an operator named: a directory path (created if missing).
+/// Opens the target an operator named: `s3://bucket/optional/prefix` (its settings from the
+/// environment, see [`crate::s3`]), or else a directory path (created if missing).
 pub fn open_target(spec: &str) -> Result<Box<dyn Target>, TargetError> {
+    if spec.starts_with(crate::s3::SCHEME) {
+        return Ok(Box::new(crate::s3::S3Target::open(spec)?));
+    }
     Ok(Box::new(DirTarget::new(Path::new(spec))?))
+}
+
+/// Whether `name` may name an object (in every kind of target alike): not empty nor absolute, no
+/// empty, `.` or `..` part, not ending like a directory target's temp file.
+pub(crate) fn check_name(name: &str) -> Result<(), TargetError> {
+    let bad = |why| TargetError::BadName {
+        name: name.into(),
+        why,
+    };
+    if name.is_empty() || name.starts_with('/') {
+        return Err(bad("empty or absolute"));
+    }
+    if name
+        .split('/')
+        .any(|part| part.is_empty() || part == "." || part == "..")
+    {
+        return Err(bad("an empty, `.` or `..` part"));
+    }
+    if name.ends_with(bulwark_fs::TEMP_SUFFIX) {
+        return Err(bad("ends like a temp file"));
+    }
+    Ok(())
 }
 
 /// A directory; an object's name is its path below it.
@@ -65,22 +96,7 @@ impl DirTarget {
     }
 
     fn path(&self, name: &str) -> Result<PathBuf, TargetError> {
-        let bad = |why| TargetError::BadName {
-            name: name.into(),
-            why,
-        };
-        if name.is_empty() || name.starts_with('/') {
-            return Err(bad("empty or absolute"));
-        }
-        if name
-            .split('/')
-            .any(|part| part.is_empty() || part == "." || part == "..")
-        {
-            return Err(bad("an empty, `.` or `..` part"));
-        }
-        if name.ends_with(bulwark_fs::TEMP_SUFFIX) {
-            return Err(bad("ends like a temp file"));
-        }
+        check_name(name)?;
         Ok(self.root.join(name))
     }
 
