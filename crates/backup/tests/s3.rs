@@ -5,15 +5,14 @@
 //! one); without it the test says it was skipped, and fails under CI (`CI` set), so CI can never
 //! skip it silently.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::io::Read;
+use std::path::Path;
+use std::process::Command;
 
 use bulwark_backup::open_target;
 use bulwark_backup::s3::S3Target;
 use bulwark_backup::target::{Listed, Target, TargetError};
+use bulwark_harness::s3::{s3_server_bin, S3Server};
 
 const MIB: usize = 1 << 20;
 
@@ -374,78 +373,13 @@ fn an_s3_spec_opens_an_s3_target() {
 }
 
 /// An `s3s-fs` server on a free loopback port, storing under a temp directory; killed on drop.
-struct S3Server {
-    child: Child,
-    root: tempfile::TempDir,
-    addr: SocketAddr,
-    access_key: String,
-    secret_key: String,
+/// What these tests ask of the server beyond starting it.
+trait S3ServerExt {
+    fn target(&self, spec: &str) -> S3Target;
+    fn uploads_under_way(&self) -> Vec<String>;
 }
 
-impl S3Server {
-    fn start(bin: &Path, buckets: &[&str]) -> S3Server {
-        let root = tempfile::tempdir().unwrap();
-        for bucket in buckets {
-            // s3s-fs keeps a bucket as a directory of its root.
-            std::fs::create_dir(root.path().join(bucket)).unwrap();
-        }
-        let nonce = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-            ^ u128::from(std::process::id()) << 64;
-        let access_key = format!("bulwark-test-{:x}", nonce & 0xffff_ffff);
-        let secret_key = format!(
-            "{:032x}",
-            nonce.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835)
-        );
-        // A port another process may take between our probe and the server's bind: try again.
-        for _ in 0..5 {
-            let addr = TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap();
-            let mut child = Command::new(bin)
-                .arg("--host")
-                .arg(addr.ip().to_string())
-                .arg("--port")
-                .arg(addr.port().to_string())
-                .arg("--access-key")
-                .arg(&access_key)
-                .arg("--secret-key")
-                .arg(&secret_key)
-                .arg(root.path())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                if let Some(status) = child.try_wait().unwrap() {
-                    eprintln!("s3s-fs on {addr} exited at once ({status}); trying another port");
-                    break;
-                }
-                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                    return S3Server {
-                        child,
-                        root,
-                        addr,
-                        access_key,
-                        secret_key,
-                    };
-                }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("s3s-fs did not listen on {addr} within 20 s");
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        panic!("s3s-fs would not start");
-    }
-
+impl S3ServerExt for S3Server {
     fn target(&self, spec: &str) -> S3Target {
         let endpoint = format!("http://{}", self.addr);
         S3Target::open_with(spec, |name| match name {
@@ -465,33 +399,6 @@ impl S3Server {
             .map(|entry| entry.file_name().to_string_lossy().to_string())
             .filter(|name| name.starts_with(".upload"))
             .collect()
-    }
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The `s3s-fs` binary to test against, or None (the test skipped) outside CI.
-fn s3_server_bin() -> Option<PathBuf> {
-    match std::env::var_os("BULWARK_TEST_S3_BIN") {
-        Some(bin) if !bin.is_empty() => Some(bin.into()),
-        _ if std::env::var_os("CI").is_some() => panic!(
-            "BULWARK_TEST_S3_BIN is not set, and CI must not skip the S3 target's test: \
-             .ci/run installs s3s-fs and sets it"
-        ),
-        _ => {
-            // Past the test harness's capture of `eprintln!`, so a plain `cargo test` shows it.
-            let _ = writeln!(
-                std::io::stderr(),
-                "skipped: the S3 target's test (set BULWARK_TEST_S3_BIN to an s3s-fs binary: \
-                 cargo install --locked --features binary s3s-fs@0.14.1)"
-            );
-            None
-        }
     }
 }
 

@@ -7,7 +7,8 @@
 //!   SIGTERM with a wait, SIGSTOP/SIGCONT, wait for exit;
 //! - [`ports`]: free ports, sets of them held at once, and ranges of consecutive ones;
 //! - [`status`]: what the nodes' `/v1/status` say: who leads, do all agree, have they converged;
-//! - [`cluster`]: members (`--member` values), and a local cluster of N of them.
+//! - [`cluster`]: members (`--member` values), and a local cluster of N of them;
+//! - [`s3`]: a real S3-protocol server (`s3s-fs`) for the tests of the S3 target.
 //!
 //! It knows nothing of faults beyond processes and signals: the chaos harness builds its proxy,
 //! loopback IPs and per-node tmpfs on top of it.
@@ -15,6 +16,7 @@
 pub mod cluster;
 pub mod ports;
 pub mod process;
+pub mod s3;
 pub mod status;
 pub mod token;
 

@@ -202,8 +202,13 @@ impl NodeProcess {
 
     /// Sets an environment variable of every run.
     pub fn with_env(mut self, key: &str, value: &str) -> NodeProcess {
-        self.env.push((key.to_string(), value.to_string()));
+        self.set_env(key, value);
         self
+    }
+
+    /// [`NodeProcess::with_env`] on a process held in place (from its next start on).
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.push((key.to_string(), value.to_string()));
     }
 
     /// On Linux, the process gets SIGKILL from the kernel when the thread that started it ends

@@ -140,6 +140,22 @@ impl Node {
         node
     }
 
+    /// Starts a node on a new temporary data directory with `env` added to its environment
+    /// (an S3 target's settings, say).
+    pub async fn start_with_env(args: &[&str], env: &[(String, String)]) -> Node {
+        let data = tempfile::Builder::new()
+            .prefix("bulwark-test-data")
+            .tempdir()
+            .expect("tempdir");
+        let mut node = Node::unstarted(data.path().to_path_buf(), args);
+        for (key, value) in env {
+            node.process.set_env(key, value);
+        }
+        node._data = Some(data);
+        node.restart().await;
+        node
+    }
+
     /// A node on `data_dir` (which the caller owns) that is not started yet.
     pub fn unstarted(data_dir: PathBuf, args: &[&str]) -> Node {
         let port = free_port();
@@ -248,9 +264,23 @@ pub async fn cli(args: &[&str]) -> (i32, String, String) {
     cli_with_token(args, Some(&test_token().1)).await
 }
 
+/// [`cli`] with `env` added to the client's environment.
+pub async fn cli_with_env(args: &[&str], env: &[(String, String)]) -> (i32, String, String) {
+    run_cli(args, Some(&test_token().1), env).await
+}
+
 /// Runs a `bulwark` client command with `token` (or none) in `BULWARK_TOKEN`.
 pub async fn cli_with_token(args: &[&str], token: Option<&str>) -> (i32, String, String) {
+    run_cli(args, token, &[]).await
+}
+
+async fn run_cli(
+    args: &[&str],
+    token: Option<&str>,
+    env: &[(String, String)],
+) -> (i32, String, String) {
     let mut command = tokio::process::Command::new(bin());
+    command.envs(env.iter().map(|(k, v)| (k, v)));
     match token {
         Some(token) => command.env("BULWARK_TOKEN", token),
         None => command.env_remove("BULWARK_TOKEN"),

@@ -66,8 +66,10 @@ impl ClusterLoop {
         if from > applied {
             return;
         }
+        // A new cluster's log starts after its bootstrap configuration (index 1, no entry).
+        let only_bootstrap = from == super::BOOTSTRAP_INDEX && first_in_log == from + 1;
         if from < first_in_log {
-            if !feed.warned_gap {
+            if !feed.warned_gap && !only_bootstrap {
                 tracing::error!(
                     missing_from = from,
                     missing_to = first_in_log - 1,
