@@ -49,7 +49,8 @@ pub struct PruneArgs {
 
 #[derive(clap::Args)]
 pub struct CreateArgs {
-    /// Where to store the backup: a directory (local or mounted).
+    /// Where to store the backup: a directory (local or mounted), or `s3://bucket/prefix`
+    /// (settings from the `AWS_*` environment variables; see docs/operations.md).
     #[arg(long)]
     pub to: String,
     /// Read from the node at `--addr` even when it leads (by default an in-sync follower is
@@ -66,7 +67,7 @@ pub struct CreateArgs {
 
 #[derive(clap::Args)]
 pub struct ListArgs {
-    /// The backup target.
+    /// The backup target: a directory or `s3://bucket/prefix`.
     pub target: String,
     /// The archive target (`bulwark start --archive`), if any.
     #[arg(long)]
@@ -75,7 +76,7 @@ pub struct ListArgs {
 
 #[derive(clap::Args)]
 pub struct RestoreArgs {
-    /// The backup target.
+    /// The backup target: a directory or `s3://bucket/prefix`.
     #[arg(long)]
     pub from: String,
     /// The archive target, to replay past the backup.

@@ -19,7 +19,8 @@ pub struct StartArgs {
     /// Address of the HTTP API [default: the address book's, or 127.0.0.1:7070].
     #[arg(long, env = "BULWARK_LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// Archive every committed entry to this target (a directory), in sealed chunks at least
+    /// Archive every committed entry to this target (a directory, or `s3://bucket/prefix` with
+    /// its settings in the `AWS_*` environment variables), in sealed chunks at least
     /// once a second, for point-in-time restore (`bulwark restore --archive`). The leader
     /// archives; every node given it keeps its log until the archive holds it.
     #[arg(long, env = "BULWARK_ARCHIVE")]
