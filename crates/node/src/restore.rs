@@ -107,3 +107,42 @@ pub fn make_node(
     identity.save(dir)?;
     Ok(identity)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_interrupted_restore_is_cleared_and_a_node_or_a_stranger_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        // What an interrupted restore leaves: a state file, its import's side file, a log.
+        let dir = root.path().join("restored");
+        std::fs::create_dir_all(dir.join("raft")).unwrap();
+        std::fs::write(dir.join("state.redb"), b"half").unwrap();
+        std::fs::write(dir.join("state.redb.incoming"), b"half").unwrap();
+        std::fs::write(dir.join("raft/00000000000000000002.wal"), b"x").unwrap();
+        prepare_directory(&dir).unwrap();
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "cleared for the rerun");
+        // A finished restore (or any node) has an identity: never cleared.
+        std::fs::write(dir.join(IDENTITY_FILE), b"node").unwrap();
+        assert!(matches!(
+            prepare_directory(&dir),
+            Err(RestoreDirError::HoldsNode { .. })
+        ));
+        assert!(dir.join(IDENTITY_FILE).exists());
+        // Anything a restore does not make: refused, and left as it was.
+        let other = root.path().join("other");
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(other.join("state.redb"), b"x").unwrap();
+        std::fs::write(other.join("notes.txt"), b"mine").unwrap();
+        let refused = prepare_directory(&other).unwrap_err();
+        assert!(
+            matches!(&refused, RestoreDirError::Foreign { name, .. } if name == "notes.txt"),
+            "{refused}"
+        );
+        assert!(other.join("state.redb").exists() && other.join("notes.txt").exists());
+        // A directory that does not exist yet is made.
+        prepare_directory(&root.path().join("new")).unwrap();
+        assert!(root.path().join("new").is_dir());
+    }
+}
