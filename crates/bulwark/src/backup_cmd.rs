@@ -194,7 +194,7 @@ async fn create(args: CreateArgs) -> Result<ExitCode, String> {
     let client = args.node.client()?;
     let (source, cluster_id, node_id) = choose_source(&args, &client).await?;
     let url = format!("{source}/v1/backup/snapshot");
-    let mut response = client
+    let response = client
         .get(&url)
         .send()
         .await
@@ -210,6 +210,38 @@ async fn create(args: CreateArgs) -> Result<ExitCode, String> {
         None => None,
         Some(name) => Some(find_backup(&*target, name, cluster_id)?),
     };
+    let source = bulwark_backup::create::Source {
+        cluster_id,
+        node_id,
+    };
+    let manifest = store_stream(response, &url, target, source, parent).await?;
+    record_backup(&client, &args, &manifest).await;
+    println!(
+        "{} backup {} of cluster {} from node {}: index {}, ledger time {}, {} bytes, in {}",
+        match &manifest.parent {
+            Some(parent) => format!("incremental (after {parent})"),
+            None => "full".to_string(),
+        },
+        manifest.name,
+        manifest.cluster_id,
+        manifest.source_node,
+        manifest.applied_index,
+        format_time(manifest.last_timestamp),
+        manifest.files.iter().map(|f| f.bytes).sum::<u64>(),
+        args.to
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Stores the node's snapshot stream as a backup (full, or incremental after `parent`) on a
+/// blocking thread as it arrives, with a progress bar.
+async fn store_stream(
+    mut response: reqwest::Response,
+    url: &str,
+    target: Box<dyn Target>,
+    source: bulwark_backup::create::Source,
+    parent: Option<bulwark_backup::manifest::Manifest>,
+) -> Result<bulwark_backup::manifest::Manifest, String> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, String>>(16);
     let writer = tokio::task::spawn_blocking(move || {
         let progress = bar(
@@ -219,10 +251,6 @@ async fn create(args: CreateArgs) -> Result<ExitCode, String> {
         let mut reader = ChannelReader {
             rx,
             current: bytes::Bytes::new(),
-        };
-        let source = bulwark_backup::create::Source {
-            cluster_id,
-            node_id,
         };
         let mut report = |done| progress.set_position(done);
         let manifest = match &parent {
@@ -255,14 +283,21 @@ async fn create(args: CreateArgs) -> Result<ExitCode, String> {
         }
     }
     drop(tx);
-    let manifest = writer.await.map_err(|e| e.to_string())??;
-    // Into the replicated audit trail (through the node asked, which forwards to the leader).
+    writer.await.map_err(|e| e.to_string())?
+}
+
+/// Puts a stored backup into the replicated audit trail (through the node asked, which
+/// forwards to the leader); a failure there is a warning: the backup itself is complete.
+async fn record_backup(
+    client: &reqwest::Client,
+    args: &CreateArgs,
+    manifest: &bulwark_backup::manifest::Manifest,
+) {
     let record = serde_json::json!({
         "backup": manifest.name, "applied_index": manifest.applied_index, "target": args.to,
     });
     let url = format!("{}/v1/backup/record", args.node.addr);
-    let recorded = client.post(&url).json(&record).send().await;
-    match recorded {
+    match client.post(&url).json(&record).send().await {
         Ok(r) if r.status().is_success() => {}
         Ok(r) => eprintln!(
             "warning: the backup is complete, but the audit trail did not take it: {} {}",
@@ -271,21 +306,6 @@ async fn create(args: CreateArgs) -> Result<ExitCode, String> {
         ),
         Err(e) => eprintln!("warning: the backup is complete, but {url}: {e}"),
     }
-    println!(
-        "{} backup {} of cluster {} from node {}: index {}, ledger time {}, {} bytes, in {}",
-        match &manifest.parent {
-            Some(parent) => format!("incremental (after {parent})"),
-            None => "full".to_string(),
-        },
-        manifest.name,
-        manifest.cluster_id,
-        manifest.source_node,
-        manifest.applied_index,
-        format_time(manifest.last_timestamp),
-        manifest.files.iter().map(|f| f.bytes).sum::<u64>(),
-        args.to
-    );
-    Ok(ExitCode::SUCCESS)
 }
 
 /// The backup `name` (or the newest of the cluster, for `latest`) in `target`.

@@ -148,6 +148,15 @@ async fn write_round(node: &Node, round: u64) {
     }
 }
 
+/// Accounts 1..=ACCOUNTS in ledger 1.
+async fn create_accounts(http: &common::Http) {
+    let accounts: Vec<Value> = (1..=ACCOUNTS)
+        .map(|id| json!({"id": id, "ledger": 1, "code": 1}))
+        .collect();
+    let results = http.write("/v1/accounts", &json!(accounts)).await;
+    assert!(results.iter().all(|w| w == "ok"), "{results:?}");
+}
+
 /// The audit trail's actions, oldest first.
 async fn actions(node: &Node) -> Vec<String> {
     let r = node.http.get("/v1/audit?limit=1000").await;
@@ -227,15 +236,7 @@ async fn a_restore_to_any_recorded_moment_gives_exactly_that_ledger() {
     let store = tempfile::tempdir().expect("tempdir");
     let (backups, archive) = (store.path().join("backups"), store.path().join("archive"));
     let node = Node::start(&["--archive", archive.to_str().unwrap()]).await;
-    let accounts: Vec<Value> = (1..=ACCOUNTS)
-        .map(|id| json!({"id": id, "ledger": 1, "code": 1}))
-        .collect();
-    assert!(node
-        .http
-        .write("/v1/accounts", &json!(accounts))
-        .await
-        .iter()
-        .all(|w| w == "ok"));
+    create_accounts(&node.http).await;
     backup(&node, &backups).await;
     let mut moments = vec![record(&node).await];
     for round in 0..5 {
@@ -362,15 +363,7 @@ async fn the_archiver_moves_with_the_leader_and_the_archive_has_no_gap() {
     let (backups, archive) = (store.path().join("backups"), store.path().join("archive"));
     let mut cluster = common::Cluster::start(3, &["--archive", archive.to_str().unwrap()]).await;
     let leader = cluster.wait_leader(Duration::from_secs(30)).await;
-    let accounts: Vec<Value> = (1..=ACCOUNTS)
-        .map(|id| json!({"id": id, "ledger": 1, "code": 1}))
-        .collect();
-    let written = cluster
-        .node(leader)
-        .http
-        .write("/v1/accounts", &json!(accounts))
-        .await;
-    assert!(written.iter().all(|w| w == "ok"));
+    create_accounts(&cluster.node(leader).http).await;
     let url = cluster.node(leader).base_url();
     let (code, out, err) = cli(&[
         "backup",
@@ -453,15 +446,7 @@ async fn backups_and_the_archive_go_to_s3() {
     let env = server.env();
     let (backups, archive) = ("s3://ledger/backups", "s3://ledger/archive");
     let node = Node::start_with_env(&["--archive", archive], &env).await;
-    let accounts: Vec<Value> = (1..=ACCOUNTS)
-        .map(|id| json!({"id": id, "ledger": 1, "code": 1}))
-        .collect();
-    assert!(node
-        .http
-        .write("/v1/accounts", &json!(accounts))
-        .await
-        .iter()
-        .all(|w| w == "ok"));
+    create_accounts(&node.http).await;
     write_round(&node, 0).await;
     let url = node.base_url();
     let (code, out, err) =

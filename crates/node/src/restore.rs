@@ -122,7 +122,11 @@ mod tests {
         std::fs::write(dir.join("state.redb.incoming"), b"half").unwrap();
         std::fs::write(dir.join("raft/00000000000000000002.wal"), b"x").unwrap();
         prepare_directory(&dir).unwrap();
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "cleared for the rerun");
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "cleared for the rerun"
+        );
         // A finished restore (or any node) has an identity: never cleared.
         std::fs::write(dir.join(IDENTITY_FILE), b"node").unwrap();
         assert!(matches!(
