@@ -463,6 +463,10 @@ pub const ARCHIVE_QUEUE: usize = 64;
 /// Entries the loop reads from its log for one offer.
 pub const ARCHIVE_OFFER_ENTRIES: u64 = 4096;
 
+/// After the archiver's queue was full, the node loop offers again no sooner than this (the
+/// entries stay in its log meanwhile).
+pub const ARCHIVE_OFFER_RETRY: Duration = Duration::from_millis(100);
+
 /// The longest wait between retries of a failed archive upload.
 pub const ARCHIVE_MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -599,3 +603,5 @@ const _: () = assert!(MAX_CLIENT_REJECTIONS < FD_RESERVE);
 // at most a few seal intervals.
 const _: () = assert!(ms(ARCHIVE_SEAL_INTERVAL) < ms(ARCHIVE_RELIST_EVERY));
 const _: () = assert!(ms(ARCHIVE_MAX_BACKOFF) <= 5 * ms(ARCHIVE_SEAL_INTERVAL));
+// A refused offer is retried well within a seal interval: a queue that drains loses no time.
+const _: () = assert!(10 * ms(ARCHIVE_OFFER_RETRY) <= ms(ARCHIVE_SEAL_INTERVAL));

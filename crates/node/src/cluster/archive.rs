@@ -13,7 +13,8 @@ use raft::GetEntriesContext;
 use super::ClusterLoop;
 
 use bulwark_limits::{
-    ARCHIVE_OFFER_ENTRIES as OFFER_ENTRIES, ARCHIVE_RELIST_EVERY as RELIST_EVERY,
+    ARCHIVE_OFFER_ENTRIES as OFFER_ENTRIES, ARCHIVE_OFFER_RETRY,
+    ARCHIVE_RELIST_EVERY as RELIST_EVERY,
 };
 
 pub(crate) struct ArchiveFeed {
@@ -22,6 +23,9 @@ pub(crate) struct ArchiveFeed {
     /// where the archive ends).
     sent: Option<u64>,
     relist_at: Instant,
+    /// After an offer the archiver's full queue refused, the next waits this long: reading the
+    /// same entries from the log every round would cost the loop for nothing.
+    offer_after: Instant,
     warned_gap: bool,
 }
 
@@ -31,6 +35,7 @@ impl ArchiveFeed {
             archiver,
             sent: None,
             relist_at: Instant::now() + RELIST_EVERY,
+            offer_after: Instant::now(),
             warned_gap: false,
         }
     }
@@ -57,6 +62,9 @@ impl ClusterLoop {
                 feed.archiver.relist();
                 feed.relist_at = Instant::now() + RELIST_EVERY;
             }
+            return;
+        }
+        if Instant::now() < feed.offer_after {
             return;
         }
         let sent = *feed
@@ -97,8 +105,9 @@ impl ClusterLoop {
             return;
         };
         let feed = self.archive.as_mut().expect("checked above");
-        if feed.archiver.offer(entries).is_ok() {
-            feed.sent = Some(last);
+        match feed.archiver.offer(entries) {
+            Ok(()) => feed.sent = Some(last),
+            Err(_) => feed.offer_after = Instant::now() + ARCHIVE_OFFER_RETRY,
         }
     }
 
