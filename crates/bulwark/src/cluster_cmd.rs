@@ -65,6 +65,10 @@ pub struct LocalArgs {
     /// `<data-dir>/ca`); on loopback it is plain HTTP otherwise.
     #[arg(long)]
     pub api_tls: bool,
+    /// Every node archives committed entries to this target (a directory or `s3://...`), for
+    /// `bulwark restore --archive` (docs/operations.md, "Backups, the archive and restore").
+    #[arg(long)]
+    pub archive: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -143,11 +147,14 @@ async fn local(args: LocalArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let extra = if args.api_tls {
+    let mut extra = if args.api_tls {
         vec!["--api-tls".to_string()]
     } else {
         Vec::new()
     };
+    if let Some(archive) = &args.archive {
+        extra.extend(["--archive".to_string(), archive.clone()]);
+    }
     let scheme = if args.api_tls { "https" } else { "http" };
     let mut cluster = match LocalCluster::new(&exe, Some(args.data_dir.clone()), members, &extra) {
         Ok(cluster) => cluster,
