@@ -83,7 +83,7 @@ fn a_chain_of_incrementals_restores_each_link_exactly() {
         keep_within: Duration::ZERO,
     };
     let p = plan_prune(&target, None, retention, two.created_at_ms).unwrap();
-    assert_eq!(p.drop_backups, [full20.clone()]);
+    assert_eq!(p.drop_backups, std::slice::from_ref(&full20));
     let mut kept = p.kept.clone();
     kept.sort();
     let mut chain = vec![full.clone(), one.name.clone(), two.name.clone()];
