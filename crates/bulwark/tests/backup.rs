@@ -169,6 +169,27 @@ async fn actions(node: &Node) -> Vec<String> {
         .collect()
 }
 
+/// Waits until the one-second pending transfers of `round` (odd rounds, each client's first
+/// batch) have expired: a restored node, whose clock is past their deadline, would expire them
+/// at once and differ from the moment recorded.
+async fn expired(node: &Node, round: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for client in 0..4u64 {
+        let id = 1_000_000 * (round + 1) + 10_000 * client + 4;
+        loop {
+            let t = node.http.transfer(id).await.expect("the pending transfer");
+            if t["pending_status"] == "expired" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "transfer {id} did not expire: {t}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 async fn backup(node: &Node, to: &Path) {
     let (code, out, err) = cli(&[
         "backup",
@@ -248,7 +269,7 @@ async fn a_restore_to_any_recorded_moment_gives_exactly_that_ledger() {
         }
         // Let the round's 1-second pending transfers expire before its moment.
         if round % 2 == 1 {
-            tokio::time::sleep(Duration::from_millis(1600)).await;
+            expired(&node, round).await;
         }
         moments.push(record(&node).await);
     }
@@ -364,6 +385,8 @@ async fn the_archiver_moves_with_the_leader_and_the_archive_has_no_gap() {
     let mut cluster = common::Cluster::start(3, &["--archive", archive.to_str().unwrap()]).await;
     let leader = cluster.wait_leader(Duration::from_secs(30)).await;
     create_accounts(&cluster.node(leader).http).await;
+    // Followers caught up and heard from: the leader reports them in sync.
+    cluster.wait_converged(Duration::from_secs(30)).await;
     let url = cluster.node(leader).base_url();
     let (code, out, err) = cli(&[
         "backup",
@@ -454,7 +477,7 @@ async fn backups_and_the_archive_go_to_s3() {
     assert_eq!(code, 0, "backup create: {out}{err}");
     write_round(&node, 1).await;
     // Round 1's one-second pending transfers expire before the moment (as in the first test).
-    tokio::time::sleep(Duration::from_millis(1600)).await;
+    expired(&node, 1).await;
     let expected = record(&node).await;
     archive_caught_up(&node).await;
     let (code, out, err) =
