@@ -111,6 +111,19 @@ impl ArchiveListing {
         (end, None)
     }
 
+    /// Every gap between the chunks: the missing entries and the chunk that follows them.
+    pub fn gaps(&self) -> Vec<(u64, u64, &ChunkRef)> {
+        let mut gaps = Vec::new();
+        let mut end: Option<u64> = None;
+        for c in &self.chunks {
+            if let Some(end) = end.filter(|end| c.first > end + 1) {
+                gaps.push((end + 1, c.first - 1, c));
+            }
+            end = Some(end.map_or(c.last, |e| e.max(c.last)));
+        }
+        gaps
+    }
+
     /// The chunks needed to go from `after` to `to` (inclusive), in order.
     pub fn needed(&self, after: u64, to: u64) -> Vec<ChunkRef> {
         let mut out = Vec::new();
@@ -163,6 +176,8 @@ mod tests {
         assert_eq!(l.covered_from(1), (30, Some((31, 34))));
         assert_eq!(l.covered_from(36), (40, None));
         assert_eq!(l.covered_from(0), (0, Some((1, 1))));
+        let gaps: Vec<_> = l.gaps().iter().map(|(a, b, c)| (*a, *b, c.first)).collect();
+        assert_eq!(gaps, [(31, 34, 35)]);
         let names: Vec<_> = l.needed(9, 25).iter().map(|c| c.first).collect();
         assert_eq!(names, vec![2, 8, 21]);
     }

@@ -173,21 +173,13 @@ fn check_archive(
             what: "not an archive chunk's name".into(),
         });
     }
-    let mut previous: Option<u64> = None;
+    for (from, to, next) in listing.gaps() {
+        report.problems.push(Problem {
+            object: next.name.clone(),
+            what: format!("a gap before it: entries {from}..={to} are missing"),
+        });
+    }
     for c in &listing.chunks {
-        if let Some(end) = previous {
-            if c.first > end + 1 {
-                report.problems.push(Problem {
-                    object: c.name.clone(),
-                    what: format!(
-                        "a gap before it: entries {}..={} are missing",
-                        end + 1,
-                        c.first - 1
-                    ),
-                });
-            }
-        }
-        previous = Some(previous.map_or(c.last, |p| p.max(c.last)));
         let bytes = archive.get(&c.name)?;
         report.chunks_checked += 1;
         match chunk::decode(&c.name, &bytes) {

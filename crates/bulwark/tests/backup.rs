@@ -220,6 +220,24 @@ async fn archive_caught_up(node: &Node) {
     }
 }
 
+/// `bulwark restore --to-index` that must be refused: answers its error output.
+async fn refused_restore(backups: &Path, archive: &Path, to_index: &str, dir: &Path) -> String {
+    let (code, _, err) = cli(&[
+        "restore",
+        "--from",
+        backups.to_str().unwrap(),
+        "--archive",
+        archive.to_str().unwrap(),
+        "--to-index",
+        to_index,
+        "--data-dir",
+        dir.to_str().unwrap(),
+    ])
+    .await;
+    assert_ne!(code, 0, "restore to index {to_index} went through");
+    err
+}
+
 /// `bulwark restore` into a new directory, then the restored node's ledger.
 async fn restore_and_read(
     backups: &Path,
@@ -315,35 +333,11 @@ async fn a_restore_to_any_recorded_moment_gives_exactly_that_ledger() {
         }
     }
     // Refused, naming why: before the first backup, past the archive's end.
-    let (code, _, err) = cli(&[
-        "restore",
-        "--from",
-        backups.to_str().unwrap(),
-        "--archive",
-        archive.to_str().unwrap(),
-        "--to-index",
-        "1",
-        "--data-dir",
-        dirs.path().join("early").to_str().unwrap(),
-    ])
-    .await;
-    assert_ne!(code, 0);
-    assert!(err.contains("before the earliest backup"), "{err}");
+    let early = refused_restore(&backups, &archive, "1", &dirs.path().join("early")).await;
+    assert!(early.contains("before the earliest backup"), "{early}");
     let past = (moments.last().unwrap().index + 1000).to_string();
-    let (code, _, err) = cli(&[
-        "restore",
-        "--from",
-        backups.to_str().unwrap(),
-        "--archive",
-        archive.to_str().unwrap(),
-        "--to-index",
-        &past,
-        "--data-dir",
-        dirs.path().join("late").to_str().unwrap(),
-    ])
-    .await;
-    assert_ne!(code, 0);
-    assert!(err.contains("past the end of the archive"), "{err}");
+    let late = refused_restore(&backups, &archive, &past, &dirs.path().join("late")).await;
+    assert!(late.contains("past the end of the archive"), "{late}");
     assert!(
         !dirs.path().join("late").exists(),
         "a refused restore touches nothing"
