@@ -944,9 +944,9 @@ async fn snapshot(state: &AppState, peer: NodeId) -> Result<Response, ApiError> 
     stream_checkpoint(state, format!("node {}", peer.0))
 }
 
-/// `GET /v1/backup/snapshot` (admin): this node's last checkpoint, streamed as a follower gets
-/// it, for `bulwark backup create`.
-/// First a checkpoint of everything applied so far, so that the backup is as recent as the node.
+/// `GET /v1/backup/snapshot` (admin), for `bulwark backup create`: first a checkpoint of
+/// everything this node applied, so that the backup is as recent as the node, then that
+/// checkpoint streamed as a follower gets it.
 async fn backup_snapshot(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let index = tokio::time::timeout(
         bulwark_limits::BACKUP_CHECKPOINT_WAIT,
@@ -1004,8 +1004,8 @@ fn stream_checkpoint(state: &AppState, to: String) -> Result<Response, ApiError>
     Ok(axum::body::Body::from_stream(stream).into_response())
 }
 
-/// Lowers the calling thread's CPU priority (Linux: `nice` is per thread) to the lowest but
-/// one; failing that, it runs as it is.
+/// Lowers the calling thread's CPU priority to nice 15 (Linux: `nice` is per thread); failing
+/// that, it runs as it is.
 fn lower_this_threads_priority() {
     // SAFETY: setpriority only reads its arguments; `who` 0 is the calling thread on Linux.
     let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 15) };
