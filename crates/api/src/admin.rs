@@ -338,6 +338,7 @@ pub(crate) fn audit_json(r: &AuditRecord) -> Value {
         AuditEvent::Membership { details } => ("membership_changed", json!({"change": details})),
         AuditEvent::Backup { details } => ("backup_taken", json!({"backup": details})),
         AuditEvent::Restored { details } => ("restored", json!({"restore": details})),
+        AuditEvent::DeadLetter { details } => ("dead_letter", json!({"action": details})),
     };
     json!({
         "timestamp": r.timestamp.0, "index": r.index,

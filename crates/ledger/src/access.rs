@@ -178,6 +178,11 @@ pub enum AuditEvent {
     Restored {
         details: String,
     },
+    /// An operator's action on the dead-letter queue (`details` in words: which payment, what,
+    /// and the outcome).
+    DeadLetter {
+        details: String,
+    },
 }
 
 /// One line of the replicated audit trail. Keyed by `(timestamp, index)`: a control event has a
@@ -300,10 +305,12 @@ pub mod encoding {
     #[error("access record encoding: {0}")]
     pub struct DecodeError(pub &'static str);
 
-    struct Reader<'a>(&'a [u8]);
+    /// Reads a record's fields in order, refusing one that ends early (shared with the outbox's
+    /// records, `crate::outbox`).
+    pub(crate) struct Reader<'a>(pub(crate) &'a [u8]);
 
     impl<'a> Reader<'a> {
-        fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
             if self.0.len() < n {
                 return Err(DecodeError("ends early"));
             }
@@ -311,30 +318,36 @@ pub mod encoding {
             self.0 = rest;
             Ok(head)
         }
-        fn u8(&mut self) -> Result<u8, DecodeError> {
+        pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
             Ok(self.take(1)?[0])
         }
-        fn u64(&mut self) -> Result<u64, DecodeError> {
+        pub(crate) fn u64(&mut self) -> Result<u64, DecodeError> {
             Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
+        }
+        pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
+            Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")))
+        }
+        pub(crate) fn u128(&mut self) -> Result<u128, DecodeError> {
+            Ok(u128::from_le_bytes(self.take(16)?.try_into().expect("16")))
         }
         fn hash(&mut self) -> Result<[u8; 32], DecodeError> {
             Ok(self.take(32)?.try_into().expect("32"))
         }
-        fn text(&mut self) -> Result<String, DecodeError> {
+        pub(crate) fn text(&mut self) -> Result<String, DecodeError> {
             let len = u16::from_le_bytes(self.take(2)?.try_into().expect("2")) as usize;
             String::from_utf8(self.take(len)?.to_vec()).map_err(|_| DecodeError("text not UTF-8"))
         }
         fn role(&mut self) -> Result<Role, DecodeError> {
             Role::from_u8(self.u8()?).ok_or(DecodeError("unknown role"))
         }
-        fn actor(&mut self) -> Result<Actor, DecodeError> {
+        pub(crate) fn actor(&mut self) -> Result<Actor, DecodeError> {
             match self.u8()? {
                 1 => Ok(Actor::Token(TokenId(self.u64()?))),
                 2 => Ok(Actor::Node(self.u64()?)),
                 _ => Err(DecodeError("unknown actor")),
             }
         }
-        fn done(&self) -> Result<(), DecodeError> {
+        pub(crate) fn done(&self) -> Result<(), DecodeError> {
             if self.0.is_empty() {
                 Ok(())
             } else {
@@ -343,13 +356,13 @@ pub mod encoding {
         }
     }
 
-    fn put_text(out: &mut Vec<u8>, text: &str) {
+    pub(crate) fn put_text(out: &mut Vec<u8>, text: &str) {
         let len = u16::try_from(text.len()).expect("a record's text fits u16");
         out.extend_from_slice(&len.to_le_bytes());
         out.extend_from_slice(text.as_bytes());
     }
 
-    fn put_actor(out: &mut Vec<u8>, actor: Actor) {
+    pub(crate) fn put_actor(out: &mut Vec<u8>, actor: Actor) {
         let (kind, id) = match actor {
             Actor::Token(t) => (1, t.0),
             Actor::Node(n) => (2, n),
@@ -499,6 +512,10 @@ pub mod encoding {
                 out.push(5);
                 put_text(&mut out, details);
             }
+            AuditEvent::DeadLetter { details } => {
+                out.push(7);
+                put_text(&mut out, details);
+            }
             AuditEvent::Restored { details } => {
                 out.push(6);
                 put_text(&mut out, details);
@@ -535,6 +552,7 @@ pub mod encoding {
             4 => AuditEvent::Membership { details: r.text()? },
             5 => AuditEvent::Backup { details: r.text()? },
             6 => AuditEvent::Restored { details: r.text()? },
+            7 => AuditEvent::DeadLetter { details: r.text()? },
             _ => return Err(DecodeError("unknown audit event")),
         };
         r.done()?;

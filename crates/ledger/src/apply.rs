@@ -7,6 +7,7 @@
 
 mod account;
 mod import;
+mod outbox;
 mod overlay;
 mod transfer;
 
@@ -26,6 +27,8 @@ pub enum Operation {
     CreateTransfers(Vec<NewTransfer>),
     /// A change to the API tokens: one event, with a timestamp of its own like any other.
     Control(Box<Control>),
+    /// Settles outbox payments, or acts on dead ones (`crate::outbox`): one event each.
+    Outbox(Vec<crate::outbox::OutboxCommand>),
     /// Expires the pending transfers whose timeout has passed by the batch's timestamp. The
     /// leader proposes it when the earliest timeout passes, so that an idle ledger releases
     /// reservations on time; any other batch also expires what is due before its events.
@@ -37,6 +40,7 @@ impl Operation {
         match self {
             Operation::CreateAccounts(a) => a.len(),
             Operation::CreateTransfers(t) => t.len(),
+            Operation::Outbox(c) => c.len(),
             Operation::Control(_) | Operation::ExpirePending => 1,
         }
     }
@@ -61,7 +65,7 @@ impl Batch {
         match &self.operation {
             Operation::CreateAccounts(a) => a.first().is_some_and(Event::is_imported),
             Operation::CreateTransfers(t) => t.first().is_some_and(Event::is_imported),
-            Operation::Control(_) | Operation::ExpirePending => false,
+            Operation::Control(_) | Operation::Outbox(_) | Operation::ExpirePending => false,
         }
     }
 
@@ -87,6 +91,7 @@ pub enum BatchResults {
     Accounts(Vec<CreateAccountResult>),
     Transfers(Vec<CreateTransferResult>),
     Control(ControlResult),
+    Outbox(Vec<crate::outbox::OutboxResult>),
     /// How many pending transfers an `ExpirePending` batch expired.
     Expired(usize),
 }
@@ -97,6 +102,7 @@ impl BatchResults {
             BatchResults::Accounts(r) => r.iter().map(|r| r.name()).collect(),
             BatchResults::Transfers(r) => r.iter().map(|r| r.name()).collect(),
             BatchResults::Control(r) => vec![r.name()],
+            BatchResults::Outbox(r) => r.iter().map(|r| r.name()).collect(),
             BatchResults::Expired(_) => vec!["ok"],
         }
     }
@@ -106,6 +112,7 @@ impl BatchResults {
         match self {
             BatchResults::Accounts(r) => r.len(),
             BatchResults::Transfers(r) => r.len(),
+            BatchResults::Outbox(r) => r.len(),
             BatchResults::Control(_) | BatchResults::Expired(_) => 1,
         }
     }
@@ -196,6 +203,16 @@ pub fn plan_at<S: LedgerStore>(store: &S, batch: &Batch, index: u64) -> (BatchRe
             overlay.audit.extend(audit);
             BatchResults::Control(result)
         }
+        Operation::Outbox(commands) => BatchResults::Outbox(
+            commands
+                .iter()
+                .enumerate()
+                .map(|(i, command)| {
+                    let at = Timestamp(first.0 + i as u64);
+                    outbox::apply_command(&mut overlay, command, at, index)
+                })
+                .collect(),
+        ),
         Operation::ExpirePending => BatchResults::Expired(expired),
     };
     let ledger_time = if imported {

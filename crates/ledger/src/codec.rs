@@ -10,6 +10,7 @@
 //!            | ledger:u32 | code:u16 | flags:u16 | timestamp:u64                            (128 bytes)
 //! control  = len:u32 | command (access::encoding; operation 3, count 1)
 //! expire   = (nothing; operation 4, count 1: expire the pending transfers due by the timestamp)
+//! outbox   = (len:u32 | command)*  (operation 5, count commands; outbox::encoding)
 //! group    = marker:u8 (=2) | count:u32 | (len:u32 | batch)*                                  (count >= 1)
 //! ```
 //! A Raft entry holds either one `batch` (its first byte is the batch version, 4) or a `group` of
@@ -37,6 +38,8 @@ const OP_TRANSFERS: u8 = 2;
 const OP_CONTROL: u8 = 3;
 /// `Operation::ExpirePending`: count is 1 and there are no event bytes.
 const OP_EXPIRE: u8 = 4;
+/// `Operation::Outbox`: count commands, each `len:u32 | command`.
+const OP_OUTBOX: u8 = 5;
 const HEADER: usize = 1 + 1 + 8 + 4;
 const ACCOUNT_BYTES: usize = 60;
 const TRANSFER_BYTES: usize = 128;
@@ -61,6 +64,8 @@ pub enum CodecError {
     Group(&'static str),
     #[error("control command: {0}")]
     Control(&'static str),
+    #[error("outbox command: {0}")]
+    Outbox(&'static str),
 }
 
 /// The encoded size of `operation` as one batch, without encoding it.
@@ -70,8 +75,15 @@ pub fn encoded_len(operation: &Operation) -> usize {
             Operation::CreateAccounts(a) => a.len() * ACCOUNT_BYTES,
             Operation::CreateTransfers(t) => t.len() * TRANSFER_BYTES,
             Operation::Control(c) => 4 + control_bytes(c).len(),
+            Operation::Outbox(commands) => commands.iter().map(|c| 4 + outbox_bytes(c).len()).sum(),
             Operation::ExpirePending => 0,
         }
+}
+
+fn outbox_bytes(command: &crate::outbox::OutboxCommand) -> Vec<u8> {
+    let mut out = Vec::new();
+    crate::outbox::encoding::encode_command(command, &mut out);
+    out
 }
 
 fn control_bytes(control: &Control) -> Vec<u8> {
@@ -154,6 +166,7 @@ pub fn encode(batch: &Batch, out: &mut Vec<u8>) {
         Operation::CreateAccounts(a) => (OP_ACCOUNTS, a.len()),
         Operation::CreateTransfers(t) => (OP_TRANSFERS, t.len()),
         Operation::Control(_) => (OP_CONTROL, 1),
+        Operation::Outbox(c) => (OP_OUTBOX, c.len()),
         Operation::ExpirePending => (OP_EXPIRE, 1),
     };
     out.push(VERSION);
@@ -202,6 +215,14 @@ pub fn encode(batch: &Batch, out: &mut Vec<u8>) {
             out.extend_from_slice(&len.to_le_bytes());
             out.extend_from_slice(&bytes);
         }
+        Operation::Outbox(commands) => {
+            for command in commands {
+                let bytes = outbox_bytes(command);
+                let len = u32::try_from(bytes.len()).expect("an outbox command fits u32");
+                out.extend_from_slice(&len.to_le_bytes());
+                out.extend_from_slice(&bytes);
+            }
+        }
         Operation::ExpirePending => {}
     }
 }
@@ -221,6 +242,9 @@ pub fn decode(bytes: &[u8]) -> Result<Batch, CodecError> {
     let count = u32_at(bytes, 10) as usize;
     if op == OP_CONTROL {
         return decode_control(bytes, timestamp, count);
+    }
+    if op == OP_OUTBOX {
+        return decode_outbox(&bytes[HEADER..], timestamp, count);
     }
     if op == OP_EXPIRE {
         if count != 1 || bytes.len() != HEADER {
@@ -315,6 +339,39 @@ fn decode_control(bytes: &[u8], timestamp: Timestamp, count: usize) -> Result<Ba
     Ok(Batch {
         timestamp,
         operation: Operation::Control(Box::new(control)),
+    })
+}
+
+fn decode_outbox(mut body: &[u8], timestamp: Timestamp, count: usize) -> Result<Batch, CodecError> {
+    if count == 0 {
+        return Err(CodecError::Outbox("an outbox batch holds no command"));
+    }
+    // Each command takes at least its length prefix and a byte: a count the bytes cannot hold
+    // is refused before anything is allocated for it.
+    if count > body.len() / 5 {
+        return Err(CodecError::Outbox("more commands than bytes"));
+    }
+    let mut commands = Vec::with_capacity(count);
+    for _ in 0..count {
+        let len = body
+            .get(..4)
+            .map(|b| u32_at(b, 0) as usize)
+            .ok_or(CodecError::Outbox("no command length"))?;
+        let command = body
+            .get(4..4 + len)
+            .ok_or(CodecError::Outbox("a command runs past the end"))?;
+        commands.push(
+            crate::outbox::encoding::decode_command(command)
+                .map_err(|_| CodecError::Outbox("a command does not decode"))?,
+        );
+        body = &body[4 + len..];
+    }
+    if !body.is_empty() {
+        return Err(CodecError::Outbox("bytes after the last command"));
+    }
+    Ok(Batch {
+        timestamp,
+        operation: Operation::Outbox(commands),
     })
 }
 

@@ -123,6 +123,8 @@ result_enum!(
         ExceedsDebits => "exceeds_debits",
         ImportedEventTimestampMustNotRegress => "imported_event_timestamp_must_not_regress",
         ImportedEventTimeoutMustBeZero => "imported_event_timeout_must_be_zero",
+        ExternalTransferTimeoutMustBeZero => "external_transfer_timeout_must_be_zero",
+        PendingTransferIsExternal => "pending_transfer_is_external",
     }
 );
 

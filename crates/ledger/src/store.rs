@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::access::{AccessChange, AuditRecord, TokenId, TokenRecord};
+use crate::outbox::{OutboxChange, OutboxMessage};
 use crate::types::{Account, AccountId, Balances, PendingStatus, Timestamp, Transfer, TransferId};
 
 /// Read access to the ledger's state, plus the one way to change it: committing the
@@ -24,6 +25,8 @@ pub trait LedgerStore {
     fn token_count(&self) -> usize;
     /// Whether the cluster's first admin token was created (ever: revoking it does not undo this).
     fn admin_bootstrapped(&self) -> bool;
+    /// The outbox message of a payment (`crate::outbox`), outbound or dead.
+    fn outbox_message(&self, payment: TransferId) -> Option<OutboxMessage>;
     fn commit(&mut self, changes: Changes);
 }
 
@@ -60,6 +63,8 @@ pub struct Changes {
     pub access: Vec<AccessChange>,
     /// The audit trail's new records, in order.
     pub audit: Vec<AuditRecord>,
+    /// Changes to the outbox, in order.
+    pub outbox: Vec<OutboxChange>,
     pub last_timestamp: Timestamp,
 }
 
@@ -194,6 +199,7 @@ pub struct MemoryStore {
     pub tokens: BTreeMap<TokenId, TokenRecord>,
     pub admin_bootstrapped: bool,
     pub audit: Vec<AuditRecord>,
+    pub outbox: BTreeMap<TransferId, OutboxMessage>,
     pub last_timestamp: Timestamp,
 }
 
@@ -227,6 +233,23 @@ impl MemoryStore {
             self.changes.push(event.replay(&mut dr, &mut cr));
             balances.insert(t.debit_account_id, dr);
             balances.insert(t.credit_account_id, cr);
+        }
+    }
+}
+
+/// Applies outbox changes in order to a map of messages (every store keeps them the same way).
+pub fn apply_outbox_changes(
+    outbox: &mut BTreeMap<TransferId, OutboxMessage>,
+    changes: impl IntoIterator<Item = OutboxChange>,
+) {
+    for change in changes {
+        match change {
+            OutboxChange::Put(m) => {
+                outbox.insert(m.payment, m);
+            }
+            OutboxChange::Remove(payment) => {
+                outbox.remove(&payment);
+            }
         }
     }
 }
@@ -291,7 +314,12 @@ impl LedgerStore for MemoryStore {
         self.admin_bootstrapped
     }
 
+    fn outbox_message(&self, payment: TransferId) -> Option<OutboxMessage> {
+        self.outbox.get(&payment).cloned()
+    }
+
     fn commit(&mut self, changes: Changes) {
+        apply_outbox_changes(&mut self.outbox, changes.outbox);
         apply_access_changes(
             &mut self.tokens,
             &mut self.admin_bootstrapped,

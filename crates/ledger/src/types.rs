@@ -111,6 +111,7 @@ flags_newtype!(AccountFlags {
     HISTORY = 8 => "history",
     CLOSED = 16 => "closed",
     IMPORTED = 32 => "imported",
+    EXTERNAL = 64 => "external",
 });
 
 flags_newtype!(TransferFlags {

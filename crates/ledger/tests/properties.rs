@@ -1296,7 +1296,9 @@ impl Reached {
                     .into_iter()
                     .for_each(|r| *self.transfer_codes.entry(r).or_default() += 1),
                 BatchResults::Expired(n) => self.expired_batches += usize::from(n > 0),
-                BatchResults::Control(_) => unreachable!("no control commands here"),
+                BatchResults::Control(_) | BatchResults::Outbox(_) => {
+                    unreachable!("no control or outbox commands here")
+                }
             }
         }
         for (id, s) in &store.pending {

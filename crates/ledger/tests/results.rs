@@ -1092,6 +1092,19 @@ fn exceeds_credits_and_debits(s: &mut Seen) {
     assert_eq!(l.balances(3), (0, 10, 4, 6));
 }
 
+fn external_payments(s: &mut Seen) {
+    let mut l = base();
+    l.open(vec![acct_flags(9, 1, AccountFlags::EXTERNAL)]);
+    s.t(
+        l.transfers(vec![pending(10, 1, 9, 5, 30), tr(11, 1, 9, 5)]),
+        &[T::ExternalTransferTimeoutMustBeZero, T::Ok],
+    );
+    s.t(
+        l.transfers(vec![post_full(12, 11), void(13, 11, 0)]),
+        &[T::PendingTransferIsExternal, T::PendingTransferIsExternal],
+    );
+}
+
 fn transfer_chains(s: &mut Seen) {
     let mut l = base();
     s.t(
@@ -1303,6 +1316,7 @@ scenarios!(
     overflows_sum_of_pending_and_posted,
     overflows_timeout,
     exceeds_credits_and_debits,
+    external_payments,
     transfer_chains,
 );
 

@@ -476,5 +476,6 @@ fn write_tables(txn: &redb::WriteTransaction, frozen: &Frozen) -> Result<(), red
     // the first admin token registered (found by the API fuzz test).
     drop(meta);
     crate::access::write_access(txn, frozen)?;
+    crate::outbox::write_outbox(txn, frozen)?;
     Ok(())
 }

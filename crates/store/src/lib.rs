@@ -43,6 +43,7 @@ mod feed;
 mod field_index;
 mod history;
 mod memtable;
+mod outbox;
 mod query;
 mod records;
 mod search;

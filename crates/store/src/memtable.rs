@@ -31,6 +31,8 @@ pub(crate) struct Memtable {
     pub(crate) max_transfer_id: u128,
     /// New audit records, oldest first.
     pub(crate) audit: Vec<AuditRecord>,
+    /// Each outbox message changed here, as it was left (`None`: removed).
+    pub(crate) outbox: BTreeMap<TransferId, Option<bulwark_ledger::outbox::OutboxMessage>>,
     /// The expiries of pending transfers here, (the expiry's timestamp, the pending transfer),
     /// in order: with `transfers`, what the change feed is replayed from (`feed.rs`).
     pub(crate) expired: Vec<(Timestamp, TransferId)>,
@@ -186,6 +188,7 @@ impl StateStore {
         }
         m.audit.extend(changes.audit);
         m.expired.extend(changes.expired);
+        self.outbox.apply(changes.outbox, &mut m.outbox);
         if !changes.access.is_empty() {
             bulwark_ledger::apply_access_changes(
                 &mut self.tokens,

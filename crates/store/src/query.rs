@@ -229,6 +229,10 @@ impl LedgerStore for StateStore {
         self.admin_bootstrapped
     }
 
+    fn outbox_message(&self, payment: TransferId) -> Option<bulwark_ledger::outbox::OutboxMessage> {
+        self.outbox.messages.get(&payment).cloned()
+    }
+
     fn commit(&mut self, changes: Changes) {
         self.record_changes(changes);
     }

@@ -93,13 +93,17 @@ macro_rules! with_table {
                 let $def = crate::tables::CHANGES;
                 $body
             }
+            14 => {
+                let $def = crate::tables::OUTBOX;
+                $body
+            }
             _ => $other,
         }
     };
 }
 
 /// The highest table tag.
-const LAST_TAG: u8 = 13;
+const LAST_TAG: u8 = 14;
 
 /// What a snapshot holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

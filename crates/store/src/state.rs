@@ -24,7 +24,7 @@ use crate::snapshot;
 use crate::tables::{
     ACCOUNTS, ACCOUNT_TRANSFERS, AUDIT, BALANCE_HISTORY, CHANGES, EXPIRIES, FAILED_TRANSFERS,
     FAILED_TRANSFERS_BY_TIME, FORMAT_VERSION, MEMBERSHIP, MEMBERSHIP_KEY, META, META_APPLIED_INDEX,
-    META_APPLIED_TERM, META_FORMAT, META_LAST_TIMESTAMP, PENDING, TOKENS, TRANSFERS,
+    META_APPLIED_TERM, META_FORMAT, META_LAST_TIMESTAMP, OUTBOX, PENDING, TOKENS, TRANSFERS,
     TRANSFER_INDEX,
 };
 
@@ -70,6 +70,7 @@ pub struct StateStore {
     /// The tokens changed since the last freeze.
     pub(crate) tokens_dirty: bool,
     pub(crate) tokens_generation: u64,
+    pub(crate) outbox: crate::outbox::Outbox,
 }
 
 impl StateStore {
@@ -125,6 +126,7 @@ impl StateStore {
             admin_bootstrapped: loaded.admin_bootstrapped,
             tokens_dirty: false,
             tokens_generation: next_tokens_generation(),
+            outbox: loaded.outbox,
         })
     }
 
@@ -274,6 +276,8 @@ fn create_tables(path: &Path, db: &Database) -> Result<(), StoreError> {
             .map_err(redb_err(path, "create tables"))?;
         txn.open_table(AUDIT)
             .map_err(redb_err(path, "create tables"))?;
+        txn.open_table(OUTBOX)
+            .map_err(redb_err(path, "create tables"))?;
     }
     txn.commit().map_err(redb_err(path, "commit"))?;
     Ok(())
@@ -291,6 +295,7 @@ struct Loaded {
     max_failed_id: u128,
     tokens: BTreeMap<TokenId, TokenRecord>,
     admin_bootstrapped: bool,
+    outbox: crate::outbox::Outbox,
 }
 
 fn load(path: &Path, db: &Database) -> Result<Loaded, StoreError> {
@@ -313,7 +318,9 @@ fn load(path: &Path, db: &Database) -> Result<Loaded, StoreError> {
         .map_err(redb_err(path, "read membership"))?
         .map(|v| v.value().to_vec());
     let (tokens, admin_bootstrapped) = crate::access::load_tokens(path, &read)?;
+    let outbox = crate::outbox::load_outbox(path, &read)?;
     Ok(Loaded {
+        outbox,
         tokens,
         admin_bootstrapped,
         applied_index,

@@ -41,6 +41,10 @@ pub(crate) const TOKENS: TableDefinition<u64, &[u8]> = TableDefinition::new("tok
 /// The audit trail, keyed by (timestamp, log index) (`encoding::encode_audit`); appended only.
 pub(crate) const AUDIT: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("audit");
 
+/// The outbox's live messages by payment id (`ledger::outbox::encoding::encode_message`):
+/// outbound and dead ones; a settled or discarded message is removed.
+pub(crate) const OUTBOX: TableDefinition<u128, &[u8]> = TableDefinition::new("outbox");
+
 pub(crate) const FORMAT_VERSION: u64 = 4;
 pub(crate) const META_FORMAT: &str = "format_version";
 /// The cluster configuration as of the checkpoint (opaque bytes of the consensus layer).

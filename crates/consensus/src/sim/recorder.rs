@@ -98,6 +98,7 @@ pub(super) fn write_id(batch: &Batch) -> u64 {
             | bulwark_ledger::access::ControlCommand::BootstrapAdmin { id, .. } => id.0,
             bulwark_ledger::access::ControlCommand::RecordBackup { .. } => 0,
         },
-        Operation::ExpirePending => 0,
+        // The simulation's workload makes no payments to settle.
+        Operation::Outbox(_) | Operation::ExpirePending => 0,
     }
 }

@@ -46,8 +46,8 @@ impl Sim {
             Operation::CreateTransfers(t) => {
                 u64::try_from(t[0].id.0).expect("the simulation's ids fit u64")
             }
-            Operation::Control(_) | Operation::ExpirePending => {
-                unreachable!("the workload writes no control or expiry batches")
+            Operation::Control(_) | Operation::Outbox(_) | Operation::ExpirePending => {
+                unreachable!("the workload writes no control, outbox or expiry batches")
             }
         };
         let read = self.rng.chance(200);

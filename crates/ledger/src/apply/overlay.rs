@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::access::{AccessChange, AuditRecord};
+use crate::outbox::{OutboxChange, OutboxMessage};
 use crate::store::{Changes, LedgerStore};
 use crate::types::{
     Account, AccountFlags, AccountId, FlagSet, PendingStatus, Timestamp, Transfer, TransferFlags,
@@ -21,6 +22,8 @@ enum Undo {
     ExpiryRemoved((Timestamp, TransferId), bool),
     History,
     Newest(Timestamp),
+    /// An outbox change, with what the overlay showed for the payment before it.
+    Outbox(TransferId, Option<Option<OutboxMessage>>),
 }
 
 /// The batch's view of the ledger: its own changes over the store's state.
@@ -47,6 +50,9 @@ pub(super) struct Overlay<'s, S> {
     newest: Timestamp,
     pub(super) access: Vec<AccessChange>,
     pub(super) audit: Vec<AuditRecord>,
+    /// The outbox as this batch left it (`None`: removed), over the store's.
+    outbox: IdMap<TransferId, Option<OutboxMessage>>,
+    outbox_changes: Vec<OutboxChange>,
     undo: Vec<Undo>,
     /// Whether changes are journaled in `undo`: only inside a linked chain.
     journaling: bool,
@@ -70,6 +76,8 @@ impl<'s, S: LedgerStore> Overlay<'s, S> {
             newest: store.last_timestamp(),
             access: Vec::new(),
             audit: Vec::new(),
+            outbox: IdMap::default(),
+            outbox_changes: Vec::new(),
             undo: Vec::new(),
             journaling: false,
         }
@@ -189,8 +197,36 @@ impl<'s, S: LedgerStore> Overlay<'s, S> {
                 }
 
                 Undo::Newest(previous) => self.newest = previous,
+                Undo::Outbox(payment, previous) => {
+                    match previous {
+                        Some(view) => self.outbox.insert(payment, view),
+                        None => self.outbox.remove(&payment),
+                    };
+                    self.outbox_changes.pop();
+                }
             }
         }
+    }
+
+    /// The outbox message of `payment`, as this batch has left it.
+    pub(super) fn outbox_message(&self, payment: TransferId) -> Option<OutboxMessage> {
+        match self.outbox.get(&payment) {
+            Some(view) => view.clone(),
+            None => self.store.outbox_message(payment),
+        }
+    }
+
+    pub(super) fn put_outbox(&mut self, message: OutboxMessage) {
+        let payment = message.payment;
+        let previous = self.outbox.insert(payment, Some(message.clone()));
+        self.outbox_changes.push(OutboxChange::Put(message));
+        self.journal(Undo::Outbox(payment, previous));
+    }
+
+    pub(super) fn remove_outbox(&mut self, payment: TransferId) {
+        let previous = self.outbox.insert(payment, None);
+        self.outbox_changes.push(OutboxChange::Remove(payment));
+        self.journal(Undo::Outbox(payment, previous));
     }
 
     /// The timestamp of the newest account or transfer (see the field).
@@ -304,6 +340,7 @@ impl<'s, S: LedgerStore> Overlay<'s, S> {
             expired: self.expired,
             access: self.access,
             audit: self.audit,
+            outbox: self.outbox_changes,
             last_timestamp,
         }
     }

@@ -13,23 +13,52 @@ use crate::types::{
 
 use CreateTransferResult as R;
 
+/// Who makes a transfer: what it may do to the outbox's payments.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Origin {
+    /// A client's event: a payment to an external account queues an outbox message, and the
+    /// pending transfer of a payment cannot be posted or voided (only its saga does that).
+    Client,
+    /// The saga posting or voiding a payment's pending transfer.
+    Saga,
+    /// An operator's retry of a dead payment, reserving its amount again: the payment's
+    /// message exists already and is reused.
+    DeadLetterRetry,
+}
+
 /// Creates one transfer; a refusal for a reason of the ledger's state reserves its id.
 pub(super) fn create_transfer<S: LedgerStore>(
     overlay: &mut Overlay<'_, S>,
     t: &NewTransfer,
     timestamp: Timestamp,
 ) -> CreateTransferResult {
-    let result = check_and_create(overlay, t, timestamp);
+    let result = check_and_create(overlay, t, timestamp, Origin::Client);
     if result.is_transient() {
         overlay.fail_transfer(t.id, timestamp);
     }
     result
 }
 
+/// The saga's post or void of a payment's pending transfer (`t` names it), or a dead payment's
+/// new reservation: the rules of any transfer, but on the outbox's side of them.
+pub(super) fn create_for_outbox<S: LedgerStore>(
+    overlay: &mut Overlay<'_, S>,
+    t: &NewTransfer,
+    timestamp: Timestamp,
+    origin: Origin,
+) -> CreateTransferResult {
+    assert!(
+        origin != Origin::Client,
+        "a client's transfer goes through create_transfer"
+    );
+    check_and_create(overlay, t, timestamp, origin)
+}
+
 fn check_and_create<S: LedgerStore>(
     overlay: &mut Overlay<'_, S>,
     t: &NewTransfer,
     timestamp: Timestamp,
+    origin: Origin,
 ) -> CreateTransferResult {
     if t.flags.reserved_bits() != 0 {
         return R::ReservedFlag;
@@ -54,7 +83,7 @@ fn check_and_create<S: LedgerStore>(
     if t.flags.contains(TransferFlags::POST_PENDING_TRANSFER)
         || t.flags.contains(TransferFlags::VOID_PENDING_TRANSFER)
     {
-        return post_or_void_pending(overlay, t, timestamp);
+        return post_or_void_pending(overlay, t, timestamp, origin);
     }
     if let Some(refused) = check_fields(t) {
         return refused;
@@ -77,7 +106,36 @@ fn check_and_create<S: LedgerStore>(
     if cr.flags.contains(AccountFlags::CLOSED) {
         return R::CreditAccountAlreadyClosed;
     }
-    create_new(overlay, t, timestamp, dr, cr)
+    if !is_payment(t, &cr) {
+        return create_new(overlay, t, timestamp, dr, cr);
+    }
+    // A payment leaves through its processor: the money is reserved until the processor
+    // answers, for as long as that takes (a deadline would void a payment the processor made).
+    if t.timeout != 0 {
+        return R::ExternalTransferTimeoutMustBeZero;
+    }
+    let payment = NewTransfer {
+        flags: t.flags | TransferFlags::PENDING,
+        ..*t
+    };
+    let result = create_new(overlay, &payment, timestamp, dr, cr);
+    if result.is_ok() && origin == Origin::Client {
+        overlay.put_outbox(crate::outbox::OutboxMessage {
+            payment: t.id,
+            pending: t.id,
+            processor: cr.id,
+            queued_at: timestamp,
+            retries: 0,
+            state: crate::outbox::OutboxState::Outbound,
+        });
+    }
+    result
+}
+
+/// Whether `t`, a new single or pending transfer to `cr`, is a payment to an external account.
+/// An imported transfer is history, not a payment to make: it is stored as given.
+fn is_payment(t: &NewTransfer, cr: &Account) -> bool {
+    cr.flags.contains(AccountFlags::EXTERNAL) && !t.flags.contains(TransferFlags::IMPORTED)
 }
 
 /// The rules of an imported transfer's own timestamp: after every account and transfer the
@@ -264,7 +322,18 @@ fn transfer_exists<S: LedgerStore>(
     let post = t.flags.contains(TransferFlags::POST_PENDING_TRANSFER);
     let void = t.flags.contains(TransferFlags::VOID_PENDING_TRANSFER);
     let imported = t.flags.contains(TransferFlags::IMPORTED);
-    if t.flags != e.flags
+    // A payment was stored pending whether or not its event said so: its retry is the same one.
+    let paid_out = !post
+        && !void
+        && overlay
+            .account(e.credit_account_id)
+            .is_some_and(|cr| is_payment(t, &cr));
+    let flags = if paid_out {
+        t.flags | TransferFlags::PENDING
+    } else {
+        t.flags
+    };
+    if flags != e.flags
         || t.pending_id != e.pending_id
         || t.timeout != e.timeout
         || (imported && t.timestamp != e.timestamp)
@@ -397,6 +466,7 @@ fn post_or_void_pending<S: LedgerStore>(
     overlay: &mut Overlay<'_, S>,
     t: &NewTransfer,
     timestamp: Timestamp,
+    origin: Origin,
 ) -> CreateTransferResult {
     if let Some(refused) = check_post_or_void_fields(t) {
         return refused;
@@ -406,6 +476,11 @@ fn post_or_void_pending<S: LedgerStore>(
     };
     if let Some(refused) = check_against_pending(t, &p) {
         return refused;
+    }
+    // Only the saga settles a payment: a client's post would pay without the processor, a
+    // client's void would leave a payment the processor may be making.
+    if origin == Origin::Client && is_payment_pending(overlay, &p) {
+        return R::PendingTransferIsExternal;
     }
     match overlay
         .pending_status(p.id)
@@ -437,6 +512,14 @@ fn post_or_void_pending<S: LedgerStore>(
         overlay.remove_expiry(at, p.id);
     }
     R::Ok
+}
+
+/// Whether `p`, a pending transfer, reserves a payment to an external account.
+fn is_payment_pending<S: LedgerStore>(overlay: &Overlay<'_, S>, p: &Transfer) -> bool {
+    !p.flags.contains(TransferFlags::IMPORTED)
+        && overlay
+            .account(p.credit_account_id)
+            .is_some_and(|cr| cr.flags.contains(AccountFlags::EXTERNAL))
 }
 
 /// Posts or voids `p` (every check passed): releases its reservation, posts the amount or
