@@ -38,6 +38,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use bulwark_ledger::outbox::OutboxMessage;
 use bulwark_ledger::{
     Account, AccountId, Balances, BatchResults, Change, Operation, PendingStatus, Timestamp,
     Transfer, TransferId,
@@ -137,6 +138,10 @@ pub enum Query {
         after: Option<(Timestamp, u64)>,
         limit: usize,
     },
+    /// Outbound payments queued after `after`, oldest first (the relay's feed).
+    Outbound { after: Timestamp, limit: usize },
+    /// Dead payments after payment `after`, by id (the dead-letter queue).
+    DeadLetters { after: TransferId, limit: usize },
 }
 
 #[derive(Clone, Debug)]
@@ -157,6 +162,18 @@ pub enum Answer {
     Status(NodeStatus),
     Tokens(Vec<bulwark_ledger::access::TokenRecord>),
     Audit(Vec<bulwark_ledger::access::AuditRecord>),
+    /// Each message with its pending transfer (the one a confirmation posts).
+    Outbound(Vec<(OutboxMessage, Transfer)>),
+    /// Each dead message with its payment's transfer (what the client asked for).
+    DeadLetters(Vec<(OutboxMessage, Transfer)>),
+}
+
+/// Whether this node leads, and in which term: the outbox relay delivers only while it does,
+/// and every delivery carries the term so that a processor can refuse a deposed leader's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Leadership {
+    pub term: u64,
+    pub leading: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -171,6 +188,9 @@ pub struct NodeStatus {
     pub checkpointed_index: LogIndex,
     pub last_timestamp: Timestamp,
     pub accounts: usize,
+    /// Outbox payments waiting for their processor, and dead ones.
+    pub outbox_outbound: usize,
+    pub outbox_dead: usize,
     pub log_first_index: LogIndex,
     pub log_last_index: LogIndex,
     pub log_bytes: u64,
@@ -321,6 +341,8 @@ pub struct NodeHandle {
     /// The timestamp of the last batch applied, as the node loop last published it: what a
     /// caught-up change feed request waits on.
     pub(crate) last_applied: Arc<tokio::sync::watch::Sender<Timestamp>>,
+    /// This node's leadership, as the node loop last published it.
+    pub(crate) leadership: Arc<tokio::sync::watch::Sender<Leadership>>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -348,6 +370,7 @@ impl NodeHandle {
             access: Default::default(),
             data_dir,
             last_applied: Arc::new(tokio::sync::watch::Sender::new(Timestamp(0))),
+            leadership: Arc::new(tokio::sync::watch::Sender::new(Leadership::default())),
             metrics,
         };
         (
@@ -508,6 +531,10 @@ impl NodeHandle {
     }
 
     /// Follows the timestamp of the last batch this node applied: changes once a batch moves it.
+    pub fn watch_leadership(&self) -> tokio::sync::watch::Receiver<Leadership> {
+        self.leadership.subscribe()
+    }
+
     pub fn watch_applied(&self) -> tokio::sync::watch::Receiver<Timestamp> {
         self.last_applied.subscribe()
     }
@@ -627,6 +654,19 @@ pub(crate) fn answer_query(store: &StateStore, query: Query) -> Result<ReadOutco
             store
                 .audit_page(after, limit)
                 .map_err(RequestError::Store)?,
+        ),
+        Query::Outbound { after, limit } => Answer::Outbound(store.outbound_after(after, limit)),
+        Query::DeadLetters { after, limit } => Answer::DeadLetters(
+            store
+                .dead_letters(after, limit)
+                .into_iter()
+                .map(|m| {
+                    let payment = store
+                        .transfer(m.payment)
+                        .expect("a dead payment's transfer exists");
+                    (m, payment)
+                })
+                .collect(),
         ),
         Query::Status => unreachable!("each event loop answers status itself"),
     };

@@ -327,6 +327,15 @@ impl ClusterLoop {
     /// applied again.
     fn note_role_and_recovery(&mut self) {
         let leader = self.replica.is_leader();
+        let now = crate::Leadership {
+            term: self.replica.term().0,
+            leading: leader,
+        };
+        self.leadership.send_if_modified(|published| {
+            let changed = *published != now;
+            *published = now;
+            changed
+        });
         if leader != self.was_leader {
             tracing::info!(
                 term = self.replica.term().0,

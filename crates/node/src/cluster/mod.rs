@@ -97,6 +97,8 @@ struct ClusterLoop {
     access: crate::access::SharedAccess,
     /// Where the last applied batch's timestamp is published (see `NodeHandle::watch_applied`).
     last_applied: Arc<tokio::sync::watch::Sender<bulwark_ledger::Timestamp>>,
+    /// Where this node's leadership is published (see `NodeHandle::watch_leadership`).
+    leadership: Arc<tokio::sync::watch::Sender<crate::Leadership>>,
     /// Per follower, when its match index last reached the leader's last index: its lag in time
     /// and whether it is in sync.
     replication: bulwark_consensus::replication::ReplicationTracker,

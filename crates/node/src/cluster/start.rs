@@ -297,6 +297,7 @@ fn spawn_loop(
         view,
         access: handle.access.clone(),
         last_applied: handle.last_applied.clone(),
+        leadership: handle.leadership.clone(),
         replication: bulwark_consensus::replication::ReplicationTracker::with_tick(tick),
         waiting_all: Default::default(),
         joint_replies: Default::default(),

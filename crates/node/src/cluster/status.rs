@@ -50,6 +50,8 @@ impl ClusterLoop {
                 checkpointed_index: LogIndex(store.checkpointed_index()),
                 last_timestamp: store.last_timestamp(),
                 accounts: store.account_count(),
+                outbox_outbound: store.outbox_depth().0,
+                outbox_dead: store.outbox_depth().1,
                 log_first_index: LogIndex(raft.raft_log.first_index()),
                 log_last_index: LogIndex(raft.raft_log.last_index()),
                 log_bytes,
