@@ -32,7 +32,8 @@ pub fn required_role(method: &Method, path: &str) -> Option<Role> {
         || path.starts_with("/v1/tokens/")
         || path == "/v1/audit"
         || path.starts_with("/v1/audit/")
-        || path.starts_with("/v1/backup/");
+        || path.starts_with("/v1/backup/")
+        || path.starts_with("/v1/outbox/");
     if admin {
         return Some(Role::Admin);
     }

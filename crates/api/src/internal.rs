@@ -60,6 +60,14 @@ pub fn internal_router(node: NodeHandle, node_id: u64) -> Router {
             "/internal/v1/forward/tokens/{id}/revoke",
             post(revoke_token),
         )
+        .route(
+            "/internal/v1/forward/outbox/dead/{id}/retry",
+            post(dead_letter_retry),
+        )
+        .route(
+            "/internal/v1/forward/outbox/dead/{id}/discard",
+            post(dead_letter_discard),
+        )
         .fallback(crate::not_found)
         .method_not_allowed_fallback(crate::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -214,4 +222,40 @@ async fn revoke_token(
     let id = crate::admin::token_id(id)?;
     let request = forwarded_plain(&headers, Ok(Bytes::new()))?;
     crate::admin::revoke_token_with(&state, principal, id, request).await
+}
+
+async fn dead_letter_retry(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+    id: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<Response, ApiError> {
+    let payment = crate::outbox::payment_id(id)?;
+    let request = forwarded_plain(&headers, Ok(Bytes::new()))?;
+    crate::outbox::act(
+        &state,
+        principal,
+        crate::outbox::Action::Retry,
+        payment,
+        request,
+    )
+    .await
+}
+
+async fn dead_letter_discard(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+    id: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<Response, ApiError> {
+    let payment = crate::outbox::payment_id(id)?;
+    let request = forwarded_plain(&headers, Ok(Bytes::new()))?;
+    crate::outbox::act(
+        &state,
+        principal,
+        crate::outbox::Action::Discard,
+        payment,
+        request,
+    )
+    .await
 }

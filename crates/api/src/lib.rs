@@ -13,6 +13,7 @@ mod error;
 mod history;
 mod internal;
 mod json;
+mod outbox;
 mod search;
 
 use std::sync::Arc;
@@ -147,6 +148,9 @@ pub fn cluster_router(node: NodeHandle, node_id: u64, options: ApiOptions) -> Ro
         .route("/v1/backup/record", post(admin::record_backup))
         .route("/v1/audit", get(admin::audit))
         .route("/v1/audit/local", get(admin::local_audit))
+        .route("/v1/outbox/dead", get(outbox::list_dead))
+        .route("/v1/outbox/dead/{id}/retry", post(outbox::retry))
+        .route("/v1/outbox/dead/{id}/discard", post(outbox::discard))
         .route("/health/live", get(|| async { "ok" }))
         .route("/health/ready", get(ready))
         .fallback(not_found)
@@ -735,6 +739,7 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Result<Respons
             "checkpoint_index": s.checkpointed_index.0,
             "last_timestamp": s.last_timestamp.0,
             "accounts": s.accounts,
+            "outbox": {"outbound": s.outbox_outbound, "dead": s.outbox_dead},
             "log": log,
             "disk_full": state.node.is_disk_full(),
             "members": [{
@@ -756,6 +761,7 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Result<Respons
             "checkpoint_index": s.checkpointed_index.0,
             "last_timestamp": s.last_timestamp.0,
             "accounts": s.accounts,
+            "outbox": {"outbound": s.outbox_outbound, "dead": s.outbox_dead},
             "log": log,
             "disk_full": state.node.is_disk_full(),
             "members": c.members.iter().map(|m| json!({

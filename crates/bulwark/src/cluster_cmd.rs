@@ -69,6 +69,8 @@ pub struct LocalArgs {
     /// `bulwark restore --archive` (docs/operations.md, "Backups, the archive and restore").
     #[arg(long)]
     pub archive: Option<String>,
+    #[command(flatten)]
+    pub relay: crate::relay_args::RelayArgs,
 }
 
 #[derive(clap::Args)]
@@ -154,6 +156,9 @@ async fn local(args: LocalArgs) -> ExitCode {
     };
     if let Some(archive) = &args.archive {
         extra.extend(["--archive".to_string(), archive.clone()]);
+    }
+    if !args.relay.processors.is_empty() {
+        extra.extend(args.relay.to_flags());
     }
     let scheme = if args.api_tls { "https" } else { "http" };
     let mut cluster = match LocalCluster::new(&exe, Some(args.data_dir.clone()), members, &extra) {

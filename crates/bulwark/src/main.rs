@@ -13,9 +13,11 @@ mod certs;
 mod chaos_cmd;
 mod client;
 mod cluster_cmd;
+mod dlq_cmd;
 mod fds;
 mod https;
 mod query_cmd;
+mod relay_args;
 mod serve;
 mod server;
 mod token_cmd;
@@ -78,6 +80,9 @@ enum Command {
     Backup(backup_cmd::BackupCommand),
     /// Build a new cluster's data directory from a backup and the archive, to a time or index.
     Restore(backup_cmd::RestoreArgs),
+    /// The dead-letter queue of payments to external accounts: list, retry, discard.
+    #[command(subcommand)]
+    Dlq(dlq_cmd::DlqCommand),
 }
 
 fn main() -> ExitCode {
@@ -109,6 +114,7 @@ fn main() -> ExitCode {
             Command::Audit(args) => token_cmd::audit(args).await,
             Command::Backup(cmd) => backup_cmd::run(cmd).await,
             Command::Restore(args) => backup_cmd::restore(args).await,
+            Command::Dlq(cmd) => dlq_cmd::run(cmd).await,
         }
     })
 }

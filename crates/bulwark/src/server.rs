@@ -80,6 +80,8 @@ pub struct StartArgs {
     /// network reads and changes the ledger's traffic: for a private test network only.
     #[arg(long)]
     pub insecure: bool,
+    #[command(flatten)]
+    pub relay: crate::relay_args::RelayArgs,
 }
 
 pub fn init_logging() {
@@ -144,7 +146,15 @@ async fn serve(args: StartArgs) -> anyhow::Result<()> {
     // Before the log and the store open files: their descriptors are reserved from this limit.
     let fd_limit = crate::fds::raise_limit()?;
     let max_connections = crate::fds::client_connections(fd_limit)?;
+    let relay_config = args.relay.config()?;
     let (node, app, listen) = start_node(&args, &identity, config, metrics).await?;
+    let relay = match relay_config {
+        Some(config) => {
+            tracing::info!(processors = ?args.relay.processors, "relaying payments to external accounts while this node leads");
+            Some(bulwark_relay::Relay::start(node.handle(), config)?)
+        }
+        None => None,
+    };
     let tls = crate::certs::api_tls(&args, &identity, listen)?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -180,6 +190,9 @@ async fn serve(args: StartArgs) -> anyhow::Result<()> {
         }
     };
     crate::serve::serve(listener, app, options, shutdown).await;
+    if let Some(relay) = relay {
+        tokio::task::spawn_blocking(move || relay.stop()).await?;
+    }
     let node = node.lock().expect("node lock").take();
     if let Some(node) = node {
         tokio::task::spawn_blocking(move || node.shutdown())

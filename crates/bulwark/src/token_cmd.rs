@@ -198,7 +198,7 @@ fn write_token(path: &std::path::Path, body: &Value) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn answered(outcome: Outcome, as_json: bool, show: impl FnOnce(&Value)) -> ExitCode {
+pub(crate) fn answered(outcome: Outcome, as_json: bool, show: impl FnOnce(&Value)) -> ExitCode {
     if let Some(code) = refused(&outcome, as_json) {
         return code;
     }

@@ -606,6 +606,41 @@ const _: () = assert!(ms(ARCHIVE_MAX_BACKOFF) <= 5 * ms(ARCHIVE_SEAL_INTERVAL));
 // A refused offer is retried well within a seal interval: a queue that drains loses no time.
 const _: () = assert!(10 * ms(ARCHIVE_OFFER_RETRY) <= ms(ARCHIVE_SEAL_INTERVAL));
 
+// The outbox relay (defaults; `bulwark start --relay-*` sets each)
+
+/// How long the relay waits for a processor's answer to one delivery before it counts the
+/// delivery as failed (indefinite) and retries it later with the same key.
+pub const RELAY_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The first retry's backoff cap; each further failure doubles it (full jitter: the delay is
+/// drawn uniformly below the cap, so that retries after an outage do not arrive together).
+pub const RELAY_BACKOFF_BASE: Duration = Duration::from_millis(200);
+/// The largest backoff cap.
+pub const RELAY_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Deliveries without a definite answer after which a payment is voided and dead-lettered.
+/// Deliveries the breaker holds back do not count.
+pub const RELAY_MAX_ATTEMPTS: u32 = 10;
+/// A processor's circuit breaker opens after this many failed deliveries within
+/// [`BREAKER_WINDOW`] ...
+pub const BREAKER_FAILURES: u32 = 5;
+pub const BREAKER_WINDOW: Duration = Duration::from_secs(30);
+/// ... and lets one probe through after it was open this long; the probe's success closes it.
+pub const BREAKER_OPEN_FOR: Duration = Duration::from_secs(60);
+/// Deliveries in flight at once, over all processors: the relay's bulkhead towards the outside.
+pub const RELAY_MAX_IN_FLIGHT: usize = 64;
+/// Outbound payments the relay holds in memory at once; the rest wait in the outbox (the state
+/// store) until these are settled, so an outbox of millions costs the relay a bounded amount.
+pub const RELAY_QUEUE: usize = 4096;
+/// Settlements proposed together in one outbox batch.
+pub const RELAY_SETTLE_BATCH: usize = 256;
+/// Settlement batches in flight at once: with [`RELAY_SETTLE_BATCH`], what the relay may put in
+/// the node's write path at a time (its bulkhead towards the ledger's clients).
+pub const RELAY_SETTLES_IN_FLIGHT: usize = 4;
+
+const _: () = assert!(RELAY_MAX_IN_FLIGHT <= RELAY_QUEUE);
+const _: () = assert!(ms(RELAY_BACKOFF_BASE) <= ms(RELAY_BACKOFF_MAX));
+const _: () = assert!(RELAY_SETTLE_BATCH <= MAX_BATCH_EVENTS);
+const _: () = assert!(RELAY_SETTLES_IN_FLIGHT < MAX_INFLIGHT_WRITES);
+
 // The stand-in payment processor
 
 /// Deliveries the stand-in processor (`bulwark processor`) keeps in memory for `GET

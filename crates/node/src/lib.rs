@@ -139,9 +139,15 @@ pub enum Query {
         limit: usize,
     },
     /// Outbound payments queued after `after`, oldest first (the relay's feed).
-    Outbound { after: Timestamp, limit: usize },
+    Outbound {
+        after: Timestamp,
+        limit: usize,
+    },
     /// Dead payments after payment `after`, by id (the dead-letter queue).
-    DeadLetters { after: TransferId, limit: usize },
+    DeadLetters {
+        after: TransferId,
+        limit: usize,
+    },
 }
 
 #[derive(Clone, Debug)]

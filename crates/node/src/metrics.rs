@@ -19,6 +19,16 @@ pub struct MemberLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProcessorLabels {
+    pub processor: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
     pub route: &'static str,
 }
@@ -51,6 +61,13 @@ pub struct Metrics {
     pub archive_index: Gauge,
     pub archive_lag_entries: Gauge,
     pub archive_failures: Gauge,
+    /// The outbox: payments waiting for their processor, and dead ones (the dead-letter queue).
+    pub outbox_outbound: Gauge,
+    pub outbox_dead: Gauge,
+    /// The relay (leader only): deliveries by outcome, and each processor's breaker.
+    pub relay_deliveries: Family<OutcomeLabels, Counter>,
+    pub relay_breaker_open: Family<ProcessorLabels, Gauge>,
+    pub relay_breaker_opened: Family<ProcessorLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -181,8 +198,43 @@ impl Default for Metrics {
             "With --archive: archive uploads and listings that failed since the node started (each is retried)",
             Gauge::default(),
         );
+        let outbox_outbound = register(
+            &mut registry,
+            "outbox_outbound",
+            "Payments to external accounts waiting for their processor's answer",
+            Gauge::default(),
+        );
+        let outbox_dead = register(
+            &mut registry,
+            "outbox_dead",
+            "Payments in the dead-letter queue (refused, or retries exhausted), waiting for an operator",
+            Gauge::default(),
+        );
+        let relay_deliveries = register(
+            &mut registry,
+            "relay_deliveries",
+            "Deliveries of payments to processors by this node's relay, by outcome (confirmed, refused, failed)",
+            Family::<OutcomeLabels, Counter>::default(),
+        );
+        let relay_breaker_open = register(
+            &mut registry,
+            "relay_breaker_open",
+            "1 while a processor's circuit breaker is open or half-open on this node (the leader)",
+            Family::<ProcessorLabels, Gauge>::default(),
+        );
+        let relay_breaker_opened = register(
+            &mut registry,
+            "relay_breaker_opened",
+            "Times a processor's circuit breaker opened on this node",
+            Family::<ProcessorLabels, Counter>::default(),
+        );
         Metrics {
             registry,
+            outbox_outbound,
+            outbox_dead,
+            relay_deliveries,
+            relay_breaker_open,
+            relay_breaker_opened,
             archive_index,
             archive_lag_entries,
             archive_failures,

@@ -501,6 +501,9 @@ impl ClusterLoop {
         self.metrics
             .accounts
             .set(self.replica.state().account_count() as i64);
+        let (outbound, dead) = self.replica.state().outbox_depth();
+        self.metrics.outbox_outbound.set(outbound as i64);
+        self.metrics.outbox_dead.set(dead as i64);
         self.archive_metrics();
         Ok(())
     }
