@@ -282,3 +282,22 @@ fn commands_round_trip_through_the_log_encoding() {
         assert!(decode(&bytes[..cut]).is_err(), "a cut at {cut} decodes");
     }
 }
+
+#[test]
+fn a_confirmed_payment_posts_even_after_its_account_closed() {
+    let mut l = ledger();
+    l.transfer1(tr(10, 1, PROCESSOR, 100));
+    let close = with(pending(11, 1, 2, 0, 0), TransferFlags::CLOSING_DEBIT);
+    assert_eq!(l.transfer1(close), T::Ok);
+    assert!(l.is_closed(1));
+    assert_eq!(
+        l.transfer1(tr(12, 1, PROCESSOR, 1)),
+        T::DebitAccountAlreadyClosed
+    );
+    assert_eq!(
+        outbox(&mut l, vec![settle(10, 10, 50, confirmed())]),
+        vec![R::Ok]
+    );
+    assert_eq!(l.status(10), Some(PendingStatus::Posted));
+    check_balanced(l.store.accounts.values()).unwrap();
+}

@@ -500,11 +500,13 @@ fn post_or_void_pending<S: LedgerStore>(
     if t.flags.contains(TransferFlags::IMPORTED) && timestamp <= overlay.newest() {
         return R::ImportedEventTimestampMustNotRegress;
     }
-    // The only movement a closed account allows is voiding a pending transfer.
-    if post && dr.flags.contains(AccountFlags::CLOSED) {
+    // The only movement a closed account allows is voiding a pending transfer, and the saga's
+    // post of a payment: the processor has made it, whatever the account became meanwhile.
+    let closed_matters = post && origin != Origin::Saga;
+    if closed_matters && dr.flags.contains(AccountFlags::CLOSED) {
         return R::DebitAccountAlreadyClosed;
     }
-    if post && cr.flags.contains(AccountFlags::CLOSED) {
+    if closed_matters && cr.flags.contains(AccountFlags::CLOSED) {
         return R::CreditAccountAlreadyClosed;
     }
     resolve_pending(overlay, t, &p, timestamp, (dr, cr));
