@@ -66,6 +66,13 @@ mod tests {
     /// with nothing else to update. (`internal.rs` builds the peer router, which is not public.)
     fn router_routes() -> BTreeSet<(String, String)> {
         let source = include_str!("lib.rs");
+        // Routes that come another way than `.route(` would not be seen here.
+        for other in [".nest(", ".merge(", ".route_service(", ".nest_service("] {
+            assert!(
+                !source.contains(other),
+                "lib.rs calls {other}: read its routes here too, and put them in openapi.json"
+            );
+        }
         let mut routes = BTreeSet::new();
         for (at, _) in source.match_indices(".route(") {
             let rest = &source[at + ".route(".len()..];
@@ -307,6 +314,5 @@ mod tests {
                 .collect();
             assert_eq!(declared, in_path, "{what}: path parameters");
         }
-        assert_eq!(ids.len(), 24, "operations: {:?}", ids.keys());
     }
 }
