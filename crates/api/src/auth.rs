@@ -21,10 +21,12 @@ pub struct Principal {
     pub role: Role,
 }
 
-/// The role a request needs; `None`: anyone may ask (the liveness and readiness probes).
-/// Paths no route serves need `read`, so a stranger learns nothing, not even which exist.
+/// The role a request needs; `None`: anyone may ask (the liveness and readiness probes, and the
+/// OpenAPI document: public documentation of the API, the same on every node, telling nothing of
+/// the ledger or the cluster). Paths no route serves need `read`, so a stranger learns nothing,
+/// not even which exist.
 pub fn required_role(method: &Method, path: &str) -> Option<Role> {
-    if path == "/health/live" || path == "/health/ready" {
+    if path == "/health/live" || path == "/health/ready" || path == "/v1/openapi.json" {
         return None;
     }
     let admin = path.starts_with("/v1/cluster/")
@@ -280,6 +282,7 @@ mod tests {
     #[test]
     fn routes_need_the_role_their_effect_needs() {
         assert_eq!(required_role(&Method::GET, "/health/live"), None);
+        assert_eq!(required_role(&Method::GET, "/v1/openapi.json"), None);
         assert_eq!(
             required_role(&Method::GET, "/v1/accounts/1"),
             Some(Role::Read)

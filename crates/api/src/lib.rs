@@ -13,6 +13,7 @@ mod error;
 mod history;
 mod internal;
 mod json;
+mod openapi;
 mod outbox;
 mod search;
 
@@ -153,6 +154,7 @@ pub fn cluster_router(node: NodeHandle, node_id: u64, options: ApiOptions) -> Ro
         .route("/v1/outbox/dead/{id}/discard", post(outbox::discard))
         .route("/health/live", get(|| async { "ok" }))
         .route("/health/ready", get(ready))
+        .route("/v1/openapi.json", get(openapi::document))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
