@@ -415,6 +415,11 @@ fn table(doomed: &str) -> Vec<Example> {
             account(json!("2"), json!({"user_data_128": "7", "user_data_64": 8, "user_data_32": 9})),
             account(json!(3), json!({})),
         ])),
+        ex("createAccounts", "a processor's account", Write, "/v1/accounts", 200).json(json!([account(json!(9), json!({"flags": ["external"]}))])),
+        ex("createTransfers", "two payments (refused by the processor: dead letters)", Write, "/v1/transfers", 200).json(json!([
+            {"id": 20, "debit_account_id": 1, "credit_account_id": 9, "amount": 4, "ledger": 1, "code": 1},
+            {"id": 21, "debit_account_id": 1, "credit_account_id": 9, "amount": 5, "ledger": 1, "code": 1},
+        ])),
         ex("createAccounts", "a retry: exists", Write, "/v1/accounts", 200).json(json!([account(json!(3), json!({}))])),
         ex("createAccounts", "ack=all", Write, "/v1/accounts?ack=all", 200).json(json!([account(json!(4), json!({}))])),
         ex("createAccounts", "an unknown ack", Write, "/v1/accounts?ack=some", 400).json(json!([account(json!(5), json!({}))])).error("invalid_query"),
@@ -523,6 +528,44 @@ fn table(doomed: &str) -> Vec<Example> {
     ]
 }
 
+/// The dead-letter queue's examples, once payments 20 and 21 are dead.
+#[rustfmt::skip]
+fn dead_letter_table() -> Vec<Example> {
+    use Caller::{Admin, Write};
+    vec![
+        ex("listDeadPayments", "both", Admin, "/v1/outbox/dead", 200),
+        ex("listDeadPayments", "a page of one", Admin, "/v1/outbox/dead?limit=1&after=20", 200),
+        ex("listDeadPayments", "limit 0", Admin, "/v1/outbox/dead?limit=0", 400).error("invalid_limit"),
+        ex("retryDeadPayment", "a write token", Write, "/v1/outbox/dead/20/retry", 403).error("forbidden"),
+        ex("retryDeadPayment", "payment 20", Admin, "/v1/outbox/dead/20/retry", 200),
+        ex("retryDeadPayment", "no such payment", Admin, "/v1/outbox/dead/77/retry", 404).error("payment_not_found"),
+        ex("retryDeadPayment", "not an id", Admin, "/v1/outbox/dead/x/retry", 400).error("invalid_id"),
+        ex("discardDeadPayment", "payment 21", Admin, "/v1/outbox/dead/21/discard", 200),
+        ex("discardDeadPayment", "payment 21 again", Admin, "/v1/outbox/dead/21/discard", 404).error("payment_not_found"),
+    ]
+}
+
+/// Waits until the dead-letter queue holds `n` payments.
+async fn wait_dead_letters(base: &str, n: usize) {
+    let token = &test_token().1;
+    let url = format!("{base}/v1/outbox/dead");
+    bulwark_harness::wait_for(Duration::from_secs(60), Duration::from_millis(100), || {
+        let url = url.clone();
+        async move {
+            let r = client(Some(token))
+                .get(url)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let v: Value = r.json().await.map_err(|e| e.to_string())?;
+            let dead = v["payments"].as_array().map_or(0, Vec::len);
+            (dead == n).then_some(()).ok_or(format!("{dead} dead"))
+        }
+    })
+    .await
+    .expect("the refused payments dead-lettered");
+}
+
 /// The refusals every operation can be asked for the same way, made from its first example:
 /// no token (401), a token below its role (403), a body that is not JSON or holds an unknown
 /// field (400), a body not declared JSON (415), an unknown query parameter (400).
@@ -611,7 +654,26 @@ fn refusals(checker: &Checker, examples: &[Example]) -> Vec<Example> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_operation_of_the_openapi_document_answers_as_it_says() {
     let peer = format!("127.0.0.1:{}", free_port());
-    let node = Node::start(&["--peer-listen", &peer, "--token-rate-limit", TOKEN_RATE]).await;
+    // A processor that refuses every payment: the dead-letter queue gets what its routes need.
+    let processor = bulwark_processor::start(
+        "127.0.0.1:0".parse().expect("an address"),
+        bulwark_processor::Config {
+            refuse_rate: 1.0,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("a stand-in processor");
+    let url = processor.url();
+    let node = Node::start(&[
+        "--peer-listen",
+        &peer,
+        "--token-rate-limit",
+        TOKEN_RATE,
+        "--processor",
+        &url,
+    ])
+    .await;
     let base = node.base_url();
 
     // The document is served without a token, as checked in.
@@ -690,6 +752,12 @@ async fn every_operation_of_the_openapi_document_answers_as_it_says() {
     }
 
     let examples = table(&doomed);
+    let generated = refusals(&checker, &examples);
+    for example in examples.into_iter().chain(generated) {
+        checker.check(example).await;
+    }
+    wait_dead_letters(&base, 2).await;
+    let examples = dead_letter_table();
     let generated = refusals(&checker, &examples);
     for example in examples.into_iter().chain(generated) {
         checker.check(example).await;
