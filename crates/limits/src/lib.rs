@@ -605,3 +605,25 @@ const _: () = assert!(ms(ARCHIVE_SEAL_INTERVAL) < ms(ARCHIVE_RELIST_EVERY));
 const _: () = assert!(ms(ARCHIVE_MAX_BACKOFF) <= 5 * ms(ARCHIVE_SEAL_INTERVAL));
 // A refused offer is retried well within a seal interval: a queue that drains loses no time.
 const _: () = assert!(10 * ms(ARCHIVE_OFFER_RETRY) <= ms(ARCHIVE_SEAL_INTERVAL));
+
+// The stand-in payment processor
+
+/// Deliveries the stand-in processor (`bulwark processor`) keeps in memory for `GET
+/// /v1/records`: about 64 bytes each, so 2 M is ~128 MiB, enough for hours of a demo or a long
+/// chaos run. Past it the oldest are dropped (the counts go on; the summary says how many).
+pub const MAX_PROCESSOR_RECORDS: usize = 2_000_000;
+
+/// Payment ids the stand-in processor remembers the outcome of. It may never forget one (a
+/// forgotten key would be executed again on a retry), so past this it answers new keys 503,
+/// indefinite, which a sender retries rather than takes as a refusal. ~80 bytes a key: ~320 MiB.
+pub const MAX_PROCESSOR_PAYMENTS: usize = 4_000_000;
+
+/// Largest delivery body the stand-in processor reads: a payment is a few hundred bytes of
+/// JSON; anything near this is not a payment.
+pub const MAX_PROCESSOR_BODY_BYTES: usize = 16 << 10;
+
+/// How long a stopping processor waits for answers in flight (a `slow_ms` one included) before
+/// it drops them: a stop must not hang a test on a knob set to minutes.
+pub const PROCESSOR_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+const _: () = assert!(MAX_PROCESSOR_BODY_BYTES <= MAX_BODY_BYTES);
