@@ -15,6 +15,7 @@ mod client;
 mod cluster_cmd;
 mod fds;
 mod https;
+mod processor_cmd;
 mod query_cmd;
 mod serve;
 mod server;
@@ -78,6 +79,9 @@ enum Command {
     Backup(backup_cmd::BackupCommand),
     /// Build a new cluster's data directory from a backup and the archive, to a time or index.
     Restore(backup_cmd::RestoreArgs),
+    /// Run a stand-in payment processor for the outbox's tests and demos: idempotency keys, term
+    /// fencing, and knobs to make it fail (docs/processor-protocol.md).
+    Processor(processor_cmd::ProcessorArgs),
 }
 
 fn main() -> ExitCode {
@@ -109,6 +113,7 @@ fn main() -> ExitCode {
             Command::Audit(args) => token_cmd::audit(args).await,
             Command::Backup(cmd) => backup_cmd::run(cmd).await,
             Command::Restore(args) => backup_cmd::restore(args).await,
+            Command::Processor(args) => processor_cmd::run(args).await,
         }
     })
 }
