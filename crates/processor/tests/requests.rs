@@ -7,7 +7,9 @@ use bulwark_processor::{Config, Outcome, PaymentRequest, Record, Summary};
 use common::{deliver, get, outcomes, payment, post_control, processor, send};
 use serde_json::{json, Value};
 
-fn headers(key: &str, term: &str) -> Vec<(&'static str, String)> {
+type Headers = Vec<(&'static str, String)>;
+
+fn headers(key: &str, term: &str) -> Headers {
     vec![
         ("Idempotency-Key", key.to_string()),
         ("Bulwark-Term", term.to_string()),
@@ -53,7 +55,7 @@ async fn a_bad_request_is_400_naming_the_field_and_executes_nothing() {
     let no_key: Vec<_> = headers("1", "1").into_iter().skip(1).collect();
     let no_json = vec![headers("1", "1")[0].clone(), headers("1", "1")[1].clone()];
     let good = || body_with("amount", Some(json!("500")));
-    let cases: Vec<(&str, Vec<(&str, String)>, Vec<u8>)> = vec![
+    let cases: Vec<(&str, Headers, Vec<u8>)> = vec![
         ("Idempotency-Key", no_key, good()),
         ("Idempotency-Key", headers("01", "1"), good()),
         ("Bulwark-Term", headers("1", "x"), good()),
