@@ -16,6 +16,7 @@ mod cluster_cmd;
 mod dlq_cmd;
 mod fds;
 mod https;
+mod processor_cmd;
 mod query_cmd;
 mod relay_args;
 mod serve;
@@ -83,6 +84,9 @@ enum Command {
     /// The dead-letter queue of payments to external accounts: list, retry, discard.
     #[command(subcommand)]
     Dlq(dlq_cmd::DlqCommand),
+    /// Run a stand-in payment processor for the outbox's tests and demos: idempotency keys, term
+    /// fencing, and knobs to make it fail (docs/processor-protocol.md).
+    Processor(processor_cmd::ProcessorArgs),
 }
 
 fn main() -> ExitCode {
@@ -115,6 +119,7 @@ fn main() -> ExitCode {
             Command::Backup(cmd) => backup_cmd::run(cmd).await,
             Command::Restore(args) => backup_cmd::restore(args).await,
             Command::Dlq(cmd) => dlq_cmd::run(cmd).await,
+            Command::Processor(args) => processor_cmd::run(args).await,
         }
     })
 }

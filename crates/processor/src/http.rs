@@ -72,7 +72,7 @@ async fn deliver(
     // key and term it claimed.
     let key = header_text(&headers, IDEMPOTENCY_KEY).and_then(|t| dec::parse_strict(t).ok());
     let term = header_text(&headers, BULWARK_TERM).and_then(|t| dec::parse_strict(t).ok());
-    if let Err(refusal) = authorize(&p, &headers) {
+    if let Some(refusal) = unauthorized(&p, &headers) {
         p.record(key, term, Outcome::Unauthorized);
         return refusal;
     }
@@ -142,20 +142,19 @@ fn required_header<T: dec::Wide>(headers: &HeaderMap, name: &str) -> Result<T, S
     dec::parse_strict(text)
 }
 
-/// 401 unless the request carries the configured secret (any request, when none is set).
-fn authorize(p: &Shared, headers: &HeaderMap) -> Result<(), Response> {
-    let Some(secret) = p.lock().config.secret.clone() else {
-        return Ok(());
-    };
+/// The 401 answer, unless the request carries the configured secret (any request passes
+/// when none is set).
+fn unauthorized(p: &Shared, headers: &HeaderMap) -> Option<Response> {
+    let secret = p.lock().config.secret.clone()?;
     let given = header_text(headers, header::AUTHORIZATION.as_str())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     if same_secret(given.as_bytes(), secret.as_bytes()) {
-        return Ok(());
+        return None;
     }
     let body =
         serde_json::json!({"status": "unauthorized", "error": "a wrong or missing bearer secret"});
-    Err((StatusCode::UNAUTHORIZED, Json(body)).into_response())
+    Some((StatusCode::UNAUTHORIZED, Json(body)).into_response())
 }
 
 /// Compares every byte whatever the first difference, so the time taken does not tell a
@@ -183,7 +182,7 @@ fn bad_request(status: StatusCode, bad: BadRequest) -> Response {
 }
 
 async fn payment(AxumState(p): Shr, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if let Err(refusal) = authorize(&p, &headers) {
+    if let Some(refusal) = unauthorized(&p, &headers) {
         return refusal;
     }
     let id: u128 = match dec::parse_strict(&id) {
@@ -208,7 +207,7 @@ struct RecordsQuery {
 }
 
 async fn records(AxumState(p): Shr, headers: HeaderMap, Query(q): Query<RecordsQuery>) -> Response {
-    if let Err(refusal) = authorize(&p, &headers) {
+    if let Some(refusal) = unauthorized(&p, &headers) {
         return refusal;
     }
     let records = p.lock().records(q.after, q.limit.unwrap_or(usize::MAX));
@@ -216,7 +215,7 @@ async fn records(AxumState(p): Shr, headers: HeaderMap, Query(q): Query<RecordsQ
 }
 
 async fn summary(AxumState(p): Shr, headers: HeaderMap) -> Response {
-    if let Err(refusal) = authorize(&p, &headers) {
+    if let Some(refusal) = unauthorized(&p, &headers) {
         return refusal;
     }
     let summary = p.lock().summary();
@@ -224,7 +223,7 @@ async fn summary(AxumState(p): Shr, headers: HeaderMap) -> Response {
 }
 
 async fn control(AxumState(p): Shr, headers: HeaderMap) -> Response {
-    if let Err(refusal) = authorize(&p, &headers) {
+    if let Some(refusal) = unauthorized(&p, &headers) {
         return refusal;
     }
     let config = p.lock().config.clone();
@@ -232,7 +231,7 @@ async fn control(AxumState(p): Shr, headers: HeaderMap) -> Response {
 }
 
 async fn set_control(AxumState(p): Shr, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(refusal) = authorize(&p, &headers) {
+    if let Some(refusal) = unauthorized(&p, &headers) {
         return refusal;
     }
     let update: ControlUpdate =

@@ -31,7 +31,7 @@ pub use wire::{
 use http::Shared;
 
 /// Starts a processor listening on `listen` (port 0 for any free one). It runs until
-/// [`ProcessorHandle::shutdown`], or until the handle is dropped.
+/// [`ProcessorHandle::shutdown`], or until the handle is dropped (then in the background).
 pub async fn start(listen: SocketAddr, config: Config) -> std::io::Result<ProcessorHandle> {
     config.validate().map_err(|b| {
         std::io::Error::new(
@@ -134,11 +134,12 @@ impl ProcessorHandle {
 }
 
 impl Drop for ProcessorHandle {
-    /// A handle dropped without `shutdown` (a test that ended or panicked) stops the server
-    /// rather than leave it answering on a port nobody watches.
+    /// A handle dropped without `shutdown` (a test that ended or panicked) still stops the
+    /// server: it closes its port at once and its connections once their answers are out,
+    /// rather than go on answering a relay nobody watches.
     fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
         }
     }
 }
