@@ -106,6 +106,19 @@ fn payments_cannot_time_out_and_clients_cannot_settle_them() {
 }
 
 #[test]
+fn a_payments_timeout_is_refused_again_after_its_account_closed() {
+    // The rule depends on the event and a flag an account keeps: a retry meets it again, not
+    // the closing that came since (which would also reserve the id as failed).
+    let mut l = ledger();
+    let payment = pending(10, 1, PROCESSOR, 100, 30);
+    assert_eq!(l.transfer1(payment), T::ExternalTransferTimeoutMustBeZero);
+    let close = with(pending(11, 1, 2, 0, 0), TransferFlags::CLOSING_DEBIT);
+    assert_eq!(l.transfer1(close), T::Ok);
+    assert_eq!(l.transfer1(payment), T::ExternalTransferTimeoutMustBeZero);
+    assert!(l.store.failed_transfers.is_empty());
+}
+
+#[test]
 fn a_confirmation_posts_once_and_ends_the_message() {
     let mut l = ledger();
     l.transfer1(tr(10, 1, PROCESSOR, 100));
