@@ -155,6 +155,22 @@ fn a_settling_id_already_taken_changes_nothing() {
 }
 
 #[test]
+fn a_settling_id_reserved_as_failed_changes_nothing() {
+    let mut l = ledger();
+    l.transfer1(tr(10, 1, PROCESSOR, 100));
+    assert_eq!(l.transfer1(tr(11, 1, 77, 1)), T::CreditAccountNotFound);
+    for id in [11, 0] {
+        let r = outbox(&mut l, vec![settle(10, 10, id, confirmed())]);
+        assert!(matches!(r[..], [R::Transfer(_)]), "{r:?}");
+        assert_eq!(l.status(10), Some(PendingStatus::Pending));
+        assert!(
+            l.store.outbox[&TransferId(10)].is_outbound(),
+            "dead-lettered"
+        );
+    }
+}
+
+#[test]
 fn a_refusal_voids_and_dead_letters_then_only_an_operator_acts() {
     let mut l = ledger();
     l.transfer1(tr(10, 1, PROCESSOR, 100));
