@@ -106,6 +106,19 @@ fn payments_cannot_time_out_and_clients_cannot_settle_them() {
 }
 
 #[test]
+fn a_payments_timeout_is_refused_again_after_its_account_closed() {
+    // The rule depends on the event and a flag an account keeps: a retry meets it again, not
+    // the closing that came since (which would also reserve the id as failed).
+    let mut l = ledger();
+    let payment = pending(10, 1, PROCESSOR, 100, 30);
+    assert_eq!(l.transfer1(payment), T::ExternalTransferTimeoutMustBeZero);
+    let close = with(pending(11, 1, 2, 0, 0), TransferFlags::CLOSING_DEBIT);
+    assert_eq!(l.transfer1(close), T::Ok);
+    assert_eq!(l.transfer1(payment), T::ExternalTransferTimeoutMustBeZero);
+    assert!(l.store.failed_transfers.is_empty());
+}
+
+#[test]
 fn a_confirmation_posts_once_and_ends_the_message() {
     let mut l = ledger();
     l.transfer1(tr(10, 1, PROCESSOR, 100));
@@ -139,6 +152,22 @@ fn a_settling_id_already_taken_changes_nothing() {
     assert_eq!(r, vec![R::Transfer(T::Exists)]);
     assert_eq!(l.status(10), Some(PendingStatus::Pending));
     assert!(l.store.outbox[&TransferId(10)].is_outbound());
+}
+
+#[test]
+fn a_settling_id_reserved_as_failed_changes_nothing() {
+    let mut l = ledger();
+    l.transfer1(tr(10, 1, PROCESSOR, 100));
+    assert_eq!(l.transfer1(tr(11, 1, 77, 1)), T::CreditAccountNotFound);
+    for id in [11, 0] {
+        let r = outbox(&mut l, vec![settle(10, 10, id, confirmed())]);
+        assert!(matches!(r[..], [R::Transfer(_)]), "{r:?}");
+        assert_eq!(l.status(10), Some(PendingStatus::Pending));
+        assert!(
+            l.store.outbox[&TransferId(10)].is_outbound(),
+            "dead-lettered"
+        );
+    }
 }
 
 #[test]

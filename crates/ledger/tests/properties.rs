@@ -1,9 +1,15 @@
 //! Properties of random batch sequences: double entry, account limits, balancing and closing,
 //! failed ids, idempotent retry, whole-or-absent chains, balances equal to a replay of the
-//! stored transfers, balance history, and determinism.
+//! stored transfers, balance history, the outbox's payments (a message exactly while its
+//! payment waits or is dead, paid at most once, stale settlements changing nothing), and
+//! determinism.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use bulwark_ledger::access::{Actor, TokenId};
+use bulwark_ledger::outbox::{
+    DeadKind, OutboxCommand, OutboxMessage, OutboxResult, OutboxState, Settlement,
+};
 use bulwark_ledger::{
     apply, check_balanced, effective_timestamp, Account, AccountFlags, AccountId, Balances, Batch,
     BatchResults, CreateAccountResult, CreateTransferResult, FlagSet, LedgerStore, MemoryStore,
@@ -17,10 +23,12 @@ use proptest::test_runner::{Config, TestRunner};
 // ---------------------------------------------------------------------------------------------
 // Generators
 
-/// Accounts 1..=6; the odd ones mostly on ledger 2, the even ones mostly on ledger 1.
+/// Accounts 1..=6; the odd ones mostly on ledger 2, the even ones mostly on ledger 1; `external`
+/// is how likely an account is a processor's.
 fn account_with(
     ids: impl Strategy<Value = u128>,
     linked: f64,
+    external: f64,
 ) -> impl Strategy<Value = NewAccount> {
     (
         ids,
@@ -32,9 +40,10 @@ fn account_with(
         prop::bool::weighted(0.2),
         prop::bool::weighted(0.04),
         prop_oneof![6 => Just(0u64), 1 => Just(1u64)],
+        prop::bool::weighted(external),
     )
         .prop_map(
-            |(id, ledger, code, linked, dmnec, cmned, history, closed, user_data_64)| {
+            |(id, ledger, code, linked, dmnec, cmned, history, closed, user_data_64, external)| {
                 let mut flags = AccountFlags::empty();
                 for (on, f) in [
                     (linked, AccountFlags::LINKED),
@@ -42,6 +51,7 @@ fn account_with(
                     (cmned, AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS),
                     (history, AccountFlags::HISTORY),
                     (closed, AccountFlags::CLOSED),
+                    (external, AccountFlags::EXTERNAL),
                 ] {
                     if on {
                         flags = flags | f;
@@ -60,13 +70,17 @@ fn account_with(
 }
 
 fn account() -> impl Strategy<Value = NewAccount> {
-    account_with(1u128..=7, 0.2)
+    account_with(1u128..=7, 0.2, 0.1)
 }
 
-/// Accounts 1..=6 once each, unlinked: the ledger most batches start from.
+/// Accounts 1..=6 once each, unlinked: the ledger most batches start from; and the processors'
+/// external accounts 8 (ledger 1) and 9 (ledger 2), for payments. Now and then an ordinary
+/// account is external too, its pending transfers payments.
 fn opening_accounts() -> impl Strategy<Value = Vec<NewAccount>> {
-    (1u128..=6)
-        .map(|id| account_with(Just(id), 0.0))
+    let external = |id: u128| if id > 6 { 1.0 } else { 0.05 };
+    [1u128, 2, 3, 4, 5, 6, 8, 9]
+        .into_iter()
+        .map(|id| account_with(Just(id), 0.0, external(id)))
         .collect::<Vec<_>>()
 }
 
@@ -88,6 +102,7 @@ enum Kind {
     Clash,
     Balancing,
     Closing,
+    Payment,
 }
 
 fn kind() -> impl Strategy<Value = Kind> {
@@ -99,6 +114,7 @@ fn kind() -> impl Strategy<Value = Kind> {
         2 => Just(Kind::Clash),
         10 => Just(Kind::Balancing),
         4 => Just(Kind::Closing),
+        20 => Just(Kind::Payment),
     ]
 }
 
@@ -193,6 +209,7 @@ fn shape_transfer(d: Draw) -> NewTransfer {
             t.timeout = d.timeout;
         }
         Kind::Post | Kind::Void => shape_resolution(&mut t, d),
+        Kind::Payment => shape_payment(&mut t, d),
         Kind::Clash => t.flags = F::PENDING | F::VOID_PENDING_TRANSFER,
         Kind::Balancing => {
             t.flags = [
@@ -227,6 +244,31 @@ fn shape_transfer(d: Draw) -> NewTransfer {
     t
 }
 
+/// A payment to the processor of its debit account's ledger (8 or 9): mostly as a plain
+/// transfer (a payment is stored pending whatever its event says), sometimes pending (with the
+/// ids of pending transfers, for clients' posts and voids to find), with a timeout (refused),
+/// or closing its debit account (a payment that cannot be posted). Its ids 50..=89 are its
+/// own, but with noise those of other transfers.
+fn shape_payment(t: &mut NewTransfer, d: Draw) {
+    use TransferFlags as F;
+    t.credit_account_id = AccountId(8 + d.dr % 2);
+    if !d.noise {
+        t.id = TransferId(49 + d.id);
+    }
+    match d.pick % 8 {
+        4 | 5 => {
+            t.id = TransferId(1 + (d.id - 1) % 6);
+            t.flags = F::PENDING;
+        }
+        6 => t.flags = F::PENDING | F::CLOSING_DEBIT,
+        7 => {
+            t.flags = F::PENDING;
+            t.timeout = d.timeout.max(1);
+        }
+        _ => {}
+    }
+}
+
 /// A post (amount: the full one, 0, or a literal) or a void (0 or a literal), mostly leaving
 /// the accounts, ledger and code to the pending transfer.
 fn shape_resolution(t: &mut NewTransfer, d: Draw) {
@@ -251,6 +293,163 @@ fn gap() -> impl Strategy<Value = u64> {
     prop_oneof![3 => 0u64..1_000, 2 => 0u64..3 * NANOS_PER_SECOND]
 }
 
+/// What an outbox command is about, before the ledger it meets picks the payment.
+#[derive(Clone, Copy, Debug)]
+enum Aim {
+    /// A message waiting for its processor.
+    Outbound,
+    /// A message in the dead-letter queue.
+    Dead,
+    /// A payment whose message is gone (settled or discarded), or a retry's reservation: the
+    /// stale commands of late relays and confused operators.
+    Gone,
+    /// Any transfer id: mostly no payment at all.
+    Any(u128),
+}
+
+/// Which pending transfer a settlement names.
+#[derive(Clone, Copy, Debug)]
+enum PendingPick {
+    /// The message's own: the settlement the relay means.
+    Current,
+    /// The payment's first reservation: stale once an operator retried it.
+    Original,
+    Any(u128),
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Act {
+    Confirm,
+    Refuse,
+    Exhaust,
+    Retry,
+    Discard,
+}
+
+/// One outbox command as drawn: the ledger it is applied to turns it into a command
+/// ([`resolve`]), so that most commands name payments that exist.
+#[derive(Clone, Copy, Debug)]
+struct CommandDraw {
+    act: Act,
+    aim: Aim,
+    pick: usize,
+    pending: PendingPick,
+    /// The id of the transfer the command makes (a settlement's post or void, a retry's
+    /// reservation): mostly fresh, sometimes one that is taken or reserved as failed.
+    new_id: u128,
+}
+
+fn command_draw() -> impl Strategy<Value = CommandDraw> {
+    let act = prop_oneof![
+        3 => Just(Act::Confirm),
+        2 => Just(Act::Refuse),
+        1 => Just(Act::Exhaust),
+        3 => Just(Act::Retry),
+        2 => Just(Act::Discard),
+    ];
+    let aim = prop_oneof![
+        5 => Just(Aim::Outbound),
+        4 => Just(Aim::Dead),
+        2 => Just(Aim::Gone),
+        1 => (1u128..=89).prop_map(Aim::Any),
+    ];
+    let pending = prop_oneof![
+        8 => Just(PendingPick::Current),
+        1 => Just(PendingPick::Original),
+        1 => (1u128..=89).prop_map(PendingPick::Any),
+    ];
+    let new_id = prop_oneof![8 => 90u128..=1_000, 1 => 1u128..=89];
+    (act, aim, any::<usize>(), pending, new_id).prop_map(|(act, aim, pick, pending, new_id)| {
+        CommandDraw {
+            act,
+            aim,
+            pick,
+            pending,
+            new_id,
+        }
+    })
+}
+
+const OPERATOR: Actor = Actor::Token(TokenId(7));
+
+/// Turns a draw into a command against `store`: the payment it aims at (when there is none
+/// such, any message, else an id of no payment), and the pending transfer a settlement names.
+fn resolve(store: &MemoryStore, d: CommandDraw) -> OutboxCommand {
+    let messages = |outbound: Option<bool>| -> Vec<TransferId> {
+        let of = (store.outbox.values()).filter(|m| outbound.is_none_or(|o| m.is_outbound() == o));
+        of.map(|m| m.payment).collect()
+    };
+    let mut candidates = match d.aim {
+        Aim::Outbound => messages(Some(true)),
+        Aim::Dead => messages(Some(false)),
+        Aim::Gone => {
+            let mut gone: Vec<TransferId> = (store.transfers.values())
+                .filter(|t| is_payment_like(store, t) && !store.outbox.contains_key(&t.id))
+                .map(|t| t.id)
+                .collect();
+            gone.sort();
+            gone
+        }
+        Aim::Any(id) => vec![TransferId(id)],
+    };
+    if candidates.is_empty() {
+        candidates = messages(None);
+    }
+    let payment = candidates
+        .get(d.pick % candidates.len().max(1))
+        .copied()
+        .unwrap_or(TransferId(1 + d.pick as u128 % 89));
+    let pending = match d.pending {
+        PendingPick::Current => store.outbox.get(&payment).map_or(payment, |m| m.pending),
+        PendingPick::Original => payment,
+        PendingPick::Any(id) => TransferId(id),
+    };
+    let new_id = TransferId(d.new_id);
+    match d.act {
+        Act::Retry => OutboxCommand::Retry {
+            payment,
+            pending: new_id,
+            actor: OPERATOR,
+        },
+        Act::Discard => OutboxCommand::Discard {
+            payment,
+            actor: OPERATOR,
+        },
+        act => OutboxCommand::Settle {
+            payment,
+            pending,
+            transfer: new_id,
+            term: 1,
+            outcome: settlement(act),
+        },
+    }
+}
+
+fn settlement(act: Act) -> Settlement {
+    match act {
+        Act::Confirm => Settlement::Confirmed {
+            reference: "ref".into(),
+        },
+        Act::Refuse => Settlement::Refused {
+            reason: "refused".into(),
+        },
+        _ => Settlement::Exhausted {
+            attempts: 3,
+            last_error: "timeout".into(),
+        },
+    }
+}
+
+/// A pending transfer to an external account that is not imported: a payment, or an
+/// operator's new reservation for one.
+fn is_payment_like(store: &MemoryStore, t: &Transfer) -> bool {
+    t.flags.contains(TransferFlags::PENDING)
+        && !t.flags.contains(TransferFlags::IMPORTED)
+        && store.accounts[&t.credit_account_id]
+            .flags
+            .contains(AccountFlags::EXTERNAL)
+}
+
 #[derive(Clone, Debug)]
 enum Step {
     Batch {
@@ -262,23 +461,30 @@ enum Step {
         gap: u64,
         back: usize,
     },
+    /// An outbox batch: settlements of the relay and an operator's retries and discards.
+    Outbox {
+        gap: u64,
+        commands: Vec<CommandDraw>,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         2 => (gap(), prop::collection::vec(account(), 1..5))
             .prop_map(|(gap, a)| Step::Batch { gap, op: Operation::CreateAccounts(a) }),
-        10 => (gap(), prop::collection::vec(transfer(), 1..10))
+        10 => (gap(), prop::collection::vec(transfer(), 1..11))
             .prop_map(|(gap, t)| Step::Batch { gap, op: Operation::CreateTransfers(t) }),
         // An idle ledger's expiry, mostly once something is due.
         1 => (NANOS_PER_SECOND..4 * NANOS_PER_SECOND)
             .prop_map(|gap| Step::Batch { gap, op: Operation::ExpirePending }),
         2 => (gap(), 0usize..8).prop_map(|(gap, back)| Step::Retry { gap, back }),
+        4 => (gap(), prop::collection::vec(command_draw(), 1..5))
+            .prop_map(|(gap, commands)| Step::Outbox { gap, commands }),
     ]
 }
 
 fn steps() -> impl Strategy<Value = Vec<Step>> {
-    (opening_accounts(), prop::collection::vec(step(), 1..12)).prop_map(|(first, rest)| {
+    (opening_accounts(), prop::collection::vec(step(), 1..14)).prop_map(|(first, rest)| {
         let mut all = vec![Step::Batch {
             gap: 0,
             op: Operation::CreateAccounts(first),
@@ -288,10 +494,12 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
     })
 }
 
-/// Turns steps into concrete batches with increasing timestamps.
+/// Turns steps into concrete batches with increasing timestamps. The batches are applied to a
+/// ledger as they are made, for outbox commands to aim at the payments it holds then.
 fn batches(steps: &[Step]) -> Vec<Batch> {
     let mut now = 1_000u64;
     let mut out: Vec<Batch> = Vec::new();
+    let mut ledger = MemoryStore::default();
     for s in steps {
         let (gap, op) = match s {
             Step::Batch { gap, op } => (*gap, op.clone()),
@@ -299,12 +507,24 @@ fn batches(steps: &[Step]) -> Vec<Batch> {
                 let earlier = &out[out.len() - 1 - back % out.len()];
                 (*gap, earlier.operation.clone())
             }
+            Step::Outbox { gap, commands } => {
+                // With no message to aim at, one stale command is as good as many.
+                let n = if ledger.outbox.is_empty() {
+                    1
+                } else {
+                    commands.len()
+                };
+                let commands = commands[..n].iter().map(|d| resolve(&ledger, *d));
+                (*gap, Operation::Outbox(commands.collect()))
+            }
         };
         now += gap + op.len() as u64;
-        out.push(Batch {
+        let batch = Batch {
             timestamp: Timestamp(now),
             operation: op,
-        });
+        };
+        apply(&mut ledger, &batch);
+        out.push(batch);
     }
     out
 }
@@ -394,8 +614,35 @@ fn events(batch: &Batch, results: &BatchResults) -> Vec<Event> {
             .zip(r)
             .map(|(t, r)| transfer_event(t, *r))
             .collect(),
+        (Operation::Outbox(c), BatchResults::Outbox(r)) => {
+            c.iter().zip(r).map(|(c, r)| outbox_event(c, *r)).collect()
+        }
         (Operation::ExpirePending, BatchResults::Expired(_)) => Vec::new(),
         (op, r) => panic!("{op:?} answered {r:?}"),
+    }
+}
+
+/// An outbox command as an event making a transfer (a settlement's post or void, a retry's
+/// reservation; a discard makes none). The outbox reserves no failed ids: the relay and the
+/// operator pick another id and try again.
+fn outbox_event(c: &OutboxCommand, r: OutboxResult) -> Event {
+    let made = match c {
+        OutboxCommand::Settle { transfer, .. } => Some(transfer.0),
+        OutboxCommand::Retry { pending, .. } => Some(pending.0),
+        OutboxCommand::Discard { .. } => None,
+    };
+    Event {
+        id: made.unwrap_or(0),
+        transfer: true,
+        linked: false,
+        name: r.name(),
+        ok: r.is_ok() && made.is_some(),
+        exists: false,
+        link_failed: false,
+        chain_open: false,
+        transient: false,
+        id_already_failed: r == OutboxResult::Transfer(CreateTransferResult::IdAlreadyFailed),
+        overflow: false,
     }
 }
 
@@ -469,19 +716,64 @@ fn is_closed(a: &Account) -> bool {
 // Checks of one batch
 
 /// What the checks know besides the stores: the accounts created closed (a state cannot tell
-/// them from accounts closed by a closing transfer, but for the closing transfers).
+/// them from accounts closed by a closing transfer, but for the closing transfers), and which
+/// payment each operator's reservation was made for (a transfer does not say).
 #[derive(Clone, Debug, Default)]
 struct Model {
     created_closed: BTreeSet<AccountId>,
+    /// An operator's retry's reservation, and its payment.
+    retry_of: BTreeMap<TransferId, TransferId>,
+    /// Payments discarded while their reservation was still pending (after a `post_failed`
+    /// settlement): the reservation stays, with no message and nothing that can end it.
+    stranded: BTreeSet<TransferId>,
 }
 
 impl Model {
-    fn learn(&mut self, before: &MemoryStore, after: &MemoryStore) {
+    fn learn(
+        &mut self,
+        before: &MemoryStore,
+        after: &MemoryStore,
+        batch: &Batch,
+        results: &BatchResults,
+    ) {
         for a in after.accounts.values() {
             if !before.accounts.contains_key(&a.id) && is_closed(a) {
                 self.created_closed.insert(a.id);
             }
         }
+        let (Operation::Outbox(commands), BatchResults::Outbox(results)) =
+            (&batch.operation, results)
+        else {
+            return;
+        };
+        for (c, _) in commands.iter().zip(results).filter(|(_, r)| r.is_ok()) {
+            match *c {
+                OutboxCommand::Retry {
+                    payment, pending, ..
+                } => {
+                    self.retry_of.insert(pending, payment);
+                }
+                OutboxCommand::Discard { payment, .. } => {
+                    let reserved =
+                        |id: &TransferId| after.pending.get(id) == Some(&PendingStatus::Pending);
+                    if self.reservations(payment).any(|id| reserved(&id)) {
+                        self.stranded.insert(payment);
+                    }
+                }
+                OutboxCommand::Settle { .. } => {}
+            }
+        }
+    }
+
+    /// The pending transfers made for `payment`: itself, and its operator's retries.
+    fn reservations(&self, payment: TransferId) -> impl Iterator<Item = TransferId> + '_ {
+        let retries = self.retry_of.iter().filter(move |(_, p)| **p == payment);
+        std::iter::once(payment).chain(retries.map(|(r, _)| *r))
+    }
+
+    /// The payment a payment-like transfer (`is_payment_like`) belongs to.
+    fn payment_of(&self, id: TransferId) -> TransferId {
+        self.retry_of.get(&id).copied().unwrap_or(id)
     }
 }
 
@@ -506,6 +798,8 @@ fn check_batch(
     check_history(before, after, &tl);
     check_feed(before, after, &tl);
     check_state(after, tl.first, model);
+    check_outbox(after, model);
+    check_commands(before, after, batch, results, &tl);
 }
 
 /// Double entry, balance limits, and accounts changing nothing but balances and `closed`.
@@ -965,6 +1259,236 @@ fn check_pending(store: &MemoryStore, first_event: u64) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The outbox
+
+/// No message without its payment, and no payment without its message: every message is keyed
+/// by a payment and waits on (or gave up) one of its reservations; a payment's older
+/// reservations were voided, and it was paid (posted) at most once.
+fn check_outbox(store: &MemoryStore, model: &Model) {
+    let mut payments: BTreeMap<TransferId, Vec<TransferId>> = BTreeMap::new();
+    for t in store
+        .transfers
+        .values()
+        .filter(|t| is_payment_like(store, t))
+    {
+        payments
+            .entry(model.payment_of(t.id))
+            .or_default()
+            .push(t.id);
+    }
+    for (id, m) in &store.outbox {
+        assert_eq!(*id, m.payment, "{m:?} under another key");
+        let p = store.transfers.get(id);
+        assert!(p.is_some(), "message {id} without its transfer");
+        assert!(payments.contains_key(id), "message {id} for no payment");
+        let reserved = &payments[id];
+        assert!(
+            reserved.contains(&m.pending),
+            "{m:?} waits on no reservation of it"
+        );
+        let r = store.transfers[&m.pending];
+        assert_eq!(r.credit_account_id, m.processor, "{m:?} to another account");
+    }
+    for (payment, reserved) in &payments {
+        check_payment(store, model, *payment, reserved);
+    }
+}
+
+/// One payment's reservations against its message (see `check_outbox`).
+fn check_payment(store: &MemoryStore, model: &Model, payment: TransferId, reserved: &[TransferId]) {
+    use PendingStatus as S;
+    let status = |id: &TransferId| store.pending[id];
+    let posted = reserved.iter().filter(|id| status(id) == S::Posted).count();
+    assert!(posted <= 1, "payment {payment} paid {posted} times");
+    let message = store.outbox.get(&payment);
+    let current = message.map(|m| m.pending);
+    for id in reserved.iter().filter(|id| Some(**id) != current) {
+        let s = status(id);
+        if message.is_some() {
+            assert_eq!(s, S::Voided, "payment {payment}'s old reservation {id}");
+        } else if s == S::Pending {
+            assert!(
+                model.stranded.contains(&payment),
+                "payment {payment} reserved by {id} without its message"
+            );
+        } else {
+            assert!(matches!(s, S::Posted | S::Voided), "{id} {s:?}");
+        }
+    }
+    let Some(m) = message else { return };
+    assert_eq!(posted, 0, "paid payment {payment} still has {m:?}");
+    match &m.state {
+        OutboxState::Outbound => assert_eq!(status(&m.pending), S::Pending, "{m:?}"),
+        OutboxState::Dead { reason, .. } => assert!(
+            status(&m.pending) == S::Voided
+                || (status(&m.pending) == S::Pending && reason.kind == DeadKind::PostFailed),
+            "{m:?} with its reservation {:?}",
+            status(&m.pending)
+        ),
+    }
+}
+
+/// The parts of a ledger an outbox command may change (the audit trail records every retry and
+/// discard, refused or not, and is left out).
+fn ledger_of(s: &MemoryStore) -> impl PartialEq + std::fmt::Debug + '_ {
+    (
+        (&s.accounts, &s.transfers, &s.pending),
+        (&s.failed_transfers, &s.expiries, &s.outbox),
+    )
+}
+
+/// Each command of an outbox batch against the ledger just before it (the batch's commands
+/// applied one more at a time, from the state its expiries left): a refused command changes
+/// nothing, but for a confirmation whose post an account's closing refused, which only
+/// dead-letters the message; an accepted one does exactly what its kind says.
+fn check_commands(
+    before: &MemoryStore,
+    after: &MemoryStore,
+    batch: &Batch,
+    results: &BatchResults,
+    tl: &Timeline,
+) {
+    let (Operation::Outbox(commands), BatchResults::Outbox(results)) = (&batch.operation, results)
+    else {
+        return;
+    };
+    let mut state = expired_by_hand(before, tl.start);
+    for (i, (c, r)) in commands.iter().zip(results).enumerate() {
+        // The same start, so the same expiries and the same timestamps for the commands.
+        let prefix = Batch {
+            timestamp: Timestamp(tl.start + i as u64),
+            operation: Operation::Outbox(commands[..=i].to_vec()),
+        };
+        let mut next = before.clone();
+        apply(&mut next, &prefix);
+        check_command(&state, &next, c, *r);
+        state = next;
+    }
+    assert_eq!(
+        ledger_of(&state),
+        ledger_of(after),
+        "the batch, a command at a time"
+    );
+}
+
+fn check_command(s0: &MemoryStore, s1: &MemoryStore, c: &OutboxCommand, r: OutboxResult) {
+    use CreateTransferResult as T;
+    match (c, r) {
+        (_, OutboxResult::Ok) => check_accepted(s0, s1, c),
+        (
+            OutboxCommand::Settle {
+                payment,
+                outcome: Settlement::Confirmed { .. },
+                ..
+            },
+            OutboxResult::Transfer(T::DebitAccountAlreadyClosed | T::CreditAccountAlreadyClosed),
+        ) => {
+            let m = &s1.outbox[payment];
+            let OutboxState::Dead { reason, .. } = &m.state else {
+                panic!("{c:?} answered {r:?} but left {m:?}")
+            };
+            assert_eq!(reason.kind, DeadKind::PostFailed);
+            let mut expected = s0.clone();
+            expected.outbox.insert(*payment, m.clone());
+            assert_eq!(ledger_of(s1), ledger_of(&expected), "{c:?} answered {r:?}");
+        }
+        _ => assert_eq!(
+            ledger_of(s1),
+            ledger_of(s0),
+            "{c:?} answered {r:?} but changed"
+        ),
+    }
+}
+
+/// An accepted command acted on the message it names, as its kind says.
+fn check_accepted(s0: &MemoryStore, s1: &MemoryStore, c: &OutboxCommand) {
+    use PendingStatus as S;
+    let payment = match c {
+        OutboxCommand::Settle { payment, .. }
+        | OutboxCommand::Retry { payment, .. }
+        | OutboxCommand::Discard { payment, .. } => *payment,
+    };
+    let m0 = s0
+        .outbox
+        .get(&payment)
+        .expect("a command accepted for no message");
+    let m1 = s1.outbox.get(&payment);
+    match c {
+        OutboxCommand::Settle {
+            pending,
+            transfer,
+            outcome,
+            ..
+        } => {
+            assert!(
+                m0.is_outbound() && m0.pending == *pending,
+                "{c:?} settled {m0:?}"
+            );
+            assert_eq!(s1.transfers[transfer].pending_id, *pending);
+            let confirmed = matches!(outcome, Settlement::Confirmed { .. });
+            let want = if confirmed { S::Posted } else { S::Voided };
+            assert_eq!(s1.pending[pending], want, "{c:?}");
+            // A confirmation ends the message; a refusal dead-letters it for its own reason.
+            let dead_for = m1.map(|m| match &m.state {
+                OutboxState::Dead { reason, .. } => Some(reason.kind),
+                OutboxState::Outbound => None,
+            });
+            let want = match outcome {
+                Settlement::Confirmed { .. } => None,
+                Settlement::Refused { .. } => Some(Some(DeadKind::Refused)),
+                Settlement::Exhausted { .. } => Some(Some(DeadKind::Exhausted)),
+            };
+            assert_eq!(dead_for, want, "{c:?} left {m1:?}");
+        }
+        OutboxCommand::Retry { pending, .. } => {
+            assert!(!m0.is_outbound() && s0.pending[&m0.pending] != S::Pending);
+            assert_eq!(s1.pending[pending], S::Pending, "{c:?}");
+            let m1 = m1.expect("a retried message stays");
+            let expected = OutboxMessage {
+                pending: *pending,
+                retries: m0.retries + 1,
+                state: OutboxState::Outbound,
+                queued_at: m1.queued_at,
+                ..m0.clone()
+            };
+            assert_eq!(*m1, expected);
+        }
+        OutboxCommand::Discard { .. } => {
+            assert!(!m0.is_outbound() && m1.is_none(), "{c:?} of {m0:?}");
+            let mut expected = s0.clone();
+            expected.outbox.remove(&payment);
+            assert_eq!(ledger_of(s1), ledger_of(&expected), "{c:?}");
+        }
+    }
+}
+
+/// An outbox batch again, `later` (a relay's or an operator's retry): nothing it did is done
+/// twice.
+fn check_outbox_retry(
+    store: &MemoryStore,
+    batch: &Batch,
+    first: &BatchResults,
+    later: u64,
+    model: &Model,
+) {
+    let mut copy = store.clone();
+    let retry = Batch {
+        timestamp: Timestamp(store.last_timestamp.0 + later + batch.operation.len() as u64),
+        operation: batch.operation.clone(),
+    };
+    let again = apply(&mut copy, &retry);
+    let (BatchResults::Outbox(b), BatchResults::Outbox(a)) = (first, &again) else {
+        panic!("an outbox batch answered {first:?} and {again:?}");
+    };
+    for (i, (b, a)) in b.iter().zip(a).enumerate() {
+        assert!(!(b.is_ok() && a.is_ok()), "command {i} applied twice");
+    }
+    let mut model = model.clone();
+    model.learn(store, &copy, &retry, &again);
+    check_batch(store, &copy, &retry, &again, &model);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Retry
 
 /// `store` with the expiries due at `start` done by hand: released, reopening what they closed,
@@ -1094,6 +1618,9 @@ fn check_retry(
     later: u64,
     model: &Model,
 ) {
+    if let Operation::Outbox(_) = batch.operation {
+        return check_outbox_retry(store, batch, first, later, model);
+    }
     let mut copy = store.clone();
     let retry = Batch {
         timestamp: Timestamp(store.last_timestamp.0 + later + batch.operation.len() as u64),
@@ -1119,6 +1646,10 @@ fn check_retry(
         assert_eq!(copy.pending, expected.pending);
         assert_eq!(copy.expiries, expected.expiries);
         assert_eq!(copy.balance_history, expected.balance_history);
+        assert_eq!(
+            copy.outbox, expected.outbox,
+            "a retry queued a payment again"
+        );
         for (id, at) in &copy.failed_transfers {
             if expected.failed_transfers.get(id) != Some(at) {
                 let never_run = before.iter().any(|b| b.id == id.0 && b.link_failed);
@@ -1136,7 +1667,7 @@ fn run(batches: &[Batch], retry_later: u64) -> (Vec<BatchResults>, MemoryStore) 
     for batch in batches {
         let before = store.clone();
         let results = apply(&mut store, batch);
-        model.learn(&before, &store);
+        model.learn(&before, &store, batch, &results);
         check_batch(&before, &store, batch, &results, &model);
         check_retry(&store, batch, &results, retry_later, &model);
         all.push(results);
@@ -1151,6 +1682,8 @@ fn same_state(a: &MemoryStore, b: &MemoryStore) {
     assert_eq!(a.failed_transfers, b.failed_transfers);
     assert_eq!(a.expiries, b.expiries);
     assert_eq!(a.balance_history, b.balance_history);
+    assert_eq!(a.outbox, b.outbox);
+    assert_eq!(a.audit, b.audit);
     assert_eq!(a.last_timestamp, b.last_timestamp);
 }
 
@@ -1283,6 +1816,17 @@ struct Reached {
     zero_amounts: usize,
     reopened: usize,
     balanced: usize,
+    /// Outbox results by kind (a refused transfer's result counted as one kind).
+    outbox_codes: HashMap<&'static str, usize>,
+    /// The dead-letter queue's messages at the end of each run, by why they are there.
+    dead_kinds: HashMap<&'static str, usize>,
+}
+
+fn outbox_code(r: OutboxResult) -> &'static str {
+    match r {
+        OutboxResult::Transfer(_) => "transfer",
+        r => r.name(),
+    }
 }
 
 impl Reached {
@@ -1296,9 +1840,15 @@ impl Reached {
                     .into_iter()
                     .for_each(|r| *self.transfer_codes.entry(r).or_default() += 1),
                 BatchResults::Expired(n) => self.expired_batches += usize::from(n > 0),
-                BatchResults::Control(_) | BatchResults::Outbox(_) => {
-                    unreachable!("no control or outbox commands here")
-                }
+                BatchResults::Outbox(r) => r
+                    .into_iter()
+                    .for_each(|r| *self.outbox_codes.entry(outbox_code(r)).or_default() += 1),
+                BatchResults::Control(_) => unreachable!("no control commands here"),
+            }
+        }
+        for m in store.outbox.values() {
+            if let OutboxState::Dead { reason, .. } = &m.state {
+                *self.dead_kinds.entry(reason.kind.name()).or_default() += 1;
             }
         }
         for (id, s) in &store.pending {
@@ -1334,6 +1884,8 @@ impl Reached {
             T::DebitAccountAlreadyClosed,
             T::CreditAccountAlreadyClosed,
             T::ClosingTransferMustBePending,
+            T::ExternalTransferTimeoutMustBeZero,
+            T::PendingTransferIsExternal,
         ] {
             let n = self.transfer_codes.get(&code).copied().unwrap_or(0);
             assert!(
@@ -1372,6 +1924,32 @@ impl Reached {
         assert!(self.zero_amounts > 0, "no transfer of 0 stored");
         assert!(self.reopened > 0, "no closing transfer voided or expired");
         assert!(self.balanced > 0, "no balancing transfer applied");
+        self.assert_outbox();
+    }
+
+    fn assert_outbox(&self) {
+        for code in [
+            "ok",
+            "payment_not_found",
+            "payment_not_outbound",
+            "payment_not_dead",
+            "payment_still_reserved",
+            "transfer",
+        ] {
+            assert!(
+                self.outbox_codes.get(code).copied().unwrap_or(0) > 0,
+                "no outbox command answered {code}; seen {:?}",
+                self.outbox_codes
+            );
+        }
+        for kind in [DeadKind::Refused, DeadKind::Exhausted, DeadKind::PostFailed] {
+            assert!(
+                self.dead_kinds.get(kind.name()).copied().unwrap_or(0) > 0,
+                "no message dead for {}; seen {:?}",
+                kind.name(),
+                self.dead_kinds
+            );
+        }
     }
 }
 

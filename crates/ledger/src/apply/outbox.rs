@@ -82,12 +82,19 @@ fn settle<S: LedgerStore>(
         ..NewTransfer::default()
     };
     let result = create_for_outbox(overlay, &resolve, timestamp, Origin::Saga);
+    // Only a closed account makes a confirmed payment's post fail for good; a refusal of the
+    // settling id itself (zero, or reserved as failed) changes nothing, like a taken one.
+    let closed = matches!(
+        result,
+        CreateTransferResult::DebitAccountAlreadyClosed
+            | CreateTransferResult::CreditAccountAlreadyClosed
+    );
     let (kind, detail) = match (outcome, result.is_ok()) {
         (Settlement::Confirmed { .. }, true) => {
             overlay.remove_outbox(payment);
             return OutboxResult::Ok;
         }
-        (Settlement::Confirmed { reference }, false) => (
+        (Settlement::Confirmed { reference }, false) if closed => (
             DeadKind::PostFailed,
             format!("confirmed by the processor ({reference}), but the post was refused: {result}"),
         ),

@@ -100,19 +100,22 @@ fn check_and_create<S: LedgerStore>(
     if let Some(refused) = check_imported(overlay, t, timestamp, (&dr, &cr)) {
         return refused;
     }
+    // A payment leaves through its processor: the money is reserved until the processor
+    // answers, for as long as that takes (a deadline would void a payment the processor made).
+    // Checked before the accounts' closing: it depends on the event and a flag an account never
+    // loses, so a retry must meet it again, not a (transient) closing that came since.
+    let paid_out = is_payment(t, &cr);
+    if paid_out && t.timeout != 0 {
+        return R::ExternalTransferTimeoutMustBeZero;
+    }
     if dr.flags.contains(AccountFlags::CLOSED) {
         return R::DebitAccountAlreadyClosed;
     }
     if cr.flags.contains(AccountFlags::CLOSED) {
         return R::CreditAccountAlreadyClosed;
     }
-    if !is_payment(t, &cr) {
+    if !paid_out {
         return create_new(overlay, t, timestamp, dr, cr);
-    }
-    // A payment leaves through its processor: the money is reserved until the processor
-    // answers, for as long as that takes (a deadline would void a payment the processor made).
-    if t.timeout != 0 {
-        return R::ExternalTransferTimeoutMustBeZero;
     }
     let payment = NewTransfer {
         flags: t.flags | TransferFlags::PENDING,
