@@ -34,7 +34,8 @@ pub enum DeadKind {
     /// The relay gave up after its retry limit without a definite answer.
     Exhausted,
     /// The processor confirmed the payment, but posting the pending transfer failed (an account
-    /// was closed meanwhile): the money is still reserved, for an operator to decide.
+    /// was closed meanwhile): the money is still reserved; an operator's retry, once the account
+    /// reopens, posts it.
     PostFailed,
 }
 
@@ -117,10 +118,12 @@ pub enum Settlement {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OutboxCommand {
     /// The relay of the leader of `term` settles `payment`, whose pending transfer it delivered
-    /// as `pending`, with a post or void of id `transfer` (chosen by the relay).
+    /// as `pending` in the message's round `round` (its `retries` then), with a post or void of
+    /// id `transfer` (chosen by the relay).
     Settle {
         payment: TransferId,
         pending: TransferId,
+        round: u32,
         transfer: TransferId,
         term: u64,
         outcome: Settlement,
@@ -142,12 +145,13 @@ pub enum OutboxResult {
     Ok,
     /// No message for this payment (settled and gone, discarded, or never made).
     NotFound,
-    /// A settle for a message no longer waiting on that pending transfer: settled before (a
-    /// relay's retry, or a deposed leader's relay); nothing changed.
+    /// A settle for a message no longer waiting on that pending transfer in that round: settled
+    /// before (a relay's retry, or a deposed leader's relay); nothing changed.
     NotOutbound,
     /// A retry or discard of a message that is not in the dead-letter queue.
     NotDead,
-    /// A retry while the last pending transfer is still reserved (a `post_failed` message).
+    /// A discard of a message whose pending transfer is still reserved (a `post_failed` one: it
+    /// must be retried once its account reopens).
     StillReserved,
     /// The post, void or new reservation was refused, with the ledger's result.
     Transfer(crate::CreateTransferResult),
@@ -186,6 +190,7 @@ pub mod encoding {
             OutboxCommand::Settle {
                 payment,
                 pending,
+                round,
                 transfer,
                 term,
                 outcome,
@@ -194,6 +199,7 @@ pub mod encoding {
                 for id in [payment, pending, transfer] {
                     out.extend_from_slice(&id.0.to_le_bytes());
                 }
+                out.extend_from_slice(&round.to_le_bytes());
                 out.extend_from_slice(&term.to_le_bytes());
                 encode_settlement(outcome, out);
             }
@@ -244,6 +250,7 @@ pub mod encoding {
                 payment: id(&mut r)?,
                 pending: id(&mut r)?,
                 transfer: id(&mut r)?,
+                round: r.u32()?,
                 term: r.u64()?,
                 outcome: match r.u8()? {
                     CONFIRMED => Settlement::Confirmed {

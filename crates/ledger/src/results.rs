@@ -124,6 +124,7 @@ result_enum!(
         ImportedEventTimestampMustNotRegress => "imported_event_timestamp_must_not_regress",
         ImportedEventTimeoutMustBeZero => "imported_event_timeout_must_be_zero",
         ExternalTransferTimeoutMustBeZero => "external_transfer_timeout_must_be_zero",
+        ExternalTransferMustNotClose => "external_transfer_must_not_close",
         PendingTransferIsExternal => "pending_transfer_is_external",
     }
 );

@@ -34,9 +34,20 @@ fn outbox(l: &mut Ledger, commands: Vec<C>) -> Vec<R> {
 }
 
 fn settle(payment: u128, pending: u128, transfer: u128, outcome: Settlement) -> C {
+    settle_round(payment, pending, 0, transfer, outcome)
+}
+
+fn settle_round(
+    payment: u128,
+    pending: u128,
+    round: u32,
+    transfer: u128,
+    outcome: Settlement,
+) -> C {
     C::Settle {
         payment: TransferId(payment),
         pending: TransferId(pending),
+        round,
         transfer: TransferId(transfer),
         term: 3,
         outcome,
@@ -213,7 +224,7 @@ fn a_refusal_voids_and_dead_letters_then_only_an_operator_acts() {
         vec![R::NotOutbound]
     );
     assert_eq!(
-        outbox(&mut l, vec![settle(10, 60, 53, confirmed())]),
+        outbox(&mut l, vec![settle_round(10, 60, 1, 53, confirmed())]),
         vec![R::Ok]
     );
     assert_eq!(l.balances(PROCESSOR), (0, 0, 0, 100));
@@ -313,20 +324,54 @@ fn commands_round_trip_through_the_log_encoding() {
 }
 
 #[test]
-fn a_confirmed_payment_posts_even_after_its_account_closed() {
+fn a_confirmed_payment_whose_account_closed_waits_for_an_operator() {
     let mut l = ledger();
     l.transfer1(tr(10, 1, PROCESSOR, 100));
     let close = with(pending(11, 1, 2, 0, 0), TransferFlags::CLOSING_DEBIT);
     assert_eq!(l.transfer1(close), T::Ok);
-    assert!(l.is_closed(1));
+    let r = outbox(&mut l, vec![settle(10, 10, 50, confirmed())]);
+    assert_eq!(r, vec![R::Transfer(T::DebitAccountAlreadyClosed)]);
+    let OutboxState::Dead { reason, .. } = &l.store.outbox[&TransferId(10)].state else {
+        panic!("not dead")
+    };
+    assert_eq!(reason.kind, DeadKind::PostFailed);
+    assert_eq!(l.status(10), Some(PendingStatus::Pending), "still reserved");
+    let discard = C::Discard {
+        payment: TransferId(10),
+        actor: OPERATOR,
+    };
+    assert_eq!(outbox(&mut l, vec![discard]), vec![R::StillReserved]);
+    // The account reopens; the operator sends the payment back on the same reservation.
+    assert_eq!(l.transfer1(void(12, 11, 0)), T::Ok);
+    let retry = C::Retry {
+        payment: TransferId(10),
+        pending: TransferId(60),
+        actor: OPERATOR,
+    };
+    assert_eq!(outbox(&mut l, vec![retry]), vec![R::Ok]);
+    assert!(l.transfer(60).is_none(), "no second reservation");
+    let m = &l.store.outbox[&TransferId(10)];
+    assert_eq!((m.pending, m.is_outbound()), (TransferId(10), true));
+    // The first delivery's settlement, late, is stale: only the new round's counts.
     assert_eq!(
-        l.transfer1(tr(12, 1, PROCESSOR, 1)),
-        T::DebitAccountAlreadyClosed
+        outbox(&mut l, vec![settle(10, 10, 51, confirmed())]),
+        vec![R::NotOutbound]
     );
     assert_eq!(
-        outbox(&mut l, vec![settle(10, 10, 50, confirmed())]),
+        outbox(&mut l, vec![settle_round(10, 10, 1, 52, confirmed())]),
         vec![R::Ok]
     );
     assert_eq!(l.status(10), Some(PendingStatus::Posted));
     check_balanced(l.store.accounts.values()).unwrap();
+}
+
+#[test]
+fn a_payment_cannot_close_its_account() {
+    let mut l = ledger();
+    let closing = with(
+        pending(10, 1, PROCESSOR, 5, 0),
+        TransferFlags::CLOSING_DEBIT,
+    );
+    assert_eq!(l.transfer1(closing), T::ExternalTransferMustNotClose);
+    assert!(l.store.outbox.is_empty() && !l.is_closed(1));
 }

@@ -418,6 +418,8 @@ fn resolve(store: &MemoryStore, d: CommandDraw) -> OutboxCommand {
         act => OutboxCommand::Settle {
             payment,
             pending,
+            // The message's current round; a stale pending id makes a stale settlement.
+            round: store.outbox.get(&payment).map_or(0, |m| m.retries),
             transfer: new_id,
             term: 1,
             outcome: settlement(act),
@@ -646,6 +648,22 @@ fn outbox_event(c: &OutboxCommand, r: OutboxResult) -> Event {
     }
 }
 
+/// A retry of a `post_failed` payment sends it back on the reservation it still holds: it is
+/// ok without making the transfer it names (`check_accepted`, command by command, checks that
+/// only such a payment is sent back so).
+fn sent_back_in_place(after: &MemoryStore, batch: &Batch, events: &mut [Event]) {
+    let Operation::Outbox(commands) = &batch.operation else {
+        return;
+    };
+    for (e, c) in events.iter_mut().zip(commands) {
+        if let OutboxCommand::Retry { pending, .. } = c {
+            if e.ok && !after.transfers.contains_key(pending) {
+                e.ok = false;
+            }
+        }
+    }
+}
+
 /// The chains of a batch as index ranges: runs of linked events with the event closing them.
 fn chains(linked: &[bool]) -> Vec<std::ops::Range<usize>> {
     let mut out = Vec::new();
@@ -751,7 +769,10 @@ impl Model {
                 OutboxCommand::Retry {
                     payment, pending, ..
                 } => {
-                    self.retry_of.insert(pending, payment);
+                    // Only a reservation made anew (not a `post_failed` payment sent back).
+                    if after.transfers.contains_key(&pending) {
+                        self.retry_of.insert(pending, payment);
+                    }
                 }
                 OutboxCommand::Discard { payment, .. } => {
                     let reserved =
@@ -786,7 +807,8 @@ fn check_batch(
     model: &Model,
 ) {
     let tl = timeline(before, batch);
-    let events = events(batch, results);
+    let mut events = events(batch, results);
+    sent_back_in_place(after, batch, &mut events);
     assert_eq!(results.len(), batch.operation.len(), "one result per event");
     assert_eq!(after.last_timestamp, Timestamp(tl.last));
     check_accounts(before, after);
@@ -1441,7 +1463,14 @@ fn check_accepted(s0: &MemoryStore, s1: &MemoryStore, c: &OutboxCommand) {
             assert_eq!(dead_for, want, "{c:?} left {m1:?}");
         }
         OutboxCommand::Retry { pending, .. } => {
-            assert!(!m0.is_outbound() && s0.pending[&m0.pending] != S::Pending);
+            assert!(!m0.is_outbound(), "{c:?} of {m0:?}");
+            // A `post_failed` payment goes back on the reservation it still holds; any other
+            // is reserved again under the command's new pending transfer.
+            let still_reserved = s0.pending[&m0.pending] == S::Pending;
+            let post_failed = matches!(&m0.state,
+                OutboxState::Dead { reason, .. } if reason.kind == DeadKind::PostFailed);
+            assert!(!still_reserved || post_failed, "{c:?} of {m0:?}");
+            let pending = if still_reserved { &m0.pending } else { pending };
             assert_eq!(s1.pending[pending], S::Pending, "{c:?}");
             let m1 = m1.expect("a retried message stays");
             let expected = OutboxMessage {
@@ -1933,7 +1962,6 @@ impl Reached {
             "payment_not_found",
             "payment_not_outbound",
             "payment_not_dead",
-            "payment_still_reserved",
             "transfer",
         ] {
             assert!(
@@ -1942,7 +1970,11 @@ impl Reached {
                 self.outbox_codes
             );
         }
-        for kind in [DeadKind::Refused, DeadKind::Exhausted, DeadKind::PostFailed] {
+        // `post_failed` (and the `payment_still_reserved` of its discard) needs a payment's
+        // account closed by another transfer while the payment waits, which the generator
+        // seldom makes since a payment cannot close its own account: `tests/outbox.rs` covers
+        // that path; the invariants above still check it whenever it arises.
+        for kind in [DeadKind::Refused, DeadKind::Exhausted] {
             assert!(
                 self.dead_kinds.get(kind.name()).copied().unwrap_or(0) > 0,
                 "no message dead for {}; seen {:?}",

@@ -1103,6 +1103,11 @@ fn external_payments(s: &mut Seen) {
         l.transfers(vec![post_full(12, 11), void(13, 11, 0)]),
         &[T::PendingTransferIsExternal, T::PendingTransferIsExternal],
     );
+    let closing = with(pending(14, 1, 9, 5, 0), TransferFlags::CLOSING_DEBIT);
+    s.t(
+        l.transfers(vec![closing]),
+        &[T::ExternalTransferMustNotClose],
+    );
 }
 
 fn transfer_chains(s: &mut Seen) {

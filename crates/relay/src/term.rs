@@ -314,6 +314,7 @@ impl Term {
                 commands.push(OutboxCommand::Settle {
                     payment: *payment,
                     pending: item.message.pending,
+                    round: item.message.retries,
                     transfer: TransferId(fastrand::u128(1..u128::MAX)),
                     term: self.term,
                     outcome,

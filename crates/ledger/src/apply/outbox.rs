@@ -22,10 +22,17 @@ pub(super) fn apply_command<S: LedgerStore>(
         OutboxCommand::Settle {
             payment,
             pending,
+            round,
             transfer,
             outcome,
             ..
-        } => settle(overlay, (*payment, *pending, *transfer), outcome, timestamp),
+        } => settle(
+            overlay,
+            (*payment, *pending, *round),
+            *transfer,
+            outcome,
+            timestamp,
+        ),
         OutboxCommand::Retry {
             payment,
             pending,
@@ -53,14 +60,17 @@ pub(super) fn apply_command<S: LedgerStore>(
 /// `pending` changes nothing (the relay that proposed it was late or deposed).
 fn settle<S: LedgerStore>(
     overlay: &mut Overlay<'_, S>,
-    (payment, pending, transfer): (TransferId, TransferId, TransferId),
+    (payment, pending, round): (TransferId, TransferId, u32),
+    transfer: TransferId,
     outcome: &Settlement,
     timestamp: Timestamp,
 ) -> OutboxResult {
     let Some(message) = overlay.outbox_message(payment) else {
         return OutboxResult::NotFound;
     };
-    if !message.is_outbound() || message.pending != pending {
+    // A `post_failed` payment goes back on the same reservation: the round tells its settlement
+    // from one of an earlier delivery.
+    if !message.is_outbound() || message.pending != pending || message.retries != round {
         return OutboxResult::NotOutbound;
     }
     // The relay picks the settling transfer's id at random; one already taken is refused
@@ -144,7 +154,19 @@ fn retry<S: LedgerStore>(
         return OutboxResult::NotDead;
     }
     if overlay.pending_status(message.pending) == Some(PendingStatus::Pending) {
-        return OutboxResult::StillReserved;
+        // A confirmed payment whose post a closed account refused: its money is still
+        // reserved, so it goes back on the same reservation (the processor answers the same key
+        // with its stored confirmation, and the post is tried again).
+        if !is_post_failed(&message) {
+            return OutboxResult::StillReserved;
+        }
+        overlay.put_outbox(OutboxMessage {
+            queued_at: timestamp,
+            retries: message.retries + 1,
+            state: OutboxState::Outbound,
+            ..message
+        });
+        return OutboxResult::Ok;
     }
     let original = overlay
         .transfer(payment)
@@ -176,17 +198,24 @@ fn retry<S: LedgerStore>(
     OutboxResult::Ok
 }
 
-/// Takes a dead payment out of the queue. Its pending transfer was voided, except after a
-/// `post_failed` settlement: that reservation stays for the operator to post or void.
+/// Takes a dead payment out of the queue: only once its reservation is released (a
+/// `post_failed` payment's is not: it must be retried, or no one could ever release it).
 fn discard<S: LedgerStore>(overlay: &mut Overlay<'_, S>, payment: TransferId) -> OutboxResult {
     match overlay.outbox_message(payment) {
         None => OutboxResult::NotFound,
         Some(m) if m.is_outbound() => OutboxResult::NotDead,
+        Some(m) if overlay.pending_status(m.pending) == Some(PendingStatus::Pending) => {
+            OutboxResult::StillReserved
+        }
         Some(_) => {
             overlay.remove_outbox(payment);
             OutboxResult::Ok
         }
     }
+}
+
+fn is_post_failed(message: &OutboxMessage) -> bool {
+    matches!(&message.state, OutboxState::Dead { reason, .. } if reason.kind == DeadKind::PostFailed)
 }
 
 fn audit<S: LedgerStore>(

@@ -108,6 +108,13 @@ fn check_and_create<S: LedgerStore>(
     if paid_out && t.timeout != 0 {
         return R::ExternalTransferTimeoutMustBeZero;
     }
+    // A closing payment would close the account its own post must move: it could never be
+    // posted, whatever the processor answered.
+    let closing = t.flags.contains(TransferFlags::CLOSING_DEBIT)
+        || t.flags.contains(TransferFlags::CLOSING_CREDIT);
+    if paid_out && closing {
+        return R::ExternalTransferMustNotClose;
+    }
     if dr.flags.contains(AccountFlags::CLOSED) {
         return R::DebitAccountAlreadyClosed;
     }
@@ -503,13 +510,13 @@ fn post_or_void_pending<S: LedgerStore>(
     if t.flags.contains(TransferFlags::IMPORTED) && timestamp <= overlay.newest() {
         return R::ImportedEventTimestampMustNotRegress;
     }
-    // The only movement a closed account allows is voiding a pending transfer, and the saga's
-    // post of a payment: the processor has made it, whatever the account became meanwhile.
-    let closed_matters = post && origin != Origin::Saga;
-    if closed_matters && dr.flags.contains(AccountFlags::CLOSED) {
+    // The only movement a closed account allows is voiding a pending transfer. (A payment the
+    // processor confirmed meanwhile waits, dead-lettered as `post_failed`, until the account
+    // reopens and an operator sends it back.)
+    if post && dr.flags.contains(AccountFlags::CLOSED) {
         return R::DebitAccountAlreadyClosed;
     }
-    if closed_matters && cr.flags.contains(AccountFlags::CLOSED) {
+    if post && cr.flags.contains(AccountFlags::CLOSED) {
         return R::CreditAccountAlreadyClosed;
     }
     resolve_pending(overlay, t, &p, timestamp, (dr, cr));
