@@ -57,8 +57,11 @@ pub(crate) struct Term {
     opened_counted: HashMap<String, u64>,
     unrouted: std::collections::BTreeSet<AccountId>,
     deliveries: JoinSet<(TransferId, Delivered)>,
-    settles: JoinSet<(Vec<TransferId>, Result<Vec<OutboxResult>, String>)>,
+    settles: JoinSet<Settled>,
 }
+
+/// A settle batch's payments and what the ledger answered (or why the write failed).
+type Settled = (Vec<TransferId>, Result<Vec<OutboxResult>, String>);
 
 impl Term {
     pub(crate) fn new(
@@ -216,9 +219,7 @@ impl Term {
 
     /// Acts on a delivery's outcome; `Some` ends the term's work.
     fn delivered(&mut self, payment: TransferId, delivered: Delivered) -> Option<TermEnd> {
-        let Some(item) = self.items.get_mut(&payment) else {
-            return None;
-        };
+        let item = self.items.get_mut(&payment)?;
         item.busy = false;
         let url = self
             .config

@@ -254,21 +254,7 @@ fn spawn_loop(
     let snapshots = Arc::new(std::sync::Mutex::new(Some(
         replica.state().snapshot_source(),
     )));
-    let view = Arc::new(std::sync::RwLock::new(ClusterView {
-        http_addrs: cluster
-            .members
-            .iter()
-            .map(|m| (NodeId(m.id), m.http_addr))
-            .collect(),
-        peer_addrs: cluster
-            .members
-            .iter()
-            .map(|m| (NodeId(m.id), m.peer_addr))
-            .collect(),
-        removed: false,
-        ready: false,
-        source_ip: cluster.source_ip,
-    }));
+    let view = Arc::new(std::sync::RwLock::new(initial_view(&cluster)));
     let archive = match &config.archive {
         None => None,
         Some(spec) => Some(start_archiver(spec, cluster.cluster_id)?),
@@ -321,6 +307,25 @@ fn spawn_loop(
             source,
         })?;
     Ok(Node { handle, thread })
+}
+
+/// The cluster as its configuration names it, before the loop has seen anything.
+fn initial_view(cluster: &ClusterConfig) -> ClusterView {
+    ClusterView {
+        http_addrs: cluster
+            .members
+            .iter()
+            .map(|m| (NodeId(m.id), m.http_addr))
+            .collect(),
+        peer_addrs: cluster
+            .members
+            .iter()
+            .map(|m| (NodeId(m.id), m.peer_addr))
+            .collect(),
+        removed: false,
+        ready: false,
+        source_ip: cluster.source_ip,
+    }
 }
 
 /// The archiver of `--archive`, on the target it names.
