@@ -359,6 +359,7 @@ impl Inner {
                 node: base.clone(),
                 kind: f.kind,
                 message: f.message.clone(),
+                status: f.status,
             }),
         };
         let mut state = self.state();

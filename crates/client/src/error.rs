@@ -45,12 +45,14 @@ pub enum Error {
         code: String,
         message: String,
     },
-    /// No answer came.
+    /// No (whole) answer came.
     #[error("{node}: {kind}: {message}")]
     Transport {
         node: String,
         kind: TransportKind,
         message: String,
+        /// The answer's status, if it came before the answer broke off.
+        status: Option<u16>,
     },
     /// Every node's circuit breaker is open, and none will let a probe through before the
     /// call's deadline.
@@ -150,6 +152,7 @@ mod tests {
             node: "n".into(),
             kind,
             message: String::new(),
+            status: None,
         };
         assert!(!lost(TransportKind::Connect).may_have_applied());
         assert!(lost(TransportKind::Lost).may_have_applied());

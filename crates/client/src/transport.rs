@@ -37,6 +37,8 @@ impl Reply {
 pub(crate) struct Failure {
     pub kind: TransportKind,
     pub message: String,
+    /// The answer's status, when it came before the answer broke off.
+    pub status: Option<u16>,
 }
 
 pub(crate) struct Transport {
@@ -135,6 +137,7 @@ impl Transport {
             Err(_) => Err(Failure {
                 kind: TransportKind::Timeout,
                 message: format!("no whole answer within {timeout:?}"),
+                status: None,
             }),
         }
     }
@@ -156,6 +159,7 @@ impl Transport {
         let body = response.bytes().await.map_err(|e| Failure {
             kind: TransportKind::Lost,
             message: format!("answer cut off: {}", innermost(&e)),
+            status: Some(status),
         })?;
         Ok(Reply {
             status,
@@ -176,6 +180,7 @@ fn reqwest_failure(e: reqwest::Error) -> Failure {
     Failure {
         kind,
         message: innermost(&e),
+        status: None,
     }
 }
 
@@ -228,19 +233,19 @@ impl TlsPool {
         let request = builder
             .body(Full::new(body.unwrap_or_default()))
             .map_err(|e| connect_failure(e.to_string()))?;
-        let lost = |e: &dyn std::error::Error| Failure {
+        let answer = sender.send_request(request).await.map_err(|e| Failure {
             kind: TransportKind::Lost,
-            message: innermost(e),
-        };
-        let answer = sender.send_request(request).await.map_err(|e| lost(&e))?;
+            message: innermost(&e),
+            status: None,
+        })?;
         let status = answer.status().as_u16();
         let headers = answer.headers().clone();
-        let body = answer
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| lost(&e))?
-            .to_bytes();
+        let body = answer.into_body().collect().await.map_err(|e| Failure {
+            kind: TransportKind::Lost,
+            message: format!("answer cut off: {}", innermost(&e)),
+            status: Some(status),
+        })?;
+        let body = body.to_bytes();
         self.put_idle(base, sender);
         Ok(Reply {
             status,
@@ -308,5 +313,6 @@ fn connect_failure(message: String) -> Failure {
     Failure {
         kind: TransportKind::Connect,
         message,
+        status: None,
     }
 }
