@@ -14,7 +14,6 @@ mod chaos_cmd;
 mod client;
 mod cluster_cmd;
 mod fds;
-mod https;
 mod query_cmd;
 mod serve;
 mod server;
