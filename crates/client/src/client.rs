@@ -11,7 +11,7 @@ use crate::error::Error;
 use crate::limits;
 use crate::pages::Status;
 use crate::policy::{Breaker, BreakerPolicy, RetryPolicy};
-use crate::transport::{self, Reply, Transport};
+use crate::transport::{self, Failure, Reply, Transport};
 
 /// Which node a request goes to first.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -362,27 +362,29 @@ impl Inner {
                 status: f.status,
             }),
         };
-        let mut state = self.state();
         guard.judged = true;
-        let node = &mut state.nodes[i];
-        match &error {
-            Some(e) if e.node_failed() => node.breaker.failed(&self.breaker, Instant::now()),
-            _ => node.breaker.succeeded(),
-        }
-        match (&sent, &error) {
-            (Ok(reply), None) => follow_answer(&mut state, i, reply, call.write),
-            (_, Some(e)) if e.node_failed() || e.code() == Some("no_leader") => {
-                if state.leader == Some(i) || e.code() == Some("no_leader") {
-                    state.leader = None;
-                }
-            }
-            _ => {}
-        }
-        drop(state);
+        self.judge(i, &sent, error.as_ref(), call.write);
         match (sent, error) {
             (Ok(reply), _) => Ok((reply, base)),
             (Err(_), Some(e)) => Err(e),
             (Err(_), None) => unreachable!("a lost answer is an error"),
+        }
+    }
+
+    /// What an attempt at node `i` says about it (its breaker) and about the leader: a node
+    /// that failed is not followed as leader, and `no_leader` means an election is under way.
+    fn judge(&self, i: usize, sent: &Result<Reply, Failure>, error: Option<&Error>, write: bool) {
+        let mut state = self.state();
+        let node = &mut state.nodes[i];
+        match error {
+            Some(e) if e.node_failed() => node.breaker.failed(&self.breaker, Instant::now()),
+            _ => node.breaker.succeeded(),
+        }
+        match (sent, error) {
+            (Ok(reply), None) => follow_answer(&mut state, i, reply, write),
+            (_, Some(e)) if e.code() == Some("no_leader") => state.leader = None,
+            (_, Some(e)) if e.node_failed() && state.leader == Some(i) => state.leader = None,
+            _ => {}
         }
     }
 
