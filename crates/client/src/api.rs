@@ -100,10 +100,12 @@ impl Client {
             .into_iter()
             .map(|w| (w.index, w.result))
             .collect();
-        Created::from_words(events.len(), words, ex.attempts).map_err(|message| Error::Protocol {
-            node: ex.node.clone(),
-            message,
-        })
+        Created::from_words(events.len(), words, ex.attempts, ex.earlier_maybe_applied).map_err(
+            |message| Error::Protocol {
+                node: ex.node.clone(),
+                message,
+            },
+        )
     }
 
     /// An account with its balances; `None` if there is none with this id.
@@ -223,10 +225,11 @@ impl Client {
         self.get("/v1/status").await
     }
 
-    /// Sends any request of API v1 (`path` with its query string), retried under the client's
-    /// policy if it is not a `write` (a write that is not idempotent must not be retried:
-    /// build the client with [`crate::RetryPolicy::none`] for it). `Ok` with whatever the
-    /// node answered last, error statuses included; `Err` when no answer came.
+    /// Sends any request of API v1 (`path` with its query string) under the client's retry
+    /// policy: `Ok` with whatever the node answered last, error statuses included; `Err` when
+    /// no answer came. A request that is not idempotent (a token's creation) must not be
+    /// retried: send it with a client built with [`crate::RetryPolicy::none`]. `write` says
+    /// whether a lost answer may mean it was applied ([`Error::Indefinite`]).
     pub async fn raw(
         &self,
         method: Method,

@@ -152,9 +152,10 @@ result_enum!(
 pub struct Outcome<R> {
     /// The ledger's result, with one rewrite: see [`Outcome::earlier_attempt`].
     pub result: R,
-    /// The event was applied by an earlier attempt of this same call, whose answer was lost:
-    /// the retry (same ids, same fields) was answered `exists`, which the client reports as
-    /// `Ok` with this set. It was applied once; nothing was created twice.
+    /// The event was applied by an earlier attempt of this same call, whose answer was lost
+    /// (or said the outcome was unknown): the retry (same ids, same fields) was answered
+    /// `exists`, which the client reports as `Ok` with this set. It was applied once; nothing
+    /// was created twice.
     pub earlier_attempt: bool,
 }
 
@@ -183,14 +184,15 @@ impl<R: EventResult> Created<R> {
     }
 
     /// The outcomes of `words` (the answer's results by index) for a batch of `events` sent
-    /// `attempts` times. `exists` on a retry means an earlier attempt applied the event (a
-    /// retry resends the same ids and fields, and the ledger answers `exists` only to an
-    /// event equal to the one it holds), so it becomes `Ok` with `earlier_attempt`. On the
-    /// first attempt `exists` stays `Exists`: the id was used before this call.
+    /// `attempts` times. `exists` after an attempt that may have been applied means that
+    /// attempt applied the event (a retry resends the same ids and fields, and the ledger
+    /// answers `exists` only to an event equal to the one it holds), so it becomes `Ok` with
+    /// `earlier_attempt`. Otherwise `exists` stays `Exists`: the id was used before this call.
     pub(crate) fn from_words(
         events: usize,
         words: Vec<(usize, String)>,
         attempts: u32,
+        earlier_maybe_applied: bool,
     ) -> Result<Created<R>, String> {
         let mut results: Vec<Option<R>> = vec![None; events];
         for (index, word) in words {
@@ -204,7 +206,7 @@ impl<R: EventResult> Created<R> {
             .enumerate()
             .map(|(i, r)| {
                 let result = r.ok_or(format!("no result for event {i}"))?;
-                Ok(if attempts > 1 && result.is_exists() {
+                Ok(if earlier_maybe_applied && result.is_exists() {
                     Outcome {
                         result: R::ok(),
                         earlier_attempt: true,
@@ -228,13 +230,15 @@ mod tests {
     #[test]
     fn exists_on_a_retry_is_ok_by_an_earlier_attempt_and_unknown_words_are_kept() {
         let words = vec![(0, "exists".to_string()), (1, "a_new_rule".to_string())];
-        let first: Created<TransferResult> = Created::from_words(2, words.clone(), 1).unwrap();
+        let first: Created<TransferResult> =
+            Created::from_words(2, words.clone(), 1, false).unwrap();
         assert_eq!(first.outcomes[0].result, TransferResult::Exists);
         assert_eq!(
             first.outcomes[1].result,
             TransferResult::Other("a_new_rule".into())
         );
-        let retried: Created<TransferResult> = Created::from_words(2, words, 2).unwrap();
+        let retried: Created<TransferResult> =
+            Created::from_words(2, words.clone(), 2, true).unwrap();
         assert_eq!(
             retried.outcomes[0],
             Outcome {
@@ -242,7 +246,11 @@ mod tests {
                 earlier_attempt: true
             }
         );
-        assert!(Created::<AccountResult>::from_words(2, vec![(0, "ok".into())], 1).is_err());
+        // A retry after a refusal that proves nothing was applied: the id was taken before.
+        let refused_first: Created<TransferResult> =
+            Created::from_words(2, words, 2, false).unwrap();
+        assert_eq!(refused_first.outcomes[0].result, TransferResult::Exists);
+        assert!(Created::<AccountResult>::from_words(2, vec![(0, "ok".into())], 1, false).is_err());
         assert_eq!(
             TransferResult::from_word("exceeds_credits").as_str(),
             "exceeds_credits"
