@@ -41,6 +41,33 @@ impl Target {
         }
     }
 
+    /// A `bulwark-client` of the node at `--addr` alone (it learns no other member, so that a
+    /// node's own answers come from it), with `--ca` and the token.
+    pub fn api_client(
+        &self,
+        retry: bulwark_client::RetryPolicy,
+    ) -> Result<bulwark_client::Client, String> {
+        let mut builder = bulwark_client::ClientBuilder::new([self.addr.as_str()])
+            .routing(bulwark_client::Routing::RoundRobin)
+            .learn_members(false)
+            .retry(retry)
+            .request_timeout(REQUEST_TIMEOUT);
+        if self.addr.starts_with("https://") {
+            let Some(ca) = &self.ca else {
+                return Err(format!(
+                    "{}: an https:// address needs the cluster's CA certificate: --ca PATH (or \
+                     BULWARK_CA; a single node's is <data-dir>/tls/ca.crt)",
+                    self.addr
+                ));
+            };
+            builder = builder.ca_file(ca);
+        }
+        if let Some(token) = self.token()? {
+            builder = builder.token(token);
+        }
+        builder.build().map_err(|e| e.to_string())
+    }
+
     /// An HTTP client that sends the token, if there is one.
     pub fn client(&self) -> Result<reqwest::Client, String> {
         let headers = match self.token()? {
@@ -143,60 +170,52 @@ pub(crate) enum Outcome {
     Unreachable(String),
 }
 
+/// How long the command line waits for one answer (a `changes --follow` request waits 25 s on
+/// the node): a stuck node must not hang a script.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Sends one request of API v1 to the node at `--addr` through `bulwark-client`, and only to
+/// it (some routes answer for that node: status, the local audit). Creating accounts and
+/// transfers is retried with the same ids (a retry never applies an event twice); every other
+/// request is sent once, as a token or membership change must not be repeated blindly.
 pub(crate) async fn call(
     target: &Target,
     method: reqwest::Method,
     url: String,
     body: Option<Value>,
 ) -> Outcome {
-    if url.starts_with("https://") {
-        return call_https(target, method, url, body).await;
-    }
-    let client = match target.client() {
+    let base = target.addr.trim_end_matches('/');
+    let Some(path) = url.strip_prefix(base) else {
+        return Outcome::Unreachable(format!("{url} is not on {base}"));
+    };
+    let idempotent_write =
+        method == reqwest::Method::POST && (path == "/v1/accounts" || path == "/v1/transfers");
+    let retry = if idempotent_write {
+        bulwark_client::RetryPolicy {
+            max_attempts: 3,
+            ..Default::default()
+        }
+    } else {
+        bulwark_client::RetryPolicy::none()
+    };
+    let client = match target.api_client(retry) {
         Ok(client) => client,
         Err(e) => return Outcome::Unreachable(e),
     };
-    let mut request = client.request(method, &url);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    match request.send().await {
+    let write = method != reqwest::Method::GET;
+    let body = body.map(|b| b.to_string().into_bytes());
+    match client.raw(method, path, body, write).await {
         Err(e) => Outcome::Unreachable(format!("cannot reach {url}: {e}")),
-        Ok(response) => {
-            let status = response.status();
-            match response.json::<Value>().await {
+        Ok(answer) => {
+            let status = reqwest::StatusCode::from_u16(answer.status)
+                .unwrap_or(reqwest::StatusCode::INTERNAL_SERVER_ERROR);
+            match serde_json::from_slice::<Value>(&answer.body) {
                 Ok(v) => Outcome::Answered(status, v),
                 Err(e) => {
                     Outcome::Unreachable(format!("{url} answered {status} without JSON: {e}"))
                 }
             }
         }
-    }
-}
-
-async fn call_https(
-    target: &Target,
-    method: reqwest::Method,
-    url: String,
-    body: Option<Value>,
-) -> Outcome {
-    let Some(ca) = &target.ca else {
-        return Outcome::Unreachable(format!(
-            "{url}: an https:// address needs the cluster's CA certificate: --ca PATH (or \
-             BULWARK_CA; a single node's is <data-dir>/tls/ca.crt)"
-        ));
-    };
-    let body = body.map(|b| b.to_string().into_bytes());
-    let token = match target.token() {
-        Ok(token) => token,
-        Err(e) => return Outcome::Unreachable(e),
-    };
-    match crate::https::request(ca, method, &url, body, token.as_deref()).await {
-        Err(e) => Outcome::Unreachable(format!("cannot reach {url}: {e}")),
-        Ok((status, bytes)) => match serde_json::from_slice::<Value>(&bytes) {
-            Ok(v) => Outcome::Answered(status, v),
-            Err(e) => Outcome::Unreachable(format!("{url} answered {status} without JSON: {e}")),
-        },
     }
 }
 

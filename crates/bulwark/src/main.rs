@@ -15,7 +15,6 @@ mod client;
 mod cluster_cmd;
 mod dlq_cmd;
 mod fds;
-mod https;
 mod processor_cmd;
 mod query_cmd;
 mod relay_args;

@@ -1,11 +1,15 @@
-//! The harness's HTTP client for one request, and how each answer maps onto Jepsen's phases.
+//! The harness's HTTP client for one request (`bulwark-client` without retries), and how each answer maps onto Jepsen's phases.
 //!
 //! The mapping is the heart of the test's honesty: a `fail` tells the checker the write was
 //! certainly not applied, so only answers that guarantee it are `fail`; everything else that is
 //! not a success is `info` (indefinite).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use bulwark_client::Method;
 
 use serde_json::Value;
 
@@ -25,86 +29,84 @@ pub struct Answer {
 }
 
 /// Error words that guarantee a write was not applied (`overloaded`: refused before it reached
-/// the node loop; `starting`: refused before its token could be checked).
-pub const DEFINITE_REFUSALS: [&str; 5] = [
-    "no_leader",
-    "write_dropped",
-    "disk_full",
-    "overloaded",
-    "starting",
-];
+/// the node loop; `starting`: refused before its token could be checked): `bulwark-client`'s
+/// list, which this checker is what verifies.
+pub const DEFINITE_REFUSALS: [&str; 5] = bulwark_client::DEFINITE_REFUSALS;
 
+/// The run's client: one `bulwark-client` per node, each sending to that node only, once. A
+/// recorded operation is one request: the client never retries inside it (a retry would hide
+/// an indefinite answer behind a later one), never routes it to another node, and keeps no
+/// breaker that would refuse a node the nemesis has just healed.
 #[derive(Clone)]
 pub struct Client {
-    http: reqwest::Client,
+    timeout: Duration,
+    token: String,
+    nodes: Arc<Mutex<HashMap<SocketAddr, bulwark_client::Client>>>,
 }
 
 impl Client {
     /// A client whose requests carry `token` and give up after `timeout`.
     pub fn new(timeout: Duration, token: &str) -> Client {
         Client {
-            http: reqwest::Client::builder()
-                .default_headers(bulwark_harness::bearer_headers(token))
-                .timeout(timeout)
-                .connect_timeout(Duration::from_millis(500))
-                .pool_max_idle_per_host(4)
-                .build()
-                .expect("an HTTP client builds"),
+            timeout,
+            token: token.to_string(),
+            nodes: Arc::default(),
         }
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder, write: bool) -> Answer {
-        let response = match request.send().await {
-            Ok(r) => r,
-            Err(e) => {
-                let phase = phase_of_lost_answer(e.is_connect(), write);
-                return Answer {
-                    phase,
-                    status: None,
-                    body: Value::Null,
-                    commit_index: None,
-                    applied_index: None,
-                    error: Some(describe(&e)),
-                };
-            }
+    fn node(&self, node: SocketAddr) -> bulwark_client::Client {
+        let mut nodes = self
+            .nodes
+            .lock()
+            .expect("the clients' lock is never poisoned");
+        nodes
+            .entry(node)
+            .or_insert_with(|| {
+                bulwark_client::ClientBuilder::new([format!("http://{node}")])
+                    .token(self.token.clone())
+                    .retry(bulwark_client::RetryPolicy::none())
+                    .breaker(bulwark_client::BreakerPolicy {
+                        failures_to_open: u32::MAX,
+                        cool_down: Duration::ZERO,
+                    })
+                    .routing(bulwark_client::Routing::RoundRobin)
+                    .learn_members(false)
+                    .request_timeout(self.timeout)
+                    .connect_timeout(Duration::from_millis(500))
+                    .build()
+                    .expect("a client of one node builds")
+            })
+            .clone()
+    }
+
+    async fn send(
+        &self,
+        node: SocketAddr,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        write: bool,
+    ) -> Answer {
+        let answer = match self.node(node).raw(method, path, body, write).await {
+            Ok(answer) => answer,
+            Err(e) => return lost_answer(&e, write),
         };
-        let status = response.status().as_u16();
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok())
-        };
-        let commit_index = header("bulwark-commit-index");
-        let applied_index = header("bulwark-applied-index");
-        let body = match response.bytes().await {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-            Err(e) => {
-                return Answer {
-                    phase: phase_of_lost_answer(false, write),
-                    status: Some(status),
-                    body: Value::Null,
-                    commit_index,
-                    applied_index,
-                    error: Some(format!("answer cut off: {}", describe(&e))),
-                };
-            }
-        };
+        let body: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
         let word = body["error"].as_str().unwrap_or("").to_string();
-        let phase = phase_of_answer(status, &word, write);
+        let phase = phase_of_answer(answer.status, &word, write);
         let error = (phase != Phase::Ok).then(|| {
             format!(
-                "{status} {word}: {}",
+                "{} {word}: {}",
+                answer.status,
                 body["message"].as_str().unwrap_or("(no message)")
             )
         });
         Answer {
             phase,
-            status: Some(status),
+            status: Some(answer.status),
             body,
-            commit_index,
-            applied_index,
+            commit_index: answer.commit_index,
+            applied_index: answer.applied_index,
             error,
         }
     }
@@ -112,35 +114,59 @@ impl Client {
     /// POST /v1/transfers.
     pub async fn transfers(&self, node: SocketAddr, batch: &[Transfer]) -> Answer {
         let body: Vec<Value> = batch.iter().map(transfer_json).collect();
-        let request = self
-            .http
-            .post(format!("http://{node}/v1/transfers"))
-            .json(&body);
-        self.send(request, true).await
+        let body = serde_json::to_vec(&body).expect("JSON values serialize");
+        self.send(node, Method::POST, "/v1/transfers", Some(body), true)
+            .await
     }
 
     /// POST /v1/accounts.
     pub async fn accounts(&self, node: SocketAddr, body: &Value) -> Answer {
-        let request = self
-            .http
-            .post(format!("http://{node}/v1/accounts"))
-            .json(body);
-        self.send(request, true).await
+        let body = serde_json::to_vec(body).expect("JSON values serialize");
+        self.send(node, Method::POST, "/v1/accounts", Some(body), true)
+            .await
     }
 
     /// GET a path (linearizable unless the path asks for `consistency=stale`).
     pub async fn get(&self, node: SocketAddr, path: &str) -> Answer {
-        let request = self.http.get(format!("http://{node}{path}"));
-        self.send(request, false).await
+        self.send(node, Method::GET, path, None, false).await
     }
 
     /// POST a membership change (`learners`, `promote`, `remove`).
     pub async fn membership(&self, node: SocketAddr, what: &str, body: &Value) -> Answer {
-        let request = self
-            .http
-            .post(format!("http://{node}/v1/cluster/{what}"))
-            .json(body);
-        self.send(request, true).await
+        let body = serde_json::to_vec(body).expect("JSON values serialize");
+        let path = format!("/v1/cluster/{what}");
+        self.send(node, Method::POST, &path, Some(body), true).await
+    }
+}
+
+/// A request whose (whole) answer never came: its phase, and why in the history's words.
+fn lost_answer(e: &bulwark_client::Error, write: bool) -> Answer {
+    use bulwark_client::{Error, TransportKind};
+    let (never_sent, status, error) = match e {
+        Error::Transport {
+            kind: TransportKind::Connect,
+            ..
+        } => (true, None, "connection refused".to_string()),
+        Error::Transport {
+            kind: TransportKind::Timeout,
+            ..
+        } => (false, None, "timed out".to_string()),
+        Error::Transport {
+            status: Some(status),
+            message,
+            ..
+        } => (false, Some(*status), message.clone()),
+        Error::Transport { message, .. } => (false, None, format!("connection lost: {message}")),
+        // No attempt, no retry: whatever else it is, nothing was sent.
+        other => (true, None, other.to_string()),
+    };
+    Answer {
+        phase: phase_of_lost_answer(never_sent, write),
+        status,
+        body: Value::Null,
+        commit_index: None,
+        applied_index: None,
+        error: Some(error),
     }
 }
 
@@ -166,21 +192,6 @@ pub fn phase_of_lost_answer(never_connected: bool, write: bool) -> Phase {
         Phase::Info
     } else {
         Phase::Fail
-    }
-}
-
-fn describe(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        "timed out".into()
-    } else if e.is_connect() {
-        "connection refused".into()
-    } else {
-        // The innermost cause says the most (reset, broken pipe...).
-        let mut cause: &dyn std::error::Error = e;
-        while let Some(next) = cause.source() {
-            cause = next;
-        }
-        format!("connection lost: {cause}")
     }
 }
 
