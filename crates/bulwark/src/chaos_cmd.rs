@@ -69,6 +69,11 @@ struct RunArgs {
     /// faults must come out INVALID. Shows that the harness can fail.
     #[arg(long, hide = true, value_parser = parse_skip)]
     unsafe_skip_fsync: Option<Skip>,
+    /// Also pay through a flaky stand-in processor (failures, refusals, slow and lost answers,
+    /// down for a fifth of the run) that every node relays to, and check every payment ended
+    /// posted or voided exactly once, as the processor's records say it must.
+    #[arg(long)]
+    payments: bool,
 }
 
 fn parse_skip(text: &str) -> Result<Skip, String> {
@@ -149,7 +154,8 @@ pub async fn run_command(args: ChaosArgs) -> ExitCode {
     ) + &a
         .unsafe_skip_fsync
         .map(|s| format!(" --unsafe-skip-fsync {}", s.name()))
-        .unwrap_or_default();
+        .unwrap_or_default()
+        + if a.payments { " --payments" } else { "" };
     let bin = match std::env::current_exe() {
         Ok(bin) => bin,
         Err(e) => {
@@ -178,6 +184,7 @@ pub async fn run_command(args: ChaosArgs) -> ExitCode {
         checkpoint_transfers: a.checkpoint_transfers,
         replay,
         unsafe_skip_fsync: a.unsafe_skip_fsync,
+        payments: a.payments,
     };
     match run(config).await {
         Ok(outcome) => {

@@ -1,4 +1,5 @@
-//! `bulwark chaos` end to end: a short run of a real 3-node cluster with each process, network,
+//! `bulwark chaos` end to end: a short run of a real 3-node cluster, paying through a flaky
+//! processor too (`--payments`), with each process, network,
 //! membership and disk-full fault at least once (power faults: `chaos_power.rs`) must come out VALID, having done and compared enough (floors on operations,
 //! acknowledged writes and reads checked against the replay), with a report and a history that
 //! `bulwark chaos check` also passes; the same history with one acknowledged transfer removed from
@@ -51,6 +52,7 @@ fn a_short_run_with_every_fault_is_valid_and_its_history_checks() {
         "2000-4000",
         "--seed",
         "20261125",
+        "--payments",
         "--out",
         &out_arg,
     ]);
@@ -80,6 +82,11 @@ fn a_short_run_with_every_fault_is_valid_and_its_history_checks() {
     }
     let report = std::fs::read_to_string(out.join("report.html")).expect("report written");
     assert!(report.contains("VALID") && report.contains("<svg"));
+    // The external payments were checked too (and passed: the run is VALID).
+    assert!(
+        report.contains("payments: {"),
+        "no payments verdict in the report"
+    );
     assert_the_run_tested_enough(&out.join("history.jsonl"));
     check_catches_a_lost_write(dir.path(), &out, &history);
     check_catches_a_gap_in_the_feed(dir.path(), &history);

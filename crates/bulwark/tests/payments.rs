@@ -13,6 +13,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use bulwark_chaos::payments::PaymentEnd;
 use bulwark_processor::{Config, Outcome, ProcessorHandle, Record};
 use common::{cli, Cluster, Http};
 use serde_json::{json, Value};
@@ -238,102 +239,41 @@ async fn check_outage(down: &[Record], cluster: &Cluster) {
     );
 }
 
-/// Every payment ended as the processor's records say it must.
+/// Every payment ended as the processor's records say it must (the rules of `bulwark chaos
+/// --payments`, `bulwark_chaos::payments::check`).
 async fn check_outcomes(http: &Http, processor: &ProcessorHandle, ids: std::ops::Range<u64>) {
-    let records = processor.records();
-    let summary = processor.summary();
-    assert!(
-        summary.executed_per_key_max <= 1,
-        "a key executed twice: {summary:?}"
-    );
-    check_fencing(&records);
     let dead = dead_letters(http).await;
-    let mut by_key: BTreeMap<u64, Vec<&Record>> = BTreeMap::new();
-    for r in &records {
-        if let Some(id) = r.payment_id {
-            by_key.entry(id as u64).or_default().push(r);
-        }
-    }
-    let (mut posted, mut refused, mut exhausted) = (0, 0, 0);
+    let mut ends = Vec::new();
     for id in ids {
         let t = http
             .transfer(id)
             .await
             .unwrap_or_else(|| panic!("payment {id} is gone"));
-        let status = t["pending_status"].as_str().unwrap_or("?").to_string();
-        let seen = by_key.get(&id).map(Vec::as_slice).unwrap_or(&[]);
-        let executed = seen.iter().any(|r| {
-            matches!(
-                r.outcome,
-                Outcome::Confirmed | Outcome::LostAnswer | Outcome::Slow
-            )
+        ends.push(PaymentEnd {
+            id,
+            status: t["pending_status"].as_str().unwrap_or("?").to_string(),
+            dead: dead.get(&id).cloned(),
         });
-        let was_refused = seen.iter().any(|r| r.outcome == Outcome::Refused);
-        match (status.as_str(), dead.get(&id).map(String::as_str)) {
-            ("posted", None) => {
-                assert!(executed, "payment {id} posted but never executed: {seen:?}");
-                posted += 1;
-            }
-            ("voided", Some("refused")) => {
-                assert!(was_refused, "payment {id} dead as refused: {seen:?}");
-                refused += 1;
-            }
-            ("voided", Some("exhausted")) => {
-                let failed = seen
-                    .iter()
-                    .filter(|r| {
-                        matches!(
-                            r.outcome,
-                            Outcome::Failed | Outcome::Down | Outcome::LostAnswer | Outcome::Slow
-                        )
-                    })
-                    .count();
-                assert!(
-                    failed >= MAX_ATTEMPTS as usize && !was_refused,
-                    "payment {id} exhausted after {failed} failed deliveries: {seen:?}"
-                );
-                exhausted += 1;
-            }
-            other => panic!("payment {id} ended as {other:?}: {t}\n{seen:?}"),
-        }
-        assert!(
-            !(was_refused && status == "posted"),
-            "payment {id} refused and posted"
-        );
     }
-    println!("{posted} posted, {refused} refused, {exhausted} exhausted; {summary:?}");
-    assert!(posted > 0 && refused > 0, "the run exercised too little");
-}
-
-/// The processor never executed a delivery of a term below one it had accepted.
-fn check_fencing(records: &[Record]) {
-    let mut highest = 0;
-    for r in records {
-        let Some(term) = r.term else { continue };
-        if r.outcome == Outcome::StaleTerm {
-            assert!(
-                term < highest,
-                "a stale-term refusal of term {term} at highest {highest}"
-            );
-            continue;
-        }
-        if matches!(
-            r.outcome,
-            Outcome::Down | Outcome::BadRequest | Outcome::Unauthorized
-        ) {
-            continue;
-        }
-        assert!(
-            term >= highest,
-            "term {term} accepted after term {highest}: {r:?}"
-        );
-        highest = term;
-    }
-    let stale = records
-        .iter()
-        .filter(|r| r.outcome == Outcome::StaleTerm)
-        .count();
-    println!("{stale} deliveries refused for a stale term");
+    let summary = processor.summary();
+    let verdict = bulwark_chaos::payments::check(
+        &ends,
+        &processor.records(),
+        MAX_ATTEMPTS,
+        summary.executed_per_key_max,
+    );
+    println!("{:?}; {summary:?}", verdict.notes);
+    assert!(verdict.ok, "{:#?}", verdict.violations);
+    let count = |status: &str, dead: Option<&str>| {
+        ends.iter()
+            .filter(|e| e.status == status && e.dead.as_deref() == dead)
+            .count()
+    };
+    assert!(
+        count("posted", None) > 0 && count("voided", Some("refused")) > 0,
+        "the run exercised too little: {:?}",
+        verdict.notes
+    );
 }
 
 async fn check_balanced(http: &Http) {

@@ -78,7 +78,8 @@ impl Cluster {
         let (_, token) = bulwark_harness::admin_token(run_dir)?;
         let mut nodes = BTreeMap::new();
         for a in &addrs[..n] {
-            let mut node = NodeProcess::new(bin, run_dir, a.clone(), &members, false, options)?;
+            let mut node =
+                NodeProcess::new(bin, run_dir, a.clone(), &members, false, options.clone())?;
             node.start()?;
             nodes.insert(a.id, node);
         }
@@ -125,7 +126,7 @@ impl Cluster {
             addrs.clone(),
             &members,
             true,
-            self.options,
+            self.options.clone(),
         )?;
         node.start()?;
         self.nodes.insert(addrs.id, node);

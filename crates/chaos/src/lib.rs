@@ -16,6 +16,7 @@ pub mod cluster;
 pub mod feed;
 pub mod history;
 pub mod nemesis;
+pub mod payments;
 pub mod process;
 pub mod proxy;
 pub mod report;

@@ -17,7 +17,7 @@ use bulwark_lazyfs::{CutReport, LazyFs};
 use bulwark_tmpfs::Tmpfs;
 
 /// How every node of a run is started.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct NodeOptions {
     pub cluster_id: u64,
     /// A tmpfs of its own per node (for the disk fault).
@@ -32,6 +32,8 @@ pub struct NodeOptions {
     /// `--checkpoint-transfers`: small, so that every run checkpoints, compacts its log and
     /// catches followers up by snapshot many times.
     pub checkpoint_transfers: usize,
+    /// More `start` options for every node (the relay's, in a run with payments).
+    pub extra_args: Vec<String>,
 }
 
 /// How one node is reached and started.
@@ -134,6 +136,7 @@ impl NodeProcess {
         if join {
             args.push("--join".into());
         }
+        args.extend(options.extra_args.iter().cloned());
         let logs = Logs::Append {
             path: run_dir.join(format!("node-{}.log", addrs.id)),
             banner: Some(format!("chaos: node {}", addrs.id)),

@@ -38,6 +38,8 @@ pub struct ChaosConfig {
     pub replay: String,
     /// A durability step every node skips (a `test-faults` build only): the run should fail.
     pub unsafe_skip_fsync: Option<bulwark_fs::test_faults::Skip>,
+    /// Run the external-payments workload too (`crate::payments`).
+    pub payments: bool,
 }
 
 /// What a run came to.
@@ -74,11 +76,24 @@ pub async fn run(config: ChaosConfig) -> anyhow::Result<Outcome> {
         settable_clock: config.mix.contains(&Fault::Clock),
         unsafe_skip_fsync: config.unsafe_skip_fsync,
         checkpoint_transfers: config.checkpoint_transfers,
+        extra_args: Vec::new(),
+    };
+    let processor = if config.payments {
+        Some(crate::payments::start_processor(config.seed, config.duration).await?)
+    } else {
+        None
+    };
+    let options = NodeOptions {
+        extra_args: processor
+            .as_ref()
+            .map(|p| crate::payments::relay_args(&p.url()))
+            .unwrap_or_default(),
+        ..options
     };
     let started_at = chrono_like_now();
     let mut cluster =
         Cluster::start(&config.bin, &run_dir, config.nodes, SPARE_NODES, options).await?;
-    let outcome = drive(&config, &mut cluster, &started_at).await;
+    let outcome = drive(&config, &mut cluster, &started_at, processor.as_ref()).await;
     // Whatever happened, no process outlives the run.
     for node in cluster.nodes.values_mut() {
         node.stop();
@@ -91,6 +106,7 @@ async fn drive(
     config: &ChaosConfig,
     cluster: &mut Cluster,
     started_at: &str,
+    processor: Option<&bulwark_processor::ProcessorHandle>,
 ) -> anyhow::Result<Outcome> {
     let start = Instant::now();
     let recorder = Arc::new(Recorder::new(start));
@@ -110,6 +126,23 @@ async fn drive(
     .await?;
 
     let stop = Arc::new(AtomicBool::new(false));
+    let payments_sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let payer = match processor {
+        Some(_) => {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            crate::payments::setup(&client, &nodes, deadline).await?;
+            let every = Duration::from_millis(200);
+            let pay = crate::payments::pay(
+                client.clone(),
+                nodes.clone(),
+                stop.clone(),
+                every,
+                payments_sent.clone(),
+            );
+            Some(tokio::spawn(pay))
+        }
+        None => None,
+    };
     let interval = Duration::from_secs_f64(config.clients as f64 / config.rate.max(0.1));
     let mut workers = Vec::new();
     for process in 1..=config.clients as u64 {
@@ -130,6 +163,9 @@ async fn drive(
     tokio::time::sleep(deadline.saturating_duration_since(Instant::now())).await;
     stop.store(true, Ordering::Relaxed);
     let client_failures = join_clients(workers).await;
+    if let Some(payer) = payer {
+        let _ = payer.await;
+    }
     progress.abort();
     nemesis_result?;
 
@@ -195,6 +231,12 @@ async fn drive(
     report.verdicts.push(replicas);
     report.verdicts.push(feeds);
     report.verdicts.push(nemesis_verdict(&findings));
+    if let Some(processor) = processor {
+        let sent = payments_sent.load(Ordering::Relaxed);
+        let nodes = cluster.http_addrs();
+        let verdict = crate::payments::verdict(&client, &nodes, processor, sent).await;
+        report.verdicts.push(verdict);
+    }
     report.ok = report.verdicts.iter().all(|v| v.ok);
 
     let acknowledged = recorder.counts.transfers_ok.load(Ordering::Relaxed);
