@@ -409,11 +409,15 @@ impl NodeProcess {
         self.paused = false;
     }
 
-    /// SIGSTOP: the process freezes mid-step, sockets open, clocks running on.
+    /// SIGSTOP: the process freezes mid-step, sockets open, clocks running on. Returns once
+    /// every thread is stopped: kill(2) returns at once, and a thread inside a system call (an
+    /// fdatasync on a busy disk) goes on until it returns, so a test that acts right after
+    /// could meet a process still at work.
     pub fn pause(&mut self) {
         if let Some(pid) = self.pid() {
             signal(pid, libc::SIGSTOP);
             self.paused = true;
+            wait_stopped(pid, std::time::Duration::from_secs(5));
         }
     }
 
@@ -449,6 +453,27 @@ impl Drop for NodeProcess {
     fn drop(&mut self) {
         self.resume();
         self.kill9();
+    }
+}
+
+/// Waits up to `limit` until every thread of `pid` is stopped (state `T` or `t` in
+/// `/proc/PID/task/*/stat`); gives up quietly past it (the caller's checks then say what they see).
+fn wait_stopped(pid: u32, limit: std::time::Duration) {
+    let deadline = std::time::Instant::now() + limit;
+    let stopped = || -> Option<bool> {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+        for task in tasks {
+            let stat = std::fs::read_to_string(task.ok()?.path().join("stat")).ok()?;
+            // The state follows the command name's closing parenthesis.
+            let state = stat.rsplit_once(')')?.1.split_whitespace().next()?;
+            if state != "T" && state != "t" {
+                return Some(false);
+            }
+        }
+        Some(true)
+    };
+    while std::time::Instant::now() < deadline && stopped() == Some(false) {
+        std::thread::sleep(std::time::Duration::from_millis(2));
     }
 }
 
