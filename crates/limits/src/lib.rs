@@ -632,6 +632,10 @@ pub const RELAY_MAX_IN_FLIGHT: usize = 64;
 pub const RELAY_QUEUE: usize = 4096;
 /// Settlements proposed together in one outbox batch.
 pub const RELAY_SETTLE_BATCH: usize = 256;
+/// The relay reads the outbox at most this often (and only after something was applied): a
+/// payment waits at most this long to be seen, and a busy ledger costs the relay's reads a
+/// bounded share of the node loop.
+pub const RELAY_READ_EVERY: Duration = Duration::from_millis(10);
 /// Settlement batches in flight at once: with [`RELAY_SETTLE_BATCH`], what the relay may put in
 /// the node's write path at a time (its bulkhead towards the ledger's clients).
 pub const RELAY_SETTLES_IN_FLIGHT: usize = 4;

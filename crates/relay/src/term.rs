@@ -52,6 +52,9 @@ pub(crate) struct Term {
     /// The outbox was read once with a linearizable read (everything settled before this term
     /// is seen as settled).
     caught_up: bool,
+    /// Something was applied since the last read of the outbox (it may hold new payments).
+    outbox_changed: bool,
+    last_read: Instant,
     breakers: HashMap<String, Breaker>,
     /// Each breaker's openings already added to the metrics' counter.
     opened_counted: HashMap<String, u64>,
@@ -84,6 +87,8 @@ impl Term {
             items: BTreeMap::new(),
             cursor: Timestamp(0),
             caught_up: false,
+            outbox_changed: true,
+            last_read: Instant::now(),
             breakers: HashMap::new(),
             opened_counted: HashMap::new(),
             unrouted: Default::default(),
@@ -103,6 +108,9 @@ impl Term {
             self.start_settles();
             self.publish();
             let wake = self.next_wake();
+            // Applied batches matter only while there is room for what they may have queued:
+            // otherwise a busy ledger would wake the relay for every batch, for nothing.
+            let room = self.items.len() < bulwark_limits::RELAY_QUEUE;
             tokio::select! {
                 Some(done) = self.deliveries.join_next() => {
                     let (payment, delivered) = done.expect("a delivery task does not panic");
@@ -114,10 +122,11 @@ impl Term {
                     let (payments, settled) = done.expect("a settle task does not panic");
                     self.settled(payments, settled);
                 }
-                changed = applied.changed() => {
+                changed = applied.changed(), if room => {
                     if changed.is_err() {
                         return TermEnd::NodeGone;
                     }
+                    self.outbox_changed = true;
                 }
                 _ = tokio::time::sleep_until(wake.into()) => {}
             }
@@ -129,9 +138,14 @@ impl Term {
     /// before it, so nothing an earlier leader settled is delivered again needlessly.
     async fn refill(&mut self) -> Result<(), TermEnd> {
         let room = bulwark_limits::RELAY_QUEUE.saturating_sub(self.items.len());
-        if room == 0 {
+        // At most one read per `RELAY_READ_EVERY`, and none while nothing was applied: each is a
+        // request in the node's loop.
+        let due = self.last_read.elapsed() >= bulwark_limits::RELAY_READ_EVERY;
+        if room == 0 || (self.caught_up && !(self.outbox_changed && due)) {
             return Ok(());
         }
+        self.last_read = Instant::now();
+        self.outbox_changed = false;
         let query = Query::Outbound {
             after: self.cursor,
             limit: room,
@@ -388,6 +402,9 @@ impl Term {
     fn next_wake(&self) -> Instant {
         let now = Instant::now();
         let mut wake = now + Duration::from_secs(1);
+        if self.outbox_changed {
+            wake = wake.min(self.last_read + bulwark_limits::RELAY_READ_EVERY);
+        }
         for item in self.items.values().filter(|i| !i.busy && i.next_at > now) {
             wake = wake.min(item.next_at);
         }
