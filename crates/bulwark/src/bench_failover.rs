@@ -36,17 +36,17 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
 /// Time between two writes of the background writer.
-const WRITE_INTERVAL: Duration = Duration::from_millis(5);
+pub(crate) const WRITE_INTERVAL: Duration = Duration::from_millis(5);
 /// Requests the writer keeps in flight at most.
 const MAX_IN_FLIGHT: usize = 64;
 /// Timeout of one write.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How far apart the nodes' applied indexes may be for the cluster to count as in sync.
-const SYNC_SLACK: u64 = 20;
+pub(crate) const SYNC_SLACK: u64 = 20;
 /// Longest wait for the first write after a kill.
 const FAILOVER_LIMIT: Duration = Duration::from_secs(60);
 /// Longest wait for the cluster to start, or to agree again after a restart.
-const SYNC_LIMIT: Duration = Duration::from_secs(120);
+pub(crate) const SYNC_LIMIT: Duration = Duration::from_secs(120);
 
 #[derive(clap::Args)]
 pub struct FailoverArgs {
@@ -80,7 +80,12 @@ pub async fn run(args: FailoverArgs) -> ExitCode {
         eprintln!("error: --kills must be at least 1");
         return ExitCode::from(2);
     }
-    let mut cluster = match start_cluster(&args) {
+    let mut cluster = match start_cluster(
+        args.nodes,
+        args.data_dir.clone(),
+        args.http_port,
+        args.peer_port,
+    ) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: cannot start the cluster: {e}");
@@ -276,20 +281,28 @@ fn http_client(timeout: Duration, token: &str) -> Result<reqwest::Client, String
 /// Starts the cluster: member i on `<data-dir>/node-i` (or a temporary directory), its ports from
 /// the options or free ones; every node is killed with this process (`PR_SET_PDEATHSIG`: they
 /// are started from the runtime's main thread, which lives as long as the process).
-fn start_cluster(args: &FailoverArgs) -> Result<LocalCluster, String> {
+pub(crate) fn start_cluster(
+    nodes: u64,
+    data_dir: Option<PathBuf>,
+    http_port: Option<u16>,
+    peer_port: Option<u16>,
+) -> Result<LocalCluster, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
-    let n = args.nodes as usize;
-    let http_ports = ports_from(args.http_port, n)?;
-    let peer_ports = ports_from(args.peer_port, n)?;
+    let n = nodes as usize;
+    let http_ports = ports_from(http_port, n)?;
+    let peer_ports = ports_from(peer_port, n)?;
     let members = members(&peer_ports, &http_ports);
-    let mut cluster = LocalCluster::new(&exe, args.data_dir.clone(), members, &[])?;
+    let mut cluster = LocalCluster::new(&exe, data_dir, members, &[])?;
     cluster = cluster.killed_with_parent();
     cluster.spawn_all()?;
     Ok(cluster)
 }
 
 /// The leader and its term, from the node that says it leads (the highest term if two do).
-async fn leader(cluster: &mut LocalCluster, client: &StatusClient) -> Result<(u64, u64), String> {
+pub(crate) async fn leader(
+    cluster: &mut LocalCluster,
+    client: &StatusClient,
+) -> Result<(u64, u64), String> {
     let deadline = Instant::now() + SYNC_LIMIT;
     loop {
         if let Some(leader) = cluster.view(client).await.leader() {
@@ -306,14 +319,17 @@ async fn leader(cluster: &mut LocalCluster, client: &StatusClient) -> Result<(u6
 // ---------------------------------------------------------------------------------------------
 // The background writer
 
-struct Writer {
+pub(crate) struct Writer {
     /// Per node (by index): whether the writer may send to it.
-    live: Arc<Vec<AtomicBool>>,
+    pub(crate) live: Arc<Vec<AtomicBool>>,
     /// (sent, succeeded) of every successful write, in completion order.
-    successes: Arc<Mutex<Vec<(Instant, Instant)>>>,
-    ok: Arc<AtomicU64>,
-    failures: Arc<Mutex<BTreeMap<String, u64>>>,
-    stop: Arc<AtomicBool>,
+    pub(crate) successes: Arc<Mutex<Vec<(Instant, Instant)>>>,
+    pub(crate) ok: Arc<AtomicU64>,
+    /// Failed writes by kind of failure (the writer never retries: each is a first-try failure).
+    pub(crate) failures: Arc<Mutex<BTreeMap<String, u64>>>,
+    /// Writes sent and not yet answered.
+    pub(crate) in_flight: Arc<AtomicUsize>,
+    pub(crate) stop: Arc<AtomicBool>,
 }
 
 impl Drop for Writer {
@@ -324,7 +340,7 @@ impl Drop for Writer {
 
 impl Writer {
     /// Creates the two accounts, then starts writing.
-    async fn start(cluster: &LocalCluster, id_base: u64) -> Result<Writer, String> {
+    pub(crate) async fn start(cluster: &LocalCluster, id_base: u64) -> Result<Writer, String> {
         let client = http_client(WRITE_TIMEOUT, &cluster.token)?;
         let urls: Vec<String> = cluster
             .members
@@ -356,6 +372,7 @@ impl Writer {
             successes: Arc::new(Mutex::new(Vec::new())),
             ok: Arc::new(AtomicU64::new(0)),
             failures: Arc::new(Mutex::new(BTreeMap::new())),
+            in_flight: Arc::new(AtomicUsize::new(0)),
             stop: Arc::new(AtomicBool::new(false)),
         };
         let live = writer.live.clone();
@@ -363,8 +380,8 @@ impl Writer {
         let ok = writer.ok.clone();
         let failures = writer.failures.clone();
         let stop = writer.stop.clone();
+        let in_flight = writer.in_flight.clone();
         tokio::spawn(async move {
-            let in_flight = Arc::new(AtomicUsize::new(0));
             let mut ticker = tokio::time::interval(WRITE_INTERVAL);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut next_node = 0usize;
@@ -483,7 +500,7 @@ struct Report {
 
 /// min, median, p99, max, mean in milliseconds (percentiles interpolated between closest
 /// ranks); zeros for no samples.
-fn summary(samples: impl Iterator<Item = Duration>) -> [f64; 5] {
+pub(crate) fn summary(samples: impl Iterator<Item = Duration>) -> [f64; 5] {
     let mut ms: Vec<f64> = samples.map(|d| d.as_secs_f64() * 1000.0).collect();
     if ms.is_empty() {
         return [0.0; 5];
@@ -498,7 +515,7 @@ fn summary(samples: impl Iterator<Item = Duration>) -> [f64; 5] {
     [ms[0], at(0.5), at(0.99), ms[ms.len() - 1], mean]
 }
 
-fn round1(x: f64) -> f64 {
+pub(crate) fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
 

@@ -9,6 +9,7 @@ mod admin_token;
 mod backup_cmd;
 mod bench;
 mod bench_failover;
+mod bench_rolling;
 mod certs;
 mod chaos_cmd;
 mod client;
@@ -61,6 +62,10 @@ enum Command {
     /// how long writes stop.
     #[command(name = "bench-failover")]
     BenchFailover(bench_failover::FailoverArgs),
+    /// Measure a rolling restart: start a local cluster, restart every node in turn (SIGTERM)
+    /// under load, count the writes that failed on their first try.
+    #[command(name = "bench-rolling")]
+    BenchRolling(bench_rolling::RollingArgs),
     /// Run a local cluster, or show a cluster's replication status.
     #[command(subcommand)]
     Cluster(cluster_cmd::ClusterCommand),
@@ -110,6 +115,7 @@ fn main() -> ExitCode {
             Command::Changes(args) => query_cmd::changes(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::BenchFailover(args) => bench_failover::run(args).await,
+            Command::BenchRolling(args) => bench_rolling::run(args).await,
             Command::Cluster(cmd) => cluster_cmd::run(cmd).await,
             Command::Chaos(args) => chaos_cmd::run_command(args).await,
             Command::Cert(cmd) => certs::run(cmd),
