@@ -465,14 +465,64 @@ fn forwarded_outcome_unknown(leader: NodeId, e: &dyn std::fmt::Display) -> ApiEr
     }
 }
 
-/// Sends a write this follower cannot take to the leader's internal route
-/// `/internal/v1/forward/{route}` (over internal HTTP on its peer port), and relays the
-/// leader's answer; the whole exchange within `FORWARD_TIMEOUT`.
+/// The answer of a node that was asked, by a follower, to take a write while another node leads
+/// (it handed leadership over): the write was not applied, and `bulwark-leader` names the node
+/// the follower should forward it to instead.
+fn moved_to(leader: NodeId) -> Response {
+    let mut response = ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        code: "not_leader",
+        message: format!(
+            "this node no longer leads (node {leader} does); the write was not applied"
+        ),
+    }
+    .into_response();
+    response
+        .headers_mut()
+        .insert(LEADER_HEADER, HeaderValue::from(leader.0));
+    response
+}
+
+/// Names the leader in a `not_leader` answer to a forwarded write.
+const LEADER_HEADER: &str = "bulwark-leader";
+
+/// Forwards a write this follower cannot take to the leader (see `forward_once`); if the node
+/// it reached no longer leads and names the one that does (a handover), forwards it there, at
+/// most [`FORWARD_HOPS`] times.
 async fn forward(
     state: &AppState,
     leader: NodeId,
     route: &str,
     request: Write,
+) -> Result<Response, ApiError> {
+    let mut leader = leader;
+    for _ in 1..FORWARD_HOPS {
+        let response = forward_once(state, leader, route, &request).await?;
+        let moved = (response.status() == StatusCode::SERVICE_UNAVAILABLE)
+            .then(|| response.headers().get(LEADER_HEADER))
+            .flatten()
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .map(NodeId)
+            .filter(|&l| l != leader && l != state.node_id);
+        match moved {
+            Some(next) => leader = next,
+            None => return Ok(response),
+        }
+    }
+    forward_once(state, leader, route, &request).await
+}
+
+/// Nodes a follower tries in turn for one forwarded write.
+const FORWARD_HOPS: usize = 3;
+
+/// Sends a write this follower cannot take to the leader's internal route
+/// `/internal/v1/forward/{route}` (over internal HTTP on its peer port), and relays the
+/// leader's answer; the whole exchange within `FORWARD_TIMEOUT`.
+async fn forward_once(
+    state: &AppState,
+    leader: NodeId,
+    route: &str,
+    request: &Write,
 ) -> Result<Response, ApiError> {
     let (Some(peers), Some(addr)) = (&state.peers, state.node.member_peer_addr(leader)) else {
         return Err(no_leader());
@@ -484,11 +534,11 @@ async fn forward(
     };
     let mut outgoing = axum::http::Request::post(format!("/internal/v1/forward/{route}{query}"))
         .header(header::CONTENT_TYPE, "application/json");
-    if let Some(authorization) = request.authorization {
+    if let Some(authorization) = &request.authorization {
         outgoing = outgoing.header(header::AUTHORIZATION, authorization);
     }
     let outgoing = outgoing
-        .body(Full::new(request.raw))
+        .body(Full::new(request.raw.clone()))
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let started = Instant::now();
     let answer = peers
@@ -522,8 +572,10 @@ async fn forward(
             response = response.header(name, v);
         }
     }
-    if let Some(v) = head.headers.get("bulwark-commit-index") {
-        response = response.header("bulwark-commit-index", v);
+    for name in ["bulwark-commit-index", LEADER_HEADER] {
+        if let Some(v) = head.headers.get(name) {
+            response = response.header(name, v);
+        }
     }
     response
         .header("bulwark-forwarded-to", leader.to_string())
@@ -554,6 +606,9 @@ async fn write(
         }) if leader != state.node_id && request.hop == Hop::Client => {
             return forward(state, leader, route, request).await;
         }
+        Err(RequestError::NotLeader {
+            leader: Some(leader),
+        }) if leader != state.node_id => return Ok(moved_to(leader)),
         Err(RequestError::NotLeader { .. }) => return Err(no_leader()),
         Err(e) => return Err(e.into()),
     };

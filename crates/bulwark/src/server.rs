@@ -168,6 +168,7 @@ async fn serve(args: StartArgs) -> anyhow::Result<()> {
         fd_limit,
         "bulwark is serving HTTP API v1"
     );
+    let handle = node.handle();
     let node = Arc::new(std::sync::Mutex::new(Some(node)));
     let watched = node.clone();
     let stopped_on_error = async move {
@@ -185,7 +186,7 @@ async fn serve(args: StartArgs) -> anyhow::Result<()> {
     };
     let shutdown = async {
         tokio::select! {
-            _ = shutdown_signal() => tracing::info!("shutdown requested: finishing requests in flight"),
+            _ = shutdown_signal() => hand_over(&handle).await,
             _ = stopped_on_error => tracing::error!("the node stopped; shutting the API down"),
         }
     };
@@ -201,6 +202,20 @@ async fn serve(args: StartArgs) -> anyhow::Result<()> {
     }
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// A graceful stop's first step, before the listeners close: the node answers not ready, hands
+/// leadership over if it leads (the writes that arrive meanwhile go to the new leader), and
+/// goes on serving for `STOP_DRAIN` while the other members learn of the new leader.
+async fn hand_over(node: &bulwark_node::NodeHandle) {
+    tracing::info!(
+        "shutdown requested: handing leadership over, then finishing requests in flight"
+    );
+    match node.hand_over().await {
+        Ok(outcome) => tracing::debug!(?outcome, "handover ended"),
+        Err(e) => tracing::warn!("cannot hand leadership over: {e}"),
+    }
+    tokio::time::sleep(bulwark_limits::STOP_DRAIN).await;
 }
 
 /// Where a node listens and whom it knows: from the `--member` flags, or, for a node started

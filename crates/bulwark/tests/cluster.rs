@@ -233,7 +233,11 @@ async fn client(
                     assert!(
                         matches!(
                             r.error(),
-                            "no_leader" | "write_dropped" | "outcome_unknown" | "starting"
+                            "no_leader"
+                                | "not_leader"
+                                | "write_dropped"
+                                | "outcome_unknown"
+                                | "starting"
                         ),
                         "503 with {}",
                         r.text
@@ -701,7 +705,11 @@ async fn minority_partition_cannot_acknowledge() {
                 assert!(
                     matches!(
                         r.error(),
-                        "no_leader" | "write_dropped" | "outcome_unknown" | "starting"
+                        "no_leader"
+                            | "not_leader"
+                            | "write_dropped"
+                            | "outcome_unknown"
+                            | "starting"
                     ),
                     "{}",
                     r.text

@@ -417,7 +417,11 @@ async fn load(
                     assert!(
                         matches!(
                             r.error(),
-                            "no_leader" | "write_dropped" | "outcome_unknown" | "starting"
+                            "no_leader"
+                                | "not_leader"
+                                | "write_dropped"
+                                | "outcome_unknown"
+                                | "starting"
                         ),
                         "503 with {}",
                         r.text

@@ -31,7 +31,7 @@ pub struct Answer {
 /// Error words that guarantee a write was not applied (`overloaded`: refused before it reached
 /// the node loop; `starting`: refused before its token could be checked): `bulwark-client`'s
 /// list, which this checker is what verifies.
-pub const DEFINITE_REFUSALS: [&str; 5] = bulwark_client::DEFINITE_REFUSALS;
+pub const DEFINITE_REFUSALS: [&str; 6] = bulwark_client::DEFINITE_REFUSALS;
 
 /// The run's client: one `bulwark-client` per node, each sending to that node only, once. A
 /// recorded operation is one request: the client never retries inside it (a retry would hide

@@ -27,6 +27,7 @@ const WRITE_ANSWERS: [(u16, &str, Phase); 21] = [
     (429, "rate_limited", Phase::Fail),
     // Refusals that prove the write was never applied.
     (503, "no_leader", Phase::Fail),
+    (503, "not_leader", Phase::Fail),
     (503, "write_dropped", Phase::Fail),
     (503, "overloaded", Phase::Fail),
     (503, "starting", Phase::Fail),

@@ -1,12 +1,13 @@
 //! What a call answers when it does not succeed, and whether a write may have been applied.
 
-/// Error words of a `5xx` answer that guarantee a write was not applied: `no_leader` and
-/// `write_dropped` (never entered the log), `disk_full` and `overloaded` (refused before the
+/// Error words of a `5xx` answer that guarantee a write was not applied: `no_leader`,
+/// `not_leader` (a node that handed leadership over) and `write_dropped` (never entered the log), `disk_full` and `overloaded` (refused before the
 /// node loop took it), `starting` (refused before its token could be checked). Every other
 /// `5xx` (`outcome_unknown`, `ack_all_timeout`, `unavailable`, ...) may have been applied.
 /// The same list as `bulwark chaos`'s checker, which verifies this claim under faults.
-pub const DEFINITE_REFUSALS: [&str; 5] = [
+pub const DEFINITE_REFUSALS: [&str; 6] = [
     "no_leader",
+    "not_leader",
     "write_dropped",
     "disk_full",
     "overloaded",

@@ -14,6 +14,7 @@
 #![warn(clippy::too_many_lines)]
 
 pub mod clock;
+pub mod handover;
 mod hard_state;
 pub mod install;
 pub mod membership;

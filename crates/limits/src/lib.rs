@@ -271,6 +271,11 @@ pub const ELECTION_TICKS: usize = 8;
 /// usually wins the first round.
 pub const MAX_ELECTION_TICKS: usize = 16;
 
+/// Ticks a write a leader took may wait, once the leader stepped down (a handover), for the new
+/// leader to be known before it is refused with `no_leader` (1.6 s at the default tick: two
+/// election rounds); once it is known the API forwards the write there.
+pub const WRITE_LEADERLESS_TICKS: u64 = 2 * MAX_ELECTION_TICKS as u64;
+
 /// Ticks a read may wait, from its arrival to its answer, before it is refused (3 s at the
 /// default tick). Longer than an election, so that a read arriving while the leader changes is
 /// served by the next one.
@@ -351,6 +356,19 @@ pub const SLOW_DISK_EVICTION_COOLDOWN: Duration = Duration::from_secs(30);
 /// leadership tries again (raft-rs gives a transfer one election timeout, counted in the slow
 /// leader's own, stretched, ticks).
 pub const SLOW_DISK_TRANSFER_RETRY: Duration = Duration::from_secs(3);
+
+/// A leader stopping gracefully asks Raft again to transfer leadership if it still leads this
+/// long after it asked (raft-rs gives a transfer one election timeout, 400 ms by default).
+pub const HANDOVER_RETRY: Duration = Duration::from_millis(500);
+
+/// Longest a stopping leader tries to hand leadership over; past it the node stops anyway and
+/// the others elect a leader after an election timeout.
+pub const HANDOVER_LIMIT: Duration = Duration::from_secs(3);
+
+/// How long a stopping node goes on serving after it handed leadership over (and answered
+/// not ready): the other members learn of the new leader, and the writes they forwarded to this
+/// node meanwhile are answered, before the node closes its listeners.
+pub const STOP_DRAIN: Duration = Duration::from_millis(250);
 
 /// How often a closed state store is tried to be reopened.
 pub const STORE_REOPEN_RETRY: Duration = Duration::from_millis(250);
@@ -584,6 +602,8 @@ const _: () = assert!(1000 * (SLOW_DISK_MIN_SAMPLES as u128) < ms(SLOW_DISK_WIND
 const _: () = assert!(2 * SLOW_DISK_MIN_SAMPLES > SLOW_DISK_RECENT_SYNCS);
 const _: () = assert!(ticks_ms(MAX_ELECTION_TICKS as u64) < ms(SLOW_DISK_TRANSFER_RETRY));
 const _: () = assert!(ms(SLOW_DISK_TRANSFER_RETRY) < ms(SLOW_DISK_EVICTION_COOLDOWN));
+const _: () = assert!(ticks_ms(ELECTION_TICKS as u64) < ms(HANDOVER_RETRY));
+const _: () = assert!(ms(HANDOVER_RETRY) < ms(HANDOVER_LIMIT));
 // The transport's backoff grows from its floor to its cap.
 const _: () = assert!(ms(PEER_BACKOFF_MIN) < ms(PEER_BACKOFF_MAX));
 // Client connections: a request waiting for its answer (a permit, then a forwarded write at

@@ -284,6 +284,11 @@ pub(crate) enum Request {
     Checkpoint {
         reply: oneshot::Sender<Result<LogIndex, RequestError>>,
     },
+    /// A graceful stop's first step: answer not ready and, if leading, hand leadership to a
+    /// voter; answered with how that ended.
+    HandOver {
+        reply: oneshot::Sender<bulwark_consensus::handover::HandedOver>,
+    },
     Shutdown,
 }
 
@@ -492,6 +497,16 @@ impl NodeHandle {
         let (reply, answer) = oneshot::channel();
         self.submit(Request::Checkpoint { reply })?;
         answer.await.map_err(|_| RequestError::Stopped)?
+    }
+
+    /// The first step of a graceful stop: from now on this node answers not ready and is not
+    /// preferred in elections; if it leads, it hands leadership to a voter and keeps the writes
+    /// that arrive meanwhile for the new leader. Resolves with how that ended (within
+    /// `HANDOVER_LIMIT`).
+    pub async fn hand_over(&self) -> Result<bulwark_consensus::handover::HandedOver, RequestError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Request::HandOver { reply })?;
+        answer.await.map_err(|_| RequestError::Stopped)
     }
 
     /// True once this node has been removed from its cluster: it must serve nothing.

@@ -192,6 +192,8 @@ pub struct Replica<S: RaftStorage, M: StateMachine, T> {
     /// committed entry and its timestamps can be trusted for new proposals.
     leader_ready: bool,
     waiting_writes: VecDeque<(Operation, T)>,
+    /// The tick since which writes wait on this node without a known leader.
+    leaderless_since: Option<u64>,
     /// The index of this leader's `ExpirePending` proposal not yet applied: one at a time.
     expiry_proposed: Option<LogIndex>,
     new_reads: Vec<T>,
@@ -255,6 +257,7 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
             last_proposed: last,
             leader_ready: false,
             waiting_writes: VecDeque::new(),
+            leaderless_since: None,
             expiry_proposed: None,
             new_reads: Vec::new(),
             read_rounds: BTreeMap::new(),

@@ -7,7 +7,7 @@
 //! timestamp, applied one after another at the entry's index (`ledger::codec::encode_entry`).
 
 use bulwark_ledger::{codec, Batch, Operation, StateMachine};
-use bulwark_limits::{MAX_GROUP_BYTES, MAX_GROUP_EVENTS};
+use bulwark_limits::{MAX_GROUP_BYTES, MAX_GROUP_EVENTS, WRITE_LEADERLESS_TICKS};
 use raft::eraftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2};
 
 use super::{Output, Replica, ReplicaError};
@@ -103,10 +103,21 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
         (term << 40) | counter
     }
 
-    /// Proposes the waiting writes, grouped; refuses them if this node no longer leads.
+    /// Proposes the waiting writes, grouped; refuses them if this node no longer leads. They
+    /// wait while this leader hands leadership over (Raft would drop them; the transfer ends
+    /// within an election timeout either way) and, once it stepped down, up to
+    /// [`WRITE_LEADERLESS_TICKS`] until the new leader is known: the shell forwards them there
+    /// instead of refusing them.
     pub(super) fn propose_waiting(&mut self) {
         if !self.is_leader() {
             let leader = self.leader();
+            if leader.is_none() && !self.waiting_writes.is_empty() {
+                let since = *self.leaderless_since.get_or_insert(self.ticks);
+                if self.ticks - since < WRITE_LEADERLESS_TICKS {
+                    return;
+                }
+            }
+            self.leaderless_since = None;
             for (_, token) in self.waiting_writes.drain(..) {
                 self.outputs.push(Output::WriteFailed {
                     token,
@@ -116,7 +127,8 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
             self.expiry_proposed = None;
             return;
         }
-        if !self.leader_ready {
+        self.leaderless_since = None;
+        if !self.leader_ready || self.raw.raft.lead_transferee.is_some() {
             return;
         }
         while !self.waiting_writes.is_empty() {

@@ -122,6 +122,7 @@ impl ClusterLoop {
                 permit,
             } => self.waiting_all.push(index, (reply, permit)),
             Request::Checkpoint { reply } => self.checkpoint_asked(reply),
+            Request::HandOver { reply } => self.hand_over_asked(reply),
             Request::Shutdown => return true,
         }
         false

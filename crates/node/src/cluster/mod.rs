@@ -26,6 +26,7 @@ mod archive;
 mod checkpoints;
 mod config;
 mod event_loop;
+mod handover;
 mod membership;
 mod replication;
 mod slow_disk;
@@ -137,6 +138,8 @@ struct ClusterLoop {
     checkpoint_waiters: Vec<(LogIndex, oneshot::Sender<Result<LogIndex, RequestError>>)>,
     /// With `--archive`: the archiver and how far this node offered it entries.
     archive: Option<archive::ArchiveFeed>,
+    /// Once asked to stop gracefully: the leadership handover (see `handover`).
+    stopping: Option<handover::Stopping>,
 }
 
 /// Why the replica holds a Ready (see `consensus::replica`).

@@ -48,8 +48,10 @@ impl ClusterLoop {
         let mut view = self.view.write().expect("cluster view lock");
         // A node holding a Ready (a full disk, a snapshot still downloading) cannot serve
         // linearizable reads: not ready, whatever it last heard.
-        view.ready = ready && !view.removed && !full && !self.replica.is_stalled();
+        view.ready =
+            ready && !view.removed && !full && !self.replica.is_stalled() && !self.is_stopping();
         drop(view);
         self.watch_disk(&replication.followers);
+        self.hand_over(&replication.followers);
     }
 }

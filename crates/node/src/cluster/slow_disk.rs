@@ -35,7 +35,12 @@ impl ClusterLoop {
                 None => tracing::info!("this node's disk is no longer slow"),
             }
         }
-        let priority = self.slow_disk.election_priority(now);
+        // A node about to stop should not be elected: it would only have to hand over again.
+        let priority = if self.is_stopping() {
+            bulwark_consensus::slow_disk::SLOW_PRIORITY
+        } else {
+            self.slow_disk.election_priority(now)
+        };
         self.replica.set_election_priority(priority);
         let conf = self.replica.raw().raft.prs().conf().to_conf_state();
         let voters: Vec<NodeId> = conf.voters.iter().map(|&id| NodeId(id)).collect();

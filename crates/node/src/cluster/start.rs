@@ -295,6 +295,7 @@ fn spawn_loop(
         recovering: Some(recovering),
         downloader: crate::download::Downloader::default(),
         slow_disk: Default::default(),
+        stopping: None,
         archive,
         checkpoint_waiters: Vec::new(),
     };
