@@ -14,8 +14,8 @@ mod history;
 mod internal;
 mod json;
 mod openapi;
-mod request_id;
 mod outbox;
+mod request_id;
 mod search;
 
 use std::sync::Arc;

@@ -39,10 +39,7 @@ fn generate() -> HeaderValue {
 
 /// Runs `serving` as the request `id`'s: in its span, with `id` known to [`current`].
 pub async fn serve<F: Future>(id: HeaderValue, serving: F) -> F::Output {
-    let span = tracing::info_span!(
-        "request",
-        request_id = id.to_str().unwrap_or_default()
-    );
+    let span = tracing::info_span!("request", request_id = id.to_str().unwrap_or_default());
     CURRENT.scope(id, serving.instrument(span)).await
 }
 

@@ -388,7 +388,10 @@ mod tests {
         metrics.member_lag_entries.get_or_create(&member).set(1);
         metrics.member_in_sync.get_or_create(&member).set(1);
         let certificate = CertificateLabels { certificate: "ca" };
-        metrics.certificate_expiry.get_or_create(&certificate).set(1);
+        metrics
+            .certificate_expiry
+            .get_or_create(&certificate)
+            .set(1);
         let outcome = OutcomeLabels { outcome: "failed" };
         metrics.relay_deliveries.get_or_create(&outcome).inc();
         let processor = ProcessorLabels {
@@ -434,7 +437,10 @@ mod tests {
                 assert!(!words.contains(&unit), "{name}: {unit} is not a base unit");
             }
             // The text format names a counter's family without `_total` and its sample with it.
-            assert!(!name.ends_with("_total"), "{name}: `_total` is the sample's");
+            assert!(
+                !name.ends_with("_total"),
+                "{name}: `_total` is the sample's"
+            );
             match kind.as_str() {
                 "counter" | "gauge" | "histogram" => {}
                 other => panic!("{name}: unexpected type {other}"),

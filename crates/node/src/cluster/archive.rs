@@ -51,11 +51,7 @@ impl CommitTimes {
         let full = self.0.len() >= COMMIT_TIMES_KEPT;
         match self.0.back_mut() {
             Some((last, _)) if index <= *last => {}
-            Some((last, at))
-                if now.duration_since(*at) < COMMIT_TIME_STEP || full =>
-            {
-                *last = index
-            }
+            Some((last, at)) if now.duration_since(*at) < COMMIT_TIME_STEP || full => *last = index,
             _ => self.0.push_back((index, now)),
         }
     }
@@ -188,9 +184,7 @@ impl ClusterLoop {
             (0, Duration::ZERO)
         };
         self.metrics.archive_lag_entries.set(lag as i64);
-        self.metrics
-            .archive_lag_seconds
-            .set(lag_time.as_secs_f64());
+        self.metrics.archive_lag_seconds.set(lag_time.as_secs_f64());
     }
 
     pub(super) fn archive_status(&self) -> Option<crate::ArchiveStatus> {

@@ -504,6 +504,12 @@ impl ClusterLoop {
             self.metrics
                 .checkpoint_seconds
                 .observe(done.duration.as_secs_f64());
+            tracing::info!(
+                index = done.applied_index,
+                transfers = done.transfers,
+                duration_ms = done.duration.as_millis() as u64,
+                "checkpoint written"
+            );
             self.checkpoint_done(LogIndex(done.applied_index));
         }
         // Checkpoint when the memtable is full, or when the Raft log has grown well past what is
