@@ -283,9 +283,14 @@ impl Default for Metrics {
         let relay_deliveries = register(
             &mut registry,
             "relay_deliveries",
-            "Deliveries of payments to processors by this node's relay, by outcome (confirmed, refused, failed)",
+            "Deliveries of payments to processors by this node's relay, by outcome (confirmed, refused, stale_term, failed)",
             Family::<OutcomeLabels, Counter>::default(),
         );
+        // Every outcome from the start, at 0: a rate over them needs the series before the
+        // first delivery.
+        for outcome in ["confirmed", "refused", "stale_term", "failed"] {
+            relay_deliveries.get_or_create(&OutcomeLabels { outcome });
+        }
         let relay_breaker_open = register(
             &mut registry,
             "relay_breaker_open",
