@@ -289,7 +289,9 @@ impl Default for Metrics {
         // Every outcome from the start, at 0: a rate over them needs the series before the
         // first delivery.
         for outcome in ["confirmed", "refused", "stale_term", "failed"] {
-            relay_deliveries.get_or_create(&OutcomeLabels { outcome });
+            relay_deliveries
+                .get_or_create(&OutcomeLabels { outcome })
+                .inc_by(0);
         }
         let relay_breaker_open = register(
             &mut registry,
@@ -450,7 +452,7 @@ mod tests {
                 "counter" | "gauge" | "histogram" => {}
                 other => panic!("{name}: unexpected type {other}"),
             }
-            if kind == "histogram" && words.iter().any(|w| *w == "duration") {
+            if kind == "histogram" && words.contains(&"duration") {
                 assert!(name.ends_with("_seconds"), "{name}: a duration in seconds");
             }
         }
