@@ -107,7 +107,9 @@ async fn admit_forwarded(
             Err(refusal) => return refusal.into_response_ref(),
         }
     }
-    next.run(request).await
+    // A forwarded write is served under the id its client got from the follower.
+    let id = crate::request_id::of(request.headers());
+    crate::request_id::serve(id, next.run(request)).await
 }
 
 /// Serves one internal connection (HTTP/2) with `router` until either side closes it; every

@@ -15,6 +15,7 @@ mod internal;
 mod json;
 mod openapi;
 mod outbox;
+mod request_id;
 mod search;
 
 use std::sync::Arc;
@@ -168,37 +169,14 @@ pub fn cluster_router(node: NodeHandle, node_id: u64, options: ApiOptions) -> Ro
 /// one-transfer request pays for in full.
 async fn serve_request(
     State(state): State<Arc<AppState>>,
-    mut request: Request,
+    request: Request,
     next: Next,
 ) -> Response {
     let route = route_label(&request);
     let started = Instant::now();
-    let response = if state.node.is_removed() && request.uri().path() != "/health/live" {
-        ApiError {
-            status: StatusCode::GONE,
-            code: "node_removed",
-            message: format!(
-                "node {} was removed from the cluster and serves nothing; ask another member",
-                state.node_id
-            ),
-        }
-        .into_response()
-    } else if let Some(refused) = not_json(&request) {
-        record_refusal(&state, &request, refused.code, refused.status, None);
-        refused.into_response()
-    } else {
-        match admit(&state, &mut request) {
-            Ok(()) => next.run(request).await,
-            Err(refusal) => {
-                let response = refusal.into_response_ref();
-                if !matches!(refusal, auth::Refusal::Starting) {
-                    let who = refusal.token().map(|t| format!("token {t}"));
-                    record_refusal(&state, &request, refusal.code(), response.status(), who);
-                }
-                response
-            }
-        }
-    };
+    let id = request_id::of(request.headers());
+    let mut response = request_id::serve(id.clone(), answer(&state, request, next)).await;
+    response.headers_mut().insert(request_id::HEADER, id);
     let metrics = &state.node.metrics;
     metrics
         .http_latency
@@ -214,6 +192,36 @@ async fn serve_request(
     response
 }
 
+/// The answer to a request: a refusal (removed node, not JSON, not admitted) or the route's.
+async fn answer(state: &AppState, mut request: Request, next: Next) -> Response {
+    if state.node.is_removed() && request.uri().path() != "/health/live" {
+        ApiError {
+            status: StatusCode::GONE,
+            code: "node_removed",
+            message: format!(
+                "node {} was removed from the cluster and serves nothing; ask another member",
+                state.node_id
+            ),
+        }
+        .into_response()
+    } else if let Some(refused) = not_json(&request) {
+        record_refusal(state, &request, refused.code, refused.status, None);
+        refused.into_response()
+    } else {
+        match admit(state, &mut request) {
+            Ok(()) => next.run(request).await,
+            Err(refusal) => {
+                let response = refusal.into_response_ref();
+                if !matches!(refusal, auth::Refusal::Starting) {
+                    let who = refusal.token().map(|t| format!("token {t}"));
+                    record_refusal(state, &request, refusal.code(), response.status(), who);
+                }
+                response
+            }
+        }
+    }
+}
+
 /// Puts a refused request in the node's local refusals log: what was asked, by whom (a valid
 /// token's id), from where.
 fn record_refusal(
@@ -223,6 +231,14 @@ fn record_refusal(
     status: StatusCode,
     who: Option<String>,
 ) {
+    // In the request's span: the line names the request id the client got back.
+    tracing::debug!(
+        code,
+        status = status.as_u16(),
+        method = %request.method(),
+        path = request.uri().path(),
+        "request refused"
+    );
     let Some(log) = &state.refusals else {
         return;
     };
@@ -536,6 +552,10 @@ async fn forward_once(
         .header(header::CONTENT_TYPE, "application/json");
     if let Some(authorization) = &request.authorization {
         outgoing = outgoing.header(header::AUTHORIZATION, authorization);
+    }
+    // The leader's log lines of this write name the id the client got.
+    if let Some(id) = request_id::current() {
+        outgoing = outgoing.header(request_id::HEADER, id);
     }
     let outgoing = outgoing
         .body(Full::new(request.raw.clone()))

@@ -16,6 +16,7 @@ mod client;
 mod cluster_cmd;
 mod dlq_cmd;
 mod fds;
+mod observe;
 mod processor_cmd;
 mod query_cmd;
 mod relay_args;

@@ -80,20 +80,43 @@ pub struct StartArgs {
     /// network reads and changes the ledger's traffic: for a private test network only.
     #[arg(long)]
     pub insecure: bool,
+    /// How log lines are written on stderr: `text` for people, `json` (one object a line, with
+    /// the request id of a line logged while serving a request) for log collectors.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "BULWARK_LOG_FORMAT")]
+    pub log_format: LogFormat,
     #[command(flatten)]
     pub relay: crate::relay_args::RelayArgs,
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Log lines on stderr in text, at the level `RUST_LOG` says (info by default).
 pub fn init_logging() {
+    init_logging_as(LogFormat::Text);
+}
+
+pub fn init_logging_as(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        // The current span's fields (a request's id) on each line, not the whole span list.
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
 }
 
 pub async fn start(args: StartArgs) -> ExitCode {
-    init_logging();
+    init_logging_as(args.log_format);
     // Every file and directory the node creates (the data directory, the Raft log, the state
     // store, its keys) is its owner's alone: balances are nobody else's to read.
     // SAFETY: umask only sets this process's file mode creation mask.
@@ -147,6 +170,7 @@ async fn serve(args: StartArgs) -> anyhow::Result<()> {
     let fd_limit = crate::fds::raise_limit()?;
     let max_connections = crate::fds::client_connections(fd_limit)?;
     let relay_config = args.relay.config()?;
+    let observed = metrics.clone();
     let (node, app, listen) = start_node(&args, &identity, config, metrics).await?;
     let relay = match relay_config {
         Some(config) => {
@@ -156,6 +180,12 @@ async fn serve(args: StartArgs) -> anyhow::Result<()> {
         None => None,
     };
     let tls = crate::certs::api_tls(&args, &identity, listen)?;
+    // After the certificates a new node makes for itself exist.
+    crate::observe::spawn(
+        observed,
+        args.data_dir.clone(),
+        crate::certs::tls_dir(&args),
+    );
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;

@@ -1,5 +1,7 @@
 //! The node's Prometheus metrics. One registry per process, shared by the event loop and the API.
 
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -26,6 +28,12 @@ pub struct ProcessorLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: &'static str,
+}
+
+/// Which certificate of the node: `ca`, `node` (the peer transport's), `api` (the client API's).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertificateLabels {
+    pub certificate: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -60,7 +68,21 @@ pub struct Metrics {
     /// index, failed archive operations.
     pub archive_index: Gauge,
     pub archive_lag_entries: Gauge,
-    pub archive_failures: Gauge,
+    pub archive_failures: Counter,
+    /// With `--archive`, on the node that archives: the age of the oldest committed entry the
+    /// archive lacks (what losing every node would lose, in time: compare with the RPO).
+    pub archive_lag_seconds: Gauge<f64, AtomicU64>,
+    /// Raft: this node's term, whether it leads, whether it knows a leader, and how many times
+    /// the leader it knows changed (elections, handovers).
+    pub raft_term: Gauge,
+    pub is_leader: Gauge,
+    pub has_leader: Gauge,
+    pub leader_changes: Counter,
+    /// The file system of the data directory (refreshed periodically by the server).
+    pub disk_free_bytes: Gauge,
+    pub disk_size_bytes: Gauge,
+    /// Each certificate's not-after time, in seconds since the Unix epoch.
+    pub certificate_expiry: Family<CertificateLabels, Gauge>,
     /// The outbox: payments waiting for their processor, and dead ones (the dead-letter queue).
     pub outbox_outbound: Gauge,
     pub outbox_dead: Gauge,
@@ -196,7 +218,55 @@ impl Default for Metrics {
             &mut registry,
             "archive_failures",
             "With --archive: archive uploads and listings that failed since the node started (each is retried)",
+            Counter::default(),
+        );
+        let archive_lag_seconds = register(
+            &mut registry,
+            "archive_lag_seconds",
+            "With --archive, on the node that archives: age of the oldest committed entry not yet in the archive (0 when it holds them all)",
+            Gauge::<f64, AtomicU64>::default(),
+        );
+        let raft_term = register(
+            &mut registry,
+            "raft_term",
+            "This node's current Raft term",
             Gauge::default(),
+        );
+        let is_leader = register(
+            &mut registry,
+            "is_leader",
+            "1 while this node is the Raft leader",
+            Gauge::default(),
+        );
+        let has_leader = register(
+            &mut registry,
+            "has_leader",
+            "1 while this node knows a leader (itself or another member)",
+            Gauge::default(),
+        );
+        let leader_changes = register(
+            &mut registry,
+            "leader_changes",
+            "Times the leader this node knows changed to another member (elections, handovers)",
+            Counter::default(),
+        );
+        let disk_free_bytes = register(
+            &mut registry,
+            "disk_free_bytes",
+            "Bytes free for the node on the file system of its data directory",
+            Gauge::default(),
+        );
+        let disk_size_bytes = register(
+            &mut registry,
+            "disk_size_bytes",
+            "Size in bytes of the file system of the node's data directory",
+            Gauge::default(),
+        );
+        let certificate_expiry = register(
+            &mut registry,
+            "certificate_expiry_timestamp_seconds",
+            "Not-after time of each of the node's certificates (ca, node, api), in seconds since the Unix epoch",
+            Family::<CertificateLabels, Gauge>::default(),
         );
         let outbox_outbound = register(
             &mut registry,
@@ -213,9 +283,16 @@ impl Default for Metrics {
         let relay_deliveries = register(
             &mut registry,
             "relay_deliveries",
-            "Deliveries of payments to processors by this node's relay, by outcome (confirmed, refused, failed)",
+            "Deliveries of payments to processors by this node's relay, by outcome (confirmed, refused, stale_term, failed)",
             Family::<OutcomeLabels, Counter>::default(),
         );
+        // Every outcome from the start, at 0: a rate over them needs the series before the
+        // first delivery.
+        for outcome in ["confirmed", "refused", "stale_term", "failed"] {
+            relay_deliveries
+                .get_or_create(&OutcomeLabels { outcome })
+                .inc_by(0);
+        }
         let relay_breaker_open = register(
             &mut registry,
             "relay_breaker_open",
@@ -238,6 +315,14 @@ impl Default for Metrics {
             archive_index,
             archive_lag_entries,
             archive_failures,
+            archive_lag_seconds,
+            raft_term,
+            is_leader,
+            has_leader,
+            leader_changes,
+            disk_free_bytes,
+            disk_size_bytes,
+            certificate_expiry,
             slow_disk,
             leader_evictions,
             disk_full,
@@ -281,5 +366,103 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Units Prometheus names in base units, as the name's last word before `_total`.
+    const UNITS: [&str; 2] = ["seconds", "bytes"];
+    /// Units that are not base units, which no name may use.
+    const NOT_BASE_UNITS: [&str; 6] = ["millis", "ms", "micros", "kb", "mb", "minutes"];
+
+    /// Every family on `/metrics` (with a sample in each labelled family, so that all show up):
+    /// its name, type and help.
+    fn families() -> Vec<(String, String, String)> {
+        let metrics = Metrics::default();
+        // A family without samples is not encoded at all: give each one.
+        let route = RouteLabels { route: "r" };
+        metrics.http_latency.get_or_create(&route).observe(0.1);
+        let request = RequestLabels {
+            route: "r",
+            status: 200,
+        };
+        metrics.http_requests.get_or_create(&request).inc();
+        let member = MemberLabels { member: 2 };
+        metrics.member_match_index.get_or_create(&member).set(1);
+        metrics.member_lag_entries.get_or_create(&member).set(1);
+        metrics.member_in_sync.get_or_create(&member).set(1);
+        let certificate = CertificateLabels { certificate: "ca" };
+        metrics
+            .certificate_expiry
+            .get_or_create(&certificate)
+            .set(1);
+        let outcome = OutcomeLabels { outcome: "failed" };
+        metrics.relay_deliveries.get_or_create(&outcome).inc();
+        let processor = ProcessorLabels {
+            processor: "p".into(),
+        };
+        metrics.relay_breaker_open.get_or_create(&processor).set(0);
+        metrics.relay_breaker_opened.get_or_create(&processor).inc();
+        let text = metrics.encode();
+        let mut helps = std::collections::BTreeMap::new();
+        let mut families = Vec::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+                helps.insert(name.to_string(), help.trim().to_string());
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').expect("# TYPE name kind");
+                let help = helps.get(name).cloned().unwrap_or_default();
+                families.push((name.to_string(), kind.to_string(), help));
+            }
+        }
+        families
+    }
+
+    #[test]
+    fn every_metric_has_help_and_a_conventional_name() {
+        let families = families();
+        assert_eq!(families.len(), 34, "{families:?}");
+        for (name, kind, help) in &families {
+            assert!(help.len() > 10, "{name}: no help text");
+            assert!(name.starts_with("bulwark_"), "{name}: not under bulwark_");
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                "{name}: not snake_case"
+            );
+            let words: Vec<&str> = name.split('_').collect();
+            for unit in UNITS {
+                let last = words.iter().rposition(|w| *w == unit);
+                let at_end = last.is_none_or(|i| i == words.len() - 1);
+                assert!(at_end, "{name}: the unit {unit} is not the name's suffix");
+            }
+            for unit in NOT_BASE_UNITS {
+                assert!(!words.contains(&unit), "{name}: {unit} is not a base unit");
+            }
+            // The text format names a counter's family without `_total` and its sample with it.
+            assert!(
+                !name.ends_with("_total"),
+                "{name}: `_total` is the sample's"
+            );
+            match kind.as_str() {
+                "counter" | "gauge" | "histogram" => {}
+                other => panic!("{name}: unexpected type {other}"),
+            }
+            if kind == "histogram" && words.contains(&"duration") {
+                assert!(name.ends_with("_seconds"), "{name}: a duration in seconds");
+            }
+        }
+        let names: Vec<&str> = families.iter().map(|(n, _, _)| n.as_str()).collect();
+        // Names other tools read (the console, dashboards): kept as they are.
+        for kept in [
+            "bulwark_events_applied",
+            "bulwark_http_request_duration_seconds",
+        ] {
+            assert!(names.contains(&kept), "{kept} is gone");
+        }
     }
 }

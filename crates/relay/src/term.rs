@@ -77,6 +77,14 @@ impl Term {
             .timeout(config.request_timeout)
             .build()
             .expect("an HTTP client without TLS settings builds");
+        // A breaker per configured processor from the start: its metrics show (closed) before
+        // the first delivery.
+        let breakers = config
+            .routes
+            .values()
+            .chain(&config.default_route)
+            .map(|url| (url.clone(), Breaker::new(config.breaker)))
+            .collect();
         Term {
             handle,
             config,
@@ -89,7 +97,7 @@ impl Term {
             caught_up: false,
             outbox_changed: true,
             last_read: Instant::now(),
-            breakers: HashMap::new(),
+            breakers,
             opened_counted: HashMap::new(),
             unrouted: Default::default(),
             deliveries: JoinSet::new(),

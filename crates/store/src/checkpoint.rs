@@ -27,6 +27,12 @@ use crate::tables::{
 
 /// Bytes the file system holding `dir` has free for an unprivileged writer, if statvfs answers.
 pub fn free_space(dir: &Path) -> Option<u64> {
+    file_system_space(dir).map(|(free, _)| free)
+}
+
+/// The file system holding `dir`: bytes free for an unprivileged writer, and its size, if
+/// statvfs answers.
+pub fn file_system_space(dir: &Path) -> Option<(u64, u64)> {
     use std::os::unix::ffi::OsStrExt;
     let dir = if dir.as_os_str().is_empty() {
         Path::new(".")
@@ -40,7 +46,11 @@ pub fn free_space(dir: &Path) -> Option<u64> {
     if rc != 0 {
         return None;
     }
-    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+    let block = st.f_frsize as u64;
+    Some((
+        (st.f_bavail as u64).saturating_mul(block),
+        (st.f_blocks as u64).saturating_mul(block),
+    ))
 }
 
 /// A checkpoint finished on the background thread.

@@ -51,7 +51,7 @@ pub mod snapshot;
 mod state;
 mod tables;
 
-pub use checkpoint::{free_space, Checkpointed};
+pub use checkpoint::{file_system_space, free_space, Checkpointed};
 pub use error::{is_disk_full_io, StoreError};
 pub use history::{HistoryFilter, HistoryPage};
 pub use search::{QueryFilter, QueryPage};

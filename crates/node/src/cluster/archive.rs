@@ -4,8 +4,9 @@
 //! leads next can go on without a gap. The loop never waits on the archiver: an offer it does
 //! not take is made again from the log.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bulwark_backup::archiver::Archiver;
 use raft::GetEntriesContext;
@@ -27,6 +28,43 @@ pub(crate) struct ArchiveFeed {
     /// same entries from the log every round would cost the loop for nothing.
     offer_after: Instant,
     warned_gap: bool,
+    /// When the leader saw the commit index reach each index not yet archived, for the lag in
+    /// seconds.
+    committed_at: CommitTimes,
+}
+
+/// The times the commit index reached its values: one record `(index, at)` per
+/// [`COMMIT_TIME_STEP`] at most, each saying the entries after the previous record's index up to
+/// `index` were committed at `at` or later. The oldest entry not archived is at least as old as
+/// the first record past the archive's end: the lag it gives is never less than the true one,
+/// and more by at most one step.
+#[derive(Default)]
+struct CommitTimes(VecDeque<(u64, Instant)>);
+
+const COMMIT_TIME_STEP: Duration = Duration::from_millis(100);
+/// Records kept at most (an unreachable target for hours): past it the last record absorbs the
+/// newer indexes, which only makes the lag read older.
+const COMMIT_TIMES_KEPT: usize = 100_000;
+
+impl CommitTimes {
+    fn committed(&mut self, index: u64, now: Instant) {
+        let full = self.0.len() >= COMMIT_TIMES_KEPT;
+        match self.0.back_mut() {
+            Some((last, _)) if index <= *last => {}
+            Some((last, at)) if now.duration_since(*at) < COMMIT_TIME_STEP || full => *last = index,
+            _ => self.0.push_back((index, now)),
+        }
+    }
+
+    /// How long ago the oldest entry after `archived` was committed (zero if none is).
+    fn lag(&mut self, archived: u64, now: Instant) -> Duration {
+        while self.0.front().is_some_and(|(index, _)| *index <= archived) {
+            self.0.pop_front();
+        }
+        self.0
+            .front()
+            .map_or(Duration::ZERO, |(_, at)| now.duration_since(*at))
+    }
 }
 
 impl ArchiveFeed {
@@ -37,6 +75,7 @@ impl ArchiveFeed {
             relist_at: Instant::now() + RELIST_EVERY,
             offer_after: Instant::now(),
             warned_gap: false,
+            committed_at: CommitTimes::default(),
         }
     }
 
@@ -120,22 +159,32 @@ impl ClusterLoop {
         }
     }
 
-    pub(super) fn archive_metrics(&self) {
-        let Some(feed) = &self.archive else {
+    pub(super) fn archive_metrics(&mut self) {
+        let leading = self.replica.is_leader();
+        let commit = self.replica.commit_index().0;
+        let Some(feed) = &mut self.archive else {
             return;
         };
         let progress = feed.archiver.progress();
         let archived = progress.archived().unwrap_or(0);
         self.metrics.archive_index.set(archived as i64);
+        // The archiver counts its failures; the counter takes what it has not seen yet.
+        let failures = progress.failures.load(Ordering::Relaxed);
+        let counted = self.metrics.archive_failures.get();
         self.metrics
             .archive_failures
-            .set(progress.failures.load(Ordering::Relaxed) as i64);
-        let lag = if self.replica.is_leader() {
-            self.replica.commit_index().0.saturating_sub(archived)
+            .inc_by(failures.saturating_sub(counted));
+        let (lag, lag_time) = if leading {
+            let now = Instant::now();
+            feed.committed_at.committed(commit, now);
+            let lag_time = feed.committed_at.lag(archived, now);
+            (commit.saturating_sub(archived), lag_time)
         } else {
-            0
+            feed.committed_at = CommitTimes::default();
+            (0, Duration::ZERO)
         };
         self.metrics.archive_lag_entries.set(lag as i64);
+        self.metrics.archive_lag_seconds.set(lag_time.as_secs_f64());
     }
 
     pub(super) fn archive_status(&self) -> Option<crate::ArchiveStatus> {
@@ -153,5 +202,28 @@ impl ClusterLoop {
                 .filter(|ms| *ms > 0),
             last_error: progress.last_error.lock().expect("not poisoned").clone(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lag_in_time_is_the_age_of_the_oldest_entry_not_archived() {
+        let start = Instant::now();
+        let at = |ms| start + Duration::from_millis(ms);
+        let mut times = CommitTimes::default();
+        times.committed(10, at(0));
+        // Within one step: merged into the first record (the entries read older, never younger).
+        times.committed(15, at(50));
+        times.committed(20, at(1_000));
+        times.committed(30, at(2_000));
+        assert_eq!(times.lag(5, at(3_000)), Duration::from_millis(3_000));
+        assert_eq!(times.lag(15, at(3_000)), Duration::from_millis(2_000));
+        assert_eq!(times.lag(25, at(3_000)), Duration::from_millis(1_000));
+        assert_eq!(times.lag(30, at(3_000)), Duration::ZERO);
+        times.committed(31, at(4_000));
+        assert_eq!(times.lag(30, at(4_500)), Duration::from_millis(500));
     }
 }

@@ -345,6 +345,7 @@ impl ClusterLoop {
             );
             self.was_leader = leader;
         }
+        self.note_leader(leader);
         let applied = LogIndex(self.replica.state().applied_index());
         // A follower may never apply its whole log (a new leader can replace its tail): once it
         // has applied what the leader says is committed, it has recovered too.
@@ -361,6 +362,33 @@ impl ClusterLoop {
             );
             self.recovering = None;
         }
+    }
+
+    /// Publishes the term and who leads; logs and counts each change of the leader known (a
+    /// member's, not a moment without one: flapping shows as many changes in little time).
+    fn note_leader(&mut self, leading: bool) {
+        let term = self.replica.term().0;
+        let known = self.replica.leader();
+        self.metrics.raft_term.set(term as i64);
+        self.metrics.is_leader.set(i64::from(leading));
+        self.metrics.has_leader.set(i64::from(known.is_some()));
+        let Some(new) = known else {
+            return;
+        };
+        if self.known_leader == Some(new) {
+            return;
+        }
+        let previous = self.known_leader.replace(new);
+        if previous.is_some() {
+            self.metrics.leader_changes.inc();
+        }
+        tracing::info!(
+            term,
+            leader = new.0,
+            previous = previous.map(|p| p.0),
+            this_node_leads = leading,
+            "leader changed"
+        );
     }
 
     pub(super) fn is_disk_full(&self) -> bool {
@@ -477,6 +505,12 @@ impl ClusterLoop {
             self.metrics
                 .checkpoint_seconds
                 .observe(done.duration.as_secs_f64());
+            tracing::info!(
+                index = done.applied_index,
+                transfers = done.transfers,
+                duration_ms = done.duration.as_millis() as u64,
+                "checkpoint written"
+            );
             self.checkpoint_done(LogIndex(done.applied_index));
         }
         // Checkpoint when the memtable is full, or when the Raft log has grown well past what is

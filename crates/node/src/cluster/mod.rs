@@ -127,6 +127,8 @@ struct ClusterLoop {
     /// When Raft is next ticked.
     next_tick: Instant,
     was_leader: bool,
+    /// The leader this node last knew, for the log line and the counter of leader changes.
+    known_leader: Option<NodeId>,
     /// Until everything the log held at start is applied again (then logged as "recovered").
     recovering: Option<Recovering>,
     /// The snapshot download running on its worker thread, if any.

@@ -292,6 +292,7 @@ fn spawn_loop(
         round_writes: 0,
         next_tick: Instant::now() + tick,
         was_leader: false,
+        known_leader: None,
         recovering: Some(recovering),
         downloader: crate::download::Downloader::default(),
         slow_disk: Default::default(),
