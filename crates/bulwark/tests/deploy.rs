@@ -248,10 +248,15 @@ fn the_compose_file_is_valid() {
 /// its value decoded.
 fn mount_secrets(secrets_yaml: &Path, dir: &Path) {
     let yaml = std::fs::read_to_string(secrets_yaml).unwrap();
-    for line in yaml
-        .lines()
-        .filter(|l| l.starts_with("  ") && !l.contains("app.kubernetes"))
-    {
+    let mut in_data = false;
+    for line in yaml.lines() {
+        if !line.starts_with(' ') {
+            in_data = line == "data:";
+            continue;
+        }
+        if !in_data {
+            continue;
+        }
         let (key, value) = line.trim().split_once(": ").unwrap();
         let decoded = succeeds(
             Command::new("sh")
@@ -338,7 +343,7 @@ fn make_secrets_feeds_the_statefulset_start_script() {
         assert!(joined.contains(&member), "no `{member}` in {joined}");
     }
     assert!(
-        !joined.contains("--join") && joined.ends_with("--archive /backups"),
+        !joined.contains("--join") && joined.contains(" --archive /backups "),
         "{joined}"
     );
     let tls = work.path().join("bulwark-1-tls");

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{stale_get, write_until_answered, Cluster, ClusterNode};
+use common::{write_until_answered, Cluster, ClusterNode};
 use serde_json::{json, Value};
 
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -20,10 +20,9 @@ fn transfer(id: u64) -> Value {
 /// Waits until node `node` has transfer `id` in its own copy (a stale read: no leader asked).
 async fn wait_replicated(node: &ClusterNode, id: u64) {
     let deadline = std::time::Instant::now() + PATIENCE;
-    while stale_get(&node.http, &format!("/v1/transfers/{id}"))
-        .await
-        .is_none()
-    {
+    let path = format!("/v1/transfers/{id}?consistency=stale");
+    // 404 until it has it; 503 while a restarted node is still starting.
+    while !matches!(node.http.try_get(&path).await, Ok(r) if r.status == 200) {
         assert!(
             std::time::Instant::now() < deadline,
             "node {} never got transfer {id}:\n{}",
