@@ -170,7 +170,7 @@ fn the_helm_chart_lints_renders_and_passes_the_schema_validator() {
     let five = r#"{"initialMembers": 5, "replicas": 5, "image": {"repository": "registry.example/bulwark", "tag": "1.2.3"}, "storage": {"size": "50Gi", "storageClassName": "fast"}, "extraArgs": ["--archive", "s3://bucket/prefix"]}"#;
     let (out, rendered) = render(&python, dir.path(), five);
     assert!(out.status.success(), "{}", text(&out));
-    validate(&validator, &[rendered.clone()]);
+    validate(&validator, std::slice::from_ref(&rendered));
     let manifests = std::fs::read_to_string(&rendered).unwrap();
     assert_deployment_shape(&manifests, 5);
     for needed in [
