@@ -562,7 +562,7 @@ async fn forward_once(
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let started = Instant::now();
     let answer = peers
-        .send(leader, addr, outgoing, FORWARD_TIMEOUT)
+        .send(leader, addr.clone(), outgoing, FORWARD_TIMEOUT)
         .await
         .map_err(|e| {
             if e.never_sent() {
@@ -869,8 +869,18 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Result<Respons
 #[serde(deny_unknown_fields)]
 struct LearnerIn {
     id: u64,
-    peer_addr: SocketAddr,
-    http_addr: SocketAddr,
+    #[serde(deserialize_with = "host_port")]
+    peer_addr: bulwark_node::cluster::HostPort,
+    #[serde(deserialize_with = "host_port")]
+    http_addr: bulwark_node::cluster::HostPort,
+}
+
+/// An address as `IP:PORT` or `NAME:PORT` text.
+fn host_port<'de, D: serde::Deserializer<'de>>(
+    de: D,
+) -> Result<bulwark_node::cluster::HostPort, D::Error> {
+    let text = String::deserialize(de)?;
+    text.parse().map_err(serde::de::Error::custom)
 }
 
 #[derive(Deserialize)]

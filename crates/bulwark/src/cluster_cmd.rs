@@ -28,12 +28,13 @@ pub enum ClusterCommand {
 pub struct AddArgs {
     #[arg(long)]
     pub id: u64,
-    /// Where the new node's peer transport listens.
+    /// Where the new node's peer transport is reached: IP:PORT, or NAME:PORT (resolved at every
+    /// connect, as a Kubernetes pod's stable DNS name is).
     #[arg(long)]
-    pub peer_addr: std::net::SocketAddr,
-    /// Where the new node's HTTP API listens.
+    pub peer_addr: bulwark_transport::HostPort,
+    /// Where the new node's HTTP API is reached: IP:PORT or NAME:PORT.
     #[arg(long)]
-    pub http_addr: std::net::SocketAddr,
+    pub http_addr: bulwark_transport::HostPort,
     #[command(flatten)]
     pub target: Target,
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bulwark_node::cluster::{ClusterConfig, Member};
+use bulwark_node::cluster::{ClusterConfig, HostPort, Member};
 use bulwark_node::identity::{Identity, Requested};
 use bulwark_node::{Metrics, Node, NodeConfig};
 use tracing_subscriber::EnvFilter;
@@ -35,8 +35,10 @@ pub struct StartArgs {
     #[arg(long, requires = "members")]
     pub node_id: Option<u64>,
     /// Cluster mode: one member as `ID=PEER_ADDR=HTTP_ADDR` (repeat for each, this node too).
-    /// This node's HTTP API listens on its own HTTP_ADDR, its peer transport on PEER_ADDR (unless
-    /// `--http-listen`, `--peer-listen`).
+    /// An address is IP:PORT or NAME:PORT; a name is resolved at every connect, so a member
+    /// that comes back at a new IP (a Kubernetes pod) is found there. This node's HTTP API
+    /// listens on its own HTTP_ADDR, its peer transport on PEER_ADDR (0.0.0.0 and the port when
+    /// the address is a name), unless `--http-listen`, `--peer-listen`.
     #[arg(long = "member", value_parser = Member::parse_spec, requires = "node_id")]
     pub members: Vec<Member>,
     /// An id every member of a cluster shares; a node of another cluster is refused [default: the
@@ -260,6 +262,8 @@ struct Plan {
     http_listen: SocketAddr,
     /// The peer port was not chosen by anyone: if it is taken, any free port will do.
     peer_port_derived: bool,
+    /// A node started without `--member`: its own entry in the address book, if any.
+    book_own: Option<Member>,
 }
 
 /// A node started without `--member`: the address book's own entry, else `--listen` (default
@@ -271,17 +275,44 @@ fn plan_alone(args: &StartArgs, identity: &Identity) -> anyhow::Result<Plan> {
     let own = book.iter().find(|m| m.id == identity.node_id);
     let http_listen = args
         .listen
-        .or(own.map(|m| m.http_addr))
+        .or(own.map(|m| bind_addr(&m.http_addr)))
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7070)));
     let derived = SocketAddr::new(http_listen.ip(), http_listen.port().wrapping_add(100));
-    let peer_listen = args.peer_listen.or(own.map(|m| m.peer_addr));
+    let peer_listen = args.peer_listen.or(own.map(|m| bind_addr(&m.peer_addr)));
     Ok(Plan {
         cluster: cluster_config(args, identity, vec![]),
         peer_listen: peer_listen.unwrap_or(derived),
-        peer_advertised: own.map(|m| m.peer_addr),
+        peer_advertised: own.and_then(|m| m.peer_addr.socket_addr()),
         http_listen,
         peer_port_derived: peer_listen.is_none(),
+        book_own: own.cloned(),
     })
+}
+
+/// Where to listen for an address others reach us at: the IP itself, or, for a DNS name
+/// (`bulwark-0.bulwark:7170`), every interface on its port — the name's IP is not ours to know
+/// (a pod's changes at each restart).
+fn bind_addr(addr: &HostPort) -> SocketAddr {
+    addr.socket_addr()
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], addr.port())))
+}
+
+/// A node restarted on its directory alone keeps the DNS names of its own address book entry
+/// (a pod's stable name) while it listens on their ports: the address book it saves, and the
+/// snapshot offers that carry it, keep naming it so. Otherwise the entry is where it listens.
+fn keep_names(book: Option<Member>, listening: Member) -> Member {
+    let Some(book) = book else {
+        return listening;
+    };
+    let keep = |named: HostPort, now: HostPort| match named.ip() {
+        None if named.port() == now.port() => named,
+        _ => now,
+    };
+    Member {
+        id: listening.id,
+        peer_addr: keep(book.peer_addr, listening.peer_addr),
+        http_addr: keep(book.http_addr, listening.http_addr),
+    }
 }
 
 /// A member started with its `--member` flags.
@@ -293,10 +324,16 @@ fn plan_member(args: &StartArgs, identity: &Identity) -> anyhow::Result<Plan> {
     let me = cluster.member(identity.node_id).expect("validated").clone();
     Ok(Plan {
         cluster,
-        peer_listen: args.peer_listen.unwrap_or(me.peer_addr),
-        peer_advertised: Some(me.peer_addr),
-        http_listen: args.http_listen.or(args.listen).unwrap_or(me.http_addr),
+        peer_listen: args.peer_listen.unwrap_or_else(|| bind_addr(&me.peer_addr)),
+        // A name is not announced: a peer that does not know us yet replies to the IP our
+        // connection comes from.
+        peer_advertised: me.peer_addr.socket_addr(),
+        http_listen: args
+            .http_listen
+            .or(args.listen)
+            .unwrap_or_else(|| bind_addr(&me.http_addr)),
         peer_port_derived: false,
+        book_own: None,
     })
 }
 
@@ -353,11 +390,14 @@ async fn start_node(
     let transport = start_transport(&plan, inbox_tx, tls, sink, refusals.clone()).await?;
     if alone {
         // Its own entry: where it listens now (recorded in the address book by the node loop).
-        plan.cluster.members.push(Member {
+        let listening = Member {
             id: identity.node_id,
-            peer_addr: transport.local_addr(),
-            http_addr: plan.http_listen,
-        });
+            peer_addr: transport.local_addr().into(),
+            http_addr: plan.http_listen.into(),
+        };
+        plan.cluster
+            .members
+            .push(keep_names(plan.book_own.take(), listening));
     }
     if !alone && !args.join && !args.data_dir.join("raft").join("hardstate").exists() {
         check_not_a_lost_voter(&plan).await?;
@@ -438,7 +478,10 @@ async fn check_not_a_lost_voter(plan: &Plan) -> anyhow::Result<()> {
             .expect("a GET without a body builds");
         let peer = bulwark_transport::NodeId(member.id);
         let timeout = Duration::from_secs(1);
-        let Ok(response) = peers.send(peer, member.peer_addr, request, timeout).await else {
+        let Ok(response) = peers
+            .send(peer, member.peer_addr.clone(), request, timeout)
+            .await
+        else {
             continue;
         };
         let body = http_body_util::BodyExt::collect(response.into_body());

@@ -15,6 +15,13 @@ pub enum TokenCommand {
     List(TargetArgs),
     /// Revoke a token: every node refuses it once the change is applied.
     Revoke(RevokeArgs),
+    /// Make a new cluster's first admin token offline, into a file (0600) to give every
+    /// member as `--admin-token-file` (a Kubernetes Secret, a compose volume): it works once the
+    /// cluster registers it, at its first start. No node is contacted.
+    Generate {
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -108,6 +115,7 @@ pub async fn token(command: TokenCommand) -> ExitCode {
                 }
             })
         }
+        TokenCommand::Generate { out } => generate(&out),
         TokenCommand::Revoke(a) => {
             let url = format!("{}/v1/tokens/{}/revoke", a.target.addr, a.id);
             let outcome = call(&a.target, reqwest::Method::POST, url, None).await;
@@ -179,6 +187,21 @@ async fn local_audit(a: AuditArgs) -> ExitCode {
 
 /// Prints a 2xx answer with `show` (or as JSON) and exits 0; anything else as `refused` says.
 /// `token create --out`: the new token's text into `path` (0600), its id on stdout.
+fn generate(path: &std::path::Path) -> ExitCode {
+    let token = bulwark_token::generate();
+    let line = format!("{}\n", token.text);
+    if let Err(e) = bulwark_fs::write_file_atomically(path, line.as_bytes()) {
+        eprintln!("error: cannot write {}: {e}", path.display());
+        return ExitCode::from(4);
+    }
+    println!(
+        "admin token {:016x} written to {} (give it to every member of the new cluster as --admin-token-file)",
+        token.id,
+        path.display()
+    );
+    ExitCode::SUCCESS
+}
+
 fn write_token(path: &std::path::Path, body: &Value) -> ExitCode {
     let line = format!("{}\n", text(&body["token"]));
     if let Err(e) = bulwark_fs::write_file_atomically(path, line.as_bytes()) {

@@ -1008,7 +1008,7 @@ async fn internal_http_is_for_members_on_the_peer_port_only() {
                 .body(http_body_util::Full::new(bytes::Bytes::new()))
                 .unwrap();
             client
-                .send(id, peer_addr, request, PATIENCE)
+                .send(id, peer_addr.into(), request, PATIENCE)
                 .await
                 .map(|r| r.status().as_u16())
         }

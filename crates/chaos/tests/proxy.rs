@@ -342,7 +342,7 @@ async fn peer_routes_refuse_strangers_and_never_read_what_they_forward() {
     assert_no_connection(&target).await;
     // So is a real transport that dials without its source IP (from 127.0.0.1).
     let (stray, _inbox) = start_transport(1, None).await;
-    stray.set_peers(&[(NodeId(2), addr)]);
+    stray.set_peers(&[(NodeId(2), addr.into())]);
     let mut i = 0u64;
     eventually("the stray transport is refused again and again", || {
         stray.send(NodeId(2), i.to_le_bytes().to_vec());
@@ -542,8 +542,8 @@ async fn two_real_transports_through_the_proxy() {
     .unwrap();
     let links = proxy.links();
     // Each node is told the other's proxy address, as `bulwark chaos` does with `--member`.
-    t1.set_peers(&[(NodeId(2), proxy.listen_addr(2).unwrap())]);
-    t2.set_peers(&[(NodeId(1), proxy.listen_addr(1).unwrap())]);
+    t1.set_peers(&[(NodeId(2), proxy.listen_addr(2).unwrap().into())]);
+    t2.set_peers(&[(NodeId(1), proxy.listen_addr(1).unwrap().into())]);
 
     // Both ways, in order.
     for i in 0..100u64 {

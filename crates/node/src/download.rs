@@ -58,7 +58,7 @@ impl CheckpointSource for PeerHttpCheckpoints {
         let response = client
             .blocking_get(
                 bulwark_transport::NodeId(member.id),
-                member.peer_addr,
+                member.peer_addr.clone(),
                 SNAPSHOT_PATH,
                 bulwark_limits::SNAPSHOT_READ_TIMEOUT,
                 bulwark_limits::SNAPSHOT_READ_TIMEOUT,

@@ -406,7 +406,7 @@ fn fetch_from(
     index: u64,
     wrap: &impl Fn(Box<dyn std::io::Read>) -> Box<dyn std::io::Read>,
 ) -> Result<bulwark_store::snapshot::SnapshotInfo, InstallFailure> {
-    let addr = member.peer_addr;
+    let addr = &member.peer_addr;
     tracing::info!(index, source = member.id, %addr, "fetching a snapshot to catch up");
     let mut body = wrap(source.open(cluster, member)?);
     let info = bulwark_store::snapshot::import_beside(path, incoming, &mut body)

@@ -241,7 +241,7 @@ pub struct MemberStatus {
     pub learner: bool,
     /// How long since this member last had every entry (leader only).
     pub lag_ms: Option<u64>,
-    pub http_addr: std::net::SocketAddr,
+    pub http_addr: cluster::HostPort,
     pub match_index: Option<LogIndex>,
     /// Entries behind the leader's last index (a count, not an index).
     pub lag: Option<u64>,
@@ -433,23 +433,23 @@ impl NodeHandle {
     }
 
     /// The HTTP address of member `id`, as this node knows it.
-    pub fn member_http_addr(&self, id: NodeId) -> Option<std::net::SocketAddr> {
+    pub fn member_http_addr(&self, id: NodeId) -> Option<cluster::HostPort> {
         self.cluster
             .read()
             .expect("cluster view lock")
             .http_addrs
             .get(&id)
-            .copied()
+            .cloned()
     }
 
     /// The peer address of member `id`, as this node knows it: where internal HTTP reaches it.
-    pub fn member_peer_addr(&self, id: NodeId) -> Option<std::net::SocketAddr> {
+    pub fn member_peer_addr(&self, id: NodeId) -> Option<cluster::HostPort> {
         self.cluster
             .read()
             .expect("cluster view lock")
             .peer_addrs
             .get(&id)
-            .copied()
+            .cloned()
     }
 
     /// The local IP this member's connections to other members come from

@@ -26,6 +26,7 @@
 //! sent as long as one connection lasts; on a reconnect, frames that were being written may be lost.
 
 mod frame;
+mod host_port;
 mod inbound;
 mod internal;
 mod outbound;
@@ -42,6 +43,7 @@ pub use frame::{
     encode_frame, encode_frame_into, FrameDecoder, FrameError, Hello, HelloError, FRAME_HEADER_LEN,
     HELLO_MAGIC, HELLO_PAYLOAD_LEN, PROTOCOL_VERSION,
 };
+pub use host_port::{HostPort, HostPortError};
 pub use internal::{InternalConnection, InternalSink};
 pub use peer_http::{PeerHttpClient, PeerHttpError};
 pub use tcp::TcpTransport;
@@ -60,7 +62,7 @@ pub trait Transport: Send + Sync + 'static {
     fn send(&self, to: NodeId, payload: Vec<u8>);
     /// Replaces the set of peers (membership changes): new peers get a connection task, removed peers
     /// lose theirs (and their queued frames), a peer whose address changed is reconnected at the new one.
-    fn set_peers(&self, peers: &[(NodeId, SocketAddr)]);
+    fn set_peers(&self, peers: &[(NodeId, HostPort)]);
     /// One entry per current peer, ordered by node id.
     fn stats(&self) -> Vec<PeerStats>;
 }
@@ -69,7 +71,7 @@ impl<T: Transport + ?Sized> Transport for Arc<T> {
     fn send(&self, to: NodeId, payload: Vec<u8>) {
         (**self).send(to, payload)
     }
-    fn set_peers(&self, peers: &[(NodeId, SocketAddr)]) {
+    fn set_peers(&self, peers: &[(NodeId, HostPort)]) {
         (**self).set_peers(peers)
     }
     fn stats(&self) -> Vec<PeerStats> {
@@ -81,7 +83,7 @@ impl<T: Transport + ?Sized> Transport for Arc<T> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerStats {
     pub peer: NodeId,
-    pub addr: SocketAddr,
+    pub addr: HostPort,
     /// An outbound connection is established (its hello was handed to the socket).
     pub connected: bool,
     /// Frames fully written to the socket.

@@ -17,7 +17,7 @@ use tokio_rustls::TlsConnector;
 use tracing::{debug, info, warn};
 
 use crate::frame::{encode_frame_into, Hello};
-use crate::{NodeId, PeerStats, TransportOptions};
+use crate::{HostPort, NodeId, PeerStats, TransportOptions};
 
 /// Locks a mutex whose data stays consistent even if a holder panicked (plain counters and a queue).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -27,7 +27,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Shared between the transport (which pushes frames and reads stats) and the peer's task.
 pub(crate) struct Peer {
     pub(crate) id: NodeId,
-    pub(crate) addr: SocketAddr,
+    pub(crate) addr: HostPort,
     state: Mutex<PeerState>,
     wake: Notify,
 }
@@ -51,7 +51,7 @@ struct PeerState {
 }
 
 impl Peer {
-    pub(crate) fn new(id: NodeId, addr: SocketAddr) -> Peer {
+    pub(crate) fn new(id: NodeId, addr: HostPort) -> Peer {
         Peer {
             id,
             addr,
@@ -90,7 +90,7 @@ impl Peer {
         let st = lock(&self.state);
         PeerStats {
             peer: self.id,
-            addr: self.addr,
+            addr: self.addr.clone(),
             connected: st.connected,
             frames_sent: st.frames_sent,
             bytes_sent: st.bytes_sent,
@@ -258,7 +258,7 @@ async fn connect(
     tls: &PeerTls,
     opts: &TransportOptions,
 ) -> io::Result<TlsStream<TcpStream>> {
-    let tcp = dial(peer.addr, opts.source_ip, opts.connect_timeout).await?;
+    let tcp = dial(&peer.addr, opts.source_ip, opts.connect_timeout).await?;
     let handshake = TlsConnector::from(tls.client.clone()).connect(tls.server_name(peer.id), tcp);
     match tokio::time::timeout(opts.connect_timeout, handshake).await {
         Ok(Ok(stream)) => Ok(stream),
@@ -272,21 +272,22 @@ async fn connect(
 
 /// Dials `addr`, from `source` (any port) when it is of the same address family: a node's
 /// connections come from the IP it listens on, so a peer or a proxy can tell which node dialed.
+/// A name is resolved here, at every dial, so a member that comes back at a new IP (a restarted
+/// pod) is found there; its addresses are tried in turn, all within `timeout`.
 pub(crate) async fn dial(
-    addr: SocketAddr,
+    addr: &HostPort,
     source: Option<IpAddr>,
     timeout: Duration,
 ) -> io::Result<TcpStream> {
     let connect = async {
-        let socket = if addr.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        if let Some(ip) = source.filter(|ip| ip.is_ipv4() == addr.is_ipv4()) {
-            socket.bind(SocketAddr::new(ip, 0))?;
+        let mut last = None;
+        for target in addr.resolve(source).await? {
+            match dial_one(target, source).await {
+                Ok(stream) => return Ok(stream),
+                Err(e) => last = Some(e),
+            }
         }
-        socket.connect(addr).await
+        Err(last.expect("resolve returns at least one address"))
     };
     let stream = tokio::time::timeout(timeout, connect).await.map_err(|_| {
         io::Error::new(
@@ -296,6 +297,18 @@ pub(crate) async fn dial(
     })??;
     stream.set_nodelay(true)?;
     Ok(stream)
+}
+
+async fn dial_one(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if let Some(ip) = source.filter(|ip| ip.is_ipv4() == addr.is_ipv4()) {
+        socket.bind(SocketAddr::new(ip, 0))?;
+    }
+    socket.connect(addr).await
 }
 
 /// xorshift64* for backoff jitter, seeded from the clock, the pid and a per-process counter. Not for

@@ -6,7 +6,7 @@
 //! whatever tells nodes apart by source IP (`bulwark chaos`'s proxy) cuts forwarding with Raft.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,7 +22,7 @@ use tokio_rustls::TlsConnector;
 use tracing::{debug, info};
 
 use crate::outbound::{dial, lock};
-use crate::NodeId;
+use crate::{HostPort, NodeId};
 
 /// Why a request to a peer failed, and whether it may have reached the peer.
 #[derive(Debug, thiserror::Error)]
@@ -31,28 +31,28 @@ pub enum PeerHttpError {
     #[error("connect to node {peer} at {addr}: {source}")]
     Connect {
         peer: NodeId,
-        addr: SocketAddr,
+        addr: HostPort,
         source: std::io::Error,
     },
     /// Nothing was sent: TLS was set up but HTTP/2 was not.
     #[error("HTTP/2 handshake with node {peer} at {addr}: {source}")]
     Handshake {
         peer: NodeId,
-        addr: SocketAddr,
+        addr: HostPort,
         source: hyper::Error,
     },
     /// The request was (maybe partly) sent: the peer may have acted on it.
     #[error("request to node {peer} at {addr}: {source}")]
     Request {
         peer: NodeId,
-        addr: SocketAddr,
+        addr: HostPort,
         source: hyper::Error,
     },
     /// No answer within the request's bound; `sent` tells whether the request had left.
     #[error("no answer from node {peer} at {addr} within {after:?}")]
     Timeout {
         peer: NodeId,
-        addr: SocketAddr,
+        addr: HostPort,
         after: Duration,
         sent: bool,
     },
@@ -96,7 +96,7 @@ struct Inner {
 }
 
 struct Cached {
-    addr: SocketAddr,
+    addr: HostPort,
     sender: SendRequest<Full<Bytes>>,
 }
 
@@ -130,13 +130,13 @@ impl PeerHttpClient {
     pub async fn send(
         &self,
         peer: NodeId,
-        addr: SocketAddr,
+        addr: HostPort,
         request: Request<Full<Bytes>>,
         timeout: Duration,
     ) -> Result<Response<Incoming>, PeerHttpError> {
         let request = self.absolute(peer, request);
         let mut sent = false;
-        let attempt = self.send_once(peer, addr, request, &mut sent);
+        let attempt = self.send_once(peer, &addr, request, &mut sent);
         match tokio::time::timeout(timeout, attempt).await {
             Ok(answer) => answer,
             Err(_) => Err(PeerHttpError::Timeout {
@@ -151,7 +151,7 @@ impl PeerHttpClient {
     async fn send_once(
         &self,
         peer: NodeId,
-        addr: SocketAddr,
+        addr: &HostPort,
         request: Request<Full<Bytes>>,
         sent: &mut bool,
     ) -> Result<Response<Incoming>, PeerHttpError> {
@@ -173,14 +173,14 @@ impl PeerHttpClient {
                         Some(_) => {
                             return Err(PeerHttpError::Handshake {
                                 peer,
-                                addr,
+                                addr: addr.clone(),
                                 source: e.into_error(),
                             })
                         }
                         None => {
                             return Err(PeerHttpError::Request {
                                 peer,
-                                addr,
+                                addr: addr.clone(),
                                 source: e.into_error(),
                             })
                         }
@@ -214,20 +214,20 @@ impl PeerHttpClient {
     async fn sender(
         &self,
         peer: NodeId,
-        addr: SocketAddr,
+        addr: &HostPort,
         fresh: bool,
     ) -> Result<SendRequest<Full<Bytes>>, PeerHttpError> {
         let slot = self.slot(peer);
         let mut cached = slot.lock().await;
         if let Some(c) = cached.as_ref() {
-            if !fresh && c.addr == addr && !c.sender.is_closed() {
+            if !fresh && c.addr == *addr && !c.sender.is_closed() {
                 return Ok(c.sender.clone());
             }
         }
         *cached = None;
         let sender = self.connect(peer, addr).await?;
         *cached = Some(Cached {
-            addr,
+            addr: addr.clone(),
             sender: sender.clone(),
         });
         Ok(sender)
@@ -250,10 +250,14 @@ impl PeerHttpClient {
     async fn connect(
         &self,
         peer: NodeId,
-        addr: SocketAddr,
+        addr: &HostPort,
     ) -> Result<SendRequest<Full<Bytes>>, PeerHttpError> {
         let inner = &self.inner;
-        let connect_error = |source| PeerHttpError::Connect { peer, addr, source };
+        let connect_error = |source| PeerHttpError::Connect {
+            peer,
+            addr: addr.clone(),
+            source,
+        };
         let tcp = dial(addr, inner.source_ip, inner.connect_timeout)
             .await
             .map_err(connect_error)?;
@@ -272,10 +276,15 @@ impl PeerHttpClient {
         let (sender, connection) =
             hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
                 .await
-                .map_err(|source| PeerHttpError::Handshake { peer, addr, source })?;
+                .map_err(|source| PeerHttpError::Handshake {
+                    peer,
+                    addr: addr.clone(),
+                    source,
+                })?;
+        let shown = addr.to_string();
         inner.runtime.spawn(async move {
             if let Err(e) = connection.await {
-                debug!(peer = peer.0, %addr, error = %e, "internal HTTP connection ended");
+                debug!(peer = peer.0, addr = %shown, error = %e, "internal HTTP connection ended");
             }
         });
         info!(peer = peer.0, %addr, "internal HTTP connection to peer");
@@ -288,7 +297,7 @@ impl PeerHttpClient {
     pub fn blocking_get(
         &self,
         peer: NodeId,
-        addr: SocketAddr,
+        addr: HostPort,
         path: &str,
         head_timeout: Duration,
         read_timeout: Duration,

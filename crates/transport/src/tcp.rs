@@ -15,7 +15,7 @@ use tracing::{info, trace};
 
 use crate::inbound::{accept_loop, InboundCtx, Registry};
 use crate::outbound::{lock, run_peer, Peer};
-use crate::{NodeId, PeerStats, Transport, TransportOptions};
+use crate::{HostPort, NodeId, PeerStats, Transport, TransportOptions};
 
 /// Raft messages over TCP. See the crate documentation for the protocol and the guarantees.
 pub struct TcpTransport {
@@ -128,7 +128,7 @@ impl TcpTransport {
 }
 
 impl TcpTransport {
-    fn spawn_peer(&self, id: NodeId, addr: SocketAddr, reply_only: bool) -> PeerEntry {
+    fn spawn_peer(&self, id: NodeId, addr: HostPort, reply_only: bool) -> PeerEntry {
         let peer = Arc::new(Peer::new(id, addr));
         let task = self.runtime.spawn(run_peer(
             peer.clone(),
@@ -156,7 +156,7 @@ impl TcpTransport {
         if current.values().filter(|e| e.reply_only).count() >= REPLY_ONLY_PEERS {
             return None;
         }
-        let entry = self.spawn_peer(to, addr, true);
+        let entry = self.spawn_peer(to, HostPort::Ip(addr), true);
         let peer = entry.peer.clone();
         current.insert(to, entry);
         info!(peer = to.0, %addr, "replying to a peer not in the address book, at the address it announced");
@@ -190,11 +190,11 @@ impl Transport for TcpTransport {
     }
 
     /// Our own id is ignored if listed: Raft never sends to itself over the network.
-    fn set_peers(&self, peers: &[(NodeId, SocketAddr)]) {
-        let wanted: HashMap<NodeId, SocketAddr> = peers
+    fn set_peers(&self, peers: &[(NodeId, HostPort)]) {
+        let wanted: HashMap<NodeId, HostPort> = peers
             .iter()
-            .copied()
             .filter(|(id, _)| *id != self.me)
+            .cloned()
             .collect();
         let mut current = lock(&self.peers);
         current.retain(|id, entry| {
@@ -209,8 +209,8 @@ impl Transport for TcpTransport {
         });
         for (id, addr) in wanted {
             if let std::collections::hash_map::Entry::Vacant(slot) = current.entry(id) {
-                slot.insert(self.spawn_peer(id, addr, false));
                 info!(peer = id.0, %addr, "peer added");
+                slot.insert(self.spawn_peer(id, addr, false));
             }
         }
     }

@@ -8,7 +8,9 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use bulwark_tls::PeerTls;
-use bulwark_transport::{encode_frame, Hello, NodeId, TcpTransport, Transport, TransportOptions};
+use bulwark_transport::{
+    encode_frame, Hello, HostPort, NodeId, TcpTransport, Transport, TransportOptions,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -129,10 +131,10 @@ async fn three_nodes_deliver_all_to_all_in_order() {
     for id in 1..=3 {
         nodes.push(start(id, CLUSTER, any_port(), opts()).await);
     }
-    let members: Vec<(NodeId, SocketAddr)> = nodes
+    let members: Vec<(NodeId, HostPort)> = nodes
         .iter()
         .enumerate()
-        .map(|(i, (t, _))| (NodeId(i as u64 + 1), t.local_addr()))
+        .map(|(i, (t, _))| (NodeId(i as u64 + 1), t.local_addr().into()))
         .collect();
     for (t, _) in &nodes {
         // Listing ourselves is allowed and ignored.
@@ -187,11 +189,52 @@ async fn three_nodes_deliver_all_to_all_in_order() {
     }
 }
 
+/// A peer given by DNS name (as a StatefulSet pod's stable name is) is resolved at each dial: a
+/// down peer's name is looked up again until it answers, and a name that does not resolve is a
+/// connect failure that says so, retried like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_addressed_by_name_is_resolved_at_each_dial() {
+    let (a, _a_inbox) = start(1, CLUSTER, any_port(), opts()).await;
+    let b_addr = free_addr();
+    let by_name: HostPort = format!("localhost:{}", b_addr.port()).parse().unwrap();
+    let nowhere: HostPort = "no-such-member.invalid:7170".parse().unwrap();
+    a.set_peers(&[(NodeId(2), by_name.clone()), (NodeId(3), nowhere)]);
+    for seq in 0..20 {
+        a.send(NodeId(2), msg(1, seq));
+        a.send(NodeId(3), msg(1, seq));
+    }
+    eventually(
+        "a fails to reach the down peer and the unknown name",
+        || a.stats().iter().all(|s| s.connect_failures >= 2),
+    )
+    .await;
+    let unknown = a.stats()[1].clone();
+    assert!(
+        unknown
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("resolve no-such-member.invalid:7170"),
+        "{unknown:?}"
+    );
+    assert_eq!(a.stats()[0].addr, by_name);
+
+    let (b, mut b_inbox) = start(2, CLUSTER, b_addr, opts()).await;
+    for seq in 0..20 {
+        let (from, payload) = recv(&mut b_inbox).await;
+        assert_eq!(from, NodeId(1));
+        assert_eq!(seq_of(&payload), seq);
+    }
+    assert!(a.stats()[0].connected);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_queued_for_a_down_peer_arrive_once_it_is_up() {
     let (a, _a_inbox) = start(1, CLUSTER, any_port(), opts()).await;
     let b_addr = free_addr();
-    a.set_peers(&[(NodeId(2), b_addr)]);
+    a.set_peers(&[(NodeId(2), b_addr.into())]);
     for seq in 0..50 {
         a.send(NodeId(2), msg(1, seq));
     }
@@ -221,8 +264,8 @@ async fn a_restarted_peer_on_the_same_port_is_reconnected() {
     let (a, mut a_inbox) = start(1, CLUSTER, any_port(), opts()).await;
     let (b, mut b_inbox) = start(2, CLUSTER, any_port(), opts()).await;
     let b_addr = b.local_addr();
-    a.set_peers(&[(NodeId(2), b_addr)]);
-    b.set_peers(&[(NodeId(1), a.local_addr())]);
+    a.set_peers(&[(NodeId(2), b_addr.into())]);
+    b.set_peers(&[(NodeId(1), a.local_addr().into())]);
     a.send(NodeId(2), b"before".to_vec());
     assert_eq!(recv(&mut b_inbox).await, (NodeId(1), b"before".to_vec()));
     b.send(NodeId(1), b"hi from b".to_vec());
@@ -282,7 +325,7 @@ async fn a_full_queue_drops_and_counts_instead_of_blocking_or_growing() {
         ..opts()
     };
     let (a, _inbox) = start(1, CLUSTER, any_port(), options).await;
-    a.set_peers(&[(NodeId(2), free_addr())]);
+    a.set_peers(&[(NodeId(2), free_addr().into())]);
     for seq in 0..10_000 {
         a.send(NodeId(2), msg(1, seq));
     }
@@ -299,7 +342,7 @@ async fn a_full_queue_drops_and_counts_instead_of_blocking_or_growing() {
         ..opts()
     };
     let (c, _c_inbox) = start(3, CLUSTER, any_port(), options).await;
-    c.set_peers(&[(NodeId(2), free_addr())]);
+    c.set_peers(&[(NodeId(2), free_addr().into())]);
     for _ in 0..1000 {
         c.send(NodeId(2), vec![0; 100]);
     }
@@ -323,7 +366,7 @@ async fn a_node_of_another_cluster_is_refused() {
 
     // A real transport configured for another cluster: every connection it makes is closed at once.
     let (stranger, _s_inbox) = start(7, CLUSTER + 1, any_port(), opts()).await;
-    stranger.set_peers(&[(NodeId(1), a.local_addr())]);
+    stranger.set_peers(&[(NodeId(1), a.local_addr().into())]);
     // Connections are dialed lazily, so keep frames coming: each refused connection loses what it carried.
     let mut seq = 0;
     eventually("the stranger is refused repeatedly", || {
@@ -386,7 +429,7 @@ async fn a_node_of_another_cluster_is_refused() {
 
     // A legitimate peer still gets through, and its frame is the first (and only) one delivered.
     let (b, _b_inbox) = start(2, CLUSTER, any_port(), opts()).await;
-    b.set_peers(&[(NodeId(1), a.local_addr())]);
+    b.set_peers(&[(NodeId(1), a.local_addr().into())]);
     b.send(NodeId(1), b"legit".to_vec());
     assert_eq!(recv(&mut a_inbox).await, (NodeId(2), b"legit".to_vec()));
     assert!(a_inbox.try_recv().is_err());
@@ -444,7 +487,7 @@ async fn a_corrupted_frame_closes_the_connection_and_delivers_nothing() {
 async fn removing_a_peer_stops_sending_to_it() {
     let (a, _a_inbox) = start(1, CLUSTER, any_port(), opts()).await;
     let (b, mut b_inbox) = start(2, CLUSTER, any_port(), opts()).await;
-    a.set_peers(&[(NodeId(2), b.local_addr())]);
+    a.set_peers(&[(NodeId(2), b.local_addr().into())]);
     a.send(NodeId(2), b"one".to_vec());
     assert_eq!(recv(&mut b_inbox).await, (NodeId(1), b"one".to_vec()));
     a.set_peers(&[]);
@@ -456,7 +499,7 @@ async fn removing_a_peer_stops_sending_to_it() {
     let b_addr = b.local_addr();
     let a2 = a.clone();
     std::thread::spawn(move || {
-        a2.set_peers(&[(NodeId(2), b_addr)]);
+        a2.set_peers(&[(NodeId(2), b_addr.into())]);
         a2.send(NodeId(2), b"three".to_vec());
     })
     .join()
@@ -484,14 +527,14 @@ async fn a_peer_that_connected_is_answered_at_the_address_it_announced() {
     // A knows nobody: before B connects, a frame for B goes nowhere.
     a.send(NodeId(2), b"too early".to_vec());
     assert_eq!(a.unknown_peer_drops(), 1);
-    b.set_peers(&[(NodeId(1), a.local_addr())]);
+    b.set_peers(&[(NodeId(1), a.local_addr().into())]);
     b.send(NodeId(1), b"append".to_vec());
     assert_eq!(recv(&mut a_inbox).await, (NodeId(2), b"append".to_vec()));
     a.send(NodeId(2), b"reply".to_vec());
     assert_eq!(recv(&mut b_inbox).await, (NodeId(1), b"reply".to_vec()));
     assert_eq!(a.unknown_peer_drops(), 1);
     // Its own address book wins from the next `set_peers` on.
-    a.set_peers(&[(NodeId(3), free_addr())]);
+    a.set_peers(&[(NodeId(3), free_addr().into())]);
     assert_eq!(
         a.stats().iter().map(|s| s.peer).collect::<Vec<_>>(),
         [NodeId(3)]

@@ -67,7 +67,7 @@ async fn get(client: &PeerHttpClient, addr: SocketAddr, path: &str) -> Result<St
         .body(Full::new(Bytes::new()))
         .unwrap();
     let response = client
-        .send(NodeId(1), addr, request, PATIENCE)
+        .send(NodeId(1), addr.into(), request, PATIENCE)
         .await
         .map_err(|e| e.to_string())?;
     let body = response
@@ -108,7 +108,7 @@ async fn a_member_gets_internal_http_with_its_certificate_named_as_the_sender() 
     let read = tokio::task::spawn_blocking(move || {
         std::thread::spawn(move || {
             let mut body = blocking
-                .blocking_get(NodeId(1), addr, "/snapshot", PATIENCE, PATIENCE)
+                .blocking_get(NodeId(1), addr.into(), "/snapshot", PATIENCE, PATIENCE)
                 .unwrap();
             let mut text = String::new();
             std::io::Read::read_to_string(&mut body, &mut text).unwrap();
@@ -134,7 +134,7 @@ async fn a_member_gets_internal_http_with_its_certificate_named_as_the_sender() 
         .unwrap();
         (t, rx)
     };
-    raft.set_peers(&[(NodeId(1), addr)]);
+    raft.set_peers(&[(NodeId(1), addr.into())]);
     raft.send(NodeId(1), b"raft".to_vec());
     let (from, payload) = tokio::time::timeout(PATIENCE, inbox.recv())
         .await

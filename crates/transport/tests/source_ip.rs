@@ -52,7 +52,7 @@ async fn dials_come_from_the_source_ip() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
     let t = transport(1, Some(source)).await;
-    t.set_peers(&[(NodeId(2), listener.local_addr().unwrap())]);
+    t.set_peers(&[(NodeId(2), listener.local_addr().unwrap().into())]);
     t.send(NodeId(2), b"hi".to_vec());
     let peer = accept_dial(&listener).await;
     assert_eq!(peer.ip(), source);
@@ -63,7 +63,7 @@ async fn dials_come_from_the_source_ip() {
 async fn without_a_source_ip_the_os_picks_and_another_family_is_ignored() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let t = transport(1, None).await;
-    t.set_peers(&[(NodeId(2), listener.local_addr().unwrap())]);
+    t.set_peers(&[(NodeId(2), listener.local_addr().unwrap().into())]);
     t.send(NodeId(2), b"hi".to_vec());
     let peer = accept_dial(&listener).await;
     assert_eq!(peer.ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
@@ -71,7 +71,7 @@ async fn without_a_source_ip_the_os_picks_and_another_family_is_ignored() {
 
     // An IPv6 source for an IPv4 peer: not bound (it could not be), the dial still works.
     let t = transport(3, Some("::1".parse().unwrap())).await;
-    t.set_peers(&[(NodeId(2), listener.local_addr().unwrap())]);
+    t.set_peers(&[(NodeId(2), listener.local_addr().unwrap().into())]);
     t.send(NodeId(2), b"hi".to_vec());
     let peer = accept_dial(&listener).await;
     assert_eq!(peer.ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));

@@ -69,7 +69,7 @@ impl Transport for NetTransport {
         }
     }
 
-    fn set_peers(&self, _: &[(NodeId, SocketAddr)]) {}
+    fn set_peers(&self, _: &[(NodeId, bulwark_transport::HostPort)]) {}
 
     fn stats(&self) -> Vec<PeerStats> {
         Vec::new()
@@ -123,7 +123,7 @@ impl InProcess {
         let members: Vec<Member> = (1..=n)
             .map(|id| Member {
                 id,
-                peer_addr: peer_ports[&id].addr,
+                peer_addr: peer_ports[&id].addr.into(),
                 http_addr: "127.0.0.1:9".parse().unwrap(),
             })
             .collect();

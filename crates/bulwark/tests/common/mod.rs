@@ -743,6 +743,42 @@ impl Cluster {
         extra: &[&str],
         mut prepare: impl FnMut(u64, &Path),
     ) -> Cluster {
+        Cluster::start_with(n, &mut prepare, |m, members| {
+            let mut args = member_args(m.id, members);
+            args.extend(extra.iter().map(|s| s.to_string()));
+            args
+        })
+        .await
+    }
+
+    /// Like [`Cluster::start`], but every member is named `localhost:PORT` in the `--member`
+    /// flags — a DNS name each node resolves at every connect, as a StatefulSet pod's stable
+    /// name is — and listens for peers on 127.0.0.1.
+    pub async fn start_named(n: u64) -> Cluster {
+        Cluster::start_with(n, &mut |_, _| {}, |m, members| {
+            let mut args = vec!["--node-id".to_string(), m.id.to_string()];
+            args.push("--peer-listen".into());
+            args.push(localhost(m.peer_port()).to_string());
+            for o in members {
+                args.push("--member".into());
+                args.push(format!(
+                    "{}=localhost:{}=localhost:{}",
+                    o.id,
+                    o.peer_port(),
+                    o.http_port()
+                ));
+            }
+            args
+        })
+        .await
+    }
+
+    /// `n` members on fresh ports, each started with `args_of(itself, all members)`.
+    async fn start_with(
+        n: u64,
+        prepare: &mut impl FnMut(u64, &Path),
+        args_of: impl Fn(&MemberAddr, &[MemberAddr]) -> Vec<String>,
+    ) -> Cluster {
         let data = tempfile::Builder::new()
             .prefix("bulwark-test-cluster")
             .tempdir()
@@ -750,8 +786,7 @@ impl Cluster {
         let members = cluster_members(n);
         let mut nodes = Vec::new();
         for m in &members {
-            let mut args = member_args(m.id, &members);
-            args.extend(extra.iter().map(|s| s.to_string()));
+            let args = args_of(m, &members);
             let data_dir = data.path().join(format!("node-{}", m.id));
             std::fs::create_dir_all(&data_dir).expect("create a data directory");
             prepare(m.id, &data_dir);

@@ -1,17 +1,19 @@
 //! Who is in the cluster: members as configured, the membership changes an operator asks for,
 //! the address book on disk, and what a snapshot offer tells a follower about the members.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
+
+pub use bulwark_transport::HostPort;
 use std::time::Duration;
 
 /// One member of the cluster as configured at start.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Member {
     pub id: u64,
-    /// Where its peer transport listens.
-    pub peer_addr: SocketAddr,
-    /// Where its HTTP API listens (followers forward writes there).
-    pub http_addr: SocketAddr,
+    /// Where its peer transport is reached: an IP, or a DNS name resolved at every connect.
+    pub peer_addr: HostPort,
+    /// Where its HTTP API is reached (what `/v1/status` tells clients).
+    pub http_addr: HostPort,
 }
 
 #[derive(Clone, Debug)]
@@ -52,9 +54,13 @@ pub enum MemberSpecError {
     Shape { text: String },
     #[error("`{id}` in `{text}` is not a node id")]
     NodeId { id: String, text: String },
-    #[error("`{addr}` in `{text}` is not an address like 127.0.0.1:7170")]
+    #[error(
+        "`{addr}` in `{text}` is not an address like 127.0.0.1:7170 or bulwark-0.bulwark:7170"
+    )]
     PeerAddr { addr: String, text: String },
-    #[error("`{addr}` in `{text}` is not an address like 127.0.0.1:7070")]
+    #[error(
+        "`{addr}` in `{text}` is not an address like 127.0.0.1:7070 or bulwark-0.bulwark:7070"
+    )]
     HttpAddr { addr: String, text: String },
 }
 
@@ -190,4 +196,61 @@ pub(super) fn snapshot_members(data: &[u8]) -> Vec<Member> {
     text.lines()
         .filter_map(|line| Member::parse_spec(line).ok())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An address book written before names were allowed (IPs only) reads as it did, and one
+    /// with names reads back what was saved: the format is the same text, line by line.
+    #[test]
+    fn address_books_with_ips_and_names_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = "1=127.0.0.1:7170=127.0.0.1:7070\n2=[::1]:7171=[::1]:7071\n";
+        std::fs::write(dir.path().join(MEMBERS_FILE), old).unwrap();
+        let members = load_members(dir.path()).unwrap().unwrap();
+        assert_eq!(
+            members[0].peer_addr,
+            HostPort::Ip("127.0.0.1:7170".parse().unwrap())
+        );
+        let saved: String = members.iter().map(|m| m.to_spec() + "\n").collect();
+        assert_eq!(saved, old);
+
+        let named = [
+            Member::parse_spec("1=bulwark-0.bulwark.prod.svc.cluster.local:7170=bulwark-0.bulwark.prod.svc.cluster.local:7070").unwrap(),
+            Member::parse_spec("2=node2:7170=10.0.0.2:7070").unwrap(),
+        ];
+        save_members(dir.path(), &named).unwrap();
+        assert_eq!(load_members(dir.path()).unwrap().unwrap(), named);
+        assert_eq!(
+            named[1].peer_addr,
+            HostPort::Name {
+                host: "node2".into(),
+                port: 7170
+            }
+        );
+        let data = snapshot_data(&ClusterConfig {
+            node_id: 1,
+            cluster_id: 1,
+            members: named.to_vec(),
+            tick: Duration::from_millis(100),
+            join: false,
+            source_ip: None,
+            peer_http: None,
+        });
+        assert_eq!(snapshot_members(&data), named);
+    }
+
+    #[test]
+    fn refuses_member_addresses_that_are_neither_ip_nor_name() {
+        assert!(matches!(
+            Member::parse_spec("1=node_1:7170=10.0.0.1:7070"),
+            Err(MemberSpecError::PeerAddr { .. })
+        ));
+        assert!(matches!(
+            Member::parse_spec("1=node1:7170=node1"),
+            Err(MemberSpecError::HttpAddr { .. })
+        ));
+    }
 }

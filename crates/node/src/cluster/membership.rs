@@ -1,7 +1,7 @@
 //! Membership: an operator's change checked against the configuration and proposed; an applied
 //! change carried into the address book, the transport's peers and the API's view.
 
-use std::net::SocketAddr;
+use bulwark_transport::HostPort;
 
 use bulwark_consensus::membership::{members_of, plan_change, MembershipRequest};
 use bulwark_consensus::{LogIndex, NodeId};
@@ -98,12 +98,12 @@ impl ClusterLoop {
         if let Err(e) = save_members(&self.config.data_dir, &self.cluster.members) {
             tracing::error!(error = %e, "cannot save the member address book");
         }
-        let peers: Vec<(NodeId, SocketAddr)> = self
+        let peers: Vec<(NodeId, HostPort)> = self
             .cluster
             .members
             .iter()
             .filter(|m| m.id != self.cluster.node_id)
-            .map(|m| (NodeId(m.id), m.peer_addr))
+            .map(|m| (NodeId(m.id), m.peer_addr.clone()))
             .collect();
         self.transport.set_peers(&peers);
         let removed = !in_config.contains(&NodeId(self.cluster.node_id));
@@ -113,13 +113,13 @@ impl ClusterLoop {
                 .cluster
                 .members
                 .iter()
-                .map(|m| (NodeId(m.id), m.http_addr))
+                .map(|m| (NodeId(m.id), m.http_addr.clone()))
                 .collect();
             view.peer_addrs = self
                 .cluster
                 .members
                 .iter()
-                .map(|m| (NodeId(m.id), m.peer_addr))
+                .map(|m| (NodeId(m.id), m.peer_addr.clone()))
                 .collect();
             view.removed = removed;
         }

@@ -33,7 +33,7 @@ mod slow_disk;
 mod start;
 mod status;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
@@ -50,8 +50,8 @@ use crate::{Metrics, NodeConfig, Query, ReadOutcome, RequestError, WriteOutcome}
 
 pub use crate::peer_frame::decode as decode_peer_message;
 pub use config::{
-    check_voter_count, load_members, AddressBookError, ClusterConfig, ConfigError, Member,
-    MemberSpecError, MembershipChange, VoterCountError,
+    check_voter_count, load_members, AddressBookError, ClusterConfig, ConfigError, HostPort,
+    Member, MemberSpecError, MembershipChange, VoterCountError,
 };
 pub use start::start_cluster;
 
@@ -59,9 +59,9 @@ pub use start::start_cluster;
 #[derive(Debug, Default)]
 pub struct ClusterView {
     /// HTTP address of every known member, by id.
-    pub http_addrs: std::collections::HashMap<NodeId, SocketAddr>,
+    pub http_addrs: std::collections::HashMap<NodeId, HostPort>,
     /// Peer address of every known member, by id: where internal HTTP (forwarded writes) goes.
-    pub peer_addrs: std::collections::HashMap<NodeId, SocketAddr>,
+    pub peer_addrs: std::collections::HashMap<NodeId, HostPort>,
     /// This node was removed from the cluster: it serves nothing any more.
     pub removed: bool,
     /// A leader (this node, or one heard from within an election timeout) is there to serve.

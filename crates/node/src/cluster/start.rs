@@ -1,7 +1,7 @@
 //! Starting a node: the Raft log and the state store opened and checked, a new directory
 //! bootstrapped, the replica started, the loop thread spawned.
 
-use std::net::SocketAddr;
+use bulwark_transport::HostPort;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -88,11 +88,11 @@ pub fn start_cluster(
     // Before the replica campaigns (and appends its new term's entry).
     let log_last_index = raft::Storage::last_index(&storage).unwrap_or(0);
     let replica = start_replica(&cluster, storage, store).map_err(recovery)?;
-    let peers: Vec<(NodeId, SocketAddr)> = cluster
+    let peers: Vec<(NodeId, HostPort)> = cluster
         .members
         .iter()
         .filter(|m| m.id != cluster.node_id)
-        .map(|m| (NodeId(m.id), m.peer_addr))
+        .map(|m| (NodeId(m.id), m.peer_addr.clone()))
         .collect();
     transport.set_peers(&peers);
     let recovering = Recovering {
@@ -317,12 +317,12 @@ fn initial_view(cluster: &ClusterConfig) -> ClusterView {
         http_addrs: cluster
             .members
             .iter()
-            .map(|m| (NodeId(m.id), m.http_addr))
+            .map(|m| (NodeId(m.id), m.http_addr.clone()))
             .collect(),
         peer_addrs: cluster
             .members
             .iter()
-            .map(|m| (NodeId(m.id), m.peer_addr))
+            .map(|m| (NodeId(m.id), m.peer_addr.clone()))
             .collect(),
         removed: false,
         ready: false,

@@ -34,7 +34,7 @@ impl ClusterLoop {
                     lag_ms: self.replica.is_leader().then_some(lag_ms).flatten(),
                     id: NodeId(m.id),
                     learner: conf.learners.contains(&m.id),
-                    http_addr: m.http_addr,
+                    http_addr: m.http_addr.clone(),
                     match_index: self.replica.is_leader().then_some(LogIndex(match_index)),
                     lag: self.replica.is_leader().then_some(lag),
                     recent_active: self.replica.is_leader().then(|| {

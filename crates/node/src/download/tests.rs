@@ -120,8 +120,8 @@ fn cluster_of(others: &[u64]) -> ClusterConfig {
     let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
     let member = |id| Member {
         id,
-        peer_addr: addr,
-        http_addr: addr,
+        peer_addr: addr.into(),
+        http_addr: addr.into(),
     };
     ClusterConfig {
         node_id: 1,
