@@ -78,12 +78,17 @@ fn screenshot(tab: &Tab, name: &str) {
     println!("screenshot: {}", path.display());
 }
 
-/// The value of a JavaScript expression in the page.
+/// The value of a JavaScript expression in the page, as JSON (the protocol answers an array
+/// or object by reference, so it is sent as text).
 fn eval(tab: &Tab, expression: &str) -> Value {
-    tab.evaluate(expression, false)
+    let text = tab
+        .evaluate(&format!("JSON.stringify(({expression}))"), false)
         .unwrap_or_else(|e| panic!("evaluate {expression}: {e}"))
-        .value
-        .unwrap_or(Value::Null)
+        .value;
+    match text {
+        Some(Value::String(json)) => serde_json::from_str(&json).expect("JSON from the page"),
+        _ => Value::Null,
+    }
 }
 
 /// Waits up to `limit` until `expression` is `want`; panics with what it last was, and what
