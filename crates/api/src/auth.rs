@@ -336,7 +336,12 @@ mod tests {
     /// The console's pages are public; nothing else is by being near them.
     #[test]
     fn the_console_files_need_no_token_and_nothing_else_comes_with_them() {
-        for public in ["/", "/console/app.js", "/console/console.css", "/console/nope"] {
+        for public in [
+            "/",
+            "/console/app.js",
+            "/console/console.css",
+            "/console/nope",
+        ] {
             assert_eq!(required_role(&Method::GET, public), None, "{public}");
         }
         for guarded in [

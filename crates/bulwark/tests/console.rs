@@ -60,7 +60,8 @@ fn screenshot_dir() -> PathBuf {
     let dir = std::env::var_os("BULWARK_CONSOLE_SCREENSHOTS")
         .map(PathBuf::from)
         .or_else(|| {
-            std::env::var_os("CARGO_TARGET_DIR").map(|t| PathBuf::from(t).join("console-screenshots"))
+            std::env::var_os("CARGO_TARGET_DIR")
+                .map(|t| PathBuf::from(t).join("console-screenshots"))
         })
         .unwrap_or_else(|| {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/console-screenshots")
@@ -121,14 +122,23 @@ async fn the_console_signs_in_shows_the_cluster_and_accounts_and_follows_a_new_l
     let mut cluster = Cluster::start(3, &[]).await;
     let leader = cluster.wait_leader(Duration::from_secs(60)).await;
     // The page is opened on a follower, which outlives the leader's death.
-    let on = cluster.nodes.iter().find(|n| n.id != leader).expect("a follower");
-    let base = on.base_url();
+    let on = cluster
+        .nodes
+        .iter()
+        .find(|n| n.id != leader)
+        .expect("a follower");
+    let (on, base) = (on.id, on.base_url());
 
     // The page itself needs no token and forbids inline and foreign scripts.
     let page = reqwest::get(format!("{base}/")).await.expect("GET /");
     assert_eq!(page.status(), 200);
-    let csp = page.headers()["content-security-policy"].to_str().expect("ASCII");
-    assert!(csp.contains("script-src 'self'") && csp.contains("default-src 'none'"), "{csp}");
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .expect("ASCII");
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("default-src 'none'"),
+        "{csp}"
+    );
 
     let browser = launch(chromium);
     let tab = browser.new_tab().expect("a tab");
@@ -147,16 +157,23 @@ async fn the_console_signs_in_shows_the_cluster_and_accounts_and_follows_a_new_l
     wait_page(&tab, LEADER, &json!(leader.to_string()), PATIENCE);
     wait_page(&tab, LEADER_ROWS, &json!([leader.to_string()]), PATIENCE);
     assert_eq!(eval(&tab, "document.body.dataset.role"), json!("admin"));
-    // Let the charts gather a few points before the picture.
     write_ledger(&cluster, leader).await;
-    std::thread::sleep(Duration::from_secs(3));
+    // A few seconds of light load through the page's node (forwarded to the leader), so that
+    // the charts have lines in the picture.
+    for id in 0..40 {
+        let t = json!([{"id": 6000 + id, "debit_account_id": 1002, "credit_account_id": 1001,
+                        "amount": 1, "ledger": 1, "code": 2}]);
+        cluster.node(on).http.write("/v1/transfers", &t).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     screenshot(&tab, "cluster");
 
     show_account(&tab);
     show_transfer(&tab);
 
     // The leader dies; the page, on a follower, shows the one elected next.
-    tab.evaluate("location.hash = '#/cluster'", false).expect("to the cluster view");
+    tab.evaluate("location.hash = '#/cluster'", false)
+        .expect("to the cluster view");
     wait_page(&tab, MEMBERS, &json!(3), PATIENCE);
     let killed = Instant::now();
     cluster.node_mut(leader).kill9();
@@ -164,7 +181,10 @@ async fn the_console_signs_in_shows_the_cluster_and_accounts_and_follows_a_new_l
                       return l !== '' && l !== '%OLD%'; })()"
         .replace("%OLD%", &leader.to_string());
     wait_page(&tab, &new_leader, &json!(true), NEW_LEADER_WITHIN);
-    println!("the console showed a new leader {:?} after the kill", killed.elapsed());
+    println!(
+        "the console showed a new leader {:?} after the kill",
+        killed.elapsed()
+    );
     let elected = cluster.wait_leader(Duration::from_secs(60)).await;
     wait_page(&tab, LEADER, &json!(elected.to_string()), PATIENCE);
     wait_page(
@@ -180,7 +200,9 @@ fn sign_in(tab: &Tab, base: &str, token: &str) {
     tab.navigate_to(&format!("{base}/"))
         .and_then(|t| t.wait_until_navigated())
         .expect("open the console");
-    let input = tab.wait_for_element("#signin-token").expect("the sign-in form");
+    let input = tab
+        .wait_for_element("#signin-token")
+        .expect("the sign-in form");
     input.click().expect("focus the token field");
     input.type_into(token).expect("type the token");
     tab.wait_for_element("#signin-submit")
@@ -189,7 +211,7 @@ fn sign_in(tab: &Tab, base: &str, token: &str) {
 }
 
 /// Accounts 1001 (with history) and 1002, three posted transfers of 100, 250 and 50 from 1001
-/// to 1002, and a pending one of 7, written through the leader.
+/// to 1002, and a pending one of 7, written through the leader (40 of 1 back come later).
 async fn write_ledger(cluster: &Cluster, leader: u64) {
     let http = &cluster.node(leader).http;
     let ok = |results: Vec<String>| assert!(results.iter().all(|r| r == "ok"), "{results:?}");
@@ -226,23 +248,30 @@ fn show_account(tab: &Tab) {
     let balance = |field: &str| format!("document.getElementById('balance-{field}').textContent");
     wait_page(tab, &balance("debits-posted"), &json!("400"), PATIENCE);
     assert_eq!(eval(tab, &balance("debits-pending")), json!("7"));
-    assert_eq!(eval(tab, &balance("credits-posted")), json!("0"));
+    assert_eq!(eval(tab, &balance("credits-posted")), json!("40"));
+    // 44 transfers: pages of 20, oldest first.
+    let ids = "[...document.querySelectorAll('#history tr[data-transfer-id]')].map(r => r.dataset.transferId)";
     wait_page(
         tab,
-        "[...document.querySelectorAll('#history tr[data-transfer-id]')].map(r => r.dataset.transferId)",
-        &json!(["5001", "5002", "5003", "5004"]),
+        &format!("{ids}.slice(0, 5)"),
+        &json!(["5001", "5002", "5003", "5004", "6000"]),
         PATIENCE,
     );
+    assert_eq!(eval(tab, &format!("{ids}.length")), json!(20));
     wait_page(
         tab,
         "document.querySelectorAll('#balance-history tr').length",
-        &json!(4),
+        &json!(20),
         PATIENCE,
     );
     screenshot(tab, "account");
+    tab.evaluate("document.getElementById('history-next').click()", false)
+        .expect("the next page");
+    wait_page(tab, &format!("{ids}[0]"), &json!("6016"), PATIENCE);
     tab.evaluate("location.hash = '#/accounts/1002'", false)
         .expect("to the other account");
     wait_page(tab, &balance("credits-posted"), &json!("400"), PATIENCE);
+    assert_eq!(eval(tab, &balance("debits-posted")), json!("40"));
 }
 
 /// The pending transfer's page shows its status.

@@ -1,7 +1,7 @@
 // A line chart of a short time series as inline SVG, redrawn whole on every update: two series
 // at most, a zero-based y axis with its top value, the last points on the right.
 const NS = 'http://www.w3.org/2000/svg'; // a name, never fetched
-const W = 400, H = 140, PAD_L = 44, PAD_B = 16, PAD_T = 14;
+const PAD_L = 44, PAD_B = 16, PAD_T = 14;
 
 function svg(tag, attrs) {
   const node = document.createElementNS(NS, tag);
@@ -16,9 +16,11 @@ function label(v) {
   return v.toPrecision(2);
 }
 
-// Draws `series` ([{name, points: [[t, v|null], ...]}]) into the element `host`.
-export function draw(host, series, { span = 120000, now = Date.now() } = {}) {
-  const root = svg('svg', { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: 'none' });
+// Draws `series` ([{name, points: [[t, v|null], ...]}]) into the element `host`, at its own
+// size (text is never stretched); `left` and `right` label the x axis's ends.
+export function draw(host, series, { span = 120000, now = Date.now(), left = `${span / 1000} s ago`, right = 'now' } = {}) {
+  const W = host.clientWidth || 400, H = host.clientHeight || 140;
+  const root = svg('svg', { viewBox: `0 0 ${W} ${H}` });
   const values = series.flatMap(s => s.points.map(p => p[1]).filter(v => v !== null));
   const top = Math.max(...values, 0) * 1.15 || 1;
   const x = t => PAD_L + (W - PAD_L - 4) * (1 - (now - t) / span);
@@ -30,9 +32,9 @@ export function draw(host, series, { span = 120000, now = Date.now() } = {}) {
   const zero = svg('text', { x: PAD_L - 4, y: H - PAD_B, 'text-anchor': 'end' });
   zero.textContent = '0';
   const ago = svg('text', { x: PAD_L, y: H - 3 });
-  ago.textContent = `${span / 1000} s ago`;
+  ago.textContent = left;
   const nowText = svg('text', { x: W - 2, y: H - 3, 'text-anchor': 'end' });
-  nowText.textContent = 'now';
+  nowText.textContent = right;
   root.append(topText, zero, ago, nowText);
   series.forEach((s, i) => {
     // A gap (null) ends a line: a missed scrape is not drawn as a slope.

@@ -95,16 +95,14 @@ async function loadBalances() {
   $('balances-page').textContent = `page ${balances.at + 1}`;
 }
 
-// The page's posted credits and debits over its own time span (amounts as floats: a picture).
+// The page's posted credits and debits, one step per change (amounts as floats: a picture).
 function chart(page) {
   if (page.length < 2) { $('chart-balance').replaceChildren(); return; }
-  const ms = b => Number(BigInt(b.timestamp) / 1000000n);
-  const first = ms(page[0]), last = ms(page[page.length - 1]);
-  const span = Math.max(last - first, 1);
+  const last = page.length - 1;
   draw($('chart-balance'), [
-    { name: 'credits posted', points: page.map(b => [ms(b), Number(b.credits_posted)]) },
-    { name: 'debits posted', points: page.map(b => [ms(b), Number(b.debits_posted)]) },
-  ], { span, now: last });
+    { name: 'credits posted', points: page.map((b, i) => [i, Number(b.credits_posted)]) },
+    { name: 'debits posted', points: page.map((b, i) => [i, Number(b.debits_posted)]) },
+  ], { span: last, now: last, left: 'first change of the page', right: `change ${page.length}` });
 }
 
 export async function openTransfer(id) {
