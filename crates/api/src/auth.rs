@@ -21,12 +21,16 @@ pub struct Principal {
     pub role: Role,
 }
 
-/// The role a request needs; `None`: anyone may ask (the liveness and readiness probes, and the
+/// The role a request needs; `None`: anyone may ask (the liveness and readiness probes, the
 /// OpenAPI document: public documentation of the API, the same on every node, telling nothing of
-/// the ledger or the cluster). Paths no route serves need `read`, so a stranger learns nothing,
-/// not even which exist.
+/// the ledger or the cluster; and the web console's files, code that holds no data and asks the
+/// API with the token the operator signs in with). Paths no route serves need `read`, so a
+/// stranger learns nothing, not even which exist.
 pub fn required_role(method: &Method, path: &str) -> Option<Role> {
     if path == "/health/live" || path == "/health/ready" || path == "/v1/openapi.json" {
+        return None;
+    }
+    if is_console_file(path) {
         return None;
     }
     let admin = path.starts_with("/v1/cluster/")
@@ -44,6 +48,26 @@ pub fn required_role(method: &Method, path: &str) -> Option<Role> {
         return Some(Role::Write);
     }
     Some(Role::Read)
+}
+
+/// `/` or `/console/<file>`: one path segment, what `crate::console` serves.
+fn is_console_file(path: &str) -> bool {
+    path == "/"
+        || path
+            .strip_prefix("/console/")
+            .is_some_and(|file| !file.is_empty() && !file.contains('/'))
+}
+
+/// `GET /v1/whoami`: the token a request came with and its role, for the console to show what
+/// that role may see.
+pub(crate) async fn whoami(
+    axum::extract::Extension(principal): axum::extract::Extension<Principal>,
+) -> Response {
+    axum::Json(serde_json::json!({
+        "token": principal.token.to_string(),
+        "role": principal.role.name(),
+    }))
+    .into_response()
 }
 
 /// Why a request was refused before it reached a handler.
@@ -306,6 +330,39 @@ mod tests {
             Some(Role::Admin)
         );
         assert_eq!(required_role(&Method::GET, "/nowhere"), Some(Role::Read));
+        assert_eq!(required_role(&Method::GET, "/v1/whoami"), Some(Role::Read));
+    }
+
+    /// The console's pages are public; nothing else is by being near them.
+    #[test]
+    fn the_console_files_need_no_token_and_nothing_else_comes_with_them() {
+        for public in [
+            "/",
+            "/console/app.js",
+            "/console/console.css",
+            "/console/nope",
+        ] {
+            assert_eq!(required_role(&Method::GET, public), None, "{public}");
+        }
+        for guarded in [
+            "/console/",
+            "/console",
+            "/console/../v1/status",
+            "/console/a/b",
+            "//",
+            "/v1/status",
+            "/v1/accounts/1",
+        ] {
+            assert_eq!(
+                required_role(&Method::GET, guarded),
+                Some(Role::Read),
+                "{guarded}"
+            );
+        }
+        assert_eq!(
+            required_role(&Method::POST, "/console/x/../../v1/transfers"),
+            Some(Role::Read)
+        );
     }
 
     #[test]

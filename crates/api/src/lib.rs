@@ -8,6 +8,7 @@
 
 mod admin;
 pub mod auth;
+mod console;
 mod decimal;
 mod error;
 mod history;
@@ -156,6 +157,9 @@ pub fn cluster_router(node: NodeHandle, node_id: u64, options: ApiOptions) -> Ro
         .route("/health/live", get(|| async { "ok" }))
         .route("/health/ready", get(ready))
         .route("/v1/openapi.json", get(openapi::document))
+        .route("/v1/whoami", get(auth::whoami))
+        .route("/", get(console::index))
+        .route("/console/{file}", get(console::asset))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -138,7 +138,8 @@ mod tests {
             // A path as a client sends it: each `{param}` given a value of its pattern.
             let concrete = path
                 .replace("/tokens/{id}", "/tokens/00000000000000ab")
-                .replace("{id}", "1");
+                .replace("{id}", "1")
+                .replace("{file}", "app.js");
             assert!(!concrete.contains('{'), "{path}: fill its parameters");
             let method_upper =
                 Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");

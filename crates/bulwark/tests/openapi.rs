@@ -494,6 +494,13 @@ fn table(doomed: &str) -> Vec<Example> {
         ex("getLiveness", "live", Caller::Nobody, "/health/live", 200),
         ex("getReadiness", "ready", Caller::Nobody, "/health/ready", 200),
         ex("getOpenApi", "this document", Caller::Nobody, "/v1/openapi.json", 200),
+        ex("getWhoami", "a read token", Read, "/v1/whoami", 200),
+        ex("getWhoami", "an admin token", Admin, "/v1/whoami", 200),
+        // The web console's files: public, and nothing but its own.
+        ex("getConsole", "the page", Caller::Nobody, "/", 200),
+        ex("getConsoleFile", "its script", Caller::Nobody, "/console/app.js", 200),
+        ex("getConsoleFile", "its stylesheet", Caller::Nobody, "/console/console.css", 200),
+        ex("getConsoleFile", "no such file", Caller::Nobody, "/console/nope.js", 404).error("not_found"),
         // Cluster membership: a learner that never answers is added, refused a promotion (two
         // voters), shown in the status, and removed.
         ex("addLearner", "a learner", Admin, "/v1/cluster/learners", 200).json(json!({"id": 9, "peer_addr": "127.0.0.1:1", "http_addr": "127.0.0.1:2"})),
