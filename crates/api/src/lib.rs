@@ -523,7 +523,10 @@ async fn forward(
             .flatten()
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
             .map(NodeId)
-            .filter(|&l| l != leader && l != state.node_id);
+            // This very node may be the one named: it won the election while the write was on
+            // its way to the old leader. It takes the write then through its own internal route,
+            // as any forwarded write (this race is rare; the write is not applied yet).
+            .filter(|&l| l != leader);
         match moved {
             Some(next) => leader = next,
             None => return Ok(response),

@@ -23,6 +23,7 @@ mod relay_args;
 mod serve;
 mod server;
 mod token_cmd;
+mod top_cmd;
 
 use std::process::ExitCode;
 
@@ -67,6 +68,9 @@ enum Command {
     /// under load, count the writes that failed on their first try.
     #[command(name = "bench-rolling")]
     BenchRolling(bench_rolling::RollingArgs),
+    /// The cluster as the console shows it, in the terminal: members, roles, lag, rates,
+    /// refreshed live.
+    Top(top_cmd::TopArgs),
     /// Run a local cluster, or show a cluster's replication status.
     #[command(subcommand)]
     Cluster(cluster_cmd::ClusterCommand),
@@ -117,6 +121,7 @@ fn main() -> ExitCode {
             Command::Bench(args) => bench::run(args).await,
             Command::BenchFailover(args) => bench_failover::run(args).await,
             Command::BenchRolling(args) => bench_rolling::run(args).await,
+            Command::Top(args) => top_cmd::top(args).await,
             Command::Cluster(cmd) => cluster_cmd::run(cmd).await,
             Command::Chaos(args) => chaos_cmd::run_command(args).await,
             Command::Cert(cmd) => certs::run(cmd),

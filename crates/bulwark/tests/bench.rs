@@ -108,3 +108,28 @@ async fn bench_failover_measures_one_leader_kill() {
         "{report}"
     );
 }
+
+/// A rolling restart under a writer that never retries: a stopping leader hands leadership over
+/// and the writes that reach it or its followers meanwhile go to the new leader, so none fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_fails_no_write_on_its_first_try() {
+    let args = ["bench-rolling", "--rounds", "1", "--pause", "1", "--json"];
+    let (code, out, err) = common::cli(&args).await;
+    assert_eq!(code, 0, "bench-rolling: {out}\n{err}");
+    let report: Value = serde_json::from_str(out.trim()).expect("--json prints one JSON object");
+    assert_eq!(report["restarts"], 3, "{report}");
+    assert!(report["error"].is_null(), "{report}");
+    let restarts = report["per_restart"].as_array().expect("per_restart");
+    assert!(
+        restarts.iter().any(|r| r["was_leader"] == true),
+        "every node restarted, the leader among them: {report}"
+    );
+    assert!(
+        report["writes_ok"].as_u64().is_some_and(|n| n > 0),
+        "{report}"
+    );
+    assert_eq!(
+        report["first_try_failures"], 0,
+        "no write fails while nodes restart one by one: {report}"
+    );
+}
