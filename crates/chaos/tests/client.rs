@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 
 /// Every answer the API gives that is not a success, with what it must mean for a write. A read
 /// that did not succeed is always `fail` (it changed nothing).
-const WRITE_ANSWERS: [(u16, &str, Phase); 21] = [
+const WRITE_ANSWERS: [(u16, &str, Phase); 22] = [
     // Judged before the log: the request's own fault, or refused at the door.
     (400, "malformed_json", Phase::Fail),
     (400, "invalid_field", Phase::Fail),
