@@ -452,7 +452,16 @@ impl Fuzz {
                 &what("an error answer not in the JSON error shape"),
             );
         }
-        let probe = matches!(path_of(&req.target), b"/health/live" | b"/health/ready");
+        // What anyone may read: the probes, the OpenAPI document and the console's files.
+        let path = path_of(&req.target);
+        let console_file = path
+            .strip_prefix(b"/console/")
+            .is_some_and(|rest| !rest.is_empty() && !rest.contains(&b'/'));
+        let probe = console_file
+            || matches!(
+                path,
+                b"/health/live" | b"/health/ready" | b"/" | b"/v1/openapi.json"
+            );
         if (200..300).contains(&answer.status) && !probe {
             let effect = effect_of(&req.method, &req.target);
             let allowed = match req.caller {
