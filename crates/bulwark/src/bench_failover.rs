@@ -92,25 +92,7 @@ pub async fn run(args: FailoverArgs) -> ExitCode {
             return ExitCode::from(5);
         }
     };
-    let interrupted = async {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            match signal(SignalKind::terminate()) {
-                Ok(mut term) => tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                },
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                }
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    };
+    let interrupted = crate::server::shutdown_signal();
     let code = tokio::select! {
         code = measure(&args, &mut cluster) => code,
         _ = interrupted => {

@@ -202,11 +202,14 @@ async fn local(args: LocalArgs) -> ExitCode {
         "  curl -s{ca} -H \"authorization: Bearer $BULWARK_TOKEN\" {scheme}://localhost:{}/v1/status",
         args.http_port
     );
-    println!("Ctrl-C stops every node.");
+    println!("Ctrl-C (or SIGTERM) stops every node.");
     let mut stopped_early = false;
+    // SIGTERM too: a supervisor's stop must not leave the nodes running as orphans.
+    let stop = crate::server::shutdown_signal();
+    tokio::pin!(stop);
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            _ = &mut stop => break,
             _ = tokio::time::sleep(Duration::from_millis(500)) => {
                 for (node, m) in cluster.nodes.iter_mut().zip(&cluster.members) {
                     if let Some(status) = node.exited() {

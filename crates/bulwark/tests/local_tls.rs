@@ -96,16 +96,24 @@ async fn cluster_local_serves_the_api_over_tls() {
     assert_eq!(code, 3, "removing a stranger: {stderr}");
     assert!(stderr.contains("409"), "{stderr}");
 
+    // SIGTERM (what a supervisor sends) stops every node too, not only cluster local itself.
     let mut child = local.0.take().expect("running");
     // SAFETY: kill(2) on our own unreaped child.
     assert_eq!(
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) },
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
         0
     );
-    let status = wait_exit(&mut child, PATIENCE).expect("cluster local stops on SIGINT");
+    let status = wait_exit(&mut child, PATIENCE).expect("cluster local stops on SIGTERM");
     assert!(
         status.success(),
         "cluster local exited {status}:\n{}",
         output()
     );
+    for port in (http_port..http_port + 3).chain(peer_port..peer_port + 3) {
+        assert!(
+            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+            "port {port} is still taken after cluster local stopped on SIGTERM:\n{}",
+            output()
+        );
+    }
 }
