@@ -35,7 +35,8 @@ use axum::{Json, Router};
 use bulwark_ledger::access::Actor;
 use bulwark_ledger::{AccountId, Operation, TransferId};
 use bulwark_limits::{
-    ACK_ALL_TIMEOUT, FORWARD_TIMEOUT, IN_SYNC_WITHIN, MAX_BODY_BYTES, SNAPSHOT_HTTP_CHUNK,
+    ACK_ALL_TIMEOUT, FORWARD_TIMEOUT, IN_SYNC_WITHIN, MAX_BODY_BYTES, SNAPSHOT_EXPORT_NICE,
+    SNAPSHOT_HTTP_CHUNK,
 };
 use bulwark_node::cluster::{Member, MembershipChange};
 use bulwark_node::metrics::{RequestLabels, RouteLabels};
@@ -1076,7 +1077,7 @@ fn stream_checkpoint(state: &AppState, to: String) -> Result<Response, ApiError>
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
     let export = move || {
         // Background work: the node loop and client requests come first on a busy machine.
-        lower_this_threads_priority();
+        bulwark_node::lower_this_threads_priority(SNAPSHOT_EXPORT_NICE);
         let mut writer = ChannelWriter {
             tx,
             buffer: Vec::with_capacity(SNAPSHOT_HTTP_CHUNK),
@@ -1102,16 +1103,6 @@ fn stream_checkpoint(state: &AppState, to: String) -> Result<Response, ApiError>
         rx.recv().await.map(|chunk| (chunk, rx))
     });
     Ok(axum::body::Body::from_stream(stream).into_response())
-}
-
-/// Lowers the calling thread's CPU priority to nice 15 (Linux: `nice` is per thread); failing
-/// that, it runs as it is.
-fn lower_this_threads_priority() {
-    // SAFETY: setpriority only reads its arguments; `who` 0 is the calling thread on Linux.
-    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 15) };
-    if r != 0 {
-        tracing::debug!(error = %std::io::Error::last_os_error(), "cannot lower the snapshot thread's priority");
-    }
 }
 
 /// Hands what the snapshot exporter writes to the HTTP body in chunks, with backpressure.

@@ -50,7 +50,9 @@ use bulwark_limits::{
 // Re-exported: the API names the indexes and ids of the answers without depending on consensus.
 pub use bulwark_consensus::{LogIndex, NodeId, Term};
 /// What an account history query asks for, and the page it answers (`bulwark_store::history`).
-pub use bulwark_store::{HistoryFilter, HistoryPage, QueryFilter, QueryPage};
+pub use bulwark_store::{
+    lower_this_threads_priority, HistoryFilter, HistoryPage, QueryFilter, QueryPage,
+};
 // Re-exported: the API can name why a membership change was refused without depending on
 // consensus.
 pub use bulwark_consensus::membership::Refusal as MembershipRefusal;

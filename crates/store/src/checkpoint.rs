@@ -59,6 +59,8 @@ pub struct Checkpointed {
     pub applied_index: u64,
     pub transfers: usize,
     pub duration: Duration,
+    /// The nice value it was written at, if known.
+    pub nice: Option<i32>,
 }
 
 pub(crate) type FlushOutcome = Result<Checkpointed, StoreError>;
@@ -106,9 +108,15 @@ impl StateStore {
         };
         let (tx, rx) = mpsc::channel();
         let path = self.path.clone();
+        // A checkpoint of a normal size gives way to the node loop on a busy machine: it only has
+        // to finish before the next is due. One that grew past the bound is behind: it competes.
+        let background = frozen.memtable.transfers.len() <= self.background_checkpoints_up_to;
         std::thread::Builder::new()
             .name("checkpoint".into())
             .spawn(move || {
+                if background {
+                    crate::lower_this_threads_priority(bulwark_limits::CHECKPOINT_NICE);
+                }
                 let outcome = write_checkpoint(&path, &db, &frozen);
                 // Let go of the database before reporting: whoever collects the result may
                 // close the store and reopen the file at once.
@@ -321,6 +329,7 @@ fn write_checkpoint(path: &Path, db: &Database, frozen: &Frozen) -> FlushOutcome
         applied_index: frozen.applied_index,
         transfers: frozen.memtable.transfers.len(),
         duration: started.elapsed(),
+        nice: crate::this_threads_nice(),
     })
 }
 

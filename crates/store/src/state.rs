@@ -71,6 +71,10 @@ pub struct StateStore {
     pub(crate) tokens_dirty: bool,
     pub(crate) tokens_generation: u64,
     pub(crate) outbox: crate::outbox::Outbox,
+    /// Checkpoints of at most this many transfers run at background priority
+    /// ([`CHECKPOINT_NICE`](bulwark_limits::CHECKPOINT_NICE)); a larger one is catching up and
+    /// runs at the node's own (0: every checkpoint does).
+    pub(crate) background_checkpoints_up_to: usize,
 }
 
 impl StateStore {
@@ -127,7 +131,18 @@ impl StateStore {
             tokens_dirty: false,
             tokens_generation: next_tokens_generation(),
             outbox: loaded.outbox,
+            background_checkpoints_up_to: 0,
         })
+    }
+
+    /// Lets checkpoints of at most `transfers` transfers yield the CPU to the node loop (see
+    /// `background_checkpoints_up_to`).
+    pub fn set_background_checkpoints_up_to(&mut self, transfers: usize) {
+        self.background_checkpoints_up_to = transfers;
+    }
+
+    pub fn background_checkpoints_up_to(&self) -> usize {
+        self.background_checkpoints_up_to
     }
 
     /// The log index of the last batch applied (in memory, maybe not yet checkpointed).

@@ -770,3 +770,42 @@ fn a_large_memtables_feed_and_field_indexes_are_built_a_step_per_read() {
     let last = store.changes_after(Timestamp(u64::MAX - 1), 10).unwrap();
     assert_eq!(last, Some(Vec::new()));
 }
+
+/// A checkpoint of a normal size runs at background priority (the node loop comes first on a
+/// busy machine); one that grew past the bound is behind and runs at the node's own priority,
+/// so that it catches up and memory stays bounded.
+#[test]
+fn a_normal_checkpoint_yields_the_cpu_and_one_that_is_behind_does_not() {
+    let own = bulwark_store::this_threads_nice().expect("getpriority answers");
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = StateStore::open(&dir.path().join("state.redb")).unwrap();
+    store.set_background_checkpoints_up_to(3);
+    store.apply_batch(1, &accounts_batch(10));
+    let transfers = |first: u128, n: u128| {
+        (first..first + n)
+            .map(|id| NewTransfer {
+                id: TransferId(id),
+                debit_account_id: AccountId(2),
+                credit_account_id: AccountId(3),
+                amount: 1,
+                ledger: 1,
+                code: 1,
+                ..NewTransfer::default()
+            })
+            .collect()
+    };
+    store.apply_batch(2, &transfers_batch(100, transfers(1, 3)));
+    let normal = store.checkpoint_now().unwrap().expect("a checkpoint ran");
+    assert_eq!(normal.transfers, 3);
+    // Raising one's own nice value needs no privilege: only a test run at nice 10 or more
+    // already sees no difference.
+    assert_eq!(
+        normal.nice,
+        Some(own.max(bulwark_limits::CHECKPOINT_NICE)),
+        "a normal checkpoint (own nice {own})"
+    );
+    store.apply_batch(3, &transfers_batch(200, transfers(10, 4)));
+    let behind = store.checkpoint_now().unwrap().expect("a checkpoint ran");
+    assert_eq!(behind.transfers, 4);
+    assert_eq!(behind.nice, Some(own), "a checkpoint that is behind");
+}

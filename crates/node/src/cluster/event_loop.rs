@@ -509,6 +509,7 @@ impl ClusterLoop {
                 index = done.applied_index,
                 transfers = done.transfers,
                 duration_ms = done.duration.as_millis() as u64,
+                nice = done.nice,
                 "checkpoint written"
             );
             self.checkpoint_done(LogIndex(done.applied_index));

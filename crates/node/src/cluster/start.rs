@@ -71,6 +71,9 @@ pub fn start_cluster(
             .map_err(|e| recovery(e.into()))?;
     }
     let mut store = StateStore::open(&config.state_path())?;
+    store.set_background_checkpoints_up_to(
+        config.checkpoint_transfers * bulwark_limits::CHECKPOINT_CATCH_UP_FACTOR,
+    );
     crate::install::finish_interrupted(&config.data_dir, &mut storage, &store)
         .map_err(|e| recovery(e.into()))?;
     crate::download::remove_leftovers(&config.state_path());
