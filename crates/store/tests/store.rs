@@ -416,6 +416,21 @@ fn reopen_without_checkpoint_returns_to_the_last_checkpoint() {
     assert_eq!(reopened.account(AccountId(2)).unwrap().debits_posted, 0);
 }
 
+/// `n` transfers of 1 from account 2 to account 3, ids from `first` on.
+fn unit_transfers(first: u128, n: u128) -> Vec<NewTransfer> {
+    (first..first + n)
+        .map(|id| NewTransfer {
+            id: TransferId(id),
+            debit_account_id: AccountId(2),
+            credit_account_id: AccountId(3),
+            amount: 1,
+            ledger: 1,
+            code: 1,
+            ..NewTransfer::default()
+        })
+        .collect()
+}
+
 fn transfers_batch(ts: u64, transfers: Vec<NewTransfer>) -> Batch {
     Batch {
         timestamp: Timestamp(ts),
@@ -711,18 +726,8 @@ fn a_large_memtables_feed_and_field_indexes_are_built_a_step_per_read() {
     store.apply_batch(1, &accounts_batch(1_000_000_000));
     let steps = bulwark_limits::MAX_LAZY_BUILD_STEP / 1000 + 1;
     for b in 0..steps as u64 {
-        let transfers = (0..1000)
-            .map(|i| NewTransfer {
-                id: TransferId(u128::from(b * 1000 + i + 1)),
-                debit_account_id: AccountId(2),
-                credit_account_id: AccountId(3),
-                amount: 1,
-                ledger: 1,
-                code: 1,
-                ..NewTransfer::default()
-            })
-            .collect();
-        let batch = transfers_batch(2_000_000_000 + b * 10_000, transfers);
+        let first = u128::from(b * 1000 + 1);
+        let batch = transfers_batch(2_000_000_000 + b * 10_000, unit_transfers(first, 1000));
         store.apply_batch(b + 2, &batch);
     }
     assert_eq!(
@@ -781,20 +786,7 @@ fn a_normal_checkpoint_yields_the_cpu_and_one_that_is_behind_does_not() {
     let mut store = StateStore::open(&dir.path().join("state.redb")).unwrap();
     store.set_background_checkpoints_up_to(3);
     store.apply_batch(1, &accounts_batch(10));
-    let transfers = |first: u128, n: u128| {
-        (first..first + n)
-            .map(|id| NewTransfer {
-                id: TransferId(id),
-                debit_account_id: AccountId(2),
-                credit_account_id: AccountId(3),
-                amount: 1,
-                ledger: 1,
-                code: 1,
-                ..NewTransfer::default()
-            })
-            .collect()
-    };
-    store.apply_batch(2, &transfers_batch(100, transfers(1, 3)));
+    store.apply_batch(2, &transfers_batch(100, unit_transfers(1, 3)));
     let normal = store.checkpoint_now().unwrap().expect("a checkpoint ran");
     assert_eq!(normal.transfers, 3);
     // Raising one's own nice value needs no privilege: only a test run at nice 10 or more
@@ -804,7 +796,7 @@ fn a_normal_checkpoint_yields_the_cpu_and_one_that_is_behind_does_not() {
         Some(own.max(bulwark_limits::CHECKPOINT_NICE)),
         "a normal checkpoint (own nice {own})"
     );
-    store.apply_batch(3, &transfers_batch(200, transfers(10, 4)));
+    store.apply_batch(3, &transfers_batch(200, unit_transfers(10, 4)));
     let behind = store.checkpoint_now().unwrap().expect("a checkpoint ran");
     assert_eq!(behind.transfers, 4);
     assert_eq!(behind.nice, Some(own), "a checkpoint that is behind");
