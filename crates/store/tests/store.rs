@@ -789,8 +789,9 @@ fn a_normal_checkpoint_yields_the_cpu_and_one_that_is_behind_does_not() {
     store.apply_batch(2, &transfers_batch(100, unit_transfers(1, 3)));
     let normal = store.checkpoint_now().unwrap().expect("a checkpoint ran");
     assert_eq!(normal.transfers, 3);
-    // Raising one's own nice value needs no privilege: only a test run at nice 10 or more
-    // already sees no difference.
+    // Raising one's own nice value needs no privilege. A test run at nice 10 or more sees no
+    // difference, and a checkpoint never runs at a higher priority than the node (as root,
+    // setpriority could raise it: `nice -n 15 cargo test` checks that).
     assert_eq!(
         normal.nice,
         Some(own.max(bulwark_limits::CHECKPOINT_NICE)),
