@@ -252,8 +252,9 @@ pub const DEFAULT_CHECKPOINT_TRANSFERS: usize = 150_000;
 pub const CHECKPOINT_NICE: i32 = 10;
 
 /// A checkpoint holding more than this many times `--checkpoint-transfers` is behind (the one
-/// before it took long): it runs at the node's own priority, so that memory stays bounded
-/// whatever the load.
+/// before it took long): it runs at the node's own priority, as every checkpoint did before, so
+/// that the memtable grows no faster than it would without background checkpoints (there is no
+/// hard cap on it).
 pub const CHECKPOINT_CATCH_UP_FACTOR: usize = 2;
 
 /// redb's page cache (64 MiB). Bounded well below redb's default (1 GiB) so that a node's memory

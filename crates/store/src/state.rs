@@ -73,7 +73,7 @@ pub struct StateStore {
     pub(crate) outbox: crate::outbox::Outbox,
     /// Checkpoints of at most this many transfers run at background priority
     /// ([`CHECKPOINT_NICE`](bulwark_limits::CHECKPOINT_NICE)); a larger one is catching up and
-    /// runs at the node's own (0: every checkpoint does).
+    /// runs at the node's own (0, the default: every checkpoint holding a transfer does).
     pub(crate) background_checkpoints_up_to: usize,
 }
 
