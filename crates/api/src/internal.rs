@@ -130,7 +130,7 @@ async fn snapshot(
     State(state): State<Arc<AppState>>,
     Extension(Peer(peer)): Extension<Peer>,
 ) -> Result<Response, ApiError> {
-    crate::snapshot(&state, peer).await
+    crate::snapshot::snapshot(&state, peer).await
 }
 
 /// A forwarded write as the leader reads it: the client's `authorization` header, relayed.
@@ -167,7 +167,7 @@ async fn learners(
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    crate::change_learners(&state, principal, forwarded_plain(&headers, raw)?).await
+    crate::membership::change_learners(&state, principal, forwarded_plain(&headers, raw)?).await
 }
 
 async fn promote(
@@ -176,7 +176,7 @@ async fn promote(
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    crate::change_promote(&state, principal, forwarded_plain(&headers, raw)?).await
+    crate::membership::change_promote(&state, principal, forwarded_plain(&headers, raw)?).await
 }
 
 async fn remove(
@@ -185,7 +185,7 @@ async fn remove(
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    crate::change_remove(&state, principal, forwarded_plain(&headers, raw)?).await
+    crate::membership::change_remove(&state, principal, forwarded_plain(&headers, raw)?).await
 }
 
 /// A forwarded request without `ack` (membership, tokens), with its client's token.

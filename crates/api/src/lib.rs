@@ -14,17 +14,18 @@ mod error;
 mod history;
 mod internal;
 mod json;
+mod membership;
 mod openapi;
 mod outbox;
 mod request_id;
 mod search;
+mod snapshot;
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::Extension;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -32,13 +33,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use bulwark_ledger::access::Actor;
 use bulwark_ledger::{AccountId, Operation, TransferId};
-use bulwark_limits::{
-    ACK_ALL_TIMEOUT, FORWARD_TIMEOUT, IN_SYNC_WITHIN, MAX_BODY_BYTES, SNAPSHOT_EXPORT_NICE,
-    SNAPSHOT_HTTP_CHUNK,
-};
-use bulwark_node::cluster::{Member, MembershipChange};
+use bulwark_limits::{ACK_ALL_TIMEOUT, FORWARD_TIMEOUT, IN_SYNC_WITHIN, MAX_BODY_BYTES};
 use bulwark_node::metrics::{RequestLabels, RouteLabels};
 use bulwark_node::{Answer, LogIndex, NodeHandle, NodeId, Query as NodeQuery, RequestError};
 use serde::Deserialize;
@@ -140,15 +136,15 @@ pub fn cluster_router(node: NodeHandle, node_id: u64, options: ApiOptions) -> Ro
         .route("/v1/changes", get(search::changes))
         .route("/v1/status", get(status))
         .route("/metrics", get(metrics_text))
-        .route("/v1/cluster/learners", post(add_learner))
-        .route("/v1/cluster/promote", post(promote))
-        .route("/v1/cluster/remove", post(remove))
+        .route("/v1/cluster/learners", post(membership::add_learner))
+        .route("/v1/cluster/promote", post(membership::promote))
+        .route("/v1/cluster/remove", post(membership::remove))
         .route(
             "/v1/tokens",
             get(admin::list_tokens).post(admin::create_token),
         )
         .route("/v1/tokens/{id}/revoke", post(admin::revoke_token))
-        .route("/v1/backup/snapshot", get(backup_snapshot))
+        .route("/v1/backup/snapshot", get(snapshot::backup_snapshot))
         .route("/v1/backup/record", post(admin::record_backup))
         .route("/v1/audit", get(admin::audit))
         .route("/v1/audit/local", get(admin::local_audit))
@@ -873,30 +869,6 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Result<Respons
     Ok(read_response(body, read.applied_index))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LearnerIn {
-    id: u64,
-    #[serde(deserialize_with = "host_port")]
-    peer_addr: bulwark_node::cluster::HostPort,
-    #[serde(deserialize_with = "host_port")]
-    http_addr: bulwark_node::cluster::HostPort,
-}
-
-/// An address as `IP:PORT` or `NAME:PORT` text.
-fn host_port<'de, D: serde::Deserializer<'de>>(
-    de: D,
-) -> Result<bulwark_node::cluster::HostPort, D::Error> {
-    let text = String::deserialize(de)?;
-    text.parse().map_err(serde::de::Error::custom)
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct IdsIn {
-    ids: Vec<u64>,
-}
-
 /// Parses a JSON body that must be `shape` (e.g. "a JSON object {ids: [node id]}"), saying where
 /// it is not.
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
@@ -910,81 +882,6 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
     })
 }
 
-async fn add_learner(
-    State(state): State<Arc<AppState>>,
-    Extension(principal): Extension<auth::Principal>,
-    Authorization(authorization): Authorization,
-    raw: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let request = Write::plain(Hop::Client, authorization, body(raw)?);
-    change_learners(&state, principal, request).await
-}
-
-async fn promote(
-    State(state): State<Arc<AppState>>,
-    Extension(principal): Extension<auth::Principal>,
-    Authorization(authorization): Authorization,
-    raw: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let request = Write::plain(Hop::Client, authorization, body(raw)?);
-    change_promote(&state, principal, request).await
-}
-
-async fn remove(
-    State(state): State<Arc<AppState>>,
-    Extension(principal): Extension<auth::Principal>,
-    Authorization(authorization): Authorization,
-    raw: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let request = Write::plain(Hop::Client, authorization, body(raw)?);
-    change_remove(&state, principal, request).await
-}
-
-async fn change_learners(
-    state: &AppState,
-    principal: auth::Principal,
-    request: Write,
-) -> Result<Response, ApiError> {
-    let raw = &request.raw;
-    let learner: LearnerIn = parse_json(raw, "a JSON object {id, peer_addr, http_addr}")?;
-    let change = MembershipChange::AddLearner(Member {
-        id: learner.id,
-        peer_addr: learner.peer_addr,
-        http_addr: learner.http_addr,
-    });
-    membership(state, change, principal, "cluster/learners", request).await
-}
-
-/// Promote or remove (`make` says which) the node ids a request's body lists.
-async fn change_ids(
-    state: &AppState,
-    principal: auth::Principal,
-    request: Write,
-    make: fn(Vec<u64>) -> MembershipChange,
-    route: &str,
-) -> Result<Response, ApiError> {
-    let ids: IdsIn = parse_json(&request.raw, "a JSON object {ids: [node id]}")?;
-    membership(state, make(ids.ids), principal, route, request).await
-}
-
-async fn change_promote(
-    state: &AppState,
-    principal: auth::Principal,
-    request: Write,
-) -> Result<Response, ApiError> {
-    let make = MembershipChange::Promote;
-    change_ids(state, principal, request, make, "cluster/promote").await
-}
-
-async fn change_remove(
-    state: &AppState,
-    principal: auth::Principal,
-    request: Write,
-) -> Result<Response, ApiError> {
-    let make = MembershipChange::Remove;
-    change_ids(state, principal, request, make, "cluster/remove").await
-}
-
 impl Write {
     /// A request without `ack` (membership, tokens: answered once applied).
     fn plain(hop: Hop, authorization: Option<HeaderValue>, raw: Bytes) -> Write {
@@ -994,143 +891,6 @@ impl Write {
             ack: Ack::Majority,
             raw,
         }
-    }
-}
-
-async fn membership(
-    state: &AppState,
-    change: MembershipChange,
-    principal: auth::Principal,
-    route: &str,
-    request: Write,
-) -> Result<Response, ApiError> {
-    let actor = Actor::Token(principal.token);
-    match state.node.change_membership(change, actor).await {
-        Ok(index) => {
-            let mut response = Json(json!({"result": "ok", "index": index.0})).into_response();
-            response
-                .headers_mut()
-                .insert("bulwark-commit-index", index.0.into());
-            Ok(response)
-        }
-        Err(RequestError::NotLeader {
-            leader: Some(leader),
-        }) if leader != state.node_id && request.hop == Hop::Client => {
-            forward(state, leader, route, request).await
-        }
-        Err(RequestError::NotLeader { .. }) => Err(no_leader()),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Streams a consistent snapshot of this node's last checkpoint to `peer` (a follower catching
-/// up; served on the internal router only).
-async fn snapshot(state: &AppState, peer: NodeId) -> Result<Response, ApiError> {
-    // A certificate from the cluster's CA proves who a node is, not that it still belongs: a
-    // removed member (or one issued a certificate but never added) gets no copy of the ledger.
-    if state.node.member_peer_addr(peer).is_none() {
-        tracing::warn!(
-            peer = peer.0,
-            "refused a snapshot to a node that is not a member"
-        );
-        return Err(ApiError {
-            status: axum::http::StatusCode::FORBIDDEN,
-            code: "not_a_member",
-            message: format!(
-                "node {} is not a member of this cluster: it gets no snapshot",
-                peer.0
-            ),
-        });
-    }
-    stream_checkpoint(state, format!("node {}", peer.0))
-}
-
-/// `GET /v1/backup/snapshot` (admin), for `bulwark backup create`: first a checkpoint of
-/// everything this node applied, so that the backup is as recent as the node, then that
-/// checkpoint streamed as a follower gets it.
-async fn backup_snapshot(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let index = tokio::time::timeout(
-        bulwark_limits::BACKUP_CHECKPOINT_WAIT,
-        state.node.checkpoint(),
-    )
-    .await
-    .map_err(|_| ApiError {
-        status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
-        code: "checkpoint_timeout",
-        message: format!(
-            "no checkpoint was written within {} s (a full or slow disk?); retry later",
-            bulwark_limits::BACKUP_CHECKPOINT_WAIT.as_secs()
-        ),
-    })??;
-    tracing::info!(checkpoint = index.0, "a backup reads this checkpoint");
-    stream_checkpoint(&state, "a backup".into())
-}
-
-/// Streams a consistent snapshot of this node's last checkpoint to `to` (named in the log).
-fn stream_checkpoint(state: &AppState, to: String) -> Result<Response, ApiError> {
-    let Some(source) = state.node.snapshot_source() else {
-        return Err(ApiError::not_found(
-            "no_snapshot",
-            "this node has no checkpoint to send",
-        ));
-    };
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
-    let export = move || {
-        // Background work: the node loop and client requests come first on a busy machine.
-        bulwark_node::lower_this_threads_priority(SNAPSHOT_EXPORT_NICE);
-        let mut writer = ChannelWriter {
-            tx,
-            buffer: Vec::with_capacity(SNAPSHOT_HTTP_CHUNK),
-        };
-        match source.export(&mut writer) {
-            Ok(info) => tracing::info!(
-                to,
-                applied_index = info.applied_index,
-                rows = info.rows,
-                "sent a snapshot"
-            ),
-            Err(e) => {
-                tracing::warn!(to, error = %e, "sending a snapshot failed");
-                let _ = writer.tx.blocking_send(Err(std::io::Error::other(e)));
-            }
-        }
-    };
-    std::thread::Builder::new()
-        .name("snapshot-export".into())
-        .spawn(export)
-        .map_err(|e| ApiError::internal(format!("cannot start the snapshot's thread: {e}")))?;
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|chunk| (chunk, rx))
-    });
-    Ok(axum::body::Body::from_stream(stream).into_response())
-}
-
-/// Hands what the snapshot exporter writes to the HTTP body in chunks, with backpressure.
-struct ChannelWriter {
-    tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
-    buffer: Vec<u8>,
-}
-
-impl std::io::Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buffer.extend_from_slice(data);
-        if self.buffer.len() >= SNAPSHOT_HTTP_CHUNK {
-            self.flush()?;
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        if self.buffer.is_empty() {
-            return Ok(());
-        }
-        let chunk = Bytes::from(std::mem::replace(
-            &mut self.buffer,
-            Vec::with_capacity(SNAPSHOT_HTTP_CHUNK),
-        ));
-        self.tx
-            .blocking_send(Ok(chunk))
-            .map_err(|_| std::io::Error::other("the receiver hung up"))
     }
 }
 
