@@ -104,6 +104,18 @@ impl MemTransfers {
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Transfer> {
         self.all.iter()
     }
+
+    /// Empties it, keeping its memory for the next memtable.
+    pub(crate) fn clear(&mut self) {
+        self.all.clear();
+        self.at.clear();
+    }
+
+    /// How many transfers it holds room for without growing.
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.all.capacity().min(self.at.capacity())
+    }
 }
 
 /// A memtable being written as a checkpoint, with everything else that checkpoint records.

@@ -18,7 +18,7 @@ use crate::checkpoint::Flushing;
 use crate::disk::{open_reader, Disk};
 use crate::error::{redb_err, StoreError};
 use crate::field_index::FieldIndex;
-use crate::memtable::{Frozen, Memtable};
+use crate::memtable::{Frozen, MemTransfers, Memtable};
 use crate::records;
 use crate::snapshot;
 use crate::tables::{
@@ -52,6 +52,9 @@ pub struct StateStore {
     pub(crate) expiries: BTreeSet<(Timestamp, TransferId)>,
     pub(crate) active: Memtable,
     pub(crate) frozen: Option<Arc<Frozen>>,
+    /// The transfers' storage of the last memtable checkpointed, emptied, for the next one to
+    /// take at the next freeze (see `StateStore::recycle_frozen`).
+    pub(crate) spare_transfers: MemTransfers,
     pub(crate) flushing: Option<Flushing>,
     pub(crate) last_timestamp: Timestamp,
     pub(crate) applied_index: u64,
@@ -118,6 +121,7 @@ impl StateStore {
             expiries: loaded.expiries,
             active: Memtable::default(),
             frozen: None,
+            spare_transfers: MemTransfers::default(),
             flushing: None,
             last_timestamp: loaded.last_timestamp,
             applied_index: loaded.applied_index,
