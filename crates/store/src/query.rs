@@ -124,6 +124,15 @@ impl StateStore {
 impl StateStore {
     /// The transfer with `id`, from the memtables or the last checkpoint.
     pub(crate) fn stored_transfer(&self, id: TransferId) -> Result<Option<Transfer>, StoreError> {
+        // Every new transfer's id is looked up first; ids that grow (time-based ones) are past
+        // every id stored, and are answered without probing the memtables' large id maps.
+        let newest = self
+            .memtables()
+            .map(|m| m.max_transfer_id)
+            .fold(self.stored_max_transfer_id, u128::max);
+        if id.0 > newest {
+            return Ok(None);
+        }
         for memtable in self.memtables() {
             if let Some(t) = memtable.transfers.get(&id) {
                 return Ok(Some(*t));
