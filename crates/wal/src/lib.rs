@@ -40,9 +40,9 @@
 //! so only the last segment can ever end in a torn write. A segment may hold zero records (header only).
 //!
 //! **Zeros after the records.** A small sync into the active segment (at most
-//! `bulwark_limits::WAL_ZERO_FILL_MAX_WRITE`) that passes the end of the file also writes zeros, in the
-//! same `fdatasync`: eight of its own size ahead, at least [`WalOptions::zero_fill_ahead`] (64 KiB) and
-//! at most 16 times that, rounded up to a multiple of it, never past `segment_bytes`. The syncs after it then write inside the file's size and allocated blocks, and their
+//! `bulwark_limits::WAL_ZERO_FILL_MAX_WRITE`) that passes the end of the file also writes zeros up to the
+//! next [`WalOptions::zero_fill_ahead`] boundary (1 MiB; never past `segment_bytes`), in the same
+//! `fdatasync`. The syncs after it then write inside the file's size and allocated blocks, and their
 //! `fdatasync` flushes the data alone, without an inode update (PostgreSQL zero-fills its WAL segments for
 //! the same reason). A full disk only skips the zeros. A segment's records therefore end at its end of
 //! file or at zeros running to it; a record header that is all zeros (index 0 is never a record's) is

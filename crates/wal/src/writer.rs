@@ -21,9 +21,8 @@ pub struct WalOptions {
     /// commit index): recovery never cuts one of them as a torn tail, it refuses to open instead.
     /// 0: no such promise (every tail may be torn).
     pub keep_through: u64,
-    /// Zeros kept written ahead of the active segment's records, at least (eight of the sync's
-    /// size, up to 16 times this; see [`bulwark_limits::WAL_ZERO_FILL_AHEAD`]); 0: every sync
-    /// appends plainly.
+    /// Zeros kept written ahead of the active segment's records (see
+    /// [`bulwark_limits::WAL_ZERO_FILL_AHEAD`]); 0: every sync appends plainly.
     pub zero_fill_ahead: u64,
 }
 
@@ -183,16 +182,14 @@ impl Wal {
     }
 
     /// Where to fill zeros up to after a write of `written` bytes that ends the active segment's
-    /// records at `data_end`, when the write is small and passes the zeros already there (else
-    /// `None`): eight such writes ahead, at least [`WalOptions::zero_fill_ahead`] and at most 16
-    /// times that, rounded up to a multiple of it, never past the segment size.
+    /// records at `data_end`: the next [`WalOptions::zero_fill_ahead`] boundary past it (at most the
+    /// segment size), when the write is small and passes the zeros already there; else `None`.
     fn zero_fill_target(&self, data_end: u64, written: u64) -> Option<u64> {
-        let unit = self.opts.zero_fill_ahead;
-        if unit == 0 || written > WAL_ZERO_FILL_MAX_WRITE || data_end <= self.file_end {
+        let ahead = self.opts.zero_fill_ahead;
+        if ahead == 0 || written > WAL_ZERO_FILL_MAX_WRITE || data_end <= self.file_end {
             return None;
         }
-        let ahead = (8 * written).clamp(unit, 16 * unit);
-        let target = (data_end + ahead).div_ceil(unit) * unit;
+        let target = (data_end / ahead + 1) * ahead;
         let target = target.min(self.opts.segment_bytes);
         (target > data_end).then_some(target)
     }

@@ -187,7 +187,7 @@ fn a_disk_too_full_for_the_zeros_ahead_still_takes_the_records() {
     let (mut wal, _) = Wal::open(&dir, WalOptions::default()).unwrap();
     wal.append(&payload(1, 1000)).unwrap();
     wal.sync().unwrap();
-    let filler = fill_leaving(fs_.path(), 32 << 10).expect("fill the disk").0;
+    let filler = fill_leaving(fs_.path(), 64 << 10).expect("fill the disk").0;
     for i in 2..=11 {
         wal.append(&payload(i, 1000)).unwrap();
         wal.sync().expect("room for the records");

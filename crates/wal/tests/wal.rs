@@ -548,12 +548,8 @@ fn zero_filled_log() -> (tempfile::TempDir, std::path::PathBuf, WalOptions) {
     let path = seg_path(dir.path(), 1);
     let end = record_offset(&[50; 10], 10);
     assert_eq!(wal.size_bytes(), end);
-    assert_eq!(
-        file_len(&path),
-        2048,
-        "filled 1 KiB past record 2, to a multiple of 1 KiB"
-    );
-    assert_eq!(wal.active_file_len(), 2048);
+    assert_eq!(file_len(&path), 1024, "filled to the next 1 KiB past {end}");
+    assert_eq!(wal.active_file_len(), 1024);
     (dir, path, options)
 }
 
@@ -562,8 +558,8 @@ fn small_syncs_fill_zeros_ahead_and_a_reopen_goes_on_after_the_records() {
     let (dir, path, options) = zero_filled_log();
     let (mut wal, rec) = Wal::open(dir.path(), options.clone()).unwrap();
     assert_eq!((rec.last_index, rec.torn_tail), (10, None));
-    assert_eq!(file_len(&path), 2048, "the zeros stay");
-    assert_eq!(wal.active_file_len(), 2048);
+    assert_eq!(file_len(&path), 1024, "the zeros stay");
+    assert_eq!(wal.active_file_len(), 1024);
     // Records 11..=70: past 1 KiB, 2 KiB, ... and into a second segment; never past 4 KiB.
     for i in 11..=70 {
         wal.append(&payload(i, 50)).unwrap();
@@ -599,7 +595,7 @@ fn a_torn_record_in_front_of_the_zeros_is_cut() {
     drop(file);
     let (mut wal, rec) = Wal::open(dir.path(), options).unwrap();
     let torn = rec.torn_tail.expect("the torn record is reported");
-    assert_eq!((torn.offset, torn.bytes_cut), (end, 2048 - end));
+    assert_eq!((torn.offset, torn.bytes_cut), (end, 1024 - end));
     assert_eq!(rec.last_index, 10);
     assert_eq!(wal.append(b"11").unwrap(), 11);
     wal.sync().unwrap();
