@@ -242,8 +242,7 @@ impl Wal {
         match self.sync_inner() {
             Ok(()) => Ok(()),
             Err(Failure::Undone(e)) => {
-                // The undo cut the active segment back to its durable records if the sync wrote
-                // into it; if not, its zeros are taken as gone and written again when due.
+                // The undo cut the active segment back to its durable records.
                 self.file_end = self.segments.last().map_or(0, |s| s.len);
                 // The caller decides how loud this is (it may retry every few hundred ms).
                 tracing::debug!(
