@@ -39,26 +39,14 @@
 //! `<name>.wal`, and the directory is fsynced. A segment is fully durable before any later segment exists,
 //! so only the last segment can ever end in a torn write. A segment may hold zero records (header only).
 //!
-//! **Zeros after the records.** A small sync into the active segment (at most
-//! `bulwark_limits::WAL_ZERO_FILL_MAX_WRITE`) that passes the end of the file also writes zeros up to the
-//! next [`WalOptions::zero_fill_ahead`] boundary (1 MiB; never past `segment_bytes`), in the same
-//! `fdatasync`. The syncs after it then write inside the file's size and allocated blocks, and their
-//! `fdatasync` flushes the data alone, without an inode update (PostgreSQL zero-fills its WAL segments for
-//! the same reason). A full disk only skips the zeros. A segment's records therefore end at its end of
-//! file or at zeros running to it; a record header that is all zeros (index 0 is never a record's) is
-//! where the zeros begin.
-//!
 //! # Recovery rules
 //!
 //! [`Wal::open`] reads and verifies every segment.
 //! - A leftover `*.wal.tmp` (crash during segment creation) is removed.
-//! - Zero bytes from a record boundary to end-of-file, in any segment, are the end of its records, as
-//!   end-of-file is: not cut, not reported (records lost to zeros before a later segment are an index
-//!   gap; a log that ends before the caller's durable commit is the caller's to refuse).
 //! - The *torn tail* of the last segment is cut (`ftruncate` to the last good record boundary, then fsync),
 //!   logged with `tracing::warn!` and reported in [`Recovery::torn_tail`]. A torn tail is, starting at a record
 //!   boundary of the last segment: an incomplete record header, a payload running past end-of-file, a final
-//!   record whose checksum fails and which ends at end-of-file or in front of zeros running to it.
+//!   record whose checksum fails and which ends exactly at end-of-file, or only zero bytes up to end-of-file.
 //!   As a guard against a damaged length field masquerading as a torn write, the bytes to be cut are scanned
 //!   for any record with a valid checksum and a plausible index; if one is found, that is corruption, not a
 //!   torn tail.

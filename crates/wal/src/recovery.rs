@@ -43,7 +43,6 @@ impl Wal {
         let names = list_segments(dir)?;
         let mut segments: Vec<Segment> = Vec::with_capacity(names.len());
         let mut torn_tail = None;
-        let mut active_file_len = 0;
         for (i, &index) in names.iter().enumerate() {
             let path = dir.join(segment_file_name(index));
             let expected = segments.last().map(Segment::next_index);
@@ -52,7 +51,6 @@ impl Wal {
             if s.torn.is_some() {
                 torn_tail = s.torn;
             }
-            active_file_len = s.file_len;
             segments.push(Segment {
                 first_index: s.first_index,
                 path,
@@ -69,13 +67,11 @@ impl Wal {
             Some(s) => Some(open_rw(&s.path)?),
             None => None,
         };
-        let file_end = active_file_len;
         let wal = Wal {
             dir: dir.to_path_buf(),
             opts,
             segments,
             active,
-            file_end,
             first_index,
             durable_next: next_index,
             next_index,
@@ -130,23 +126,14 @@ fn scan_segment(
     let file_len = file.metadata().map_err(io_err("stat", path))?.len();
     let first = read_segment_header(&file, path, file_len, name_index, expected_first)?;
     let (off, idx, anomaly) = scan_records(&file, path, first, file_len)?;
-    let scanned = |torn: Option<TornTail>, file_len: u64| Scanned {
-        first_index: first,
-        records: idx - first,
-        len: off,
-        file_len,
-        torn,
-    };
     let Some(anomaly) = anomaly else {
-        return Ok(scanned(None, file_len));
+        return Ok(Scanned {
+            first_index: first,
+            records: idx - first,
+            len: off,
+            torn: None,
+        });
     };
-    // Zeros after the last record: what the writer fills ahead of its records (or a hole the file
-    // system reads as zeros), the end of this segment's records, as end-of-file would be. Records
-    // lost to zeros are an index gap at the next segment, or a log that ends before the durable
-    // commit (the caller's check, as for a log cut at end-of-file).
-    if is_zero(&file, path, off, file_len)? {
-        return Ok(scanned(None, file_len));
-    }
     if !is_last {
         return Err(corrupt(path, off, Corruption::NotLastSegment(anomaly)));
     }
@@ -162,7 +149,12 @@ fn scan_segment(
         ));
     }
     let torn = cut_torn_tail(&file, path, off, idx, anomaly, file_len)?;
-    Ok(scanned(Some(torn), off))
+    Ok(Scanned {
+        first_index: first,
+        records: idx - first,
+        len: off,
+        torn: Some(torn),
+    })
 }
 
 /// Checks the segment header against the file name and the previous segment; returns its first index.
@@ -248,9 +240,9 @@ fn scan_records(
             .read_exact(&mut payload)
             .map_err(io_err("read", path))?;
         if record_crc(h.len, h.index, &payload) != h.crc {
-            // Only zeros after it: the last record written, torn, in front of the zeros.
-            let at_eof = end == file_len || is_zero(file, path, end, file_len)?;
-            break BadRecord::Checksum { at_eof };
+            break BadRecord::Checksum {
+                at_eof: end == file_len,
+            };
         }
         if h.index != idx {
             break BadRecord::IndexMismatch {
@@ -277,26 +269,29 @@ fn cut_torn_tail(
     let mut tail = vec![0u8; (file_len - off) as usize];
     file.read_exact_at(&mut tail, off)
         .map_err(io_err("read", path))?;
-    if !anomaly.may_be_torn() {
-        return Err(corrupt(path, off, Corruption::Record(anomaly)));
-    }
-    if let Some((p, found)) = find_valid_record(&tail, idx) {
-        return Err(corrupt(
-            path,
-            off,
-            Corruption::ValidRecordFollows {
-                record: anomaly,
-                found,
-                at: off + p as u64,
-            },
-        ));
+    let all_zero = tail.iter().all(|&b| b == 0);
+    if !all_zero {
+        if !anomaly.may_be_torn() {
+            return Err(corrupt(path, off, Corruption::Record(anomaly)));
+        }
+        if let Some((p, found)) = find_valid_record(&tail, idx) {
+            return Err(corrupt(
+                path,
+                off,
+                Corruption::ValidRecordFollows {
+                    record: anomaly,
+                    found,
+                    at: off + p as u64,
+                },
+            ));
+        }
     }
     let bytes_cut = file_len - off;
     tracing::warn!(
         file = %path.display(),
         offset = off,
         bytes_cut,
-        cause = %anomaly,
+        cause = %if all_zero { "zero bytes to end of file".to_string() } else { anomaly.to_string() },
         "cutting torn tail of write-ahead log"
     );
     file.set_len(off).map_err(io_err("truncate", path))?;
@@ -336,23 +331,5 @@ struct Scanned {
     first_index: u64,
     records: u64,
     len: u64,
-    /// The file's size once recovered: its records and any zeros after them.
-    file_len: u64,
     torn: Option<TornTail>,
-}
-
-/// Whether `from..to` of `file` holds only zero bytes.
-fn is_zero(file: &File, path: &Path, from: u64, to: u64) -> Result<bool, WalError> {
-    let mut chunk = vec![0u8; (to - from).min(1 << 20) as usize];
-    let mut at = from;
-    while at < to {
-        let n = (to - at).min(chunk.len() as u64) as usize;
-        file.read_exact_at(&mut chunk[..n], at)
-            .map_err(io_err("read", path))?;
-        if chunk[..n].iter().any(|&b| b != 0) {
-            return Ok(false);
-        }
-        at += n as u64;
-    }
-    Ok(true)
 }

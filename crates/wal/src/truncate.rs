@@ -41,7 +41,6 @@ impl Wal {
             records: 0,
         });
         self.active = Some(file);
-        self.file_end = SEGMENT_HEADER_LEN;
         self.first_index = next;
         self.durable_next = next;
         self.next_index = next;
@@ -149,7 +148,6 @@ impl Wal {
         seg.len = offset;
         seg.records = from - seg.first_index;
         self.active = Some(file);
-        self.file_end = offset;
         self.durable_next = from;
         self.next_index = from;
         Ok(())

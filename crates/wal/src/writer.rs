@@ -7,7 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{io_err, Failure, WalError};
-use bulwark_limits::{MAX_RECORD_PAYLOAD, WAL_ZERO_FILL_MAX_WRITE};
+use bulwark_limits::MAX_RECORD_PAYLOAD;
 
 use crate::format::{encode_record, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
 use crate::segment::{create_segment, fsync_dir, Segment};
@@ -21,9 +21,6 @@ pub struct WalOptions {
     /// commit index): recovery never cuts one of them as a torn tail, it refuses to open instead.
     /// 0: no such promise (every tail may be torn).
     pub keep_through: u64,
-    /// Zeros kept written ahead of the active segment's records (see
-    /// [`bulwark_limits::WAL_ZERO_FILL_AHEAD`]); 0: every sync appends plainly.
-    pub zero_fill_ahead: u64,
 }
 
 impl Default for WalOptions {
@@ -31,7 +28,6 @@ impl Default for WalOptions {
         WalOptions {
             segment_bytes: bulwark_limits::DEFAULT_SEGMENT_BYTES,
             keep_through: 0,
-            zero_fill_ahead: bulwark_limits::WAL_ZERO_FILL_AHEAD,
         }
     }
 }
@@ -45,9 +41,6 @@ pub struct Wal {
     pub(crate) segments: Vec<Segment>,
     /// Writable handle of `segments.last()`.
     pub(crate) active: Option<File>,
-    /// Size of the active segment's file: its records, then zeros (written ahead of them, or a
-    /// hole the file system reads as zeros) up to here.
-    pub(crate) file_end: u64,
     pub(crate) first_index: u64,
     /// Index after the last durable record.
     pub(crate) durable_next: u64,
@@ -114,8 +107,6 @@ impl Wal {
         } else {
             None
         };
-        let active_file_end = active_written.map_or(self.file_end, |(_, end)| end);
-        let active_written = active_written.map(|(len, _)| len);
         let created = self.create_new_segments(active_written)?;
         // Everything is durable: commit the in-memory positions.
         if first_split > 0 {
@@ -125,14 +116,12 @@ impl Wal {
             seg.records += records;
             self.durable_next += records;
         }
-        self.file_end = active_file_end;
         for (seg, file) in created {
             assert_eq!(
                 seg.first_index, self.durable_next,
                 "segment split out of order"
             );
             self.durable_next = seg.next_index();
-            self.file_end = seg.len;
             self.segments.push(seg);
             self.active = Some(file);
         }
@@ -142,10 +131,9 @@ impl Wal {
         Ok(())
     }
 
-    /// Writes `buf[..end]` at the end of the active segment (and zeros ahead of it, if due) and
-    /// fdatasyncs it. Returns the segment's durable length before the write (what an undo cuts it
-    /// back to) and its file's size after.
-    fn write_active(&self, end: usize) -> Result<(u64, u64), Failure> {
+    /// Writes `buf[..end]` at the end of the active segment and fdatasyncs it. Returns the segment's
+    /// durable length before the write (what an undo cuts it back to).
+    fn write_active(&self, end: usize) -> Result<u64, Failure> {
         let seg = self
             .segments
             .last()
@@ -158,40 +146,12 @@ impl Wal {
             let e = io_err("write", &seg.path)(e);
             return Err(self.undo_sync(&[], Some(seg.len), e));
         }
-        let data_end = seg.len + end as u64;
-        let file_end = match self.zero_fill_target(data_end, end as u64) {
-            // The zeros are only a speed-up: on a full disk the records go in without them.
-            Some(target) => match zero_fill(file, data_end, target) {
-                Ok(()) => target,
-                Err(_) => match file.set_len(data_end) {
-                    Ok(()) => data_end,
-                    Err(e) => {
-                        let e = io_err("truncate", &seg.path)(e);
-                        return Err(self.undo_sync(&[], Some(seg.len), e));
-                    }
-                },
-            },
-            None => self.file_end.max(data_end),
-        };
         if !bulwark_fs::test_faults::skipping(bulwark_fs::test_faults::Skip::LogFdatasync) {
             file.sync_data()
                 .map_err(io_err("fdatasync", &seg.path))
                 .map_err(Failure::Fatal)?;
         }
-        Ok((seg.len, file_end))
-    }
-
-    /// Where to fill zeros up to after a write of `written` bytes that ends the active segment's
-    /// records at `data_end`: the next [`WalOptions::zero_fill_ahead`] boundary past it (at most the
-    /// segment size), when the write is small and passes the zeros already there; else `None`.
-    fn zero_fill_target(&self, data_end: u64, written: u64) -> Option<u64> {
-        let ahead = self.opts.zero_fill_ahead;
-        if ahead == 0 || written > WAL_ZERO_FILL_MAX_WRITE || data_end <= self.file_end {
-            return None;
-        }
-        let target = (data_end / ahead + 1) * ahead;
-        let target = target.min(self.opts.segment_bytes);
-        (target > data_end).then_some(target)
+        Ok(seg.len)
     }
 
     /// Creates a segment for each split of the buffer, oldest first. On a failure, undoes them and the
@@ -242,8 +202,6 @@ impl Wal {
         match self.sync_inner() {
             Ok(()) => Ok(()),
             Err(Failure::Undone(e)) => {
-                // The undo cut the active segment back to its durable records.
-                self.file_end = self.segments.last().map_or(0, |s| s.len);
                 // The caller decides how loud this is (it may retry every few hundred ms).
                 tracing::debug!(
                     dir = %self.dir.display(),
@@ -325,8 +283,7 @@ impl Wal {
         &self.dir
     }
 
-    /// Bytes of the log's segment headers and records, counting buffered records as if synced
-    /// (not the zeros filled ahead of the active segment's records).
+    /// Bytes the log's segment files take, counting buffered records as if synced.
     pub fn size_bytes(&self) -> u64 {
         self.segments.iter().map(|s| s.len).sum::<u64>()
             + self.buf.len() as u64
@@ -347,11 +304,6 @@ impl Wal {
         self.segments.len() + self.splits.len()
     }
 
-    /// Size of the active segment's file (its records and the zeros after them).
-    pub fn active_file_len(&self) -> u64 {
-        self.file_end
-    }
-
     pub(crate) fn check_usable(&self) -> Result<(), WalError> {
         if self.poisoned {
             Err(WalError::Poisoned)
@@ -366,16 +318,4 @@ impl Wal {
         }
         r
     }
-}
-
-/// Writes zeros over `from..to` of `file`.
-fn zero_fill(file: &File, from: u64, to: u64) -> std::io::Result<()> {
-    static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
-    let mut at = from;
-    while at < to {
-        let n = (to - at).min(ZEROS.len() as u64) as usize;
-        file.write_all_at(&ZEROS[..n], at)?;
-        at += n as u64;
-    }
-    Ok(())
 }

@@ -6,7 +6,7 @@
 use std::fs;
 use std::path::Path;
 
-use bulwark_tmpfs::{fill, fill_leaving, Tmpfs};
+use bulwark_tmpfs::{fill, Tmpfs};
 use bulwark_wal::{segment_file_name, Wal, WalOptions};
 
 fn payload(i: u64, len: usize) -> Vec<u8> {
@@ -175,34 +175,4 @@ fn a_sync_that_fills_the_active_segment_but_cannot_create_the_next_is_undone_who
     let (wal, recovery) = Wal::open(&dir, opts).unwrap();
     assert_eq!(recovery.last_index, 3);
     assert_eq!(read_all(&wal, 2)[1], (3, payload(3, 62 << 10)));
-}
-
-#[test]
-fn a_disk_too_full_for_the_zeros_ahead_still_takes_the_records() {
-    // The zeros filled ahead of the records are a speed-up, not a need: a disk with room for the
-    // records but not for the zeros takes the records (a full disk is not reported earlier).
-    let fs_ = Tmpfs::mount_temp("bulwark-wal-tmpfs", 1 << 20)
-        .expect("mount a tmpfs (needs root, as CI has)");
-    let dir = fs_.path().join("wal");
-    let (mut wal, _) = Wal::open(&dir, WalOptions::default()).unwrap();
-    wal.append(&payload(1, 1000)).unwrap();
-    wal.sync().unwrap();
-    let filler = fill_leaving(fs_.path(), 64 << 10).expect("fill the disk").0;
-    for i in 2..=11 {
-        wal.append(&payload(i, 1000)).unwrap();
-        wal.sync().expect("room for the records");
-    }
-    let end = wal.size_bytes();
-    assert_eq!(
-        wal.active_file_len(),
-        end,
-        "no zeros ahead: no room for them"
-    );
-    assert_eq!(files(&dir), vec![(segment_file_name(1), end)]);
-    fs::remove_file(filler).unwrap();
-    drop(wal);
-    let (wal, recovery) = Wal::open(&dir, WalOptions::default()).unwrap();
-    assert_eq!((recovery.last_index, recovery.torn_tail), (11, None));
-    let expected: Vec<_> = (1..=11).map(|i| (i, payload(i, 1000))).collect();
-    assert_eq!(read_all(&wal, 1), expected);
 }

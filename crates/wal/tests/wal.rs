@@ -14,7 +14,6 @@ fn opts(segment_bytes: u64) -> WalOptions {
     WalOptions {
         segment_bytes,
         keep_through: 0,
-        ..Default::default()
     }
 }
 
@@ -192,11 +191,8 @@ fn segment_rollover_and_reading_across_segments() {
     for name in &names[..5] {
         assert!(file_len(&dir.path().join(name)) <= seg);
     }
-    // Headers and records; the zeros filled ahead of records are not counted.
-    let records: u64 = expected.iter().map(|(_, p)| 16 + p.len() as u64).sum();
-    assert_eq!(wal.size_bytes(), 20 * names.len() as u64 + records);
     let total: u64 = names.iter().map(|n| file_len(&dir.path().join(n))).sum();
-    assert!(total >= wal.size_bytes());
+    assert_eq!(wal.size_bytes(), total);
     assert_eq!(read_all(&wal, 1), expected);
     assert_eq!(read_all(&wal, 15), expected[14..].to_vec());
     drop(wal);
@@ -508,9 +504,7 @@ fn final_record_with_bad_checksum_at_eof_is_cut() {
 }
 
 #[test]
-fn trailing_zeros_are_the_clean_end_of_the_records() {
-    // Zeros after the last record (a hole, or zeros filled ahead) end the records: nothing is
-    // cut or reported, and the next record is written over the first of them.
+fn trailing_zeros_are_cut() {
     let dir = write_log(3, 40);
     let path = seg_path(dir.path(), 1);
     let end = file_len(&path);
@@ -521,94 +515,12 @@ fn trailing_zeros_are_the_clean_end_of_the_records() {
         .set_len(end + 4096)
         .unwrap();
     let (mut wal, rec) = Wal::open(dir.path(), opts(1 << 20)).unwrap();
-    assert_eq!((rec.last_index, rec.torn_tail), (3, None));
-    assert_eq!(file_len(&path), end + 4096);
+    let torn = rec.torn_tail.unwrap();
+    assert_eq!((torn.offset, torn.bytes_cut), (end, 4096));
+    assert_eq!(file_len(&path), end);
+    assert_eq!(rec.last_index, 3);
     assert_eq!(read_all(&wal, 1).len(), 3);
     assert_eq!(wal.append(b"4").unwrap(), 4);
-    wal.sync().unwrap();
-    drop(wal);
-    let (wal, rec) = Wal::open(dir.path(), opts(1 << 20)).unwrap();
-    assert_eq!((rec.last_index, rec.torn_tail), (4, None));
-    assert_eq!(read_all(&wal, 4), vec![(4, b"4".to_vec())]);
-}
-
-/// A log whose active segment was filled with zeros ahead of its records by small syncs: records
-/// 1..=10 of 50 bytes, one sync each, in 4 KiB segments with 1 KiB of zeros kept ahead.
-fn zero_filled_log() -> (tempfile::TempDir, std::path::PathBuf, WalOptions) {
-    let options = WalOptions {
-        zero_fill_ahead: 1024,
-        ..opts(4096)
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let (mut wal, _) = Wal::open(dir.path(), options.clone()).unwrap();
-    for i in 1..=10 {
-        wal.append(&payload(i, 50)).unwrap();
-        wal.sync().unwrap();
-    }
-    let path = seg_path(dir.path(), 1);
-    let end = record_offset(&[50; 10], 10);
-    assert_eq!(wal.size_bytes(), end);
-    assert_eq!(file_len(&path), 1024, "filled to the next 1 KiB past {end}");
-    assert_eq!(wal.active_file_len(), 1024);
-    (dir, path, options)
-}
-
-#[test]
-fn small_syncs_fill_zeros_ahead_and_a_reopen_goes_on_after_the_records() {
-    let (dir, path, options) = zero_filled_log();
-    let (mut wal, rec) = Wal::open(dir.path(), options.clone()).unwrap();
-    assert_eq!((rec.last_index, rec.torn_tail), (10, None));
-    assert_eq!(file_len(&path), 1024, "the zeros stay");
-    assert_eq!(wal.active_file_len(), 1024);
-    // Records 11..=70: past 1 KiB, 2 KiB, ... and into a second segment; never past 4 KiB.
-    for i in 11..=70 {
-        wal.append(&payload(i, 50)).unwrap();
-        wal.sync().unwrap();
-        assert!(file_len(&path) <= 4096);
-    }
-    drop(wal);
-    let (wal, rec) = Wal::open(dir.path(), options).unwrap();
-    assert_eq!(
-        (rec.first_index, rec.last_index, rec.torn_tail),
-        (1, 70, None)
-    );
-    let expected: Vec<_> = (1..=70).map(|i| (i, payload(i, 50))).collect();
-    assert_eq!(read_all(&wal, 1), expected);
-    // Segments that rolled over end in zeros too (up to the segment size), and reopen cleanly.
-    assert!(wal.segment_count() > 1);
-    assert_eq!(file_len(&path), 4096);
-}
-
-#[test]
-fn a_torn_record_in_front_of_the_zeros_is_cut() {
-    let (dir, path, options) = zero_filled_log();
-    let end = record_offset(&[50; 10], 10);
-    // Record 11 was being written over the zeros when the machine died: its header and part of
-    // its payload reached the disk, the rest is still zeros.
-    let mut record = Vec::new();
-    record.extend_from_slice(&50u32.to_le_bytes());
-    record.extend_from_slice(&0x1234_5678u32.to_le_bytes());
-    record.extend_from_slice(&11u64.to_le_bytes());
-    record.extend_from_slice(&payload(11, 20));
-    let file = OpenOptions::new().write(true).open(&path).unwrap();
-    std::os::unix::fs::FileExt::write_all_at(&file, &record, end).unwrap();
-    drop(file);
-    let (mut wal, rec) = Wal::open(dir.path(), options).unwrap();
-    let torn = rec.torn_tail.expect("the torn record is reported");
-    assert_eq!((torn.offset, torn.bytes_cut), (end, 1024 - end));
-    assert_eq!(rec.last_index, 10);
-    assert_eq!(wal.append(b"11").unwrap(), 11);
-    wal.sync().unwrap();
-    assert_eq!(read_all(&wal, 11), vec![(11, b"11".to_vec())]);
-}
-
-#[test]
-fn a_stray_byte_among_the_zeros_is_corruption_not_the_end() {
-    let (dir, path, _) = zero_filled_log();
-    let end = record_offset(&[50; 10], 10);
-    flip_byte(&path, end + 300);
-    let (msg, _) = expect_corrupt(dir.path(), &path, end);
-    assert!(msg.contains("checksum mismatch"), "{msg}");
 }
 
 #[test]

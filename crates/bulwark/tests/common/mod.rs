@@ -578,7 +578,7 @@ pub fn wal_segments(wal_dir: &Path) -> Vec<PathBuf> {
 
 /// Reads the records of one segment file (format version 1: a 20-byte header, then records of
 /// a 16-byte header `len`, `crc`, `index` and the payload). Stops at the first record that does
-/// not fit in the file or at zeros (the log fills zeros ahead of its records).
+/// not fit in the file.
 pub fn wal_records(segment: &Path) -> Vec<WalRecord> {
     let bytes = std::fs::read(segment).expect("read a segment");
     assert!(bytes.len() >= 20, "segment shorter than its header");
@@ -588,8 +588,7 @@ pub fn wal_records(segment: &Path) -> Vec<WalRecord> {
     while off + 16 <= bytes.len() {
         let len = u32::from_le_bytes(bytes[off..off + 4].try_into().unwrap()) as usize;
         let index = u64::from_le_bytes(bytes[off + 8..off + 16].try_into().unwrap());
-        // Zeros: what the log fills ahead of its records, their end.
-        if off + 16 + len > bytes.len() || bytes[off..off + 16] == [0; 16] {
+        if off + 16 + len > bytes.len() {
             break;
         }
         records.push(WalRecord {
