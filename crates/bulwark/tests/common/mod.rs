@@ -938,11 +938,19 @@ pub async fn futures_join_all<F: std::future::Future>(
 }
 
 /// A read with `?consistency=stale` (from this node's own state), which must answer 200 or
-/// 404; `None` on 404.
+/// 404; `None` on 404. A 429 (the token past a rate limit a test set low) is waited out, for
+/// at most 10 s: it says nothing about the state read.
 pub async fn stale_get(http: &Http, path: &str) -> Option<Value> {
     let sep = if path.contains('?') { '&' } else { '?' };
     let full = format!("{path}{sep}consistency=stale");
-    let r = http.get(&full).await;
+    let mut r = http.get(&full).await;
+    for _ in 0..200 {
+        if r.status != 429 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        r = http.get(&full).await;
+    }
     match r.status {
         200 => Some(r.json),
         404 => None,
