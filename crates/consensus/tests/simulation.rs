@@ -59,6 +59,8 @@ fn add(total: &mut SimReport, r: &SimReport) {
     total.newer_checkpoints_installed += r.newer_checkpoints_installed;
     total.disk_full_episodes += r.disk_full_episodes;
     total.stalled_readies += r.stalled_readies;
+    total.backlogs += r.backlogs;
+    total.leader_backlogs += r.leader_backlogs;
     total.leader_demotions += r.leader_demotions;
     total.leaders_demoted += r.leaders_demoted;
     total.learners_added += r.learners_added;
@@ -112,6 +114,10 @@ fn assert_faults_happened(nodes: u64, total: &SimReport) {
     assert!(
         total.stalled_readies >= n,
         "too few Readies held by a full disk: {total:?}"
+    );
+    assert!(
+        total.leader_backlogs >= n / 10,
+        "too few leaders holding writes for a backlogged state: {total:?}"
     );
     // Operator membership changes through the node's checks: new nodes added as learners that
     // caught up from nothing, promotions, refusals; power lost inside log compactions; the
@@ -276,7 +282,7 @@ fn first_violation(nodes: u64, seeds: std::ops::Range<u64>, defect: Defect) -> O
 /// crashes would test nothing) is caught at the crash.
 #[test]
 fn the_checks_catch_a_crash_that_keeps_unsynced_entries() {
-    let violation = first_violation(5, 0..20, Defect::CrashKeepsUnsynced)
+    let violation = first_violation(5, 0..200, Defect::CrashKeepsUnsynced)
         .expect("no seed caught a crash that keeps unsynced entries");
     assert!(
         violation.what.contains("but kept entries up to"),

@@ -101,6 +101,12 @@ pub trait StateMachine {
     fn set_membership(&mut self, encoded: Vec<u8>);
     /// Adds a record to the audit trail that no batch made (a membership change, at its index).
     fn record_audit(&mut self, record: AuditRecord);
+    /// Whether the state holds more than it may until what it applied is written out (the
+    /// durable store: its memtable at its cap while a checkpoint runs). A leader proposes no
+    /// client write meanwhile; the writes wait, in order, and go as soon as it is not.
+    fn is_backlogged(&self) -> bool {
+        false
+    }
 }
 
 /// A [`MemoryStore`] that knows which log index it has applied.
@@ -110,6 +116,9 @@ pub struct MemoryStateMachine {
     pub applied_index: u64,
     pub applied_term: u64,
     pub membership: Option<Vec<u8>>,
+    /// What [`StateMachine::is_backlogged`] answers: set by tests, as a durable store's
+    /// checkpoint would.
+    pub backlogged: bool,
 }
 
 impl StateMachine for MemoryStateMachine {
@@ -182,6 +191,10 @@ impl StateMachine for MemoryStateMachine {
 
     fn record_audit(&mut self, record: AuditRecord) {
         self.store.audit.push(record);
+    }
+
+    fn is_backlogged(&self) -> bool {
+        self.backlogged
     }
 }
 

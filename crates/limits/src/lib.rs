@@ -253,9 +253,24 @@ pub const CHECKPOINT_NICE: i32 = 10;
 
 /// A checkpoint holding more than this many times `--checkpoint-transfers` is behind (the one
 /// before it took long): it runs at the node's own priority, as every checkpoint did before, so
-/// that the memtable grows no faster than it would without background checkpoints (there is no
-/// hard cap on it).
+/// that the memtable grows no faster than it would without background checkpoints.
 pub const CHECKPOINT_CATCH_UP_FACTOR: usize = 2;
+
+/// The memtable's hard cap, in times `--checkpoint-transfers`: while a checkpoint runs and the
+/// active memtable holds this many, the leader proposes no new writes until the checkpoint is
+/// written: they wait, holding their permits, and requests beyond the permits wait for one (and
+/// are answered `503 overloaded` past [`PERMIT_WAIT`]). Without it a load faster than
+/// checkpoints grew a single node to 3.6 GB in a minute (`bulwark bench --duration 60`), and on
+/// without end. Measured on 2 cores (same bench): a cap of 4 kept the node under 0.7 GB at about
+/// 200,000-260,000 transfers/s with writes held about 1.4 s per checkpoint; 8 under 1.2 GB at
+/// 252,000/s, held up to 3.9 s; 16 at 290,000/s, held up to 4.5 s; a burst of 3 million
+/// transfers ran as fast as without a cap at 8 and 16. Above the catch-up factor, so that a
+/// checkpoint that falls behind first competes for the CPU, and only then holds writes.
+pub const MEMTABLE_CAP_FACTOR: usize = 8;
+
+/// How often a loop holding writes for a checkpoint looks whether it is written (its thread
+/// does not wake the loop).
+pub const CHECKPOINT_POLL: Duration = Duration::from_millis(2);
 
 /// redb's page cache (64 MiB). Bounded well below redb's default (1 GiB) so that a node's memory
 /// stays flat however many transfers it stores.
@@ -537,6 +552,7 @@ const _: () = assert!(MAX_BATCH_EVENTS * JSON_BYTES_PER_EVENT <= MAX_BODY_BYTES)
 const _: () = assert!(0 < DEFAULT_HISTORY_PAGE && DEFAULT_HISTORY_PAGE <= MAX_HISTORY_PAGE);
 const _: () = assert!(MAX_HISTORY_PAGE <= MAX_BATCH_EVENTS);
 const _: () = assert!(MAX_GROUP_EVENTS >= MAX_BATCH_EVENTS);
+const _: () = assert!(MEMTABLE_CAP_FACTOR > CHECKPOINT_CATCH_UP_FACTOR);
 
 // An entry (a full group, or the largest batch alone: `ledger::codec` asserts it fits
 // MAX_GROUP_BYTES) fits one Raft message; the largest Raft message (max_size_per_msg plus the

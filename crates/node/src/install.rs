@@ -308,9 +308,9 @@ impl InstallIo<StateStore> for NodeInstall<'_> {
     }
 
     fn reopen_state(&mut self, store: &mut StateStore) -> Result<(), InstallFailure> {
-        let background_up_to = store.background_checkpoints_up_to();
+        let checkpoint_transfers = store.checkpoint_transfers();
         *store = StateStore::open(&self.path).map_err(InstallFailure::store)?;
-        store.set_background_checkpoints_up_to(background_up_to);
+        store.set_checkpoint_transfers(checkpoint_transfers);
         Ok(())
     }
 }

@@ -53,6 +53,8 @@ pub struct Metrics {
     pub log_segments: Gauge,
     pub applied_index: Gauge,
     pub checkpoint_seconds: Histogram,
+    /// Time a leader held new writes for a checkpoint (its memtable at its cap meanwhile).
+    pub writes_held_seconds: Counter<f64, AtomicU64>,
     pub accounts: Gauge,
     pub member_match_index: Family<MemberLabels, Gauge>,
     pub member_lag_entries: Family<MemberLabels, Gauge>,
@@ -158,6 +160,12 @@ impl Default for Metrics {
             "checkpoint_duration_seconds",
             "Time to write one state store checkpoint",
             Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+        );
+        let writes_held_seconds = register(
+            &mut registry,
+            "writes_held_for_checkpoint_seconds",
+            "Time this node, leading, held new writes until a checkpoint was written (its memtable at its cap: the load outran checkpoints)",
+            Counter::<f64, AtomicU64>::default(),
         );
         let accounts = register(
             &mut registry,
@@ -340,6 +348,7 @@ impl Default for Metrics {
             log_segments,
             applied_index,
             checkpoint_seconds,
+            writes_held_seconds,
             accounts,
         }
     }
@@ -425,7 +434,7 @@ mod tests {
     #[test]
     fn every_metric_has_help_and_a_conventional_name() {
         let families = families();
-        assert_eq!(families.len(), 34, "{families:?}");
+        assert_eq!(families.len(), 35, "{families:?}");
         for (name, kind, help) in &families {
             assert!(help.len() > 10, "{name}: no help text");
             assert!(name.starts_with("bulwark_"), "{name}: not under bulwark_");

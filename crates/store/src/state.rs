@@ -11,7 +11,9 @@ use bulwark_ledger::access::{AuditRecord, TokenId, TokenRecord};
 use bulwark_ledger::{
     Account, AccountId, Batch, BatchResults, IdMap, IdSet, StateMachine, Timestamp, TransferId,
 };
-use bulwark_limits::{SPACE_RESERVE, STORE_CACHE_BYTES};
+use bulwark_limits::{
+    CHECKPOINT_CATCH_UP_FACTOR, MEMTABLE_CAP_FACTOR, SPACE_RESERVE, STORE_CACHE_BYTES,
+};
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
 
 use crate::checkpoint::Flushing;
@@ -74,10 +76,12 @@ pub struct StateStore {
     pub(crate) tokens_dirty: bool,
     pub(crate) tokens_generation: u64,
     pub(crate) outbox: crate::outbox::Outbox,
-    /// Checkpoints of at most this many transfers run at background priority
-    /// ([`CHECKPOINT_NICE`](bulwark_limits::CHECKPOINT_NICE)); a larger one is catching up and
-    /// runs at the node's own (0, the default: every checkpoint holding a transfer does).
-    pub(crate) background_checkpoints_up_to: usize,
+    /// The node's `--checkpoint-transfers`, from which two bounds follow (0, the default: neither
+    /// applies). Checkpoints of at most [`CHECKPOINT_CATCH_UP_FACTOR`] times it run at background
+    /// priority ([`CHECKPOINT_NICE`](bulwark_limits::CHECKPOINT_NICE)); a larger one is catching
+    /// up and runs at the node's own. While a checkpoint runs, an active memtable of
+    /// [`MEMTABLE_CAP_FACTOR`] times it is full ([`StateMachine::is_backlogged`]).
+    pub(crate) checkpoint_transfers: usize,
 }
 
 impl StateStore {
@@ -135,18 +139,23 @@ impl StateStore {
             tokens_dirty: false,
             tokens_generation: next_tokens_generation(),
             outbox: loaded.outbox,
-            background_checkpoints_up_to: 0,
+            checkpoint_transfers: 0,
         })
     }
 
-    /// Lets checkpoints of at most `transfers` transfers yield the CPU to the node loop (see
-    /// `background_checkpoints_up_to`).
-    pub fn set_background_checkpoints_up_to(&mut self, transfers: usize) {
-        self.background_checkpoints_up_to = transfers;
+    /// The memtable size checkpoints are made at, from which the checkpoints' priority and the
+    /// memtable's cap follow (see `checkpoint_transfers`).
+    pub fn set_checkpoint_transfers(&mut self, transfers: usize) {
+        self.checkpoint_transfers = transfers;
     }
 
-    pub fn background_checkpoints_up_to(&self) -> usize {
-        self.background_checkpoints_up_to
+    pub fn checkpoint_transfers(&self) -> usize {
+        self.checkpoint_transfers
+    }
+
+    /// Checkpoints of at most this many transfers yield the CPU to the node loop.
+    pub(crate) fn background_checkpoints_up_to(&self) -> usize {
+        self.checkpoint_transfers * CHECKPOINT_CATCH_UP_FACTOR
     }
 
     /// The log index of the last batch applied (in memory, maybe not yet checkpointed).
@@ -468,5 +477,10 @@ impl StateMachine for StateStore {
 
     fn record_audit(&mut self, record: AuditRecord) {
         self.active.audit.push(record);
+    }
+
+    fn is_backlogged(&self) -> bool {
+        let cap = self.checkpoint_transfers * MEMTABLE_CAP_FACTOR;
+        cap > 0 && self.flushing.is_some() && self.active.transfers.len() >= cap
     }
 }

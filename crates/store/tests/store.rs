@@ -784,7 +784,8 @@ fn a_normal_checkpoint_yields_the_cpu_and_one_that_is_behind_does_not() {
     let own = bulwark_store::this_threads_nice().expect("getpriority answers");
     let dir = tempfile::tempdir().unwrap();
     let mut store = StateStore::open(&dir.path().join("state.redb")).unwrap();
-    store.set_background_checkpoints_up_to(3);
+    // Checkpoints of up to 4 transfers (2 x 2) are of a normal size.
+    store.set_checkpoint_transfers(2);
     store.apply_batch(1, &accounts_batch(10));
     store.apply_batch(2, &transfers_batch(100, unit_transfers(1, 3)));
     let normal = store.checkpoint_now().unwrap().expect("a checkpoint ran");
@@ -797,8 +798,33 @@ fn a_normal_checkpoint_yields_the_cpu_and_one_that_is_behind_does_not() {
         Some(own.max(bulwark_limits::CHECKPOINT_NICE)),
         "a normal checkpoint (own nice {own})"
     );
-    store.apply_batch(3, &transfers_batch(200, unit_transfers(10, 4)));
+    store.apply_batch(3, &transfers_batch(200, unit_transfers(10, 5)));
     let behind = store.checkpoint_now().unwrap().expect("a checkpoint ran");
-    assert_eq!(behind.transfers, 4);
+    assert_eq!(behind.transfers, 5);
     assert_eq!(behind.nice, Some(own), "a checkpoint that is behind");
+}
+
+/// The memtable's cap: while a checkpoint runs, an active memtable of `MEMTABLE_CAP_FACTOR` times
+/// `--checkpoint-transfers` is backlogged (the leader then holds new writes); it is not once the
+/// checkpoint is written, nor without a running checkpoint, nor below the cap.
+#[test]
+fn a_memtable_at_its_cap_is_backlogged_until_the_running_checkpoint_is_written() {
+    use bulwark_ledger::StateMachine;
+    let cap = bulwark_limits::MEMTABLE_CAP_FACTOR as u128;
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = StateStore::open(&dir.path().join("state.redb")).unwrap();
+    store.set_checkpoint_transfers(1);
+    store.apply_batch(1, &accounts_batch(10));
+    store.apply_batch(2, &transfers_batch(100, unit_transfers(1, cap + 1)));
+    assert!(!store.is_backlogged(), "no checkpoint runs");
+    assert!(store.start_checkpoint());
+    store.apply_batch(3, &transfers_batch(200, unit_transfers(100, cap - 1)));
+    assert!(!store.is_backlogged(), "below the cap");
+    store.apply_batch(4, &transfers_batch(300, unit_transfers(200, 1)));
+    assert!(store.is_backlogged(), "at the cap while a checkpoint runs");
+    store
+        .wait_checkpoint()
+        .unwrap()
+        .expect("the checkpoint ran");
+    assert!(!store.is_backlogged(), "the checkpoint is written");
 }

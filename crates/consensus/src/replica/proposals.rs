@@ -107,7 +107,9 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
     /// wait while this leader hands leadership over (Raft would drop them; the transfer ends
     /// within an election timeout either way) and, once it stepped down, up to
     /// [`WRITE_LEADERLESS_TICKS`] until the new leader is known: the shell forwards them there
-    /// instead of refusing them.
+    /// instead of refusing them. They also wait while the state is backlogged (its memtable at
+    /// its cap while a checkpoint runs), so that a load faster than checkpoints is slowed down
+    /// to their pace instead of growing the node's memory without bound.
     pub(super) fn propose_waiting(&mut self) {
         if !self.is_leader() {
             let leader = self.leader();
@@ -129,6 +131,10 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
         }
         self.leaderless_since = None;
         if !self.leader_ready || self.raw.raft.lead_transferee.is_some() {
+            return;
+        }
+        if self.state.is_backlogged() {
+            self.propose_due_expiry();
             return;
         }
         while !self.waiting_writes.is_empty() {

@@ -439,6 +439,34 @@ fn writes_waiting_in_one_round_share_one_entry() {
     c.assert_converged();
 }
 
+/// A backlogged state (a durable store whose memtable is at its cap while a checkpoint runs)
+/// holds the leader's new writes: none is proposed, answered or refused meanwhile; once the
+/// backlog clears they are proposed together, in the order they came.
+#[test]
+fn writes_wait_while_the_state_is_backlogged_and_go_in_order_after() {
+    let mut c = Cluster::new();
+    c.rounds(60);
+    assert_eq!(c.leader(), Some(1));
+    let before = c.node(1).raw().raft.raft_log.last_index();
+    c.node(1).state_mut().backlogged = true;
+    for id in 1..=3 {
+        c.write_account(1, id);
+    }
+    c.rounds(30);
+    assert_eq!(c.leader(), Some(1), "holding writes keeps the leader");
+    assert_eq!(c.node(1).raw().raft.raft_log.last_index(), before);
+    for id in 1..=3 {
+        assert_eq!(c.outcome(id), vec![], "write {id} answered while held");
+    }
+    c.node(1).state_mut().backlogged = false;
+    c.rounds(10);
+    for id in 1..=3 {
+        assert_eq!(c.outcome(id), vec![Ok(before + 1)], "write {id}");
+    }
+    assert_eq!(c.accounts(2), vec![1, 2, 3]);
+    c.assert_converged();
+}
+
 #[test]
 fn a_follower_that_cannot_sync_pauses_refuses_and_catches_up_after() {
     let mut c = Cluster::new();

@@ -55,6 +55,7 @@ impl Sim {
         config.max_election_tick = election_tick + 1;
         let mut replica =
             Replica::new(config, storage, node.checkpoint.clone()).expect("valid config");
+        replica.state_mut().inner.backlogged = node.backlog_until > self.step;
         let checkpoint = node.checkpoint.applied_index();
         if checkpoint > 0 {
             // Offer the checkpoint it restarted from, as the node does.

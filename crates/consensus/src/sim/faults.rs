@@ -13,6 +13,7 @@ impl Sim {
         self.crash_many();
         self.restart_due();
         self.fill_or_free_disks();
+        self.backlog_a_state();
         if self.rng.chance(3) {
             self.jump_a_clock();
         }
@@ -119,6 +120,28 @@ impl Sim {
         }
     }
 
+    /// Now and then a node's state is backlogged for a while, as a store whose checkpoint fell
+    /// behind is: a leader then holds new writes (`Replica::propose_waiting`). Set on every step
+    /// from `backlog_until`, so that a restarted node's fresh state follows it too.
+    fn backlog_a_state(&mut self) {
+        if self.rng.chance(3) {
+            let victim = self.rng.below(self.nodes.len() as u64) as usize;
+            if self.nodes[victim].backlog_until <= self.step {
+                self.nodes[victim].backlog_until = self.step + 5 + self.rng.below(60);
+                self.report.backlogs += 1;
+                if self.current_leader() == Some(self.nodes[victim].id) {
+                    self.report.leader_backlogs += 1;
+                }
+            }
+        }
+        let step = self.step;
+        for node in &mut self.nodes {
+            if let Some(replica) = node.replica.as_mut() {
+                replica.state_mut().inner.backlogged = node.backlog_until > step;
+            }
+        }
+    }
+
     /// Partitions come and go: majority | minority, one-way, or the leader isolated.
     fn partition_randomly(&mut self) {
         let n = self.nodes.len() as u64;
@@ -190,8 +213,10 @@ impl Sim {
         self.max_delay = 1;
         for node in &mut self.nodes {
             node.disk_full_until = 0;
+            node.backlog_until = 0;
             if let Some(replica) = node.replica.as_mut() {
                 replica.storage_mut().set_disk_full(false);
+                replica.state_mut().inner.backlogged = false;
             }
         }
         for i in 0..self.nodes.len() {

@@ -122,6 +122,10 @@ pub struct SimReport {
     /// Times a node's disk filled up, and Readies it could not persist meanwhile.
     pub disk_full_episodes: u64,
     pub stalled_readies: u64,
+    /// Times a node's state was backlogged (as a store whose checkpoint fell behind), and of
+    /// them, times it was the leader's, which then held new writes.
+    pub backlogs: u64,
+    pub leader_backlogs: u64,
     /// Demotions proposed by a leader that demote the leader itself.
     pub leader_demotions: u64,
     /// Leaders that stopped leading because a configuration they applied demoted them.
@@ -205,6 +209,8 @@ struct Node {
     install_intent: Option<SnapshotMetadata>,
     /// While the step is below this, the node's disk is full.
     disk_full_until: u64,
+    /// While the step is below this, the node's state is backlogged.
+    backlog_until: u64,
     /// Marked to lose power at the end of this step's Ready handling (a crash of many nodes).
     doomed: bool,
     /// The address book: the members this node's transport sends to, kept as the node loop keeps
@@ -434,6 +440,7 @@ impl Node {
             boots: 0,
             install_intent: None,
             disk_full_until: 0,
+            backlog_until: 0,
             doomed: false,
             members: members.iter().copied().chain([id]).collect(),
             heard_from: BTreeSet::new(),

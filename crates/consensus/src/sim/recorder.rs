@@ -81,6 +81,10 @@ impl StateMachine for Recorder {
         self.extend(index, format!("{record:?}"));
         self.inner.record_audit(record);
     }
+
+    fn is_backlogged(&self) -> bool {
+        self.inner.is_backlogged()
+    }
 }
 
 /// The simulation identifies each client write by the id of its first event; a leader's own

@@ -297,11 +297,13 @@ impl Sim {
         if replica.storage().is_disk_full() || replica.storage().has_crashed() {
             return;
         }
-        let state = replica.state().clone();
+        let mut state = replica.state().clone();
         let index = state.applied_index();
         if index == 0 {
             return;
         }
+        // A backlog is the running node's condition, not part of what a checkpoint holds.
+        state.inner.backlogged = false;
         self.snapshots.insert(index, state.clone());
         node.checkpoint = state;
         self.report.checkpoints += 1;

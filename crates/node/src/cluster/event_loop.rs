@@ -9,8 +9,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bulwark_consensus::replica::{Output, ReplicaError};
 use bulwark_consensus::storage::{SnapshotInstallError, StorageError};
 use bulwark_consensus::LogIndex;
-use bulwark_ledger::Timestamp;
-use bulwark_limits::{DISK_FULL_RETRY, INSTALL_RETRY, KEEP_ENTRIES, MAX_REQUESTS_PER_ROUND};
+use bulwark_ledger::{StateMachine, Timestamp};
+use bulwark_limits::{
+    CHECKPOINT_POLL, DISK_FULL_RETRY, INSTALL_RETRY, KEEP_ENTRIES, MAX_REQUESTS_PER_ROUND,
+};
 use bulwark_transport::{NodeId, Transport};
 use raft::eraftpb::Message;
 
@@ -37,7 +39,11 @@ impl ClusterLoop {
 
     fn serve(&mut self, inbox: &Inbox) -> Result<(), NodeFault> {
         loop {
-            let wait = self.next_tick.saturating_duration_since(Instant::now());
+            let mut wait = self.next_tick.saturating_duration_since(Instant::now());
+            if self.replica.state().is_backlogged() {
+                // Writes wait for a checkpoint, whose thread does not wake this one.
+                wait = wait.min(CHECKPOINT_POLL);
+            }
             let first = match inbox.recv_timeout(wait) {
                 Ok(request) => Some(request),
                 Err(RecvTimeoutError::Timeout) => None,
@@ -514,6 +520,7 @@ impl ClusterLoop {
             );
             self.checkpoint_done(LogIndex(done.applied_index));
         }
+        self.note_held_writes();
         // Checkpoint when the memtable is full, or when the Raft log has grown well past what is
         // kept behind a checkpoint (account batches, small batches).
         let log = &self.replica.raw().raft.raft_log;
@@ -542,6 +549,24 @@ impl ClusterLoop {
         self.metrics.outbox_dead.set(dead as i64);
         self.archive_metrics();
         Ok(())
+    }
+
+    /// Counts and logs the time a leader held new writes until a checkpoint was written.
+    fn note_held_writes(&mut self) {
+        let holding = self.replica.is_leader() && self.replica.state().is_backlogged();
+        match (holding, self.held_since) {
+            (true, None) => self.held_since = Some(Instant::now()),
+            (false, Some(since)) => {
+                self.held_since = None;
+                let held = since.elapsed();
+                self.metrics.writes_held_seconds.inc_by(held.as_secs_f64());
+                tracing::info!(
+                    held_ms = held.as_millis() as u64,
+                    "writes held until a checkpoint was written (the load outran checkpoints)"
+                );
+            }
+            _ => {}
+        }
     }
 }
 

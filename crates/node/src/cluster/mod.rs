@@ -124,6 +124,8 @@ struct ClusterLoop {
     /// Client writes taken since the last Ready round: proposed together, made durable by one
     /// log sync (the `group_commit_requests` metric).
     round_writes: u32,
+    /// Since when this leader holds new writes for a checkpoint (`StateMachine::is_backlogged`).
+    held_since: Option<Instant>,
     /// When Raft is next ticked.
     next_tick: Instant,
     was_leader: bool,

@@ -71,9 +71,7 @@ pub fn start_cluster(
             .map_err(|e| recovery(e.into()))?;
     }
     let mut store = StateStore::open(&config.state_path())?;
-    store.set_background_checkpoints_up_to(
-        config.checkpoint_transfers * bulwark_limits::CHECKPOINT_CATCH_UP_FACTOR,
-    );
+    store.set_checkpoint_transfers(config.checkpoint_transfers);
     crate::install::finish_interrupted(&config.data_dir, &mut storage, &store)
         .map_err(|e| recovery(e.into()))?;
     crate::download::remove_leftovers(&config.state_path());
@@ -293,6 +291,7 @@ fn spawn_loop(
         stall: Stall::None,
         installed: None,
         round_writes: 0,
+        held_since: None,
         next_tick: Instant::now() + tick,
         was_leader: false,
         known_leader: None,
