@@ -109,10 +109,12 @@ impl fmt::Display for Req {
     }
 }
 
-/// An answer: its status and body (`None` from `send`: closed without one).
+/// An answer: its status and body (`None` from `send`: closed without one), and whether it
+/// answers a second attempt (`model::send`: the first was answered and cut off mid-body).
 struct Answer {
     status: u16,
     body: Vec<u8>,
+    resent: bool,
 }
 
 impl Answer {
@@ -419,12 +421,28 @@ impl Fuzz {
         }
         let Some(answer) = answer else {
             self.unanswered += 1;
+            self.learn_tokens_after(&req).await;
             return;
         };
         *self.statuses.entry(answer.status).or_default() += 1;
         self.judge(&req, &answer);
         if (200..300).contains(&answer.status) {
             self.accepted(&req, &answer).await;
+        }
+        if answer.resent {
+            self.learn_tokens_after(&req).await;
+        }
+    }
+
+    /// After a token request whose outcome the fuzzer cannot know, the tokens are what the node
+    /// lists, as a client would have to ask. A revoke reads no body: with a body the node never
+    /// read, it was applied and answered, then the answer was lost to the reset, or reqwest
+    /// lost it and the raw resend met the token revoked (404), leaving the model a token the
+    /// node had revoked (CI at d42afa4, seed 1796313212570556924).
+    async fn learn_tokens_after(&mut self, req: &Req) {
+        let effect = effect_of(&req.method, &req.target);
+        if matches!(effect, Effect::TokenCreate | Effect::TokenRevoke) {
+            self.model.tokens = self.token_list().await;
         }
     }
 

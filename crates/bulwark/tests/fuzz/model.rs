@@ -30,7 +30,11 @@ pub async fn send(
         Ok(response) => response,
         // The node answered (a 404, a 401) and closed before it read the whole body, as it
         // may: that answer is read over raw TCP.
-        Err(e) if format!("{e:?}").contains("BodyWrite") => return send_raw(port, req).await,
+        // That second attempt's answer is marked: the first may have been applied.
+        Err(e) if format!("{e:?}").contains("BodyWrite") => {
+            let answer = send_raw(port, req).await?;
+            return Ok(answer.map(|a| Answer { resent: true, ..a }));
+        }
         Err(e) => return Err(format!("{e:?}")),
     };
     let status = response.status().as_u16();
@@ -38,6 +42,7 @@ pub async fn send(
     Ok(Some(Answer {
         status,
         body: body.to_vec(),
+        resent: false,
     }))
 }
 
@@ -122,7 +127,11 @@ fn parse_answer(bytes: &[u8]) -> Result<Answer, String> {
     } else {
         raw_body.to_vec()
     };
-    Ok(Answer { status, body })
+    Ok(Answer {
+        status,
+        body,
+        resent: false,
+    })
 }
 
 fn dechunk(mut raw: &[u8]) -> Vec<u8> {
