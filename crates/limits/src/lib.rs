@@ -65,6 +65,12 @@ pub const MAX_CHANGES_WAIT: Duration = Duration::from_secs(30);
 /// 31,000 rows of a unique `user_data_64` took 31,095 pages, 140 MB for 3 MB of entries.
 pub const TRANSFER_INDEX_RUN: usize = 128;
 
+/// Most transfers in one row of the `transfer_runs` table: about 1.6 KiB for typical compact
+/// records (about 50 bytes), at most 4.5 KiB, near one 4 KiB page. A checkpoint inserts a row per
+/// run instead of one per transfer (35 % of its time at one per transfer; see the store's
+/// `transfer_runs`).
+pub const TRANSFER_RUN: usize = 32;
+
 /// Most changes in one row of the `changes` table: about 3 KiB of compact records (at most 161
 /// bytes each, about 50 for a typical one), under a 4 KiB page for the reason given at
 /// [`TRANSFER_INDEX_RUN`].
@@ -272,9 +278,13 @@ pub const MEMTABLE_CAP_FACTOR: usize = 8;
 /// does not wake the loop).
 pub const CHECKPOINT_POLL: Duration = Duration::from_millis(2);
 
-/// redb's page cache (64 MiB). Bounded well below redb's default (1 GiB) so that a node's memory
-/// stays flat however many transfers it stores.
-pub const STORE_CACHE_BYTES: usize = 64 << 20;
+/// redb's page cache (512 MiB), bounded so that a node's memory stays flat however many transfers
+/// it stores. redb keeps a transaction's dirty pages in at most half of it: a checkpoint of
+/// 600,000 transfers (about 180 MB of pages) overflowed 64 MiB, had its pages written out early
+/// and read back at commit to checksum them, and took 1.5 s where it takes 1.2 s now
+/// (`cargo run --release -p bulwark-store --example checkpoint_cost`). TigerBeetle's grid cache
+/// is 1 GiB by default.
+pub const STORE_CACHE_BYTES: usize = 512 << 20;
 
 /// Free space kept on the data directory's file system beyond twice a checkpoint's estimated
 /// size: below it, checkpoints wait (the log keeps everything), so that a checkpoint rarely meets

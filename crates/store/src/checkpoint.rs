@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bulwark_ledger::{Account, Timestamp, TransferId};
 use bulwark_limits::{
     ACCOUNT_TRANSFERS_RUN, CHANGES_RUN, FAILED_TRANSFERS_PURGE, SPACE_RETRY, TRANSFER_INDEX_RUN,
+    TRANSFER_RUN,
 };
 use redb::{Database, ReadableTable};
 
@@ -22,7 +23,7 @@ use crate::state::StateStore;
 use crate::tables::{
     ACCOUNTS, ACCOUNT_TRANSFERS, BALANCE_HISTORY, CHANGES, EXPIRIES, FAILED_TRANSFERS,
     FAILED_TRANSFERS_BY_TIME, MEMBERSHIP, MEMBERSHIP_KEY, META, META_APPLIED_INDEX,
-    META_APPLIED_TERM, META_LAST_TIMESTAMP, PENDING, TRANSFERS, TRANSFER_INDEX,
+    META_APPLIED_TERM, META_LAST_TIMESTAMP, PENDING, TRANSFERS, TRANSFER_INDEX, TRANSFER_RUNS,
 };
 
 /// Bytes the file system holding `dir` has free for an unprivileged writer, if statvfs answers.
@@ -390,10 +391,11 @@ fn write_failed_transfers(
     Ok(())
 }
 
-/// The memtable's transfers, inserted in id order (a B-tree takes ordered inserts best). Each
-/// is encoded in the map's memory order, where reading it is sequential, and only small
-/// `(id, where its record is)` entries are sorted: visiting the 128-byte transfers themselves in
-/// id order missed the cache on almost every one.
+/// The memtable's transfers in id order (a B-tree takes ordered inserts best): those past every
+/// id stored in runs, any other in a row of its own (`transfer_runs.rs`). Each is encoded in the
+/// map's memory order, where reading it is sequential, and only small `(id, where its record is)`
+/// entries are sorted: visiting the 128-byte transfers themselves in id order missed the cache on
+/// almost every one.
 fn write_transfers(txn: &redb::WriteTransaction, m: &Memtable) -> Result<(), redb::Error> {
     let mut records = Vec::with_capacity(m.transfers.len() * 48);
     // (id high, id low, offset, length): 24 bytes, where a u128 would align the entry to 32.
@@ -406,10 +408,25 @@ fn write_transfers(txn: &redb::WriteTransaction, m: &Memtable) -> Result<(), red
         records.extend_from_slice(record.as_slice());
     }
     order.sort_unstable_by_key(|&(hi, lo, _, _)| (hi, lo));
-    let mut transfers = txn.open_table(TRANSFERS)?;
-    for (hi, lo, at, len) in order {
-        let id = (u128::from(hi) << 64) | u128::from(lo);
-        transfers.insert(id, &records[at as usize..(at + len) as usize])?;
+    let id = |&(hi, lo, _, _): &(u64, u64, u32, u32)| (u128::from(hi) << 64) | u128::from(lo);
+    let record =
+        |&(_, _, at, len): &(u64, u64, u32, u32)| &records[at as usize..(at + len) as usize];
+    let mut singles = txn.open_table(TRANSFERS)?;
+    let mut runs = txn.open_table(TRANSFER_RUNS)?;
+    let last_key = |row: Option<(redb::AccessGuard<u128>, _)>| row.map_or(0, |(k, _)| k.value());
+    let stored = last_key(singles.last()?).max(last_key(runs.last()?));
+    let past_stored = order.partition_point(|entry| id(entry) <= stored);
+    for entry in &order[..past_stored] {
+        singles.insert(id(entry), record(entry))?;
+    }
+    let mut row = Vec::with_capacity(2 + TRANSFER_RUN * (4 + records::TRANSFER_MAX_BYTES));
+    for run in order[past_stored..].chunks(TRANSFER_RUN) {
+        row.clear();
+        crate::transfer_runs::encode_run(run.iter().map(record), &mut row);
+        runs.insert(
+            id(run.last().expect("chunks are not empty")),
+            row.as_slice(),
+        )?;
     }
     Ok(())
 }
@@ -451,13 +468,12 @@ fn write_transfer_index(txn: &redb::WriteTransaction, m: &Memtable) -> Result<()
 fn write_changes(txn: &redb::WriteTransaction, m: &Memtable) -> Result<(), redb::Error> {
     let mut feed = FeedCache::default();
     {
-        let transfers = txn.open_table(TRANSFERS)?;
+        let singles = txn.open_table(TRANSFERS)?;
+        let runs = txn.open_table(TRANSFER_RUNS)?;
         feed.extend(m, usize::MAX, |id| -> Result<_, redb::Error> {
-            let value = transfers.get(id.0)?.ok_or_else(|| {
-                redb::StorageError::Corrupted(format!("pending transfer {id} of a change"))
-            })?;
-            records::decode_transfer(value.value())
-                .ok_or_else(|| redb::StorageError::Corrupted(format!("transfer {id}")).into())
+            crate::transfer_runs::find(&runs, &singles, id.0)?.ok_or_else(|| {
+                redb::StorageError::Corrupted(format!("pending transfer {id} of a change")).into()
+            })
         })?;
     }
     let mut changes = txn.open_table(CHANGES)?;

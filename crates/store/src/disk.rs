@@ -12,12 +12,13 @@ use crate::error::{redb_err, StoreError};
 use crate::state::StateStore;
 use crate::tables::{
     ACCOUNT_TRANSFERS, BALANCE_HISTORY, CHANGES, FAILED_TRANSFERS, PENDING, TRANSFERS,
-    TRANSFER_INDEX,
+    TRANSFER_INDEX, TRANSFER_RUNS,
 };
 
 /// Read handles on the last committed checkpoint.
 pub(crate) struct Reader {
     pub(crate) transfers: ReadOnlyTable<u128, &'static [u8]>,
+    pub(crate) transfer_runs: ReadOnlyTable<u128, &'static [u8]>,
     pub(crate) pending: ReadOnlyTable<u128, u8>,
     pub(crate) failed_transfers: ReadOnlyTable<u128, u64>,
     pub(crate) account_transfers: ReadOnlyTable<(u128, u64), &'static [u8]>,
@@ -157,6 +158,9 @@ pub(crate) fn open_reader(path: &Path, db: &Database) -> Result<Reader, StoreErr
         transfers: read
             .open_table(TRANSFERS)
             .map_err(redb_err(path, "open transfers"))?,
+        transfer_runs: read
+            .open_table(TRANSFER_RUNS)
+            .map_err(redb_err(path, "open transfer runs"))?,
         pending: read
             .open_table(PENDING)
             .map_err(redb_err(path, "open pending"))?,

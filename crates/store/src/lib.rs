@@ -30,7 +30,8 @@
 //! `state` (the [`StateStore`], opening a file, the state machine), `memtable` (changes since the
 //! last freeze), `checkpoint` (freezing, writing in the background, the free-space check), `disk` (the
 //! redb handle, closed and reopened after an I/O failure), `query` (history and the ledger's
-//! lookups), `tables` (the schema), `records` (fixed-width row encodings), `snapshot` (streaming a
+//! lookups), `transfer_runs` (where a checkpoint puts each transfer: in runs, or a row of its own, and
+//! finding it again), `tables` (the schema), `records` (fixed-width row encodings), `snapshot` (streaming a
 //! checkpoint to another node and importing one), `error`.
 
 #![warn(clippy::too_many_lines)]
@@ -51,6 +52,7 @@ mod search;
 pub mod snapshot;
 mod state;
 mod tables;
+mod transfer_runs;
 
 pub use checkpoint::{file_system_space, free_space, Checkpointed};
 pub use error::{is_disk_full_io, StoreError};

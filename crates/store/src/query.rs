@@ -10,6 +10,7 @@ use bulwark_ledger::{
 use crate::error::{redb_err, StoreError};
 use crate::records;
 use crate::state::StateStore;
+use crate::transfer_runs::FindError;
 
 impl StateStore {
     /// The transfers of an account in timestamp order, after `after`, at most `limit`, each with
@@ -142,20 +143,16 @@ impl StateStore {
             return Ok(None);
         }
         self.read_waiting(|reader| {
-            let Some(value) = reader
-                .transfers
-                .get(id.0)
-                .map_err(redb_err(&self.path, "read transfer"))?
-            else {
-                return Ok(None);
-            };
-            records::decode_transfer(value.value())
-                .map(Some)
-                .ok_or_else(|| StoreError::Corrupt {
-                    path: self.path.clone(),
-                    table: "transfers",
-                    key: id.to_string(),
-                })
+            crate::transfer_runs::find(&reader.transfer_runs, &reader.transfers, id.0).map_err(
+                |e| match e {
+                    FindError::Storage(e) => redb_err(&self.path, "read transfer")(e),
+                    FindError::Corrupt { table, key } => StoreError::Corrupt {
+                        path: self.path.clone(),
+                        table,
+                        key: key.to_string(),
+                    },
+                },
+            )
         })
     }
 }

@@ -90,6 +90,11 @@ pub fn encode_transfer(t: &Transfer) -> CompactRecord<TRANSFER_MAX_BYTES> {
     r.finish()
 }
 
+/// The id of a transfer record, read without decoding the rest.
+pub fn transfer_record_id(b: &[u8]) -> Option<u128> {
+    CompactReader::new(b)?.next(16)
+}
+
 pub fn decode_transfer(b: &[u8]) -> Option<Transfer> {
     let mut r = CompactReader::new(b)?;
     let transfer = Transfer {

@@ -18,7 +18,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-use bulwark_limits::{ACCOUNT_TRANSFERS_RUN, MAX_SNAPSHOT_FRAME, TRANSFER_INDEX_RUN};
+use bulwark_limits::{ACCOUNT_TRANSFERS_RUN, MAX_SNAPSHOT_FRAME, TRANSFER_INDEX_RUN, TRANSFER_RUN};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 
 use crate::StoreError;
@@ -31,6 +31,9 @@ const TRAILER: u8 = 0xFF;
 // u128)` pairs) with its table tag and key, fits one frame.
 const _: () = assert!(1 + 64 + ACCOUNT_TRANSFERS_RUN * 24 + 64 <= MAX_SNAPSHOT_FRAME);
 const _: () = assert!(1 + 64 + TRANSFER_INDEX_RUN * 24 + 64 <= MAX_SNAPSHOT_FRAME);
+const _: () = assert!(
+    1 + 64 + 2 + TRANSFER_RUN * (4 + crate::records::TRANSFER_MAX_BYTES) + 64 <= MAX_SNAPSHOT_FRAME
+);
 
 /// Runs `$body` with `$def` bound to the table a snapshot's tag names (the one mapping of tags to
 /// tables: export, import and key order all go through it); `$other` for an unknown tag.
@@ -97,13 +100,17 @@ macro_rules! with_table {
                 let $def = crate::tables::OUTBOX;
                 $body
             }
+            15 => {
+                let $def = crate::tables::TRANSFER_RUNS;
+                $body
+            }
             _ => $other,
         }
     };
 }
 
 /// The highest table tag.
-const LAST_TAG: u8 = 14;
+const LAST_TAG: u8 = 15;
 
 /// What a snapshot holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

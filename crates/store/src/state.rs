@@ -27,7 +27,7 @@ use crate::tables::{
     ACCOUNTS, ACCOUNT_TRANSFERS, AUDIT, BALANCE_HISTORY, CHANGES, EXPIRIES, FAILED_TRANSFERS,
     FAILED_TRANSFERS_BY_TIME, FORMAT_VERSION, MEMBERSHIP, MEMBERSHIP_KEY, META, META_APPLIED_INDEX,
     META_APPLIED_TERM, META_FORMAT, META_LAST_TIMESTAMP, OUTBOX, PENDING, TOKENS, TRANSFERS,
-    TRANSFER_INDEX,
+    TRANSFER_INDEX, TRANSFER_RUNS, UPGRADED_FORMAT_VERSION,
 };
 
 pub struct StateStore {
@@ -256,7 +256,8 @@ fn next_tokens_generation() -> u64 {
     NEXT.fetch_add(1 << 32, std::sync::atomic::Ordering::Relaxed)
 }
 
-/// Checks the format version (writing it into a new file) and creates every table a new file lacks.
+/// Checks the format version (writing it into a new file, or over the one version it upgrades)
+/// and creates every table a new or upgraded file lacks.
 fn create_tables(path: &Path, db: &Database) -> Result<(), StoreError> {
     let txn = db.begin_write().map_err(redb_err(path, "begin write"))?;
     {
@@ -266,7 +267,7 @@ fn create_tables(path: &Path, db: &Database) -> Result<(), StoreError> {
             .map_err(redb_err(path, "read meta"))?
             .map(|v| v.value());
         match version {
-            None => {
+            None | Some(UPGRADED_FORMAT_VERSION) => {
                 meta.insert(META_FORMAT, FORMAT_VERSION)
                     .map_err(redb_err(path, "write meta"))?;
             }
@@ -281,6 +282,8 @@ fn create_tables(path: &Path, db: &Database) -> Result<(), StoreError> {
         txn.open_table(ACCOUNTS)
             .map_err(redb_err(path, "create tables"))?;
         txn.open_table(TRANSFERS)
+            .map_err(redb_err(path, "create tables"))?;
+        txn.open_table(TRANSFER_RUNS)
             .map_err(redb_err(path, "create tables"))?;
         txn.open_table(PENDING)
             .map_err(redb_err(path, "create tables"))?;
@@ -357,7 +360,11 @@ fn load(path: &Path, db: &Database) -> Result<Loaded, StoreError> {
         membership,
         accounts: load_accounts(path, &read)?,
         expiries: load_expiries(path, &read)?,
-        max_transfer_id: load_max_key(path, &read, TRANSFERS)?,
+        max_transfer_id: load_max_key(path, &read, TRANSFERS)?.max(load_max_key(
+            path,
+            &read,
+            TRANSFER_RUNS,
+        )?),
         max_failed_id: load_max_key(path, &read, FAILED_TRANSFERS)?,
     })
 }

@@ -1,4 +1,4 @@
-//! The schema of `state.redb` (format version 4): its tables and meta keys, and redb's cache size.
+//! The schema of `state.redb` (format version 5): its tables and meta keys, and redb's cache size.
 //! The table of the on-disk formats in ARCHITECTURE.md describes each.
 
 use redb::TableDefinition;
@@ -6,6 +6,10 @@ use redb::TableDefinition;
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub(crate) const ACCOUNTS: TableDefinition<u128, &[u8]> = TableDefinition::new("accounts");
 pub(crate) const TRANSFERS: TableDefinition<u128, &[u8]> = TableDefinition::new("transfers");
+/// Transfers in runs of at most `bulwark_limits::TRANSFER_RUN`, keyed by the run's last id
+/// (`transfer_runs.rs`); `transfers` holds those whose ids came below one stored already.
+pub(crate) const TRANSFER_RUNS: TableDefinition<u128, &[u8]> =
+    TableDefinition::new("transfer_runs");
 pub(crate) const PENDING: TableDefinition<u128, u8> = TableDefinition::new("pending_status");
 /// Ids of transfers refused for a transient reason (`id_already_failed`): id -> timestamp of the
 /// refusal.
@@ -45,7 +49,9 @@ pub(crate) const AUDIT: TableDefinition<(u64, u64), &[u8]> = TableDefinition::ne
 /// outbound and dead ones; a settled or discarded message is removed.
 pub(crate) const OUTBOX: TableDefinition<u128, &[u8]> = TableDefinition::new("outbox");
 
-pub(crate) const FORMAT_VERSION: u64 = 4;
+pub(crate) const FORMAT_VERSION: u64 = 5;
+/// Version 4 lacks `transfer_runs` and is otherwise version 5: opening one creates the table.
+pub(crate) const UPGRADED_FORMAT_VERSION: u64 = 4;
 pub(crate) const META_FORMAT: &str = "format_version";
 /// The cluster configuration as of the checkpoint (opaque bytes of the consensus layer).
 pub(crate) const MEMBERSHIP: TableDefinition<&str, &[u8]> = TableDefinition::new("membership");
