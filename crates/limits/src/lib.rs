@@ -59,10 +59,11 @@ pub const MAX_LAZY_BUILD_STEP: usize = 65_536;
 /// enough that a consumer idles on few requests, short enough for proxies' idle timeouts.
 pub const MAX_CHANGES_WAIT: Duration = Duration::from_secs(30);
 
-/// Most entries in one row of the `transfer_index` table (3 KiB of 24-byte entries): a row fits
-/// one 4 KiB B-tree page. With larger rows, a checkpoint that adds rows in key order just before
-/// a large row (one value's new transfers before the next value's list) split off a page per row:
-/// 31,000 rows of a unique `user_data_64` took 31,095 pages, 140 MB for 3 MB of entries.
+/// Most entries in one row of the `transfer_index` table (at most 3.7 KiB of delta-coded pairs,
+/// about 0.7 KiB for time-based ids): a row fits one 4 KiB B-tree page. With larger rows, a
+/// checkpoint that adds rows in key order just before a large row (one value's new transfers
+/// before the next value's list) split off a page per row: 31,000 rows of a unique
+/// `user_data_64` took 31,095 pages, 140 MB for 3 MB of entries.
 pub const TRANSFER_INDEX_RUN: usize = 128;
 
 /// Most transfers in one row of the `transfer_runs` table: about 1.6 KiB for typical compact

@@ -445,7 +445,10 @@ fn write_transfer_index(txn: &redb::WriteTransaction, m: &Memtable) -> Result<()
                 let Some(&(last, _)) = run.last() else {
                     return Ok::<_, redb::Error>(());
                 };
-                table.insert((tag, value, last.0), records::encode_run(&run).as_slice())?;
+                table.insert(
+                    (tag, value, last.0),
+                    crate::index_runs::encode_run(&run).as_slice(),
+                )?;
             }
         };
     write_runs(
@@ -507,7 +510,10 @@ fn write_tables(txn: &redb::WriteTransaction, frozen: &Frozen) -> Result<(), red
         for run in entries.chunks(ACCOUNT_TRANSFERS_RUN) {
             let run: Vec<_> = run.iter().map(|&p| m.transfers.key_at(p)).collect();
             let last = run.last().expect("chunks are not empty").0;
-            index.insert((account, last.0), records::encode_run(&run).as_slice())?;
+            index.insert(
+                (account, last.0),
+                crate::index_runs::encode_run(&run).as_slice(),
+            )?;
         }
     }
     write_transfer_index(txn, m)?;

@@ -10,7 +10,6 @@ use bulwark_ledger::{
 use bulwark_limits::MAX_HISTORY_SCAN;
 
 use crate::error::{redb_err, StoreError};
-use crate::records;
 use crate::state::StateStore;
 
 /// Which of an account's transfers a history query asks for, and in which order.
@@ -235,12 +234,11 @@ impl StateStore {
 
     fn run_entries(&self, row: RunRow<'_>) -> Result<Vec<(Timestamp, TransferId)>, StoreError> {
         let (key, value) = row.map_err(redb_err(&self.path, "scan account transfers"))?;
-        let run = records::decode_run(value.value()).ok_or_else(|| StoreError::Corrupt {
+        crate::index_runs::decode_run(value.value()).ok_or_else(|| StoreError::Corrupt {
             path: self.path.clone(),
             table: "account_transfers",
             key: format!("{:?}", key.value()),
-        })?;
-        Ok(run.collect())
+        })
     }
 }
 

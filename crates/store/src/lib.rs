@@ -43,6 +43,7 @@ mod error;
 mod feed;
 mod field_index;
 mod history;
+mod index_runs;
 mod memtable;
 mod outbox;
 mod priority;
@@ -53,6 +54,7 @@ pub mod snapshot;
 mod state;
 mod tables;
 mod transfer_runs;
+mod upgrade;
 
 pub use checkpoint::{file_system_space, free_space, Checkpointed};
 pub use error::{is_disk_full_io, StoreError};

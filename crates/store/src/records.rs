@@ -9,8 +9,6 @@ use bulwark_ledger::{
 
 pub const ACCOUNT_BYTES: usize = 128;
 pub const BALANCES_BYTES: usize = 64;
-/// One `(timestamp, transfer id)` pair of an account's index run.
-const RUN_ENTRY_BYTES: usize = 8 + 16;
 
 /// `id | debits_pending | debits_posted | credits_pending | credits_posted | user_data_128`
 /// (u128 each) `| user_data_64:u64 | user_data_32:u32 | reserved:u32 | ledger:u32 | code:u16 |
@@ -302,46 +300,6 @@ pub fn decode_balances(b: &[u8]) -> Option<Balances> {
     })
 }
 
-/// A run of an account's transfer index: `(timestamp u64, transfer id u128)` pairs, 24 bytes each.
-pub fn encode_run(run: &[(Timestamp, TransferId)]) -> Vec<u8> {
-    let mut b = Vec::with_capacity(run.len() * RUN_ENTRY_BYTES);
-    for (ts, id) in run {
-        b.put_u64(ts.0);
-        b.put_u128(id.0);
-    }
-    b
-}
-
-/// The entries of a run, for a binary search without decoding the whole run; `None` if its
-/// length is not a whole number of entries.
-pub(crate) fn run_entries(b: &[u8]) -> Option<RunEntries<'_>> {
-    (b.len().is_multiple_of(RUN_ENTRY_BYTES) && !b.is_empty()).then_some(RunEntries(b))
-}
-
-/// A run's entries, read one at a time.
-#[derive(Clone, Copy)]
-pub(crate) struct RunEntries<'a>(&'a [u8]);
-
-impl RunEntries<'_> {
-    pub fn len(&self) -> usize {
-        self.0.len() / RUN_ENTRY_BYTES
-    }
-
-    pub fn get(&self, i: usize) -> (Timestamp, TransferId) {
-        let mut r = LeReader::new(&self.0[i * RUN_ENTRY_BYTES..(i + 1) * RUN_ENTRY_BYTES]);
-        (Timestamp(r.u64()), TransferId(r.u128()))
-    }
-}
-
-pub fn decode_run(b: &[u8]) -> Option<impl Iterator<Item = (Timestamp, TransferId)> + '_> {
-    (b.len().is_multiple_of(RUN_ENTRY_BYTES) && !b.is_empty()).then(|| {
-        b.chunks_exact(RUN_ENTRY_BYTES).map(|e| {
-            let mut r = LeReader::new(e);
-            (Timestamp(r.u64()), TransferId(r.u128()))
-        })
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -394,20 +352,6 @@ mod tests {
         let (bytes, expected) = hex_pair(&encode_balances(&balances), golden);
         assert_eq!(bytes, expected, "the balances record changed");
         assert_eq!(decode_balances(&unhex(golden)), Some(balances));
-
-        let run = [
-            (
-                Timestamp(0x0102_0304_0506_0708),
-                TransferId(0x1112_1314_1516_1718_191a_1b1c_1d1e_1f10),
-            ),
-            (Timestamp(9), TransferId(10)),
-        ];
-        let golden = "0807060504030201 101f1e1d1c1b1a191817161514131211
-                      0900000000000000 0a000000000000000000000000000000";
-        let (bytes, expected) = hex_pair(&encode_run(&run), golden);
-        assert_eq!(bytes, expected, "the account index run changed");
-        let decoded: Vec<_> = decode_run(&unhex(golden)).expect("a run").collect();
-        assert_eq!(decoded, run);
     }
 
     /// A transfer record at its widest and as a typical transfer writes it: see

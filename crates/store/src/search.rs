@@ -14,7 +14,6 @@ use redb::ReadOnlyTable;
 use crate::error::{redb_err, StoreError};
 use crate::field_index::{FieldIndex, IndexField, EVERY_TRANSFER};
 use crate::memtable::Memtable;
-use crate::records;
 use crate::state::StateStore;
 
 /// What a query asks for: the items whose every field given (not 0) equals the filter's, with a
@@ -133,13 +132,13 @@ impl Checkpointed<'_> {
         ts: Timestamp,
         reversed: bool,
     ) -> Result<Option<(Timestamp, u128)>, StoreError> {
-        let entries = records::run_entries(run).ok_or_else(|| StoreError::Corrupt {
+        let entries = crate::index_runs::decode_run(run).ok_or_else(|| StoreError::Corrupt {
             path: self.store.path.clone(),
             table: "transfer_index",
             key: format!("({}, {}, run reaching {ts})", self.tag, self.value),
         })?;
-        let key = |i| {
-            let (ts, id) = entries.get(i);
+        let key = |i: usize| {
+            let (ts, id) = entries[i];
             (ts, id.0)
         };
         Ok(seek_sorted(entries.len(), key, ts, reversed))

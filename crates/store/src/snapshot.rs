@@ -21,6 +21,7 @@ use std::sync::{Arc, RwLock};
 use bulwark_limits::{ACCOUNT_TRANSFERS_RUN, MAX_SNAPSHOT_FRAME, TRANSFER_INDEX_RUN, TRANSFER_RUN};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 
+use crate::index_runs::MAX_PAIR_BYTES;
 use crate::StoreError;
 
 const MAGIC: &[u8; 6] = b"BWSNAP";
@@ -29,8 +30,8 @@ const TRAILER: u8 = 0xFF;
 
 // The largest row, a full run of the account or transfer index (`(timestamp u64, transfer id
 // u128)` pairs) with its table tag and key, fits one frame.
-const _: () = assert!(1 + 64 + ACCOUNT_TRANSFERS_RUN * 24 + 64 <= MAX_SNAPSHOT_FRAME);
-const _: () = assert!(1 + 64 + TRANSFER_INDEX_RUN * 24 + 64 <= MAX_SNAPSHOT_FRAME);
+const _: () = assert!(1 + 64 + ACCOUNT_TRANSFERS_RUN * MAX_PAIR_BYTES + 64 <= MAX_SNAPSHOT_FRAME);
+const _: () = assert!(1 + 64 + TRANSFER_INDEX_RUN * MAX_PAIR_BYTES + 64 <= MAX_SNAPSHOT_FRAME);
 const _: () = assert!(
     1 + 64 + 2 + TRANSFER_RUN * (4 + crate::records::TRANSFER_MAX_BYTES) + 64 <= MAX_SNAPSHOT_FRAME
 );

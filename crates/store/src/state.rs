@@ -260,9 +260,10 @@ fn next_tokens_generation() -> u64 {
 /// and creates every table a new or upgraded file lacks.
 fn create_tables(path: &Path, db: &Database) -> Result<(), StoreError> {
     let txn = db.begin_write().map_err(redb_err(path, "begin write"))?;
+    let version;
     {
         let mut meta = txn.open_table(META).map_err(redb_err(path, "open meta"))?;
-        let version = meta
+        version = meta
             .get(META_FORMAT)
             .map_err(redb_err(path, "read meta"))?
             .map(|v| v.value());
@@ -309,6 +310,9 @@ fn create_tables(path: &Path, db: &Database) -> Result<(), StoreError> {
             .map_err(redb_err(path, "create tables"))?;
         txn.open_table(OUTBOX)
             .map_err(redb_err(path, "create tables"))?;
+    }
+    if version == Some(UPGRADED_FORMAT_VERSION) {
+        crate::upgrade::upgrade_from_format_4(path, &txn)?;
     }
     txn.commit().map_err(redb_err(path, "commit"))?;
     Ok(())

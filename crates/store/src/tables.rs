@@ -21,14 +21,14 @@ pub(crate) const FAILED_TRANSFERS_BY_TIME: TableDefinition<(u64, u128), ()> =
 pub(crate) const EXPIRIES: TableDefinition<(u64, u128), ()> =
     TableDefinition::new("pending_expiries");
 /// An account's transfers as packed runs: key (account, timestamp of the run's last entry),
-/// value `[(timestamp u64, transfer id u128)]` in timestamp order. One checkpoint writes one run
-/// per account it touched (split at
+/// value `[(timestamp, transfer id)]` in timestamp order, delta-coded (`index_runs.rs`). One
+/// checkpoint writes one run per account it touched (split at
 /// `bulwark_limits::ACCOUNT_TRANSFERS_RUN`), so indexing costs one B-tree insert per account per
 /// checkpoint rather than two per transfer.
 pub(crate) const ACCOUNT_TRANSFERS: TableDefinition<(u128, u64), &[u8]> =
     TableDefinition::new("account_transfers");
 /// The field indexes of transfers (`field_index.rs`) as packed runs: key (field tag, value,
-/// timestamp of the run's last entry), value `[(timestamp u64, transfer id u128)]` in timestamp
+/// timestamp of the run's last entry), value `[(timestamp, transfer id)]` in timestamp
 /// order, as `account_transfers`. Tag 0 with value 0 lists every transfer. One checkpoint writes
 /// each of its lists split at `bulwark_limits::TRANSFER_INDEX_RUN`.
 pub(crate) const TRANSFER_INDEX: TableDefinition<(u8, u128, u64), &[u8]> =
@@ -50,7 +50,8 @@ pub(crate) const AUDIT: TableDefinition<(u64, u64), &[u8]> = TableDefinition::ne
 pub(crate) const OUTBOX: TableDefinition<u128, &[u8]> = TableDefinition::new("outbox");
 
 pub(crate) const FORMAT_VERSION: u64 = 5;
-/// Version 4 lacks `transfer_runs` and is otherwise version 5: opening one creates the table.
+/// Version 4 lacks `transfer_runs` and writes index runs in fixed 24-byte pairs: opening one
+/// upgrades it (`upgrade.rs`).
 pub(crate) const UPGRADED_FORMAT_VERSION: u64 = 4;
 pub(crate) const META_FORMAT: &str = "format_version";
 /// The cluster configuration as of the checkpoint (opaque bytes of the consensus layer).

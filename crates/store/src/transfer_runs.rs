@@ -78,13 +78,13 @@ where
 }
 
 /// A run's row, checked as far as its layout.
-struct Run<'a> {
+pub(crate) struct Run<'a> {
     ends: &'a [u8],
     records: &'a [u8],
 }
 
 impl<'a> Run<'a> {
-    fn parse(row: &'a [u8]) -> Option<Run<'a>> {
+    pub(crate) fn parse(row: &'a [u8]) -> Option<Run<'a>> {
         let count = usize::from(u16::from_le_bytes(row.get(..2)?.try_into().ok()?));
         if count == 0 || count > TRANSFER_RUN {
             return None;
@@ -95,7 +95,7 @@ impl<'a> Run<'a> {
         (run.end(count - 1) == records.len()).then_some(run)
     }
 
-    fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.ends.len() / 4
     }
 
@@ -104,7 +104,7 @@ impl<'a> Run<'a> {
         u32::from_le_bytes(end.try_into().expect("4 bytes")) as usize
     }
 
-    fn record(&self, i: usize) -> Option<&'a [u8]> {
+    pub(crate) fn record(&self, i: usize) -> Option<&'a [u8]> {
         let start = if i == 0 { 0 } else { self.end(i - 1) };
         self.records.get(start..self.end(i))
     }
@@ -153,7 +153,7 @@ pub(crate) fn encode_run<'r>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use bulwark_ledger::{
         AccountId, Batch, NewAccount, NewTransfer, Operation, Timestamp, Transfer, TransferId,
     };
@@ -161,7 +161,7 @@ mod tests {
 
     use super::*;
     use crate::state::StateStore;
-    use crate::tables::{FORMAT_VERSION, META, META_FORMAT, TRANSFERS, TRANSFER_RUNS};
+    use crate::tables::{TRANSFERS, TRANSFER_RUNS};
 
     fn transfer(id: u128) -> Transfer {
         Transfer {
@@ -219,7 +219,7 @@ mod tests {
         assert_eq!(run.find(6), Some(None));
     }
 
-    fn apply(store: &mut StateStore, index: u64, operation: Operation) {
+    pub(crate) fn apply(store: &mut StateStore, index: u64, operation: Operation) {
         let batch = Batch {
             timestamp: Timestamp(index * 1_000),
             operation,
@@ -227,7 +227,7 @@ mod tests {
         store.apply_batch(index, &batch);
     }
 
-    fn transfers(ids: impl Iterator<Item = u128>) -> Operation {
+    pub(crate) fn transfers(ids: impl Iterator<Item = u128>) -> Operation {
         let one = |id| NewTransfer {
             id: TransferId(id),
             debit_account_id: AccountId(1),
@@ -241,7 +241,7 @@ mod tests {
     }
 
     /// Rows in `transfers` and in `transfer_runs`.
-    fn rows(path: &std::path::Path) -> (u64, u64) {
+    pub(crate) fn rows(path: &std::path::Path) -> (u64, u64) {
         let db = redb::Database::open(path).unwrap();
         let read = db.begin_read().unwrap();
         let singles = read.open_table(TRANSFERS).unwrap().len().unwrap();
@@ -252,7 +252,7 @@ mod tests {
     }
 
     /// A store of accounts 1 and 2 and the transfers `100..100 + n` checkpointed.
-    fn store_with_transfers(path: &std::path::Path, n: u128) -> StateStore {
+    pub(crate) fn store_with_transfers(path: &std::path::Path, n: u128) -> StateStore {
         let mut store = StateStore::open(path).unwrap();
         let account = |id| NewAccount {
             id: AccountId(id),
@@ -289,63 +289,5 @@ mod tests {
         for id in [9, 15, 99, 170, 999, 1_002] {
             assert_eq!(store.stored_transfer(TransferId(id)).unwrap(), None, "{id}");
         }
-    }
-
-    #[test]
-    fn a_version_4_store_is_upgraded_and_an_older_one_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.redb");
-        drop(store_with_transfers(&path, 40));
-        // Make it a version 4 store: every transfer in a row of its own, no `transfer_runs`.
-        let db = redb::Database::open(&path).unwrap();
-        let write = db.begin_write().unwrap();
-        {
-            let runs = write.open_table(TRANSFER_RUNS).unwrap();
-            let mut singles = write.open_table(TRANSFERS).unwrap();
-            for row in runs.iter().unwrap() {
-                let (_, value) = row.unwrap();
-                let run = Run::parse(value.value()).unwrap();
-                for i in 0..run.count() {
-                    let record = run.record(i).unwrap();
-                    let id = records::transfer_record_id(record).unwrap();
-                    singles.insert(id, record).unwrap();
-                }
-            }
-            write
-                .open_table(META)
-                .unwrap()
-                .insert(META_FORMAT, 4)
-                .unwrap();
-        }
-        assert!(write.delete_table(TRANSFER_RUNS).unwrap());
-        write.commit().unwrap();
-        drop(db);
-
-        let store = StateStore::open(&path).expect("a version 4 store opens");
-        for id in 100..140 {
-            assert!(store.stored_transfer(TransferId(id)).unwrap().is_some());
-        }
-        drop(store);
-        assert_eq!(rows(&path), (40, 0));
-        let db = redb::Database::open(&path).unwrap();
-        let version = |db: &redb::Database| {
-            let read = db.begin_read().unwrap();
-            let meta = read.open_table(META).unwrap();
-            meta.get(META_FORMAT).unwrap().unwrap().value()
-        };
-        assert_eq!(version(&db), FORMAT_VERSION);
-        let write = db.begin_write().unwrap();
-        write
-            .open_table(META)
-            .unwrap()
-            .insert(META_FORMAT, 3)
-            .unwrap();
-        write.commit().unwrap();
-        drop(db);
-        let refused = StateStore::open(&path).err().expect("version 3 is refused");
-        assert!(
-            refused.to_string().contains("format version 3"),
-            "{refused}"
-        );
     }
 }
