@@ -465,26 +465,30 @@ fn write_transfer_index(txn: &redb::WriteTransaction, m: &Memtable) -> Result<()
     Ok(())
 }
 
-/// The memtable's change feed, replayed here (off the node loop) into the `changes` table. Every
-/// pending transfer an event names is in `transfers` by now: written by this checkpoint or an
-/// earlier one.
+/// The memtable's change feed, replayed here (off the node loop) into the `changes` table a run
+/// at a time (holding all of a large memtable's changes at once cost a page fault per 4 KiB).
+/// Every pending transfer an event names is in `transfers` by now: written by this checkpoint
+/// or an earlier one.
 fn write_changes(txn: &redb::WriteTransaction, m: &Memtable) -> Result<(), redb::Error> {
     let mut feed = FeedCache::default();
-    {
-        let singles = txn.open_table(TRANSFERS)?;
-        let runs = txn.open_table(TRANSFER_RUNS)?;
-        feed.extend(m, usize::MAX, |id| -> Result<_, redb::Error> {
+    let singles = txn.open_table(TRANSFERS)?;
+    let runs = txn.open_table(TRANSFER_RUNS)?;
+    let mut changes = txn.open_table(CHANGES)?;
+    loop {
+        let done = feed.extend(m, CHANGES_RUN, |id| -> Result<_, redb::Error> {
             crate::transfer_runs::find(&runs, &singles, id.0)?.ok_or_else(|| {
                 redb::StorageError::Corrupted(format!("pending transfer {id} of a change")).into()
             })
         })?;
+        if let Some(last) = feed.changes.last() {
+            let row = records::encode_change_run(&feed.changes);
+            changes.insert(last.timestamp.0, row.as_slice())?;
+            feed.changes.clear();
+        }
+        if done {
+            return Ok(());
+        }
     }
-    let mut changes = txn.open_table(CHANGES)?;
-    for run in feed.changes.chunks(CHANGES_RUN) {
-        let last = run.last().expect("chunks are not empty").timestamp;
-        changes.insert(last.0, records::encode_change_run(run).as_slice())?;
-    }
-    Ok(())
 }
 
 fn write_tables(txn: &redb::WriteTransaction, frozen: &Frozen) -> Result<(), redb::Error> {
