@@ -737,7 +737,8 @@ async fn minority_partition_cannot_acknowledge() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Knowing no leader, it refuses a new write at once: 503 no_leader with Retry-After.
+    // Knowing no leader, it keeps a new write for `WRITE_LEADERLESS_TICKS`, then refuses it:
+    // 503 no_leader with Retry-After.
     let refused = tokio::time::timeout(
         Duration::from_secs(20),
         http.try_post(

@@ -313,9 +313,10 @@ pub const ELECTION_TICKS: usize = 8;
 /// usually wins the first round.
 pub const MAX_ELECTION_TICKS: usize = 16;
 
-/// Ticks a write a leader took may wait, once the leader stepped down (a handover), for the new
-/// leader to be known before it is refused with `no_leader` (1.6 s at the default tick: two
-/// election rounds); once it is known the API forwards the write there.
+/// Ticks a write may wait for a leader to be known, on a leader that took it and then stepped
+/// down (a handover) or on a node that knew no leader when it came (an election), before it is
+/// refused with `no_leader` (1.6 s at the default tick: two election rounds); once one is known
+/// the API forwards the write there.
 pub const WRITE_LEADERLESS_TICKS: u64 = 2 * MAX_ELECTION_TICKS as u64;
 
 /// Ticks a read may wait, from its arrival to its answer, before it is refused (3 s at the

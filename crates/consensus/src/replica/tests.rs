@@ -402,6 +402,40 @@ fn a_read_whose_index_is_never_applied_expires() {
 }
 
 #[test]
+fn a_write_to_a_node_that_knows_no_leader_waits_for_one() {
+    let mut c = Cluster::new();
+    c.write_account(3, 7);
+    c.round();
+    assert_eq!(c.outcome(7), vec![], "held while no leader is known");
+    c.rounds(60);
+    assert_eq!(c.leader(), Some(1));
+    let forwardable = ReplicaError::NotLeader {
+        leader: Some(NodeId(1)),
+    };
+    assert_eq!(c.outcome(7), vec![Err(forwardable)]);
+
+    // A node that hears no one keeps a write for `WRITE_LEADERLESS_TICKS`, then refuses it.
+    let mut c = Cluster::new();
+    c.write_account(3, 8);
+    let mut rounds = 0;
+    let answer = loop {
+        let answer = c.outcome(8);
+        if !answer.is_empty() {
+            break answer;
+        }
+        c.in_flight.retain(|m| m.to != 3);
+        c.round();
+        rounds += 1;
+        assert!(rounds < 100, "the write is answered in the end");
+    };
+    assert_eq!(answer, vec![Err(ReplicaError::NotLeader { leader: None })]);
+    assert!(
+        rounds >= bulwark_limits::WRITE_LEADERLESS_TICKS as usize,
+        "{rounds}"
+    );
+}
+
+#[test]
 fn writes_waiting_in_one_round_share_one_entry() {
     let mut c = Cluster::new();
     c.rounds(60);
