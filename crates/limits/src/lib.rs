@@ -280,11 +280,13 @@ pub const MEMTABLE_CAP_FACTOR: usize = 8;
 pub const CHECKPOINT_POLL: Duration = Duration::from_millis(2);
 
 /// redb's page cache (512 MiB), bounded so that a node's memory stays flat however many transfers
-/// it stores. redb keeps a transaction's dirty pages in at most half of it: a checkpoint of
-/// 600,000 transfers (about 180 MB of pages) overflowed 64 MiB, had its pages written out early
-/// and read back at commit to checksum them, and took 1.5 s where it takes 1.2 s now
-/// (`cargo run --release -p bulwark-store --example checkpoint_cost`). TigerBeetle's grid cache
-/// is 1 GiB by default.
+/// it stores. redb keeps a transaction's dirty pages in at most half of it: at 64 MiB a
+/// checkpoint of 600,000 transfers (then about 180 MB of pages) had its pages written out early
+/// and read back at commit to checksum them (1.5 s, against 1.2 s at 512 MiB). With the compact
+/// format 5 (about 85 MB a checkpoint of 600,000) it takes 0.74 s at 512 MiB and 0.81 s at
+/// 256 MiB (`cargo run --release -p bulwark-store --example checkpoint_cost`); a node under
+/// `bulwark bench --duration 60` stays at about 0.9 GB. TigerBeetle's grid cache is 512 MiB on
+/// the same benchmark.
 pub const STORE_CACHE_BYTES: usize = 512 << 20;
 
 /// Free space kept on the data directory's file system beyond twice a checkpoint's estimated
