@@ -115,9 +115,10 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
     /// wait while this leader hands leadership over (Raft would drop them; the transfer ends
     /// within an election timeout either way) and, once it stepped down (or on a node that knew
     /// no leader when they came), up to [`WRITE_LEADERLESS_TICKS`] until a leader is known: the
-    /// shell forwards them there instead of refusing them. They also wait while the state is backlogged (its memtable at
-    /// its cap while a checkpoint runs), so that a load faster than checkpoints is slowed down
-    /// to their pace instead of growing the node's memory without bound.
+    /// shell forwards them there instead of refusing them. They also wait while the state is
+    /// backlogged (its memtable at its cap while a checkpoint runs), so that a load faster than
+    /// checkpoints is slowed down to their pace instead of growing the node's memory without
+    /// bound.
     pub(super) fn propose_waiting(&mut self) {
         if !self.is_leader() {
             let leader = self.leader();
