@@ -554,7 +554,7 @@ fn write_tables(txn: &redb::WriteTransaction, frozen: &Frozen) -> Result<(), red
 #[cfg(test)]
 mod tests {
     use bulwark_ledger::TransferId;
-    use bulwark_ledger::{AccountId, Batch, NewAccount, NewTransfer, Operation, Timestamp};
+    use bulwark_ledger::{AccountId, Batch, NewAccount, Operation, Timestamp};
 
     use crate::state::StateStore;
 
@@ -566,16 +566,7 @@ mod tests {
     }
 
     fn transfers(first: u128, n: u128) -> Operation {
-        let one = |id| NewTransfer {
-            id: TransferId(id),
-            debit_account_id: AccountId(1),
-            credit_account_id: AccountId(2),
-            amount: 1,
-            ledger: 1,
-            code: 1,
-            ..NewTransfer::default()
-        };
-        Operation::CreateTransfers((first..first + n).map(one).collect())
+        crate::transfer_runs::tests::transfers(first..first + n)
     }
 
     /// Memtable 1 (1,000 transfers) is checkpointed; memtable 2 (10) is frozen at the next
