@@ -32,6 +32,9 @@ pub struct DiskRaftStorage {
     dirty_from: Option<u64>,
     offer: Option<Snapshot>,
     poisoned: bool,
+    /// Where each entry is encoded before the WAL copies it: kept, so that an entry of a few MB
+    /// is not encoded into freshly faulted pages at every sync.
+    scratch: Vec<u8>,
 }
 
 impl DiskRaftStorage {
@@ -94,6 +97,7 @@ impl DiskRaftStorage {
             dirty_from: None,
             offer: None,
             poisoned: false,
+            scratch: Vec::new(),
         };
         Ok((storage, recovered))
     }
@@ -129,11 +133,13 @@ impl DiskRaftStorage {
                 self.wal.truncate_suffix(from)?;
             }
             for e in &self.core.entries[(from - self.core.first_index()) as usize..] {
-                let bytes = e.write_to_bytes().map_err(|source| StorageError::Encode {
-                    index: e.index,
-                    source,
-                })?;
-                let index = self.wal.append(&bytes)?;
+                self.scratch.clear();
+                e.write_to_vec(&mut self.scratch)
+                    .map_err(|source| StorageError::Encode {
+                        index: e.index,
+                        source,
+                    })?;
+                let index = self.wal.append(&self.scratch)?;
                 assert_eq!(index, e.index, "WAL index diverged from the raft log");
             }
             self.wal.sync()?;
