@@ -113,12 +113,6 @@ impl MemTransfers {
         self.all.iter()
     }
 
-    /// Makes room for `transfers` in all without growing (a no-op where there is room).
-    pub(crate) fn reserve(&mut self, transfers: usize) {
-        self.all.reserve(transfers.saturating_sub(self.all.len()));
-        self.at.reserve(transfers.saturating_sub(self.at.len()));
-    }
-
     /// Empties it, keeping its memory for the next memtable.
     pub(crate) fn clear(&mut self) {
         self.all.clear();
