@@ -245,6 +245,23 @@ pub const PERMIT_WAIT: Duration = Duration::from_secs(1);
 /// the log rather than by snapshot.
 pub const KEEP_ENTRIES: u64 = 256;
 
+/// A checkpoint is due when the Raft log holds more entries than this (and anything was applied
+/// since the last), however few transfers the memtable holds: batches of accounts and control
+/// commands add none to it, and the log must not grow without end.
+pub const CHECKPOINT_LOG_ENTRIES_MIN: u64 = 4 * KEEP_ENTRIES;
+
+/// ... or more entries than `--checkpoint-transfers` divided by this: at one transfer per request
+/// a node groups about 15 requests per entry, and the bound of 1,024 entries alone started a
+/// checkpoint every 0.6 s (each writing every account changed, about 10,000 in `bench`), long
+/// before the memtable was full.
+pub const CHECKPOINT_TRANSFERS_PER_LOG_ENTRY: u64 = 8;
+
+/// ... or more bytes than this many log segments: entries of 1 MB (a batch of 8,189 accounts)
+/// would otherwise let the log, which the node also holds in memory, reach gigabytes before the
+/// entry bound. Above the two segments a compacted log can still span (the one holding the
+/// compaction point and the active one), so a checkpoint does not start the next at once.
+pub const CHECKPOINT_LOG_SEGMENTS: u64 = 4;
+
 /// Default WAL segment size (64 MiB): rollover and compaction work in whole segments.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
 
@@ -567,6 +584,8 @@ const _: () = assert!(0 < DEFAULT_HISTORY_PAGE && DEFAULT_HISTORY_PAGE <= MAX_HI
 const _: () = assert!(MAX_HISTORY_PAGE <= MAX_BATCH_EVENTS);
 const _: () = assert!(MAX_GROUP_EVENTS >= MAX_BATCH_EVENTS);
 const _: () = assert!(MEMTABLE_CAP_FACTOR > CHECKPOINT_CATCH_UP_FACTOR);
+const _: () = assert!(CHECKPOINT_LOG_SEGMENTS > 2);
+const _: () = assert!(CHECKPOINT_LOG_ENTRIES_MIN > KEEP_ENTRIES);
 
 // An entry (a full group, or the largest batch alone: `ledger::codec` asserts it fits
 // MAX_GROUP_BYTES) fits one Raft message; the largest Raft message (max_size_per_msg plus the

@@ -16,6 +16,7 @@ use bulwark_limits::{
 use bulwark_transport::{NodeId, Transport};
 use raft::eraftpb::Message;
 
+use super::cadence::{checkpoint_due, Growth};
 use super::config::{snapshot_data, snapshot_members, Member};
 use super::{ClusterLoop, Recovering, Reply, Stall};
 use crate::{answer_query, Inbox, NodeFault, Query, Request, RequestError, WriteOutcome};
@@ -521,18 +522,21 @@ impl ClusterLoop {
             self.checkpoint_done(LogIndex(done.applied_index));
         }
         self.note_held_writes();
-        // Checkpoint when the memtable is full, or when the Raft log has grown well past what is
-        // kept behind a checkpoint (account batches, small batches).
         let log = &self.replica.raw().raft.raft_log;
         let log_entries = log.last_index().saturating_sub(log.first_index());
+        let (log_bytes, _) = self.replica.storage().log_size();
         let stalled = self.replica.is_stalled();
         let store = self.replica.state_mut();
+        let growth = Growth {
+            memtable_transfers: store.memtable_transfers(),
+            checkpoint_transfers: self.config.checkpoint_transfers,
+            log_entries,
+            log_bytes,
+            segment_bytes: self.config.segment_bytes,
+            applied_past_checkpoint: store.applied_index() > store.checkpointed_index(),
+        };
         // Not while a Ready is held: it may be a snapshot about to replace this store.
-        if !stalled
-            && (store.memtable_transfers() >= self.config.checkpoint_transfers
-                || (log_entries > 4 * KEEP_ENTRIES
-                    && store.applied_index() > store.checkpointed_index()))
-        {
+        if !stalled && checkpoint_due(growth) {
             store.start_checkpoint();
         }
         self.metrics

@@ -23,6 +23,7 @@
 //! succeeds, the node catches up by itself and serves again (an info in the log).
 
 mod archive;
+mod cadence;
 mod checkpoints;
 mod config;
 mod event_loop;
