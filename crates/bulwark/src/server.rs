@@ -25,7 +25,8 @@ pub struct StartArgs {
     /// archives; every node given it keeps its log until the archive holds it.
     #[arg(long, env = "BULWARK_ARCHIVE")]
     pub archive: Option<String>,
-    /// Transfers kept in memory before a checkpoint is written.
+    /// Transfers kept in memory before a checkpoint is written. A checkpoint also starts when
+    /// the Raft log holds more entries than this / 8 (at least 1,024) or four segments.
     #[arg(long, default_value_t = bulwark_limits::DEFAULT_CHECKPOINT_TRANSFERS)]
     pub checkpoint_transfers: usize,
     /// Size of one write-ahead log segment, in bytes.
