@@ -258,8 +258,10 @@ pub const CHECKPOINT_TRANSFERS_PER_LOG_ENTRY: u64 = 8;
 
 /// ... or more bytes than this many log segments: entries of 1 MB (a batch of 8,189 accounts)
 /// would otherwise let the log, which the node also holds in memory, reach gigabytes before the
-/// entry bound. Above the two segments a compacted log can still span (the one holding the
-/// compaction point and the active one), so a checkpoint does not start the next at once.
+/// entry bound. Counted from the log's size after its last compaction: the entries it keeps (256
+/// for followers, more for the archive; 256 entries of 1.3 MB in `bench` on 3 nodes) are not a
+/// checkpoint's to drop, and counting them would start a checkpoint as soon as the last was
+/// written.
 pub const CHECKPOINT_LOG_SEGMENTS: u64 = 4;
 
 /// Default WAL segment size (64 MiB): rollover and compaction work in whole segments.
@@ -584,7 +586,6 @@ const _: () = assert!(0 < DEFAULT_HISTORY_PAGE && DEFAULT_HISTORY_PAGE <= MAX_HI
 const _: () = assert!(MAX_HISTORY_PAGE <= MAX_BATCH_EVENTS);
 const _: () = assert!(MAX_GROUP_EVENTS >= MAX_BATCH_EVENTS);
 const _: () = assert!(MEMTABLE_CAP_FACTOR > CHECKPOINT_CATCH_UP_FACTOR);
-const _: () = assert!(CHECKPOINT_LOG_SEGMENTS > 2);
 const _: () = assert!(CHECKPOINT_LOG_ENTRIES_MIN > KEEP_ENTRIES);
 
 // An entry (a full group, or the largest batch alone: `ledger::codec` asserts it fits

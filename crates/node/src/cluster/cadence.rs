@@ -14,7 +14,8 @@ pub(super) struct Growth {
     pub checkpoint_transfers: usize,
     /// Entries of the Raft log (which a checkpoint lets compaction drop).
     pub log_entries: u64,
-    /// Bytes of the Raft log's segments.
+    /// Bytes the Raft log's segments grew by since its last compaction (what a compaction keeps,
+    /// for followers or the archive, is not counted: a checkpoint would not drop it).
     pub log_bytes: u64,
     /// The log's segment size.
     pub segment_bytes: u64,

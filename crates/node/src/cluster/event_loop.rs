@@ -328,7 +328,9 @@ impl ClusterLoop {
             .map_err(|source| NodeFault::Compact {
                 dir: self.config.data_dir.clone(),
                 source,
-            })
+            })?;
+        self.log_bytes_after_compaction = self.replica.storage().log_size().0;
+        Ok(())
     }
 
     /// Logs role changes, and the end of recovery: once everything the log held at start is
@@ -531,7 +533,7 @@ impl ClusterLoop {
             memtable_transfers: store.memtable_transfers(),
             checkpoint_transfers: self.config.checkpoint_transfers,
             log_entries,
-            log_bytes,
+            log_bytes: log_bytes.saturating_sub(self.log_bytes_after_compaction),
             segment_bytes: self.config.segment_bytes,
             applied_past_checkpoint: store.applied_index() > store.checkpointed_index(),
         };

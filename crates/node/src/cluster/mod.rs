@@ -127,6 +127,9 @@ struct ClusterLoop {
     round_writes: u32,
     /// Since when this leader holds new writes for a checkpoint (`StateMachine::is_backlogged`).
     held_since: Option<Instant>,
+    /// The Raft log's bytes after its last compaction: what a checkpoint cannot drop (entries
+    /// kept for followers and the archive), which the checkpoint rule does not count.
+    log_bytes_after_compaction: u64,
     /// When Raft is next ticked.
     next_tick: Instant,
     was_leader: bool,

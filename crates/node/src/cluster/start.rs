@@ -292,6 +292,7 @@ fn spawn_loop(
         installed: None,
         round_writes: 0,
         held_since: None,
+        log_bytes_after_compaction: 0,
         next_tick: Instant::now() + tick,
         was_leader: false,
         known_leader: None,
