@@ -831,6 +831,36 @@ async fn a_follower_that_missed_its_leaders_addition_catches_up() {
     assert_eq!(ids, [1, 2], "node 3's transfers");
 }
 
+/// Two learners added one right after the other, on an idle cluster: the checkpoint the first
+/// addition starts ends below the second, so the leader cannot offer it (a snapshot's
+/// membership must be the log's at its index), and a new node's empty log needs a snapshot.
+/// The leader must checkpoint again when Raft asks for a snapshot it cannot offer; before it
+/// did, both learners waited for the next checkpoint the log's growth would start, forever on
+/// an idle cluster (found by the chaos run: lag 1,566 entries for 20 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learners_added_back_to_back_catch_up() {
+    let (mut cluster, leader) = three_nodes_with_a_transfer().await;
+    let http = cluster.node(leader).http.clone();
+    for id in [4, 5] {
+        cluster.start_joining(id, &[]).await;
+    }
+    for id in [4, 5] {
+        change_ok(&http, "/v1/cluster/learners", &learner_body(&cluster, id)).await;
+    }
+    let target = http.applied_index().await;
+    for id in [4, 5] {
+        wait_applied(&cluster, id, target).await;
+    }
+    for id in [4, 5] {
+        let ids: Vec<u64> = all_transfers(&cluster.node(id).http)
+            .await
+            .keys()
+            .copied()
+            .collect();
+        assert_eq!(ids, [1], "node {id}'s transfers");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 3. Replication status, member metrics and `?ack=all`.
 

@@ -497,14 +497,23 @@ fn snapshot_offer<H: Harness>() {
     let unavailable = Err(store_err(
         raft::StorageError::SnapshotTemporarilyUnavailable,
     ));
+    assert!(!h.s().take_snapshot_wanted(), "nothing asked yet");
     assert_eq!(h.s().snapshot(0, 2), unavailable);
+    // Raft asked and got nothing: the node is told once, so that it checkpoints.
+    assert!(h.s().take_snapshot_wanted());
+    assert!(!h.s().take_snapshot_wanted());
     let mut snap = Snapshot::default();
     snap.set_metadata(meta(10, 2, vec![1, 2, 3]));
     snap.data = b"checkpoint 10".to_vec().into();
     h.s().set_snapshot_offer(Some(snap.clone()));
     assert_eq!(h.s().snapshot(0, 2), Ok(snap.clone()));
     assert_eq!(h.s().snapshot(10, 2), Ok(snap.clone()));
+    assert!(!h.s().take_snapshot_wanted(), "every ask was served");
     assert_eq!(h.s().snapshot(11, 2), unavailable);
+    assert!(
+        h.s().take_snapshot_wanted(),
+        "an offer too old serves nothing"
+    );
     // The offer is volatile.
     h.crash();
     assert_eq!(h.s().snapshot(0, 2), unavailable);

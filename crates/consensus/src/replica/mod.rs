@@ -297,6 +297,12 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
         self.raw.mut_store()
     }
 
+    /// Whether Raft wanted a snapshot to send since the last call and the offer could not serve
+    /// it: the shell should checkpoint and offer the result (see `Replica::compact`).
+    pub fn take_snapshot_wanted(&mut self) -> bool {
+        self.raw.mut_store().take_snapshot_wanted()
+    }
+
     pub fn is_leader(&self) -> bool {
         self.raw.raft.state == StateRole::Leader
     }

@@ -83,6 +83,10 @@ impl RaftStorage for FullableStorage {
     fn set_snapshot_offer(&mut self, snapshot: Option<Snapshot>) {
         self.inner.set_snapshot_offer(snapshot)
     }
+
+    fn take_snapshot_wanted(&mut self) -> bool {
+        self.inner.take_snapshot_wanted()
+    }
 }
 
 type TestReplica = Replica<FullableStorage, MemoryStateMachine, u64>;

@@ -256,7 +256,12 @@ impl Sim {
     /// log behind it, keeping only a few entries; under chaos the power fails inside the
     /// compaction now and then.
     fn maybe_checkpoint(&mut self, i: usize, chaos: bool) {
-        if !self.rng.chance(25) {
+        // As the node loop: a snapshot Raft wanted and could not have starts one at once.
+        let wanted = self.nodes[i]
+            .replica
+            .as_mut()
+            .is_some_and(|r| r.take_snapshot_wanted());
+        if !wanted && !self.rng.chance(25) {
             return;
         }
         if chaos && self.may_crash(i) && self.rng.chance(40) {

@@ -30,7 +30,7 @@ pub struct DiskRaftStorage {
     durable_state: PersistentState,
     /// Entries of `core` from this index on are not (yet) what the WAL holds.
     dirty_from: Option<u64>,
-    offer: Option<Snapshot>,
+    offer: SnapshotOffer,
     poisoned: bool,
     /// Where each entry is encoded before the WAL copies it: kept, so that an entry of a few MB
     /// is not encoded into freshly faulted pages at every sync.
@@ -95,7 +95,7 @@ impl DiskRaftStorage {
             core,
             durable_state: state,
             dirty_from: None,
-            offer: None,
+            offer: SnapshotOffer::default(),
             poisoned: false,
             scratch: Vec::new(),
         };
@@ -432,7 +432,11 @@ impl RaftStorage for DiskRaftStorage {
     }
 
     fn set_snapshot_offer(&mut self, snapshot: Option<Snapshot>) {
-        self.offer = snapshot;
+        self.offer.set(snapshot);
+    }
+
+    fn take_snapshot_wanted(&mut self) -> bool {
+        self.offer.take_wanted()
     }
 
     fn dirty_from(&self) -> Option<LogIndex> {

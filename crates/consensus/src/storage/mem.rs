@@ -21,7 +21,7 @@ pub struct MemRaftStorage {
     durable: LogCore,
     /// Entries of `core` from this index on may differ from `durable`.
     dirty_from: Option<u64>,
-    offer: Option<Snapshot>,
+    offer: SnapshotOffer,
     disk_full: bool,
     crash_at: Option<CrashPoint>,
     /// Set when `crash_at` was reached: the point, and what was durable at that instant.
@@ -111,7 +111,7 @@ impl MemRaftStorage {
         }
         self.core = self.durable.clone();
         self.dirty_from = None;
-        self.offer = None;
+        self.offer = SnapshotOffer::default();
         self.crash_at = None;
     }
 
@@ -299,7 +299,11 @@ impl RaftStorage for MemRaftStorage {
     }
 
     fn set_snapshot_offer(&mut self, snapshot: Option<Snapshot>) {
-        self.offer = snapshot;
+        self.offer.set(snapshot);
+    }
+
+    fn take_snapshot_wanted(&mut self) -> bool {
+        self.offer.take_wanted()
     }
 
     fn dirty_from(&self) -> Option<LogIndex> {

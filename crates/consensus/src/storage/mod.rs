@@ -108,6 +108,8 @@ pub trait RaftStorage: raft::Storage {
     /// `Err(raft::Error::Store(raft::StorageError::SnapshotTemporarilyUnavailable))`, as it does when the
     /// offer is older than the requested index.
     fn set_snapshot_offer(&mut self, snapshot: Option<Snapshot>);
+    /// Whether Raft asked for a snapshot that the offer could not serve since the last call.
+    fn take_snapshot_wanted(&mut self) -> bool;
     /// The last index up to which what Raft sees is also durable (synced and not since replaced):
     /// nothing beyond it may be answered as written.
     fn durable_last_index(&self) -> LogIndex {
@@ -360,23 +362,42 @@ impl LogCore {
     }
 }
 
-/// The offer, if it covers `request_index` and the log's compaction point (`compacted`): one
-/// older than that (offered before a newer snapshot was installed here) would leave its
-/// follower needing entries this log no longer holds, and be sent again and again.
-fn offered_snapshot(
-    offer: &Option<Snapshot>,
-    request_index: u64,
-    compacted: u64,
-) -> raft::Result<Snapshot> {
-    match offer {
-        Some(s) if s.get_metadata().index >= request_index.max(compacted) => Ok(s.clone()),
-        _ => Err(raft::Error::Store(
-            raft::StorageError::SnapshotTemporarilyUnavailable,
-        )),
+/// The snapshot a leader offers lagging followers, and whether Raft asked for one this offer
+/// could not serve since the node last looked: the node then starts a checkpoint, so that a
+/// follower never waits for the next one the log's growth would start (an idle cluster's never
+/// comes).
+#[derive(Clone, Debug, Default)]
+struct SnapshotOffer {
+    snapshot: Option<Snapshot>,
+    wanted: std::cell::Cell<bool>,
+}
+
+impl SnapshotOffer {
+    /// The offer, if it covers `request_index` and the log's compaction point (`compacted`): one
+    /// older than that (offered before a newer snapshot was installed here) would leave its
+    /// follower needing entries this log no longer holds, and be sent again and again.
+    fn get(&self, request_index: u64, compacted: u64) -> raft::Result<Snapshot> {
+        match &self.snapshot {
+            Some(s) if s.get_metadata().index >= request_index.max(compacted) => Ok(s.clone()),
+            _ => {
+                self.wanted.set(true);
+                Err(raft::Error::Store(
+                    raft::StorageError::SnapshotTemporarilyUnavailable,
+                ))
+            }
+        }
+    }
+
+    fn set(&mut self, snapshot: Option<Snapshot>) {
+        self.snapshot = snapshot;
+    }
+
+    fn take_wanted(&mut self) -> bool {
+        self.wanted.replace(false)
     }
 }
 
-/// Implements `raft::Storage` for a type with fields `core: LogCore` and `offer: Option<Snapshot>`.
+/// Implements `raft::Storage` for a type with fields `core: LogCore` and `offer: SnapshotOffer`.
 macro_rules! impl_raft_storage {
     ($t:ty) => {
         impl raft::Storage for $t {
@@ -407,7 +428,8 @@ macro_rules! impl_raft_storage {
             }
 
             fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-                offered_snapshot(&self.offer, request_index, self.core.state.compacted_index)
+                self.offer
+                    .get(request_index, self.core.state.compacted_index)
             }
         }
     };

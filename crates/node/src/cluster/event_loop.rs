@@ -528,6 +528,9 @@ impl ClusterLoop {
         let log_entries = log.last_index().saturating_sub(log.first_index());
         let (log_bytes, _) = self.replica.storage().log_size();
         let stalled = self.replica.is_stalled();
+        // Raft asked for a snapshot to send and the offer could not serve it (none yet, or the
+        // last checkpoint ended below a membership change): make one.
+        let snapshot_wanted = self.replica.take_snapshot_wanted();
         let store = self.replica.state_mut();
         let growth = Growth {
             memtable_transfers: store.memtable_transfers(),
@@ -538,7 +541,7 @@ impl ClusterLoop {
             applied_past_checkpoint: store.applied_index() > store.checkpointed_index(),
         };
         // Not while a Ready is held: it may be a snapshot about to replace this store.
-        if !stalled && checkpoint_due(growth) {
+        if !stalled && (snapshot_wanted || checkpoint_due(growth)) {
             store.start_checkpoint();
         }
         self.metrics
