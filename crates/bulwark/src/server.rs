@@ -26,7 +26,7 @@ pub struct StartArgs {
     #[arg(long, env = "BULWARK_ARCHIVE")]
     pub archive: Option<String>,
     /// Transfers kept in memory before a checkpoint is written. A checkpoint also starts when
-    /// the Raft log holds more entries than this / 8 (at least 1,024) or four segments.
+    /// the Raft log holds more entries than this / 8 (at least 1,024) or four segments (at least 64 MiB).
     #[arg(long, default_value_t = bulwark_limits::DEFAULT_CHECKPOINT_TRANSFERS)]
     pub checkpoint_transfers: usize,
     /// Size of one write-ahead log segment, in bytes.

@@ -264,6 +264,11 @@ pub const CHECKPOINT_TRANSFERS_PER_LOG_ENTRY: u64 = 8;
 /// written.
 pub const CHECKPOINT_LOG_SEGMENTS: u64 = 4;
 
+/// ... and never fewer bytes than this, however small the segments: with the 4 KiB segments
+/// tests use to get many of them, four segments are a few entries, and a checkpoint started
+/// after every few writes compacted away the segments those tests look at.
+pub const CHECKPOINT_LOG_BYTES_MIN: u64 = 64 << 20;
+
 /// Default WAL segment size (64 MiB): rollover and compaction work in whole segments.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
 
@@ -587,6 +592,7 @@ const _: () = assert!(MAX_HISTORY_PAGE <= MAX_BATCH_EVENTS);
 const _: () = assert!(MAX_GROUP_EVENTS >= MAX_BATCH_EVENTS);
 const _: () = assert!(MEMTABLE_CAP_FACTOR > CHECKPOINT_CATCH_UP_FACTOR);
 const _: () = assert!(CHECKPOINT_LOG_ENTRIES_MIN > KEEP_ENTRIES);
+const _: () = assert!(CHECKPOINT_LOG_BYTES_MIN <= CHECKPOINT_LOG_SEGMENTS * DEFAULT_SEGMENT_BYTES);
 
 // An entry (a full group, or the largest batch alone: `ledger::codec` asserts it fits
 // MAX_GROUP_BYTES) fits one Raft message; the largest Raft message (max_size_per_msg plus the

@@ -2,7 +2,8 @@
 //! tested on its own.
 
 use bulwark_limits::{
-    CHECKPOINT_LOG_ENTRIES_MIN, CHECKPOINT_LOG_SEGMENTS, CHECKPOINT_TRANSFERS_PER_LOG_ENTRY,
+    CHECKPOINT_LOG_BYTES_MIN, CHECKPOINT_LOG_ENTRIES_MIN, CHECKPOINT_LOG_SEGMENTS,
+    CHECKPOINT_TRANSFERS_PER_LOG_ENTRY,
 };
 
 /// What the checkpoint rule looks at.
@@ -28,15 +29,15 @@ pub(super) struct Growth {
 /// memtable, and small batches (one transfer per request) add little per entry. The entry bound
 /// grows with `--checkpoint-transfers`, so that small entries do not start a checkpoint long
 /// before the memtable is full (1,024 entries started one every 0.6 s at one transfer per
-/// request); the byte bound keeps the log, which the node also holds in memory, small when
-/// entries are large.
+/// request); the byte bound (four segments, at least 64 MiB) keeps the log, which the node also
+/// holds in memory, small when entries are large.
 pub(super) fn checkpoint_due(g: Growth) -> bool {
     if g.memtable_transfers >= g.checkpoint_transfers {
         return true;
     }
     let entries_bound = CHECKPOINT_LOG_ENTRIES_MIN
         .max(g.checkpoint_transfers as u64 / CHECKPOINT_TRANSFERS_PER_LOG_ENTRY);
-    let bytes_bound = CHECKPOINT_LOG_SEGMENTS * g.segment_bytes;
+    let bytes_bound = (CHECKPOINT_LOG_SEGMENTS * g.segment_bytes).max(CHECKPOINT_LOG_BYTES_MIN);
     g.applied_past_checkpoint && (g.log_entries > entries_bound || g.log_bytes > bytes_bound)
 }
 
@@ -85,6 +86,16 @@ mod tests {
         // 300 entries of 1 MB of accounts each: past four 64 MiB segments.
         assert!(!checkpoint_due(growth(150_000, 300, 256 << 20)));
         assert!(checkpoint_due(growth(150_000, 300, (256 << 20) + 1)));
+    }
+
+    #[test]
+    fn small_segments_do_not_shrink_the_byte_bound_below_its_floor() {
+        let small = |log_bytes| Growth {
+            segment_bytes: 4096,
+            ..growth(150_000, 30, log_bytes)
+        };
+        assert!(!checkpoint_due(small(64 << 20)));
+        assert!(checkpoint_due(small((64 << 20) + 1)));
     }
 
     #[test]
