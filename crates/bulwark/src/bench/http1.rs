@@ -107,12 +107,16 @@ impl Connection {
         })
     }
 
-    /// Sends `request` (a whole HTTP/1.1 request) and reads its answer: the status and the body.
-    pub(super) async fn exchange(&mut self, request: &[u8]) -> Result<(u16, &[u8]), String> {
+    /// Writes `request` (a whole HTTP/1.1 request) to the node.
+    pub(super) async fn write_request(&mut self, request: &[u8]) -> Result<(), String> {
         self.stream
             .write_all(request)
             .await
-            .map_err(|e| format!("request: {e}"))?;
+            .map_err(|e| format!("request: {e}"))
+    }
+
+    /// Reads the answer to the request written last: the status and the body.
+    pub(super) async fn read_answer(&mut self) -> Result<(u16, &[u8]), String> {
         self.answer.clear();
         let (status, head, body, close) = loop {
             self.read_more().await?;
