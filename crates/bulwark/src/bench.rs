@@ -656,9 +656,12 @@ impl Client {
     }
 
     fn check_last(&mut self, shared: &Shared) {
-        if let Some(n) = self.unchecked.take() {
-            check_answer(&self.last_answer, n, &mut self.stats, shared);
-        }
+        check_unchecked(
+            &mut self.unchecked,
+            &self.last_answer,
+            &mut self.stats,
+            shared,
+        );
     }
 
     /// Sends the prepared request of `n` transfers and reads its answer, meanwhile checking the
@@ -679,9 +682,7 @@ impl Client {
             (&mut self.stats, &mut self.unchecked, &self.last_answer);
         let (rng, body, next_request) = (&mut self.rng, &mut self.body, &mut self.next_request);
         let meanwhile = async {
-            if let Some(n) = unchecked.take() {
-                check_answer(last_answer, n, stats, shared);
-            }
+            check_unchecked(unchecked, last_answer, stats, shared);
             plan.next_request(shared, rng, body, next_request)
         };
         let (outcome, next) = tokio::join!(answered, meanwhile);
@@ -711,6 +712,18 @@ impl Client {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+    }
+}
+
+/// Checks the last answer, of `unchecked` transfers, if it was not checked yet.
+fn check_unchecked(
+    unchecked: &mut Option<u64>,
+    answer: &[u8],
+    stats: &mut ClientStats,
+    shared: &Shared,
+) {
+    if let Some(n) = unchecked.take() {
+        check_answer(answer, n, stats, shared);
     }
 }
 
