@@ -25,21 +25,38 @@ async fn a_failed_fsync_stops_the_node_and_loses_nothing_acknowledged() {
     );
 
     disk.fail_writes().expect("fill the disk under the device");
-    // Enough transfers that their log record needs new blocks on the device (a rewrite of a
-    // block it already holds may still succeed there).
-    let transfers: Vec<_> = (1..=64)
-        .map(|id| {
-            json!({"id": id, "debit_account_id": 1, "credit_account_id": 2,
-            "amount": 5, "ledger": 1, "code": 1, "user_data_64": u64::MAX - id})
-        })
-        .collect();
-    let transfer = json!(transfers);
-    let answer = node
-        .http
-        .try_post("/v1/transfers", serde_json::to_vec(&transfer).unwrap())
-        .await;
+    // Batches until one needs new blocks on the device: the log's zero-filled stretch (1 MiB)
+    // is already on the device, and a rewrite of blocks it holds still succeeds there, durably.
+    // Whatever is acknowledged must survive; the first write whose fsync fails must not be.
+    let mut acknowledged = Vec::new();
+    let mut failed = None;
+    for batch in 0..40u64 {
+        let ids: Vec<u64> = (batch * 2000 + 1..=batch * 2000 + 2000).collect();
+        let transfers: Vec<_> = ids
+            .iter()
+            .map(|&id| {
+                json!({"id": id, "debit_account_id": 1, "credit_account_id": 2,
+                "amount": 5, "ledger": 1, "code": 1, "user_data_64": u64::MAX - id})
+            })
+            .collect();
+        let answer = node
+            .http
+            .try_post("/v1/transfers", serde_json::to_vec(&transfers).unwrap())
+            .await;
+        match answer {
+            Ok(r) if r.status == 200 => {
+                assert_eq!(r.results(), vec!["ok"; ids.len()]);
+                acknowledged.push((ids[0], ids[ids.len() - 1]));
+            }
+            other => {
+                failed = Some(other);
+                break;
+            }
+        }
+    }
     // No answer (the node stopped first), or a 503 saying the loop stopped or the outcome is
     // unknown: never done, and never refused as an invalid request.
+    let answer = failed.expect("40 batches of 2,000 transfers, and no fsync failed");
     if let Ok(r) = &answer {
         assert!(
             r.status == 503 && ["unavailable", "outcome_unknown"].contains(&r.error()),
@@ -70,6 +87,14 @@ async fn a_failed_fsync_stops_the_node_and_loses_nothing_acknowledged() {
             node.http.account(id).await.is_some(),
             "account {id} was acknowledged"
         );
+    }
+    for (first, last) in acknowledged {
+        for id in [first, last] {
+            assert!(
+                node.http.transfer(id).await.is_some(),
+                "transfer {id} was acknowledged"
+            );
+        }
     }
     node.sigterm();
 }

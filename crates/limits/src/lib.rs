@@ -71,6 +71,9 @@ const _: () = assert!(
 );
 const _: () = assert!(MAX_GROUP_BYTES + ENTRY_OVERHEAD_BYTES < MAX_RECORD_PAYLOAD);
 const _: () = assert!((MAX_RECORD_PAYLOAD as u64) <= DEFAULT_SEGMENT_BYTES);
+// A zero-filled stretch holds many of the writes that get one, and never more than a segment.
+const _: () = assert!(WAL_ZERO_AHEAD_MAX_WRITE * 8 <= WAL_ZERO_AHEAD_BYTES);
+const _: () = assert!(WAL_ZERO_AHEAD_BYTES <= DEFAULT_SEGMENT_BYTES);
 // A peer's queue holds at least one largest frame, and the appends Raft may have in flight.
 const _: () = assert!(MAX_FRAME_BYTES <= PEER_QUEUE_BYTES);
 const _: () = assert!(RAFT_MAX_INFLIGHT_MSGS < PEER_QUEUE_FRAMES);

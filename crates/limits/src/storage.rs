@@ -33,6 +33,20 @@ pub const CHECKPOINT_LOG_BYTES_MIN: u64 = 64 << 20;
 /// Default WAL segment size (64 MiB): rollover and compaction work in whole segments.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
 
+/// How far ahead of its write position the active log segment is kept zero-filled (and synced):
+/// a sync that overwrites zeros inside the file leaves its size alone, so `fdatasync` writes only
+/// the data; one that appends must also write the inode (ext4: `ext4_write_inode`), a second
+/// device write on every sync. Measured here (virtio disk, ext4 without a journal), 3,000 x
+/// (2,500-byte pwrite + fdatasync): appending 0.24 ms per sync; zero-filled ahead in 256 KiB
+/// chunks 0.155 ms (p99 0.48 ms: a chunk costs about 1 ms, every 100 syncs), 1 MiB 0.16 ms
+/// (p99 0.28 ms; a chunk about 3.5 ms, every 420 syncs), 4 MiB 0.17 ms (a chunk 12 ms).
+pub const WAL_ZERO_AHEAD_BYTES: u64 = 1 << 20;
+
+/// Syncs that write more than this append without zero-filling ahead: every byte of a
+/// zero-filled file is written twice (zeros, then data), which costs more than the inode write
+/// once a sync is bandwidth-bound (a batch of 8,189 transfers is about 1 MB).
+pub const WAL_ZERO_AHEAD_MAX_WRITE: u64 = 64 << 10;
+
 /// Default memtable bound in transfers before a checkpoint starts (memory does not grow with
 /// transfers: one active memtable, at most one frozen).
 pub const DEFAULT_CHECKPOINT_TRANSFERS: usize = 150_000;

@@ -39,14 +39,26 @@
 //! `<name>.wal`, and the directory is fsynced. A segment is fully durable before any later segment exists,
 //! so only the last segment can ever end in a torn write. A segment may hold zero records (header only).
 //!
+//! A segment may end in zero bytes after its last record: a small sync that reaches the end of the
+//! active segment also writes [`WalOptions::zero_ahead_bytes`] of zeros after its records (up to
+//! `segment_bytes`), made durable by the same `fdatasync`, so that the next syncs overwrite zeros
+//! inside the file instead of growing it: an `fdatasync` that changes a file's size must also write
+//! its inode, a second device write per sync (measured figures at
+//! `bulwark_limits::WAL_ZERO_AHEAD_BYTES`). The zeros are not records: a segment's records end at
+//! the first record header that is all zeros and followed only by zeros.
+//!
 //! # Recovery rules
 //!
 //! [`Wal::open`] reads and verifies every segment.
 //! - A leftover `*.wal.tmp` (crash during segment creation) is removed.
+//! - Zero bytes from a record boundary to the end of a segment (any segment) are the zero-fill above:
+//!   kept, not reported, written over by the next records. Records lost from the end of a segment that
+//!   is not the last still show, as an index gap before the next segment.
 //! - The *torn tail* of the last segment is cut (`ftruncate` to the last good record boundary, then fsync),
 //!   logged with `tracing::warn!` and reported in [`Recovery::torn_tail`]. A torn tail is, starting at a record
-//!   boundary of the last segment: an incomplete record header, a payload running past end-of-file, a final
-//!   record whose checksum fails and which ends exactly at end-of-file, or only zero bytes up to end-of-file.
+//!   boundary of the last segment: an incomplete record header, a payload running past end-of-file, or a
+//!   final record whose checksum fails and after which the file holds only zero bytes (none, or the
+//!   zero-fill a torn write landed in).
 //!   As a guard against a damaged length field masquerading as a torn write, the bytes to be cut are scanned
 //!   for any record with a valid checksum and a plausible index; if one is found, that is corruption, not a
 //!   torn tail.

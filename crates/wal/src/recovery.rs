@@ -51,12 +51,7 @@ impl Wal {
             if s.torn.is_some() {
                 torn_tail = s.torn;
             }
-            segments.push(Segment {
-                first_index: s.first_index,
-                path,
-                len: s.len,
-                records: s.records,
-            });
+            segments.push(Segment::new(s.first_index, path, s.len, s.records));
         }
 
         let (first_index, next_index) = match (segments.first(), segments.last()) {
@@ -126,14 +121,17 @@ fn scan_segment(
     let file_len = file.metadata().map_err(io_err("stat", path))?.len();
     let first = read_segment_header(&file, path, file_len, name_index, expected_first)?;
     let (off, idx, anomaly) = scan_records(&file, path, first, file_len)?;
-    let Some(anomaly) = anomaly else {
+    // Zeros to the end are the writer's zero-fill ahead (or an append of which only the size
+    // got to disk): the segment ends at `off`, nothing is cut or reported, later writes reuse them.
+    if anomaly.is_none() || only_zeros(&file, path, off, file_len)? {
         return Ok(Scanned {
             first_index: first,
             records: idx - first,
             len: off,
             torn: None,
         });
-    };
+    }
+    let anomaly = anomaly.expect("checked above");
     if !is_last {
         return Err(corrupt(path, off, Corruption::NotLastSegment(anomaly)));
     }
@@ -241,7 +239,7 @@ fn scan_records(
             .map_err(io_err("read", path))?;
         if record_crc(h.len, h.index, &payload) != h.crc {
             break BadRecord::Checksum {
-                at_eof: end == file_len,
+                at_eof: only_zeros(file, path, end, file_len)?,
             };
         }
         if h.index != idx {
@@ -266,32 +264,29 @@ fn cut_torn_tail(
     anomaly: BadRecord,
     file_len: u64,
 ) -> Result<TornTail, WalError> {
+    if !anomaly.may_be_torn() {
+        return Err(corrupt(path, off, Corruption::Record(anomaly)));
+    }
     let mut tail = vec![0u8; (file_len - off) as usize];
     file.read_exact_at(&mut tail, off)
         .map_err(io_err("read", path))?;
-    let all_zero = tail.iter().all(|&b| b == 0);
-    if !all_zero {
-        if !anomaly.may_be_torn() {
-            return Err(corrupt(path, off, Corruption::Record(anomaly)));
-        }
-        if let Some((p, found)) = find_valid_record(&tail, idx) {
-            return Err(corrupt(
-                path,
-                off,
-                Corruption::ValidRecordFollows {
-                    record: anomaly,
-                    found,
-                    at: off + p as u64,
-                },
-            ));
-        }
+    if let Some((p, found)) = find_valid_record(&tail, idx) {
+        return Err(corrupt(
+            path,
+            off,
+            Corruption::ValidRecordFollows {
+                record: anomaly,
+                found,
+                at: off + p as u64,
+            },
+        ));
     }
     let bytes_cut = file_len - off;
     tracing::warn!(
         file = %path.display(),
         offset = off,
         bytes_cut,
-        cause = %if all_zero { "zero bytes to end of file".to_string() } else { anomaly.to_string() },
+        cause = %anomaly,
         "cutting torn tail of write-ahead log"
     );
     file.set_len(off).map_err(io_err("truncate", path))?;
@@ -301,6 +296,22 @@ fn cut_torn_tail(
         offset: off,
         bytes_cut,
     })
+}
+
+/// Whether `path` holds only zero bytes from `from` to `file_len` (true when `from == file_len`).
+fn only_zeros(file: &File, path: &Path, from: u64, file_len: u64) -> Result<bool, WalError> {
+    let mut chunk = vec![0u8; (file_len - from).min(1 << 20) as usize];
+    let mut at = from;
+    while at < file_len {
+        let n = (file_len - at).min(chunk.len() as u64) as usize;
+        file.read_exact_at(&mut chunk[..n], at)
+            .map_err(io_err("read", path))?;
+        if chunk[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        at += n as u64;
+    }
+    Ok(true)
 }
 
 /// Looks for a record with a valid checksum and a plausible index (>= `min_index`) anywhere in `tail`

@@ -1,5 +1,6 @@
 //! One segment file: what the log knows of it, its crash-safe creation, and finding a record in it.
 
+use std::cell::Cell;
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -20,9 +21,22 @@ pub(crate) struct Segment {
     pub(crate) len: u64,
     /// Number of durable records in it.
     pub(crate) records: u64,
+    /// A zero-fill ahead of the write position failed here (a full disk): not tried again in
+    /// this segment.
+    pub(crate) zero_fill_failed: Cell<bool>,
 }
 
 impl Segment {
+    pub(crate) fn new(first_index: u64, path: PathBuf, len: u64, records: u64) -> Segment {
+        Segment {
+            first_index,
+            path,
+            len,
+            records,
+            zero_fill_failed: Cell::new(false),
+        }
+    }
+
     pub(crate) fn next_index(&self) -> u64 {
         self.first_index + self.records
     }

@@ -34,12 +34,8 @@ impl Wal {
         self.active = None;
         self.delete_segments_front(self.segments.len())?;
         let (path, file) = create_segment(&self.dir, next, &[]).map_err(Failure::into_error)?;
-        self.segments.push(Segment {
-            first_index: next,
-            path,
-            len: SEGMENT_HEADER_LEN,
-            records: 0,
-        });
+        self.segments
+            .push(Segment::new(next, path, SEGMENT_HEADER_LEN, 0));
         self.active = Some(file);
         self.first_index = next;
         self.durable_next = next;

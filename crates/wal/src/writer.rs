@@ -7,7 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{io_err, Failure, WalError};
-use bulwark_limits::MAX_RECORD_PAYLOAD;
+use bulwark_limits::{MAX_RECORD_PAYLOAD, WAL_ZERO_AHEAD_MAX_WRITE};
 
 use crate::format::{encode_record, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
 use crate::segment::{create_segment, fsync_dir, Segment};
@@ -21,6 +21,11 @@ pub struct WalOptions {
     /// commit index): recovery never cuts one of them as a torn tail, it refuses to open instead.
     /// 0: no such promise (every tail may be torn).
     pub keep_through: u64,
+    /// How far ahead of its write position the active segment is kept zero-filled (0: never), so
+    /// that a small sync overwrites zeros instead of growing the file (see
+    /// [`bulwark_limits::WAL_ZERO_AHEAD_BYTES`]). The zero-filled stretch also holds back that
+    /// much disk space for the log.
+    pub zero_ahead_bytes: u64,
 }
 
 impl Default for WalOptions {
@@ -28,6 +33,7 @@ impl Default for WalOptions {
         WalOptions {
             segment_bytes: bulwark_limits::DEFAULT_SEGMENT_BYTES,
             keep_through: 0,
+            zero_ahead_bytes: bulwark_limits::WAL_ZERO_AHEAD_BYTES,
         }
     }
 }
@@ -146,12 +152,43 @@ impl Wal {
             let e = io_err("write", &seg.path)(e);
             return Err(self.undo_sync(&[], Some(seg.len), e));
         }
+        self.zero_fill_ahead(seg, file, seg.len + end as u64);
         if !bulwark_fs::test_faults::skipping(bulwark_fs::test_faults::Skip::LogFdatasync) {
             file.sync_data()
                 .map_err(io_err("fdatasync", &seg.path))
                 .map_err(Failure::Fatal)?;
         }
         Ok(seg.len)
+    }
+
+    /// Zero-fills the active segment from `written` (the end of this sync's records) to
+    /// [`WalOptions::zero_ahead_bytes`] past it, if this sync grew the file and is small enough
+    /// to gain by it. The sync's `fdatasync` makes the zeros durable with the records. It is an
+    /// optimization only: the zeros are padding to recovery, and a failed fill (a full disk) is
+    /// left as it is, zeros or not, and not tried again in this segment.
+    fn zero_fill_ahead(&self, seg: &Segment, file: &File, written: u64) {
+        let ahead = self.opts.zero_ahead_bytes;
+        if ahead == 0 || seg.zero_fill_failed.get() || written - seg.len > WAL_ZERO_AHEAD_MAX_WRITE
+        {
+            return;
+        }
+        let file_len = match file.metadata() {
+            Ok(m) => m.len(),
+            Err(_) => return,
+        };
+        let fill_to = (written + ahead).min(self.opts.segment_bytes);
+        // Still zeros past this write: nothing to do until a write reaches the end of the file.
+        if file_len > written || fill_to <= written {
+            return;
+        }
+        if let Err(e) = write_zeros(file, written, fill_to - written) {
+            tracing::debug!(
+                file = %seg.path.display(),
+                error = %e,
+                "could not zero-fill the log ahead; the segment grows by appending"
+            );
+            seg.zero_fill_failed.set(true);
+        }
     }
 
     /// Creates a segment for each split of the buffer, oldest first. On a failure, undoes them and the
@@ -168,12 +205,12 @@ impl Wal {
                 .map_or((self.buf.len(), self.next_index), |s| (s.0, s.1));
             match create_segment(&self.dir, first, &self.buf[start..end]) {
                 Ok((path, file)) => created.push((
-                    Segment {
-                        first_index: first,
+                    Segment::new(
+                        first,
                         path,
-                        len: SEGMENT_HEADER_LEN + (end - start) as u64,
-                        records: next - first,
-                    },
+                        SEGMENT_HEADER_LEN + (end - start) as u64,
+                        next - first,
+                    ),
                     file,
                 )),
                 Err(Failure::Undone(e)) => {
@@ -283,7 +320,8 @@ impl Wal {
         &self.dir
     }
 
-    /// Bytes the log's segment files take, counting buffered records as if synced.
+    /// Bytes of the log's segment headers and records, counting buffered records as if synced (the
+    /// files are longer by their zero-filled ends: up to [`WalOptions::zero_ahead_bytes`] each).
     pub fn size_bytes(&self) -> u64 {
         self.segments.iter().map(|s| s.len).sum::<u64>()
             + self.buf.len() as u64
@@ -318,4 +356,17 @@ impl Wal {
         }
         r
     }
+}
+
+/// Writes `len` zero bytes at `offset`.
+fn write_zeros(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
+    const CHUNK: usize = 256 << 10;
+    static ZEROS: [u8; CHUNK] = [0; CHUNK];
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(CHUNK as u64) as usize;
+        file.write_all_at(&ZEROS[..n], offset + done)?;
+        done += n as u64;
+    }
+    Ok(())
 }

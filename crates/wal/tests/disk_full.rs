@@ -192,3 +192,57 @@ fn a_sync_that_fills_the_active_segment_but_cannot_create_the_next_is_undone_who
     assert_eq!(recovery.last_index, 3);
     assert_eq!(read_all(&wal, 2)[1], (3, payload(3, 62 << 10)));
 }
+
+/// Zero-filling ahead is an optimization: a full disk that stops it does not fail the sync
+/// whose records fit, and whatever part of the zeros got written is padding to recovery.
+#[test]
+fn a_zero_fill_that_meets_a_full_disk_does_not_fail_the_sync() {
+    let fs_ = Tmpfs::mount_temp("bulwark-wal-tmpfs", 1 << 20)
+        .expect("mount a tmpfs (needs root, as CI has)");
+    let dir = fs_.path().join("wal");
+    let (mut wal, _) = Wal::open(&dir, WalOptions::default()).unwrap();
+    wal.append(&payload(1, 100)).unwrap();
+    wal.sync().unwrap();
+    // Room for the records of the next sync, not for the 1 MiB of zeros after them.
+    let spacer = fs_.path().join("spacer");
+    fs::write(&spacer, vec![1u8; 64 << 10]).unwrap();
+    let filler = fill(fs_.path()).expect("fill the disk").0;
+    fs::remove_file(&spacer).unwrap();
+    for i in 2..=5 {
+        wal.append(&payload(i, 2000)).unwrap();
+    }
+    wal.sync()
+        .expect("the records fit; the zeros after them do not");
+    assert_eq!(wal.durable_last_index(), 5);
+    drop(wal);
+    let (wal, recovery) = Wal::open(&dir, WalOptions::default()).unwrap();
+    assert_eq!((recovery.last_index, recovery.torn_tail), (5, None));
+    assert_eq!(read_all(&wal, 5), vec![(5, payload(5, 2000))]);
+    fs::remove_file(filler).unwrap();
+}
+
+/// The zero-filled stretch is disk space the log already holds: once the disk is full, syncs
+/// that fit in it still succeed.
+#[test]
+fn a_zero_filled_log_keeps_taking_records_on_a_full_disk() {
+    let fs_ = Tmpfs::mount_temp("bulwark-wal-tmpfs", 4 << 20)
+        .expect("mount a tmpfs (needs root, as CI has)");
+    let dir = fs_.path().join("wal");
+    let (mut wal, _) = Wal::open(&dir, WalOptions::default()).unwrap();
+    for i in 1..=2 {
+        wal.append(&payload(i, 100)).unwrap();
+        wal.sync().unwrap(); // the first creates the segment, the second zero-fills ahead
+    }
+    let segment = dir.join(segment_file_name(1));
+    assert!(fs::metadata(&segment).unwrap().len() > 1 << 20);
+    let _filler = fill(fs_.path()).expect("fill the disk").0;
+    for i in 3..=100 {
+        wal.append(&payload(i, 8000)).unwrap();
+        wal.sync()
+            .expect("the records go into the zero-filled stretch");
+    }
+    drop(wal);
+    let (wal, recovery) = Wal::open(&dir, WalOptions::default()).unwrap();
+    assert_eq!((recovery.last_index, recovery.torn_tail), (100, None));
+    assert_eq!(read_all(&wal, 100), vec![(100, payload(100, 8000))]);
+}

@@ -10,10 +10,11 @@ use bulwark_wal::{
     RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
 };
 
+/// Options as the node uses them (zero-filling ahead on), with `segment_bytes`.
 fn opts(segment_bytes: u64) -> WalOptions {
     WalOptions {
         segment_bytes,
-        keep_through: 0,
+        ..WalOptions::default()
     }
 }
 
@@ -191,8 +192,20 @@ fn segment_rollover_and_reading_across_segments() {
     for name in &names[..5] {
         assert!(file_len(&dir.path().join(name)) <= seg);
     }
+    // size_bytes counts headers and records; the files are longer by their zero-filled ends.
+    let records: u64 = expected
+        .iter()
+        .map(|(_, p)| RECORD_HEADER_LEN + p.len() as u64)
+        .sum();
+    assert_eq!(
+        wal.size_bytes(),
+        names.len() as u64 * SEGMENT_HEADER_LEN + records
+    );
     let total: u64 = names.iter().map(|n| file_len(&dir.path().join(n))).sum();
-    assert_eq!(wal.size_bytes(), total);
+    assert!(
+        total > wal.size_bytes(),
+        "the segments are zero-filled ahead"
+    );
     assert_eq!(read_all(&wal, 1), expected);
     assert_eq!(read_all(&wal, 15), expected[14..].to_vec());
     drop(wal);
@@ -503,24 +516,106 @@ fn final_record_with_bad_checksum_at_eof_is_cut() {
     assert_eq!(wal.last_index(), 3);
 }
 
-#[test]
-fn trailing_zeros_are_cut() {
-    let dir = write_log(3, 40);
+/// Writes `n` records of `len` bytes in `n` syncs: the first creates the segment, every later one
+/// writes into it and zero-fills ahead. Returns the directory and the end of the records.
+fn write_zero_filled_log(n: u64, len: usize) -> (tempfile::TempDir, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = Wal::open(dir.path(), opts(1 << 20)).unwrap();
+    for i in 1..=n {
+        wal.append(&payload(i, len)).unwrap();
+        wal.sync().unwrap();
+    }
+    let end = record_offset(&vec![len; n as usize], n as usize);
     let path = seg_path(dir.path(), 1);
-    let end = file_len(&path);
-    OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(end + 4096)
-        .unwrap();
+    assert_eq!(wal.size_bytes(), end);
+    assert_eq!(file_len(&path), 1 << 20, "zero-filled to the segment size");
+    (dir, end)
+}
+
+/// Zeros after the last record are the writer's zero-fill ahead: reopening keeps them and reports
+/// nothing, the next records overwrite them, and all of it survives another reopen.
+#[test]
+fn trailing_zeros_are_padding_kept_and_written_over() {
+    let (dir, end) = write_zero_filled_log(3, 40);
+    let path = seg_path(dir.path(), 1);
     let (mut wal, rec) = Wal::open(dir.path(), opts(1 << 20)).unwrap();
-    let torn = rec.torn_tail.unwrap();
-    assert_eq!((torn.offset, torn.bytes_cut), (end, 4096));
-    assert_eq!(file_len(&path), end);
-    assert_eq!(rec.last_index, 3);
-    assert_eq!(read_all(&wal, 1).len(), 3);
-    assert_eq!(wal.append(b"4").unwrap(), 4);
+    assert_eq!((rec.last_index, rec.torn_tail), (3, None));
+    assert_eq!(file_len(&path), 1 << 20, "the zeros were left in place");
+    assert_eq!(wal.size_bytes(), end);
+    assert_eq!(wal.append(&payload(4, 40)).unwrap(), 4);
+    wal.sync().unwrap();
+    assert_eq!(file_len(&path), 1 << 20, "the sync wrote over the zeros");
+    drop(wal);
+    let (wal, rec) = Wal::open(dir.path(), opts(1 << 20)).unwrap();
+    assert_eq!((rec.last_index, rec.torn_tail), (4, None));
+    let expected: Vec<_> = (1..=4).map(|i| (i, payload(i, 40))).collect();
+    assert_eq!(read_all(&wal, 1), expected);
+}
+
+/// A write torn inside the zero-filled stretch leaves part of a record followed by zeros (the file
+/// keeps its length): that is a torn tail, cut like one at the end of the file.
+#[test]
+fn a_record_torn_inside_the_zero_filled_stretch_is_cut() {
+    for keep in [9, RECORD_HEADER_LEN + 20, RECORD_HEADER_LEN + 49] {
+        let (dir, end) = write_zero_filled_log(4, 50);
+        let path = seg_path(dir.path(), 1);
+        let last_off = record_offset(&[50; 4], 3);
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        let lost = (end - last_off - keep) as usize;
+        f.write_all_at(&vec![0u8; lost], last_off + keep).unwrap();
+        let (wal, rec) = Wal::open(dir.path(), opts(1 << 20)).unwrap();
+        let torn = rec.torn_tail.expect("torn tail must be reported");
+        assert_eq!((torn.file, torn.offset), (path.clone(), last_off));
+        assert_eq!(rec.last_index, 3, "kept {keep} bytes of record 4");
+        let expected: Vec<_> = (1..=3).map(|i| (i, payload(i, 50))).collect();
+        assert_eq!(read_all(&wal, 1), expected);
+    }
+}
+
+/// Zeros are padding only up to the end of the file: a non-zero byte after them means the bytes
+/// were lost from the middle, which is corruption, not a torn write.
+#[test]
+fn zeros_followed_by_data_are_corruption() {
+    let (dir, end) = write_zero_filled_log(4, 50);
+    let path = seg_path(dir.path(), 1);
+    let last_off = record_offset(&[50; 4], 3);
+    let f = OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(&[0u8; 30], last_off + 10).unwrap();
+    f.write_all_at(&[7u8], end + 5000).unwrap();
+    let (_, reason) = expect_corrupt(dir.path(), &path, last_off);
+    assert!(
+        matches!(
+            reason,
+            Corruption::Record(BadRecord::Checksum { at_eof: false })
+        ),
+        "{reason:?}"
+    );
+}
+
+/// A segment that is not the last may end in zeros (it was zero-filled ahead while it was the
+/// active one); records lost from its end are still found, as a gap before the next segment.
+#[test]
+fn a_zero_filled_segment_before_the_last_is_read_and_its_lost_records_are_a_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = Wal::open(dir.path(), opts(1000)).unwrap();
+    for i in 1..=20u64 {
+        wal.append(&payload(i, 100)).unwrap(); // segments 1, 9, 17
+        wal.sync().unwrap();
+    }
+    drop(wal);
+    let path = seg_path(dir.path(), 9);
+    assert_eq!(file_len(&path), 1000, "zero-filled to the segment size");
+    let (wal, rec) = Wal::open(dir.path(), opts(1000)).unwrap();
+    assert_eq!((rec.last_index, rec.torn_tail), (20, None));
+    assert_eq!(read_all(&wal, 1).len(), 20);
+    drop(wal);
+    // Record 16, the last of segment 9, zeroed: segment 17 no longer follows on.
+    let off = record_offset(&[100; 8], 7);
+    let f = OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(&[0u8; 116], off).unwrap();
+    let err = Wal::open(dir.path(), opts(1000)).expect_err("a lost record is not padding");
+    let text = err.to_string();
+    assert!(text.contains(&segment_file_name(17)), "{text}");
 }
 
 #[test]

@@ -586,6 +586,10 @@ pub fn wal_records(segment: &Path) -> Vec<WalRecord> {
     let mut records = Vec::new();
     let mut off = 20usize;
     while off + 16 <= bytes.len() {
+        // The zero-fill ahead of the last write (a record's index is never 0).
+        if bytes[off..off + 16].iter().all(|&b| b == 0) {
+            break;
+        }
         let len = u32::from_le_bytes(bytes[off..off + 4].try_into().unwrap()) as usize;
         let index = u64::from_le_bytes(bytes[off + 8..off + 16].try_into().unwrap());
         if off + 16 + len > bytes.len() {

@@ -56,6 +56,7 @@ impl DiskRaftStorage {
         let options = WalOptions {
             segment_bytes,
             keep_through,
+            ..WalOptions::default()
         };
         let (mut wal, recovery) = Wal::open(dir, options)?;
         let (hs_file, state) = match existing {
