@@ -180,6 +180,12 @@ fn role_of(node: u64, leader: Option<u64>) -> &'static str {
     }
 }
 
+/// Transfers in one probe of a full disk: a node's log keeps zeros written ahead of its last
+/// write (`bulwark_limits::WAL_ZERO_AHEAD_BYTES`, 1 MiB: about 8,000 transfers of 128 bytes) and
+/// goes on writing into them, durably, once the disk is full; probes this large use them up
+/// within three, so that the node reaches the point where it must refuse.
+const DISK_PROBE_TRANSFERS: u64 = 4_000;
+
 pub struct Nemesis {
     pub rng: Rng,
     pub mix: Vec<Fault>,
@@ -192,6 +198,37 @@ pub struct Nemesis {
 }
 
 impl Nemesis {
+    /// Writes probes (recorded as [`PROBE_PROCESS`]) to the node at `node_addr`, whose disk is
+    /// full, until one is refused with 507 `disk_full`: its message, or `None` after eight.
+    async fn probe_full_disk(
+        &mut self,
+        cluster: &Cluster,
+        recorder: &Recorder,
+        node_addr: std::net::SocketAddr,
+    ) -> Option<String> {
+        for _ in 0..8 {
+            let first = self.next_probe_id;
+            self.next_probe_id += DISK_PROBE_TRANSFERS;
+            let probe: Vec<Transfer> = (first..self.next_probe_id)
+                .map(|n| Transfer {
+                    id: (PROBE_PROCESS << 36) | n,
+                    debit: 1,
+                    credit: 2,
+                    amount: 1,
+                    ledger: LEDGER,
+                    ..Transfer::default()
+                })
+                .collect();
+            let answer =
+                record_write(recorder, &cluster.control, PROBE_PROCESS, node_addr, &probe).await;
+            if answer.status == Some(507) && answer.body["error"] == "disk_full" {
+                return Some(answer.body["message"].as_str().unwrap_or("").to_string());
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        None
+    }
+
     pub fn new(seed: u64, mix: Vec<Fault>, hold: (u64, u64), quiet: (u64, u64)) -> Nemesis {
         Nemesis {
             rng: Rng::new(seed ^ 0x006e_656d_6573_6973),
@@ -410,27 +447,7 @@ impl Nemesis {
                 // Give the node a moment to hit the wall (its next append), then probe it.
                 tokio::time::sleep(Duration::from_millis(1000)).await;
                 let node_addr = cluster.nodes[&victim].addrs.http;
-                let mut refused = None;
-                for _ in 0..8 {
-                    let probe = vec![Transfer {
-                        id: (PROBE_PROCESS << 36) | self.next_probe_id,
-                        debit: 1,
-                        credit: 2,
-                        amount: 1,
-                        ledger: LEDGER,
-                        ..Transfer::default()
-                    }];
-                    self.next_probe_id += 1;
-                    let answer =
-                        record_write(recorder, &cluster.control, PROBE_PROCESS, node_addr, &probe)
-                            .await;
-                    if answer.status == Some(507) && answer.body["error"] == "disk_full" {
-                        refused = Some(answer.body["message"].as_str().unwrap_or("").to_string());
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-                match refused {
+                match self.probe_full_disk(cluster, recorder, node_addr).await {
                     Some(message) => self.findings.notes.push(format!(
                         "disk full on node {victim}: it refused a write with 507 disk_full: {message}"
                     )),

@@ -51,7 +51,9 @@ impl Wal {
             if s.torn.is_some() {
                 torn_tail = s.torn;
             }
-            segments.push(Segment::new(s.first_index, path, s.len, s.records));
+            let segment = Segment::new(s.first_index, path, s.len, s.records);
+            segment.zeroed_to.set(s.zeroed_to);
+            segments.push(segment);
         }
 
         let (first_index, next_index) = match (segments.first(), segments.last()) {
@@ -128,6 +130,7 @@ fn scan_segment(
             first_index: first,
             records: idx - first,
             len: off,
+            zeroed_to: file_len,
             torn: None,
         });
     }
@@ -151,6 +154,7 @@ fn scan_segment(
         first_index: first,
         records: idx - first,
         len: off,
+        zeroed_to: off,
         torn: Some(torn),
     })
 }
@@ -342,5 +346,7 @@ struct Scanned {
     first_index: u64,
     records: u64,
     len: u64,
+    /// The file's length: where the zeros after `len`, if any, end.
+    zeroed_to: u64,
     torn: Option<TornTail>,
 }

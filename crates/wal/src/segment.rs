@@ -21,6 +21,12 @@ pub(crate) struct Segment {
     pub(crate) len: u64,
     /// Number of durable records in it.
     pub(crate) records: u64,
+    /// Where the zeros the writer wrote ahead of `len` end, as far as the writer knows (`len`
+    /// when none are). Kept in memory rather than asked of the file: an `fstat` before every
+    /// write makes Linux (6.13 on) give the next write a fine-grained, new modification time,
+    /// and ext4 then writes the inode in the `fdatasync` the zeros were meant to spare it.
+    /// Only speed depends on it: zeros the writer does not know of are padding all the same.
+    pub(crate) zeroed_to: Cell<u64>,
     /// A zero-fill ahead of the write position failed here (a full disk): not tried again in
     /// this segment.
     pub(crate) zero_fill_failed: Cell<bool>,
@@ -33,6 +39,7 @@ impl Segment {
             path,
             len,
             records,
+            zeroed_to: Cell::new(len),
             zero_fill_failed: Cell::new(false),
         }
     }

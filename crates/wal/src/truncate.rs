@@ -142,6 +142,7 @@ impl Wal {
         file.sync_all().map_err(io_err("fsync", &seg.path))?;
         let seg = &mut self.segments[k];
         seg.len = offset;
+        seg.zeroed_to.set(offset);
         seg.records = from - seg.first_index;
         self.active = Some(file);
         self.durable_next = from;

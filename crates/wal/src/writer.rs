@@ -172,13 +172,9 @@ impl Wal {
         {
             return;
         }
-        let file_len = match file.metadata() {
-            Ok(m) => m.len(),
-            Err(_) => return,
-        };
         let fill_to = (written + ahead).min(self.opts.segment_bytes);
-        // Still zeros past this write: nothing to do until a write reaches the end of the file.
-        if file_len > written || fill_to <= written {
+        // Still zeros past this write: nothing to do until a write reaches their end.
+        if seg.zeroed_to.get() > written || fill_to <= written {
             return;
         }
         if let Err(e) = write_zeros(file, written, fill_to - written) {
@@ -188,7 +184,9 @@ impl Wal {
                 "could not zero-fill the log ahead; the segment grows by appending"
             );
             seg.zero_fill_failed.set(true);
+            return;
         }
+        seg.zeroed_to.set(fill_to);
     }
 
     /// Creates a segment for each split of the buffer, oldest first. On a failure, undoes them and the
@@ -271,6 +269,7 @@ impl Wal {
             {
                 file.set_len(len).map_err(io_err("truncate", &seg.path))?;
                 file.sync_all().map_err(io_err("fsync", &seg.path))?;
+                seg.zeroed_to.set(len);
             }
             Ok(())
         };
