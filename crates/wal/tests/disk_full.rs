@@ -4,9 +4,9 @@
 //! records still buffered), say it was a full disk, and succeed once the filler is deleted.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use bulwark_tmpfs::{fill, Tmpfs};
+use bulwark_tmpfs::{fill, fill_leaving, Tmpfs};
 use bulwark_wal::{segment_file_name, Wal, WalOptions};
 
 /// Syncs after the filler was deleted. A tmpfs may refuse a write for a moment after a file was
@@ -23,6 +23,14 @@ fn sync_once_space_is_back(wal: &mut Wal) {
             Err(e) => panic!("space is back, yet the sync failed: {e}"),
         }
     }
+}
+
+/// A tmpfs of `bytes` (the tests run as root, as CI does) and the log directory in it.
+fn mount(bytes: u64) -> (Tmpfs, PathBuf) {
+    let fs_ = Tmpfs::mount_temp("bulwark-wal-tmpfs", bytes)
+        .expect("mount a tmpfs (needs root, as CI has)");
+    let dir = fs_.path().join("wal");
+    (fs_, dir)
 }
 
 fn payload(i: u64, len: usize) -> Vec<u8> {
@@ -54,9 +62,7 @@ fn read_all(wal: &Wal, from: u64) -> Vec<(u64, Vec<u8>)> {
 
 #[test]
 fn a_sync_on_a_full_disk_is_undone_and_succeeds_once_space_is_freed() {
-    let fs_ = Tmpfs::mount_temp("bulwark-wal-tmpfs", 1 << 20)
-        .expect("mount a tmpfs (needs root, as CI has)");
-    let dir = fs_.path().join("wal");
+    let (fs_, dir) = mount(1 << 20);
     let (mut wal, _) = Wal::open(&dir, WalOptions::default()).unwrap();
     for i in 1..=5 {
         wal.append(&payload(i, 1000)).unwrap();
@@ -106,9 +112,7 @@ fn a_sync_on_a_full_disk_is_undone_and_succeeds_once_space_is_freed() {
 
 #[test]
 fn a_failed_segment_creation_removes_its_temp_file_and_the_records_can_be_discarded() {
-    let fs_ = Tmpfs::mount_temp("bulwark-wal-tmpfs", 1 << 20)
-        .expect("mount a tmpfs (needs root, as CI has)");
-    let dir = fs_.path().join("wal");
+    let (fs_, dir) = mount(1 << 20);
     // Small segments: the next sync rolls over into several new segments.
     let opts = WalOptions {
         segment_bytes: 16 << 10,
@@ -152,9 +156,7 @@ fn a_failed_segment_creation_removes_its_temp_file_and_the_records_can_be_discar
 
 #[test]
 fn a_sync_that_fills_the_active_segment_but_cannot_create_the_next_is_undone_whole() {
-    let fs_ = Tmpfs::mount_temp("bulwark-wal-tmpfs", 1 << 20)
-        .expect("mount a tmpfs (needs root, as CI has)");
-    let dir = fs_.path().join("wal");
+    let (fs_, dir) = mount(1 << 20);
     let opts = WalOptions {
         segment_bytes: 64 << 10,
         ..WalOptions::default()
@@ -166,10 +168,7 @@ fn a_sync_that_fills_the_active_segment_but_cannot_create_the_next_is_undone_who
     let durable_len = fs::metadata(&segment).unwrap().len();
     // Leave exactly 16 KiB free: room for the small part that goes into the active segment, not
     // for the 48 KiB record that starts the next one.
-    let spacer = fs_.path().join("spacer");
-    fs::write(&spacer, vec![1u8; 16 << 10]).unwrap();
-    let filler = fill(fs_.path()).expect("fill the disk").0;
-    fs::remove_file(&spacer).unwrap();
+    let filler = fill_leaving(fs_.path(), 16 << 10).expect("fill the disk").0;
 
     wal.append(&payload(2, 2000)).unwrap();
     wal.append(&payload(3, 62 << 10)).unwrap();
@@ -197,17 +196,12 @@ fn a_sync_that_fills_the_active_segment_but_cannot_create_the_next_is_undone_who
 /// whose records fit, and whatever part of the zeros got written is padding to recovery.
 #[test]
 fn a_zero_fill_that_meets_a_full_disk_does_not_fail_the_sync() {
-    let fs_ = Tmpfs::mount_temp("bulwark-wal-tmpfs", 1 << 20)
-        .expect("mount a tmpfs (needs root, as CI has)");
-    let dir = fs_.path().join("wal");
+    let (fs_, dir) = mount(1 << 20);
     let (mut wal, _) = Wal::open(&dir, WalOptions::default()).unwrap();
     wal.append(&payload(1, 100)).unwrap();
     wal.sync().unwrap();
     // Room for the records of the next sync, not for the 1 MiB of zeros after them.
-    let spacer = fs_.path().join("spacer");
-    fs::write(&spacer, vec![1u8; 64 << 10]).unwrap();
-    let filler = fill(fs_.path()).expect("fill the disk").0;
-    fs::remove_file(&spacer).unwrap();
+    let filler = fill_leaving(fs_.path(), 64 << 10).expect("fill the disk").0;
     for i in 2..=5 {
         wal.append(&payload(i, 2000)).unwrap();
     }
@@ -225,9 +219,7 @@ fn a_zero_fill_that_meets_a_full_disk_does_not_fail_the_sync() {
 /// that fit in it still succeed.
 #[test]
 fn a_zero_filled_log_keeps_taking_records_on_a_full_disk() {
-    let fs_ = Tmpfs::mount_temp("bulwark-wal-tmpfs", 4 << 20)
-        .expect("mount a tmpfs (needs root, as CI has)");
-    let dir = fs_.path().join("wal");
+    let (fs_, dir) = mount(4 << 20);
     let (mut wal, _) = Wal::open(&dir, WalOptions::default()).unwrap();
     for i in 1..=2 {
         wal.append(&payload(i, 100)).unwrap();

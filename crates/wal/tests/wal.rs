@@ -88,6 +88,21 @@ fn expect_corrupt(dir: &Path, file: &Path, offset: u64) -> (String, Corruption) 
 }
 
 /// A log of `n` records of `len` bytes each, synced, in one segment; returns the dir.
+/// Records 1..=20 of 100 bytes in 1000-byte segments 1, 9 and 17; synced once at the end, or
+/// after each record (`sync_each`: every sync but a segment's first zero-fills it ahead).
+fn three_segments(sync_each: bool) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = Wal::open(dir.path(), opts(1000)).unwrap();
+    for i in 1..=20u64 {
+        wal.append(&payload(i, 100)).unwrap();
+        if sync_each {
+            wal.sync().unwrap();
+        }
+    }
+    wal.sync().unwrap();
+    dir
+}
+
 fn write_log(n: u64, len: usize) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let (mut wal, _) = Wal::open(dir.path(), opts(1 << 20)).unwrap();
@@ -478,13 +493,7 @@ fn torn_tail_of_one_byte_is_cut() {
 
 #[test]
 fn torn_tail_of_last_of_several_segments_is_cut() {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut wal, _) = Wal::open(dir.path(), opts(1000)).unwrap();
-    for i in 1..=20u64 {
-        wal.append(&payload(i, 100)).unwrap(); // segments 1, 9, 17
-    }
-    wal.sync().unwrap();
-    drop(wal);
+    let dir = three_segments(false);
     let path = seg_path(dir.path(), 17);
     let off = record_offset(&[100; 4], 3); // record 20
     OpenOptions::new()
@@ -596,13 +605,7 @@ fn zeros_followed_by_data_are_corruption() {
 /// active one); records lost from its end are still found, as a gap before the next segment.
 #[test]
 fn a_zero_filled_segment_before_the_last_is_read_and_its_lost_records_are_a_gap() {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut wal, _) = Wal::open(dir.path(), opts(1000)).unwrap();
-    for i in 1..=20u64 {
-        wal.append(&payload(i, 100)).unwrap(); // segments 1, 9, 17
-        wal.sync().unwrap();
-    }
-    drop(wal);
+    let dir = three_segments(true);
     let path = seg_path(dir.path(), 9);
     assert_eq!(file_len(&path), 1000, "zero-filled to the segment size");
     let (wal, rec) = Wal::open(dir.path(), opts(1000)).unwrap();
@@ -674,13 +677,7 @@ fn damaged_length_field_is_not_mistaken_for_a_torn_tail() {
 
 #[test]
 fn flipped_byte_in_non_last_segment_is_corruption() {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut wal, _) = Wal::open(dir.path(), opts(1000)).unwrap();
-    for i in 1..=20u64 {
-        wal.append(&payload(i, 100)).unwrap(); // segments 1, 9, 17
-    }
-    wal.sync().unwrap();
-    drop(wal);
+    let dir = three_segments(false);
     // The last record of the middle segment: a bad checksum at that segment's EOF is still corruption.
     let path = seg_path(dir.path(), 9);
     let off = record_offset(&[100; 8], 7);
@@ -691,13 +688,7 @@ fn flipped_byte_in_non_last_segment_is_corruption() {
 
 #[test]
 fn truncated_non_last_segment_is_corruption() {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut wal, _) = Wal::open(dir.path(), opts(1000)).unwrap();
-    for i in 1..=20u64 {
-        wal.append(&payload(i, 100)).unwrap();
-    }
-    wal.sync().unwrap();
-    drop(wal);
+    let dir = three_segments(false);
     let path = seg_path(dir.path(), 1);
     let off = record_offset(&[100; 8], 7);
     OpenOptions::new()
@@ -711,13 +702,7 @@ fn truncated_non_last_segment_is_corruption() {
 
 #[test]
 fn missing_middle_segment_is_an_index_gap() {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut wal, _) = Wal::open(dir.path(), opts(1000)).unwrap();
-    for i in 1..=20u64 {
-        wal.append(&payload(i, 100)).unwrap();
-    }
-    wal.sync().unwrap();
-    drop(wal);
+    let dir = three_segments(false);
     fs::remove_file(seg_path(dir.path(), 9)).unwrap();
     let (msg, reason) = expect_corrupt(dir.path(), &seg_path(dir.path(), 17), 0);
     assert!(msg.contains("index gap"), "{msg}");
