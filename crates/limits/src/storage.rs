@@ -93,3 +93,9 @@ pub const STORE_CACHE_BYTES: usize = 512 << 20;
 /// size: below it, checkpoints wait (the log keeps everything), so that a checkpoint rarely meets
 /// a full disk halfway.
 pub const SPACE_RESERVE: u64 = 16 << 20;
+
+/// A Ready whose entries to apply (committed ones, and on a sole voter its new ones) hold at
+/// least this many bytes has its log flush run on a second thread while they are applied.
+/// Below it, the hand-over (a thread start and a wake-up, some 30 µs) would cost more than the
+/// overlap gains: applying 64 KiB of transfers (about 500) takes about 0.5 ms here.
+pub const APPLY_DURING_FLUSH_MIN_BYTES: usize = 64 << 10;

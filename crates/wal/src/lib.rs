@@ -94,12 +94,14 @@
 //!
 //! `format` (names, headers, checksums; no I/O), `segment` (one segment file and its crash-safe
 //! creation), `recovery` ([`Wal::open`]: the rules above), `writer` (append, group sync, rollover, the
-//! undo of a failed write), `truncate` (prefix and suffix truncation, [`Wal::reset_next_index`]),
+//! undo of a failed write), `flush` (a sync in two halves: the write, then an `fdatasync` that may run on
+//! another thread while the caller works), `truncate` (prefix and suffix truncation, [`Wal::reset_next_index`]),
 //! `reader` ([`Wal::read_from`]), `error`.
 
 #![warn(clippy::too_many_lines)]
 
 mod error;
+mod flush;
 mod format;
 mod reader;
 mod recovery;
@@ -108,6 +110,7 @@ mod truncate;
 mod writer;
 
 pub use error::{is_disk_full_io, BadRecord, Corruption, WalError};
+pub use flush::WalFlush;
 pub use format::{
     segment_file_name, HeaderError, FORMAT_VERSION, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
     SEGMENT_MAGIC,

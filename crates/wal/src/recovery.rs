@@ -75,6 +75,7 @@ impl Wal {
             buf: Vec::new(),
             splits: Vec::new(),
             poisoned: false,
+            flushing: false,
         };
         let recovery = Recovery {
             first_index,

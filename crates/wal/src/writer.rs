@@ -57,6 +57,8 @@ pub struct Wal {
     /// Points in `buf` where a not-yet-created segment starts: (offset in `buf`, first index).
     pub(crate) splits: Vec<(usize, u64)>,
     pub(crate) poisoned: bool,
+    /// Records were written by [`Wal::write_unflushed`] and await [`Wal::finish_flush`].
+    pub(crate) flushing: bool,
 }
 
 impl Wal {
@@ -64,6 +66,7 @@ impl Wal {
     /// after the next successful [`Wal::sync`].
     pub fn append(&mut self, payload: &[u8]) -> Result<u64, WalError> {
         self.check_usable()?;
+        assert!(!self.flushing, "an append while a flush is outstanding");
         if payload.len() > MAX_RECORD_PAYLOAD {
             return Err(WalError::RecordTooLarge {
                 len: payload.len(),
@@ -109,18 +112,14 @@ impl Wal {
         let first_split = self.splits.first().map_or(self.buf.len(), |s| s.0);
         // The active segment's durable length before this sync, if we are about to write into it.
         let active_written = if first_split > 0 {
-            Some(self.write_active(first_split)?)
+            Some(self.write_active(first_split, true)?)
         } else {
             None
         };
         let created = self.create_new_segments(active_written)?;
         // Everything is durable: commit the in-memory positions.
         if first_split > 0 {
-            let records = self.splits.first().map_or(self.next_index, |s| s.1) - self.durable_next;
-            let seg = self.segments.last_mut().expect("checked above");
-            seg.len += first_split as u64;
-            seg.records += records;
-            self.durable_next += records;
+            self.commit_active(first_split);
         }
         for (seg, file) in created {
             assert_eq!(
@@ -137,9 +136,22 @@ impl Wal {
         Ok(())
     }
 
-    /// Writes `buf[..end]` at the end of the active segment and fdatasyncs it. Returns the segment's
-    /// durable length before the write (what an undo cuts it back to).
-    fn write_active(&self, end: usize) -> Result<u64, Failure> {
+    /// The records of `buf[..end]`, written into the active segment and now durable, counted there.
+    pub(crate) fn commit_active(&mut self, end: usize) {
+        let records = self.splits.first().map_or(self.next_index, |s| s.1) - self.durable_next;
+        let seg = self
+            .segments
+            .last_mut()
+            .expect("records written into a missing segment");
+        seg.len += end as u64;
+        seg.records += records;
+        self.durable_next += records;
+    }
+
+    /// Writes `buf[..end]` at the end of the active segment, and fdatasyncs it if `flush` (else
+    /// the caller must). Returns the segment's durable length before the write (what an undo cuts
+    /// it back to).
+    pub(crate) fn write_active(&self, end: usize, flush: bool) -> Result<u64, Failure> {
         let seg = self
             .segments
             .last()
@@ -153,7 +165,8 @@ impl Wal {
             return Err(self.undo_sync(&[], Some(seg.len), e));
         }
         self.zero_fill_ahead(seg, file, seg.len + end as u64);
-        if !bulwark_fs::test_faults::skipping(bulwark_fs::test_faults::Skip::LogFdatasync) {
+        if flush && !bulwark_fs::test_faults::skipping(bulwark_fs::test_faults::Skip::LogFdatasync)
+        {
             file.sync_data()
                 .map_err(io_err("fdatasync", &seg.path))
                 .map_err(Failure::Fatal)?;
@@ -231,10 +244,18 @@ impl Wal {
     /// itself fails, the log is poisoned and must be reopened (see the crate documentation for why).
     pub fn sync(&mut self) -> Result<(), WalError> {
         self.check_usable()?;
+        assert!(!self.flushing, "a sync while a flush is outstanding");
         if self.buf.is_empty() {
             return Ok(());
         }
-        match self.sync_inner() {
+        let r = self.sync_inner();
+        self.settle(r)
+    }
+
+    /// Turns the outcome of a write into the caller's: an undone failure leaves the records
+    /// buffered, a fatal one poisons the log.
+    pub(crate) fn settle(&mut self, r: Result<(), Failure>) -> Result<(), WalError> {
+        match r {
             Ok(()) => Ok(()),
             Err(Failure::Undone(e)) => {
                 // The caller decides how loud this is (it may retry every few hundred ms).

@@ -11,7 +11,7 @@ use crate::storage::RaftStorage;
 use crate::types::LogIndex;
 
 impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
-    pub(super) fn apply_entries(&mut self, entries: Vec<Entry>) {
+    pub(super) fn apply_entries(&mut self, entries: &[Entry]) {
         for entry in entries {
             let index = entry.index;
             let is_conf_change = matches!(
@@ -26,10 +26,10 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
             }
             let advances = index > self.state.applied_index();
             match entry.get_entry_type() {
-                EntryType::EntryNormal if entry.data.is_empty() => self.apply_empty(&entry),
-                EntryType::EntryNormal => self.apply_batches(&entry),
+                EntryType::EntryNormal if entry.data.is_empty() => self.apply_empty(entry),
+                EntryType::EntryNormal => self.apply_batches(entry),
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
-                    self.apply_conf_change(&entry)
+                    self.apply_conf_change(entry)
                 }
             }
             if advances {
@@ -70,9 +70,10 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
         );
         // The durability boundary: a write is answered only from an entry this node holds
         // durably (the leader's own persistence counts toward every commit).
+        // (Entries applied during their own flush are checked when their answers are released.)
         let durable = self.raw.store().durable_last_index();
         assert!(
-            LogIndex(index) <= durable,
+            self.answers_held || LogIndex(index) <= durable,
             "entry {index} answers writes but the durable log ends at {durable}"
         );
         for ((token, results), timestamp) in proposal.into_iter().zip(results).zip(stamps) {

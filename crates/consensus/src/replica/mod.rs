@@ -3,8 +3,9 @@
 //! The shell around it (the real node loop, or the simulation) feeds it ticks, peer messages,
 //! client writes and reads, then calls [`Replica::process_ready`] and carries out what comes back:
 //! messages to send and answers to give. The order inside `process_ready` is Raft's: messages a
-//! leader may send before persisting go out first; committed entries are applied; new entries and
-//! the hard state are written and synced; only then go the messages that depend on them.
+//! leader may send before persisting go out first; new entries and the hard state are written, and
+//! synced while committed entries are applied (`persist`); only then go the messages that depend
+//! on them.
 //!
 //! # When a Ready cannot be persisted (a full disk)
 //!
@@ -30,11 +31,13 @@
 //! `proposals` (client writes grouped into entries, membership changes, proposal ids), `reads`
 //! (ReadIndex rounds: contexts, waiting through elections, deadlines), `apply` (committed
 //! entries into the state machine, answers to our proposals), `ready` (Raft's Ready in order,
-//! and holding one that cannot be persisted).
+//! and holding one that cannot be persisted), `persist` (a Ready's writes, flushed while entries
+//! are applied; a sole voter's new entries applied during their own flush, their answers held).
 
 mod apply;
 mod proposals;
 pub use proposals::conf_change;
+mod persist;
 mod reads;
 mod ready;
 #[cfg(test)]
@@ -216,6 +219,12 @@ pub struct Replica<S: RaftStorage, M: StateMachine, T> {
     sync_clock: Option<fn() -> Duration>,
     /// Those durations, until the shell takes them.
     log_syncs: Vec<Duration>,
+    /// Entries are being applied before their flush ended: their answers wait for it.
+    answers_held: bool,
+    /// The answers of those entries, until the flush's outcome is known.
+    early_answers: Option<persist::EarlyAnswers<T>>,
+    /// The last entry applied before its flush ended, until Raft has committed it.
+    applied_early: Option<LogIndex>,
 }
 
 impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
@@ -270,6 +279,9 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
             held: None,
             sync_clock: None,
             log_syncs: Vec::new(),
+            answers_held: false,
+            early_answers: None,
+            applied_early: None,
         })
     }
 

@@ -13,7 +13,7 @@ use crate::types::NodeId;
 
 /// How far the handling of a held Ready got: the stage it resumes at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Stage {
+pub(super) enum Stage {
     /// Its snapshot (if any) is still to be installed into the state machine.
     InstallState,
     /// The state machine has the snapshot; the Raft storage does not yet.
@@ -26,8 +26,8 @@ enum Stage {
 
 /// A Ready taken from Raft and not yet advanced, because persisting it failed.
 pub(super) struct HeldReady {
-    ready: raft::Ready,
-    stage: Stage,
+    pub(super) ready: raft::Ready,
+    pub(super) stage: Stage,
 }
 
 impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
@@ -108,15 +108,12 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
         if let Err(e) = self.install_snapshot(&mut held, install) {
             return Err(self.hold(held, e));
         }
-        if held.stage == Stage::Apply {
-            for state in held.ready.take_read_states() {
-                self.take_read_state(&state);
-            }
-            let committed = held.ready.take_committed_entries();
-            self.apply_entries(committed);
-            held.stage = Stage::Persist;
-        }
-        if let Err(e) = self.persist(&held.ready) {
+        let persisted = if held.stage == Stage::Apply {
+            self.apply_and_persist(&mut held)
+        } else {
+            self.persist(&held.ready)
+        };
+        if let Err(e) = persisted {
             return Err(self.hold(held, e));
         }
         let mut ready = held.ready;
@@ -138,7 +135,7 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
             );
         }
         let committed = light.take_committed_entries();
-        self.apply_entries(committed);
+        self.apply_entries(&committed);
         self.raw.advance_apply();
         let log = &self.raw.raft.raft_log;
         assert!(
@@ -148,6 +145,14 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
             log.committed,
             log.last_index()
         );
+        // Entries applied before their flush ended (a sole voter's) are committed by now.
+        if let Some(last) = self.applied_early.take() {
+            assert!(
+                last.0 <= log.committed,
+                "entry {last} was applied early but only {} is committed",
+                log.committed
+            );
+        }
         // Entries just applied may have made this leader ready (its term's first entry): what
         // waited for that goes now, in the next Ready.
         self.propose_waiting();
@@ -186,25 +191,6 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
                 self.raw.mut_store().install_snapshot(&meta)?;
             }
             held.stage = Stage::Apply;
-        }
-        Ok(())
-    }
-
-    /// The Ready's entries and hard state, appended and synced (stage `Persist`).
-    /// A sync that writes entries is timed when the shell asked for it.
-    fn persist(&mut self, ready: &raft::Ready) -> Result<(), StorageError> {
-        let store = self.raw.mut_store();
-        if !ready.entries().is_empty() {
-            store.append(ready.entries())?;
-        }
-        if let Some(hs) = ready.hs() {
-            store.set_hard_state(hs);
-        }
-        let clock = self.sync_clock.filter(|_| store.dirty_from().is_some());
-        let started = clock.map(|now| now());
-        store.sync()?;
-        if let (Some(now), Some(started)) = (clock, started) {
-            self.log_syncs.push(now().saturating_sub(started));
         }
         Ok(())
     }

@@ -130,22 +130,33 @@ impl DiskRaftStorage {
 
     fn sync_inner(&mut self) -> Result<(), StorageError> {
         if let Some(from) = self.dirty_from {
-            if from <= self.wal.last_index() {
-                self.wal.truncate_suffix(from)?;
-            }
-            for e in &self.core.entries[(from - self.core.first_index()) as usize..] {
-                self.scratch.clear();
-                e.write_to_vec(&mut self.scratch)
-                    .map_err(|source| StorageError::Encode {
-                        index: e.index,
-                        source,
-                    })?;
-                let index = self.wal.append(&self.scratch)?;
-                assert_eq!(index, e.index, "WAL index diverged from the raft log");
-            }
+            self.write_dirty(from)?;
             self.wal.sync()?;
             self.dirty_from = None;
         }
+        self.write_hard_state()
+    }
+
+    /// Hands the entries from `from` on to the WAL (cutting a conflicting suffix first).
+    fn write_dirty(&mut self, from: u64) -> Result<(), StorageError> {
+        if from <= self.wal.last_index() {
+            self.wal.truncate_suffix(from)?;
+        }
+        for e in &self.core.entries[(from - self.core.first_index()) as usize..] {
+            self.scratch.clear();
+            e.write_to_vec(&mut self.scratch)
+                .map_err(|source| StorageError::Encode {
+                    index: e.index,
+                    source,
+                })?;
+            let index = self.wal.append(&self.scratch)?;
+            assert_eq!(index, e.index, "WAL index diverged from the raft log");
+        }
+        Ok(())
+    }
+
+    /// Once the log is durable: the hard state, if it changed in a way that must be written.
+    fn write_hard_state(&mut self) -> Result<(), StorageError> {
         assert_eq!(self.wal.last_index(), self.core.last_index());
         let newest_segment = self.wal.newest_segment_first_index();
         if self
@@ -157,6 +168,22 @@ impl DiskRaftStorage {
             self.durable_state = self.core.state.clone();
         }
         Ok(())
+    }
+
+    /// The outcome of a sync (or half of one): a failure for lack of space, with the WAL still
+    /// usable, rolls back to the durable state; any other failure poisons the storage.
+    fn settle<T>(&mut self, r: Result<T, StorageError>) -> Result<T, StorageError> {
+        match r {
+            Ok(v) => Ok(v),
+            Err(e) if e.is_disk_full() && !self.wal.is_poisoned() => {
+                self.roll_back_unsynced();
+                Err(e)
+            }
+            Err(e) => {
+                self.poisoned = true;
+                Err(e)
+            }
+        }
     }
 
     /// After a sync failed for lack of space (and was undone on disk): drops what was not made durable, so
@@ -400,17 +427,40 @@ impl RaftStorage for DiskRaftStorage {
 
     fn sync(&mut self) -> Result<(), StorageError> {
         self.check_usable()?;
-        match self.sync_inner() {
-            Ok(()) => Ok(()),
-            Err(e) if e.is_disk_full() && !self.wal.is_poisoned() => {
-                self.roll_back_unsynced();
-                Err(e)
-            }
-            Err(e) => {
-                self.poisoned = true;
-                Err(e)
-            }
-        }
+        let r = self.sync_inner();
+        self.settle(r)
+    }
+
+    fn begin_sync(&mut self) -> Result<LogFlush, StorageError> {
+        self.check_usable()?;
+        let Some(from) = self.dirty_from else {
+            self.sync()?;
+            return Ok(LogFlush::done());
+        };
+        let r = self
+            .write_dirty(from)
+            .and_then(|()| Ok(self.wal.write_unflushed()?));
+        let flush = self.settle(r)?;
+        Ok(LogFlush(Some(flush)))
+    }
+
+    fn end_sync(
+        &mut self,
+        flush: LogFlush,
+        flushed: Result<(), WalError>,
+    ) -> Result<(), StorageError> {
+        let Some(flush) = flush.0 else {
+            return Ok(flushed?);
+        };
+        let r = self
+            .wal
+            .finish_flush(flush, flushed)
+            .map_err(StorageError::from)
+            .and_then(|()| {
+                self.dirty_from = None;
+                self.write_hard_state()
+            });
+        self.settle(r)
     }
 
     fn compact(&mut self, through: LogIndex) -> Result<(), StorageError> {

@@ -93,6 +93,28 @@ pub trait RaftStorage: raft::Storage {
     /// Makes every append and hard-state change so far durable (fdatasync). Must be called before sending
     /// the messages of a Ready that depend on them.
     fn sync(&mut self) -> Result<(), StorageError>;
+    /// The first half of a [`RaftStorage::sync`], for a caller that works while the device
+    /// flushes: writes what `sync` would and returns the flush, to be run (on any thread) and its
+    /// outcome handed to [`RaftStorage::end_sync`] before anything else touches the storage.
+    /// Nothing of it counts as durable before `end_sync` returns `Ok`. Its errors are `sync`'s.
+    /// By default the whole sync happens here, and the flush is done already.
+    fn begin_sync(&mut self) -> Result<LogFlush, StorageError> {
+        self.sync()?;
+        Ok(LogFlush::done())
+    }
+    /// The second half of a sync begun with [`RaftStorage::begin_sync`]: `flushed` is what
+    /// [`LogFlush::run`] returned. A failed flush poisons the storage, as a failed `sync` does.
+    fn end_sync(
+        &mut self,
+        flush: LogFlush,
+        flushed: Result<(), WalError>,
+    ) -> Result<(), StorageError> {
+        debug_assert!(
+            !flush.is_pending(),
+            "a pending flush needs its storage's end_sync"
+        );
+        Ok(flushed?)
+    }
     /// Log compaction after the state machine checkpointed at `through` (applied): entries `<= through` are
     /// dropped; `term(through)` stays answerable. Syncs earlier writes first; durable when it returns.
     /// `through` at or below the compaction point is a no-op; past the last index an error.
@@ -119,6 +141,29 @@ pub trait RaftStorage: raft::Storage {
     }
     /// The first index whose entry may differ from the durable log (appended since the last sync).
     fn dirty_from(&self) -> Option<LogIndex>;
+}
+
+/// The device flush of a sync begun with [`RaftStorage::begin_sync`].
+#[derive(Debug)]
+pub struct LogFlush(Option<bulwark_wal::WalFlush>);
+
+impl LogFlush {
+    /// A flush with nothing left to do (the sync was completed when it began).
+    pub fn done() -> Self {
+        LogFlush(None)
+    }
+
+    /// Whether the flush waits on a device, so that running it beside other work gains time.
+    pub fn is_pending(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(bulwark_wal::WalFlush::is_pending)
+    }
+
+    /// The `fdatasync`; on any thread.
+    pub fn run(&self) -> Result<(), WalError> {
+        self.0.as_ref().map_or(Ok(()), bulwark_wal::WalFlush::run)
+    }
 }
 
 /// An error of the shell's, carried as it is (its `Display` and sources are the shell's).

@@ -1,0 +1,96 @@
+//! A sync in two halves, so that the caller can work while the device flushes:
+//! [`Wal::write_unflushed`] writes the buffered records as [`Wal::sync`] does but leaves the
+//! active segment's `fdatasync` to a [`WalFlush`], which may run on another thread, and
+//! [`Wal::finish_flush`] then counts the records durable. Nothing may be appended in between.
+//! The node applies committed entries while the new ones flush (`consensus::replica`).
+
+use std::fs::File;
+use std::path::PathBuf;
+
+use crate::error::{io_err, WalError};
+use crate::writer::Wal;
+
+/// The `fdatasync` that makes a [`Wal::write_unflushed`] durable.
+#[derive(Debug)]
+pub struct WalFlush {
+    /// A second handle of the active segment; `None` when the records are durable already.
+    file: Option<File>,
+    path: PathBuf,
+}
+
+impl WalFlush {
+    /// Whether there is a device flush to wait for (else [`WalFlush::run`] does nothing).
+    pub fn is_pending(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// The `fdatasync`, on any thread. Hand its outcome to [`Wal::finish_flush`].
+    pub fn run(&self) -> Result<(), WalError> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        if bulwark_fs::test_faults::skipping(bulwark_fs::test_faults::Skip::LogFdatasync) {
+            return Ok(());
+        }
+        file.sync_data().map_err(io_err("fdatasync", &self.path))
+    }
+}
+
+impl Wal {
+    /// Writes the buffered records like [`Wal::sync`], but only into the page cache: they are
+    /// durable once the returned flush ran and [`Wal::finish_flush`] took its outcome. A write
+    /// that must create segments, and an empty buffer, are synced here instead (the flush is then
+    /// done already). A failed write is undone exactly as in [`Wal::sync`].
+    pub fn write_unflushed(&mut self) -> Result<WalFlush, WalError> {
+        self.check_usable()?;
+        assert!(!self.flushing, "a write while a flush is outstanding");
+        let done = |wal: &Wal| WalFlush {
+            file: None,
+            path: wal.dir.clone(),
+        };
+        if self.buf.is_empty() || !self.splits.is_empty() {
+            self.sync()?;
+            return Ok(done(self));
+        }
+        let seg = self
+            .segments
+            .last()
+            .expect("records buffered for a missing segment");
+        let path = seg.path.clone();
+        let file = self
+            .active
+            .as_ref()
+            .expect("active segment without a handle")
+            .try_clone()
+            .map_err(io_err("duplicate the handle of", &path))?;
+        let r = self.write_active(self.buf.len(), false).map(|_| ());
+        self.settle(r)?;
+        self.flushing = true;
+        Ok(WalFlush {
+            file: Some(file),
+            path,
+        })
+    }
+
+    /// Takes the outcome of `flush`: on success its records are durable; a failed `fdatasync`
+    /// poisons the log, as in [`Wal::sync`] (nothing says what the file holds).
+    pub fn finish_flush(
+        &mut self,
+        flush: WalFlush,
+        flushed: Result<(), WalError>,
+    ) -> Result<(), WalError> {
+        if !flush.is_pending() {
+            return flushed;
+        }
+        assert!(self.flushing, "a flush finished twice");
+        self.flushing = false;
+        if let Err(e) = flushed {
+            self.poisoned = true;
+            return Err(e);
+        }
+        self.commit_active(self.buf.len());
+        assert_eq!(self.durable_next, self.next_index);
+        self.buf.clear();
+        Ok(())
+    }
+}
