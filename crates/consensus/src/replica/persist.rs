@@ -25,8 +25,9 @@ pub(super) struct EarlyAnswers<T> {
 impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
     /// Stage `Apply` of a Ready: writes its entries and hard state, applies its read states and
     /// committed entries (and, on a sole voter, its new entries) while they flush when that is
-    /// worth a second thread (else after the flush), then takes the flush's outcome. Whatever fails, the committed entries are applied and the stage is
-    /// `Persist`, so that a held Ready resumes with [`Replica::persist`].
+    /// worth a second thread (else after the flush), then takes the flush's outcome. Whatever
+    /// fails, the committed entries are applied and the stage is `Persist`, so that a held Ready
+    /// resumes with [`Replica::persist`].
     pub(super) fn apply_and_persist(&mut self, held: &mut HeldReady) -> Result<(), StorageError> {
         let started = self.sync_started(&held.ready);
         let flush = match self.begin_persist(&held.ready) {
@@ -43,9 +44,15 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
         let parallel = flush.is_pending() && self.apply_work(held) >= APPLY_DURING_FLUSH_MIN_BYTES;
         let (flushed, ended) = if parallel {
             std::thread::scope(|scope| {
-                let flusher = scope.spawn(|| run_flush(&flush));
+                let flusher = std::thread::Builder::new()
+                    .name("log-flush".into())
+                    .spawn_scoped(scope, || run_flush(&flush));
                 self.apply_round(held);
-                flusher.join().expect("the log flush thread panicked")
+                match flusher {
+                    Ok(flusher) => flusher.join().expect("the log flush thread panicked"),
+                    // No thread to be had (a process at its limit): flush here, after all.
+                    Err(_) => run_flush(&flush),
+                }
             })
         } else {
             let flushed = run_flush(&flush);
@@ -126,7 +133,7 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
     /// entries, with their answers held.
     fn apply_round(&mut self, held: &mut HeldReady) {
         self.apply_committed(held);
-        if !self.may_apply_early(&held.ready) {
+        if !self.may_apply_early(&held.ready, self.state.applied_index()) {
             return;
         }
         let before = self.outputs.len();
@@ -152,15 +159,15 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
     /// Whether the Ready's new entries commit as soon as this node holds them, and may be
     /// applied now: a leader that is the only voter (no joint configuration), ordinary entries
     /// only (a membership change is applied through Raft once committed), right after what is
-    /// applied.
-    fn may_apply_early(&self, ready: &raft::Ready) -> bool {
+    /// applied (`applied`: the state's applied index once the committed entries are).
+    fn may_apply_early(&self, ready: &raft::Ready, applied: u64) -> bool {
         let entries = ready.entries();
         let Some(first) = entries.first() else {
             return false;
         };
         self.is_leader()
             && self.raw.raft.prs().is_singleton()
-            && first.index == self.state.applied_index() + 1
+            && first.index == applied + 1
             && entries
                 .iter()
                 .all(|e| e.get_entry_type() == EntryType::EntryNormal)
@@ -171,12 +178,17 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
         let bytes = |entries: &[raft::eraftpb::Entry]| -> usize {
             entries.iter().map(|e| e.data.len()).sum()
         };
-        let early = if self.may_apply_early(&held.ready) {
+        let committed = held.ready.committed_entries();
+        let applied = committed
+            .last()
+            .map_or(0, |e| e.index)
+            .max(self.state.applied_index());
+        let early = if self.may_apply_early(&held.ready, applied) {
             bytes(held.ready.entries())
         } else {
             0
         };
-        bytes(held.ready.committed_entries()) + early
+        bytes(committed) + early
     }
 
     /// Where a timed sync starts, if syncs are timed and this one writes entries.
