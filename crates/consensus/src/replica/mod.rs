@@ -38,6 +38,8 @@ mod apply;
 mod proposals;
 pub use proposals::conf_change;
 mod persist;
+#[cfg(test)]
+mod persist_tests;
 mod reads;
 mod ready;
 #[cfg(test)]
