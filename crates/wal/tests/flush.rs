@@ -18,12 +18,18 @@ fn records(wal: &Wal) -> Vec<(u64, Vec<u8>)> {
         .unwrap()
 }
 
-#[test]
-fn records_flushed_on_another_thread_are_durable_only_once_the_outcome_is_in() {
+/// A log whose first record, "one", is durable: its segment exists, so later records can flush.
+fn log_with_one_record() -> (tempfile::TempDir, Wal) {
     let dir = tempfile::tempdir().unwrap();
     let (mut wal, _) = Wal::open(dir.path(), opts(1 << 20)).unwrap();
     wal.append(b"one").unwrap();
     wal.sync().unwrap();
+    (dir, wal)
+}
+
+#[test]
+fn records_flushed_on_another_thread_are_durable_only_once_the_outcome_is_in() {
+    let (dir, mut wal) = log_with_one_record();
     wal.append(b"two").unwrap();
     wal.append(b"three").unwrap();
     let flush = wal.write_unflushed().unwrap();
@@ -45,10 +51,7 @@ fn records_flushed_on_another_thread_are_durable_only_once_the_outcome_is_in() {
 
 #[test]
 fn a_failed_flush_poisons_the_log() {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut wal, _) = Wal::open(dir.path(), opts(1 << 20)).unwrap();
-    wal.append(b"one").unwrap();
-    wal.sync().unwrap();
+    let (_dir, mut wal) = log_with_one_record();
     wal.append(b"two").unwrap();
     let flush = wal.write_unflushed().unwrap();
     assert!(flush.is_pending());
@@ -80,10 +83,7 @@ fn a_write_that_starts_a_segment_is_synced_at_once() {
 #[test]
 #[should_panic(expected = "an append while a flush is outstanding")]
 fn nothing_is_appended_while_a_flush_is_outstanding() {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut wal, _) = Wal::open(dir.path(), opts(1 << 20)).unwrap();
-    wal.append(b"one").unwrap();
-    wal.sync().unwrap();
+    let (_dir, mut wal) = log_with_one_record();
     wal.append(b"two").unwrap();
     let _flush = wal.write_unflushed().unwrap();
     let _ = wal.append(b"three");

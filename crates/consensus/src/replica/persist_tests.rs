@@ -5,95 +5,14 @@ use std::cell::Cell;
 use std::rc::Rc;
 
 use bulwark_ledger::{AccountId, MemoryStateMachine, NewAccount, Timestamp};
-use raft::eraftpb::{ConfState, Entry, HardState, SnapshotMetadata};
-use raft::{GetEntriesContext, RaftState};
+use raft::eraftpb::ConfState;
 
+use super::tests::FullableStorage;
 use super::*;
-use crate::storage::{LogFlush, MemRaftStorage, SnapshotInstallError, StorageError};
-use bulwark_wal::WalError;
-
-/// In-memory storage whose writes become durable only when the flush's outcome is in, and
-/// whose flush fails while `fail` is set (losing what was not synced, as a crash would).
-struct FlushFailing {
-    inner: MemRaftStorage,
-    fail: Rc<Cell<bool>>,
-}
-
-impl raft::Storage for FlushFailing {
-    fn initial_state(&self) -> raft::Result<RaftState> {
-        self.inner.initial_state()
-    }
-    fn entries(
-        &self,
-        low: u64,
-        high: u64,
-        max_size: impl Into<Option<u64>>,
-        context: GetEntriesContext,
-    ) -> raft::Result<Vec<Entry>> {
-        self.inner.entries(low, high, max_size, context)
-    }
-    fn term(&self, idx: u64) -> raft::Result<u64> {
-        self.inner.term(idx)
-    }
-    fn first_index(&self) -> raft::Result<u64> {
-        self.inner.first_index()
-    }
-    fn last_index(&self) -> raft::Result<u64> {
-        self.inner.last_index()
-    }
-    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
-        self.inner.snapshot(request_index, to)
-    }
-}
-
-impl RaftStorage for FlushFailing {
-    fn dirty_from(&self) -> Option<LogIndex> {
-        self.inner.dirty_from()
-    }
-    fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
-        self.inner.append(entries)
-    }
-    fn set_hard_state(&mut self, hs: &HardState) {
-        self.inner.set_hard_state(hs)
-    }
-    fn set_conf_state(&mut self, cs: &ConfState) {
-        self.inner.set_conf_state(cs)
-    }
-    fn sync(&mut self) -> Result<(), StorageError> {
-        self.inner.sync()
-    }
-    fn begin_sync(&mut self) -> Result<LogFlush, StorageError> {
-        // The writes stay unsynced until the flush's outcome is in.
-        Ok(LogFlush::done())
-    }
-    fn end_sync(
-        &mut self,
-        _flush: LogFlush,
-        flushed: Result<(), WalError>,
-    ) -> Result<(), StorageError> {
-        flushed?;
-        if self.fail.get() {
-            self.inner.crash();
-            return Err(StorageError::Wal(WalError::Poisoned));
-        }
-        self.inner.sync()
-    }
-    fn compact(&mut self, through: LogIndex) -> Result<(), StorageError> {
-        self.inner.compact(through)
-    }
-    fn install_snapshot(&mut self, meta: &SnapshotMetadata) -> Result<(), StorageError> {
-        self.inner.install_snapshot(meta)
-    }
-    fn set_snapshot_offer(&mut self, snapshot: Option<Snapshot>) {
-        self.inner.set_snapshot_offer(snapshot)
-    }
-    fn take_snapshot_wanted(&mut self) -> bool {
-        self.inner.take_snapshot_wanted()
-    }
-}
+use crate::storage::{MemRaftStorage, SnapshotInstallError, StorageError};
 
 struct Solo {
-    replica: Replica<FlushFailing, MemoryStateMachine, u64>,
+    replica: Replica<FullableStorage, MemoryStateMachine, u64>,
     fail: Rc<Cell<bool>>,
     clock: u64,
 }
@@ -104,9 +23,10 @@ impl Solo {
         let mut inner = MemRaftStorage::new();
         inner.set_conf_state(&conf);
         let fail = Rc::new(Cell::new(false));
-        let storage = FlushFailing {
+        let storage = FullableStorage {
             inner,
-            fail: fail.clone(),
+            full: Rc::new(Cell::new(false)),
+            flush_fails: fail.clone(),
         };
         let mut state = MemoryStateMachine::default();
         state.set_membership(protobuf::Message::write_to_bytes(&conf).unwrap());

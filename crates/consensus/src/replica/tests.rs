@@ -11,15 +11,18 @@ use raft::eraftpb::{ConfState, HardState, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState};
 
 use super::*;
-use crate::storage::{MemRaftStorage, SnapshotInstallError, StorageError};
+use crate::storage::{LogFlush, MemRaftStorage, SnapshotInstallError, StorageError};
 use bulwark_ledger::Timestamp;
 use raft::eraftpb::Entry;
 
 /// In-memory storage whose `sync` fails like a full disk while `full` is set, undoing the
-/// unsynced writes as `DiskRaftStorage` does.
-struct FullableStorage {
-    inner: MemRaftStorage,
-    full: Rc<Cell<bool>>,
+/// unsynced writes as `DiskRaftStorage` does; its writes become durable only once a flush's
+/// outcome is in (`end_sync`), and that flush fails while `flush_fails` is set, losing what was
+/// not synced as a crash would.
+pub(super) struct FullableStorage {
+    pub(super) inner: MemRaftStorage,
+    pub(super) full: Rc<Cell<bool>>,
+    pub(super) flush_fails: Rc<Cell<bool>>,
 }
 
 impl raft::Storage for FullableStorage {
@@ -74,6 +77,21 @@ impl RaftStorage for FullableStorage {
         }
         self.inner.sync()
     }
+    fn begin_sync(&mut self) -> Result<LogFlush, StorageError> {
+        Ok(LogFlush::done())
+    }
+    fn end_sync(
+        &mut self,
+        _flush: LogFlush,
+        flushed: Result<(), bulwark_wal::WalError>,
+    ) -> Result<(), StorageError> {
+        flushed?;
+        if self.flush_fails.get() {
+            self.inner.crash();
+            return Err(StorageError::Wal(bulwark_wal::WalError::Poisoned));
+        }
+        self.sync()
+    }
     fn compact(&mut self, through: LogIndex) -> Result<(), StorageError> {
         self.inner.compact(through)
     }
@@ -124,6 +142,7 @@ impl Cluster {
             let storage = FullableStorage {
                 inner,
                 full: flag.clone(),
+                flush_fails: Rc::new(Cell::new(false)),
             };
             let mut state = MemoryStateMachine::default();
             state.set_membership(protobuf::Message::write_to_bytes(&conf).unwrap());
