@@ -42,8 +42,7 @@ impl Wal {
     /// that must create segments, and an empty buffer, are synced here instead (the flush is then
     /// done already). A failed write is undone exactly as in [`Wal::sync`].
     pub fn write_unflushed(&mut self) -> Result<WalFlush, WalError> {
-        self.check_usable()?;
-        assert!(!self.flushing, "a write while a flush is outstanding");
+        self.check_writable()?;
         let done = |wal: &Wal| WalFlush {
             file: None,
             path: wal.dir.clone(),

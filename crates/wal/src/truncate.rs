@@ -14,11 +14,7 @@ impl Wal {
     /// Sets the index of the next record; only allowed while the log holds no record. Durable when it
     /// returns: the log's (empty) segment files are replaced by one empty segment starting at `next`.
     pub fn reset_next_index(&mut self, next: u64) -> Result<(), WalError> {
-        assert!(
-            !self.flushing,
-            "the log changed while a flush is outstanding"
-        );
-        self.check_usable()?;
+        self.check_writable()?;
         if next == 0 {
             return Err(WalError::InvalidIndex(next));
         }
@@ -52,11 +48,7 @@ impl Wal {
     /// If every record is `<= through`, the log becomes empty with next index `max(last_index, through) + 1`
     /// (kept in an empty segment, so it survives reopen). The directory is fsynced.
     pub fn truncate_prefix(&mut self, through: u64) -> Result<(), WalError> {
-        assert!(
-            !self.flushing,
-            "the log changed while a flush is outstanding"
-        );
-        self.check_usable()?;
+        self.check_writable()?;
         if through < self.first_index {
             return Ok(());
         }
@@ -101,11 +93,7 @@ impl Wal {
     /// Raft conflict resolution: drops every record with index `>= from` (possibly across segments). Durable
     /// when it returns. `from` must be in `first_index()..=last_index() + 1`.
     pub fn truncate_suffix(&mut self, from: u64) -> Result<(), WalError> {
-        assert!(
-            !self.flushing,
-            "the log changed while a flush is outstanding"
-        );
-        self.check_usable()?;
+        self.check_writable()?;
         self.check_in_range(from)?;
         if from >= self.durable_next {
             self.truncate_buffer(from);

@@ -65,8 +65,7 @@ impl Wal {
     /// Appends a record and returns its log index. The record is only buffered in memory; it is durable
     /// after the next successful [`Wal::sync`].
     pub fn append(&mut self, payload: &[u8]) -> Result<u64, WalError> {
-        self.check_usable()?;
-        assert!(!self.flushing, "an append while a flush is outstanding");
+        self.check_writable()?;
         if payload.len() > MAX_RECORD_PAYLOAD {
             return Err(WalError::RecordTooLarge {
                 len: payload.len(),
@@ -243,8 +242,7 @@ impl Wal {
     /// same records durable, the same ones still buffered; it may be retried. If an fsync fails, or the undo
     /// itself fails, the log is poisoned and must be reopened (see the crate documentation for why).
     pub fn sync(&mut self) -> Result<(), WalError> {
-        self.check_usable()?;
-        assert!(!self.flushing, "a sync while a flush is outstanding");
+        self.check_writable()?;
         if self.buf.is_empty() {
             return Ok(());
         }
@@ -368,6 +366,16 @@ impl Wal {
         } else {
             Ok(())
         }
+    }
+
+    /// [`Wal::check_usable`], for a change to the log: none may come while a flush is
+    /// outstanding ([`Wal::write_unflushed`] until [`Wal::finish_flush`]).
+    pub(crate) fn check_writable(&self) -> Result<(), WalError> {
+        assert!(
+            !self.flushing,
+            "the log changed while a flush is outstanding"
+        );
+        self.check_usable()
     }
 
     pub(crate) fn poison_on_err<T>(&mut self, r: Result<T, WalError>) -> Result<T, WalError> {

@@ -81,7 +81,7 @@ fn a_write_that_starts_a_segment_is_synced_at_once() {
 }
 
 #[test]
-#[should_panic(expected = "an append while a flush is outstanding")]
+#[should_panic(expected = "the log changed while a flush is outstanding")]
 fn nothing_is_appended_while_a_flush_is_outstanding() {
     let (_dir, mut wal) = log_with_one_record();
     wal.append(b"two").unwrap();

@@ -23,25 +23,29 @@ pub(super) struct EarlyAnswers<T> {
 }
 
 impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
-    /// Stage `Apply` of a Ready: writes its entries and hard state, applies its read states and
-    /// committed entries (and, on a sole voter, its new entries) while they flush when that is
-    /// worth a second thread (else after the flush), then takes the flush's outcome. Whatever
-    /// fails, the committed entries are applied and the stage is `Persist`, so that a held Ready
-    /// resumes with [`Replica::persist`].
+    /// A Ready's entries and hard state, made durable. At stage `Apply` its read states and
+    /// committed entries (and, on a sole voter, its new entries) are applied while they flush
+    /// when that is worth a second thread (else after the flush); at stage `Persist` (a held
+    /// Ready resuming) there is nothing left to apply. Whatever fails, the committed entries are
+    /// applied and the stage is `Persist`, so that a held Ready resumes with the sync alone.
     pub(super) fn apply_and_persist(&mut self, held: &mut HeldReady) -> Result<(), StorageError> {
+        let apply = held.stage == Stage::Apply;
         let started = self.sync_started(&held.ready);
         let flush = match self.begin_persist(&held.ready) {
             Ok(flush) => flush,
             Err(e) => {
-                self.apply_committed(held);
-                held.stage = Stage::Persist;
+                if apply {
+                    self.apply_committed(held);
+                    held.stage = Stage::Persist;
+                }
                 return Err(e);
             }
         };
         // Timed from the write to the flush's end (on whichever thread it ran).
         let clock = self.sync_clock;
         let run_flush = |flush: &LogFlush| (flush.run(), clock.map(|now| now()));
-        let parallel = flush.is_pending() && self.apply_work(held) >= APPLY_DURING_FLUSH_MIN_BYTES;
+        let parallel =
+            apply && flush.is_pending() && self.apply_work(held) >= APPLY_DURING_FLUSH_MIN_BYTES;
         let (flushed, ended) = if parallel {
             std::thread::scope(|scope| {
                 let flusher = std::thread::Builder::new()
@@ -56,22 +60,13 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
             })
         } else {
             let flushed = run_flush(&flush);
-            self.apply_round(held);
+            if apply {
+                self.apply_round(held);
+            }
             flushed
         };
         held.stage = Stage::Persist;
         let took = started.zip(ended).map(|(s, e)| e.saturating_sub(s));
-        self.end_persist(flush, flushed, took)
-    }
-
-    /// A held Ready's entries and hard state, appended and synced (stage `Persist`).
-    pub(super) fn persist(&mut self, ready: &raft::Ready) -> Result<(), StorageError> {
-        let started = self.sync_started(ready);
-        let flush = self.begin_persist(ready)?;
-        let flushed = flush.run();
-        let took = started
-            .zip(self.sync_clock)
-            .map(|(s, now)| now().saturating_sub(s));
         self.end_persist(flush, flushed, took)
     }
 

@@ -108,12 +108,7 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
         if let Err(e) = self.install_snapshot(&mut held, install) {
             return Err(self.hold(held, e));
         }
-        let persisted = if held.stage == Stage::Apply {
-            self.apply_and_persist(&mut held)
-        } else {
-            self.persist(&held.ready)
-        };
-        if let Err(e) = persisted {
+        if let Err(e) = self.apply_and_persist(&mut held) {
             return Err(self.hold(held, e));
         }
         let mut ready = held.ready;
