@@ -40,7 +40,8 @@ impl Wal {
     /// Writes the buffered records like [`Wal::sync`], but only into the page cache: they are
     /// durable once the returned flush ran and [`Wal::finish_flush`] took its outcome. A write
     /// that must create segments, and an empty buffer, are synced here instead (the flush is then
-    /// done already). A failed write is undone exactly as in [`Wal::sync`].
+    /// done already), and so is one when the process has no descriptor left for the flush's
+    /// handle. A failed write is undone exactly as in [`Wal::sync`].
     pub fn write_unflushed(&mut self) -> Result<WalFlush, WalError> {
         self.check_writable()?;
         let done = |wal: &Wal| WalFlush {
@@ -56,12 +57,20 @@ impl Wal {
             .last()
             .expect("records buffered for a missing segment");
         let path = seg.path.clone();
-        let file = self
+        let active = self
             .active
             .as_ref()
-            .expect("active segment without a handle")
-            .try_clone()
-            .map_err(io_err("duplicate the handle of", &path))?;
+            .expect("active segment without a handle");
+        let file = match active.try_clone() {
+            Ok(file) => file,
+            Err(e) => {
+                // No second handle to be had (a process at its descriptor limit): this flush is
+                // not worth failing the log for, so it runs here, through the one handle.
+                tracing::warn!(error = %e, path = %path.display(), "cannot duplicate the log's handle; flushing inline");
+                self.sync()?;
+                return Ok(done(self));
+            }
+        };
         let r = self.write_active(self.buf.len(), false).map(|_| ());
         self.settle(r)?;
         self.flushing = true;
