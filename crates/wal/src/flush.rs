@@ -13,26 +13,26 @@ use crate::writer::Wal;
 /// The `fdatasync` that makes a [`Wal::write_unflushed`] durable.
 #[derive(Debug)]
 pub struct WalFlush {
-    /// A second handle of the active segment; `None` when the records are durable already.
-    file: Option<File>,
-    path: PathBuf,
+    /// A second handle of the active segment, and its path; `None` when the records are durable
+    /// already.
+    pending: Option<(File, PathBuf)>,
 }
 
 impl WalFlush {
     /// Whether there is a device flush to wait for (else [`WalFlush::run`] does nothing).
     pub fn is_pending(&self) -> bool {
-        self.file.is_some()
+        self.pending.is_some()
     }
 
     /// The `fdatasync`, on any thread. Hand its outcome to [`Wal::finish_flush`].
     pub fn run(&self) -> Result<(), WalError> {
-        let Some(file) = &self.file else {
+        let Some((file, path)) = &self.pending else {
             return Ok(());
         };
         if bulwark_fs::test_faults::skipping(bulwark_fs::test_faults::Skip::LogFdatasync) {
             return Ok(());
         }
-        file.sync_data().map_err(io_err("fdatasync", &self.path))
+        file.sync_data().map_err(io_err("fdatasync", path))
     }
 }
 
@@ -44,40 +44,41 @@ impl Wal {
     /// handle. A failed write is undone exactly as in [`Wal::sync`].
     pub fn write_unflushed(&mut self) -> Result<WalFlush, WalError> {
         self.check_writable()?;
-        let done = |wal: &Wal| WalFlush {
-            file: None,
-            path: wal.dir.clone(),
-        };
-        if self.buf.is_empty() || !self.splits.is_empty() {
+        // A write that creates segments, or nothing to write, is synced here and now.
+        let separate = !self.buf.is_empty() && self.splits.is_empty();
+        let pending = if separate { self.flush_handle() } else { None };
+        let Some(pending) = pending else {
             self.sync()?;
-            return Ok(done(self));
-        }
-        let seg = self
-            .segments
-            .last()
-            .expect("records buffered for a missing segment");
-        let path = seg.path.clone();
-        let active = self
-            .active
-            .as_ref()
-            .expect("active segment without a handle");
-        let file = match active.try_clone() {
-            Ok(file) => file,
-            Err(e) => {
-                // No second handle to be had (a process at its descriptor limit): this flush is
-                // not worth failing the log for, so it runs here, through the one handle.
-                tracing::warn!(error = %e, path = %path.display(), "cannot duplicate the log's handle; flushing inline");
-                self.sync()?;
-                return Ok(done(self));
-            }
+            return Ok(WalFlush { pending: None });
         };
         let r = self.write_active(self.buf.len(), false).map(|_| ());
         self.settle(r)?;
         self.flushing = true;
         Ok(WalFlush {
-            file: Some(file),
-            path,
+            pending: Some(pending),
         })
+    }
+
+    /// A second handle of the active segment, for a flush on another thread; `None` when the
+    /// process has no descriptor to spare (a flush is not worth failing the log for: it then
+    /// runs through the one handle).
+    fn flush_handle(&self) -> Option<(File, PathBuf)> {
+        let path = &self
+            .segments
+            .last()
+            .expect("records buffered for a missing segment")
+            .path;
+        let active = self
+            .active
+            .as_ref()
+            .expect("active segment without a handle");
+        match active.try_clone() {
+            Ok(file) => Some((file, path.clone())),
+            Err(e) => {
+                tracing::warn!(error = %e, path = %path.display(), "cannot duplicate the log's handle; flushing inline");
+                None
+            }
+        }
     }
 
     /// Takes the outcome of `flush`: on success its records are durable; a failed `fdatasync`

@@ -223,10 +223,6 @@ pub struct Replica<S: RaftStorage, M: StateMachine, T> {
     log_syncs: Vec<Duration>,
     /// Entries are being applied before their flush ended: their answers wait for it.
     answers_held: bool,
-    /// The answers of those entries, until the flush's outcome is known.
-    early_answers: Option<persist::EarlyAnswers<T>>,
-    /// The last entry applied before its flush ended, until Raft has committed it.
-    applied_early: Option<LogIndex>,
 }
 
 impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
@@ -282,8 +278,6 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
             sync_clock: None,
             log_syncs: Vec::new(),
             answers_held: false,
-            early_answers: None,
-            applied_early: None,
         })
     }
 

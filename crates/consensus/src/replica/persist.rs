@@ -17,7 +17,7 @@ use crate::storage::{LogFlush, RaftStorage, StorageError};
 use crate::types::LogIndex;
 
 /// Answers of entries applied before they were durable, and the last such entry.
-pub(super) struct EarlyAnswers<T> {
+struct EarlyAnswers<T> {
     outputs: Vec<Output<T>>,
     last: LogIndex,
 }
@@ -28,7 +28,11 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
     /// when that is worth a second thread (else after the flush); at stage `Persist` (a held
     /// Ready resuming) there is nothing left to apply. Whatever fails, the committed entries are
     /// applied and the stage is `Persist`, so that a held Ready resumes with the sync alone.
-    pub(super) fn apply_and_persist(&mut self, held: &mut HeldReady) -> Result<(), StorageError> {
+    /// Returns the last entry applied before its flush ended, if any: Raft must commit it.
+    pub(super) fn apply_and_persist(
+        &mut self,
+        held: &mut HeldReady,
+    ) -> Result<Option<LogIndex>, StorageError> {
         let apply = held.stage == Stage::Apply;
         let started = self.sync_started(&held.ready);
         let flush = match self.begin_persist(&held.ready) {
@@ -46,28 +50,29 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
         let run_flush = |flush: &LogFlush| (flush.run(), clock.map(|now| now()));
         let parallel =
             apply && flush.is_pending() && self.apply_work(held) >= APPLY_DURING_FLUSH_MIN_BYTES;
-        let (flushed, ended) = if parallel {
+        let ((flushed, ended), early) = if parallel {
             std::thread::scope(|scope| {
                 let flusher = std::thread::Builder::new()
                     .name("log-flush".into())
                     .spawn_scoped(scope, || run_flush(&flush));
-                self.apply_round(held);
-                match flusher {
+                let early = self.apply_round(held);
+                let flushed = match flusher {
                     Ok(flusher) => flusher.join().expect("the log flush thread panicked"),
                     // No thread to be had (a process at its limit): flush here, after all.
                     Err(_) => run_flush(&flush),
-                }
+                };
+                (flushed, early)
             })
         } else {
             let flushed = run_flush(&flush);
-            if apply {
-                self.apply_round(held);
-            }
-            flushed
+            let early = if apply { self.apply_round(held) } else { None };
+            (flushed, early)
         };
         held.stage = Stage::Persist;
         let took = started.zip(ended).map(|(s, e)| e.saturating_sub(s));
-        self.end_persist(flush, flushed, took)
+        let last_early = early.as_ref().map(|e| e.last);
+        self.end_persist(flush, flushed, took, early)?;
+        Ok(last_early)
     }
 
     fn begin_persist(&mut self, ready: &raft::Ready) -> Result<LogFlush, StorageError> {
@@ -89,12 +94,13 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
         flush: LogFlush,
         flushed: Result<(), WalError>,
         took: Option<Duration>,
+        early: Option<EarlyAnswers<T>>,
     ) -> Result<(), StorageError> {
         let r = self.raw.mut_store().end_sync(flush, flushed);
         if let (Ok(()), Some(took)) = (&r, took) {
             self.log_syncs.push(took);
         }
-        if let Some(early) = self.early_answers.take() {
+        if let Some(early) = early {
             if r.is_ok() {
                 // The durability boundary of entries applied early.
                 let durable = self.raw.store().durable_last_index();
@@ -125,22 +131,23 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
     }
 
     /// Read states and committed entries; then, if they may go before their flush ends, the new
-    /// entries, with their answers held.
-    fn apply_round(&mut self, held: &mut HeldReady) {
+    /// entries, whose answers are returned to be held until it has.
+    fn apply_round(&mut self, held: &mut HeldReady) -> Option<EarlyAnswers<T>> {
         self.apply_committed(held);
+        // Asked again now, not taken from `apply_work`'s estimate: a committed membership change
+        // just applied may have ended this node's being the sole voter.
         if !self.may_apply_early(&held.ready, self.state.applied_index()) {
-            return;
+            return None;
         }
         let before = self.outputs.len();
         self.answers_held = true;
         self.apply_entries(held.ready.entries());
         self.answers_held = false;
         let last = held.ready.entries().last().expect("checked").index;
-        self.applied_early = Some(LogIndex(last));
-        self.early_answers = Some(EarlyAnswers {
+        Some(EarlyAnswers {
             outputs: self.outputs.split_off(before),
             last: LogIndex(last),
-        });
+        })
     }
 
     fn apply_committed(&mut self, held: &mut HeldReady) {

@@ -4,15 +4,15 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
-use bulwark_ledger::{AccountId, MemoryStateMachine, NewAccount, Timestamp};
+use bulwark_ledger::{AccountId, NewAccount, Timestamp};
 use raft::eraftpb::ConfState;
 
-use super::tests::FullableStorage;
+use super::tests::{memory_replica, TestReplica};
 use super::*;
-use crate::storage::{MemRaftStorage, SnapshotInstallError, StorageError};
+use crate::storage::{SnapshotInstallError, StorageError};
 
 struct Solo {
-    replica: Replica<FullableStorage, MemoryStateMachine, u64>,
+    replica: TestReplica,
     fail: Rc<Cell<bool>>,
     clock: u64,
 }
@@ -20,18 +20,8 @@ struct Solo {
 impl Solo {
     fn new() -> Solo {
         let conf = ConfState::from((vec![1], vec![]));
-        let mut inner = MemRaftStorage::new();
-        inner.set_conf_state(&conf);
-        let fail = Rc::new(Cell::new(false));
-        let storage = FullableStorage {
-            inner,
-            full: Rc::new(Cell::new(false)),
-            flush_fails: fail.clone(),
-        };
-        let mut state = MemoryStateMachine::default();
-        state.set_membership(protobuf::Message::write_to_bytes(&conf).unwrap());
         let config = ReplicaConfig::new(NodeId(1), 0x5eed_0001);
-        let replica = Replica::new(config, storage, state).unwrap();
+        let (replica, _, fail) = memory_replica(config, &conf, 0);
         let mut solo = Solo {
             replica,
             fail,

@@ -108,9 +108,10 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
         if let Err(e) = self.install_snapshot(&mut held, install) {
             return Err(self.hold(held, e));
         }
-        if let Err(e) = self.apply_and_persist(&mut held) {
-            return Err(self.hold(held, e));
-        }
+        let applied_early = match self.apply_and_persist(&mut held) {
+            Ok(last) => last,
+            Err(e) => return Err(self.hold(held, e)),
+        };
         let mut ready = held.ready;
         if !ready.persisted_messages().is_empty() {
             send(ready.take_persisted_messages());
@@ -141,7 +142,7 @@ impl<S: RaftStorage, M: StateMachine, T> Replica<S, M, T> {
             log.last_index()
         );
         // Entries applied before their flush ended (a sole voter's) are committed by now.
-        if let Some(last) = self.applied_early.take() {
+        if let Some(last) = applied_early {
             assert!(
                 last.0 <= log.committed,
                 "entry {last} was applied early but only {} is committed",

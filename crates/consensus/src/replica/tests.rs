@@ -20,9 +20,9 @@ use raft::eraftpb::Entry;
 /// outcome is in (`end_sync`), and that flush fails while `flush_fails` is set, losing what was
 /// not synced as a crash would.
 pub(super) struct FullableStorage {
-    pub(super) inner: MemRaftStorage,
-    pub(super) full: Rc<Cell<bool>>,
-    pub(super) flush_fails: Rc<Cell<bool>>,
+    inner: MemRaftStorage,
+    full: Rc<Cell<bool>>,
+    flush_fails: Rc<Cell<bool>>,
 }
 
 impl raft::Storage for FullableStorage {
@@ -107,7 +107,33 @@ impl RaftStorage for FullableStorage {
     }
 }
 
-type TestReplica = Replica<FullableStorage, MemoryStateMachine, u64>;
+pub(super) type TestReplica = Replica<FullableStorage, MemoryStateMachine, u64>;
+
+/// A replica with `config` over in-memory storage that holds `conf` at `term`, and the flags
+/// that make that storage full and its flushes fail.
+pub(super) fn memory_replica(
+    config: ReplicaConfig,
+    conf: &ConfState,
+    term: u64,
+) -> (TestReplica, Rc<Cell<bool>>, Rc<Cell<bool>>) {
+    let mut inner = MemRaftStorage::new();
+    inner.set_conf_state(conf);
+    inner.set_hard_state(&HardState {
+        term,
+        ..HardState::default()
+    });
+    let full = Rc::new(Cell::new(false));
+    let flush_fails = Rc::new(Cell::new(false));
+    let storage = FullableStorage {
+        inner,
+        full: full.clone(),
+        flush_fails: flush_fails.clone(),
+    };
+    let mut state = MemoryStateMachine::default();
+    state.set_membership(protobuf::Message::write_to_bytes(conf).unwrap());
+    let replica = Replica::new(config, storage, state).unwrap();
+    (replica, full, flush_fails)
+}
 
 struct Cluster {
     nodes: Vec<TestReplica>,
@@ -132,26 +158,13 @@ impl Cluster {
         let mut nodes = Vec::new();
         let mut full = Vec::new();
         for id in voters {
-            let flag = Rc::new(Cell::new(false));
-            let mut inner = MemRaftStorage::new();
-            inner.set_conf_state(&conf);
-            inner.set_hard_state(&HardState {
-                term,
-                ..HardState::default()
-            });
-            let storage = FullableStorage {
-                inner,
-                full: flag.clone(),
-                flush_fails: Rc::new(Cell::new(false)),
-            };
-            let mut state = MemoryStateMachine::default();
-            state.set_membership(protobuf::Message::write_to_bytes(&conf).unwrap());
             let mut config = ReplicaConfig::new(NodeId(id), 0x5eed_0000 + id);
             // Node 1 times out first, then 2, then 3.
             config.election_tick = 5 + 5 * id as usize;
             config.min_election_tick = config.election_tick;
             config.max_election_tick = config.election_tick + 1;
-            nodes.push(Replica::new(config, storage, state).unwrap());
+            let (replica, flag, _) = memory_replica(config, &conf, term);
+            nodes.push(replica);
             full.push(flag);
         }
         Cluster {
