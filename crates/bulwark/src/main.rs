@@ -5,12 +5,8 @@
 //! reached or failed (5xx, connection error); 5 the server itself failed to start or stopped on
 //! an error.
 
-// glibc's malloc took 11 % of a node's samples at one transfer per request, much of it in
-// arena locks between the HTTP workers that allocate a request and the loop that frees it.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 mod admin_token;
+mod allocator;
 mod backup_cmd;
 mod bench;
 mod bench_failover;
@@ -104,6 +100,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    allocator::configure();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
