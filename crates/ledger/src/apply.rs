@@ -13,7 +13,7 @@ mod transfer;
 
 use crate::access::{Control, ControlResult};
 use crate::results::{CreateAccountResult, CreateTransferResult};
-use crate::store::{Changes, LedgerStore};
+use crate::store::{BatchBuffers, Changes, LedgerStore};
 use crate::types::{NewAccount, NewTransfer, Timestamp, TransferId};
 use account::create_account;
 use import::{check_import, Event};
@@ -135,8 +135,9 @@ pub fn apply<S: LedgerStore>(store: &mut S, batch: &Batch) -> BatchResults {
 /// [`apply`] for a batch at log `index`, which the audit trail records (`apply` is for callers
 /// without a log: they get index 0).
 pub fn apply_at<S: LedgerStore>(store: &mut S, batch: &Batch, index: u64) -> BatchResults {
-    let (results, changes) = plan_at(&*store, batch, index);
-    store.commit(changes);
+    let buffers = store.take_batch_buffers();
+    let (results, changes, buffers) = plan_in(&*store, batch, index, buffers);
+    store.commit(changes, buffers);
     results
 }
 
@@ -178,11 +179,22 @@ fn batch_times<S: LedgerStore>(
 /// What applying one batch would do: its results and the changes to commit. Reads the store
 /// only; [`apply_at`] commits the changes.
 pub fn plan_at<S: LedgerStore>(store: &S, batch: &Batch, index: u64) -> (BatchResults, Changes) {
+    let (results, changes, _) = plan_in(store, batch, index, BatchBuffers::default());
+    (results, changes)
+}
+
+/// [`plan_at`] in `buffers`, which it gives back (the changes hold their vectors).
+fn plan_in<S: LedgerStore>(
+    store: &S,
+    batch: &Batch,
+    index: u64,
+    buffers: BatchBuffers,
+) -> (BatchResults, Changes, BatchBuffers) {
     let n = batch.operation.len() as u64;
     let imported = batch.is_imported();
     let (start, due, last_event) = batch_times(store, batch);
     let first = Timestamp(last_event.0 - (n - 1));
-    let mut overlay = Overlay::new(store, batch.operation.len());
+    let mut overlay = Overlay::new(store, batch.operation.len(), buffers);
     let expired = overlay.expire(&due, start);
     let stamps = Stamps {
         first,
@@ -220,7 +232,8 @@ pub fn plan_at<S: LedgerStore>(store: &S, batch: &Batch, index: u64) -> (BatchRe
     } else {
         last_event
     };
-    (results, overlay.into_changes(ledger_time))
+    let (changes, buffers) = overlay.into_changes(ledger_time);
+    (results, changes, buffers)
 }
 
 /// Runs events in order, honouring linked chains: a chain's events succeed together or all are

@@ -22,8 +22,8 @@ pub use apply::{
 };
 pub use results::{CreateAccountResult, CreateTransferResult};
 pub use store::{
-    apply_access_changes, apply_outbox_changes, failed_transfer_horizon, Changes, LedgerStore,
-    MemoryStateMachine, MemoryStore, StateMachine,
+    apply_access_changes, apply_outbox_changes, failed_transfer_horizon, BatchBuffers, Changes,
+    LedgerStore, MemoryStateMachine, MemoryStore, StateMachine,
 };
 /// A hash map keyed by ids. foldhash, not std's SipHash: hashing ids was an eighth of the node
 /// loop's time. Its seed is random per map, so clients cannot choose ids that collide.

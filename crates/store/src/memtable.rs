@@ -6,7 +6,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use bulwark_ledger::access::{AuditRecord, TokenRecord};
 use bulwark_ledger::{
-    Account, AccountId, Balances, Changes, IdMap, PendingStatus, Timestamp, Transfer, TransferId,
+    Account, AccountId, Balances, BatchBuffers, Changes, IdMap, PendingStatus, Timestamp, Transfer,
+    TransferId,
 };
 
 use bulwark_limits::MAX_LAZY_BUILD_STEP;
@@ -158,10 +159,11 @@ impl StateStore {
     }
 
     /// Records what a batch changed: accounts in memory (marked for the next checkpoint), the rest
-    /// in the active memtable.
-    pub(crate) fn record_changes(&mut self, changes: Changes) {
+    /// in the active memtable. Keeps the batch's `buffers` for the next, with the changes'
+    /// vectors.
+    pub(crate) fn record_changes(&mut self, changes: Changes, mut buffers: BatchBuffers) {
         let known_accounts = self.accounts_by_time.len();
-        for account in changes.accounts {
+        for &account in &changes.accounts {
             let first_change = self.dirty_accounts.insert(account.id);
             let before = self.accounts.insert(account.id, account);
             if first_change {
@@ -180,7 +182,7 @@ impl StateStore {
                 });
         }
         let m = &mut self.active;
-        for t in changes.transfers {
+        for &t in &changes.transfers {
             let accounts = [t.debit_account_id, t.credit_account_id];
             m.max_transfer_id = m.max_transfer_id.max(t.id.0);
             let position = m.transfers.insert(t);
@@ -218,6 +220,8 @@ impl StateStore {
             self.tokens_generation += 1;
         }
         self.last_timestamp = changes.last_timestamp;
+        buffers.recycle(changes.accounts, changes.transfers);
+        self.batch_buffers = buffers;
     }
 }
 

@@ -3,8 +3,8 @@
 
 use bulwark_ledger::access::{TokenId, TokenRecord};
 use bulwark_ledger::{
-    Account, AccountId, Balances, Changes, LedgerStore, PendingStatus, Timestamp, Transfer,
-    TransferId,
+    Account, AccountId, Balances, BatchBuffers, Changes, LedgerStore, PendingStatus, Timestamp,
+    Transfer, TransferId,
 };
 
 use crate::error::{redb_err, StoreError};
@@ -239,7 +239,11 @@ impl LedgerStore for StateStore {
         self.outbox.messages.get(&payment).cloned()
     }
 
-    fn commit(&mut self, changes: Changes) {
-        self.record_changes(changes);
+    fn commit(&mut self, changes: Changes, buffers: BatchBuffers) {
+        self.record_changes(changes, buffers);
+    }
+
+    fn take_batch_buffers(&mut self) -> BatchBuffers {
+        std::mem::take(&mut self.batch_buffers)
     }
 }

@@ -76,6 +76,8 @@ pub struct StateStore {
     pub(crate) tokens_dirty: bool,
     pub(crate) tokens_generation: u64,
     pub(crate) outbox: crate::outbox::Outbox,
+    /// What the last batch was planned in, kept for the next ([`bulwark_ledger::BatchBuffers`]).
+    pub(crate) batch_buffers: bulwark_ledger::BatchBuffers,
     /// The node's `--checkpoint-transfers`, from which two bounds follow (0, the default: neither
     /// applies). Checkpoints of at most [`CHECKPOINT_CATCH_UP_FACTOR`] times it run at background
     /// priority ([`CHECKPOINT_NICE`](bulwark_limits::CHECKPOINT_NICE)); a larger one is catching
@@ -139,6 +141,7 @@ impl StateStore {
             tokens_dirty: false,
             tokens_generation: next_tokens_generation(),
             outbox: loaded.outbox,
+            batch_buffers: bulwark_ledger::BatchBuffers::default(),
             checkpoint_transfers: 0,
         })
     }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::access::{AccessChange, AuditRecord};
 use crate::outbox::{OutboxChange, OutboxMessage};
-use crate::store::{Changes, LedgerStore};
+use crate::store::{BatchBuffers, Changes, LedgerStore};
 use crate::types::{
     Account, AccountFlags, AccountId, FlagSet, PendingStatus, Timestamp, Transfer, TransferFlags,
     TransferId,
@@ -59,14 +59,29 @@ pub(super) struct Overlay<'s, S> {
 }
 
 impl<'s, S: LedgerStore> Overlay<'s, S> {
-    /// An overlay sized for a batch of `events` (each touches at most two accounts).
-    pub(super) fn new(store: &'s S, events: usize) -> Self {
+    /// An overlay sized for a batch of `events` (each touches at most two accounts), in
+    /// `buffers` (emptied here, whatever they held).
+    pub(super) fn new(store: &'s S, events: usize, buffers: BatchBuffers) -> Self {
+        let BatchBuffers {
+            mut accounts,
+            mut account_at,
+            mut transfers,
+            mut transfer_at,
+        } = buffers;
+        accounts.clear();
+        account_at.clear();
+        transfers.clear();
+        transfer_at.clear();
+        accounts.reserve(2 * events);
+        account_at.reserve(2 * events);
+        transfers.reserve(events);
+        transfer_at.reserve(events);
         Overlay {
             store,
-            accounts: Vec::with_capacity(2 * events),
-            account_at: IdMap::with_capacity_and_hasher(2 * events, Default::default()),
-            transfers: Vec::with_capacity(events),
-            transfer_at: IdMap::with_capacity_and_hasher(events, Default::default()),
+            accounts,
+            account_at,
+            transfers,
+            transfer_at,
             pending: IdMap::default(),
             expiries_added: BTreeSet::new(),
             expiries_removed: BTreeSet::new(),
@@ -323,13 +338,15 @@ impl<'s, S: LedgerStore> Overlay<'s, S> {
         due.len()
     }
 
-    pub(super) fn into_changes(self, last_timestamp: Timestamp) -> Changes {
+    /// The batch's changes, and the buffers it was planned in (its maps; the changes hold its
+    /// vectors).
+    pub(super) fn into_changes(self, last_timestamp: Timestamp) -> (Changes, BatchBuffers) {
         self.assert_conservation();
         let mut pending_status: Vec<_> = self.pending.into_iter().collect();
         pending_status.sort_by_key(|(id, _)| *id);
         let mut failed_transfers: Vec<_> = self.failed.into_iter().collect();
         failed_transfers.sort_by_key(|(id, _)| *id);
-        Changes {
+        let changes = Changes {
             accounts: self.accounts,
             transfers: self.transfers,
             pending_status,
@@ -342,7 +359,13 @@ impl<'s, S: LedgerStore> Overlay<'s, S> {
             audit: self.audit,
             outbox: self.outbox_changes,
             last_timestamp,
-        }
+        };
+        let buffers = BatchBuffers {
+            account_at: self.account_at,
+            transfer_at: self.transfer_at,
+            ..BatchBuffers::default()
+        };
+        (changes, buffers)
     }
 
     /// Double entry: within each ledger, what the batch added to debits it added to credits,
