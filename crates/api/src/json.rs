@@ -204,15 +204,33 @@ fn transfer_amount(
     }
 }
 
-#[derive(Serialize)]
-pub struct EventResult {
-    pub index: usize,
-    pub result: &'static str,
-}
-
-#[derive(Serialize)]
-pub struct BatchAnswer {
-    pub results: Vec<EventResult>,
+/// The answer to a batch, `{"results":[{"index":0,"result":"ok"},...]}`, one entry per event,
+/// written by hand: serde took 0.7 ms for a batch of 8,189 (a twentieth of its round trip at
+/// one batch in flight), this 0.1 ms. `names` are the results' snake_case names (any other is
+/// escaped by serde).
+pub fn batch_answer(names: &[&'static str]) -> Vec<u8> {
+    const ENTRY: usize = r#"{"index":8189,"result":"ok"},"#.len();
+    let mut body = Vec::with_capacity(names.len() * ENTRY + 16);
+    body.extend_from_slice(br#"{"results":["#);
+    let mut digits = itoa::Buffer::new();
+    for (index, name) in names.iter().enumerate() {
+        if index > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(br#"{"index":"#);
+        body.extend_from_slice(digits.format(index).as_bytes());
+        body.extend_from_slice(br#","result":"#);
+        if name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            body.push(b'"');
+            body.extend_from_slice(name.as_bytes());
+            body.push(b'"');
+        } else {
+            serde_json::to_writer(&mut body, name).expect("a string serializes into a vector");
+        }
+        body.push(b'}');
+    }
+    body.extend_from_slice(b"]}");
+    body
 }
 
 /// An account as answered: every field wider than 32 bits as a decimal string (`decimal.rs`).
@@ -411,5 +429,32 @@ mod tests {
         let err = one(unknown).unwrap_err();
         assert_eq!(err.code, "unknown_field", "{err:?}");
         assert!(format!("{err:?}").contains("[0]"), "{err:?}");
+    }
+
+    #[test]
+    fn a_batch_answer_is_the_json_it_describes() {
+        let odd = [
+            "ok",
+            "exceeds_credits",
+            "linked_event_failed",
+            "a \"quoted\" name",
+        ];
+        for names in [vec![], vec!["ok"], odd.to_vec()] {
+            let body = batch_answer(&names);
+            let expected = serde_json::json!({
+                "results": names
+                    .iter()
+                    .enumerate()
+                    .map(|(index, result)| serde_json::json!({"index": index, "result": result}))
+                    .collect::<Vec<_>>()
+            });
+            let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(parsed, expected);
+            assert_eq!(
+                body,
+                serde_json::to_vec(&expected).unwrap(),
+                "byte for byte"
+            );
+        }
     }
 }

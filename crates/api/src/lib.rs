@@ -659,15 +659,9 @@ async fn write(
             }
         }
     }
-    let results = outcome.results.names();
-    let answer = json::BatchAnswer {
-        results: results
-            .into_iter()
-            .enumerate()
-            .map(|(index, result)| json::EventResult { index, result })
-            .collect(),
-    };
-    let mut response = Json(answer).into_response();
+    let body = json::batch_answer(&outcome.results.names());
+    let content_type = HeaderValue::from_static("application/json");
+    let mut response = ([(header::CONTENT_TYPE, content_type)], body).into_response();
     response
         .headers_mut()
         .insert("bulwark-commit-index", outcome.commit_index.0.into());
