@@ -27,11 +27,15 @@ pub fn configure() {
     if std::env::var_os(PURGE_DELAY_ENV).is_some() {
         return;
     }
-    let millis = c_long::try_from(ALLOCATOR_PURGE_DELAY.as_millis())
-        .expect("the allocator's purge delay fits a C long of milliseconds");
     // SAFETY: mimalloc's options are plain integers it reads atomically; any value is valid
     // for this one (-1 never purges, 0 purges at once).
-    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, millis) };
+    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, purge_delay_wanted()) };
+}
+
+/// [`ALLOCATOR_PURGE_DELAY`] in mimalloc's unit, milliseconds.
+fn purge_delay_wanted() -> c_long {
+    c_long::try_from(ALLOCATOR_PURGE_DELAY.as_millis())
+        .expect("the allocator's purge delay fits a C long of milliseconds")
 }
 
 #[cfg(test)]
@@ -57,7 +61,6 @@ mod tests {
         // number is the purge delay's.
         assert_eq!(purge_delay_millis(), 1000, "option {MI_OPTION_PURGE_DELAY}");
         configure();
-        let expected = c_long::try_from(ALLOCATOR_PURGE_DELAY.as_millis()).unwrap();
-        assert_eq!(purge_delay_millis(), expected);
+        assert_eq!(purge_delay_millis(), purge_delay_wanted());
     }
 }

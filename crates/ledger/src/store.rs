@@ -52,10 +52,9 @@ pub struct BatchBuffers {
 }
 
 impl BatchBuffers {
-    /// Takes back the accounts and transfers vectors of a batch's [`Changes`], emptied.
-    pub fn recycle(&mut self, mut accounts: Vec<Account>, mut transfers: Vec<Transfer>) {
-        accounts.clear();
-        transfers.clear();
+    /// Takes back the accounts and transfers vectors of a batch's [`Changes`] (the next
+    /// overlay empties them, as it does everything it is given).
+    pub fn recycle(&mut self, accounts: Vec<Account>, transfers: Vec<Transfer>) {
         self.accounts = accounts;
         self.transfers = transfers;
     }
