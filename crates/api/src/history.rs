@@ -84,9 +84,16 @@ pub(crate) async fn get_account_transfers(
         account: id,
         filter,
     };
-    let read = read(&state, query, params.consistency).await?;
-    let Answer::AccountTransfers(found) = read.answer else {
-        unreachable!("the node answers a history query with a page")
+    // The node indexes a large memtable a step per read: read again until it is done.
+    let (applied_index, found) = loop {
+        let read = read(&state, query.clone(), params.consistency).await?;
+        let Answer::AccountTransfers(found) = read.answer else {
+            unreachable!("the node answers a history query with a page")
+        };
+        match found {
+            Some(None) => continue,
+            found => break (read.applied_index, found.flatten()),
+        }
     };
     let Some(page) = found else {
         return Err(ApiError::not_found(
@@ -111,7 +118,7 @@ pub(crate) async fn get_account_transfers(
             next_after,
             next_before,
         },
-        read.applied_index,
+        applied_index,
     ))
 }
 

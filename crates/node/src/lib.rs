@@ -157,8 +157,9 @@ pub enum Answer {
     Account(Option<Account>),
     /// The transfer, and its status if it was created `pending`.
     Transfer(Option<(Transfer, Option<PendingStatus>)>),
-    /// `None` if the account does not exist.
-    AccountTransfers(Option<HistoryPage>),
+    /// `None` if the account does not exist; `Some(None)` while the node is still indexing its
+    /// memtables' transfers by account: ask again.
+    AccountTransfers(Option<Option<HistoryPage>>),
     /// `None` if the account does not exist; the account and a page of its balances otherwise.
     AccountBalances(Option<(Account, Vec<(Timestamp, Balances)>)>),
     Accounts(QueryPage<Account>),
@@ -643,7 +644,7 @@ pub(crate) fn answer_query(store: &StateStore, query: Query) -> Result<ReadOutco
                 None => None,
                 Some(_) => Some(
                     store
-                        .account_history(account, &filter)
+                        .account_history_step(account, &filter)
                         .map_err(RequestError::Store)?,
                 ),
             })

@@ -13,6 +13,7 @@ use bulwark_limits::{
 };
 use redb::{Database, ReadableTable};
 
+use crate::account_index::AccountIndex;
 use crate::disk::open_reader;
 use crate::error::{redb_err, StoreError};
 use crate::feed::FeedCache;
@@ -329,11 +330,8 @@ impl StateStore {
 /// adds to the file: records, keys, index runs and B-tree overhead.
 fn estimate_bytes(memtable: &Memtable, accounts: usize) -> u64 {
     let transfers = memtable.transfers.len() as u64 * 320;
-    let index = memtable
-        .account_transfers
-        .values()
-        .map(|v| 64 + v.len() as u64 * 24)
-        .sum::<u64>();
+    // Every transfer is in two accounts' lists, and its accounts are among those changed.
+    let index = accounts as u64 * 64 + memtable.transfers.len() as u64 * 2 * 24;
     let history = memtable.balance_history.len() as u64 * 120;
     // The list of every transfer and about three field lists each, and the change feed.
     let index = index + memtable.transfers.len() as u64 * 4 * 24;
@@ -431,6 +429,26 @@ fn write_transfers(txn: &redb::WriteTransaction, m: &Memtable) -> Result<(), red
     Ok(())
 }
 
+/// Each account's transfers in the memtable, in runs of at most `ACCOUNT_TRANSFERS_RUN`, from
+/// an account index built here: the memtable's own is built only as far as reads needed it.
+fn write_account_index(txn: &redb::WriteTransaction, m: &Memtable) -> Result<(), redb::Error> {
+    let mut built = AccountIndex::default();
+    let len = m.transfers.len();
+    assert!(built.extend_to(len, usize::MAX, |p| m.transfers.at(p)));
+    let mut index = txn.open_table(ACCOUNT_TRANSFERS)?;
+    for (account, positions) in built.sorted_lists() {
+        for run in positions.chunks(ACCOUNT_TRANSFERS_RUN) {
+            let run: Vec<_> = run.iter().map(|&p| m.transfers.key_at(p)).collect();
+            let last = run.last().expect("chunks are not empty").0;
+            index.insert(
+                (account.0, last.0),
+                crate::index_runs::encode_run(&run).as_slice(),
+            )?;
+        }
+    }
+    Ok(())
+}
+
 /// The memtable's field index lists and its list of every transfer, each in runs of at most
 /// `TRANSFER_INDEX_RUN` (see `tables.rs`). The index is built here, off the node loop, rather than
 /// taken from the memtable, whose own is built only as far as queries needed it.
@@ -503,23 +521,7 @@ fn write_tables(txn: &redb::WriteTransaction, frozen: &Frozen) -> Result<(), red
         pending.insert(id.0, status.to_byte())?;
     }
     write_failed_transfers(txn, m, frozen.last_timestamp)?;
-    let mut index = txn.open_table(ACCOUNT_TRANSFERS)?;
-    let mut accounts: Vec<(u128, &Vec<_>)> = m
-        .account_transfers
-        .iter()
-        .map(|(id, runs)| (id.0, runs))
-        .collect();
-    accounts.sort_unstable_by_key(|(id, _)| *id);
-    for (account, entries) in accounts {
-        for run in entries.chunks(ACCOUNT_TRANSFERS_RUN) {
-            let run: Vec<_> = run.iter().map(|&p| m.transfers.key_at(p)).collect();
-            let last = run.last().expect("chunks are not empty").0;
-            index.insert(
-                (account, last.0),
-                crate::index_runs::encode_run(&run).as_slice(),
-            )?;
-        }
-    }
+    write_account_index(txn, m)?;
     write_transfer_index(txn, m)?;
     write_changes(txn, m)?;
     let mut history = txn.open_table(BALANCE_HISTORY)?;

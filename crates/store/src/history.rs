@@ -1,6 +1,7 @@
 //! An account's history: its transfers in timestamp order (either way), filtered, each with the
 //! account's balances after it when the account keeps `history`. Served from the account index
-//! (`account_transfers`: the checkpoint's runs, then the memtables' positions); filters on the
+//! (`account_transfers`: the checkpoint's runs, then the memtables' account indexes, built as
+//! far as the read needs them, a step per read); filters on the
 //! transfer's own fields are checked on the transfers the index yields, at most
 //! `MAX_HISTORY_SCAN` of them per page.
 
@@ -9,7 +10,11 @@ use bulwark_ledger::{
 };
 use bulwark_limits::MAX_HISTORY_SCAN;
 
+use std::sync::MutexGuard;
+
+use crate::account_index::AccountIndex;
 use crate::error::{redb_err, StoreError};
+use crate::memtable::Memtable;
 use crate::state::StateStore;
 
 /// Which of an account's transfers a history query asks for, and in which order.
@@ -76,11 +81,43 @@ pub struct HistoryPage {
 const CHUNK: usize = 1024;
 
 impl StateStore {
-    /// A page of `account`'s history as `filter` asks.
+    /// A page of `account`'s history as `filter` asks, building the memtables' account indexes
+    /// in one go: for callers off the node loop (tests, tools).
     pub fn account_history(
         &self,
         account: AccountId,
         filter: &HistoryFilter,
+    ) -> Result<HistoryPage, StoreError> {
+        loop {
+            if let Some(page) = self.account_history_step(account, filter)? {
+                return Ok(page);
+            }
+        }
+    }
+
+    /// A page of `account`'s history as `filter` asks; `None` while a memtable's account index
+    /// is still being built (a step per call, see `Memtable::account_index`): ask again.
+    pub fn account_history_step(
+        &self,
+        account: AccountId,
+        filter: &HistoryFilter,
+    ) -> Result<Option<HistoryPage>, StoreError> {
+        let indexes: Option<Vec<_>> = self
+            .memtables_oldest_first()
+            .map(|m| m.account_index())
+            .collect();
+        let Some(indexes) = indexes else {
+            return Ok(None);
+        };
+        let memtables: Vec<_> = self.memtables_oldest_first().zip(indexes).collect();
+        self.history_page(account, filter, &memtables).map(Some)
+    }
+
+    fn history_page(
+        &self,
+        account: AccountId,
+        filter: &HistoryFilter,
+        memtables: &[(&Memtable, MutexGuard<'_, AccountIndex>)],
     ) -> Result<HistoryPage, StoreError> {
         let keeps_history = self
             .accounts
@@ -90,7 +127,8 @@ impl StateStore {
         let mut page = HistoryPage::default();
         let mut scanned = 0;
         loop {
-            let chunk = self.history_keys(account, after, before, filter.reversed, CHUNK)?;
+            let window = (after, before, filter.reversed);
+            let chunk = self.history_keys(account, window, memtables, CHUNK)?;
             if chunk.is_empty() {
                 return Ok(page);
             }
@@ -128,12 +166,10 @@ impl StateStore {
     fn history_keys(
         &self,
         account: AccountId,
-        after: Timestamp,
-        before: Timestamp,
-        reversed: bool,
+        (after, before, reversed): (Timestamp, Timestamp, bool),
+        memtables: &[(&Memtable, MutexGuard<'_, AccountIndex>)],
         max: usize,
     ) -> Result<Vec<(Timestamp, TransferId)>, StoreError> {
-        let memtables: Vec<_> = self.memtables_oldest_first().collect();
         let in_window = |ts: Timestamp| after < ts && ts < before;
         let mut keys = Vec::new();
         let from_memtables = |keys: &mut Vec<(Timestamp, TransferId)>, reversed: bool| {
@@ -142,11 +178,9 @@ impl StateStore {
             } else {
                 Box::new(memtables.iter())
             };
-            for m in ordered {
-                let Some(entries) = m.account_transfers.get(&account) else {
-                    continue;
-                };
-                let keyed = entries.iter().map(|&p| m.transfers.key_at(p));
+            for (m, index) in ordered {
+                let keyed = index.positions(account).iter();
+                let keyed = keyed.map(|&p| m.transfers.key_at(p));
                 let room = max - keys.len();
                 if reversed {
                     keys.extend(keyed.rev().filter(|(ts, _)| in_window(*ts)).take(room));

@@ -28,7 +28,8 @@
 //! # Layout
 //!
 //! `state` (the [`StateStore`], opening a file, the state machine), `memtable` (changes since the
-//! last freeze), `checkpoint` (freezing, writing in the background, the free-space check), `disk` (the
+//! last freeze), `account_index` (a memtable's transfers by account, built for reads and
+//! checkpoints, not while applying), `checkpoint` (freezing, writing in the background, the free-space check), `disk` (the
 //! redb handle, closed and reopened after an I/O failure), `query` (history and the ledger's
 //! lookups), `transfer_runs` (where a checkpoint puts each transfer: in runs, or a row of its own, and
 //! finding it again), `tables` (the schema), `records` (fixed-width row encodings), `snapshot` (streaming a
@@ -37,6 +38,7 @@
 #![warn(clippy::too_many_lines)]
 
 mod access;
+mod account_index;
 mod checkpoint;
 mod disk;
 mod error;

@@ -12,6 +12,7 @@ use bulwark_ledger::{
 
 use bulwark_limits::MAX_LAZY_BUILD_STEP;
 
+use crate::account_index::AccountIndex;
 use crate::feed::FeedCache;
 use crate::field_index::FieldIndex;
 use crate::state::StateStore;
@@ -22,9 +23,10 @@ pub(crate) struct Memtable {
     pub(crate) transfers: MemTransfers,
     pub(crate) pending: IdMap<TransferId, PendingStatus>,
     pub(crate) failed_transfers: IdMap<TransferId, Timestamp>,
-    /// Per account, its transfers in timestamp order (appends only: timestamps increase), as
-    /// positions in `transfers`: 4 bytes an entry where a (timestamp, id) pair takes 32.
-    pub(crate) account_transfers: IdMap<AccountId, Vec<u32>>,
+    /// Per account, its transfers in timestamp order, built as far as the last history read
+    /// needed it (see `account_index.rs`). A mutex because the frozen memtable is shared with
+    /// its checkpoint.
+    pub(crate) account_index: Mutex<AccountIndex>,
     pub(crate) balance_history: BTreeMap<(AccountId, Timestamp), Balances>,
     /// `true`: added since the freeze; `false`: removed.
     pub(crate) expiry_changes: BTreeMap<(Timestamp, TransferId), bool>,
@@ -52,12 +54,29 @@ impl Memtable {
     /// `MAX_LAZY_BUILD_STEP` transfers further; `None` if they do not cover every transfer yet
     /// (the query asks again).
     pub(crate) fn query_index(&self) -> Option<MutexGuard<'_, FieldIndex>> {
-        let mut index = self
-            .query_index
+        self.build_step(&self.query_index, |index, len| {
+            index.extend_to(len, MAX_LAZY_BUILD_STEP, |p| self.transfers.at(p))
+        })
+    }
+
+    /// Each account's transfers here, the same way (the read asks again while `None`).
+    pub(crate) fn account_index(&self) -> Option<MutexGuard<'_, AccountIndex>> {
+        self.build_step(&self.account_index, |index, len| {
+            index.extend_to(len, MAX_LAZY_BUILD_STEP, |p| self.transfers.at(p))
+        })
+    }
+
+    /// `index` locked and extended by `extend` towards the transfers' count; held only if that
+    /// covered them all.
+    fn build_step<'m, I>(
+        &self,
+        index: &'m Mutex<I>,
+        extend: impl FnOnce(&mut I, usize) -> bool,
+    ) -> Option<MutexGuard<'m, I>> {
+        let mut index = index
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let len = self.transfers.len();
-        let built = index.extend_to(len, MAX_LAZY_BUILD_STEP, |p| self.transfers.at(p));
+        let built = extend(&mut index, self.transfers.len());
         built.then_some(index)
     }
 }
@@ -81,9 +100,9 @@ impl MemTransfers {
         self.at.get(id).map(|&at| &self.all[at as usize])
     }
 
-    /// Appends `t`, which must be newer than every transfer before it; its position. A later
-    /// position is thus a later transfer, which an account's list of positions relies on.
-    pub(crate) fn insert(&mut self, t: Transfer) -> u32 {
+    /// Appends `t`, which must be newer than every transfer before it. A later position is thus
+    /// a later transfer, which an account's list of positions relies on.
+    pub(crate) fn insert(&mut self, t: Transfer) {
         let at = u32::try_from(self.all.len()).expect("a memtable holds under 2^32 transfers");
         assert!(
             self.all
@@ -95,10 +114,9 @@ impl MemTransfers {
         let previous = self.at.insert(t.id, at);
         assert!(previous.is_none(), "transfer {} is stored once", t.id);
         self.all.push(t);
-        at
     }
 
-    /// The transfer at a position `insert` returned.
+    /// The transfer at a position (its index in the order of insertion).
     pub(crate) fn at(&self, position: u32) -> &Transfer {
         &self.all[position as usize]
     }
@@ -183,16 +201,8 @@ impl StateStore {
         }
         let m = &mut self.active;
         for &t in &changes.transfers {
-            let accounts = [t.debit_account_id, t.credit_account_id];
             m.max_transfer_id = m.max_transfer_id.max(t.id.0);
-            let position = m.transfers.insert(t);
-            for account in accounts {
-                let entries = m.account_transfers.entry(account).or_default();
-                // A later position is a later transfer (`MemTransfers::insert`): comparing
-                // positions spares reading the previous transfer, a cache miss per transfer.
-                assert!(entries.last().is_none_or(|&p| p < position));
-                entries.push(position);
-            }
+            m.transfers.insert(t);
         }
         m.pending.extend(changes.pending_status);
         m.failed_transfers.extend(changes.failed_transfers);

@@ -720,7 +720,7 @@ fn tokens_and_the_audit_trail_survive_checkpoints_reopen_and_snapshots() {
 }
 
 #[test]
-fn a_large_memtables_feed_and_field_indexes_are_built_a_step_per_read() {
+fn a_large_memtables_feed_field_and_account_indexes_are_built_a_step_per_read() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = StateStore::open(&dir.path().join("state.redb")).unwrap();
     store.apply_batch(1, &accounts_batch(1_000_000_000));
@@ -774,6 +774,30 @@ fn a_large_memtables_feed_and_field_indexes_are_built_a_step_per_read() {
     assert_eq!(page[9].credit.credits_posted, 10);
     let last = store.changes_after(Timestamp(u64::MAX - 1), 10).unwrap();
     assert_eq!(last, Some(Vec::new()));
+    // And for its account index: an account's history is answered once it is built.
+    let newest_first = HistoryFilter {
+        reversed: true,
+        ..HistoryFilter::after(Timestamp(0), 3)
+    };
+    assert!(
+        store
+            .account_history_step(AccountId(3), &newest_first)
+            .unwrap()
+            .is_none(),
+        "one step"
+    );
+    let page = store
+        .account_history_step(AccountId(3), &newest_first)
+        .unwrap()
+        .expect("indexed");
+    let ids: Vec<u128> = page.transfers.iter().map(|(t, _)| t.id.0).collect();
+    assert_eq!(ids, [newest, newest - 1, newest - 2]);
+    let page = store
+        .account_history_step(AccountId(2), &HistoryFilter::after(Timestamp(0), 2))
+        .unwrap()
+        .expect("indexed");
+    let ids: Vec<u128> = page.transfers.iter().map(|(t, _)| t.id.0).collect();
+    assert_eq!(ids, [1, 2]);
 }
 
 /// A checkpoint of a normal size runs at background priority (the node loop comes first on a
