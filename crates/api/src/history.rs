@@ -12,7 +12,9 @@ use serde::Deserialize;
 
 use crate::error::ApiError;
 use crate::search::page_limit;
-use crate::{decimal, json, path_id, query, read, read_response, AppState, Consistency};
+use crate::{
+    decimal, json, path_id, query, read, read_built, read_response, AppState, Consistency,
+};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -84,17 +86,14 @@ pub(crate) async fn get_account_transfers(
         account: id,
         filter,
     };
-    // The node indexes a large memtable a step per read: read again until it is done.
-    let (applied_index, found) = loop {
-        let read = read(&state, query.clone(), params.consistency).await?;
-        let Answer::AccountTransfers(found) = read.answer else {
+    let (applied_index, found) = read_built(&state, query, params.consistency, |answer| {
+        let Answer::AccountTransfers(found) = answer else {
             unreachable!("the node answers a history query with a page")
         };
-        match found {
-            Some(None) => continue,
-            found => break (read.applied_index, found.flatten()),
-        }
-    };
+        // The node's `Some(None)`: not built yet; `None`: no such account.
+        found.map_or(Some(None), |page| page.map(Some))
+    })
+    .await?;
     let Some(page) = found else {
         return Err(ApiError::not_found(
             "account_not_found",

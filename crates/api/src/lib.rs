@@ -700,6 +700,22 @@ pub(crate) async fn read(
     }
 }
 
+/// Reads until the node has built what `query` needs: it builds a large memtable's indexes and
+/// change feed a step per read, answering without a page (`built` gives `None`) until done.
+pub(crate) async fn read_built<T>(
+    state: &AppState,
+    query: NodeQuery,
+    consistency: Option<Consistency>,
+    built: impl Fn(Answer) -> Option<T>,
+) -> Result<(LogIndex, T), ApiError> {
+    loop {
+        let read = read(state, query.clone(), consistency).await?;
+        if let Some(found) = built(read.answer) {
+            return Ok((read.applied_index, found));
+        }
+    }
+}
+
 pub(crate) fn query<T: serde::de::DeserializeOwned>(
     q: Result<Query<T>, axum::extract::rejection::QueryRejection>,
 ) -> Result<T, ApiError> {

@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 use crate::decimal::Dec;
 use crate::error::ApiError;
 use crate::json::{AccountOut, BalancesOut, TransferOut};
-use crate::{body, parse_json, query, read, read_response, AppState, Consistency, ReadParams};
+use crate::{
+    body, parse_json, query, read, read_built, read_response, AppState, Consistency, ReadParams,
+};
 
 /// The body of a query: every field optional; a field given (and not 0) must match.
 #[derive(Deserialize)]
@@ -153,22 +155,21 @@ pub(crate) async fn query_transfers(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let (filter, consistency) = query_request(params, raw)?;
-    // The node indexes a large memtable a step per read: read again until it is done.
-    let (read, QueryPage { found, next }) = loop {
-        let read = read(&state, NodeQuery::Transfers(filter), consistency).await?;
-        let Answer::Transfers(page) = read.answer else {
-            unreachable!("the node answers a transfer query with transfers")
-        };
-        if let Some(page) = page {
-            break (read.applied_index, page);
-        }
-    };
+    let query = NodeQuery::Transfers(filter);
+    let (applied_index, QueryPage { found, next }) =
+        read_built(&state, query, consistency, |answer| {
+            let Answer::Transfers(page) = answer else {
+                unreachable!("the node answers a transfer query with transfers")
+            };
+            page
+        })
+        .await?;
     let transfers = found
         .into_iter()
         .map(|t| TransferOut::new(t, None, None))
         .collect();
     let page = QueryOut::new(TransfersOut { transfers }, next, filter.reversed);
-    Ok(read_response(page, read))
+    Ok(read_response(page, applied_index))
 }
 
 /// The change feed's query string.
@@ -261,14 +262,13 @@ pub(crate) async fn changes(
         // Seen before the read: a batch applied after it wakes the wait below.
         applied.borrow_and_update();
         let query = NodeQuery::Changes { after, limit };
-        let read = read(&state, query, params.consistency).await?;
-        let Answer::Changes(found) = read.answer else {
-            unreachable!("the node answers a feed request with changes")
-        };
-        // The node replays a large memtable's feed a step per read: read again until it is done.
-        let Some(found) = found else {
-            continue;
-        };
+        let (applied_index, found) = read_built(&state, query, params.consistency, |answer| {
+            let Answer::Changes(found) = answer else {
+                unreachable!("the node answers a feed request with changes")
+            };
+            found
+        })
+        .await?;
         let wait_more = found.is_empty() && tokio::time::Instant::now() < deadline;
         if wait_more {
             let woken = tokio::time::timeout_at(deadline, applied.changed()).await;
@@ -285,6 +285,6 @@ pub(crate) async fn changes(
             changes,
             next_after,
         };
-        return Ok(read_response(page, read.applied_index));
+        return Ok(read_response(page, applied_index));
     }
 }

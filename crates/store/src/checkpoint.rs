@@ -13,7 +13,7 @@ use bulwark_limits::{
 };
 use redb::{Database, ReadableTable};
 
-use crate::account_index::AccountIndex;
+use crate::by_account::TransfersByAccount;
 use crate::disk::open_reader;
 use crate::error::{redb_err, StoreError};
 use crate::feed::FeedCache;
@@ -432,7 +432,7 @@ fn write_transfers(txn: &redb::WriteTransaction, m: &Memtable) -> Result<(), red
 /// Each account's transfers in the memtable, in runs of at most `ACCOUNT_TRANSFERS_RUN`, from
 /// an account index built here: the memtable's own is built only as far as reads needed it.
 fn write_account_index(txn: &redb::WriteTransaction, m: &Memtable) -> Result<(), redb::Error> {
-    let mut built = AccountIndex::default();
+    let mut built = TransfersByAccount::default();
     let len = m.transfers.len();
     assert!(built.extend_to(len, usize::MAX, |p| m.transfers.at(p)));
     let mut index = txn.open_table(ACCOUNT_TRANSFERS)?;

@@ -7,10 +7,13 @@
 //! query first needs them, so that applying a batch pays nothing for them). On disk, a checkpoint
 //! writes each list of its memtable as packed runs (`transfer_index`, see `tables.rs`).
 
-use bulwark_ledger::{Account, IdMap, Transfer};
+use bulwark_ledger::{Account, Transfer};
 
-/// An indexed field, with its tag in the `transfer_index` table's keys.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+use crate::position_lists::PositionLists;
+
+/// An indexed field, with its tag in the `transfer_index` table's keys; ordered as its tag (the
+/// order a checkpoint writes the lists in).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum IndexField {
     UserData128 = 1,
     UserData64 = 2,
@@ -69,11 +72,7 @@ impl Indexed for Account {
 
 /// Positions in a timestamp-ordered sequence, by field and value: each list in timestamp order.
 #[derive(Default)]
-pub(crate) struct FieldIndex {
-    /// Items indexed so far: the sequence's first `built`.
-    built: usize,
-    lists: IdMap<(IndexField, u128), Vec<u32>>,
-}
+pub(crate) struct FieldIndex(PositionLists<(IndexField, u128)>);
 
 impl FieldIndex {
     /// Indexes the items of the sequence after those indexed so far, up to `len`, at most `max`
@@ -84,35 +83,23 @@ impl FieldIndex {
         max: usize,
         item: impl Fn(u32) -> &'a T,
     ) -> bool {
-        assert!(self.built <= len, "an indexed sequence only grows");
-        let end = len.min(self.built.saturating_add(max));
-        for position in self.built..end {
-            let position = u32::try_from(position).expect("an indexed sequence holds under 2^32");
-            let fields = item(position).fields();
-            for (field, value) in IndexField::ALL.into_iter().zip(fields) {
-                if value != 0 {
-                    self.lists.entry((field, value)).or_default().push(position);
-                }
-            }
-        }
-        self.built = end;
-        end == len
+        self.0.extend_to(len, max, |position| {
+            let fields = IndexField::ALL.into_iter().zip(item(position).fields());
+            fields.filter(|&(_, value)| value != 0)
+        })
     }
 
     /// The positions of the items whose `field` is `value`, in timestamp order.
     pub(crate) fn positions(&self, field: IndexField, value: u128) -> &[u32] {
-        self.lists.get(&(field, value)).map_or(&[], Vec::as_slice)
+        self.0.positions((field, value))
     }
 
     /// Every list, ordered by (field, value): the order a checkpoint writes them in.
     pub(crate) fn sorted_lists(&self) -> Vec<(IndexField, u128, &[u32])> {
-        let mut lists: Vec<_> = self
-            .lists
-            .iter()
-            .map(|(&(field, value), positions)| (field, value, positions.as_slice()))
-            .collect();
-        lists.sort_unstable_by_key(|&(field, value, _)| (field.tag(), value));
+        let lists = self.0.sorted_lists().into_iter();
         lists
+            .map(|((field, value), list)| (field, value, list))
+            .collect()
     }
 }
 

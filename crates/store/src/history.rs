@@ -12,7 +12,7 @@ use bulwark_limits::MAX_HISTORY_SCAN;
 
 use std::sync::MutexGuard;
 
-use crate::account_index::AccountIndex;
+use crate::by_account::TransfersByAccount;
 use crate::error::{redb_err, StoreError};
 use crate::memtable::Memtable;
 use crate::state::StateStore;
@@ -96,7 +96,7 @@ impl StateStore {
     }
 
     /// A page of `account`'s history as `filter` asks; `None` while a memtable's account index
-    /// is still being built (a step per call, see `Memtable::account_index`): ask again.
+    /// is still being built (a step per call, see `Memtable::by_account`): ask again.
     pub fn account_history_step(
         &self,
         account: AccountId,
@@ -104,7 +104,7 @@ impl StateStore {
     ) -> Result<Option<HistoryPage>, StoreError> {
         let indexes: Option<Vec<_>> = self
             .memtables_oldest_first()
-            .map(|m| m.account_index())
+            .map(|m| m.by_account())
             .collect();
         let Some(indexes) = indexes else {
             return Ok(None);
@@ -117,7 +117,7 @@ impl StateStore {
         &self,
         account: AccountId,
         filter: &HistoryFilter,
-        memtables: &[(&Memtable, MutexGuard<'_, AccountIndex>)],
+        memtables: &[(&Memtable, MutexGuard<'_, TransfersByAccount>)],
     ) -> Result<HistoryPage, StoreError> {
         let keeps_history = self
             .accounts
@@ -167,7 +167,7 @@ impl StateStore {
         &self,
         account: AccountId,
         (after, before, reversed): (Timestamp, Timestamp, bool),
-        memtables: &[(&Memtable, MutexGuard<'_, AccountIndex>)],
+        memtables: &[(&Memtable, MutexGuard<'_, TransfersByAccount>)],
         max: usize,
     ) -> Result<Vec<(Timestamp, TransferId)>, StoreError> {
         let in_window = |ts: Timestamp| after < ts && ts < before;

@@ -28,8 +28,8 @@
 //! # Layout
 //!
 //! `state` (the [`StateStore`], opening a file, the state machine), `memtable` (changes since the
-//! last freeze), `account_index` (a memtable's transfers by account, built for reads and
-//! checkpoints, not while applying), `checkpoint` (freezing, writing in the background, the free-space check), `disk` (the
+//! last freeze), `by_account` (a memtable's transfers by account, built for reads and
+//! checkpoints, not while applying; on `position_lists`, as the field indexes), `checkpoint` (freezing, writing in the background, the free-space check), `disk` (the
 //! redb handle, closed and reopened after an I/O failure), `query` (history and the ledger's
 //! lookups), `transfer_runs` (where a checkpoint puts each transfer: in runs, or a row of its own, and
 //! finding it again), `tables` (the schema), `records` (fixed-width row encodings), `snapshot` (streaming a
@@ -38,7 +38,7 @@
 #![warn(clippy::too_many_lines)]
 
 mod access;
-mod account_index;
+mod by_account;
 mod checkpoint;
 mod disk;
 mod error;
@@ -48,6 +48,7 @@ mod history;
 mod index_runs;
 mod memtable;
 mod outbox;
+mod position_lists;
 mod priority;
 mod query;
 mod records;

@@ -12,7 +12,7 @@ use bulwark_ledger::{
 
 use bulwark_limits::MAX_LAZY_BUILD_STEP;
 
-use crate::account_index::AccountIndex;
+use crate::by_account::TransfersByAccount;
 use crate::feed::FeedCache;
 use crate::field_index::FieldIndex;
 use crate::state::StateStore;
@@ -24,9 +24,9 @@ pub(crate) struct Memtable {
     pub(crate) pending: IdMap<TransferId, PendingStatus>,
     pub(crate) failed_transfers: IdMap<TransferId, Timestamp>,
     /// Per account, its transfers in timestamp order, built as far as the last history read
-    /// needed it (see `account_index.rs`). A mutex because the frozen memtable is shared with
+    /// needed it (see `by_account.rs`). A mutex because the frozen memtable is shared with
     /// its checkpoint.
-    pub(crate) account_index: Mutex<AccountIndex>,
+    pub(crate) by_account: Mutex<TransfersByAccount>,
     pub(crate) balance_history: BTreeMap<(AccountId, Timestamp), Balances>,
     /// `true`: added since the freeze; `false`: removed.
     pub(crate) expiry_changes: BTreeMap<(Timestamp, TransferId), bool>,
@@ -60,8 +60,8 @@ impl Memtable {
     }
 
     /// Each account's transfers here, the same way (the read asks again while `None`).
-    pub(crate) fn account_index(&self) -> Option<MutexGuard<'_, AccountIndex>> {
-        self.build_step(&self.account_index, |index, len| {
+    pub(crate) fn by_account(&self) -> Option<MutexGuard<'_, TransfersByAccount>> {
+        self.build_step(&self.by_account, |index, len| {
             index.extend_to(len, MAX_LAZY_BUILD_STEP, |p| self.transfers.at(p))
         })
     }

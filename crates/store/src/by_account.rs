@@ -4,18 +4,16 @@
 //! transfer (each a likely cache miss, and the lists' growth) took a quarter of the node loop's
 //! time at 8,189 transfers a batch.
 
-use bulwark_ledger::{AccountId, IdMap, Transfer};
+use bulwark_ledger::{AccountId, Transfer};
+
+use crate::position_lists::PositionLists;
 
 /// Positions of a memtable's transfers, by debit and credit account, each list in timestamp
 /// order.
 #[derive(Default)]
-pub(crate) struct AccountIndex {
-    /// Transfers indexed so far: the memtable's first `built`.
-    built: usize,
-    lists: IdMap<AccountId, Vec<u32>>,
-}
+pub(crate) struct TransfersByAccount(PositionLists<AccountId>);
 
-impl AccountIndex {
+impl TransfersByAccount {
     /// Indexes the transfers after those indexed so far, up to `len`, at most `max` of them;
     /// whether every transfer up to `len` is indexed. `transfer` gives the one at a position.
     pub(crate) fn extend_to<'a>(
@@ -24,37 +22,20 @@ impl AccountIndex {
         max: usize,
         transfer: impl Fn(u32) -> &'a Transfer,
     ) -> bool {
-        assert!(self.built <= len, "a memtable's transfers only grow");
-        let end = len.min(self.built.saturating_add(max));
-        for position in self.built..end {
-            let position = u32::try_from(position).expect("a memtable holds under 2^32 transfers");
+        self.0.extend_to(len, max, |position| {
             let t = transfer(position);
-            for account in [t.debit_account_id, t.credit_account_id] {
-                let list = self.lists.entry(account).or_default();
-                // A later position is a later transfer (`MemTransfers::insert`): comparing
-                // positions spares reading the previous transfer, a cache miss per transfer.
-                assert!(list.last().is_none_or(|&p| p < position));
-                list.push(position);
-            }
-        }
-        self.built = end;
-        end == len
+            [t.debit_account_id, t.credit_account_id]
+        })
     }
 
     /// Positions of `account`'s transfers, oldest first.
     pub(crate) fn positions(&self, account: AccountId) -> &[u32] {
-        self.lists.get(&account).map_or(&[], Vec::as_slice)
+        self.0.positions(account)
     }
 
     /// Every account's list, by account id: the order a checkpoint writes them in.
     pub(crate) fn sorted_lists(&self) -> Vec<(AccountId, &[u32])> {
-        let mut lists: Vec<_> = self
-            .lists
-            .iter()
-            .map(|(&account, positions)| (account, positions.as_slice()))
-            .collect();
-        lists.sort_unstable_by_key(|&(account, _)| account);
-        lists
+        self.0.sorted_lists()
     }
 }
 
@@ -77,7 +58,7 @@ mod tests {
     #[test]
     fn lists_hold_both_sides_in_order_and_grow_by_extension() {
         let mut all = vec![transfer(1, 1, 2), transfer(2, 3, 1)];
-        let mut index = AccountIndex::default();
+        let mut index = TransfersByAccount::default();
         assert!(index.extend_to(all.len(), usize::MAX, |p| &all[p as usize]));
         all.push(transfer(3, 2, 3));
         assert!(
